@@ -1,0 +1,181 @@
+//! The `turnpike` command: run the server, check a config, mint credentials.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use base64::Engine;
+use clap::{Parser, Subcommand};
+use tracing::info;
+use tracing_subscriber::EnvFilter;
+
+use turnpike::config::{Config, LogFormat, Secret};
+use turnpike::net;
+use turnpike::proto::auth;
+
+#[derive(Parser)]
+#[command(name = "turnpike", version, about = "STUN/TURN server with a minimal WebRTC signaling endpoint")]
+struct Cli {
+    /// Configuration file (TOML). Without one, built-in defaults are used.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default when no subcommand is given).
+    Run,
+    /// Validate a configuration file and exit (non-zero with the reason if it is invalid).
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Print an RTCIceServer JSON entry with a fresh short-lived credential.
+    Credentials {
+        /// Shared secret to mint with (default: the first secret of --config).
+        #[arg(long)]
+        secret: Option<String>,
+        /// Name embedded in the username (`<expiry>:<user>`).
+        #[arg(long)]
+        user: Option<String>,
+        /// Lifetime of the credential, e.g. "1h", "30m".
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Host name or IP to put in the TURN URL.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Port to put in the TURN URL.
+        #[arg(long, default_value_t = 3478)]
+        port: u16,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    match path {
+        Some(path) => Ok(Config::load(path)?),
+        None => {
+            let mut config = Config::default();
+            config.validate().context("built-in defaults")?;
+            Ok(config)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => serve(load(cli.config.as_ref())?, cli.config.is_none()),
+        Command::CheckConfig { file } => {
+            let config = Config::load(&file)?;
+            println!(
+                "{}: ok ({} UDP listener(s), {} user(s), {} shared secret(s))",
+                file.display(),
+                config.listen.udp.len(),
+                config.auth.users.len(),
+                config.auth.resolved_secrets.len()
+            );
+            Ok(())
+        }
+        Command::Credentials {
+            secret,
+            user,
+            ttl,
+            host,
+            port,
+        } => {
+            let secret = match (secret, &cli.config) {
+                (Some(s), _) => s,
+                (None, Some(path)) => match Config::load(path)?.auth.minting_secret() {
+                    Some(s) => s.expose().to_owned(),
+                    None => bail!("{} has no shared secret (auth.secrets)", path.display()),
+                },
+                (None, None) => bail!("give --secret or --config with auth.secrets"),
+            };
+            if user.as_deref().is_some_and(|u| u.contains(':')) {
+                bail!("--user must not contain ':'");
+            }
+            let minted = auth::mint(secret.as_bytes(), user.as_deref(), net::clock::unix_secs(), ttl);
+            let entry = serde_json::json!({
+                "urls": [format!("turn:{host}:{port}?transport=udp")],
+                "username": minted.username,
+                "credential": minted.password,
+            });
+            println!("{entry}");
+            Ok(())
+        }
+    }
+}
+
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.is_empty() => EnvFilter::try_new(directives).context("RUST_LOG")?,
+        _ => EnvFilter::try_new(&config.log.level).context("log.level")?,
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+fn serve(mut config: Config, built_in_defaults: bool) -> anyhow::Result<()> {
+    init_logging(&config)?;
+    let demo_secret = config.auth.resolved_secrets.is_empty() && config.auth.users.is_empty();
+    if demo_secret {
+        // With nothing configured, a random secret makes the server usable
+        // for a local try-out without ever accepting a guessable password.
+        let bytes: [u8; 24] = net::random_bytes();
+        let secret = base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes);
+        config.auth.resolved_secrets.push(Secret::new(secret));
+        info!("no users or shared secrets configured: generated a random shared secret for this run");
+    }
+    let server = net::start(&config).context("starting the server")?;
+    if demo_secret && std::io::stderr().is_terminal() {
+        // Printed for the person at the terminal, never into logs.
+        if let Some(secret) = config.auth.resolved_secrets.first() {
+            let minted = auth::mint(secret.expose().as_bytes(), Some("demo"), net::clock::unix_secs(), Duration::from_secs(86_400));
+            let port = server.udp.first().map_or(3478, |a| a.port());
+            eprintln!(
+                "\nTry it (credential valid 24 h, for this run only):\n  turnutils_uclient -u '{}' -w '{}' -p {port} -y 127.0.0.1\n",
+                minted.username, minted.password
+            );
+        }
+    }
+    if built_in_defaults {
+        info!("running on built-in defaults; see config.example.toml for every option");
+    }
+    wait_for_shutdown_signal()?;
+    info!("shutting down");
+    server.stop();
+    Ok(())
+}
+
+fn wait_for_shutdown_signal() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("signal runtime")?;
+    runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    })?;
+    Ok(())
+}

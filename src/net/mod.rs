@@ -1,0 +1,322 @@
+//! The tokio drivers: they bind sockets, sample the clock, and run the
+//! protocol core of [`crate::proto`] in N shards (see [`shard`]).
+//!
+//! [`start`] turns a validated [`Config`] into running shards. Listening
+//! sockets are all bound here, before any shard starts, so a port that is
+//! taken fails the start with a clear error, and `port 0` in the config
+//! resolves to one concrete port that every shard's `SO_REUSEPORT` sibling
+//! shares.
+
+mod shard;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::proto::auth::{Credentials, CredentialsConfig};
+use crate::proto::peer_filter::{PeerFilter, PeerRules};
+use crate::proto::server::{AllocationQuota, Server, ServerConfig};
+
+/// The clock, read only here (the core gets time passed in).
+pub mod clock {
+    use crate::proto::server::Now;
+
+    #[allow(clippy::disallowed_methods)]
+    pub fn now() -> Now {
+        let unix_secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Now {
+            mono: std::time::Instant::now(),
+            unix_secs,
+        }
+    }
+
+    pub fn unix_secs() -> u64 {
+        now().unix_secs
+    }
+
+    /// 8 random bytes for non-security uses (port choice).
+    pub fn seed_u64() -> u64 {
+        u64::from_le_bytes(super::random_bytes())
+    }
+}
+
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    use ring::rand::SecureRandom;
+    let mut out = [0u8; N];
+    // SystemRandom only fails if the OS has no entropy source at all, in
+    // which case nothing about this server can be secure: stop loudly.
+    ring::rand::SystemRandom::new()
+        .fill(&mut out)
+        .expect("operating system random number generator failed");
+    out
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot bind UDP {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot start worker thread: {0}")]
+    Thread(std::io::Error),
+    #[error("worker {0} failed to start: {1}")]
+    Worker(usize, String),
+}
+
+/// A running server: its bound addresses, and the handle to stop it.
+pub struct RunningServer {
+    /// The UDP listening addresses, with port 0 resolved.
+    pub udp: Vec<SocketAddr>,
+    /// The advertised IPv4 relay address.
+    pub relay_ipv4: Ipv4Addr,
+    stop: tokio::sync::watch::Sender<bool>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Stops every shard and waits for their threads to end.
+    pub fn stop(self) {
+        let _ = self.stop.send(true);
+        for w in self.workers {
+            let _ = w.join();
+        }
+    }
+}
+
+/// Opens a UDP socket the way every listener and relay socket is opened:
+/// non-blocking, optionally `SO_REUSEPORT` (listeners shared by shards),
+/// with larger kernel buffers so bursts are absorbed rather than dropped.
+pub(crate) fn bind_udp(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+        // Listeners see every client's traffic; ask for roomy buffers (the
+        // kernel caps them at net.core.[rw]mem_max).
+        let _ = socket.set_recv_buffer_size(4 << 20);
+        let _ = socket.set_send_buffer_size(4 << 20);
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// IPv4 addresses of this host's interfaces (for the default advertised
+/// relay address and for recognising the server's own addresses as peers).
+fn interface_ipv4s() -> Vec<Ipv4Addr> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we only read and then
+    // free with freeifaddrs; every pointer is checked for null first.
+    unsafe {
+        if libc::getifaddrs(&mut head) != 0 {
+            return out;
+        }
+        let mut cur = head;
+        while !cur.is_null() {
+            let addr = (*cur).ifa_addr;
+            if !addr.is_null() && i32::from((*addr).sa_family) == libc::AF_INET {
+                let sin = &*(addr as *const libc::sockaddr_in);
+                out.push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+            }
+            cur = (*cur).ifa_next;
+        }
+        libc::freeifaddrs(head);
+    }
+    out
+}
+
+/// Everything shards share, derived once from the config.
+struct Plan {
+    server: ServerConfig,
+    users: Vec<(String, [u8; 16])>,
+    secrets: Vec<Vec<u8>>,
+    rules: PeerRules,
+    relay_bind: Ipv4Addr,
+    relay_advertised: Ipv4Addr,
+}
+
+impl Plan {
+    fn new(config: &Config, udp: &[SocketAddr]) -> Plan {
+        let interfaces = interface_ipv4s();
+        let relay_bind = config.relay.ipv4;
+        let relay_advertised = match config.server.external_ip {
+            Some(IpAddr::V4(ip)) => ip,
+            _ if !relay_bind.is_unspecified() => relay_bind,
+            _ => interfaces
+                .iter()
+                .copied()
+                .find(|ip| !ip.is_loopback())
+                .unwrap_or(Ipv4Addr::LOCALHOST),
+        };
+        let mut own_ips: Vec<IpAddr> = interfaces.iter().map(|ip| IpAddr::V4(*ip)).collect();
+        own_ips.push(IpAddr::V4(relay_advertised));
+        own_ips.extend(config.server.external_ip);
+        own_ips.extend(udp.iter().map(|a| a.ip()));
+        let software = Some(config.server.software.clone()).filter(|s| !s.is_empty());
+        Plan {
+            server: ServerConfig {
+                software,
+                relay_ip_v4: Some(relay_advertised),
+                relay_ip_v6: None,
+                max_allocation_lifetime: config.limits.max_allocation_lifetime,
+                max_permissions: config.limits.max_permissions_per_allocation,
+                max_channels: config.limits.max_channels_per_allocation,
+            },
+            users: config
+                .auth
+                .users
+                .iter()
+                .map(|u| (u.name.clone(), config.user_key(u)))
+                .collect(),
+            secrets: config
+                .auth
+                .resolved_secrets
+                .iter()
+                .map(|s| s.expose().as_bytes().to_vec())
+                .collect(),
+            rules: PeerRules {
+                allow: config.peers.allow.clone(),
+                deny: config.peers.deny.clone(),
+                own_ips,
+                relay_ports: config.relay.ports.as_range(),
+                service_ports: udp.iter().map(|a| a.port()).collect(),
+            },
+            relay_bind,
+            relay_advertised,
+        }
+    }
+}
+
+/// Binds every listener and starts the shards. Returns once all of them
+/// are serving.
+pub fn start(config: &Config) -> Result<RunningServer, StartError> {
+    let workers = match config.server.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let reuse = workers > 1;
+    // Bind shard 0's sockets first so that port 0 becomes a real port the
+    // other shards then share.
+    let mut sockets: Vec<Vec<std::net::UdpSocket>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut udp = Vec::new();
+    for &wanted in &config.listen.udp {
+        let first = bind_udp(wanted, reuse).map_err(|source| StartError::Bind { addr: wanted, source })?;
+        let bound = first.local_addr().map_err(|source| StartError::Bind { addr: wanted, source })?;
+        sockets[0].push(first);
+        for shard_sockets in sockets.iter_mut().skip(1) {
+            let sibling = bind_udp(bound, true).map_err(|source| StartError::Bind { addr: bound, source })?;
+            shard_sockets.push(sibling);
+        }
+        udp.push(bound);
+    }
+
+    let plan = Arc::new(Plan::new(config, &udp));
+    let quota = Arc::new(AllocationQuota::new(
+        config.limits.max_allocations,
+        config.limits.max_allocations_per_user,
+    ));
+    let nonce_key: [u8; 32] = random_bytes();
+    let realm = config.server.realm.clone();
+    let nonce_ttl = config.auth.nonce_ttl;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let reserved = shard::ReservedSockets::default();
+
+    let mut handles = Vec::new();
+    for (index, shard_sockets) in sockets.into_iter().enumerate() {
+        let plan = plan.clone();
+        let quota = quota.clone();
+        let realm = realm.clone();
+        let mut stopped = stopped.clone();
+        let ready = ready_tx.clone();
+        let addrs = udp.clone();
+        let reserved = reserved.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("turnpike-shard-{index}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = ready.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&runtime, async move {
+                    let mut listeners = Vec::new();
+                    for (addr, socket) in addrs.into_iter().zip(shard_sockets) {
+                        match tokio::net::UdpSocket::from_std(socket) {
+                            Ok(s) => listeners.push((addr, s)),
+                            Err(e) => {
+                                let _ = ready.send(Err(e.to_string()));
+                                return;
+                            }
+                        }
+                    }
+                    let credentials = Credentials::new(CredentialsConfig {
+                        realm,
+                        users: plan.users.clone(),
+                        secrets: plan.secrets.clone(),
+                        nonce_ttl,
+                        nonce_key,
+                    });
+                    let binder = shard::RelaySocketsConfig {
+                        bind_v4: plan.relay_bind,
+                        advertised_v4: plan.relay_advertised,
+                        ports: plan.rules.relay_ports.clone(),
+                        reserved,
+                    };
+                    let filter = PeerFilter::new(plan.rules.clone());
+                    let server_config = plan.server.clone();
+                    let _shard = shard::Shard::start(
+                        |sockets| Server::new(server_config, credentials, filter, quota, sockets, random_bytes()),
+                        binder,
+                        listeners,
+                    );
+                    let _ = ready.send(Ok(()));
+                    while !*stopped.borrow() {
+                        if stopped.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            })
+            .map_err(StartError::Thread)?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    for index in 0..workers {
+        match ready_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(StartError::Worker(index, e)),
+            Err(e) => return Err(StartError::Worker(index, e.to_string())),
+        }
+    }
+    for addr in &udp {
+        info!(%addr, workers, "listening for STUN/TURN over UDP");
+    }
+    info!(
+        relay_ip = %plan.relay_advertised,
+        bind = %plan.relay_bind,
+        ports = %config.relay.ports,
+        "relaying"
+    );
+    if plan.relay_advertised.is_loopback() && config.server.external_ip.is_none() {
+        warn!("relay address is loopback: only clients on this machine can use the relays; set relay.ipv4 or server.external_ip");
+    }
+    Ok(RunningServer {
+        udp,
+        relay_ipv4: plan.relay_advertised,
+        stop,
+        workers: handles,
+    })
+}

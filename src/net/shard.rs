@@ -1,0 +1,340 @@
+//! One shard: a single-threaded event loop that owns one protocol core,
+//! one listening socket per configured UDP address (`SO_REUSEPORT` siblings
+//! of the other shards' sockets) and the relay sockets of the allocations
+//! it created.
+//!
+//! The kernel hashes a client's 5-tuple to one of the sibling sockets, so a
+//! client's allocation, relay socket, permissions and channels all live in
+//! one shard and its packets never cross threads: the core sits in a
+//! `RefCell` and is borrowed for the length of one synchronous handler
+//! call, never across an `.await`.
+//!
+//! Every socket is read the same way: wait for readiness, then drain it
+//! with `try_recv_from` into the shard's single buffer (with headroom in
+//! front, so relayed data is framed in place) and send with `try_send_to`.
+//! A send that would block drops the datagram, as a congested router
+//! would; nothing queues without bound. A wake-up handles at most
+//! [`BUDGET`] datagrams before yielding so one busy socket cannot starve
+//! the others.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::{Rc, Weak};
+use std::time::Instant;
+
+use tokio::net::UdpSocket;
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+use tracing::{debug, trace};
+
+use super::clock;
+use crate::proto::server::{
+    ClientAddr, Effect, Family, PeerAddr, PortWant, RelayAddr, RelayBindError, RelayBinder, Server, ToClient,
+    ToPeer, Transport, PEER_HEADROOM, PEER_TAILROOM,
+};
+
+/// Datagrams handled per socket wake-up before yielding to other tasks.
+const BUDGET: usize = 64;
+/// Largest datagram read: anything a UDP socket can carry.
+const MAX_DATAGRAM: usize = 65_535;
+
+pub(crate) struct Shard {
+    core: RefCell<Server<RelaySockets>>,
+    listeners: Vec<(SocketAddr, Rc<UdpSocket>)>,
+    /// Relay sockets by advertised address; shared with the binder that
+    /// lives inside the core, which adds and removes entries.
+    relays: Rc<RefCell<HashMap<RelayAddr, Rc<UdpSocket>>>>,
+    buf: RefCell<Box<[u8]>>,
+    /// Deadline the timer task sleeps until; a handler that makes the
+    /// core's next deadline earlier wakes it through `timer_changed`.
+    next_wake: Cell<Option<Instant>>,
+    timer_changed: Notify,
+}
+
+impl Shard {
+    /// Builds the shard around `core` (whose binder must have been made by
+    /// [`RelaySockets::new`] with the same `relays` map) and spawns its
+    /// tasks on the current `LocalSet`.
+    pub(crate) fn start(
+        core_with: impl FnOnce(RelaySockets) -> Server<RelaySockets>,
+        binder: RelaySocketsConfig,
+        listeners: Vec<(SocketAddr, UdpSocket)>,
+    ) -> Rc<Shard> {
+        let relays = Rc::new(RefCell::new(HashMap::new()));
+        let shard = Rc::new_cyclic(|weak: &Weak<Shard>| {
+            let sockets = RelaySockets {
+                config: binder,
+                shard: weak.clone(),
+                sockets: relays.clone(),
+                tasks: HashMap::new(),
+                rng: clock::seed_u64() | 1,
+            };
+            Shard {
+                core: RefCell::new(core_with(sockets)),
+                listeners: listeners.into_iter().map(|(a, s)| (a, Rc::new(s))).collect(),
+                relays,
+                buf: RefCell::new(vec![0u8; PEER_HEADROOM + MAX_DATAGRAM + PEER_TAILROOM].into_boxed_slice()),
+                next_wake: Cell::new(None),
+                timer_changed: Notify::new(),
+            }
+        });
+        for (local, socket) in &shard.listeners {
+            tokio::task::spawn_local(listener_loop(shard.clone(), socket.clone(), *local));
+        }
+        tokio::task::spawn_local(timer_loop(shard.clone()));
+        shard
+    }
+
+    fn listener(&self, local: SocketAddr) -> Option<&UdpSocket> {
+        self.listeners.iter().find(|(a, _)| *a == local).map(|(_, s)| &**s)
+    }
+
+    fn send_to_client(&self, to: ClientAddr, bytes: &[u8]) {
+        match self.listener(to.local) {
+            Some(socket) => send_or_drop(socket, bytes, to.remote),
+            None => debug!(client = %to, "no listener for client"),
+        }
+    }
+
+    fn send_to_peer(&self, route: &ToPeer<'_>) {
+        let relays = self.relays.borrow();
+        if let Some(socket) = relays.get(&route.relay) {
+            send_or_drop(socket, route.payload, route.peer.0);
+        }
+    }
+
+    /// Carries out the core's queued effects and wakes the timer task if
+    /// the core now wants to be woken earlier.
+    fn after_control(&self, core: &mut Server<RelaySockets>) {
+        while let Some(effect) = core.poll_effect() {
+            match effect {
+                Effect::Transmit { to, bytes } => self.send_to_client(to, &bytes),
+            }
+        }
+        let next = core.poll_timeout();
+        if next.is_some() && (self.next_wake.get().is_none() || next < self.next_wake.get()) {
+            self.timer_changed.notify_one();
+        }
+    }
+}
+
+fn send_or_drop(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) {
+    if let Err(e) = socket.try_send_to(bytes, to) {
+        trace!(%to, error = %e, "datagram dropped");
+    }
+}
+
+async fn listener_loop(shard: Rc<Shard>, socket: Rc<UdpSocket>, local: SocketAddr) {
+    loop {
+        if let Err(e) = socket.readable().await {
+            debug!(%local, error = %e, "listener closed");
+            return;
+        }
+        for _ in 0..BUDGET {
+            let mut buf = shard.buf.borrow_mut();
+            let (n, remote) = match socket.try_recv_from(&mut buf[..MAX_DATAGRAM]) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // ICMP errors surface here on some systems; the socket stays usable.
+                    trace!(%local, error = %e, "recv error");
+                    continue;
+                }
+            };
+            let client = ClientAddr {
+                transport: Transport::Udp,
+                local,
+                remote,
+            };
+            let now = clock::now();
+            let mut core = shard.core.borrow_mut();
+            let packet = &buf[..n];
+            if let Some(route) = core.handle_client_packet(client, packet, now) {
+                shard.send_to_peer(&route);
+            } else {
+                shard.after_control(&mut core);
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+async fn relay_loop(shard: Weak<Shard>, socket: Rc<UdpSocket>, relay: RelayAddr) {
+    let payload_start = PEER_HEADROOM;
+    loop {
+        if socket.readable().await.is_err() {
+            return;
+        }
+        let Some(shard) = shard.upgrade() else {
+            return;
+        };
+        for _ in 0..BUDGET {
+            let mut buf = shard.buf.borrow_mut();
+            let (n, from) = match socket.try_recv_from(&mut buf[payload_start..payload_start + MAX_DATAGRAM]) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    trace!(relay = %relay.0, error = %e, "relay recv error");
+                    continue;
+                }
+            };
+            let now = Instant::now();
+            let route = shard.core.borrow_mut().handle_peer_packet(
+                relay,
+                PeerAddr(from),
+                &mut buf,
+                payload_start..payload_start + n,
+                now,
+            );
+            if let Some(ToClient { client, range }) = route {
+                shard.send_to_client(client, &buf[range]);
+            }
+        }
+        drop(shard);
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Sleeps until the core's next deadline (no periodic tick), and is woken
+/// early when a handler makes that deadline earlier.
+async fn timer_loop(shard: Rc<Shard>) {
+    loop {
+        let deadline = shard.core.borrow().poll_timeout();
+        shard.next_wake.set(deadline);
+        let changed = shard.timer_changed.notified();
+        match deadline {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at.into()) => {
+                        let mut core = shard.core.borrow_mut();
+                        core.handle_timeout(Instant::now());
+                        shard.after_control(&mut core);
+                    }
+                    _ = changed => {}
+                }
+            }
+            None => changed.await,
+        }
+    }
+}
+
+/// Reserved relay sockets (the odd partner of an EVEN-PORT pair) by
+/// RESERVATION-TOKEN, shared by all shards: the Allocate that claims one
+/// may arrive on another 5-tuple and so in another shard, which then
+/// adopts the socket into its own event loop. Locked only when a
+/// reservation is made, claimed or expires.
+pub(crate) type ReservedSockets = std::sync::Arc<std::sync::Mutex<HashMap<u64, (u16, std::net::UdpSocket)>>>;
+
+/// How relay sockets are opened: where they bind, which ports they use and
+/// what address they advertise.
+#[derive(Clone, Debug)]
+pub(crate) struct RelaySocketsConfig {
+    pub bind_v4: std::net::Ipv4Addr,
+    pub advertised_v4: std::net::Ipv4Addr,
+    pub ports: std::ops::RangeInclusive<u16>,
+    pub reserved: ReservedSockets,
+}
+
+/// The driver's [`RelayBinder`]: real UDP sockets from the configured port
+/// range, each with a receive task on this shard.
+pub(crate) struct RelaySockets {
+    config: RelaySocketsConfig,
+    shard: Weak<Shard>,
+    sockets: Rc<RefCell<HashMap<RelayAddr, Rc<UdpSocket>>>>,
+    tasks: HashMap<RelayAddr, AbortHandle>,
+    rng: u64,
+}
+
+impl RelaySockets {
+    fn random(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    fn relay_addr(&self, port: u16) -> RelayAddr {
+        RelayAddr(SocketAddr::from((self.config.advertised_v4, port)))
+    }
+
+    fn open(&self, port: u16) -> io::Result<std::net::UdpSocket> {
+        super::bind_udp(SocketAddr::from((self.config.bind_v4, port)), false)
+    }
+
+    /// Adopts a bound socket into this shard's event loop.
+    fn register(&mut self, port: u16, socket: std::net::UdpSocket) -> io::Result<()> {
+        let socket = Rc::new(UdpSocket::from_std(socket)?);
+        let relay = self.relay_addr(port);
+        self.sockets.borrow_mut().insert(relay, socket.clone());
+        let task = tokio::task::spawn_local(relay_loop(self.shard.clone(), socket, relay));
+        self.tasks.insert(relay, task.abort_handle());
+        Ok(())
+    }
+
+    fn reserved(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (u16, std::net::UdpSocket)>> {
+        // The map holds plain sockets; a panic elsewhere cannot leave it
+        // half-updated, so a poisoned lock is still usable.
+        self.config.reserved.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl RelayBinder for RelaySockets {
+    /// Tries ports from a random starting point (RFC 8656 §7.2 asks for
+    /// unpredictable relay ports), walking the whole range once at most.
+    fn bind(&mut self, family: Family, want: PortWant) -> Result<u16, RelayBindError> {
+        if family != Family::V4 {
+            return Err(RelayBindError::Exhausted);
+        }
+        let (low, high) = (*self.config.ports.start(), *self.config.ports.end());
+        let span = u32::from(high) - u32::from(low) + 1;
+        let start = (self.random() % u64::from(span)) as u32;
+        for i in 0..span {
+            let port = (u32::from(low) + (start + i) % span) as u16;
+            if want != PortWant::Any && port % 2 != 0 {
+                continue;
+            }
+            let partner = match want {
+                PortWant::EvenPair(token) if port < high => Some(token),
+                PortWant::EvenPair(_) => continue,
+                _ => None,
+            };
+            let Ok(socket) = self.open(port) else {
+                continue;
+            };
+            if let Some(token) = partner {
+                let Ok(partner_socket) = self.open(port + 1) else {
+                    continue;
+                };
+                self.reserved().insert(token, (port + 1, partner_socket));
+            }
+            if self.register(port, socket).is_err() {
+                if let Some(token) = partner {
+                    self.forget(token);
+                }
+                continue;
+            }
+            return Ok(port);
+        }
+        Err(RelayBindError::Exhausted)
+    }
+
+    fn claim(&mut self, token: u64) -> Result<(Family, u16), RelayBindError> {
+        let (port, socket) = self.reserved().remove(&token).ok_or(RelayBindError::UnknownReservation)?;
+        self.register(port, socket).map_err(|_| RelayBindError::Exhausted)?;
+        Ok((Family::V4, port))
+    }
+
+    fn forget(&mut self, token: u64) {
+        self.reserved().remove(&token);
+    }
+
+    fn release(&mut self, _family: Family, port: u16) {
+        let relay = self.relay_addr(port);
+        self.sockets.borrow_mut().remove(&relay);
+        if let Some(task) = self.tasks.remove(&relay) {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! Long-term credentials (RFC 8489 §9.2) and shared-secret ephemeral
+//! credentials (the "TURN REST API" scheme, coturn's `use-auth-secret`).
+//!
+//! * A configured user has a key `MD5(username ":" realm ":" password)`,
+//!   given either as the password or precomputed (coturn's `turnadmin -k`).
+//! * An ephemeral username is `<unix-expiry>[:<name>]`; its password is
+//!   `base64(HMAC-SHA1(secret, username))`. Several secrets verify at once
+//!   so they can be rotated; [`mint`] uses whichever one the caller passes
+//!   (the first configured one). The same function mints for the CLI and the
+//!   signaling endpoint, so what is handed out is what is verified here.
+//! * Nonces are stateless: `hex(expiry) || hex(HMAC(nonce_key, expiry,
+//!   client)[..8])`. Checking one costs an HMAC and no memory, so an
+//!   unauthenticated source can make the server remember nothing. A nonce
+//!   is only valid for the client address it was issued to.
+//!
+//! Secrets never appear in `Debug` output; MESSAGE-INTEGRITY is compared in
+//! constant time (see [`super::stun::Message::verify_integrity`]).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use base64::Engine;
+use md5::{Digest, Md5};
+use ring::hmac;
+
+/// A 16-byte long-term key, `MD5(username:realm:password)`.
+pub type LongTermKey = [u8; 16];
+
+pub fn long_term_key(username: &str, realm: &str, password: &str) -> LongTermKey {
+    let mut h = Md5::new();
+    h.update(username.as_bytes());
+    h.update(b":");
+    h.update(realm.as_bytes());
+    h.update(b":");
+    h.update(password.as_bytes());
+    h.finalize().into()
+}
+
+/// The password of an ephemeral username under `secret`.
+pub fn ephemeral_password(secret: &[u8], username: &str) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret);
+    let tag = hmac::sign(&key, username.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
+}
+
+/// A freshly minted ephemeral credential.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Minted {
+    pub username: String,
+    pub password: String,
+    pub expires_unix: u64,
+}
+
+impl fmt::Debug for Minted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Minted")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("expires_unix", &self.expires_unix)
+            .finish()
+    }
+}
+
+/// Mints an ephemeral credential valid until `now_unix + ttl`.
+/// `name` must not contain ':' to keep the username unambiguous; callers
+/// validate it (the name is informational only, it grants nothing).
+pub fn mint(secret: &[u8], name: Option<&str>, now_unix: u64, ttl: Duration) -> Minted {
+    let expires_unix = now_unix.saturating_add(ttl.as_secs());
+    let username = match name {
+        Some(n) if !n.is_empty() => format!("{expires_unix}:{n}"),
+        _ => expires_unix.to_string(),
+    };
+    let password = ephemeral_password(secret, &username);
+    Minted {
+        username,
+        password,
+        expires_unix,
+    }
+}
+
+/// The configured credentials, in checked form.
+pub struct CredentialsConfig {
+    pub realm: String,
+    pub users: Vec<(String, LongTermKey)>,
+    /// Shared secrets for ephemeral credentials; all of them verify.
+    pub secrets: Vec<Vec<u8>>,
+    pub nonce_ttl: Duration,
+    /// Random bytes from the driver; nonces from another process or an
+    /// earlier run are stale, which clients recover from with one retry.
+    pub nonce_key: [u8; 32],
+}
+
+/// Why a username has no usable key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserError {
+    /// Neither a configured user nor a well-formed ephemeral username.
+    Unknown,
+    /// An ephemeral username whose expiry has passed.
+    Expired,
+}
+
+impl UserError {
+    pub fn reason(self) -> &'static str {
+        match self {
+            UserError::Unknown => "unknown user",
+            UserError::Expired => "expired credential",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NonceCheck {
+    Valid,
+    /// Expired, forged, or issued to another client: answer 438 with a new one.
+    Stale,
+}
+
+pub const NONCE_LEN: usize = 32;
+
+pub struct Credentials {
+    realm: String,
+    users: HashMap<String, LongTermKey>,
+    secrets: Vec<Vec<u8>>,
+    nonce_key: hmac::Key,
+    nonce_ttl_secs: u64,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("realm", &self.realm)
+            .field("users", &self.users.len())
+            .field("secrets", &self.secrets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    pub fn new(config: CredentialsConfig) -> Credentials {
+        Credentials {
+            realm: config.realm,
+            users: config.users.into_iter().collect(),
+            secrets: config.secrets,
+            nonce_key: hmac::Key::new(hmac::HMAC_SHA256, &config.nonce_key),
+            nonce_ttl_secs: config.nonce_ttl.as_secs().max(1),
+        }
+    }
+
+    pub fn realm(&self) -> &str {
+        &self.realm
+    }
+
+    /// The candidate keys for `username`: one for a configured user, one
+    /// per shared secret for an ephemeral username. The caller tries each
+    /// against MESSAGE-INTEGRITY.
+    pub fn keys_for(&self, username: &str, now_unix: u64) -> Result<Vec<LongTermKey>, UserError> {
+        if let Some(key) = self.users.get(username) {
+            return Ok(vec![*key]);
+        }
+        if self.secrets.is_empty() {
+            return Err(UserError::Unknown);
+        }
+        let expiry = username.split(':').next().unwrap_or("");
+        let expiry: u64 = match expiry.parse() {
+            Ok(e) if !expiry.starts_with('+') => e,
+            _ => return Err(UserError::Unknown),
+        };
+        if expiry <= now_unix {
+            return Err(UserError::Expired);
+        }
+        Ok(self
+            .secrets
+            .iter()
+            .map(|secret| {
+                let password = ephemeral_password(secret, username);
+                long_term_key(username, &self.realm, &password)
+            })
+            .collect())
+    }
+
+    fn nonce_mac(&self, expiry: u64, client: SocketAddr) -> hmac::Tag {
+        let mut ctx = hmac::Context::with_key(&self.nonce_key);
+        ctx.update(&expiry.to_be_bytes());
+        match client.ip() {
+            IpAddr::V4(ip) => ctx.update(&ip.octets()),
+            IpAddr::V6(ip) => ctx.update(&ip.octets()),
+        }
+        ctx.update(&client.port().to_be_bytes());
+        ctx.sign()
+    }
+
+    pub fn make_nonce(&self, client: SocketAddr, now_unix: u64) -> [u8; NONCE_LEN] {
+        let expiry = now_unix.saturating_add(self.nonce_ttl_secs);
+        let mac = self.nonce_mac(expiry, client);
+        let mut out = [0u8; NONCE_LEN];
+        hex_encode(&expiry.to_be_bytes(), &mut out[..16]);
+        hex_encode(&mac.as_ref()[..8], &mut out[16..]);
+        out
+    }
+
+    pub fn check_nonce(&self, nonce: &[u8], client: SocketAddr, now_unix: u64) -> NonceCheck {
+        let Ok(nonce) = <&[u8; NONCE_LEN]>::try_from(nonce) else {
+            return NonceCheck::Stale;
+        };
+        let (mut expiry, mut mac) = ([0u8; 8], [0u8; 8]);
+        if !hex_decode(&nonce[..16], &mut expiry) || !hex_decode(&nonce[16..], &mut mac) {
+            return NonceCheck::Stale;
+        }
+        let expiry = u64::from_be_bytes(expiry);
+        let expected = self.nonce_mac(expiry, client);
+        let same = expected.as_ref()[..8].iter().zip(&mac).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        if same && expiry > now_unix {
+            NonceCheck::Valid
+        } else {
+            NonceCheck::Stale
+        }
+    }
+}
+
+fn hex_encode(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = DIGITS[usize::from(b >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(b & 0xF)];
+    }
+}
+
+fn hex_decode(hex: &[u8], out: &mut [u8]) -> bool {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+    if hex.len() != out.len() * 2 {
+        return false;
+    }
+    for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        match (nibble(pair[0]), nibble(pair[1])) {
+            (Some(h), Some(l)) => *o = (h << 4) | l,
+            _ => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn credentials(secrets: &[&str]) -> Credentials {
+        Credentials::new(CredentialsConfig {
+            realm: "turnpike".into(),
+            users: vec![("alice".into(), long_term_key("alice", "turnpike", "s3cret"))],
+            secrets: secrets.iter().map(|s| s.as_bytes().to_vec()).collect(),
+            nonce_ttl: Duration::from_secs(600),
+            nonce_key: [7; 32],
+        })
+    }
+
+    #[test]
+    fn long_term_key_is_md5_of_user_realm_password() {
+        // printf 'user:realm:pass' | md5sum
+        let key = long_term_key("user", "realm", "pass");
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, "8493fbc53ba582fb4c044c456bdc40eb");
+    }
+
+    #[test]
+    fn ephemeral_password_matches_coturn_rest_api_format() {
+        // echo -n '1700000000:bob' | openssl dgst -sha1 -hmac secret -binary | base64
+        assert_eq!(ephemeral_password(b"secret", "1700000000:bob"), "YeMuUjjOaxvglmPbYS9o30UEIYg=");
+    }
+
+    #[test]
+    fn configured_user_has_one_key() {
+        let c = credentials(&[]);
+        assert_eq!(
+            c.keys_for("alice", 0).unwrap(),
+            vec![long_term_key("alice", "turnpike", "s3cret")]
+        );
+        assert_eq!(c.keys_for("mallory", 0), Err(UserError::Unknown));
+    }
+
+    #[test]
+    fn ephemeral_username_is_valid_until_its_expiry_under_every_secret() {
+        let c = credentials(&["new", "old"]);
+        let minted = mint(b"old", Some("bob"), 1000, Duration::from_secs(60));
+        assert_eq!(minted.username, "1060:bob");
+        let keys = c.keys_for(&minted.username, 1059).unwrap();
+        let expected = long_term_key(&minted.username, "turnpike", &minted.password);
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[1], expected, "the second (rotated-out) secret still verifies");
+        assert_eq!(c.keys_for(&minted.username, 1060), Err(UserError::Expired));
+    }
+
+    #[test]
+    fn ephemeral_usernames_need_a_secret_and_a_numeric_expiry() {
+        assert_eq!(credentials(&[]).keys_for("99999999999", 0), Err(UserError::Unknown));
+        let c = credentials(&["s"]);
+        assert_eq!(c.keys_for("bob", 0), Err(UserError::Unknown));
+        assert_eq!(c.keys_for("+5000:bob", 0), Err(UserError::Unknown));
+        assert_eq!(c.keys_for("", 0), Err(UserError::Unknown));
+        assert!(c.keys_for("5000", 0).is_ok());
+    }
+
+    #[test]
+    fn nonce_is_valid_for_its_client_until_it_expires() {
+        let c = credentials(&[]);
+        let client: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        let nonce = c.make_nonce(client, 1000);
+        assert_eq!(c.check_nonce(&nonce, client, 1000), NonceCheck::Valid);
+        assert_eq!(c.check_nonce(&nonce, client, 1599), NonceCheck::Valid);
+        assert_eq!(c.check_nonce(&nonce, client, 1600), NonceCheck::Stale);
+        let other: SocketAddr = "192.0.2.1:5001".parse().unwrap();
+        assert_eq!(c.check_nonce(&nonce, other, 1000), NonceCheck::Stale);
+    }
+
+    #[test]
+    fn forged_or_malformed_nonces_are_stale() {
+        let c = credentials(&[]);
+        let client: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        let mut nonce = c.make_nonce(client, 1000);
+        // Push the expiry far out without the key: the MAC no longer matches.
+        nonce[0] = b'f';
+        assert_eq!(c.check_nonce(&nonce, client, 1000), NonceCheck::Stale);
+        assert_eq!(c.check_nonce(b"short", client, 1000), NonceCheck::Stale);
+        assert_eq!(c.check_nonce(&[b'Z'; NONCE_LEN], client, 1000), NonceCheck::Stale);
+    }
+
+    #[test]
+    fn minted_password_is_redacted_in_debug_output() {
+        let m = mint(b"s", None, 0, Duration::from_secs(1));
+        assert!(!format!("{m:?}").contains(&m.password));
+    }
+}

@@ -1,0 +1,1314 @@
+//! The relay peer filter: may a client have the server relay to this peer?
+//!
+//! A TURN server relays to whatever the client names. Left unchecked, that
+//! lets any authenticated client reach hosts on the server's own networks
+//! (RFC 1918 ranges, cloud metadata at 169.254.169.254, loopback services)
+//! that it could never reach directly. RFC 8656 §21 (notably §21.3) lays
+//! out this risk of a relay being turned against its own network; this
+//! module is the restriction that answers it.
+//!
+//! # Contract
+//!
+//! [`PeerFilter::check`] is called for every peer address named in a
+//! CreatePermission, ChannelBind or Send indication, so it is pure and
+//! cheap: no I/O, no clock, no allocation, and no panic on any input. All
+//! allocation happens once, in [`PeerFilter::new`].
+//!
+//! # Rules, in order (the first that matches decides)
+//!
+//! The peer's IP is first passed through [`normalise`], so that an IPv6
+//! address which merely carries an IPv4 address (IPv4-mapped and
+//! IPv4-compatible, RFC 4291 §2.5.5; NAT64, RFC 6052; 6to4, RFC 3056;
+//! Teredo, RFC 4380) is judged as that IPv4 address. The operator's lists
+//! are matched against both the normalised and the raw address, so that an
+//! operator can also deny a transition prefix such as `2002::/16` as such.
+//! "Own" means one of the server's own addresses, any loopback address, or
+//! the unspecified address (which reaches the local host when sent to).
+//!
+//! 1. operator `deny` matches → [`Refusal::ConfiguredDeny`];
+//! 2. own address on a relay port → allowed (relay to relay on this same
+//!    server, the usual path when both ends are relay-only);
+//! 3. own address on a service port → [`Refusal::ServerService`], even if
+//!    the operator allows the address;
+//! 4. operator `allow` matches → allowed;
+//! 5. own address → [`Refusal::ServerAddress`];
+//! 6. a special-purpose range that is not globally reachable (RFC 6890 and
+//!    the IANA special-purpose address registries) → [`Refusal::Reserved`];
+//! 7. otherwise allowed.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::str::FromStr;
+
+/// An IPv4 or IPv6 network in CIDR notation, e.g. `10.0.0.0/8`, `::1/128`.
+///
+/// When parsed, a bare address means a host route (`/32` or `/128`). Host
+/// bits are always zeroed, so two `Cidr`s naming the same network compare
+/// equal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// The network of `addr` with the given prefix length, host bits zeroed.
+    ///
+    /// Fails with [`CidrError::PrefixTooLong`] if `prefix` exceeds 32 for
+    /// IPv4 or 128 for IPv6.
+    pub fn new(addr: IpAddr, prefix: u8) -> Result<Cidr, CidrError> {
+        let max = address_bits(addr);
+        if prefix > max {
+            return Err(CidrError::PrefixTooLong { prefix, max });
+        }
+        let network = match addr {
+            IpAddr::V4(v4) => IpAddr::V4(Ipv4Addr::from_bits(v4.to_bits() & ipv4_mask(prefix))),
+            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & ipv6_mask(prefix))),
+        };
+        Ok(Cidr { network, prefix })
+    }
+
+    /// The network address (host bits zero).
+    pub fn network(&self) -> IpAddr {
+        self.network
+    }
+
+    /// The prefix length in bits.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    /// Whether `ip` lies in this network.
+    ///
+    /// Always false across families: an IPv4 network does not contain
+    /// IPv4-mapped IPv6 addresses here; [`PeerFilter`] normalises first.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.network, ip) {
+            (IpAddr::V4(network), IpAddr::V4(ip)) => {
+                ip.to_bits() & ipv4_mask(self.prefix) == network.to_bits()
+            }
+            (IpAddr::V6(network), IpAddr::V6(ip)) => {
+                ip.to_bits() & ipv6_mask(self.prefix) == network.to_bits()
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = CidrError;
+
+    fn from_str(input: &str) -> Result<Cidr, CidrError> {
+        let (addr_text, prefix_text) = match input.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (input, None),
+        };
+        let addr: IpAddr = addr_text.parse().map_err(|_| CidrError::InvalidAddress {
+            input: input.to_owned(),
+        })?;
+        let max = address_bits(addr);
+        let prefix = match prefix_text {
+            None => max,
+            Some(text) => parse_prefix(text).ok_or_else(|| CidrError::InvalidPrefix {
+                input: input.to_owned(),
+                max,
+            })?,
+        };
+        Cidr::new(addr, prefix)
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+/// Digits only: `u8::from_str` would also take a sign (`/+8`), which is
+/// not CIDR notation.
+fn parse_prefix(text: &str) -> Option<u8> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+fn address_bits(addr: IpAddr) -> u8 {
+    match addr {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
+}
+
+// A shift by the full width overflows, so /0 comes out of `checked_shl`'s
+// `None` rather than from the shift itself.
+fn ipv4_mask(prefix: u8) -> u32 {
+    u32::MAX
+        .checked_shl(32u32.saturating_sub(u32::from(prefix)))
+        .unwrap_or(0)
+}
+
+fn ipv6_mask(prefix: u8) -> u128 {
+    u128::MAX
+        .checked_shl(128u32.saturating_sub(u32::from(prefix)))
+        .unwrap_or(0)
+}
+
+/// Why a text or an address/prefix pair is not a [`Cidr`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CidrError {
+    /// The part before any `/` is not an IPv4 or IPv6 address.
+    InvalidAddress { input: String },
+    /// The part after `/` is not a whole number from 0 to `max`.
+    InvalidPrefix { input: String, max: u8 },
+    /// The prefix is longer than the address has bits.
+    PrefixTooLong { prefix: u8, max: u8 },
+}
+
+impl fmt::Display for CidrError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CidrError::InvalidAddress { input } => write!(
+                f,
+                "invalid network {input:?}: expected an IPv4 or IPv6 address with an \
+                 optional prefix length, such as \"10.0.0.0/8\" or \"2001:db8::/32\""
+            ),
+            CidrError::InvalidPrefix { input, max } => write!(
+                f,
+                "invalid network {input:?}: the prefix length after \"/\" must be a \
+                 whole number from 0 to {max}"
+            ),
+            CidrError::PrefixTooLong { prefix, max } => {
+                let family = if *max == 32 { "IPv4" } else { "IPv6" };
+                write!(
+                    f,
+                    "prefix length /{prefix} is longer than an {family} address \
+                     ({max} bits)"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for CidrError {}
+
+/// Why a peer was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The operator's `[peers] deny` list names the peer.
+    ConfiguredDeny,
+    /// The peer is one of this server's own listeners (STUN/TURN, HTTP,
+    /// metrics); a relay into them would let clients reach them from the
+    /// server's own address.
+    ServerService,
+    /// The peer is this server itself, on a port that is not a relay port.
+    ServerAddress,
+    /// The peer lies in a special-purpose range that is not globally
+    /// reachable; the text names the range, e.g. `"RFC 1918 private"`.
+    Reserved(&'static str),
+}
+
+impl Refusal {
+    /// A short, fixed explanation for logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::ConfiguredDeny => "peer is in the operator's deny list",
+            Refusal::ServerService => "peer is one of this server's own service ports",
+            Refusal::ServerAddress => "peer is this server's own address",
+            Refusal::Reserved(range) => range,
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+/// What the operator and the server's own configuration contribute to the
+/// filter.
+#[derive(Clone, Debug)]
+pub struct PeerRules {
+    /// The operator's `[peers] allow`: lifts the reserved-range and
+    /// own-address refusals, never the service-port one.
+    pub allow: Vec<Cidr>,
+    /// The operator's `[peers] deny`: wins over everything.
+    pub deny: Vec<Cidr>,
+    /// The server's own addresses (relay IPs, listener IPs, external IP).
+    /// Loopback and unspecified addresses count as own without being
+    /// listed. A wildcard listener says nothing about the concrete
+    /// interface addresses, so list those.
+    pub own_ips: Vec<IpAddr>,
+    /// The server's relay port range.
+    pub relay_ports: RangeInclusive<u16>,
+    /// Ports of the server's own listeners (STUN/TURN, HTTP, metrics).
+    pub service_ports: Vec<u16>,
+}
+
+impl Default for PeerRules {
+    /// No operator lists, no own addresses, and an empty relay port range.
+    fn default() -> PeerRules {
+        PeerRules {
+            allow: Vec::new(),
+            deny: Vec::new(),
+            own_ips: Vec::new(),
+            // `RangeInclusive` has no `Default`; start > end is empty.
+            relay_ports: RangeInclusive::new(1, 0),
+            service_ports: Vec::new(),
+        }
+    }
+}
+
+/// Decides whether a client may relay to a peer; see the module docs for
+/// the rules.
+#[derive(Clone, Debug)]
+pub struct PeerFilter {
+    allow: Vec<Cidr>,
+    deny: Vec<Cidr>,
+    own_ips: Vec<IpAddr>,
+    relay_ports: RangeInclusive<u16>,
+    service_ports: Vec<u16>,
+}
+
+impl PeerFilter {
+    pub fn new(rules: PeerRules) -> PeerFilter {
+        // Peers are compared in normalised form, so own addresses must be
+        // too, or a configured ::ffff:a.b.c.d would never match.
+        let mut own_ips: Vec<IpAddr> = rules.own_ips.into_iter().map(normalise).collect();
+        own_ips.sort_unstable();
+        own_ips.dedup();
+        PeerFilter {
+            allow: rules.allow,
+            deny: rules.deny,
+            own_ips,
+            relay_ports: rules.relay_ports,
+            service_ports: rules.service_ports,
+        }
+    }
+
+    /// `Ok(())` if the client may relay to `peer`.
+    pub fn check(&self, peer: SocketAddr) -> Result<(), Refusal> {
+        let raw = peer.ip();
+        let ip = normalise(raw);
+        let port = peer.port();
+        let listed = |list: &[Cidr]| list.iter().any(|c| c.contains(ip) || c.contains(raw));
+
+        if listed(&self.deny) {
+            return Err(Refusal::ConfiguredDeny);
+        }
+        let own = self.is_own(ip);
+        if own && self.relay_ports.contains(&port) {
+            return Ok(());
+        }
+        if own && self.service_ports.contains(&port) {
+            return Err(Refusal::ServerService);
+        }
+        if listed(&self.allow) {
+            return Ok(());
+        }
+        if own {
+            return Err(Refusal::ServerAddress);
+        }
+        if let Some(range) = reserved_range(ip) {
+            return Err(Refusal::Reserved(range));
+        }
+        Ok(())
+    }
+
+    /// `ip` must already be normalised.
+    fn is_own(&self, ip: IpAddr) -> bool {
+        // Sending to the unspecified address reaches the local host.
+        ip.is_loopback() || ip.is_unspecified() || self.own_ips.contains(&ip)
+    }
+}
+
+/// The IPv4 address an IPv6 address stands for, if it embeds one;
+/// otherwise the address itself.
+///
+/// * IPv4-mapped `::ffff:a.b.c.d` (RFC 4291 §2.5.5.2);
+/// * IPv4-compatible `::a.b.c.d` (RFC 4291 §2.5.5.1), except `::` and
+///   `::1`, which are the IPv6 unspecified and loopback addresses;
+/// * NAT64 well-known prefix `64:ff9b::/96` (RFC 6052);
+/// * 6to4 `2002::/16`, IPv4 in bits 16..48 (RFC 3056);
+/// * Teredo `2001::/32` (RFC 4380): the client's public IPv4, stored
+///   inverted in the last 32 bits. The Teredo server's IPv4 in bits 32..64
+///   is not where the traffic ends up, so it is not what is judged.
+pub fn normalise(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => embedded_ipv4(v6).map_or(ip, IpAddr::V4),
+    }
+}
+
+fn embedded_ipv4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let o = ip.octets();
+    let s = ip.segments();
+    let last_32 = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+    let first_96 = &s[..6];
+
+    if first_96 == [0, 0, 0, 0, 0, 0xffff] {
+        return Some(last_32);
+    }
+    if first_96 == [0, 0, 0, 0, 0, 0] {
+        return (last_32.to_bits() > 1).then_some(last_32);
+    }
+    if first_96 == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return Some(last_32);
+    }
+    if s[0] == 0x2002 {
+        return Some(Ipv4Addr::new(o[2], o[3], o[4], o[5]));
+    }
+    if s[0] == 0x2001 && s[1] == 0 {
+        return Some(Ipv4Addr::new(!o[12], !o[13], !o[14], !o[15]));
+    }
+    None
+}
+
+// Special-purpose IPv4 ranges that are not globally reachable (RFC 6890,
+// IANA IPv4 Special-Purpose Address Registry). Searched in order, so a more
+// specific entry goes before the range that contains it, to be named.
+const RESERVED_IPV4: &[(Ipv4Addr, u8, &str)] = &[
+    (Ipv4Addr::new(0, 0, 0, 0), 8, "RFC 1122 \"this network\""),
+    (Ipv4Addr::new(10, 0, 0, 0), 8, "RFC 1918 private"),
+    (
+        Ipv4Addr::new(100, 64, 0, 0),
+        10,
+        "RFC 6598 shared address space (CGNAT)",
+    ),
+    (Ipv4Addr::new(127, 0, 0, 0), 8, "RFC 1122 loopback"),
+    (
+        Ipv4Addr::new(169, 254, 169, 254),
+        32,
+        "cloud metadata service (RFC 3927 link-local)",
+    ),
+    (Ipv4Addr::new(169, 254, 0, 0), 16, "RFC 3927 link-local"),
+    (Ipv4Addr::new(172, 16, 0, 0), 12, "RFC 1918 private"),
+    (
+        Ipv4Addr::new(192, 0, 0, 0),
+        24,
+        "RFC 6890 IETF protocol assignments",
+    ),
+    (Ipv4Addr::new(192, 0, 2, 0), 24, "RFC 5737 documentation"),
+    (Ipv4Addr::new(192, 168, 0, 0), 16, "RFC 1918 private"),
+    (Ipv4Addr::new(198, 18, 0, 0), 15, "RFC 2544 benchmarking"),
+    (Ipv4Addr::new(198, 51, 100, 0), 24, "RFC 5737 documentation"),
+    (Ipv4Addr::new(203, 0, 113, 0), 24, "RFC 5737 documentation"),
+    (Ipv4Addr::new(224, 0, 0, 0), 4, "RFC 5771 multicast"),
+    (
+        Ipv4Addr::new(255, 255, 255, 255),
+        32,
+        "RFC 919 limited broadcast",
+    ),
+    (Ipv4Addr::new(240, 0, 0, 0), 4, "RFC 1112 reserved"),
+];
+
+// Special-purpose IPv6 ranges that are not globally reachable (RFC 6890,
+// IANA IPv6 Special-Purpose Address Registry). The transition forms that
+// embed IPv4 never get here: `normalise` turned them into IPv4 already.
+const RESERVED_IPV6: &[(Ipv6Addr, u8, &str)] = &[
+    (
+        Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 0),
+        128,
+        "RFC 4291 unspecified",
+    ),
+    (
+        Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 1),
+        128,
+        "RFC 4291 loopback",
+    ),
+    (
+        Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0),
+        48,
+        "RFC 8215 local-use IPv4/IPv6 translation",
+    ),
+    // What is left of ::/8 once the mapped, compatible and NAT64 forms are
+    // normalised (e.g. ::ffff:0:a.b.c.d, or 64:ff9b::/32 outside the /96)
+    // is unassigned; a translator configured with such a prefix would embed
+    // an IPv4 address this filter cannot see.
+    (
+        Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 0),
+        8,
+        "RFC 4291 reserved",
+    ),
+    (
+        Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0),
+        64,
+        "RFC 6666 discard-only",
+    ),
+    (
+        Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0),
+        48,
+        "RFC 5180 benchmarking",
+    ),
+    (
+        Ipv6Addr::new(0x2001, 0x10, 0, 0, 0, 0, 0, 0),
+        28,
+        "RFC 4843 ORCHID",
+    ),
+    (
+        Ipv6Addr::new(0x2001, 0x20, 0, 0, 0, 0, 0, 0),
+        28,
+        "RFC 7343 ORCHIDv2",
+    ),
+    (
+        Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0),
+        32,
+        "RFC 3849 documentation",
+    ),
+    (
+        Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 0),
+        20,
+        "RFC 9637 documentation",
+    ),
+    (
+        Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0),
+        7,
+        "RFC 4193 unique local",
+    ),
+    (
+        Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0),
+        10,
+        "RFC 4291 link-local",
+    ),
+    (
+        Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0),
+        10,
+        "RFC 3879 site-local (deprecated)",
+    ),
+    (
+        Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0),
+        8,
+        "RFC 4291 multicast",
+    ),
+];
+
+/// The name of the default-deny range holding `ip`, which must already be
+/// normalised.
+fn reserved_range(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(ip) => {
+            let bits = ip.to_bits();
+            RESERVED_IPV4
+                .iter()
+                .find(|(network, prefix, _)| bits & ipv4_mask(*prefix) == network.to_bits())
+                .map(|(_, _, name)| *name)
+        }
+        IpAddr::V6(ip) => {
+            let bits = ip.to_bits();
+            RESERVED_IPV6
+                .iter()
+                .find(|(network, prefix, _)| bits & ipv6_mask(*prefix) == network.to_bits())
+                .map(|(_, _, name)| *name)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OWN_IPV4: Ipv4Addr = Ipv4Addr::new(5, 6, 7, 8);
+    const OWN_IPV6: Ipv6Addr = Ipv6Addr::new(0x2a01, 0x4f8, 0, 0, 0, 0, 0, 0x10);
+    const RELAY_PORT: u16 = 50_000;
+    const TURN_PORT: u16 = 3478;
+    const METRICS_PORT: u16 = 9100;
+    const PLAIN_PORT: u16 = 5000;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap_or_else(|e| panic!("{text:?}: {e}"))
+    }
+
+    fn cidr(text: &str) -> Cidr {
+        text.parse().unwrap_or_else(|e| panic!("{text:?}: {e}"))
+    }
+
+    fn at(text: &str, port: u16) -> SocketAddr {
+        SocketAddr::new(ip(text), port)
+    }
+
+    fn rules() -> PeerRules {
+        PeerRules {
+            allow: Vec::new(),
+            deny: Vec::new(),
+            own_ips: vec![IpAddr::V4(OWN_IPV4), IpAddr::V6(OWN_IPV6)],
+            relay_ports: 49152..=65535,
+            service_ports: vec![TURN_PORT, 5349, 8080, METRICS_PORT],
+        }
+    }
+
+    fn filter() -> PeerFilter {
+        PeerFilter::new(rules())
+    }
+
+    fn filter_with(allow: &[&str], deny: &[&str]) -> PeerFilter {
+        PeerFilter::new(PeerRules {
+            allow: allow.iter().map(|c| cidr(c)).collect(),
+            deny: deny.iter().map(|c| cidr(c)).collect(),
+            ..rules()
+        })
+    }
+
+    fn reserved(name: &'static str) -> Result<(), Refusal> {
+        Err(Refusal::Reserved(name))
+    }
+
+    // ---- default ranges -------------------------------------------------
+
+    const RFC1918: Option<&str> = Some("RFC 1918 private");
+    const DOC_V4: Option<&str> = Some("RFC 5737 documentation");
+
+    /// First and last address of each range, and the neighbours just
+    /// outside it (which may belong to an adjacent range).
+    const IPV4_RANGE_EDGES: &[(&str, Option<&str>)] = &[
+        ("0.0.0.0", Some("RFC 1122 \"this network\"")),
+        ("0.255.255.255", Some("RFC 1122 \"this network\"")),
+        ("1.0.0.0", None),
+        ("9.255.255.255", None),
+        ("10.0.0.0", RFC1918),
+        ("10.255.255.255", RFC1918),
+        ("11.0.0.0", None),
+        ("100.63.255.255", None),
+        ("100.64.0.0", Some("RFC 6598 shared address space (CGNAT)")),
+        (
+            "100.127.255.255",
+            Some("RFC 6598 shared address space (CGNAT)"),
+        ),
+        ("100.128.0.0", None),
+        ("126.255.255.255", None),
+        ("127.0.0.0", Some("RFC 1122 loopback")),
+        ("127.255.255.255", Some("RFC 1122 loopback")),
+        ("128.0.0.0", None),
+        ("169.253.255.255", None),
+        ("169.254.0.0", Some("RFC 3927 link-local")),
+        ("169.254.169.253", Some("RFC 3927 link-local")),
+        (
+            "169.254.169.254",
+            Some("cloud metadata service (RFC 3927 link-local)"),
+        ),
+        ("169.254.169.255", Some("RFC 3927 link-local")),
+        ("169.254.255.255", Some("RFC 3927 link-local")),
+        ("169.255.0.0", None),
+        ("172.15.255.255", None),
+        ("172.16.0.0", RFC1918),
+        ("172.31.255.255", RFC1918),
+        ("172.32.0.0", None),
+        ("191.255.255.255", None),
+        ("192.0.0.0", Some("RFC 6890 IETF protocol assignments")),
+        ("192.0.0.255", Some("RFC 6890 IETF protocol assignments")),
+        ("192.0.1.0", None),
+        ("192.0.1.255", None),
+        ("192.0.2.0", DOC_V4),
+        ("192.0.2.255", DOC_V4),
+        ("192.0.3.0", None),
+        ("192.167.255.255", None),
+        ("192.168.0.0", RFC1918),
+        ("192.168.255.255", RFC1918),
+        ("192.169.0.0", None),
+        ("198.17.255.255", None),
+        ("198.18.0.0", Some("RFC 2544 benchmarking")),
+        ("198.19.255.255", Some("RFC 2544 benchmarking")),
+        ("198.20.0.0", None),
+        ("198.51.99.255", None),
+        ("198.51.100.0", DOC_V4),
+        ("198.51.100.255", DOC_V4),
+        ("198.51.101.0", None),
+        ("203.0.112.255", None),
+        ("203.0.113.0", DOC_V4),
+        ("203.0.113.255", DOC_V4),
+        ("203.0.114.0", None),
+        ("223.255.255.255", None),
+        ("224.0.0.0", Some("RFC 5771 multicast")),
+        ("239.255.255.255", Some("RFC 5771 multicast")),
+        ("240.0.0.0", Some("RFC 1112 reserved")),
+        ("255.255.255.254", Some("RFC 1112 reserved")),
+        ("255.255.255.255", Some("RFC 919 limited broadcast")),
+    ];
+
+    const ULA: Option<&str> = Some("RFC 4193 unique local");
+    const LINK_LOCAL_V6: Option<&str> = Some("RFC 4291 link-local");
+    const SITE_LOCAL: Option<&str> = Some("RFC 3879 site-local (deprecated)");
+    const RESERVED_V6: Option<&str> = Some("RFC 4291 reserved");
+
+    const IPV6_RANGE_EDGES: &[(&str, Option<&str>)] = &[
+        ("::", Some("RFC 4291 unspecified")),
+        ("::1", Some("RFC 4291 loopback")),
+        ("::ffff:0:0:0", RESERVED_V6),
+        ("::ffff:0:808:808", RESERVED_V6),
+        ("::1:0:0:0", RESERVED_V6),
+        ("ff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", RESERVED_V6),
+        ("100::", Some("RFC 6666 discard-only")),
+        ("100::ffff:ffff:ffff:ffff", Some("RFC 6666 discard-only")),
+        ("100:0:0:1::", None),
+        ("64:ff9b:0:ffff:ffff:ffff:ffff:ffff", RESERVED_V6),
+        (
+            "64:ff9b:1::",
+            Some("RFC 8215 local-use IPv4/IPv6 translation"),
+        ),
+        (
+            "64:ff9b:1:ffff:ffff:ffff:ffff:ffff",
+            Some("RFC 8215 local-use IPv4/IPv6 translation"),
+        ),
+        ("64:ff9b:2::", RESERVED_V6),
+        ("2001:1:ffff:ffff:ffff:ffff:ffff:ffff", None),
+        ("2001:2::", Some("RFC 5180 benchmarking")),
+        (
+            "2001:2:0:ffff:ffff:ffff:ffff:ffff",
+            Some("RFC 5180 benchmarking"),
+        ),
+        ("2001:2:1::", None),
+        ("2001:f:ffff:ffff:ffff:ffff:ffff:ffff", None),
+        ("2001:10::", Some("RFC 4843 ORCHID")),
+        (
+            "2001:1f:ffff:ffff:ffff:ffff:ffff:ffff",
+            Some("RFC 4843 ORCHID"),
+        ),
+        ("2001:20::", Some("RFC 7343 ORCHIDv2")),
+        (
+            "2001:2f:ffff:ffff:ffff:ffff:ffff:ffff",
+            Some("RFC 7343 ORCHIDv2"),
+        ),
+        ("2001:30::", None),
+        ("2001:db7:ffff:ffff:ffff:ffff:ffff:ffff", None),
+        ("2001:db8::", Some("RFC 3849 documentation")),
+        (
+            "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff",
+            Some("RFC 3849 documentation"),
+        ),
+        ("2001:db9::", None),
+        ("3ffe:ffff:ffff:ffff:ffff:ffff:ffff:ffff", None),
+        ("3fff::", Some("RFC 9637 documentation")),
+        (
+            "3fff:fff:ffff:ffff:ffff:ffff:ffff:ffff",
+            Some("RFC 9637 documentation"),
+        ),
+        ("3fff:1000::", None),
+        ("fbff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", None),
+        ("fc00::", ULA),
+        ("fd00:ec2::254", ULA),
+        ("fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", ULA),
+        ("fe00::", None),
+        ("fe7f:ffff:ffff:ffff:ffff:ffff:ffff:ffff", None),
+        ("fe80::", LINK_LOCAL_V6),
+        ("febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff", LINK_LOCAL_V6),
+        ("fec0::", SITE_LOCAL),
+        ("feff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", SITE_LOCAL),
+        ("ff00::", Some("RFC 4291 multicast")),
+        (
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            Some("RFC 4291 multicast"),
+        ),
+        ("2a00:1450:4001:82a::200e", None),
+    ];
+
+    #[test]
+    fn every_default_range_is_refused_at_both_edges_and_its_neighbours_are_not() {
+        for (text, expected) in IPV4_RANGE_EDGES.iter().chain(IPV6_RANGE_EDGES) {
+            assert_eq!(reserved_range(ip(text)), *expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn check_refuses_every_default_range_unless_the_address_is_the_server_itself() {
+        let filter = filter();
+        for (text, expected) in IPV4_RANGE_EDGES.iter().chain(IPV6_RANGE_EDGES) {
+            let peer = ip(text);
+            let want = if peer.is_loopback() || peer.is_unspecified() {
+                Err(Refusal::ServerAddress)
+            } else {
+                expected.map_or(Ok(()), |name| Err(Refusal::Reserved(name)))
+            };
+            assert_eq!(
+                filter.check(SocketAddr::new(peer, PLAIN_PORT)),
+                want,
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn default_tables_hold_canonical_networks() {
+        for (network, prefix, name) in RESERVED_IPV4 {
+            let c = Cidr::new(IpAddr::V4(*network), *prefix).expect(name);
+            assert_eq!(c.network(), IpAddr::V4(*network), "{name}");
+        }
+        for (network, prefix, name) in RESERVED_IPV6 {
+            let c = Cidr::new(IpAddr::V6(*network), *prefix).expect(name);
+            assert_eq!(c.network(), IpAddr::V6(*network), "{name}");
+        }
+    }
+
+    #[test]
+    fn public_peers_are_allowed() {
+        let filter = filter();
+        for peer in ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111"] {
+            assert_eq!(filter.check(at(peer, PLAIN_PORT)), Ok(()), "{peer}");
+            assert_eq!(filter.check(at(peer, TURN_PORT)), Ok(()), "{peer}");
+        }
+    }
+
+    #[test]
+    fn cloud_metadata_is_refused_by_name() {
+        assert_eq!(
+            filter().check(at("169.254.169.254", 80)),
+            reserved("cloud metadata service (RFC 3927 link-local)")
+        );
+    }
+
+    // ---- embedded IPv4 --------------------------------------------------
+
+    #[test]
+    fn ipv4_mapped_addresses_are_judged_as_their_ipv4() {
+        let filter = filter();
+        assert_eq!(normalise(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
+        assert_eq!(
+            filter.check(at("::ffff:10.0.0.1", 80)),
+            reserved("RFC 1918 private")
+        );
+        assert_eq!(
+            filter.check(at("::ffff:169.254.169.254", 80)),
+            reserved("cloud metadata service (RFC 3927 link-local)")
+        );
+        assert_eq!(filter.check(at("::ffff:8.8.8.8", 53)), Ok(()));
+    }
+
+    #[test]
+    fn ipv4_mapped_loopback_is_refused_as_server_address() {
+        assert_eq!(
+            filter().check(at("::ffff:127.0.0.1", PLAIN_PORT)),
+            Err(Refusal::ServerAddress)
+        );
+    }
+
+    #[test]
+    fn ipv4_compatible_addresses_are_judged_as_their_ipv4() {
+        let filter = filter();
+        assert_eq!(normalise(ip("::10.0.0.1")), ip("10.0.0.1"));
+        assert_eq!(
+            filter.check(at("::10.0.0.1", 80)),
+            reserved("RFC 1918 private")
+        );
+        assert_eq!(
+            filter.check(at("::127.0.0.1", 80)),
+            Err(Refusal::ServerAddress)
+        );
+        assert_eq!(filter.check(at("::1.1.1.1", 53)), Ok(()));
+        // The lowest non-special compatible address is "this network".
+        assert_eq!(normalise(ip("::2")), ip("0.0.0.2"));
+    }
+
+    #[test]
+    fn unspecified_and_loopback_ipv6_are_not_mistaken_for_ipv4_compatible() {
+        assert_eq!(normalise(ip("::")), ip("::"));
+        assert_eq!(normalise(ip("::1")), ip("::1"));
+        let filter = filter();
+        assert_eq!(
+            filter.check(at("::1", PLAIN_PORT)),
+            Err(Refusal::ServerAddress)
+        );
+        assert_eq!(
+            filter.check(at("::", PLAIN_PORT)),
+            Err(Refusal::ServerAddress)
+        );
+    }
+
+    #[test]
+    fn nat64_addresses_are_judged_as_their_ipv4() {
+        let filter = filter();
+        assert_eq!(normalise(ip("64:ff9b::a9fe:a9fe")), ip("169.254.169.254"));
+        assert_eq!(
+            filter.check(at("64:ff9b::169.254.169.254", 80)),
+            reserved("cloud metadata service (RFC 3927 link-local)")
+        );
+        assert_eq!(
+            filter.check(at("64:ff9b::192.168.1.1", 80)),
+            reserved("RFC 1918 private")
+        );
+        assert_eq!(filter.check(at("64:ff9b::8.8.8.8", 53)), Ok(()));
+    }
+
+    #[test]
+    fn addresses_just_outside_the_nat64_prefix_are_not_normalised_but_reserved() {
+        let outside = ip("64:ff9b:0:0:0:1:a00:1");
+        assert_eq!(normalise(outside), outside);
+        assert_eq!(
+            filter().check(SocketAddr::new(outside, 80)),
+            reserved("RFC 4291 reserved")
+        );
+    }
+
+    #[test]
+    fn six_to_four_addresses_are_judged_as_their_ipv4() {
+        let filter = filter();
+        // 2002:AABB:CCDD:: carries AA.BB.CC.DD.
+        assert_eq!(normalise(ip("2002:a00:1::1")), ip("10.0.0.1"));
+        assert_eq!(
+            filter.check(at("2002:a00:1::1", 80)),
+            reserved("RFC 1918 private")
+        );
+        assert_eq!(
+            filter.check(at("2002:7f00:1::1", 80)),
+            Err(Refusal::ServerAddress)
+        );
+        assert_eq!(
+            filter.check(at("2002:a9fe:a9fe::", 80)),
+            reserved("cloud metadata service (RFC 3927 link-local)")
+        );
+        assert_eq!(filter.check(at("2002:808:808::1", 53)), Ok(()));
+    }
+
+    #[test]
+    fn teredo_addresses_are_judged_by_the_client_ipv4_not_the_teredo_server() {
+        let filter = filter();
+        // Client 10.0.0.1 is stored inverted: f5ff:fffe. Server 8.8.8.8.
+        let private_client = "2001:0:808:808:0:0:f5ff:fffe";
+        assert_eq!(normalise(ip(private_client)), ip("10.0.0.1"));
+        assert_eq!(
+            filter.check(at(private_client, 80)),
+            reserved("RFC 1918 private")
+        );
+        // Client 127.0.0.1 inverted: 80ff:fffe.
+        assert_eq!(
+            filter.check(at("2001:0:808:808:0:0:80ff:fffe", 80)),
+            Err(Refusal::ServerAddress)
+        );
+        // Client 169.254.169.254 inverted: 5601:5601.
+        assert_eq!(
+            filter.check(at("2001:0:808:808::5601:5601", 80)),
+            reserved("cloud metadata service (RFC 3927 link-local)")
+        );
+        // Client 8.8.8.8 (inverted f7f7:f7f7) behind a private Teredo server.
+        let public_client = "2001:0:a00:1:0:0:f7f7:f7f7";
+        assert_eq!(normalise(ip(public_client)), ip("8.8.8.8"));
+        assert_eq!(filter.check(at(public_client, 53)), Ok(()));
+    }
+
+    #[test]
+    fn embedded_forms_are_judged_exactly_like_the_ipv4_they_carry() {
+        let filter = filter();
+        // A fixed pseudo-random walk over the IPv4 space (no RNG crate).
+        let mut state: u32 = 0x1234_5678;
+        let mut samples: Vec<u32> = IPV4_RANGE_EDGES
+            .iter()
+            .map(|(text, _)| match ip(text) {
+                IpAddr::V4(v4) => v4.to_bits(),
+                IpAddr::V6(_) => unreachable!(),
+            })
+            .collect();
+        for _ in 0..20_000 {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            samples.push(state);
+        }
+        samples.push(OWN_IPV4.to_bits());
+        for bits in samples {
+            let v4 = Ipv4Addr::from_bits(bits);
+            let o = v4.octets();
+            let w = |hi: u8, lo: u8| u16::from_be_bytes([hi, lo]);
+            let mut forms = vec![
+                v4.to_ipv6_mapped(),
+                Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, w(o[0], o[1]), w(o[2], o[3])),
+                Ipv6Addr::new(0x2002, w(o[0], o[1]), w(o[2], o[3]), 0, 0, 0, 0, 1),
+                Ipv6Addr::new(
+                    0x2001,
+                    0,
+                    0x808,
+                    0x808,
+                    0,
+                    0,
+                    w(!o[0], !o[1]),
+                    w(!o[2], !o[3]),
+                ),
+            ];
+            if bits > 1 {
+                forms.push(v4.to_ipv6_compatible());
+            }
+            for port in [PLAIN_PORT, TURN_PORT, RELAY_PORT] {
+                let want = filter.check(SocketAddr::new(IpAddr::V4(v4), port));
+                for form in &forms {
+                    let peer = SocketAddr::new(IpAddr::V6(*form), port);
+                    assert_eq!(filter.check(peer), want, "{peer} vs {v4}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ordinary_ipv6_addresses_are_left_alone() {
+        for text in [
+            "2a00:1450::1",
+            "fe80::1",
+            "ff02::1",
+            "2001:db8::1",
+            "64:ff9b:1::a00:1",
+        ] {
+            assert_eq!(normalise(ip(text)), ip(text), "{text}");
+        }
+        assert_eq!(normalise(ip("10.0.0.1")), ip("10.0.0.1"));
+    }
+
+    // ---- own addresses and ports ----------------------------------------
+
+    #[test]
+    fn own_ip_on_a_relay_port_is_allowed_even_when_loopback_is_not() {
+        let filter = filter();
+        assert_eq!(
+            filter.check(SocketAddr::new(IpAddr::V4(OWN_IPV4), RELAY_PORT)),
+            Ok(())
+        );
+        assert_eq!(
+            filter.check(SocketAddr::new(IpAddr::V6(OWN_IPV6), 49152)),
+            Ok(())
+        );
+        assert_eq!(filter.check(at("127.0.0.1", 65535)), Ok(()));
+        assert_eq!(filter.check(at("::1", RELAY_PORT)), Ok(()));
+        assert_eq!(
+            filter.check(at("127.0.0.1", PLAIN_PORT)),
+            Err(Refusal::ServerAddress)
+        );
+    }
+
+    #[test]
+    fn own_public_ip_on_a_non_relay_port_is_refused_unless_allowed() {
+        let peer = SocketAddr::new(IpAddr::V4(OWN_IPV4), PLAIN_PORT);
+        assert_eq!(filter().check(peer), Err(Refusal::ServerAddress));
+        assert_eq!(filter_with(&["5.6.7.8/32"], &[]).check(peer), Ok(()));
+        let peer_v6 = SocketAddr::new(IpAddr::V6(OWN_IPV6), 49151);
+        assert_eq!(filter().check(peer_v6), Err(Refusal::ServerAddress));
+    }
+
+    #[test]
+    fn own_service_ports_are_refused_even_when_the_address_is_allowed() {
+        let everything = filter_with(&["0.0.0.0/0", "::/0"], &[]);
+        for peer in [
+            SocketAddr::new(IpAddr::V4(OWN_IPV4), TURN_PORT),
+            SocketAddr::new(IpAddr::V6(OWN_IPV6), METRICS_PORT),
+            at("127.0.0.1", TURN_PORT),
+            at("::ffff:127.0.0.1", 8080),
+            at("::1", 5349),
+            at("0.0.0.0", TURN_PORT),
+        ] {
+            assert_eq!(
+                everything.check(peer),
+                Err(Refusal::ServerService),
+                "{peer}"
+            );
+        }
+        let loopback = filter_with(&["127.0.0.0/8"], &[]);
+        assert_eq!(
+            loopback.check(at("127.0.0.1", TURN_PORT)),
+            Err(Refusal::ServerService)
+        );
+    }
+
+    #[test]
+    fn service_ports_of_other_hosts_are_not_special() {
+        assert_eq!(filter().check(at("8.8.8.8", TURN_PORT)), Ok(()));
+    }
+
+    #[test]
+    fn own_ips_match_across_mapped_and_plain_forms() {
+        let configured_mapped = PeerFilter::new(PeerRules {
+            own_ips: vec![ip("::ffff:5.6.7.8")],
+            ..rules()
+        });
+        assert_eq!(
+            configured_mapped.check(at("5.6.7.8", PLAIN_PORT)),
+            Err(Refusal::ServerAddress)
+        );
+        assert_eq!(configured_mapped.check(at("5.6.7.8", RELAY_PORT)), Ok(()));
+        assert_eq!(
+            filter().check(at("::ffff:5.6.7.8", PLAIN_PORT)),
+            Err(Refusal::ServerAddress)
+        );
+        assert_eq!(
+            filter().check(at("2002:506:708::", TURN_PORT)),
+            Err(Refusal::ServerService)
+        );
+    }
+
+    #[test]
+    fn unspecified_peer_counts_as_the_server_itself() {
+        let filter = filter();
+        assert_eq!(
+            filter.check(at("0.0.0.0", PLAIN_PORT)),
+            Err(Refusal::ServerAddress)
+        );
+        assert_eq!(filter.check(at("0.0.0.0", RELAY_PORT)), Ok(()));
+        assert_eq!(
+            filter.check(at("::", TURN_PORT)),
+            Err(Refusal::ServerService)
+        );
+    }
+
+    #[test]
+    fn empty_default_rules_still_refuse_loopback_and_reserved_ranges() {
+        let filter = PeerFilter::new(PeerRules::default());
+        assert_eq!(
+            filter.check(at("127.0.0.1", RELAY_PORT)),
+            Err(Refusal::ServerAddress)
+        );
+        assert_eq!(
+            filter.check(at("10.0.0.1", RELAY_PORT)),
+            reserved("RFC 1918 private")
+        );
+        assert_eq!(filter.check(at("8.8.8.8", RELAY_PORT)), Ok(()));
+    }
+
+    // ---- operator lists -------------------------------------------------
+
+    #[test]
+    fn operator_allow_overrides_the_default_deny_list() {
+        let filter = filter_with(&["127.0.0.0/8", "10.0.0.0/8", "fd00::/8"], &[]);
+        assert_eq!(filter.check(at("127.0.0.1", PLAIN_PORT)), Ok(()));
+        assert_eq!(filter.check(at("10.1.2.3", 80)), Ok(()));
+        assert_eq!(filter.check(at("::ffff:10.1.2.3", 80)), Ok(()));
+        assert_eq!(filter.check(at("fd12::1", 80)), Ok(()));
+        assert_eq!(
+            filter.check(at("192.168.0.1", 80)),
+            reserved("RFC 1918 private")
+        );
+    }
+
+    #[test]
+    fn operator_allow_also_matches_the_raw_ipv6_form() {
+        let filter = filter_with(&["64:ff9b::/96"], &[]);
+        assert_eq!(filter.check(at("64:ff9b::10.0.0.1", 80)), Ok(()));
+        assert_eq!(
+            filter.check(at("10.0.0.1", 80)),
+            reserved("RFC 1918 private")
+        );
+    }
+
+    #[test]
+    fn operator_deny_overrides_everything_including_relay_ports() {
+        let own = SocketAddr::new(IpAddr::V4(OWN_IPV4), RELAY_PORT);
+        assert_eq!(
+            filter_with(&[], &["5.6.7.8/32"]).check(own),
+            Err(Refusal::ConfiguredDeny)
+        );
+        assert_eq!(
+            filter_with(&[], &["127.0.0.0/8"]).check(at("127.0.0.1", RELAY_PORT)),
+            Err(Refusal::ConfiguredDeny)
+        );
+        let deny_all = filter_with(&["0.0.0.0/0"], &["0.0.0.0/0"]);
+        assert_eq!(
+            deny_all.check(at("8.8.8.8", 53)),
+            Err(Refusal::ConfiguredDeny)
+        );
+        assert_eq!(
+            deny_all.check(at("127.0.0.1", TURN_PORT)),
+            Err(Refusal::ConfiguredDeny)
+        );
+    }
+
+    #[test]
+    fn operator_deny_matches_both_the_raw_and_the_embedded_address() {
+        let by_prefix = filter_with(&[], &["2002::/16"]);
+        assert_eq!(
+            by_prefix.check(at("2002:808:808::1", 53)),
+            Err(Refusal::ConfiguredDeny)
+        );
+        assert_eq!(by_prefix.check(at("8.8.8.8", 53)), Ok(()));
+
+        let by_ipv4 = filter_with(&[], &["8.8.8.0/24"]);
+        for peer in [
+            "8.8.8.8",
+            "::ffff:8.8.8.8",
+            "64:ff9b::8.8.8.8",
+            "2002:808:808::",
+        ] {
+            assert_eq!(
+                by_ipv4.check(at(peer, 53)),
+                Err(Refusal::ConfiguredDeny),
+                "{peer}"
+            );
+        }
+        assert_eq!(by_ipv4.check(at("8.8.4.4", 53)), Ok(()));
+    }
+
+    // ---- Refusal --------------------------------------------------------
+
+    #[test]
+    fn refusal_reasons_are_fixed_text_and_name_the_range() {
+        assert_eq!(
+            Refusal::Reserved("RFC 1918 private").reason(),
+            "RFC 1918 private"
+        );
+        for refusal in [
+            Refusal::ConfiguredDeny,
+            Refusal::ServerService,
+            Refusal::ServerAddress,
+        ] {
+            assert!(!refusal.reason().is_empty());
+            assert_eq!(refusal.to_string(), refusal.reason());
+        }
+    }
+
+    // ---- Cidr -----------------------------------------------------------
+
+    #[test]
+    fn cidr_parses_ipv4_and_ipv6_networks() {
+        let v4 = cidr("10.0.0.0/8");
+        assert_eq!((v4.network(), v4.prefix()), (ip("10.0.0.0"), 8));
+        let v6 = cidr("2001:db8::/32");
+        assert_eq!((v6.network(), v6.prefix()), (ip("2001:db8::"), 32));
+        assert_eq!(cidr("0.0.0.0/0").prefix(), 0);
+        assert_eq!(cidr("::/0").prefix(), 0);
+    }
+
+    #[test]
+    fn cidr_bare_address_is_a_host_route() {
+        assert_eq!(cidr("192.0.2.7"), Cidr::new(ip("192.0.2.7"), 32).unwrap());
+        assert_eq!(cidr("::1"), Cidr::new(ip("::1"), 128).unwrap());
+        assert!(cidr("192.0.2.7").contains(ip("192.0.2.7")));
+        assert!(!cidr("192.0.2.7").contains(ip("192.0.2.8")));
+        assert!(!cidr("::1").contains(ip("::2")));
+    }
+
+    #[test]
+    fn cidr_zeroes_host_bits() {
+        assert_eq!(cidr("10.1.2.3/8"), cidr("10.0.0.0/8"));
+        assert_eq!(cidr("10.1.2.3/8").to_string(), "10.0.0.0/8");
+        assert_eq!(cidr("2001:db8:1:2::5/33").to_string(), "2001:db8::/33");
+        assert_eq!(cidr("255.255.255.255/0").to_string(), "0.0.0.0/0");
+        assert_eq!(cidr("ffff::1/0").to_string(), "::/0");
+    }
+
+    #[test]
+    fn cidr_display_round_trips() {
+        for text in [
+            "10.0.0.0/8",
+            "0.0.0.0/0",
+            "203.0.113.9/32",
+            "::/0",
+            "::1/128",
+            "fe80::/10",
+        ] {
+            let parsed = cidr(text);
+            assert_eq!(parsed.to_string(), text);
+            assert_eq!(cidr(&parsed.to_string()), parsed);
+        }
+    }
+
+    #[test]
+    fn cidr_rejects_a_prefix_longer_than_the_address() {
+        assert_eq!(
+            "10.0.0.0/33".parse::<Cidr>(),
+            Err(CidrError::PrefixTooLong {
+                prefix: 33,
+                max: 32
+            })
+        );
+        assert_eq!(
+            "::/129".parse::<Cidr>(),
+            Err(CidrError::PrefixTooLong {
+                prefix: 129,
+                max: 128
+            })
+        );
+        let message = CidrError::PrefixTooLong {
+            prefix: 33,
+            max: 32,
+        }
+        .to_string();
+        assert!(
+            message.contains("/33") && message.contains("IPv4"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn cidr_rejects_a_prefix_that_is_not_a_whole_number() {
+        for text in [
+            "10.0.0.0/",
+            "10.0.0.0/abc",
+            "10.0.0.0/+8",
+            "10.0.0.0/-1",
+            "10.0.0.0/8/8",
+            "10.0.0.0/ 8",
+            "10.0.0.0/300",
+            "::/99999999999999999999",
+        ] {
+            match text.parse::<Cidr>() {
+                Err(CidrError::InvalidPrefix { input, .. }) => assert_eq!(input, text),
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
+        let message = "10.0.0.0/x".parse::<Cidr>().unwrap_err().to_string();
+        assert!(
+            message.contains("10.0.0.0/x") && message.contains("0 to 32"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn cidr_rejects_garbage_addresses() {
+        for text in [
+            "",
+            "/8",
+            "garbage",
+            "10.0.0/8",
+            "10.0.0.256/8",
+            "fe80::1%eth0/64",
+            " 10.0.0.0/8",
+            "10.0.0.0 /8",
+            "::g/64",
+        ] {
+            match text.parse::<Cidr>() {
+                Err(CidrError::InvalidAddress { input }) => assert_eq!(input, text),
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
+        let message = "garbage".parse::<Cidr>().unwrap_err().to_string();
+        assert!(message.contains("\"garbage\""), "{message}");
+        let err: Box<dyn std::error::Error> = Box::new(CidrError::InvalidAddress {
+            input: String::new(),
+        });
+        assert!(!err.to_string().is_empty());
+    }
+
+    #[test]
+    fn cidr_contains_is_false_across_families() {
+        assert!(!cidr("10.0.0.0/8").contains(ip("::ffff:10.0.0.1")));
+        assert!(!cidr("::ffff:10.0.0.0/104").contains(ip("10.0.0.1")));
+        assert!(!cidr("0.0.0.0/0").contains(ip("::")));
+        assert!(!cidr("::/0").contains(ip("0.0.0.0")));
+        assert!(cidr("0.0.0.0/0").contains(ip("255.255.255.255")));
+        assert!(cidr("::/0").contains(ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")));
+    }
+
+    #[test]
+    fn cidr_new_accepts_every_prefix_up_to_the_address_length_and_no_more() {
+        for prefix in 0..=u8::MAX {
+            let v4 = Cidr::new(ip("255.255.255.255"), prefix);
+            let v6 = Cidr::new(ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), prefix);
+            assert_eq!(v4.is_ok(), prefix <= 32, "/{prefix}");
+            assert_eq!(v6.is_ok(), prefix <= 128, "/{prefix}");
+            if let Ok(c) = v4 {
+                let IpAddr::V4(network) = c.network() else {
+                    panic!("{c} is not IPv4")
+                };
+                assert_eq!(network.to_bits().count_ones(), u32::from(prefix));
+                assert!(c.contains(ip("255.255.255.255")));
+                assert_eq!(c.contains(ip("0.0.0.0")), prefix == 0);
+            }
+            if let Ok(c) = v6 {
+                assert!(c.contains(ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")));
+                assert_eq!(c.contains(ip("::")), prefix == 0);
+            }
+        }
+    }
+
+    #[test]
+    fn cidr_boundaries_are_exact() {
+        let c = cidr("172.16.0.0/12");
+        assert!(c.contains(ip("172.16.0.0")));
+        assert!(c.contains(ip("172.31.255.255")));
+        assert!(!c.contains(ip("172.15.255.255")));
+        assert!(!c.contains(ip("172.32.0.0")));
+        let c6 = cidr("fe80::/10");
+        assert!(c6.contains(ip("febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff")));
+        assert!(!c6.contains(ip("fec0::")));
+    }
+}

@@ -1,0 +1,1020 @@
+//! The STUN/TURN server state machine: STUN Binding (RFC 8489 §6.3) and
+//! TURN allocations, permissions, channels and relaying (RFC 8656).
+//!
+//! Contract: the driver calls
+//! * [`Server::handle_client_packet`] for every datagram/frame from a client
+//!   (STUN or ChannelData); relayed data comes back as a [`ToPeer`]
+//!   borrowing the packet, control answers go into the effect queue;
+//! * [`Server::handle_peer_packet`] for every datagram a relay socket gets;
+//!   the answer [`ToClient`] names the bytes to send, already framed in
+//!   place in the buffer's headroom;
+//! * [`Server::handle_timeout`] when [`Server::poll_timeout`] is due;
+//! and after each call drains [`Server::poll_effect`] until `None`.
+//!
+//! Control plane and data plane have different shapes on purpose: requests
+//! may allocate (a `Vec<u8>` per response), relayed packets never do.
+//!
+//! Invariants:
+//! * `by_relay` mirrors `allocations`: `by_relay[a.relay] == client` for
+//!   every `(client, a)` and nothing else (checked by `debug_assert`s in
+//!   `insert_allocation`/`remove_allocation`).
+//! * `timers` holds exactly one `(expires, Timer::Allocation(client))` per
+//!   allocation, with the allocation's deadline, and one
+//!   `(expires, Timer::Reservation(token))` per reservation this core made
+//!   (claimed or not: forgetting a claimed one is a no-op).
+//! * Permissions and channels are bounded per allocation and expire lazily:
+//!   an expired entry is never used and is pruned before counting.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ring::hmac;
+use tracing::{debug, info, trace};
+
+use super::auth::{Credentials, NonceCheck};
+use super::channel_data::{self, ChannelNumber};
+use super::peer_filter::PeerFilter;
+use super::stun::{self, attr, method, Class, Message, MessageWriter, TransactionId};
+
+/// RFC 8656 §3.2 and §7.2: default and bounds of allocation lifetimes.
+pub const DEFAULT_ALLOCATION_LIFETIME: Duration = Duration::from_secs(600);
+/// RFC 8656 §9: permissions last 300 s and are refreshed, never extended.
+pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
+/// RFC 8656 §12: channel bindings last 600 s.
+pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
+/// RFC 8656 §12: after a binding expires its number and peer stay
+/// unavailable to other bindings for 5 minutes, so late packets of the old
+/// binding cannot be delivered to a new one.
+pub const CHANNEL_COOLDOWN: Duration = Duration::from_secs(300);
+/// RFC 8656 §7.2: a reserved even-port partner is held for about 30 s.
+pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// The current time, sampled once per event by the driver.
+#[derive(Clone, Copy, Debug)]
+pub struct Now {
+    /// For every lifetime and timer.
+    pub mono: Instant,
+    /// Wall-clock seconds, for nonce and ephemeral credential expiry.
+    pub unix_secs: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+/// A client's 5-tuple: the transport, the server address it reached and
+/// its own address. One allocation at most per `ClientAddr`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientAddr {
+    pub transport: Transport,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+impl fmt::Display for ClientAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}:{}->{}", self.transport, self.remote, self.local)
+    }
+}
+
+/// A relayed transport address as advertised to the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RelayAddr(pub SocketAddr);
+
+/// A peer's transport address, as seen by a relay socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerAddr(pub SocketAddr);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(addr: SocketAddr) -> Family {
+        if addr.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+}
+
+/// Which relay port an allocation needs (RFC 8656 §7.2 EVEN-PORT).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortWant {
+    Any,
+    Even,
+    /// An even port `p`, and `p + 1` bound too and held under this
+    /// RESERVATION-TOKEN for a later Allocate.
+    EvenPair(u64),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RelayBindError {
+    #[error("no free relay port")]
+    Exhausted,
+    #[error("no such reservation")]
+    UnknownReservation,
+}
+
+/// Opens and closes relay sockets for the core. The driver implements it
+/// with real sockets; tests with a fake. Binding is synchronous because a
+/// failure must turn into 508 in the very answer to the Allocate.
+///
+/// Reserved sockets (the odd partner of an EVEN-PORT pair) are held by the
+/// binder, not the core, because the Allocate that claims one may come
+/// from another 5-tuple and so land in another shard.
+pub trait RelayBinder {
+    /// Binds a relay socket (two for [`PortWant::EvenPair`]) and returns
+    /// its port.
+    fn bind(&mut self, family: Family, want: PortWant) -> Result<u16, RelayBindError>;
+    /// Takes over the socket reserved under `token` for an allocation of
+    /// this core; returns its family and port.
+    fn claim(&mut self, token: u64) -> Result<(Family, u16), RelayBindError>;
+    /// Closes the socket reserved under `token` unless it was claimed.
+    fn forget(&mut self, token: u64);
+    /// Closes the relay socket on `port`.
+    fn release(&mut self, family: Family, port: u16);
+}
+
+/// Settings of one core, already validated.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// SOFTWARE attribute; `None` omits it.
+    pub software: Option<String>,
+    /// The relay IPs advertised in XOR-RELAYED-ADDRESS, per family; a
+    /// family without one cannot be allocated (440).
+    pub relay_ip_v4: Option<Ipv4Addr>,
+    pub relay_ip_v6: Option<Ipv6Addr>,
+    pub max_allocation_lifetime: Duration,
+    pub max_permissions: usize,
+    pub max_channels: usize,
+}
+
+/// Allocation counts shared by every shard (only touched on allocation
+/// create and delete, never per packet).
+#[derive(Debug)]
+pub struct AllocationQuota {
+    max_total: usize,
+    max_per_user: usize,
+    total: AtomicUsize,
+    per_user: Mutex<HashMap<String, usize>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuotaExceeded {
+    User,
+    Total,
+}
+
+impl AllocationQuota {
+    pub fn new(max_total: usize, max_per_user: usize) -> AllocationQuota {
+        AllocationQuota {
+            max_total,
+            max_per_user,
+            total: AtomicUsize::new(0),
+            per_user: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    fn try_acquire(&self, user: &str) -> Result<(), QuotaExceeded> {
+        // A poisoned lock only means another shard panicked mid-update of
+        // plain counters; the counts are still meaningful.
+        let mut per_user = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
+        let count = per_user.get(user).copied().unwrap_or(0);
+        if count >= self.max_per_user {
+            return Err(QuotaExceeded::User);
+        }
+        if self
+            .total
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| (t < self.max_total).then_some(t + 1))
+            .is_err()
+        {
+            return Err(QuotaExceeded::Total);
+        }
+        per_user.insert(user.to_owned(), count + 1);
+        Ok(())
+    }
+
+    fn release(&self, user: &str) {
+        let mut per_user = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = per_user.get_mut(user) {
+            *count -= 1;
+            if *count == 0 {
+                per_user.remove(user);
+            }
+            self.total.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Something the driver must do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Send `bytes` to the client over the transport it came in on.
+    Transmit { to: ClientAddr, bytes: Vec<u8> },
+}
+
+/// A client's payload to forward to a peer through a relay socket.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ToPeer<'p> {
+    pub relay: RelayAddr,
+    pub peer: PeerAddr,
+    pub payload: &'p [u8],
+}
+
+/// A peer's datagram, framed in place, to forward to a client: send
+/// `buf[range]` to `client`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ToClient {
+    pub client: ClientAddr,
+    pub range: Range<usize>,
+}
+
+/// Bytes of headroom the driver must leave before a peer's payload so that
+/// the largest header (a Data indication for an IPv6 peer) fits in place.
+pub const PEER_HEADROOM: usize = 48;
+/// Bytes after a peer's payload for padding to a 4-byte boundary.
+pub const PEER_TAILROOM: usize = 3;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Allocation(ClientAddr),
+    Reservation(u64),
+}
+
+struct Permission {
+    ip: IpAddr,
+    expires: Instant,
+}
+
+struct Channel {
+    number: ChannelNumber,
+    peer: PeerAddr,
+    /// Data flows while `now < expires`; the entry stays until
+    /// `expires + CHANNEL_COOLDOWN` to keep number and peer reserved.
+    expires: Instant,
+}
+
+struct Allocation {
+    relay: RelayAddr,
+    username: String,
+    expires: Instant,
+    /// Transaction that created it and the answer it got, so that a
+    /// retransmitted Allocate gets the same answer (RFC 8656 §7.2).
+    created_by: TransactionId,
+    created_response: Vec<u8>,
+    permissions: Vec<Permission>,
+    channels: Vec<Channel>,
+    to_peer: Counter,
+    to_client: Counter,
+}
+
+#[derive(Clone, Copy, Default, Debug)]
+struct Counter {
+    packets: u64,
+    bytes: u64,
+}
+
+impl Counter {
+    fn add(&mut self, len: usize) {
+        self.packets += 1;
+        self.bytes += len as u64;
+    }
+}
+
+impl Allocation {
+    fn permits(&self, ip: IpAddr, now: Instant) -> bool {
+        self.permissions.iter().any(|p| p.ip == ip && p.expires > now)
+    }
+
+    fn bound_channel_for(&self, peer: PeerAddr, now: Instant) -> Option<ChannelNumber> {
+        self.channels
+            .iter()
+            .find(|c| c.peer == peer && c.expires > now)
+            .map(|c| c.number)
+    }
+}
+
+/// An error answer, before it is encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failure {
+    /// 401 or 438 with REALM and a fresh NONCE (RFC 8489 §9.2.4).
+    Challenge(ErrorCode),
+    /// 420 with the unknown attribute types.
+    UnknownAttributes([u16; 8], usize),
+    Code(ErrorCode),
+}
+
+/// STUN/TURN error codes this server sends (RFC 8489 §14.8, RFC 8656 §19).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    UnknownAttribute,
+    AllocationMismatch,
+    StaleNonce,
+    AddressFamilyNotSupported,
+    WrongCredentials,
+    UnsupportedTransport,
+    PeerAddressFamilyMismatch,
+    AllocationQuotaReached,
+    InsufficientCapacity,
+}
+
+impl ErrorCode {
+    pub fn code(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::UnknownAttribute => 420,
+            ErrorCode::AllocationMismatch => 437,
+            ErrorCode::StaleNonce => 438,
+            ErrorCode::AddressFamilyNotSupported => 440,
+            ErrorCode::WrongCredentials => 441,
+            ErrorCode::UnsupportedTransport => 442,
+            ErrorCode::PeerAddressFamilyMismatch => 443,
+            ErrorCode::AllocationQuotaReached => 486,
+            ErrorCode::InsufficientCapacity => 508,
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "Bad Request",
+            ErrorCode::Unauthorized => "Unauthorized",
+            ErrorCode::Forbidden => "Forbidden",
+            ErrorCode::UnknownAttribute => "Unknown Attribute",
+            ErrorCode::AllocationMismatch => "Allocation Mismatch",
+            ErrorCode::StaleNonce => "Stale Nonce",
+            ErrorCode::AddressFamilyNotSupported => "Address Family not Supported",
+            ErrorCode::WrongCredentials => "Wrong Credentials",
+            ErrorCode::UnsupportedTransport => "Unsupported Transport Protocol",
+            ErrorCode::PeerAddressFamilyMismatch => "Peer Address Family Mismatch",
+            ErrorCode::AllocationQuotaReached => "Allocation Quota Reached",
+            ErrorCode::InsufficientCapacity => "Insufficient Capacity",
+        }
+    }
+}
+
+impl From<ErrorCode> for Failure {
+    fn from(code: ErrorCode) -> Failure {
+        Failure::Code(code)
+    }
+}
+
+/// A request that passed the long-term credential check.
+struct Authenticated<'m> {
+    username: &'m str,
+    key: hmac::Key,
+}
+
+/// REQUESTED-TRANSPORT protocol number for UDP (RFC 8656 §18.11).
+const PROTOCOL_UDP: u8 = 17;
+const FAMILY_V4: u8 = 0x01;
+const FAMILY_V6: u8 = 0x02;
+
+pub struct Server<B> {
+    config: ServerConfig,
+    credentials: Credentials,
+    filter: PeerFilter,
+    quota: Arc<AllocationQuota>,
+    binder: B,
+    allocations: HashMap<ClientAddr, Allocation>,
+    by_relay: HashMap<RelayAddr, ClientAddr>,
+    timers: BTreeSet<(Instant, Timer)>,
+    effects: VecDeque<Effect>,
+    /// Keyed PRF for reservation tokens, so they cannot be guessed.
+    token_key: hmac::Key,
+    token_counter: u64,
+    /// xorshift state for transaction ids of Data indications, which
+    /// carry no security meaning but should not repeat.
+    indication_ids: u64,
+}
+
+impl<B: RelayBinder> Server<B> {
+    /// `seed` is 32 random bytes from the driver (the core has no RNG).
+    pub fn new(
+        config: ServerConfig,
+        credentials: Credentials,
+        filter: PeerFilter,
+        quota: Arc<AllocationQuota>,
+        binder: B,
+        seed: [u8; 32],
+    ) -> Server<B> {
+        let mut xorshift = [0u8; 8];
+        xorshift.copy_from_slice(&seed[..8]);
+        Server {
+            config,
+            credentials,
+            filter,
+            quota,
+            binder,
+            allocations: HashMap::new(),
+            by_relay: HashMap::new(),
+            timers: BTreeSet::new(),
+            effects: VecDeque::new(),
+            token_key: hmac::Key::new(hmac::HMAC_SHA256, &seed),
+            token_counter: 0,
+            indication_ids: u64::from_le_bytes(xorshift) | 1,
+        }
+    }
+
+    pub fn binder(&self) -> &B {
+        &self.binder
+    }
+
+    pub fn allocation_count(&self) -> usize {
+        self.allocations.len()
+    }
+
+    #[must_use]
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    /// The next instant [`Server::handle_timeout`] has work to do.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|(at, _)| *at)
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, timer)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            match timer {
+                Timer::Allocation(client) => self.remove_allocation(client, "expired"),
+                Timer::Reservation(token) => {
+                    self.timers.pop_first();
+                    self.binder.forget(token);
+                }
+            }
+        }
+    }
+
+    /// Handles one packet from a client: a STUN message or ChannelData.
+    pub fn handle_client_packet<'p>(&mut self, client: ClientAddr, packet: &'p [u8], now: Now) -> Option<ToPeer<'p>> {
+        match packet.first()? >> 6 {
+            0b01 => self.client_channel_data(client, packet, now.mono),
+            0b00 => match Message::parse(packet) {
+                Ok(msg) => self.client_stun(client, &msg, now),
+                Err(e) => {
+                    trace!(%client, error = %e, "dropping malformed STUN message");
+                    None
+                }
+            },
+            _ => None,
+        }
+    }
+
+    fn client_channel_data<'p>(&mut self, client: ClientAddr, packet: &'p [u8], now: Instant) -> Option<ToPeer<'p>> {
+        let (number, payload) = channel_data::parse(packet).ok()?;
+        let allocation = self.allocations.get_mut(&client)?;
+        let channel = allocation
+            .channels
+            .iter()
+            .find(|c| c.number == number && c.expires > now)?;
+        let peer = channel.peer;
+        if !allocation.permits(peer.0.ip(), now) {
+            return None;
+        }
+        allocation.to_peer.add(payload.len());
+        Some(ToPeer {
+            relay: allocation.relay,
+            peer,
+            payload,
+        })
+    }
+
+    fn client_stun<'p>(&mut self, client: ClientAddr, msg: &Message<'p>, now: Now) -> Option<ToPeer<'p>> {
+        match msg.class() {
+            Class::Request => {
+                let bytes = self.request(client, msg, now);
+                self.effects.push_back(Effect::Transmit { to: client, bytes });
+                None
+            }
+            Class::Indication if msg.method() == method::SEND => self.send_indication(client, msg, now.mono),
+            // Binding indications are keepalives; responses are not ours.
+            _ => None,
+        }
+    }
+
+    /// Send indication (RFC 8656 §11.2): silently dropped unless it is
+    /// well-formed, comes from an allocation's 5-tuple and the peer has a
+    /// permission.
+    fn send_indication<'p>(&mut self, client: ClientAddr, msg: &Message<'p>, now: Instant) -> Option<ToPeer<'p>> {
+        if msg.unknown_required(&mut [0; 1]) > 0 {
+            return None;
+        }
+        let allocation = self.allocations.get_mut(&client)?;
+        let peer = msg.xor_address(attr::XOR_PEER_ADDRESS)?.ok()?;
+        let payload = msg.get(attr::DATA)?;
+        if !allocation.permits(peer.ip(), now) {
+            trace!(%client, %peer, "Send indication without permission dropped");
+            return None;
+        }
+        allocation.to_peer.add(payload.len());
+        Some(ToPeer {
+            relay: allocation.relay,
+            peer: PeerAddr(peer),
+            payload,
+        })
+    }
+
+    /// Handles a datagram that relay socket `relay` received from `peer`.
+    /// The payload is `buf[payload]`; `buf` must have [`PEER_HEADROOM`]
+    /// bytes before it and [`PEER_TAILROOM`] after it. On success the
+    /// header has been written in place and `buf[range]` is to be sent.
+    pub fn handle_peer_packet(
+        &mut self,
+        relay: RelayAddr,
+        peer: PeerAddr,
+        buf: &mut [u8],
+        payload: Range<usize>,
+        now: Instant,
+    ) -> Option<ToClient> {
+        let client = *self.by_relay.get(&relay)?;
+        let allocation = self.allocations.get_mut(&client)?;
+        if !allocation.permits(peer.0.ip(), now) {
+            trace!(%client, peer = %peer.0, "peer packet without permission dropped");
+            return None;
+        }
+        let len = payload.len();
+        let len16 = u16::try_from(len).ok()?;
+        let start = match allocation.bound_channel_for(peer, now) {
+            Some(number) => {
+                let start = payload.start.checked_sub(channel_data::HEADER_LEN)?;
+                let header = buf.get_mut(start..payload.start)?.try_into().ok()?;
+                channel_data::write_header(header, number, len16);
+                start
+            }
+            None => {
+                self.indication_ids ^= self.indication_ids << 13;
+                self.indication_ids ^= self.indication_ids >> 7;
+                self.indication_ids ^= self.indication_ids << 17;
+                let mut id = [0u8; 12];
+                id[..8].copy_from_slice(&self.indication_ids.to_le_bytes());
+                let headroom = buf.get_mut(..payload.start)?;
+                let header_len = stun::write_data_indication_header(headroom, peer.0, id, len)?;
+                payload.start - header_len
+            }
+        };
+        // Pad to 4 bytes: required for Data indications, and harmless for
+        // ChannelData (which needs it only over streams, RFC 8656 §12.5).
+        let pad = stun::padding(len);
+        let end = payload.end + if start + 4 == payload.start { 0 } else { pad };
+        buf.get_mut(payload.end..end)?.fill(0);
+        allocation.to_client.add(len);
+        Some(ToClient { client, range: start..end })
+    }
+
+    fn request(&mut self, client: ClientAddr, msg: &Message<'_>, now: Now) -> Vec<u8> {
+        if msg.method() == method::BINDING {
+            return self.binding(client, msg);
+        }
+        let turn_method = matches!(
+            msg.method(),
+            method::ALLOCATE | method::REFRESH | method::CREATE_PERMISSION | method::CHANNEL_BIND
+        );
+        if !turn_method {
+            return self.error_response(client, msg, Failure::Code(ErrorCode::BadRequest), None, now);
+        }
+        let auth = match self.authenticate(client, msg, now) {
+            Ok(auth) => auth,
+            Err(failure) => return self.error_response(client, msg, failure, None, now),
+        };
+        let result = self.check_unknown(msg).and_then(|()| match msg.method() {
+            method::ALLOCATE => self.allocate(client, msg, &auth, now.mono),
+            method::REFRESH => self.refresh(client, msg, &auth, now.mono),
+            method::CREATE_PERMISSION => self.create_permission(client, msg, &auth, now.mono),
+            _ => self.channel_bind(client, msg, &auth, now.mono),
+        });
+        match result {
+            Ok(bytes) => bytes,
+            Err(failure) => {
+                debug!(%client, method = msg.method(), ?failure, "request refused");
+                self.error_response(client, msg, failure, Some(&auth.key), now)
+            }
+        }
+    }
+
+    /// Binding (RFC 8489 §6.3): no authentication, XOR-MAPPED-ADDRESS, or
+    /// MAPPED-ADDRESS for RFC 3489 clients without the magic cookie.
+    fn binding(&mut self, client: ClientAddr, msg: &Message<'_>) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(64);
+        if !msg.has_magic_cookie() {
+            MessageWriter::classic_binding_success(&mut buf, msg, client.remote);
+            return buf;
+        }
+        let mut unknown = [0u16; 8];
+        let n = msg.unknown_required(&mut unknown);
+        if n > 0 {
+            return self.encode_failure(client, msg, Failure::UnknownAttributes(unknown, n), None, 0);
+        }
+        let mut w = MessageWriter::new(&mut buf, Class::Success, msg.method(), msg.transaction_id());
+        w.xor_address(attr::XOR_MAPPED_ADDRESS, client.remote);
+        if let Some(software) = &self.config.software {
+            w.bytes(attr::SOFTWARE, software.as_bytes());
+        }
+        w.finish(None, true);
+        buf
+    }
+
+    fn check_unknown(&self, msg: &Message<'_>) -> Result<(), Failure> {
+        let mut unknown = [0u16; 8];
+        match msg.unknown_required(&mut unknown) {
+            0 => Ok(()),
+            n => Err(Failure::UnknownAttributes(unknown, n)),
+        }
+    }
+
+    /// Long-term credential check in the order of RFC 8489 §9.2.4.
+    fn authenticate<'m>(&self, client: ClientAddr, msg: &Message<'m>, now: Now) -> Result<Authenticated<'m>, Failure> {
+        if !msg.has_integrity() {
+            return Err(Failure::Challenge(ErrorCode::Unauthorized));
+        }
+        let (Some(username), Some(_realm), Some(nonce)) =
+            (msg.get(attr::USERNAME), msg.get(attr::REALM), msg.get(attr::NONCE))
+        else {
+            return Err(Failure::Code(ErrorCode::BadRequest));
+        };
+        if self.credentials.check_nonce(nonce, client.remote, now.unix_secs) == NonceCheck::Stale {
+            return Err(Failure::Challenge(ErrorCode::StaleNonce));
+        }
+        let username = std::str::from_utf8(username).map_err(|_| Failure::Challenge(ErrorCode::Unauthorized))?;
+        let keys = self.credentials.keys_for(username, now.unix_secs).map_err(|e| {
+            debug!(%client, username, reason = e.reason(), "authentication failed");
+            Failure::Challenge(ErrorCode::Unauthorized)
+        })?;
+        for long_term in keys {
+            let key = stun::integrity_key(&long_term);
+            if msg.verify_integrity(&key) {
+                return Ok(Authenticated { username, key });
+            }
+        }
+        debug!(%client, username, reason = "bad message integrity", "authentication failed");
+        Err(Failure::Challenge(ErrorCode::Unauthorized))
+    }
+
+    /// Allocate (RFC 8656 §7.2).
+    fn allocate(&mut self, client: ClientAddr, msg: &Message<'_>, auth: &Authenticated<'_>, now: Instant) -> Result<Vec<u8>, Failure> {
+        if let Some(existing) = self.allocations.get(&client) {
+            if existing.created_by == msg.transaction_id() {
+                return Ok(existing.created_response.clone());
+            }
+            return Err(ErrorCode::AllocationMismatch.into());
+        }
+        let transport = msg.get(attr::REQUESTED_TRANSPORT).ok_or(ErrorCode::BadRequest)?;
+        match transport {
+            [PROTOCOL_UDP, _, _, _] => {}
+            [_, _, _, _] => return Err(ErrorCode::UnsupportedTransport.into()),
+            _ => return Err(ErrorCode::BadRequest.into()),
+        }
+        let even_port = match msg.get(attr::EVEN_PORT) {
+            None => None,
+            Some([flags]) => Some(flags & 0x80 != 0),
+            Some(_) => return Err(ErrorCode::BadRequest.into()),
+        };
+        let token = match msg.get(attr::RESERVATION_TOKEN) {
+            None => None,
+            Some(t) => Some(u64::from_be_bytes(t.try_into().map_err(|_| ErrorCode::BadRequest)?)),
+        };
+        let requested_family = match msg.get(attr::REQUESTED_ADDRESS_FAMILY) {
+            None => None,
+            Some([FAMILY_V4, _, _, _]) => Some(Family::V4),
+            Some([FAMILY_V6, _, _, _]) => Some(Family::V6),
+            Some([_, _, _, _]) => return Err(ErrorCode::AddressFamilyNotSupported.into()),
+            Some(_) => return Err(ErrorCode::BadRequest.into()),
+        };
+        let additional_v6 = match msg.get(attr::ADDITIONAL_ADDRESS_FAMILY) {
+            None => false,
+            Some([FAMILY_V6, _, _, _]) => true,
+            Some(_) => return Err(ErrorCode::BadRequest.into()),
+        };
+        // RFC 8656 §7.2: these combinations are contradictory.
+        if token.is_some() && (even_port.is_some() || requested_family.is_some() || additional_v6)
+            || additional_v6 && requested_family.is_some()
+        {
+            return Err(ErrorCode::BadRequest.into());
+        }
+        let lifetime = self.granted_lifetime(msg)?;
+        if lifetime.is_zero() {
+            return Err(ErrorCode::BadRequest.into());
+        }
+
+        let family = requested_family.unwrap_or(Family::V4);
+        if token.is_none() && self.relay_ip(family).is_none() {
+            return Err(ErrorCode::AddressFamilyNotSupported.into());
+        }
+        if let Err(e) = self.quota.try_acquire(auth.username) {
+            return Err(match e {
+                QuotaExceeded::User => ErrorCode::AllocationQuotaReached,
+                QuotaExceeded::Total => ErrorCode::InsufficientCapacity,
+            }
+            .into());
+        }
+        let new_token = (even_port == Some(true)).then(|| self.next_token());
+        let bound = match (token, even_port, new_token) {
+            (Some(token), _, _) => self.binder.claim(token),
+            (None, None, _) => self.binder.bind(family, PortWant::Any).map(|port| (family, port)),
+            (None, Some(_), None) => self.binder.bind(family, PortWant::Even).map(|port| (family, port)),
+            (None, Some(_), Some(new)) => self.binder.bind(family, PortWant::EvenPair(new)).map(|port| (family, port)),
+        };
+        let relay_ip = bound.ok().and_then(|(family, _)| self.relay_ip(family));
+        let (Ok((_, port)), Some(relay_ip)) = (bound, relay_ip) else {
+            if let Ok((family, port)) = bound {
+                self.binder.release(family, port);
+            }
+            self.quota.release(auth.username);
+            debug!(%client, ?bound, "allocation refused: no relay port");
+            return Err(ErrorCode::InsufficientCapacity.into());
+        };
+        if let Some(token) = new_token {
+            self.timers.insert((now + RESERVATION_LIFETIME, Timer::Reservation(token)));
+        }
+        let relay = RelayAddr(SocketAddr::new(relay_ip, port));
+
+        let mut buf = Vec::with_capacity(128);
+        let mut w = MessageWriter::new(&mut buf, Class::Success, msg.method(), msg.transaction_id());
+        w.xor_address(attr::XOR_RELAYED_ADDRESS, relay.0)
+            .u32(attr::LIFETIME, lifetime.as_secs() as u32);
+        if let Some(token) = new_token {
+            w.bytes(attr::RESERVATION_TOKEN, &token.to_be_bytes());
+        }
+        if additional_v6 {
+            // We relay one family per allocation for now; RFC 8656 §7.2
+            // lets the server grant IPv4 and report IPv6 as unsupported.
+            w.address_error_code(true, 440, ErrorCode::AddressFamilyNotSupported.reason());
+        }
+        w.xor_address(attr::XOR_MAPPED_ADDRESS, client.remote);
+        self.finish_authenticated(w, &auth.key);
+
+        info!(%client, user = auth.username, relay = %relay.0, lifetime_s = lifetime.as_secs(), "allocation created");
+        self.insert_allocation(
+            client,
+            Allocation {
+                relay,
+                username: auth.username.to_owned(),
+                expires: now + lifetime,
+                created_by: msg.transaction_id(),
+                created_response: buf.clone(),
+                permissions: Vec::new(),
+                channels: Vec::new(),
+                to_peer: Counter::default(),
+                to_client: Counter::default(),
+            },
+        );
+        Ok(buf)
+    }
+
+    fn relay_ip(&self, family: Family) -> Option<IpAddr> {
+        match family {
+            Family::V4 => self.config.relay_ip_v4.map(IpAddr::V4),
+            Family::V6 => self.config.relay_ip_v6.map(IpAddr::V6),
+        }
+    }
+
+    fn next_token(&mut self) -> u64 {
+        self.token_counter += 1;
+        let tag = hmac::sign(&self.token_key, &self.token_counter.to_be_bytes());
+        let mut token = [0u8; 8];
+        token.copy_from_slice(&tag.as_ref()[..8]);
+        u64::from_be_bytes(token)
+    }
+
+    /// RFC 8656 §7.2/§7.3: the requested lifetime capped at the maximum,
+    /// never below the default; zero stays zero (Refresh deletes).
+    fn granted_lifetime(&self, msg: &Message<'_>) -> Result<Duration, Failure> {
+        let max = self.config.max_allocation_lifetime;
+        let requested = match msg.u32_attr(attr::LIFETIME) {
+            None => return Ok(DEFAULT_ALLOCATION_LIFETIME.min(max)),
+            Some(Err(_)) => return Err(ErrorCode::BadRequest.into()),
+            Some(Ok(0)) => return Ok(Duration::ZERO),
+            Some(Ok(secs)) => Duration::from_secs(u64::from(secs)),
+        };
+        Ok(requested.min(max).max(DEFAULT_ALLOCATION_LIFETIME).min(max))
+    }
+
+    /// The allocation of `client` for a non-Allocate request: 437 if there
+    /// is none, 441 if it belongs to another username (RFC 8656 §5).
+    fn allocation_of(&mut self, client: ClientAddr, auth: &Authenticated<'_>) -> Result<&mut Allocation, Failure> {
+        let allocation = self.allocations.get_mut(&client).ok_or(ErrorCode::AllocationMismatch)?;
+        if allocation.username != auth.username {
+            return Err(ErrorCode::WrongCredentials.into());
+        }
+        Ok(allocation)
+    }
+
+    /// Refresh (RFC 8656 §7.3); lifetime 0 deletes the allocation, and a
+    /// retransmission then gets 437, which clients treat as success.
+    fn refresh(&mut self, client: ClientAddr, msg: &Message<'_>, auth: &Authenticated<'_>, now: Instant) -> Result<Vec<u8>, Failure> {
+        let lifetime = self.granted_lifetime(msg)?;
+        let allocation = self.allocation_of(client, auth)?;
+        let family = Family::of(allocation.relay.0);
+        match msg.get(attr::REQUESTED_ADDRESS_FAMILY) {
+            None => {}
+            Some([FAMILY_V4, _, _, _]) if family == Family::V4 => {}
+            Some([FAMILY_V6, _, _, _]) if family == Family::V6 => {}
+            Some(_) => return Err(ErrorCode::PeerAddressFamilyMismatch.into()),
+        }
+        if lifetime.is_zero() {
+            self.remove_allocation(client, "deleted by client");
+        } else {
+            let old = std::mem::replace(&mut allocation.expires, now + lifetime);
+            self.timers.remove(&(old, Timer::Allocation(client)));
+            self.timers.insert((now + lifetime, Timer::Allocation(client)));
+        }
+        let mut buf = Vec::with_capacity(64);
+        let mut w = MessageWriter::new(&mut buf, Class::Success, msg.method(), msg.transaction_id());
+        w.u32(attr::LIFETIME, lifetime.as_secs() as u32);
+        self.finish_authenticated(w, &auth.key);
+        Ok(buf)
+    }
+
+    /// Checks a peer address for an allocation: its family must match the
+    /// relay's (443) and the peer filter must allow it (403).
+    fn check_peer(&self, relay: RelayAddr, peer: SocketAddr) -> Result<(), Failure> {
+        if Family::of(relay.0) != Family::of(peer) {
+            return Err(ErrorCode::PeerAddressFamilyMismatch.into());
+        }
+        self.filter.check(peer).map_err(|refusal| {
+            debug!(%peer, reason = refusal.reason(), "peer refused");
+            Failure::Code(ErrorCode::Forbidden)
+        })
+    }
+
+    /// CreatePermission (RFC 8656 §9): all XOR-PEER-ADDRESSes are checked
+    /// before any is installed, so a refused one installs nothing.
+    fn create_permission(&mut self, client: ClientAddr, msg: &Message<'_>, auth: &Authenticated<'_>, now: Instant) -> Result<Vec<u8>, Failure> {
+        let relay = self.allocation_of(client, auth)?.relay;
+        let mut peers: Vec<IpAddr> = Vec::new();
+        for peer in msg.xor_addresses(attr::XOR_PEER_ADDRESS) {
+            let peer = peer.map_err(|_| ErrorCode::BadRequest)?;
+            self.check_peer(relay, peer)?;
+            if !peers.contains(&peer.ip()) {
+                peers.push(peer.ip());
+            }
+        }
+        if peers.is_empty() {
+            return Err(ErrorCode::BadRequest.into());
+        }
+        let max = self.config.max_permissions;
+        let allocation = self.allocation_of(client, auth)?;
+        allocation.permissions.retain(|p| p.expires > now);
+        let new = peers.iter().filter(|ip| !allocation.permissions.iter().any(|p| p.ip == **ip)).count();
+        if allocation.permissions.len() + new > max {
+            return Err(ErrorCode::InsufficientCapacity.into());
+        }
+        for ip in peers {
+            install_permission(allocation, ip, now);
+        }
+        Ok(self.empty_success(msg, &auth.key))
+    }
+
+    /// ChannelBind (RFC 8656 §12.2): binds or refreshes a channel, and
+    /// installs or refreshes the peer's permission with it.
+    fn channel_bind(&mut self, client: ClientAddr, msg: &Message<'_>, auth: &Authenticated<'_>, now: Instant) -> Result<Vec<u8>, Failure> {
+        let relay = self.allocation_of(client, auth)?.relay;
+        let number = match msg.get(attr::CHANNEL_NUMBER) {
+            Some([a, b, _, _]) => ChannelNumber::new(u16::from_be_bytes([*a, *b])).ok_or(ErrorCode::BadRequest)?,
+            _ => return Err(ErrorCode::BadRequest.into()),
+        };
+        let peer = match msg.xor_address(attr::XOR_PEER_ADDRESS) {
+            Some(Ok(peer)) => PeerAddr(peer),
+            _ => return Err(ErrorCode::BadRequest.into()),
+        };
+        self.check_peer(relay, peer.0)?;
+        let (max_channels, max_permissions) = (self.config.max_channels, self.config.max_permissions);
+        let allocation = self.allocation_of(client, auth)?;
+        allocation.channels.retain(|c| c.expires + CHANNEL_COOLDOWN > now);
+        let by_number = allocation.channels.iter().position(|c| c.number == number);
+        let by_peer = allocation.channels.iter().position(|c| c.peer == peer);
+        let index = match (by_number, by_peer) {
+            (Some(i), Some(j)) if i == j => Some(i),
+            (None, None) => None,
+            // The number is bound to another peer or the peer to another
+            // number (possibly still cooling down): §12.2 says 400.
+            _ => {
+                debug!(%client, %number, peer = %peer.0, "channel number or peer already bound otherwise");
+                return Err(ErrorCode::BadRequest.into());
+            }
+        };
+        allocation.permissions.retain(|p| p.expires > now);
+        let needs_permission = !allocation.permissions.iter().any(|p| p.ip == peer.0.ip());
+        if index.is_none() && allocation.channels.len() >= max_channels
+            || needs_permission && allocation.permissions.len() >= max_permissions
+        {
+            return Err(ErrorCode::InsufficientCapacity.into());
+        }
+        let expires = now + CHANNEL_LIFETIME;
+        match index {
+            Some(i) => allocation.channels[i].expires = expires,
+            None => allocation.channels.push(Channel { number, peer, expires }),
+        }
+        install_permission(allocation, peer.0.ip(), now);
+        Ok(self.empty_success(msg, &auth.key))
+    }
+
+    fn empty_success(&self, msg: &Message<'_>, key: &hmac::Key) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(64);
+        let w = MessageWriter::new(&mut buf, Class::Success, msg.method(), msg.transaction_id());
+        self.finish_authenticated(w, key);
+        buf
+    }
+
+    /// SOFTWARE, MESSAGE-INTEGRITY, FINGERPRINT: the tail of every answer
+    /// to an authenticated request.
+    fn finish_authenticated(&self, mut w: MessageWriter<'_>, key: &hmac::Key) {
+        if let Some(software) = &self.config.software {
+            w.bytes(attr::SOFTWARE, software.as_bytes());
+        }
+        w.finish(Some(key), true);
+    }
+
+    fn error_response(&self, client: ClientAddr, msg: &Message<'_>, failure: Failure, key: Option<&hmac::Key>, now: Now) -> Vec<u8> {
+        self.encode_failure(client, msg, failure, key, now.unix_secs)
+    }
+
+    /// Encodes an error. Unauthenticated errors carry no SOFTWARE so that
+    /// an answer to a spoofed source stays close to the request's size.
+    fn encode_failure(&self, client: ClientAddr, msg: &Message<'_>, failure: Failure, key: Option<&hmac::Key>, unix_secs: u64) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(96);
+        let mut w = MessageWriter::new(&mut buf, Class::Error, msg.method(), msg.transaction_id());
+        match failure {
+            Failure::Challenge(code) => {
+                w.error_code(code.code(), code.reason())
+                    .bytes(attr::REALM, self.credentials.realm().as_bytes())
+                    .bytes(attr::NONCE, &self.credentials.make_nonce(client.remote, unix_secs));
+            }
+            Failure::UnknownAttributes(types, n) => {
+                let code = ErrorCode::UnknownAttribute;
+                w.error_code(code.code(), code.reason()).unknown_attributes(&types[..n]);
+            }
+            Failure::Code(code) => {
+                w.error_code(code.code(), code.reason());
+            }
+        }
+        match key {
+            Some(key) => self.finish_authenticated(w, key),
+            None => w.finish(None, true),
+        }
+        buf
+    }
+
+    fn insert_allocation(&mut self, client: ClientAddr, allocation: Allocation) {
+        self.timers.insert((allocation.expires, Timer::Allocation(client)));
+        let previous = self.by_relay.insert(allocation.relay, client);
+        debug_assert!(previous.is_none(), "relay address handed out twice");
+        let previous = self.allocations.insert(client, allocation);
+        debug_assert!(previous.is_none(), "two allocations for one 5-tuple");
+    }
+
+    fn remove_allocation(&mut self, client: ClientAddr, why: &'static str) {
+        let Some(a) = self.allocations.remove(&client) else {
+            return;
+        };
+        let removed = self.timers.remove(&(a.expires, Timer::Allocation(client)));
+        debug_assert!(removed, "allocation without its timer");
+        let removed = self.by_relay.remove(&a.relay);
+        debug_assert_eq!(removed, Some(client));
+        self.binder.release(Family::of(a.relay.0), a.relay.0.port());
+        self.quota.release(&a.username);
+        info!(
+            %client,
+            user = a.username,
+            relay = %a.relay.0,
+            why,
+            packets_to_peer = a.to_peer.packets,
+            bytes_to_peer = a.to_peer.bytes,
+            packets_to_client = a.to_client.packets,
+            bytes_to_client = a.to_client.bytes,
+            "allocation deleted"
+        );
+    }
+}
+
+fn install_permission(allocation: &mut Allocation, ip: IpAddr, now: Instant) {
+    let expires = now + PERMISSION_LIFETIME;
+    match allocation.permissions.iter_mut().find(|p| p.ip == ip) {
+        Some(p) => p.expires = expires,
+        None => allocation.permissions.push(Permission { ip, expires }),
+    }
+}
