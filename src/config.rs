@@ -95,8 +95,9 @@ pub struct ServerSection {
     /// relay sockets are bound to, for a server behind a 1:1 NAT (a cloud VM
     /// whose public IP maps onto a private one). It also counts as one of
     /// this server's own addresses for relay-to-relay delivery. Must be a
-    /// unicast IPv4 address while relays are IPv4 only. Default: unset (the
-    /// bound address is advertised).
+    /// unicast IPv4 address while relays are IPv4 only. Default: unset:
+    /// `relay.ipv4` is advertised, or, when that is `0.0.0.0`, the first
+    /// non-loopback IPv4 address of this host's interfaces.
     pub external_ip: Option<IpAddr>,
     /// Number of event-loop shards; 0 means one per CPU core. At most 256.
     /// Default: 0.
@@ -529,9 +530,7 @@ impl ConfigError {
 
     /// Names the file a validation error was found in.
     fn in_origin(mut self, name: &str) -> Self {
-        if let ConfigError::Invalid { origin, .. } | ConfigError::SecretsFile { origin, .. } =
-            &mut self
-        {
+        if let ConfigError::Invalid { origin, .. } | ConfigError::SecretsFile { origin, .. } = &mut self {
             if origin.is_none() {
                 *origin = Some(name.to_owned());
             }
@@ -631,11 +630,7 @@ impl Config {
     /// exactly one usable credential.
     pub fn try_user_key(&self, user: &User) -> Option<[u8; 16]> {
         match (&user.password, &user.key) {
-            (Some(password), None) => Some(md5_key(
-                &user.name,
-                &self.server.realm,
-                password.expose().as_bytes(),
-            )),
+            (Some(password), None) => Some(md5_key(&user.name, &self.server.realm, password.expose().as_bytes())),
             (None, Some(key)) => decode_key(key.expose()),
             _ => None,
         }
@@ -658,16 +653,11 @@ impl Config {
                      be sent an address of the wrong family",
                 ),
                 ip if ip.is_unspecified() => Some("must be a real address, not unspecified"),
-                ip if ip.is_multicast() || ip == IpAddr::V4(Ipv4Addr::BROADCAST) => {
-                    Some("must be a unicast address")
-                }
+                ip if ip.is_multicast() || ip == IpAddr::V4(Ipv4Addr::BROADCAST) => Some("must be a unicast address"),
                 _ => None,
             };
             if let Some(reason) = reason {
-                return Err(ConfigError::invalid(
-                    "server.external_ip",
-                    format!("{ip} {reason}"),
-                ));
+                return Err(ConfigError::invalid("server.external_ip", format!("{ip} {reason}")));
             }
         }
         if server.workers > MAX_WORKERS {
@@ -685,18 +675,12 @@ impl Config {
     fn check_listen(&self) -> Result<(), ConfigError> {
         let udp = &self.listen.udp;
         if udp.is_empty() {
-            return Err(ConfigError::invalid(
-                "listen.udp",
-                "is empty: nothing to serve",
-            ));
+            return Err(ConfigError::invalid("listen.udp", "is empty: nothing to serve"));
         }
         for (i, addr) in udp.iter().enumerate() {
             // Port 0 asks the OS for a fresh port each time, so it never collides.
             if addr.port() != 0 && udp.get(..i).is_some_and(|before| before.contains(addr)) {
-                return Err(ConfigError::invalid(
-                    "listen.udp",
-                    format!("{addr} is listed twice"),
-                ));
+                return Err(ConfigError::invalid("listen.udp", format!("{addr} is listed twice")));
             }
         }
         Ok(())
@@ -711,14 +695,11 @@ impl Config {
             ));
         }
         let ports = relay.ports;
-        PortRange::new(ports.low, ports.high)
-            .map_err(|e| ConfigError::invalid("relay.ports", e.to_string()))?;
+        PortRange::new(ports.low, ports.high).map_err(|e| ConfigError::invalid("relay.ports", e.to_string()))?;
         if ports.len() < 2 {
             return Err(ConfigError::invalid(
                 "relay.ports",
-                format!(
-                    "{ports} holds 1 port; at least 2 are needed since EVEN-PORT reserves pairs"
-                ),
+                format!("{ports} holds 1 port; at least 2 are needed since EVEN-PORT reserves pairs"),
             ));
         }
         Ok(())
@@ -728,10 +709,7 @@ impl Config {
         let auth = &self.auth;
         for (i, secret) in auth.secrets.iter().enumerate() {
             if secret.expose().trim().is_empty() {
-                return Err(ConfigError::invalid(
-                    format!("auth.secrets[{i}]"),
-                    "is empty",
-                ));
+                return Err(ConfigError::invalid(format!("auth.secrets[{i}]"), "is empty"));
             }
         }
         if auth.credential_ttl < Duration::from_secs(1) {
@@ -758,10 +736,7 @@ impl Config {
             if let Some(first) = seen.insert(&user.name, i) {
                 return Err(ConfigError::invalid(
                     format!("auth.users[{i}].name"),
-                    format!(
-                        "user {:?} is already defined by auth.users[{first}]",
-                        user.name
-                    ),
+                    format!("user {:?} is already defined by auth.users[{first}]", user.name),
                 ));
             }
         }
@@ -772,18 +747,12 @@ impl Config {
         let limits = &self.limits;
         let counts = [
             ("limits.max_allocations", limits.max_allocations),
-            (
-                "limits.max_allocations_per_user",
-                limits.max_allocations_per_user,
-            ),
+            ("limits.max_allocations_per_user", limits.max_allocations_per_user),
             (
                 "limits.max_permissions_per_allocation",
                 limits.max_permissions_per_allocation,
             ),
-            (
-                "limits.max_channels_per_allocation",
-                limits.max_channels_per_allocation,
-            ),
+            ("limits.max_channels_per_allocation", limits.max_channels_per_allocation),
         ];
         for (key, value) in counts {
             if value == 0 {
@@ -833,9 +802,7 @@ impl Config {
         }
         tracing_subscriber::EnvFilter::builder()
             .parse(level)
-            .map_err(|e| {
-                ConfigError::invalid("log.level", format!("{level:?} is not a valid filter: {e}"))
-            })?;
+            .map_err(|e| ConfigError::invalid("log.level", format!("{level:?} is not a valid filter: {e}")))?;
         Ok(())
     }
 
@@ -884,18 +851,12 @@ fn check_text(key: &str, value: &str) -> Result<(), ConfigError> {
 fn check_user(i: usize, user: &User) -> Result<(), ConfigError> {
     let name = &user.name;
     if name.is_empty() {
-        return Err(ConfigError::invalid(
-            format!("auth.users[{i}].name"),
-            "is empty",
-        ));
+        return Err(ConfigError::invalid(format!("auth.users[{i}].name"), "is empty"));
     }
     if name.len() > MAX_USERNAME_BYTES {
         return Err(ConfigError::invalid(
             format!("auth.users[{i}].name"),
-            format!(
-                "is {} bytes long; USERNAME allows fewer than 509",
-                name.len()
-            ),
+            format!("is {} bytes long; USERNAME allows fewer than 509", name.len()),
         ));
     }
     if name.chars().any(char::is_control) {
@@ -1013,8 +974,7 @@ mod tests {
 
     #[test]
     fn example_config_parses_validates_and_equals_the_defaults() {
-        let config =
-            Config::from_toml(EXAMPLE, "config.example.toml").unwrap_or_else(|e| panic!("{e}"));
+        let config = Config::from_toml(EXAMPLE, "config.example.toml").unwrap_or_else(|e| panic!("{e}"));
         // The example documents the defaults: it must not drift from them.
         assert_eq!(format!("{config:?}"), format!("{:?}", Config::default()),);
     }
@@ -1118,33 +1078,22 @@ mod tests {
         assert_eq!(config.relay.ports, PortRange::new(40000, 40099).unwrap());
         assert_eq!(config.auth.credential_ttl, Duration::from_secs(12 * 3600));
         assert_eq!(config.auth.nonce_ttl, Duration::from_secs(300));
-        let resolved: Vec<&str> = config
-            .auth
-            .resolved_secrets
-            .iter()
-            .map(Secret::expose)
-            .collect();
+        let resolved: Vec<&str> = config.auth.resolved_secrets.iter().map(Secret::expose).collect();
         assert_eq!(resolved, ["new", "old"]);
-        assert_eq!(
-            config.auth.minting_secret().map(Secret::expose),
-            Some("new")
-        );
+        assert_eq!(config.auth.minting_secret().map(Secret::expose), Some("new"));
         assert_eq!(config.auth.users.len(), 2);
         assert_eq!(config.peers.allow.len(), 2);
         assert_eq!(config.peers.allow[0].to_string(), "127.0.0.0/8");
         assert_eq!(config.peers.deny.len(), 1);
         assert_eq!(config.limits.max_allocations, 5);
-        assert_eq!(
-            config.limits.max_allocation_lifetime,
-            Duration::from_secs(1800)
-        );
+        assert_eq!(config.limits.max_allocation_lifetime, Duration::from_secs(1800));
         assert_eq!(config.log.format, LogFormat::Json);
     }
 
     #[test]
     fn durations_are_humantime_strings() {
-        let config = parse("[auth]\nnonce_ttl = \"10m\"\ncredential_ttl = \"1h 30m\"\n")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let config =
+            parse("[auth]\nnonce_ttl = \"10m\"\ncredential_ttl = \"1h 30m\"\n").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.auth.nonce_ttl, Duration::from_secs(600));
         assert_eq!(config.auth.credential_ttl, Duration::from_secs(5400));
     }
@@ -1180,9 +1129,7 @@ mod tests {
 
     #[test]
     fn malformed_duration_is_reported_with_its_line() {
-        let msg = parse("[auth]\nnonce_ttl = \"ten minutes\"\n")
-            .unwrap_err()
-            .to_string();
+        let msg = parse("[auth]\nnonce_ttl = \"ten minutes\"\n").unwrap_err().to_string();
         assert!(msg.contains("line 2"), "{msg}");
     }
 
@@ -1190,13 +1137,7 @@ mod tests {
     fn bad_port_ranges_are_refused() {
         for (text, expected) in [
             ("0-100", PortRangeError::ZeroPort),
-            (
-                "200-100",
-                PortRangeError::Reversed {
-                    low: 200,
-                    high: 100,
-                },
-            ),
+            ("200-100", PortRangeError::Reversed { low: 200, high: 100 }),
             ("49152", PortRangeError::Syntax),
             ("1-70000", PortRangeError::Syntax),
             ("a-b", PortRangeError::Syntax),
@@ -1204,15 +1145,10 @@ mod tests {
         ] {
             assert_eq!(text.parse::<PortRange>(), Err(expected), "{text:?}");
         }
-        let msg = parse("[relay]\nports = \"0-100\"\n")
-            .unwrap_err()
-            .to_string();
+        let msg = parse("[relay]\nports = \"0-100\"\n").unwrap_err().to_string();
         assert!(msg.contains("line 2"), "{msg}");
         assert!(msg.contains("low port 0 is not allowed"), "{msg}");
-        assert_eq!(
-            invalid_key("[relay]\nports = \"5000-5000\"\n"),
-            "relay.ports"
-        );
+        assert_eq!(invalid_key("[relay]\nports = \"5000-5000\"\n"), "relay.ports");
     }
 
     #[test]
@@ -1251,10 +1187,7 @@ mod tests {
 
     #[test]
     fn user_without_credential_is_refused() {
-        assert_eq!(
-            invalid_key("[[auth.users]]\nname = \"alice\"\n"),
-            "auth.users[0]"
-        );
+        assert_eq!(invalid_key("[[auth.users]]\nname = \"alice\"\n"), "auth.users[0]");
     }
 
     #[test]
@@ -1279,10 +1212,7 @@ mod tests {
         let text = "[[auth.users]]\nname = \"a\"\npassword = \"x\"\n\
                     [[auth.users]]\nname = \"a\"\npassword = \"y\"\n";
         assert_eq!(invalid_key(text), "auth.users[1].name");
-        assert_eq!(
-            invalid_key("[[auth.users]]\npassword = \"x\"\n"),
-            "auth.users[0].name"
-        );
+        assert_eq!(invalid_key("[[auth.users]]\npassword = \"x\"\n"), "auth.users[0].name");
     }
 
     #[test]
@@ -1315,52 +1245,35 @@ mod tests {
         };
         assert_eq!(config.try_user_key(&user), None);
         // Not the key of an empty password.
-        assert_ne!(
-            config.user_key(&user),
-            md5_key("user", &config.server.realm, b"")
-        );
+        assert_ne!(config.user_key(&user), md5_key("user", &config.server.realm, b""));
     }
 
     #[test]
     fn secret_debug_is_redacted() {
         let secret = Secret::new("hunter2");
         assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
-        let config = parse(
-            "[auth]\nsecrets = [\"hunter2\"]\n[[auth.users]]\nname = \"a\"\npassword = \"hunter2\"\n",
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let config = parse("[auth]\nsecrets = [\"hunter2\"]\n[[auth.users]]\nname = \"a\"\npassword = \"hunter2\"\n")
+            .unwrap_or_else(|e| panic!("{e}"));
         let debug = format!("{config:?}");
         assert!(!debug.contains("hunter2"), "{debug}");
     }
 
     #[test]
     fn empty_secret_is_refused() {
-        assert_eq!(
-            invalid_key("[auth]\nsecrets = [\"ok\", \"\"]\n"),
-            "auth.secrets[1]"
-        );
+        assert_eq!(invalid_key("[auth]\nsecrets = [\"ok\", \"\"]\n"), "auth.secrets[1]");
     }
 
     #[test]
     fn nonce_ttl_must_be_between_10s_and_1h() {
-        assert_eq!(
-            invalid_key("[auth]\nnonce_ttl = \"5s\"\n"),
-            "auth.nonce_ttl"
-        );
-        assert_eq!(
-            invalid_key("[auth]\nnonce_ttl = \"2h\"\n"),
-            "auth.nonce_ttl"
-        );
+        assert_eq!(invalid_key("[auth]\nnonce_ttl = \"5s\"\n"), "auth.nonce_ttl");
+        assert_eq!(invalid_key("[auth]\nnonce_ttl = \"2h\"\n"), "auth.nonce_ttl");
         assert!(parse("[auth]\nnonce_ttl = \"10s\"\n").is_ok());
         assert!(parse("[auth]\nnonce_ttl = \"1h\"\n").is_ok());
     }
 
     #[test]
     fn limits_must_be_positive() {
-        assert_eq!(
-            invalid_key("[limits]\nmax_allocations = 0\n"),
-            "limits.max_allocations"
-        );
+        assert_eq!(invalid_key("[limits]\nmax_allocations = 0\n"), "limits.max_allocations");
         assert_eq!(
             invalid_key("[limits]\nmax_channels_per_allocation = 5000\n"),
             "limits.max_channels_per_allocation"
@@ -1403,9 +1316,7 @@ mod tests {
 
     #[test]
     fn bad_cidr_is_reported_with_its_line() {
-        let msg = parse("[peers]\n\nallow = [\"10.0.0.0/99\"]\n")
-            .unwrap_err()
-            .to_string();
+        let msg = parse("[peers]\n\nallow = [\"10.0.0.0/99\"]\n").unwrap_err().to_string();
         assert!(msg.contains("line 3"), "{msg}");
         assert!(msg.contains("10.0.0.0/99"), "{msg}");
     }
@@ -1423,11 +1334,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("turnpike-config-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let secrets = dir.join("secrets");
-        std::fs::write(
-            &secrets,
-            "# rotated 2024-05-01\n\n  from-file-1  \nfrom-file-2\n",
-        )
-        .unwrap();
+        std::fs::write(&secrets, "# rotated 2024-05-01\n\n  from-file-1  \nfrom-file-2\n").unwrap();
         let config_path = dir.join("turnpike.toml");
         std::fs::write(
             &config_path,
@@ -1435,12 +1342,7 @@ mod tests {
         )
         .unwrap();
         let config = Config::load(&config_path).unwrap_or_else(|e| panic!("{e}"));
-        let resolved: Vec<&str> = config
-            .auth
-            .resolved_secrets
-            .iter()
-            .map(Secret::expose)
-            .collect();
+        let resolved: Vec<&str> = config.auth.resolved_secrets.iter().map(Secret::expose).collect();
         assert_eq!(resolved, ["inline", "from-file-1", "from-file-2"]);
 
         std::fs::write(&secrets, "# nothing yet\n").unwrap();

@@ -16,7 +16,11 @@ use turnpike::net;
 use turnpike::proto::auth;
 
 #[derive(Parser)]
-#[command(name = "turnpike", version, about = "STUN/TURN server with a minimal WebRTC signaling endpoint")]
+#[command(
+    name = "turnpike",
+    version,
+    about = "STUN/TURN server with a minimal WebRTC signaling endpoint"
+)]
 struct Cli {
     /// Configuration file (TOML). Without one, built-in defaults are used.
     #[arg(long, short, global = true)]
@@ -125,7 +129,9 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
         Ok(directives) if !directives.is_empty() => EnvFilter::try_new(directives).context("RUST_LOG")?,
         _ => EnvFilter::try_new(&config.log.level).context("log.level")?,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -148,7 +154,12 @@ fn serve(mut config: Config, built_in_defaults: bool) -> anyhow::Result<()> {
     if demo_secret && std::io::stderr().is_terminal() {
         // Printed for the person at the terminal, never into logs.
         if let Some(secret) = config.auth.resolved_secrets.first() {
-            let minted = auth::mint(secret.expose().as_bytes(), Some("demo"), net::clock::unix_secs(), Duration::from_secs(86_400));
+            let minted = auth::mint(
+                secret.expose().as_bytes(),
+                Some("demo"),
+                net::clock::unix_secs(),
+                Duration::from_secs(86_400),
+            );
             let port = server.udp.first().map_or(3478, |a| a.port());
             eprintln!(
                 "\nTry it (credential valid 24 h, for this run only):\n  turnutils_uclient -u '{}' -w '{}' -p {port} -y 127.0.0.1\n",

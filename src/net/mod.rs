@@ -38,6 +38,11 @@ pub mod clock {
         }
     }
 
+    #[allow(clippy::disallowed_methods)]
+    pub fn mono() -> std::time::Instant {
+        std::time::Instant::now()
+    }
+
     pub fn unix_secs() -> u64 {
         now().unix_secs
     }
@@ -210,7 +215,9 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     let mut udp = Vec::new();
     for &wanted in &config.listen.udp {
         let first = bind_udp(wanted, reuse).map_err(|source| StartError::Bind { addr: wanted, source })?;
-        let bound = first.local_addr().map_err(|source| StartError::Bind { addr: wanted, source })?;
+        let bound = first
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr: wanted, source })?;
         sockets[0].push(first);
         for shard_sockets in sockets.iter_mut().skip(1) {
             let sibling = bind_udp(bound, true).map_err(|source| StartError::Bind { addr: bound, source })?;

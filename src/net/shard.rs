@@ -31,8 +31,8 @@ use tracing::{debug, trace};
 
 use super::clock;
 use crate::proto::server::{
-    ClientAddr, Effect, Family, PeerAddr, PortWant, RelayAddr, RelayBindError, RelayBinder, Server, ToClient,
-    ToPeer, Transport, PEER_HEADROOM, PEER_TAILROOM,
+    ClientAddr, Effect, Family, PeerAddr, PortWant, RelayAddr, RelayBindError, RelayBinder, Server, ToClient, ToPeer,
+    Transport, PEER_HEADROOM, PEER_TAILROOM,
 };
 
 /// Datagrams handled per socket wake-up before yielding to other tasks.
@@ -180,7 +180,7 @@ async fn relay_loop(shard: Weak<Shard>, socket: Rc<UdpSocket>, relay: RelayAddr)
                     continue;
                 }
             };
-            let now = Instant::now();
+            let now = clock::mono();
             let route = shard.core.borrow_mut().handle_peer_packet(
                 relay,
                 PeerAddr(from),
@@ -209,7 +209,7 @@ async fn timer_loop(shard: Rc<Shard>) {
                 tokio::select! {
                     _ = tokio::time::sleep_until(at.into()) => {
                         let mut core = shard.core.borrow_mut();
-                        core.handle_timeout(Instant::now());
+                        core.handle_timeout(clock::mono());
                         shard.after_control(&mut core);
                     }
                     _ = changed => {}
@@ -321,7 +321,10 @@ impl RelayBinder for RelaySockets {
     }
 
     fn claim(&mut self, token: u64) -> Result<(Family, u16), RelayBindError> {
-        let (port, socket) = self.reserved().remove(&token).ok_or(RelayBindError::UnknownReservation)?;
+        let (port, socket) = self
+            .reserved()
+            .remove(&token)
+            .ok_or(RelayBindError::UnknownReservation)?;
         self.register(port, socket).map_err(|_| RelayBindError::Exhausted)?;
         Ok((Family::V4, port))
     }

@@ -210,7 +210,11 @@ impl Credentials {
         }
         let expiry = u64::from_be_bytes(expiry);
         let expected = self.nonce_mac(expiry, client);
-        let same = expected.as_ref()[..8].iter().zip(&mac).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        let same = expected.as_ref()[..8]
+            .iter()
+            .zip(&mac)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
         if same && expiry > now_unix {
             NonceCheck::Valid
         } else {
@@ -272,7 +276,10 @@ mod tests {
     #[test]
     fn ephemeral_password_matches_coturn_rest_api_format() {
         // echo -n '1700000000:bob' | openssl dgst -sha1 -hmac secret -binary | base64
-        assert_eq!(ephemeral_password(b"secret", "1700000000:bob"), "YeMuUjjOaxvglmPbYS9o30UEIYg=");
+        assert_eq!(
+            ephemeral_password(b"secret", "1700000000:bob"),
+            "YeMuUjjOaxvglmPbYS9o30UEIYg="
+        );
     }
 
     #[test]

@@ -81,7 +81,10 @@ mod tests {
         assert!(ChannelNumber::new(0x3FFF).is_none());
         assert!(ChannelNumber::new(0x4000).is_some());
         assert!(ChannelNumber::new(0x4FFF).is_some());
-        assert!(ChannelNumber::new(0x7FFF).is_some(), "RFC 5766 range, still used by clients");
+        assert!(
+            ChannelNumber::new(0x7FFF).is_some(),
+            "RFC 5766 range, still used by clients"
+        );
         assert!(ChannelNumber::new(0x8000).is_none());
         assert!(ChannelNumber::new(0xFFFF).is_none());
     }

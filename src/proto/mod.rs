@@ -10,4 +10,6 @@ pub mod auth;
 pub mod channel_data;
 pub mod peer_filter;
 pub mod server;
+#[cfg(test)]
+mod server_tests;
 pub mod stun;

@@ -85,12 +85,8 @@ impl Cidr {
     /// IPv4-mapped IPv6 addresses here; [`PeerFilter`] normalises first.
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.network, ip) {
-            (IpAddr::V4(network), IpAddr::V4(ip)) => {
-                ip.to_bits() & ipv4_mask(self.prefix) == network.to_bits()
-            }
-            (IpAddr::V6(network), IpAddr::V6(ip)) => {
-                ip.to_bits() & ipv6_mask(self.prefix) == network.to_bits()
-            }
+            (IpAddr::V4(network), IpAddr::V4(ip)) => ip.to_bits() & ipv4_mask(self.prefix) == network.to_bits(),
+            (IpAddr::V6(network), IpAddr::V6(ip)) => ip.to_bits() & ipv6_mask(self.prefix) == network.to_bits(),
             _ => false,
         }
     }
@@ -385,22 +381,14 @@ const RESERVED_IPV4: &[(Ipv4Addr, u8, &str)] = &[
     ),
     (Ipv4Addr::new(169, 254, 0, 0), 16, "RFC 3927 link-local"),
     (Ipv4Addr::new(172, 16, 0, 0), 12, "RFC 1918 private"),
-    (
-        Ipv4Addr::new(192, 0, 0, 0),
-        24,
-        "RFC 6890 IETF protocol assignments",
-    ),
+    (Ipv4Addr::new(192, 0, 0, 0), 24, "RFC 6890 IETF protocol assignments"),
     (Ipv4Addr::new(192, 0, 2, 0), 24, "RFC 5737 documentation"),
     (Ipv4Addr::new(192, 168, 0, 0), 16, "RFC 1918 private"),
     (Ipv4Addr::new(198, 18, 0, 0), 15, "RFC 2544 benchmarking"),
     (Ipv4Addr::new(198, 51, 100, 0), 24, "RFC 5737 documentation"),
     (Ipv4Addr::new(203, 0, 113, 0), 24, "RFC 5737 documentation"),
     (Ipv4Addr::new(224, 0, 0, 0), 4, "RFC 5771 multicast"),
-    (
-        Ipv4Addr::new(255, 255, 255, 255),
-        32,
-        "RFC 919 limited broadcast",
-    ),
+    (Ipv4Addr::new(255, 255, 255, 255), 32, "RFC 919 limited broadcast"),
     (Ipv4Addr::new(240, 0, 0, 0), 4, "RFC 1112 reserved"),
 ];
 
@@ -408,16 +396,8 @@ const RESERVED_IPV4: &[(Ipv4Addr, u8, &str)] = &[
 // IANA IPv6 Special-Purpose Address Registry). The transition forms that
 // embed IPv4 never get here: `normalise` turned them into IPv4 already.
 const RESERVED_IPV6: &[(Ipv6Addr, u8, &str)] = &[
-    (
-        Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 0),
-        128,
-        "RFC 4291 unspecified",
-    ),
-    (
-        Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 1),
-        128,
-        "RFC 4291 loopback",
-    ),
+    (Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 0), 128, "RFC 4291 unspecified"),
+    (Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 1), 128, "RFC 4291 loopback"),
     (
         Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0),
         48,
@@ -427,61 +407,25 @@ const RESERVED_IPV6: &[(Ipv6Addr, u8, &str)] = &[
     // normalised (e.g. ::ffff:0:a.b.c.d, or 64:ff9b::/32 outside the /96)
     // is unassigned; a translator configured with such a prefix would embed
     // an IPv4 address this filter cannot see.
-    (
-        Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 0),
-        8,
-        "RFC 4291 reserved",
-    ),
-    (
-        Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0),
-        64,
-        "RFC 6666 discard-only",
-    ),
-    (
-        Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0),
-        48,
-        "RFC 5180 benchmarking",
-    ),
-    (
-        Ipv6Addr::new(0x2001, 0x10, 0, 0, 0, 0, 0, 0),
-        28,
-        "RFC 4843 ORCHID",
-    ),
-    (
-        Ipv6Addr::new(0x2001, 0x20, 0, 0, 0, 0, 0, 0),
-        28,
-        "RFC 7343 ORCHIDv2",
-    ),
+    (Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 0), 8, "RFC 4291 reserved"),
+    (Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0), 64, "RFC 6666 discard-only"),
+    (Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0), 48, "RFC 5180 benchmarking"),
+    (Ipv6Addr::new(0x2001, 0x10, 0, 0, 0, 0, 0, 0), 28, "RFC 4843 ORCHID"),
+    (Ipv6Addr::new(0x2001, 0x20, 0, 0, 0, 0, 0, 0), 28, "RFC 7343 ORCHIDv2"),
     (
         Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0),
         32,
         "RFC 3849 documentation",
     ),
-    (
-        Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 0),
-        20,
-        "RFC 9637 documentation",
-    ),
-    (
-        Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0),
-        7,
-        "RFC 4193 unique local",
-    ),
-    (
-        Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0),
-        10,
-        "RFC 4291 link-local",
-    ),
+    (Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 0), 20, "RFC 9637 documentation"),
+    (Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7, "RFC 4193 unique local"),
+    (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10, "RFC 4291 link-local"),
     (
         Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0),
         10,
         "RFC 3879 site-local (deprecated)",
     ),
-    (
-        Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0),
-        8,
-        "RFC 4291 multicast",
-    ),
+    (Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8, "RFC 4291 multicast"),
 ];
 
 /// The name of the default-deny range holding `ip`, which must already be
@@ -571,10 +515,7 @@ mod tests {
         ("11.0.0.0", None),
         ("100.63.255.255", None),
         ("100.64.0.0", Some("RFC 6598 shared address space (CGNAT)")),
-        (
-            "100.127.255.255",
-            Some("RFC 6598 shared address space (CGNAT)"),
-        ),
+        ("100.127.255.255", Some("RFC 6598 shared address space (CGNAT)")),
         ("100.128.0.0", None),
         ("126.255.255.255", None),
         ("127.0.0.0", Some("RFC 1122 loopback")),
@@ -583,10 +524,7 @@ mod tests {
         ("169.253.255.255", None),
         ("169.254.0.0", Some("RFC 3927 link-local")),
         ("169.254.169.253", Some("RFC 3927 link-local")),
-        (
-            "169.254.169.254",
-            Some("cloud metadata service (RFC 3927 link-local)"),
-        ),
+        ("169.254.169.254", Some("cloud metadata service (RFC 3927 link-local)")),
         ("169.254.169.255", Some("RFC 3927 link-local")),
         ("169.254.255.255", Some("RFC 3927 link-local")),
         ("169.255.0.0", None),
@@ -642,10 +580,7 @@ mod tests {
         ("100::ffff:ffff:ffff:ffff", Some("RFC 6666 discard-only")),
         ("100:0:0:1::", None),
         ("64:ff9b:0:ffff:ffff:ffff:ffff:ffff", RESERVED_V6),
-        (
-            "64:ff9b:1::",
-            Some("RFC 8215 local-use IPv4/IPv6 translation"),
-        ),
+        ("64:ff9b:1::", Some("RFC 8215 local-use IPv4/IPv6 translation")),
         (
             "64:ff9b:1:ffff:ffff:ffff:ffff:ffff",
             Some("RFC 8215 local-use IPv4/IPv6 translation"),
@@ -653,36 +588,21 @@ mod tests {
         ("64:ff9b:2::", RESERVED_V6),
         ("2001:1:ffff:ffff:ffff:ffff:ffff:ffff", None),
         ("2001:2::", Some("RFC 5180 benchmarking")),
-        (
-            "2001:2:0:ffff:ffff:ffff:ffff:ffff",
-            Some("RFC 5180 benchmarking"),
-        ),
+        ("2001:2:0:ffff:ffff:ffff:ffff:ffff", Some("RFC 5180 benchmarking")),
         ("2001:2:1::", None),
         ("2001:f:ffff:ffff:ffff:ffff:ffff:ffff", None),
         ("2001:10::", Some("RFC 4843 ORCHID")),
-        (
-            "2001:1f:ffff:ffff:ffff:ffff:ffff:ffff",
-            Some("RFC 4843 ORCHID"),
-        ),
+        ("2001:1f:ffff:ffff:ffff:ffff:ffff:ffff", Some("RFC 4843 ORCHID")),
         ("2001:20::", Some("RFC 7343 ORCHIDv2")),
-        (
-            "2001:2f:ffff:ffff:ffff:ffff:ffff:ffff",
-            Some("RFC 7343 ORCHIDv2"),
-        ),
+        ("2001:2f:ffff:ffff:ffff:ffff:ffff:ffff", Some("RFC 7343 ORCHIDv2")),
         ("2001:30::", None),
         ("2001:db7:ffff:ffff:ffff:ffff:ffff:ffff", None),
         ("2001:db8::", Some("RFC 3849 documentation")),
-        (
-            "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff",
-            Some("RFC 3849 documentation"),
-        ),
+        ("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", Some("RFC 3849 documentation")),
         ("2001:db9::", None),
         ("3ffe:ffff:ffff:ffff:ffff:ffff:ffff:ffff", None),
         ("3fff::", Some("RFC 9637 documentation")),
-        (
-            "3fff:fff:ffff:ffff:ffff:ffff:ffff:ffff",
-            Some("RFC 9637 documentation"),
-        ),
+        ("3fff:fff:ffff:ffff:ffff:ffff:ffff:ffff", Some("RFC 9637 documentation")),
         ("3fff:1000::", None),
         ("fbff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", None),
         ("fc00::", ULA),
@@ -695,10 +615,7 @@ mod tests {
         ("fec0::", SITE_LOCAL),
         ("feff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", SITE_LOCAL),
         ("ff00::", Some("RFC 4291 multicast")),
-        (
-            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
-            Some("RFC 4291 multicast"),
-        ),
+        ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", Some("RFC 4291 multicast")),
         ("2a00:1450:4001:82a::200e", None),
     ];
 
@@ -719,11 +636,7 @@ mod tests {
             } else {
                 expected.map_or(Ok(()), |name| Err(Refusal::Reserved(name)))
             };
-            assert_eq!(
-                filter.check(SocketAddr::new(peer, PLAIN_PORT)),
-                want,
-                "{text}"
-            );
+            assert_eq!(filter.check(SocketAddr::new(peer, PLAIN_PORT)), want, "{text}");
         }
     }
 
@@ -762,10 +675,7 @@ mod tests {
     fn ipv4_mapped_addresses_are_judged_as_their_ipv4() {
         let filter = filter();
         assert_eq!(normalise(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
-        assert_eq!(
-            filter.check(at("::ffff:10.0.0.1", 80)),
-            reserved("RFC 1918 private")
-        );
+        assert_eq!(filter.check(at("::ffff:10.0.0.1", 80)), reserved("RFC 1918 private"));
         assert_eq!(
             filter.check(at("::ffff:169.254.169.254", 80)),
             reserved("cloud metadata service (RFC 3927 link-local)")
@@ -785,14 +695,8 @@ mod tests {
     fn ipv4_compatible_addresses_are_judged_as_their_ipv4() {
         let filter = filter();
         assert_eq!(normalise(ip("::10.0.0.1")), ip("10.0.0.1"));
-        assert_eq!(
-            filter.check(at("::10.0.0.1", 80)),
-            reserved("RFC 1918 private")
-        );
-        assert_eq!(
-            filter.check(at("::127.0.0.1", 80)),
-            Err(Refusal::ServerAddress)
-        );
+        assert_eq!(filter.check(at("::10.0.0.1", 80)), reserved("RFC 1918 private"));
+        assert_eq!(filter.check(at("::127.0.0.1", 80)), Err(Refusal::ServerAddress));
         assert_eq!(filter.check(at("::1.1.1.1", 53)), Ok(()));
         // The lowest non-special compatible address is "this network".
         assert_eq!(normalise(ip("::2")), ip("0.0.0.2"));
@@ -803,14 +707,8 @@ mod tests {
         assert_eq!(normalise(ip("::")), ip("::"));
         assert_eq!(normalise(ip("::1")), ip("::1"));
         let filter = filter();
-        assert_eq!(
-            filter.check(at("::1", PLAIN_PORT)),
-            Err(Refusal::ServerAddress)
-        );
-        assert_eq!(
-            filter.check(at("::", PLAIN_PORT)),
-            Err(Refusal::ServerAddress)
-        );
+        assert_eq!(filter.check(at("::1", PLAIN_PORT)), Err(Refusal::ServerAddress));
+        assert_eq!(filter.check(at("::", PLAIN_PORT)), Err(Refusal::ServerAddress));
     }
 
     #[test]
@@ -843,14 +741,8 @@ mod tests {
         let filter = filter();
         // 2002:AABB:CCDD:: carries AA.BB.CC.DD.
         assert_eq!(normalise(ip("2002:a00:1::1")), ip("10.0.0.1"));
-        assert_eq!(
-            filter.check(at("2002:a00:1::1", 80)),
-            reserved("RFC 1918 private")
-        );
-        assert_eq!(
-            filter.check(at("2002:7f00:1::1", 80)),
-            Err(Refusal::ServerAddress)
-        );
+        assert_eq!(filter.check(at("2002:a00:1::1", 80)), reserved("RFC 1918 private"));
+        assert_eq!(filter.check(at("2002:7f00:1::1", 80)), Err(Refusal::ServerAddress));
         assert_eq!(
             filter.check(at("2002:a9fe:a9fe::", 80)),
             reserved("cloud metadata service (RFC 3927 link-local)")
@@ -864,10 +756,7 @@ mod tests {
         // Client 10.0.0.1 is stored inverted: f5ff:fffe. Server 8.8.8.8.
         let private_client = "2001:0:808:808:0:0:f5ff:fffe";
         assert_eq!(normalise(ip(private_client)), ip("10.0.0.1"));
-        assert_eq!(
-            filter.check(at(private_client, 80)),
-            reserved("RFC 1918 private")
-        );
+        assert_eq!(filter.check(at(private_client, 80)), reserved("RFC 1918 private"));
         // Client 127.0.0.1 inverted: 80ff:fffe.
         assert_eq!(
             filter.check(at("2001:0:808:808:0:0:80ff:fffe", 80)),
@@ -909,16 +798,7 @@ mod tests {
                 v4.to_ipv6_mapped(),
                 Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, w(o[0], o[1]), w(o[2], o[3])),
                 Ipv6Addr::new(0x2002, w(o[0], o[1]), w(o[2], o[3]), 0, 0, 0, 0, 1),
-                Ipv6Addr::new(
-                    0x2001,
-                    0,
-                    0x808,
-                    0x808,
-                    0,
-                    0,
-                    w(!o[0], !o[1]),
-                    w(!o[2], !o[3]),
-                ),
+                Ipv6Addr::new(0x2001, 0, 0x808, 0x808, 0, 0, w(!o[0], !o[1]), w(!o[2], !o[3])),
             ];
             if bits > 1 {
                 forms.push(v4.to_ipv6_compatible());
@@ -935,13 +815,7 @@ mod tests {
 
     #[test]
     fn ordinary_ipv6_addresses_are_left_alone() {
-        for text in [
-            "2a00:1450::1",
-            "fe80::1",
-            "ff02::1",
-            "2001:db8::1",
-            "64:ff9b:1::a00:1",
-        ] {
+        for text in ["2a00:1450::1", "fe80::1", "ff02::1", "2001:db8::1", "64:ff9b:1::a00:1"] {
             assert_eq!(normalise(ip(text)), ip(text), "{text}");
         }
         assert_eq!(normalise(ip("10.0.0.1")), ip("10.0.0.1"));
@@ -952,20 +826,11 @@ mod tests {
     #[test]
     fn own_ip_on_a_relay_port_is_allowed_even_when_loopback_is_not() {
         let filter = filter();
-        assert_eq!(
-            filter.check(SocketAddr::new(IpAddr::V4(OWN_IPV4), RELAY_PORT)),
-            Ok(())
-        );
-        assert_eq!(
-            filter.check(SocketAddr::new(IpAddr::V6(OWN_IPV6), 49152)),
-            Ok(())
-        );
+        assert_eq!(filter.check(SocketAddr::new(IpAddr::V4(OWN_IPV4), RELAY_PORT)), Ok(()));
+        assert_eq!(filter.check(SocketAddr::new(IpAddr::V6(OWN_IPV6), 49152)), Ok(()));
         assert_eq!(filter.check(at("127.0.0.1", 65535)), Ok(()));
         assert_eq!(filter.check(at("::1", RELAY_PORT)), Ok(()));
-        assert_eq!(
-            filter.check(at("127.0.0.1", PLAIN_PORT)),
-            Err(Refusal::ServerAddress)
-        );
+        assert_eq!(filter.check(at("127.0.0.1", PLAIN_PORT)), Err(Refusal::ServerAddress));
     }
 
     #[test]
@@ -988,17 +853,10 @@ mod tests {
             at("::1", 5349),
             at("0.0.0.0", TURN_PORT),
         ] {
-            assert_eq!(
-                everything.check(peer),
-                Err(Refusal::ServerService),
-                "{peer}"
-            );
+            assert_eq!(everything.check(peer), Err(Refusal::ServerService), "{peer}");
         }
         let loopback = filter_with(&["127.0.0.0/8"], &[]);
-        assert_eq!(
-            loopback.check(at("127.0.0.1", TURN_PORT)),
-            Err(Refusal::ServerService)
-        );
+        assert_eq!(loopback.check(at("127.0.0.1", TURN_PORT)), Err(Refusal::ServerService));
     }
 
     #[test]
@@ -1030,28 +888,16 @@ mod tests {
     #[test]
     fn unspecified_peer_counts_as_the_server_itself() {
         let filter = filter();
-        assert_eq!(
-            filter.check(at("0.0.0.0", PLAIN_PORT)),
-            Err(Refusal::ServerAddress)
-        );
+        assert_eq!(filter.check(at("0.0.0.0", PLAIN_PORT)), Err(Refusal::ServerAddress));
         assert_eq!(filter.check(at("0.0.0.0", RELAY_PORT)), Ok(()));
-        assert_eq!(
-            filter.check(at("::", TURN_PORT)),
-            Err(Refusal::ServerService)
-        );
+        assert_eq!(filter.check(at("::", TURN_PORT)), Err(Refusal::ServerService));
     }
 
     #[test]
     fn empty_default_rules_still_refuse_loopback_and_reserved_ranges() {
         let filter = PeerFilter::new(PeerRules::default());
-        assert_eq!(
-            filter.check(at("127.0.0.1", RELAY_PORT)),
-            Err(Refusal::ServerAddress)
-        );
-        assert_eq!(
-            filter.check(at("10.0.0.1", RELAY_PORT)),
-            reserved("RFC 1918 private")
-        );
+        assert_eq!(filter.check(at("127.0.0.1", RELAY_PORT)), Err(Refusal::ServerAddress));
+        assert_eq!(filter.check(at("10.0.0.1", RELAY_PORT)), reserved("RFC 1918 private"));
         assert_eq!(filter.check(at("8.8.8.8", RELAY_PORT)), Ok(()));
     }
 
@@ -1064,20 +910,14 @@ mod tests {
         assert_eq!(filter.check(at("10.1.2.3", 80)), Ok(()));
         assert_eq!(filter.check(at("::ffff:10.1.2.3", 80)), Ok(()));
         assert_eq!(filter.check(at("fd12::1", 80)), Ok(()));
-        assert_eq!(
-            filter.check(at("192.168.0.1", 80)),
-            reserved("RFC 1918 private")
-        );
+        assert_eq!(filter.check(at("192.168.0.1", 80)), reserved("RFC 1918 private"));
     }
 
     #[test]
     fn operator_allow_also_matches_the_raw_ipv6_form() {
         let filter = filter_with(&["64:ff9b::/96"], &[]);
         assert_eq!(filter.check(at("64:ff9b::10.0.0.1", 80)), Ok(()));
-        assert_eq!(
-            filter.check(at("10.0.0.1", 80)),
-            reserved("RFC 1918 private")
-        );
+        assert_eq!(filter.check(at("10.0.0.1", 80)), reserved("RFC 1918 private"));
     }
 
     #[test]
@@ -1092,37 +932,19 @@ mod tests {
             Err(Refusal::ConfiguredDeny)
         );
         let deny_all = filter_with(&["0.0.0.0/0"], &["0.0.0.0/0"]);
-        assert_eq!(
-            deny_all.check(at("8.8.8.8", 53)),
-            Err(Refusal::ConfiguredDeny)
-        );
-        assert_eq!(
-            deny_all.check(at("127.0.0.1", TURN_PORT)),
-            Err(Refusal::ConfiguredDeny)
-        );
+        assert_eq!(deny_all.check(at("8.8.8.8", 53)), Err(Refusal::ConfiguredDeny));
+        assert_eq!(deny_all.check(at("127.0.0.1", TURN_PORT)), Err(Refusal::ConfiguredDeny));
     }
 
     #[test]
     fn operator_deny_matches_both_the_raw_and_the_embedded_address() {
         let by_prefix = filter_with(&[], &["2002::/16"]);
-        assert_eq!(
-            by_prefix.check(at("2002:808:808::1", 53)),
-            Err(Refusal::ConfiguredDeny)
-        );
+        assert_eq!(by_prefix.check(at("2002:808:808::1", 53)), Err(Refusal::ConfiguredDeny));
         assert_eq!(by_prefix.check(at("8.8.8.8", 53)), Ok(()));
 
         let by_ipv4 = filter_with(&[], &["8.8.8.0/24"]);
-        for peer in [
-            "8.8.8.8",
-            "::ffff:8.8.8.8",
-            "64:ff9b::8.8.8.8",
-            "2002:808:808::",
-        ] {
-            assert_eq!(
-                by_ipv4.check(at(peer, 53)),
-                Err(Refusal::ConfiguredDeny),
-                "{peer}"
-            );
+        for peer in ["8.8.8.8", "::ffff:8.8.8.8", "64:ff9b::8.8.8.8", "2002:808:808::"] {
+            assert_eq!(by_ipv4.check(at(peer, 53)), Err(Refusal::ConfiguredDeny), "{peer}");
         }
         assert_eq!(by_ipv4.check(at("8.8.4.4", 53)), Ok(()));
     }
@@ -1131,15 +953,8 @@ mod tests {
 
     #[test]
     fn refusal_reasons_are_fixed_text_and_name_the_range() {
-        assert_eq!(
-            Refusal::Reserved("RFC 1918 private").reason(),
-            "RFC 1918 private"
-        );
-        for refusal in [
-            Refusal::ConfiguredDeny,
-            Refusal::ServerService,
-            Refusal::ServerAddress,
-        ] {
+        assert_eq!(Refusal::Reserved("RFC 1918 private").reason(), "RFC 1918 private");
+        for refusal in [Refusal::ConfiguredDeny, Refusal::ServerService, Refusal::ServerAddress] {
             assert!(!refusal.reason().is_empty());
             assert_eq!(refusal.to_string(), refusal.reason());
         }
@@ -1195,27 +1010,14 @@ mod tests {
     fn cidr_rejects_a_prefix_longer_than_the_address() {
         assert_eq!(
             "10.0.0.0/33".parse::<Cidr>(),
-            Err(CidrError::PrefixTooLong {
-                prefix: 33,
-                max: 32
-            })
+            Err(CidrError::PrefixTooLong { prefix: 33, max: 32 })
         );
         assert_eq!(
             "::/129".parse::<Cidr>(),
-            Err(CidrError::PrefixTooLong {
-                prefix: 129,
-                max: 128
-            })
+            Err(CidrError::PrefixTooLong { prefix: 129, max: 128 })
         );
-        let message = CidrError::PrefixTooLong {
-            prefix: 33,
-            max: 32,
-        }
-        .to_string();
-        assert!(
-            message.contains("/33") && message.contains("IPv4"),
-            "{message}"
-        );
+        let message = CidrError::PrefixTooLong { prefix: 33, max: 32 }.to_string();
+        assert!(message.contains("/33") && message.contains("IPv4"), "{message}");
     }
 
     #[test]
@@ -1262,9 +1064,7 @@ mod tests {
         }
         let message = "garbage".parse::<Cidr>().unwrap_err().to_string();
         assert!(message.contains("\"garbage\""), "{message}");
-        let err: Box<dyn std::error::Error> = Box::new(CidrError::InvalidAddress {
-            input: String::new(),
-        });
+        let err: Box<dyn std::error::Error> = Box::new(CidrError::InvalidAddress { input: String::new() });
         assert!(!err.to_string().is_empty());
     }
 

@@ -9,6 +9,7 @@
 //!   the answer [`ToClient`] names the bytes to send, already framed in
 //!   place in the buffer's headroom;
 //! * [`Server::handle_timeout`] when [`Server::poll_timeout`] is due;
+//!
 //! and after each call drains [`Server::poll_effect`] until `None`.
 //!
 //! Control plane and data plane have different shapes on purpose: requests
@@ -201,7 +202,9 @@ impl AllocationQuota {
         }
         if self
             .total
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| (t < self.max_total).then_some(t + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                (t < self.max_total).then_some(t + 1)
+            })
             .is_err()
         {
             return Err(QuotaExceeded::Total);
@@ -531,6 +534,12 @@ impl<B: RelayBinder> Server<B> {
             trace!(%client, %peer, "Send indication without permission dropped");
             return None;
         }
+        // Permissions are per IP, but the filter also judges the port (a
+        // service port on one of our own addresses), so check it here too.
+        if self.filter.check(peer).is_err() {
+            trace!(%client, %peer, "Send indication to a refused peer dropped");
+            return None;
+        }
         allocation.to_peer.add(payload.len());
         Some(ToPeer {
             relay: allocation.relay,
@@ -551,7 +560,11 @@ impl<B: RelayBinder> Server<B> {
         payload: Range<usize>,
         now: Instant,
     ) -> Option<ToClient> {
+        if payload.end > buf.len() {
+            return None;
+        }
         let client = *self.by_relay.get(&relay)?;
+        let indication_id = self.next_indication_id();
         let allocation = self.allocations.get_mut(&client)?;
         if !allocation.permits(peer.0.ip(), now) {
             trace!(%client, peer = %peer.0, "peer packet without permission dropped");
@@ -559,31 +572,27 @@ impl<B: RelayBinder> Server<B> {
         }
         let len = payload.len();
         let len16 = u16::try_from(len).ok()?;
-        let start = match allocation.bound_channel_for(peer, now) {
+        let (start, end) = match allocation.bound_channel_for(peer, now) {
             Some(number) => {
+                // ChannelData over UDP needs no padding (RFC 8656 §12.5).
                 let start = payload.start.checked_sub(channel_data::HEADER_LEN)?;
                 let header = buf.get_mut(start..payload.start)?.try_into().ok()?;
                 channel_data::write_header(header, number, len16);
-                start
+                (start, payload.end)
             }
             None => {
-                self.indication_ids ^= self.indication_ids << 13;
-                self.indication_ids ^= self.indication_ids >> 7;
-                self.indication_ids ^= self.indication_ids << 17;
-                let mut id = [0u8; 12];
-                id[..8].copy_from_slice(&self.indication_ids.to_le_bytes());
                 let headroom = buf.get_mut(..payload.start)?;
-                let header_len = stun::write_data_indication_header(headroom, peer.0, id, len)?;
-                payload.start - header_len
+                let header_len = stun::write_data_indication_header(headroom, peer.0, indication_id, len)?;
+                let end = payload.end + stun::padding(len);
+                buf.get_mut(payload.end..end)?.fill(0);
+                (payload.start - header_len, end)
             }
         };
-        // Pad to 4 bytes: required for Data indications, and harmless for
-        // ChannelData (which needs it only over streams, RFC 8656 §12.5).
-        let pad = stun::padding(len);
-        let end = payload.end + if start + 4 == payload.start { 0 } else { pad };
-        buf.get_mut(payload.end..end)?.fill(0);
         allocation.to_client.add(len);
-        Some(ToClient { client, range: start..end })
+        Some(ToClient {
+            client,
+            range: start..end,
+        })
     }
 
     fn request(&mut self, client: ClientAddr, msg: &Message<'_>, now: Now) -> Vec<u8> {
@@ -675,7 +684,13 @@ impl<B: RelayBinder> Server<B> {
     }
 
     /// Allocate (RFC 8656 §7.2).
-    fn allocate(&mut self, client: ClientAddr, msg: &Message<'_>, auth: &Authenticated<'_>, now: Instant) -> Result<Vec<u8>, Failure> {
+    fn allocate(
+        &mut self,
+        client: ClientAddr,
+        msg: &Message<'_>,
+        auth: &Authenticated<'_>,
+        now: Instant,
+    ) -> Result<Vec<u8>, Failure> {
         if let Some(existing) = self.allocations.get(&client) {
             if existing.created_by == msg.transaction_id() {
                 return Ok(existing.created_response.clone());
@@ -715,10 +730,12 @@ impl<B: RelayBinder> Server<B> {
         {
             return Err(ErrorCode::BadRequest.into());
         }
-        let lifetime = self.granted_lifetime(msg)?;
-        if lifetime.is_zero() {
-            return Err(ErrorCode::BadRequest.into());
-        }
+        // A zero LIFETIME only means "delete" in a Refresh; in an Allocate
+        // it is just below the default, which is what it gets (§7.2).
+        let lifetime = match self.granted_lifetime(msg)? {
+            zero if zero.is_zero() => DEFAULT_ALLOCATION_LIFETIME.min(self.config.max_allocation_lifetime),
+            lifetime => lifetime,
+        };
 
         let family = requested_family.unwrap_or(Family::V4);
         if token.is_none() && self.relay_ip(family).is_none() {
@@ -736,7 +753,10 @@ impl<B: RelayBinder> Server<B> {
             (Some(token), _, _) => self.binder.claim(token),
             (None, None, _) => self.binder.bind(family, PortWant::Any).map(|port| (family, port)),
             (None, Some(_), None) => self.binder.bind(family, PortWant::Even).map(|port| (family, port)),
-            (None, Some(_), Some(new)) => self.binder.bind(family, PortWant::EvenPair(new)).map(|port| (family, port)),
+            (None, Some(_), Some(new)) => self
+                .binder
+                .bind(family, PortWant::EvenPair(new))
+                .map(|port| (family, port)),
         };
         let relay_ip = bound.ok().and_then(|(family, _)| self.relay_ip(family));
         let (Ok((_, port)), Some(relay_ip)) = (bound, relay_ip) else {
@@ -748,7 +768,8 @@ impl<B: RelayBinder> Server<B> {
             return Err(ErrorCode::InsufficientCapacity.into());
         };
         if let Some(token) = new_token {
-            self.timers.insert((now + RESERVATION_LIFETIME, Timer::Reservation(token)));
+            self.timers
+                .insert((now + RESERVATION_LIFETIME, Timer::Reservation(token)));
         }
         let relay = RelayAddr(SocketAddr::new(relay_ip, port));
 
@@ -792,6 +813,15 @@ impl<B: RelayBinder> Server<B> {
         }
     }
 
+    fn next_indication_id(&mut self) -> TransactionId {
+        self.indication_ids ^= self.indication_ids << 13;
+        self.indication_ids ^= self.indication_ids >> 7;
+        self.indication_ids ^= self.indication_ids << 17;
+        let mut id = [0u8; 12];
+        id[..8].copy_from_slice(&self.indication_ids.to_le_bytes());
+        id
+    }
+
     fn next_token(&mut self) -> u64 {
         self.token_counter += 1;
         let tag = hmac::sign(&self.token_key, &self.token_counter.to_be_bytes());
@@ -825,7 +855,13 @@ impl<B: RelayBinder> Server<B> {
 
     /// Refresh (RFC 8656 §7.3); lifetime 0 deletes the allocation, and a
     /// retransmission then gets 437, which clients treat as success.
-    fn refresh(&mut self, client: ClientAddr, msg: &Message<'_>, auth: &Authenticated<'_>, now: Instant) -> Result<Vec<u8>, Failure> {
+    fn refresh(
+        &mut self,
+        client: ClientAddr,
+        msg: &Message<'_>,
+        auth: &Authenticated<'_>,
+        now: Instant,
+    ) -> Result<Vec<u8>, Failure> {
         let lifetime = self.granted_lifetime(msg)?;
         let allocation = self.allocation_of(client, auth)?;
         let family = Family::of(allocation.relay.0);
@@ -863,7 +899,13 @@ impl<B: RelayBinder> Server<B> {
 
     /// CreatePermission (RFC 8656 §9): all XOR-PEER-ADDRESSes are checked
     /// before any is installed, so a refused one installs nothing.
-    fn create_permission(&mut self, client: ClientAddr, msg: &Message<'_>, auth: &Authenticated<'_>, now: Instant) -> Result<Vec<u8>, Failure> {
+    fn create_permission(
+        &mut self,
+        client: ClientAddr,
+        msg: &Message<'_>,
+        auth: &Authenticated<'_>,
+        now: Instant,
+    ) -> Result<Vec<u8>, Failure> {
         let relay = self.allocation_of(client, auth)?.relay;
         let mut peers: Vec<IpAddr> = Vec::new();
         for peer in msg.xor_addresses(attr::XOR_PEER_ADDRESS) {
@@ -879,7 +921,10 @@ impl<B: RelayBinder> Server<B> {
         let max = self.config.max_permissions;
         let allocation = self.allocation_of(client, auth)?;
         allocation.permissions.retain(|p| p.expires > now);
-        let new = peers.iter().filter(|ip| !allocation.permissions.iter().any(|p| p.ip == **ip)).count();
+        let new = peers
+            .iter()
+            .filter(|ip| !allocation.permissions.iter().any(|p| p.ip == **ip))
+            .count();
         if allocation.permissions.len() + new > max {
             return Err(ErrorCode::InsufficientCapacity.into());
         }
@@ -891,7 +936,13 @@ impl<B: RelayBinder> Server<B> {
 
     /// ChannelBind (RFC 8656 §12.2): binds or refreshes a channel, and
     /// installs or refreshes the peer's permission with it.
-    fn channel_bind(&mut self, client: ClientAddr, msg: &Message<'_>, auth: &Authenticated<'_>, now: Instant) -> Result<Vec<u8>, Failure> {
+    fn channel_bind(
+        &mut self,
+        client: ClientAddr,
+        msg: &Message<'_>,
+        auth: &Authenticated<'_>,
+        now: Instant,
+    ) -> Result<Vec<u8>, Failure> {
         let relay = self.allocation_of(client, auth)?.relay;
         let number = match msg.get(attr::CHANNEL_NUMBER) {
             Some([a, b, _, _]) => ChannelNumber::new(u16::from_be_bytes([*a, *b])).ok_or(ErrorCode::BadRequest)?,
@@ -949,13 +1000,27 @@ impl<B: RelayBinder> Server<B> {
         w.finish(Some(key), true);
     }
 
-    fn error_response(&self, client: ClientAddr, msg: &Message<'_>, failure: Failure, key: Option<&hmac::Key>, now: Now) -> Vec<u8> {
+    fn error_response(
+        &self,
+        client: ClientAddr,
+        msg: &Message<'_>,
+        failure: Failure,
+        key: Option<&hmac::Key>,
+        now: Now,
+    ) -> Vec<u8> {
         self.encode_failure(client, msg, failure, key, now.unix_secs)
     }
 
     /// Encodes an error. Unauthenticated errors carry no SOFTWARE so that
     /// an answer to a spoofed source stays close to the request's size.
-    fn encode_failure(&self, client: ClientAddr, msg: &Message<'_>, failure: Failure, key: Option<&hmac::Key>, unix_secs: u64) -> Vec<u8> {
+    fn encode_failure(
+        &self,
+        client: ClientAddr,
+        msg: &Message<'_>,
+        failure: Failure,
+        key: Option<&hmac::Key>,
+        unix_secs: u64,
+    ) -> Vec<u8> {
         let mut buf = Vec::with_capacity(96);
         let mut w = MessageWriter::new(&mut buf, Class::Error, msg.method(), msg.transaction_id());
         match failure {

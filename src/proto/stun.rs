@@ -169,9 +169,7 @@ impl<'a> Message<'a> {
     }
 
     pub fn parse(bytes: &'a [u8]) -> Result<Message<'a>, DecodeError> {
-        let header: &[u8; HEADER_LEN] = bytes
-            .first_chunk()
-            .ok_or(DecodeError::TooShort)?;
+        let header: &[u8; HEADER_LEN] = bytes.first_chunk().ok_or(DecodeError::TooShort)?;
         let kind = u16::from_be_bytes([header[0], header[1]]);
         if kind & 0xC000 != 0 {
             return Err(DecodeError::NotStun);
@@ -303,8 +301,7 @@ impl<'a> Message<'a> {
     }
 
     pub fn xor_address(&self, typ: u16) -> Option<Result<SocketAddr, AttrError>> {
-        self.get(typ)
-            .map(|v| decode_xor_address(v, &self.bytes[4..HEADER_LEN]))
+        self.get(typ).map(|v| decode_xor_address(v, &self.bytes[4..HEADER_LEN]))
     }
 
     /// All XOR-PEER-ADDRESS values (CreatePermission may carry several).
@@ -316,11 +313,8 @@ impl<'a> Message<'a> {
     }
 
     pub fn u32_attr(&self, typ: u16) -> Option<Result<u32, AttrError>> {
-        self.get(typ).map(|v| {
-            v.try_into()
-                .map(u32::from_be_bytes)
-                .map_err(|_| AttrError::BadLength)
-        })
+        self.get(typ)
+            .map(|v| v.try_into().map(u32::from_be_bytes).map_err(|_| AttrError::BadLength))
     }
 
     /// Verifies MESSAGE-INTEGRITY (RFC 8489 §14.5) with HMAC-SHA1 under
@@ -479,10 +473,7 @@ impl<'b> MessageWriter<'b> {
         buf.extend_from_slice(&[0, 0]);
         buf.extend_from_slice(&MAGIC_COOKIE.to_be_bytes());
         buf.extend_from_slice(&transaction_id);
-        MessageWriter {
-            buf,
-            transaction_id,
-        }
+        MessageWriter { buf, transaction_id }
     }
 
     /// An RFC 3489 Binding success: echoes the 16-byte transaction id and
@@ -553,7 +544,8 @@ impl<'b> MessageWriter<'b> {
 
     fn error_code_attr(&mut self, typ: u16, first: u8, code: u16, reason: &str) -> &mut Self {
         self.begin(typ, 4 + reason.len());
-        self.buf.extend_from_slice(&[first, 0, (code / 100) as u8, (code % 100) as u8]);
+        self.buf
+            .extend_from_slice(&[first, 0, (code / 100) as u8, (code % 100) as u8]);
         self.buf.extend_from_slice(reason.as_bytes());
         self.pad();
         self
@@ -802,7 +794,10 @@ mod tests {
         let mut bad = good.clone();
         bad[0] |= 0x80;
         assert_eq!(Message::parse(&bad).unwrap_err(), DecodeError::NotStun);
-        assert_eq!(Message::parse(&good[..good.len() - 4]).unwrap_err(), DecodeError::BadLength);
+        assert_eq!(
+            Message::parse(&good[..good.len() - 4]).unwrap_err(),
+            DecodeError::BadLength
+        );
         let mut bad = good.clone();
         bad[3] = 0x57; // not a multiple of 4
         assert_eq!(Message::parse(&bad).unwrap_err(), DecodeError::BadLength);
