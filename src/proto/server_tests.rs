@@ -1523,3 +1523,39 @@ fn peer_packets_without_room_for_their_framing_are_dropped_not_panicking() {
     assert_eq!(h.peer_sends(relay, peer_b(), &big), None);
     h.assert_quiet();
 }
+
+// ---------------------------------------------------------------------
+// Reflection: answers to unauthenticated sources stay small
+
+/// A spoofed source must not get a much larger answer than it sent
+/// (DESIGN.md, security defaults): whatever an unauthenticated request
+/// carries, the answer is a fixed-size challenge or error of at most 100
+/// bytes, so even the smallest (20-byte) request is amplified less than 5x.
+#[test]
+fn unauthenticated_answers_are_small_whatever_the_request_carries() {
+    let mut h = Harness::new();
+    let big_unknown = |w: &mut MessageWriter<'_>| {
+        for t in 0x0030..0x0050u16 {
+            w.bytes(t, &[0xAB; 40]);
+        }
+    };
+    for method in [
+        method::ALLOCATE,
+        method::REFRESH,
+        method::CREATE_PERMISSION,
+        method::CHANNEL_BIND,
+        0x0FF,
+    ] {
+        for build in [&none as &dyn Fn(&mut MessageWriter<'_>), &big_unknown] {
+            let id = h.next_id();
+            let request = encode(Class::Request, method, id, build, None);
+            let answer = h.exchange_raw(client(1), &request);
+            assert!(answer.len() <= 100, "method {method:#x}: {} byte answer", answer.len());
+        }
+    }
+    let id = h.next_id();
+    let binding = encode(Class::Request, method::BINDING, id, big_unknown, None);
+    let answer = h.exchange(client(1), &binding);
+    answer.assert_code(420);
+    assert!(answer.0.len() <= 100, "420 answer of {} bytes", answer.0.len());
+}
