@@ -437,7 +437,7 @@ impl<'de> Deserialize<'de> for PortRange {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         text.parse()
-            .map_err(|e| D::Error::custom(format_args!("invalid port range {text:?}: {e}")))
+            .map_err(|e| D::Error::custom(format_args!("relay.ports: invalid port range {text:?}: {e}")))
     }
 }
 

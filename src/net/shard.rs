@@ -120,8 +120,13 @@ impl Shard {
     }
 }
 
+/// Sends one datagram with a plain non-blocking `sendto`. tokio's
+/// `try_send_to` is not used because it answers "would block" without a
+/// syscall until the reactor has seen the socket writable, which drops the
+/// first datagrams through a fresh relay socket. Would-block here means the
+/// kernel's buffer is full: the datagram is dropped, as a router would.
 fn send_or_drop(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) {
-    if let Err(e) = socket.try_send_to(bytes, to) {
+    if let Err(e) = socket2::SockRef::from(socket).send_to(bytes, &to.into()) {
         trace!(%to, error = %e, "datagram dropped");
     }
 }

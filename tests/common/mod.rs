@@ -1,0 +1,595 @@
+//! Shared helpers of the black-box tests: a `turnpike` child process on
+//! loopback, commands run with a time limit, a UDP echo peer, hand-made STUN
+//! Binding requests, short-lived credentials computed independently of the
+//! server, and a `turn` crate client.
+//!
+//! Everything stays on 127.0.0.1, and every wait is bounded in time and in
+//! count.
+
+#![allow(dead_code)]
+// each test binary uses a different subset
+// The clock rule of clippy.toml is for the sans-IO core; black-box tests
+// bound their waits with the real clock.
+#![allow(clippy::disallowed_methods)]
+
+use std::fs;
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+
+/// The long-term user of [`LONG_TERM_USER_TOML`].
+pub const USER: &str = "user";
+/// The password of [`USER`].
+pub const PASSWORD: &str = "pass";
+/// The realm the server uses by default.
+pub const REALM: &str = "turnpike";
+/// Config fragment adding the long-term user [`USER`] / [`PASSWORD`].
+pub const LONG_TERM_USER_TOML: &str = "[[auth.users]]\nname = \"user\"\npassword = \"pass\"\n";
+
+/// STUN magic cookie (RFC 8489 §5).
+pub const MAGIC_COOKIE: u32 = 0x2112_A442;
+
+/// First relay port handed out to test servers, below the ephemeral range.
+const RELAY_PORT_BASE: u16 = 20_000;
+/// Relay ports per test server.
+const RELAY_PORTS_PER_SERVER: u16 = 300;
+/// Number of disjoint relay port slices in 20000-29899.
+const RELAY_SLICES: u16 = 33;
+
+static NEXT_SLICE: AtomicU16 = AtomicU16::new(0);
+static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
+
+/// A distinct relay port range for each server of this process; the pid
+/// spreads test binaries that might run side by side.
+fn next_relay_ports() -> RangeInclusive<u16> {
+    let offset = (std::process::id() % u32::from(RELAY_SLICES)) as u16;
+    let slice = (offset + NEXT_SLICE.fetch_add(1, Ordering::Relaxed)) % RELAY_SLICES;
+    let low = RELAY_PORT_BASE + slice * RELAY_PORTS_PER_SERVER;
+    low..=low + RELAY_PORTS_PER_SERVER - 1
+}
+
+/// A UDP port on 127.0.0.1 that was free a moment ago.
+pub fn free_udp_port() -> u16 {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    socket.local_addr().expect("local_addr").port()
+}
+
+/// A fresh directory under the system temp dir, removed on drop (a failing
+/// test prints what it needs from it first).
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    pub fn new(label: &str) -> ScratchDir {
+        let dir = std::env::temp_dir().join(format!(
+            "turnpike-test-{}-{}-{label}",
+            std::process::id(),
+            NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("create scratch dir");
+        ScratchDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// Makes the child started by `cmd` be killed if the thread that starts it
+/// (the test) goes away without dropping its guard, e.g. when the test
+/// binary itself is killed by an outer timeout.
+pub fn die_with_test(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        })
+    }
+}
+
+/// The path of the `turnpike` binary cargo built for these tests.
+pub fn turnpike_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_turnpike")
+}
+
+/// A `turnpike` child process serving STUN/TURN on 127.0.0.1, relaying on
+/// 127.0.0.1 and allowing loopback peers. Killed on drop; if the test is
+/// failing, its config and log are printed.
+pub struct TestServer {
+    child: Mutex<Child>,
+    addr: SocketAddr,
+    config_path: PathBuf,
+    stderr_path: PathBuf,
+    relay_ports: RangeInclusive<u16>,
+    /// Holds the config and the log; dropped after the child is killed.
+    _dir: ScratchDir,
+}
+
+impl TestServer {
+    /// Starts a server whose config is the loopback test base followed by
+    /// `extra_toml` (typically `[auth]` settings), and waits until it answers
+    /// a STUN Binding request. Panics if it does not start within a few
+    /// seconds.
+    pub fn start(extra_toml: &str) -> TestServer {
+        let relay_ports = next_relay_ports();
+        // The listen port is picked by probing, so another socket can take it
+        // in between; a server that exits at start is retried on a new port.
+        for _attempt in 0..3 {
+            let port = free_udp_port();
+            let dir = ScratchDir::new("server");
+            let config = format!(
+                "[server]\nworkers = 2\n\n[listen]\nudp = [\"127.0.0.1:{port}\"]\n\n\
+                 [relay]\nipv4 = \"127.0.0.1\"\nports = \"{}-{}\"\n\n\
+                 [peers]\nallow = [\"127.0.0.0/8\"]\n\n{extra_toml}",
+                relay_ports.start(),
+                relay_ports.end()
+            );
+            let config_path = dir.path().join("turnpike.toml");
+            let stderr_path = dir.path().join("stderr.log");
+            fs::write(&config_path, config).expect("write config");
+            let stderr = fs::File::create(&stderr_path).expect("create log file");
+            let child = die_with_test(&mut Command::new(turnpike_bin()))
+                .arg("--config")
+                .arg(&config_path)
+                .env("RUST_LOG", "turnpike=trace,debug")
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .expect("spawn turnpike");
+            let server = TestServer {
+                child: Mutex::new(child),
+                addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+                config_path,
+                stderr_path,
+                relay_ports: relay_ports.clone(),
+                _dir: dir,
+            };
+            if server.wait_ready(Duration::from_secs(5)) {
+                return server;
+            }
+            if server.is_running() {
+                panic!(
+                    "turnpike did not answer a Binding request within 5 s; log:\n{}",
+                    server.stderr_log()
+                );
+            }
+            eprintln!(
+                "turnpike exited at start (port {port} taken?), retrying; log:\n{}",
+                server.stderr_log()
+            );
+        }
+        panic!("turnpike failed to start three times");
+    }
+
+    /// Sends Binding requests until one is answered, the child exits, or
+    /// `limit` passes.
+    fn wait_ready(&self, limit: Duration) -> bool {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind probe socket");
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline && self.is_running() {
+            if stun_binding(&socket, self.addr, Duration::from_millis(100)).is_some() {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The config file the server was started with.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// The relay port range in its config.
+    pub fn relay_ports(&self) -> RangeInclusive<u16> {
+        self.relay_ports.clone()
+    }
+
+    /// Everything the server logged so far.
+    pub fn stderr_log(&self) -> String {
+        fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// True while the child process has not exited.
+    pub fn is_running(&self) -> bool {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        matches!(child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- turnpike config ({}) ----\n{}\n---- turnpike log ----\n{}\n---- end of turnpike log ----",
+                self.config_path.display(),
+                fs::read_to_string(&self.config_path).unwrap_or_default(),
+                self.stderr_log()
+            );
+        }
+    }
+}
+
+/// A child process killed when dropped (e.g. `turnutils_peer`).
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The path of an external tool, or a panic saying how to install it.
+pub fn require_tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")])
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "`{name}` is not installed: install Debian's `coturn` package \
+                 (`apt-get install coturn`), which provides the turnutils_* tools"
+            )
+        })
+}
+
+/// What a command run by [`run_with_timeout`] did.
+#[derive(Debug)]
+pub struct CmdOutput {
+    /// Exit status; `None` if it was killed at the time limit.
+    pub status: Option<ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CmdOutput {
+    /// True if the command ran to the end and exited with status 0.
+    pub fn success(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+
+    /// Stdout followed by stderr.
+    pub fn combined(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+fn read_all(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// Runs `cmd` with stdin closed, captures its output, and kills it if it
+/// has not exited after `limit`.
+pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> CmdOutput {
+    let mut child = die_with_test(cmd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let stdout = read_all(child.stdout.take().expect("stdout pipe"));
+    let stderr = read_all(child.stderr.take().expect("stderr pipe"));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait().expect("wait for child") {
+            Some(status) => break Some(status),
+            None if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            None => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    CmdOutput {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}
+
+/// A UDP socket on 127.0.0.1 that sends every datagram back to its sender,
+/// on its own thread, until dropped (or for at most two minutes).
+pub struct EchoPeer {
+    addr: SocketAddr,
+    received: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EchoPeer {
+    pub fn start() -> EchoPeer {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind echo peer");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("set_read_timeout");
+        let addr = socket.local_addr().expect("local_addr");
+        let received = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (received, stop) = (received.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(120);
+                let mut buf = [0u8; 65_536];
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                        received.fetch_add(1, Ordering::Relaxed);
+                        let _ = socket.send_to(&buf[..n], from);
+                    }
+                }
+            })
+        };
+        EchoPeer {
+            addr,
+            received,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Datagrams received (and echoed) so far.
+    pub fn received(&self) -> usize {
+        self.received.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for EchoPeer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A small deterministic PRNG (xorshift64) for reproducible test data.
+pub struct XorShift(u64);
+
+impl XorShift {
+    pub fn new(seed: u64) -> XorShift {
+        XorShift(seed.max(1))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// A value in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for b in buf {
+            *b = self.next_u64() as u8;
+        }
+    }
+}
+
+/// A 12-byte transaction id that differs on every call.
+pub fn transaction_id() -> [u8; 12] {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut rng = XorShift::new(
+        nanos
+            ^ (u64::from(std::process::id()) << 32)
+            ^ (COUNTER.fetch_add(1, Ordering::Relaxed) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    );
+    let mut id = [0u8; 12];
+    rng.fill(&mut id);
+    id
+}
+
+/// A 20-byte STUN header.
+pub fn stun_header(msg_type: u16, length: u16, cookie: u32, txid: &[u8; 12]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(20);
+    out.extend_from_slice(&msg_type.to_be_bytes());
+    out.extend_from_slice(&length.to_be_bytes());
+    out.extend_from_slice(&cookie.to_be_bytes());
+    out.extend_from_slice(txid);
+    out
+}
+
+/// A Binding request with no attributes.
+pub fn binding_request(txid: &[u8; 12]) -> Vec<u8> {
+    stun_header(0x0001, 0, MAGIC_COOKIE, txid)
+}
+
+/// The XOR-MAPPED-ADDRESS (IPv4) of a Binding success response to `txid`,
+/// decoded by hand; `None` if `packet` is anything else.
+pub fn parse_binding_success(packet: &[u8], txid: &[u8; 12]) -> Option<SocketAddr> {
+    let header = packet.get(..20)?;
+    if header[0..2] != [0x01, 0x01] || header[4..8] != MAGIC_COOKIE.to_be_bytes() || header[8..20] != txid[..] {
+        return None;
+    }
+    let length = usize::from(u16::from_be_bytes([header[2], header[3]]));
+    let mut attrs = packet.get(20..20 + length)?;
+    while attrs.len() >= 4 {
+        let kind = u16::from_be_bytes([attrs[0], attrs[1]]);
+        let len = usize::from(u16::from_be_bytes([attrs[2], attrs[3]]));
+        let value = attrs.get(4..4 + len)?;
+        if kind == 0x0020 && len == 8 && value[1] == 0x01 {
+            let port = u16::from_be_bytes([value[2], value[3]]) ^ (MAGIC_COOKIE >> 16) as u16;
+            let ip = u32::from_be_bytes([value[4], value[5], value[6], value[7]]) ^ MAGIC_COOKIE;
+            return Some(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip), port)));
+        }
+        attrs = attrs.get((4 + len).div_ceil(4) * 4..).unwrap_or_default();
+    }
+    None
+}
+
+/// Sends one Binding request from `socket` to `server` and waits up to
+/// `wait` for its success response; returns the XOR-MAPPED-ADDRESS.
+/// Datagrams that are not the answer are skipped (at most 1000 of them).
+pub fn stun_binding(socket: &UdpSocket, server: SocketAddr, wait: Duration) -> Option<SocketAddr> {
+    let txid = transaction_id();
+    socket.send_to(&binding_request(&txid), server).ok()?;
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 2048];
+    for _ in 0..1000 {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        socket.set_read_timeout(Some(left.max(Duration::from_millis(1)))).ok()?;
+        let (n, from) = socket.recv_from(&mut buf).ok()?;
+        if from == server {
+            if let Some(mapped) = parse_binding_success(&buf[..n], &txid) {
+                return Some(mapped);
+            }
+        }
+    }
+    None
+}
+
+/// Sends a Binding request from `socket` and reads until its answer comes,
+/// returning every other datagram received before it. The server handles
+/// one client's datagrams in order, so anything it answered to what
+/// `socket` sent earlier arrives before the answer. Resends the request a
+/// few times (loopback can drop under load); panics if none is answered.
+pub fn sync_with_server(socket: &UdpSocket, server: SocketAddr) -> Vec<Vec<u8>> {
+    let mut others = Vec::new();
+    let mut buf = [0u8; 65_536];
+    for _attempt in 0..5 {
+        let txid = transaction_id();
+        socket.send_to(&binding_request(&txid), server).expect("send Binding");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("set_read_timeout");
+        for _ in 0..10_000 {
+            let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                break; // timed out: send a new request
+            };
+            if from == server && parse_binding_success(&buf[..n], &txid).is_some() {
+                return others;
+            }
+            others.push(buf[..n].to_vec());
+        }
+    }
+    panic!("server {server} answered none of 5 Binding requests");
+}
+
+/// A short-lived ("TURN REST API") credential computed here, independently
+/// of the server: username `<expiry>:<name>`, password
+/// base64(HMAC-SHA1(secret, username)).
+pub fn rest_credential(secret: &str, name: &str, expiry: u64) -> (String, String) {
+    let username = format!("{expiry}:{name}");
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
+    let tag = ring::hmac::sign(&key, username.as_bytes());
+    let password = base64::engine::general_purpose::STANDARD.encode(tag.as_ref());
+    (username, password)
+}
+
+/// A `turn` crate (webrtc-rs) client of `server`, listening, on a fresh
+/// socket bound to 127.0.0.1. Also returns that socket, so a test can send
+/// raw packets from the client's own address.
+pub async fn turn_client(
+    server: SocketAddr,
+    username: &str,
+    password: &str,
+) -> (turn::client::Client, Arc<tokio::net::UdpSocket>) {
+    let socket = Arc::new(
+        tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind client socket"),
+    );
+    let config = turn::client::ClientConfig {
+        stun_serv_addr: server.to_string(),
+        turn_serv_addr: server.to_string(),
+        username: username.to_owned(),
+        password: password.to_owned(),
+        realm: REALM.to_owned(),
+        software: String::new(),
+        rto_in_ms: 0,
+        conn: socket.clone(),
+        vnet: None,
+    };
+    let client = turn::client::Client::new(config).await.expect("create TURN client");
+    client.listen().await.expect("TURN client listen");
+    (client, socket)
+}
+
+/// Sends `count` distinct datagrams through `relay` to `peer`, one at a
+/// time, and asserts that each comes back intact from the peer. `tag` makes
+/// payloads of different rounds differ.
+pub async fn assert_relay_round_trips(
+    relay: &(impl webrtc_util::Conn + ?Sized),
+    peer: &EchoPeer,
+    count: usize,
+    tag: &str,
+) {
+    let mut buf = vec![0u8; 2048];
+    for i in 0..count {
+        let payload: Vec<u8> = format!("{tag} datagram {i} ")
+            .bytes()
+            .chain((0..100 + i).map(|b| b as u8))
+            .collect();
+        relay
+            .send_to(&payload, peer.addr())
+            .await
+            .unwrap_or_else(|e| panic!("{tag}: relay send_to {} failed for datagram {i}: {e}", peer.addr()));
+        let (n, from) = tokio::time::timeout(Duration::from_secs(5), relay.recv_from(&mut buf))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{tag}: datagram {i} did not come back through the relay within 5 s \
+                     (the peer has received {} datagram(s) in all)",
+                    peer.received()
+                )
+            })
+            .unwrap_or_else(|e| panic!("{tag}: relay recv_from failed: {e}"));
+        assert_eq!(
+            from,
+            peer.addr(),
+            "{tag}: datagram {i} came back from the wrong address"
+        );
+        assert_eq!(&buf[..n], &payload[..], "{tag}: datagram {i} came back altered");
+    }
+}

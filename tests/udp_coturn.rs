@@ -1,0 +1,230 @@
+//! STUN and TURN over UDP with coturn's independent test clients
+//! (`turnutils_stunclient`, `turnutils_uclient`, `turnutils_peer`, from
+//! Debian's `coturn` package).
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{
+    die_with_test, free_udp_port, require_tool, rest_credential, run_with_timeout, unix_now, ChildGuard, TestServer,
+    LONG_TERM_USER_TOML, PASSWORD, USER,
+};
+
+/// Longest a coturn tool may run; a run takes about 5 s.
+const TOOL_LIMIT: Duration = Duration::from_secs(60);
+
+const SECRETS_TOML: &str = "[auth]\nsecrets = [\"s1\", \"s2\"]\n";
+
+/// The final counters `turnutils_uclient` prints.
+#[derive(Debug, PartialEq, Eq)]
+struct UclientSummary {
+    sent: u64,
+    received: u64,
+    lost: u64,
+}
+
+/// The digits right after `key` in `text`.
+fn number_after(text: &str, key: &str) -> Option<u64> {
+    let rest = &text[text.find(key)? + key.len()..];
+    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// Reads the summary of a `turnutils_uclient` run: the last
+/// `start_mclient: tot_send_msgs=N, tot_recv_msgs=M` line (not the periodic
+/// `msz=` progress lines) and the last `Total lost packets L (...)` line.
+fn parse_uclient_summary(output: &str) -> Option<UclientSummary> {
+    let totals = output
+        .lines()
+        .filter_map(|line| line.split_once("start_mclient: ").map(|(_, rest)| rest))
+        .rfind(|rest| rest.starts_with("tot_send_msgs="))?;
+    let lost = output.lines().rfind(|line| line.contains("Total lost packets "))?;
+    Some(UclientSummary {
+        sent: number_after(totals, "tot_send_msgs=")?,
+        received: number_after(totals, "tot_recv_msgs=")?,
+        lost: number_after(lost, "Total lost packets ")?,
+    })
+}
+
+#[test]
+fn uclient_summary_parser_reads_the_final_counts() {
+    let sample = "\
+0: : Total connect time is 0
+1: : start_mclient: msz=4, tot_send_msgs=0, tot_recv_msgs=0, tot_send_bytes ~ 0, tot_recv_bytes ~ 0
+6: : start_mclient: msz=4, tot_send_msgs=104, tot_recv_msgs=103, tot_send_bytes ~ 17680, tot_recv_bytes ~ 17510
+7: : start_mclient: tot_send_msgs=200, tot_recv_msgs=198
+7: : start_mclient: tot_send_bytes ~ 34000, tot_recv_bytes ~ 33660
+7: : Total transmit time is 7
+7: : Total lost packets 2 (1.000000%), total send dropped 0 (0.000000%)
+7: : Average round trip delay 0.140000 ms; min = 0 ms, max = 14 ms
+";
+    assert_eq!(
+        parse_uclient_summary(sample),
+        Some(UclientSummary {
+            sent: 200,
+            received: 198,
+            lost: 2
+        })
+    );
+    let progress_only = "1: : start_mclient: msz=4, tot_send_msgs=5, tot_recv_msgs=5, tot_send_bytes ~ 0\n";
+    assert_eq!(parse_uclient_summary(progress_only), None);
+    assert_eq!(parse_uclient_summary(""), None);
+}
+
+/// Starts `turnutils_peer` (a UDP echo server) on 127.0.0.1 and waits until
+/// it echoes.
+fn start_coturn_peer() -> (ChildGuard, u16) {
+    let tool = require_tool("turnutils_peer");
+    let port = free_udp_port();
+    let child = die_with_test(&mut Command::new(tool))
+        .args(["-p", &port.to_string(), "-L", "127.0.0.1"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn turnutils_peer");
+    let guard = ChildGuard(child);
+    let probe = UdpSocket::bind("127.0.0.1:0").expect("bind probe");
+    probe
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("set_read_timeout");
+    let peer = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut buf = [0u8; 64];
+    for _ in 0..50 {
+        probe.send_to(b"ping", peer).expect("send to turnutils_peer");
+        if matches!(probe.recv_from(&mut buf), Ok((4, from)) if from == peer) {
+            return (guard, port);
+        }
+    }
+    panic!("turnutils_peer on port {port} did not echo within 5 s");
+}
+
+/// Where `turnutils_uclient` sends its data.
+#[derive(Clone, Copy, Debug)]
+enum Traffic {
+    /// `-y`: each client sends to another client's relay address.
+    ClientToClient,
+    /// `-e 127.0.0.1 -r PORT`: every client sends to a `turnutils_peer`.
+    EchoPeer,
+}
+
+/// Runs `turnutils_uclient` (2 clients, 50 messages of 170 bytes each)
+/// against `server` with the given authentication arguments, using
+/// channels or, with `send_indications`, Send/Data indications, and asserts
+/// that every message came back.
+fn assert_uclient_relays_without_loss(server: &TestServer, auth: &[&str], traffic: Traffic, send_indications: bool) {
+    let tool = require_tool("turnutils_uclient");
+    let port = server.addr().port().to_string();
+    let mut args: Vec<String> = ["-p", &port, "-n", "50", "-m", "2", "-l", "170"]
+        .iter()
+        .chain(auth)
+        .map(|s| s.to_string())
+        .collect();
+    let _peer = match traffic {
+        Traffic::ClientToClient => {
+            args.push("-y".into());
+            None
+        }
+        Traffic::EchoPeer => {
+            let (peer, peer_port) = start_coturn_peer();
+            args.extend(["-e".into(), "127.0.0.1".into(), "-r".into(), peer_port.to_string()]);
+            Some(peer)
+        }
+    };
+    if send_indications {
+        args.push("-s".into());
+    }
+    args.push("127.0.0.1".into());
+    let output = run_with_timeout(Command::new(tool).args(&args), TOOL_LIMIT);
+    let text = output.combined();
+    assert!(
+        output.status.is_some(),
+        "turnutils_uclient {args:?} still running after {TOOL_LIMIT:?}; output:\n{text}"
+    );
+    let summary = parse_uclient_summary(&text)
+        .unwrap_or_else(|| panic!("no summary in turnutils_uclient {args:?} output:\n{text}"));
+    assert!(summary.sent > 0, "nothing sent ({summary:?}); output:\n{text}");
+    assert_eq!(
+        summary.received, summary.sent,
+        "messages lost ({summary:?}); output:\n{text}"
+    );
+    assert_eq!(summary.lost, 0, "lost packets ({summary:?}); output:\n{text}");
+}
+
+fn assert_long_term_user_relays_without_loss(traffic: Traffic, send_indications: bool) {
+    let server = TestServer::start(LONG_TERM_USER_TOML);
+    assert_uclient_relays_without_loss(&server, &["-u", USER, "-w", PASSWORD], traffic, send_indications);
+}
+
+#[test]
+fn stunclient_learns_its_reflexive_address() {
+    let tool = require_tool("turnutils_stunclient");
+    let server = TestServer::start(LONG_TERM_USER_TOML);
+    let output = run_with_timeout(
+        Command::new(tool).args(["-p", &server.addr().port().to_string(), "127.0.0.1"]),
+        TOOL_LIMIT,
+    );
+    let text = output.combined();
+    assert!(output.success(), "turnutils_stunclient failed:\n{text}");
+    let line = text
+        .lines()
+        .find(|line| line.contains("UDP reflexive addr: "))
+        .unwrap_or_else(|| panic!("no reflexive address in turnutils_stunclient output:\n{text}"));
+    let addr = line.split("UDP reflexive addr: ").nth(1).unwrap_or_default().trim();
+    let addr: SocketAddr = addr
+        .parse()
+        .unwrap_or_else(|e| panic!("reflexive address {addr:?} does not parse ({e}):\n{text}"));
+    assert_eq!(addr.ip().to_string(), "127.0.0.1", "{text}");
+    assert_ne!(addr.port(), 0, "{text}");
+}
+
+#[test]
+fn uclient_client_to_client_over_channels_loses_nothing() {
+    assert_long_term_user_relays_without_loss(Traffic::ClientToClient, false);
+}
+
+#[test]
+fn uclient_client_to_client_over_send_indications_loses_nothing() {
+    assert_long_term_user_relays_without_loss(Traffic::ClientToClient, true);
+}
+
+#[test]
+fn uclient_to_echo_peer_over_channels_loses_nothing() {
+    assert_long_term_user_relays_without_loss(Traffic::EchoPeer, false);
+}
+
+#[test]
+fn uclient_to_echo_peer_over_send_indications_loses_nothing() {
+    assert_long_term_user_relays_without_loss(Traffic::EchoPeer, true);
+}
+
+fn assert_short_lived_credential_relays_without_loss(secret: &str) {
+    let server = TestServer::start(SECRETS_TOML);
+    let (username, password) = rest_credential(secret, "alice", unix_now() + 3600);
+    assert_uclient_relays_without_loss(
+        &server,
+        &["-u", &username, "-w", &password],
+        Traffic::ClientToClient,
+        false,
+    );
+}
+
+#[test]
+fn uclient_relays_with_short_lived_credential_of_first_secret() {
+    assert_short_lived_credential_relays_without_loss("s1");
+}
+
+#[test]
+fn uclient_relays_with_short_lived_credential_of_second_secret() {
+    assert_short_lived_credential_relays_without_loss("s2");
+}
+
+#[test]
+fn uclient_relays_with_credential_from_coturn_rest_api_secret() {
+    // -W makes uclient compute "<expiry>:alice" and its HMAC itself.
+    let server = TestServer::start(SECRETS_TOML);
+    assert_uclient_relays_without_loss(&server, &["-W", "s1", "-u", "alice"], Traffic::ClientToClient, false);
+}
