@@ -604,11 +604,11 @@ impl<B: RelayBinder> Server<B> {
             method::ALLOCATE | method::REFRESH | method::CREATE_PERMISSION | method::CHANNEL_BIND
         );
         if !turn_method {
-            return self.error_response(client, msg, Failure::Code(ErrorCode::BadRequest), None, now);
+            return self.encode_failure(client, msg, Failure::Code(ErrorCode::BadRequest), None, now.unix_secs);
         }
         let auth = match self.authenticate(client, msg, now) {
             Ok(auth) => auth,
-            Err(failure) => return self.error_response(client, msg, failure, None, now),
+            Err(failure) => return self.encode_failure(client, msg, failure, None, now.unix_secs),
         };
         let result = self.check_unknown(msg).and_then(|()| match msg.method() {
             method::ALLOCATE => self.allocate(client, msg, &auth, now.mono),
@@ -620,7 +620,7 @@ impl<B: RelayBinder> Server<B> {
             Ok(bytes) => bytes,
             Err(failure) => {
                 debug!(%client, method = msg.method(), ?failure, "request refused");
-                self.error_response(client, msg, failure, Some(&auth.key), now)
+                self.encode_failure(client, msg, failure, Some(&auth.key), now.unix_secs)
             }
         }
     }
@@ -998,17 +998,6 @@ impl<B: RelayBinder> Server<B> {
             w.bytes(attr::SOFTWARE, software.as_bytes());
         }
         w.finish(Some(key), true);
-    }
-
-    fn error_response(
-        &self,
-        client: ClientAddr,
-        msg: &Message<'_>,
-        failure: Failure,
-        key: Option<&hmac::Key>,
-        now: Now,
-    ) -> Vec<u8> {
-        self.encode_failure(client, msg, failure, key, now.unix_secs)
     }
 
     /// Encodes an error. Unauthenticated errors carry no SOFTWARE so that
