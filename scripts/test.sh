@@ -21,3 +21,5 @@ echo "==> cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "==> cargo test"
 cargo test --all-targets
+echo "==> fuzz harness tests (seeds reach allocation, channels and relaying; see fuzz/README.md)"
+(cd fuzz && cargo test)

@@ -8,6 +8,8 @@
 
 pub mod auth;
 pub mod channel_data;
+#[cfg(test)]
+mod fuzz_smoke;
 pub mod peer_filter;
 pub mod server;
 #[cfg(test)]

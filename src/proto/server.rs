@@ -692,6 +692,11 @@ impl<B: RelayBinder> Server<B> {
         now: Instant,
     ) -> Result<Vec<u8>, Failure> {
         if let Some(existing) = self.allocations.get(&client) {
+            // Another user on this 5-tuple must never see the creator's
+            // signed answer, retransmission or not.
+            if existing.username != auth.username {
+                return Err(ErrorCode::WrongCredentials.into());
+            }
             if existing.created_by == msg.transaction_id() {
                 return Ok(existing.created_response.clone());
             }

@@ -824,6 +824,22 @@ fn retransmitted_allocate_gets_the_identical_answer_and_no_second_bind() {
     assert_eq!(h.quota.total(), 1);
 }
 
+/// Found by the `server_client_packet` fuzz target: the stored answer of a
+/// retransmitted Allocate must never go to another user.
+#[test]
+fn allocate_with_the_creators_transaction_id_from_another_user_is_441() {
+    let mut h = Harness::new();
+    let c = client(1);
+    let id = h.next_id();
+    let request = h.authed(c, &alice(), method::ALLOCATE, id, udp);
+    h.exchange(c, &request).assert_success();
+    let from_carol = h.authed(c, &carol(), method::ALLOCATE, id, udp);
+    let answer = h.exchange(c, &from_carol);
+    answer.assert_code(441);
+    assert!(answer.msg().verify_integrity(&stun::integrity_key(&carol().key)));
+    assert_eq!(h.binder().binds.len(), 1);
+}
+
 #[test]
 fn second_allocate_on_the_same_five_tuple_is_437() {
     let mut h = Harness::new();

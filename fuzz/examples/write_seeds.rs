@@ -1,0 +1,28 @@
+//! Writes the seed corpora into `corpus/<target>/` (run from `fuzz/`):
+//! `cargo run --example write_seeds`. The corpus directory is ignored by
+//! git: seeds are generated, not committed.
+
+use std::fs;
+use std::path::Path;
+
+use turnpike_fuzz::program;
+
+fn main() -> std::io::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+    let targets: [(&str, Vec<Vec<u8>>); 5] = [
+        ("stun_message", program::stun_seeds()),
+        ("channel_data", program::channel_data_seeds()),
+        ("server_client_packet", program::server_seeds()),
+        ("peer_filter", program::peer_filter_seeds()),
+        ("cidr_parse", program::cidr_seeds()),
+    ];
+    for (target, seeds) in targets {
+        let dir = root.join(target);
+        fs::create_dir_all(&dir)?;
+        for (i, seed) in seeds.iter().enumerate() {
+            fs::write(dir.join(format!("seed-{i:02}")), seed)?;
+        }
+        println!("{}: {} seeds", dir.display(), seeds.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,26 @@
+//! Shared harness for turnpike's cargo-fuzz targets (see `README.md`).
+//!
+//! The fuzz targets in `fuzz_targets/` are thin: each calls one function of
+//! this crate, so that the same checks also run under `cargo test` here (on
+//! the seeds) without libFuzzer. Only turnpike's public API is used.
+//!
+//! * [`message`]: exercise every accessor of a parsed STUN message and
+//!   check what it returns against the raw bytes.
+//! * [`channel`]: the ChannelData parser.
+//! * [`filter`]: the peer filter and CIDR parsing.
+//! * [`server`]: a [`turnpike::proto::server::Server`] with a fake relay
+//!   binder, driven by a byte program that can also *sign* requests, so
+//!   that authenticated Allocate, Refresh, CreatePermission and ChannelBind
+//!   get past the long-term credential check.
+//! * [`program`]: builds such programs, for seeds and tests.
+
+pub mod channel;
+pub mod filter;
+pub mod message;
+pub mod program;
+pub mod server;
+
+/// Lower-case hex of `bytes`, for assertion messages (reproducers).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,125 @@
+//! The seeds run through every target's function without libFuzzer, the
+//! session seeds reach the states they are meant to, and a short
+//! deterministic mutation run finds no false alarm in the harness.
+
+use turnpike::proto::stun::method;
+use turnpike_fuzz::program::{self, Attrs, Program};
+use turnpike_fuzz::server::{flag, Harness};
+use turnpike_fuzz::{channel, filter, message};
+
+#[test]
+fn every_seed_passes_its_target() {
+    for s in program::stun_seeds() {
+        message::fuzz_parse(&s);
+    }
+    for s in program::channel_data_seeds() {
+        channel::fuzz_parse(&s);
+    }
+    for s in program::server_seeds() {
+        Harness::run(&s);
+    }
+    for s in program::peer_filter_seeds() {
+        filter::fuzz_check(&s);
+    }
+    for s in program::cidr_seeds() {
+        filter::fuzz_cidr(&s);
+    }
+}
+
+#[test]
+fn stun_seeds_parse() {
+    for s in program::stun_seeds() {
+        turnpike::proto::stun::Message::parse(&s).unwrap();
+    }
+}
+
+#[test]
+fn signed_session_relays_both_ways_and_refresh_zero_deletes_it() {
+    let h = Harness::run_program(&program::server_seeds()[1]);
+    assert_eq!(h.relays().len(), 1);
+    assert_eq!(h.server.allocation_count(), 0);
+    let s = &h.stats;
+    assert_eq!((s.allocated, s.permitted, s.bound, s.refreshed), (1, 1, 1, 2), "{s:?}");
+    assert_eq!(s.to_peer, 2, "Send indication and ChannelData: {s:?}");
+    assert_eq!((s.indications_to_client, s.channel_data_to_client), (1, 1), "{s:?}");
+}
+
+#[test]
+fn relay_to_relay_traffic_flows_between_two_allocations() {
+    let h = Harness::run_program(&program::server_seeds()[2]);
+    let s = &h.stats;
+    assert_eq!((s.allocated, s.permitted, s.bound), (2, 1, 1), "{s:?}");
+    assert_eq!(s.indications_to_client + s.channel_data_to_client, 2, "{s:?}");
+    assert_eq!(h.server.allocation_count(), 0, "expired after the jump");
+}
+
+#[test]
+fn a_stale_nonce_is_replaced_and_the_request_resigned() {
+    let h = Harness::run_program(&program::server_seeds()[4]);
+    assert_eq!(h.stats.permitted, 1, "{:?}", h.stats);
+}
+
+#[test]
+fn two_clients_allocate_and_even_port_hands_out_a_token_that_is_claimed() {
+    let h = Harness::run_program(&program::server_seeds()[2]);
+    assert_eq!(h.relays().len(), 2);
+    let h = Harness::run_program(&program::server_seeds()[3]);
+    assert_eq!(h.tokens().len(), 1);
+    assert_eq!(h.relays().len(), 3, "{:?}", h.relays());
+    assert!(h.relays().iter().any(|r| r.is_ipv6()));
+}
+
+#[test]
+fn the_quota_is_reached_by_a_third_client() {
+    let p = Program::new()
+        .signed(0, method::ALLOCATE, 0, Attrs::new().udp())
+        .signed(1, method::ALLOCATE, 0, Attrs::new().udp())
+        .signed(2, method::ALLOCATE, 0, Attrs::new().udp())
+        .signed(2, method::ALLOCATE, flag::EPHEMERAL, Attrs::new().udp());
+    let h = Harness::run_program(&p.into_bytes());
+    assert_eq!(h.server.allocation_count(), 2);
+}
+
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+#[test]
+fn mutated_programs_raise_no_false_alarm() {
+    let seeds = program::server_seeds();
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    for _ in 0..3000 {
+        let mut p = seeds[(xorshift(&mut rng) % seeds.len() as u64) as usize].clone();
+        for _ in 0..(xorshift(&mut rng) % 4) {
+            let r = xorshift(&mut rng);
+            if p.is_empty() {
+                break;
+            }
+            let at = (r >> 8) as usize % p.len();
+            match r % 3 {
+                0 => p[at] ^= 1 << ((r >> 40) % 8),
+                1 => p[at] = (r >> 32) as u8,
+                _ => p.insert(at, (r >> 24) as u8),
+            }
+        }
+        Harness::run(&p);
+    }
+}
+
+/// The first crash `server_client_packet` found (see README.md): alice
+/// allocates with transaction id 4, then an ephemeral user on the same
+/// 5-tuple sends an Allocate with the same id. It used to get alice's
+/// stored success, signed with alice's key; now it gets 441.
+#[test]
+fn allocate_retransmitted_by_another_user_is_refused_with_441() {
+    let reproducer = program::unhex(
+        "08000300047008000b00007040000304 00000000080003000070080003001170
+         e800320000000000000002000000ffff ffffffff00f08003",
+    );
+    let h = Harness::run_program(&reproducer);
+    assert_eq!(h.stats.allocated, 1, "{:?}", h.stats);
+    assert_eq!(h.stats.errors.get(&441), Some(&1), "{:?}", h.stats);
+}
