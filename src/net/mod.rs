@@ -94,18 +94,27 @@ impl RunningServer {
     }
 }
 
-/// Opens a UDP socket the way every listener and relay socket is opened:
-/// non-blocking, optionally `SO_REUSEPORT` (listeners shared by shards),
-/// with larger kernel buffers so bursts are absorbed rather than dropped.
-pub(crate) fn bind_udp(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::UdpSocket> {
+/// The two kinds of UDP socket the server opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum UdpRole {
+    /// A STUN/TURN listener: sees every client's traffic, so it gets roomy
+    /// kernel buffers (capped by net.core.[rw]mem_max), and
+    /// `SO_REUSEPORT` when several shards share its address.
+    Listener { reuse_port: bool },
+    /// One allocation's relay socket: the kernel defaults suffice.
+    Relay,
+}
+
+/// Opens a non-blocking UDP socket bound to `addr`.
+pub(crate) fn bind_udp(addr: SocketAddr, role: UdpRole) -> std::io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
-    if reuse_port {
-        socket.set_reuse_port(true)?;
-        // Listeners see every client's traffic; ask for roomy buffers (the
-        // kernel caps them at net.core.[rw]mem_max).
+    if let UdpRole::Listener { reuse_port } = role {
+        socket.set_reuse_port(reuse_port)?;
+        // Without this a single-shard listener keeps the ~208 KiB default
+        // and drops bursts that coturn (4 MiB) absorbs: see BENCHMARKS.md.
         let _ = socket.set_recv_buffer_size(4 << 20);
         let _ = socket.set_send_buffer_size(4 << 20);
     }
@@ -214,13 +223,15 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     let mut sockets: Vec<Vec<std::net::UdpSocket>> = (0..workers).map(|_| Vec::new()).collect();
     let mut udp = Vec::new();
     for &wanted in &config.listen.udp {
-        let first = bind_udp(wanted, reuse).map_err(|source| StartError::Bind { addr: wanted, source })?;
+        let first = bind_udp(wanted, UdpRole::Listener { reuse_port: reuse })
+            .map_err(|source| StartError::Bind { addr: wanted, source })?;
         let bound = first
             .local_addr()
             .map_err(|source| StartError::Bind { addr: wanted, source })?;
         sockets[0].push(first);
         for shard_sockets in sockets.iter_mut().skip(1) {
-            let sibling = bind_udp(bound, true).map_err(|source| StartError::Bind { addr: bound, source })?;
+            let sibling = bind_udp(bound, UdpRole::Listener { reuse_port: true })
+                .map_err(|source| StartError::Bind { addr: bound, source })?;
             shard_sockets.push(sibling);
         }
         udp.push(bound);

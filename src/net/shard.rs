@@ -137,11 +137,15 @@ async fn listener_loop(shard: Rc<Shard>, socket: Rc<UdpSocket>, local: SocketAdd
             debug!(%local, error = %e, "listener closed");
             return;
         }
+        let mut drained = false;
         for _ in 0..BUDGET {
             let mut buf = shard.buf.borrow_mut();
             let (n, remote) = match socket.try_recv_from(&mut buf[..MAX_DATAGRAM]) {
                 Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
                 Err(e) => {
                     // ICMP errors surface here on some systems; the socket stays usable.
                     trace!(%local, error = %e, "recv error");
@@ -162,7 +166,9 @@ async fn listener_loop(shard: Rc<Shard>, socket: Rc<UdpSocket>, local: SocketAdd
                 shard.after_control(&mut core);
             }
         }
-        tokio::task::yield_now().await;
+        if !drained {
+            tokio::task::yield_now().await;
+        }
     }
 }
 
@@ -175,11 +181,15 @@ async fn relay_loop(shard: Weak<Shard>, socket: Rc<UdpSocket>, relay: RelayAddr)
         let Some(shard) = shard.upgrade() else {
             return;
         };
+        let mut drained = false;
         for _ in 0..BUDGET {
             let mut buf = shard.buf.borrow_mut();
             let (n, from) = match socket.try_recv_from(&mut buf[payload_start..payload_start + MAX_DATAGRAM]) {
                 Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
                 Err(e) => {
                     trace!(relay = %relay.0, error = %e, "relay recv error");
                     continue;
@@ -198,7 +208,9 @@ async fn relay_loop(shard: Weak<Shard>, socket: Rc<UdpSocket>, relay: RelayAddr)
             }
         }
         drop(shard);
-        tokio::task::yield_now().await;
+        if !drained {
+            tokio::task::yield_now().await;
+        }
     }
 }
 
@@ -265,7 +277,7 @@ impl RelaySockets {
     }
 
     fn open(&self, port: u16) -> io::Result<std::net::UdpSocket> {
-        super::bind_udp(SocketAddr::from((self.config.bind_v4, port)), false)
+        super::bind_udp(SocketAddr::from((self.config.bind_v4, port)), super::UdpRole::Relay)
     }
 
     /// Adopts a bound socket into this shard's event loop.
