@@ -55,6 +55,9 @@ const MAX_CHANNELS: usize = 0x1000;
 const MIN_NONCE_TTL: Duration = Duration::from_secs(10);
 const MAX_NONCE_TTL: Duration = Duration::from_secs(3600);
 
+/// Smallest `limits.max_frame_size`: the datagram every IPv4 host must accept.
+const MIN_FRAME_SIZE: usize = 576;
+
 /// Lower bound of `limits.max_allocation_lifetime`.
 const MIN_ALLOCATION_LIFETIME: Duration = Duration::from_secs(60);
 
@@ -120,15 +123,21 @@ impl Default for ServerSection {
 #[serde(default, deny_unknown_fields)]
 pub struct ListenSection {
     /// UDP addresses answering STUN and TURN, e.g. `["0.0.0.0:3478",
-    /// "[::]:3478"]`. Must not be empty and must not repeat an address; port
-    /// 0 picks a free port (tests). Default: `["0.0.0.0:3478"]`.
+    /// "[::]:3478"]`. Must not repeat an address; port 0 picks a free port
+    /// (tests). Default: `["0.0.0.0:3478"]`.
     pub udp: Vec<SocketAddr>,
+    /// TCP addresses answering STUN and TURN (`turn:host:3478?transport=tcp`),
+    /// for clients whose network blocks UDP. Same rules as `udp`; `udp` and
+    /// `tcp` may share a port number. At least one of the two must be
+    /// non-empty. Default: `["0.0.0.0:3478"]`.
+    pub tcp: Vec<SocketAddr>,
 }
 
 impl Default for ListenSection {
     fn default() -> Self {
         ListenSection {
             udp: vec![SocketAddr::from((Ipv4Addr::UNSPECIFIED, 3478))],
+            tcp: vec![SocketAddr::from((Ipv4Addr::UNSPECIFIED, 3478))],
         }
     }
 }
@@ -271,8 +280,26 @@ pub struct LimitsSection {
     /// 508 Insufficient Capacity. At least 1. Default: 64.
     pub max_permissions_per_allocation: usize,
     /// Channels per allocation; a ChannelBind beyond gets 508 Insufficient
-    /// Capacity. From 1 to 4096 (the channel number space). Default: 64.
+    /// Capacity. From 1 to 4096. Default: 64.
     pub max_channels_per_allocation: usize,
+    /// TCP connections open at once, over all listeners; a connection
+    /// beyond is closed as soon as it is accepted. At least 1. Default: 4096.
+    pub max_connections: usize,
+    /// Time a new connection has to complete its first STUN or ChannelData
+    /// message; slower ones (or ones sending garbage) are closed, so that
+    /// idle or trickling connections cannot pile up. From 1s to 5m.
+    /// Default: `"10s"`.
+    #[serde(with = "humantime_serde")]
+    pub connection_setup_timeout: Duration,
+    /// A connection without an allocation that receives nothing for this
+    /// long is closed. At least 1s. Default: `"2m"`.
+    #[serde(with = "humantime_serde")]
+    pub connection_idle_timeout: Duration,
+    /// Largest STUN or ChannelData message accepted on a connection, in
+    /// bytes; a bigger one closes the connection. This bounds the memory a
+    /// connection can hold. From 576 to 65552. Default: 16384 (media
+    /// packets are under 1500 bytes).
+    pub max_frame_size: usize,
 }
 
 impl Default for LimitsSection {
@@ -283,6 +310,10 @@ impl Default for LimitsSection {
             max_allocation_lifetime: Duration::from_secs(3600),
             max_permissions_per_allocation: 64,
             max_channels_per_allocation: 64,
+            max_connections: 4096,
+            connection_setup_timeout: Duration::from_secs(10),
+            connection_idle_timeout: Duration::from_secs(120),
+            max_frame_size: 16_384,
         }
     }
 }
@@ -673,14 +704,18 @@ impl Config {
     }
 
     fn check_listen(&self) -> Result<(), ConfigError> {
-        let udp = &self.listen.udp;
-        if udp.is_empty() {
-            return Err(ConfigError::invalid("listen.udp", "is empty: nothing to serve"));
+        if self.listen.udp.is_empty() && self.listen.tcp.is_empty() {
+            return Err(ConfigError::invalid(
+                "listen",
+                "udp and tcp are both empty: nothing to serve",
+            ));
         }
-        for (i, addr) in udp.iter().enumerate() {
-            // Port 0 asks the OS for a fresh port each time, so it never collides.
-            if addr.port() != 0 && udp.get(..i).is_some_and(|before| before.contains(addr)) {
-                return Err(ConfigError::invalid("listen.udp", format!("{addr} is listed twice")));
+        for (key, addrs) in [("listen.udp", &self.listen.udp), ("listen.tcp", &self.listen.tcp)] {
+            for (i, addr) in addrs.iter().enumerate() {
+                // Port 0 asks the OS for a fresh port each time, so it never collides.
+                if addr.port() != 0 && addrs.get(..i).is_some_and(|before| before.contains(addr)) {
+                    return Err(ConfigError::invalid(key, format!("{addr} is listed twice")));
+                }
             }
         }
         Ok(())
@@ -753,6 +788,7 @@ impl Config {
                 limits.max_permissions_per_allocation,
             ),
             ("limits.max_channels_per_allocation", limits.max_channels_per_allocation),
+            ("limits.max_connections", limits.max_connections),
         ];
         for (key, value) in counts {
             if value == 0 {
@@ -767,6 +803,36 @@ impl Config {
                     limits.max_channels_per_allocation
                 ),
             ));
+        }
+        if !(MIN_FRAME_SIZE..=crate::proto::stream_framing::MAX_FRAME).contains(&limits.max_frame_size) {
+            return Err(ConfigError::invalid(
+                "limits.max_frame_size",
+                format!(
+                    "{} is outside {MIN_FRAME_SIZE}..={}",
+                    limits.max_frame_size,
+                    crate::proto::stream_framing::MAX_FRAME
+                ),
+            ));
+        }
+        let durations = [
+            (
+                "limits.connection_setup_timeout",
+                limits.connection_setup_timeout,
+                Duration::from_secs(300),
+            ),
+            (
+                "limits.connection_idle_timeout",
+                limits.connection_idle_timeout,
+                Duration::MAX,
+            ),
+        ];
+        for (key, value, max) in durations {
+            if value < Duration::from_secs(1) || value > max {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("{} is out of range", humantime::format_duration(value)),
+                ));
+            }
         }
         let lifetime = limits.max_allocation_lifetime;
         if lifetime < MIN_ALLOCATION_LIFETIME {
@@ -1286,8 +1352,13 @@ mod tests {
 
     #[test]
     fn listen_udp_must_be_non_empty_and_distinct() {
-        let msg = parse("[listen]\nudp = []\n").unwrap_err().to_string();
-        assert_eq!(msg, "test.toml: listen.udp: is empty: nothing to serve");
+        let msg = parse("[listen]\nudp = []\ntcp = []\n").unwrap_err().to_string();
+        assert_eq!(msg, "test.toml: listen: udp and tcp are both empty: nothing to serve");
+        assert!(parse("[listen]\nudp = []\n").is_ok(), "TCP alone is enough");
+        assert_eq!(
+            invalid_key("[listen]\ntcp = [\"0.0.0.0:3478\", \"0.0.0.0:3478\"]\n"),
+            "listen.tcp"
+        );
         assert_eq!(
             invalid_key("[listen]\nudp = [\"0.0.0.0:3478\", \"0.0.0.0:3478\"]\n"),
             "listen.udp"

@@ -86,9 +86,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig { file } => {
             let config = Config::load(&file)?;
             println!(
-                "{}: ok ({} UDP listener(s), {} user(s), {} shared secret(s))",
+                "{}: ok ({} UDP and {} TCP listener(s), {} user(s), {} shared secret(s))",
                 file.display(),
                 config.listen.udp.len(),
+                config.listen.tcp.len(),
                 config.auth.users.len(),
                 config.auth.resolved_secrets.len()
             );

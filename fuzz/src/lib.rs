@@ -6,7 +6,7 @@
 //!
 //! * [`message`]: exercise every accessor of a parsed STUN message and
 //!   check what it returns against the raw bytes.
-//! * [`channel`]: the ChannelData parser.
+//! * [`channel`]: the ChannelData parser and the stream framer.
 //! * [`filter`]: the peer filter and CIDR parsing.
 //! * [`server`]: a [`turnpike::proto::server::Server`] with a fake relay
 //!   binder, driven by a byte program that can also *sign* requests, so

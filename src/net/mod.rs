@@ -8,6 +8,7 @@
 //! shares.
 
 mod shard;
+mod stream;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -66,8 +67,12 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot bind UDP {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot bind {proto} {addr}: {source}")]
+    Bind {
+        proto: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot start worker thread: {0}")]
     Thread(std::io::Error),
     #[error("worker {0} failed to start: {1}")]
@@ -76,8 +81,9 @@ pub enum StartError {
 
 /// A running server: its bound addresses, and the handle to stop it.
 pub struct RunningServer {
-    /// The UDP listening addresses, with port 0 resolved.
+    /// The UDP and TCP listening addresses, with port 0 resolved.
     pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
     /// The advertised IPv4 relay address.
     pub relay_ipv4: Ipv4Addr,
     stop: tokio::sync::watch::Sender<bool>,
@@ -123,6 +129,41 @@ pub(crate) fn bind_udp(addr: SocketAddr, role: UdpRole) -> std::io::Result<std::
     Ok(socket.into())
 }
 
+/// Opens a non-blocking TCP listener bound to `addr`.
+fn bind_tcp(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // A restart must not fail on the previous run's TIME_WAIT connections.
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(reuse_port)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// Binds `wanted` once per shard: shard 0's socket first, so that port 0
+/// becomes a real port its `SO_REUSEPORT` siblings then share. Returns the
+/// bound address and one socket per shard.
+fn bind_per_shard<S>(
+    proto: &'static str,
+    wanted: SocketAddr,
+    workers: usize,
+    bind: impl Fn(SocketAddr, bool) -> std::io::Result<S>,
+    local_addr: impl Fn(&S) -> std::io::Result<SocketAddr>,
+) -> Result<(SocketAddr, Vec<S>), StartError> {
+    let error = |addr| move |source| StartError::Bind { proto, addr, source };
+    let first = bind(wanted, workers > 1).map_err(error(wanted))?;
+    let bound = local_addr(&first).map_err(error(wanted))?;
+    let mut sockets = vec![first];
+    for _ in 1..workers {
+        sockets.push(bind(bound, true).map_err(error(bound))?);
+    }
+    Ok((bound, sockets))
+}
+
 /// IPv4 addresses of this host's interfaces (for the default advertised
 /// relay address and for recognising the server's own addresses as peers).
 fn interface_ipv4s() -> Vec<Ipv4Addr> {
@@ -159,7 +200,8 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(config: &Config, udp: &[SocketAddr]) -> Plan {
+    /// `listeners`: every bound UDP and TCP listening address.
+    fn new(config: &Config, listeners: &[SocketAddr]) -> Plan {
         let interfaces = interface_ipv4s();
         let relay_bind = config.relay.ipv4;
         let relay_advertised = match config.server.external_ip {
@@ -174,7 +216,7 @@ impl Plan {
         let mut own_ips: Vec<IpAddr> = interfaces.iter().map(|ip| IpAddr::V4(*ip)).collect();
         own_ips.push(IpAddr::V4(relay_advertised));
         own_ips.extend(config.server.external_ip);
-        own_ips.extend(udp.iter().map(|a| a.ip()));
+        own_ips.extend(listeners.iter().map(|a| a.ip()));
         let software = Some(config.server.software.clone()).filter(|s| !s.is_empty());
         Plan {
             server: ServerConfig {
@@ -202,12 +244,31 @@ impl Plan {
                 deny: config.peers.deny.clone(),
                 own_ips,
                 relay_ports: config.relay.ports.as_range(),
-                service_ports: udp.iter().map(|a| a.port()).collect(),
+                service_ports: listeners.iter().map(|a| a.port()).collect(),
             },
             relay_bind,
             relay_advertised,
         }
     }
+}
+
+/// Registers one shard's listening sockets with its (current) runtime.
+fn adopt_sockets(
+    (udp, tcp): (Vec<SocketAddr>, Vec<SocketAddr>),
+    (udp_sockets, tcp_listeners): (Vec<std::net::UdpSocket>, Vec<std::net::TcpListener>),
+) -> std::io::Result<shard::ShardSockets> {
+    Ok(shard::ShardSockets {
+        udp: udp
+            .into_iter()
+            .zip(udp_sockets)
+            .map(|(a, s)| Ok((a, tokio::net::UdpSocket::from_std(s)?)))
+            .collect::<std::io::Result<_>>()?,
+        tcp: tcp
+            .into_iter()
+            .zip(tcp_listeners)
+            .map(|(a, l)| Ok((a, tokio::net::TcpListener::from_std(l)?)))
+            .collect::<std::io::Result<_>>()?,
+    })
 }
 
 /// Binds every listener and starts the shards. Returns once all of them
@@ -217,27 +278,35 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let reuse = workers > 1;
-    // Bind shard 0's sockets first so that port 0 becomes a real port the
-    // other shards then share.
-    let mut sockets: Vec<Vec<std::net::UdpSocket>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut sockets: Vec<(Vec<std::net::UdpSocket>, Vec<std::net::TcpListener>)> =
+        (0..workers).map(|_| (Vec::new(), Vec::new())).collect();
     let mut udp = Vec::new();
     for &wanted in &config.listen.udp {
-        let first = bind_udp(wanted, UdpRole::Listener { reuse_port: reuse })
-            .map_err(|source| StartError::Bind { addr: wanted, source })?;
-        let bound = first
-            .local_addr()
-            .map_err(|source| StartError::Bind { addr: wanted, source })?;
-        sockets[0].push(first);
-        for shard_sockets in sockets.iter_mut().skip(1) {
-            let sibling = bind_udp(bound, UdpRole::Listener { reuse_port: true })
-                .map_err(|source| StartError::Bind { addr: bound, source })?;
-            shard_sockets.push(sibling);
+        let bind = |addr, reuse_port| bind_udp(addr, UdpRole::Listener { reuse_port });
+        let (bound, per_shard) = bind_per_shard("UDP", wanted, workers, bind, std::net::UdpSocket::local_addr)?;
+        for (shard, socket) in sockets.iter_mut().zip(per_shard) {
+            shard.0.push(socket);
         }
         udp.push(bound);
     }
+    let mut tcp = Vec::new();
+    for &wanted in &config.listen.tcp {
+        let (bound, per_shard) = bind_per_shard("TCP", wanted, workers, bind_tcp, std::net::TcpListener::local_addr)?;
+        for (shard, listener) in sockets.iter_mut().zip(per_shard) {
+            shard.1.push(listener);
+        }
+        tcp.push(bound);
+    }
+    let stream_limits = stream::StreamLimits {
+        max_connections: config.limits.max_connections,
+        setup_timeout: config.limits.connection_setup_timeout,
+        idle_timeout: config.limits.connection_idle_timeout,
+        max_frame: config.limits.max_frame_size,
+    };
+    let connections = stream::ConnectionCount::default();
 
-    let plan = Arc::new(Plan::new(config, &udp));
+    let listeners: Vec<SocketAddr> = udp.iter().chain(&tcp).copied().collect();
+    let plan = Arc::new(Plan::new(config, &listeners));
     let quota = Arc::new(AllocationQuota::new(
         config.limits.max_allocations,
         config.limits.max_allocations_per_user,
@@ -256,8 +325,10 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         let realm = realm.clone();
         let mut stopped = stopped.clone();
         let ready = ready_tx.clone();
-        let addrs = udp.clone();
+        let addrs = (udp.clone(), tcp.clone());
         let reserved = reserved.clone();
+        let stream_limits = stream_limits.clone();
+        let connections = connections.clone();
         let handle = std::thread::Builder::new()
             .name(format!("turnpike-shard-{index}"))
             .spawn(move || {
@@ -270,16 +341,13 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
                 };
                 let local = tokio::task::LocalSet::new();
                 local.block_on(&runtime, async move {
-                    let mut listeners = Vec::new();
-                    for (addr, socket) in addrs.into_iter().zip(shard_sockets) {
-                        match tokio::net::UdpSocket::from_std(socket) {
-                            Ok(s) => listeners.push((addr, s)),
-                            Err(e) => {
-                                let _ = ready.send(Err(e.to_string()));
-                                return;
-                            }
+                    let listeners = match adopt_sockets(addrs, shard_sockets) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = ready.send(Err(e.to_string()));
+                            return;
                         }
-                    }
+                    };
                     let credentials = Credentials::new(CredentialsConfig {
                         realm,
                         users: plan.users.clone(),
@@ -299,6 +367,8 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
                         |sockets| Server::new(server_config, credentials, filter, quota, sockets, random_bytes()),
                         binder,
                         listeners,
+                        std::rc::Rc::new(stream_limits),
+                        connections,
                     );
                     let _ = ready.send(Ok(()));
                     while !*stopped.borrow() {
@@ -322,6 +392,9 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     for addr in &udp {
         info!(%addr, workers, "listening for STUN/TURN over UDP");
     }
+    for addr in &tcp {
+        info!(%addr, workers, "listening for STUN/TURN over TCP");
+    }
     info!(
         relay_ip = %plan.relay_advertised,
         bind = %plan.relay_bind,
@@ -333,6 +406,7 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     }
     Ok(RunningServer {
         udp,
+        tcp,
         relay_ipv4: plan.relay_advertised,
         stop,
         workers: handles,

@@ -24,12 +24,13 @@ use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::time::Instant;
 
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tracing::{debug, trace};
 
 use super::clock;
+use super::stream::{self, ConnectionCount, StreamConn, StreamLimits};
 use crate::proto::server::{
     ClientAddr, Effect, Family, PeerAddr, PortWant, RelayAddr, RelayBindError, RelayBinder, Server, ToClient, ToPeer,
     Transport, PEER_HEADROOM, PEER_TAILROOM,
@@ -43,6 +44,8 @@ const MAX_DATAGRAM: usize = 65_535;
 pub(crate) struct Shard {
     core: RefCell<Server<RelaySockets>>,
     listeners: Vec<(SocketAddr, Rc<UdpSocket>)>,
+    /// Open TCP connections of this shard, by client 5-tuple.
+    streams: RefCell<HashMap<ClientAddr, Rc<StreamConn>>>,
     /// Relay sockets by advertised address; shared with the binder that
     /// lives inside the core, which adds and removes entries.
     relays: Rc<RefCell<HashMap<RelayAddr, Rc<UdpSocket>>>>,
@@ -60,7 +63,9 @@ impl Shard {
     pub(crate) fn start(
         core_with: impl FnOnce(RelaySockets) -> Server<RelaySockets>,
         binder: RelaySocketsConfig,
-        listeners: Vec<(SocketAddr, UdpSocket)>,
+        listening: ShardSockets,
+        stream_limits: Rc<StreamLimits>,
+        connections: ConnectionCount,
     ) -> Rc<Shard> {
         let relays = Rc::new(RefCell::new(HashMap::new()));
         let shard = Rc::new_cyclic(|weak: &Weak<Shard>| {
@@ -73,7 +78,8 @@ impl Shard {
             };
             Shard {
                 core: RefCell::new(core_with(sockets)),
-                listeners: listeners.into_iter().map(|(a, s)| (a, Rc::new(s))).collect(),
+                listeners: listening.udp.into_iter().map(|(a, s)| (a, Rc::new(s))).collect(),
+                streams: RefCell::new(HashMap::new()),
                 relays,
                 buf: RefCell::new(vec![0u8; PEER_HEADROOM + MAX_DATAGRAM + PEER_TAILROOM].into_boxed_slice()),
                 next_wake: Cell::new(None),
@@ -83,8 +89,44 @@ impl Shard {
         for (local, socket) in &shard.listeners {
             tokio::task::spawn_local(listener_loop(shard.clone(), socket.clone(), *local));
         }
+        for (local, listener) in listening.tcp {
+            tokio::task::spawn_local(stream::accept_loop(
+                shard.clone(),
+                listener,
+                local,
+                stream_limits.clone(),
+                connections.clone(),
+            ));
+        }
         tokio::task::spawn_local(timer_loop(shard.clone()));
         shard
+    }
+
+    /// Hands one datagram or stream frame from a client to the core and
+    /// carries out the answer.
+    pub(crate) fn handle_client_packet(&self, client: ClientAddr, packet: &[u8]) {
+        let now = clock::now();
+        let mut core = self.core.borrow_mut();
+        match core.handle_client_packet(client, packet, now) {
+            Some(route) => self.send_to_peer(&route),
+            None => self.after_control(&mut core),
+        }
+    }
+
+    pub(crate) fn add_stream(&self, client: ClientAddr, conn: Rc<StreamConn>) {
+        self.streams.borrow_mut().insert(client, conn);
+    }
+
+    /// Forgets a closed connection and deletes its allocation.
+    pub(crate) fn remove_stream(&self, client: ClientAddr) {
+        self.streams.borrow_mut().remove(&client);
+        let mut core = self.core.borrow_mut();
+        core.handle_connection_closed(client);
+        self.after_control(&mut core);
+    }
+
+    pub(crate) fn has_allocation(&self, client: ClientAddr) -> bool {
+        self.core.borrow().has_allocation(&client)
     }
 
     fn listener(&self, local: SocketAddr) -> Option<&UdpSocket> {
@@ -92,9 +134,15 @@ impl Shard {
     }
 
     fn send_to_client(&self, to: ClientAddr, bytes: &[u8]) {
-        match self.listener(to.local) {
-            Some(socket) => send_or_drop(socket, bytes, to.remote),
-            None => debug!(client = %to, "no listener for client"),
+        match to.transport {
+            Transport::Udp => match self.listener(to.local) {
+                Some(socket) => send_or_drop(socket, bytes, to.remote),
+                None => debug!(client = %to, "no listener for client"),
+            },
+            Transport::Tcp | Transport::Tls => match self.streams.borrow().get(&to) {
+                Some(conn) => conn.send(bytes),
+                None => trace!(client = %to, "connection already gone"),
+            },
         }
     }
 
@@ -157,14 +205,7 @@ async fn listener_loop(shard: Rc<Shard>, socket: Rc<UdpSocket>, local: SocketAdd
                 local,
                 remote,
             };
-            let now = clock::now();
-            let mut core = shard.core.borrow_mut();
-            let packet = &buf[..n];
-            if let Some(route) = core.handle_client_packet(client, packet, now) {
-                shard.send_to_peer(&route);
-            } else {
-                shard.after_control(&mut core);
-            }
+            shard.handle_client_packet(client, &buf[..n]);
         }
         if !drained {
             tokio::task::yield_now().await;
@@ -235,6 +276,12 @@ async fn timer_loop(shard: Rc<Shard>) {
             None => changed.await,
         }
     }
+}
+
+/// The listening sockets of one shard.
+pub(crate) struct ShardSockets {
+    pub udp: Vec<(SocketAddr, UdpSocket)>,
+    pub tcp: Vec<(SocketAddr, TcpListener)>,
 }
 
 /// Reserved relay sockets (the odd partner of an EVEN-PORT pair) by

@@ -14,4 +14,5 @@ pub mod peer_filter;
 pub mod server;
 #[cfg(test)]
 mod server_tests;
+pub mod stream_framing;
 pub mod stun;

@@ -443,6 +443,10 @@ impl<B: RelayBinder> Server<B> {
         &self.binder
     }
 
+    pub fn has_allocation(&self, client: &ClientAddr) -> bool {
+        self.allocations.contains_key(client)
+    }
+
     pub fn allocation_count(&self) -> usize {
         self.allocations.len()
     }
@@ -471,6 +475,12 @@ impl<B: RelayBinder> Server<B> {
                 }
             }
         }
+    }
+
+    /// A stream client's connection is gone: its allocation goes with it
+    /// (RFC 8656 §3.1: a TCP/TLS allocation lives on one connection).
+    pub fn handle_connection_closed(&mut self, client: ClientAddr) {
+        self.remove_allocation(client, "connection closed");
     }
 
     /// Handles one packet from a client: a STUN message or ChannelData.
@@ -574,11 +584,17 @@ impl<B: RelayBinder> Server<B> {
         let len16 = u16::try_from(len).ok()?;
         let (start, end) = match allocation.bound_channel_for(peer, now) {
             Some(number) => {
-                // ChannelData over UDP needs no padding (RFC 8656 §12.5).
+                // ChannelData is padded to 4 bytes on streams only
+                // (RFC 8656 §12.5); over UDP the padding would be waste.
                 let start = payload.start.checked_sub(channel_data::HEADER_LEN)?;
                 let header = buf.get_mut(start..payload.start)?.try_into().ok()?;
                 channel_data::write_header(header, number, len16);
-                (start, payload.end)
+                let end = match client.transport {
+                    Transport::Udp => payload.end,
+                    Transport::Tcp | Transport::Tls => payload.end + stun::padding(len),
+                };
+                buf.get_mut(payload.end..end)?.fill(0);
+                (start, end)
             }
             None => {
                 let headroom = buf.get_mut(..payload.start)?;

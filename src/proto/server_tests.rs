@@ -1346,6 +1346,46 @@ fn channel_bind_relays_channel_data_both_ways() {
     assert_eq!(h.client_packet(client(2), &packet), None);
 }
 
+fn tcp_client(n: u8) -> ClientAddr {
+    ClientAddr {
+        transport: Transport::Tcp,
+        ..client(n)
+    }
+}
+
+/// RFC 8656 §12.5: on a stream, ChannelData is padded to 4 bytes (so the
+/// reader can find the next frame); over UDP it is not.
+#[test]
+fn channel_data_to_a_tcp_client_is_padded_to_four_bytes() {
+    let mut h = Harness::new();
+    let c = tcp_client(1);
+    let relay = h.allocate(c);
+    h.channel_bind(c, 0x4001, peer_a()).assert_success();
+    let (to, bytes) = h.peer_sends(relay, peer_a(), b"world!").expect("relayed");
+    assert_eq!(to, c);
+    assert_eq!(bytes, [&[0x40, 0x01, 0x00, 0x06][..], b"world!", &[0, 0]].concat());
+    let (_, bytes) = h.peer_sends(relay, peer_a(), b"four").expect("relayed");
+    assert_eq!(bytes, [&[0x40, 0x01, 0x00, 0x04][..], b"four"].concat());
+}
+
+/// RFC 8656 §3.1: a TCP/TLS allocation lives and dies with its connection.
+#[test]
+fn closing_a_stream_connection_deletes_its_allocation_at_once() {
+    let mut h = Harness::new();
+    let (c, other) = (tcp_client(1), tcp_client(2));
+    let relay = h.allocate(c);
+    h.allocate(other);
+    h.server.handle_connection_closed(c);
+    h.assert_quiet();
+    assert!(!h.server.has_allocation(&c));
+    assert!(h.server.has_allocation(&other));
+    assert_eq!(h.binder().releases, [(Family::V4, relay.0.port())]);
+    assert_eq!(h.quota.total(), 1);
+    // A connection without an allocation closing is a no-op.
+    h.server.handle_connection_closed(tcp_client(3));
+    assert_eq!(h.binder().releases.len(), 1);
+}
+
 #[test]
 fn channel_bind_installs_a_permission() {
     let mut h = Harness::new();

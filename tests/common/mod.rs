@@ -142,7 +142,7 @@ impl TestServer {
             let port = free_udp_port();
             let dir = ScratchDir::new("server");
             let config = format!(
-                "[server]\nworkers = 2\n\n[listen]\nudp = [\"127.0.0.1:{port}\"]\n\n\
+                "[server]\nworkers = 2\n\n[listen]\nudp = [\"127.0.0.1:{port}\"]\ntcp = [\"127.0.0.1:{port}\"]\n\n\
                  [relay]\nipv4 = \"127.0.0.1\"\nports = \"{}-{}\"\n\n\
                  [peers]\nallow = [\"127.0.0.0/8\"]\n\n{extra_toml}",
                 relay_ports.start(),

@@ -1,4 +1,4 @@
-//! STUN and TURN over UDP with coturn's independent test clients
+//! STUN and TURN over UDP and TCP with coturn's independent test clients
 //! (`turnutils_stunclient`, `turnutils_uclient`, `turnutils_peer`, from
 //! Debian's `coturn` package).
 
@@ -111,11 +111,25 @@ enum Traffic {
     EchoPeer,
 }
 
+/// How `turnutils_uclient` reaches the server.
+#[derive(Clone, Copy, Debug)]
+enum Control {
+    Udp,
+    /// `-t`: STUN and ChannelData framed on a TCP connection.
+    Tcp,
+}
+
 /// Runs `turnutils_uclient` (2 clients, 50 messages of 170 bytes each)
 /// against `server` with the given authentication arguments, using
 /// channels or, with `send_indications`, Send/Data indications, and asserts
 /// that every message came back.
-fn assert_uclient_relays_without_loss(server: &TestServer, auth: &[&str], traffic: Traffic, send_indications: bool) {
+fn assert_uclient_relays_without_loss(
+    server: &TestServer,
+    auth: &[&str],
+    control: Control,
+    traffic: Traffic,
+    send_indications: bool,
+) {
     let tool = require_tool("turnutils_uclient");
     let port = server.addr().port().to_string();
     let mut args: Vec<String> = ["-p", &port, "-n", "50", "-m", "2", "-l", "170"]
@@ -123,6 +137,9 @@ fn assert_uclient_relays_without_loss(server: &TestServer, auth: &[&str], traffi
         .chain(auth)
         .map(|s| s.to_string())
         .collect();
+    if let Control::Tcp = control {
+        args.push("-t".into());
+    }
     let _peer = match traffic {
         Traffic::ClientToClient => {
             args.push("-y".into());
@@ -154,9 +171,15 @@ fn assert_uclient_relays_without_loss(server: &TestServer, auth: &[&str], traffi
     assert_eq!(summary.lost, 0, "lost packets ({summary:?}); output:\n{text}");
 }
 
-fn assert_long_term_user_relays_without_loss(traffic: Traffic, send_indications: bool) {
+fn assert_long_term_user_relays_without_loss(control: Control, traffic: Traffic, send_indications: bool) {
     let server = TestServer::start(LONG_TERM_USER_TOML);
-    assert_uclient_relays_without_loss(&server, &["-u", USER, "-w", PASSWORD], traffic, send_indications);
+    assert_uclient_relays_without_loss(
+        &server,
+        &["-u", USER, "-w", PASSWORD],
+        control,
+        traffic,
+        send_indications,
+    );
 }
 
 #[test]
@@ -182,23 +205,43 @@ fn stunclient_learns_its_reflexive_address() {
 }
 
 #[test]
-fn uclient_client_to_client_over_channels_loses_nothing() {
-    assert_long_term_user_relays_without_loss(Traffic::ClientToClient, false);
+fn uclient_udp_client_to_client_over_channels_loses_nothing() {
+    assert_long_term_user_relays_without_loss(Control::Udp, Traffic::ClientToClient, false);
 }
 
 #[test]
-fn uclient_client_to_client_over_send_indications_loses_nothing() {
-    assert_long_term_user_relays_without_loss(Traffic::ClientToClient, true);
+fn uclient_udp_client_to_client_over_send_indications_loses_nothing() {
+    assert_long_term_user_relays_without_loss(Control::Udp, Traffic::ClientToClient, true);
 }
 
 #[test]
-fn uclient_to_echo_peer_over_channels_loses_nothing() {
-    assert_long_term_user_relays_without_loss(Traffic::EchoPeer, false);
+fn uclient_udp_to_echo_peer_over_channels_loses_nothing() {
+    assert_long_term_user_relays_without_loss(Control::Udp, Traffic::EchoPeer, false);
 }
 
 #[test]
-fn uclient_to_echo_peer_over_send_indications_loses_nothing() {
-    assert_long_term_user_relays_without_loss(Traffic::EchoPeer, true);
+fn uclient_udp_to_echo_peer_over_send_indications_loses_nothing() {
+    assert_long_term_user_relays_without_loss(Control::Udp, Traffic::EchoPeer, true);
+}
+
+#[test]
+fn uclient_tcp_client_to_client_over_channels_loses_nothing() {
+    assert_long_term_user_relays_without_loss(Control::Tcp, Traffic::ClientToClient, false);
+}
+
+#[test]
+fn uclient_tcp_client_to_client_over_send_indications_loses_nothing() {
+    assert_long_term_user_relays_without_loss(Control::Tcp, Traffic::ClientToClient, true);
+}
+
+#[test]
+fn uclient_tcp_to_echo_peer_over_channels_loses_nothing() {
+    assert_long_term_user_relays_without_loss(Control::Tcp, Traffic::EchoPeer, false);
+}
+
+#[test]
+fn uclient_tcp_to_echo_peer_over_send_indications_loses_nothing() {
+    assert_long_term_user_relays_without_loss(Control::Tcp, Traffic::EchoPeer, true);
 }
 
 fn assert_short_lived_credential_relays_without_loss(secret: &str) {
@@ -207,6 +250,7 @@ fn assert_short_lived_credential_relays_without_loss(secret: &str) {
     assert_uclient_relays_without_loss(
         &server,
         &["-u", &username, "-w", &password],
+        Control::Udp,
         Traffic::ClientToClient,
         false,
     );
@@ -226,5 +270,11 @@ fn uclient_relays_with_short_lived_credential_of_second_secret() {
 fn uclient_relays_with_credential_from_coturn_rest_api_secret() {
     // -W makes uclient compute "<expiry>:alice" and its HMAC itself.
     let server = TestServer::start(SECRETS_TOML);
-    assert_uclient_relays_without_loss(&server, &["-W", "s1", "-u", "alice"], Traffic::ClientToClient, false);
+    assert_uclient_relays_without_loss(
+        &server,
+        &["-W", "s1", "-u", "alice"],
+        Control::Tcp,
+        Traffic::ClientToClient,
+        false,
+    );
 }

@@ -1,0 +1,255 @@
+//! STUN/TURN over TCP (RFC 8489 §6.2.2, RFC 8656 §3.1): framing on a
+//! stream, a connection's allocation ending with it, and the connection
+//! limits that keep silent, trickling or garbage-sending connections from
+//! holding the server. coturn's `turnutils_uclient -t` relaying over TCP is
+//! in `coturn_tools.rs`.
+
+// Black-box tests wait for conditions with real deadlines; the clock ban
+// is for the sans-IO core.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{
+    binding_request, parse_binding_success, stun_binding, transaction_id, TestServer, LONG_TERM_USER_TOML, PASSWORD,
+    USER,
+};
+use turnpike::proto::auth::long_term_key;
+use turnpike::proto::stun::{attr, integrity_key, method, Class, Message, MessageWriter};
+
+/// Generous bound for conditions the server should reach within a few
+/// seconds; a test waits for the condition, never for this long.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+fn connect(server: &TestServer) -> TcpStream {
+    let stream = TcpStream::connect(server.addr()).expect("connect over TCP");
+    stream.set_nodelay(true).expect("nodelay");
+    stream.set_read_timeout(Some(PATIENCE)).expect("read timeout");
+    stream
+}
+
+/// Reads one STUN message framed on the stream (20-byte header, then the
+/// length it states).
+fn read_stun(stream: &mut TcpStream) -> Vec<u8> {
+    let mut msg = vec![0u8; 20];
+    stream.read_exact(&mut msg).expect("read a STUN header");
+    let len = usize::from(u16::from_be_bytes([msg[2], msg[3]]));
+    msg.resize(20 + len, 0);
+    stream.read_exact(&mut msg[20..]).expect("read a STUN body");
+    msg
+}
+
+fn assert_binding_answered(stream: &mut TcpStream) {
+    let txid = transaction_id();
+    stream.write_all(&binding_request(&txid)).expect("send Binding");
+    let answer = read_stun(stream);
+    let mapped = parse_binding_success(&answer, &txid).expect("a Binding success");
+    assert_eq!(mapped, stream.local_addr().expect("local addr"));
+}
+
+/// True once the server has closed `stream` (EOF or reset), within PATIENCE.
+fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted),
+    }
+}
+
+#[test]
+fn binding_over_tcp_is_answered_however_the_stream_is_cut() {
+    let server = TestServer::start(LONG_TERM_USER_TOML);
+    let mut stream = connect(&server);
+    // One request in three writes, then two requests in one write.
+    let txid = transaction_id();
+    let request = binding_request(&txid);
+    for piece in [&request[..3], &request[3..11], &request[11..]] {
+        stream.write_all(piece).expect("write");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let answer = read_stun(&mut stream);
+    assert_eq!(
+        parse_binding_success(&answer, &txid),
+        Some(stream.local_addr().unwrap())
+    );
+    let (a, b) = (transaction_id(), transaction_id());
+    let mut both = binding_request(&a);
+    both.extend_from_slice(&binding_request(&b));
+    stream.write_all(&both).expect("write");
+    assert!(parse_binding_success(&read_stun(&mut stream), &a).is_some());
+    assert!(parse_binding_success(&read_stun(&mut stream), &b).is_some());
+}
+
+#[test]
+fn garbage_closes_only_the_connection_that_sent_it() {
+    let server = TestServer::start(LONG_TERM_USER_TOML);
+    let mut bystander = connect(&server);
+    assert_binding_answered(&mut bystander);
+
+    let mut not_turn = connect(&server);
+    not_turn.write_all(&[0xFF; 8]).expect("write");
+    assert!(
+        closed_by_server(&mut not_turn),
+        "first bits 11 must close the connection"
+    );
+
+    // 'G' starts with the bits 01, so this reads as ChannelData of 0x5420
+    // bytes: more than the default max_frame_size.
+    let mut http = connect(&server);
+    http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    assert!(
+        closed_by_server(&mut http),
+        "an oversized frame must close the connection"
+    );
+
+    assert_binding_answered(&mut bystander);
+    assert_binding_answered(&mut connect(&server));
+}
+
+#[test]
+fn silent_and_trickling_connections_are_closed_while_others_are_served() {
+    let server = TestServer::start(&format!(
+        "{LONG_TERM_USER_TOML}\n[limits]\nconnection_setup_timeout = \"2s\"\n"
+    ));
+    let mut silent: Vec<TcpStream> = (0..100).map(|_| connect(&server)).collect();
+    // Trickle a valid Binding request a byte every 300 ms: it would take 6 s.
+    let tricklers: Vec<_> = (0..10)
+        .map(|_| {
+            let mut stream = connect(&server);
+            thread::spawn(move || {
+                let request = binding_request(&transaction_id());
+                for byte in request {
+                    if stream.write_all(&[byte]).is_err() {
+                        break;
+                    }
+                    thread::sleep(Duration::from_millis(300));
+                }
+                closed_by_server(&mut stream)
+            })
+        })
+        .collect();
+
+    // Meanwhile everyone else is served, over TCP and UDP.
+    assert_binding_answered(&mut connect(&server));
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    assert!(stun_binding(&udp, server.addr(), Duration::from_secs(2)).is_some());
+
+    for stream in &mut silent {
+        assert!(
+            closed_by_server(stream),
+            "a silent connection outlived the setup timeout"
+        );
+    }
+    for trickler in tricklers {
+        assert!(
+            trickler.join().unwrap(),
+            "a trickling connection outlived the setup timeout"
+        );
+    }
+    assert!(server.is_running());
+}
+
+#[test]
+fn connections_beyond_the_limit_are_closed_and_the_slots_come_back() {
+    let server = TestServer::start(&format!("{LONG_TERM_USER_TOML}\n[limits]\nmax_connections = 20\n"));
+    let mut held: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut stream = connect(&server);
+            assert_binding_answered(&mut stream);
+            stream
+        })
+        .collect();
+    for _ in 0..5 {
+        let mut extra = connect(&server);
+        assert!(closed_by_server(&mut extra), "connection 21+ was kept");
+    }
+    held.truncate(10);
+    // The server notices the closed ones shortly; wait for a slot.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let mut stream = connect(&server);
+        let txid = transaction_id();
+        let served = stream.write_all(&binding_request(&txid)).is_ok() && {
+            let mut header = [0u8; 20];
+            stream.read_exact(&mut header).is_ok()
+        };
+        if served {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no connection slot came back after closing 10"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_binding_answered(&mut held[0]);
+}
+
+/// Sends `request` and, if the answer is a 401 challenge, signs it as the
+/// long-term user with the challenge's REALM and NONCE and sends it again.
+fn authenticated_request(stream: &mut TcpStream, method: u16, build: impl Fn(&mut MessageWriter<'_>)) -> Vec<u8> {
+    let encode = |auth: Option<(&[u8], &[u8])>| {
+        let mut buf = Vec::new();
+        let mut w = MessageWriter::new(&mut buf, Class::Request, method, transaction_id());
+        build(&mut w);
+        match auth {
+            None => w.finish(None, true),
+            Some((realm, nonce)) => {
+                w.bytes(attr::USERNAME, USER.as_bytes())
+                    .bytes(attr::REALM, realm)
+                    .bytes(attr::NONCE, nonce);
+                let realm = std::str::from_utf8(realm).expect("realm is text");
+                w.finish(Some(&integrity_key(&long_term_key(USER, realm, PASSWORD))), true);
+            }
+        }
+        buf
+    };
+    stream.write_all(&encode(None)).expect("send request");
+    let challenge = read_stun(stream);
+    let msg = Message::parse(&challenge).expect("a STUN answer");
+    let (realm, nonce) = (
+        msg.get(attr::REALM).expect("REALM"),
+        msg.get(attr::NONCE).expect("NONCE"),
+    );
+    stream
+        .write_all(&encode(Some((realm, nonce))))
+        .expect("send signed request");
+    read_stun(stream)
+}
+
+#[test]
+fn closing_the_connection_deletes_its_allocation_and_frees_the_relay_port() {
+    let server = TestServer::start(LONG_TERM_USER_TOML);
+    let mut stream = connect(&server);
+    let answer = authenticated_request(&mut stream, method::ALLOCATE, |w| {
+        w.bytes(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+    });
+    let msg = Message::parse(&answer).expect("an Allocate answer");
+    assert_eq!(msg.class(), Class::Success, "Allocate over TCP failed: {answer:02x?}");
+    let relay: SocketAddr = msg
+        .xor_address(attr::XOR_RELAYED_ADDRESS)
+        .expect("XOR-RELAYED-ADDRESS")
+        .expect("valid");
+    assert!(server.relay_ports().contains(&relay.port()));
+    assert!(
+        UdpSocket::bind(relay).is_err(),
+        "the relay port is in use while allocated"
+    );
+
+    drop(stream);
+    let deadline = Instant::now() + PATIENCE;
+    while UdpSocket::bind(relay).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "relay port still bound after the connection closed"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(server.stderr_log().contains("connection closed"));
+}
