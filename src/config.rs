@@ -69,6 +69,8 @@ pub struct Config {
     pub server: ServerSection,
     /// `[listen]`: addresses clients reach the server on.
     pub listen: ListenSection,
+    /// `[tls]`: certificate and key for `listen.tls`.
+    pub tls: TlsSection,
     /// `[relay]`: where relayed transport addresses are allocated.
     pub relay: RelaySection,
     /// `[auth]`: shared secrets, long-term users, credential and nonce lifetimes.
@@ -131,6 +133,10 @@ pub struct ListenSection {
     /// `tcp` may share a port number. At least one of the two must be
     /// non-empty. Default: `["0.0.0.0:3478"]`.
     pub tcp: Vec<SocketAddr>,
+    /// TLS-over-TCP addresses answering STUN and TURN
+    /// (`turns:host:5349?transport=tcp`; 443 passes the strictest
+    /// firewalls). Needs `[tls]`. Same rules as `udp`. Default: `[]`.
+    pub tls: Vec<SocketAddr>,
 }
 
 impl Default for ListenSection {
@@ -138,8 +144,24 @@ impl Default for ListenSection {
         ListenSection {
             udp: vec![SocketAddr::from((Ipv4Addr::UNSPECIFIED, 3478))],
             tcp: vec![SocketAddr::from((Ipv4Addr::UNSPECIFIED, 3478))],
+            tls: Vec::new(),
         }
     }
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM file with the certificate chain, leaf first. Read at start and
+    /// again on SIGHUP (a renewed certificate takes effect for new
+    /// connections; live ones and their allocations stay). A relative path
+    /// is taken from the config file's directory. Required when
+    /// `listen.tls` is non-empty.
+    pub cert: Option<PathBuf>,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1). Same rules
+    /// as `cert`.
+    pub key: Option<PathBuf>,
 }
 
 /// `[relay]`
@@ -596,9 +618,14 @@ impl Config {
         })?;
         let origin = path.display().to_string();
         let mut config = Config::parse(&text, &origin)?;
-        if let (Some(file), Some(dir)) = (&config.auth.secrets_file, path.parent()) {
-            if file.is_relative() {
-                config.auth.secrets_file = Some(dir.join(file));
+        if let Some(dir) = path.parent() {
+            for file in [&mut config.auth.secrets_file, &mut config.tls.cert, &mut config.tls.key]
+                .into_iter()
+                .flatten()
+            {
+                if file.is_relative() {
+                    *file = dir.join(&*file);
+                }
             }
         }
         config.validate().map_err(|e| e.in_origin(&origin))?;
@@ -704,13 +731,32 @@ impl Config {
     }
 
     fn check_listen(&self) -> Result<(), ConfigError> {
-        if self.listen.udp.is_empty() && self.listen.tcp.is_empty() {
+        let listen = &self.listen;
+        if listen.udp.is_empty() && listen.tcp.is_empty() && listen.tls.is_empty() {
             return Err(ConfigError::invalid(
                 "listen",
-                "udp and tcp are both empty: nothing to serve",
+                "udp, tcp and tls are all empty: nothing to serve",
             ));
         }
-        for (key, addrs) in [("listen.udp", &self.listen.udp), ("listen.tcp", &self.listen.tcp)] {
+        if !listen.tls.is_empty() && (self.tls.cert.is_none() || self.tls.key.is_none()) {
+            return Err(ConfigError::invalid(
+                "listen.tls",
+                "needs a certificate and key: set tls.cert and tls.key",
+            ));
+        }
+        let tcp_and_tls = || listen.tcp.iter().filter(|a| a.port() != 0 && listen.tls.contains(a));
+        if let Some(addr) = tcp_and_tls().next() {
+            return Err(ConfigError::invalid(
+                "listen.tls",
+                format!("{addr} is also in listen.tcp; TCP and TLS need different ports"),
+            ));
+        }
+        let lists = [
+            ("listen.udp", &listen.udp),
+            ("listen.tcp", &listen.tcp),
+            ("listen.tls", &listen.tls),
+        ];
+        for (key, addrs) in lists {
             for (i, addr) in addrs.iter().enumerate() {
                 // Port 0 asks the OS for a fresh port each time, so it never collides.
                 if addr.port() != 0 && addrs.get(..i).is_some_and(|before| before.contains(addr)) {
@@ -1353,7 +1399,17 @@ mod tests {
     #[test]
     fn listen_udp_must_be_non_empty_and_distinct() {
         let msg = parse("[listen]\nudp = []\ntcp = []\n").unwrap_err().to_string();
-        assert_eq!(msg, "test.toml: listen: udp and tcp are both empty: nothing to serve");
+        assert_eq!(
+            msg,
+            "test.toml: listen: udp, tcp and tls are all empty: nothing to serve"
+        );
+        assert_eq!(invalid_key("[listen]\ntls = [\"0.0.0.0:5349\"]\n"), "listen.tls");
+        assert_eq!(
+            invalid_key(
+                "[listen]\ntcp = [\"0.0.0.0:5349\"]\ntls = [\"0.0.0.0:5349\"]\n[tls]\ncert = \"c\"\nkey = \"k\"\n"
+            ),
+            "listen.tls"
+        );
         assert!(parse("[listen]\nudp = []\n").is_ok(), "TCP alone is enough");
         assert_eq!(
             invalid_key("[listen]\ntcp = [\"0.0.0.0:3478\", \"0.0.0.0:3478\"]\n"),

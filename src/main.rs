@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use base64::Engine;
 use clap::{Parser, Subcommand};
-use tracing::info;
+use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
 use turnpike::config::{Config, LogFormat, Secret};
@@ -85,11 +85,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run => serve(load(cli.config.as_ref())?, cli.config.is_none()),
         Command::CheckConfig { file } => {
             let config = Config::load(&file)?;
+            if let (Some(cert), Some(key), false) = (&config.tls.cert, &config.tls.key, config.listen.tls.is_empty()) {
+                net::tls::TlsCertificates::load(cert, key)?;
+            }
             println!(
-                "{}: ok ({} UDP and {} TCP listener(s), {} user(s), {} shared secret(s))",
+                "{}: ok ({} UDP, {} TCP and {} TLS listener(s), {} user(s), {} shared secret(s))",
                 file.display(),
                 config.listen.udp.len(),
                 config.listen.tcp.len(),
+                config.listen.tls.len(),
                 config.auth.users.len(),
                 config.auth.resolved_secrets.len()
             );
@@ -171,22 +175,31 @@ fn serve(mut config: Config, built_in_defaults: bool) -> anyhow::Result<()> {
     if built_in_defaults {
         info!("running on built-in defaults; see config.example.toml for every option");
     }
-    wait_for_shutdown_signal()?;
+    handle_signals(&server)?;
     info!("shutting down");
     server.stop();
     Ok(())
 }
 
-fn wait_for_shutdown_signal() -> anyhow::Result<()> {
+/// Waits for SIGINT or SIGTERM; on SIGHUP re-reads the TLS certificate.
+fn handle_signals(server: &net::RunningServer) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("signal runtime")?;
     runtime.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r,
-            _ = term.recv() => Ok(()),
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hangup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => return r,
+                _ = term.recv() => return Ok(()),
+                _ = hangup.recv() => match server.reload_tls() {
+                    Ok(()) => info!("SIGHUP: TLS certificate reloaded"),
+                    Err(e) => error!("SIGHUP: keeping the previous TLS certificate: {e}"),
+                },
+            }
         }
     })?;
     Ok(())

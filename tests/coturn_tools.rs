@@ -1,4 +1,4 @@
-//! STUN and TURN over UDP and TCP with coturn's independent test clients
+//! STUN and TURN over UDP, TCP and TLS with coturn's independent test clients
 //! (`turnutils_stunclient`, `turnutils_uclient`, `turnutils_peer`, from
 //! Debian's `coturn` package).
 
@@ -117,6 +117,9 @@ enum Control {
     Udp,
     /// `-t`: STUN and ChannelData framed on a TCP connection.
     Tcp,
+    /// `-t -S`: the same inside TLS (uclient offers TLS 1.0 to 1.3 at
+    /// random and retries when an old version is refused).
+    Tls,
 }
 
 /// Runs `turnutils_uclient` (2 clients, 50 messages of 170 bytes each)
@@ -131,14 +134,20 @@ fn assert_uclient_relays_without_loss(
     send_indications: bool,
 ) {
     let tool = require_tool("turnutils_uclient");
-    let port = server.addr().port().to_string();
+    let port = match control {
+        Control::Tls => server.tls_addr().port(),
+        Control::Udp | Control::Tcp => server.addr().port(),
+    }
+    .to_string();
     let mut args: Vec<String> = ["-p", &port, "-n", "50", "-m", "2", "-l", "170"]
         .iter()
         .chain(auth)
         .map(|s| s.to_string())
         .collect();
-    if let Control::Tcp = control {
-        args.push("-t".into());
+    match control {
+        Control::Udp => {}
+        Control::Tcp => args.push("-t".into()),
+        Control::Tls => args.extend(["-t".into(), "-S".into()]),
     }
     let _peer = match traffic {
         Traffic::ClientToClient => {
@@ -242,6 +251,26 @@ fn uclient_tcp_to_echo_peer_over_channels_loses_nothing() {
 #[test]
 fn uclient_tcp_to_echo_peer_over_send_indications_loses_nothing() {
     assert_long_term_user_relays_without_loss(Control::Tcp, Traffic::EchoPeer, true);
+}
+
+#[test]
+fn uclient_tls_client_to_client_over_channels_loses_nothing() {
+    assert_long_term_user_relays_without_loss(Control::Tls, Traffic::ClientToClient, false);
+}
+
+#[test]
+fn uclient_tls_client_to_client_over_send_indications_loses_nothing() {
+    assert_long_term_user_relays_without_loss(Control::Tls, Traffic::ClientToClient, true);
+}
+
+#[test]
+fn uclient_tls_to_echo_peer_over_channels_loses_nothing() {
+    assert_long_term_user_relays_without_loss(Control::Tls, Traffic::EchoPeer, false);
+}
+
+#[test]
+fn uclient_tls_to_echo_peer_over_send_indications_loses_nothing() {
+    assert_long_term_user_relays_without_loss(Control::Tls, Traffic::EchoPeer, true);
 }
 
 fn assert_short_lived_credential_relays_without_loss(secret: &str) {

@@ -16,11 +16,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    binding_request, parse_binding_success, stun_binding, transaction_id, TestServer, LONG_TERM_USER_TOML, PASSWORD,
-    USER,
+    authenticated_request, binding_request, parse_binding_success, read_stun, stream_binding, stun_binding,
+    transaction_id, TestServer, LONG_TERM_USER_TOML,
 };
-use turnpike::proto::auth::long_term_key;
-use turnpike::proto::stun::{attr, integrity_key, method, Class, Message, MessageWriter};
+use turnpike::proto::stun::{attr, method, Class, Message};
 
 /// Generous bound for conditions the server should reach within a few
 /// seconds; a test waits for the condition, never for this long.
@@ -33,22 +32,8 @@ fn connect(server: &TestServer) -> TcpStream {
     stream
 }
 
-/// Reads one STUN message framed on the stream (20-byte header, then the
-/// length it states).
-fn read_stun(stream: &mut TcpStream) -> Vec<u8> {
-    let mut msg = vec![0u8; 20];
-    stream.read_exact(&mut msg).expect("read a STUN header");
-    let len = usize::from(u16::from_be_bytes([msg[2], msg[3]]));
-    msg.resize(20 + len, 0);
-    stream.read_exact(&mut msg[20..]).expect("read a STUN body");
-    msg
-}
-
 fn assert_binding_answered(stream: &mut TcpStream) {
-    let txid = transaction_id();
-    stream.write_all(&binding_request(&txid)).expect("send Binding");
-    let answer = read_stun(stream);
-    let mapped = parse_binding_success(&answer, &txid).expect("a Binding success");
+    let mapped = stream_binding(stream).expect("a Binding success");
     assert_eq!(mapped, stream.local_addr().expect("local addr"));
 }
 
@@ -189,38 +174,6 @@ fn connections_beyond_the_limit_are_closed_and_the_slots_come_back() {
         thread::sleep(Duration::from_millis(50));
     }
     assert_binding_answered(&mut held[0]);
-}
-
-/// Sends `request` and, if the answer is a 401 challenge, signs it as the
-/// long-term user with the challenge's REALM and NONCE and sends it again.
-fn authenticated_request(stream: &mut TcpStream, method: u16, build: impl Fn(&mut MessageWriter<'_>)) -> Vec<u8> {
-    let encode = |auth: Option<(&[u8], &[u8])>| {
-        let mut buf = Vec::new();
-        let mut w = MessageWriter::new(&mut buf, Class::Request, method, transaction_id());
-        build(&mut w);
-        match auth {
-            None => w.finish(None, true),
-            Some((realm, nonce)) => {
-                w.bytes(attr::USERNAME, USER.as_bytes())
-                    .bytes(attr::REALM, realm)
-                    .bytes(attr::NONCE, nonce);
-                let realm = std::str::from_utf8(realm).expect("realm is text");
-                w.finish(Some(&integrity_key(&long_term_key(USER, realm, PASSWORD))), true);
-            }
-        }
-        buf
-    };
-    stream.write_all(&encode(None)).expect("send request");
-    let challenge = read_stun(stream);
-    let msg = Message::parse(&challenge).expect("a STUN answer");
-    let (realm, nonce) = (
-        msg.get(attr::REALM).expect("REALM"),
-        msg.get(attr::NONCE).expect("NONCE"),
-    );
-    stream
-        .write_all(&encode(Some((realm, nonce))))
-        .expect("send signed request");
-    read_stun(stream)
 }
 
 #[test]

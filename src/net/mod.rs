@@ -9,6 +9,7 @@
 
 mod shard;
 mod stream;
+pub mod tls;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -77,13 +78,17 @@ pub enum StartError {
     Thread(std::io::Error),
     #[error("worker {0} failed to start: {1}")]
     Worker(usize, String),
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// A running server: its bound addresses, and the handle to stop it.
 pub struct RunningServer {
-    /// The UDP and TCP listening addresses, with port 0 resolved.
+    /// The UDP, TCP and TLS listening addresses, with port 0 resolved.
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
+    certificates: Option<Arc<tls::TlsCertificates>>,
     /// The advertised IPv4 relay address.
     pub relay_ipv4: Ipv4Addr,
     stop: tokio::sync::watch::Sender<bool>,
@@ -91,6 +96,16 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
+    /// Re-reads the TLS certificate and key (SIGHUP). New handshakes use
+    /// them; live connections and allocations are untouched. On error the
+    /// previous certificate stays.
+    pub fn reload_tls(&self) -> Result<(), tls::TlsError> {
+        match &self.certificates {
+            Some(certificates) => certificates.reload(),
+            None => Ok(()),
+        }
+    }
+
     /// Stops every shard and waits for their threads to end.
     pub fn stop(self) {
         let _ = self.stop.send(true);
@@ -252,23 +267,29 @@ impl Plan {
     }
 }
 
-/// Registers one shard's listening sockets with its (current) runtime.
-fn adopt_sockets(
-    (udp, tcp): (Vec<SocketAddr>, Vec<SocketAddr>),
-    (udp_sockets, tcp_listeners): (Vec<std::net::UdpSocket>, Vec<std::net::TcpListener>),
-) -> std::io::Result<shard::ShardSockets> {
-    Ok(shard::ShardSockets {
-        udp: udp
-            .into_iter()
-            .zip(udp_sockets)
-            .map(|(a, s)| Ok((a, tokio::net::UdpSocket::from_std(s)?)))
-            .collect::<std::io::Result<_>>()?,
-        tcp: tcp
-            .into_iter()
-            .zip(tcp_listeners)
-            .map(|(a, l)| Ok((a, tokio::net::TcpListener::from_std(l)?)))
-            .collect::<std::io::Result<_>>()?,
-    })
+/// One shard's listening sockets before they join its runtime.
+#[derive(Default)]
+struct StdSockets {
+    udp: Vec<(SocketAddr, std::net::UdpSocket)>,
+    streams: Vec<(SocketAddr, std::net::TcpListener, stream::Security)>,
+}
+
+impl StdSockets {
+    /// Registers the sockets with the current (the shard's) runtime.
+    fn adopt(self) -> std::io::Result<shard::ShardSockets> {
+        Ok(shard::ShardSockets {
+            udp: self
+                .udp
+                .into_iter()
+                .map(|(a, s)| Ok((a, tokio::net::UdpSocket::from_std(s)?)))
+                .collect::<std::io::Result<_>>()?,
+            streams: self
+                .streams
+                .into_iter()
+                .map(|(a, l, security)| Ok((a, tokio::net::TcpListener::from_std(l)?, security)))
+                .collect::<std::io::Result<_>>()?,
+        })
+    }
 }
 
 /// Binds every listener and starts the shards. Returns once all of them
@@ -278,24 +299,38 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let mut sockets: Vec<(Vec<std::net::UdpSocket>, Vec<std::net::TcpListener>)> =
-        (0..workers).map(|_| (Vec::new(), Vec::new())).collect();
+    let certificates = match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) if !config.listen.tls.is_empty() => {
+            Some(Arc::new(tls::TlsCertificates::load(cert, key)?))
+        }
+        _ => None,
+    };
+    let mut sockets: Vec<StdSockets> = (0..workers).map(|_| StdSockets::default()).collect();
     let mut udp = Vec::new();
     for &wanted in &config.listen.udp {
         let bind = |addr, reuse_port| bind_udp(addr, UdpRole::Listener { reuse_port });
         let (bound, per_shard) = bind_per_shard("UDP", wanted, workers, bind, std::net::UdpSocket::local_addr)?;
         for (shard, socket) in sockets.iter_mut().zip(per_shard) {
-            shard.0.push(socket);
+            shard.udp.push((bound, socket));
         }
         udp.push(bound);
     }
     let mut tcp = Vec::new();
-    for &wanted in &config.listen.tcp {
-        let (bound, per_shard) = bind_per_shard("TCP", wanted, workers, bind_tcp, std::net::TcpListener::local_addr)?;
+    let mut tls = Vec::new();
+    let plain = config.listen.tcp.iter().map(|a| (*a, stream::Security::Plain));
+    let secure = certificates
+        .iter()
+        .flat_map(|c| config.listen.tls.iter().map(|a| (*a, stream::Security::Tls(c.clone()))));
+    for (wanted, security) in plain.chain(secure) {
+        let (proto, bound_list) = match security {
+            stream::Security::Plain => ("TCP", &mut tcp),
+            stream::Security::Tls(_) => ("TLS", &mut tls),
+        };
+        let (bound, per_shard) = bind_per_shard(proto, wanted, workers, bind_tcp, std::net::TcpListener::local_addr)?;
         for (shard, listener) in sockets.iter_mut().zip(per_shard) {
-            shard.1.push(listener);
+            shard.streams.push((bound, listener, security.clone()));
         }
-        tcp.push(bound);
+        bound_list.push(bound);
     }
     let stream_limits = stream::StreamLimits {
         max_connections: config.limits.max_connections,
@@ -305,7 +340,7 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     };
     let connections = stream::ConnectionCount::default();
 
-    let listeners: Vec<SocketAddr> = udp.iter().chain(&tcp).copied().collect();
+    let listeners: Vec<SocketAddr> = udp.iter().chain(&tcp).chain(&tls).copied().collect();
     let plan = Arc::new(Plan::new(config, &listeners));
     let quota = Arc::new(AllocationQuota::new(
         config.limits.max_allocations,
@@ -325,7 +360,6 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         let realm = realm.clone();
         let mut stopped = stopped.clone();
         let ready = ready_tx.clone();
-        let addrs = (udp.clone(), tcp.clone());
         let reserved = reserved.clone();
         let stream_limits = stream_limits.clone();
         let connections = connections.clone();
@@ -341,7 +375,7 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
                 };
                 let local = tokio::task::LocalSet::new();
                 local.block_on(&runtime, async move {
-                    let listeners = match adopt_sockets(addrs, shard_sockets) {
+                    let listeners = match shard_sockets.adopt() {
                         Ok(l) => l,
                         Err(e) => {
                             let _ = ready.send(Err(e.to_string()));
@@ -395,6 +429,9 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     for addr in &tcp {
         info!(%addr, workers, "listening for STUN/TURN over TCP");
     }
+    for addr in &tls {
+        info!(%addr, workers, "listening for STUN/TURN over TLS");
+    }
     info!(
         relay_ip = %plan.relay_advertised,
         bind = %plan.relay_bind,
@@ -407,6 +444,8 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     Ok(RunningServer {
         udp,
         tcp,
+        tls,
+        certificates,
         relay_ipv4: plan.relay_advertised,
         stop,
         workers: handles,

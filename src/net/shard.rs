@@ -30,7 +30,7 @@ use tokio::task::AbortHandle;
 use tracing::{debug, trace};
 
 use super::clock;
-use super::stream::{self, ConnectionCount, StreamConn, StreamLimits};
+use super::stream::{self, ConnectionCount, Security, StreamConn, StreamLimits};
 use crate::proto::server::{
     ClientAddr, Effect, Family, PeerAddr, PortWant, RelayAddr, RelayBindError, RelayBinder, Server, ToClient, ToPeer,
     Transport, PEER_HEADROOM, PEER_TAILROOM,
@@ -89,11 +89,12 @@ impl Shard {
         for (local, socket) in &shard.listeners {
             tokio::task::spawn_local(listener_loop(shard.clone(), socket.clone(), *local));
         }
-        for (local, listener) in listening.tcp {
+        for (local, listener, security) in listening.streams {
             tokio::task::spawn_local(stream::accept_loop(
                 shard.clone(),
                 listener,
                 local,
+                security,
                 stream_limits.clone(),
                 connections.clone(),
             ));
@@ -281,7 +282,8 @@ async fn timer_loop(shard: Rc<Shard>) {
 /// The listening sockets of one shard.
 pub(crate) struct ShardSockets {
     pub udp: Vec<(SocketAddr, UdpSocket)>,
-    pub tcp: Vec<(SocketAddr, TcpListener)>,
+    /// TCP and TLS listeners.
+    pub streams: Vec<(SocketAddr, TcpListener, Security)>,
 }
 
 /// Reserved relay sockets (the odd partner of an EVEN-PORT pair) by

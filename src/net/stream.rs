@@ -1,5 +1,5 @@
-//! STUN/TURN over TCP (RFC 8489 §6.2.2, RFC 8656 §3.1): one task per
-//! connection, on the shard that accepted it.
+//! STUN/TURN over TCP and TLS (RFC 8489 §6.2.2, RFC 8656 §3.1): one task
+//! per connection, on the shard that accepted it.
 //!
 //! Each shard has its own `SO_REUSEPORT` sibling of every TCP listener, so
 //! the kernel spreads connections over shards and a connection's allocation
@@ -8,7 +8,8 @@
 //!
 //! Limits, so that slow or hostile connections cannot hold memory:
 //! * at most `max_connections` at once over all shards (a shared counter);
-//! * the first complete frame must arrive within `setup_timeout`;
+//! * the TLS handshake and the first complete frame must both be done
+//!   within `setup_timeout` of the accept;
 //! * without an allocation, `idle_timeout` of silence closes it;
 //! * a frame larger than `max_frame` closes it; the read buffer never holds
 //!   more than one frame plus one read;
@@ -31,6 +32,7 @@ use tokio::sync::Notify;
 use tracing::{debug, trace};
 
 use super::shard::Shard;
+use super::tls::TlsCertificates;
 use crate::proto::server::{ClientAddr, Transport};
 use crate::proto::stream_framing::{self, FrameError};
 
@@ -83,10 +85,18 @@ impl Drop for Slot {
     }
 }
 
+/// What a listener speaks.
+#[derive(Clone)]
+pub(crate) enum Security {
+    Plain,
+    Tls(Arc<TlsCertificates>),
+}
+
 pub(crate) async fn accept_loop(
     shard: Rc<Shard>,
     listener: TcpListener,
     local: SocketAddr,
+    security: Security,
     limits: Rc<StreamLimits>,
     count: ConnectionCount,
 ) {
@@ -107,12 +117,33 @@ pub(crate) async fn accept_loop(
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let client = ClientAddr {
-            transport: Transport::Tcp,
-            local,
-            remote,
-        };
-        tokio::task::spawn_local(serve(shard.clone(), stream, client, limits.clone(), slot));
+        let setup_deadline = tokio::time::Instant::now() + limits.setup_timeout;
+        let (shard, limits) = (shard.clone(), limits.clone());
+        match &security {
+            Security::Plain => {
+                let client = ClientAddr {
+                    transport: Transport::Tcp,
+                    local,
+                    remote,
+                };
+                tokio::task::spawn_local(serve(shard, stream, client, limits, setup_deadline, slot));
+            }
+            Security::Tls(certificates) => {
+                let client = ClientAddr {
+                    transport: Transport::Tls,
+                    local,
+                    remote,
+                };
+                let acceptor = certificates.acceptor();
+                tokio::task::spawn_local(async move {
+                    match tokio::time::timeout_at(setup_deadline, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => serve(shard, tls, client, limits, setup_deadline, slot).await,
+                        Ok(Err(e)) => debug!(%client, error = %e, "TLS handshake failed"),
+                        Err(_) => debug!(%client, "TLS handshake not done in time"),
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -121,6 +152,7 @@ async fn serve<S: AsyncRead + AsyncWrite + 'static>(
     stream: S,
     client: ClientAddr,
     limits: Rc<StreamLimits>,
+    setup_deadline: tokio::time::Instant,
     _slot: Slot,
 ) {
     let (reader, writer) = tokio::io::split(stream);
@@ -132,8 +164,8 @@ async fn serve<S: AsyncRead + AsyncWrite + 'static>(
     shard.add_stream(client, conn.clone());
     trace!(%client, "connection open");
     let why = tokio::select! {
-        why = read_frames(&shard, reader, client, &limits) => why,
-        why = write_frames(&conn, writer) => why,
+        why = read_frames(&shard, reader, client, &limits, setup_deadline) => why,
+        why = write_frames(&conn, writer, client.transport == Transport::Tls) => why,
     };
     debug!(%client, why, "connection closed");
     conn.closed.set(true);
@@ -145,9 +177,9 @@ async fn read_frames<R: AsyncRead + Unpin>(
     mut reader: R,
     client: ClientAddr,
     limits: &StreamLimits,
+    setup_deadline: tokio::time::Instant,
 ) -> &'static str {
     let mut buf: Vec<u8> = Vec::new();
-    let setup_deadline = tokio::time::Instant::now() + limits.setup_timeout;
     let mut established = false;
     loop {
         // Handle every complete frame already buffered.
@@ -185,7 +217,11 @@ async fn read_frames<R: AsyncRead + Unpin>(
     }
 }
 
-async fn write_frames<W: AsyncWrite + Unpin>(conn: &StreamConn, mut writer: W) -> &'static str {
+/// Writes what the shard queued. Over TLS every frame is written on its
+/// own, so it gets its own TLS record: clients that read one message per
+/// record (coturn's `turnutils_uclient` is one) would otherwise lose the
+/// frames after the first in a record. Plain TCP writes a batch at once.
+async fn write_frames<W: AsyncWrite + Unpin>(conn: &StreamConn, mut writer: W, record_per_frame: bool) -> &'static str {
     // Two buffers swap roles so writing never allocates once they have
     // grown: the shard fills `out` while this task writes `pending`.
     let mut pending = Vec::new();
@@ -196,7 +232,20 @@ async fn write_frames<W: AsyncWrite + Unpin>(conn: &StreamConn, mut writer: W) -
             if pending.is_empty() {
                 break;
             }
-            if writer.write_all(&pending).await.is_err() {
+            let mut rest = &pending[..];
+            while !rest.is_empty() {
+                // `out` only ever holds whole frames (StreamConn::send).
+                let len = match stream_framing::frame_len(rest, stream_framing::MAX_FRAME) {
+                    Ok(Some(len)) if record_per_frame => len,
+                    _ => rest.len(),
+                };
+                if writer.write_all(&rest[..len]).await.is_err() {
+                    return "write error";
+                }
+                rest = &rest[len..];
+            }
+            // TLS buffers what it encrypts: flush so frames leave now.
+            if writer.flush().await.is_err() {
                 return "write error";
             }
             pending.clear();

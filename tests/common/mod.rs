@@ -13,7 +13,7 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
@@ -54,6 +54,143 @@ fn next_relay_ports() -> RangeInclusive<u16> {
     let slice = (offset + NEXT_SLICE.fetch_add(1, Ordering::Relaxed)) % RELAY_SLICES;
     let low = RELAY_PORT_BASE + slice * RELAY_PORTS_PER_SERVER;
     low..=low + RELAY_PORTS_PER_SERVER - 1
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("probe a free TCP port")
+        .port()
+}
+
+/// A throwaway certificate authority for a test server's TLS listener.
+pub struct TestPki {
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl TestPki {
+    pub fn new() -> TestPki {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "turnpike test CA");
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        TestPki {
+            ca: rcgen::CertifiedIssuer::self_signed(params, key).expect("CA certificate"),
+        }
+    }
+
+    /// The CA certificate, for a client's trust store.
+    pub fn ca_der(&self) -> rustls::pki_types::CertificateDer<'static> {
+        self.ca.der().clone()
+    }
+
+    /// A new leaf for `localhost` and 127.0.0.1 signed by this CA, as
+    /// (certificate PEM, key PEM, certificate DER).
+    pub fn leaf(&self, common_name: &str) -> (String, String, Vec<u8>) {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("leaf params");
+        params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
+        let key = rcgen::KeyPair::generate().expect("leaf key");
+        let cert = params.signed_by(&key, &self.ca).expect("leaf certificate");
+        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+    }
+
+    fn write_leaf(&self, common_name: &str, cert_path: &Path, key_path: &Path) {
+        let (cert, key, _) = self.leaf(common_name);
+        fs::write(cert_path, cert).expect("write cert");
+        fs::write(key_path, key).expect("write key");
+    }
+
+    /// A TLS client connection to `addr` trusting only this CA, limited to
+    /// `versions`; blocking, so the stream helpers below work on it.
+    pub fn connect(
+        &self,
+        addr: SocketAddr,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der()).expect("trust the test CA");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("server name");
+        let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(std::io::Error::other)?;
+        let tcp = std::net::TcpStream::connect(addr)?;
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut stream = rustls::StreamOwned::new(conn, tcp);
+        // Drive the handshake now so that failures show here.
+        while stream.conn.is_handshaking() {
+            stream.conn.complete_io(&mut stream.sock)?;
+        }
+        Ok(stream)
+    }
+}
+
+/// Reads one STUN message framed on a stream (20-byte header, then the
+/// length it states).
+pub fn read_stun(stream: &mut impl Read) -> Vec<u8> {
+    let mut msg = vec![0u8; 20];
+    stream.read_exact(&mut msg).expect("read a STUN header");
+    let len = usize::from(u16::from_be_bytes([msg[2], msg[3]]));
+    msg.resize(20 + len, 0);
+    stream.read_exact(&mut msg[20..]).expect("read a STUN body");
+    msg
+}
+
+/// Sends a Binding request on a stream and returns the mapped address of
+/// the answer.
+pub fn stream_binding(stream: &mut (impl Read + Write)) -> Option<SocketAddr> {
+    let txid = transaction_id();
+    stream.write_all(&binding_request(&txid)).expect("send Binding");
+    stream.flush().expect("flush");
+    parse_binding_success(&read_stun(stream), &txid)
+}
+
+/// Sends a request of `method` and, if the answer is a 401 challenge,
+/// signs it as [`USER`] with the challenge's REALM and NONCE and sends it
+/// again; returns the final answer.
+pub fn authenticated_request(
+    stream: &mut (impl Read + Write),
+    method: u16,
+    build: impl Fn(&mut turnpike::proto::stun::MessageWriter<'_>),
+) -> Vec<u8> {
+    use turnpike::proto::stun::{attr, integrity_key, Class, Message, MessageWriter};
+    let encode = |auth: Option<(&[u8], &[u8])>| {
+        let mut buf = Vec::new();
+        let mut w = MessageWriter::new(&mut buf, Class::Request, method, transaction_id());
+        build(&mut w);
+        match auth {
+            None => w.finish(None, true),
+            Some((realm, nonce)) => {
+                w.bytes(attr::USERNAME, USER.as_bytes())
+                    .bytes(attr::REALM, realm)
+                    .bytes(attr::NONCE, nonce);
+                let realm = std::str::from_utf8(realm).expect("realm is text");
+                let key = turnpike::proto::auth::long_term_key(USER, realm, PASSWORD);
+                w.finish(Some(&integrity_key(&key)), true);
+            }
+        }
+        buf
+    };
+    stream.write_all(&encode(None)).expect("send request");
+    stream.flush().expect("flush");
+    let challenge = read_stun(stream);
+    let msg = Message::parse(&challenge).expect("a STUN answer");
+    let (realm, nonce) = (
+        msg.get(attr::REALM).expect("REALM"),
+        msg.get(attr::NONCE).expect("NONCE"),
+    );
+    stream
+        .write_all(&encode(Some((realm, nonce))))
+        .expect("send signed request");
+    stream.flush().expect("flush");
+    read_stun(stream)
 }
 
 /// A UDP port on 127.0.0.1 that was free a moment ago.
@@ -122,6 +259,10 @@ pub fn turnpike_bin() -> &'static str {
 pub struct TestServer {
     child: Mutex<Child>,
     addr: SocketAddr,
+    tls_addr: SocketAddr,
+    pki: TestPki,
+    cert_path: PathBuf,
+    key_path: PathBuf,
     config_path: PathBuf,
     stderr_path: PathBuf,
     relay_ports: RangeInclusive<u16>,
@@ -140,11 +281,18 @@ impl TestServer {
         // in between; a server that exits at start is retried on a new port.
         for _attempt in 0..3 {
             let port = free_udp_port();
+            let tls_port = free_tcp_port();
             let dir = ScratchDir::new("server");
+            let pki = TestPki::new();
+            let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+            pki.write_leaf("turnpike test server", &cert_path, &key_path);
             let config = format!(
-                "[server]\nworkers = 2\n\n[listen]\nudp = [\"127.0.0.1:{port}\"]\ntcp = [\"127.0.0.1:{port}\"]\n\n\
+                "[server]\nworkers = 2\n\n[listen]\nudp = [\"127.0.0.1:{port}\"]\ntcp = [\"127.0.0.1:{port}\"]\n\
+                 tls = [\"127.0.0.1:{tls_port}\"]\n\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n\n\
                  [relay]\nipv4 = \"127.0.0.1\"\nports = \"{}-{}\"\n\n\
                  [peers]\nallow = [\"127.0.0.0/8\"]\n\n{extra_toml}",
+                cert_path.display(),
+                key_path.display(),
                 relay_ports.start(),
                 relay_ports.end()
             );
@@ -165,6 +313,10 @@ impl TestServer {
             let server = TestServer {
                 child: Mutex::new(child),
                 addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+                tls_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, tls_port)),
+                pki,
+                cert_path,
+                key_path,
                 config_path,
                 stderr_path,
                 relay_ports: relay_ports.clone(),
@@ -203,6 +355,31 @@ impl TestServer {
     /// The address the server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of its TLS listener.
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.tls_addr
+    }
+
+    /// The CA that signed its TLS certificate, for clients to trust.
+    pub fn ca(&self) -> &TestPki {
+        &self.pki
+    }
+
+    /// Replaces the certificate files with `cert_pem`/`key_pem` (for
+    /// reload tests), as a renewal tool would.
+    pub fn replace_certificate(&self, cert_pem: &str, key_pem: &str) {
+        fs::write(&self.cert_path, cert_pem).expect("write cert");
+        fs::write(&self.key_path, key_pem).expect("write key");
+    }
+
+    /// Sends SIGHUP to the server process.
+    pub fn sighup(&self) {
+        let pid = self.child.lock().unwrap_or_else(|e| e.into_inner()).id();
+        // SAFETY: kill(2) with a pid we spawned and still hold.
+        let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) };
+        assert_eq!(rc, 0, "kill -HUP {pid}");
     }
 
     /// The config file the server was started with.
