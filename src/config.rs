@@ -26,7 +26,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -171,6 +171,14 @@ pub struct RelaySection {
     /// Local IPv4 address relay sockets bind to; `"0.0.0.0"` binds all
     /// interfaces. Must not be multicast or broadcast. Default: `"0.0.0.0"`.
     pub ipv4: Ipv4Addr,
+    /// Local IPv6 address IPv6 relay sockets bind to (RFC 8656
+    /// REQUESTED-ADDRESS-FAMILY and dual allocations), or `"off"`. With
+    /// `"::"` the advertised address is the first global IPv6 address of
+    /// this host's interfaces (not loopback, not link-local); if there is
+    /// none, IPv6 relaying is off and IPv6 allocations get 440. Default:
+    /// `"::"`.
+    #[serde(deserialize_with = "ipv6_or_off")]
+    pub ipv6: Option<Ipv6Addr>,
     /// Relay ports, `"LOW-HIGH"` inclusive, with 1 <= LOW <= HIGH and at
     /// least 2 ports, because EVEN-PORT reserves pairs. Default:
     /// `"49152-65535"`, the IANA dynamic range (RFC 6335), which no
@@ -182,6 +190,7 @@ impl Default for RelaySection {
     fn default() -> Self {
         RelaySection {
             ipv4: Ipv4Addr::UNSPECIFIED,
+            ipv6: Some(Ipv6Addr::UNSPECIFIED),
             ports: PortRange {
                 low: 49152,
                 high: 65535,
@@ -494,6 +503,19 @@ impl<'de> Deserialize<'de> for PortRange {
     }
 }
 
+/// `deserialize_with` helper: an IPv6 address, or `"off"` for none.
+fn ipv6_or_off<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Ipv6Addr>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text == "off" {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        D::Error::custom(format_args!(
+            "relay.ipv6: {text:?} is neither an IPv6 address nor \"off\""
+        ))
+    })
+}
+
 /// `deserialize_with` helper: a list of CIDR strings.
 fn cidrs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Cidr>, D::Error> {
     let texts = Vec::<String>::deserialize(deserializer)?;
@@ -773,6 +795,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "relay.ipv4",
                 format!("{} is not a unicast address", relay.ipv4),
+            ));
+        }
+        if let Some(ip) = relay.ipv6.filter(|ip| ip.is_multicast()) {
+            return Err(ConfigError::invalid(
+                "relay.ipv6",
+                format!("{ip} is not a unicast address"),
             ));
         }
         let ports = relay.ports;

@@ -1,4 +1,4 @@
-//! STUN and TURN over UDP, TCP and TLS with coturn's independent test clients
+//! STUN and TURN over UDP, TCP and TLS, IPv4 and IPv6, with coturn's independent test clients
 //! (`turnutils_stunclient`, `turnutils_uclient`, `turnutils_peer`, from
 //! Debian's `coturn` package).
 
@@ -76,22 +76,24 @@ fn uclient_summary_parser_reads_the_final_counts() {
 
 /// Starts `turnutils_peer` (a UDP echo server) on 127.0.0.1 and waits until
 /// it echoes.
-fn start_coturn_peer() -> (ChildGuard, u16) {
+/// Starts `turnutils_peer` echoing on `loopback` (127.0.0.1 or ::1).
+fn start_coturn_peer(loopback: &str) -> (ChildGuard, u16) {
     let tool = require_tool("turnutils_peer");
     let port = free_udp_port();
     let child = die_with_test(&mut Command::new(tool))
-        .args(["-p", &port.to_string(), "-L", "127.0.0.1"])
+        .args(["-p", &port.to_string(), "-L", loopback])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn turnutils_peer");
     let guard = ChildGuard(child);
-    let probe = UdpSocket::bind("127.0.0.1:0").expect("bind probe");
+    let ip: std::net::IpAddr = loopback.parse().expect("a loopback address");
+    let probe = UdpSocket::bind(SocketAddr::new(ip, 0)).expect("bind probe");
     probe
         .set_read_timeout(Some(Duration::from_millis(100)))
         .expect("set_read_timeout");
-    let peer = SocketAddr::from(([127, 0, 0, 1], port));
+    let peer = SocketAddr::new(ip, port);
     let mut buf = [0u8; 64];
     for _ in 0..50 {
         probe.send_to(b"ping", peer).expect("send to turnutils_peer");
@@ -122,6 +124,15 @@ enum Control {
     Tls,
 }
 
+/// Which family the client reaches the server, its relays and its peers in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    V4,
+    /// Server at `::1`, `-x` for IPv6 relays (REQUESTED-ADDRESS-FAMILY),
+    /// peers on `::1`.
+    V6,
+}
+
 /// Runs `turnutils_uclient` (2 clients, 50 messages of 170 bytes each)
 /// against `server` with the given authentication arguments, using
 /// channels or, with `send_indications`, Send/Data indications, and asserts
@@ -129,7 +140,7 @@ enum Control {
 fn assert_uclient_relays_without_loss(
     server: &TestServer,
     auth: &[&str],
-    control: Control,
+    (control, family): (Control, Family),
     traffic: Traffic,
     send_indications: bool,
 ) {
@@ -149,21 +160,28 @@ fn assert_uclient_relays_without_loss(
         Control::Tcp => args.push("-t".into()),
         Control::Tls => args.extend(["-t".into(), "-S".into()]),
     }
+    let loopback = match family {
+        Family::V4 => "127.0.0.1",
+        Family::V6 => {
+            args.push("-x".into());
+            "::1"
+        }
+    };
     let _peer = match traffic {
         Traffic::ClientToClient => {
             args.push("-y".into());
             None
         }
         Traffic::EchoPeer => {
-            let (peer, peer_port) = start_coturn_peer();
-            args.extend(["-e".into(), "127.0.0.1".into(), "-r".into(), peer_port.to_string()]);
+            let (peer, peer_port) = start_coturn_peer(loopback);
+            args.extend(["-e".into(), loopback.into(), "-r".into(), peer_port.to_string()]);
             Some(peer)
         }
     };
     if send_indications {
         args.push("-s".into());
     }
-    args.push("127.0.0.1".into());
+    args.push(loopback.into());
     let output = run_with_timeout(Command::new(tool).args(&args), TOOL_LIMIT);
     let text = output.combined();
     assert!(
@@ -180,23 +198,18 @@ fn assert_uclient_relays_without_loss(
     assert_eq!(summary.lost, 0, "lost packets ({summary:?}); output:\n{text}");
 }
 
-fn assert_long_term_user_relays_without_loss(control: Control, traffic: Traffic, send_indications: bool) {
+fn assert_long_term_user_relays_without_loss(how: (Control, Family), traffic: Traffic, send_indications: bool) {
     let server = TestServer::start(LONG_TERM_USER_TOML);
-    assert_uclient_relays_without_loss(
-        &server,
-        &["-u", USER, "-w", PASSWORD],
-        control,
-        traffic,
-        send_indications,
-    );
+    assert_uclient_relays_without_loss(&server, &["-u", USER, "-w", PASSWORD], how, traffic, send_indications);
 }
 
-#[test]
-fn stunclient_learns_its_reflexive_address() {
+/// `turnutils_stunclient` against the server at `loopback`: the reflexive
+/// address it reports is its own, on loopback.
+fn assert_stunclient_learns_its_reflexive_address(loopback: &str) {
     let tool = require_tool("turnutils_stunclient");
     let server = TestServer::start(LONG_TERM_USER_TOML);
     let output = run_with_timeout(
-        Command::new(tool).args(["-p", &server.addr().port().to_string(), "127.0.0.1"]),
+        Command::new(tool).args(["-p", &server.addr().port().to_string(), loopback]),
         TOOL_LIMIT,
     );
     let text = output.combined();
@@ -205,72 +218,106 @@ fn stunclient_learns_its_reflexive_address() {
         .lines()
         .find(|line| line.contains("UDP reflexive addr: "))
         .unwrap_or_else(|| panic!("no reflexive address in turnutils_stunclient output:\n{text}"));
+    // Printed as "ip:port", without brackets for IPv6.
     let addr = line.split("UDP reflexive addr: ").nth(1).unwrap_or_default().trim();
-    let addr: SocketAddr = addr
+    let (ip, port) = addr
+        .rsplit_once(':')
+        .unwrap_or_else(|| panic!("reflexive address {addr:?} has no port:\n{text}"));
+    assert_eq!(ip, loopback, "{text}");
+    let port: u16 = port
         .parse()
-        .unwrap_or_else(|e| panic!("reflexive address {addr:?} does not parse ({e}):\n{text}"));
-    assert_eq!(addr.ip().to_string(), "127.0.0.1", "{text}");
-    assert_ne!(addr.port(), 0, "{text}");
+        .unwrap_or_else(|e| panic!("bad port in {addr:?} ({e}):\n{text}"));
+    assert_ne!(port, 0, "{text}");
+}
+
+#[test]
+fn stunclient_learns_its_reflexive_address() {
+    assert_stunclient_learns_its_reflexive_address("127.0.0.1");
+}
+
+#[test]
+fn stunclient_learns_its_reflexive_address_over_ipv6() {
+    assert_stunclient_learns_its_reflexive_address("::1");
 }
 
 #[test]
 fn uclient_udp_client_to_client_over_channels_loses_nothing() {
-    assert_long_term_user_relays_without_loss(Control::Udp, Traffic::ClientToClient, false);
+    assert_long_term_user_relays_without_loss((Control::Udp, Family::V4), Traffic::ClientToClient, false);
 }
 
 #[test]
 fn uclient_udp_client_to_client_over_send_indications_loses_nothing() {
-    assert_long_term_user_relays_without_loss(Control::Udp, Traffic::ClientToClient, true);
+    assert_long_term_user_relays_without_loss((Control::Udp, Family::V4), Traffic::ClientToClient, true);
 }
 
 #[test]
 fn uclient_udp_to_echo_peer_over_channels_loses_nothing() {
-    assert_long_term_user_relays_without_loss(Control::Udp, Traffic::EchoPeer, false);
+    assert_long_term_user_relays_without_loss((Control::Udp, Family::V4), Traffic::EchoPeer, false);
 }
 
 #[test]
 fn uclient_udp_to_echo_peer_over_send_indications_loses_nothing() {
-    assert_long_term_user_relays_without_loss(Control::Udp, Traffic::EchoPeer, true);
+    assert_long_term_user_relays_without_loss((Control::Udp, Family::V4), Traffic::EchoPeer, true);
 }
 
 #[test]
 fn uclient_tcp_client_to_client_over_channels_loses_nothing() {
-    assert_long_term_user_relays_without_loss(Control::Tcp, Traffic::ClientToClient, false);
+    assert_long_term_user_relays_without_loss((Control::Tcp, Family::V4), Traffic::ClientToClient, false);
 }
 
 #[test]
 fn uclient_tcp_client_to_client_over_send_indications_loses_nothing() {
-    assert_long_term_user_relays_without_loss(Control::Tcp, Traffic::ClientToClient, true);
+    assert_long_term_user_relays_without_loss((Control::Tcp, Family::V4), Traffic::ClientToClient, true);
 }
 
 #[test]
 fn uclient_tcp_to_echo_peer_over_channels_loses_nothing() {
-    assert_long_term_user_relays_without_loss(Control::Tcp, Traffic::EchoPeer, false);
+    assert_long_term_user_relays_without_loss((Control::Tcp, Family::V4), Traffic::EchoPeer, false);
 }
 
 #[test]
 fn uclient_tcp_to_echo_peer_over_send_indications_loses_nothing() {
-    assert_long_term_user_relays_without_loss(Control::Tcp, Traffic::EchoPeer, true);
+    assert_long_term_user_relays_without_loss((Control::Tcp, Family::V4), Traffic::EchoPeer, true);
 }
 
 #[test]
 fn uclient_tls_client_to_client_over_channels_loses_nothing() {
-    assert_long_term_user_relays_without_loss(Control::Tls, Traffic::ClientToClient, false);
+    assert_long_term_user_relays_without_loss((Control::Tls, Family::V4), Traffic::ClientToClient, false);
 }
 
 #[test]
 fn uclient_tls_client_to_client_over_send_indications_loses_nothing() {
-    assert_long_term_user_relays_without_loss(Control::Tls, Traffic::ClientToClient, true);
+    assert_long_term_user_relays_without_loss((Control::Tls, Family::V4), Traffic::ClientToClient, true);
 }
 
 #[test]
 fn uclient_tls_to_echo_peer_over_channels_loses_nothing() {
-    assert_long_term_user_relays_without_loss(Control::Tls, Traffic::EchoPeer, false);
+    assert_long_term_user_relays_without_loss((Control::Tls, Family::V4), Traffic::EchoPeer, false);
 }
 
 #[test]
 fn uclient_tls_to_echo_peer_over_send_indications_loses_nothing() {
-    assert_long_term_user_relays_without_loss(Control::Tls, Traffic::EchoPeer, true);
+    assert_long_term_user_relays_without_loss((Control::Tls, Family::V4), Traffic::EchoPeer, true);
+}
+
+#[test]
+fn uclient_ipv6_udp_client_to_client_over_channels_loses_nothing() {
+    assert_long_term_user_relays_without_loss((Control::Udp, Family::V6), Traffic::ClientToClient, false);
+}
+
+#[test]
+fn uclient_ipv6_udp_to_echo_peer_over_send_indications_loses_nothing() {
+    assert_long_term_user_relays_without_loss((Control::Udp, Family::V6), Traffic::EchoPeer, true);
+}
+
+#[test]
+fn uclient_ipv6_tcp_client_to_client_over_send_indications_loses_nothing() {
+    assert_long_term_user_relays_without_loss((Control::Tcp, Family::V6), Traffic::ClientToClient, true);
+}
+
+#[test]
+fn uclient_ipv6_tcp_to_echo_peer_over_channels_loses_nothing() {
+    assert_long_term_user_relays_without_loss((Control::Tcp, Family::V6), Traffic::EchoPeer, false);
 }
 
 fn assert_short_lived_credential_relays_without_loss(secret: &str) {
@@ -279,7 +326,7 @@ fn assert_short_lived_credential_relays_without_loss(secret: &str) {
     assert_uclient_relays_without_loss(
         &server,
         &["-u", &username, "-w", &password],
-        Control::Udp,
+        (Control::Udp, Family::V4),
         Traffic::ClientToClient,
         false,
     );
@@ -302,7 +349,7 @@ fn uclient_relays_with_credential_from_coturn_rest_api_secret() {
     assert_uclient_relays_without_loss(
         &server,
         &["-W", "s1", "-u", "alice"],
-        Control::Tcp,
+        (Control::Tcp, Family::V4),
         Traffic::ClientToClient,
         false,
     );

@@ -11,7 +11,7 @@ mod shard;
 mod stream;
 pub mod tls;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -179,13 +179,14 @@ fn bind_per_shard<S>(
     Ok((bound, sockets))
 }
 
-/// IPv4 addresses of this host's interfaces (for the default advertised
-/// relay address and for recognising the server's own addresses as peers).
-fn interface_ipv4s() -> Vec<Ipv4Addr> {
+/// Addresses of this host's interfaces (for the default advertised relay
+/// addresses and for recognising the server's own addresses as peers).
+fn interface_ips() -> Vec<IpAddr> {
     let mut out = Vec::new();
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head` with a list we only read and then
-    // free with freeifaddrs; every pointer is checked for null first.
+    // free with freeifaddrs; every pointer is checked for null first, and
+    // each sockaddr is read as the type its family says it is.
     unsafe {
         if libc::getifaddrs(&mut head) != 0 {
             return out;
@@ -193,9 +194,18 @@ fn interface_ipv4s() -> Vec<Ipv4Addr> {
         let mut cur = head;
         while !cur.is_null() {
             let addr = (*cur).ifa_addr;
-            if !addr.is_null() && i32::from((*addr).sa_family) == libc::AF_INET {
-                let sin = &*(addr as *const libc::sockaddr_in);
-                out.push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+            if !addr.is_null() {
+                match i32::from((*addr).sa_family) {
+                    libc::AF_INET => {
+                        let sin = &*(addr as *const libc::sockaddr_in);
+                        out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*(addr as *const libc::sockaddr_in6);
+                        out.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+                    }
+                    _ => {}
+                }
             }
             cur = (*cur).ifa_next;
         }
@@ -212,24 +222,41 @@ struct Plan {
     rules: PeerRules,
     relay_bind: Ipv4Addr,
     relay_advertised: Ipv4Addr,
+    /// IPv6 relays: bind and advertised address, if IPv6 relaying is on.
+    relay_v6: Option<(Ipv6Addr, Ipv6Addr)>,
 }
 
 impl Plan {
     /// `listeners`: every bound UDP and TCP listening address.
     fn new(config: &Config, listeners: &[SocketAddr]) -> Plan {
-        let interfaces = interface_ipv4s();
+        let interfaces = interface_ips();
         let relay_bind = config.relay.ipv4;
         let relay_advertised = match config.server.external_ip {
             Some(IpAddr::V4(ip)) => ip,
             _ if !relay_bind.is_unspecified() => relay_bind,
             _ => interfaces
                 .iter()
-                .copied()
-                .find(|ip| !ip.is_loopback())
+                .find_map(|ip| match ip {
+                    IpAddr::V4(v4) if !v4.is_loopback() => Some(*v4),
+                    _ => None,
+                })
                 .unwrap_or(Ipv4Addr::LOCALHOST),
         };
-        let mut own_ips: Vec<IpAddr> = interfaces.iter().map(|ip| IpAddr::V4(*ip)).collect();
+        let relay_v6 = config.relay.ipv6.and_then(|bind| {
+            let advertised = match bind.is_unspecified() {
+                false => Some(bind),
+                // Loopback and link-local (fe80::/10) cannot be reached by
+                // anyone else, so they are never advertised by default.
+                true => interfaces.iter().find_map(|ip| match ip {
+                    IpAddr::V6(v6) if !v6.is_loopback() && (v6.segments()[0] & 0xffc0) != 0xfe80 => Some(*v6),
+                    _ => None,
+                }),
+            };
+            advertised.map(|advertised| (bind, advertised))
+        });
+        let mut own_ips: Vec<IpAddr> = interfaces.clone();
         own_ips.push(IpAddr::V4(relay_advertised));
+        own_ips.extend(relay_v6.map(|(_, advertised)| IpAddr::V6(advertised)));
         own_ips.extend(config.server.external_ip);
         own_ips.extend(listeners.iter().map(|a| a.ip()));
         let software = Some(config.server.software.clone()).filter(|s| !s.is_empty());
@@ -237,7 +264,7 @@ impl Plan {
             server: ServerConfig {
                 software,
                 relay_ip_v4: Some(relay_advertised),
-                relay_ip_v6: None,
+                relay_ip_v6: relay_v6.map(|(_, advertised)| advertised),
                 max_allocation_lifetime: config.limits.max_allocation_lifetime,
                 max_permissions: config.limits.max_permissions_per_allocation,
                 max_channels: config.limits.max_channels_per_allocation,
@@ -263,6 +290,7 @@ impl Plan {
             },
             relay_bind,
             relay_advertised,
+            relay_v6,
         }
     }
 }
@@ -390,8 +418,8 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
                         nonce_key,
                     });
                     let binder = shard::RelaySocketsConfig {
-                        bind_v4: plan.relay_bind,
-                        advertised_v4: plan.relay_advertised,
+                        v4: (plan.relay_bind, plan.relay_advertised),
+                        v6: plan.relay_v6,
                         ports: plan.rules.relay_ports.clone(),
                         reserved,
                     };
@@ -436,8 +464,12 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         relay_ip = %plan.relay_advertised,
         bind = %plan.relay_bind,
         ports = %config.relay.ports,
-        "relaying"
+        "relaying IPv4"
     );
+    match plan.relay_v6 {
+        Some((bind, advertised)) => info!(relay_ip = %advertised, %bind, "relaying IPv6"),
+        None => info!("not relaying IPv6 (relay.ipv6 is off or the host has no global IPv6 address)"),
+    }
     if plan.relay_advertised.is_loopback() && config.server.external_ip.is_none() {
         warn!("relay address is loopback: only clients on this machine can use the relays; set relay.ipv4 or server.external_ip");
     }

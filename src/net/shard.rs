@@ -20,7 +20,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::{Rc, Weak};
 use std::time::Instant;
 
@@ -291,14 +291,17 @@ pub(crate) struct ShardSockets {
 /// may arrive on another 5-tuple and so in another shard, which then
 /// adopts the socket into its own event loop. Locked only when a
 /// reservation is made, claimed or expires.
-pub(crate) type ReservedSockets = std::sync::Arc<std::sync::Mutex<HashMap<u64, (u16, std::net::UdpSocket)>>>;
+pub(crate) type ReservedSockets = std::sync::Arc<std::sync::Mutex<HashMap<u64, Reserved>>>;
+pub(crate) type Reserved = (Family, u16, std::net::UdpSocket);
 
 /// How relay sockets are opened: where they bind, which ports they use and
 /// what address they advertise.
 #[derive(Clone, Debug)]
 pub(crate) struct RelaySocketsConfig {
-    pub bind_v4: std::net::Ipv4Addr,
-    pub advertised_v4: std::net::Ipv4Addr,
+    /// Bind and advertised address of IPv4 relays.
+    pub v4: (std::net::Ipv4Addr, std::net::Ipv4Addr),
+    /// The same for IPv6 relays, if IPv6 relaying is on.
+    pub v6: Option<(std::net::Ipv6Addr, std::net::Ipv6Addr)>,
     pub ports: std::ops::RangeInclusive<u16>,
     pub reserved: ReservedSockets,
 }
@@ -321,25 +324,35 @@ impl RelaySockets {
         self.rng
     }
 
-    fn relay_addr(&self, port: u16) -> RelayAddr {
-        RelayAddr(SocketAddr::from((self.config.advertised_v4, port)))
+    /// (bind, advertised) IP of `family`'s relays, if that family is on.
+    fn ips(&self, family: Family) -> Option<(IpAddr, IpAddr)> {
+        match family {
+            Family::V4 => Some((IpAddr::V4(self.config.v4.0), IpAddr::V4(self.config.v4.1))),
+            Family::V6 => self.config.v6.map(|(b, a)| (IpAddr::V6(b), IpAddr::V6(a))),
+        }
     }
 
-    fn open(&self, port: u16) -> io::Result<std::net::UdpSocket> {
-        super::bind_udp(SocketAddr::from((self.config.bind_v4, port)), super::UdpRole::Relay)
+    fn relay_addr(&self, family: Family, port: u16) -> Option<RelayAddr> {
+        self.ips(family)
+            .map(|(_, advertised)| RelayAddr(SocketAddr::new(advertised, port)))
+    }
+
+    fn open(&self, family: Family, port: u16) -> io::Result<std::net::UdpSocket> {
+        let (bind, _) = self.ips(family).ok_or(io::ErrorKind::AddrNotAvailable)?;
+        super::bind_udp(SocketAddr::new(bind, port), super::UdpRole::Relay)
     }
 
     /// Adopts a bound socket into this shard's event loop.
-    fn register(&mut self, port: u16, socket: std::net::UdpSocket) -> io::Result<()> {
+    fn register(&mut self, family: Family, port: u16, socket: std::net::UdpSocket) -> io::Result<()> {
+        let relay = self.relay_addr(family, port).ok_or(io::ErrorKind::AddrNotAvailable)?;
         let socket = Rc::new(UdpSocket::from_std(socket)?);
-        let relay = self.relay_addr(port);
         self.sockets.borrow_mut().insert(relay, socket.clone());
         let task = tokio::task::spawn_local(relay_loop(self.shard.clone(), socket, relay));
         self.tasks.insert(relay, task.abort_handle());
         Ok(())
     }
 
-    fn reserved(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (u16, std::net::UdpSocket)>> {
+    fn reserved(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Reserved>> {
         // The map holds plain sockets; a panic elsewhere cannot leave it
         // half-updated, so a poisoned lock is still usable.
         self.config.reserved.lock().unwrap_or_else(|e| e.into_inner())
@@ -350,7 +363,7 @@ impl RelayBinder for RelaySockets {
     /// Tries ports from a random starting point (RFC 8656 §7.2 asks for
     /// unpredictable relay ports), walking the whole range once at most.
     fn bind(&mut self, family: Family, want: PortWant) -> Result<u16, RelayBindError> {
-        if family != Family::V4 {
+        if self.ips(family).is_none() {
             return Err(RelayBindError::Exhausted);
         }
         let (low, high) = (*self.config.ports.start(), *self.config.ports.end());
@@ -366,16 +379,16 @@ impl RelayBinder for RelaySockets {
                 PortWant::EvenPair(_) => continue,
                 _ => None,
             };
-            let Ok(socket) = self.open(port) else {
+            let Ok(socket) = self.open(family, port) else {
                 continue;
             };
             if let Some(token) = partner {
-                let Ok(partner_socket) = self.open(port + 1) else {
+                let Ok(partner_socket) = self.open(family, port + 1) else {
                     continue;
                 };
-                self.reserved().insert(token, (port + 1, partner_socket));
+                self.reserved().insert(token, (family, port + 1, partner_socket));
             }
-            if self.register(port, socket).is_err() {
+            if self.register(family, port, socket).is_err() {
                 if let Some(token) = partner {
                     self.forget(token);
                 }
@@ -387,20 +400,23 @@ impl RelayBinder for RelaySockets {
     }
 
     fn claim(&mut self, token: u64) -> Result<(Family, u16), RelayBindError> {
-        let (port, socket) = self
+        let (family, port, socket) = self
             .reserved()
             .remove(&token)
             .ok_or(RelayBindError::UnknownReservation)?;
-        self.register(port, socket).map_err(|_| RelayBindError::Exhausted)?;
-        Ok((Family::V4, port))
+        self.register(family, port, socket)
+            .map_err(|_| RelayBindError::Exhausted)?;
+        Ok((family, port))
     }
 
     fn forget(&mut self, token: u64) {
         self.reserved().remove(&token);
     }
 
-    fn release(&mut self, _family: Family, port: u16) {
-        let relay = self.relay_addr(port);
+    fn release(&mut self, family: Family, port: u16) {
+        let Some(relay) = self.relay_addr(family, port) else {
+            return;
+        };
         self.sockets.borrow_mut().remove(&relay);
         if let Some(task) = self.tasks.remove(&relay) {
             task.abort();

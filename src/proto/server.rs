@@ -16,8 +16,8 @@
 //! may allocate (a `Vec<u8>` per response), relayed packets never do.
 //!
 //! Invariants:
-//! * `by_relay` mirrors `allocations`: `by_relay[a.relay] == client` for
-//!   every `(client, a)` and nothing else (checked by `debug_assert`s in
+//! * `by_relay` mirrors `allocations`: `by_relay[r] == client` for every
+//!   relay address `r` of every `(client, a)` and nothing else (checked by `debug_assert`s in
 //!   `insert_allocation`/`remove_allocation`).
 //! * `timers` holds exactly one `(expires, Timer::Allocation(client))` per
 //!   allocation, with the allocation's deadline, and one
@@ -273,8 +273,46 @@ struct Channel {
     expires: Instant,
 }
 
+/// An allocation's relayed addresses: at most one per family (a dual
+/// allocation, RFC 8656 §7.2, has both).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Relays {
+    v4: Option<RelayAddr>,
+    v6: Option<RelayAddr>,
+}
+
+impl Relays {
+    fn slot(&mut self, family: Family) -> &mut Option<RelayAddr> {
+        match family {
+            Family::V4 => &mut self.v4,
+            Family::V6 => &mut self.v6,
+        }
+    }
+
+    /// The relay that talks to peers of `family`.
+    fn get(&self, family: Family) -> Option<RelayAddr> {
+        match family {
+            Family::V4 => self.v4,
+            Family::V6 => self.v6,
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = RelayAddr> {
+        self.v4.into_iter().chain(self.v6)
+    }
+}
+
+impl fmt::Display for Relays {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, relay) in self.iter().enumerate() {
+            write!(f, "{}{}", if i > 0 { " " } else { "" }, relay.0)?;
+        }
+        Ok(())
+    }
+}
+
 struct Allocation {
-    relay: RelayAddr,
+    relays: Relays,
     username: String,
     expires: Instant,
     /// Transaction that created it and the answer it got, so that a
@@ -506,15 +544,12 @@ impl<B: RelayBinder> Server<B> {
             .iter()
             .find(|c| c.number == number && c.expires > now)?;
         let peer = channel.peer;
+        let relay = allocation.relays.get(Family::of(peer.0))?;
         if !allocation.permits(peer.0.ip(), now) {
             return None;
         }
         allocation.to_peer.add(payload.len());
-        Some(ToPeer {
-            relay: allocation.relay,
-            peer,
-            payload,
-        })
+        Some(ToPeer { relay, peer, payload })
     }
 
     fn client_stun<'p>(&mut self, client: ClientAddr, msg: &Message<'p>, now: Now) -> Option<ToPeer<'p>> {
@@ -550,9 +585,10 @@ impl<B: RelayBinder> Server<B> {
             trace!(%client, %peer, "Send indication to a refused peer dropped");
             return None;
         }
+        let relay = allocation.relays.get(Family::of(peer))?;
         allocation.to_peer.add(payload.len());
         Some(ToPeer {
-            relay: allocation.relay,
+            relay,
             peer: PeerAddr(peer),
             payload,
         })
@@ -740,6 +776,8 @@ impl<B: RelayBinder> Server<B> {
             Some([_, _, _, _]) => return Err(ErrorCode::AddressFamilyNotSupported.into()),
             Some(_) => return Err(ErrorCode::BadRequest.into()),
         };
+        // ADDITIONAL-ADDRESS-FAMILY asks for a dual allocation: IPv4 and
+        // IPv6 relays, one lifetime (§7.2); only IPv6 may be "additional".
         let additional_v6 = match msg.get(attr::ADDITIONAL_ADDRESS_FAMILY) {
             None => false,
             Some([FAMILY_V6, _, _, _]) => true,
@@ -792,28 +830,43 @@ impl<B: RelayBinder> Server<B> {
             self.timers
                 .insert((now + RESERVATION_LIFETIME, Timer::Reservation(token)));
         }
-        let relay = RelayAddr(SocketAddr::new(relay_ip, port));
+        let first = RelayAddr(SocketAddr::new(relay_ip, port));
+        let mut relays = Relays::default();
+        *relays.slot(Family::of(first.0)) = Some(first);
+        // The additional family is best effort: if it cannot be had, the
+        // first one is still granted and ADDRESS-ERROR-CODE says why.
+        let additional_error = match (additional_v6, self.relay_ip(Family::V6)) {
+            (false, _) => None,
+            (true, None) => Some(ErrorCode::AddressFamilyNotSupported),
+            (true, Some(ip)) => match self.binder.bind(Family::V6, PortWant::Any) {
+                Ok(port) => {
+                    relays.v6 = Some(RelayAddr(SocketAddr::new(ip, port)));
+                    None
+                }
+                Err(_) => Some(ErrorCode::InsufficientCapacity),
+            },
+        };
 
-        let mut buf = Vec::with_capacity(128);
+        let mut buf = Vec::with_capacity(160);
         let mut w = MessageWriter::new(&mut buf, Class::Success, msg.method(), msg.transaction_id());
-        w.xor_address(attr::XOR_RELAYED_ADDRESS, relay.0)
-            .u32(attr::LIFETIME, lifetime.as_secs() as u32);
+        for relay in relays.iter() {
+            w.xor_address(attr::XOR_RELAYED_ADDRESS, relay.0);
+        }
+        w.u32(attr::LIFETIME, lifetime.as_secs() as u32);
         if let Some(token) = new_token {
             w.bytes(attr::RESERVATION_TOKEN, &token.to_be_bytes());
         }
-        if additional_v6 {
-            // We relay one family per allocation for now; RFC 8656 §7.2
-            // lets the server grant IPv4 and report IPv6 as unsupported.
-            w.address_error_code(true, 440, ErrorCode::AddressFamilyNotSupported.reason());
+        if let Some(code) = additional_error {
+            w.address_error_code(true, code.code(), code.reason());
         }
         w.xor_address(attr::XOR_MAPPED_ADDRESS, client.remote);
         self.finish_authenticated(w, &auth.key);
 
-        info!(%client, user = auth.username, relay = %relay.0, lifetime_s = lifetime.as_secs(), "allocation created");
+        info!(%client, user = auth.username, %relays, lifetime_s = lifetime.as_secs(), "allocation created");
         self.insert_allocation(
             client,
             Allocation {
-                relay,
+                relays,
                 username: auth.username.to_owned(),
                 expires: now + lifetime,
                 created_by: msg.transaction_id(),
@@ -885,14 +938,26 @@ impl<B: RelayBinder> Server<B> {
     ) -> Result<Vec<u8>, Failure> {
         let lifetime = self.granted_lifetime(msg)?;
         let allocation = self.allocation_of(client, auth)?;
-        let family = Family::of(allocation.relay.0);
-        match msg.get(attr::REQUESTED_ADDRESS_FAMILY) {
-            None => {}
-            Some([FAMILY_V4, _, _, _]) if family == Family::V4 => {}
-            Some([FAMILY_V6, _, _, _]) if family == Family::V6 => {}
-            Some(_) => return Err(ErrorCode::PeerAddressFamilyMismatch.into()),
+        // REQUESTED-ADDRESS-FAMILY names one family of a dual allocation:
+        // deleting it (lifetime 0) keeps the other (RFC 8656 §7.3).
+        let family = match msg.get(attr::REQUESTED_ADDRESS_FAMILY) {
+            None => None,
+            Some([FAMILY_V4, _, _, _]) => Some(Family::V4),
+            Some([FAMILY_V6, _, _, _]) => Some(Family::V6),
+            Some(_) => return Err(ErrorCode::BadRequest.into()),
+        };
+        if family.is_some_and(|f| allocation.relays.get(f).is_none()) {
+            return Err(ErrorCode::PeerAddressFamilyMismatch.into());
         }
-        if lifetime.is_zero() {
+        let dual = allocation.relays.iter().count() == 2;
+        if lifetime.is_zero() && dual && family.is_some() {
+            let relay = family.and_then(|f| allocation.relays.slot(f).take());
+            if let Some(relay) = relay {
+                self.by_relay.remove(&relay);
+                self.binder.release(Family::of(relay.0), relay.0.port());
+                info!(%client, relay = %relay.0, "relay of one family deleted by client");
+            }
+        } else if lifetime.is_zero() {
             self.remove_allocation(client, "deleted by client");
         } else {
             let old = std::mem::replace(&mut allocation.expires, now + lifetime);
@@ -906,10 +971,11 @@ impl<B: RelayBinder> Server<B> {
         Ok(buf)
     }
 
-    /// Checks a peer address for an allocation: its family must match the
-    /// relay's (443) and the peer filter must allow it (403).
-    fn check_peer(&self, relay: RelayAddr, peer: SocketAddr) -> Result<(), Failure> {
-        if Family::of(relay.0) != Family::of(peer) {
+    /// Checks a peer address for an allocation: it needs a relay of its
+    /// family (443: a relay never crosses families) and the peer filter
+    /// must allow it (403).
+    fn check_peer(&self, relays: Relays, peer: SocketAddr) -> Result<(), Failure> {
+        if relays.get(Family::of(peer)).is_none() {
             return Err(ErrorCode::PeerAddressFamilyMismatch.into());
         }
         self.filter.check(peer).map_err(|refusal| {
@@ -927,11 +993,11 @@ impl<B: RelayBinder> Server<B> {
         auth: &Authenticated<'_>,
         now: Instant,
     ) -> Result<Vec<u8>, Failure> {
-        let relay = self.allocation_of(client, auth)?.relay;
+        let relays = self.allocation_of(client, auth)?.relays;
         let mut peers: Vec<IpAddr> = Vec::new();
         for peer in msg.xor_addresses(attr::XOR_PEER_ADDRESS) {
             let peer = peer.map_err(|_| ErrorCode::BadRequest)?;
-            self.check_peer(relay, peer)?;
+            self.check_peer(relays, peer)?;
             if !peers.contains(&peer.ip()) {
                 peers.push(peer.ip());
             }
@@ -964,7 +1030,7 @@ impl<B: RelayBinder> Server<B> {
         auth: &Authenticated<'_>,
         now: Instant,
     ) -> Result<Vec<u8>, Failure> {
-        let relay = self.allocation_of(client, auth)?.relay;
+        let relays = self.allocation_of(client, auth)?.relays;
         let number = match msg.get(attr::CHANNEL_NUMBER) {
             Some([a, b, _, _]) => ChannelNumber::new(u16::from_be_bytes([*a, *b])).ok_or(ErrorCode::BadRequest)?,
             _ => return Err(ErrorCode::BadRequest.into()),
@@ -973,7 +1039,7 @@ impl<B: RelayBinder> Server<B> {
             Some(Ok(peer)) => PeerAddr(peer),
             _ => return Err(ErrorCode::BadRequest.into()),
         };
-        self.check_peer(relay, peer.0)?;
+        self.check_peer(relays, peer.0)?;
         let (max_channels, max_permissions) = (self.config.max_channels, self.config.max_permissions);
         let allocation = self.allocation_of(client, auth)?;
         allocation.channels.retain(|c| c.expires + CHANNEL_COOLDOWN > now);
@@ -1056,8 +1122,10 @@ impl<B: RelayBinder> Server<B> {
 
     fn insert_allocation(&mut self, client: ClientAddr, allocation: Allocation) {
         self.timers.insert((allocation.expires, Timer::Allocation(client)));
-        let previous = self.by_relay.insert(allocation.relay, client);
-        debug_assert!(previous.is_none(), "relay address handed out twice");
+        for relay in allocation.relays.iter() {
+            let previous = self.by_relay.insert(relay, client);
+            debug_assert!(previous.is_none(), "relay address handed out twice");
+        }
         let previous = self.allocations.insert(client, allocation);
         debug_assert!(previous.is_none(), "two allocations for one 5-tuple");
     }
@@ -1068,14 +1136,16 @@ impl<B: RelayBinder> Server<B> {
         };
         let removed = self.timers.remove(&(a.expires, Timer::Allocation(client)));
         debug_assert!(removed, "allocation without its timer");
-        let removed = self.by_relay.remove(&a.relay);
-        debug_assert_eq!(removed, Some(client));
-        self.binder.release(Family::of(a.relay.0), a.relay.0.port());
+        for relay in a.relays.iter() {
+            let removed = self.by_relay.remove(&relay);
+            debug_assert_eq!(removed, Some(client));
+            self.binder.release(Family::of(relay.0), relay.0.port());
+        }
         self.quota.release(&a.username);
         info!(
             %client,
             user = a.username,
-            relay = %a.relay.0,
+            relays = %a.relays,
             why,
             packets_to_peer = a.to_peer.packets,
             bytes_to_peer = a.to_peer.bytes,

@@ -905,6 +905,88 @@ fn additional_ipv6_family_gets_an_ipv4_relay_and_address_error_code_440() {
     assert_eq!(error[..4], [2, 0, 4, 40]);
 }
 
+fn v6_harness() -> Harness {
+    Harness::with(Settings {
+        relay_ip_v6: Some(RELAY_IP_V6),
+        ..Settings::default()
+    })
+}
+
+/// Allocates with ADDITIONAL-ADDRESS-FAMILY IPv6; returns both relays.
+fn dual_allocate(h: &mut Harness, c: ClientAddr) -> (RelayAddr, RelayAddr) {
+    let also_v6 = udp_and(|w| {
+        w.bytes(attr::ADDITIONAL_ADDRESS_FAMILY, &IPV6_FAMILY);
+    });
+    let response = h.request(c, &alice(), method::ALLOCATE, also_v6);
+    response.assert_success();
+    assert_eq!(response.attr(attr::ADDRESS_ERROR_CODE), None);
+    let relays: Vec<SocketAddr> = response
+        .msg()
+        .xor_addresses(attr::XOR_RELAYED_ADDRESS)
+        .map(|r| r.expect("valid address"))
+        .collect();
+    assert_eq!(relays.len(), 2, "one relay per family");
+    assert!(relays[0].is_ipv4() && relays[1].is_ipv6());
+    (RelayAddr(relays[0]), RelayAddr(relays[1]))
+}
+
+fn peer_v6() -> SocketAddr {
+    addr("[2606:4700::1111]:7000")
+}
+
+/// RFC 8656 §7.2: a dual allocation relays IPv4 peers through its IPv4
+/// relay and IPv6 peers through its IPv6 relay, never across.
+#[test]
+fn dual_allocation_relays_each_family_through_its_own_relay() {
+    let mut h = v6_harness();
+    let c = client(1);
+    let (v4, v6) = dual_allocate(&mut h, c);
+    assert_eq!(v6.0, SocketAddr::from((RELAY_IP_V6, v6.0.port())));
+    assert_eq!(h.binder().binds.len(), 2);
+    h.permit(c, &[peer_a(), peer_v6()]).assert_success();
+    assert_eq!(h.send(c, peer_a(), b"four"), relayed(v4, peer_a(), b"four"));
+    assert_eq!(h.send(c, peer_v6(), b"six"), relayed(v6, peer_v6(), b"six"));
+    h.assert_data_from_peer(v6, peer_v6(), c);
+    h.assert_data_from_peer(v4, peer_a(), c);
+    h.channel_bind(c, 0x4002, peer_v6()).assert_success();
+    let packet = channel_data(0x4002, b"via channel");
+    assert_eq!(h.client_packet(c, &packet), relayed(v6, peer_v6(), b"via channel"));
+    // Deleting the allocation frees both relays.
+    h.refresh(c, &alice(), Some(0)).assert_success();
+    assert_eq!(h.binder().releases.len(), 2);
+}
+
+#[test]
+fn single_family_allocation_refuses_peers_of_the_other_family_with_443() {
+    let mut h = v6_harness();
+    let c = client(1);
+    h.allocate(c);
+    h.permit(c, &[peer_v6()]).assert_code(443);
+    h.channel_bind(c, 0x4001, peer_v6()).assert_code(443);
+}
+
+/// RFC 8656 §7.3: Refresh with LIFETIME 0 and REQUESTED-ADDRESS-FAMILY
+/// deletes that family of a dual allocation and keeps the other.
+#[test]
+fn refresh_to_zero_for_one_family_keeps_the_other_relay() {
+    let mut h = v6_harness();
+    let c = client(1);
+    let (v4, v6) = dual_allocate(&mut h, c);
+    h.permit(c, &[peer_a(), peer_v6()]).assert_success();
+    let drop_v6 = |w: &mut MessageWriter<'_>| {
+        w.u32(attr::LIFETIME, 0)
+            .bytes(attr::REQUESTED_ADDRESS_FAMILY, &IPV6_FAMILY);
+    };
+    h.request(c, &alice(), method::REFRESH, drop_v6).assert_success();
+    assert_eq!(h.binder().releases, [(Family::V6, v6.0.port())]);
+    assert_eq!(h.send(c, peer_v6(), b"gone"), None);
+    assert_eq!(h.peer_sends(v6, peer_v6(), b"gone"), None);
+    assert_eq!(h.send(c, peer_a(), b"kept"), relayed(v4, peer_a(), b"kept"));
+    // The IPv6 family is no longer there to refresh.
+    h.request(c, &alice(), method::REFRESH, drop_v6).assert_code(443);
+    assert!(h.server.has_allocation(&c));
+}
+
 #[test]
 fn requested_lifetime_is_capped_at_the_maximum_and_raised_to_the_default() {
     let mut h = Harness::with(Settings {

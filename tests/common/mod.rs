@@ -287,10 +287,11 @@ impl TestServer {
             let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
             pki.write_leaf("turnpike test server", &cert_path, &key_path);
             let config = format!(
-                "[server]\nworkers = 2\n\n[listen]\nudp = [\"127.0.0.1:{port}\"]\ntcp = [\"127.0.0.1:{port}\"]\n\
-                 tls = [\"127.0.0.1:{tls_port}\"]\n\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n\n\
-                 [relay]\nipv4 = \"127.0.0.1\"\nports = \"{}-{}\"\n\n\
-                 [peers]\nallow = [\"127.0.0.0/8\"]\n\n{extra_toml}",
+                "[server]\nworkers = 2\n\n[listen]\nudp = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\n\
+                 tcp = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\ntls = [\"127.0.0.1:{tls_port}\"]\n\n\
+                 [tls]\ncert = \"{}\"\nkey = \"{}\"\n\n\
+                 [relay]\nipv4 = \"127.0.0.1\"\nipv6 = \"::1\"\nports = \"{}-{}\"\n\n\
+                 [peers]\nallow = [\"127.0.0.0/8\", \"::1/128\"]\n\n{extra_toml}",
                 cert_path.display(),
                 key_path.display(),
                 relay_ports.start(),
@@ -355,6 +356,11 @@ impl TestServer {
     /// The address the server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The same listener port on IPv6 loopback.
+    pub fn addr_v6(&self) -> SocketAddr {
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, self.addr.port()))
     }
 
     /// The address of its TLS listener.
@@ -515,7 +521,12 @@ pub struct EchoPeer {
 
 impl EchoPeer {
     pub fn start() -> EchoPeer {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind echo peer");
+        EchoPeer::start_on("127.0.0.1:0")
+    }
+
+    /// An echo peer bound to `addr` (e.g. `"[::1]:0"`).
+    pub fn start_on(addr: &str) -> EchoPeer {
+        let socket = UdpSocket::bind(addr).expect("bind echo peer");
         socket
             .set_read_timeout(Some(Duration::from_millis(20)))
             .expect("set_read_timeout");
