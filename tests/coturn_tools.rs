@@ -320,6 +320,25 @@ fn uclient_ipv6_tcp_to_echo_peer_over_channels_loses_nothing() {
     assert_long_term_user_relays_without_loss((Control::Tcp, Family::V6), Traffic::EchoPeer, false);
 }
 
+/// Behind a 1:1 NAT the advertised relay address (external_ip) may not
+/// reach this host. Emulated with 127.0.0.2, which never reaches sockets
+/// bound to 127.0.0.1: client-to-client relaying must still lose nothing.
+#[test]
+fn uclient_client_to_client_through_an_unreachable_external_ip_loses_nothing() {
+    let server = TestServer::start_with("external_ip = \"127.0.0.2\"", LONG_TERM_USER_TOML);
+    assert_uclient_relays_without_loss(
+        &server,
+        &["-u", USER, "-w", PASSWORD],
+        (Control::Udp, Family::V4),
+        Traffic::ClientToClient,
+        false,
+    );
+    assert!(
+        server.stderr_log().contains("127.0.0.2"),
+        "relays advertised on the external IP"
+    );
+}
+
 fn assert_short_lived_credential_relays_without_loss(secret: &str) {
     let server = TestServer::start(SECRETS_TOML);
     let (username, password) = rest_credential(secret, "alice", unix_now() + 3600);

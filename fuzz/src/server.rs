@@ -341,6 +341,7 @@ impl Harness {
             max_allocation_lifetime: MAX_LIFETIME,
             max_permissions: MAX_PERMISSIONS,
             max_channels: MAX_CHANNELS,
+            hairpin: Default::default(),
         };
         let quota = Arc::new(AllocationQuota::new(MAX_TOTAL_ALLOCATIONS, MAX_ALLOCATIONS_PER_USER));
         let filter = PeerFilter::new(crate::filter::v4_rules());

@@ -22,7 +22,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::proto::auth::{Credentials, CredentialsConfig};
 use crate::proto::peer_filter::{PeerFilter, PeerRules};
-use crate::proto::server::{AllocationQuota, Server, ServerConfig};
+use crate::proto::server::{AllocationQuota, RelayHairpin, Server, ServerConfig};
 
 /// The clock, read only here (the core gets time passed in).
 pub mod clock {
@@ -260,6 +260,19 @@ impl Plan {
         own_ips.extend(config.server.external_ip);
         own_ips.extend(listeners.iter().map(|a| a.ip()));
         let software = Some(config.server.software.clone()).filter(|s| !s.is_empty());
+        // external_ip may not be reachable from this host (no hairpin
+        // NAT): our relays reach each other on the bind address instead.
+        let local_v4 = match relay_bind.is_unspecified() {
+            true => Ipv4Addr::LOCALHOST,
+            false => relay_bind,
+        };
+        let hairpin = RelayHairpin::new(
+            config
+                .server
+                .external_ip
+                .map(|external| (external, IpAddr::V4(local_v4))),
+            config.relay.ports.as_range(),
+        );
         Plan {
             server: ServerConfig {
                 software,
@@ -268,6 +281,7 @@ impl Plan {
                 max_allocation_lifetime: config.limits.max_allocation_lifetime,
                 max_permissions: config.limits.max_permissions_per_allocation,
                 max_channels: config.limits.max_channels_per_allocation,
+                hairpin,
             },
             users: config
                 .auth

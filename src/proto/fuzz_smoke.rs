@@ -330,6 +330,7 @@ impl Rig {
             max_allocation_lifetime: Duration::from_secs(3600),
             max_permissions: 4,
             max_channels: 4,
+            hairpin: Default::default(),
         };
         let filter = PeerFilter::new(PeerRules {
             allow: vec!["127.0.0.0/8".parse().unwrap()],

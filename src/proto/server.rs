@@ -160,6 +160,54 @@ pub struct ServerConfig {
     pub max_allocation_lifetime: Duration,
     pub max_permissions: usize,
     pub max_channels: usize,
+    pub hairpin: RelayHairpin,
+}
+
+/// How this server's own relays reach each other.
+///
+/// When both sides of a call are relayed by this server, each client sends
+/// to the other's *advertised* relay address. Behind a 1:1 NAT (the
+/// advertised address is `external_ip`) many clouds do not hairpin that
+/// address back to the host, and the call fails. So a packet for one of
+/// our relay ports on an advertised address goes to the matching local
+/// address instead, and a packet arriving from a local address on a relay
+/// port is seen as coming from the advertised one. Permissions, the peer
+/// filter and XOR-PEER-ADDRESS therefore keep using the advertised
+/// addresses the clients know.
+#[derive(Clone, Debug, Default)]
+pub struct RelayHairpin {
+    /// (advertised, local) pairs that differ; usually none.
+    pairs: Vec<(IpAddr, IpAddr)>,
+    ports: Option<std::ops::RangeInclusive<u16>>,
+}
+
+impl RelayHairpin {
+    pub fn new(pairs: impl IntoIterator<Item = (IpAddr, IpAddr)>, ports: std::ops::RangeInclusive<u16>) -> Self {
+        RelayHairpin {
+            pairs: pairs.into_iter().filter(|(a, l)| a != l).collect(),
+            ports: Some(ports),
+        }
+    }
+
+    fn map(&self, addr: SocketAddr, from: impl Fn(&(IpAddr, IpAddr)) -> (IpAddr, IpAddr)) -> SocketAddr {
+        if self.pairs.is_empty() || !self.ports.as_ref().is_some_and(|p| p.contains(&addr.port())) {
+            return addr;
+        }
+        match self.pairs.iter().map(from).find(|(match_ip, _)| *match_ip == addr.ip()) {
+            Some((_, to)) => SocketAddr::new(to, addr.port()),
+            None => addr,
+        }
+    }
+
+    /// Where a packet for `peer` is actually sent.
+    fn outbound(&self, peer: PeerAddr) -> PeerAddr {
+        PeerAddr(self.map(peer.0, |&(advertised, local)| (advertised, local)))
+    }
+
+    /// Who a packet that arrived from `peer` counts as coming from.
+    fn inbound(&self, peer: PeerAddr) -> PeerAddr {
+        PeerAddr(self.map(peer.0, |&(advertised, local)| (local, advertised)))
+    }
 }
 
 /// Allocation counts shared by every shard (only touched on allocation
@@ -523,7 +571,7 @@ impl<B: RelayBinder> Server<B> {
 
     /// Handles one packet from a client: a STUN message or ChannelData.
     pub fn handle_client_packet<'p>(&mut self, client: ClientAddr, packet: &'p [u8], now: Now) -> Option<ToPeer<'p>> {
-        match packet.first()? >> 6 {
+        let mut route = match packet.first()? >> 6 {
             0b01 => self.client_channel_data(client, packet, now.mono),
             0b00 => match Message::parse(packet) {
                 Ok(msg) => self.client_stun(client, &msg, now),
@@ -533,7 +581,9 @@ impl<B: RelayBinder> Server<B> {
                 }
             },
             _ => None,
-        }
+        }?;
+        route.peer = self.config.hairpin.outbound(route.peer);
+        Some(route)
     }
 
     fn client_channel_data<'p>(&mut self, client: ClientAddr, packet: &'p [u8], now: Instant) -> Option<ToPeer<'p>> {
@@ -609,6 +659,7 @@ impl<B: RelayBinder> Server<B> {
         if payload.end > buf.len() {
             return None;
         }
+        let peer = self.config.hairpin.inbound(peer);
         let client = *self.by_relay.get(&relay)?;
         let indication_id = self.next_indication_id();
         let allocation = self.allocations.get_mut(&client)?;

@@ -24,7 +24,7 @@ use super::channel_data::ChannelNumber;
 use super::peer_filter::{PeerFilter, PeerRules};
 use super::server::{
     AllocationQuota, ClientAddr, Effect, Family, Now, PeerAddr, PortWant, RelayAddr, RelayBindError, RelayBinder,
-    Server, ServerConfig, Transport, PEER_HEADROOM, PEER_TAILROOM,
+    RelayHairpin, Server, ServerConfig, Transport, PEER_HEADROOM, PEER_TAILROOM,
 };
 use super::stun::{self, attr, method, Class, Message, MessageWriter, TransactionId};
 
@@ -326,6 +326,7 @@ struct Settings {
     max_total: usize,
     max_per_user: usize,
     rules: PeerRules,
+    hairpin: RelayHairpin,
 }
 
 impl Default for Settings {
@@ -338,6 +339,7 @@ impl Default for Settings {
             max_total: 100,
             max_per_user: 2,
             rules: PeerRules::default(),
+            hairpin: RelayHairpin::default(),
         }
     }
 }
@@ -367,6 +369,7 @@ impl Harness {
             max_allocation_lifetime: Duration::from_secs(3600),
             max_permissions: s.max_permissions,
             max_channels: s.max_channels,
+            hairpin: s.hairpin,
         };
         let credentials = Credentials::new(CredentialsConfig {
             realm: REALM.to_owned(),
@@ -1387,6 +1390,40 @@ fn send_indication_to_a_service_port_of_an_own_address_is_dropped_despite_a_perm
     h.channel_bind(c, 0x4000, turn_port).assert_code(403);
     assert_eq!(h.send(c, turn_port, b"hi"), None);
     assert_eq!(h.send(c, addr("127.0.0.1:22"), b"hi"), None);
+}
+
+/// Behind a 1:1 NAT the advertised relay IP (external_ip) may not hairpin:
+/// relay-to-relay packets go to the local address and come back from it,
+/// while clients and permissions only ever see the advertised address.
+#[test]
+fn relay_to_relay_goes_through_the_local_address_when_the_advertised_one_does_not_hairpin() {
+    let local = std::net::IpAddr::from([10, 9, 9, 9]);
+    let rules = PeerRules {
+        own_ips: vec![RELAY_IP.into(), local],
+        relay_ports: FIRST_PORT..=FIRST_PORT + PORTS - 1,
+        ..PeerRules::default()
+    };
+    let mut h = Harness::with(Settings {
+        rules,
+        hairpin: RelayHairpin::new([(RELAY_IP.into(), local)], FIRST_PORT..=FIRST_PORT + PORTS - 1),
+        ..Settings::default()
+    });
+    let (a, b) = (client(1), client(2));
+    let (relay_a, relay_b) = (h.allocate(a), h.allocate(b));
+    h.permit(a, &[relay_b.0]).assert_success();
+    h.permit(b, &[relay_a.0]).assert_success();
+    // Sent to B's local address rather than the advertised one...
+    let on_the_wire = SocketAddr::new(local, relay_b.0.port());
+    assert_eq!(h.send(a, relay_b.0, b"hi"), relayed(relay_a, on_the_wire, b"hi"));
+    // ...it arrives at B's relay from A's local address, and B's client
+    // sees A's advertised relay address, for which it has a permission.
+    let from_the_wire = SocketAddr::new(local, relay_a.0.port());
+    let (to, bytes) = h.peer_sends(relay_b, from_the_wire, b"hi").expect("relayed");
+    assert_eq!(to, b);
+    assert_data_indication(&bytes, relay_a.0, b"hi");
+    // Outside the relay port range nothing is rewritten.
+    let elsewhere = SocketAddr::new(RELAY_IP.into(), 3478);
+    h.permit(a, &[elsewhere]).assert_code(403);
 }
 
 // ---------------------------------------------------------------------

@@ -276,6 +276,11 @@ impl TestServer {
     /// a STUN Binding request. Panics if it does not start within a few
     /// seconds.
     pub fn start(extra_toml: &str) -> TestServer {
+        TestServer::start_with("", extra_toml)
+    }
+
+    /// Like [`TestServer::start`], with `server_keys` added to `[server]`.
+    pub fn start_with(server_keys: &str, extra_toml: &str) -> TestServer {
         let relay_ports = next_relay_ports();
         // The listen port is picked by probing, so another socket can take it
         // in between; a server that exits at start is retried on a new port.
@@ -287,7 +292,7 @@ impl TestServer {
             let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
             pki.write_leaf("turnpike test server", &cert_path, &key_path);
             let config = format!(
-                "[server]\nworkers = 2\n\n[listen]\nudp = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\n\
+                "[server]\nworkers = 2\n{server_keys}\n\n[listen]\nudp = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\n\
                  tcp = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\ntls = [\"127.0.0.1:{tls_port}\"]\n\n\
                  [tls]\ncert = \"{}\"\nkey = \"{}\"\n\n\
                  [relay]\nipv4 = \"127.0.0.1\"\nipv6 = \"::1\"\nports = \"{}-{}\"\n\n\
