@@ -103,6 +103,15 @@ fn silent_and_trickling_connections_are_closed_while_others_are_served() {
         "{LONG_TERM_USER_TOML}\n[limits]\nconnection_setup_timeout = \"2s\"\n"
     ));
     let mut silent: Vec<TcpStream> = (0..100).map(|_| connect(&server)).collect();
+    // Frames of the right shape that are not STUN (no magic cookie, not a
+    // Binding) do not count as a first message either.
+    for _ in 0..10 {
+        let mut junk = connect(&server);
+        let mut frame = vec![0x00, 0x03, 0x00, 0x00];
+        frame.extend_from_slice(&[0xAB; 16]);
+        junk.write_all(&frame).expect("write");
+        silent.push(junk);
+    }
     // Trickle a valid Binding request a byte every 300 ms: it would take 6 s.
     let tricklers: Vec<_> = (0..10)
         .map(|_| {

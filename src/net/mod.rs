@@ -89,8 +89,6 @@ pub struct RunningServer {
     pub tcp: Vec<SocketAddr>,
     pub tls: Vec<SocketAddr>,
     certificates: Option<Arc<tls::TlsCertificates>>,
-    /// The advertised IPv4 relay address.
-    pub relay_ipv4: Ipv4Addr,
     stop: tokio::sync::watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
 }
@@ -492,7 +490,6 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         tcp,
         tls,
         certificates,
-        relay_ipv4: plan.relay_advertised,
         stop,
         workers: handles,
     })

@@ -1,7 +1,8 @@
 //! One shard: a single-threaded event loop that owns one protocol core,
-//! one listening socket per configured UDP address (`SO_REUSEPORT` siblings
-//! of the other shards' sockets) and the relay sockets of the allocations
-//! it created.
+//! one listening socket per configured UDP, TCP and TLS address
+//! (`SO_REUSEPORT` siblings of the other shards' sockets), the connections
+//! it accepted (see [`super::stream`]) and the relay sockets of the
+//! allocations it created.
 //!
 //! The kernel hashes a client's 5-tuple to one of the sibling sockets, so a
 //! client's allocation, relay socket, permissions and channels all live in
@@ -9,13 +10,13 @@
 //! `RefCell` and is borrowed for the length of one synchronous handler
 //! call, never across an `.await`.
 //!
-//! Every socket is read the same way: wait for readiness, then drain it
-//! with `try_recv_from` into the shard's single buffer (with headroom in
-//! front, so relayed data is framed in place) and send with `try_send_to`.
-//! A send that would block drops the datagram, as a congested router
-//! would; nothing queues without bound. A wake-up handles at most
-//! [`BUDGET`] datagrams before yielding so one busy socket cannot starve
-//! the others.
+//! Every UDP socket is read the same way: wait for readiness, then drain
+//! it with `try_recv_from` into the shard's single buffer (with headroom in
+//! front, so relayed data is framed in place), and send with a plain
+//! non-blocking `sendto`. A send that would block drops the datagram, as a
+//! congested router would; nothing queues without bound. A wake-up handles
+//! at most [`BUDGET`] datagrams before yielding so one busy socket cannot
+//! starve the others.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -57,9 +58,9 @@ pub(crate) struct Shard {
 }
 
 impl Shard {
-    /// Builds the shard around `core` (whose binder must have been made by
-    /// [`RelaySockets::new`] with the same `relays` map) and spawns its
-    /// tasks on the current `LocalSet`.
+    /// Builds the shard around the core that `core_with` makes from this
+    /// shard's relay binder, and spawns its tasks on the current
+    /// `LocalSet`.
     pub(crate) fn start(
         core_with: impl FnOnce(RelaySockets) -> Server<RelaySockets>,
         binder: RelaySocketsConfig,

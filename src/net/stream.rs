@@ -187,9 +187,12 @@ async fn read_frames<R: AsyncRead + Unpin>(
         loop {
             match stream_framing::frame_len(&buf[start..], limits.max_frame) {
                 Ok(Some(len)) => {
-                    shard.handle_client_packet(client, &buf[start..start + len]);
+                    let frame = &buf[start..start + len];
+                    // Only a well-formed message ends the setup phase, so
+                    // junk of the right shape cannot buy the longer timeout.
+                    established = established || stream_framing::is_well_formed(frame);
+                    shard.handle_client_packet(client, frame);
                     start += len;
-                    established = true;
                 }
                 Ok(None) => break,
                 Err(FrameError::NotTurn) => return "not STUN or ChannelData",

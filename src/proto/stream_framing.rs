@@ -28,6 +28,12 @@ pub enum FrameError {
     TooLarge(usize),
 }
 
+/// True if `frame` (as cut by [`frame_len`]) parses as a STUN message or
+/// as ChannelData.
+pub fn is_well_formed(frame: &[u8]) -> bool {
+    stun::Message::parse(frame).is_ok() || channel_data::parse(frame).is_ok()
+}
+
 /// The length of the frame at the start of `buf`, `Ok(None)` if more bytes
 /// are needed to know or to have all of it. Frames longer than `max` are
 /// refused as soon as their header is seen.
@@ -72,6 +78,18 @@ mod tests {
         assert_eq!(frame_len(&msg[..9], MAX_FRAME), Ok(None));
         assert_eq!(frame_len(&msg, MAX_FRAME), Ok(Some(12)));
         assert_eq!(frame_len(&[0x40, 0x01, 0x00, 0x00], MAX_FRAME), Ok(Some(4)));
+    }
+
+    #[test]
+    fn only_parsable_frames_are_well_formed() {
+        let mut binding = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+        binding.extend_from_slice(&[7; 12]);
+        assert!(is_well_formed(&binding));
+        assert!(is_well_formed(&[0x40, 0x00, 0x00, 0x01, 9, 0, 0, 0]));
+        let mut junk = binding.clone();
+        junk[1] = 0x03; // an Allocate without magic cookie is not STUN
+        junk[4] = 0;
+        assert!(!is_well_formed(&junk));
     }
 
     #[test]
