@@ -122,6 +122,11 @@ enum Control {
     /// `-t -S`: the same inside TLS (uclient offers TLS 1.0 to 1.3 at
     /// random and retries when an old version is refused).
     Tls,
+    /// `-t -T`: TCP control and a TCP relay allocation (RFC 6062:
+    /// Connect, ConnectionAttempt, ConnectionBind, data connections).
+    TcpRelay,
+    /// `-t -S -T`: the same with TLS control and data connections.
+    TlsTcpRelay,
 }
 
 /// Which family the client reaches the server, its relays and its peers in.
@@ -146,8 +151,8 @@ fn assert_uclient_relays_without_loss(
 ) {
     let tool = require_tool("turnutils_uclient");
     let port = match control {
-        Control::Tls => server.tls_addr().port(),
-        Control::Udp | Control::Tcp => server.addr().port(),
+        Control::Tls | Control::TlsTcpRelay => server.tls_addr().port(),
+        Control::Udp | Control::Tcp | Control::TcpRelay => server.addr().port(),
     }
     .to_string();
     let mut args: Vec<String> = ["-p", &port, "-n", "50", "-m", "2", "-l", "170"]
@@ -159,6 +164,8 @@ fn assert_uclient_relays_without_loss(
         Control::Udp => {}
         Control::Tcp => args.push("-t".into()),
         Control::Tls => args.extend(["-t".into(), "-S".into()]),
+        Control::TcpRelay => args.extend(["-t".into(), "-T".into()]),
+        Control::TlsTcpRelay => args.extend(["-t".into(), "-S".into(), "-T".into()]),
     }
     let loopback = match family {
         Family::V4 => "127.0.0.1",
@@ -337,6 +344,18 @@ fn uclient_client_to_client_through_an_unreachable_external_ip_loses_nothing() {
         server.stderr_log().contains("127.0.0.2"),
         "relays advertised on the external IP"
     );
+}
+
+/// RFC 6062: uclient's clients connect their TCP relays to each other;
+/// every byte crosses a data connection spliced with a peer connection.
+#[test]
+fn uclient_tcp_relay_client_to_client_loses_nothing() {
+    assert_long_term_user_relays_without_loss((Control::TcpRelay, Family::V4), Traffic::ClientToClient, false);
+}
+
+#[test]
+fn uclient_tcp_relay_over_tls_client_to_client_loses_nothing() {
+    assert_long_term_user_relays_without_loss((Control::TlsTcpRelay, Family::V4), Traffic::ClientToClient, false);
 }
 
 fn assert_short_lived_credential_relays_without_loss(secret: &str) {

@@ -44,7 +44,7 @@ use turnpike::proto::auth::{self, Credentials, CredentialsConfig, LongTermKey};
 use turnpike::proto::channel_data;
 use turnpike::proto::peer_filter::PeerFilter;
 use turnpike::proto::server::{
-    AllocationQuota, ClientAddr, Effect, Family, Now, PeerAddr, PortWant, RelayAddr, RelayBindError, RelayBinder,
+    AllocationQuota, ClientAddr, Effect, Family, Now, PeerAddr, PortWant, RelayAddr, RelayBindError, RelayBinder, RelayProtocol,
     Server, ServerConfig, ToPeer, Transport, PEER_HEADROOM, PEER_TAILROOM,
 };
 use turnpike::proto::stun::{self, attr, method, Class, Message, MessageWriter, TransactionId};
@@ -205,7 +205,7 @@ impl FakeBinder {
 }
 
 impl RelayBinder for FakeBinder {
-    fn bind(&mut self, family: Family, want: PortWant) -> Result<u16, RelayBindError> {
+    fn bind(&mut self, family: Family, _protocol: RelayProtocol, want: PortWant) -> Result<u16, RelayBindError> {
         let count = RELAY_PORTS.end() - RELAY_PORTS.start() + 1;
         for _ in 0..count {
             let port = RELAY_PORTS.start() + self.next;

@@ -6,6 +6,12 @@
 //! taken fails the start with a clear error, and `port 0` in the config
 //! resolves to one concrete port that every shard's `SO_REUSEPORT` sibling
 //! shares.
+//!
+//! UDP listeners get one sibling per shard. TCP and TLS listeners live on
+//! shard 0 alone: an RFC 6062 data connection is a new connection that
+//! must reach the shard holding its peer connection, which `SO_REUSEPORT`
+//! would not guarantee. Streams are the minority transport; spreading them
+//! needs a cross-shard connection table, which is future work.
 
 mod shard;
 mod stream;
@@ -366,9 +372,12 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
             stream::Security::Plain => ("TCP", &mut tcp),
             stream::Security::Tls(_) => ("TLS", &mut tls),
         };
-        let (bound, per_shard) = bind_per_shard(proto, wanted, workers, bind_tcp, std::net::TcpListener::local_addr)?;
-        for (shard, listener) in sockets.iter_mut().zip(per_shard) {
-            shard.streams.push((bound, listener, security.clone()));
+        // One shard serves every stream: an RFC 6062 data connection must
+        // reach the shard that holds its peer connection, and a connection
+        // spread by SO_REUSEPORT would not (see DESIGN notes in README).
+        let (bound, mut listener) = bind_per_shard(proto, wanted, 1, bind_tcp, std::net::TcpListener::local_addr)?;
+        if let Some(listener) = listener.pop() {
+            sockets[0].streams.push((bound, listener, security));
         }
         bound_list.push(bound);
     }

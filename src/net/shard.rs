@@ -33,8 +33,8 @@ use tracing::{debug, trace};
 use super::clock;
 use super::stream::{self, ConnectionCount, Security, StreamConn, StreamLimits};
 use crate::proto::server::{
-    ClientAddr, Effect, Family, PeerAddr, PortWant, RelayAddr, RelayBindError, RelayBinder, Server, ToClient, ToPeer,
-    Transport, PEER_HEADROOM, PEER_TAILROOM,
+    ClientAddr, ConnectionId, Effect, Family, PeerAddr, PortWant, RelayAddr, RelayBindError, RelayBinder,
+    RelayProtocol, Server, ToClient, ToPeer, Transport, CONNECTION_BIND_TIMEOUT, PEER_HEADROOM, PEER_TAILROOM,
 };
 
 /// Datagrams handled per socket wake-up before yielding to other tasks.
@@ -47,6 +47,8 @@ pub(crate) struct Shard {
     listeners: Vec<(SocketAddr, Rc<UdpSocket>)>,
     /// Open TCP connections of this shard, by client 5-tuple.
     streams: RefCell<HashMap<ClientAddr, Rc<StreamConn>>>,
+    /// TCP peer connections of TCP allocations (RFC 6062), by id.
+    peers: RefCell<HashMap<ConnectionId, PeerSide>>,
     /// Relay sockets by advertised address; shared with the binder that
     /// lives inside the core, which adds and removes entries.
     relays: Rc<RefCell<HashMap<RelayAddr, Rc<UdpSocket>>>>,
@@ -81,6 +83,7 @@ impl Shard {
                 core: RefCell::new(core_with(sockets)),
                 listeners: listening.udp.into_iter().map(|(a, s)| (a, Rc::new(s))).collect(),
                 streams: RefCell::new(HashMap::new()),
+                peers: RefCell::new(HashMap::new()),
                 relays,
                 buf: RefCell::new(vec![0u8; PEER_HEADROOM + MAX_DATAGRAM + PEER_TAILROOM].into_boxed_slice()),
                 next_wake: Cell::new(None),
@@ -106,7 +109,7 @@ impl Shard {
 
     /// Hands one datagram or stream frame from a client to the core and
     /// carries out the answer.
-    pub(crate) fn handle_client_packet(&self, client: ClientAddr, packet: &[u8]) {
+    pub(crate) fn handle_client_packet(self: &Rc<Self>, client: ClientAddr, packet: &[u8]) {
         let now = clock::now();
         let mut core = self.core.borrow_mut();
         match core.handle_client_packet(client, packet, now) {
@@ -120,7 +123,7 @@ impl Shard {
     }
 
     /// Forgets a closed connection and deletes its allocation.
-    pub(crate) fn remove_stream(&self, client: ClientAddr) {
+    pub(crate) fn remove_stream(self: &Rc<Self>, client: ClientAddr) {
         self.streams.borrow_mut().remove(&client);
         let mut core = self.core.borrow_mut();
         core.handle_connection_closed(client);
@@ -157,10 +160,34 @@ impl Shard {
 
     /// Carries out the core's queued effects and wakes the timer task if
     /// the core now wants to be woken earlier.
-    fn after_control(&self, core: &mut Server<RelaySockets>) {
+    fn after_control(self: &Rc<Self>, core: &mut Server<RelaySockets>) {
         while let Some(effect) = core.poll_effect() {
             match effect {
                 Effect::Transmit { to, bytes } => self.send_to_client(to, &bytes),
+                Effect::ConnectPeer { id, relay, peer } => {
+                    let Some(local) = core.binder().bind_addr(relay) else {
+                        core.handle_peer_connect_result(id, false, clock::mono());
+                        continue;
+                    };
+                    tokio::task::spawn_local(connect_peer(self.clone(), id, local, peer));
+                }
+                Effect::Splice { id, data } => {
+                    let peer = self.peers.borrow_mut().remove(&id);
+                    let conn = self.streams.borrow().get(&data).cloned();
+                    match (peer, conn) {
+                        (Some(PeerSide::Waiting(stream)), Some(conn)) => {
+                            let close = Rc::new(Notify::new());
+                            conn.splice_with(stream, close.clone());
+                            self.peers.borrow_mut().insert(id, PeerSide::Spliced(close));
+                        }
+                        _ => core.handle_peer_connection_closed(id),
+                    }
+                }
+                Effect::ClosePeerConnection { id } => {
+                    if let Some(PeerSide::Spliced(close)) = self.peers.borrow_mut().remove(&id) {
+                        close.notify_one();
+                    }
+                }
             }
         }
         let next = core.poll_timeout();
@@ -257,6 +284,66 @@ async fn relay_loop(shard: Weak<Shard>, socket: Rc<UdpSocket>, relay: RelayAddr)
     }
 }
 
+/// A TCP peer connection held by the shard (RFC 6062).
+enum PeerSide {
+    /// Connected, waiting for the client's data connection.
+    Waiting(tokio::net::TcpStream),
+    /// Spliced with a data connection; notifying closes both.
+    Spliced(Rc<Notify>),
+}
+
+/// Connects TCP relay `local` to `peer` (RFC 6062 §5.2) and reports the
+/// outcome to the core.
+async fn connect_peer(shard: Rc<Shard>, id: ConnectionId, local: SocketAddr, peer: PeerAddr) {
+    let connect = async {
+        let socket = match local {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        // The relay's listening socket holds the same local address; Linux
+        // lets a connecting socket share it only with both options set.
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(local)?;
+        socket.connect(peer.0).await
+    };
+    let stream = match tokio::time::timeout(CONNECTION_BIND_TIMEOUT, connect).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            debug!(%local, peer = %peer.0, error = %e, "peer connect failed");
+            None
+        }
+        Err(_) => {
+            debug!(%local, peer = %peer.0, "peer connect timed out");
+            None
+        }
+    };
+    let mut core = shard.core.borrow_mut();
+    if let Some(stream) = stream {
+        shard.peers.borrow_mut().insert(id, PeerSide::Waiting(stream));
+    }
+    core.handle_peer_connect_result(id, shard.peers.borrow().contains_key(&id), clock::mono());
+    shard.after_control(&mut core);
+}
+
+/// Accepts peer connections on a TCP relay (RFC 6062 §5.3).
+async fn tcp_relay_accept_loop(shard: Weak<Shard>, listener: TcpListener, relay: RelayAddr) {
+    loop {
+        let Ok((stream, from)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let Some(shard) = shard.upgrade() else {
+            return;
+        };
+        let mut core = shard.core.borrow_mut();
+        if let Some(id) = core.handle_incoming_peer_connection(relay, PeerAddr(from), clock::mono()) {
+            shard.peers.borrow_mut().insert(id, PeerSide::Waiting(stream));
+        }
+        shard.after_control(&mut core);
+    }
+}
+
 /// Sleeps until the core's next deadline (no periodic tick), and is woken
 /// early when a handler makes that deadline earlier.
 async fn timer_loop(shard: Rc<Shard>) {
@@ -338,6 +425,37 @@ impl RelaySockets {
             .map(|(_, advertised)| RelayAddr(SocketAddr::new(advertised, port)))
     }
 
+    /// The local address a relay's sockets are bound to.
+    pub(crate) fn bind_addr(&self, relay: RelayAddr) -> Option<SocketAddr> {
+        let (bind, _) = self.ips(Family::of(relay.0))?;
+        Some(SocketAddr::new(bind, relay.0.port()))
+    }
+
+    /// A TCP relay: a listening socket for peers, sharing its address with
+    /// the outgoing connections of Connect (hence `SO_REUSEADDR` and
+    /// `SO_REUSEPORT`).
+    fn open_tcp(&mut self, family: Family, port: u16) -> io::Result<()> {
+        let relay = self.relay_addr(family, port).ok_or(io::ErrorKind::AddrNotAvailable)?;
+        let local = self.bind_addr(relay).ok_or(io::ErrorKind::AddrNotAvailable)?;
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(local),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        if local.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&local.into())?;
+        socket.listen(128)?;
+        let listener = TcpListener::from_std(socket.into())?;
+        let task = tokio::task::spawn_local(tcp_relay_accept_loop(self.shard.clone(), listener, relay));
+        self.tasks.insert(relay, task.abort_handle());
+        Ok(())
+    }
+
     fn open(&self, family: Family, port: u16) -> io::Result<std::net::UdpSocket> {
         let (bind, _) = self.ips(family).ok_or(io::ErrorKind::AddrNotAvailable)?;
         super::bind_udp(SocketAddr::new(bind, port), super::UdpRole::Relay)
@@ -363,7 +481,7 @@ impl RelaySockets {
 impl RelayBinder for RelaySockets {
     /// Tries ports from a random starting point (RFC 8656 §7.2 asks for
     /// unpredictable relay ports), walking the whole range once at most.
-    fn bind(&mut self, family: Family, want: PortWant) -> Result<u16, RelayBindError> {
+    fn bind(&mut self, family: Family, protocol: RelayProtocol, want: PortWant) -> Result<u16, RelayBindError> {
         if self.ips(family).is_none() {
             return Err(RelayBindError::Exhausted);
         }
@@ -380,6 +498,20 @@ impl RelayBinder for RelaySockets {
                 PortWant::EvenPair(_) => continue,
                 _ => None,
             };
+            // A UDP and a TCP relay of this shard never share a port: the
+            // core knows relays by address alone.
+            if self
+                .relay_addr(family, port)
+                .is_some_and(|r| self.tasks.contains_key(&r))
+            {
+                continue;
+            }
+            if protocol == RelayProtocol::Tcp {
+                if self.open_tcp(family, port).is_ok() {
+                    return Ok(port);
+                }
+                continue;
+            }
             let Ok(socket) = self.open(family, port) else {
                 continue;
             };

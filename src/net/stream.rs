@@ -18,6 +18,10 @@
 //!   a client that does not read must not make the server queue for it).
 //!
 //! The connection code is generic over the byte stream so TLS can wrap it.
+//!
+//! A connection that binds a TCP allocation's peer connection
+//! (ConnectionBind, RFC 6062 §5.4) stops carrying frames after the answer:
+//! from then on its bytes are spliced with the peer's, unframed.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -59,6 +63,9 @@ pub(crate) struct StreamConn {
     out: RefCell<Vec<u8>>,
     wake: Notify,
     closed: Cell<bool>,
+    /// Set by ConnectionBind: the peer stream to splice with, and the
+    /// signal that closes the splice.
+    splice: RefCell<Option<(tokio::net::TcpStream, Rc<Notify>)>>,
 }
 
 impl StreamConn {
@@ -73,6 +80,20 @@ impl StreamConn {
         out.extend_from_slice(bytes);
         self.wake.notify_one();
     }
+
+    /// Turns this connection into the data connection of a peer stream
+    /// once the frame being handled has been answered.
+    pub(crate) fn splice_with(&self, peer: tokio::net::TcpStream, close: Rc<Notify>) {
+        *self.splice.borrow_mut() = Some((peer, close));
+    }
+}
+
+/// How reading a connection's frames ended.
+enum ReadEnd {
+    Closed(&'static str),
+    /// ConnectionBind succeeded; these bytes followed it and belong to the
+    /// peer.
+    Spliced(Vec<u8>),
 }
 
 /// Decrements the shared connection count when a connection ends, however
@@ -147,7 +168,7 @@ pub(crate) async fn accept_loop(
     }
 }
 
-async fn serve<S: AsyncRead + AsyncWrite + 'static>(
+async fn serve<S: AsyncRead + AsyncWrite + Unpin + 'static>(
     shard: Rc<Shard>,
     stream: S,
     client: ClientAddr,
@@ -155,30 +176,69 @@ async fn serve<S: AsyncRead + AsyncWrite + 'static>(
     setup_deadline: tokio::time::Instant,
     _slot: Slot,
 ) {
-    let (reader, writer) = tokio::io::split(stream);
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let conn = Rc::new(StreamConn {
         out: RefCell::new(Vec::new()),
         wake: Notify::new(),
         closed: Cell::new(false),
+        splice: RefCell::new(None),
     });
     shard.add_stream(client, conn.clone());
     trace!(%client, "connection open");
-    let why = tokio::select! {
-        why = read_frames(&shard, reader, client, &limits, setup_deadline) => why,
-        why = write_frames(&conn, writer, client.transport == Transport::Tls) => why,
+    // Dropping the writer future when reading ends is safe: a data
+    // connection only switches to splicing right after handling its
+    // ConnectionBind, whose answer is still queued in `conn.out` (the
+    // writer has not been polled since); it is flushed below.
+    let end = tokio::select! {
+        end = read_frames(&shard, &mut reader, client, &limits, setup_deadline, &conn) => end,
+        why = write_frames(&conn, &mut writer, client.transport == Transport::Tls) => ReadEnd::Closed(why),
+    };
+    let why = match end {
+        ReadEnd::Closed(why) => why,
+        ReadEnd::Spliced(leftover) => {
+            let queued = std::mem::take(&mut *conn.out.borrow_mut());
+            let splice = conn.splice.borrow_mut().take();
+            match splice {
+                Some((peer, close)) if writer.write_all(&queued).await.is_ok() && writer.flush().await.is_ok() => {
+                    splice_streams(reader.unsplit(writer), peer, leftover, close).await
+                }
+                _ => "write error",
+            }
+        }
     };
     debug!(%client, why, "connection closed");
     conn.closed.set(true);
     shard.remove_stream(client);
 }
 
+/// Copies bytes both ways between a data connection and its peer
+/// connection until either ends or the core closes the pair.
+async fn splice_streams<S: AsyncRead + AsyncWrite + Unpin>(
+    mut data: S,
+    mut peer: tokio::net::TcpStream,
+    leftover: Vec<u8>,
+    close: Rc<Notify>,
+) -> &'static str {
+    if peer.write_all(&leftover).await.is_err() {
+        return "peer write error";
+    }
+    tokio::select! {
+        result = tokio::io::copy_bidirectional(&mut data, &mut peer) => match result {
+            Ok(_) => "splice ended",
+            Err(_) => "splice error",
+        },
+        _ = close.notified() => "peer connection closed",
+    }
+}
+
 async fn read_frames<R: AsyncRead + Unpin>(
-    shard: &Shard,
-    mut reader: R,
+    shard: &Rc<Shard>,
+    reader: &mut R,
     client: ClientAddr,
     limits: &StreamLimits,
     setup_deadline: tokio::time::Instant,
-) -> &'static str {
+    conn: &StreamConn,
+) -> ReadEnd {
     let mut buf: Vec<u8> = Vec::new();
     let mut established = false;
     loop {
@@ -193,10 +253,13 @@ async fn read_frames<R: AsyncRead + Unpin>(
                     established = established || stream_framing::is_well_formed(frame);
                     shard.handle_client_packet(client, frame);
                     start += len;
+                    if conn.splice.borrow().is_some() {
+                        return ReadEnd::Spliced(buf[start..].to_vec());
+                    }
                 }
                 Ok(None) => break,
-                Err(FrameError::NotTurn) => return "not STUN or ChannelData",
-                Err(FrameError::TooLarge(_)) => return "frame too large",
+                Err(FrameError::NotTurn) => return ReadEnd::Closed("not STUN or ChannelData"),
+                Err(FrameError::TooLarge(_)) => return ReadEnd::Closed("frame too large"),
             }
         }
         buf.drain(..start);
@@ -208,14 +271,14 @@ async fn read_frames<R: AsyncRead + Unpin>(
         };
         buf.reserve(READ_CHUNK);
         match tokio::time::timeout_at(deadline, reader.read_buf(&mut buf)).await {
-            Ok(Ok(0)) => return "closed by client",
+            Ok(Ok(0)) => return ReadEnd::Closed("closed by client"),
             Ok(Ok(_)) => {}
-            Ok(Err(_)) => return "read error",
-            Err(_) if !established => return "no complete message in time",
+            Ok(Err(_)) => return ReadEnd::Closed("read error"),
+            Err(_) if !established => return ReadEnd::Closed("no complete message in time"),
             // A connection with an allocation stays, however quiet: the
             // allocation's own lifetime bounds it.
             Err(_) if shard.has_allocation(client) => {}
-            Err(_) => return "idle",
+            Err(_) => return ReadEnd::Closed("idle"),
         }
     }
 }
@@ -224,7 +287,11 @@ async fn read_frames<R: AsyncRead + Unpin>(
 /// own, so it gets its own TLS record: clients that read one message per
 /// record (coturn's `turnutils_uclient` is one) would otherwise lose the
 /// frames after the first in a record. Plain TCP writes a batch at once.
-async fn write_frames<W: AsyncWrite + Unpin>(conn: &StreamConn, mut writer: W, record_per_frame: bool) -> &'static str {
+async fn write_frames<W: AsyncWrite + Unpin>(
+    conn: &StreamConn,
+    writer: &mut W,
+    record_per_frame: bool,
+) -> &'static str {
     // Two buffers swap roles so writing never allocates once they have
     // grown: the shard fills `out` while this task writes `pending`.
     let mut pending = Vec::new();

@@ -22,7 +22,7 @@ use super::channel_data::{self, ChannelNumber};
 use super::peer_filter::{PeerFilter, PeerRules};
 use super::server::{
     AllocationQuota, ClientAddr, Effect, Family, Now, PeerAddr, PortWant, RelayAddr, RelayBindError, RelayBinder,
-    Server, ServerConfig, Transport, PEER_HEADROOM, PEER_TAILROOM,
+    RelayProtocol, Server, ServerConfig, Transport, PEER_HEADROOM, PEER_TAILROOM,
 };
 use super::stun::{self, attr, method, Class, Message, MessageWriter};
 
@@ -271,7 +271,7 @@ struct Binder {
 }
 
 impl RelayBinder for Binder {
-    fn bind(&mut self, family: Family, want: PortWant) -> Result<u16, RelayBindError> {
+    fn bind(&mut self, family: Family, _protocol: RelayProtocol, want: PortWant) -> Result<u16, RelayBindError> {
         let mut port = 50_000 + u32::from(self.next);
         if want != PortWant::Any {
             port = port.next_multiple_of(2);

@@ -15,6 +15,12 @@
 //! Control plane and data plane have different shapes on purpose: requests
 //! may allocate (a `Vec<u8>` per response), relayed packets never do.
 //!
+//! TCP allocations (RFC 6062) relay byte streams, not datagrams: the core
+//! keeps the state of each peer connection (being connected, waiting for
+//! its ConnectionBind, bound to a data connection) and tells the driver to
+//! connect, splice or close through [`Effect`]s; the bytes themselves never
+//! pass through the core.
+//!
 //! Invariants:
 //! * `by_relay` mirrors `allocations`: `by_relay[r] == client` for every
 //!   relay address `r` of every `(client, a)` and nothing else (checked by `debug_assert`s in
@@ -54,6 +60,10 @@ pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
 pub const CHANNEL_COOLDOWN: Duration = Duration::from_secs(300);
 /// RFC 8656 §7.2: a reserved even-port partner is held for about 30 s.
 pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+/// RFC 6062 §5.2/§5.3: a peer connection must be bound to a data
+/// connection (ConnectionBind) within 30 s, and an outgoing connect may
+/// take at most that long.
+pub const CONNECTION_BIND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The current time, sampled once per event by the driver.
 #[derive(Clone, Copy, Debug)]
@@ -110,6 +120,18 @@ impl Family {
     }
 }
 
+/// What a relayed transport address carries: UDP datagrams (RFC 8656) or
+/// TCP connections (RFC 6062).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RelayProtocol {
+    Udp,
+    Tcp,
+}
+
+/// A peer connection of a TCP allocation (RFC 6062 CONNECTION-ID).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(pub u32);
+
 /// Which relay port an allocation needs (RFC 8656 §7.2 EVEN-PORT).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PortWant {
@@ -137,8 +159,9 @@ pub enum RelayBindError {
 /// from another 5-tuple and so land in another shard.
 pub trait RelayBinder {
     /// Binds a relay socket (two for [`PortWant::EvenPair`]) and returns
-    /// its port.
-    fn bind(&mut self, family: Family, want: PortWant) -> Result<u16, RelayBindError>;
+    /// its port. A TCP relay listens for peer connections, which the driver
+    /// reports with [`Server::handle_incoming_peer_connection`].
+    fn bind(&mut self, family: Family, protocol: RelayProtocol, want: PortWant) -> Result<u16, RelayBindError>;
     /// Takes over the socket reserved under `token` for an allocation of
     /// this core; returns its family and port.
     fn claim(&mut self, token: u64) -> Result<(Family, u16), RelayBindError>;
@@ -278,6 +301,18 @@ impl AllocationQuota {
 pub enum Effect {
     /// Send `bytes` to the client over the transport it came in on.
     Transmit { to: ClientAddr, bytes: Vec<u8> },
+    /// Open a TCP connection from the TCP relay `relay` to `peer` and
+    /// report with [`Server::handle_peer_connect_result`] (RFC 6062 §5.2).
+    ConnectPeer {
+        id: ConnectionId,
+        relay: RelayAddr,
+        peer: PeerAddr,
+    },
+    /// After the pending Transmit to `data` (the ConnectionBind answer),
+    /// that connection carries raw bytes to and from peer connection `id`.
+    Splice { id: ConnectionId, data: ClientAddr },
+    /// Close peer connection `id`, and its data connection if it has one.
+    ClosePeerConnection { id: ConnectionId },
 }
 
 /// A client's payload to forward to a peer through a relay socket.
@@ -306,6 +341,25 @@ pub const PEER_TAILROOM: usize = 3;
 enum Timer {
     Allocation(ClientAddr),
     Reservation(u64),
+    /// A peer connection not bound in time (RFC 6062 §5.2, §5.3).
+    Connection(ConnectionId),
+}
+
+/// A TCP peer connection of an allocation (RFC 6062).
+struct PeerConnection {
+    allocation: ClientAddr,
+    peer: PeerAddr,
+    state: PeerConnectionState,
+}
+
+enum PeerConnectionState {
+    /// Our Connect to the peer is under way; the request waits for the
+    /// answer, signed with this key.
+    Connecting { request: TransactionId, key: hmac::Key },
+    /// Connected, waiting for a ConnectionBind until `expires`.
+    Pending { expires: Instant },
+    /// Spliced with this data connection.
+    Bound { data: ClientAddr },
 }
 
 struct Permission {
@@ -361,6 +415,9 @@ impl fmt::Display for Relays {
 
 struct Allocation {
     relays: Relays,
+    protocol: RelayProtocol,
+    /// Ids of its TCP peer connections; mirrors `Server::connections`.
+    connections: Vec<ConnectionId>,
     username: String,
     expires: Instant,
     /// Transaction that created it and the answer it got, so that a
@@ -423,6 +480,8 @@ pub enum ErrorCode {
     UnsupportedTransport,
     PeerAddressFamilyMismatch,
     AllocationQuotaReached,
+    ConnectionAlreadyExists,
+    ConnectionTimeoutOrFailure,
     InsufficientCapacity,
 }
 
@@ -440,6 +499,8 @@ impl ErrorCode {
             ErrorCode::UnsupportedTransport => 442,
             ErrorCode::PeerAddressFamilyMismatch => 443,
             ErrorCode::AllocationQuotaReached => 486,
+            ErrorCode::ConnectionAlreadyExists => 446,
+            ErrorCode::ConnectionTimeoutOrFailure => 447,
             ErrorCode::InsufficientCapacity => 508,
         }
     }
@@ -457,6 +518,8 @@ impl ErrorCode {
             ErrorCode::UnsupportedTransport => "Unsupported Transport Protocol",
             ErrorCode::PeerAddressFamilyMismatch => "Peer Address Family Mismatch",
             ErrorCode::AllocationQuotaReached => "Allocation Quota Reached",
+            ErrorCode::ConnectionAlreadyExists => "Connection Already Exists",
+            ErrorCode::ConnectionTimeoutOrFailure => "Connection Timeout or Failure",
             ErrorCode::InsufficientCapacity => "Insufficient Capacity",
         }
     }
@@ -474,8 +537,9 @@ struct Authenticated<'m> {
     key: hmac::Key,
 }
 
-/// REQUESTED-TRANSPORT protocol number for UDP (RFC 8656 §18.11).
+/// REQUESTED-TRANSPORT protocol numbers (RFC 8656 §18.11, RFC 6062 §6.2).
 const PROTOCOL_UDP: u8 = 17;
+const PROTOCOL_TCP: u8 = 6;
 const FAMILY_V4: u8 = 0x01;
 const FAMILY_V6: u8 = 0x02;
 
@@ -487,6 +551,10 @@ pub struct Server<B> {
     binder: B,
     allocations: HashMap<ClientAddr, Allocation>,
     by_relay: HashMap<RelayAddr, ClientAddr>,
+    /// TCP peer connections (RFC 6062) by id; each is listed in its
+    /// allocation's `connections`.
+    connections: HashMap<ConnectionId, PeerConnection>,
+    next_connection: u32,
     timers: BTreeSet<(Instant, Timer)>,
     effects: VecDeque<Effect>,
     /// Keyed PRF for reservation tokens, so they cannot be guessed.
@@ -517,6 +585,8 @@ impl<B: RelayBinder> Server<B> {
             binder,
             allocations: HashMap::new(),
             by_relay: HashMap::new(),
+            connections: HashMap::new(),
+            next_connection: 0,
             timers: BTreeSet::new(),
             effects: VecDeque::new(),
             token_key: hmac::Key::new(hmac::HMAC_SHA256, &seed),
@@ -559,6 +629,14 @@ impl<B: RelayBinder> Server<B> {
                     self.timers.pop_first();
                     self.binder.forget(token);
                 }
+                Timer::Connection(id) => {
+                    self.timers.pop_first();
+                    if matches!(self.connections.get(&id), Some(c) if matches!(c.state, PeerConnectionState::Pending { .. }))
+                    {
+                        debug!(id = id.0, "peer connection not bound in time");
+                        self.remove_connection(id);
+                    }
+                }
             }
         }
     }
@@ -567,6 +645,85 @@ impl<B: RelayBinder> Server<B> {
     /// (RFC 8656 §3.1: a TCP/TLS allocation lives on one connection).
     pub fn handle_connection_closed(&mut self, client: ClientAddr) {
         self.remove_allocation(client, "connection closed");
+        let spliced = self.connections.iter().find_map(|(id, c)| match c.state {
+            PeerConnectionState::Bound { data } if data == client => Some(*id),
+            _ => None,
+        });
+        if let Some(id) = spliced {
+            self.remove_connection(id);
+        }
+    }
+
+    /// A peer connected to TCP relay `relay` (RFC 6062 §5.3). If its
+    /// allocation permits the peer, the client is told with a
+    /// ConnectionAttempt indication and the returned id names the
+    /// connection from now on; otherwise the driver closes it.
+    pub fn handle_incoming_peer_connection(
+        &mut self,
+        relay: RelayAddr,
+        peer: PeerAddr,
+        now: Instant,
+    ) -> Option<ConnectionId> {
+        let peer = self.config.hairpin.inbound(peer);
+        let client = *self.by_relay.get(&relay)?;
+        let allocation = self.allocations.get(&client)?;
+        if allocation.protocol != RelayProtocol::Tcp || !allocation.permits(peer.0.ip(), now) {
+            debug!(%client, peer = %peer.0, "incoming peer connection refused");
+            return None;
+        }
+        let expires = now + CONNECTION_BIND_TIMEOUT;
+        let id = self.insert_connection(client, peer, PeerConnectionState::Pending { expires });
+        self.timers.insert((expires, Timer::Connection(id)));
+        let mut bytes = Vec::with_capacity(64);
+        let mut w = MessageWriter::new(
+            &mut bytes,
+            Class::Indication,
+            method::CONNECTION_ATTEMPT,
+            self.next_indication_id(),
+        );
+        w.xor_address(attr::XOR_PEER_ADDRESS, peer.0)
+            .u32(attr::CONNECTION_ID, id.0);
+        w.finish(None, true);
+        self.effects.push_back(Effect::Transmit { to: client, bytes });
+        Some(id)
+    }
+
+    /// The outcome of an [`Effect::ConnectPeer`]: answers the waiting
+    /// Connect request with the CONNECTION-ID or 447 (RFC 6062 §5.2).
+    pub fn handle_peer_connect_result(&mut self, id: ConnectionId, connected: bool, now: Instant) {
+        let Some(connection) = self.connections.get_mut(&id) else {
+            // The allocation went away meanwhile; the driver closes it.
+            return;
+        };
+        let expires = now + CONNECTION_BIND_TIMEOUT;
+        let previous = std::mem::replace(&mut connection.state, PeerConnectionState::Pending { expires });
+        let PeerConnectionState::Connecting { request, key } = previous else {
+            connection.state = previous;
+            return;
+        };
+        let client = connection.allocation;
+        let mut bytes = Vec::with_capacity(96);
+        let class = if connected { Class::Success } else { Class::Error };
+        let mut w = MessageWriter::new(&mut bytes, class, method::CONNECT, request);
+        if connected {
+            w.u32(attr::CONNECTION_ID, id.0);
+            self.timers.insert((expires, Timer::Connection(id)));
+        } else {
+            let code = ErrorCode::ConnectionTimeoutOrFailure;
+            w.error_code(code.code(), code.reason());
+        }
+        self.finish_authenticated(w, &key);
+        self.effects.push_back(Effect::Transmit { to: client, bytes });
+        if !connected {
+            self.remove_connection(id);
+        }
+    }
+
+    /// The peer side of connection `id` closed (or failed).
+    pub fn handle_peer_connection_closed(&mut self, id: ConnectionId) {
+        if self.connections.contains_key(&id) {
+            self.remove_connection(id);
+        }
     }
 
     /// Handles one packet from a client: a STUN message or ChannelData.
@@ -589,6 +746,9 @@ impl<B: RelayBinder> Server<B> {
     fn client_channel_data<'p>(&mut self, client: ClientAddr, packet: &'p [u8], now: Instant) -> Option<ToPeer<'p>> {
         let (number, payload) = channel_data::parse(packet).ok()?;
         let allocation = self.allocations.get_mut(&client)?;
+        if allocation.protocol != RelayProtocol::Udp {
+            return None;
+        }
         let channel = allocation
             .channels
             .iter()
@@ -605,8 +765,9 @@ impl<B: RelayBinder> Server<B> {
     fn client_stun<'p>(&mut self, client: ClientAddr, msg: &Message<'p>, now: Now) -> Option<ToPeer<'p>> {
         match msg.class() {
             Class::Request => {
-                let bytes = self.request(client, msg, now);
-                self.effects.push_back(Effect::Transmit { to: client, bytes });
+                if let Some(bytes) = self.request(client, msg, now) {
+                    self.effects.push_back(Effect::Transmit { to: client, bytes });
+                }
                 None
             }
             Class::Indication if msg.method() == method::SEND => self.send_indication(client, msg, now.mono),
@@ -623,6 +784,9 @@ impl<B: RelayBinder> Server<B> {
             return None;
         }
         let allocation = self.allocations.get_mut(&client)?;
+        if allocation.protocol != RelayProtocol::Udp {
+            return None;
+        }
         let peer = msg.xor_address(attr::XOR_PEER_ADDRESS)?.ok()?;
         let payload = msg.get(attr::DATA)?;
         if !allocation.permits(peer.ip(), now) {
@@ -698,32 +862,42 @@ impl<B: RelayBinder> Server<B> {
         })
     }
 
-    fn request(&mut self, client: ClientAddr, msg: &Message<'_>, now: Now) -> Vec<u8> {
+    /// The answer to a request; `None` when it is queued by the handler
+    /// itself (Connect answers later, ConnectionBind before a Splice).
+    fn request(&mut self, client: ClientAddr, msg: &Message<'_>, now: Now) -> Option<Vec<u8>> {
         if msg.method() == method::BINDING {
-            return self.binding(client, msg);
+            return Some(self.binding(client, msg));
         }
         let turn_method = matches!(
             msg.method(),
-            method::ALLOCATE | method::REFRESH | method::CREATE_PERMISSION | method::CHANNEL_BIND
+            method::ALLOCATE
+                | method::REFRESH
+                | method::CREATE_PERMISSION
+                | method::CHANNEL_BIND
+                | method::CONNECT
+                | method::CONNECTION_BIND
         );
         if !turn_method {
-            return self.encode_failure(client, msg, Failure::Code(ErrorCode::BadRequest), None, now.unix_secs);
+            let failure = Failure::Code(ErrorCode::BadRequest);
+            return Some(self.encode_failure(client, msg, failure, None, now.unix_secs));
         }
         let auth = match self.authenticate(client, msg, now) {
             Ok(auth) => auth,
-            Err(failure) => return self.encode_failure(client, msg, failure, None, now.unix_secs),
+            Err(failure) => return Some(self.encode_failure(client, msg, failure, None, now.unix_secs)),
         };
         let result = self.check_unknown(msg).and_then(|()| match msg.method() {
-            method::ALLOCATE => self.allocate(client, msg, &auth, now.mono),
-            method::REFRESH => self.refresh(client, msg, &auth, now.mono),
-            method::CREATE_PERMISSION => self.create_permission(client, msg, &auth, now.mono),
-            _ => self.channel_bind(client, msg, &auth, now.mono),
+            method::ALLOCATE => self.allocate(client, msg, &auth, now.mono).map(Some),
+            method::REFRESH => self.refresh(client, msg, &auth, now.mono).map(Some),
+            method::CREATE_PERMISSION => self.create_permission(client, msg, &auth, now.mono).map(Some),
+            method::CHANNEL_BIND => self.channel_bind(client, msg, &auth, now.mono).map(Some),
+            method::CONNECT => self.connect(client, msg, &auth).map(|()| None),
+            _ => self.connection_bind(client, msg, &auth).map(|()| None),
         });
         match result {
-            Ok(bytes) => bytes,
+            Ok(answer) => answer,
             Err(failure) => {
                 debug!(%client, method = msg.method(), ?failure, "request refused");
-                self.encode_failure(client, msg, failure, Some(&auth.key), now.unix_secs)
+                Some(self.encode_failure(client, msg, failure, Some(&auth.key), now.unix_secs))
             }
         }
     }
@@ -806,10 +980,27 @@ impl<B: RelayBinder> Server<B> {
             return Err(ErrorCode::AllocationMismatch.into());
         }
         let transport = msg.get(attr::REQUESTED_TRANSPORT).ok_or(ErrorCode::BadRequest)?;
-        match transport {
-            [PROTOCOL_UDP, _, _, _] => {}
+        let protocol = match transport {
+            [PROTOCOL_UDP, _, _, _] => RelayProtocol::Udp,
+            [PROTOCOL_TCP, _, _, _] => RelayProtocol::Tcp,
             [_, _, _, _] => return Err(ErrorCode::UnsupportedTransport.into()),
             _ => return Err(ErrorCode::BadRequest.into()),
+        };
+        // RFC 6062 §5.1: a TCP allocation needs a TCP or TLS control
+        // connection, and has no use for even ports, reservations or
+        // DONT-FRAGMENT; we also keep it to one family.
+        if protocol == RelayProtocol::Tcp
+            && (client.transport == Transport::Udp
+                || [
+                    attr::EVEN_PORT,
+                    attr::RESERVATION_TOKEN,
+                    attr::DONT_FRAGMENT,
+                    attr::ADDITIONAL_ADDRESS_FAMILY,
+                ]
+                .iter()
+                .any(|a| msg.has(*a)))
+        {
+            return Err(ErrorCode::BadRequest.into());
         }
         let even_port = match msg.get(attr::EVEN_PORT) {
             None => None,
@@ -861,11 +1052,17 @@ impl<B: RelayBinder> Server<B> {
         let new_token = (even_port == Some(true)).then(|| self.next_token());
         let bound = match (token, even_port, new_token) {
             (Some(token), _, _) => self.binder.claim(token),
-            (None, None, _) => self.binder.bind(family, PortWant::Any).map(|port| (family, port)),
-            (None, Some(_), None) => self.binder.bind(family, PortWant::Even).map(|port| (family, port)),
+            (None, None, _) => self
+                .binder
+                .bind(family, protocol, PortWant::Any)
+                .map(|port| (family, port)),
+            (None, Some(_), None) => self
+                .binder
+                .bind(family, protocol, PortWant::Even)
+                .map(|port| (family, port)),
             (None, Some(_), Some(new)) => self
                 .binder
-                .bind(family, PortWant::EvenPair(new))
+                .bind(family, protocol, PortWant::EvenPair(new))
                 .map(|port| (family, port)),
         };
         let relay_ip = bound.ok().and_then(|(family, _)| self.relay_ip(family));
@@ -889,7 +1086,7 @@ impl<B: RelayBinder> Server<B> {
         let additional_error = match (additional_v6, self.relay_ip(Family::V6)) {
             (false, _) => None,
             (true, None) => Some(ErrorCode::AddressFamilyNotSupported),
-            (true, Some(ip)) => match self.binder.bind(Family::V6, PortWant::Any) {
+            (true, Some(ip)) => match self.binder.bind(Family::V6, protocol, PortWant::Any) {
                 Ok(port) => {
                     relays.v6 = Some(RelayAddr(SocketAddr::new(ip, port)));
                     None
@@ -918,6 +1115,8 @@ impl<B: RelayBinder> Server<B> {
             client,
             Allocation {
                 relays,
+                protocol,
+                connections: Vec::new(),
                 username: auth.username.to_owned(),
                 expires: now + lifetime,
                 created_by: msg.transaction_id(),
@@ -1081,7 +1280,11 @@ impl<B: RelayBinder> Server<B> {
         auth: &Authenticated<'_>,
         now: Instant,
     ) -> Result<Vec<u8>, Failure> {
-        let relays = self.allocation_of(client, auth)?.relays;
+        let allocation = self.allocation_of(client, auth)?;
+        if allocation.protocol != RelayProtocol::Udp {
+            return Err(ErrorCode::BadRequest.into());
+        }
+        let relays = allocation.relays;
         let number = match msg.get(attr::CHANNEL_NUMBER) {
             Some([a, b, _, _]) => ChannelNumber::new(u16::from_be_bytes([*a, *b])).ok_or(ErrorCode::BadRequest)?,
             _ => return Err(ErrorCode::BadRequest.into()),
@@ -1120,6 +1323,122 @@ impl<B: RelayBinder> Server<B> {
         }
         install_permission(allocation, peer.0.ip(), now);
         Ok(self.empty_success(msg, &auth.key))
+    }
+
+    /// Connect (RFC 6062 §5.2): asks the driver to connect the TCP relay
+    /// to a permitted peer; the answer follows the connect's outcome.
+    fn connect(&mut self, client: ClientAddr, msg: &Message<'_>, auth: &Authenticated<'_>) -> Result<(), Failure> {
+        let allocation = self.allocation_of(client, auth)?;
+        if allocation.protocol != RelayProtocol::Tcp {
+            return Err(ErrorCode::BadRequest.into());
+        }
+        let relays = allocation.relays;
+        let peer = match msg.xor_address(attr::XOR_PEER_ADDRESS) {
+            Some(Ok(peer)) => PeerAddr(peer),
+            _ => return Err(ErrorCode::BadRequest.into()),
+        };
+        self.check_peer(relays, peer.0)?;
+        let allocation = self.allocation_of(client, auth)?;
+        // RFC 6062 leans on TURN permissions: connecting out needs one,
+        // just like sending a datagram would.
+        let unexpired = allocation.permissions.iter().any(|p| p.ip == peer.0.ip());
+        if !unexpired {
+            return Err(ErrorCode::Forbidden.into());
+        }
+        let ids = allocation.connections.clone();
+        if ids
+            .iter()
+            .any(|id| self.connections.get(id).is_some_and(|c| c.peer == peer))
+        {
+            return Err(ErrorCode::ConnectionAlreadyExists.into());
+        }
+        let relay = relays
+            .get(Family::of(peer.0))
+            .ok_or(ErrorCode::PeerAddressFamilyMismatch)?;
+        let state = PeerConnectionState::Connecting {
+            request: msg.transaction_id(),
+            key: auth.key.clone(),
+        };
+        let id = self.insert_connection(client, peer, state);
+        let wire_peer = self.config.hairpin.outbound(peer);
+        self.effects.push_back(Effect::ConnectPeer {
+            id,
+            relay,
+            peer: wire_peer,
+        });
+        Ok(())
+    }
+
+    /// ConnectionBind (RFC 6062 §5.4), on a new connection of the same
+    /// user: that connection becomes the data connection of a pending
+    /// peer connection.
+    fn connection_bind(
+        &mut self,
+        client: ClientAddr,
+        msg: &Message<'_>,
+        auth: &Authenticated<'_>,
+    ) -> Result<(), Failure> {
+        if client.transport == Transport::Udp || self.allocations.contains_key(&client) {
+            return Err(ErrorCode::BadRequest.into());
+        }
+        let id = match msg.u32_attr(attr::CONNECTION_ID) {
+            Some(Ok(id)) => ConnectionId(id),
+            _ => return Err(ErrorCode::BadRequest.into()),
+        };
+        let connection = self.connections.get_mut(&id).ok_or(ErrorCode::BadRequest)?;
+        let PeerConnectionState::Pending { expires } = connection.state else {
+            return Err(ErrorCode::BadRequest.into());
+        };
+        let owner = self
+            .allocations
+            .get(&connection.allocation)
+            .map(|a| a.username.as_str());
+        if owner != Some(auth.username) {
+            return Err(ErrorCode::WrongCredentials.into());
+        }
+        connection.state = PeerConnectionState::Bound { data: client };
+        self.timers.remove(&(expires, Timer::Connection(id)));
+        let answer = self.empty_success(msg, &auth.key);
+        // The answer goes out framed; the splice starts right after it.
+        self.effects.push_back(Effect::Transmit {
+            to: client,
+            bytes: answer,
+        });
+        self.effects.push_back(Effect::Splice { id, data: client });
+        info!(%client, id = id.0, "data connection bound");
+        Ok(())
+    }
+
+    fn insert_connection(&mut self, client: ClientAddr, peer: PeerAddr, state: PeerConnectionState) -> ConnectionId {
+        // Ids are never reused while the server runs (2^32 connections).
+        self.next_connection = self.next_connection.wrapping_add(1);
+        let id = ConnectionId(self.next_connection);
+        self.connections.insert(
+            id,
+            PeerConnection {
+                allocation: client,
+                peer,
+                state,
+            },
+        );
+        if let Some(allocation) = self.allocations.get_mut(&client) {
+            allocation.connections.push(id);
+        }
+        id
+    }
+
+    /// Forgets peer connection `id` and tells the driver to close it.
+    fn remove_connection(&mut self, id: ConnectionId) {
+        let Some(connection) = self.connections.remove(&id) else {
+            return;
+        };
+        if let PeerConnectionState::Pending { expires } = connection.state {
+            self.timers.remove(&(expires, Timer::Connection(id)));
+        }
+        if let Some(allocation) = self.allocations.get_mut(&connection.allocation) {
+            allocation.connections.retain(|c| *c != id);
+        }
+        self.effects.push_back(Effect::ClosePeerConnection { id });
     }
 
     fn empty_success(&self, msg: &Message<'_>, key: &hmac::Key) -> Vec<u8> {
@@ -1191,6 +1510,9 @@ impl<B: RelayBinder> Server<B> {
             let removed = self.by_relay.remove(&relay);
             debug_assert_eq!(removed, Some(client));
             self.binder.release(Family::of(relay.0), relay.0.port());
+        }
+        for id in a.connections {
+            self.remove_connection(id);
         }
         self.quota.release(&a.username);
         info!(

@@ -45,6 +45,9 @@ pub mod method {
     pub const DATA: u16 = 0x007;
     pub const CREATE_PERMISSION: u16 = 0x008;
     pub const CHANNEL_BIND: u16 = 0x009;
+    pub const CONNECT: u16 = 0x00A;
+    pub const CONNECTION_BIND: u16 = 0x00B;
+    pub const CONNECTION_ATTEMPT: u16 = 0x00C;
 }
 
 /// Attribute types (RFC 8489 §18.3, RFC 8656 §18, RFC 5245 ICE).
@@ -70,6 +73,7 @@ pub mod attr {
     pub const RESERVATION_TOKEN: u16 = 0x0022;
     pub const PRIORITY: u16 = 0x0024;
     pub const USE_CANDIDATE: u16 = 0x0025;
+    pub const CONNECTION_ID: u16 = 0x002A;
     pub const ADDITIONAL_ADDRESS_FAMILY: u16 = 0x8000;
     pub const ADDRESS_ERROR_CODE: u16 = 0x8001;
     pub const SOFTWARE: u16 = 0x8022;
@@ -105,6 +109,7 @@ pub mod attr {
                     | RESERVATION_TOKEN
                     | PRIORITY
                     | USE_CANDIDATE
+                    | CONNECTION_ID
             )
     }
 }
