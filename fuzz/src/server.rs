@@ -116,10 +116,10 @@ pub const METHODS: [u16; 8] = [
     method::REFRESH,
     method::CREATE_PERMISSION,
     method::CHANNEL_BIND,
-    method::ALLOCATE,
-    method::CREATE_PERMISSION,
+    method::CONNECT,
+    method::CONNECTION_BIND,
     method::BINDING,
-    0x00B, // not a method this server knows: 400
+    0x00D, // not a method this server knows: 400
 ];
 
 /// Peers a selector byte picks from (below 0x80, or when no relay address
@@ -498,8 +498,17 @@ impl Harness {
 
     fn drain(&mut self) -> Vec<(ClientAddr, Vec<u8>)> {
         let mut out = Vec::new();
-        while let Some(Effect::Transmit { to, bytes }) = self.server.poll_effect() {
-            out.push((to, bytes));
+        while let Some(effect) = self.server.poll_effect() {
+            match effect {
+                Effect::Transmit { to, bytes } => out.push((to, bytes)),
+                // Complete an RFC 6062 Connect at once, succeeding or
+                // failing by the id's parity, so its answer is checked too.
+                Effect::ConnectPeer { id, .. } => {
+                    let now = self.now().mono;
+                    self.server.handle_peer_connect_result(id, id.0 % 2 == 0, now);
+                }
+                Effect::Splice { .. } | Effect::ClosePeerConnection { .. } => {}
+            }
         }
         out
     }
@@ -764,7 +773,7 @@ impl Harness {
             return;
         }
         let method = METHODS[usize::from(selector) % METHODS.len()];
-        let turn = method != method::BINDING && method != 0x00B;
+        let turn = method != method::BINDING && method != 0x00D;
         if self.nonces[c].is_none() && flags & flag::NO_NONCE_FETCH == 0 && turn {
             self.fetch_nonce(c, method);
         }
