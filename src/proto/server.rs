@@ -603,6 +603,11 @@ impl<B: RelayBinder> Server<B> {
         self.allocations.contains_key(client)
     }
 
+    /// Relayed transport addresses in use (a dual allocation has two).
+    pub fn relay_count(&self) -> usize {
+        self.by_relay.len()
+    }
+
     pub fn allocation_count(&self) -> usize {
         self.allocations.len()
     }
