@@ -895,7 +895,7 @@ impl<B: RelayBinder> Server<B> {
             method::REFRESH => self.refresh(client, msg, &auth, now.mono).map(Some),
             method::CREATE_PERMISSION => self.create_permission(client, msg, &auth, now.mono).map(Some),
             method::CHANNEL_BIND => self.channel_bind(client, msg, &auth, now.mono).map(Some),
-            method::CONNECT => self.connect(client, msg, &auth).map(|()| None),
+            method::CONNECT => self.connect(client, msg, &auth, now.mono).map(|()| None),
             _ => self.connection_bind(client, msg, &auth).map(|()| None),
         });
         match result {
@@ -1332,7 +1332,13 @@ impl<B: RelayBinder> Server<B> {
 
     /// Connect (RFC 6062 §5.2): asks the driver to connect the TCP relay
     /// to a permitted peer; the answer follows the connect's outcome.
-    fn connect(&mut self, client: ClientAddr, msg: &Message<'_>, auth: &Authenticated<'_>) -> Result<(), Failure> {
+    fn connect(
+        &mut self,
+        client: ClientAddr,
+        msg: &Message<'_>,
+        auth: &Authenticated<'_>,
+        now: Instant,
+    ) -> Result<(), Failure> {
         let allocation = self.allocation_of(client, auth)?;
         if allocation.protocol != RelayProtocol::Tcp {
             return Err(ErrorCode::BadRequest.into());
@@ -1346,8 +1352,7 @@ impl<B: RelayBinder> Server<B> {
         let allocation = self.allocation_of(client, auth)?;
         // RFC 6062 leans on TURN permissions: connecting out needs one,
         // just like sending a datagram would.
-        let unexpired = allocation.permissions.iter().any(|p| p.ip == peer.0.ip());
-        if !unexpired {
+        if !allocation.permits(peer.0.ip(), now) {
             return Err(ErrorCode::Forbidden.into());
         }
         let ids = allocation.connections.clone();

@@ -1853,8 +1853,18 @@ fn a_failed_connect_is_447() {
     };
     Response(bytes).assert_code(447);
     assert_eq!(h.server.poll_effect(), Some(Effect::ClosePeerConnection { id }));
-    // The peer may be connected again.
-    h.connect(c, peer_a());
+    // The peer may be connected again, but only while its permission lasts.
+    let again = h.connect(c, peer_a());
+    h.server.handle_peer_connection_closed(again);
+    assert_eq!(h.server.poll_effect(), Some(Effect::ClosePeerConnection { id: again }));
+    h.at(300);
+    let expired = h.effects_of(c, &alice(), method::CONNECT, |w| {
+        w.xor_address(attr::XOR_PEER_ADDRESS, peer_a());
+    });
+    let [Effect::Transmit { bytes, .. }] = expired.as_slice() else {
+        panic!("{expired:?}")
+    };
+    Response(bytes.clone()).assert_code(403);
 }
 
 #[test]
