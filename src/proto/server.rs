@@ -31,6 +31,11 @@
 //!   (claimed or not: forgetting a claimed one is a no-op).
 //! * Permissions and channels are bounded per allocation and expire lazily:
 //!   an expired entry is never used and is pruned before counting.
+//! * `connections` holds every RFC 6062 peer connection, each listed in its
+//!   allocation's `connections`; a pending one has exactly one
+//!   `Timer::Connection`, and removing one always emits
+//!   `Effect::ClosePeerConnection` so the driver never keeps a stream the
+//!   core forgot.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
@@ -647,7 +652,8 @@ impl<B: RelayBinder> Server<B> {
     }
 
     /// A stream client's connection is gone: its allocation goes with it
-    /// (RFC 8656 §3.1: a TCP/TLS allocation lives on one connection).
+    /// (RFC 8656 §3.1: a TCP/TLS allocation lives on one connection), and
+    /// if it was an RFC 6062 data connection, so does its peer connection.
     pub fn handle_connection_closed(&mut self, client: ClientAddr) {
         self.remove_allocation(client, "connection closed");
         let spliced = self.connections.iter().find_map(|(id, c)| match c.state {
