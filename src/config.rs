@@ -47,8 +47,9 @@ const MAX_TEXT_CHARS: usize = 127;
 /// USERNAME holds fewer than 509 bytes (RFC 8489 §14.3).
 const MAX_USERNAME_BYTES: usize = 508;
 
-/// Channel numbers run from 0x4000 to 0x4FFF (RFC 8656), so no allocation can
-/// have more channels than this.
+/// Cap on `limits.max_channels_per_allocation`: RFC 8656's channel range
+/// (0x4000-0x4FFF) holds this many, far more than any real client binds
+/// (the core also accepts RFC 5766's wider range, but the cap stays).
 const MAX_CHANNELS: usize = 0x1000;
 
 /// Bounds of `auth.nonce_ttl`.
@@ -766,8 +767,7 @@ impl Config {
                 "needs a certificate and key: set tls.cert and tls.key",
             ));
         }
-        let tcp_and_tls = || listen.tcp.iter().filter(|a| a.port() != 0 && listen.tls.contains(a));
-        if let Some(addr) = tcp_and_tls().next() {
+        if let Some(addr) = listen.tcp.iter().find(|a| a.port() != 0 && listen.tls.contains(a)) {
             return Err(ConfigError::invalid(
                 "listen.tls",
                 format!("{addr} is also in listen.tcp; TCP and TLS need different ports"),
@@ -873,7 +873,7 @@ impl Config {
             return Err(ConfigError::invalid(
                 "limits.max_channels_per_allocation",
                 format!(
-                    "{} is more than the {MAX_CHANNELS} channel numbers that exist",
+                    "{} is more than the cap of {MAX_CHANNELS}",
                     limits.max_channels_per_allocation
                 ),
             ));

@@ -85,9 +85,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run => serve(load(cli.config.as_ref())?, cli.config.is_none()),
         Command::CheckConfig { file } => {
             let config = Config::load(&file)?;
-            if let (Some(cert), Some(key), false) = (&config.tls.cert, &config.tls.key, config.listen.tls.is_empty()) {
-                net::tls::TlsCertificates::load(cert, key)?;
-            }
+            net::tls::TlsCertificates::from_config(&config)?;
             println!(
                 "{}: ok ({} UDP, {} TCP and {} TLS listener(s), {} user(s), {} shared secret(s))",
                 file.display(),

@@ -12,19 +12,14 @@ mod common;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
 
-use common::{authenticated_request, read_stun, transaction_id, EchoPeer, TestServer, LONG_TERM_USER_TOML};
+use common::{
+    authenticated_request, read_stun, tcp_connect, transaction_id, EchoPeer, TestServer, LONG_TERM_USER_TOML,
+};
 use turnpike::proto::stun::{attr, method, Class, Message, MessageWriter};
 
 const IPV4: [u8; 4] = [1, 0, 0, 0];
 const IPV6: [u8; 4] = [2, 0, 0, 0];
-
-fn connect(server: &TestServer) -> TcpStream {
-    let stream = TcpStream::connect(server.addr()).expect("connect over TCP");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    stream
-}
 
 /// Allocates over `stream` with `build` adding attributes to
 /// REQUESTED-TRANSPORT; returns the answer.
@@ -77,7 +72,7 @@ fn round_trip(stream: &mut TcpStream, peer: SocketAddr, payload: &[u8]) -> (Sock
 fn dual_allocation_relays_ipv4_and_ipv6_peers_through_their_own_relays() {
     let server = TestServer::start(LONG_TERM_USER_TOML);
     let (peer4, peer6) = (EchoPeer::start(), EchoPeer::start_on("[::1]:0"));
-    let mut stream = connect(&server);
+    let mut stream = tcp_connect(server.addr());
     let answer = allocate(&mut stream, |w| {
         w.bytes(attr::ADDITIONAL_ADDRESS_FAMILY, &IPV6);
     });
@@ -105,7 +100,7 @@ fn dual_allocation_relays_ipv4_and_ipv6_peers_through_their_own_relays() {
 fn ipv6_relay_on_an_ipv4_connection_reaches_ipv6_peers_only() {
     let server = TestServer::start(LONG_TERM_USER_TOML);
     let (peer4, peer6) = (EchoPeer::start(), EchoPeer::start_on("[::1]:0"));
-    let mut stream = connect(&server);
+    let mut stream = tcp_connect(server.addr());
     let answer = allocate(&mut stream, |w| {
         w.bytes(attr::REQUESTED_ADDRESS_FAMILY, &IPV6);
     });
@@ -122,7 +117,7 @@ fn ipv6_relay_on_an_ipv4_connection_reaches_ipv6_peers_only() {
 #[test]
 fn ipv4_allocation_refuses_ipv6_peers_with_443() {
     let server = TestServer::start(LONG_TERM_USER_TOML);
-    let mut stream = connect(&server);
+    let mut stream = tcp_connect(server.addr());
     let answer = allocate(&mut stream, |w| {
         w.bytes(attr::REQUESTED_ADDRESS_FAMILY, &IPV4);
     });

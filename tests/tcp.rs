@@ -10,14 +10,14 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    authenticated_request, binding_request, parse_binding_success, read_stun, stream_binding, stun_binding,
-    transaction_id, TestServer, LONG_TERM_USER_TOML,
+    authenticated_request, binding_request, closed_by_server, parse_binding_success, read_stun, stream_binding,
+    stun_binding, tcp_connect, transaction_id, TestServer, LONG_TERM_USER_TOML,
 };
 use turnpike::proto::stun::{attr, method, Class, Message};
 
@@ -26,25 +26,12 @@ use turnpike::proto::stun::{attr, method, Class, Message};
 const PATIENCE: Duration = Duration::from_secs(10);
 
 fn connect(server: &TestServer) -> TcpStream {
-    let stream = TcpStream::connect(server.addr()).expect("connect over TCP");
-    stream.set_nodelay(true).expect("nodelay");
-    stream.set_read_timeout(Some(PATIENCE)).expect("read timeout");
-    stream
+    tcp_connect(server.addr())
 }
 
 fn assert_binding_answered(stream: &mut TcpStream) {
     let mapped = stream_binding(stream).expect("a Binding success");
     assert_eq!(mapped, stream.local_addr().expect("local addr"));
-}
-
-/// True once the server has closed `stream` (EOF or reset), within PATIENCE.
-fn closed_by_server(stream: &mut TcpStream) -> bool {
-    let mut byte = [0u8; 1];
-    match stream.read(&mut byte) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted),
-    }
 }
 
 #[test]

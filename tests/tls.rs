@@ -10,14 +10,14 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read};
 use std::net::TcpStream;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    authenticated_request, run_with_timeout, stream_binding, turnpike_bin, ScratchDir, TestServer, LONG_TERM_USER_TOML,
+    authenticated_request, closed_by_server, run_with_timeout, stream_binding, tcp_connect, turnpike_bin, ScratchDir,
+    TestServer, LONG_TERM_USER_TOML,
 };
 use rustls::version::{TLS12, TLS13};
 use rustls::ProtocolVersion;
@@ -163,23 +163,14 @@ fn connections_that_never_finish_the_handshake_are_closed() {
     let server = TestServer::start(&format!(
         "{LONG_TERM_USER_TOML}\n[limits]\nconnection_setup_timeout = \"1s\"\n"
     ));
-    let mut silent: Vec<TcpStream> = (0..20)
-        .map(|_| {
-            let stream = TcpStream::connect(server.tls_addr()).unwrap();
-            stream.set_read_timeout(Some(PATIENCE)).unwrap();
-            stream
-        })
-        .collect();
+    let mut silent: Vec<TcpStream> = (0..20).map(|_| tcp_connect(server.tls_addr())).collect();
     // Others still get through meanwhile.
     let mut ok = server.ca().connect(server.tls_addr(), &[&TLS13]).unwrap();
     assert!(stream_binding(&mut ok).is_some());
     for stream in &mut silent {
-        let mut byte = [0u8; 1];
-        let closed = match stream.read(&mut byte) {
-            Ok(0) => true,
-            Ok(_) => false,
-            Err(e) => matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted),
-        };
-        assert!(closed, "a silent TLS connection outlived the setup timeout");
+        assert!(
+            closed_by_server(stream),
+            "a silent TLS connection outlived the setup timeout"
+        );
     }
 }

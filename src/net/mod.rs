@@ -345,12 +345,7 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let certificates = match (&config.tls.cert, &config.tls.key) {
-        (Some(cert), Some(key)) if !config.listen.tls.is_empty() => {
-            Some(Arc::new(tls::TlsCertificates::load(cert, key)?))
-        }
-        _ => None,
-    };
+    let certificates = tls::TlsCertificates::from_config(config)?.map(Arc::new);
     let mut sockets: Vec<StdSockets> = (0..workers).map(|_| StdSockets::default()).collect();
     let mut udp = Vec::new();
     for &wanted in &config.listen.udp {

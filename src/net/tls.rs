@@ -37,6 +37,15 @@ pub struct TlsCertificates {
 }
 
 impl TlsCertificates {
+    /// The certificates `config` asks for: loaded if it has TLS listeners
+    /// (validation guarantees `tls.cert` and `tls.key` then), else `None`.
+    pub fn from_config(config: &crate::config::Config) -> Result<Option<TlsCertificates>, TlsError> {
+        match (&config.tls.cert, &config.tls.key) {
+            (Some(cert), Some(key)) if !config.listen.tls.is_empty() => Self::load(cert, key).map(Some),
+            _ => Ok(None),
+        }
+    }
+
     pub fn load(cert: &Path, key: &Path) -> Result<TlsCertificates, TlsError> {
         Ok(TlsCertificates {
             cert: cert.to_owned(),

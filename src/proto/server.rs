@@ -202,39 +202,56 @@ pub struct ServerConfig {
 /// port is seen as coming from the advertised one. Permissions, the peer
 /// filter and XOR-PEER-ADDRESS therefore keep using the advertised
 /// addresses the clients know.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RelayHairpin {
     /// (advertised, local) pairs that differ; usually none.
     pairs: Vec<(IpAddr, IpAddr)>,
-    ports: Option<std::ops::RangeInclusive<u16>>,
+    ports: std::ops::RangeInclusive<u16>,
+}
+
+impl Default for RelayHairpin {
+    /// No mapping at all.
+    fn default() -> Self {
+        // No pairs, so the port range is never consulted.
+        RelayHairpin::new([], 0..=0)
+    }
 }
 
 impl RelayHairpin {
     pub fn new(pairs: impl IntoIterator<Item = (IpAddr, IpAddr)>, ports: std::ops::RangeInclusive<u16>) -> Self {
         RelayHairpin {
             pairs: pairs.into_iter().filter(|(a, l)| a != l).collect(),
-            ports: Some(ports),
+            ports,
         }
     }
 
-    fn map(&self, addr: SocketAddr, from: impl Fn(&(IpAddr, IpAddr)) -> (IpAddr, IpAddr)) -> SocketAddr {
-        if self.pairs.is_empty() || !self.ports.as_ref().is_some_and(|p| p.contains(&addr.port())) {
+    /// `addr` with its IP swapped for its partner, if it is one of ours on
+    /// a relay port; `to_local` picks the direction.
+    fn map(&self, addr: SocketAddr, to_local: bool) -> SocketAddr {
+        if self.pairs.is_empty() || !self.ports.contains(&addr.port()) {
             return addr;
         }
-        match self.pairs.iter().map(from).find(|(match_ip, _)| *match_ip == addr.ip()) {
-            Some((_, to)) => SocketAddr::new(to, addr.port()),
-            None => addr,
+        for &(advertised, local) in &self.pairs {
+            let (from, to) = if to_local {
+                (advertised, local)
+            } else {
+                (local, advertised)
+            };
+            if addr.ip() == from {
+                return SocketAddr::new(to, addr.port());
+            }
         }
+        addr
     }
 
     /// Where a packet for `peer` is actually sent.
     fn outbound(&self, peer: PeerAddr) -> PeerAddr {
-        PeerAddr(self.map(peer.0, |&(advertised, local)| (advertised, local)))
+        PeerAddr(self.map(peer.0, true))
     }
 
     /// Who a packet that arrived from `peer` counts as coming from.
     fn inbound(&self, peer: PeerAddr) -> PeerAddr {
-        PeerAddr(self.map(peer.0, |&(advertised, local)| (local, advertised)))
+        PeerAddr(self.map(peer.0, false))
     }
 }
 
@@ -461,6 +478,22 @@ impl Allocation {
     }
 }
 
+/// Transaction ids for the indications the server sends (Data,
+/// ConnectionAttempt): they carry no security meaning but should not
+/// repeat, so an xorshift over a random seed suffices.
+struct IndicationIds(u64);
+
+impl IndicationIds {
+    fn next(&mut self) -> TransactionId {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        let mut id = [0u8; 12];
+        id[..8].copy_from_slice(&self.0.to_le_bytes());
+        id
+    }
+}
+
 /// An error answer, before it is encoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Failure {
@@ -565,9 +598,7 @@ pub struct Server<B> {
     /// Keyed PRF for reservation tokens, so they cannot be guessed.
     token_key: hmac::Key,
     token_counter: u64,
-    /// xorshift state for transaction ids of Data indications, which
-    /// carry no security meaning but should not repeat.
-    indication_ids: u64,
+    indication_ids: IndicationIds,
 }
 
 impl<B: RelayBinder> Server<B> {
@@ -596,7 +627,7 @@ impl<B: RelayBinder> Server<B> {
             effects: VecDeque::new(),
             token_key: hmac::Key::new(hmac::HMAC_SHA256, &seed),
             token_counter: 0,
-            indication_ids: u64::from_le_bytes(xorshift) | 1,
+            indication_ids: IndicationIds(u64::from_le_bytes(xorshift) | 1),
         }
     }
 
@@ -690,7 +721,7 @@ impl<B: RelayBinder> Server<B> {
             &mut bytes,
             Class::Indication,
             method::CONNECTION_ATTEMPT,
-            self.next_indication_id(),
+            self.indication_ids.next(),
         );
         w.xor_address(attr::XOR_PEER_ADDRESS, peer.0)
             .u32(attr::CONNECTION_ID, id.0);
@@ -836,7 +867,6 @@ impl<B: RelayBinder> Server<B> {
         }
         let peer = self.config.hairpin.inbound(peer);
         let client = *self.by_relay.get(&relay)?;
-        let indication_id = self.next_indication_id();
         let allocation = self.allocations.get_mut(&client)?;
         if !allocation.permits(peer.0.ip(), now) {
             trace!(%client, peer = %peer.0, "peer packet without permission dropped");
@@ -860,7 +890,7 @@ impl<B: RelayBinder> Server<B> {
             }
             None => {
                 let headroom = buf.get_mut(..payload.start)?;
-                let header_len = stun::write_data_indication_header(headroom, peer.0, indication_id, len)?;
+                let header_len = stun::write_data_indication_header(headroom, peer.0, self.indication_ids.next(), len)?;
                 let end = payload.end + stun::padding(len);
                 buf.get_mut(payload.end..end)?.fill(0);
                 (payload.start - header_len, end)
@@ -1148,15 +1178,6 @@ impl<B: RelayBinder> Server<B> {
         }
     }
 
-    fn next_indication_id(&mut self) -> TransactionId {
-        self.indication_ids ^= self.indication_ids << 13;
-        self.indication_ids ^= self.indication_ids >> 7;
-        self.indication_ids ^= self.indication_ids << 17;
-        let mut id = [0u8; 12];
-        id[..8].copy_from_slice(&self.indication_ids.to_le_bytes());
-        id
-    }
-
     fn next_token(&mut self) -> u64 {
         self.token_counter += 1;
         let tag = hmac::sign(&self.token_key, &self.token_counter.to_be_bytes());
@@ -1361,11 +1382,12 @@ impl<B: RelayBinder> Server<B> {
         if !allocation.permits(peer.0.ip(), now) {
             return Err(ErrorCode::Forbidden.into());
         }
-        let ids = allocation.connections.clone();
-        if ids
-            .iter()
-            .any(|id| self.connections.get(id).is_some_and(|c| c.peer == peer))
-        {
+        let connected = |a: &Allocation| {
+            a.connections
+                .iter()
+                .any(|id| self.connections.get(id).is_some_and(|c| c.peer == peer))
+        };
+        if self.allocations.get(&client).is_some_and(connected) {
             return Err(ErrorCode::ConnectionAlreadyExists.into());
         }
         let relay = relays

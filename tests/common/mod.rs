@@ -132,6 +132,31 @@ impl TestPki {
     }
 }
 
+/// A TCP connection to `addr`, with Nagle off and a 10 s read timeout
+/// so that no read can hang a test.
+pub fn tcp_connect(addr: SocketAddr) -> std::net::TcpStream {
+    let stream = std::net::TcpStream::connect(addr).expect("connect over TCP");
+    stream.set_nodelay(true).expect("nodelay");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    stream
+}
+
+/// True once the server has closed the stream (EOF or reset), read within
+/// the stream's read timeout.
+pub fn closed_by_server(stream: &mut impl Read) -> bool {
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+        ),
+    }
+}
+
 /// Reads one STUN message framed on a stream (20-byte header, then the
 /// length it states).
 pub fn read_stun(stream: &mut impl Read) -> Vec<u8> {
