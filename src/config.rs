@@ -80,6 +80,9 @@ pub struct Config {
     pub peers: PeersSection,
     /// `[limits]`: quotas on allocations, permissions and channels.
     pub limits: LimitsSection,
+    /// `[signaling]`: the WebSocket rooms, `/ice-servers` and the demo page
+    /// served on `listen.http`.
+    pub signaling: SignalingSection,
     /// `[log]`: log filter and format.
     pub log: LogSection,
 }
@@ -138,6 +141,12 @@ pub struct ListenSection {
     /// (`turns:host:5349?transport=tcp`; 443 passes the strictest
     /// firewalls). Needs `[tls]`. Same rules as `udp`. Default: `[]`.
     pub tls: Vec<SocketAddr>,
+    /// HTTP address of the signaling endpoint (`/ws`), `/ice-servers` and
+    /// the demo page (`/`), or `"off"`. Served over TLS with the `[tls]`
+    /// certificate when `signaling.tls` is true. Default: `"127.0.0.1:8080"`:
+    /// only this machine reaches it until you choose otherwise.
+    #[serde(deserialize_with = "addr_or_off")]
+    pub http: Option<SocketAddr>,
 }
 
 impl Default for ListenSection {
@@ -146,6 +155,7 @@ impl Default for ListenSection {
             udp: vec![SocketAddr::from((Ipv4Addr::UNSPECIFIED, 3478))],
             tcp: vec![SocketAddr::from((Ipv4Addr::UNSPECIFIED, 3478))],
             tls: Vec::new(),
+            http: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 8080))),
         }
     }
 }
@@ -350,6 +360,83 @@ impl Default for LimitsSection {
     }
 }
 
+/// `[signaling]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SignalingSection {
+    /// Serve `listen.http` over TLS (HTTPS, WSS) with the `[tls]`
+    /// certificate, which browsers need for getUserMedia anywhere but on
+    /// localhost. Needs `tls.cert` and `tls.key`. Default: `false`.
+    pub tls: bool,
+    /// Most peers in one room; a join beyond gets `room-full`. Every peer
+    /// connects to every other (full mesh), so each uploads its media
+    /// `room_size - 1` times. From 2 to 64. Default: 6.
+    pub room_size: usize,
+    /// Most rooms at once; a join that would open one more gets
+    /// `room-full`. At least 1. Default: 1000.
+    pub max_rooms: usize,
+    /// Most HTTP connections open at once, WebSockets included; one beyond
+    /// is closed as soon as it is accepted. At least 1. Default: 1000.
+    pub max_connections: usize,
+    /// Largest client message, in bytes; a bigger one is answered with
+    /// `too-large` and dropped (the socket stays). A message over four times
+    /// this closes the socket (WebSocket close 1009). From 1024 to 1048576.
+    /// Default: 65536.
+    pub max_message_size: usize,
+    /// Messages per second a client may send, averaged; bursts of twice as
+    /// many pass. Beyond, messages are answered with `rate-limited` and
+    /// dropped. At least 1. Default: 50.
+    pub messages_per_second: u32,
+    /// Interval of the server's WebSocket pings. At least 1s. Default:
+    /// `"15s"`.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// A client from which nothing (not even a pong) arrives for this long
+    /// is dropped, and its room sees `peer-left`. At least `ping_interval`.
+    /// Default: `"30s"`.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_timeout: Duration,
+    /// Secret that gates `/ws`: a client must then connect with
+    /// `?token=<expiry>.<signature>`, where expiry is a Unix time and the
+    /// signature is base64url (no padding) of HMAC-SHA256(secret, expiry);
+    /// `turnpike token` mints one. Without it anyone who reaches
+    /// `listen.http` may join rooms, and so get TURN credentials (warned
+    /// at start when `listen.http` is not loopback). Default: unset.
+    pub token_secret: Option<Secret>,
+    /// Key an application backend presents as `Authorization: Bearer
+    /// <key>` to `GET /ice-servers`; unset, that endpoint does not exist
+    /// (404). Default: unset.
+    pub api_key: Option<Secret>,
+    /// Origins (`"https://app.example.org"`) whose pages may open `/ws`
+    /// and read `/ice-servers` (CORS); a WebSocket upgrade from another
+    /// origin gets 403. Empty allows every origin. Default: `[]`.
+    pub allowed_origins: Vec<String>,
+    /// Host name or IP put in the STUN/TURN URLs handed to clients. Unset,
+    /// the host the client reached the HTTP endpoint by (its Host header)
+    /// is used, which is right when both run on one machine under one
+    /// name. Default: unset.
+    pub turn_host: Option<String>,
+}
+
+impl Default for SignalingSection {
+    fn default() -> Self {
+        SignalingSection {
+            tls: false,
+            room_size: 6,
+            max_rooms: 1000,
+            max_connections: 1000,
+            max_message_size: 65_536,
+            messages_per_second: 50,
+            ping_interval: Duration::from_secs(15),
+            heartbeat_timeout: Duration::from_secs(30),
+            token_secret: None,
+            api_key: None,
+            allowed_origins: Vec::new(),
+            turn_host: None,
+        }
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -513,6 +600,19 @@ fn ipv6_or_off<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Ipv6
     text.parse().map(Some).map_err(|_| {
         D::Error::custom(format_args!(
             "relay.ipv6: {text:?} is neither an IPv6 address nor \"off\""
+        ))
+    })
+}
+
+/// `deserialize_with` helper: a socket address, or `"off"`.
+fn addr_or_off<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text == "off" {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        D::Error::custom(format_args!(
+            "{text:?} is neither an address like \"127.0.0.1:8080\" nor \"off\""
         ))
     })
 }
@@ -690,6 +790,7 @@ impl Config {
         self.check_relay()?;
         self.check_auth()?;
         self.check_limits()?;
+        self.check_signaling()?;
         self.check_log()?;
         self.auth.resolved_secrets = self.read_secrets()?;
         Ok(())
@@ -932,6 +1033,68 @@ impl Config {
         Ok(())
     }
 
+    fn check_signaling(&self) -> Result<(), ConfigError> {
+        let signaling = &self.signaling;
+        if signaling.tls && (self.tls.cert.is_none() || self.tls.key.is_none()) {
+            return Err(ConfigError::invalid(
+                "signaling.tls",
+                "needs a certificate and key: set tls.cert and tls.key",
+            ));
+        }
+        let ranges = [
+            ("signaling.room_size", signaling.room_size, 2, 64),
+            ("signaling.max_rooms", signaling.max_rooms, 1, usize::MAX),
+            ("signaling.max_connections", signaling.max_connections, 1, usize::MAX),
+            ("signaling.max_message_size", signaling.max_message_size, 1024, 1 << 20),
+            (
+                "signaling.messages_per_second",
+                signaling.messages_per_second as usize,
+                1,
+                usize::MAX,
+            ),
+        ];
+        for (key, value, low, high) in ranges {
+            if !(low..=high).contains(&value) {
+                return Err(ConfigError::invalid(key, format!("{value} is outside {low}..={high}")));
+            }
+        }
+        if signaling.ping_interval < Duration::from_secs(1) {
+            return Err(ConfigError::invalid("signaling.ping_interval", "must be at least 1s"));
+        }
+        if signaling.heartbeat_timeout < signaling.ping_interval {
+            return Err(ConfigError::invalid(
+                "signaling.heartbeat_timeout",
+                "must be at least signaling.ping_interval",
+            ));
+        }
+        let secrets = [
+            ("signaling.token_secret", &signaling.token_secret),
+            ("signaling.api_key", &signaling.api_key),
+        ];
+        for (key, secret) in secrets {
+            if secret.as_ref().is_some_and(|s| s.expose().trim().is_empty()) {
+                return Err(ConfigError::invalid(key, "is empty"));
+            }
+        }
+        for (i, origin) in signaling.allowed_origins.iter().enumerate() {
+            if !(origin.starts_with("http://") || origin.starts_with("https://")) || origin.ends_with('/') {
+                return Err(ConfigError::invalid(
+                    format!("signaling.allowed_origins[{i}]"),
+                    format!("{origin:?} is not an origin like \"https://app.example.org\""),
+                ));
+            }
+        }
+        if let Some(host) = &signaling.turn_host {
+            if !is_valid_host(host) {
+                return Err(ConfigError::invalid(
+                    "signaling.turn_host",
+                    format!("{host:?} is not a host name or IP address"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn check_log(&self) -> Result<(), ConfigError> {
         let level = &self.log.level;
         if level.trim().is_empty() {
@@ -971,6 +1134,24 @@ impl Config {
         }
         Ok(secrets)
     }
+}
+
+/// True for a DNS name (letters, digits, `-` and `.`), an IPv4 address or
+/// an IPv6 address, which is what may go into a STUN/TURN URL (RFC 7064,
+/// RFC 7065) as its host.
+pub fn is_valid_host(host: &str) -> bool {
+    if host.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// REALM / SOFTWARE: fewer than 128 characters, none of them control characters.

@@ -14,6 +14,7 @@ use tracing_subscriber::EnvFilter;
 use turnpike::config::{Config, LogFormat, Secret};
 use turnpike::net;
 use turnpike::proto::auth;
+use turnpike::signal;
 
 #[derive(Parser)]
 #[command(
@@ -154,6 +155,21 @@ fn serve(mut config: Config, built_in_defaults: bool) -> anyhow::Result<()> {
         info!("no users or shared secrets configured: generated a random shared secret for this run");
     }
     let server = net::start(&config).context("starting the server")?;
+    let http = match config.listen.http {
+        Some(addr) => {
+            let ice = signal::IceConfig {
+                turn_host: config.signaling.turn_host.clone(),
+                fallback_host: signal::IceConfig::fallback_host_for(addr),
+                udp_port: server.udp.first().map(|a| a.port()),
+                tcp_port: server.tcp.first().map(|a| a.port()),
+                tls_port: server.tls.first().map(|a| a.port()),
+                secret: config.auth.minting_secret().cloned(),
+                ttl: config.auth.credential_ttl,
+            };
+            Some(signal::start(&config, addr, ice, server.certificates()).context("starting the HTTP endpoint")?)
+        }
+        None => None,
+    };
     if demo_secret && std::io::stderr().is_terminal() {
         // Printed for the person at the terminal, never into logs.
         if let Some(secret) = config.auth.resolved_secrets.first() {
@@ -175,6 +191,9 @@ fn serve(mut config: Config, built_in_defaults: bool) -> anyhow::Result<()> {
     }
     handle_signals(&server)?;
     info!("shutting down");
+    if let Some(http) = http {
+        http.stop();
+    }
     server.stop();
     Ok(())
 }

@@ -110,6 +110,12 @@ impl RunningServer {
         }
     }
 
+    /// The TLS certificate in use, if one is loaded (the HTTP endpoint
+    /// serves HTTPS with it, and a reload applies to both).
+    pub fn certificates(&self) -> Option<Arc<tls::TlsCertificates>> {
+        self.certificates.clone()
+    }
+
     /// Stops every shard and waits for their threads to end.
     pub fn stop(self) {
         let _ = self.stop.send(true);
@@ -384,7 +390,10 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     };
     let connections = stream::ConnectionCount::default();
 
-    let listeners: Vec<SocketAddr> = udp.iter().chain(&tcp).chain(&tls).copied().collect();
+    // The HTTP port counts as a service port too (port 0 would only be
+    // known once bound, and is for tests alone).
+    let http = config.listen.http.filter(|a| a.port() != 0);
+    let listeners: Vec<SocketAddr> = udp.iter().chain(&tcp).chain(&tls).chain(&http).copied().collect();
     let plan = Arc::new(Plan::new(config, &listeners));
     let quota = Arc::new(AllocationQuota::new(
         config.limits.max_allocations,

@@ -38,10 +38,12 @@ pub struct TlsCertificates {
 
 impl TlsCertificates {
     /// The certificates `config` asks for: loaded if it has TLS listeners
-    /// (validation guarantees `tls.cert` and `tls.key` then), else `None`.
+    /// or serves HTTPS (validation guarantees `tls.cert` and `tls.key`
+    /// then), else `None`.
     pub fn from_config(config: &crate::config::Config) -> Result<Option<TlsCertificates>, TlsError> {
+        let wanted = !config.listen.tls.is_empty() || (config.signaling.tls && config.listen.http.is_some());
         match (&config.tls.cert, &config.tls.key) {
-            (Some(cert), Some(key)) if !config.listen.tls.is_empty() => Self::load(cert, key).map(Some),
+            (Some(cert), Some(key)) if wanted => Self::load(cert, key).map(Some),
             _ => Ok(None),
         }
     }

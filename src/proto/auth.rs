@@ -13,6 +13,10 @@
 //!   unauthenticated source can make the server remember nothing. A nonce
 //!   is only valid for the client address it was issued to.
 //!
+//! * Signaling tokens gate the WebSocket endpoint: `<unix-expiry>.<sig>`
+//!   with sig = base64url-nopad(HMAC-SHA256(token_secret, "<unix-expiry>")),
+//!   so an application backend can hand them out without talking to us.
+//!
 //! Secrets never appear in `Debug` output; MESSAGE-INTEGRITY is compared in
 //! constant time (see [`super::stun::Message::verify_integrity`]).
 
@@ -251,6 +255,43 @@ fn hex_decode(hex: &[u8], out: &mut [u8]) -> bool {
     true
 }
 
+/// A signaling token valid until `expires_unix`.
+pub fn signaling_token(secret: &[u8], expires_unix: u64) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    let expiry = expires_unix.to_string();
+    let tag = hmac::sign(&key, expiry.as_bytes());
+    format!(
+        "{expiry}.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref())
+    )
+}
+
+/// True if `token` was made by [`signaling_token`] with `secret` and has not
+/// expired at `now_unix`. The signature is checked in constant time.
+pub fn verify_signaling_token(secret: &[u8], token: &str, now_unix: u64) -> bool {
+    let Some((expiry, signature)) = token.split_once('.') else {
+        return false;
+    };
+    let Ok(expires) = expiry.parse::<u64>() else {
+        return false;
+    };
+    let Ok(tag) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(signature) else {
+        return false;
+    };
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    expires > now_unix && hmac::verify(&key, expiry.as_bytes(), &tag).is_ok()
+}
+
+/// Compares two secrets without a timing signal about where they differ
+/// (both are hashed first, so not even their lengths leak).
+pub fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
+    let (a, b) = (
+        ring::digest::digest(&ring::digest::SHA256, a),
+        ring::digest::digest(&ring::digest::SHA256, b),
+    );
+    a.as_ref().iter().zip(b.as_ref()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,5 +383,27 @@ mod tests {
     fn minted_password_is_redacted_in_debug_output() {
         let m = mint(b"s", None, 0, Duration::from_secs(1));
         assert!(!format!("{m:?}").contains(&m.password));
+    }
+
+    #[test]
+    fn signaling_tokens_verify_until_they_expire_and_only_under_their_secret() {
+        let token = signaling_token(b"k", 2000);
+        assert!(token.starts_with("2000."));
+        assert!(verify_signaling_token(b"k", &token, 1999));
+        assert!(!verify_signaling_token(b"k", &token, 2000), "expired");
+        assert!(!verify_signaling_token(b"other", &token, 1999));
+        let forged = token.replacen("2000", "9000", 1);
+        assert!(!verify_signaling_token(b"k", &forged, 1999), "expiry is signed");
+        for junk in ["", ".", "2000", "2000.", "x.y", "2000.!!!"] {
+            assert!(!verify_signaling_token(b"k", junk, 0), "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn secrets_equal_compares_whole_values() {
+        assert!(secrets_equal(b"abc", b"abc"));
+        assert!(!secrets_equal(b"abc", b"abd"));
+        assert!(!secrets_equal(b"abc", b"abcd"));
+        assert!(!secrets_equal(b"", b"a"));
     }
 }

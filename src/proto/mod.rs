@@ -16,3 +16,4 @@ pub mod server;
 mod server_tests;
 pub mod stream_framing;
 pub mod stun;
+pub mod token_bucket;

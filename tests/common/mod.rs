@@ -285,6 +285,7 @@ pub struct TestServer {
     child: Mutex<Child>,
     addr: SocketAddr,
     tls_addr: SocketAddr,
+    http_addr: SocketAddr,
     pki: TestPki,
     cert_path: PathBuf,
     key_path: PathBuf,
@@ -312,13 +313,14 @@ impl TestServer {
         for _attempt in 0..3 {
             let port = free_udp_port();
             let tls_port = free_tcp_port();
+            let http_port = free_tcp_port();
             let dir = ScratchDir::new("server");
             let pki = TestPki::new();
             let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
             pki.write_leaf("turnpike test server", &cert_path, &key_path);
             let config = format!(
                 "[server]\nworkers = 2\n{server_keys}\n\n[listen]\nudp = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\n\
-                 tcp = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\ntls = [\"127.0.0.1:{tls_port}\"]\n\n\
+                 tcp = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\ntls = [\"127.0.0.1:{tls_port}\"]\nhttp = \"127.0.0.1:{http_port}\"\n\n\
                  [tls]\ncert = \"{}\"\nkey = \"{}\"\n\n\
                  [relay]\nipv4 = \"127.0.0.1\"\nipv6 = \"::1\"\nports = \"{}-{}\"\n\n\
                  [peers]\nallow = [\"127.0.0.0/8\", \"::1/128\"]\n\n{extra_toml}",
@@ -345,6 +347,7 @@ impl TestServer {
                 child: Mutex::new(child),
                 addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
                 tls_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, tls_port)),
+                http_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, http_port)),
                 pki,
                 cert_path,
                 key_path,
@@ -370,15 +373,22 @@ impl TestServer {
         panic!("turnpike failed to start three times");
     }
 
-    /// Sends Binding requests until one is answered, the child exits, or
-    /// `limit` passes.
+    /// Sends Binding requests until one is answered, then connects to the
+    /// HTTP endpoint until that works; false if the child exits or `limit`
+    /// passes first.
     fn wait_ready(&self, limit: Duration) -> bool {
         let socket = UdpSocket::bind("127.0.0.1:0").expect("bind probe socket");
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline && self.is_running() {
             if stun_binding(&socket, self.addr, Duration::from_millis(100)).is_some() {
+                break;
+            }
+        }
+        while Instant::now() < deadline && self.is_running() {
+            if std::net::TcpStream::connect_timeout(&self.http_addr, Duration::from_millis(100)).is_ok() {
                 return true;
             }
+            std::thread::sleep(Duration::from_millis(20));
         }
         false
     }
@@ -391,6 +401,11 @@ impl TestServer {
     /// The same listener port on IPv6 loopback.
     pub fn addr_v6(&self) -> SocketAddr {
         SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, self.addr.port()))
+    }
+
+    /// The address of its HTTP endpoint (signaling, demo page).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
     }
 
     /// The address of its TLS listener.

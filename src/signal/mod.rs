@@ -1,0 +1,319 @@
+//! The HTTP side: WebSocket signaling rooms at `/ws` (DESIGN.md,
+//! "Signaling protocol v1"), `GET /ice-servers` for application
+//! backends, and the demo call page at `/`.
+//!
+//! It runs on a thread of its own with a single-threaded tokio runtime,
+//! apart from the packet shards: signaling is a few messages a second per
+//! peer and must never take time from relaying. It shares with the TURN
+//! side only the credential minting function (what it hands out is what
+//! TURN verifies) and the TLS certificate.
+//!
+//! Bounds: at most `signaling.max_connections` HTTP connections (one beyond
+//! is closed at accept), 10 s to send request headers or finish a TLS
+//! handshake, and the per-session limits of [`session`].
+
+mod ice;
+mod page;
+pub mod protocol;
+mod rooms;
+mod session;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::{debug, info, warn};
+
+pub use ice::IceConfig;
+
+use crate::config::{Config, Secret};
+use crate::net::tls::TlsCertificates;
+use crate::proto::auth;
+use session::{Hub, SessionLimits};
+
+/// Time a client has to finish its TLS handshake and send its request
+/// headers.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("cannot bind HTTP {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot start the HTTP thread: {0}")]
+    Thread(std::io::Error),
+    #[error("signaling.tls is on but no TLS certificate is loaded")]
+    NoCertificate,
+}
+
+/// The running HTTP endpoint.
+pub struct HttpServer {
+    /// The bound address (port 0 resolved).
+    pub addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: JoinHandle<()>,
+}
+
+impl HttpServer {
+    /// Stops accepting, drops every connection and waits for the thread.
+    pub fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.thread.join();
+    }
+}
+
+/// What the handlers share.
+struct App {
+    hub: Arc<Hub>,
+    token_secret: Option<Secret>,
+    api_key: Option<Secret>,
+    allowed_origins: Vec<String>,
+}
+
+impl App {
+    /// A request without Origin comes from something other than a web
+    /// page, which could send any Origin it liked anyway.
+    fn origin_allowed(&self, origin: Option<&HeaderValue>) -> bool {
+        match origin.and_then(|o| o.to_str().ok()) {
+            _ if self.allowed_origins.is_empty() => true,
+            None => origin.is_none(),
+            Some(origin) => self.allowed_origins.iter().any(|o| o == origin),
+        }
+    }
+}
+
+/// Binds `addr` and serves it. `ice` describes the TURN side to hand
+/// out; `certificates` is required when `signaling.tls` is on.
+pub fn start(
+    config: &Config,
+    addr: SocketAddr,
+    ice: IceConfig,
+    certificates: Option<Arc<TlsCertificates>>,
+) -> Result<HttpServer, HttpError> {
+    let signaling = &config.signaling;
+    let tls = match signaling.tls {
+        true => Some(certificates.ok_or(HttpError::NoCertificate)?),
+        false => None,
+    };
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|source| HttpError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| HttpError::Bind { addr, source })?;
+    if !bound.ip().is_loopback() && signaling.token_secret.is_none() {
+        warn!(
+            addr = %bound,
+            "signaling on a non-loopback address without signaling.token_secret: \
+             anyone who reaches it can join rooms and get TURN credentials"
+        );
+    }
+    let limits = SessionLimits {
+        max_message_size: signaling.max_message_size,
+        messages_per_second: signaling.messages_per_second,
+        ping_interval: signaling.ping_interval,
+        heartbeat_timeout: signaling.heartbeat_timeout,
+    };
+    let app = Arc::new(App {
+        hub: Arc::new(Hub::new(signaling.room_size, signaling.max_rooms, limits, ice)),
+        token_secret: signaling.token_secret.clone(),
+        api_key: signaling.api_key.clone(),
+        allowed_origins: signaling.allowed_origins.clone(),
+    });
+    let max_connections = signaling.max_connections;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let thread = std::thread::Builder::new()
+        .name("turnpike-http".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(e) => return warn!("HTTP runtime failed to start: {e}"),
+            };
+            runtime.block_on(accept_loop(listener, router(app), tls, max_connections, stopped));
+        })
+        .map_err(HttpError::Thread)?;
+    info!(addr = %bound, tls = signaling.tls, "signaling and demo page listening");
+    Ok(HttpServer {
+        addr: bound,
+        stop,
+        thread,
+    })
+}
+
+fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/", get(page::index))
+        .route("/demo.js", get(page::script))
+        .route("/demo.css", get(page::style))
+        .route("/ws", get(ws))
+        .route("/ice-servers", get(ice_servers).options(ice_servers_preflight))
+        .with_state(app)
+}
+
+async fn accept_loop(
+    listener: std::net::TcpListener,
+    router: Router,
+    tls: Option<Arc<TlsCertificates>>,
+    max_connections: usize,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(e) => return warn!("HTTP listener: {e}"),
+    };
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    debug!("HTTP accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped.changed() => return,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            debug!(%remote, "HTTP connection limit reached; closing");
+            continue;
+        };
+        let (router, tls) = (router.clone(), tls.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let _ = stream.set_nodelay(true);
+            match tls {
+                None => serve_connection(stream, router).await,
+                Some(certificates) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, certificates.acceptor().accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, router).await,
+                        Ok(Err(e)) => debug!(%remote, "HTTPS handshake failed: {e}"),
+                        Err(_) => debug!(%remote, "HTTPS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn serve_connection<S>(stream: S, router: Router)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HANDSHAKE_TIMEOUT)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .with_upgrades();
+    if let Err(e) = connection.await {
+        debug!("HTTP connection ended: {e}");
+    }
+}
+
+async fn ws(
+    State(app): State<Arc<App>>,
+    upgrade: WebSocketUpgrade,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if !app.origin_allowed(headers.get(header::ORIGIN)) {
+        return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
+    }
+    let authorized = match &app.token_secret {
+        None => true,
+        Some(secret) => query.get("token").is_some_and(|token| {
+            auth::verify_signaling_token(secret.expose().as_bytes(), token, crate::net::clock::unix_secs())
+        }),
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned);
+    // Over the soft limit a message is refused with `too-large`; this
+    // hard limit bounds what is read at all.
+    let hard_limit = app.hub.limits.max_message_size.saturating_mul(4);
+    let hub = app.hub.clone();
+    upgrade
+        .max_message_size(hard_limit)
+        .max_frame_size(hard_limit)
+        .on_upgrade(move |socket| session::run(socket, hub, host, authorized))
+}
+
+/// `GET /ice-servers`: `{"iceServers":[…],"ttl":S}` for the holder of
+/// `signaling.api_key`; 404 when no key is configured.
+async fn ice_servers(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(key) = &app.api_key else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "));
+    let cors = cors_headers(&app, &headers);
+    if !presented.is_some_and(|p| auth::secrets_equal(p.as_bytes(), key.expose().as_bytes())) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            cors,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "a valid Authorization: Bearer <signaling.api_key> is required\n",
+        )
+            .into_response();
+    }
+    let name = match query.get("user") {
+        None => "api",
+        Some(user) if user.len() <= 64 && protocol::is_valid_room(user) => user,
+        Some(_) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                cors,
+                "user must be 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'\n",
+            )
+                .into_response()
+        }
+    };
+    let hub = &app.hub;
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let body = serde_json::json!({
+        "iceServers": hub.ice.ice_servers(host, name, crate::net::clock::unix_secs()),
+        "ttl": hub.ice.ttl.as_secs(),
+    });
+    (cors, [(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
+}
+
+async fn ice_servers_preflight(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    (StatusCode::NO_CONTENT, cors_headers(&app, &headers)).into_response()
+}
+
+/// CORS headers for `/ice-servers`: only for an Origin listed in
+/// `signaling.allowed_origins` (none when that list is empty: the endpoint
+/// is meant for backends).
+fn cors_headers(app: &App, headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    let origin = headers.get(header::ORIGIN);
+    if let Some(origin) = origin.filter(|o| {
+        o.to_str()
+            .is_ok_and(|o| app.allowed_origins.iter().any(|allowed| allowed == o))
+    }) {
+        out.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        out.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization"),
+        );
+        out.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET"));
+        out.insert(header::VARY, HeaderValue::from_static("origin"));
+    }
+    out
+}

@@ -1,0 +1,253 @@
+//! Signaling protocol v1: the JSON messages of `/ws` (DESIGN.md,
+//! "Signaling protocol v1").
+//!
+//! Client messages are parsed leniently (unknown fields are ignored, so a
+//! newer client can add some) but strictly in what they need: a `join`
+//! needs a valid room name, a `signal` needs `to` and `data`. `data` is
+//! kept as raw JSON and relayed byte for byte, never re-encoded. Anything
+//! else is a [`ErrorCode::BadMessage`].
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Longest room name, in characters.
+pub const MAX_ROOM_LEN: usize = 64;
+/// Longest display name, in characters.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// A message from a client.
+#[derive(Debug)]
+pub enum ClientMessage {
+    Join { room: String, name: Option<String> },
+    Signal { to: String, data: Box<RawValue> },
+    Leave,
+    Ping,
+}
+
+/// The wire shape of every client message. Parsed as one flat struct
+/// rather than an internally tagged enum because serde cannot keep `data`
+/// raw inside a tagged enum.
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(rename = "type")]
+    kind: String,
+    room: Option<String>,
+    name: Option<String>,
+    to: Option<String>,
+    data: Option<Box<RawValue>>,
+}
+
+impl ClientMessage {
+    /// Parses one text frame; the error says what is wrong, for the
+    /// `bad-message` answer.
+    pub fn parse(text: &str) -> Result<ClientMessage, String> {
+        let envelope: Envelope = serde_json::from_str(text).map_err(|e| format!("not a valid message: {e}"))?;
+        match envelope.kind.as_str() {
+            "join" => {
+                let room = envelope.room.ok_or("join needs a room")?;
+                if !is_valid_room(&room) {
+                    return Err(format!(
+                        "room must be 1 to {MAX_ROOM_LEN} characters of A-Z, a-z, 0-9, '_' and '-'"
+                    ));
+                }
+                let name = envelope.name.filter(|n| !n.is_empty());
+                if let Some(name) = &name {
+                    if name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+                        return Err(format!(
+                            "name must be at most {MAX_NAME_LEN} characters, none of them control characters"
+                        ));
+                    }
+                }
+                Ok(ClientMessage::Join { room, name })
+            }
+            "signal" => Ok(ClientMessage::Signal {
+                to: envelope.to.ok_or("signal needs \"to\"")?,
+                data: envelope.data.ok_or("signal needs \"data\"")?,
+            }),
+            "leave" => Ok(ClientMessage::Leave),
+            "ping" => Ok(ClientMessage::Ping),
+            other => Err(format!(
+                "unknown type {:?}; expected join, signal, leave or ping",
+                other.chars().take(32).collect::<String>()
+            )),
+        }
+    }
+}
+
+/// 1 to 64 characters of `[A-Za-z0-9_-]`.
+pub fn is_valid_room(room: &str) -> bool {
+    (1..=MAX_ROOM_LEN).contains(&room.len())
+        && room
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The error codes of protocol v1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCode {
+    BadMessage,
+    RoomFull,
+    NotInRoom,
+    UnknownPeer,
+    TooLarge,
+    RateLimited,
+    Unauthorized,
+}
+
+/// One entry of `peers`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerInfo {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// An RTCIceServer dictionary (W3C WebRTC §4.2.2).
+#[derive(Debug, Clone, Serialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// A message to a client.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ServerMessage<'a> {
+    Joined {
+        room: &'a str,
+        id: &'a str,
+        peers: &'a [PeerInfo],
+        #[serde(rename = "iceServers")]
+        ice_servers: &'a [IceServer],
+    },
+    PeerJoined {
+        id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        name: Option<&'a str>,
+    },
+    PeerLeft {
+        id: &'a str,
+    },
+    Signal {
+        from: &'a str,
+        data: &'a RawValue,
+    },
+    Pong,
+    Error {
+        code: ErrorCode,
+        message: &'a str,
+    },
+}
+
+impl ServerMessage<'_> {
+    pub fn to_json(&self) -> String {
+        // Serializing these plain structs cannot fail: every map key is a
+        // string and there are no foreign Serialize impls.
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_client_message() {
+        assert!(matches!(
+            ClientMessage::parse(r#"{"type":"join","room":"a-b_1","name":"Ann"}"#),
+            Ok(ClientMessage::Join { room, name: Some(name) }) if room == "a-b_1" && name == "Ann"
+        ));
+        assert!(matches!(
+            ClientMessage::parse(r#"{"type":"join","room":"r"}"#),
+            Ok(ClientMessage::Join { name: None, .. })
+        ));
+        match ClientMessage::parse(r#"{"type":"signal","to":"x","data":{"sdp": "v=0", "n": [1, 2.5]}}"#) {
+            Ok(ClientMessage::Signal { to, data }) => {
+                assert_eq!(to, "x");
+                assert_eq!(data.get(), r#"{"sdp": "v=0", "n": [1, 2.5]}"#, "data is kept verbatim");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            ClientMessage::parse(r#"{"type":"leave"}"#),
+            Ok(ClientMessage::Leave)
+        ));
+        assert!(matches!(
+            ClientMessage::parse(r#"{"type":"ping","extra":1}"#),
+            Ok(ClientMessage::Ping)
+        ));
+    }
+
+    #[test]
+    fn refuses_malformed_messages() {
+        let long_room = format!(r#"{{"type":"join","room":"{}"}}"#, "r".repeat(65));
+        let long_name = format!(r#"{{"type":"join","room":"r","name":"{}"}}"#, "n".repeat(65));
+        for bad in [
+            "",
+            "not json",
+            "[]",
+            "{}",
+            r#"{"type":5}"#,
+            r#"{"type":"join"}"#,
+            r#"{"type":"join","room":""}"#,
+            r#"{"type":"join","room":"a b"}"#,
+            r#"{"type":"join","room":"é"}"#,
+            r#"{"type":"join","room":"r","name":"a\nb"}"#,
+            &long_room,
+            &long_name,
+            r#"{"type":"signal","to":"x"}"#,
+            r#"{"type":"signal","data":1}"#,
+            r#"{"type":"fly"}"#,
+        ] {
+            assert!(ClientMessage::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn server_messages_have_the_documented_shape() {
+        let data = RawValue::from_string(r#"{"candidate":"c"}"#.to_owned()).unwrap();
+        assert_eq!(
+            ServerMessage::Signal {
+                from: "p1",
+                data: &data
+            }
+            .to_json(),
+            r#"{"type":"signal","from":"p1","data":{"candidate":"c"}}"#
+        );
+        assert_eq!(
+            ServerMessage::Error {
+                code: ErrorCode::RoomFull,
+                message: "full"
+            }
+            .to_json(),
+            r#"{"type":"error","code":"room-full","message":"full"}"#
+        );
+        assert_eq!(
+            ServerMessage::PeerJoined { id: "p", name: None }.to_json(),
+            r#"{"type":"peer-joined","id":"p"}"#
+        );
+        let peers = [PeerInfo {
+            id: "a".into(),
+            name: Some("A".into()),
+        }];
+        let ice = [IceServer {
+            urls: vec!["stun:h:1".into()],
+            username: None,
+            credential: None,
+        }];
+        assert_eq!(
+            ServerMessage::Joined {
+                room: "r",
+                id: "b",
+                peers: &peers,
+                ice_servers: &ice
+            }
+            .to_json(),
+            r#"{"type":"joined","room":"r","id":"b","peers":[{"id":"a","name":"A"}],"iceServers":[{"urls":["stun:h:1"]}]}"#
+        );
+    }
+}
