@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README's second command. It installs what
-# the tests need on a fresh Debian machine (coturn's client tools), then runs
-# formatting and lint checks and every test. CI (.ci/run) calls exactly this.
+# the tests need on a fresh Debian machine (coturn's client tools, Chromium,
+# Node's playwright-core, Python's aiortc), then runs formatting and lint
+# checks and every test. CI (.ci/run) calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,10 +10,21 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 need_apt=()
 command -v turnutils_uclient >/dev/null 2>&1 || need_apt+=(coturn)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium fonts-liberation)
+command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]} (Debian packages the tests drive)"
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  echo "==> npm ci (playwright-core drives Debian's chromium; no browser download)"
+  npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+fi
+if ! python3 -c "import aiortc, websockets" >/dev/null 2>&1; then
+  echo "==> pip install aiortc websockets (the second, non-browser WebRTC call)"
+  python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 fi
 
 echo "==> cargo fmt --check"

@@ -796,6 +796,21 @@ impl Config {
         Ok(())
     }
 
+    /// Settings that are valid but probably not what a public server wants;
+    /// logged at start and printed by `check-config`.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if let Some(http) = self.listen.http {
+            if !http.ip().is_loopback() && self.signaling.token_secret.is_none() {
+                warnings.push(format!(
+                    "listen.http {http} is not loopback and signaling.token_secret is unset: \
+                     anyone who reaches it can join rooms and get TURN credentials"
+                ));
+            }
+        }
+        warnings
+    }
+
     /// The 16-byte long-term credential key of `user` (RFC 8489 §9.2.2):
     /// MD5(name:realm:password) with `server.realm`, or the decoded `key`.
     ///
@@ -1331,6 +1346,18 @@ mod tests {
             "max_allocation_lifetime",
             "max_permissions_per_allocation",
             "max_channels_per_allocation",
+            "http",
+            "[signaling]",
+            "room_size",
+            "max_rooms",
+            "max_message_size",
+            "messages_per_second",
+            "ping_interval",
+            "heartbeat_timeout",
+            "token_secret",
+            "api_key",
+            "allowed_origins",
+            "turn_host",
             "[log]",
             "level",
             "format",
@@ -1712,5 +1739,49 @@ mod tests {
         config.auth.secrets_file = Some(PathBuf::from("/nonexistent/turnpike/secrets"));
         assert!(config.validate().is_err());
         assert_eq!(config.auth.resolved_secrets.len(), 1);
+    }
+
+    #[test]
+    fn signaling_settings_are_checked() {
+        for (text, key) in [
+            ("[signaling]\nroom_size = 1", "signaling.room_size"),
+            ("[signaling]\nroom_size = 65", "signaling.room_size"),
+            ("[signaling]\nmax_rooms = 0", "signaling.max_rooms"),
+            ("[signaling]\nmax_message_size = 100", "signaling.max_message_size"),
+            ("[signaling]\nmessages_per_second = 0", "signaling.messages_per_second"),
+            ("[signaling]\nping_interval = \"10ms\"", "signaling.ping_interval"),
+            (
+                "[signaling]\nping_interval = \"20s\"\nheartbeat_timeout = \"10s\"",
+                "signaling.heartbeat_timeout",
+            ),
+            ("[signaling]\ntoken_secret = \" \"", "signaling.token_secret"),
+            ("[signaling]\napi_key = \"\"", "signaling.api_key"),
+            (
+                "[signaling]\nallowed_origins = [\"app.example\"]",
+                "signaling.allowed_origins[0]",
+            ),
+            (
+                "[signaling]\nallowed_origins = [\"https://a.example/\"]",
+                "signaling.allowed_origins[0]",
+            ),
+            ("[signaling]\nturn_host = \"a b\"", "signaling.turn_host"),
+            ("[signaling]\ntls = true", "signaling.tls"),
+        ] {
+            assert_eq!(invalid_key(text), key, "{text}");
+        }
+        let config = parse("[listen]\nhttp = \"off\"\n[signaling]\nturn_host = \"turn.example.org\"").unwrap();
+        assert_eq!(config.listen.http, None);
+        let error = parse("[listen]\nhttp = \"localhost\"").unwrap_err().to_string();
+        assert!(error.contains("neither an address"), "{error}");
+    }
+
+    #[test]
+    fn hosts_for_urls() {
+        for good in ["turn.example.org", "localhost", "a-b.c", "192.0.2.1", "2001:db8::1"] {
+            assert!(is_valid_host(good), "{good}");
+        }
+        for bad in ["", "a b", "-a.b", "a..b", "a/b", "[::1]", "é.example", "a.b:80"] {
+            assert!(!is_valid_host(bad), "{bad}");
+        }
     }
 }

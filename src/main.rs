@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use base64::Engine;
 use clap::{Parser, Subcommand};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 use turnpike::config::{Config, LogFormat, Secret};
@@ -57,6 +57,15 @@ enum Command {
         #[arg(long, default_value_t = 3478)]
         port: u16,
     },
+    /// Print a token for `/ws?token=` when `signaling.token_secret` is set.
+    Token {
+        /// Token secret (default: signaling.token_secret of --config).
+        #[arg(long)]
+        secret: Option<String>,
+        /// Lifetime of the token, e.g. "1h", "10m".
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
 }
 
 fn main() -> ExitCode {
@@ -87,8 +96,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig { file } => {
             let config = Config::load(&file)?;
             net::tls::TlsCertificates::from_config(&config)?;
+            let http = config
+                .listen
+                .http
+                .map_or("HTTP off".to_owned(), |addr| format!("HTTP on {addr}"));
             println!(
-                "{}: ok ({} UDP, {} TCP and {} TLS listener(s), {} user(s), {} shared secret(s))",
+                "{}: ok ({} UDP, {} TCP and {} TLS listener(s), {http}, {} user(s), {} shared secret(s))",
                 file.display(),
                 config.listen.udp.len(),
                 config.listen.tcp.len(),
@@ -96,6 +109,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 config.auth.users.len(),
                 config.auth.resolved_secrets.len()
             );
+            for warning in config.warnings() {
+                eprintln!("warning: {warning}");
+            }
+            Ok(())
+        }
+        Command::Token { secret, ttl } => {
+            let secret = match (secret, &cli.config) {
+                (Some(s), _) => s,
+                (None, Some(path)) => match Config::load(path)?.signaling.token_secret {
+                    Some(s) => s.expose().to_owned(),
+                    None => bail!("{} has no signaling.token_secret", path.display()),
+                },
+                (None, None) => bail!("give --secret or --config with signaling.token_secret"),
+            };
+            let expires = net::clock::unix_secs().saturating_add(ttl.as_secs());
+            println!("{}", auth::signaling_token(secret.as_bytes(), expires));
             Ok(())
         }
         Command::Credentials {
@@ -145,6 +174,9 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
 
 fn serve(mut config: Config, built_in_defaults: bool) -> anyhow::Result<()> {
     init_logging(&config)?;
+    for warning in config.warnings() {
+        warn!("{warning}");
+    }
     let demo_secret = config.auth.resolved_secrets.is_empty() && config.auth.users.is_empty();
     if demo_secret {
         // With nothing configured, a random secret makes the server usable

@@ -132,3 +132,51 @@ fn credentials_prints_an_ice_server_with_a_short_lived_credential() {
     let (_, expected_password) = rest_credential("s", "u", expiry);
     assert_eq!(entry["credential"].as_str(), Some(expected_password.as_str()));
 }
+
+#[test]
+fn token_prints_a_signaling_token_signed_with_the_configured_secret() {
+    let config = ConfigFile::new("[signaling]\ntoken_secret = \"gate\"\n");
+    let before = unix_now();
+    let output = turnpike(&[
+        "--config",
+        config.path().to_str().expect("path"),
+        "token",
+        "--ttl",
+        "10m",
+    ]);
+    assert!(output.success(), "{output:?}");
+    let token = output.stdout.trim();
+    let (expiry, signature) = token.split_once('.').expect("<expiry>.<signature>");
+    let expiry: u64 = expiry.parse().expect("numeric expiry");
+    assert!((before + 600..=unix_now() + 601).contains(&expiry), "{token}");
+    // HMAC-SHA256 over the expiry, computed here independently.
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"gate");
+    let expected = ring::hmac::sign(&key, expiry.to_string().as_bytes());
+    use base64::Engine;
+    assert_eq!(
+        signature,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(expected.as_ref())
+    );
+    let without = turnpike(&["token"]);
+    assert!(
+        !without.success() && without.stderr.contains("token_secret"),
+        "{without:?}"
+    );
+}
+
+#[test]
+fn check_config_warns_about_an_open_signaling_endpoint() {
+    let open = ConfigFile::new("[listen]\nhttp = \"0.0.0.0:8080\"\n");
+    let output = turnpike(&["check-config", open.path().to_str().expect("path")]);
+    assert!(output.success(), "{output:?}");
+    assert!(
+        output.stderr.contains("warning: listen.http 0.0.0.0:8080"),
+        "{output:?}"
+    );
+    let gated = ConfigFile::new("[listen]\nhttp = \"0.0.0.0:8080\"\n[signaling]\ntoken_secret = \"t\"\n");
+    let output = turnpike(&["check-config", gated.path().to_str().expect("path")]);
+    assert!(output.success() && !output.stderr.contains("warning"), "{output:?}");
+    let off = ConfigFile::new("[listen]\nhttp = \"off\"\n");
+    let output = turnpike(&["check-config", off.path().to_str().expect("path")]);
+    assert!(output.stdout.contains("HTTP off"), "{output:?}");
+}

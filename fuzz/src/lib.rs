@@ -13,12 +13,14 @@
 //!   that authenticated Allocate, Refresh, CreatePermission and ChannelBind
 //!   get past the long-term credential check.
 //! * [`program`]: builds such programs, for seeds and tests.
+//! * [`signal`]: signaling protocol v1 client messages.
 
 pub mod channel;
 pub mod filter;
 pub mod message;
 pub mod program;
 pub mod server;
+pub mod signal;
 
 /// Lower-case hex of `bytes`, for assertion messages (reproducers).
 pub fn hex(bytes: &[u8]) -> String {

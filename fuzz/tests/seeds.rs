@@ -5,7 +5,7 @@
 use turnpike::proto::stun::method;
 use turnpike_fuzz::program::{self, Attrs, Program};
 use turnpike_fuzz::server::{flag, Harness};
-use turnpike_fuzz::{channel, filter, message};
+use turnpike_fuzz::{channel, filter, message, signal};
 
 #[test]
 fn every_seed_passes_its_target() {
@@ -23,6 +23,9 @@ fn every_seed_passes_its_target() {
     }
     for s in program::cidr_seeds() {
         filter::fuzz_cidr(&s);
+    }
+    for s in signal::seeds() {
+        signal::fuzz_parse(&s);
     }
 }
 

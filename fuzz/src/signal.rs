@@ -1,0 +1,47 @@
+//! The `signal_message` target: signaling protocol v1 client messages.
+
+use turnpike::signal::protocol::{is_valid_room, ClientMessage, ServerMessage, MAX_NAME_LEN};
+
+/// Parses `data` (as text, lossily) as a client message. Whatever parses
+/// must satisfy the protocol's rules, and a relayed `data` must come out of
+/// the server's `signal` message as the very same JSON text.
+pub fn fuzz_parse(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let Ok(message) = ClientMessage::parse(&text) else {
+        return;
+    };
+    match message {
+        ClientMessage::Join { room, name } => {
+            assert!(is_valid_room(&room), "accepted room {room:?}");
+            if let Some(name) = name {
+                assert!(!name.is_empty() && name.chars().count() <= MAX_NAME_LEN);
+                assert!(!name.chars().any(char::is_control), "accepted name {name:?}");
+            }
+        }
+        ClientMessage::Signal { to, data } => {
+            let out = ServerMessage::Signal { from: &to, data: &data }.to_json();
+            let value: serde_json::Value = serde_json::from_str(&out).expect("the server's message is JSON");
+            let relayed: serde_json::Value = serde_json::from_str(data.get()).expect("data is JSON");
+            assert_eq!(value["data"], relayed);
+            assert!(out.contains(data.get()), "data was re-encoded");
+        }
+        ClientMessage::Leave | ClientMessage::Ping => {}
+    }
+}
+
+/// Seeds: one of each message and some near misses.
+pub fn seeds() -> Vec<Vec<u8>> {
+    [
+        r#"{"type":"join","room":"room-1","name":"Alice"}"#,
+        r#"{"type":"join","room":"r"}"#,
+        r#"{"type":"signal","to":"0123456789abcdef","data":{"description":{"type":"offer","sdp":"v=0\r\n"}}}"#,
+        r#"{"type":"signal","to":"x","data":{"candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 5000 typ relay","sdpMid":"0"}}}"#,
+        r#"{"type":"leave"}"#,
+        r#"{"type":"ping"}"#,
+        r#"{"type":"join","room":"a b"}"#,
+        r#"{"type":"signal","to":"x","data":"\ud83d\ude00"}"#,
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect()
+}

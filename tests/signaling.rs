@@ -1,0 +1,683 @@
+//! The signaling endpoint over real sockets, with an independent WebSocket
+//! client (tokio-tungstenite): protocol v1 (join, peer list, relay, leave,
+//! errors), its limits, `/ice-servers`, origin and token checks, HTTPS, and
+//! a credential handed out by signaling used for a real TURN allocation.
+
+#![allow(clippy::disallowed_methods)] // waits in black-box tests use the real clock
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use common::{rest_credential, turn_client, unix_now, EchoPeer, TestServer};
+
+const SECRET: &str = "signaling-test-secret";
+
+fn secret_toml() -> String {
+    format!("[auth]\nsecrets = [\"{SECRET}\"]\n")
+}
+
+/// A server with a shared secret and `signaling` keys added.
+fn server(signaling: &str) -> TestServer {
+    TestServer::start(&format!("{}\n[signaling]\n{signaling}\n", secret_toml()))
+}
+
+/// Nothing in these tests should take longer than this.
+const PATIENCE: Duration = Duration::from_secs(5);
+
+struct Client<S> {
+    ws: WebSocketStream<S>,
+}
+
+type PlainClient = Client<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(server: &TestServer) -> PlainClient {
+    connect_url(&format!("ws://{}/ws", server.http_addr())).await
+}
+
+async fn connect_url(url: &str) -> PlainClient {
+    let (ws, _) = tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("WebSocket handshake within 5 s")
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    Client { ws }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    async fn send(&mut self, value: Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send a text frame");
+    }
+
+    /// The next text message as JSON (pings are answered by the library).
+    async fn recv(&mut self) -> Value {
+        self.try_recv(PATIENCE).await.expect("a message within 5 s")
+    }
+
+    /// The next text message, or `None` if none comes within `wait` or the
+    /// socket closes.
+    async fn try_recv(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()??;
+            match frame {
+                Ok(Message::Text(text)) => {
+                    return Some(serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}")))
+                }
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    /// Asserts that the next message is an error with `code`.
+    async fn expect_error(&mut self, code: &str) {
+        let message = self.recv().await;
+        assert_eq!(message["type"], "error", "{message}");
+        assert_eq!(message["code"], code, "{message}");
+        assert!(message["message"].as_str().is_some_and(|m| !m.is_empty()), "{message}");
+    }
+
+    /// Asserts that the socket still answers a ping.
+    async fn assert_usable(&mut self) {
+        self.send(json!({"type": "ping"})).await;
+        assert_eq!(self.recv().await, json!({"type": "pong"}));
+    }
+
+    /// Joins `room` as `name` and returns the `joined` message.
+    async fn join(&mut self, room: &str, name: &str) -> Value {
+        self.send(json!({"type": "join", "room": room, "name": name})).await;
+        let joined = self.recv().await;
+        assert_eq!(joined["type"], "joined", "{joined}");
+        assert_eq!(joined["room"], room);
+        joined
+    }
+
+    /// True once the server has closed the socket (within 5 s).
+    async fn closed(&mut self) -> bool {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return false,
+                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return true,
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+}
+
+fn id_of(joined: &Value) -> String {
+    joined["id"].as_str().expect("an id").to_owned()
+}
+
+#[tokio::test]
+async fn join_lists_peers_announces_newcomers_and_relays_signals_verbatim() {
+    let server = server("");
+    let mut alice = connect(&server).await;
+    let mut bob = connect(&server).await;
+    let a = alice.join("call-1", "Alice").await;
+    assert_eq!(a["peers"], json!([]));
+    let b = bob.join("call-1", "Bob").await;
+    assert_eq!(b["peers"], json!([{"id": id_of(&a), "name": "Alice"}]));
+    assert_ne!(id_of(&a), id_of(&b));
+    assert_eq!(
+        alice.recv().await,
+        json!({"type": "peer-joined", "id": id_of(&b), "name": "Bob"})
+    );
+
+    // `data` arrives byte for byte as sent, whatever JSON it is.
+    let data = r#"{"sdp":"v=0\r\no=- 1 2 IN IP4 127.0.0.1","nested":[1,2.5,"é",null,{"k":true}]}"#;
+    bob.send_text(&format!(r#"{{"type":"signal","to":"{}","data":{data}}}"#, id_of(&a)))
+        .await;
+    let got = alice.ws.next().await.expect("a frame").expect("a message");
+    assert_eq!(
+        got.into_text().expect("text").as_str(),
+        format!(r#"{{"type":"signal","from":"{}","data":{data}}}"#, id_of(&b))
+    );
+    alice
+        .send(json!({"type": "signal", "to": id_of(&b), "data": "answer"}))
+        .await;
+    assert_eq!(
+        bob.recv().await,
+        json!({"type": "signal", "from": id_of(&a), "data": "answer"})
+    );
+    // Nothing else was sent to either side.
+    assert_eq!(alice.try_recv(Duration::from_millis(200)).await, None);
+    assert_eq!(bob.try_recv(Duration::from_millis(200)).await, None);
+}
+
+#[tokio::test]
+async fn joined_carries_ice_servers_whose_credential_allocates_a_relay() {
+    let server = server("");
+    let mut client = connect(&server).await;
+    let joined = client.join("r", "x").await;
+    let port = server.addr().port();
+    let ice = joined["iceServers"].as_array().expect("iceServers");
+    assert_eq!(ice[0], json!({"urls": [format!("stun:127.0.0.1:{port}")]}));
+    let turn = &ice[1];
+    assert_eq!(
+        turn["urls"],
+        json!([
+            format!("turn:127.0.0.1:{port}?transport=udp"),
+            format!("turn:127.0.0.1:{port}?transport=tcp"),
+            format!("turns:127.0.0.1:{}?transport=tcp", server.tls_addr().port()),
+        ])
+    );
+    // The username is <expiry>:<peer id>, about credential_ttl (24 h) from
+    // now, and the password is what the shared secret gives (computed here
+    // independently).
+    let username = turn["username"].as_str().expect("username");
+    let (expiry, name) = username.split_once(':').expect("<expiry>:<name>");
+    assert_eq!(name, id_of(&joined));
+    let expiry: u64 = expiry.parse().expect("numeric expiry");
+    assert!(expiry.abs_diff(unix_now() + 86_400) < 60, "expiry {expiry}");
+    let (_, password) = rest_credential(SECRET, name, expiry);
+    assert_eq!(turn["credential"], password.as_str());
+
+    // And it works: an independent TURN client allocates and relays with it.
+    let (client, _) = turn_client(server.addr(), username, &password).await;
+    let relay = tokio::time::timeout(PATIENCE, client.allocate())
+        .await
+        .expect("Allocate answered")
+        .expect("Allocate accepted");
+    common::assert_relay_round_trips(&relay, &EchoPeer::start(), 3, "signaling credential").await;
+}
+
+#[tokio::test]
+async fn errors_for_unknown_peers_and_signals_outside_a_room() {
+    let server = server("");
+    let mut alice = connect(&server).await;
+    let mut bob = connect(&server).await;
+    alice.send(json!({"type": "signal", "to": "x", "data": 1})).await;
+    alice.expect_error("not-in-room").await;
+    alice.send(json!({"type": "leave"})).await;
+    alice.expect_error("not-in-room").await;
+    let a = alice.join("room-a", "A").await;
+    let b = bob.join("room-b", "B").await;
+    for to in ["0000000000000000".to_owned(), id_of(&b), id_of(&a)] {
+        alice.send(json!({"type": "signal", "to": to, "data": 1})).await;
+        alice.expect_error("unknown-peer").await;
+    }
+    // A second join without leaving is refused; the first room is kept.
+    alice.send(json!({"type": "join", "room": "room-b"})).await;
+    alice.expect_error("bad-message").await;
+    assert_eq!(bob.try_recv(Duration::from_millis(200)).await, None, "bob saw nothing");
+    alice.assert_usable().await;
+}
+
+#[tokio::test]
+async fn a_full_room_refuses_and_a_leave_frees_the_seat() {
+    let server = server("room_size = 2");
+    let mut clients = Vec::new();
+    for name in ["a", "b", "c"] {
+        clients.push((name, connect(&server).await));
+    }
+    let a = clients[0].1.join("small", "a").await;
+    clients[1].1.join("small", "b").await;
+    clients[2].1.send(json!({"type": "join", "room": "small"})).await;
+    clients[2].1.expect_error("room-full").await;
+    assert_eq!(clients[0].1.recv().await["type"], "peer-joined");
+    clients[0].1.send(json!({"type": "leave"})).await;
+    assert_eq!(clients[1].1.recv().await, json!({"type": "peer-left", "id": id_of(&a)}));
+    let c = clients[2].1.join("small", "c").await;
+    assert_eq!(c["peers"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn leaving_closing_and_dropping_the_connection_all_tell_the_room_and_free_it() {
+    // One room at a time: if a room leaked, the next join would be refused.
+    let server = server("max_rooms = 1");
+    let mut alice = connect(&server).await;
+    let a = alice.join("only", "A").await;
+
+    // Explicit leave, then a clean WebSocket close, then a dropped TCP
+    // connection: each is seen by the room at once.
+    for how in ["leave", "close", "drop"] {
+        let mut bob = connect(&server).await;
+        let b = bob.join("only", "B").await;
+        assert_eq!(alice.recv().await["type"], "peer-joined", "{how}");
+        match how {
+            "leave" => bob.send(json!({"type": "leave"})).await,
+            "close" => bob.ws.close(None).await.expect("close"),
+            _ => drop(bob),
+        }
+        let left = alice.recv().await;
+        assert_eq!(left, json!({"type": "peer-left", "id": id_of(&b)}), "{how}");
+    }
+    drop(alice);
+    let _ = a;
+    // Alice's room is gone once she is: another room can be opened.
+    let mut carol = connect(&server).await;
+    let mut retries = 0;
+    loop {
+        carol.send(json!({"type": "join", "room": "another"})).await;
+        let answer = carol.recv().await;
+        if answer["type"] == "joined" {
+            break;
+        }
+        // The server may not have seen Alice's socket close yet.
+        assert_eq!(answer["code"], "room-full", "{answer}");
+        retries += 1;
+        assert!(retries < 50, "the room of a departed peer was never freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn malformed_messages_get_bad_message_and_the_socket_stays_usable() {
+    let server = server("");
+    let mut client = connect(&server).await;
+    for bad in [
+        "not json",
+        "{\"type\":",
+        "[1,2]",
+        "{}",
+        "{\"type\":\"dance\"}",
+        "{\"type\":\"join\"}",
+        "{\"type\":\"join\",\"room\":\"has space\"}",
+        "{\"type\":\"join\",\"room\":\"ok\",\"name\":7}",
+        "{\"type\":\"signal\",\"to\":\"x\"}",
+    ] {
+        client.send_text(bad).await;
+        client.expect_error("bad-message").await;
+    }
+    client
+        .ws
+        .send(Message::binary(vec![1u8, 2, 3]))
+        .await
+        .expect("send binary");
+    client.expect_error("bad-message").await;
+    client.assert_usable().await;
+    client.join("still-works", "x").await;
+}
+
+#[tokio::test]
+async fn oversized_messages_are_refused_and_huge_ones_close_the_socket() {
+    let server = server("max_message_size = 1024");
+    let mut client = connect(&server).await;
+    let pad = "x".repeat(2000);
+    client.send(json!({"type": "signal", "to": "x", "data": pad})).await;
+    client.expect_error("too-large").await;
+    client.assert_usable().await;
+    // Over four times the limit, the frame is not even read.
+    let mut other = connect(&server).await;
+    other.join("r", "o").await;
+    client.join("r", "c").await;
+    let _ = other.recv().await; // peer-joined
+    let huge = "y".repeat(5000);
+    let _ = client.ws.send(Message::text(format!("{{\"data\":\"{huge}\"}}"))).await;
+    assert!(client.closed().await, "a 5 KB message did not close the socket");
+    assert_eq!(other.recv().await["type"], "peer-left");
+}
+
+#[tokio::test]
+async fn a_client_that_misses_heartbeats_is_dropped_and_the_room_told() {
+    let server = server("ping_interval = \"1s\"\nheartbeat_timeout = \"2s\"");
+    let mut alice = connect(&server).await;
+    let mut mute = connect(&server).await;
+    alice.join("hb", "A").await;
+    let m = mute.join("hb", "M").await;
+    assert_eq!(alice.recv().await["type"], "peer-joined");
+    // `mute` stops reading, so it answers no ping; alice keeps reading (her
+    // client answers pings) and must outlive it.
+    let started = std::time::Instant::now();
+    let left = alice
+        .try_recv(Duration::from_secs(6))
+        .await
+        .expect("peer-left within 6 s");
+    assert_eq!(left, json!({"type": "peer-left", "id": id_of(&m)}));
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "dropped after {:?}, before the heartbeat timeout",
+        started.elapsed()
+    );
+    alice.assert_usable().await;
+    assert!(mute.closed().await, "the silent client's socket was not closed");
+}
+
+#[tokio::test]
+async fn message_floods_are_rate_limited_without_closing_the_socket() {
+    let server = server("messages_per_second = 5");
+    let mut client = connect(&server).await;
+    // A burst of twice the rate passes; beyond, messages are refused.
+    for _ in 0..30 {
+        client.send(json!({"type": "ping"})).await;
+    }
+    let mut answers: HashMap<String, usize> = HashMap::new();
+    for _ in 0..30 {
+        let answer = client.recv().await;
+        let key = match answer["type"].as_str() {
+            Some("error") => answer["code"].as_str().unwrap_or("?").to_owned(),
+            other => other.unwrap_or("?").to_owned(),
+        };
+        *answers.entry(key).or_default() += 1;
+    }
+    let pongs = answers.get("pong").copied().unwrap_or(0);
+    assert!((10..=20).contains(&pongs), "{answers:?}");
+    assert_eq!(
+        answers.get("rate-limited").copied().unwrap_or(0),
+        30 - pongs,
+        "{answers:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    client.assert_usable().await;
+}
+
+#[tokio::test]
+async fn many_rooms_at_once_without_cross_talk() {
+    let server = server("");
+    const ROOMS: usize = 12;
+    const PER_ROOM: usize = 3;
+    let mut members: Vec<Vec<(String, PlainClient)>> = Vec::new();
+    for r in 0..ROOMS {
+        let mut room = Vec::new();
+        for p in 0..PER_ROOM {
+            let mut client = connect(&server).await;
+            let joined = client.join(&format!("room-{r}"), &format!("p{p}")).await;
+            room.push((id_of(&joined), client));
+        }
+        members.push(room);
+    }
+    // Drain the peer-joined announcements: member p saw PER_ROOM - 1 - p.
+    for room in &mut members {
+        for (p, (_, client)) in room.iter_mut().enumerate() {
+            for _ in 0..PER_ROOM - 1 - p {
+                assert_eq!(client.recv().await["type"], "peer-joined");
+            }
+        }
+    }
+    // Everyone signals everyone else in the room, naming the room.
+    for (r, room) in members.iter_mut().enumerate() {
+        let ids: Vec<String> = room.iter().map(|(id, _)| id.clone()).collect();
+        for (id, client) in room.iter_mut() {
+            for to in ids.iter().filter(|to| *to != id) {
+                client
+                    .send(json!({"type": "signal", "to": to, "data": {"room": r, "from": id}}))
+                    .await;
+            }
+        }
+    }
+    for (r, room) in members.iter_mut().enumerate() {
+        let ids: BTreeSet<String> = room.iter().map(|(id, _)| id.clone()).collect();
+        for (id, client) in room.iter_mut() {
+            let mut senders = BTreeSet::new();
+            for _ in 0..PER_ROOM - 1 {
+                let message = client.recv().await;
+                assert_eq!(message["type"], "signal");
+                assert_eq!(message["data"]["room"], r, "a signal crossed rooms: {message}");
+                assert_eq!(message["from"], message["data"]["from"]);
+                senders.insert(message["from"].as_str().unwrap_or_default().to_owned());
+            }
+            let expected: BTreeSet<String> = ids.iter().filter(|other| *other != id).cloned().collect();
+            assert_eq!(senders, expected);
+            assert_eq!(client.try_recv(Duration::from_millis(50)).await, None);
+        }
+    }
+}
+
+/// `?token=` as an application backend would mint it, computed here
+/// independently: `<expiry>.<base64url(HMAC-SHA256(secret, expiry))>`.
+fn token(secret: &str, expiry: u64) -> String {
+    use base64::Engine;
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let tag = ring::hmac::sign(&key, expiry.to_string().as_bytes());
+    format!(
+        "{expiry}.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref())
+    )
+}
+
+#[tokio::test]
+async fn a_token_secret_gates_the_websocket() {
+    let server = server("token_secret = \"gate\"");
+    let base = format!("ws://{}/ws", server.http_addr());
+    let soon = unix_now() + 300;
+    for bad in [
+        base.clone(),
+        format!("{base}?token=junk"),
+        format!("{base}?token={}", token("wrong", soon)),
+        format!("{base}?token={}", token("gate", unix_now() - 1)),
+    ] {
+        let mut client = connect_url(&bad).await;
+        client.expect_error("unauthorized").await;
+        assert!(client.closed().await, "{bad}: not closed");
+    }
+    let mut client = connect_url(&format!("{base}?token={}", token("gate", soon))).await;
+    client.join("gated", "ok").await;
+}
+
+#[tokio::test]
+async fn origins_outside_the_allowed_list_are_refused() {
+    let server = server("allowed_origins = [\"https://app.example\"]");
+    let url = format!("ws://{}/ws", server.http_addr());
+    let request = |origin: &str| {
+        let mut request = url.as_str().into_client_request().expect("request");
+        request.headers_mut().insert("origin", origin.parse().expect("header"));
+        request
+    };
+    let refused = tokio_tungstenite::connect_async(request("https://evil.example")).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
+        other => panic!("expected 403, got {:?}", other.map(|_| ())),
+    }
+    let (ws, _) = tokio_tungstenite::connect_async(request("https://app.example"))
+        .await
+        .expect("the allowed origin connects");
+    Client { ws }.join("o", "ok").await;
+}
+
+/// Status, headers (lower-case names) and body of a GET with `headers`.
+async fn http_get(server: &TestServer, path: &str, headers: &[(&str, &str)]) -> (u16, HashMap<String, String>, String) {
+    let mut stream = tokio::net::TcpStream::connect(server.http_addr())
+        .await
+        .expect("connect");
+    request_on(&mut stream, "GET", path, headers).await
+}
+
+async fn request_on(
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, HashMap<String, String>, String) {
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send request");
+    let mut response = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut response))
+        .await
+        .expect("response within 5 s")
+        .expect("read response");
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = response.split_once("\r\n\r\n").expect("a header block");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
+}
+
+#[tokio::test]
+async fn ice_servers_endpoint_needs_the_api_key() {
+    let without_key = server("");
+    let (status, _, _) = http_get(&without_key, "/ice-servers", &[("Authorization", "Bearer x")]).await;
+    assert_eq!(status, 404, "no api_key configured: the endpoint does not exist");
+
+    let server = server("api_key = \"backend-key\"\nallowed_origins = [\"https://app.example\"]");
+    for headers in [
+        vec![],
+        vec![("Authorization", "Bearer wrong")],
+        vec![("Authorization", "backend-key")],
+        vec![("Authorization", "Bearer backend-ke")],
+    ] {
+        let (status, _, _) = http_get(&server, "/ice-servers", &headers).await;
+        assert_eq!(status, 401, "{headers:?}");
+    }
+    let (status, headers, body) = http_get(
+        &server,
+        "/ice-servers?user=app-backend",
+        &[
+            ("Authorization", "Bearer backend-key"),
+            ("Origin", "https://app.example"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        headers.get("access-control-allow-origin").map(String::as_str),
+        Some("https://app.example")
+    );
+    let body: Value = serde_json::from_str(&body).expect("JSON body");
+    assert_eq!(body["ttl"], 86_400);
+    let turn = &body["iceServers"][1];
+    let username = turn["username"].as_str().expect("username");
+    let (expiry, name) = username.split_once(':').expect("<expiry>:<name>");
+    assert_eq!(name, "app-backend");
+    let (_, password) = rest_credential(SECRET, name, expiry.parse().expect("expiry"));
+    assert_eq!(turn["credential"], password.as_str());
+
+    // CORS: preflight from the allowed origin only.
+    let mut stream = tokio::net::TcpStream::connect(server.http_addr())
+        .await
+        .expect("connect");
+    let (status, headers, _) = request_on(
+        &mut stream,
+        "OPTIONS",
+        "/ice-servers",
+        &[
+            ("Origin", "https://app.example"),
+            ("Access-Control-Request-Method", "GET"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        headers.get("access-control-allow-headers").map(String::as_str),
+        Some("authorization")
+    );
+    let (_, headers, _) = http_get(
+        &server,
+        "/ice-servers",
+        &[
+            ("Authorization", "Bearer backend-key"),
+            ("Origin", "https://evil.example"),
+        ],
+    )
+    .await;
+    assert!(!headers.contains_key("access-control-allow-origin"));
+}
+
+#[tokio::test]
+async fn the_demo_page_is_served_with_its_assets() {
+    let server = server("");
+    for (path, content_type) in [
+        ("/", "text/html"),
+        ("/demo.js", "text/javascript"),
+        ("/demo.css", "text/css"),
+    ] {
+        let (status, headers, body) = http_get(&server, path, &[]).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(headers["content-type"].starts_with(content_type), "{path}: {headers:?}");
+        assert!(headers["content-security-policy"].contains("default-src 'self'"));
+        assert!(!body.is_empty(), "{path}");
+    }
+    let (status, _, _) = http_get(&server, "/nope", &[]).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_are_closed_and_slots_come_back() {
+    let server = server("max_connections = 2");
+    let mut first = connect(&server).await;
+    let second = connect(&server).await;
+    let url = format!("ws://{}/ws", server.http_addr());
+    let third = tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(url.as_str()))
+        .await
+        .expect("refused within 5 s");
+    assert!(third.is_err(), "a third connection was served");
+    first.assert_usable().await;
+    drop(second);
+    let mut retries = 0;
+    let mut again = loop {
+        if let Ok(Ok((ws, _))) = tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(url.as_str())).await {
+            break Client { ws };
+        }
+        retries += 1;
+        assert!(retries < 50, "the freed slot never came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    again.assert_usable().await;
+}
+
+#[tokio::test]
+async fn signaling_over_https_with_the_turn_certificate() {
+    let server = server("tls = true");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(server.ca().ca_der()).expect("trust the test CA");
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tls = |_: ()| async {
+        let tcp = tokio::net::TcpStream::connect(server.http_addr())
+            .await
+            .expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        connector.connect(name, tcp).await.expect("TLS handshake")
+    };
+    let (ws, _) = tokio_tungstenite::client_async(
+        format!("wss://localhost:{}/ws", server.http_addr().port()),
+        tls(()).await,
+    )
+    .await
+    .expect("WebSocket over TLS");
+    let mut client = Client { ws };
+    let joined = client.join("secure", "s").await;
+    assert!(
+        joined["iceServers"][1]["urls"][0]
+            .as_str()
+            .is_some_and(|u| u.starts_with("turn:localhost:")),
+        "{joined}"
+    );
+    let (status, _, body) = request_on(&mut tls(()).await, "GET", "/", &[]).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("<"), "{body}");
+    // Plain HTTP on the TLS port gets nowhere.
+    let (plain, _, _) = async {
+        let mut stream = tokio::net::TcpStream::connect(server.http_addr())
+            .await
+            .expect("connect");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut buf)).await;
+        (String::from_utf8_lossy(&buf).contains("200 OK"), (), ())
+    }
+    .await;
+    assert!(!plain, "plain HTTP was served on the HTTPS port");
+}
