@@ -221,7 +221,10 @@ fn serve(mut config: Config, built_in_defaults: bool) -> anyhow::Result<()> {
     if built_in_defaults {
         info!("running on built-in defaults; see config.example.toml for every option");
     }
+    // Every listener is bound and serving: tell systemd (Type=notify).
+    systemd_notify(&[sd_notify::NotifyState::Ready]);
     handle_signals(&server)?;
+    systemd_notify(&[sd_notify::NotifyState::Stopping]);
     info!("shutting down");
     if let Some(http) = http {
         http.stop();
@@ -230,26 +233,59 @@ fn serve(mut config: Config, built_in_defaults: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sends `state` to systemd when started by it (NOTIFY_SOCKET set);
+/// otherwise does nothing.
+fn systemd_notify(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        warn!("cannot notify systemd: {e}");
+    }
+}
+
 /// Waits for SIGINT or SIGTERM; on SIGHUP re-reads the TLS certificate.
+/// Under a systemd watchdog (`WatchdogSec=`), sends WATCHDOG=1 at a third
+/// of its period, but only while every shard's event loop is turning, so
+/// that a wedged loop gets the service restarted.
 fn handle_signals(server: &net::RunningServer) -> anyhow::Result<()> {
+    use sd_notify::NotifyState;
     use tokio::signal::unix::{signal, SignalKind};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("signal runtime")?;
+    let watchdog = sd_notify::watchdog_enabled();
     runtime.block_on(async {
         let mut term = signal(SignalKind::terminate())?;
         let mut hangup = signal(SignalKind::hangup())?;
+        let period = watchdog.map_or(Duration::from_secs(3600), |p| (p / 3).max(Duration::from_millis(100)));
+        let mut watchdog_tick = tokio::time::interval(period);
         loop {
             tokio::select! {
                 r = tokio::signal::ctrl_c() => return r,
                 _ = term.recv() => return Ok(()),
-                _ = hangup.recv() => match server.reload_tls() {
-                    Ok(()) => info!("SIGHUP: TLS certificate reloaded"),
-                    Err(e) => error!("SIGHUP: keeping the previous TLS certificate: {e}"),
-                },
+                _ = hangup.recv() => {
+                    systemd_notify(&reloading());
+                    match server.reload_tls() {
+                        Ok(()) => info!("SIGHUP: TLS certificate reloaded"),
+                        Err(e) => error!("SIGHUP: keeping the previous TLS certificate: {e}"),
+                    }
+                    systemd_notify(&[NotifyState::Ready]);
+                }
+                _ = watchdog_tick.tick(), if watchdog.is_some() => {
+                    if server.responsive(period) {
+                        systemd_notify(&[NotifyState::Watchdog]);
+                    } else {
+                        warn!("an event loop has not turned for {period:?}; withholding the systemd watchdog ping");
+                    }
+                }
             }
         }
     })?;
     Ok(())
+}
+
+/// RELOADING=1 with the timestamp systemd 253+ wants alongside it.
+fn reloading() -> Vec<sd_notify::NotifyState<'static>> {
+    let mut state = vec![sd_notify::NotifyState::Reloading];
+    state.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
+    state
 }

@@ -97,6 +97,32 @@ pub struct RunningServer {
     certificates: Option<Arc<tls::TlsCertificates>>,
     stop: tokio::sync::watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
+    heartbeats: Arc<Heartbeats>,
+}
+
+/// One timestamp per shard, written by a task on the shard's own event
+/// loop every [`HEARTBEAT_INTERVAL`]. A loop stuck in a handler cannot run
+/// that task, so a stale timestamp means a wedged shard (what the systemd
+/// watchdog is for).
+struct Heartbeats {
+    origin: std::time::Instant,
+    /// Milliseconds since `origin` of each shard's last beat.
+    beats: Vec<std::sync::atomic::AtomicU64>,
+}
+
+/// How often each shard proves it is alive.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(250);
+
+impl Heartbeats {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(clock::mono().duration_since(self.origin).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn beat(&self, shard: usize) {
+        if let Some(slot) = self.beats.get(shard) {
+            slot.store(self.now_ms(), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 impl RunningServer {
@@ -108,6 +134,16 @@ impl RunningServer {
             Some(certificates) => certificates.reload(),
             None => Ok(()),
         }
+    }
+
+    /// True if every shard's event loop has run within `within`.
+    pub fn responsive(&self, within: Duration) -> bool {
+        let now = self.heartbeats.now_ms();
+        let limit = u64::try_from(within.as_millis()).unwrap_or(u64::MAX);
+        self.heartbeats
+            .beats
+            .iter()
+            .all(|beat| now.saturating_sub(beat.load(std::sync::atomic::Ordering::Relaxed)) <= limit)
     }
 
     /// The TLS certificate in use, if one is loaded (the HTTP endpoint
@@ -405,6 +441,10 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let reserved = shard::ReservedSockets::default();
+    let heartbeats = Arc::new(Heartbeats {
+        origin: clock::mono(),
+        beats: (0..workers).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
+    });
 
     let mut handles = Vec::new();
     for (index, shard_sockets) in sockets.into_iter().enumerate() {
@@ -416,6 +456,7 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         let reserved = reserved.clone();
         let stream_limits = stream_limits.clone();
         let connections = connections.clone();
+        let heartbeats = heartbeats.clone();
         let handle = std::thread::Builder::new()
             .name(format!("turnpike-shard-{index}"))
             .spawn(move || {
@@ -457,6 +498,12 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
                         std::rc::Rc::new(stream_limits),
                         connections,
                     );
+                    tokio::task::spawn_local(async move {
+                        loop {
+                            heartbeats.beat(index);
+                            tokio::time::sleep(HEARTBEAT_INTERVAL).await;
+                        }
+                    });
                     let _ = ready.send(Ok(()));
                     while !*stopped.borrow() {
                         if stopped.changed().await.is_err() {
@@ -505,5 +552,6 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         certificates,
         stop,
         workers: handles,
+        heartbeats,
     })
 }
