@@ -111,6 +111,12 @@ pub struct ServerSection {
     /// Number of event-loop shards; 0 means one per CPU core. At most 256.
     /// Default: 0.
     pub workers: usize,
+    /// On SIGTERM or SIGINT the server stops taking allocations (Allocate
+    /// gets 508, `/readyz` 503) and waits up to this long for the live ones
+    /// to end before it exits; a second signal exits at once. At most 1h;
+    /// keep systemd's `TimeoutStopSec` above it. Default: `"30s"`.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServerSection {
@@ -120,6 +126,7 @@ impl Default for ServerSection {
             software: concat!("turnpike/", env!("CARGO_PKG_VERSION")).to_owned(),
             external_ip: None,
             workers: 0,
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -857,6 +864,9 @@ impl Config {
                 return Err(ConfigError::invalid("server.external_ip", format!("{ip} {reason}")));
             }
         }
+        if server.shutdown_grace > Duration::from_secs(3600) {
+            return Err(ConfigError::invalid("server.shutdown_grace", "must be at most 1h"));
+        }
         if server.workers > MAX_WORKERS {
             return Err(ConfigError::invalid(
                 "server.workers",
@@ -1323,6 +1333,7 @@ mod tests {
             "software",
             "external_ip",
             "workers",
+            "shutdown_grace",
             "[listen]",
             "udp",
             "[relay]",

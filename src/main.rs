@@ -198,7 +198,10 @@ fn serve(mut config: Config, built_in_defaults: bool) -> anyhow::Result<()> {
                 secret: config.auth.minting_secret().cloned(),
                 ttl: config.auth.credential_ttl,
             };
-            Some(signal::start(&config, addr, ice, server.certificates()).context("starting the HTTP endpoint")?)
+            Some(
+                signal::start(&config, addr, ice, server.certificates(), server.status())
+                    .context("starting the HTTP endpoint")?,
+            )
         }
         None => None,
     };
@@ -223,8 +226,7 @@ fn serve(mut config: Config, built_in_defaults: bool) -> anyhow::Result<()> {
     }
     // Every listener is bound and serving: tell systemd (Type=notify).
     systemd_notify(&[sd_notify::NotifyState::Ready]);
-    handle_signals(&server)?;
-    systemd_notify(&[sd_notify::NotifyState::Stopping]);
+    supervise(&server, config.server.shutdown_grace)?;
     info!("shutting down");
     if let Some(http) = http {
         http.stop();
@@ -241,27 +243,33 @@ fn systemd_notify(state: &[sd_notify::NotifyState]) {
     }
 }
 
-/// Waits for SIGINT or SIGTERM; on SIGHUP re-reads the TLS certificate.
-/// Under a systemd watchdog (`WatchdogSec=`), sends WATCHDOG=1 at a third
-/// of its period, but only while every shard's event loop is turning, so
-/// that a wedged loop gets the service restarted.
-fn handle_signals(server: &net::RunningServer) -> anyhow::Result<()> {
+/// Runs until SIGINT or SIGTERM, then drains: new allocations are refused
+/// and live ones get up to `grace` to end; a second signal ends the wait.
+/// On SIGHUP re-reads the TLS certificate. Under a systemd watchdog
+/// (`WatchdogSec=`), sends WATCHDOG=1 at a third of its period, but only
+/// while every shard's event loop is turning, so that a wedged loop gets
+/// the service restarted.
+fn supervise(server: &net::RunningServer, grace: Duration) -> anyhow::Result<()> {
     use sd_notify::NotifyState;
     use tokio::signal::unix::{signal, SignalKind};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("signal runtime")?;
+    let status = server.status();
     let watchdog = sd_notify::watchdog_enabled();
     runtime.block_on(async {
         let mut term = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
         let mut hangup = signal(SignalKind::hangup())?;
         let period = watchdog.map_or(Duration::from_secs(3600), |p| (p / 3).max(Duration::from_millis(100)));
         let mut watchdog_tick = tokio::time::interval(period);
+        let mut drain_until: Option<tokio::time::Instant> = None;
+        let mut drain_poll = tokio::time::interval(Duration::from_millis(100));
         loop {
             tokio::select! {
-                r = tokio::signal::ctrl_c() => return r,
-                _ = term.recv() => return Ok(()),
+                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
                 _ = hangup.recv() => {
                     systemd_notify(&reloading());
                     match server.reload_tls() {
@@ -269,15 +277,42 @@ fn handle_signals(server: &net::RunningServer) -> anyhow::Result<()> {
                         Err(e) => error!("SIGHUP: keeping the previous TLS certificate: {e}"),
                     }
                     systemd_notify(&[NotifyState::Ready]);
+                    continue;
                 }
                 _ = watchdog_tick.tick(), if watchdog.is_some() => {
-                    if server.responsive(period) {
+                    if status.responsive(period) {
                         systemd_notify(&[NotifyState::Watchdog]);
                     } else {
                         warn!("an event loop has not turned for {period:?}; withholding the systemd watchdog ping");
                     }
+                    continue;
+                }
+                _ = drain_poll.tick(), if drain_until.is_some() => {
+                    let left = status.allocations();
+                    if left == 0 {
+                        info!("drained: no allocation left");
+                        return Ok::<(), std::io::Error>(());
+                    }
+                    if drain_until.is_some_and(|until| tokio::time::Instant::now() >= until) {
+                        info!(allocations = left, "shutdown grace period over; closing the remaining allocations");
+                        return Ok(());
+                    }
+                    continue;
                 }
             }
+            // SIGTERM or SIGINT.
+            if drain_until.is_some() {
+                info!("second signal: not waiting for the drain");
+                return Ok(());
+            }
+            systemd_notify(&[NotifyState::Stopping]);
+            status.begin_drain();
+            info!(
+                allocations = status.allocations(),
+                grace = %humantime::format_duration(grace),
+                "draining: new allocations are refused; waiting for the live ones to end"
+            );
+            drain_until = Some(tokio::time::Instant::now() + grace);
         }
     })?;
     Ok(())

@@ -97,7 +97,42 @@ pub struct RunningServer {
     certificates: Option<Arc<tls::TlsCertificates>>,
     stop: tokio::sync::watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
+    status: ServerStatus,
+}
+
+/// What the rest of the process may ask or tell the running shards, from
+/// any thread: liveness, allocation count, and the start of a drain.
+#[derive(Clone)]
+pub struct ServerStatus {
     heartbeats: Arc<Heartbeats>,
+    quota: Arc<AllocationQuota>,
+}
+
+impl ServerStatus {
+    /// True if every shard's event loop has run within `within`.
+    pub fn responsive(&self, within: Duration) -> bool {
+        let now = self.heartbeats.now_ms();
+        let limit = u64::try_from(within.as_millis()).unwrap_or(u64::MAX);
+        self.heartbeats
+            .beats
+            .iter()
+            .all(|beat| now.saturating_sub(beat.load(std::sync::atomic::Ordering::Relaxed)) <= limit)
+    }
+
+    /// Allocations on all shards.
+    pub fn allocations(&self) -> usize {
+        self.quota.total()
+    }
+
+    /// Starts a graceful shutdown: every new Allocate gets 508 from now on,
+    /// while existing allocations keep working until they end.
+    pub fn begin_drain(&self) {
+        self.quota.close();
+    }
+
+    pub fn draining(&self) -> bool {
+        self.quota.is_closed()
+    }
 }
 
 /// One timestamp per shard, written by a task on the shard's own event
@@ -136,14 +171,9 @@ impl RunningServer {
         }
     }
 
-    /// True if every shard's event loop has run within `within`.
-    pub fn responsive(&self, within: Duration) -> bool {
-        let now = self.heartbeats.now_ms();
-        let limit = u64::try_from(within.as_millis()).unwrap_or(u64::MAX);
-        self.heartbeats
-            .beats
-            .iter()
-            .all(|beat| now.saturating_sub(beat.load(std::sync::atomic::Ordering::Relaxed)) <= limit)
+    /// Liveness, allocation count and drain, shareable with other threads.
+    pub fn status(&self) -> ServerStatus {
+        self.status.clone()
     }
 
     /// The TLS certificate in use, if one is loaded (the HTTP endpoint
@@ -552,6 +582,6 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         certificates,
         stop,
         workers: handles,
-        heartbeats,
+        status: ServerStatus { heartbeats, quota },
     })
 }

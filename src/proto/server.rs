@@ -256,19 +256,24 @@ impl RelayHairpin {
 }
 
 /// Allocation counts shared by every shard (only touched on allocation
-/// create and delete, never per packet).
+/// create and delete, never per packet), and whether new allocations are
+/// taken at all: [`close`](Self::close) starts a graceful shutdown, after
+/// which every Allocate gets 508 while existing allocations live on.
 #[derive(Debug)]
 pub struct AllocationQuota {
     max_total: usize,
     max_per_user: usize,
     total: AtomicUsize,
     per_user: Mutex<HashMap<String, usize>>,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QuotaExceeded {
     User,
     Total,
+    /// The server is shutting down.
+    Closed,
 }
 
 impl AllocationQuota {
@@ -278,14 +283,28 @@ impl AllocationQuota {
             max_per_user,
             total: AtomicUsize::new(0),
             per_user: Mutex::new(HashMap::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
+    /// Allocations on every shard now.
     pub fn total(&self) -> usize {
         self.total.load(Ordering::Relaxed)
     }
 
+    /// Refuses every new allocation from now on (graceful shutdown).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     fn try_acquire(&self, user: &str) -> Result<(), QuotaExceeded> {
+        if self.is_closed() {
+            return Err(QuotaExceeded::Closed);
+        }
         // A poisoned lock only means another shard panicked mid-update of
         // plain counters; the counts are still meaningful.
         let mut per_user = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
@@ -1086,7 +1105,7 @@ impl<B: RelayBinder> Server<B> {
         if let Err(e) = self.quota.try_acquire(auth.username) {
             return Err(match e {
                 QuotaExceeded::User => ErrorCode::AllocationQuotaReached,
-                QuotaExceeded::Total => ErrorCode::InsufficientCapacity,
+                QuotaExceeded::Total | QuotaExceeded::Closed => ErrorCode::InsufficientCapacity,
             }
             .into());
         }

@@ -1068,6 +1068,21 @@ fn total_quota_gives_508() {
 }
 
 #[test]
+fn a_closed_quota_refuses_new_allocations_and_keeps_the_old_ones() {
+    let mut h = Harness::new();
+    h.allocate(client(1));
+    h.quota.close();
+    h.request(client(2), &carol(), method::ALLOCATE, udp).assert_code(508);
+    assert_eq!(h.binder().binds.len(), 1, "no relay bound for a refused Allocate");
+    // The live allocation goes on: refreshed, then deleted, which the
+    // drain waits for.
+    h.refresh(client(1), &alice(), Some(600)).assert_success();
+    assert_eq!(h.quota.total(), 1);
+    h.refresh(client(1), &alice(), Some(0)).assert_success();
+    assert_eq!(h.quota.total(), 0);
+}
+
+#[test]
 fn exhausted_binder_gives_508_and_leaks_no_quota() {
     let mut h = Harness::with(Settings {
         max_per_user: 1,

@@ -1,6 +1,7 @@
 //! The HTTP side: WebSocket signaling rooms at `/ws` (DESIGN.md,
 //! "Signaling protocol v1"), `GET /ice-servers` for application
-//! backends, and the demo call page at `/`.
+//! backends, the demo call page at `/`, and `/healthz` and `/readyz` for
+//! load balancers and orchestrators.
 //!
 //! It runs on a thread of its own with a single-threaded tokio runtime,
 //! apart from the packet shards: signaling is a few messages a second per
@@ -37,6 +38,7 @@ pub use ice::IceConfig;
 
 use crate::config::{Config, Secret};
 use crate::net::tls::TlsCertificates;
+use crate::net::ServerStatus;
 use crate::proto::auth;
 use session::{Hub, SessionLimits};
 
@@ -73,6 +75,7 @@ impl HttpServer {
 /// What the handlers share.
 struct App {
     hub: Arc<Hub>,
+    status: ServerStatus,
     token_secret: Option<Secret>,
     api_key: Option<Secret>,
     allowed_origins: Vec<String>,
@@ -97,6 +100,7 @@ pub fn start(
     addr: SocketAddr,
     ice: IceConfig,
     certificates: Option<Arc<TlsCertificates>>,
+    status: ServerStatus,
 ) -> Result<HttpServer, HttpError> {
     let signaling = &config.signaling;
     let tls = match signaling.tls {
@@ -117,6 +121,7 @@ pub fn start(
     };
     let app = Arc::new(App {
         hub: Arc::new(Hub::new(signaling.room_size, signaling.max_rooms, limits, ice)),
+        status,
         token_secret: signaling.token_secret.clone(),
         api_key: signaling.api_key.clone(),
         allowed_origins: signaling.allowed_origins.clone(),
@@ -148,6 +153,8 @@ fn router(app: Arc<App>) -> Router {
         .route("/demo.css", get(page::style))
         .route("/ws", get(ws))
         .route("/ice-servers", get(ice_servers).options(ice_servers_preflight))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .with_state(app)
 }
 
@@ -330,4 +337,28 @@ fn cors_headers(app: &App, headers: &HeaderMap) -> HeaderMap {
         out.insert(header::VARY, HeaderValue::from_static("origin"));
     }
     out
+}
+
+/// How long a shard's event loop may go without turning before the
+/// process counts as unhealthy.
+const STALL_LIMIT: Duration = Duration::from_secs(2);
+
+/// `GET /healthz`: 200 while every shard's event loop turns (liveness).
+async fn healthz(State(app): State<Arc<App>>) -> Response {
+    match app.status.responsive(STALL_LIMIT) {
+        true => (StatusCode::OK, "ok\n").into_response(),
+        false => (StatusCode::SERVICE_UNAVAILABLE, "an event loop is stalled\n").into_response(),
+    }
+}
+
+/// `GET /readyz`: 200 while the server takes new allocations: its
+/// listeners are bound (it answers at all) and it is not draining.
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    if app.status.draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
+    }
+    match app.status.responsive(STALL_LIMIT) {
+        true => (StatusCode::OK, "ready\n").into_response(),
+        false => (StatusCode::SERVICE_UNAVAILABLE, "an event loop is stalled\n").into_response(),
+    }
 }

@@ -427,10 +427,52 @@ impl TestServer {
 
     /// Sends SIGHUP to the server process.
     pub fn sighup(&self) {
+        self.signal(libc::SIGHUP);
+    }
+
+    /// Sends `signal` to the server process.
+    pub fn signal(&self, signal: libc::c_int) {
         let pid = self.child.lock().unwrap_or_else(|e| e.into_inner()).id();
         // SAFETY: kill(2) with a pid we spawned and still hold.
-        let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) };
-        assert_eq!(rc, 0, "kill -HUP {pid}");
+        let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill -{signal} {pid}");
+    }
+
+    /// Waits up to `limit` for the process to exit; its status, or `None`
+    /// if it is still running.
+    pub fn wait_exit(&self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            drop(child);
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Status and body of `GET path` on the HTTP endpoint.
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        let mut stream = std::net::TcpStream::connect(self.http_addr).expect("connect to HTTP");
+        stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send");
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no HTTP status in {response:?}"));
+        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+        (status, body)
     }
 
     /// The config file the server was started with.
