@@ -20,10 +20,16 @@ pub fn fuzz_parse(data: &[u8]) {
         }
         ClientMessage::Signal { to, data } => {
             let out = ServerMessage::Signal { from: &to, data: &data }.to_json();
-            let value: serde_json::Value = serde_json::from_str(&out).expect("the server's message is JSON");
-            let relayed: serde_json::Value = serde_json::from_str(data.get()).expect("data is JSON");
-            assert_eq!(value["data"], relayed);
             assert!(out.contains(data.get()), "data was re-encoded");
+            // Syntactically JSON always; and where `data` is also valid for
+            // a strict parser (lone surrogate escapes such as "\ud83d" are
+            // in the JSON grammar but refused by serde_json's Value, while
+            // browsers accept them), the relayed value is the same value.
+            serde_json::from_str::<&serde_json::value::RawValue>(&out).expect("the server's message is JSON");
+            if let Ok(relayed) = serde_json::from_str::<serde_json::Value>(data.get()) {
+                let value: serde_json::Value = serde_json::from_str(&out).expect("strict JSON in, strict JSON out");
+                assert_eq!(value["data"], relayed);
+            }
         }
         ClientMessage::Leave | ClientMessage::Ping => {}
     }
@@ -40,6 +46,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
         r#"{"type":"ping"}"#,
         r#"{"type":"join","room":"a b"}"#,
         r#"{"type":"signal","to":"x","data":"\ud83d\ude00"}"#,
+        r#"{"type":"signal","to":"x","data":"\ud83dTude00"}"#,
     ]
     .iter()
     .map(|s| s.as_bytes().to_vec())
