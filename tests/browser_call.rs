@@ -1,0 +1,211 @@
+//! A real WebRTC call through the demo page: two headless Chromium pages
+//! (driven by `tests/browser/call.mjs` with playwright-core) join one room
+//! with "relay only" on, so that media can only flow through turnpike's
+//! TURN relays. The script checks the pages (decoded video, relay <-> relay
+//! candidate pair, badge, peer-left); this test checks its summary again
+//! and then the server's side: the selected relay addresses are
+//! allocations turnpike made for those two peers.
+//!
+//! Needs Node.js, Debian's `chromium` and `npm ci --prefix tests/browser`
+//! (scripts/test.sh does all of that). Screenshots go to
+//! `target/test-artifacts/browser/`.
+
+// The clock rule of clippy.toml is for the sans-IO core; black-box tests
+// bound their waits with the real clock.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+use common::*;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The signaling endpoint mints TURN credentials under this secret.
+const AUTH_TOML: &str = "[auth]\nsecrets = [\"browser-test-secret\"]\n";
+/// call.mjs stops itself after 90 s; this is the outer bound.
+const CALL_LIMIT: Duration = Duration::from_secs(120);
+
+fn chromium_path() -> PathBuf {
+    std::env::var_os("CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
+}
+
+/// The last stdout line of call.mjs that is a JSON object.
+fn summary_of(out: &CmdOutput) -> Value {
+    out.stdout
+        .lines()
+        .rev()
+        .filter_map(|line| serde_json::from_str::<Value>(line.trim()).ok())
+        .find(Value::is_object)
+        .unwrap_or_else(|| panic!("call.mjs printed no JSON summary line; its output:\n{}", out.combined()))
+}
+
+fn text<'a>(side: &'a Value, key: &str) -> &'a str {
+    side[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("summary has no string {key:?}: {side}"))
+}
+
+/// Asserts what one page saw: video frames decoded and growing, over a
+/// relay <-> relay pair, and a badge that says so.
+fn check_side(summary: &Value, who: &str) {
+    let side = &summary[who];
+    let frames: Vec<u64> = side["framesDecoded"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{who}: no framesDecoded samples in {summary}"))
+        .iter()
+        .map(|v| v.as_u64().unwrap_or(0))
+        .collect();
+    assert!(
+        frames.len() == 2 && frames[0] > 0 && frames[1] > frames[0],
+        "{who}: remote video framesDecoded did not grow between two samples: {frames:?}"
+    );
+    assert_eq!(text(side, "localType"), "relay", "{who}: local candidate type");
+    assert_eq!(text(side, "remoteType"), "relay", "{who}: remote candidate type");
+    assert!(
+        text(side, "badge").contains("relay"),
+        "{who}: the connection badge does not show relay: {side}"
+    );
+    for key in ["localAddress", "remoteAddress"] {
+        assert!(
+            text(side, key).starts_with("127.0.0.1:"),
+            "{who}: {key} is not a loopback relay address: {side}"
+        );
+    }
+}
+
+/// The `allocation created` line of the server log for peer `id` (its
+/// TURN username is `<expiry>:<id>`) whose relay is `relay`.
+fn allocation_line<'a>(log: &'a str, id: &str, relay: &str) -> Option<&'a str> {
+    let user = format!(":{id}\"");
+    log.lines()
+        .find(|line| line.contains("allocation created") && line.contains(&user) && line.contains(relay))
+}
+
+/// The number after `key=` in a log line.
+fn counter(line: &str, key: &str) -> Option<u64> {
+    let rest = &line[line.find(&format!(" {key}="))? + key.len() + 2..];
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+#[test]
+fn two_browsers_call_each_other_through_the_turn_relay() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let browser_dir = root.join("tests").join("browser");
+    assert!(
+        browser_dir.join("node_modules").join("playwright-core").is_dir(),
+        "tests/browser/node_modules is missing: run `npm ci --prefix tests/browser` first \
+         (scripts/test.sh does it)"
+    );
+    let chromium = chromium_path();
+    assert!(
+        chromium.is_file(),
+        "no Chromium at {}: install Debian's `chromium` package or set CHROMIUM",
+        chromium.display()
+    );
+
+    let artifacts = root.join("target").join("test-artifacts").join("browser");
+    let _ = fs::remove_dir_all(&artifacts);
+    fs::create_dir_all(&artifacts).expect("create the artifacts dir");
+
+    let server = TestServer::start(AUTH_TOML);
+    let base_url = format!("http://{}/", server.http_addr());
+    let room = format!("browser-call-{}", std::process::id());
+
+    let started = Instant::now();
+    let out = run_with_timeout(
+        Command::new("node")
+            .arg(browser_dir.join("call.mjs"))
+            .arg(&base_url)
+            .arg(&room)
+            .arg(&artifacts)
+            .env("CHROMIUM", &chromium)
+            .env("TURNPIKE_BROWSER_VERBOSE", "1")
+            .current_dir(&browser_dir),
+        CALL_LIMIT,
+    );
+    eprintln!(
+        "browser call ran for {:.1} s; screenshots in {}",
+        started.elapsed().as_secs_f64(),
+        artifacts.display()
+    );
+    assert!(
+        out.success(),
+        "the browser call failed ({}):\n{}",
+        out.status
+            .map_or_else(|| format!("killed after {CALL_LIMIT:?}"), |s| s.to_string()),
+        out.combined()
+    );
+    eprintln!("---- call.mjs stderr ----\n{}---- end ----", out.stderr);
+    let summary = summary_of(&out);
+    eprintln!("summary: {summary}");
+    assert_eq!(summary["ok"], Value::Bool(true), "summary: {summary}");
+    check_side(&summary, "alice");
+    check_side(&summary, "bob");
+    let (alice, bob) = (&summary["alice"], &summary["bob"]);
+    assert_eq!(
+        text(alice, "localAddress"),
+        text(bob, "remoteAddress"),
+        "the two pages disagree on alice's relay"
+    );
+    assert_eq!(
+        text(bob, "localAddress"),
+        text(alice, "remoteAddress"),
+        "the two pages disagree on bob's relay"
+    );
+    for name in ["call-alice.png", "call-bob.png", "after-leave.png"] {
+        assert!(artifacts.join(name).is_file(), "no screenshot {name}");
+    }
+
+    // The server's side: each page's selected local candidate is a relay
+    // that turnpike allocated for that page's peer id.
+    let log = server.stderr_log();
+    let mut lines = Vec::new();
+    for side in [alice, bob] {
+        let (id, relay) = (text(side, "id"), text(side, "localAddress"));
+        let line = allocation_line(&log, id, relay).unwrap_or_else(|| {
+            panic!("the server log has no `allocation created` of relay {relay} for peer {id}; log:\n{log}")
+        });
+        lines.push(line.to_owned());
+    }
+    eprintln!("server allocations used by the call:\n{}", lines.join("\n"));
+
+    // When a page closes, Chromium deletes its allocations and the server
+    // logs what went through them. Bob's page was closed mid-test and the
+    // browser has exited since, so at least one of the two relays' totals
+    // should show up; each one that does must show media both ways.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let totals = loop {
+        let log = server.stderr_log();
+        let found: Vec<String> = [alice, bob]
+            .iter()
+            .filter_map(|side| {
+                let relay = text(side, "localAddress");
+                log.lines()
+                    .find(|l| l.contains("allocation deleted") && l.contains(relay))
+                    .map(str::to_owned)
+            })
+            .collect();
+        if found.len() == 2 || (!found.is_empty() && Instant::now() >= deadline) {
+            break found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server logged no totals for relays {} and {} within 5 s of the call; log:\n{log}",
+            text(alice, "localAddress"),
+            text(bob, "localAddress")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for line in &totals {
+        for key in ["packets_to_peer", "packets_to_client"] {
+            let n = counter(line, key).unwrap_or_else(|| panic!("no {key} in {line}"));
+            assert!(n >= 10, "only {n} {key} through a relay of the call: {line}");
+        }
+    }
+    eprintln!("relay totals:\n{}", totals.join("\n"));
+    assert!(server.is_running(), "turnpike exited during the call");
+}
