@@ -14,6 +14,7 @@ pub mod peer_filter;
 pub mod server;
 #[cfg(test)]
 mod server_tests;
+pub mod stats;
 pub mod stream_framing;
 pub mod stun;
 pub mod token_bucket;

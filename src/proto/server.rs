@@ -48,9 +48,10 @@ use std::time::{Duration, Instant};
 use ring::hmac;
 use tracing::{debug, info, trace};
 
-use super::auth::{Credentials, NonceCheck};
+use super::auth::{Credentials, NonceCheck, UserError};
 use super::channel_data::{self, ChannelNumber};
 use super::peer_filter::PeerFilter;
+use super::stats::{self, AuthFailure, Counters, EndReason, Refusal, Snapshot, Traffic};
 use super::stun::{self, attr, method, Class, Message, MessageWriter, TransactionId};
 
 /// RFC 8656 §3.2 and §7.2: default and bounds of allocation lifetimes.
@@ -443,6 +444,15 @@ impl Relays {
     fn iter(&self) -> impl Iterator<Item = RelayAddr> {
         self.v4.into_iter().chain(self.v6)
     }
+
+    /// Index into [`stats::FAMILIES`].
+    fn family_index(&self) -> usize {
+        match (self.v4, self.v6) {
+            (Some(_), None) => 0,
+            (None, Some(_)) => 1,
+            _ => 2,
+        }
+    }
 }
 
 impl fmt::Display for Relays {
@@ -467,18 +477,12 @@ struct Allocation {
     created_response: Vec<u8>,
     permissions: Vec<Permission>,
     channels: Vec<Channel>,
-    to_peer: Counter,
-    to_client: Counter,
+    to_peer: Traffic,
+    to_client: Traffic,
 }
 
-#[derive(Clone, Copy, Default, Debug)]
-struct Counter {
-    packets: u64,
-    bytes: u64,
-}
-
-impl Counter {
-    fn add(&mut self, len: usize) {
+impl Traffic {
+    fn count(&mut self, len: usize) {
         self.packets += 1;
         self.bytes += len as u64;
     }
@@ -618,6 +622,7 @@ pub struct Server<B> {
     token_key: hmac::Key,
     token_counter: u64,
     indication_ids: IndicationIds,
+    counters: Counters,
 }
 
 impl<B: RelayBinder> Server<B> {
@@ -647,6 +652,7 @@ impl<B: RelayBinder> Server<B> {
             token_key: hmac::Key::new(hmac::HMAC_SHA256, &seed),
             token_counter: 0,
             indication_ids: IndicationIds(u64::from_le_bytes(xorshift) | 1),
+            counters: Counters::default(),
         }
     }
 
@@ -667,6 +673,41 @@ impl<B: RelayBinder> Server<B> {
         self.allocations.len()
     }
 
+    /// The counters and what is live now, for metrics. Walks every
+    /// allocation, so call it now and then, not per packet.
+    pub fn snapshot(&self, now: Instant) -> Snapshot {
+        let mut snapshot = Snapshot {
+            counters: self.counters.clone(),
+            to_peer: self.counters.ended_to_peer,
+            to_client: self.counters.ended_to_client,
+            peer_connections: self.connections.len() as u64,
+            ..Snapshot::default()
+        };
+        for (client, a) in &self.allocations {
+            snapshot.allocations[stats::transport_index(client.transport)][a.relays.family_index()] += 1;
+            snapshot.permissions += a.permissions.iter().filter(|p| p.expires > now).count() as u64;
+            snapshot.channels += a.channels.iter().filter(|c| c.expires > now).count() as u64;
+            snapshot.to_peer.add(a.to_peer);
+            snapshot.to_client.add(a.to_client);
+        }
+        snapshot
+    }
+
+    /// Queues the answer to a request, counting it by method and code.
+    fn answer(&mut self, client: ClientAddr, bytes: Vec<u8>) {
+        if let Ok(msg) = Message::parse(&bytes) {
+            let code = match msg.class() {
+                Class::Error => msg
+                    .get(attr::ERROR_CODE)
+                    .and_then(|v| Some(u16::from(*v.get(2)? & 0x07) * 100 + u16::from(*v.get(3)?)))
+                    .unwrap_or(500),
+                _ => 200,
+            };
+            self.counters.request(method_index(msg.method()), code);
+        }
+        self.effects.push_back(Effect::Transmit { to: client, bytes });
+    }
+
     #[must_use]
     pub fn poll_effect(&mut self) -> Option<Effect> {
         self.effects.pop_front()
@@ -684,7 +725,7 @@ impl<B: RelayBinder> Server<B> {
                 break;
             }
             match timer {
-                Timer::Allocation(client) => self.remove_allocation(client, "expired"),
+                Timer::Allocation(client) => self.remove_allocation(client, EndReason::Expired),
                 Timer::Reservation(token) => {
                     self.timers.pop_first();
                     self.binder.forget(token);
@@ -705,7 +746,7 @@ impl<B: RelayBinder> Server<B> {
     /// (RFC 8656 §3.1: a TCP/TLS allocation lives on one connection), and
     /// if it was an RFC 6062 data connection, so does its peer connection.
     pub fn handle_connection_closed(&mut self, client: ClientAddr) {
-        self.remove_allocation(client, "connection closed");
+        self.remove_allocation(client, EndReason::ConnectionClosed);
         let spliced = self.connections.iter().find_map(|(id, c)| match c.state {
             PeerConnectionState::Bound { data } if data == client => Some(*id),
             _ => None,
@@ -774,7 +815,7 @@ impl<B: RelayBinder> Server<B> {
             w.error_code(code.code(), code.reason());
         }
         self.finish_authenticated(w, &key);
-        self.effects.push_back(Effect::Transmit { to: client, bytes });
+        self.answer(client, bytes);
         if !connected {
             self.remove_connection(id);
         }
@@ -819,7 +860,7 @@ impl<B: RelayBinder> Server<B> {
         if !allocation.permits(peer.0.ip(), now) {
             return None;
         }
-        allocation.to_peer.add(payload.len());
+        allocation.to_peer.count(payload.len());
         Some(ToPeer { relay, peer, payload })
     }
 
@@ -827,7 +868,7 @@ impl<B: RelayBinder> Server<B> {
         match msg.class() {
             Class::Request => {
                 if let Some(bytes) = self.request(client, msg, now) {
-                    self.effects.push_back(Effect::Transmit { to: client, bytes });
+                    self.answer(client, bytes);
                 }
                 None
             }
@@ -857,11 +898,12 @@ impl<B: RelayBinder> Server<B> {
         // Permissions are per IP, but the filter also judges the port (a
         // service port on one of our own addresses), so check it here too.
         if self.filter.check(peer).is_err() {
+            self.counters.peer_refusals += 1;
             trace!(%client, %peer, "Send indication to a refused peer dropped");
             return None;
         }
         let relay = allocation.relays.get(Family::of(peer))?;
-        allocation.to_peer.add(payload.len());
+        allocation.to_peer.count(payload.len());
         Some(ToPeer {
             relay,
             peer: PeerAddr(peer),
@@ -915,7 +957,7 @@ impl<B: RelayBinder> Server<B> {
                 (payload.start - header_len, end)
             }
         };
-        allocation.to_client.add(len);
+        allocation.to_client.count(len);
         Some(ToClient {
             client,
             range: start..end,
@@ -993,7 +1035,12 @@ impl<B: RelayBinder> Server<B> {
     }
 
     /// Long-term credential check in the order of RFC 8489 §9.2.4.
-    fn authenticate<'m>(&self, client: ClientAddr, msg: &Message<'m>, now: Now) -> Result<Authenticated<'m>, Failure> {
+    fn authenticate<'m>(
+        &mut self,
+        client: ClientAddr,
+        msg: &Message<'m>,
+        now: Now,
+    ) -> Result<Authenticated<'m>, Failure> {
         if !msg.has_integrity() {
             return Err(Failure::Challenge(ErrorCode::Unauthorized));
         }
@@ -1003,13 +1050,21 @@ impl<B: RelayBinder> Server<B> {
             return Err(Failure::Code(ErrorCode::BadRequest));
         };
         if self.credentials.check_nonce(nonce, client.remote, now.unix_secs) == NonceCheck::Stale {
+            self.count_auth_failure(AuthFailure::StaleNonce);
             return Err(Failure::Challenge(ErrorCode::StaleNonce));
         }
         let username = std::str::from_utf8(username).map_err(|_| Failure::Challenge(ErrorCode::Unauthorized))?;
-        let keys = self.credentials.keys_for(username, now.unix_secs).map_err(|e| {
-            debug!(%client, username, reason = e.reason(), "authentication failed");
-            Failure::Challenge(ErrorCode::Unauthorized)
-        })?;
+        let keys = match self.credentials.keys_for(username, now.unix_secs) {
+            Ok(keys) => keys,
+            Err(e) => {
+                debug!(%client, username, reason = e.reason(), "authentication failed");
+                self.count_auth_failure(match e {
+                    UserError::Unknown => AuthFailure::UnknownUser,
+                    UserError::Expired => AuthFailure::ExpiredCredential,
+                });
+                return Err(Failure::Challenge(ErrorCode::Unauthorized));
+            }
+        };
         for long_term in keys {
             let key = stun::integrity_key(&long_term);
             if msg.verify_integrity(&key) {
@@ -1017,7 +1072,20 @@ impl<B: RelayBinder> Server<B> {
             }
         }
         debug!(%client, username, reason = "bad message integrity", "authentication failed");
+        self.count_auth_failure(AuthFailure::BadIntegrity);
         Err(Failure::Challenge(ErrorCode::Unauthorized))
+    }
+
+    fn count_auth_failure(&mut self, why: AuthFailure) {
+        self.counters.auth_failures[why as usize] += 1;
+    }
+
+    fn refuse(&mut self, why: Refusal) -> Failure {
+        self.counters.refusals[why as usize] += 1;
+        match why {
+            Refusal::AllocationsPerUser => ErrorCode::AllocationQuotaReached.into(),
+            _ => ErrorCode::InsufficientCapacity.into(),
+        }
     }
 
     /// Allocate (RFC 8656 §7.2).
@@ -1103,11 +1171,11 @@ impl<B: RelayBinder> Server<B> {
             return Err(ErrorCode::AddressFamilyNotSupported.into());
         }
         if let Err(e) = self.quota.try_acquire(auth.username) {
-            return Err(match e {
-                QuotaExceeded::User => ErrorCode::AllocationQuotaReached,
-                QuotaExceeded::Total | QuotaExceeded::Closed => ErrorCode::InsufficientCapacity,
-            }
-            .into());
+            return Err(self.refuse(match e {
+                QuotaExceeded::User => Refusal::AllocationsPerUser,
+                QuotaExceeded::Total => Refusal::AllocationsTotal,
+                QuotaExceeded::Closed => Refusal::Draining,
+            }));
         }
         let new_token = (even_port == Some(true)).then(|| self.next_token());
         let bound = match (token, even_port, new_token) {
@@ -1132,7 +1200,7 @@ impl<B: RelayBinder> Server<B> {
             }
             self.quota.release(auth.username);
             debug!(%client, ?bound, "allocation refused: no relay port");
-            return Err(ErrorCode::InsufficientCapacity.into());
+            return Err(self.refuse(Refusal::RelayPorts));
         };
         if let Some(token) = new_token {
             self.timers
@@ -1171,6 +1239,7 @@ impl<B: RelayBinder> Server<B> {
         self.finish_authenticated(w, &auth.key);
 
         info!(%client, user = auth.username, %relays, lifetime_s = lifetime.as_secs(), "allocation created");
+        self.counters.allocations_created[stats::transport_index(client.transport)][relays.family_index()] += 1;
         self.insert_allocation(
             client,
             Allocation {
@@ -1183,8 +1252,8 @@ impl<B: RelayBinder> Server<B> {
                 created_response: buf.clone(),
                 permissions: Vec::new(),
                 channels: Vec::new(),
-                to_peer: Counter::default(),
-                to_client: Counter::default(),
+                to_peer: Traffic::default(),
+                to_client: Traffic::default(),
             },
         );
         Ok(buf)
@@ -1259,7 +1328,7 @@ impl<B: RelayBinder> Server<B> {
                 info!(%client, relay = %relay.0, "relay of one family deleted by client");
             }
         } else if lifetime.is_zero() {
-            self.remove_allocation(client, "deleted by client");
+            self.remove_allocation(client, EndReason::Deleted);
         } else {
             let old = std::mem::replace(&mut allocation.expires, now + lifetime);
             self.timers.remove(&(old, Timer::Allocation(client)));
@@ -1275,12 +1344,13 @@ impl<B: RelayBinder> Server<B> {
     /// Checks a peer address for an allocation: it needs a relay of its
     /// family (443: a relay never crosses families) and the peer filter
     /// must allow it (403).
-    fn check_peer(&self, relays: Relays, peer: SocketAddr) -> Result<(), Failure> {
+    fn check_peer(&mut self, relays: Relays, peer: SocketAddr) -> Result<(), Failure> {
         if relays.get(Family::of(peer)).is_none() {
             return Err(ErrorCode::PeerAddressFamilyMismatch.into());
         }
         self.filter.check(peer).map_err(|refusal| {
             debug!(%peer, reason = refusal.reason(), "peer refused");
+            self.counters.peer_refusals += 1;
             Failure::Code(ErrorCode::Forbidden)
         })
     }
@@ -1314,7 +1384,7 @@ impl<B: RelayBinder> Server<B> {
             .filter(|ip| !allocation.permissions.iter().any(|p| p.ip == **ip))
             .count();
         if allocation.permissions.len() + new > max {
-            return Err(ErrorCode::InsufficientCapacity.into());
+            return Err(self.refuse(Refusal::Permissions));
         }
         for ip in peers {
             install_permission(allocation, ip, now);
@@ -1362,10 +1432,12 @@ impl<B: RelayBinder> Server<B> {
         };
         allocation.permissions.retain(|p| p.expires > now);
         let needs_permission = !allocation.permissions.iter().any(|p| p.ip == peer.0.ip());
-        if index.is_none() && allocation.channels.len() >= max_channels
-            || needs_permission && allocation.permissions.len() >= max_permissions
-        {
-            return Err(ErrorCode::InsufficientCapacity.into());
+        let channels_full = index.is_none() && allocation.channels.len() >= max_channels;
+        if channels_full || needs_permission && allocation.permissions.len() >= max_permissions {
+            return Err(self.refuse(match channels_full {
+                true => Refusal::Channels,
+                false => Refusal::Permissions,
+            }));
         }
         let expires = now + CHANNEL_LIFETIME;
         match index {
@@ -1557,10 +1629,14 @@ impl<B: RelayBinder> Server<B> {
         debug_assert!(previous.is_none(), "two allocations for one 5-tuple");
     }
 
-    fn remove_allocation(&mut self, client: ClientAddr, why: &'static str) {
+    fn remove_allocation(&mut self, client: ClientAddr, why: EndReason) {
         let Some(a) = self.allocations.remove(&client) else {
             return;
         };
+        self.counters.allocations_ended[why as usize][stats::transport_index(client.transport)]
+            [a.relays.family_index()] += 1;
+        self.counters.ended_to_peer.add(a.to_peer);
+        self.counters.ended_to_client.add(a.to_client);
         let removed = self.timers.remove(&(a.expires, Timer::Allocation(client)));
         debug_assert!(removed, "allocation without its timer");
         for relay in a.relays.iter() {
@@ -1576,7 +1652,7 @@ impl<B: RelayBinder> Server<B> {
             %client,
             user = a.username,
             relays = %a.relays,
-            why,
+            why = stats::END_REASONS[why as usize],
             packets_to_peer = a.to_peer.packets,
             bytes_to_peer = a.to_peer.bytes,
             packets_to_client = a.to_client.packets,
@@ -1591,5 +1667,19 @@ fn install_permission(allocation: &mut Allocation, ip: IpAddr, now: Instant) {
     match allocation.permissions.iter_mut().find(|p| p.ip == ip) {
         Some(p) => p.expires = expires,
         None => allocation.permissions.push(Permission { ip, expires }),
+    }
+}
+
+/// Index of `method` in [`stats::METHODS`].
+fn method_index(m: u16) -> usize {
+    match m {
+        method::BINDING => 0,
+        method::ALLOCATE => 1,
+        method::REFRESH => 2,
+        method::CREATE_PERMISSION => 3,
+        method::CHANNEL_BIND => 4,
+        method::CONNECT => 5,
+        method::CONNECTION_BIND => 6,
+        _ => 7,
     }
 }

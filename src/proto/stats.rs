@@ -1,0 +1,211 @@
+//! What the core counts, for metrics: plain integers owned by one core
+//! (one per shard), so counting costs an add and no synchronisation. The
+//! driver takes a [`Snapshot`] now and then and publishes it; an exporter
+//! sums the shards' snapshots.
+//!
+//! Nothing here is touched per relayed packet: relayed traffic is counted
+//! per allocation already (for its log line), and a snapshot adds the live
+//! allocations' counts to those of the ended ones.
+
+use super::server::Transport;
+
+/// Request methods, as metric label values.
+pub const METHODS: [&str; 8] = [
+    "binding",
+    "allocate",
+    "refresh",
+    "create_permission",
+    "channel_bind",
+    "connect",
+    "connection_bind",
+    "other",
+];
+
+/// Answer codes a request can get (200 = success), as counted.
+pub const CODES: [u16; 17] = [
+    200, 300, 400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 446, 447, 486, 500, 508,
+];
+
+/// Why authentication failed (label values). A first request without
+/// credentials is the normal challenge and is not counted.
+pub const AUTH_FAILURES: [&str; 4] = ["unknown_user", "expired_credential", "bad_integrity", "stale_nonce"];
+
+/// Index into [`AUTH_FAILURES`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthFailure {
+    UnknownUser = 0,
+    ExpiredCredential = 1,
+    BadIntegrity = 2,
+    StaleNonce = 3,
+}
+
+/// Which limit refused a request (label values).
+pub const REFUSALS: [&str; 6] = [
+    "allocations_per_user",
+    "allocations_total",
+    "draining",
+    "relay_ports",
+    "permissions",
+    "channels",
+];
+
+/// Index into [`REFUSALS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    AllocationsPerUser = 0,
+    AllocationsTotal = 1,
+    Draining = 2,
+    RelayPorts = 3,
+    Permissions = 4,
+    Channels = 5,
+}
+
+/// Client transports (label values), indexed like [`Transport`].
+pub const TRANSPORTS: [&str; 3] = ["udp", "tcp", "tls"];
+/// Relay families of an allocation (label values).
+pub const FAMILIES: [&str; 3] = ["ipv4", "ipv6", "dual"];
+/// Why an allocation ended (label values).
+pub const END_REASONS: [&str; 3] = ["expired", "deleted", "connection_closed"];
+
+/// Index into [`END_REASONS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    Expired = 0,
+    Deleted = 1,
+    ConnectionClosed = 2,
+}
+
+pub fn transport_index(t: Transport) -> usize {
+    match t {
+        Transport::Udp => 0,
+        Transport::Tcp => 1,
+        Transport::Tls => 2,
+    }
+}
+
+/// Packets and bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl Traffic {
+    pub fn add(&mut self, other: Traffic) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+    }
+}
+
+/// Monotonic counters of one core.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// `[method][code]`, indexed by [`METHODS`] and [`CODES`].
+    pub requests: [[u64; CODES.len()]; METHODS.len()],
+    pub auth_failures: [u64; AUTH_FAILURES.len()],
+    pub refusals: [u64; REFUSALS.len()],
+    /// Peers refused by the peer filter (403).
+    pub peer_refusals: u64,
+    /// `[transport][family]`.
+    pub allocations_created: [[u64; FAMILIES.len()]; TRANSPORTS.len()],
+    /// `[reason][transport][family]`.
+    pub allocations_ended: [[[u64; FAMILIES.len()]; TRANSPORTS.len()]; END_REASONS.len()],
+    /// Traffic of allocations that have ended: to peers, to clients.
+    pub ended_to_peer: Traffic,
+    pub ended_to_client: Traffic,
+}
+
+impl Counters {
+    /// Counts one answer to a request of `method` with `code` (200 for
+    /// success).
+    pub fn request(&mut self, method: usize, code: u16) {
+        let code = CODES.iter().position(|c| *c == code).unwrap_or(CODES.len() - 2);
+        self.requests[method.min(METHODS.len() - 1)][code] += 1;
+    }
+}
+
+/// A core's counters plus what is live right now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub counters: Counters,
+    /// Live allocations, `[transport][family]`.
+    pub allocations: [[u64; FAMILIES.len()]; TRANSPORTS.len()],
+    pub permissions: u64,
+    pub channels: u64,
+    /// TCP peer connections of TCP allocations (RFC 6062).
+    pub peer_connections: u64,
+    /// All relayed traffic so far, ended and live allocations together.
+    pub to_peer: Traffic,
+    pub to_client: Traffic,
+}
+
+impl Snapshot {
+    /// Adds `other` into `self` (summing shards).
+    pub fn merge(&mut self, other: &Snapshot) {
+        let (a, b) = (&mut self.counters, &other.counters);
+        for (x, y) in a.requests.iter_mut().flatten().zip(b.requests.iter().flatten()) {
+            *x += y;
+        }
+        for (x, y) in a.auth_failures.iter_mut().zip(&b.auth_failures) {
+            *x += y;
+        }
+        for (x, y) in a.refusals.iter_mut().zip(&b.refusals) {
+            *x += y;
+        }
+        a.peer_refusals += b.peer_refusals;
+        for (x, y) in a
+            .allocations_created
+            .iter_mut()
+            .flatten()
+            .zip(b.allocations_created.iter().flatten())
+        {
+            *x += y;
+        }
+        for (x, y) in a
+            .allocations_ended
+            .iter_mut()
+            .flatten()
+            .flatten()
+            .zip(b.allocations_ended.iter().flatten().flatten())
+        {
+            *x += y;
+        }
+        a.ended_to_peer.add(b.ended_to_peer);
+        a.ended_to_client.add(b.ended_to_client);
+        for (x, y) in self
+            .allocations
+            .iter_mut()
+            .flatten()
+            .zip(other.allocations.iter().flatten())
+        {
+            *x += y;
+        }
+        self.permissions += other.permissions;
+        self.channels += other.channels;
+        self.peer_connections += other.peer_connections;
+        self.to_peer.add(other.to_peer);
+        self.to_client.add(other.to_client);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_codes_count_as_500_and_merge_adds_everything() {
+        let mut a = Snapshot::default();
+        a.counters.request(1, 200);
+        a.counters.request(1, 999);
+        assert_eq!(a.counters.requests[1][0], 1);
+        assert_eq!(a.counters.requests[1][CODES.iter().position(|c| *c == 500).unwrap()], 1);
+        a.permissions = 2;
+        a.to_peer = Traffic { packets: 3, bytes: 30 };
+        let mut sum = Snapshot::default();
+        sum.merge(&a);
+        sum.merge(&a);
+        assert_eq!(sum.counters.requests[1][0], 2);
+        assert_eq!(sum.permissions, 4);
+        assert_eq!(sum.to_peer, Traffic { packets: 6, bytes: 60 });
+    }
+}
