@@ -23,8 +23,8 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
   echo "==> npm ci (playwright-core drives Debian's chromium; no browser download)"
   npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 fi
-if ! python3 -c "import aiortc, websockets" >/dev/null 2>&1; then
-  echo "==> pip install aiortc websockets (the second, non-browser WebRTC call)"
+if ! python3 -c "import aiortc, websockets, prometheus_client" >/dev/null 2>&1; then
+  echo "==> pip install aiortc, websockets, prometheus-client (the non-browser call; the metrics parser)"
   python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 fi
 

@@ -29,6 +29,7 @@ use crate::config::Config;
 use crate::proto::auth::{Credentials, CredentialsConfig};
 use crate::proto::peer_filter::{PeerFilter, PeerRules};
 use crate::proto::server::{AllocationQuota, RelayHairpin, Server, ServerConfig};
+use crate::proto::stats::Snapshot;
 
 /// The clock, read only here (the core gets time passed in).
 pub mod clock {
@@ -106,6 +107,9 @@ pub struct RunningServer {
 pub struct ServerStatus {
     heartbeats: Arc<Heartbeats>,
     quota: Arc<AllocationQuota>,
+    /// Each shard's latest [`Snapshot`], published with its heartbeat.
+    snapshots: Arc<Vec<std::sync::Mutex<Snapshot>>>,
+    connections: stream::ConnectionCount,
 }
 
 impl ServerStatus {
@@ -133,6 +137,21 @@ impl ServerStatus {
     pub fn draining(&self) -> bool {
         self.quota.is_closed()
     }
+
+    /// The sum of every shard's latest snapshot (at most one heartbeat
+    /// interval old).
+    pub fn snapshot(&self) -> Snapshot {
+        let mut sum = Snapshot::default();
+        for shard in self.snapshots.iter() {
+            sum.merge(&shard.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+        sum
+    }
+
+    /// TCP and TLS connections open now.
+    pub fn stream_connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// One timestamp per shard, written by a task on the shard's own event
@@ -145,7 +164,7 @@ struct Heartbeats {
     beats: Vec<std::sync::atomic::AtomicU64>,
 }
 
-/// How often each shard proves it is alive.
+/// How often each shard proves it is alive and publishes its snapshot.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(250);
 
 impl Heartbeats {
@@ -475,6 +494,11 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         origin: clock::mono(),
         beats: (0..workers).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
     });
+    let snapshots: Arc<Vec<std::sync::Mutex<Snapshot>>> = Arc::new(
+        (0..workers)
+            .map(|_| std::sync::Mutex::new(Snapshot::default()))
+            .collect(),
+    );
 
     let mut handles = Vec::new();
     for (index, shard_sockets) in sockets.into_iter().enumerate() {
@@ -487,6 +511,7 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         let stream_limits = stream_limits.clone();
         let connections = connections.clone();
         let heartbeats = heartbeats.clone();
+        let snapshots = snapshots.clone();
         let handle = std::thread::Builder::new()
             .name(format!("turnpike-shard-{index}"))
             .spawn(move || {
@@ -521,7 +546,7 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
                     };
                     let filter = PeerFilter::new(plan.rules.clone());
                     let server_config = plan.server.clone();
-                    let _shard = shard::Shard::start(
+                    let shard = shard::Shard::start(
                         |sockets| Server::new(server_config, credentials, filter, quota, sockets, random_bytes()),
                         binder,
                         listeners,
@@ -531,6 +556,10 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
                     tokio::task::spawn_local(async move {
                         loop {
                             heartbeats.beat(index);
+                            let snapshot = shard.snapshot();
+                            if let Some(slot) = snapshots.get(index) {
+                                *slot.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
+                            }
                             tokio::time::sleep(HEARTBEAT_INTERVAL).await;
                         }
                     });
@@ -582,6 +611,11 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         certificates,
         stop,
         workers: handles,
-        status: ServerStatus { heartbeats, quota },
+        status: ServerStatus {
+            heartbeats,
+            quota,
+            snapshots,
+            connections,
+        },
     })
 }

@@ -130,6 +130,11 @@ impl Shard {
         self.after_control(&mut core);
     }
 
+    /// The core's counters and gauges now (for metrics).
+    pub(crate) fn snapshot(&self) -> crate::proto::stats::Snapshot {
+        self.core.borrow().snapshot(clock::mono())
+    }
+
     pub(crate) fn has_allocation(&self, client: ClientAddr) -> bool {
         self.core.borrow().has_allocation(&client)
     }

@@ -1,7 +1,7 @@
 //! The HTTP side: WebSocket signaling rooms at `/ws` (DESIGN.md,
 //! "Signaling protocol v1"), `GET /ice-servers` for application
-//! backends, the demo call page at `/`, and `/healthz` and `/readyz` for
-//! load balancers and orchestrators.
+//! backends, the demo call page at `/`, `/metrics` for Prometheus, and
+//! `/healthz` and `/readyz` for load balancers and orchestrators.
 //!
 //! It runs on a thread of its own with a single-threaded tokio runtime,
 //! apart from the packet shards: signaling is a few messages a second per
@@ -14,6 +14,7 @@
 //! handshake, and the per-session limits of [`session`].
 
 mod ice;
+mod metrics;
 mod page;
 pub mod protocol;
 mod rooms;
@@ -76,6 +77,7 @@ impl HttpServer {
 struct App {
     hub: Arc<Hub>,
     status: ServerStatus,
+    metrics: prometheus_client::registry::Registry,
     token_secret: Option<Secret>,
     api_key: Option<Secret>,
     allowed_origins: Vec<String>,
@@ -119,8 +121,10 @@ pub fn start(
         ping_interval: signaling.ping_interval,
         heartbeat_timeout: signaling.heartbeat_timeout,
     };
+    let hub = Arc::new(Hub::new(signaling.room_size, signaling.max_rooms, limits, ice));
     let app = Arc::new(App {
-        hub: Arc::new(Hub::new(signaling.room_size, signaling.max_rooms, limits, ice)),
+        metrics: metrics::registry(status.clone(), hub.clone()),
+        hub,
         status,
         token_secret: signaling.token_secret.clone(),
         api_key: signaling.api_key.clone(),
@@ -155,6 +159,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/ice-servers", get(ice_servers).options(ice_servers_preflight))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
         .with_state(app)
 }
 
@@ -361,4 +366,16 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
         true => (StatusCode::OK, "ready\n").into_response(),
         false => (StatusCode::SERVICE_UNAVAILABLE, "an event loop is stalled\n").into_response(),
     }
+}
+
+/// `GET /metrics`: OpenMetrics text for Prometheus.
+async fn metrics_text(State(app): State<Arc<App>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics::encode(&app.metrics),
+    )
+        .into_response()
 }

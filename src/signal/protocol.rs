@@ -86,13 +86,26 @@ pub fn is_valid_room(room: &str) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ErrorCode {
-    BadMessage,
-    RoomFull,
-    NotInRoom,
-    UnknownPeer,
-    TooLarge,
-    RateLimited,
-    Unauthorized,
+    BadMessage = 0,
+    RoomFull = 1,
+    NotInRoom = 2,
+    UnknownPeer = 3,
+    TooLarge = 4,
+    RateLimited = 5,
+    Unauthorized = 6,
+}
+
+impl ErrorCode {
+    /// Every code, in discriminant order, as sent on the wire.
+    pub const ALL: [&'static str; 7] = [
+        "bad-message",
+        "room-full",
+        "not-in-room",
+        "unknown-peer",
+        "too-large",
+        "rate-limited",
+        "unauthorized",
+    ];
 }
 
 /// One entry of `peers`.

@@ -15,6 +15,7 @@
 //! tells the others at once.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,11 +54,19 @@ struct HubState {
     outboxes: HashMap<String, Outbox>,
 }
 
+/// Client message kinds, as metric label values; the last is for
+/// messages that did not parse.
+pub const MESSAGE_KINDS: [&str; 5] = ["join", "signal", "leave", "ping", "invalid"];
+
 /// What all sessions share.
 pub struct Hub {
     state: Mutex<HubState>,
     pub limits: SessionLimits,
     pub ice: IceConfig,
+    /// Client messages by [`MESSAGE_KINDS`].
+    pub messages: [AtomicU64; MESSAGE_KINDS.len()],
+    /// Errors sent, by [`ErrorCode::ALL`] index.
+    pub errors: [AtomicU64; ErrorCode::ALL.len()],
 }
 
 impl Hub {
@@ -69,7 +78,23 @@ impl Hub {
             }),
             limits,
             ice,
+            messages: Default::default(),
+            errors: Default::default(),
         }
+    }
+
+    /// (rooms, peers in rooms, open sessions) right now.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let state = self.lock();
+        (state.rooms.room_count(), state.rooms.peer_count(), state.outboxes.len())
+    }
+
+    /// An error message for a client, counted.
+    fn error(&self, code: ErrorCode, message: &str) -> String {
+        if let Some(counter) = self.errors.get(code as usize) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        ServerMessage::Error { code, message }.to_json()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
@@ -129,7 +154,7 @@ enum Next {
 /// `host` is the request's Host header (for the ICE server URLs).
 pub async fn run(mut socket: WebSocket, hub: Arc<Hub>, host: Option<String>, authorized: bool) {
     if !authorized {
-        let text = error(ErrorCode::Unauthorized, "a valid ?token= is required");
+        let text = hub.error(ErrorCode::Unauthorized, "a valid ?token= is required");
         let _ = socket.send(Message::Text(text.into())).await;
         let _ = socket
             .send(Message::Close(Some(CloseFrame {
@@ -218,10 +243,10 @@ impl Session {
             Message::Text(text) => text,
             Message::Binary(_) => {
                 return (
-                    Some(error(
-                        ErrorCode::BadMessage,
-                        "binary frames are not part of the protocol",
-                    )),
+                    Some(
+                        self.hub
+                            .error(ErrorCode::BadMessage, "binary frames are not part of the protocol"),
+                    ),
                     Next::Continue,
                 )
             }
@@ -230,23 +255,32 @@ impl Session {
         };
         if !self.bucket.try_take(1, elapsed()) {
             return (
-                Some(error(ErrorCode::RateLimited, "too many messages; slow down")),
+                Some(self.hub.error(ErrorCode::RateLimited, "too many messages; slow down")),
                 Next::Continue,
             );
         }
         let max = self.hub.limits.max_message_size;
         if text.len() > max {
             let message = format!("message of {} bytes is over the limit of {max}", text.len());
-            return (Some(error(ErrorCode::TooLarge, &message)), Next::Continue);
+            return (Some(self.hub.error(ErrorCode::TooLarge, &message)), Next::Continue);
         }
-        let reply = match ClientMessage::parse(text.as_str()) {
-            Err(reason) => Some(error(ErrorCode::BadMessage, &reason)),
+        let parsed = ClientMessage::parse(text.as_str());
+        let kind = match &parsed {
+            Ok(ClientMessage::Join { .. }) => 0,
+            Ok(ClientMessage::Signal { .. }) => 1,
+            Ok(ClientMessage::Leave) => 2,
+            Ok(ClientMessage::Ping) => 3,
+            Err(_) => 4,
+        };
+        self.hub.messages[kind].fetch_add(1, Ordering::Relaxed);
+        let reply = match parsed {
+            Err(reason) => Some(self.hub.error(ErrorCode::BadMessage, &reason)),
             Ok(ClientMessage::Ping) => Some(ServerMessage::Pong.to_json()),
             Ok(ClientMessage::Join { room, name }) => Some(self.join(&room, name)),
             Ok(ClientMessage::Signal { to, data }) => self.signal(&to, &data),
             Ok(ClientMessage::Leave) => match leave(&mut self.hub.lock(), &self.id) {
                 true => None,
-                false => Some(error(ErrorCode::NotInRoom, "not in a room")),
+                false => Some(self.hub.error(ErrorCode::NotInRoom, "not in a room")),
             },
         };
         (reply, Next::Continue)
@@ -261,15 +295,17 @@ impl Session {
             let mut state = self.hub.lock();
             let peers = match state.rooms.join(me.clone(), room) {
                 Ok(peers) => peers,
-                Err(JoinRefused::RoomFull) => return error(ErrorCode::RoomFull, "the room is full"),
+                Err(JoinRefused::RoomFull) => return self.hub.error(ErrorCode::RoomFull, "the room is full"),
                 Err(JoinRefused::TooManyRooms) => {
-                    return error(
+                    return self.hub.error(
                         ErrorCode::RoomFull,
                         "no room can be opened: the server is at its room limit",
                     )
                 }
                 Err(JoinRefused::AlreadyInRoom) => {
-                    return error(ErrorCode::BadMessage, "already in a room; send leave first")
+                    return self
+                        .hub
+                        .error(ErrorCode::BadMessage, "already in a room; send leave first")
                 }
             };
             let joined: Arc<str> = ServerMessage::PeerJoined {
@@ -299,19 +335,15 @@ impl Session {
     fn signal(&self, to: &str, data: &serde_json::value::RawValue) -> Option<String> {
         let state = self.hub.lock();
         if state.rooms.room_of(&self.id).is_none() {
-            return Some(error(ErrorCode::NotInRoom, "join a room before signaling"));
+            return Some(self.hub.error(ErrorCode::NotInRoom, "join a room before signaling"));
         }
         if to == self.id || !state.rooms.same_room(&self.id, to) {
-            return Some(error(ErrorCode::UnknownPeer, "no such peer in this room"));
+            return Some(self.hub.error(ErrorCode::UnknownPeer, "no such peer in this room"));
         }
         let message = ServerMessage::Signal { from: &self.id, data }.to_json();
         deliver(&state, to, message.into());
         None
     }
-}
-
-fn error(code: ErrorCode, message: &str) -> String {
-    ServerMessage::Error { code, message }.to_json()
 }
 
 /// A fresh peer id: 16 hex digits, unguessable, so that ids learnt in one

@@ -185,6 +185,17 @@ pub fn authenticated_request(
     method: u16,
     build: impl Fn(&mut turnpike::proto::stun::MessageWriter<'_>),
 ) -> Vec<u8> {
+    authenticated_request_as(stream, USER, PASSWORD, method, build)
+}
+
+/// [`authenticated_request`] signed as `user` with `password`.
+pub fn authenticated_request_as(
+    stream: &mut (impl Read + Write),
+    user: &str,
+    password: &str,
+    method: u16,
+    build: impl Fn(&mut turnpike::proto::stun::MessageWriter<'_>),
+) -> Vec<u8> {
     use turnpike::proto::stun::{attr, integrity_key, Class, Message, MessageWriter};
     let encode = |auth: Option<(&[u8], &[u8])>| {
         let mut buf = Vec::new();
@@ -193,11 +204,11 @@ pub fn authenticated_request(
         match auth {
             None => w.finish(None, true),
             Some((realm, nonce)) => {
-                w.bytes(attr::USERNAME, USER.as_bytes())
+                w.bytes(attr::USERNAME, user.as_bytes())
                     .bytes(attr::REALM, realm)
                     .bytes(attr::NONCE, nonce);
                 let realm = std::str::from_utf8(realm).expect("realm is text");
-                let key = turnpike::proto::auth::long_term_key(USER, realm, PASSWORD);
+                let key = turnpike::proto::auth::long_term_key(user, realm, password);
                 w.finish(Some(&integrity_key(&key)), true);
             }
         }

@@ -1,0 +1,315 @@
+//! `GET /metrics`: Prometheus / OpenMetrics text, encoded by
+//! prometheus-client at scrape time from the shards' published snapshots
+//! ([`crate::proto::stats`]) and the signaling hub's counters.
+//!
+//! Names follow Prometheus conventions: a `turnpike_` prefix, `_total` on
+//! counters (added by the encoder), units in the name. Shard snapshots
+//! are at most a heartbeat (250 ms) old.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::protocol::ErrorCode;
+use super::session::{Hub, MESSAGE_KINDS};
+use crate::net::ServerStatus;
+use crate::proto::stats::{Traffic, AUTH_FAILURES, CODES, END_REASONS, FAMILIES, METHODS, REFUSALS, TRANSPORTS};
+
+/// The registry `/metrics` encodes.
+pub fn registry(status: ServerStatus, hub: Arc<Hub>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register(
+        "turnpike_build",
+        "Version of the running binary",
+        Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+    );
+    registry.register_collector(Box::new(TurnpikeCollector { status, hub }));
+    registry
+}
+
+/// The OpenMetrics text of `registry`.
+pub fn encode(registry: &Registry) -> String {
+    let mut text = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut text, registry);
+    text
+}
+
+struct TurnpikeCollector {
+    status: ServerStatus,
+    hub: Arc<Hub>,
+}
+
+impl std::fmt::Debug for TurnpikeCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TurnpikeCollector")
+    }
+}
+
+/// Writes one metric family: `samples` are (labels, value).
+fn family<'a>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    kind: MetricType,
+    samples: impl IntoIterator<Item = (Vec<(&'a str, String)>, u64)>,
+) -> std::fmt::Result {
+    let metric = encoder.encode_descriptor(name, help, unit, kind)?;
+    let samples: Vec<_> = samples.into_iter().collect();
+    // A lone sample without labels is written bare (`name 3`, not `name{} 3`).
+    if let [(labels, value)] = samples.as_slice() {
+        if labels.is_empty() {
+            return sample(metric, kind, *value);
+        }
+    }
+    let mut metric = metric;
+    for (labels, value) in &samples {
+        sample(metric.encode_family(labels)?, kind, *value)?;
+    }
+    Ok(())
+}
+
+fn sample(encoder: MetricEncoder<'_>, kind: MetricType, value: u64) -> std::fmt::Result {
+    match kind {
+        MetricType::Counter => ConstCounter::new(value).encode(encoder),
+        _ => ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(encoder),
+    }
+}
+
+fn one<'a>(value: u64) -> Vec<(Vec<(&'a str, String)>, u64)> {
+    vec![(Vec::new(), value)]
+}
+
+/// `[transport][family]` tables as labelled samples.
+fn by_transport_family<'a>(
+    table: &[[u64; FAMILIES.len()]; TRANSPORTS.len()],
+    extra: Option<(&'a str, &'a str)>,
+) -> Vec<(Vec<(&'a str, String)>, u64)> {
+    let mut out = Vec::new();
+    for (t, row) in table.iter().enumerate() {
+        for (f, value) in row.iter().enumerate() {
+            let mut labels = vec![
+                ("transport", TRANSPORTS[t].to_owned()),
+                ("family", FAMILIES[f].to_owned()),
+            ];
+            labels.extend(extra.map(|(k, v)| (k, v.to_owned())));
+            out.push((labels, *value));
+        }
+    }
+    out
+}
+
+fn directions<'a>(to_peer: u64, to_client: u64) -> Vec<(Vec<(&'a str, String)>, u64)> {
+    vec![
+        (vec![("direction", "to_peer".to_owned())], to_peer),
+        (vec![("direction", "to_client".to_owned())], to_client),
+    ]
+}
+
+impl Collector for TurnpikeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        use MetricType::{Counter, Gauge};
+        let snapshot = self.status.snapshot();
+        let c = &snapshot.counters;
+        let e = &mut encoder;
+
+        let requests = METHODS.iter().enumerate().flat_map(|(m, method)| {
+            CODES.iter().enumerate().filter_map(move |(i, code)| {
+                let value = c.requests[m][i];
+                (value > 0).then(|| {
+                    (
+                        vec![("method", (*method).to_owned()), ("code", code.to_string())],
+                        value,
+                    )
+                })
+            })
+        });
+        family(
+            e,
+            "turnpike_requests",
+            "STUN/TURN requests answered, by method and response code (200 = success)",
+            None,
+            Counter,
+            requests,
+        )?;
+        let auth = AUTH_FAILURES
+            .iter()
+            .zip(c.auth_failures)
+            .map(|(reason, v)| (vec![("reason", (*reason).to_owned())], v));
+        family(
+            e,
+            "turnpike_auth_failures",
+            "Requests refused by authentication, by reason",
+            None,
+            Counter,
+            auth,
+        )?;
+        let refusals = REFUSALS
+            .iter()
+            .zip(c.refusals)
+            .map(|(limit, v)| (vec![("limit", (*limit).to_owned())], v));
+        family(
+            e,
+            "turnpike_quota_refusals",
+            "Requests refused by a quota or limit (486 or 508), by limit",
+            None,
+            Counter,
+            refusals,
+        )?;
+        family(
+            e,
+            "turnpike_peer_refusals",
+            "Peer addresses refused by the peer filter (403)",
+            None,
+            Counter,
+            one(c.peer_refusals),
+        )?;
+
+        family(
+            e,
+            "turnpike_allocations",
+            "Allocations now, by client transport and relay family",
+            None,
+            Gauge,
+            by_transport_family(&snapshot.allocations, None),
+        )?;
+        family(
+            e,
+            "turnpike_allocations_created",
+            "Allocations created, by client transport and relay family",
+            None,
+            Counter,
+            by_transport_family(&c.allocations_created, None),
+        )?;
+        let ended = END_REASONS
+            .iter()
+            .enumerate()
+            .flat_map(|(r, reason)| by_transport_family(&c.allocations_ended[r], Some(("reason", reason))));
+        family(
+            e,
+            "turnpike_allocations_ended",
+            "Allocations ended, by reason (expired, deleted by the client, connection closed), transport and family",
+            None,
+            Counter,
+            ended,
+        )?;
+        family(
+            e,
+            "turnpike_permissions",
+            "Permissions installed now",
+            None,
+            Gauge,
+            one(snapshot.permissions),
+        )?;
+        family(
+            e,
+            "turnpike_channels",
+            "Channels bound now",
+            None,
+            Gauge,
+            one(snapshot.channels),
+        )?;
+        family(
+            e,
+            "turnpike_peer_connections",
+            "TCP peer connections of TCP relays (RFC 6062) now",
+            None,
+            Gauge,
+            one(snapshot.peer_connections),
+        )?;
+
+        let (to_peer, to_client): (Traffic, Traffic) = (snapshot.to_peer, snapshot.to_client);
+        family(
+            e,
+            "turnpike_relayed_packets",
+            "Relayed packets, by direction",
+            None,
+            Counter,
+            directions(to_peer.packets, to_client.packets),
+        )?;
+        family(
+            e,
+            "turnpike_relayed",
+            "Relayed payload bytes, by direction",
+            Some(&Unit::Bytes),
+            Counter,
+            directions(to_peer.bytes, to_client.bytes),
+        )?;
+        family(
+            e,
+            "turnpike_stream_connections",
+            "TCP and TLS client connections open now",
+            None,
+            Gauge,
+            one(self.status.stream_connections() as u64),
+        )?;
+        let draining = u64::from(self.status.draining());
+        family(
+            e,
+            "turnpike_draining",
+            "1 while shutting down (new allocations refused)",
+            None,
+            Gauge,
+            one(draining),
+        )?;
+
+        let (rooms, peers, sessions) = self.hub.counts();
+        family(
+            e,
+            "turnpike_signaling_rooms",
+            "Signaling rooms now",
+            None,
+            Gauge,
+            one(rooms as u64),
+        )?;
+        family(
+            e,
+            "turnpike_signaling_peers",
+            "Signaling peers in a room now",
+            None,
+            Gauge,
+            one(peers as u64),
+        )?;
+        family(
+            e,
+            "turnpike_signaling_sessions",
+            "Signaling WebSocket sessions now",
+            None,
+            Gauge,
+            one(sessions as u64),
+        )?;
+        let messages = MESSAGE_KINDS
+            .iter()
+            .zip(&self.hub.messages)
+            .map(|(kind, v)| (vec![("type", (*kind).to_owned())], v.load(Ordering::Relaxed)));
+        family(
+            e,
+            "turnpike_signaling_messages",
+            "Signaling messages from clients, by type",
+            None,
+            Counter,
+            messages,
+        )?;
+        let errors = ErrorCode::ALL
+            .iter()
+            .zip(&self.hub.errors)
+            .map(|(code, v)| (vec![("code", (*code).to_owned())], v.load(Ordering::Relaxed)));
+        family(
+            e,
+            "turnpike_signaling_errors",
+            "Signaling errors sent to clients, by code",
+            None,
+            Counter,
+            errors,
+        )?;
+        Ok(())
+    }
+}
