@@ -92,7 +92,7 @@ fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Run) {
-        Command::Run => serve(load(cli.config.as_ref())?, cli.config.is_none()),
+        Command::Run => serve(load(cli.config.as_ref())?, cli.config.as_deref()),
         Command::CheckConfig { file } => {
             let config = Config::load(&file)?;
             net::tls::TlsCertificates::from_config(&config)?;
@@ -172,7 +172,7 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn serve(mut config: Config, built_in_defaults: bool) -> anyhow::Result<()> {
+fn serve(mut config: Config, config_path: Option<&std::path::Path>) -> anyhow::Result<()> {
     init_logging(&config)?;
     for warning in config.warnings() {
         warn!("{warning}");
@@ -188,21 +188,16 @@ fn serve(mut config: Config, built_in_defaults: bool) -> anyhow::Result<()> {
     }
     let server = net::start(&config).context("starting the server")?;
     let http = match config.listen.http {
-        Some(addr) => {
-            let ice = signal::IceConfig {
-                turn_host: config.signaling.turn_host.clone(),
-                fallback_host: signal::IceConfig::fallback_host_for(addr),
-                udp_port: server.udp.first().map(|a| a.port()),
-                tcp_port: server.tcp.first().map(|a| a.port()),
-                tls_port: server.tls.first().map(|a| a.port()),
-                secret: config.auth.minting_secret().cloned(),
-                ttl: config.auth.credential_ttl,
-            };
-            Some(
-                signal::start(&config, addr, ice, server.certificates(), server.status())
-                    .context("starting the HTTP endpoint")?,
+        Some(addr) => Some(
+            signal::start(
+                &config,
+                addr,
+                ice_config(&config, &server, addr),
+                server.certificates(),
+                server.status(),
             )
-        }
+            .context("starting the HTTP endpoint")?,
+        ),
         None => None,
     };
     if demo_secret && std::io::stderr().is_terminal() {
@@ -221,18 +216,75 @@ fn serve(mut config: Config, built_in_defaults: bool) -> anyhow::Result<()> {
             );
         }
     }
-    if built_in_defaults {
+    if config_path.is_none() {
         info!("running on built-in defaults; see config.example.toml for every option");
     }
+    let generated = demo_secret.then(|| config.auth.resolved_secrets.clone());
     // Every listener is bound and serving: tell systemd (Type=notify).
     systemd_notify(&[sd_notify::NotifyState::Ready]);
-    supervise(&server, config.server.shutdown_grace)?;
+    let reload = || reload(config_path, generated.as_deref(), &server, http.as_ref());
+    supervise(&server, config.server.shutdown_grace, reload)?;
     info!("shutting down");
     if let Some(http) = http {
         http.stop();
     }
     server.stop();
     Ok(())
+}
+
+/// What the signaling endpoint hands out, for `config` on `server`.
+fn ice_config(config: &Config, server: &net::RunningServer, http: std::net::SocketAddr) -> signal::IceConfig {
+    signal::IceConfig {
+        turn_host: config.signaling.turn_host.clone(),
+        fallback_host: signal::IceConfig::fallback_host_for(http),
+        udp_port: server.udp.first().map(|a| a.port()),
+        tcp_port: server.tcp.first().map(|a| a.port()),
+        tls_port: server.tls.first().map(|a| a.port()),
+        secret: config.auth.minting_secret().cloned(),
+        ttl: config.auth.credential_ttl,
+    }
+}
+
+/// SIGHUP: re-reads the config file and applies what can change while
+/// running; an invalid file is refused with the reason and the running
+/// config stays. Without a config file only the TLS certificate (if any)
+/// is re-read. `generated` is the random demo secret, kept while the file
+/// still configures no credentials.
+fn reload(
+    path: Option<&std::path::Path>,
+    generated: Option<&[Secret]>,
+    server: &net::RunningServer,
+    http: Option<&signal::HttpServer>,
+) {
+    let Some(path) = path else {
+        match server.reload_tls() {
+            Ok(()) => info!("SIGHUP: TLS certificate reloaded"),
+            Err(e) => error!("SIGHUP: keeping the previous TLS certificate: {e}"),
+        }
+        return;
+    };
+    let mut config = match Config::load(path) {
+        Ok(config) => config,
+        Err(e) => return error!("SIGHUP: keeping the running configuration: {e}"),
+    };
+    if config.auth.resolved_secrets.is_empty() && config.auth.users.is_empty() {
+        config
+            .auth
+            .resolved_secrets
+            .extend(generated.unwrap_or_default().iter().cloned());
+    }
+    match server.reload(&config) {
+        Ok(needs_restart) => {
+            if let Some(http) = http {
+                http.reload(&config, ice_config(&config, server, http.addr));
+            }
+            info!(path = %path.display(), "SIGHUP: configuration reloaded; live allocations kept");
+            for what in needs_restart {
+                warn!("SIGHUP: the change to {what} takes effect only after a restart");
+            }
+        }
+        Err(e) => error!("SIGHUP: keeping the running configuration: TLS: {e}"),
+    }
 }
 
 /// Sends `state` to systemd when started by it (NOTIFY_SOCKET set);
@@ -245,11 +297,11 @@ fn systemd_notify(state: &[sd_notify::NotifyState]) {
 
 /// Runs until SIGINT or SIGTERM, then drains: new allocations are refused
 /// and live ones get up to `grace` to end; a second signal ends the wait.
-/// On SIGHUP re-reads the TLS certificate. Under a systemd watchdog
+/// On SIGHUP calls `reload`. Under a systemd watchdog
 /// (`WatchdogSec=`), sends WATCHDOG=1 at a third of its period, but only
 /// while every shard's event loop is turning, so that a wedged loop gets
 /// the service restarted.
-fn supervise(server: &net::RunningServer, grace: Duration) -> anyhow::Result<()> {
+fn supervise(server: &net::RunningServer, grace: Duration, reload: impl Fn()) -> anyhow::Result<()> {
     use sd_notify::NotifyState;
     use tokio::signal::unix::{signal, SignalKind};
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -272,10 +324,7 @@ fn supervise(server: &net::RunningServer, grace: Duration) -> anyhow::Result<()>
                 _ = interrupt.recv() => {}
                 _ = hangup.recv() => {
                     systemd_notify(&reloading());
-                    match server.reload_tls() {
-                        Ok(()) => info!("SIGHUP: TLS certificate reloaded"),
-                        Err(e) => error!("SIGHUP: keeping the previous TLS certificate: {e}"),
-                    }
+                    reload();
                     systemd_notify(&[NotifyState::Ready]);
                     continue;
                 }

@@ -94,7 +94,7 @@ fn sighup_reloads_the_certificate_and_keeps_live_allocations() {
         Class::Success,
         "Refresh after reload"
     );
-    assert!(server.stderr_log().contains("TLS certificate reloaded"));
+    assert!(server.stderr_log().contains("configuration reloaded"));
 }
 
 #[test]
@@ -107,7 +107,7 @@ fn a_broken_certificate_on_sighup_keeps_the_previous_one() {
     );
     server.sighup();
     wait_for("the refused reload in the log", || {
-        server.stderr_log().contains("keeping the previous TLS certificate")
+        server.stderr_log().contains("keeping the running configuration: TLS")
     });
     let mut stream = server
         .ca()

@@ -99,6 +99,12 @@ pub struct RunningServer {
     stop: tokio::sync::watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
     status: ServerStatus,
+    /// What the shards run with, and where a reloaded one is sent.
+    plan: Arc<Plan>,
+    reload: tokio::sync::watch::Sender<Arc<Plan>>,
+    /// The config the server started with (what a reload cannot change).
+    started_with: Config,
+    listeners: Vec<SocketAddr>,
 }
 
 /// What the rest of the process may ask or tell the running shards, from
@@ -188,6 +194,65 @@ impl RunningServer {
             Some(certificates) => certificates.reload(),
             None => Ok(()),
         }
+    }
+
+    /// Applies a reloaded config (SIGHUP): users, shared secrets, realm,
+    /// nonce lifetime, SOFTWARE, the peer filter, the allocation,
+    /// permission, channel and lifetime limits, and the TLS certificate.
+    /// Live allocations stay. Returns what changed but needs a restart
+    /// (listeners, relay addresses and ports, workers, connection limits).
+    /// On a TLS error nothing is applied.
+    pub fn reload(&self, config: &Config) -> Result<Vec<&'static str>, tls::TlsError> {
+        let old = &self.started_with;
+        let needs_restart = [
+            ("listen", format!("{:?}", old.listen) != format!("{:?}", config.listen)),
+            ("relay", format!("{:?}", old.relay) != format!("{:?}", config.relay)),
+            ("server.workers", old.server.workers != config.server.workers),
+            (
+                "server.external_ip",
+                old.server.external_ip != config.server.external_ip,
+            ),
+            (
+                "tls.cert/tls.key",
+                old.tls.cert != config.tls.cert || old.tls.key != config.tls.key,
+            ),
+            (
+                "limits.max_connections and the connection timeouts",
+                old.limits.max_connections != config.limits.max_connections
+                    || old.limits.connection_setup_timeout != config.limits.connection_setup_timeout
+                    || old.limits.connection_idle_timeout != config.limits.connection_idle_timeout
+                    || old.limits.max_frame_size != config.limits.max_frame_size,
+            ),
+        ];
+        self.reload_tls()?;
+        let fresh = Plan::new(config, &self.listeners);
+        // Relay addresses belong to the running sockets.
+        let plan = Plan {
+            server: ServerConfig {
+                relay_ip_v4: self.plan.server.relay_ip_v4,
+                relay_ip_v6: self.plan.server.relay_ip_v6,
+                hairpin: self.plan.server.hairpin.clone(),
+                ..fresh.server
+            },
+            rules: PeerRules {
+                own_ips: self.plan.rules.own_ips.clone(),
+                relay_ports: self.plan.rules.relay_ports.clone(),
+                service_ports: self.plan.rules.service_ports.clone(),
+                ..fresh.rules
+            },
+            relay_bind: self.plan.relay_bind,
+            relay_advertised: self.plan.relay_advertised,
+            relay_v6: self.plan.relay_v6,
+            ..fresh
+        };
+        self.status
+            .quota
+            .set_limits(config.limits.max_allocations, config.limits.max_allocations_per_user);
+        let _ = self.reload.send(Arc::new(plan));
+        Ok(needs_restart
+            .into_iter()
+            .filter_map(|(what, changed)| changed.then_some(what))
+            .collect())
     }
 
     /// Liveness, allocation count and drain, shareable with other threads.
@@ -312,6 +377,8 @@ fn interface_ips() -> Vec<IpAddr> {
 /// Everything shards share, derived once from the config.
 struct Plan {
     server: ServerConfig,
+    realm: String,
+    nonce_ttl: Duration,
     users: Vec<(String, [u8; 16])>,
     secrets: Vec<Vec<u8>>,
     rules: PeerRules,
@@ -322,6 +389,18 @@ struct Plan {
 }
 
 impl Plan {
+    /// The shard's credential checker; `nonce_key` is the process's, so
+    /// nonces stay valid across reloads.
+    fn credentials(&self, nonce_key: [u8; 32]) -> Credentials {
+        Credentials::new(CredentialsConfig {
+            realm: self.realm.clone(),
+            users: self.users.clone(),
+            secrets: self.secrets.clone(),
+            nonce_ttl: self.nonce_ttl,
+            nonce_key,
+        })
+    }
+
     /// `listeners`: every bound UDP and TCP listening address.
     fn new(config: &Config, listeners: &[SocketAddr]) -> Plan {
         let interfaces = interface_ips();
@@ -369,6 +448,8 @@ impl Plan {
             config.relay.ports.as_range(),
         );
         Plan {
+            realm: config.server.realm.clone(),
+            nonce_ttl: config.auth.nonce_ttl,
             server: ServerConfig {
                 software,
                 relay_ip_v4: Some(relay_advertised),
@@ -485,8 +566,7 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         config.limits.max_allocations_per_user,
     ));
     let nonce_key: [u8; 32] = random_bytes();
-    let realm = config.server.realm.clone();
-    let nonce_ttl = config.auth.nonce_ttl;
+    let (reload, reloads) = tokio::sync::watch::channel(plan.clone());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let reserved = shard::ReservedSockets::default();
@@ -504,7 +584,7 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     for (index, shard_sockets) in sockets.into_iter().enumerate() {
         let plan = plan.clone();
         let quota = quota.clone();
-        let realm = realm.clone();
+        let mut reloads = reloads.clone();
         let mut stopped = stopped.clone();
         let ready = ready_tx.clone();
         let reserved = reserved.clone();
@@ -531,13 +611,7 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
                             return;
                         }
                     };
-                    let credentials = Credentials::new(CredentialsConfig {
-                        realm,
-                        users: plan.users.clone(),
-                        secrets: plan.secrets.clone(),
-                        nonce_ttl,
-                        nonce_key,
-                    });
+                    let credentials = plan.credentials(nonce_key);
                     let binder = shard::RelaySocketsConfig {
                         v4: (plan.relay_bind, plan.relay_advertised),
                         v6: plan.relay_v6,
@@ -553,6 +627,18 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
                         std::rc::Rc::new(stream_limits),
                         connections,
                     );
+                    let reconfigured = shard.clone();
+                    tokio::task::spawn_local(async move {
+                        reloads.mark_unchanged();
+                        while reloads.changed().await.is_ok() {
+                            let plan = reloads.borrow_and_update().clone();
+                            reconfigured.reconfigure(
+                                plan.server.clone(),
+                                plan.credentials(nonce_key),
+                                PeerFilter::new(plan.rules.clone()),
+                            );
+                        }
+                    });
                     tokio::task::spawn_local(async move {
                         loop {
                             heartbeats.beat(index);
@@ -617,5 +703,9 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
             snapshots,
             connections,
         },
+        plan,
+        reload,
+        started_with: config.clone(),
+        listeners,
     })
 }

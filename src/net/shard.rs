@@ -130,6 +130,16 @@ impl Shard {
         self.after_control(&mut core);
     }
 
+    /// Applies a reloaded configuration to the core.
+    pub(crate) fn reconfigure(
+        &self,
+        config: crate::proto::server::ServerConfig,
+        credentials: crate::proto::auth::Credentials,
+        filter: crate::proto::peer_filter::PeerFilter,
+    ) {
+        self.core.borrow_mut().reconfigure(config, credentials, filter);
+    }
+
     /// The core's counters and gauges now (for metrics).
     pub(crate) fn snapshot(&self) -> crate::proto::stats::Snapshot {
         self.core.borrow().snapshot(clock::mono())

@@ -262,8 +262,8 @@ impl RelayHairpin {
 /// which every Allocate gets 508 while existing allocations live on.
 #[derive(Debug)]
 pub struct AllocationQuota {
-    max_total: usize,
-    max_per_user: usize,
+    max_total: AtomicUsize,
+    max_per_user: AtomicUsize,
     total: AtomicUsize,
     per_user: Mutex<HashMap<String, usize>>,
     closed: std::sync::atomic::AtomicBool,
@@ -280,8 +280,8 @@ pub enum QuotaExceeded {
 impl AllocationQuota {
     pub fn new(max_total: usize, max_per_user: usize) -> AllocationQuota {
         AllocationQuota {
-            max_total,
-            max_per_user,
+            max_total: AtomicUsize::new(max_total),
+            max_per_user: AtomicUsize::new(max_per_user),
             total: AtomicUsize::new(0),
             per_user: Mutex::new(HashMap::new()),
             closed: std::sync::atomic::AtomicBool::new(false),
@@ -291,6 +291,13 @@ impl AllocationQuota {
     /// Allocations on every shard now.
     pub fn total(&self) -> usize {
         self.total.load(Ordering::Relaxed)
+    }
+
+    /// New limits (config reload). Allocations over them stay; only new
+    /// ones are refused.
+    pub fn set_limits(&self, max_total: usize, max_per_user: usize) {
+        self.max_total.store(max_total, Ordering::Relaxed);
+        self.max_per_user.store(max_per_user, Ordering::Relaxed);
     }
 
     /// Refuses every new allocation from now on (graceful shutdown).
@@ -310,13 +317,13 @@ impl AllocationQuota {
         // plain counters; the counts are still meaningful.
         let mut per_user = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
         let count = per_user.get(user).copied().unwrap_or(0);
-        if count >= self.max_per_user {
+        if count >= self.max_per_user.load(Ordering::Relaxed) {
             return Err(QuotaExceeded::User);
         }
         if self
             .total
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
-                (t < self.max_total).then_some(t + 1)
+                (t < self.max_total.load(Ordering::Relaxed)).then_some(t + 1)
             })
             .is_err()
         {
@@ -671,6 +678,20 @@ impl<B: RelayBinder> Server<B> {
 
     pub fn allocation_count(&self) -> usize {
         self.allocations.len()
+    }
+
+    /// Applies a reloaded configuration: credentials, peer filter, SOFTWARE
+    /// and the per-allocation limits. The relay addresses and the NAT
+    /// mapping stay (they are bound to the running sockets). Existing
+    /// allocations, permissions and channels are kept, also where they
+    /// exceed new limits; new requests are judged by the new rules.
+    pub fn reconfigure(&mut self, config: ServerConfig, credentials: Credentials, filter: PeerFilter) {
+        self.config.software = config.software;
+        self.config.max_allocation_lifetime = config.max_allocation_lifetime;
+        self.config.max_permissions = config.max_permissions;
+        self.config.max_channels = config.max_channels;
+        self.credentials = credentials;
+        self.filter = filter;
     }
 
     /// The counters and what is live now, for metrics. Walks every

@@ -61,11 +61,20 @@ pub enum HttpError {
 pub struct HttpServer {
     /// The bound address (port 0 resolved).
     pub addr: SocketAddr,
+    app: Arc<App>,
     stop: tokio::sync::watch::Sender<bool>,
     thread: JoinHandle<()>,
 }
 
 impl HttpServer {
+    /// Applies a reloaded config: the minting secret, credential lifetime
+    /// and TURN host of `iceServers`, the token secret, API key and
+    /// allowed origins. Rooms and sessions stay.
+    pub fn reload(&self, config: &Config, ice: IceConfig) {
+        self.app.hub.set_ice(ice);
+        *self.app.access.write().unwrap_or_else(|e| e.into_inner()) = Access::from_config(config);
+    }
+
     /// Stops accepting, drops every connection and waits for the thread.
     pub fn stop(self) {
         let _ = self.stop.send(true);
@@ -78,12 +87,26 @@ struct App {
     hub: Arc<Hub>,
     status: ServerStatus,
     metrics: prometheus_client::registry::Registry,
+    access: std::sync::RwLock<Access>,
+}
+
+/// Who may use the endpoints; replaced on reload.
+#[derive(Clone)]
+struct Access {
     token_secret: Option<Secret>,
     api_key: Option<Secret>,
     allowed_origins: Vec<String>,
 }
 
-impl App {
+impl Access {
+    fn from_config(config: &Config) -> Access {
+        Access {
+            token_secret: config.signaling.token_secret.clone(),
+            api_key: config.signaling.api_key.clone(),
+            allowed_origins: config.signaling.allowed_origins.clone(),
+        }
+    }
+
     /// A request without Origin comes from something other than a web
     /// page, which could send any Origin it liked anyway.
     fn origin_allowed(&self, origin: Option<&HeaderValue>) -> bool {
@@ -92,6 +115,12 @@ impl App {
             None => origin.is_none(),
             Some(origin) => self.allowed_origins.iter().any(|o| o == origin),
         }
+    }
+}
+
+impl App {
+    fn access(&self) -> Access {
+        self.access.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -126,11 +155,10 @@ pub fn start(
         metrics: metrics::registry(status.clone(), hub.clone()),
         hub,
         status,
-        token_secret: signaling.token_secret.clone(),
-        api_key: signaling.api_key.clone(),
-        allowed_origins: signaling.allowed_origins.clone(),
+        access: std::sync::RwLock::new(Access::from_config(config)),
     });
     let max_connections = signaling.max_connections;
+    let handle = app.clone();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let thread = std::thread::Builder::new()
         .name("turnpike-http".into())
@@ -145,6 +173,7 @@ pub fn start(
     info!(addr = %bound, tls = signaling.tls, "signaling and demo page listening");
     Ok(HttpServer {
         addr: bound,
+        app: handle,
         stop,
         thread,
     })
@@ -248,10 +277,11 @@ async fn ws(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    if !app.origin_allowed(headers.get(header::ORIGIN)) {
+    let access = app.access();
+    if !access.origin_allowed(headers.get(header::ORIGIN)) {
         return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
     }
-    let authorized = match &app.token_secret {
+    let authorized = match &access.token_secret {
         None => true,
         Some(secret) => query.get("token").is_some_and(|token| {
             auth::verify_signaling_token(secret.expose().as_bytes(), token, crate::net::clock::unix_secs())
@@ -281,14 +311,15 @@ async fn ice_servers(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let Some(key) = &app.api_key else {
+    let access = app.access();
+    let Some(key) = &access.api_key else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "));
-    let cors = cors_headers(&app, &headers);
+    let cors = cors_headers(&access, &headers);
     if !presented.is_some_and(|p| auth::secrets_equal(p.as_bytes(), key.expose().as_bytes())) {
         return (
             StatusCode::UNAUTHORIZED,
@@ -310,28 +341,28 @@ async fn ice_servers(
                 .into_response()
         }
     };
-    let hub = &app.hub;
+    let ice = app.hub.ice();
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     let body = serde_json::json!({
-        "iceServers": hub.ice.ice_servers(host, name, crate::net::clock::unix_secs()),
-        "ttl": hub.ice.ttl.as_secs(),
+        "iceServers": ice.ice_servers(host, name, crate::net::clock::unix_secs()),
+        "ttl": ice.ttl.as_secs(),
     });
     (cors, [(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
 }
 
 async fn ice_servers_preflight(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    (StatusCode::NO_CONTENT, cors_headers(&app, &headers)).into_response()
+    (StatusCode::NO_CONTENT, cors_headers(&app.access(), &headers)).into_response()
 }
 
 /// CORS headers for `/ice-servers`: only for an Origin listed in
 /// `signaling.allowed_origins` (none when that list is empty: the endpoint
 /// is meant for backends).
-fn cors_headers(app: &App, headers: &HeaderMap) -> HeaderMap {
+fn cors_headers(access: &Access, headers: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::new();
     let origin = headers.get(header::ORIGIN);
     if let Some(origin) = origin.filter(|o| {
         o.to_str()
-            .is_ok_and(|o| app.allowed_origins.iter().any(|allowed| allowed == o))
+            .is_ok_and(|o| access.allowed_origins.iter().any(|allowed| allowed == o))
     }) {
         out.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
         out.insert(
