@@ -349,6 +349,16 @@ pub struct LimitsSection {
     /// connection can hold. From 576 to 65552. Default: 16384 (media
     /// packets are under 1500 bytes).
     pub max_frame_size: usize,
+    /// Bytes a second one allocation may relay, both directions together
+    /// (payload bytes, as in the metrics); packets beyond are dropped, as
+    /// a congested link would. Half a second of it (at least 16 KiB) may
+    /// pass in a burst. 0: no limit. A reload applies to new allocations.
+    /// Default: 0. (A 720p video call needs about 300 kB/s each way.)
+    pub allocation_bytes_per_second: u64,
+    /// Bytes a second all allocations of one username may relay together,
+    /// across all shards, with the same burst rule. 0: no limit. A reload
+    /// applies to users with no allocation yet. Default: 0.
+    pub user_bytes_per_second: u64,
 }
 
 impl Default for LimitsSection {
@@ -363,6 +373,8 @@ impl Default for LimitsSection {
             connection_setup_timeout: Duration::from_secs(10),
             connection_idle_timeout: Duration::from_secs(120),
             max_frame_size: 16_384,
+            allocation_bytes_per_second: 0,
+            user_bytes_per_second: 0,
         }
     }
 }
@@ -1357,6 +1369,8 @@ mod tests {
             "max_allocation_lifetime",
             "max_permissions_per_allocation",
             "max_channels_per_allocation",
+            "allocation_bytes_per_second",
+            "user_bytes_per_second",
             "http",
             "[signaling]",
             "room_size",

@@ -342,6 +342,7 @@ impl Harness {
             max_permissions: MAX_PERMISSIONS,
             max_channels: MAX_CHANNELS,
             hairpin: Default::default(),
+            allocation_rate: 0,
         };
         let quota = Arc::new(AllocationQuota::new(MAX_TOTAL_ALLOCATIONS, MAX_ALLOCATIONS_PER_USER));
         let filter = PeerFilter::new(crate::filter::v4_rules());

@@ -245,9 +245,9 @@ impl RunningServer {
             relay_v6: self.plan.relay_v6,
             ..fresh
         };
-        self.status
-            .quota
-            .set_limits(config.limits.max_allocations, config.limits.max_allocations_per_user);
+        let quota = &self.status.quota;
+        quota.set_limits(config.limits.max_allocations, config.limits.max_allocations_per_user);
+        quota.set_user_rate(config.limits.user_bytes_per_second);
         let _ = self.reload.send(Arc::new(plan));
         Ok(needs_restart
             .into_iter()
@@ -458,6 +458,7 @@ impl Plan {
                 max_permissions: config.limits.max_permissions_per_allocation,
                 max_channels: config.limits.max_channels_per_allocation,
                 hairpin,
+                allocation_rate: config.limits.allocation_bytes_per_second,
             },
             users: config
                 .auth
@@ -565,6 +566,7 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         config.limits.max_allocations,
         config.limits.max_allocations_per_user,
     ));
+    quota.set_user_rate(config.limits.user_bytes_per_second);
     let nonce_key: [u8; 32] = random_bytes();
     let (reload, reloads) = tokio::sync::watch::channel(plan.clone());
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -331,6 +331,7 @@ impl Rig {
             max_permissions: 4,
             max_channels: 4,
             hairpin: Default::default(),
+            allocation_rate: 0,
         };
         let filter = PeerFilter::new(PeerRules {
             allow: vec!["127.0.0.0/8".parse().unwrap()],

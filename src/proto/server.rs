@@ -51,8 +51,9 @@ use tracing::{debug, info, trace};
 use super::auth::{Credentials, NonceCheck, UserError};
 use super::channel_data::{self, ChannelNumber};
 use super::peer_filter::PeerFilter;
-use super::stats::{self, AuthFailure, Counters, EndReason, Refusal, Snapshot, Traffic};
+use super::stats::{self, AuthFailure, Counters, EndReason, RateLimit, Refusal, Snapshot, Traffic};
 use super::stun::{self, attr, method, Class, Message, MessageWriter, TransactionId};
+use super::token_bucket::TokenBucket;
 
 /// RFC 8656 §3.2 and §7.2: default and bounds of allocation lifetimes.
 pub const DEFAULT_ALLOCATION_LIFETIME: Duration = Duration::from_secs(600);
@@ -190,6 +191,9 @@ pub struct ServerConfig {
     pub max_permissions: usize,
     pub max_channels: usize,
     pub hairpin: RelayHairpin,
+    /// Bytes a second one allocation may relay, both directions together;
+    /// 0: no limit.
+    pub allocation_rate: u64,
 }
 
 /// How this server's own relays reach each other.
@@ -265,8 +269,29 @@ pub struct AllocationQuota {
     max_total: AtomicUsize,
     max_per_user: AtomicUsize,
     total: AtomicUsize,
-    per_user: Mutex<HashMap<String, usize>>,
+    per_user: Mutex<HashMap<String, UserShare>>,
     closed: std::sync::atomic::AtomicBool,
+    /// Bytes a second all of one user's allocations may relay; 0: no limit.
+    user_rate: std::sync::atomic::AtomicU64,
+}
+
+/// One user's allocations, and the byte-rate bucket they share.
+#[derive(Debug)]
+struct UserShare {
+    count: usize,
+    bucket: Option<SharedBucket>,
+}
+
+/// A byte-rate bucket shared by the allocations of one user, which may
+/// live on several shards. Only touched per packet when a user rate is
+/// configured, and then the lock is uncontended unless the user's
+/// allocations are busy on two shards at once.
+pub type SharedBucket = Arc<Mutex<TokenBucket>>;
+
+/// The bucket of a byte rate: half a second of traffic may pass in a
+/// burst, and at least 16 KiB so that any media packet fits.
+pub fn rate_bucket(bytes_per_second: u64, now: Instant) -> TokenBucket {
+    TokenBucket::new(bytes_per_second, (bytes_per_second / 2).max(16 * 1024), now)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -285,6 +310,7 @@ impl AllocationQuota {
             total: AtomicUsize::new(0),
             per_user: Mutex::new(HashMap::new()),
             closed: std::sync::atomic::AtomicBool::new(false),
+            user_rate: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -300,6 +326,12 @@ impl AllocationQuota {
         self.max_per_user.store(max_per_user, Ordering::Relaxed);
     }
 
+    /// Bytes a second all of one user's allocations may relay together
+    /// (0: no limit); applies to users who have no allocation yet.
+    pub fn set_user_rate(&self, bytes_per_second: u64) {
+        self.user_rate.store(bytes_per_second, Ordering::Relaxed);
+    }
+
     /// Refuses every new allocation from now on (graceful shutdown).
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
@@ -309,14 +341,16 @@ impl AllocationQuota {
         self.closed.load(Ordering::Acquire)
     }
 
-    fn try_acquire(&self, user: &str) -> Result<(), QuotaExceeded> {
+    /// Counts a new allocation of `user`; returns the user's byte-rate
+    /// bucket, if a user rate is set.
+    fn try_acquire(&self, user: &str, now: Instant) -> Result<Option<SharedBucket>, QuotaExceeded> {
         if self.is_closed() {
             return Err(QuotaExceeded::Closed);
         }
         // A poisoned lock only means another shard panicked mid-update of
         // plain counters; the counts are still meaningful.
         let mut per_user = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
-        let count = per_user.get(user).copied().unwrap_or(0);
+        let count = per_user.get(user).map_or(0, |share| share.count);
         if count >= self.max_per_user.load(Ordering::Relaxed) {
             return Err(QuotaExceeded::User);
         }
@@ -329,15 +363,20 @@ impl AllocationQuota {
         {
             return Err(QuotaExceeded::Total);
         }
-        per_user.insert(user.to_owned(), count + 1);
-        Ok(())
+        let rate = self.user_rate.load(Ordering::Relaxed);
+        let share = per_user.entry(user.to_owned()).or_insert_with(|| UserShare {
+            count: 0,
+            bucket: (rate > 0).then(|| Arc::new(Mutex::new(rate_bucket(rate, now)))),
+        });
+        share.count += 1;
+        Ok(share.bucket.clone())
     }
 
     fn release(&self, user: &str) {
         let mut per_user = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = per_user.get_mut(user) {
-            *count -= 1;
-            if *count == 0 {
+        if let Some(share) = per_user.get_mut(user) {
+            share.count -= 1;
+            if share.count == 0 {
                 per_user.remove(user);
             }
             self.total.fetch_sub(1, Ordering::AcqRel);
@@ -486,16 +525,33 @@ struct Allocation {
     channels: Vec<Channel>,
     to_peer: Traffic,
     to_client: Traffic,
-}
-
-impl Traffic {
-    fn count(&mut self, len: usize) {
-        self.packets += 1;
-        self.bytes += len as u64;
-    }
+    /// Byte rate of this allocation, both directions together.
+    rate: Option<TokenBucket>,
+    /// Byte rate shared by all allocations of its user.
+    user_rate: Option<SharedBucket>,
 }
 
 impl Allocation {
+    /// Takes `len` bytes from the allocation's and the user's byte rates,
+    /// or says which one is exhausted (and takes from neither).
+    fn within_rate(&mut self, len: usize, now: Instant) -> Result<(), RateLimit> {
+        let n = len as u64;
+        if let Some(bucket) = &mut self.rate {
+            if !bucket.has(n, now) {
+                return Err(RateLimit::Allocation);
+            }
+        }
+        if let Some(shared) = &self.user_rate {
+            if !shared.lock().unwrap_or_else(|e| e.into_inner()).try_take(n, now) {
+                return Err(RateLimit::User);
+            }
+        }
+        if let Some(bucket) = &mut self.rate {
+            bucket.try_take(n, now);
+        }
+        Ok(())
+    }
+
     fn permits(&self, ip: IpAddr, now: Instant) -> bool {
         self.permissions.iter().any(|p| p.ip == ip && p.expires > now)
     }
@@ -690,6 +746,7 @@ impl<B: RelayBinder> Server<B> {
         self.config.max_allocation_lifetime = config.max_allocation_lifetime;
         self.config.max_permissions = config.max_permissions;
         self.config.max_channels = config.max_channels;
+        self.config.allocation_rate = config.allocation_rate;
         self.credentials = credentials;
         self.filter = filter;
     }
@@ -881,6 +938,10 @@ impl<B: RelayBinder> Server<B> {
         if !allocation.permits(peer.0.ip(), now) {
             return None;
         }
+        if let Err(limit) = allocation.within_rate(payload.len(), now) {
+            self.counters.rate_limited[limit as usize].count(payload.len());
+            return None;
+        }
         allocation.to_peer.count(payload.len());
         Some(ToPeer { relay, peer, payload })
     }
@@ -924,6 +985,10 @@ impl<B: RelayBinder> Server<B> {
             return None;
         }
         let relay = allocation.relays.get(Family::of(peer))?;
+        if let Err(limit) = allocation.within_rate(payload.len(), now) {
+            self.counters.rate_limited[limit as usize].count(payload.len());
+            return None;
+        }
         allocation.to_peer.count(payload.len());
         Some(ToPeer {
             relay,
@@ -956,6 +1021,10 @@ impl<B: RelayBinder> Server<B> {
         }
         let len = payload.len();
         let len16 = u16::try_from(len).ok()?;
+        if let Err(limit) = allocation.within_rate(len, now) {
+            self.counters.rate_limited[limit as usize].count(len);
+            return None;
+        }
         let (start, end) = match allocation.bound_channel_for(peer, now) {
             Some(number) => {
                 // ChannelData is padded to 4 bytes on streams only
@@ -1191,13 +1260,16 @@ impl<B: RelayBinder> Server<B> {
         if token.is_none() && self.relay_ip(family).is_none() {
             return Err(ErrorCode::AddressFamilyNotSupported.into());
         }
-        if let Err(e) = self.quota.try_acquire(auth.username) {
-            return Err(self.refuse(match e {
-                QuotaExceeded::User => Refusal::AllocationsPerUser,
-                QuotaExceeded::Total => Refusal::AllocationsTotal,
-                QuotaExceeded::Closed => Refusal::Draining,
-            }));
-        }
+        let user_bucket = match self.quota.try_acquire(auth.username, now) {
+            Ok(bucket) => bucket,
+            Err(e) => {
+                return Err(self.refuse(match e {
+                    QuotaExceeded::User => Refusal::AllocationsPerUser,
+                    QuotaExceeded::Total => Refusal::AllocationsTotal,
+                    QuotaExceeded::Closed => Refusal::Draining,
+                }))
+            }
+        };
         let new_token = (even_port == Some(true)).then(|| self.next_token());
         let bound = match (token, even_port, new_token) {
             (Some(token), _, _) => self.binder.claim(token),
@@ -1275,6 +1347,8 @@ impl<B: RelayBinder> Server<B> {
                 channels: Vec::new(),
                 to_peer: Traffic::default(),
                 to_client: Traffic::default(),
+                rate: (self.config.allocation_rate > 0).then(|| rate_bucket(self.config.allocation_rate, now)),
+                user_rate: user_bucket,
             },
         );
         Ok(buf)

@@ -327,6 +327,7 @@ struct Settings {
     max_per_user: usize,
     rules: PeerRules,
     hairpin: RelayHairpin,
+    allocation_rate: u64,
 }
 
 impl Default for Settings {
@@ -340,6 +341,7 @@ impl Default for Settings {
             max_per_user: 2,
             rules: PeerRules::default(),
             hairpin: RelayHairpin::default(),
+            allocation_rate: 0,
         }
     }
 }
@@ -370,6 +372,7 @@ impl Harness {
             max_permissions: s.max_permissions,
             max_channels: s.max_channels,
             hairpin: s.hairpin,
+            allocation_rate: s.allocation_rate,
         };
         let credentials = Credentials::new(CredentialsConfig {
             realm: REALM.to_owned(),
@@ -2005,6 +2008,7 @@ fn reconfigure_keeps_allocations_and_judges_new_requests_by_the_new_rules() {
         max_permissions: 1,
         max_channels: 1,
         hairpin: RelayHairpin::default(),
+        allocation_rate: 0,
     };
     h.server.reconfigure(config, credentials, PeerFilter::new(rules));
     assert!(h.server.has_allocation(&client(1)), "the allocation survived");
@@ -2026,4 +2030,60 @@ fn reconfigure_keeps_allocations_and_judges_new_requests_by_the_new_rules() {
         peers(&[addr("9.9.9.9:1")]),
     )
     .assert_code(508);
+}
+
+#[test]
+fn an_allocation_byte_rate_drops_what_exceeds_it_in_both_directions() {
+    let mut h = Harness::with(Settings {
+        allocation_rate: 20_000,
+        ..Settings::default()
+    });
+    let relay = h.allocate(client(1));
+    h.permit(client(1), &[peer_a()]).assert_success();
+    // The burst is max(rate / 2, 16 KiB) = 16384 bytes: 16 packets of
+    // 1000 bytes pass at once, the rest are dropped.
+    let payload = [7u8; 1000];
+    let sent = (0..20)
+        .filter(|_| h.send(client(1), peer_a(), &payload).is_some())
+        .count();
+    assert_eq!(sent, 16);
+    // Traffic from the peer draws on the same bucket.
+    assert!(h.peer_sends(relay, peer_a(), &payload).is_none());
+    // Half a second refills 10 000 bytes.
+    h.elapsed += Duration::from_millis(500);
+    let passed = (0..20)
+        .filter(|_| h.peer_sends(relay, peer_a(), &payload).is_some())
+        .count();
+    assert_eq!(passed, 10);
+    let snapshot = h.server.snapshot(h.now().mono);
+    assert_eq!(snapshot.counters.rate_limited[0].packets, 4 + 1 + 10);
+    assert_eq!(snapshot.counters.rate_limited[0].bytes, 15_000);
+    assert_eq!((snapshot.to_peer.packets, snapshot.to_client.packets), (16, 10));
+}
+
+#[test]
+fn a_user_byte_rate_is_shared_by_all_allocations_of_the_user() {
+    let mut h = Harness::new();
+    h.quota.set_user_rate(20_000);
+    h.allocate(client(1));
+    h.allocate(client(2));
+    h.allocate_as(client(3), &carol());
+    let payload = [1u8; 1000];
+    let mut sent = 0;
+    for (c, cred) in [(client(1), alice()), (client(2), alice()), (client(3), carol())] {
+        h.request(c, &cred, method::CREATE_PERMISSION, peers(&[peer_a()]))
+            .assert_success();
+    }
+    for _ in 0..10 {
+        for c in [client(1), client(2)] {
+            sent += usize::from(h.send(c, peer_a(), &payload).is_some());
+        }
+    }
+    assert_eq!(sent, 16, "alice's two allocations share one 16 KiB burst");
+    // Carol has a bucket of her own.
+    let carol_sent = (0..10)
+        .filter(|_| h.send(client(3), peer_a(), &payload).is_some())
+        .count();
+    assert_eq!(carol_sent, 10);
+    assert_eq!(h.server.snapshot(h.now().mono).counters.rate_limited[1].packets, 4);
 }

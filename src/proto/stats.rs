@@ -60,6 +60,16 @@ pub enum Refusal {
     Channels = 5,
 }
 
+/// Which byte rate dropped a relayed packet (label values).
+pub const RATE_LIMITS: [&str; 2] = ["allocation", "user"];
+
+/// Index into [`RATE_LIMITS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateLimit {
+    Allocation = 0,
+    User = 1,
+}
+
 /// Client transports (label values), indexed like [`Transport`].
 pub const TRANSPORTS: [&str; 3] = ["udp", "tcp", "tls"];
 /// Relay families of an allocation (label values).
@@ -91,6 +101,12 @@ pub struct Traffic {
 }
 
 impl Traffic {
+    /// One packet of `len` bytes.
+    pub fn count(&mut self, len: usize) {
+        self.packets += 1;
+        self.bytes += len as u64;
+    }
+
     pub fn add(&mut self, other: Traffic) {
         self.packets += other.packets;
         self.bytes += other.bytes;
@@ -110,6 +126,8 @@ pub struct Counters {
     pub allocations_created: [[u64; FAMILIES.len()]; TRANSPORTS.len()],
     /// `[reason][transport][family]`.
     pub allocations_ended: [[[u64; FAMILIES.len()]; TRANSPORTS.len()]; END_REASONS.len()],
+    /// Relayed packets dropped by a byte rate, by [`RATE_LIMITS`].
+    pub rate_limited: [Traffic; RATE_LIMITS.len()],
     /// Traffic of allocations that have ended: to peers, to clients.
     pub ended_to_peer: Traffic,
     pub ended_to_client: Traffic,
@@ -153,6 +171,9 @@ impl Snapshot {
             *x += y;
         }
         a.peer_refusals += b.peer_refusals;
+        for (x, y) in a.rate_limited.iter_mut().zip(&b.rate_limited) {
+            x.add(*y);
+        }
         for (x, y) in a
             .allocations_created
             .iter_mut()

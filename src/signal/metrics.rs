@@ -20,7 +20,9 @@ use prometheus_client::registry::{Registry, Unit};
 use super::protocol::ErrorCode;
 use super::session::{Hub, MESSAGE_KINDS};
 use crate::net::ServerStatus;
-use crate::proto::stats::{Traffic, AUTH_FAILURES, CODES, END_REASONS, FAMILIES, METHODS, REFUSALS, TRANSPORTS};
+use crate::proto::stats::{
+    Traffic, AUTH_FAILURES, CODES, END_REASONS, FAMILIES, METHODS, RATE_LIMITS, REFUSALS, TRANSPORTS,
+};
 
 /// The registry `/metrics` encodes.
 pub fn registry(status: ServerStatus, hub: Arc<Hub>) -> Registry {
@@ -242,6 +244,28 @@ impl Collector for TurnpikeCollector {
             Some(&Unit::Bytes),
             Counter,
             directions(to_peer.bytes, to_client.bytes),
+        )?;
+        let limited = |f: fn(&Traffic) -> u64| {
+            RATE_LIMITS
+                .iter()
+                .zip(&c.rate_limited)
+                .map(move |(limit, t)| (vec![("limit", (*limit).to_owned())], f(t)))
+        };
+        family(
+            e,
+            "turnpike_rate_limited_packets",
+            "Relayed packets dropped by a byte rate (limits.*_bytes_per_second), by limit",
+            None,
+            Counter,
+            limited(|t| t.packets),
+        )?;
+        family(
+            e,
+            "turnpike_rate_limited",
+            "Relayed payload bytes dropped by a byte rate, by limit",
+            Some(&Unit::Bytes),
+            Counter,
+            limited(|t| t.bytes),
         )?;
         family(
             e,

@@ -191,7 +191,7 @@ pub async fn run(mut socket: WebSocket, hub: Arc<Hub>, host: Option<String>, aut
         bucket: TokenBucket::new(
             u64::from(hub.limits.messages_per_second),
             2 * u64::from(hub.limits.messages_per_second),
-            elapsed(),
+            Instant::now().into_std(),
         ),
     };
     let limits = hub.limits.clone();
@@ -263,7 +263,7 @@ impl Session {
             Message::Close(_) => return (None, Next::Close),
             Message::Ping(_) | Message::Pong(_) => return (None, Next::Continue),
         };
-        if !self.bucket.try_take(1, elapsed()) {
+        if !self.bucket.try_take(1, Instant::now().into_std()) {
             return (
                 Some(self.hub.error(ErrorCode::RateLimited, "too many messages; slow down")),
                 Next::Continue,
@@ -361,10 +361,4 @@ impl Session {
 fn peer_id() -> String {
     let bytes: [u8; 8] = crate::net::random_bytes();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Monotonic time since the first call, for the token buckets.
-fn elapsed() -> Duration {
-    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    ORIGIN.get_or_init(Instant::now).elapsed()
 }
