@@ -91,7 +91,10 @@ fn expected(took: Duration) -> u64 {
 fn assert_within_ten_percent(received: u64, took: Duration, what: &str) {
     let expected = expected(took);
     let error = received.abs_diff(expected) as f64 / expected as f64;
-    eprintln!("{what}: {received} bytes in {took:?}, expected {expected}: off by {:.2} %", error * 100.0);
+    eprintln!(
+        "{what}: {received} bytes in {took:?}, expected {expected}: off by {:.2} %",
+        error * 100.0
+    );
     assert!(
         error <= 0.10,
         "{what}: {received} bytes passed in {took:?}, expected {expected} (rate {RATE} B/s + burst): off by {:.1} %",

@@ -126,7 +126,7 @@ impl Shard {
     pub(crate) fn remove_stream(self: &Rc<Self>, client: ClientAddr) {
         self.streams.borrow_mut().remove(&client);
         let mut core = self.core.borrow_mut();
-        core.handle_connection_closed(client);
+        core.handle_connection_closed(client, clock::mono());
         self.after_control(&mut core);
     }
 

@@ -516,6 +516,7 @@ struct Allocation {
     /// Ids of its TCP peer connections; mirrors `Server::connections`.
     connections: Vec<ConnectionId>,
     username: String,
+    created: Instant,
     expires: Instant,
     /// Transaction that created it and the answer it got, so that a
     /// retransmitted Allocate gets the same answer (RFC 8656 §7.2).
@@ -803,7 +804,7 @@ impl<B: RelayBinder> Server<B> {
                 break;
             }
             match timer {
-                Timer::Allocation(client) => self.remove_allocation(client, EndReason::Expired),
+                Timer::Allocation(client) => self.remove_allocation(client, EndReason::Expired, now),
                 Timer::Reservation(token) => {
                     self.timers.pop_first();
                     self.binder.forget(token);
@@ -823,8 +824,8 @@ impl<B: RelayBinder> Server<B> {
     /// A stream client's connection is gone: its allocation goes with it
     /// (RFC 8656 §3.1: a TCP/TLS allocation lives on one connection), and
     /// if it was an RFC 6062 data connection, so does its peer connection.
-    pub fn handle_connection_closed(&mut self, client: ClientAddr) {
-        self.remove_allocation(client, EndReason::ConnectionClosed);
+    pub fn handle_connection_closed(&mut self, client: ClientAddr, now: Instant) {
+        self.remove_allocation(client, EndReason::ConnectionClosed, now);
         let spliced = self.connections.iter().find_map(|(id, c)| match c.state {
             PeerConnectionState::Bound { data } if data == client => Some(*id),
             _ => None,
@@ -1340,6 +1341,7 @@ impl<B: RelayBinder> Server<B> {
                 protocol,
                 connections: Vec::new(),
                 username: auth.username.to_owned(),
+                created: now,
                 expires: now + lifetime,
                 created_by: msg.transaction_id(),
                 created_response: buf.clone(),
@@ -1423,7 +1425,7 @@ impl<B: RelayBinder> Server<B> {
                 info!(%client, relay = %relay.0, "relay of one family deleted by client");
             }
         } else if lifetime.is_zero() {
-            self.remove_allocation(client, EndReason::Deleted);
+            self.remove_allocation(client, EndReason::Deleted, now);
         } else {
             let old = std::mem::replace(&mut allocation.expires, now + lifetime);
             self.timers.remove(&(old, Timer::Allocation(client)));
@@ -1724,7 +1726,7 @@ impl<B: RelayBinder> Server<B> {
         debug_assert!(previous.is_none(), "two allocations for one 5-tuple");
     }
 
-    fn remove_allocation(&mut self, client: ClientAddr, why: EndReason) {
+    fn remove_allocation(&mut self, client: ClientAddr, why: EndReason, now: Instant) {
         let Some(a) = self.allocations.remove(&client) else {
             return;
         };
@@ -1748,6 +1750,7 @@ impl<B: RelayBinder> Server<B> {
             user = a.username,
             relays = %a.relays,
             why = stats::END_REASONS[why as usize],
+            age_s = now.saturating_duration_since(a.created).as_secs(),
             packets_to_peer = a.to_peer.packets,
             bytes_to_peer = a.to_peer.bytes,
             packets_to_client = a.to_client.packets,

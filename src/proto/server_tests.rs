@@ -1513,14 +1513,14 @@ fn closing_a_stream_connection_deletes_its_allocation_at_once() {
     let (c, other) = (tcp_client(1), tcp_client(2));
     let relay = h.allocate(c);
     h.allocate(other);
-    h.server.handle_connection_closed(c);
+    h.server.handle_connection_closed(c, h.now().mono);
     h.assert_quiet();
     assert!(!h.server.has_allocation(&c));
     assert!(h.server.has_allocation(&other));
     assert_eq!(h.binder().releases, [(Family::V4, relay.0.port())]);
     assert_eq!(h.quota.total(), 1);
     // A connection without an allocation closing is a no-op.
-    h.server.handle_connection_closed(tcp_client(3));
+    h.server.handle_connection_closed(tcp_client(3), h.now().mono);
     assert_eq!(h.binder().releases.len(), 1);
 }
 
@@ -1921,7 +1921,7 @@ fn connection_bind_from_a_new_connection_splices_it_after_the_answer() {
     };
     Response(bytes.clone()).assert_code(400);
     // The data connection closing closes the peer connection.
-    h.server.handle_connection_closed(data);
+    h.server.handle_connection_closed(data, h.now().mono);
     assert_eq!(h.server.poll_effect(), Some(Effect::ClosePeerConnection { id }));
 }
 
@@ -1966,7 +1966,7 @@ fn closing_the_control_connection_closes_its_peer_connections() {
     h.tcp_allocate(c);
     h.permit(c, &[peer_a(), peer_b()]).assert_success();
     let (a, b) = (h.connect(c, peer_a()), h.connect(c, peer_b()));
-    h.server.handle_connection_closed(c);
+    h.server.handle_connection_closed(c, h.now().mono);
     let closed: BTreeSet<_> = std::iter::from_fn(|| h.server.poll_effect())
         .collect::<Vec<_>>()
         .into_iter()
