@@ -3,6 +3,8 @@
 //! address, lifetime) and one when it ends (why, age, packets and bytes
 //! each way). Secrets and passwords never appear.
 
+#![allow(clippy::disallowed_methods)] // waits in black-box tests use the real clock
+
 mod common;
 
 use common::{assert_relay_round_trips, rest_credential, turn_client, unix_now, EchoPeer, TestServer};
