@@ -610,30 +610,31 @@ impl<'de> Deserialize<'de> for PortRange {
     }
 }
 
-/// `deserialize_with` helper: an IPv6 address, or `"off"` for none.
+/// `deserialize_with` helper: an IPv6 address, or `"off"`.
 fn ipv6_or_off<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Ipv6Addr>, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    if text == "off" {
-        return Ok(None);
-    }
-    text.parse().map(Some).map_err(|_| {
-        D::Error::custom(format_args!(
-            "relay.ipv6: {text:?} is neither an IPv6 address nor \"off\""
-        ))
+    parse_or_off(deserializer, |text| {
+        format!("relay.ipv6: {text:?} is neither an IPv6 address nor \"off\"")
     })
 }
 
 /// `deserialize_with` helper: a socket address, or `"off"`.
 fn addr_or_off<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<SocketAddr>, D::Error> {
+    parse_or_off(deserializer, |text| {
+        format!("{text:?} is neither an address like \"127.0.0.1:8080\" nor \"off\"")
+    })
+}
+
+/// A string that is `"off"` (`None`) or parses as `T`; `error` words the
+/// refusal of anything else.
+fn parse_or_off<'de, D: Deserializer<'de>, T: FromStr>(
+    deserializer: D,
+    error: impl Fn(&str) -> String,
+) -> Result<Option<T>, D::Error> {
     let text = String::deserialize(deserializer)?;
     if text == "off" {
         return Ok(None);
     }
-    text.parse().map(Some).map_err(|_| {
-        D::Error::custom(format_args!(
-            "{text:?} is neither an address like \"127.0.0.1:8080\" nor \"off\""
-        ))
-    })
+    text.parse().map(Some).map_err(|_| D::Error::custom(error(&text)))
 }
 
 /// `deserialize_with` helper: a list of CIDR strings.

@@ -216,6 +216,13 @@ fn serve(mut config: Config, config_path: Option<&std::path::Path>) -> anyhow::R
             );
         }
     }
+    if let Some(http) = &http {
+        let scheme = if config.signaling.tls { "https" } else { "http" };
+        info!(
+            "demo call page: {scheme}://{}/ (open it in two tabs and join one room)",
+            http.addr
+        );
+    }
     if config_path.is_none() {
         info!("running on built-in defaults; see config.example.toml for every option");
     }

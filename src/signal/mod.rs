@@ -6,12 +6,14 @@
 //! It runs on a thread of its own with a single-threaded tokio runtime,
 //! apart from the packet shards: signaling is a few messages a second per
 //! peer and must never take time from relaying. It shares with the TURN
-//! side only the credential minting function (what it hands out is what
-//! TURN verifies) and the TLS certificate.
+//! side the credential minting function (what it hands out is what TURN
+//! verifies), the TLS certificate, and a read-only [`ServerStatus`]
+//! (liveness, drain state, the shards' published counters).
 //!
-//! Bounds: at most `signaling.max_connections` HTTP connections (one beyond
-//! is closed at accept), 10 s to send request headers or finish a TLS
-//! handshake, and the per-session limits of [`session`].
+//! Bounds: at most `signaling.max_connections` HTTP connections, WebSockets
+//! included (one beyond is closed at accept), 10 s to finish a TLS
+//! handshake or send request headers (an idle keep-alive connection is
+//! closed after as long), and the per-session limits of [`session`].
 
 mod ice;
 mod metrics;

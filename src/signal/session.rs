@@ -165,13 +165,14 @@ enum Next {
 pub async fn run(mut socket: WebSocket, hub: Arc<Hub>, host: Option<String>, authorized: bool) {
     if !authorized {
         let text = hub.error(ErrorCode::Unauthorized, "a valid ?token= is required");
-        let _ = socket.send(Message::Text(text.into())).await;
-        let _ = socket
-            .send(Message::Close(Some(CloseFrame {
+        let limit = hub.limits.heartbeat_timeout;
+        if send(&mut socket, Message::Text(text.into()), limit).await.is_ok() {
+            let close = CloseFrame {
                 code: CLOSE_POLICY,
                 reason: "unauthorized".into(),
-            })))
-            .await;
+            };
+            let _ = send(&mut socket, Message::Close(Some(close)), limit).await;
+        }
         return;
     }
     let id = peer_id();
