@@ -281,6 +281,8 @@ workers = 1
 
 [listen]
 udp = ["127.0.0.1:{port}"]
+tcp = []
+http = "off"
 
 [relay]
 ipv4 = "127.0.0.1"
