@@ -772,19 +772,10 @@ impl<B: RelayBinder> Server<B> {
         snapshot
     }
 
-    /// Queues the answer to a request, counting it by method and code.
-    fn answer(&mut self, client: ClientAddr, bytes: Vec<u8>) {
-        if let Ok(msg) = Message::parse(&bytes) {
-            let code = match msg.class() {
-                Class::Error => msg
-                    .get(attr::ERROR_CODE)
-                    .and_then(|v| Some(u16::from(*v.get(2)? & 0x07) * 100 + u16::from(*v.get(3)?)))
-                    .unwrap_or(500),
-                _ => 200,
-            };
-            self.counters.request(method_index(msg.method()), code);
-        }
-        self.effects.push_back(Effect::Transmit { to: client, bytes });
+    /// Counts a successful answer to a request of `method` (errors are
+    /// counted where they are encoded, in `encode_failure`).
+    fn count_success(&mut self, method: u16) {
+        self.counters.request(method_index(method), 200);
     }
 
     #[must_use]
@@ -894,7 +885,13 @@ impl<B: RelayBinder> Server<B> {
             w.error_code(code.code(), code.reason());
         }
         self.finish_authenticated(w, &key);
-        self.answer(client, bytes);
+        let code = if connected {
+            200
+        } else {
+            ErrorCode::ConnectionTimeoutOrFailure.code()
+        };
+        self.counters.request(method_index(method::CONNECT), code);
+        self.effects.push_back(Effect::Transmit { to: client, bytes });
         if !connected {
             self.remove_connection(id);
         }
@@ -951,7 +948,7 @@ impl<B: RelayBinder> Server<B> {
         match msg.class() {
             Class::Request => {
                 if let Some(bytes) = self.request(client, msg, now) {
-                    self.answer(client, bytes);
+                    self.effects.push_back(Effect::Transmit { to: client, bytes });
                 }
                 None
             }
@@ -1087,7 +1084,12 @@ impl<B: RelayBinder> Server<B> {
             _ => self.connection_bind(client, msg, &auth).map(|()| None),
         });
         match result {
-            Ok(answer) => answer,
+            Ok(answer) => {
+                if answer.is_some() {
+                    self.count_success(msg.method());
+                }
+                answer
+            }
             Err(failure) => {
                 debug!(%client, method = msg.method(), ?failure, "request refused");
                 Some(self.encode_failure(client, msg, failure, Some(&auth.key), now.unix_secs))
@@ -1101,6 +1103,7 @@ impl<B: RelayBinder> Server<B> {
         let mut buf = Vec::with_capacity(64);
         if !msg.has_magic_cookie() {
             MessageWriter::classic_binding_success(&mut buf, msg, client.remote);
+            self.count_success(msg.method());
             return buf;
         }
         let mut unknown = [0u16; 8];
@@ -1108,6 +1111,7 @@ impl<B: RelayBinder> Server<B> {
         if n > 0 {
             return self.encode_failure(client, msg, Failure::UnknownAttributes(unknown, n), None, 0);
         }
+        self.count_success(msg.method());
         let mut w = MessageWriter::new(&mut buf, Class::Success, msg.method(), msg.transaction_id());
         w.xor_address(attr::XOR_MAPPED_ADDRESS, client.remote);
         if let Some(software) = &self.config.software {
@@ -1625,6 +1629,7 @@ impl<B: RelayBinder> Server<B> {
         connection.state = PeerConnectionState::Bound { data: client };
         self.timers.remove(&(expires, Timer::Connection(id)));
         let answer = self.empty_success(msg, &auth.key);
+        self.count_success(msg.method());
         // The answer goes out framed; the splice starts right after it.
         self.effects.push_back(Effect::Transmit {
             to: client,
@@ -1685,14 +1690,20 @@ impl<B: RelayBinder> Server<B> {
 
     /// Encodes an error. Unauthenticated errors carry no SOFTWARE so that
     /// an answer to a spoofed source stays close to the request's size.
+    /// The error answer to `msg`, counted by method and code.
     fn encode_failure(
-        &self,
+        &mut self,
         client: ClientAddr,
         msg: &Message<'_>,
         failure: Failure,
         key: Option<&hmac::Key>,
         unix_secs: u64,
     ) -> Vec<u8> {
+        let code = match failure {
+            Failure::Challenge(code) | Failure::Code(code) => code,
+            Failure::UnknownAttributes(..) => ErrorCode::UnknownAttribute,
+        };
+        self.counters.request(method_index(msg.method()), code.code());
         let mut buf = Vec::with_capacity(96);
         let mut w = MessageWriter::new(&mut buf, Class::Error, msg.method(), msg.transaction_id());
         match failure {

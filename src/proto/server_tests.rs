@@ -26,6 +26,7 @@ use super::server::{
     AllocationQuota, ClientAddr, ConnectionId, Effect, Family, Now, PeerAddr, PortWant, RelayAddr, RelayBindError,
     RelayBinder, RelayHairpin, RelayProtocol, Server, ServerConfig, Transport, PEER_HEADROOM, PEER_TAILROOM,
 };
+use super::stats;
 use super::stun::{self, attr, method, Class, Message, MessageWriter, TransactionId};
 
 const REALM: &str = "example.org";
@@ -1920,6 +1921,15 @@ fn connection_bind_from_a_new_connection_splices_it_after_the_answer() {
         panic!("{twice:?}")
     };
     Response(bytes.clone()).assert_code(400);
+    // Every answer was counted, the late Connect answer included.
+    let requests = h.server.snapshot(h.now().mono).counters.requests;
+    let count = |method: usize, code: u16| requests[method][stats::CODES.iter().position(|c| *c == code).unwrap()];
+    assert_eq!(count(5, 200), 1, "connect");
+    assert_eq!(
+        (count(6, 200), count(6, 441), count(6, 400)),
+        (1, 1, 1),
+        "connection_bind"
+    );
     // The data connection closing closes the peer connection.
     h.server.handle_connection_closed(data, h.now().mono);
     assert_eq!(h.server.poll_effect(), Some(Effect::ClosePeerConnection { id }));
