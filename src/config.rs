@@ -132,7 +132,7 @@ impl Default for ServerSection {
 }
 
 /// `[listen]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ListenSection {
     /// UDP addresses answering STUN and TURN, e.g. `["0.0.0.0:3478",
@@ -168,7 +168,7 @@ impl Default for ListenSection {
 }
 
 /// `[tls]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsSection {
     /// PEM file with the certificate chain, leaf first. Read at start and
@@ -183,7 +183,7 @@ pub struct TlsSection {
 }
 
 /// `[relay]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RelaySection {
     /// Local IPv4 address relay sockets bind to; `"0.0.0.0"` binds all

@@ -99,8 +99,7 @@ pub struct RunningServer {
     stop: tokio::sync::watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
     status: ServerStatus,
-    /// What the shards run with, and where a reloaded one is sent.
-    plan: Arc<Plan>,
+    /// Where a reloaded plan is sent to the shards.
     reload: tokio::sync::watch::Sender<Arc<Plan>>,
     /// The config the server started with (what a reload cannot change).
     started_with: Config,
@@ -203,56 +202,18 @@ impl RunningServer {
     /// (listeners, relay addresses and ports, workers, connection limits).
     /// On a TLS error nothing is applied.
     pub fn reload(&self, config: &Config) -> Result<Vec<&'static str>, tls::TlsError> {
-        let old = &self.started_with;
-        let needs_restart = [
-            ("listen", format!("{:?}", old.listen) != format!("{:?}", config.listen)),
-            ("relay", format!("{:?}", old.relay) != format!("{:?}", config.relay)),
-            ("server.workers", old.server.workers != config.server.workers),
-            (
-                "server.external_ip",
-                old.server.external_ip != config.server.external_ip,
-            ),
-            (
-                "tls.cert/tls.key",
-                old.tls.cert != config.tls.cert || old.tls.key != config.tls.key,
-            ),
-            (
-                "limits.max_connections and the connection timeouts",
-                old.limits.max_connections != config.limits.max_connections
-                    || old.limits.connection_setup_timeout != config.limits.connection_setup_timeout
-                    || old.limits.connection_idle_timeout != config.limits.connection_idle_timeout
-                    || old.limits.max_frame_size != config.limits.max_frame_size,
-            ),
-        ];
+        let (effective, needs_restart) = reloadable(&self.started_with, config);
         self.reload_tls()?;
-        let fresh = Plan::new(config, &self.listeners);
-        // Relay addresses belong to the running sockets.
-        let plan = Plan {
-            server: ServerConfig {
-                relay_ip_v4: self.plan.server.relay_ip_v4,
-                relay_ip_v6: self.plan.server.relay_ip_v6,
-                hairpin: self.plan.server.hairpin.clone(),
-                ..fresh.server
-            },
-            rules: PeerRules {
-                own_ips: self.plan.rules.own_ips.clone(),
-                relay_ports: self.plan.rules.relay_ports.clone(),
-                service_ports: self.plan.rules.service_ports.clone(),
-                ..fresh.rules
-            },
-            relay_bind: self.plan.relay_bind,
-            relay_advertised: self.plan.relay_advertised,
-            relay_v6: self.plan.relay_v6,
-            ..fresh
-        };
         let quota = &self.status.quota;
-        quota.set_limits(config.limits.max_allocations, config.limits.max_allocations_per_user);
-        quota.set_user_rate(config.limits.user_bytes_per_second);
-        let _ = self.reload.send(Arc::new(plan));
-        Ok(needs_restart
-            .into_iter()
-            .filter_map(|(what, changed)| changed.then_some(what))
-            .collect())
+        quota.set_limits(
+            effective.limits.max_allocations,
+            effective.limits.max_allocations_per_user,
+        );
+        quota.set_user_rate(effective.limits.user_bytes_per_second);
+        // The core takes credentials, filter and limits from the plan; the
+        // relay part is the running one, since `effective` kept it.
+        let _ = self.reload.send(Arc::new(Plan::new(&effective, &self.listeners)));
+        Ok(needs_restart)
     }
 
     /// Liveness, allocation count and drain, shareable with other threads.
@@ -273,6 +234,41 @@ impl RunningServer {
             let _ = w.join();
         }
     }
+}
+
+/// `new` as the running server can apply it: the relay addresses stay
+/// those of `running` (the relay sockets and the peer filter's own-port
+/// rule depend on them). Also names the settings that differ from
+/// `running` but take effect only after a restart.
+fn reloadable(running: &Config, new: &Config) -> (Config, Vec<&'static str>) {
+    let (old, fresh) = (&running.limits, &new.limits);
+    let connection_limits = |l: &crate::config::LimitsSection| {
+        (
+            l.max_connections,
+            l.connection_setup_timeout,
+            l.connection_idle_timeout,
+            l.max_frame_size,
+        )
+    };
+    let restart_only = [
+        ("listen", running.listen != new.listen),
+        ("relay", running.relay != new.relay),
+        ("server.workers", running.server.workers != new.server.workers),
+        (
+            "server.external_ip",
+            running.server.external_ip != new.server.external_ip,
+        ),
+        ("tls.cert/tls.key", running.tls != new.tls),
+        (
+            "limits.max_connections, the connection timeouts and max_frame_size",
+            connection_limits(old) != connection_limits(fresh),
+        ),
+    ];
+    let mut effective = new.clone();
+    effective.relay = running.relay.clone();
+    effective.server.external_ip = running.server.external_ip;
+    let differ = restart_only.iter().filter(|(_, d)| *d).map(|(name, _)| *name).collect();
+    (effective, differ)
 }
 
 /// The two kinds of UDP socket the server opens.
@@ -705,7 +701,6 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
             snapshots,
             connections,
         },
-        plan,
         reload,
         started_with: config.clone(),
         listeners,
