@@ -74,7 +74,7 @@ impl HttpServer {
     /// allowed origins. Rooms and sessions stay.
     pub fn reload(&self, config: &Config, ice: IceConfig) {
         self.app.hub.set_ice(ice);
-        *self.app.access.write().unwrap_or_else(|e| e.into_inner()) = Access::from_config(config);
+        *self.app.access.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Access::from_config(config));
     }
 
     /// Stops accepting, drops every connection and waits for the thread.
@@ -89,11 +89,11 @@ struct App {
     hub: Arc<Hub>,
     status: ServerStatus,
     metrics: prometheus_client::registry::Registry,
-    access: std::sync::RwLock<Access>,
+    /// Swapped whole on reload; a request takes a cheap clone of the Arc.
+    access: std::sync::RwLock<Arc<Access>>,
 }
 
 /// Who may use the endpoints; replaced on reload.
-#[derive(Clone)]
 struct Access {
     token_secret: Option<Secret>,
     api_key: Option<Secret>,
@@ -121,7 +121,7 @@ impl Access {
 }
 
 impl App {
-    fn access(&self) -> Access {
+    fn access(&self) -> Arc<Access> {
         self.access.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
@@ -157,7 +157,7 @@ pub fn start(
         metrics: metrics::registry(status.clone(), hub.clone()),
         hub,
         status,
-        access: std::sync::RwLock::new(Access::from_config(config)),
+        access: std::sync::RwLock::new(Arc::new(Access::from_config(config))),
     });
     let max_connections = signaling.max_connections;
     let handle = app.clone();

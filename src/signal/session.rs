@@ -62,7 +62,7 @@ pub const MESSAGE_KINDS: [&str; 5] = ["join", "signal", "leave", "ping", "invali
 pub struct Hub {
     state: Mutex<HubState>,
     pub limits: SessionLimits,
-    ice: std::sync::RwLock<IceConfig>,
+    ice: std::sync::RwLock<Arc<IceConfig>>,
     /// Client messages by [`MESSAGE_KINDS`].
     pub messages: [AtomicU64; MESSAGE_KINDS.len()],
     /// Errors sent, by [`ErrorCode::ALL`] index.
@@ -77,20 +77,20 @@ impl Hub {
                 outboxes: HashMap::new(),
             }),
             limits,
-            ice: std::sync::RwLock::new(ice),
+            ice: std::sync::RwLock::new(Arc::new(ice)),
             messages: Default::default(),
             errors: Default::default(),
         }
     }
 
     /// What `iceServers` are made of now.
-    pub fn ice(&self) -> IceConfig {
+    pub fn ice(&self) -> Arc<IceConfig> {
         self.ice.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Replaces it (config reload: a rotated secret mints from now on).
     pub fn set_ice(&self, ice: IceConfig) {
-        *self.ice.write().unwrap_or_else(|e| e.into_inner()) = ice;
+        *self.ice.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ice);
     }
 
     /// (rooms, peers in rooms, open sessions) right now.
