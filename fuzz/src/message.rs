@@ -8,38 +8,13 @@ use crate::hex;
 
 /// Every attribute type `turnpike::proto::stun::attr` names, plus a few it
 /// does not (comprehension-required and optional ones).
-pub const KNOWN_TYPES: &[u16] = &[
-    attr::MAPPED_ADDRESS,
-    attr::USERNAME,
-    attr::MESSAGE_INTEGRITY,
-    attr::ERROR_CODE,
-    attr::UNKNOWN_ATTRIBUTES,
-    attr::CHANNEL_NUMBER,
-    attr::LIFETIME,
-    attr::XOR_PEER_ADDRESS,
-    attr::DATA,
-    attr::REALM,
-    attr::NONCE,
-    attr::XOR_RELAYED_ADDRESS,
-    attr::REQUESTED_ADDRESS_FAMILY,
-    attr::EVEN_PORT,
-    attr::REQUESTED_TRANSPORT,
-    attr::DONT_FRAGMENT,
-    attr::MESSAGE_INTEGRITY_SHA256,
-    attr::XOR_MAPPED_ADDRESS,
-    attr::RESERVATION_TOKEN,
-    attr::PRIORITY,
-    attr::USE_CANDIDATE,
-    attr::ADDITIONAL_ADDRESS_FAMILY,
-    attr::ADDRESS_ERROR_CODE,
-    attr::SOFTWARE,
-    attr::FINGERPRINT,
-    attr::ICE_CONTROLLED,
-    attr::ICE_CONTROLLING,
-    0x0003, // CHANGE-REQUEST (RFC 5780), not understood: 420
-    0x7FFF,
-    0xC001,
-];
+pub static KNOWN_TYPES: std::sync::LazyLock<Vec<u16>> = std::sync::LazyLock::new(|| {
+    let unnamed = [
+        0x0003, // CHANGE-REQUEST (RFC 5780), not understood: 420
+        0x7FFF, 0xC001,
+    ];
+    attr::ALL.into_iter().chain(unnamed).collect()
+});
 
 /// The attribute types that hold XOR-encoded addresses.
 pub const XOR_TYPES: [u16; 3] = [
@@ -111,7 +86,7 @@ pub fn exercise(msg: &Message<'_>) {
         assert_ne!(typ, attr::FINGERPRINT);
     }
 
-    for &typ in KNOWN_TYPES {
+    for &typ in KNOWN_TYPES.iter() {
         let first = msg.attributes().find(|(t, _)| *t == typ).map(|(_, v)| v);
         let got = msg.get(typ);
         assert_eq!(got, first, "get({typ:#06x}) is not the first such attribute");

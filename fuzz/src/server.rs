@@ -44,8 +44,8 @@ use turnpike::proto::auth::{self, Credentials, CredentialsConfig, LongTermKey};
 use turnpike::proto::channel_data;
 use turnpike::proto::peer_filter::PeerFilter;
 use turnpike::proto::server::{
-    AllocationQuota, ClientAddr, Effect, Family, Now, PeerAddr, PortWant, RelayAddr, RelayBindError, RelayBinder, RelayProtocol,
-    Server, ServerConfig, ToPeer, Transport, PEER_HEADROOM, PEER_TAILROOM,
+    AllocationQuota, ClientAddr, Effect, Family, Now, PeerAddr, PortWant, RelayAddr, RelayBindError, RelayBinder,
+    RelayProtocol, Server, ServerConfig, ToPeer, Transport, PEER_HEADROOM, PEER_TAILROOM,
 };
 use turnpike::proto::stun::{self, attr, method, Class, Message, MessageWriter, TransactionId};
 
@@ -439,7 +439,10 @@ impl Harness {
         );
         let binder = self.server.binder();
         let relays = self.server.relay_count();
-        assert!(allocations <= relays && relays <= 2 * allocations, "one or two relays per allocation");
+        assert!(
+            allocations <= relays && relays <= 2 * allocations,
+            "one or two relays per allocation"
+        );
         assert_eq!(
             binder.bound(),
             relays + binder.reserved(),

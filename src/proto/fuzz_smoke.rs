@@ -24,6 +24,7 @@ use super::server::{
     AllocationQuota, ClientAddr, Effect, Family, Now, PeerAddr, PortWant, RelayAddr, RelayBindError, RelayBinder,
     RelayProtocol, Server, ServerConfig, Transport, PEER_HEADROOM, PEER_TAILROOM,
 };
+use super::stun::tests::{hex, RFC5769_REQUEST};
 use super::stun::{self, attr, method, Class, Message, MessageWriter};
 
 const ITERATIONS: usize = 20_000;
@@ -35,47 +36,9 @@ const NONCE_KEY: [u8; 32] = [9; 32];
 /// The peer the seed CreatePermission and ChannelBind name.
 const PEER: &str = "8.8.8.8:53";
 
-// RFC 5769 §2.1: sample request with MESSAGE-INTEGRITY and FINGERPRINT.
-const RFC5769_REQUEST: &str = "
-    00 01 00 58 21 12 a4 42 b7 e7 a7 01 bc 34 d6 86 fa 87 df ae
-    80 22 00 10 53 54 55 4e 20 74 65 73 74 20 63 6c 69 65 6e 74
-    00 24 00 04 6e 00 01 ff 80 29 00 08 93 2f f9 b1 51 26 3b 36
-    00 06 00 09 65 76 74 6a 3a 68 36 76 59 20 20 20 00 08 00 14
-    9a ea a7 0c bf d8 cb 56 78 1e f2 b5 b2 d3 f2 49 c1 b5 71 a2
-    80 28 00 04 e5 7a 3b cf";
-
-/// Every attribute type the codec names, and two it does not.
-const TYPES: [u16; 29] = [
-    attr::MAPPED_ADDRESS,
-    attr::USERNAME,
-    attr::MESSAGE_INTEGRITY,
-    attr::ERROR_CODE,
-    attr::UNKNOWN_ATTRIBUTES,
-    attr::CHANNEL_NUMBER,
-    attr::LIFETIME,
-    attr::XOR_PEER_ADDRESS,
-    attr::DATA,
-    attr::REALM,
-    attr::NONCE,
-    attr::XOR_RELAYED_ADDRESS,
-    attr::REQUESTED_ADDRESS_FAMILY,
-    attr::EVEN_PORT,
-    attr::REQUESTED_TRANSPORT,
-    attr::DONT_FRAGMENT,
-    attr::MESSAGE_INTEGRITY_SHA256,
-    attr::XOR_MAPPED_ADDRESS,
-    attr::RESERVATION_TOKEN,
-    attr::PRIORITY,
-    attr::USE_CANDIDATE,
-    attr::ADDITIONAL_ADDRESS_FAMILY,
-    attr::ADDRESS_ERROR_CODE,
-    attr::SOFTWARE,
-    attr::FINGERPRINT,
-    attr::ICE_CONTROLLED,
-    attr::ICE_CONTROLLING,
-    0x0003,
-    0xC001,
-];
+/// Attribute types the codec does not name (one comprehension-required,
+/// one optional), tried besides [`attr::ALL`].
+const UNNAMED_TYPES: [u16; 2] = [0x0003, 0xC001];
 
 struct Rng(u64);
 
@@ -94,14 +57,6 @@ impl Rng {
     fn byte(&mut self) -> u8 {
         self.next() as u8
     }
-}
-
-fn hex(s: &str) -> Vec<u8> {
-    let s: String = s.split_whitespace().collect();
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
 }
 
 /// One to four mutations of `seed`.
@@ -154,7 +109,7 @@ fn exercise(msg: &Message<'_>) {
         assert!(whole.start <= r.start && r.end <= whole.end);
     }
     assert!(count <= stun::MAX_ATTRIBUTES);
-    for typ in TYPES {
+    for typ in attr::ALL.into_iter().chain(UNNAMED_TYPES) {
         let got = msg.get(typ);
         assert_eq!(got, msg.attributes().find(|(t, _)| *t == typ).map(|(_, v)| v));
         assert_eq!(msg.has(typ), got.is_some());

@@ -81,36 +81,43 @@ pub mod attr {
     pub const ICE_CONTROLLED: u16 = 0x8029;
     pub const ICE_CONTROLLING: u16 = 0x802A;
 
+    /// Every type named above, in the order above.
+    pub const ALL: [u16; 28] = [
+        MAPPED_ADDRESS,
+        USERNAME,
+        MESSAGE_INTEGRITY,
+        ERROR_CODE,
+        UNKNOWN_ATTRIBUTES,
+        CHANNEL_NUMBER,
+        LIFETIME,
+        XOR_PEER_ADDRESS,
+        DATA,
+        REALM,
+        NONCE,
+        XOR_RELAYED_ADDRESS,
+        REQUESTED_ADDRESS_FAMILY,
+        EVEN_PORT,
+        REQUESTED_TRANSPORT,
+        DONT_FRAGMENT,
+        MESSAGE_INTEGRITY_SHA256,
+        XOR_MAPPED_ADDRESS,
+        RESERVATION_TOKEN,
+        PRIORITY,
+        USE_CANDIDATE,
+        CONNECTION_ID,
+        ADDITIONAL_ADDRESS_FAMILY,
+        ADDRESS_ERROR_CODE,
+        SOFTWARE,
+        FINGERPRINT,
+        ICE_CONTROLLED,
+        ICE_CONTROLLING,
+    ];
+
     /// Comprehension-required attributes (type < 0x8000) this server
-    /// understands or deliberately accepts and ignores; any other one in a
-    /// request earns 420 Unknown Attribute (RFC 8489 §6.3.1).
+    /// understands or deliberately accepts and ignores: the named ones. Any
+    /// other one in a request earns 420 Unknown Attribute (RFC 8489 §6.3.1).
     pub fn is_understood(t: u16) -> bool {
-        t >= 0x8000
-            || matches!(
-                t,
-                MAPPED_ADDRESS
-                    | USERNAME
-                    | MESSAGE_INTEGRITY
-                    | ERROR_CODE
-                    | UNKNOWN_ATTRIBUTES
-                    | CHANNEL_NUMBER
-                    | LIFETIME
-                    | XOR_PEER_ADDRESS
-                    | DATA
-                    | REALM
-                    | NONCE
-                    | XOR_RELAYED_ADDRESS
-                    | REQUESTED_ADDRESS_FAMILY
-                    | EVEN_PORT
-                    | REQUESTED_TRANSPORT
-                    | DONT_FRAGMENT
-                    | MESSAGE_INTEGRITY_SHA256
-                    | XOR_MAPPED_ADDRESS
-                    | RESERVATION_TOKEN
-                    | PRIORITY
-                    | USE_CANDIDATE
-                    | CONNECTION_ID
-            )
+        t >= 0x8000 || ALL.contains(&t)
     }
 }
 
@@ -648,10 +655,11 @@ pub fn padding(len: usize) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn hex(s: &str) -> Vec<u8> {
+    /// Bytes from hex digits, whitespace ignored (the RFC 5769 layout).
+    pub(crate) fn hex(s: &str) -> Vec<u8> {
         let s: String = s.split_whitespace().collect();
         (0..s.len())
             .step_by(2)
@@ -660,7 +668,7 @@ mod tests {
     }
 
     // RFC 5769 §2.1: sample request, short-term password "VOkJxbRl1RmTxUk/WvJxBt".
-    const RFC5769_REQUEST: &str = "
+    pub(crate) const RFC5769_REQUEST: &str = "
         00 01 00 58 21 12 a4 42 b7 e7 a7 01 bc 34 d6 86 fa 87 df ae
         80 22 00 10 53 54 55 4e 20 74 65 73 74 20 63 6c 69 65 6e 74
         00 24 00 04 6e 00 01 ff 80 29 00 08 93 2f f9 b1 51 26 3b 36
@@ -875,6 +883,15 @@ mod tests {
             assert_eq!(parsed.method(), method::DATA);
             assert_eq!(parsed.get(attr::DATA).unwrap(), payload);
             assert_eq!(parsed.xor_address(attr::XOR_PEER_ADDRESS).unwrap().unwrap(), peer);
+        }
+    }
+
+    #[test]
+    fn the_named_attributes_are_understood_and_others_below_0x8000_are_not() {
+        assert!(attr::ALL.iter().all(|t| attr::is_understood(*t)));
+        assert!(attr::is_understood(0xC001), "comprehension-optional");
+        for unknown in [0x0003, 0x0026, 0x7FFF] {
+            assert!(!attr::is_understood(unknown), "{unknown:#06x}");
         }
     }
 }
