@@ -5,16 +5,38 @@
 //! the current time in, and carry out the effects that come back. This is
 //! what lets every protocol rule be tested with fake time, and what lets N
 //! independent cores (one per shard) run side by side.
+//!
+//! * [`stun`], [`channel_data`], [`stream_framing`]: the wire codecs;
+//! * [`server`]: the STUN/TURN state machine, one per shard;
+//! * [`auth`]: long-term and shared-secret credentials, nonces;
+//! * [`peer_filter`]: which peers may be relayed to;
+//! * [`quota`]: the allocation counts every shard shares;
+//! * [`addr`], [`method`]: the vocabulary; [`stats`]: what is counted;
+//! * [`token_bucket`], [`xorshift`]: small tools;
+//! * `testkit` (tests and the `testing` feature): what tests share.
 
+pub mod addr;
 pub mod auth;
 pub mod channel_data;
-#[cfg(test)]
-mod fuzz_smoke;
+pub mod method;
 pub mod peer_filter;
+pub mod quota;
 pub mod server;
-#[cfg(test)]
-mod server_tests;
 pub mod stats;
 pub mod stream_framing;
 pub mod stun;
+#[cfg(any(test, feature = "testing"))]
+pub mod testkit;
 pub mod token_bucket;
+pub mod xorshift;
+
+use std::time::Instant;
+
+/// The current time, sampled once per event by the driver.
+#[derive(Clone, Copy, Debug)]
+pub struct Now {
+    /// For every lifetime and timer.
+    pub mono: Instant,
+    /// Wall-clock seconds, for nonce and ephemeral credential expiry.
+    pub unix_secs: u64,
+}

@@ -7,19 +7,20 @@
 //! per allocation already (for its log line), and a snapshot adds the live
 //! allocations' counts to those of the ended ones.
 
-use super::server::Transport;
+use super::addr::Transport;
+use super::method::Method;
 
-/// Request methods, as metric label values.
-pub const METHODS: [&str; 8] = [
-    "binding",
-    "allocate",
-    "refresh",
-    "create_permission",
-    "channel_bind",
-    "connect",
-    "connection_bind",
-    "other",
-];
+/// Request methods, as metric label values: indexed by [`Method`], and
+/// `other` last for requests of a method the server does not answer.
+pub const METHODS: [&str; Method::ALL.len() + 1] = {
+    let mut labels = ["other"; Method::ALL.len() + 1];
+    let mut i = 0;
+    while i < Method::ALL.len() {
+        labels[i] = Method::ALL[i].label();
+        i += 1;
+    }
+    labels
+};
 
 /// Answer codes a request can get (200 = success), as counted.
 pub const CODES: [u16; 17] = [
@@ -70,8 +71,12 @@ pub enum RateLimit {
     User = 1,
 }
 
-/// Client transports (label values), indexed like [`Transport`].
-pub const TRANSPORTS: [&str; 3] = ["udp", "tcp", "tls"];
+/// Client transports (label values), indexed by [`Transport`].
+pub const TRANSPORTS: [&str; 3] = [
+    Transport::ALL[0].label(),
+    Transport::ALL[1].label(),
+    Transport::ALL[2].label(),
+];
 /// Relay families of an allocation (label values).
 pub const FAMILIES: [&str; 3] = ["ipv4", "ipv6", "dual"];
 /// Why an allocation ended (label values).
@@ -83,14 +88,6 @@ pub enum EndReason {
     Expired = 0,
     Deleted = 1,
     ConnectionClosed = 2,
-}
-
-pub fn transport_index(t: Transport) -> usize {
-    match t {
-        Transport::Udp => 0,
-        Transport::Tcp => 1,
-        Transport::Tls => 2,
-    }
 }
 
 /// Packets and bytes.
@@ -134,11 +131,11 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// Counts one answer to a request of `method` with `code` (200 for
-    /// success).
-    pub fn request(&mut self, method: usize, code: u16) {
+    /// Counts one answer to a request of `method` (`None`: one the server
+    /// does not answer) with `code` (200 for success).
+    pub fn request(&mut self, method: Option<Method>, code: u16) {
         let code = CODES.iter().position(|c| *c == code).unwrap_or(CODES.len() - 2);
-        self.requests[method.min(METHODS.len() - 1)][code] += 1;
+        self.requests[method.map_or(METHODS.len() - 1, |m| m as usize)][code] += 1;
     }
 }
 
@@ -214,10 +211,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn method_labels_follow_the_enum_and_end_with_other() {
+        assert_eq!(METHODS[Method::ConnectionBind as usize], "connection_bind");
+        assert_eq!(METHODS[METHODS.len() - 1], "other");
+        assert_eq!(TRANSPORTS[Transport::Tls as usize], "tls");
+    }
+
+    #[test]
     fn unknown_codes_count_as_500_and_merge_adds_everything() {
         let mut a = Snapshot::default();
-        a.counters.request(1, 200);
-        a.counters.request(1, 999);
+        a.counters.request(Some(Method::Allocate), 200);
+        a.counters.request(Some(Method::Allocate), 999);
         assert_eq!(a.counters.requests[1][0], 1);
         assert_eq!(a.counters.requests[1][CODES.iter().position(|c| *c == 500).unwrap()], 1);
         a.permissions = 2;

@@ -1,0 +1,139 @@
+//! The allocation quota every shard shares: allocations in total and per
+//! user, each user's shared byte-rate bucket, and whether new allocations
+//! are taken at all (graceful shutdown). Touched only when an allocation
+//! is created or deleted, never per packet (the user bucket aside, see
+//! [`SharedBucket`]).
+//!
+//! Invariant: `total` equals the sum of `per_user[..].count`, and a user
+//! with no allocation has no entry.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::token_bucket::TokenBucket;
+
+/// Allocation counts shared by every shard (only touched on allocation
+/// create and delete, never per packet), and whether new allocations are
+/// taken at all: [`close`](Self::close) starts a graceful shutdown, after
+/// which every Allocate gets 508 while existing allocations live on.
+#[derive(Debug)]
+pub struct AllocationQuota {
+    max_total: AtomicUsize,
+    max_per_user: AtomicUsize,
+    total: AtomicUsize,
+    per_user: Mutex<HashMap<String, UserShare>>,
+    closed: AtomicBool,
+    /// Bytes a second all of one user's allocations may relay; 0: no limit.
+    user_rate: AtomicU64,
+}
+
+/// One user's allocations, and the byte-rate bucket they share.
+#[derive(Debug)]
+struct UserShare {
+    count: usize,
+    bucket: Option<SharedBucket>,
+}
+
+/// A byte-rate bucket shared by the allocations of one user, which may
+/// live on several shards. Only touched per packet when a user rate is
+/// configured, and then the lock is uncontended unless the user's
+/// allocations are busy on two shards at once.
+pub type SharedBucket = Arc<Mutex<TokenBucket>>;
+
+/// The bucket of a byte rate: half a second of traffic may pass in a
+/// burst, and at least 16 KiB so that any media packet fits.
+pub fn rate_bucket(bytes_per_second: u64, now: Instant) -> TokenBucket {
+    TokenBucket::new(bytes_per_second, (bytes_per_second / 2).max(16 * 1024), now)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuotaExceeded {
+    User,
+    Total,
+    /// The server is shutting down.
+    Closed,
+}
+
+impl AllocationQuota {
+    pub fn new(max_total: usize, max_per_user: usize) -> AllocationQuota {
+        AllocationQuota {
+            max_total: AtomicUsize::new(max_total),
+            max_per_user: AtomicUsize::new(max_per_user),
+            total: AtomicUsize::new(0),
+            per_user: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+            user_rate: AtomicU64::new(0),
+        }
+    }
+
+    /// Allocations on every shard now.
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// New limits (config reload). Allocations over them stay; only new
+    /// ones are refused.
+    pub fn set_limits(&self, max_total: usize, max_per_user: usize) {
+        self.max_total.store(max_total, Ordering::Relaxed);
+        self.max_per_user.store(max_per_user, Ordering::Relaxed);
+    }
+
+    /// Bytes a second all of one user's allocations may relay together
+    /// (0: no limit); applies to users who have no allocation yet.
+    pub fn set_user_rate(&self, bytes_per_second: u64) {
+        self.user_rate.store(bytes_per_second, Ordering::Relaxed);
+    }
+
+    /// Refuses every new allocation from now on (graceful shutdown).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Counts a new allocation of `user`; returns the user's byte-rate
+    /// bucket, if a user rate is set.
+    pub(crate) fn try_acquire(&self, user: &str, now: Instant) -> Result<Option<SharedBucket>, QuotaExceeded> {
+        if self.is_closed() {
+            return Err(QuotaExceeded::Closed);
+        }
+        // A poisoned lock only means another shard panicked mid-update of
+        // plain counters; the counts are still meaningful.
+        let mut per_user = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
+        let count = per_user.get(user).map_or(0, |share| share.count);
+        if count >= self.max_per_user.load(Ordering::Relaxed) {
+            return Err(QuotaExceeded::User);
+        }
+        if self
+            .total
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                (t < self.max_total.load(Ordering::Relaxed)).then_some(t + 1)
+            })
+            .is_err()
+        {
+            return Err(QuotaExceeded::Total);
+        }
+        let rate = self.user_rate.load(Ordering::Relaxed);
+        let share = per_user.entry(user.to_owned()).or_insert_with(|| UserShare {
+            count: 0,
+            bucket: (rate > 0).then(|| Arc::new(Mutex::new(rate_bucket(rate, now)))),
+        });
+        share.count += 1;
+        Ok(share.bucket.clone())
+    }
+
+    pub(crate) fn release(&self, user: &str) {
+        let mut per_user = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(share) = per_user.get_mut(user) {
+            share.count -= 1;
+            if share.count == 0 {
+                per_user.remove(user);
+            }
+            self.total.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! The allocation model (RFC 8656 §5): an allocation's relayed
+//! addresses, permissions and channels, its traffic and byte rates, and
+//! how the core inserts and removes one while keeping its indexes true.
+//!
+//! Invariants (checked by `debug_assert`s in [`Server::insert_allocation`]
+//! and [`Server::remove_allocation`]):
+//! * `Server::by_relay` mirrors `Server::allocations`: `by_relay[r] ==
+//!   client` for every relay address `r` of every `(client, a)` and
+//!   nothing else;
+//! * `Server::timers` holds exactly one `(a.expires,
+//!   Timer::Allocation(client))` per allocation.
+//!
+//! Permissions and channels are bounded per allocation and expire lazily:
+//! an expired entry is never used and is pruned before counting.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use super::answer::{ErrorCode, Failure};
+use super::permissions::PERMISSION_LIFETIME;
+use super::{Authenticated, RelayBinder, Server, Timer};
+use crate::proto::addr::{ClientAddr, ConnectionId, Family, PeerAddr, RelayAddr, RelayProtocol};
+use crate::proto::channel_data::ChannelNumber;
+use crate::proto::quota::SharedBucket;
+use crate::proto::stats::{self, EndReason, RateLimit, Traffic};
+use crate::proto::stun::TransactionId;
+use crate::proto::token_bucket::TokenBucket;
+use tracing::info;
+
+pub(super) struct Permission {
+    pub(super) ip: IpAddr,
+    pub(super) expires: Instant,
+}
+
+pub(super) struct Channel {
+    pub(super) number: ChannelNumber,
+    pub(super) peer: PeerAddr,
+    /// Data flows while `now < expires`; the entry stays until
+    /// `expires + CHANNEL_COOLDOWN` to keep number and peer reserved.
+    pub(super) expires: Instant,
+}
+
+/// An allocation's relayed addresses: at most one per family (a dual
+/// allocation, RFC 8656 §7.2, has both).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Relays {
+    pub(super) v4: Option<RelayAddr>,
+    pub(super) v6: Option<RelayAddr>,
+}
+
+impl Relays {
+    pub(super) fn slot(&mut self, family: Family) -> &mut Option<RelayAddr> {
+        match family {
+            Family::V4 => &mut self.v4,
+            Family::V6 => &mut self.v6,
+        }
+    }
+
+    /// The relay that talks to peers of `family`.
+    pub(super) fn get(&self, family: Family) -> Option<RelayAddr> {
+        match family {
+            Family::V4 => self.v4,
+            Family::V6 => self.v6,
+        }
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = RelayAddr> {
+        self.v4.into_iter().chain(self.v6)
+    }
+
+    /// Index into [`stats::FAMILIES`].
+    pub(super) fn family_index(&self) -> usize {
+        match (self.v4, self.v6) {
+            (Some(_), None) => 0,
+            (None, Some(_)) => 1,
+            _ => 2,
+        }
+    }
+}
+
+impl fmt::Display for Relays {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, relay) in self.iter().enumerate() {
+            write!(f, "{}{}", if i > 0 { " " } else { "" }, relay.0)?;
+        }
+        Ok(())
+    }
+}
+
+pub(super) struct Allocation {
+    pub(super) relays: Relays,
+    pub(super) protocol: RelayProtocol,
+    /// Ids of its TCP peer connections; mirrors `Server::connections`.
+    pub(super) connections: Vec<ConnectionId>,
+    pub(super) username: String,
+    pub(super) created: Instant,
+    pub(super) expires: Instant,
+    /// Transaction that created it and the answer it got, so that a
+    /// retransmitted Allocate gets the same answer (RFC 8656 §7.2).
+    pub(super) created_by: TransactionId,
+    pub(super) created_response: Vec<u8>,
+    pub(super) permissions: Vec<Permission>,
+    pub(super) channels: Vec<Channel>,
+    pub(super) to_peer: Traffic,
+    pub(super) to_client: Traffic,
+    /// Byte rate of this allocation, both directions together.
+    pub(super) rate: Option<TokenBucket>,
+    /// Byte rate shared by all allocations of its user.
+    pub(super) user_rate: Option<SharedBucket>,
+}
+
+impl Allocation {
+    /// Takes `len` bytes from the allocation's and the user's byte rates,
+    /// or says which one is exhausted (and takes from neither).
+    pub(super) fn within_rate(&mut self, len: usize, now: Instant) -> Result<(), RateLimit> {
+        let n = len as u64;
+        if let Some(bucket) = &mut self.rate {
+            if !bucket.has(n, now) {
+                return Err(RateLimit::Allocation);
+            }
+        }
+        if let Some(shared) = &self.user_rate {
+            if !shared.lock().unwrap_or_else(|e| e.into_inner()).try_take(n, now) {
+                return Err(RateLimit::User);
+            }
+        }
+        if let Some(bucket) = &mut self.rate {
+            bucket.try_take(n, now);
+        }
+        Ok(())
+    }
+
+    pub(super) fn permits(&self, ip: IpAddr, now: Instant) -> bool {
+        self.permissions.iter().any(|p| p.ip == ip && p.expires > now)
+    }
+
+    pub(super) fn bound_channel_for(&self, peer: PeerAddr, now: Instant) -> Option<ChannelNumber> {
+        self.channels
+            .iter()
+            .find(|c| c.peer == peer && c.expires > now)
+            .map(|c| c.number)
+    }
+
+    /// Installs or refreshes the permission for `ip` (RFC 8656 §9).
+    pub(super) fn permit(&mut self, ip: IpAddr, now: Instant) {
+        let expires = now + PERMISSION_LIFETIME;
+        match self.permissions.iter_mut().find(|p| p.ip == ip) {
+            Some(p) => p.expires = expires,
+            None => self.permissions.push(Permission { ip, expires }),
+        }
+    }
+}
+
+impl<B: RelayBinder> Server<B> {
+    /// The allocation of `client` for a non-Allocate request: 437 if there
+    /// is none, 441 if it belongs to another username (RFC 8656 §5).
+    pub(super) fn allocation_of(
+        &mut self,
+        client: ClientAddr,
+        auth: &Authenticated<'_>,
+    ) -> Result<&mut Allocation, Failure> {
+        let allocation = self.allocations.get_mut(&client).ok_or(ErrorCode::AllocationMismatch)?;
+        if allocation.username != auth.username {
+            return Err(ErrorCode::WrongCredentials.into());
+        }
+        Ok(allocation)
+    }
+
+    pub(super) fn insert_allocation(&mut self, client: ClientAddr, allocation: Allocation) {
+        self.timers.insert((allocation.expires, Timer::Allocation(client)));
+        for relay in allocation.relays.iter() {
+            let previous = self.by_relay.insert(relay, client);
+            debug_assert!(previous.is_none(), "relay address handed out twice");
+        }
+        let previous = self.allocations.insert(client, allocation);
+        debug_assert!(previous.is_none(), "two allocations for one 5-tuple");
+    }
+
+    pub(super) fn remove_allocation(&mut self, client: ClientAddr, why: EndReason, now: Instant) {
+        let Some(a) = self.allocations.remove(&client) else {
+            return;
+        };
+        self.counters.allocations_ended[why as usize][client.transport as usize][a.relays.family_index()] += 1;
+        self.counters.ended_to_peer.add(a.to_peer);
+        self.counters.ended_to_client.add(a.to_client);
+        // An expired allocation's timer was taken off the queue as it fired.
+        let removed = self.timers.remove(&(a.expires, Timer::Allocation(client)));
+        debug_assert!(removed || why == EndReason::Expired, "allocation without its timer");
+        for relay in a.relays.iter() {
+            let removed = self.by_relay.remove(&relay);
+            debug_assert_eq!(removed, Some(client));
+            self.binder.release(Family::of(relay.0), relay.0.port());
+        }
+        for id in a.connections {
+            self.remove_connection(id);
+        }
+        self.quota.release(&a.username);
+        info!(
+            %client,
+            user = a.username,
+            relays = %a.relays,
+            why = stats::END_REASONS[why as usize],
+            age_s = now.saturating_duration_since(a.created).as_secs(),
+            packets_to_peer = a.to_peer.packets,
+            bytes_to_peer = a.to_peer.bytes,
+            packets_to_client = a.to_client.packets,
+            bytes_to_client = a.to_client.bytes,
+            "allocation deleted"
+        );
+    }
+}

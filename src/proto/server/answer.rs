@@ -1,0 +1,177 @@
+//! Answers: the error codes this server sends (RFC 8489 §14.8, RFC 8656
+//! §19, RFC 6062 §6.3), how an error or success is encoded, and the rule
+//! that every answer is counted once, by method and code, where it is
+//! encoded.
+//!
+//! Unauthenticated errors carry no SOFTWARE and no MESSAGE-INTEGRITY, so
+//! that an answer to a spoofed source stays close to the request's size;
+//! answers to authenticated requests end in SOFTWARE (if configured),
+//! MESSAGE-INTEGRITY under the user's key, and FINGERPRINT.
+
+use ring::hmac;
+
+use super::{RelayBinder, Server};
+use crate::proto::addr::ClientAddr;
+use crate::proto::method::Method;
+use crate::proto::stats::Refusal;
+use crate::proto::stun::{attr, Class, Message, MessageWriter};
+
+/// An error answer, before it is encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Failure {
+    /// 401 or 438 with REALM and a fresh NONCE (RFC 8489 §9.2.4).
+    Challenge(ErrorCode),
+    /// 420 with the unknown attribute types.
+    UnknownAttributes([u16; 8], usize),
+    Code(ErrorCode),
+}
+
+/// STUN/TURN error codes this server sends (RFC 8489 §14.8, RFC 8656 §19).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    UnknownAttribute,
+    AllocationMismatch,
+    StaleNonce,
+    AddressFamilyNotSupported,
+    WrongCredentials,
+    UnsupportedTransport,
+    PeerAddressFamilyMismatch,
+    AllocationQuotaReached,
+    ConnectionAlreadyExists,
+    ConnectionTimeoutOrFailure,
+    InsufficientCapacity,
+}
+
+impl ErrorCode {
+    pub fn code(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::UnknownAttribute => 420,
+            ErrorCode::AllocationMismatch => 437,
+            ErrorCode::StaleNonce => 438,
+            ErrorCode::AddressFamilyNotSupported => 440,
+            ErrorCode::WrongCredentials => 441,
+            ErrorCode::UnsupportedTransport => 442,
+            ErrorCode::PeerAddressFamilyMismatch => 443,
+            ErrorCode::AllocationQuotaReached => 486,
+            ErrorCode::ConnectionAlreadyExists => 446,
+            ErrorCode::ConnectionTimeoutOrFailure => 447,
+            ErrorCode::InsufficientCapacity => 508,
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "Bad Request",
+            ErrorCode::Unauthorized => "Unauthorized",
+            ErrorCode::Forbidden => "Forbidden",
+            ErrorCode::UnknownAttribute => "Unknown Attribute",
+            ErrorCode::AllocationMismatch => "Allocation Mismatch",
+            ErrorCode::StaleNonce => "Stale Nonce",
+            ErrorCode::AddressFamilyNotSupported => "Address Family not Supported",
+            ErrorCode::WrongCredentials => "Wrong Credentials",
+            ErrorCode::UnsupportedTransport => "Unsupported Transport Protocol",
+            ErrorCode::PeerAddressFamilyMismatch => "Peer Address Family Mismatch",
+            ErrorCode::AllocationQuotaReached => "Allocation Quota Reached",
+            ErrorCode::ConnectionAlreadyExists => "Connection Already Exists",
+            ErrorCode::ConnectionTimeoutOrFailure => "Connection Timeout or Failure",
+            ErrorCode::InsufficientCapacity => "Insufficient Capacity",
+        }
+    }
+}
+
+impl From<ErrorCode> for Failure {
+    fn from(code: ErrorCode) -> Failure {
+        Failure::Code(code)
+    }
+}
+
+impl<B: RelayBinder> Server<B> {
+    /// Counts a successful answer to a request of `method` (errors are
+    /// counted where they are encoded, in [`Self::encode_failure`]).
+    pub(super) fn count_success(&mut self, method: Method) {
+        self.counters.request(Some(method), 200);
+    }
+
+    /// Counts a refusal by a limit and names its code: 486 for the
+    /// per-user quota, 508 for every other capacity.
+    pub(super) fn refuse(&mut self, why: Refusal) -> Failure {
+        self.counters.refusals[why as usize] += 1;
+        match why {
+            Refusal::AllocationsPerUser => ErrorCode::AllocationQuotaReached.into(),
+            _ => ErrorCode::InsufficientCapacity.into(),
+        }
+    }
+
+    /// A success answer with no attributes of its own.
+    pub(super) fn empty_success(&self, msg: &Message<'_>, key: &hmac::Key) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(64);
+        let w = MessageWriter::new(&mut buf, Class::Success, msg.method(), msg.transaction_id());
+        self.finish_authenticated(w, key);
+        buf
+    }
+
+    /// SOFTWARE, MESSAGE-INTEGRITY, FINGERPRINT: the tail of every answer
+    /// to an authenticated request.
+    pub(super) fn finish_authenticated(&self, mut w: MessageWriter<'_>, key: &hmac::Key) {
+        if let Some(software) = &self.config.software {
+            w.bytes(attr::SOFTWARE, software.as_bytes());
+        }
+        w.finish(Some(key), true);
+    }
+
+    /// The error answer to `msg`, counted by method and code; signed with
+    /// `key` when the request authenticated.
+    pub(super) fn encode_failure(
+        &mut self,
+        client: ClientAddr,
+        msg: &Message<'_>,
+        failure: Failure,
+        key: Option<&hmac::Key>,
+        unix_secs: u64,
+    ) -> Vec<u8> {
+        let code = match failure {
+            Failure::Challenge(code) | Failure::Code(code) => code,
+            Failure::UnknownAttributes(..) => ErrorCode::UnknownAttribute,
+        };
+        self.counters.request(Method::from_wire(msg.method()), code.code());
+        let mut buf = Vec::with_capacity(96);
+        let mut w = MessageWriter::new(&mut buf, Class::Error, msg.method(), msg.transaction_id());
+        match failure {
+            Failure::Challenge(code) => {
+                w.error_code(code.code(), code.reason())
+                    .bytes(attr::REALM, self.credentials.realm().as_bytes())
+                    .bytes(attr::NONCE, &self.credentials.make_nonce(client.remote, unix_secs));
+            }
+            Failure::UnknownAttributes(types, n) => {
+                let code = ErrorCode::UnknownAttribute;
+                w.error_code(code.code(), code.reason()).unknown_attributes(&types[..n]);
+            }
+            Failure::Code(code) => {
+                w.error_code(code.code(), code.reason());
+            }
+        }
+        match key {
+            Some(key) => self.finish_authenticated(w, key),
+            None => w.finish(None, true),
+        }
+        buf
+    }
+}
+
+impl Failure {
+    /// 420 if `msg` has comprehension-required attributes this server does
+    /// not know (RFC 8489 §7.3.1), naming up to eight of them.
+    pub(super) fn check_unknown(msg: &Message<'_>) -> Result<(), Failure> {
+        let mut unknown = [0u16; 8];
+        match msg.unknown_required(&mut unknown) {
+            0 => Ok(()),
+            n => Err(Failure::UnknownAttributes(unknown, n)),
+        }
+    }
+}

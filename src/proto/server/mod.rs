@@ -1,0 +1,416 @@
+//! The STUN/TURN server state machine: STUN Binding (RFC 8489 §6.3) and
+//! TURN allocations, permissions, channels and relaying (RFC 8656), with
+//! TCP relays (RFC 6062).
+//!
+//! Contract: the driver calls
+//! * [`Server::handle_client_packet`] for every datagram/frame from a client
+//!   (STUN or ChannelData); relayed data comes back as a [`ToPeer`]
+//!   borrowing the packet, control answers go into the effect queue;
+//! * [`Server::handle_peer_packet`] for every datagram a relay socket gets;
+//!   the answer [`ToClient`] names the bytes to send, already framed in
+//!   place in the buffer's headroom;
+//! * [`Server::handle_timeout`] when [`Server::poll_timeout`] is due;
+//! * the `handle_*peer_connection*` methods for RFC 6062 peer connections;
+//!
+//! and after each call drains [`Server::poll_effect`] until `None`.
+//!
+//! Control plane and data plane have different shapes on purpose: requests
+//! may allocate (a `Vec<u8>` per response), relayed packets never do.
+//!
+//! Where each rule lives:
+//! * this file: the API, request dispatch with the long-term credential
+//!   check (RFC 8489 §9.2.4), and timers;
+//! * [`request`] — requests parsed into typed values;
+//! * [`answer`] — error codes and how answers are encoded and counted;
+//! * [`binding`] — Binding;
+//! * [`allocate`] — Allocate and Refresh (RFC 8656 §7);
+//! * [`allocation`] — the allocation model and its indexes;
+//! * [`permissions`] — CreatePermission and ChannelBind (§9, §12);
+//! * [`data_plane`] — Send/Data indications and ChannelData (§11, §12);
+//! * [`tcp_relay`] — Connect, ConnectionBind and peer connections (RFC 6062);
+//! * [`hairpin`] — relay ↔ relay behind a 1:1 NAT;
+//! * [`relay_binder`] — the driver's side of relay sockets.
+//!
+//! Invariants (each stated again where it is kept):
+//! * `by_relay` mirrors `allocations` (see [`allocation`]);
+//! * `timers` holds exactly one `(expires, Timer::Allocation(client))` per
+//!   allocation, with the allocation's deadline, one
+//!   `(expires, Timer::Reservation(token))` per reservation this core made
+//!   (claimed or not: forgetting a claimed one is a no-op), and one
+//!   `Timer::Connection` per pending peer connection (see [`tcp_relay`]).
+
+mod allocate;
+mod allocation;
+mod answer;
+mod binding;
+mod data_plane;
+mod hairpin;
+mod permissions;
+mod relay_binder;
+mod request;
+mod tcp_relay;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ring::hmac;
+use tracing::{debug, trace};
+
+pub use self::allocate::{DEFAULT_ALLOCATION_LIFETIME, RESERVATION_LIFETIME};
+pub use self::answer::ErrorCode;
+pub use self::data_plane::{ToClient, ToPeer, PEER_HEADROOM, PEER_TAILROOM};
+pub use self::hairpin::RelayHairpin;
+pub use self::permissions::{CHANNEL_COOLDOWN, CHANNEL_LIFETIME, PERMISSION_LIFETIME};
+pub use self::relay_binder::{PortWant, RelayBindError, RelayBinder};
+pub use self::tcp_relay::CONNECTION_BIND_TIMEOUT;
+// The vocabulary the driver speaks with the core, where it used to live.
+pub use super::addr::{ClientAddr, ConnectionId, Family, PeerAddr, RelayAddr, RelayProtocol, Transport};
+pub use super::quota::{rate_bucket, AllocationQuota, QuotaExceeded, SharedBucket};
+pub use super::Now;
+
+use self::allocation::Allocation;
+use self::answer::Failure;
+use self::tcp_relay::PeerConnection;
+use super::auth::{Credentials, NonceCheck, UserError};
+use super::method::Method;
+use super::peer_filter::PeerFilter;
+use super::stats::{AuthFailure, Counters, EndReason, Snapshot};
+use super::stun::{self, Class, Message, TransactionId};
+use super::xorshift::XorShift;
+
+/// Settings of one core, already validated.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// SOFTWARE attribute; `None` omits it.
+    pub software: Option<String>,
+    /// The relay IPs advertised in XOR-RELAYED-ADDRESS, per family; a
+    /// family without one cannot be allocated (440).
+    pub relay_ip_v4: Option<Ipv4Addr>,
+    pub relay_ip_v6: Option<Ipv6Addr>,
+    pub max_allocation_lifetime: Duration,
+    pub max_permissions: usize,
+    pub max_channels: usize,
+    pub hairpin: RelayHairpin,
+    /// Bytes a second one allocation may relay, both directions together;
+    /// 0: no limit.
+    pub allocation_rate: u64,
+}
+
+/// Something the driver must do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Send `bytes` to the client over the transport it came in on.
+    Transmit { to: ClientAddr, bytes: Vec<u8> },
+    /// Open a TCP connection from the TCP relay `relay` to `peer` and
+    /// report with [`Server::handle_peer_connect_result`] (RFC 6062 §5.2).
+    ConnectPeer {
+        id: ConnectionId,
+        relay: RelayAddr,
+        peer: PeerAddr,
+    },
+    /// After the pending Transmit to `data` (the ConnectionBind answer),
+    /// that connection carries raw bytes to and from peer connection `id`.
+    Splice { id: ConnectionId, data: ClientAddr },
+    /// Close peer connection `id`, and its data connection if it has one.
+    ClosePeerConnection { id: ConnectionId },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Allocation(ClientAddr),
+    Reservation(u64),
+    /// A peer connection not bound in time (RFC 6062 §5.2, §5.3).
+    Connection(ConnectionId),
+}
+
+/// A request that passed the long-term credential check.
+struct Authenticated<'m> {
+    username: &'m str,
+    key: hmac::Key,
+}
+
+pub struct Server<B> {
+    config: ServerConfig,
+    credentials: Credentials,
+    filter: PeerFilter,
+    quota: Arc<AllocationQuota>,
+    binder: B,
+    allocations: HashMap<ClientAddr, Allocation>,
+    by_relay: HashMap<RelayAddr, ClientAddr>,
+    /// TCP peer connections (RFC 6062) by id; each is listed in its
+    /// allocation's `connections`.
+    connections: HashMap<ConnectionId, PeerConnection>,
+    next_connection: u32,
+    timers: BTreeSet<(Instant, Timer)>,
+    effects: VecDeque<Effect>,
+    /// Keyed PRF for reservation tokens, so they cannot be guessed.
+    token_key: hmac::Key,
+    token_counter: u64,
+    /// Transaction ids of the indications the server sends (Data,
+    /// ConnectionAttempt): they carry no security meaning but should not
+    /// repeat.
+    indication_ids: XorShift,
+    counters: Counters,
+}
+
+impl<B: RelayBinder> Server<B> {
+    /// `seed` is 32 random bytes from the driver (the core has no RNG).
+    pub fn new(
+        config: ServerConfig,
+        credentials: Credentials,
+        filter: PeerFilter,
+        quota: Arc<AllocationQuota>,
+        binder: B,
+        seed: [u8; 32],
+    ) -> Server<B> {
+        let mut ids_seed = [0u8; 8];
+        ids_seed.copy_from_slice(&seed[..8]);
+        Server {
+            config,
+            credentials,
+            filter,
+            quota,
+            binder,
+            allocations: HashMap::new(),
+            by_relay: HashMap::new(),
+            connections: HashMap::new(),
+            next_connection: 0,
+            timers: BTreeSet::new(),
+            effects: VecDeque::new(),
+            token_key: hmac::Key::new(hmac::HMAC_SHA256, &seed),
+            token_counter: 0,
+            indication_ids: XorShift::new(u64::from_le_bytes(ids_seed)),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn binder(&self) -> &B {
+        &self.binder
+    }
+
+    pub fn has_allocation(&self, client: &ClientAddr) -> bool {
+        self.allocations.contains_key(client)
+    }
+
+    /// Relayed transport addresses in use (a dual allocation has two).
+    pub fn relay_count(&self) -> usize {
+        self.by_relay.len()
+    }
+
+    pub fn allocation_count(&self) -> usize {
+        self.allocations.len()
+    }
+
+    /// Applies a reloaded configuration: credentials, peer filter, SOFTWARE
+    /// and the per-allocation limits. The relay addresses and the NAT
+    /// mapping stay (they are bound to the running sockets). Existing
+    /// allocations, permissions and channels are kept, also where they
+    /// exceed new limits; new requests are judged by the new rules.
+    pub fn reconfigure(&mut self, config: ServerConfig, credentials: Credentials, filter: PeerFilter) {
+        self.config.software = config.software;
+        self.config.max_allocation_lifetime = config.max_allocation_lifetime;
+        self.config.max_permissions = config.max_permissions;
+        self.config.max_channels = config.max_channels;
+        self.config.allocation_rate = config.allocation_rate;
+        self.credentials = credentials;
+        self.filter = filter;
+    }
+
+    /// The counters and what is live now, for metrics. Walks every
+    /// allocation, so call it now and then, not per packet.
+    pub fn snapshot(&self, now: Instant) -> Snapshot {
+        let mut snapshot = Snapshot {
+            counters: self.counters.clone(),
+            to_peer: self.counters.ended_to_peer,
+            to_client: self.counters.ended_to_client,
+            peer_connections: self.connections.len() as u64,
+            ..Snapshot::default()
+        };
+        for (client, a) in &self.allocations {
+            snapshot.allocations[client.transport as usize][a.relays.family_index()] += 1;
+            snapshot.permissions += a.permissions.iter().filter(|p| p.expires > now).count() as u64;
+            snapshot.channels += a.channels.iter().filter(|c| c.expires > now).count() as u64;
+            snapshot.to_peer.add(a.to_peer);
+            snapshot.to_client.add(a.to_client);
+        }
+        snapshot
+    }
+
+    #[must_use]
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    /// The next instant [`Server::handle_timeout`] has work to do.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|(at, _)| *at)
+    }
+
+    /// Fires every timer due at `now`. Each is taken off the queue before
+    /// it acts, so a timer whose owner is already gone cannot fire twice.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while self.timers.first().is_some_and(|(at, _)| *at <= now) {
+            let Some((_, timer)) = self.timers.pop_first() else {
+                break;
+            };
+            match timer {
+                Timer::Allocation(client) => self.expire_allocation(client, now),
+                Timer::Reservation(token) => self.binder.forget(token),
+                Timer::Connection(id) => self.expire_pending_connection(id),
+            }
+        }
+    }
+
+    /// A stream client's connection is gone: its allocation goes with it
+    /// (RFC 8656 §3.1: a TCP/TLS allocation lives on one connection), and
+    /// if it was an RFC 6062 data connection, so does its peer connection.
+    pub fn handle_connection_closed(&mut self, client: ClientAddr, now: Instant) {
+        self.remove_allocation(client, EndReason::ConnectionClosed, now);
+        self.close_data_connection(client);
+    }
+
+    /// Handles one packet from a client: a STUN message or ChannelData.
+    pub fn handle_client_packet<'p>(&mut self, client: ClientAddr, packet: &'p [u8], now: Now) -> Option<ToPeer<'p>> {
+        let mut route = match packet.first()? >> 6 {
+            0b01 => self.client_channel_data(client, packet, now.mono),
+            0b00 => match Message::parse(packet) {
+                Ok(msg) => self.client_stun(client, &msg, now),
+                Err(e) => {
+                    trace!(%client, error = %e, "dropping malformed STUN message");
+                    None
+                }
+            },
+            _ => None,
+        }?;
+        route.peer = self.config.hairpin.outbound(route.peer);
+        Some(route)
+    }
+
+    fn client_stun<'p>(&mut self, client: ClientAddr, msg: &Message<'p>, now: Now) -> Option<ToPeer<'p>> {
+        match msg.class() {
+            Class::Request => {
+                if let Some(bytes) = self.request(client, msg, now) {
+                    self.effects.push_back(Effect::Transmit { to: client, bytes });
+                }
+                None
+            }
+            Class::Indication if msg.method() == stun::method::SEND => self.send_indication(client, msg, now.mono),
+            // Binding indications are keepalives; responses are not ours.
+            _ => None,
+        }
+    }
+
+    /// The answer to a request; `None` when it is queued by the handler
+    /// itself (Connect answers later, ConnectionBind before a Splice).
+    /// Every answer is counted once: errors where they are encoded,
+    /// successes here.
+    fn request(&mut self, client: ClientAddr, msg: &Message<'_>, now: Now) -> Option<Vec<u8>> {
+        let method = Method::from_wire(msg.method());
+        let (result, key) = match method {
+            None => (Err(ErrorCode::BadRequest.into()), None),
+            // Binding needs no credentials (RFC 8489 §6.3).
+            Some(Method::Binding) => (self.binding(client, msg).map(Some), None),
+            Some(method) => match self.authenticate(client, msg, now) {
+                Ok(auth) => (
+                    self.authenticated_request(method, client, msg, &auth, now.mono),
+                    Some(auth.key),
+                ),
+                Err(failure) => (Err(failure), None),
+            },
+        };
+        match result {
+            Ok(answer) => {
+                if let (Some(method), Some(_)) = (method, &answer) {
+                    self.count_success(method);
+                }
+                answer
+            }
+            Err(failure) => {
+                debug!(%client, method = msg.method(), ?failure, "request refused");
+                Some(self.encode_failure(client, msg, failure, key.as_ref(), now.unix_secs))
+            }
+        }
+    }
+
+    fn authenticated_request(
+        &mut self,
+        method: Method,
+        client: ClientAddr,
+        msg: &Message<'_>,
+        auth: &Authenticated<'_>,
+        now: Instant,
+    ) -> Result<Option<Vec<u8>>, Failure> {
+        Failure::check_unknown(msg)?;
+        match method {
+            // Answered alike with credentials or without.
+            Method::Binding => self.binding(client, msg).map(Some),
+            Method::Allocate => self.allocate(client, msg, auth, now).map(Some),
+            Method::Refresh => self.refresh(client, msg, auth, now).map(Some),
+            Method::CreatePermission => self.create_permission(client, msg, auth, now).map(Some),
+            Method::ChannelBind => self.channel_bind(client, msg, auth, now).map(Some),
+            Method::Connect => self.connect(client, msg, auth, now).map(|()| None),
+            Method::ConnectionBind => self.connection_bind(client, msg, auth).map(|()| None),
+        }
+    }
+
+    /// Long-term credential check in the order of RFC 8489 §9.2.4.
+    fn authenticate<'m>(
+        &mut self,
+        client: ClientAddr,
+        msg: &Message<'m>,
+        now: Now,
+    ) -> Result<Authenticated<'m>, Failure> {
+        use super::stun::attr;
+        if !msg.has_integrity() {
+            return Err(Failure::Challenge(ErrorCode::Unauthorized));
+        }
+        let (Some(username), Some(_realm), Some(nonce)) =
+            (msg.get(attr::USERNAME), msg.get(attr::REALM), msg.get(attr::NONCE))
+        else {
+            return Err(Failure::Code(ErrorCode::BadRequest));
+        };
+        if self.credentials.check_nonce(nonce, client.remote, now.unix_secs) == NonceCheck::Stale {
+            self.count_auth_failure(AuthFailure::StaleNonce);
+            return Err(Failure::Challenge(ErrorCode::StaleNonce));
+        }
+        let username = std::str::from_utf8(username).map_err(|_| Failure::Challenge(ErrorCode::Unauthorized))?;
+        let keys = match self.credentials.keys_for(username, now.unix_secs) {
+            Ok(keys) => keys,
+            Err(e) => {
+                debug!(%client, username, reason = e.reason(), "authentication failed");
+                self.count_auth_failure(match e {
+                    UserError::Unknown => AuthFailure::UnknownUser,
+                    UserError::Expired => AuthFailure::ExpiredCredential,
+                });
+                return Err(Failure::Challenge(ErrorCode::Unauthorized));
+            }
+        };
+        for long_term in keys {
+            let key = stun::integrity_key(&long_term);
+            if msg.verify_integrity(&key) {
+                return Ok(Authenticated { username, key });
+            }
+        }
+        debug!(%client, username, reason = "bad message integrity", "authentication failed");
+        self.count_auth_failure(AuthFailure::BadIntegrity);
+        Err(Failure::Challenge(ErrorCode::Unauthorized))
+    }
+
+    fn count_auth_failure(&mut self, why: AuthFailure) {
+        self.counters.auth_failures[why as usize] += 1;
+    }
+}
+
+/// A fresh transaction id for an indication the server sends. A free
+/// function over the one field, so the data plane can call it while it
+/// holds an allocation borrowed from the server.
+fn next_indication_id(ids: &mut XorShift) -> TransactionId {
+    let mut id = [0u8; 12];
+    id[..8].copy_from_slice(&ids.next_u64().to_le_bytes());
+    id
+}

@@ -1,0 +1,273 @@
+//! TCP relays (RFC 6062): Connect, ConnectionBind, incoming peer
+//! connections and their lifecycle. TCP allocations relay byte streams,
+//! not datagrams: the core keeps the state of each peer connection (being
+//! connected, waiting for its ConnectionBind, bound to a data connection)
+//! and tells the driver to connect, splice or close through [`Effect`]s;
+//! the bytes themselves never pass through the core.
+//!
+//! Invariants:
+//! * `Server::connections` holds every peer connection, each listed in its
+//!   allocation's `connections` (while the allocation lives);
+//! * a `Pending` connection has exactly one `Timer::Connection` with its
+//!   deadline, and no other state has one;
+//! * removing a connection always emits `Effect::ClosePeerConnection`, so
+//!   the driver never keeps a stream the core forgot.
+
+use std::time::{Duration, Instant};
+
+use ring::hmac;
+use tracing::{debug, info};
+
+use super::allocation::Allocation;
+use super::answer::{ErrorCode, Failure};
+use super::request::{ConnectRequest, ConnectionBindRequest};
+use super::{next_indication_id, Authenticated, Effect, RelayBinder, Server, Timer};
+use crate::proto::addr::{ClientAddr, ConnectionId, Family, PeerAddr, RelayAddr, RelayProtocol, Transport};
+use crate::proto::method::Method;
+use crate::proto::stun::{attr, method, Class, Message, MessageWriter, TransactionId};
+
+/// RFC 6062 §5.2/§5.3: a peer connection must be bound to a data
+/// connection (ConnectionBind) within 30 s, and an outgoing connect may
+/// take at most that long.
+pub const CONNECTION_BIND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A TCP peer connection of an allocation (RFC 6062).
+pub(super) struct PeerConnection {
+    pub(super) allocation: ClientAddr,
+    pub(super) peer: PeerAddr,
+    pub(super) state: PeerConnectionState,
+}
+
+pub(super) enum PeerConnectionState {
+    /// Our Connect to the peer is under way; the request waits for the
+    /// answer, signed with this key.
+    Connecting { request: TransactionId, key: hmac::Key },
+    /// Connected, waiting for a ConnectionBind until `expires`.
+    Pending { expires: Instant },
+    /// Spliced with this data connection.
+    Bound { data: ClientAddr },
+}
+
+impl<B: RelayBinder> Server<B> {
+    /// A peer connected to TCP relay `relay` (RFC 6062 §5.3). If its
+    /// allocation permits the peer, the client is told with a
+    /// ConnectionAttempt indication and the returned id names the
+    /// connection from now on; otherwise the driver closes it.
+    pub fn handle_incoming_peer_connection(
+        &mut self,
+        relay: RelayAddr,
+        peer: PeerAddr,
+        now: Instant,
+    ) -> Option<ConnectionId> {
+        let peer = self.config.hairpin.inbound(peer);
+        let client = *self.by_relay.get(&relay)?;
+        let allocation = self.allocations.get(&client)?;
+        if allocation.protocol != RelayProtocol::Tcp || !allocation.permits(peer.0.ip(), now) {
+            debug!(%client, peer = %peer.0, "incoming peer connection refused");
+            return None;
+        }
+        let expires = now + CONNECTION_BIND_TIMEOUT;
+        let id = self.insert_connection(client, peer, PeerConnectionState::Pending { expires });
+        self.timers.insert((expires, Timer::Connection(id)));
+        let mut bytes = Vec::with_capacity(64);
+        let mut w = MessageWriter::new(
+            &mut bytes,
+            Class::Indication,
+            method::CONNECTION_ATTEMPT,
+            next_indication_id(&mut self.indication_ids),
+        );
+        w.xor_address(attr::XOR_PEER_ADDRESS, peer.0)
+            .u32(attr::CONNECTION_ID, id.0);
+        w.finish(None, true);
+        self.effects.push_back(Effect::Transmit { to: client, bytes });
+        Some(id)
+    }
+
+    /// The outcome of an [`Effect::ConnectPeer`]: answers the waiting
+    /// Connect request with the CONNECTION-ID or 447 (RFC 6062 §5.2).
+    pub fn handle_peer_connect_result(&mut self, id: ConnectionId, connected: bool, now: Instant) {
+        let Some(connection) = self.connections.get_mut(&id) else {
+            // The allocation went away meanwhile; the driver closes it.
+            return;
+        };
+        let expires = now + CONNECTION_BIND_TIMEOUT;
+        let previous = std::mem::replace(&mut connection.state, PeerConnectionState::Pending { expires });
+        let PeerConnectionState::Connecting { request, key } = previous else {
+            connection.state = previous;
+            return;
+        };
+        let client = connection.allocation;
+        let mut bytes = Vec::with_capacity(96);
+        let class = if connected { Class::Success } else { Class::Error };
+        let mut w = MessageWriter::new(&mut bytes, class, method::CONNECT, request);
+        if connected {
+            w.u32(attr::CONNECTION_ID, id.0);
+            self.timers.insert((expires, Timer::Connection(id)));
+        } else {
+            let code = ErrorCode::ConnectionTimeoutOrFailure;
+            w.error_code(code.code(), code.reason());
+        }
+        self.finish_authenticated(w, &key);
+        let code = if connected {
+            200
+        } else {
+            ErrorCode::ConnectionTimeoutOrFailure.code()
+        };
+        self.counters.request(Some(Method::Connect), code);
+        self.effects.push_back(Effect::Transmit { to: client, bytes });
+        if !connected {
+            self.remove_connection(id);
+        }
+    }
+
+    /// The peer side of connection `id` closed (or failed).
+    pub fn handle_peer_connection_closed(&mut self, id: ConnectionId) {
+        if self.connections.contains_key(&id) {
+            self.remove_connection(id);
+        }
+    }
+
+    /// The bind timer of connection `id` fired (and was taken off the
+    /// queue): a connection still waiting for its ConnectionBind goes.
+    pub(super) fn expire_pending_connection(&mut self, id: ConnectionId) {
+        if matches!(self.connections.get(&id), Some(c) if matches!(c.state, PeerConnectionState::Pending { .. })) {
+            debug!(id = id.0, "peer connection not bound in time");
+            self.remove_connection(id);
+        }
+    }
+
+    /// Stream connection `client` closed: if it was the data connection of
+    /// a peer connection, that peer connection goes too.
+    pub(super) fn close_data_connection(&mut self, client: ClientAddr) {
+        let spliced = self.connections.iter().find_map(|(id, c)| match c.state {
+            PeerConnectionState::Bound { data } if data == client => Some(*id),
+            _ => None,
+        });
+        if let Some(id) = spliced {
+            self.remove_connection(id);
+        }
+    }
+
+    /// Connect (RFC 6062 §5.2): asks the driver to connect the TCP relay
+    /// to a permitted peer; the answer follows the connect's outcome.
+    pub(super) fn connect(
+        &mut self,
+        client: ClientAddr,
+        msg: &Message<'_>,
+        auth: &Authenticated<'_>,
+        now: Instant,
+    ) -> Result<(), Failure> {
+        let allocation = self.allocation_of(client, auth)?;
+        if allocation.protocol != RelayProtocol::Tcp {
+            return Err(ErrorCode::BadRequest.into());
+        }
+        let relays = allocation.relays;
+        let ConnectRequest { peer } = ConnectRequest::parse(msg)?;
+        self.check_peer(relays, peer.0)?;
+        let allocation = self.allocation_of(client, auth)?;
+        // RFC 6062 leans on TURN permissions: connecting out needs one,
+        // just like sending a datagram would.
+        if !allocation.permits(peer.0.ip(), now) {
+            return Err(ErrorCode::Forbidden.into());
+        }
+        let connections = &self.connections;
+        let connected = |a: &Allocation| {
+            a.connections
+                .iter()
+                .any(|id| connections.get(id).is_some_and(|c| c.peer == peer))
+        };
+        if self.allocations.get(&client).is_some_and(connected) {
+            return Err(ErrorCode::ConnectionAlreadyExists.into());
+        }
+        let relay = relays
+            .get(Family::of(peer.0))
+            .ok_or(ErrorCode::PeerAddressFamilyMismatch)?;
+        let state = PeerConnectionState::Connecting {
+            request: msg.transaction_id(),
+            key: auth.key.clone(),
+        };
+        let id = self.insert_connection(client, peer, state);
+        let wire_peer = self.config.hairpin.outbound(peer);
+        self.effects.push_back(Effect::ConnectPeer {
+            id,
+            relay,
+            peer: wire_peer,
+        });
+        Ok(())
+    }
+
+    /// ConnectionBind (RFC 6062 §5.4), on a new connection of the same
+    /// user: that connection becomes the data connection of a pending
+    /// peer connection.
+    pub(super) fn connection_bind(
+        &mut self,
+        client: ClientAddr,
+        msg: &Message<'_>,
+        auth: &Authenticated<'_>,
+    ) -> Result<(), Failure> {
+        if client.transport == Transport::Udp || self.allocations.contains_key(&client) {
+            return Err(ErrorCode::BadRequest.into());
+        }
+        let ConnectionBindRequest { id } = ConnectionBindRequest::parse(msg)?;
+        let connection = self.connections.get_mut(&id).ok_or(ErrorCode::BadRequest)?;
+        let PeerConnectionState::Pending { expires } = connection.state else {
+            return Err(ErrorCode::BadRequest.into());
+        };
+        let owner = self
+            .allocations
+            .get(&connection.allocation)
+            .map(|a| a.username.as_str());
+        if owner != Some(auth.username) {
+            return Err(ErrorCode::WrongCredentials.into());
+        }
+        connection.state = PeerConnectionState::Bound { data: client };
+        self.timers.remove(&(expires, Timer::Connection(id)));
+        let answer = self.empty_success(msg, &auth.key);
+        self.count_success(Method::ConnectionBind);
+        // The answer goes out framed; the splice starts right after it.
+        self.effects.push_back(Effect::Transmit {
+            to: client,
+            bytes: answer,
+        });
+        self.effects.push_back(Effect::Splice { id, data: client });
+        info!(%client, id = id.0, "data connection bound");
+        Ok(())
+    }
+
+    pub(super) fn insert_connection(
+        &mut self,
+        client: ClientAddr,
+        peer: PeerAddr,
+        state: PeerConnectionState,
+    ) -> ConnectionId {
+        // Ids are never reused while the server runs (2^32 connections).
+        self.next_connection = self.next_connection.wrapping_add(1);
+        let id = ConnectionId(self.next_connection);
+        self.connections.insert(
+            id,
+            PeerConnection {
+                allocation: client,
+                peer,
+                state,
+            },
+        );
+        if let Some(allocation) = self.allocations.get_mut(&client) {
+            allocation.connections.push(id);
+        }
+        id
+    }
+
+    /// Forgets peer connection `id` and tells the driver to close it.
+    pub(super) fn remove_connection(&mut self, id: ConnectionId) {
+        let Some(connection) = self.connections.remove(&id) else {
+            return;
+        };
+        if let PeerConnectionState::Pending { expires } = connection.state {
+            self.timers.remove(&(expires, Timer::Connection(id)));
+        }
+        if let Some(allocation) = self.allocations.get_mut(&connection.allocation) {
+            allocation.connections.retain(|c| *c != id);
+        }
+        self.effects.push_back(Effect::ClosePeerConnection { id });
+    }
+}

@@ -1,0 +1,115 @@
+//! The long-term credential check (RFC 8489 §9.2), in the dispatch of
+//! [`crate::proto::server`].
+
+use super::*;
+
+// Long-term credentials (RFC 8489 §9.2)
+
+#[test]
+fn request_without_integrity_is_challenged_with_realm_and_nonce() {
+    let mut h = Harness::new();
+    let response = h.challenge(client(1), method::ALLOCATE, udp);
+    assert_eq!(response.types(), [attr::ERROR_CODE, attr::REALM, attr::NONCE]);
+    assert_eq!(h.server.allocation_count(), 0);
+    assert!(h.binder().binds.is_empty());
+}
+
+#[test]
+fn wrong_password_is_refused_with_401() {
+    let mut h = Harness::new();
+    h.request(client(1), &Cred::new("alice", REALM, "guess"), method::ALLOCATE, udp)
+        .assert_challenge(401);
+    assert_eq!(h.server.allocation_count(), 0);
+}
+
+#[test]
+fn unknown_user_is_refused_with_401() {
+    let mut h = Harness::new();
+    h.request(
+        client(1),
+        &Cred::new("mallory", REALM, "alice-pw"),
+        method::ALLOCATE,
+        udp,
+    )
+    .assert_challenge(401);
+    assert_eq!(h.server.allocation_count(), 0);
+}
+
+#[test]
+fn integrity_without_nonce_is_a_bad_request() {
+    let mut h = Harness::new();
+    let mut request = Vec::new();
+    let mut w = MessageWriter::new(&mut request, Class::Request, method::ALLOCATE, [1; 12]);
+    w.bytes(attr::REQUESTED_TRANSPORT, &UDP)
+        .bytes(attr::USERNAME, b"alice")
+        .bytes(attr::REALM, REALM.as_bytes());
+    w.finish(Some(&stun::integrity_key(&alice().key)), true);
+
+    let response = h.exchange(client(1), &request);
+    response.assert_code(400);
+    assert!(!response.msg().has_integrity());
+    assert_eq!(response.attr(attr::NONCE), None);
+    assert_eq!(h.server.allocation_count(), 0);
+}
+
+#[test]
+fn nonce_is_stale_after_its_ttl_and_the_438_carries_a_fresh_one() {
+    let mut h = Harness::new();
+    let c = client(1);
+    // CreatePermission without an allocation: 437 shows the nonce passed.
+    h.permit(c, &[peer_a()]).assert_code(437);
+    h.at(NONCE_TTL - 1);
+    h.permit(c, &[peer_a()]).assert_code(437);
+    h.at(NONCE_TTL);
+    let old = h.nonces[&c].clone();
+    let response = h.permit(c, &[peer_a()]);
+    response.assert_challenge(438);
+    assert_ne!(response.attr(attr::NONCE), Some(&old[..]));
+    // The harness kept the new nonce, as a client does: the retry passes.
+    h.permit(c, &[peer_a()]).assert_code(437);
+}
+
+#[test]
+fn nonce_issued_to_another_client_address_is_stale() {
+    let mut h = Harness::new();
+    h.challenge(client(1), method::ALLOCATE, udp);
+    let stolen = h.nonces[&client(1)].clone();
+    h.nonces.insert(client(2), stolen);
+    h.request(client(2), &alice(), method::ALLOCATE, udp)
+        .assert_challenge(438);
+    assert_eq!(h.server.allocation_count(), 0);
+    h.allocate(client(2));
+}
+
+#[test]
+fn precomputed_key_user_authenticates_like_a_password_user() {
+    let mut h = Harness::new();
+    h.request(client(1), &Cred::new("carol", REALM, "alice-pw"), method::ALLOCATE, udp)
+        .assert_challenge(401);
+    let relay = h.allocate_as(client(1), &carol());
+    assert_eq!(relay.0, relay_at(FIRST_PORT));
+}
+
+#[test]
+fn ephemeral_credential_is_accepted_until_it_expires() {
+    let mut h = Harness::new();
+    let bob = ephemeral(SECRETS[0], h.unix_now(), 120);
+    h.allocate_as(client(1), &bob);
+    h.at(119);
+    h.allocate_as(client(2), &bob);
+    h.at(120);
+    h.request(client(3), &bob, method::ALLOCATE, udp).assert_challenge(401);
+    h.refresh(client(1), &bob, None).assert_challenge(401);
+    assert_eq!(h.server.allocation_count(), 2);
+}
+
+#[test]
+fn ephemeral_credentials_of_both_shared_secrets_verify() {
+    let mut h = Harness::new();
+    let now = h.unix_now();
+    h.allocate_as(client(1), &ephemeral(SECRETS[0], now, 60));
+    h.allocate_as(client(2), &ephemeral(SECRETS[1], now, 60));
+    h.request(client(3), &ephemeral("not-configured", now, 60), method::ALLOCATE, udp)
+        .assert_challenge(401);
+    assert_eq!(h.server.allocation_count(), 2);
+}

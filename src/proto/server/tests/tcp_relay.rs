@@ -1,0 +1,236 @@
+//! TCP relays (RFC 6062): [`crate::proto::server::tcp_relay`].
+
+use super::*;
+
+// TCP allocations (RFC 6062)
+
+const TCP: [u8; 4] = [6, 0, 0, 0];
+
+impl Harness {
+    /// Sends an authenticated request and returns every effect it caused,
+    /// for requests answered later or followed by other effects.
+    fn effects_of(
+        &mut self,
+        client: ClientAddr,
+        cred: &Cred,
+        method: u16,
+        build: impl Fn(&mut MessageWriter<'_>),
+    ) -> Vec<Effect> {
+        let id = self.next_id();
+        let packet = self.authed(client, cred, method, id, build);
+        let now = self.now();
+        assert_eq!(self.server.handle_client_packet(client, &packet, now), None);
+        std::iter::from_fn(|| self.server.poll_effect()).collect()
+    }
+
+    fn tcp_allocate(&mut self, client: ClientAddr) -> RelayAddr {
+        self.request(client, &alice(), method::ALLOCATE, |w| {
+            w.bytes(attr::REQUESTED_TRANSPORT, &TCP);
+        })
+        .relay()
+    }
+
+    /// Connect to `peer`; returns the connection id the server asks the
+    /// driver to connect.
+    fn connect(&mut self, client: ClientAddr, peer: SocketAddr) -> ConnectionId {
+        let effects = self.effects_of(client, &alice(), method::CONNECT, |w| {
+            w.xor_address(attr::XOR_PEER_ADDRESS, peer);
+        });
+        match effects.as_slice() {
+            [Effect::ConnectPeer { id, peer: to, .. }] if to.0 == peer => *id,
+            other => panic!("expected one ConnectPeer, got {other:?}"),
+        }
+    }
+}
+
+fn connection_id_of(bytes: &[u8]) -> ConnectionId {
+    let msg = Message::parse(bytes).expect("STUN");
+    ConnectionId(msg.u32_attr(attr::CONNECTION_ID).expect("CONNECTION-ID").unwrap())
+}
+
+#[test]
+fn tcp_allocations_need_a_stream_control_connection_and_no_udp_options() {
+    let mut h = Harness::new();
+    let tcp_only = |w: &mut MessageWriter<'_>| {
+        w.bytes(attr::REQUESTED_TRANSPORT, &TCP);
+    };
+    h.request(client(1), &alice(), method::ALLOCATE, tcp_only)
+        .assert_code(400);
+    let with_even_port = |w: &mut MessageWriter<'_>| {
+        w.bytes(attr::REQUESTED_TRANSPORT, &TCP).bytes(attr::EVEN_PORT, &[0]);
+    };
+    h.request(tcp_client(1), &alice(), method::ALLOCATE, with_even_port)
+        .assert_code(400);
+    h.tcp_allocate(tcp_client(2));
+    // No channels or Send indications on a TCP allocation.
+    h.channel_bind(tcp_client(2), 0x4000, peer_a()).assert_code(400);
+    h.permit(tcp_client(2), &[peer_a()]).assert_success();
+    assert_eq!(h.send(tcp_client(2), peer_a(), b"x"), None);
+}
+
+#[test]
+fn connect_needs_a_permission_and_answers_after_the_driver_connects() {
+    let mut h = Harness::new();
+    let c = tcp_client(1);
+    let relay = h.tcp_allocate(c);
+    let refused = h.effects_of(c, &alice(), method::CONNECT, |w| {
+        w.xor_address(attr::XOR_PEER_ADDRESS, peer_a());
+    });
+    let [Effect::Transmit { bytes, .. }] = refused.as_slice() else {
+        panic!("{refused:?}")
+    };
+    Response(bytes.clone()).assert_code(403);
+
+    h.permit(c, &[peer_a()]).assert_success();
+    let id = h.connect(c, peer_a());
+    // A second Connect to the same peer while the first is pending: 446.
+    let again = h.effects_of(c, &alice(), method::CONNECT, |w| {
+        w.xor_address(attr::XOR_PEER_ADDRESS, peer_a());
+    });
+    let [Effect::Transmit { bytes, .. }] = again.as_slice() else {
+        panic!("{again:?}")
+    };
+    Response(bytes.clone()).assert_code(446);
+
+    h.server.handle_peer_connect_result(id, true, h.now().mono);
+    let Some(Effect::Transmit { to, bytes }) = h.server.poll_effect() else {
+        panic!("no answer")
+    };
+    assert_eq!(to, c);
+    let answer = Response(bytes);
+    answer.assert_success();
+    assert!(answer.msg().verify_integrity(&stun::integrity_key(&alice().key)));
+    assert_eq!(connection_id_of(&answer.0), id);
+    h.assert_quiet();
+    let _ = relay;
+}
+
+#[test]
+fn a_failed_connect_is_447() {
+    let mut h = Harness::new();
+    let c = tcp_client(1);
+    h.tcp_allocate(c);
+    h.permit(c, &[peer_a()]).assert_success();
+    let id = h.connect(c, peer_a());
+    h.server.handle_peer_connect_result(id, false, h.now().mono);
+    let Some(Effect::Transmit { bytes, .. }) = h.server.poll_effect() else {
+        panic!("no answer")
+    };
+    Response(bytes).assert_code(447);
+    assert_eq!(h.server.poll_effect(), Some(Effect::ClosePeerConnection { id }));
+    // The peer may be connected again, but only while its permission lasts.
+    let again = h.connect(c, peer_a());
+    h.server.handle_peer_connection_closed(again);
+    assert_eq!(h.server.poll_effect(), Some(Effect::ClosePeerConnection { id: again }));
+    h.at(300);
+    let expired = h.effects_of(c, &alice(), method::CONNECT, |w| {
+        w.xor_address(attr::XOR_PEER_ADDRESS, peer_a());
+    });
+    let [Effect::Transmit { bytes, .. }] = expired.as_slice() else {
+        panic!("{expired:?}")
+    };
+    Response(bytes.clone()).assert_code(403);
+}
+
+#[test]
+fn connection_bind_from_a_new_connection_splices_it_after_the_answer() {
+    let mut h = Harness::new();
+    let (control, data) = (tcp_client(1), tcp_client(2));
+    h.tcp_allocate(control);
+    h.permit(control, &[peer_a()]).assert_success();
+    let id = h.connect(control, peer_a());
+    h.server.handle_peer_connect_result(id, true, h.now().mono);
+    let _ = h.server.poll_effect();
+    let bind = |w: &mut MessageWriter<'_>| {
+        w.u32(attr::CONNECTION_ID, id.0);
+    };
+    // Another user cannot take the connection.
+    let stolen = h.effects_of(data, &carol(), method::CONNECTION_BIND, bind);
+    let [Effect::Transmit { bytes, .. }] = stolen.as_slice() else {
+        panic!("{stolen:?}")
+    };
+    Response(bytes.clone()).assert_code(441);
+    // Its owner can, from a fresh connection: answer first, then splice.
+    let effects = h.effects_of(data, &alice(), method::CONNECTION_BIND, bind);
+    let [Effect::Transmit { to, bytes }, Effect::Splice {
+        id: spliced,
+        data: with,
+    }] = effects.as_slice()
+    else {
+        panic!("{effects:?}")
+    };
+    assert_eq!((*to, *spliced, *with), (data, id, data));
+    Response(bytes.clone()).assert_success();
+    // Bound once only.
+    let twice = h.effects_of(tcp_client(3), &alice(), method::CONNECTION_BIND, bind);
+    let [Effect::Transmit { bytes, .. }] = twice.as_slice() else {
+        panic!("{twice:?}")
+    };
+    Response(bytes.clone()).assert_code(400);
+    // Every answer was counted, the late Connect answer included.
+    let requests = h.server.snapshot(h.now().mono).counters.requests;
+    let count = |method: usize, code: u16| requests[method][stats::CODES.iter().position(|c| *c == code).unwrap()];
+    assert_eq!(count(5, 200), 1, "connect");
+    assert_eq!(
+        (count(6, 200), count(6, 441), count(6, 400)),
+        (1, 1, 1),
+        "connection_bind"
+    );
+    // The data connection closing closes the peer connection.
+    h.server.handle_connection_closed(data, h.now().mono);
+    assert_eq!(h.server.poll_effect(), Some(Effect::ClosePeerConnection { id }));
+}
+
+#[test]
+fn incoming_peer_connections_need_a_permission_and_expire_unbound_after_30_s() {
+    let mut h = Harness::new();
+    let c = tcp_client(1);
+    let relay = h.tcp_allocate(c);
+    let now = h.now().mono;
+    assert_eq!(
+        h.server.handle_incoming_peer_connection(relay, PeerAddr(peer_a()), now),
+        None
+    );
+    h.assert_quiet();
+    h.permit(c, &[peer_a()]).assert_success();
+    let id = h
+        .server
+        .handle_incoming_peer_connection(relay, PeerAddr(peer_a()), h.now().mono)
+        .expect("permitted");
+    let Some(Effect::Transmit { to, bytes }) = h.server.poll_effect() else {
+        panic!("no ConnectionAttempt")
+    };
+    assert_eq!(to, c);
+    let msg = Message::parse(&bytes).unwrap();
+    assert_eq!(
+        (msg.class(), msg.method()),
+        (Class::Indication, method::CONNECTION_ATTEMPT)
+    );
+    assert_eq!(msg.xor_address(attr::XOR_PEER_ADDRESS), Some(Ok(peer_a())));
+    assert_eq!(connection_id_of(&bytes), id);
+    h.at(29);
+    let expiry = h.deadline(30).expect("a deadline");
+    assert_eq!(h.server.poll_timeout(), Some(expiry));
+    h.server.handle_timeout(expiry);
+    assert_eq!(h.server.poll_effect(), Some(Effect::ClosePeerConnection { id }));
+}
+
+#[test]
+fn closing_the_control_connection_closes_its_peer_connections() {
+    let mut h = Harness::new();
+    let c = tcp_client(1);
+    h.tcp_allocate(c);
+    h.permit(c, &[peer_a(), peer_b()]).assert_success();
+    let (a, b) = (h.connect(c, peer_a()), h.connect(c, peer_b()));
+    h.server.handle_connection_closed(c, h.now().mono);
+    let closed: BTreeSet<_> = std::iter::from_fn(|| h.server.poll_effect())
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|e| match e {
+            Effect::ClosePeerConnection { id } => id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(closed, BTreeSet::from([a, b]));
+    assert_eq!(h.binder().releases.len(), 1);
+}

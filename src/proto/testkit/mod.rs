@@ -1,0 +1,21 @@
+//! The core's test kit: what the unit tests, the fuzz crate, the benchmark
+//! and the black-box tests share to play a TURN client or a driver. It is
+//! compiled for `cargo test` and with the `testing` feature (which the
+//! crate's own dev-dependency on itself turns on for `tests/` and
+//! `benches/`), never into the shipped binary.
+//!
+//! * [`client`]: long-term credentials as a client holds them, a message
+//!   encoder that signs with them, and the 401/438 challenge dance over any
+//!   transport;
+//! * [`FakeBinder`]: an in-memory [`RelayBinder`](super::server::RelayBinder)
+//!   that records every bind and release and checks the core's use of it;
+//! * [`rfc5769`]: the RFC 5769 test vectors;
+//! * seeded randomness is [`super::xorshift::XorShift`], the same generator
+//!   the drivers use.
+
+pub mod client;
+mod fake_binder;
+pub mod rfc5769;
+
+pub use client::{encode, Challenge, Cred};
+pub use fake_binder::{FakeBinder, FakeBinderState};
