@@ -45,8 +45,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use turnpike::proto::auth::long_term_key;
-use turnpike::proto::stun::{attr, integrity_key, method, Class, Message, MessageWriter, TransactionId};
+use turnpike::proto::stun::{attr, method, Class, Message, MessageWriter, TransactionId};
+use turnpike::proto::testkit::{encode, Challenge, Cred};
 
 const USER: &str = "user";
 const PASS: &str = "pass";
@@ -519,11 +519,6 @@ fn new_tid(seq: u32) -> TransactionId {
     tid
 }
 
-struct Auth {
-    realm: Vec<u8>,
-    nonce: Vec<u8>,
-}
-
 /// Sends a request (retransmitted up to 4 times, 500 ms apart) and returns
 /// the matching response's bytes.
 fn transact(sock: &UdpSocket, request: &[u8], tid: TransactionId) -> Result<Vec<u8>, String> {
@@ -558,24 +553,12 @@ fn request(
     sock: &UdpSocket,
     seq: u32,
     meth: u16,
-    auth: Option<&Auth>,
+    auth: Option<&Challenge>,
     attrs: &dyn Fn(&mut MessageWriter<'_>),
 ) -> Result<Vec<u8>, String> {
     let tid = new_tid(seq);
-    let mut buf = Vec::with_capacity(256);
-    let mut w = MessageWriter::new(&mut buf, Class::Request, meth, tid);
-    attrs(&mut w);
-    match auth {
-        Some(a) => {
-            w.bytes(attr::USERNAME, USER.as_bytes());
-            w.bytes(attr::REALM, &a.realm);
-            w.bytes(attr::NONCE, &a.nonce);
-            let realm = String::from_utf8_lossy(&a.realm);
-            let key = integrity_key(&long_term_key(USER, &realm, PASS));
-            w.finish(Some(&key), true);
-        }
-        None => w.finish(None, true),
-    }
+    let cred = auth.map(|challenge| (Cred::new(USER, challenge.realm(), PASS), challenge));
+    let buf = encode(Class::Request, meth, tid, attrs, cred.as_ref().map(|(c, ch)| (c, *ch)));
     transact(sock, &buf, tid)
 }
 
@@ -601,10 +584,7 @@ fn setup_flow(server: SocketAddr, index: usize) -> Result<Flow, String> {
             error_code(&m)
         ));
     }
-    let auth = Auth {
-        realm: m.get(attr::REALM).ok_or("401 without REALM")?.to_vec(),
-        nonce: m.get(attr::NONCE).ok_or("401 without NONCE")?.to_vec(),
-    };
+    let auth = Challenge::of(&first).ok_or("401 without REALM and NONCE")?;
     let resp = request(&client, seq + 1, method::ALLOCATE, Some(&auth), &udp)?;
     let m = Message::parse(&resp).map_err(|e| e.to_string())?;
     if m.class() != Class::Success {

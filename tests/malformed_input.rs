@@ -128,7 +128,7 @@ fn random_packets(count: usize) -> Vec<Vec<u8>> {
     let mut rng = XorShift::new(0x7475_726e_7069_6b65);
     (0..count)
         .map(|i| {
-            let mut packet = vec![0u8; rng.below(1500)];
+            let mut packet = vec![0u8; rng.below(1500) as usize];
             rng.fill(&mut packet);
             match (i % 3, packet.len()) {
                 (0, 20..) => {

@@ -3,6 +3,7 @@
 //! the parser (not just one that panics) is caught.
 
 use turnpike::proto::stun::{self, attr, method, Class, Message, MessageWriter};
+use turnpike::proto::testkit::rfc5769;
 
 use crate::hex;
 
@@ -22,10 +23,6 @@ pub const XOR_TYPES: [u16; 3] = [
     attr::XOR_RELAYED_ADDRESS,
     attr::XOR_MAPPED_ADDRESS,
 ];
-
-/// RFC 5769's short-term password, the "fixed key" integrity is checked
-/// under.
-pub const RFC5769_PASSWORD: &[u8] = b"VOkJxbRl1RmTxUk/WvJxBt";
 
 /// Parses `data` and, if it is a STUN message, runs [`exercise`] on it.
 /// The `stun_message` target.
@@ -128,7 +125,7 @@ pub fn exercise(msg: &Message<'_>) {
         assert_eq!(out[..n], widest[..n]);
     }
 
-    let verified = msg.verify_integrity(&stun::integrity_key(RFC5769_PASSWORD));
+    let verified = msg.verify_integrity(&stun::integrity_key(rfc5769::PASSWORD));
     if !msg.has_integrity() {
         assert!(!verified, "integrity verified without MESSAGE-INTEGRITY");
     }

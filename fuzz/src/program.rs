@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use turnpike::proto::stun::{self, attr, method, Class, MessageWriter};
+use turnpike::proto::testkit::rfc5769;
 
 use crate::message::{KNOWN_TYPES, XOR_TYPES};
 use crate::server::{action, flag, METHODS};
@@ -182,40 +183,6 @@ impl Program {
     }
 }
 
-/// Decodes whitespace-separated hex.
-pub fn unhex(s: &str) -> Vec<u8> {
-    let s: String = s.split_whitespace().collect();
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
-
-/// RFC 5769 §2.1–2.4 test vectors (as in `src/proto/stun.rs`).
-pub const RFC5769: [&str; 4] = [
-    "00 01 00 58 21 12 a4 42 b7 e7 a7 01 bc 34 d6 86 fa 87 df ae
-     80 22 00 10 53 54 55 4e 20 74 65 73 74 20 63 6c 69 65 6e 74
-     00 24 00 04 6e 00 01 ff 80 29 00 08 93 2f f9 b1 51 26 3b 36
-     00 06 00 09 65 76 74 6a 3a 68 36 76 59 20 20 20 00 08 00 14
-     9a ea a7 0c bf d8 cb 56 78 1e f2 b5 b2 d3 f2 49 c1 b5 71 a2
-     80 28 00 04 e5 7a 3b cf",
-    "01 01 00 3c 21 12 a4 42 b7 e7 a7 01 bc 34 d6 86 fa 87 df ae
-     80 22 00 0b 74 65 73 74 20 76 65 63 74 6f 72 20 00 20 00 08
-     00 01 a1 47 e1 12 a6 43 00 08 00 14 2b 91 f5 99 fd 9e 90 c3
-     8c 74 89 f9 2a f9 ba 53 f0 6b e7 d7 80 28 00 04 c0 7d 4c 96",
-    "01 01 00 48 21 12 a4 42 b7 e7 a7 01 bc 34 d6 86 fa 87 df ae
-     80 22 00 0b 74 65 73 74 20 76 65 63 74 6f 72 20 00 20 00 14
-     00 02 a1 47 01 13 a9 fa a5 d3 f1 79 bc 25 f4 b5 be d2 b9 d9
-     00 08 00 14 a3 82 95 4e 4b e6 7b f1 17 84 c9 7c 82 92 c2 75
-     bf e3 ed 41 80 28 00 04 c8 fb 0b 4c",
-    "00 01 00 60 21 12 a4 42 78 ad 34 33 c6 ad 72 c0 29 da 41 2e
-     00 06 00 12 e3 83 9e e3 83 88 e3 83 aa e3 83 83 e3 82 af e3
-     82 b9 00 00 00 15 00 1c 66 2f 2f 34 39 39 6b 39 35 34 64 36
-     4f 4c 33 34 6f 4c 39 46 53 54 76 79 36 34 73 41 00 14 00 0b
-     65 78 61 6d 70 6c 65 2e 6f 72 67 00 00 08 00 14 f6 70 24 65
-     6d d6 4a 3e 02 b8 e0 71 2e 85 c9 a2 8c a8 96 66",
-];
-
 /// A plain Binding request with FINGERPRINT.
 pub fn binding_request() -> Vec<u8> {
     let mut buf = Vec::new();
@@ -279,7 +246,7 @@ pub fn channel_data_message() -> Vec<u8> {
 
 /// Seeds for the `stun_message` target.
 pub fn stun_seeds() -> Vec<Vec<u8>> {
-    let mut seeds: Vec<Vec<u8>> = RFC5769.iter().map(|v| unhex(v)).collect();
+    let mut seeds: Vec<Vec<u8>> = rfc5769::ALL.iter().map(|v| rfc5769::unhex(v)).collect();
     seeds.push(binding_request());
     seeds.push(classic_binding_request());
     seeds.push(allocate_request());
@@ -303,8 +270,8 @@ pub fn server_seeds() -> Vec<Vec<u8>> {
     let mut p = Program::new()
         .raw(0, &binding_request())
         .raw(1, &classic_binding_request());
-    for v in RFC5769 {
-        p = p.raw(2, &unhex(v));
+    for v in rfc5769::ALL {
+        p = p.raw(2, &rfc5769::unhex(v));
     }
     seeds.push(p.raw(0, &allocate_request()).raw(0, &[0xFF, 0]).into_bytes());
 

@@ -34,20 +34,20 @@
 //! one port per allocation plus one per unclaimed reservation, and after
 //! `handle_timeout(now)` no timer is due.
 
-use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use turnpike::proto::auth::{self, Credentials, CredentialsConfig, LongTermKey};
+use turnpike::proto::auth::{self, Credentials, CredentialsConfig};
 use turnpike::proto::channel_data;
 use turnpike::proto::peer_filter::PeerFilter;
 use turnpike::proto::server::{
-    AllocationQuota, ClientAddr, Effect, Family, Now, PeerAddr, PortWant, RelayAddr, RelayBindError, RelayBinder,
-    RelayProtocol, Server, ServerConfig, ToPeer, Transport, PEER_HEADROOM, PEER_TAILROOM,
+    AllocationQuota, ClientAddr, Effect, Family, Now, PeerAddr, RelayAddr, Server, ServerConfig, ToPeer, Transport,
+    PEER_HEADROOM, PEER_TAILROOM,
 };
 use turnpike::proto::stun::{self, attr, method, Class, Message, MessageWriter, TransactionId};
+use turnpike::proto::testkit::{Cred, FakeBinder};
 
 use crate::hex;
 use crate::message::{self, KNOWN_TYPES, XOR_TYPES};
@@ -177,79 +177,6 @@ pub fn clients() -> [ClientAddr; 3] {
 }
 
 // ---------------------------------------------------------------------
-// Fake relay binder
-
-/// Hands out ports of [`RELAY_PORTS`] round robin from a counter, and
-/// remembers what is bound so that it never hands out a port twice and can
-/// catch a release of a port that is not bound.
-#[derive(Debug, Default)]
-pub struct FakeBinder {
-    next: u16,
-    bound: BTreeSet<(Family, u16)>,
-    /// Odd partners of EVEN-PORT pairs, by RESERVATION-TOKEN.
-    reserved: HashMap<u64, (Family, u16)>,
-}
-
-impl FakeBinder {
-    pub fn bound(&self) -> usize {
-        self.bound.len()
-    }
-
-    pub fn reserved(&self) -> usize {
-        self.reserved.len()
-    }
-
-    fn free(&self, family: Family, port: u16) -> bool {
-        RELAY_PORTS.contains(&port) && !self.bound.contains(&(family, port))
-    }
-}
-
-impl RelayBinder for FakeBinder {
-    fn bind(&mut self, family: Family, _protocol: RelayProtocol, want: PortWant) -> Result<u16, RelayBindError> {
-        let count = RELAY_PORTS.end() - RELAY_PORTS.start() + 1;
-        for _ in 0..count {
-            let port = RELAY_PORTS.start() + self.next;
-            self.next = (self.next + 1) % count;
-            let fits = match want {
-                PortWant::Any => self.free(family, port),
-                PortWant::Even => port.is_multiple_of(2) && self.free(family, port),
-                PortWant::EvenPair(_) => {
-                    port.is_multiple_of(2) && self.free(family, port) && self.free(family, port + 1)
-                }
-            };
-            if !fits {
-                continue;
-            }
-            self.bound.insert((family, port));
-            if let PortWant::EvenPair(token) = want {
-                self.bound.insert((family, port + 1));
-                let old = self.reserved.insert(token, (family, port + 1));
-                assert!(old.is_none(), "reservation token {token:#x} handed out twice");
-            }
-            return Ok(port);
-        }
-        Err(RelayBindError::Exhausted)
-    }
-
-    fn claim(&mut self, token: u64) -> Result<(Family, u16), RelayBindError> {
-        self.reserved.remove(&token).ok_or(RelayBindError::UnknownReservation)
-    }
-
-    fn forget(&mut self, token: u64) {
-        if let Some((family, port)) = self.reserved.remove(&token) {
-            self.release(family, port);
-        }
-    }
-
-    fn release(&mut self, family: Family, port: u16) {
-        assert!(
-            self.bound.remove(&(family, port)),
-            "server released relay port {port} ({family:?}) that is not bound"
-        );
-    }
-}
-
-// ---------------------------------------------------------------------
 // The harness
 
 /// A server with one configured user and one shared secret, the clock it
@@ -306,8 +233,7 @@ impl Stats {
 
 /// What a signed request was signed with.
 struct Signer {
-    username: String,
-    key: LongTermKey,
+    cred: Cred,
     /// Correct credentials, a nonce from the server and nothing in the
     /// attributes that could spoil the check: the answer must not be 401.
     should_authenticate: bool,
@@ -351,7 +277,7 @@ impl Harness {
             credentials,
             filter.clone(),
             quota.clone(),
-            FakeBinder::default(),
+            FakeBinder::new(RELAY_PORTS),
             [7; 32],
         );
         // The only clock reading: a base instant; the program moves time.
@@ -437,15 +363,15 @@ impl Harness {
             allocations,
             "quota count drifted from the allocations"
         );
-        let binder = self.server.binder();
+        let binder = self.server.binder().state();
         let relays = self.server.relay_count();
         assert!(
             allocations <= relays && relays <= 2 * allocations,
             "one or two relays per allocation"
         );
         assert_eq!(
-            binder.bound(),
-            relays + binder.reserved(),
+            binder.bound.len(),
+            relays + binder.reserved.len(),
             "relay ports bound: not one per relay address plus one per reservation"
         );
     }
@@ -591,11 +517,10 @@ impl Harness {
                 assert_ne!(code, Some(401), "correct credentials refused: {}", hex(request.bytes()));
             }
             if msg.has_integrity() {
-                let key = stun::integrity_key(&signer.key);
                 assert!(
-                    msg.verify_integrity(&key),
+                    msg.verify_integrity(&signer.cred.integrity_key()),
                     "answer to {} signed with an unexpected key: {}\nrequest: {}",
-                    signer.username,
+                    signer.cred.username,
                     hex(bytes),
                     hex(request.bytes())
                 );
@@ -804,7 +729,7 @@ impl Harness {
             } else {
                 password
             };
-            let key = auth::long_term_key(&username, REALM, &password);
+            let cred = Cred::new(&username, REALM, &password);
             let nonce = self.nonces[c].clone();
             let id = if flags & flag::RETRANSMIT != 0 && attempt == 0 {
                 self.last_id[c]
@@ -824,10 +749,9 @@ impl Harness {
                 nonce.as_deref().unwrap_or(b"0000000000000000ffffffffffffffff"),
             );
             let spoiled = self.write_attrs(&mut w, attrs);
-            w.finish(Some(&stun::integrity_key(&key)), flags & flag::FINGERPRINT != 0);
+            w.finish(Some(&cred.integrity_key()), flags & flag::FINGERPRINT != 0);
             let signer = Signer {
-                username,
-                key,
+                cred,
                 should_authenticate: turn
                     && nonce.is_some()
                     && !spoiled

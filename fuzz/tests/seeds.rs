@@ -118,7 +118,7 @@ fn mutated_programs_raise_no_false_alarm() {
 /// stored success, signed with alice's key; now it gets 441.
 #[test]
 fn allocate_retransmitted_by_another_user_is_refused_with_441() {
-    let reproducer = program::unhex(
+    let reproducer = turnpike::proto::testkit::rfc5769::unhex(
         "08000300047008000b00007040000304 00000000080003000070080003001170
          e800320000000000000002000000ffff ffffffff00f08003",
     );

@@ -30,6 +30,12 @@ impl XorShift {
     pub fn byte(&mut self) -> u8 {
         self.next_u64() as u8
     }
+
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for b in buf {
+            *b = self.byte();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -196,37 +196,19 @@ pub fn authenticated_request_as(
     method: u16,
     build: impl Fn(&mut turnpike::proto::stun::MessageWriter<'_>),
 ) -> Vec<u8> {
-    use turnpike::proto::stun::{attr, integrity_key, Class, Message, MessageWriter};
-    let encode = |auth: Option<(&[u8], &[u8])>| {
-        let mut buf = Vec::new();
-        let mut w = MessageWriter::new(&mut buf, Class::Request, method, transaction_id());
-        build(&mut w);
-        match auth {
-            None => w.finish(None, true),
-            Some((realm, nonce)) => {
-                w.bytes(attr::USERNAME, user.as_bytes())
-                    .bytes(attr::REALM, realm)
-                    .bytes(attr::NONCE, nonce);
-                let realm = std::str::from_utf8(realm).expect("realm is text");
-                let key = turnpike::proto::auth::long_term_key(user, realm, password);
-                w.finish(Some(&integrity_key(&key)), true);
-            }
-        }
-        buf
-    };
-    stream.write_all(&encode(None)).expect("send request");
-    stream.flush().expect("flush");
-    let challenge = read_stun(stream);
-    let msg = Message::parse(&challenge).expect("a STUN answer");
-    let (realm, nonce) = (
-        msg.get(attr::REALM).expect("REALM"),
-        msg.get(attr::NONCE).expect("NONCE"),
+    use turnpike::proto::testkit::{client, Cred};
+    let answer = client::authenticated(
+        method,
+        build,
+        transaction_id,
+        |realm| Cred::new(user, realm, password),
+        |request| {
+            stream.write_all(request)?;
+            stream.flush()?;
+            Ok::<_, std::io::Error>(read_stun(stream))
+        },
     );
-    stream
-        .write_all(&encode(Some((realm, nonce))))
-        .expect("send signed request");
-    stream.flush().expect("flush");
-    read_stun(stream)
+    answer.expect("send request")
 }
 
 /// A UDP port on 127.0.0.1 that was free a moment ago.
@@ -671,34 +653,8 @@ impl Drop for EchoPeer {
     }
 }
 
-/// A small deterministic PRNG (xorshift64) for reproducible test data.
-pub struct XorShift(u64);
-
-impl XorShift {
-    pub fn new(seed: u64) -> XorShift {
-        XorShift(seed.max(1))
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    /// A value in `0..n` (n > 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    pub fn fill(&mut self, buf: &mut [u8]) {
-        for b in buf {
-            *b = self.next_u64() as u8;
-        }
-    }
-}
+/// The core's xorshift, for reproducible test data.
+pub use turnpike::proto::xorshift::XorShift;
 
 /// A 12-byte transaction id that differs on every call.
 pub fn transaction_id() -> [u8; 12] {

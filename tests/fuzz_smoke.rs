@@ -10,22 +10,23 @@
 //! reaches the server, so mutated attributes get past authentication too.
 //!
 //! Every test runs [`ITERATIONS`] mutations and stays well under a few
-//! seconds in a debug build.
+//! seconds in a debug build. The core is driven in-process, through its
+//! public API and the test kit (`turnpike::proto::testkit`).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::auth::{self, Credentials, CredentialsConfig, LongTermKey};
-use super::channel_data::{self, ChannelNumber};
-use super::peer_filter::{PeerFilter, PeerRules};
-use super::server::{
-    AllocationQuota, ClientAddr, Effect, Family, Now, PeerAddr, PortWant, RelayAddr, RelayBindError, RelayBinder,
-    RelayProtocol, Server, ServerConfig, Transport, PEER_HEADROOM, PEER_TAILROOM,
+use turnpike::proto::auth::{self, Credentials, CredentialsConfig};
+use turnpike::proto::channel_data::{self, ChannelNumber};
+use turnpike::proto::peer_filter::{PeerFilter, PeerRules};
+use turnpike::proto::server::{
+    AllocationQuota, ClientAddr, Effect, Now, PeerAddr, RelayAddr, Server, ServerConfig, Transport, PEER_HEADROOM,
+    PEER_TAILROOM,
 };
-use super::stun::tests::{hex, RFC5769_REQUEST};
-use super::stun::{self, attr, method, Class, Message, MessageWriter};
+use turnpike::proto::stun::{self, attr, method, Class, Message, MessageWriter};
+use turnpike::proto::testkit::{self, rfc5769, Challenge, Cred, FakeBinder};
+use turnpike::proto::xorshift::XorShift;
 
 const ITERATIONS: usize = 20_000;
 const REALM: &str = "smoke.example";
@@ -40,22 +41,24 @@ const PEER: &str = "8.8.8.8:53";
 /// one optional), tried besides [`attr::ALL`].
 const UNNAMED_TYPES: [u16; 2] = [0x0003, 0xC001];
 
-struct Rng(u64);
+/// The seeded mutation stream.
+struct Rng(XorShift);
 
 impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(XorShift::new(seed))
+    }
+
     fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+        self.0.next_u64()
     }
 
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        self.0.below(n as u64) as usize
     }
 
     fn byte(&mut self) -> u8 {
-        self.next() as u8
+        self.0.byte()
     }
 }
 
@@ -121,7 +124,7 @@ fn exercise(msg: &Message<'_>) {
     let mut unknown = [0u16; 8];
     let n = msg.unknown_required(&mut unknown);
     assert!(unknown[..n].iter().all(|t| !attr::is_understood(*t)));
-    let verified = msg.verify_integrity(&stun::integrity_key(b"VOkJxbRl1RmTxUk/WvJxBt"));
+    let verified = msg.verify_integrity(&stun::integrity_key(rfc5769::PASSWORD));
     assert!(msg.has_integrity() || !verified);
     assert_eq!(msg.has_magic_cookie(), bytes[4..8] == stun::MAGIC_COOKIE.to_be_bytes());
     assert_eq!(msg.transaction_id()[..], bytes[8..20]);
@@ -131,25 +134,26 @@ fn exercise(msg: &Message<'_>) {
 // Seeds
 
 fn request(class: Class, method: u16, id: u8, build: impl Fn(&mut MessageWriter<'_>), auth: Option<&Auth>) -> Vec<u8> {
-    let mut buf = Vec::new();
-    let mut w = MessageWriter::new(&mut buf, class, method, [id; 12]);
-    build(&mut w);
-    match auth {
-        None => w.finish(None, true),
-        Some(a) => {
-            w.bytes(attr::USERNAME, USER.as_bytes())
-                .bytes(attr::REALM, REALM.as_bytes())
-                .bytes(attr::NONCE, &a.nonce);
-            w.finish(Some(&stun::integrity_key(&a.key)), true);
-        }
-    }
-    buf
+    testkit::encode(class, method, [id; 12], build, auth.map(|a| (&a.cred, &a.challenge)))
 }
 
-/// The long-term key and a nonce the server accepts from one client.
+/// Credentials and a challenge whose nonce the server accepts from one
+/// client.
 struct Auth {
-    key: LongTermKey,
-    nonce: Vec<u8>,
+    cred: Cred,
+    challenge: Challenge,
+}
+
+impl Auth {
+    fn new(key: auth::LongTermKey, nonce: &[u8]) -> Auth {
+        Auth {
+            cred: Cred::with_key(USER, key),
+            challenge: Challenge {
+                realm: REALM.as_bytes().to_vec(),
+                nonce: nonce.to_vec(),
+            },
+        }
+    }
 }
 
 fn channel_data_seed() -> Vec<u8> {
@@ -161,7 +165,7 @@ fn channel_data_seed() -> Vec<u8> {
 fn seeds(auth: Option<&Auth>) -> Vec<Vec<u8>> {
     let peer: SocketAddr = PEER.parse().unwrap();
     vec![
-        hex(RFC5769_REQUEST),
+        rfc5769::unhex(rfc5769::REQUEST),
         request(Class::Request, method::BINDING, 1, |_| {}, None),
         request(
             Class::Request,
@@ -215,42 +219,7 @@ fn seeds(auth: Option<&Auth>) -> Vec<Vec<u8>> {
 }
 
 // ---------------------------------------------------------------------
-// A server with a minimal fake binder
-
-/// Ports from a counter, never reused within one server; reservations are
-/// remembered so that a RESERVATION-TOKEN can be claimed.
-#[derive(Default)]
-struct Binder {
-    next: u16,
-    reserved: HashMap<u64, (Family, u16)>,
-}
-
-impl RelayBinder for Binder {
-    fn bind(&mut self, family: Family, _protocol: RelayProtocol, want: PortWant) -> Result<u16, RelayBindError> {
-        let mut port = 50_000 + u32::from(self.next);
-        if want != PortWant::Any {
-            port = port.next_multiple_of(2);
-        }
-        // Room for the pair's odd partner too.
-        u16::try_from(port + 1).map_err(|_| RelayBindError::Exhausted)?;
-        let port = port as u16;
-        if let PortWant::EvenPair(token) = want {
-            self.reserved.insert(token, (family, port + 1));
-        }
-        self.next = port - 50_000 + 2;
-        Ok(port)
-    }
-
-    fn claim(&mut self, token: u64) -> Result<(Family, u16), RelayBindError> {
-        self.reserved.remove(&token).ok_or(RelayBindError::UnknownReservation)
-    }
-
-    fn forget(&mut self, token: u64) {
-        self.reserved.remove(&token);
-    }
-
-    fn release(&mut self, _: Family, _: u16) {}
-}
+// A server
 
 fn credentials() -> Credentials {
     Credentials::new(CredentialsConfig {
@@ -263,7 +232,7 @@ fn credentials() -> Credentials {
 }
 
 struct Rig {
-    server: Server<Binder>,
+    server: Server<FakeBinder>,
     quota: Arc<AllocationQuota>,
     /// Same nonce key as the server's, to mint valid nonces.
     nonces: Credentials,
@@ -304,7 +273,14 @@ impl Rig {
         #[allow(clippy::disallowed_methods)]
         let start = Instant::now();
         Rig {
-            server: Server::new(config, credentials(), filter, quota.clone(), Binder::default(), [3; 32]),
+            server: Server::new(
+                config,
+                credentials(),
+                filter,
+                quota.clone(),
+                FakeBinder::new(50_000..=50_100),
+                [3; 32],
+            ),
             quota,
             nonces: credentials(),
             start,
@@ -324,10 +300,8 @@ impl Rig {
 
     fn auth(&self, client: usize) -> Auth {
         let remote = self.clients[client].remote;
-        Auth {
-            key: auth::long_term_key(USER, REALM, PASSWORD),
-            nonce: self.nonces.make_nonce(remote, self.now().unix_secs).to_vec(),
-        }
+        let nonce = self.nonces.make_nonce(remote, self.now().unix_secs);
+        Auth::new(auth::long_term_key(USER, REALM, PASSWORD), &nonce)
     }
 
     /// Sends `packet` from `client`; every answer must go to it and be
@@ -423,13 +397,13 @@ fn resign(msg: &Message<'_>, auth: &Auth) -> Vec<u8> {
     let mut w = MessageWriter::new(&mut buf, Class::Request, msg.method(), msg.transaction_id());
     w.bytes(attr::USERNAME, USER.as_bytes())
         .bytes(attr::REALM, REALM.as_bytes())
-        .bytes(attr::NONCE, &auth.nonce);
+        .bytes(attr::NONCE, &auth.challenge.nonce);
     for (typ, value) in msg.attributes().take(48) {
         if ![attr::USERNAME, attr::REALM, attr::NONCE].contains(&typ) {
             w.bytes(typ, value);
         }
     }
-    w.finish(Some(&stun::integrity_key(&auth.key)), true);
+    w.finish(Some(&auth.cred.integrity_key()), true);
     buf
 }
 
@@ -450,14 +424,11 @@ fn without_fingerprint(packet: &[u8]) -> Option<Vec<u8>> {
 
 #[test]
 fn mutated_stun_messages_never_panic_the_parser() {
-    let mut seeds = seeds(Some(&Auth {
-        key: [1; 16],
-        nonce: b"nonce".to_vec(),
-    }));
+    let mut seeds = seeds(Some(&Auth::new([1; 16], b"nonce")));
     let stripped: Vec<Vec<u8>> = seeds.iter().filter_map(|s| without_fingerprint(s)).collect();
     assert!(stripped.len() >= 5);
     seeds.extend(stripped);
-    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let mut rng = Rng::new(0x2545_F491_4F6C_DD1D);
     let mut parsed = 0;
     for _ in 0..ITERATIONS {
         let seed = &seeds[rng.below(seeds.len())];
@@ -475,8 +446,12 @@ fn mutated_stun_messages_never_panic_the_parser() {
 
 #[test]
 fn mutated_channel_data_never_panics_the_parser() {
-    let seeds = [channel_data_seed(), vec![0x7F, 0xFF, 0, 0], hex(RFC5769_REQUEST)];
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let seeds = [
+        channel_data_seed(),
+        vec![0x7F, 0xFF, 0, 0],
+        rfc5769::unhex(rfc5769::REQUEST),
+    ];
+    let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15);
     let mut parsed = 0;
     for _ in 0..ITERATIONS {
         let seed = &seeds[rng.below(seeds.len())];
@@ -493,7 +468,7 @@ fn mutated_channel_data_never_panics_the_parser() {
 
 #[test]
 fn mutated_packets_never_panic_the_server_and_every_answer_parses() {
-    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+    let mut rng = Rng::new(0xD1B5_4A32_D192_ED03);
     let mut rig = Rig::new();
     let (mut allocated, mut successes) = (0, 0);
     // Per client: credentials with a nonce valid now, and the seeds signed
