@@ -1300,7 +1300,7 @@ fn unusable_key(realm: &str, user: &User) -> [u8; 16] {
 mod tests {
     use super::*;
 
-    const EXAMPLE: &str = include_str!("../config.example.toml");
+    const EXAMPLE: &str = include_str!("../../config.example.toml");
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml(text, "test.toml")
