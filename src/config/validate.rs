@@ -14,6 +14,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use super::{Config, ConfigError, PortRange, Secret, User};
+use crate::proto::auth;
 
 /// Most event-loop shards `server.workers` may ask for.
 pub const MAX_WORKERS: usize = 256;
@@ -97,7 +98,7 @@ impl Config {
     /// exactly one usable credential.
     pub fn try_user_key(&self, user: &User) -> Option<[u8; 16]> {
         match (&user.password, &user.key) {
-            (Some(password), None) => Some(md5_key(&user.name, &self.server.realm, password.expose().as_bytes())),
+            (Some(password), None) => Some(auth::long_term_key(&user.name, &self.server.realm, password.expose())),
             (None, Some(key)) => decode_key(key.expose()),
             _ => None,
         }
@@ -498,36 +499,14 @@ fn check_user(i: usize, user: &User) -> Result<(), ConfigError> {
     }
 }
 
-/// MD5(name:realm:password), the long-term credential key (RFC 8489 §9.2.2).
-fn md5_key(name: &str, realm: &str, password: &[u8]) -> [u8; 16] {
-    use md5::{Digest, Md5};
-    let mut hash = Md5::new();
-    hash.update(name.as_bytes());
-    hash.update(b":");
-    hash.update(realm.as_bytes());
-    hash.update(b":");
-    hash.update(password);
-    hash.finalize().into()
-}
-
 /// Decodes exactly 32 hex digits (either case) into 16 bytes.
 fn decode_key(hex: &str) -> Option<[u8; 16]> {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
-    }
-    let digits: &[u8; 32] = hex.as_bytes().try_into().ok()?;
+    let mut digits: [u8; 32] = hex.as_bytes().try_into().ok()?;
+    // The shared decoder reads only the lowercase hex nonces are written in;
+    // precomputed keys are pasted in either case.
+    digits.make_ascii_lowercase();
     let mut key = [0u8; 16];
-    for (byte, pair) in key.iter_mut().zip(digits.chunks_exact(2)) {
-        if let [hi, lo] = pair {
-            *byte = nibble(*hi)? << 4 | nibble(*lo)?;
-        }
-    }
-    Some(key)
+    auth::hex_decode(&digits, &mut key).then_some(key)
 }
 
 /// A key for a user without a usable credential: random, so that no client
@@ -537,11 +516,11 @@ fn unusable_key(realm: &str, user: &User) -> [u8; 16] {
     use ring::rand::SecureRandom;
     let mut key = [0u8; 16];
     if ring::rand::SystemRandom::new().fill(&mut key).is_err() {
-        let mut material = b"\0turnpike: no usable credential\0".to_vec();
+        let mut material = String::from("\0turnpike: no usable credential\0");
         for secret in [&user.key, &user.password].into_iter().flatten() {
-            material.extend_from_slice(secret.expose().as_bytes());
+            material.push_str(secret.expose());
         }
-        key = md5_key(&user.name, realm, &material);
+        key = auth::long_term_key(&user.name, realm, &material);
     }
     key
 }
@@ -635,7 +614,10 @@ mod tests {
         };
         assert_eq!(config.try_user_key(&user), None);
         // Not the key of an empty password.
-        assert_ne!(config.user_key(&user), md5_key("user", &config.server.realm, b""));
+        assert_ne!(
+            config.user_key(&user),
+            auth::long_term_key("user", &config.server.realm, "")
+        );
     }
 
     #[test]
