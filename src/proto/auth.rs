@@ -235,7 +235,9 @@ fn hex_encode(bytes: &[u8], out: &mut [u8]) {
     }
 }
 
-fn hex_decode(hex: &[u8], out: &mut [u8]) -> bool {
+/// Decodes lowercase hex, as [`hex_encode`] writes it, into exactly
+/// `out.len()` bytes; false for anything else.
+pub(crate) fn hex_decode(hex: &[u8], out: &mut [u8]) -> bool {
     fn nibble(c: u8) -> Option<u8> {
         match c {
             b'0'..=b'9' => Some(c - b'0'),

@@ -1,0 +1,764 @@
+//! Step 2 of loading: [`Config::validate`] and the rules it enforces, with
+//! what follows from those rules: the long-term key of each user
+//! ([`Config::user_key`]) and the start-up [`Config::warnings`].
+//!
+//! Contract: `validate` reports the first broken rule as a [`ConfigError`]
+//! naming its key (the loader adds the file), never quoting a secret, and
+//! changes the config only once every rule holds (it then fills
+//! `auth.resolved_secrets`). User keys live here because they follow the
+//! credential rules of `check_user`: a user those rules would refuse gets a
+//! key nobody can match.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use super::{Config, ConfigError, PortRange, Secret, User};
+use crate::proto::auth;
+
+/// Most event-loop shards `server.workers` may ask for.
+pub const MAX_WORKERS: usize = 256;
+
+/// REALM and SOFTWARE hold fewer than 128 characters (RFC 8489 §14.9,
+/// §14.14), which also keeps them under 763 bytes.
+const MAX_TEXT_CHARS: usize = 127;
+
+/// USERNAME holds fewer than 509 bytes (RFC 8489 §14.3).
+const MAX_USERNAME_BYTES: usize = 508;
+
+/// Cap on `limits.max_channels_per_allocation`: RFC 8656's channel range
+/// (0x4000-0x4FFF) holds this many, far more than any real client binds
+/// (the core also accepts RFC 5766's wider range, but the cap stays).
+const MAX_CHANNELS: usize = 0x1000;
+
+/// Bounds of `auth.nonce_ttl`.
+const MIN_NONCE_TTL: Duration = Duration::from_secs(10);
+const MAX_NONCE_TTL: Duration = Duration::from_secs(3600);
+
+/// Smallest `limits.max_frame_size`: the datagram every IPv4 host must accept.
+const MIN_FRAME_SIZE: usize = 576;
+
+/// Lower bound of `limits.max_allocation_lifetime`.
+const MIN_ALLOCATION_LIFETIME: Duration = Duration::from_secs(60);
+
+impl Config {
+    /// Checks everything serde cannot, and fills
+    /// [`AuthSection::resolved_secrets`](super::AuthSection::resolved_secrets) from `auth.secrets` and
+    /// `auth.secrets_file` (read here; a missing or unreadable file is an
+    /// error naming it). On error the config is left unchanged.
+    ///
+    /// Checks: `server.realm` and `server.software` lengths (and realm
+    /// non-empty), `server.external_ip` and `relay.ipv4` usable,
+    /// `server.workers` <= 256, `listen.udp` non-empty without duplicates,
+    /// `relay.ports` (1 <= LOW <= HIGH, at least 2 ports), every user (name
+    /// non-empty and unique, exactly one of `password` / `key`, `key` 32 hex
+    /// digits), secrets non-empty, `auth.credential_ttl` >= 1s,
+    /// `auth.nonce_ttl` in 10s..=1h, limits >= 1 with
+    /// `limits.max_allocation_lifetime` >= 60s, `log.level` a valid filter.
+    pub fn validate(&mut self) -> Result<(), ConfigError> {
+        self.check_server()?;
+        self.check_listen()?;
+        self.check_relay()?;
+        self.check_auth()?;
+        self.check_limits()?;
+        self.check_signaling()?;
+        self.check_log()?;
+        self.auth.resolved_secrets = self.read_secrets()?;
+        Ok(())
+    }
+
+    /// Settings that are valid but probably not what a public server wants;
+    /// logged at start and printed by `check-config`.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if let Some(http) = self.listen.http {
+            if !http.ip().is_loopback() && self.signaling.token_secret.is_none() {
+                warnings.push(format!(
+                    "listen.http {http} is not loopback and signaling.token_secret is unset: \
+                     anyone who reaches it can join rooms and get TURN credentials"
+                ));
+            }
+        }
+        warnings
+    }
+
+    /// The 16-byte long-term credential key of `user` (RFC 8489 §9.2.2):
+    /// MD5(name:realm:password) with `server.realm`, or the decoded `key`.
+    ///
+    /// Meant for a validated config. A user that [`validate`](Self::validate)
+    /// would refuse (no password and no key, both, or a malformed key) gets
+    /// a random key nobody can match, so it fails closed; use
+    /// [`try_user_key`](Self::try_user_key) to tell that case apart.
+    pub fn user_key(&self, user: &User) -> [u8; 16] {
+        self.try_user_key(user)
+            .unwrap_or_else(|| unusable_key(&self.server.realm, user))
+    }
+
+    /// Like [`user_key`](Self::user_key), but `None` for a user without
+    /// exactly one usable credential.
+    pub fn try_user_key(&self, user: &User) -> Option<[u8; 16]> {
+        match (&user.password, &user.key) {
+            (Some(password), None) => Some(auth::long_term_key(&user.name, &self.server.realm, password.expose())),
+            (None, Some(key)) => decode_key(key.expose()),
+            _ => None,
+        }
+    }
+
+    fn check_server(&self) -> Result<(), ConfigError> {
+        let server = &self.server;
+        if server.realm.is_empty() {
+            return Err(ConfigError::invalid(
+                "server.realm",
+                "is empty; long-term credentials need a realm",
+            ));
+        }
+        check_text("server.realm", &server.realm)?;
+        check_text("server.software", &server.software)?;
+        if let Some(ip) = server.external_ip {
+            let reason = match ip {
+                IpAddr::V6(_) => Some(
+                    "must be an IPv4 address: relays are IPv4 only, and clients would \
+                     be sent an address of the wrong family",
+                ),
+                ip if ip.is_unspecified() => Some("must be a real address, not unspecified"),
+                ip if ip.is_multicast() || ip == IpAddr::V4(Ipv4Addr::BROADCAST) => Some("must be a unicast address"),
+                _ => None,
+            };
+            if let Some(reason) = reason {
+                return Err(ConfigError::invalid("server.external_ip", format!("{ip} {reason}")));
+            }
+        }
+        if server.shutdown_grace > Duration::from_secs(3600) {
+            return Err(ConfigError::invalid("server.shutdown_grace", "must be at most 1h"));
+        }
+        if server.workers > MAX_WORKERS {
+            return Err(ConfigError::invalid(
+                "server.workers",
+                format!(
+                    "{} is more than {MAX_WORKERS}; 0 means one per CPU core",
+                    server.workers
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_listen(&self) -> Result<(), ConfigError> {
+        let listen = &self.listen;
+        if listen.udp.is_empty() && listen.tcp.is_empty() && listen.tls.is_empty() {
+            return Err(ConfigError::invalid(
+                "listen",
+                "udp, tcp and tls are all empty: nothing to serve",
+            ));
+        }
+        if !listen.tls.is_empty() && (self.tls.cert.is_none() || self.tls.key.is_none()) {
+            return Err(ConfigError::invalid(
+                "listen.tls",
+                "needs a certificate and key: set tls.cert and tls.key",
+            ));
+        }
+        if let Some(addr) = listen.tcp.iter().find(|a| a.port() != 0 && listen.tls.contains(a)) {
+            return Err(ConfigError::invalid(
+                "listen.tls",
+                format!("{addr} is also in listen.tcp; TCP and TLS need different ports"),
+            ));
+        }
+        let lists = [
+            ("listen.udp", &listen.udp),
+            ("listen.tcp", &listen.tcp),
+            ("listen.tls", &listen.tls),
+        ];
+        for (key, addrs) in lists {
+            for (i, addr) in addrs.iter().enumerate() {
+                // Port 0 asks the OS for a fresh port each time, so it never collides.
+                if addr.port() != 0 && addrs.get(..i).is_some_and(|before| before.contains(addr)) {
+                    return Err(ConfigError::invalid(key, format!("{addr} is listed twice")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_relay(&self) -> Result<(), ConfigError> {
+        let relay = &self.relay;
+        if relay.ipv4.is_multicast() || relay.ipv4.is_broadcast() {
+            return Err(ConfigError::invalid(
+                "relay.ipv4",
+                format!("{} is not a unicast address", relay.ipv4),
+            ));
+        }
+        if let Some(ip) = relay.ipv6.filter(|ip| ip.is_multicast()) {
+            return Err(ConfigError::invalid(
+                "relay.ipv6",
+                format!("{ip} is not a unicast address"),
+            ));
+        }
+        let ports = relay.ports;
+        PortRange::new(ports.low, ports.high).map_err(|e| ConfigError::invalid("relay.ports", e.to_string()))?;
+        if ports.len() < 2 {
+            return Err(ConfigError::invalid(
+                "relay.ports",
+                format!("{ports} holds 1 port; at least 2 are needed since EVEN-PORT reserves pairs"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_auth(&self) -> Result<(), ConfigError> {
+        let auth = &self.auth;
+        for (i, secret) in auth.secrets.iter().enumerate() {
+            if secret.expose().trim().is_empty() {
+                return Err(ConfigError::invalid(format!("auth.secrets[{i}]"), "is empty"));
+            }
+        }
+        if auth.credential_ttl < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                "auth.credential_ttl",
+                format!(
+                    "{} is too short; it must be at least 1s",
+                    humantime::format_duration(auth.credential_ttl)
+                ),
+            ));
+        }
+        if auth.nonce_ttl < MIN_NONCE_TTL || auth.nonce_ttl > MAX_NONCE_TTL {
+            return Err(ConfigError::invalid(
+                "auth.nonce_ttl",
+                format!(
+                    "{} is out of range; it must be between 10s and 1h",
+                    humantime::format_duration(auth.nonce_ttl)
+                ),
+            ));
+        }
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, user) in auth.users.iter().enumerate() {
+            check_user(i, user)?;
+            if let Some(first) = seen.insert(&user.name, i) {
+                return Err(ConfigError::invalid(
+                    format!("auth.users[{i}].name"),
+                    format!("user {:?} is already defined by auth.users[{first}]", user.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_limits(&self) -> Result<(), ConfigError> {
+        let limits = &self.limits;
+        let counts = [
+            ("limits.max_allocations", limits.max_allocations),
+            ("limits.max_allocations_per_user", limits.max_allocations_per_user),
+            (
+                "limits.max_permissions_per_allocation",
+                limits.max_permissions_per_allocation,
+            ),
+            ("limits.max_channels_per_allocation", limits.max_channels_per_allocation),
+            ("limits.max_connections", limits.max_connections),
+        ];
+        for (key, value) in counts {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
+        }
+        if limits.max_channels_per_allocation > MAX_CHANNELS {
+            return Err(ConfigError::invalid(
+                "limits.max_channels_per_allocation",
+                format!(
+                    "{} is more than the cap of {MAX_CHANNELS}",
+                    limits.max_channels_per_allocation
+                ),
+            ));
+        }
+        if !(MIN_FRAME_SIZE..=crate::proto::stream_framing::MAX_FRAME).contains(&limits.max_frame_size) {
+            return Err(ConfigError::invalid(
+                "limits.max_frame_size",
+                format!(
+                    "{} is outside {MIN_FRAME_SIZE}..={}",
+                    limits.max_frame_size,
+                    crate::proto::stream_framing::MAX_FRAME
+                ),
+            ));
+        }
+        let durations = [
+            (
+                "limits.connection_setup_timeout",
+                limits.connection_setup_timeout,
+                Duration::from_secs(300),
+            ),
+            (
+                "limits.connection_idle_timeout",
+                limits.connection_idle_timeout,
+                Duration::MAX,
+            ),
+        ];
+        for (key, value, max) in durations {
+            if value < Duration::from_secs(1) || value > max {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("{} is out of range", humantime::format_duration(value)),
+                ));
+            }
+        }
+        let lifetime = limits.max_allocation_lifetime;
+        if lifetime < MIN_ALLOCATION_LIFETIME {
+            return Err(ConfigError::invalid(
+                "limits.max_allocation_lifetime",
+                format!(
+                    "{} is too short; it must be at least 60s",
+                    humantime::format_duration(lifetime)
+                ),
+            ));
+        }
+        // LIFETIME is a 32-bit count of seconds on the wire.
+        if lifetime.as_secs() > u64::from(u32::MAX) {
+            return Err(ConfigError::invalid(
+                "limits.max_allocation_lifetime",
+                format!(
+                    "{} is longer than LIFETIME can carry ({} s)",
+                    humantime::format_duration(lifetime),
+                    u32::MAX
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_signaling(&self) -> Result<(), ConfigError> {
+        let signaling = &self.signaling;
+        if signaling.tls && (self.tls.cert.is_none() || self.tls.key.is_none()) {
+            return Err(ConfigError::invalid(
+                "signaling.tls",
+                "needs a certificate and key: set tls.cert and tls.key",
+            ));
+        }
+        let ranges = [
+            ("signaling.room_size", signaling.room_size, 2, 64),
+            ("signaling.max_rooms", signaling.max_rooms, 1, usize::MAX),
+            ("signaling.max_connections", signaling.max_connections, 1, usize::MAX),
+            ("signaling.max_message_size", signaling.max_message_size, 1024, 1 << 20),
+            (
+                "signaling.messages_per_second",
+                signaling.messages_per_second as usize,
+                1,
+                usize::MAX,
+            ),
+        ];
+        for (key, value, low, high) in ranges {
+            if !(low..=high).contains(&value) {
+                return Err(ConfigError::invalid(key, format!("{value} is outside {low}..={high}")));
+            }
+        }
+        if signaling.ping_interval < Duration::from_secs(1) {
+            return Err(ConfigError::invalid("signaling.ping_interval", "must be at least 1s"));
+        }
+        if signaling.heartbeat_timeout < signaling.ping_interval {
+            return Err(ConfigError::invalid(
+                "signaling.heartbeat_timeout",
+                "must be at least signaling.ping_interval",
+            ));
+        }
+        let secrets = [
+            ("signaling.token_secret", &signaling.token_secret),
+            ("signaling.api_key", &signaling.api_key),
+        ];
+        for (key, secret) in secrets {
+            if secret.as_ref().is_some_and(|s| s.expose().trim().is_empty()) {
+                return Err(ConfigError::invalid(key, "is empty"));
+            }
+        }
+        for (i, origin) in signaling.allowed_origins.iter().enumerate() {
+            if !(origin.starts_with("http://") || origin.starts_with("https://")) || origin.ends_with('/') {
+                return Err(ConfigError::invalid(
+                    format!("signaling.allowed_origins[{i}]"),
+                    format!("{origin:?} is not an origin like \"https://app.example.org\""),
+                ));
+            }
+        }
+        if let Some(host) = &signaling.turn_host {
+            if !is_valid_host(host) {
+                return Err(ConfigError::invalid(
+                    "signaling.turn_host",
+                    format!("{host:?} is not a host name or IP address"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_log(&self) -> Result<(), ConfigError> {
+        let level = &self.log.level;
+        if level.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "log.level",
+                "is empty; use \"off\" to silence logging",
+            ));
+        }
+        tracing_subscriber::EnvFilter::builder()
+            .parse(level)
+            .map_err(|e| ConfigError::invalid("log.level", format!("{level:?} is not a valid filter: {e}")))?;
+        Ok(())
+    }
+
+    /// `auth.secrets` followed by the secrets in `auth.secrets_file`.
+    fn read_secrets(&self) -> Result<Vec<Secret>, ConfigError> {
+        let mut secrets = self.auth.secrets.clone();
+        if let Some(path) = &self.auth.secrets_file {
+            let text = std::fs::read_to_string(path).map_err(|error| ConfigError::SecretsFile {
+                origin: None,
+                path: path.clone(),
+                error,
+            })?;
+            let before = secrets.len();
+            secrets.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                    .map(Secret::new),
+            );
+            if secrets.len() == before {
+                return Err(ConfigError::invalid(
+                    "auth.secrets_file",
+                    format!("{} holds no secret", path.display()),
+                ));
+            }
+        }
+        Ok(secrets)
+    }
+}
+
+/// True for a DNS name (letters, digits, `-` and `.`), an IPv4 address or
+/// an IPv6 address, which is what may go into a STUN/TURN URL (RFC 7064,
+/// RFC 7065) as its host.
+pub fn is_valid_host(host: &str) -> bool {
+    if host.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// REALM / SOFTWARE: fewer than 128 characters, none of them control characters.
+fn check_text(key: &str, value: &str) -> Result<(), ConfigError> {
+    let chars = value.chars().count();
+    if chars > MAX_TEXT_CHARS {
+        return Err(ConfigError::invalid(
+            key,
+            format!("is {chars} characters long; STUN allows fewer than 128"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ConfigError::invalid(key, "contains a control character"));
+    }
+    Ok(())
+}
+
+fn check_user(i: usize, user: &User) -> Result<(), ConfigError> {
+    let name = &user.name;
+    if name.is_empty() {
+        return Err(ConfigError::invalid(format!("auth.users[{i}].name"), "is empty"));
+    }
+    if name.len() > MAX_USERNAME_BYTES {
+        return Err(ConfigError::invalid(
+            format!("auth.users[{i}].name"),
+            format!("is {} bytes long; USERNAME allows fewer than 509", name.len()),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ConfigError::invalid(
+            format!("auth.users[{i}].name"),
+            "contains a control character",
+        ));
+    }
+    match (&user.password, &user.key) {
+        (Some(_), Some(_)) => Err(ConfigError::invalid(
+            format!("auth.users[{i}]"),
+            format!("user {name:?} sets both password and key; set exactly one"),
+        )),
+        (None, None) => Err(ConfigError::invalid(
+            format!("auth.users[{i}]"),
+            format!("user {name:?} has neither password nor key; set exactly one"),
+        )),
+        (Some(password), None) if password.expose().is_empty() => Err(ConfigError::invalid(
+            format!("auth.users[{i}].password"),
+            format!("user {name:?} has an empty password"),
+        )),
+        (None, Some(key)) if decode_key(key.expose()).is_none() => Err(ConfigError::invalid(
+            format!("auth.users[{i}].key"),
+            format!(
+                "user {name:?}: the key must be 32 hex digits, MD5(name:realm:password) \
+                 as `turnadmin -k` prints it"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Decodes exactly 32 hex digits (either case) into 16 bytes.
+fn decode_key(hex: &str) -> Option<[u8; 16]> {
+    let mut digits: [u8; 32] = hex.as_bytes().try_into().ok()?;
+    // The shared decoder reads only the lowercase hex nonces are written in;
+    // precomputed keys are pasted in either case.
+    digits.make_ascii_lowercase();
+    let mut key = [0u8; 16];
+    auth::hex_decode(&digits, &mut key).then_some(key)
+}
+
+/// A key for a user without a usable credential: random, so that no client
+/// can compute it. Should the system RNG fail, a hash that at least differs
+/// from every password-derived key stands in.
+fn unusable_key(realm: &str, user: &User) -> [u8; 16] {
+    use ring::rand::SecureRandom;
+    let mut key = [0u8; 16];
+    if ring::rand::SystemRandom::new().fill(&mut key).is_err() {
+        let mut material = String::from("\0turnpike: no usable credential\0");
+        for secret in [&user.key, &user.password].into_iter().flatten() {
+            material.push_str(secret.expose());
+        }
+        key = auth::long_term_key(&user.name, realm, &material);
+    }
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::config::tests::{invalid_key, parse};
+
+    #[test]
+    fn hand_built_port_range_is_checked_by_validate() {
+        let mut config = Config::default();
+        config.relay.ports = PortRange { low: 0, high: 10 };
+        let msg = config.validate().unwrap_err().to_string();
+        assert_eq!(msg, "relay.ports: low port 0 is not allowed");
+    }
+
+    #[test]
+    fn user_with_both_password_and_key_is_refused() {
+        let err = parse(
+            "[[auth.users]]\nname = \"alice\"\npassword = \"pw\"\n\
+             key = \"0123456789abcdef0123456789abcdef\"\n",
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert_eq!(err.key(), Some("auth.users[0]"));
+        assert!(msg.starts_with("test.toml: auth.users[0]: "), "{msg}");
+        assert!(msg.contains("both"), "{msg}");
+        assert!(!msg.contains("0123456789abcdef"), "{msg}");
+    }
+
+    #[test]
+    fn user_without_credential_is_refused() {
+        assert_eq!(invalid_key("[[auth.users]]\nname = \"alice\"\n"), "auth.users[0]");
+    }
+
+    #[test]
+    fn bad_hex_key_is_refused_without_echoing_it() {
+        for key in [
+            "0123456789abcdef0123456789abcdeg",
+            "0123456789abcdef0123456789abcde",
+            "0123456789abcdef0123456789abcdef0",
+            "",
+        ] {
+            let text = format!("[[auth.users]]\nname = \"bob\"\nkey = \"{key}\"\n");
+            let err = parse(&text).unwrap_err();
+            assert_eq!(err.key(), Some("auth.users[0].key"), "{key:?}");
+            if !key.is_empty() {
+                assert!(!err.to_string().contains(key), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn user_names_must_be_unique_and_non_empty() {
+        let text = "[[auth.users]]\nname = \"a\"\npassword = \"x\"\n\
+                    [[auth.users]]\nname = \"a\"\npassword = \"y\"\n";
+        assert_eq!(invalid_key(text), "auth.users[1].name");
+        assert_eq!(invalid_key("[[auth.users]]\npassword = \"x\"\n"), "auth.users[0].name");
+    }
+
+    #[test]
+    fn user_key_is_md5_of_name_realm_password() {
+        let mut config = Config::default();
+        config.server.realm = "realm".to_owned();
+        let user = User {
+            name: "user".to_owned(),
+            password: Some(Secret::new("pass")),
+            key: None,
+        };
+        // printf 'user:realm:pass' | md5sum
+        let expected = decode_key("8493fbc53ba582fb4c044c456bdc40eb").unwrap();
+        assert_eq!(config.user_key(&user), expected);
+        let by_key = User {
+            name: "user".to_owned(),
+            password: None,
+            key: Some(Secret::new("8493FBC53BA582FB4C044C456BDC40EB")),
+        };
+        assert_eq!(config.user_key(&by_key), expected);
+    }
+
+    #[test]
+    fn user_without_usable_credential_gets_an_unguessable_key() {
+        let config = Config::default();
+        let user = User {
+            name: "user".to_owned(),
+            password: None,
+            key: None,
+        };
+        assert_eq!(config.try_user_key(&user), None);
+        // Not the key of an empty password.
+        assert_ne!(
+            config.user_key(&user),
+            auth::long_term_key("user", &config.server.realm, "")
+        );
+    }
+
+    #[test]
+    fn empty_secret_is_refused() {
+        assert_eq!(invalid_key("[auth]\nsecrets = [\"ok\", \"\"]\n"), "auth.secrets[1]");
+    }
+
+    #[test]
+    fn nonce_ttl_must_be_between_10s_and_1h() {
+        assert_eq!(invalid_key("[auth]\nnonce_ttl = \"5s\"\n"), "auth.nonce_ttl");
+        assert_eq!(invalid_key("[auth]\nnonce_ttl = \"2h\"\n"), "auth.nonce_ttl");
+        assert!(parse("[auth]\nnonce_ttl = \"10s\"\n").is_ok());
+        assert!(parse("[auth]\nnonce_ttl = \"1h\"\n").is_ok());
+    }
+
+    #[test]
+    fn limits_must_be_positive() {
+        assert_eq!(invalid_key("[limits]\nmax_allocations = 0\n"), "limits.max_allocations");
+        assert_eq!(
+            invalid_key("[limits]\nmax_channels_per_allocation = 5000\n"),
+            "limits.max_channels_per_allocation"
+        );
+        assert_eq!(
+            invalid_key("[limits]\nmax_allocation_lifetime = \"59s\"\n"),
+            "limits.max_allocation_lifetime"
+        );
+    }
+
+    #[test]
+    fn listen_udp_must_be_non_empty_and_distinct() {
+        let msg = parse("[listen]\nudp = []\ntcp = []\n").unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            "test.toml: listen: udp, tcp and tls are all empty: nothing to serve"
+        );
+        assert_eq!(invalid_key("[listen]\ntls = [\"0.0.0.0:5349\"]\n"), "listen.tls");
+        assert_eq!(
+            invalid_key(
+                "[listen]\ntcp = [\"0.0.0.0:5349\"]\ntls = [\"0.0.0.0:5349\"]\n[tls]\ncert = \"c\"\nkey = \"k\"\n"
+            ),
+            "listen.tls"
+        );
+        assert!(parse("[listen]\nudp = []\n").is_ok(), "TCP alone is enough");
+        assert_eq!(
+            invalid_key("[listen]\ntcp = [\"0.0.0.0:3478\", \"0.0.0.0:3478\"]\n"),
+            "listen.tcp"
+        );
+        assert_eq!(
+            invalid_key("[listen]\nudp = [\"0.0.0.0:3478\", \"0.0.0.0:3478\"]\n"),
+            "listen.udp"
+        );
+        assert!(parse("[listen]\nudp = [\"127.0.0.1:0\", \"127.0.0.1:0\"]\n").is_ok());
+    }
+
+    #[test]
+    fn server_values_are_checked() {
+        assert_eq!(invalid_key("[server]\nrealm = \"\"\n"), "server.realm");
+        let long = "x".repeat(128);
+        assert_eq!(
+            invalid_key(&format!("[server]\nsoftware = \"{long}\"\n")),
+            "server.software"
+        );
+        assert_eq!(invalid_key("[server]\nworkers = 257\n"), "server.workers");
+        assert_eq!(
+            invalid_key("[server]\nexternal_ip = \"0.0.0.0\"\n"),
+            "server.external_ip"
+        );
+        assert_eq!(
+            invalid_key("[server]\nexternal_ip = \"2001:db8::1\"\n"),
+            "server.external_ip"
+        );
+    }
+
+    #[test]
+    fn bad_log_settings_are_refused() {
+        assert_eq!(invalid_key("[log]\nlevel = \"\"\n"), "log.level");
+        assert_eq!(invalid_key("[log]\nlevel = \"info,[\"\n"), "log.level");
+        let msg = parse("[log]\nformat = \"xml\"\n").unwrap_err().to_string();
+        assert!(msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
+    fn missing_secrets_file_is_an_error_naming_it() {
+        let err = parse("[auth]\nsecrets_file = \"/nonexistent/turnpike/secrets\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ConfigError::SecretsFile { .. }), "{msg}");
+        assert!(msg.starts_with("test.toml: auth.secrets_file: "), "{msg}");
+        assert!(msg.contains("/nonexistent/turnpike/secrets"), "{msg}");
+    }
+
+    #[test]
+    fn failed_validation_leaves_resolved_secrets_alone() {
+        let mut config = Config::default();
+        config.auth.secrets = vec![Secret::new("a")];
+        config.validate().unwrap();
+        config.auth.secrets_file = Some(PathBuf::from("/nonexistent/turnpike/secrets"));
+        assert!(config.validate().is_err());
+        assert_eq!(config.auth.resolved_secrets.len(), 1);
+    }
+
+    #[test]
+    fn signaling_settings_are_checked() {
+        for (text, key) in [
+            ("[signaling]\nroom_size = 1", "signaling.room_size"),
+            ("[signaling]\nroom_size = 65", "signaling.room_size"),
+            ("[signaling]\nmax_rooms = 0", "signaling.max_rooms"),
+            ("[signaling]\nmax_message_size = 100", "signaling.max_message_size"),
+            ("[signaling]\nmessages_per_second = 0", "signaling.messages_per_second"),
+            ("[signaling]\nping_interval = \"10ms\"", "signaling.ping_interval"),
+            (
+                "[signaling]\nping_interval = \"20s\"\nheartbeat_timeout = \"10s\"",
+                "signaling.heartbeat_timeout",
+            ),
+            ("[signaling]\ntoken_secret = \" \"", "signaling.token_secret"),
+            ("[signaling]\napi_key = \"\"", "signaling.api_key"),
+            (
+                "[signaling]\nallowed_origins = [\"app.example\"]",
+                "signaling.allowed_origins[0]",
+            ),
+            (
+                "[signaling]\nallowed_origins = [\"https://a.example/\"]",
+                "signaling.allowed_origins[0]",
+            ),
+            ("[signaling]\nturn_host = \"a b\"", "signaling.turn_host"),
+            ("[signaling]\ntls = true", "signaling.tls"),
+        ] {
+            assert_eq!(invalid_key(text), key, "{text}");
+        }
+        let config = parse("[listen]\nhttp = \"off\"\n[signaling]\nturn_host = \"turn.example.org\"").unwrap();
+        assert_eq!(config.listen.http, None);
+        let error = parse("[listen]\nhttp = \"localhost\"").unwrap_err().to_string();
+        assert!(error.contains("neither an address"), "{error}");
+    }
+
+    #[test]
+    fn hosts_for_urls() {
+        for good in ["turn.example.org", "localhost", "a-b.c", "192.0.2.1", "2001:db8::1"] {
+            assert!(is_valid_host(good), "{good}");
+        }
+        for bad in ["", "a b", "-a.b", "a..b", "a/b", "[::1]", "é.example", "a.b:80"] {
+            assert!(!is_valid_host(bad), "{bad}");
+        }
+    }
+}
