@@ -29,6 +29,8 @@ use base64::Engine;
 use md5::{Digest, Md5};
 use ring::hmac;
 
+use super::stun::constant_time_eq;
+
 /// A 16-byte long-term key, `MD5(username:realm:password)`.
 pub type LongTermKey = [u8; 16];
 
@@ -214,11 +216,7 @@ impl Credentials {
         }
         let expiry = u64::from_be_bytes(expiry);
         let expected = self.nonce_mac(expiry, client);
-        let same = expected.as_ref()[..8]
-            .iter()
-            .zip(&mac)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
+        let same = constant_time_eq(&expected.as_ref()[..8], &mac);
         if same && expiry > now_unix {
             NonceCheck::Valid
         } else {
@@ -291,7 +289,7 @@ pub fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
         ring::digest::digest(&ring::digest::SHA256, a),
         ring::digest::digest(&ring::digest::SHA256, b),
     );
-    a.as_ref().iter().zip(b.as_ref()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    constant_time_eq(a.as_ref(), b.as_ref())
 }
 
 #[cfg(test)]

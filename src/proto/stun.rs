@@ -461,7 +461,9 @@ fn fingerprint(bytes: &[u8], at: usize) -> u32 {
     h.finalize() ^ FINGERPRINT_XOR
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Equal lengths and equal bytes, in time that depends on the length only
+/// (for MACs and secrets; lengths are public).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
