@@ -15,10 +15,9 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::answer::{ErrorCode, Failure};
-use super::permissions::PERMISSION_LIFETIME;
 use super::{Authenticated, RelayBinder, Server, Timer};
 use crate::proto::addr::{ClientAddr, ConnectionId, Family, PeerAddr, RelayAddr, RelayProtocol};
 use crate::proto::channel_data::ChannelNumber;
@@ -27,6 +26,9 @@ use crate::proto::stats::{self, EndReason, RateLimit, Traffic};
 use crate::proto::stun::TransactionId;
 use crate::proto::token_bucket::TokenBucket;
 use tracing::info;
+
+/// RFC 8656 §9: permissions last 300 s and are refreshed, never extended.
+pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
 
 pub(super) struct Permission {
     pub(super) ip: IpAddr,

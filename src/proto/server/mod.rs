@@ -64,7 +64,8 @@ pub use self::allocate::{DEFAULT_ALLOCATION_LIFETIME, RESERVATION_LIFETIME};
 pub use self::answer::ErrorCode;
 pub use self::data_plane::{ToClient, ToPeer, PEER_HEADROOM, PEER_TAILROOM};
 pub use self::hairpin::RelayHairpin;
-pub use self::permissions::{CHANNEL_COOLDOWN, CHANNEL_LIFETIME, PERMISSION_LIFETIME};
+pub use self::allocation::PERMISSION_LIFETIME;
+pub use self::permissions::{CHANNEL_COOLDOWN, CHANNEL_LIFETIME};
 pub use self::relay_binder::{PortWant, RelayBindError, RelayBinder};
 pub use self::tcp_relay::CONNECTION_BIND_TIMEOUT;
 // The vocabulary the driver speaks with the core, where it used to live.

@@ -16,8 +16,6 @@ use crate::proto::addr::{ClientAddr, Family, RelayProtocol};
 use crate::proto::stats::Refusal;
 use crate::proto::stun::Message;
 
-/// RFC 8656 §9: permissions last 300 s and are refreshed, never extended.
-pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
 /// RFC 8656 §12: channel bindings last 600 s.
 pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
 /// RFC 8656 §12: after a binding expires its number and peer stay
