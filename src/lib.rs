@@ -10,5 +10,6 @@
 
 pub mod config;
 pub mod net;
+pub mod process;
 pub mod proto;
 pub mod signal;

@@ -15,7 +15,6 @@
 
 mod shard;
 mod stream;
-pub mod tls;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -26,52 +25,12 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::process::random::random_bytes;
+use crate::process::status::{ConnectionCount, ServerStatus, HEARTBEAT_INTERVAL};
+use crate::process::tls;
 use crate::proto::auth::{Credentials, CredentialsConfig};
 use crate::proto::peer_filter::{PeerFilter, PeerRules};
 use crate::proto::server::{AllocationQuota, RelayHairpin, Server, ServerConfig};
-use crate::proto::stats::Snapshot;
-
-/// The clock, read only here (the core gets time passed in).
-pub mod clock {
-    use crate::proto::server::Now;
-
-    #[allow(clippy::disallowed_methods)]
-    pub fn now() -> Now {
-        let unix_secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        Now {
-            mono: std::time::Instant::now(),
-            unix_secs,
-        }
-    }
-
-    #[allow(clippy::disallowed_methods)]
-    pub fn mono() -> std::time::Instant {
-        std::time::Instant::now()
-    }
-
-    pub fn unix_secs() -> u64 {
-        now().unix_secs
-    }
-
-    /// 8 random bytes for non-security uses (port choice).
-    pub fn seed_u64() -> u64 {
-        u64::from_le_bytes(super::random_bytes())
-    }
-}
-
-pub fn random_bytes<const N: usize>() -> [u8; N] {
-    use ring::rand::SecureRandom;
-    let mut out = [0u8; N];
-    // SystemRandom only fails if the OS has no entropy source at all, in
-    // which case nothing about this server can be secure: stop loudly.
-    ring::rand::SystemRandom::new()
-        .fill(&mut out)
-        .expect("operating system random number generator failed");
-    out
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -99,89 +58,12 @@ pub struct RunningServer {
     stop: tokio::sync::watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
     status: ServerStatus,
+    quota: Arc<AllocationQuota>,
     /// Where a reloaded plan is sent to the shards.
     reload: tokio::sync::watch::Sender<Arc<Plan>>,
     /// The config the server started with (what a reload cannot change).
     started_with: Config,
     listeners: Vec<SocketAddr>,
-}
-
-/// What the rest of the process may ask or tell the running shards, from
-/// any thread: liveness, allocation count, and the start of a drain.
-#[derive(Clone)]
-pub struct ServerStatus {
-    heartbeats: Arc<Heartbeats>,
-    quota: Arc<AllocationQuota>,
-    /// Each shard's latest [`Snapshot`], published with its heartbeat.
-    snapshots: Arc<Vec<std::sync::Mutex<Snapshot>>>,
-    connections: stream::ConnectionCount,
-}
-
-impl ServerStatus {
-    /// True if every shard's event loop has run within `within`.
-    pub fn responsive(&self, within: Duration) -> bool {
-        let now = self.heartbeats.now_ms();
-        let limit = u64::try_from(within.as_millis()).unwrap_or(u64::MAX);
-        self.heartbeats
-            .beats
-            .iter()
-            .all(|beat| now.saturating_sub(beat.load(std::sync::atomic::Ordering::Relaxed)) <= limit)
-    }
-
-    /// Allocations on all shards.
-    pub fn allocations(&self) -> usize {
-        self.quota.total()
-    }
-
-    /// Starts a graceful shutdown: every new Allocate gets 508 from now on,
-    /// while existing allocations keep working until they end.
-    pub fn begin_drain(&self) {
-        self.quota.close();
-    }
-
-    pub fn draining(&self) -> bool {
-        self.quota.is_closed()
-    }
-
-    /// The sum of every shard's latest snapshot (at most one heartbeat
-    /// interval old).
-    pub fn snapshot(&self) -> Snapshot {
-        let mut sum = Snapshot::default();
-        for shard in self.snapshots.iter() {
-            sum.merge(&shard.lock().unwrap_or_else(|e| e.into_inner()));
-        }
-        sum
-    }
-
-    /// TCP and TLS connections open now.
-    pub fn stream_connections(&self) -> usize {
-        self.connections.load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
-/// One timestamp per shard, written by a task on the shard's own event
-/// loop every [`HEARTBEAT_INTERVAL`]. A loop stuck in a handler cannot run
-/// that task, so a stale timestamp means a wedged shard (what the systemd
-/// watchdog is for).
-struct Heartbeats {
-    origin: std::time::Instant,
-    /// Milliseconds since `origin` of each shard's last beat.
-    beats: Vec<std::sync::atomic::AtomicU64>,
-}
-
-/// How often each shard proves it is alive and publishes its snapshot.
-const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(250);
-
-impl Heartbeats {
-    fn now_ms(&self) -> u64 {
-        u64::try_from(clock::mono().duration_since(self.origin).as_millis()).unwrap_or(u64::MAX)
-    }
-
-    fn beat(&self, shard: usize) {
-        if let Some(slot) = self.beats.get(shard) {
-            slot.store(self.now_ms(), std::sync::atomic::Ordering::Relaxed);
-        }
-    }
 }
 
 impl RunningServer {
@@ -204,7 +86,7 @@ impl RunningServer {
     pub fn reload(&self, config: &Config) -> Result<Vec<&'static str>, tls::TlsError> {
         let (effective, needs_restart) = reloadable(&self.started_with, config);
         self.reload_tls()?;
-        let quota = &self.status.quota;
+        let quota = &self.quota;
         quota.set_limits(
             effective.limits.max_allocations,
             effective.limits.max_allocations_per_user,
@@ -551,7 +433,7 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         idle_timeout: config.limits.connection_idle_timeout,
         max_frame: config.limits.max_frame_size,
     };
-    let connections = stream::ConnectionCount::default();
+    let connections = ConnectionCount::default();
 
     // The HTTP port counts as a service port too (port 0 would only be
     // known once bound, and is for tests alone).
@@ -568,15 +450,7 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let reserved = shard::ReservedSockets::default();
-    let heartbeats = Arc::new(Heartbeats {
-        origin: clock::mono(),
-        beats: (0..workers).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
-    });
-    let snapshots: Arc<Vec<std::sync::Mutex<Snapshot>>> = Arc::new(
-        (0..workers)
-            .map(|_| std::sync::Mutex::new(Snapshot::default()))
-            .collect(),
-    );
+    let status = ServerStatus::new(workers, quota.clone(), connections.clone());
 
     let mut handles = Vec::new();
     for (index, shard_sockets) in sockets.into_iter().enumerate() {
@@ -588,8 +462,7 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         let reserved = reserved.clone();
         let stream_limits = stream_limits.clone();
         let connections = connections.clone();
-        let heartbeats = heartbeats.clone();
-        let snapshots = snapshots.clone();
+        let status = status.clone();
         let handle = std::thread::Builder::new()
             .name(format!("turnpike-shard-{index}"))
             .spawn(move || {
@@ -639,11 +512,7 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
                     });
                     tokio::task::spawn_local(async move {
                         loop {
-                            heartbeats.beat(index);
-                            let snapshot = shard.snapshot();
-                            if let Some(slot) = snapshots.get(index) {
-                                *slot.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
-                            }
+                            status.publish(index, shard.snapshot());
                             tokio::time::sleep(HEARTBEAT_INTERVAL).await;
                         }
                     });
@@ -695,12 +564,8 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         certificates,
         stop,
         workers: handles,
-        status: ServerStatus {
-            heartbeats,
-            quota,
-            snapshots,
-            connections,
-        },
+        status,
+        quota,
         reload,
         started_with: config.clone(),
         listeners,

@@ -30,8 +30,10 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tracing::{debug, trace};
 
-use super::clock;
-use super::stream::{self, ConnectionCount, Security, StreamConn, StreamLimits};
+use super::stream::{self, Security, StreamConn, StreamLimits};
+use crate::process::clock;
+use crate::process::random;
+use crate::process::status::ConnectionCount;
 use crate::proto::server::{
     ClientAddr, ConnectionId, Effect, Family, PeerAddr, PortWant, RelayAddr, RelayBindError, RelayBinder,
     RelayProtocol, Server, ToClient, ToPeer, Transport, CONNECTION_BIND_TIMEOUT, PEER_HEADROOM, PEER_TAILROOM,
@@ -77,7 +79,7 @@ impl Shard {
                 shard: weak.clone(),
                 sockets: relays.clone(),
                 tasks: HashMap::new(),
-                rng: clock::seed_u64() | 1,
+                rng: random::seed_u64() | 1,
             };
             Shard {
                 core: RefCell::new(core_with(sockets)),

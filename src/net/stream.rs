@@ -26,7 +26,7 @@
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +36,8 @@ use tokio::sync::Notify;
 use tracing::{debug, trace};
 
 use super::shard::Shard;
-use super::tls::TlsCertificates;
+use crate::process::status::ConnectionCount;
+use crate::process::tls::TlsCertificates;
 use crate::proto::server::{ClientAddr, Transport};
 use crate::proto::stream_framing::{self, FrameError};
 
@@ -54,9 +55,6 @@ pub(crate) struct StreamLimits {
     pub idle_timeout: Duration,
     pub max_frame: usize,
 }
-
-/// Open connections over all shards, checked against `max_connections`.
-pub(crate) type ConnectionCount = Arc<AtomicUsize>;
 
 /// The write side of a connection as the shard sees it.
 pub(crate) struct StreamConn {

@@ -19,7 +19,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::protocol::ErrorCode;
 use super::session::{Hub, MESSAGE_KINDS};
-use crate::net::ServerStatus;
+use crate::process::status::ServerStatus;
 use crate::proto::stats::{
     Traffic, AUTH_FAILURES, CODES, END_REASONS, FAMILIES, METHODS, RATE_LIMITS, REFUSALS, TRANSPORTS,
 };

@@ -40,8 +40,8 @@ use tracing::{debug, info, warn};
 pub use ice::IceConfig;
 
 use crate::config::{Config, Secret};
-use crate::net::tls::TlsCertificates;
-use crate::net::ServerStatus;
+use crate::process::status::ServerStatus;
+use crate::process::tls::TlsCertificates;
 use crate::proto::auth;
 use session::{Hub, SessionLimits};
 
@@ -286,7 +286,7 @@ async fn ws(
     let authorized = match &access.token_secret {
         None => true,
         Some(secret) => query.get("token").is_some_and(|token| {
-            auth::verify_signaling_token(secret.expose().as_bytes(), token, crate::net::clock::unix_secs())
+            auth::verify_signaling_token(secret.expose().as_bytes(), token, crate::process::clock::unix_secs())
         }),
     };
     let host = headers
@@ -346,7 +346,7 @@ async fn ice_servers(
     let ice = app.hub.ice();
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     let body = serde_json::json!({
-        "iceServers": ice.ice_servers(host, name, crate::net::clock::unix_secs()),
+        "iceServers": ice.ice_servers(host, name, crate::process::clock::unix_secs()),
         "ttl": ice.ttl.as_secs(),
     });
     (cors, [(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
