@@ -9,7 +9,7 @@
 //! * [`config`] is the TOML schema, its defaults and validation.
 
 pub mod config;
+pub mod http;
 pub mod net;
 pub mod process;
 pub mod proto;
-pub mod signal;

@@ -12,10 +12,10 @@ use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 use turnpike::config::{Config, LogFormat, Secret};
+use turnpike::http;
 use turnpike::net;
 use turnpike::process;
 use turnpike::proto::auth;
-use turnpike::signal;
 
 #[derive(Parser)]
 #[command(
@@ -190,7 +190,7 @@ fn serve(mut config: Config, config_path: Option<&std::path::Path>) -> anyhow::R
     let server = net::start(&config).context("starting the server")?;
     let http = match config.listen.http {
         Some(addr) => Some(
-            signal::start(
+            http::start(
                 &config,
                 addr,
                 ice_config(&config, &server, addr),
@@ -241,10 +241,10 @@ fn serve(mut config: Config, config_path: Option<&std::path::Path>) -> anyhow::R
 }
 
 /// What the signaling endpoint hands out, for `config` on `server`.
-fn ice_config(config: &Config, server: &net::RunningServer, http: std::net::SocketAddr) -> signal::IceConfig {
-    signal::IceConfig {
+fn ice_config(config: &Config, server: &net::RunningServer, http: std::net::SocketAddr) -> http::IceConfig {
+    http::IceConfig {
         turn_host: config.signaling.turn_host.clone(),
-        fallback_host: signal::IceConfig::fallback_host_for(http),
+        fallback_host: http::IceConfig::fallback_host_for(http),
         udp_port: server.udp.first().map(|a| a.port()),
         tcp_port: server.tcp.first().map(|a| a.port()),
         tls_port: server.tls.first().map(|a| a.port()),
@@ -262,7 +262,7 @@ fn reload(
     path: Option<&std::path::Path>,
     generated: Option<&[Secret]>,
     server: &net::RunningServer,
-    http: Option<&signal::HttpServer>,
+    http: Option<&http::HttpServer>,
 ) {
     let Some(path) = path else {
         match server.reload_tls() {

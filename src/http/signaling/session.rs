@@ -24,9 +24,9 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::ice::IceConfig;
 use super::protocol::{ClientMessage, ErrorCode, PeerInfo, ServerMessage};
 use super::rooms::{JoinRefused, Rooms};
+use crate::http::ice::IceConfig;
 use crate::proto::token_bucket::TokenBucket;
 
 /// Messages queued for one session before it counts as too slow.

@@ -17,8 +17,8 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::protocol::ErrorCode;
-use super::session::{Hub, MESSAGE_KINDS};
+use super::signaling::protocol::ErrorCode;
+use super::signaling::session::{Hub, MESSAGE_KINDS};
 use crate::process::status::ServerStatus;
 use crate::proto::stats::{
     Traffic, AUTH_FAILURES, CODES, END_REASONS, FAMILIES, METHODS, RATE_LIMITS, REFUSALS, TRANSPORTS,

@@ -18,9 +18,7 @@
 mod ice;
 mod metrics;
 mod page;
-pub mod protocol;
-mod rooms;
-mod session;
+pub mod signaling;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -43,7 +41,8 @@ use crate::config::{Config, Secret};
 use crate::process::status::ServerStatus;
 use crate::process::tls::TlsCertificates;
 use crate::proto::auth;
-use session::{Hub, SessionLimits};
+use signaling::protocol;
+use signaling::session::{self, Hub, SessionLimits};
 
 /// Time a client has to finish its TLS handshake and send its request
 /// headers.
