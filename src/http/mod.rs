@@ -13,36 +13,44 @@
 //! Bounds: at most `signaling.max_connections` HTTP connections, WebSockets
 //! included (one beyond is closed at accept), 10 s to finish a TLS
 //! handshake or send request headers (an idle keep-alive connection is
-//! closed after as long), and the per-session limits of [`session`].
+//! closed after as long), and the per-session limits of
+//! `signaling::session`.
+//!
+//! * [`signaling`]: `/ws`, its rooms and sessions;
+//! * `ice_servers`: `GET /ice-servers`; `ice`: the `iceServers` list it
+//!   and `/ws` hand out;
+//! * `page`: the demo call page; `metrics`: `/metrics`; `health`:
+//!   `/healthz` and `/readyz`;
+//! * `app`: what every handler is given.
+//!
+//! This file holds the listener and its connection slots, the router, and
+//! [`start`], [`HttpServer::reload`] and [`HttpServer::stop`].
 
+mod app;
+mod health;
 mod ice;
+mod ice_servers;
 mod metrics;
 mod page;
 pub mod signaling;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use axum::extract::{Query, State, WebSocketUpgrade};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Extension;
 use axum::Router;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, info, warn};
 
 pub use ice::IceConfig;
 
-use crate::config::{Config, Secret};
+use crate::config::Config;
 use crate::process::status::ServerStatus;
 use crate::process::tls::TlsCertificates;
-use crate::proto::auth;
-use signaling::protocol;
-use signaling::session::{self, Hub, SessionLimits};
+use app::{Access, App, ConnectionSlot};
+use signaling::session::{Hub, SessionLimits};
 
 /// Time a client has to finish its TLS handshake and send its request
 /// headers.
@@ -83,48 +91,6 @@ impl HttpServer {
     }
 }
 
-/// What the handlers share.
-struct App {
-    hub: Arc<Hub>,
-    status: ServerStatus,
-    metrics: prometheus_client::registry::Registry,
-    /// Swapped whole on reload; a request takes a cheap clone of the Arc.
-    access: std::sync::RwLock<Arc<Access>>,
-}
-
-/// Who may use the endpoints; replaced on reload.
-struct Access {
-    token_secret: Option<Secret>,
-    api_key: Option<Secret>,
-    allowed_origins: Vec<String>,
-}
-
-impl Access {
-    fn from_config(config: &Config) -> Access {
-        Access {
-            token_secret: config.signaling.token_secret.clone(),
-            api_key: config.signaling.api_key.clone(),
-            allowed_origins: config.signaling.allowed_origins.clone(),
-        }
-    }
-
-    /// A request without Origin comes from something other than a web
-    /// page, which could send any Origin it liked anyway.
-    fn origin_allowed(&self, origin: Option<&HeaderValue>) -> bool {
-        match origin.and_then(|o| o.to_str().ok()) {
-            _ if self.allowed_origins.is_empty() => true,
-            None => origin.is_none(),
-            Some(origin) => self.allowed_origins.iter().any(|o| o == origin),
-        }
-    }
-}
-
-impl App {
-    fn access(&self) -> Arc<Access> {
-        self.access.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
 /// Binds `addr` and serves it. `ice` describes the TURN side to hand
 /// out; `certificates` is required when `signaling.tls` is on.
 pub fn start(
@@ -156,7 +122,7 @@ pub fn start(
         metrics: metrics::registry(status.clone(), hub.clone()),
         hub,
         status,
-        access: std::sync::RwLock::new(Arc::new(Access::from_config(config))),
+        access: RwLock::new(Arc::new(Access::from_config(config))),
     });
     let max_connections = signaling.max_connections;
     let handle = app.clone();
@@ -185,11 +151,11 @@ fn router(app: Arc<App>) -> Router {
         .route("/", get(page::index))
         .route("/demo.js", get(page::script))
         .route("/demo.css", get(page::style))
-        .route("/ws", get(ws))
-        .route("/ice-servers", get(ice_servers).options(ice_servers_preflight))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
+        .route("/ws", get(signaling::ws))
+        .route("/ice-servers", get(ice_servers::list).options(ice_servers::preflight))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::text))
         .with_state(app)
 }
 
@@ -222,13 +188,7 @@ async fn accept_loop(
             debug!(%remote, "HTTP connection limit reached; closing");
             continue;
         };
-        let (router, tls, slot) = (
-            router.clone(),
-            tls.clone(),
-            ConnectionSlot {
-                _permit: Arc::new(slot),
-            },
-        );
+        let (router, tls, slot) = (router.clone(), tls.clone(), ConnectionSlot::new(slot));
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             match tls {
@@ -243,14 +203,6 @@ async fn accept_loop(
             }
         });
     }
-}
-
-/// A connection's place under `signaling.max_connections`. Requests carry
-/// a clone, so that a WebSocket, which outlives the HTTP exchange that
-/// upgraded it, keeps the place until it closes.
-#[derive(Clone)]
-struct ConnectionSlot {
-    _permit: Arc<tokio::sync::OwnedSemaphorePermit>,
 }
 
 async fn serve_connection<S>(stream: S, router: Router, slot: ConnectionSlot)
@@ -269,145 +221,4 @@ where
     if let Err(e) = connection.await {
         debug!("HTTP connection ended: {e}");
     }
-}
-
-async fn ws(
-    State(app): State<Arc<App>>,
-    Extension(slot): Extension<ConnectionSlot>,
-    upgrade: WebSocketUpgrade,
-    headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    let access = app.access();
-    if !access.origin_allowed(headers.get(header::ORIGIN)) {
-        return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
-    }
-    let authorized = match &access.token_secret {
-        None => true,
-        Some(secret) => query.get("token").is_some_and(|token| {
-            auth::verify_signaling_token(secret.expose().as_bytes(), token, crate::process::clock::unix_secs())
-        }),
-    };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned);
-    // Over the soft limit a message is refused with `too-large`; this
-    // hard limit bounds what is read at all.
-    let hard_limit = app.hub.limits.max_message_size.saturating_mul(4);
-    let hub = app.hub.clone();
-    upgrade
-        .max_message_size(hard_limit)
-        .max_frame_size(hard_limit)
-        .on_upgrade(move |socket| async move {
-            session::run(socket, hub, host, authorized).await;
-            drop(slot);
-        })
-}
-
-/// `GET /ice-servers`: `{"iceServers":[…],"ttl":S}` for the holder of
-/// `signaling.api_key`; 404 when no key is configured.
-async fn ice_servers(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    let access = app.access();
-    let Some(key) = &access.api_key else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "));
-    let cors = cors_headers(&access, &headers);
-    if !presented.is_some_and(|p| auth::secrets_equal(p.as_bytes(), key.expose().as_bytes())) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            cors,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "a valid Authorization: Bearer <signaling.api_key> is required\n",
-        )
-            .into_response();
-    }
-    let name = match query.get("user") {
-        None => "api",
-        Some(user) if user.len() <= 64 && protocol::is_valid_room(user) => user,
-        Some(_) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                cors,
-                "user must be 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'\n",
-            )
-                .into_response()
-        }
-    };
-    let ice = app.hub.ice();
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let body = serde_json::json!({
-        "iceServers": ice.ice_servers(host, name, crate::process::clock::unix_secs()),
-        "ttl": ice.ttl.as_secs(),
-    });
-    (cors, [(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
-}
-
-async fn ice_servers_preflight(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    (StatusCode::NO_CONTENT, cors_headers(&app.access(), &headers)).into_response()
-}
-
-/// CORS headers for `/ice-servers`: only for an Origin listed in
-/// `signaling.allowed_origins` (none when that list is empty: the endpoint
-/// is meant for backends).
-fn cors_headers(access: &Access, headers: &HeaderMap) -> HeaderMap {
-    let mut out = HeaderMap::new();
-    let origin = headers.get(header::ORIGIN);
-    if let Some(origin) = origin.filter(|o| {
-        o.to_str()
-            .is_ok_and(|o| access.allowed_origins.iter().any(|allowed| allowed == o))
-    }) {
-        out.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-        out.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("authorization"),
-        );
-        out.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET"));
-        out.insert(header::VARY, HeaderValue::from_static("origin"));
-    }
-    out
-}
-
-/// How long a shard's event loop may go without turning before the
-/// process counts as unhealthy.
-const STALL_LIMIT: Duration = Duration::from_secs(2);
-
-/// `GET /healthz`: 200 while every shard's event loop turns (liveness).
-async fn healthz(State(app): State<Arc<App>>) -> Response {
-    match app.status.responsive(STALL_LIMIT) {
-        true => (StatusCode::OK, "ok\n").into_response(),
-        false => (StatusCode::SERVICE_UNAVAILABLE, "an event loop is stalled\n").into_response(),
-    }
-}
-
-/// `GET /readyz`: 200 while the server takes new allocations: its
-/// listeners are bound (it answers at all) and it is not draining.
-async fn readyz(State(app): State<Arc<App>>) -> Response {
-    if app.status.draining() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
-    }
-    match app.status.responsive(STALL_LIMIT) {
-        true => (StatusCode::OK, "ready\n").into_response(),
-        false => (StatusCode::SERVICE_UNAVAILABLE, "an event loop is stalled\n").into_response(),
-    }
-}
-
-/// `GET /metrics`: OpenMetrics text for Prometheus.
-async fn metrics_text(State(app): State<Arc<App>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        metrics::encode(&app.metrics),
-    )
-        .into_response()
 }
