@@ -1,6 +1,6 @@
 //! The tokio drivers: they bind sockets, read the clock (through
 //! [`crate::process::clock`]) and run the protocol core of
-//! [`crate::proto`] in N shards (see [`shard`]).
+//! [`crate::proto`] in N shards (see `shard`).
 //!
 //! [`start`] turns a validated [`Config`] into running shards. Listening
 //! sockets are all bound here, before any shard starts, so a port that is
@@ -14,17 +14,17 @@
 //! would not guarantee. Streams are the minority transport; spreading them
 //! needs a cross-shard connection table, which is future work.
 //!
-//! Shards share only what is set up here: the [`plan::Plan`] (replaced
+//! Shards share only what is set up here: the `plan::Plan` (replaced
 //! whole on reload), the allocation quota, the reserved EVEN-PORT partner
 //! sockets, the count of stream connections, the nonce key, and the
 //! [`ServerStatus`] they publish to. Everything else a shard owns.
 //!
-//! * [`socket`]: how every socket is opened;
-//! * [`plan`]: what the shards share, derived from the config, and what a
+//! * `socket`: how every socket is opened;
+//! * `plan`: what the shards share, derived from the config, and what a
 //!   reload may change;
-//! * [`shard`]: one shard's event loop;
-//! * [`relay_sockets`]: the relay sockets a shard opens for its allocations;
-//! * [`stream`] and [`stream_conn`]: TCP and TLS connections.
+//! * `shard`: one shard's event loop;
+//! * `relay_sockets`: the relay sockets a shard opens for its allocations;
+//! * `stream` and `stream_conn`: TCP and TLS connections.
 
 mod plan;
 mod relay_sockets;

@@ -4,10 +4,10 @@
 //! shards write it.
 //!
 //! Each shard publishes a heartbeat and its latest [`Snapshot`] every
-//! [`HEARTBEAT_INTERVAL`], from a task on its own event loop, so what is
-//! read here is at most one interval old and reading it never waits for a
-//! shard. Every lock here guards plain data written whole, so a poisoned
-//! lock is still used.
+//! `HEARTBEAT_INTERVAL` (250 ms), from a task on its own event loop, so
+//! what is read here is at most one interval old and reading it never
+//! waits for a shard. Every lock here guards plain data written whole, so
+//! a poisoned lock is still used.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

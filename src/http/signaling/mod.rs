@@ -6,7 +6,7 @@
 //!
 //! * [`protocol`]: the JSON messages, parsed and encoded;
 //! * `rooms`: who is in which room (plain data, no I/O);
-//! * [`session`]: one WebSocket session, and the hub that connects
+//! * `session`: one WebSocket session, and the hub that connects
 //!   sessions.
 
 pub mod protocol;
