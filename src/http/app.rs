@@ -3,8 +3,8 @@
 //! rules), and the [`ConnectionSlot`] each request carries.
 //!
 //! The access rules are replaced whole on reload and read as a cloned
-//! `Arc`, so a request never holds the lock while it works and a reload
-//! never waits for a request.
+//! `Arc`: a request holds their lock for a pointer copy, never while it
+//! works, and keeps the rules it started with.
 
 use std::sync::{Arc, RwLock};
 

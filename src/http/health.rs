@@ -1,6 +1,7 @@
 //! `/healthz` and `/readyz` for load balancers and orchestrators: both
-//! read the shards' heartbeats from [`ServerStatus`], so a wedged event
-//! loop shows here as it does to the systemd watchdog.
+//! read the shards' heartbeats from
+//! [`ServerStatus`](crate::process::status::ServerStatus), so a wedged
+//! event loop shows here as it does to the systemd watchdog.
 //!
 //! Liveness (`/healthz`) fails only when a shard's loop has stalled;
 //! readiness (`/readyz`) fails as well while draining, so a balancer stops

@@ -1,7 +1,7 @@
 //! `GET /ice-servers`, for applications that bring their own signaling
 //! (DESIGN.md): the holder of `signaling.api_key` (as `Authorization:
-//! Bearer`) gets `{"iceServers":[…],"ttl":S}` with a fresh credential, the
-//! same list a `/ws` peer gets when it joins (see [`super::ice`]).
+//! Bearer`) gets `{"iceServers":[…],"ttl":S}` with a fresh credential,
+//! built by [`super::ice`] as the list a `/ws` peer gets when it joins.
 //!
 //! With no key configured the endpoint does not exist (404), so a fresh
 //! install never hands out TURN credentials to anyone who asks. The key is

@@ -14,8 +14,8 @@
 //! would not guarantee. Streams are the minority transport; spreading them
 //! needs a cross-shard connection table, which is future work.
 //!
-//! Shards share only what is set up here: the `plan::Plan` (replaced
-//! whole on reload), the allocation quota, the reserved EVEN-PORT partner
+//! Shards share only what is set up here: the plan (replaced whole on
+//! reload), the allocation quota, the reserved EVEN-PORT partner
 //! sockets, the count of stream connections, the nonce key, and the
 //! [`ServerStatus`] they publish to. Everything else a shard owns.
 //!
@@ -25,6 +25,9 @@
 //! * `shard`: one shard's event loop;
 //! * `relay_sockets`: the relay sockets a shard opens for its allocations;
 //! * `stream` and `stream_conn`: TCP and TLS connections.
+//!
+//! This file holds [`start`], the body of every shard's thread
+//! (`run_shard`), and the [`RunningServer`] it returns.
 
 mod plan;
 mod relay_sockets;

@@ -4,11 +4,12 @@
 //! listeners, see [`super`]) and the relay sockets of the allocations it
 //! created (opened by [`super::relay_sockets`]).
 //!
-//! The kernel hashes a client's 5-tuple to one of the sibling sockets, so a
-//! client's allocation, relay socket, permissions and channels all live in
-//! one shard and its packets never cross threads: the core sits in a
-//! `RefCell` and is borrowed for the length of one synchronous handler
-//! call, never across an `.await`.
+//! The kernel hashes a UDP client's 5-tuple to one of the sibling sockets
+//! every time, and a stream client stays on shard 0 for as long as its
+//! connection lasts, so a client's allocation, relay socket, permissions
+//! and channels all live in one shard and its packets never cross
+//! threads: the core sits in a `RefCell` and is borrowed for the length of
+//! one synchronous handler call, never across an `.await`.
 //!
 //! Every UDP socket is read the same way: wait for readiness, then drain
 //! it with `try_recv_from` into the shard's single buffer (with headroom in

@@ -26,7 +26,7 @@ pub struct BindError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum UdpRole {
     /// A STUN/TURN listener: sees every client's traffic, so it gets roomy
-    /// kernel buffers (capped by net.core.[rw]mem_max), and
+    /// kernel buffers (capped by `net.core.[rw]mem_max`), and
     /// `SO_REUSEPORT` when several shards share its address.
     Listener { reuse_port: bool },
     /// One allocation's relay socket: the kernel defaults suffice.
