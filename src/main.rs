@@ -12,9 +12,10 @@ use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 use turnpike::config::{Config, LogFormat, Secret};
+use turnpike::http;
 use turnpike::net;
+use turnpike::process;
 use turnpike::proto::auth;
-use turnpike::signal;
 
 #[derive(Parser)]
 #[command(
@@ -95,7 +96,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run => serve(load(cli.config.as_ref())?, cli.config.as_deref()),
         Command::CheckConfig { file } => {
             let config = Config::load(&file)?;
-            net::tls::TlsCertificates::from_config(&config)?;
+            process::tls::TlsCertificates::from_config(&config)?;
             let http = config
                 .listen
                 .http
@@ -123,7 +124,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 (None, None) => bail!("give --secret or --config with signaling.token_secret"),
             };
-            let expires = net::clock::unix_secs().saturating_add(ttl.as_secs());
+            let expires = process::clock::unix_secs().saturating_add(ttl.as_secs());
             println!("{}", auth::signaling_token(secret.as_bytes(), expires));
             Ok(())
         }
@@ -145,7 +146,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if user.as_deref().is_some_and(|u| u.contains(':')) {
                 bail!("--user must not contain ':'");
             }
-            let minted = auth::mint(secret.as_bytes(), user.as_deref(), net::clock::unix_secs(), ttl);
+            let minted = auth::mint(secret.as_bytes(), user.as_deref(), process::clock::unix_secs(), ttl);
             let entry = serde_json::json!({
                 "urls": [format!("turn:{host}:{port}?transport=udp")],
                 "username": minted.username,
@@ -181,7 +182,7 @@ fn serve(mut config: Config, config_path: Option<&std::path::Path>) -> anyhow::R
     if demo_secret {
         // With nothing configured, a random secret makes the server usable
         // for a local try-out without ever accepting a guessable password.
-        let bytes: [u8; 24] = net::random_bytes();
+        let bytes: [u8; 24] = process::random::random_bytes();
         let secret = base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes);
         config.auth.resolved_secrets.push(Secret::new(secret));
         info!("no users or shared secrets configured: generated a random shared secret for this run");
@@ -189,7 +190,7 @@ fn serve(mut config: Config, config_path: Option<&std::path::Path>) -> anyhow::R
     let server = net::start(&config).context("starting the server")?;
     let http = match config.listen.http {
         Some(addr) => Some(
-            signal::start(
+            http::start(
                 &config,
                 addr,
                 ice_config(&config, &server, addr),
@@ -206,7 +207,7 @@ fn serve(mut config: Config, config_path: Option<&std::path::Path>) -> anyhow::R
             let minted = auth::mint(
                 secret.expose().as_bytes(),
                 Some("demo"),
-                net::clock::unix_secs(),
+                process::clock::unix_secs(),
                 Duration::from_secs(86_400),
             );
             let port = server.udp.first().map_or(3478, |a| a.port());
@@ -240,10 +241,10 @@ fn serve(mut config: Config, config_path: Option<&std::path::Path>) -> anyhow::R
 }
 
 /// What the signaling endpoint hands out, for `config` on `server`.
-fn ice_config(config: &Config, server: &net::RunningServer, http: std::net::SocketAddr) -> signal::IceConfig {
-    signal::IceConfig {
+fn ice_config(config: &Config, server: &net::RunningServer, http: std::net::SocketAddr) -> http::IceConfig {
+    http::IceConfig {
         turn_host: config.signaling.turn_host.clone(),
-        fallback_host: signal::IceConfig::fallback_host_for(http),
+        fallback_host: http::IceConfig::fallback_host_for(http),
         udp_port: server.udp.first().map(|a| a.port()),
         tcp_port: server.tcp.first().map(|a| a.port()),
         tls_port: server.tls.first().map(|a| a.port()),
@@ -261,7 +262,7 @@ fn reload(
     path: Option<&std::path::Path>,
     generated: Option<&[Secret]>,
     server: &net::RunningServer,
-    http: Option<&signal::HttpServer>,
+    http: Option<&http::HttpServer>,
 ) {
     let Some(path) = path else {
         match server.reload_tls() {

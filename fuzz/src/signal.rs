@@ -1,6 +1,6 @@
 //! The `signal_message` target: signaling protocol v1 client messages.
 
-use turnpike::signal::protocol::{is_valid_room, ClientMessage, ServerMessage, MAX_NAME_LEN};
+use turnpike::http::signaling::protocol::{is_valid_room, ClientMessage, ServerMessage, MAX_NAME_LEN};
 
 /// Parses `data` (as text, lossily) as a client message. Whatever parses
 /// must satisfy the protocol's rules, and a relayed `data` must come out of

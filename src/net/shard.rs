@@ -1,14 +1,15 @@
 //! One shard: a single-threaded event loop that owns one protocol core,
-//! one listening socket per configured UDP, TCP and TLS address
-//! (`SO_REUSEPORT` siblings of the other shards' sockets), the connections
-//! it accepted (see [`super::stream`]) and the relay sockets of the
-//! allocations it created.
+//! its `SO_REUSEPORT` sibling of every UDP listener, the TCP and TLS
+//! connections it serves (see [`super::stream`]; only shard 0 has stream
+//! listeners, see [`super`]) and the relay sockets of the allocations it
+//! created (opened by [`super::relay_sockets`]).
 //!
-//! The kernel hashes a client's 5-tuple to one of the sibling sockets, so a
-//! client's allocation, relay socket, permissions and channels all live in
-//! one shard and its packets never cross threads: the core sits in a
-//! `RefCell` and is borrowed for the length of one synchronous handler
-//! call, never across an `.await`.
+//! The kernel hashes a UDP client's 5-tuple to one of the sibling sockets
+//! every time, and a stream client stays on shard 0 for as long as its
+//! connection lasts, so a client's allocation, relay socket, permissions
+//! and channels all live in one shard and its packets never cross
+//! threads: the core sits in a `RefCell` and is borrowed for the length of
+//! one synchronous handler call, never across an `.await`.
 //!
 //! Every UDP socket is read the same way: wait for readiness, then drain
 //! it with `try_recv_from` into the shard's single buffer (with headroom in
@@ -21,20 +22,20 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::time::Instant;
 
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Notify;
-use tokio::task::AbortHandle;
 use tracing::{debug, trace};
 
-use super::clock;
-use super::stream::{self, ConnectionCount, Security, StreamConn, StreamLimits};
+use super::relay_sockets::{ReceiveLoops, RelaySockets, RelaySocketsConfig};
+use super::stream_conn::StreamConn;
+use crate::process::clock;
 use crate::proto::server::{
-    ClientAddr, ConnectionId, Effect, Family, PeerAddr, PortWant, RelayAddr, RelayBindError, RelayBinder,
-    RelayProtocol, Server, ToClient, ToPeer, Transport, CONNECTION_BIND_TIMEOUT, PEER_HEADROOM, PEER_TAILROOM,
+    ClientAddr, ConnectionId, Effect, PeerAddr, RelayAddr, Server, ToClient, ToPeer, Transport,
+    CONNECTION_BIND_TIMEOUT, PEER_HEADROOM, PEER_TAILROOM,
 };
 
 /// Datagrams handled per socket wake-up before yielding to other tasks.
@@ -42,7 +43,7 @@ const BUDGET: usize = 64;
 /// Largest datagram read: anything a UDP socket can carry.
 const MAX_DATAGRAM: usize = 65_535;
 
-pub(crate) struct Shard {
+pub(super) struct Shard {
     core: RefCell<Server<RelaySockets>>,
     listeners: Vec<(SocketAddr, Rc<UdpSocket>)>,
     /// Open TCP connections of this shard, by client 5-tuple.
@@ -61,27 +62,28 @@ pub(crate) struct Shard {
 
 impl Shard {
     /// Builds the shard around the core that `core_with` makes from this
-    /// shard's relay binder, and spawns its tasks on the current
-    /// `LocalSet`.
-    pub(crate) fn start(
+    /// shard's relay binder, and spawns its tasks (one per UDP listener,
+    /// and the timer) on the current `LocalSet`.
+    pub(super) fn start(
         core_with: impl FnOnce(RelaySockets) -> Server<RelaySockets>,
         binder: RelaySocketsConfig,
-        listening: ShardSockets,
-        stream_limits: Rc<StreamLimits>,
-        connections: ConnectionCount,
+        listeners: Vec<(SocketAddr, UdpSocket)>,
     ) -> Rc<Shard> {
         let relays = Rc::new(RefCell::new(HashMap::new()));
         let shard = Rc::new_cyclic(|weak: &Weak<Shard>| {
-            let sockets = RelaySockets {
-                config: binder,
-                shard: weak.clone(),
-                sockets: relays.clone(),
-                tasks: HashMap::new(),
-                rng: clock::seed_u64() | 1,
+            let (udp_shard, tcp_shard) = (weak.clone(), weak.clone());
+            let receive = ReceiveLoops {
+                udp: Box::new(move |relay, socket| {
+                    tokio::task::spawn_local(relay_loop(udp_shard.clone(), socket, relay)).abort_handle()
+                }),
+                tcp: Box::new(move |relay, listener| {
+                    tokio::task::spawn_local(tcp_relay_accept_loop(tcp_shard.clone(), listener, relay)).abort_handle()
+                }),
             };
+            let sockets = RelaySockets::new(binder, receive, relays.clone());
             Shard {
                 core: RefCell::new(core_with(sockets)),
-                listeners: listening.udp.into_iter().map(|(a, s)| (a, Rc::new(s))).collect(),
+                listeners: listeners.into_iter().map(|(a, s)| (a, Rc::new(s))).collect(),
                 streams: RefCell::new(HashMap::new()),
                 peers: RefCell::new(HashMap::new()),
                 relays,
@@ -93,23 +95,13 @@ impl Shard {
         for (local, socket) in &shard.listeners {
             tokio::task::spawn_local(listener_loop(shard.clone(), socket.clone(), *local));
         }
-        for (local, listener, security) in listening.streams {
-            tokio::task::spawn_local(stream::accept_loop(
-                shard.clone(),
-                listener,
-                local,
-                security,
-                stream_limits.clone(),
-                connections.clone(),
-            ));
-        }
         tokio::task::spawn_local(timer_loop(shard.clone()));
         shard
     }
 
     /// Hands one datagram or stream frame from a client to the core and
     /// carries out the answer.
-    pub(crate) fn handle_client_packet(self: &Rc<Self>, client: ClientAddr, packet: &[u8]) {
+    pub(super) fn handle_client_packet(self: &Rc<Self>, client: ClientAddr, packet: &[u8]) {
         let now = clock::now();
         let mut core = self.core.borrow_mut();
         match core.handle_client_packet(client, packet, now) {
@@ -118,12 +110,12 @@ impl Shard {
         }
     }
 
-    pub(crate) fn add_stream(&self, client: ClientAddr, conn: Rc<StreamConn>) {
+    pub(super) fn add_stream(&self, client: ClientAddr, conn: Rc<StreamConn>) {
         self.streams.borrow_mut().insert(client, conn);
     }
 
     /// Forgets a closed connection and deletes its allocation.
-    pub(crate) fn remove_stream(self: &Rc<Self>, client: ClientAddr) {
+    pub(super) fn remove_stream(self: &Rc<Self>, client: ClientAddr) {
         self.streams.borrow_mut().remove(&client);
         let mut core = self.core.borrow_mut();
         core.handle_connection_closed(client, clock::mono());
@@ -131,7 +123,7 @@ impl Shard {
     }
 
     /// Applies a reloaded configuration to the core.
-    pub(crate) fn reconfigure(
+    pub(super) fn reconfigure(
         &self,
         config: crate::proto::server::ServerConfig,
         credentials: crate::proto::auth::Credentials,
@@ -141,11 +133,11 @@ impl Shard {
     }
 
     /// The core's counters and gauges now (for metrics).
-    pub(crate) fn snapshot(&self) -> crate::proto::stats::Snapshot {
+    pub(super) fn snapshot(&self) -> crate::proto::stats::Snapshot {
         self.core.borrow().snapshot(clock::mono())
     }
 
-    pub(crate) fn has_allocation(&self, client: ClientAddr) -> bool {
+    pub(super) fn has_allocation(&self, client: ClientAddr) -> bool {
         self.core.borrow().has_allocation(&client)
     }
 
@@ -378,196 +370,6 @@ async fn timer_loop(shard: Rc<Shard>) {
                 }
             }
             None => changed.await,
-        }
-    }
-}
-
-/// The listening sockets of one shard.
-pub(crate) struct ShardSockets {
-    pub udp: Vec<(SocketAddr, UdpSocket)>,
-    /// TCP and TLS listeners.
-    pub streams: Vec<(SocketAddr, TcpListener, Security)>,
-}
-
-/// Reserved relay sockets (the odd partner of an EVEN-PORT pair) by
-/// RESERVATION-TOKEN, shared by all shards: the Allocate that claims one
-/// may arrive on another 5-tuple and so in another shard, which then
-/// adopts the socket into its own event loop. Locked only when a
-/// reservation is made, claimed or expires.
-pub(crate) type ReservedSockets = std::sync::Arc<std::sync::Mutex<HashMap<u64, Reserved>>>;
-pub(crate) type Reserved = (Family, u16, std::net::UdpSocket);
-
-/// How relay sockets are opened: where they bind, which ports they use and
-/// what address they advertise.
-#[derive(Clone, Debug)]
-pub(crate) struct RelaySocketsConfig {
-    /// Bind and advertised address of IPv4 relays.
-    pub v4: (std::net::Ipv4Addr, std::net::Ipv4Addr),
-    /// The same for IPv6 relays, if IPv6 relaying is on.
-    pub v6: Option<(std::net::Ipv6Addr, std::net::Ipv6Addr)>,
-    pub ports: std::ops::RangeInclusive<u16>,
-    pub reserved: ReservedSockets,
-}
-
-/// The driver's [`RelayBinder`]: real UDP sockets from the configured port
-/// range, each with a receive task on this shard.
-pub(crate) struct RelaySockets {
-    config: RelaySocketsConfig,
-    shard: Weak<Shard>,
-    sockets: Rc<RefCell<HashMap<RelayAddr, Rc<UdpSocket>>>>,
-    tasks: HashMap<RelayAddr, AbortHandle>,
-    rng: u64,
-}
-
-impl RelaySockets {
-    fn random(&mut self) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
-    }
-
-    /// (bind, advertised) IP of `family`'s relays, if that family is on.
-    fn ips(&self, family: Family) -> Option<(IpAddr, IpAddr)> {
-        match family {
-            Family::V4 => Some((IpAddr::V4(self.config.v4.0), IpAddr::V4(self.config.v4.1))),
-            Family::V6 => self.config.v6.map(|(b, a)| (IpAddr::V6(b), IpAddr::V6(a))),
-        }
-    }
-
-    fn relay_addr(&self, family: Family, port: u16) -> Option<RelayAddr> {
-        self.ips(family)
-            .map(|(_, advertised)| RelayAddr(SocketAddr::new(advertised, port)))
-    }
-
-    /// The local address a relay's sockets are bound to.
-    pub(crate) fn bind_addr(&self, relay: RelayAddr) -> Option<SocketAddr> {
-        let (bind, _) = self.ips(Family::of(relay.0))?;
-        Some(SocketAddr::new(bind, relay.0.port()))
-    }
-
-    /// A TCP relay: a listening socket for peers, sharing its address with
-    /// the outgoing connections of Connect (hence `SO_REUSEADDR` and
-    /// `SO_REUSEPORT`).
-    fn open_tcp(&mut self, family: Family, port: u16) -> io::Result<()> {
-        let relay = self.relay_addr(family, port).ok_or(io::ErrorKind::AddrNotAvailable)?;
-        let local = self.bind_addr(relay).ok_or(io::ErrorKind::AddrNotAvailable)?;
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(local),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )?;
-        if local.is_ipv6() {
-            socket.set_only_v6(true)?;
-        }
-        socket.set_reuse_address(true)?;
-        socket.set_reuse_port(true)?;
-        socket.set_nonblocking(true)?;
-        socket.bind(&local.into())?;
-        socket.listen(128)?;
-        let listener = TcpListener::from_std(socket.into())?;
-        let task = tokio::task::spawn_local(tcp_relay_accept_loop(self.shard.clone(), listener, relay));
-        self.tasks.insert(relay, task.abort_handle());
-        Ok(())
-    }
-
-    fn open(&self, family: Family, port: u16) -> io::Result<std::net::UdpSocket> {
-        let (bind, _) = self.ips(family).ok_or(io::ErrorKind::AddrNotAvailable)?;
-        super::bind_udp(SocketAddr::new(bind, port), super::UdpRole::Relay)
-    }
-
-    /// Adopts a bound socket into this shard's event loop.
-    fn register(&mut self, family: Family, port: u16, socket: std::net::UdpSocket) -> io::Result<()> {
-        let relay = self.relay_addr(family, port).ok_or(io::ErrorKind::AddrNotAvailable)?;
-        let socket = Rc::new(UdpSocket::from_std(socket)?);
-        self.sockets.borrow_mut().insert(relay, socket.clone());
-        let task = tokio::task::spawn_local(relay_loop(self.shard.clone(), socket, relay));
-        self.tasks.insert(relay, task.abort_handle());
-        Ok(())
-    }
-
-    fn reserved(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Reserved>> {
-        // The map holds plain sockets; a panic elsewhere cannot leave it
-        // half-updated, so a poisoned lock is still usable.
-        self.config.reserved.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl RelayBinder for RelaySockets {
-    /// Tries ports from a random starting point (RFC 8656 §7.2 asks for
-    /// unpredictable relay ports), walking the whole range once at most.
-    fn bind(&mut self, family: Family, protocol: RelayProtocol, want: PortWant) -> Result<u16, RelayBindError> {
-        if self.ips(family).is_none() {
-            return Err(RelayBindError::Exhausted);
-        }
-        let (low, high) = (*self.config.ports.start(), *self.config.ports.end());
-        let span = u32::from(high) - u32::from(low) + 1;
-        let start = (self.random() % u64::from(span)) as u32;
-        for i in 0..span {
-            let port = (u32::from(low) + (start + i) % span) as u16;
-            if want != PortWant::Any && port % 2 != 0 {
-                continue;
-            }
-            let partner = match want {
-                PortWant::EvenPair(token) if port < high => Some(token),
-                PortWant::EvenPair(_) => continue,
-                _ => None,
-            };
-            // A UDP and a TCP relay of this shard never share a port: the
-            // core knows relays by address alone.
-            if self
-                .relay_addr(family, port)
-                .is_some_and(|r| self.tasks.contains_key(&r))
-            {
-                continue;
-            }
-            if protocol == RelayProtocol::Tcp {
-                if self.open_tcp(family, port).is_ok() {
-                    return Ok(port);
-                }
-                continue;
-            }
-            let Ok(socket) = self.open(family, port) else {
-                continue;
-            };
-            if let Some(token) = partner {
-                let Ok(partner_socket) = self.open(family, port + 1) else {
-                    continue;
-                };
-                self.reserved().insert(token, (family, port + 1, partner_socket));
-            }
-            if self.register(family, port, socket).is_err() {
-                if let Some(token) = partner {
-                    self.forget(token);
-                }
-                continue;
-            }
-            return Ok(port);
-        }
-        Err(RelayBindError::Exhausted)
-    }
-
-    fn claim(&mut self, token: u64) -> Result<(Family, u16), RelayBindError> {
-        let (family, port, socket) = self
-            .reserved()
-            .remove(&token)
-            .ok_or(RelayBindError::UnknownReservation)?;
-        self.register(family, port, socket)
-            .map_err(|_| RelayBindError::Exhausted)?;
-        Ok((family, port))
-    }
-
-    fn forget(&mut self, token: u64) {
-        self.reserved().remove(&token);
-    }
-
-    fn release(&mut self, family: Family, port: u16) {
-        let Some(relay) = self.relay_addr(family, port) else {
-            return;
-        };
-        self.sockets.borrow_mut().remove(&relay);
-        if let Some(task) = self.tasks.remove(&relay) {
-            task.abort();
         }
     }
 }

@@ -1,9 +1,12 @@
 //! STUN/TURN over TCP and TLS (RFC 8489 §6.2.2, RFC 8656 §3.1): one task
 //! per connection, on the shard that accepted it.
 //!
-//! Each shard has its own `SO_REUSEPORT` sibling of every TCP listener, so
-//! the kernel spreads connections over shards and a connection's allocation
-//! lives where its frames are read. A connection is one client 5-tuple; its
+//! Every TCP and TLS listener lives on shard 0 alone, with no
+//! `SO_REUSEPORT` siblings (see [`super`]): an RFC 6062 data connection is
+//! a new connection that must reach the shard holding its peer
+//! connection, which the kernel's spreading would not guarantee. So every
+//! stream connection, its allocation and its TCP relay live on shard 0,
+//! where its frames are read. A connection is one client 5-tuple; its
 //! allocation ends when it closes.
 //!
 //! Limits, so that slow or hostile connections cannot hold memory:
@@ -13,9 +16,10 @@
 //! * without an allocation, `idle_timeout` of silence closes it;
 //! * a frame larger than `max_frame` closes it; the read buffer never holds
 //!   more than one frame plus one read;
-//! * what the server writes goes through a bounded buffer per connection:
-//!   relayed data beyond [`OUT_CAP`] is dropped (it is datagram traffic, and
-//!   a client that does not read must not make the server queue for it).
+//! * what the server writes goes through a bounded buffer per connection
+//!   (a [`StreamConn`]): relayed data beyond its cap is dropped (it is
+//!   datagram traffic, and a client that does not read must not make the
+//!   server queue for it).
 //!
 //! The connection code is generic over the byte stream so TLS can wrap it.
 //!
@@ -26,7 +30,7 @@
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,56 +40,22 @@ use tokio::sync::Notify;
 use tracing::{debug, trace};
 
 use super::shard::Shard;
-use super::tls::TlsCertificates;
+use super::stream_conn::StreamConn;
+use crate::process::status::ConnectionCount;
+use crate::process::tls::TlsCertificates;
 use crate::proto::server::{ClientAddr, Transport};
 use crate::proto::stream_framing::{self, FrameError};
 
-/// Bytes a connection may have waiting to be written before more relayed
-/// data for it is dropped.
-pub(crate) const OUT_CAP: usize = 256 * 1024;
 /// Bytes asked of the kernel per read.
 const READ_CHUNK: usize = 16 * 1024;
 
 /// Connection limits, from `[limits]`.
 #[derive(Clone, Debug)]
-pub(crate) struct StreamLimits {
+pub(super) struct StreamLimits {
     pub max_connections: usize,
     pub setup_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_frame: usize,
-}
-
-/// Open connections over all shards, checked against `max_connections`.
-pub(crate) type ConnectionCount = Arc<AtomicUsize>;
-
-/// The write side of a connection as the shard sees it.
-pub(crate) struct StreamConn {
-    out: RefCell<Vec<u8>>,
-    wake: Notify,
-    closed: Cell<bool>,
-    /// Set by ConnectionBind: the peer stream to splice with, and the
-    /// signal that closes the splice.
-    splice: RefCell<Option<(tokio::net::TcpStream, Rc<Notify>)>>,
-}
-
-impl StreamConn {
-    /// Queues `bytes` (one whole frame) for writing, or drops it if the
-    /// connection's buffer is full or it is closing.
-    pub(crate) fn send(&self, bytes: &[u8]) {
-        let mut out = self.out.borrow_mut();
-        if self.closed.get() || out.len() + bytes.len() > OUT_CAP {
-            trace!(len = bytes.len(), "stream frame dropped: buffer full");
-            return;
-        }
-        out.extend_from_slice(bytes);
-        self.wake.notify_one();
-    }
-
-    /// Turns this connection into the data connection of a peer stream
-    /// once the frame being handled has been answered.
-    pub(crate) fn splice_with(&self, peer: tokio::net::TcpStream, close: Rc<Notify>) {
-        *self.splice.borrow_mut() = Some((peer, close));
-    }
 }
 
 /// How reading a connection's frames ended.
@@ -108,12 +78,12 @@ impl Drop for Slot {
 
 /// What a listener speaks.
 #[derive(Clone)]
-pub(crate) enum Security {
+pub(super) enum Security {
     Plain,
     Tls(Arc<TlsCertificates>),
 }
 
-pub(crate) async fn accept_loop(
+pub(super) async fn accept_loop(
     shard: Rc<Shard>,
     listener: TcpListener,
     local: SocketAddr,

@@ -9,6 +9,9 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -17,9 +20,10 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::protocol::ErrorCode;
-use super::session::{Hub, MESSAGE_KINDS};
-use crate::net::ServerStatus;
+use super::app::App;
+use super::signaling::protocol::ErrorCode;
+use super::signaling::session::{Hub, MESSAGE_KINDS};
+use crate::process::status::ServerStatus;
 use crate::proto::stats::{
     Traffic, AUTH_FAILURES, CODES, END_REASONS, FAMILIES, METHODS, RATE_LIMITS, REFUSALS, TRANSPORTS,
 };
@@ -42,6 +46,18 @@ pub fn encode(registry: &Registry) -> String {
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut text, registry);
     text
+}
+
+/// `GET /metrics`: OpenMetrics text for Prometheus.
+pub(super) async fn text(State(app): State<Arc<App>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        encode(&app.metrics),
+    )
+        .into_response()
 }
 
 struct TurnpikeCollector {

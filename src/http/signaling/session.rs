@@ -24,9 +24,9 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::ice::IceConfig;
 use super::protocol::{ClientMessage, ErrorCode, PeerInfo, ServerMessage};
 use super::rooms::{JoinRefused, Rooms};
+use crate::http::ice::IceConfig;
 use crate::proto::token_bucket::TokenBucket;
 
 /// Messages queued for one session before it counts as too slow.
@@ -330,10 +330,10 @@ impl Session {
             }
             peers
         };
-        let ice_servers = self
-            .hub
-            .ice()
-            .ice_servers(self.host.as_deref(), &self.id, crate::net::clock::unix_secs());
+        let ice_servers =
+            self.hub
+                .ice()
+                .ice_servers(self.host.as_deref(), &self.id, crate::process::clock::unix_secs());
         ServerMessage::Joined {
             room,
             id: &self.id,
@@ -360,6 +360,6 @@ impl Session {
 /// A fresh peer id: 16 hex digits, unguessable, so that ids learnt in one
 /// room say nothing about another.
 fn peer_id() -> String {
-    let bytes: [u8; 8] = crate::net::random_bytes();
+    let bytes: [u8; 8] = crate::process::random::random_bytes();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::config::{is_valid_host, Secret};
 use crate::proto::auth;
 
-use super::protocol::IceServer;
+use super::signaling::protocol::IceServer;
 
 /// What goes into every `iceServers` list.
 #[derive(Debug, Clone)]

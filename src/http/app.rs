@@ -1,0 +1,75 @@
+//! What the HTTP handlers are given: the [`App`] all requests share (the
+//! signaling hub, the shards' status, the metrics registry and the access
+//! rules), and the [`ConnectionSlot`] each request carries.
+//!
+//! The access rules are replaced whole on reload and read as a cloned
+//! `Arc`: a request holds their lock for a pointer copy, never while it
+//! works, and keeps the rules it started with.
+
+use std::sync::{Arc, RwLock};
+
+use axum::http::HeaderValue;
+use prometheus_client::registry::Registry;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::signaling::session::Hub;
+use crate::config::{Config, Secret};
+use crate::process::status::ServerStatus;
+
+/// What the handlers share.
+pub(super) struct App {
+    pub(super) hub: Arc<Hub>,
+    pub(super) status: ServerStatus,
+    pub(super) metrics: Registry,
+    /// Swapped whole on reload; a request takes a cheap clone of the Arc.
+    pub(super) access: RwLock<Arc<Access>>,
+}
+
+/// Who may use the endpoints; replaced on reload.
+pub(super) struct Access {
+    pub(super) token_secret: Option<Secret>,
+    pub(super) api_key: Option<Secret>,
+    pub(super) allowed_origins: Vec<String>,
+}
+
+impl Access {
+    pub(super) fn from_config(config: &Config) -> Access {
+        Access {
+            token_secret: config.signaling.token_secret.clone(),
+            api_key: config.signaling.api_key.clone(),
+            allowed_origins: config.signaling.allowed_origins.clone(),
+        }
+    }
+
+    /// A request without Origin comes from something other than a web
+    /// page, which could send any Origin it liked anyway.
+    pub(super) fn origin_allowed(&self, origin: Option<&HeaderValue>) -> bool {
+        match origin.and_then(|o| o.to_str().ok()) {
+            _ if self.allowed_origins.is_empty() => true,
+            None => origin.is_none(),
+            Some(origin) => self.allowed_origins.iter().any(|o| o == origin),
+        }
+    }
+}
+
+impl App {
+    pub(super) fn access(&self) -> Arc<Access> {
+        self.access.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// A connection's place under `signaling.max_connections`. Requests carry
+/// a clone, so that a WebSocket, which outlives the HTTP exchange that
+/// upgraded it, keeps the place until it closes.
+#[derive(Clone)]
+pub(super) struct ConnectionSlot {
+    _permit: Arc<OwnedSemaphorePermit>,
+}
+
+impl ConnectionSlot {
+    pub(super) fn new(permit: OwnedSemaphorePermit) -> ConnectionSlot {
+        ConnectionSlot {
+            _permit: Arc::new(permit),
+        }
+    }
+}

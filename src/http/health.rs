@@ -1,0 +1,41 @@
+//! `/healthz` and `/readyz` for load balancers and orchestrators: both
+//! read the shards' heartbeats from
+//! [`ServerStatus`](crate::process::status::ServerStatus), so a wedged
+//! event loop shows here as it does to the systemd watchdog.
+//!
+//! Liveness (`/healthz`) fails only when a shard's loop has stalled;
+//! readiness (`/readyz`) fails as well while draining, so a balancer stops
+//! sending new clients before the process goes away.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::app::App;
+
+/// How long a shard's event loop may go without turning before the
+/// process counts as unhealthy.
+const STALL_LIMIT: Duration = Duration::from_secs(2);
+
+/// `GET /healthz`: 200 while every shard's event loop turns (liveness).
+pub(super) async fn healthz(State(app): State<Arc<App>>) -> Response {
+    match app.status.responsive(STALL_LIMIT) {
+        true => (StatusCode::OK, "ok\n").into_response(),
+        false => (StatusCode::SERVICE_UNAVAILABLE, "an event loop is stalled\n").into_response(),
+    }
+}
+
+/// `GET /readyz`: 200 while the server takes new allocations: its
+/// listeners are bound (it answers at all) and it is not draining.
+pub(super) async fn readyz(State(app): State<Arc<App>>) -> Response {
+    if app.status.draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
+    }
+    match app.status.responsive(STALL_LIMIT) {
+        true => (StatusCode::OK, "ready\n").into_response(),
+        false => (StatusCode::SERVICE_UNAVAILABLE, "an event loop is stalled\n").into_response(),
+    }
+}

@@ -1,0 +1,224 @@
+//! The HTTP side: WebSocket signaling rooms at `/ws` (DESIGN.md,
+//! "Signaling protocol v1"), `GET /ice-servers` for application
+//! backends, the demo call page at `/`, `/metrics` for Prometheus, and
+//! `/healthz` and `/readyz` for load balancers and orchestrators.
+//!
+//! It runs on a thread of its own with a single-threaded tokio runtime,
+//! apart from the packet shards: signaling is a few messages a second per
+//! peer and must never take time from relaying. It shares with the TURN
+//! side the credential minting function (what it hands out is what TURN
+//! verifies), the TLS certificate, and a read-only [`ServerStatus`]
+//! (liveness, drain state, the shards' published counters).
+//!
+//! Bounds: at most `signaling.max_connections` HTTP connections, WebSockets
+//! included (one beyond is closed at accept), 10 s to finish a TLS
+//! handshake or send request headers (an idle keep-alive connection is
+//! closed after as long), and the per-session limits of
+//! `signaling::session`.
+//!
+//! * [`signaling`]: `/ws`, its rooms and sessions;
+//! * `ice_servers`: `GET /ice-servers`; `ice`: the `iceServers` list it
+//!   and `/ws` hand out;
+//! * `page`: the demo call page; `metrics`: `/metrics`; `health`:
+//!   `/healthz` and `/readyz`;
+//! * `app`: what every handler is given.
+//!
+//! This file holds the listener and its connection slots, the router, and
+//! [`start`], [`HttpServer::reload`] and [`HttpServer::stop`].
+
+mod app;
+mod health;
+mod ice;
+mod ice_servers;
+mod metrics;
+mod page;
+pub mod signaling;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::{debug, info, warn};
+
+pub use ice::IceConfig;
+
+use crate::config::Config;
+use crate::process::status::ServerStatus;
+use crate::process::tls::TlsCertificates;
+use app::{Access, App, ConnectionSlot};
+use signaling::session::{Hub, SessionLimits};
+
+/// Time a client has to finish its TLS handshake and send its request
+/// headers.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("cannot bind HTTP {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot start the HTTP thread: {0}")]
+    Thread(std::io::Error),
+    #[error("signaling.tls is on but no TLS certificate is loaded")]
+    NoCertificate,
+}
+
+/// The running HTTP endpoint.
+pub struct HttpServer {
+    /// The bound address (port 0 resolved).
+    pub addr: SocketAddr,
+    app: Arc<App>,
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: JoinHandle<()>,
+}
+
+impl HttpServer {
+    /// Applies a reloaded config: the minting secret, credential lifetime
+    /// and TURN host of `iceServers`, the token secret, API key and
+    /// allowed origins. Rooms and sessions stay.
+    pub fn reload(&self, config: &Config, ice: IceConfig) {
+        self.app.hub.set_ice(ice);
+        *self.app.access.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Access::from_config(config));
+    }
+
+    /// Stops accepting, drops every connection and waits for the thread.
+    pub fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.thread.join();
+    }
+}
+
+/// Binds `addr` and serves it. `ice` describes the TURN side to hand
+/// out; `certificates` is required when `signaling.tls` is on.
+pub fn start(
+    config: &Config,
+    addr: SocketAddr,
+    ice: IceConfig,
+    certificates: Option<Arc<TlsCertificates>>,
+    status: ServerStatus,
+) -> Result<HttpServer, HttpError> {
+    let signaling = &config.signaling;
+    let tls = match signaling.tls {
+        true => Some(certificates.ok_or(HttpError::NoCertificate)?),
+        false => None,
+    };
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|source| HttpError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| HttpError::Bind { addr, source })?;
+    let limits = SessionLimits {
+        max_message_size: signaling.max_message_size,
+        messages_per_second: signaling.messages_per_second,
+        ping_interval: signaling.ping_interval,
+        heartbeat_timeout: signaling.heartbeat_timeout,
+    };
+    let hub = Arc::new(Hub::new(signaling.room_size, signaling.max_rooms, limits, ice));
+    let app = Arc::new(App {
+        metrics: metrics::registry(status.clone(), hub.clone()),
+        hub,
+        status,
+        access: RwLock::new(Arc::new(Access::from_config(config))),
+    });
+    let max_connections = signaling.max_connections;
+    let handle = app.clone();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let thread = std::thread::Builder::new()
+        .name("turnpike-http".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(e) => return warn!("HTTP runtime failed to start: {e}"),
+            };
+            runtime.block_on(accept_loop(listener, router(app), tls, max_connections, stopped));
+        })
+        .map_err(HttpError::Thread)?;
+    info!(addr = %bound, tls = signaling.tls, "signaling and demo page listening");
+    Ok(HttpServer {
+        addr: bound,
+        app: handle,
+        stop,
+        thread,
+    })
+}
+
+fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/", get(page::index))
+        .route("/demo.js", get(page::script))
+        .route("/demo.css", get(page::style))
+        .route("/ws", get(signaling::ws))
+        .route("/ice-servers", get(ice_servers::list).options(ice_servers::preflight))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::text))
+        .with_state(app)
+}
+
+async fn accept_loop(
+    listener: std::net::TcpListener,
+    router: Router,
+    tls: Option<Arc<TlsCertificates>>,
+    max_connections: usize,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(e) => return warn!("HTTP listener: {e}"),
+    };
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    debug!("HTTP accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped.changed() => return,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            debug!(%remote, "HTTP connection limit reached; closing");
+            continue;
+        };
+        let (router, tls, slot) = (router.clone(), tls.clone(), ConnectionSlot::new(slot));
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            match tls {
+                None => serve_connection(stream, router, slot).await,
+                Some(certificates) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, certificates.acceptor().accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, router, slot).await,
+                        Ok(Err(e)) => debug!(%remote, "HTTPS handshake failed: {e}"),
+                        Err(_) => debug!(%remote, "HTTPS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn serve_connection<S>(stream: S, router: Router, slot: ConnectionSlot)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut request: axum::http::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(slot.clone());
+        tower::Service::call(&mut router.clone(), request)
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HANDSHAKE_TIMEOUT)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .with_upgrades();
+    if let Err(e) = connection.await {
+        debug!("HTTP connection ended: {e}");
+    }
+}

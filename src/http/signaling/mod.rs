@@ -1,0 +1,64 @@
+//! WebSocket signaling at `/ws` (DESIGN.md, "Signaling protocol v1"):
+//! rooms whose peers relay offers, answers and ICE candidates to each
+//! other, each peer handed fresh TURN credentials when it joins.
+//!
+//! This file is the `/ws` endpoint: the checks before the upgrade.
+//!
+//! * [`protocol`]: the JSON messages, parsed and encoded;
+//! * `rooms`: who is in which room (plain data, no I/O);
+//! * `session`: one WebSocket session, and the hub that connects
+//!   sessions.
+
+pub mod protocol;
+mod rooms;
+pub(super) mod session;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+
+use super::app::{App, ConnectionSlot};
+use crate::process::clock;
+use crate::proto::auth;
+
+/// `GET /ws`: checks the Origin and the token, then upgrades to a
+/// [`session`], which keeps the connection's slot until it ends. A missing
+/// or bad token is still upgraded, so that the client reads an
+/// `unauthorized` error before the close.
+pub(super) async fn ws(
+    State(app): State<Arc<App>>,
+    Extension(slot): Extension<ConnectionSlot>,
+    upgrade: WebSocketUpgrade,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let access = app.access();
+    if !access.origin_allowed(headers.get(header::ORIGIN)) {
+        return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
+    }
+    let authorized = match &access.token_secret {
+        None => true,
+        Some(secret) => query
+            .get("token")
+            .is_some_and(|token| auth::verify_signaling_token(secret.expose().as_bytes(), token, clock::unix_secs())),
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned);
+    // Over the soft limit a message is refused with `too-large`; this
+    // hard limit bounds what is read at all.
+    let hard_limit = app.hub.limits.max_message_size.saturating_mul(4);
+    let hub = app.hub.clone();
+    upgrade
+        .max_message_size(hard_limit)
+        .max_frame_size(hard_limit)
+        .on_upgrade(move |socket| async move {
+            session::run(socket, hub, host, authorized).await;
+            drop(slot);
+        })
+}

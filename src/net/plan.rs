@@ -1,0 +1,162 @@
+//! The [`Plan`]: everything the shards share, derived once from a
+//! validated config and the bound listening addresses, and derived again
+//! on reload from what [`reloadable`] lets a running server change.
+//!
+//! A plan is immutable: a reload builds a new one and sends it to every
+//! shard, so no shard ever sees half of one config and half of another.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use super::socket::interface_ips;
+use crate::config::{Config, LimitsSection};
+use crate::proto::auth::{Credentials, CredentialsConfig};
+use crate::proto::peer_filter::PeerRules;
+use crate::proto::server::{RelayHairpin, ServerConfig};
+
+/// Everything shards share, derived once from the config.
+pub(super) struct Plan {
+    pub(super) server: ServerConfig,
+    realm: String,
+    nonce_ttl: Duration,
+    users: Vec<(String, [u8; 16])>,
+    secrets: Vec<Vec<u8>>,
+    pub(super) rules: PeerRules,
+    pub(super) relay_bind: Ipv4Addr,
+    pub(super) relay_advertised: Ipv4Addr,
+    /// IPv6 relays: bind and advertised address, if IPv6 relaying is on.
+    pub(super) relay_v6: Option<(Ipv6Addr, Ipv6Addr)>,
+}
+
+impl Plan {
+    /// The shard's credential checker; `nonce_key` is the process's, so
+    /// nonces stay valid across reloads.
+    pub(super) fn credentials(&self, nonce_key: [u8; 32]) -> Credentials {
+        Credentials::new(CredentialsConfig {
+            realm: self.realm.clone(),
+            users: self.users.clone(),
+            secrets: self.secrets.clone(),
+            nonce_ttl: self.nonce_ttl,
+            nonce_key,
+        })
+    }
+
+    /// `listeners`: every bound UDP and TCP listening address.
+    pub(super) fn new(config: &Config, listeners: &[SocketAddr]) -> Plan {
+        let interfaces = interface_ips();
+        let relay_bind = config.relay.ipv4;
+        let relay_advertised = match config.server.external_ip {
+            Some(IpAddr::V4(ip)) => ip,
+            _ if !relay_bind.is_unspecified() => relay_bind,
+            _ => interfaces
+                .iter()
+                .find_map(|ip| match ip {
+                    IpAddr::V4(v4) if !v4.is_loopback() => Some(*v4),
+                    _ => None,
+                })
+                .unwrap_or(Ipv4Addr::LOCALHOST),
+        };
+        let relay_v6 = config.relay.ipv6.and_then(|bind| {
+            let advertised = match bind.is_unspecified() {
+                false => Some(bind),
+                // Loopback and link-local (fe80::/10) cannot be reached by
+                // anyone else, so they are never advertised by default.
+                true => interfaces.iter().find_map(|ip| match ip {
+                    IpAddr::V6(v6) if !v6.is_loopback() && (v6.segments()[0] & 0xffc0) != 0xfe80 => Some(*v6),
+                    _ => None,
+                }),
+            };
+            advertised.map(|advertised| (bind, advertised))
+        });
+        let mut own_ips: Vec<IpAddr> = interfaces.clone();
+        own_ips.push(IpAddr::V4(relay_advertised));
+        own_ips.extend(relay_v6.map(|(_, advertised)| IpAddr::V6(advertised)));
+        own_ips.extend(config.server.external_ip);
+        own_ips.extend(listeners.iter().map(|a| a.ip()));
+        let software = Some(config.server.software.clone()).filter(|s| !s.is_empty());
+        // external_ip may not be reachable from this host (no hairpin
+        // NAT): our relays reach each other on the bind address instead.
+        let local_v4 = match relay_bind.is_unspecified() {
+            true => Ipv4Addr::LOCALHOST,
+            false => relay_bind,
+        };
+        let hairpin = RelayHairpin::new(
+            config
+                .server
+                .external_ip
+                .map(|external| (external, IpAddr::V4(local_v4))),
+            config.relay.ports.as_range(),
+        );
+        Plan {
+            realm: config.server.realm.clone(),
+            nonce_ttl: config.auth.nonce_ttl,
+            server: ServerConfig {
+                software,
+                relay_ip_v4: Some(relay_advertised),
+                relay_ip_v6: relay_v6.map(|(_, advertised)| advertised),
+                max_allocation_lifetime: config.limits.max_allocation_lifetime,
+                max_permissions: config.limits.max_permissions_per_allocation,
+                max_channels: config.limits.max_channels_per_allocation,
+                hairpin,
+                allocation_rate: config.limits.allocation_bytes_per_second,
+            },
+            users: config
+                .auth
+                .users
+                .iter()
+                .map(|u| (u.name.clone(), config.user_key(u)))
+                .collect(),
+            secrets: config
+                .auth
+                .resolved_secrets
+                .iter()
+                .map(|s| s.expose().as_bytes().to_vec())
+                .collect(),
+            rules: PeerRules {
+                allow: config.peers.allow.clone(),
+                deny: config.peers.deny.clone(),
+                own_ips,
+                relay_ports: config.relay.ports.as_range(),
+                service_ports: listeners.iter().map(|a| a.port()).collect(),
+            },
+            relay_bind,
+            relay_advertised,
+            relay_v6,
+        }
+    }
+}
+
+/// `new` as the running server can apply it: the relay addresses stay
+/// those of `running` (the relay sockets and the peer filter's own-port
+/// rule depend on them). Also names the settings that differ from
+/// `running` but take effect only after a restart.
+pub(super) fn reloadable(running: &Config, new: &Config) -> (Config, Vec<&'static str>) {
+    let (old, fresh) = (&running.limits, &new.limits);
+    let connection_limits = |l: &LimitsSection| {
+        (
+            l.max_connections,
+            l.connection_setup_timeout,
+            l.connection_idle_timeout,
+            l.max_frame_size,
+        )
+    };
+    let restart_only = [
+        ("listen", running.listen != new.listen),
+        ("relay", running.relay != new.relay),
+        ("server.workers", running.server.workers != new.server.workers),
+        (
+            "server.external_ip",
+            running.server.external_ip != new.server.external_ip,
+        ),
+        ("tls.cert/tls.key", running.tls != new.tls),
+        (
+            "limits.max_connections, the connection timeouts and max_frame_size",
+            connection_limits(old) != connection_limits(fresh),
+        ),
+    ];
+    let mut effective = new.clone();
+    effective.relay = running.relay.clone();
+    effective.server.external_ip = running.server.external_ip;
+    let differ = restart_only.iter().filter(|(_, d)| *d).map(|(name, _)| *name).collect();
+    (effective, differ)
+}

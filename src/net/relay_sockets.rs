@@ -1,0 +1,230 @@
+//! The relay socket binder: the driver's side of the core's
+//! [`RelayBinder`]. It opens real sockets for a shard's allocations (UDP
+//! sockets from the configured port range, TCP listeners for RFC 6062
+//! relays), starts the shard's receive loop on each, and on release closes
+//! the socket and stops its loop.
+//!
+//! Invariants, per shard:
+//! * `tasks` holds one receive loop per live relay, UDP or TCP, by
+//!   advertised address; a port is used by at most one relay of either
+//!   protocol, since the core knows relays by address alone;
+//! * `sockets`, shared with the shard that sends through them, holds
+//!   exactly the UDP relays of `tasks`;
+//! * the odd partner of an EVEN-PORT pair is bound at once and waits in the
+//!   process-wide [`ReservedSockets`] until it is claimed or forgotten; it
+//!   has no receive loop until a shard claims it.
+//!
+//! The binder does not know the shard: the shard hands it the
+//! [`ReceiveLoops`] to start, so this file and the event loop do not
+//! depend on each other.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::task::AbortHandle;
+
+use super::socket::{bind_tcp, bind_udp, UdpRole};
+use crate::process::random;
+use crate::proto::server::{Family, PortWant, RelayAddr, RelayBindError, RelayBinder, RelayProtocol};
+
+/// Peer connections a TCP relay holds before they are accepted.
+const TCP_RELAY_BACKLOG: i32 = 128;
+
+/// Reserved relay sockets (the odd partner of an EVEN-PORT pair) by
+/// RESERVATION-TOKEN, shared by all shards: the Allocate that claims one
+/// may arrive on another 5-tuple and so in another shard, which then
+/// adopts the socket into its own event loop. Locked only when a
+/// reservation is made, claimed or expires.
+pub(super) type ReservedSockets = std::sync::Arc<std::sync::Mutex<HashMap<u64, Reserved>>>;
+pub(super) type Reserved = (Family, u16, std::net::UdpSocket);
+
+/// How relay sockets are opened: where they bind, which ports they use and
+/// what address they advertise.
+#[derive(Clone, Debug)]
+pub(super) struct RelaySocketsConfig {
+    /// Bind and advertised address of IPv4 relays.
+    pub v4: (std::net::Ipv4Addr, std::net::Ipv4Addr),
+    /// The same for IPv6 relays, if IPv6 relaying is on.
+    pub v6: Option<(std::net::Ipv6Addr, std::net::Ipv6Addr)>,
+    pub ports: std::ops::RangeInclusive<u16>,
+    pub reserved: ReservedSockets,
+}
+
+/// The shard's receive loops, started by the binder on each relay it
+/// opens; each returns the handle that stops the loop on release.
+pub(super) struct ReceiveLoops {
+    /// Datagrams from the peers of a UDP relay.
+    pub udp: Box<dyn Fn(RelayAddr, Rc<UdpSocket>) -> AbortHandle>,
+    /// Peers connecting to a TCP relay (RFC 6062 §5.3).
+    pub tcp: Box<dyn Fn(RelayAddr, TcpListener) -> AbortHandle>,
+}
+
+/// The driver's [`RelayBinder`] for one shard: UDP and TCP relay sockets
+/// from the configured port range, each with a receive loop on the shard.
+pub(super) struct RelaySockets {
+    config: RelaySocketsConfig,
+    receive: ReceiveLoops,
+    sockets: Rc<RefCell<HashMap<RelayAddr, Rc<UdpSocket>>>>,
+    tasks: HashMap<RelayAddr, AbortHandle>,
+    rng: u64,
+}
+
+impl RelaySockets {
+    /// `sockets` is the shard's map of UDP relays, which the binder fills
+    /// and empties.
+    pub(super) fn new(
+        config: RelaySocketsConfig,
+        receive: ReceiveLoops,
+        sockets: Rc<RefCell<HashMap<RelayAddr, Rc<UdpSocket>>>>,
+    ) -> RelaySockets {
+        RelaySockets {
+            config,
+            receive,
+            sockets,
+            tasks: HashMap::new(),
+            rng: random::seed_u64() | 1,
+        }
+    }
+
+    fn random(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    /// (bind, advertised) IP of `family`'s relays, if that family is on.
+    fn ips(&self, family: Family) -> Option<(IpAddr, IpAddr)> {
+        match family {
+            Family::V4 => Some((IpAddr::V4(self.config.v4.0), IpAddr::V4(self.config.v4.1))),
+            Family::V6 => self.config.v6.map(|(b, a)| (IpAddr::V6(b), IpAddr::V6(a))),
+        }
+    }
+
+    fn relay_addr(&self, family: Family, port: u16) -> Option<RelayAddr> {
+        self.ips(family)
+            .map(|(_, advertised)| RelayAddr(SocketAddr::new(advertised, port)))
+    }
+
+    /// The local address a relay's sockets are bound to.
+    pub(super) fn bind_addr(&self, relay: RelayAddr) -> Option<SocketAddr> {
+        let (bind, _) = self.ips(Family::of(relay.0))?;
+        Some(SocketAddr::new(bind, relay.0.port()))
+    }
+
+    /// A TCP relay: a listening socket for peers, sharing its address with
+    /// the outgoing connections of Connect (hence `SO_REUSEADDR` and
+    /// `SO_REUSEPORT`).
+    fn open_tcp(&mut self, family: Family, port: u16) -> io::Result<()> {
+        let relay = self.relay_addr(family, port).ok_or(io::ErrorKind::AddrNotAvailable)?;
+        let local = self.bind_addr(relay).ok_or(io::ErrorKind::AddrNotAvailable)?;
+        let listener = TcpListener::from_std(bind_tcp(local, true, TCP_RELAY_BACKLOG)?)?;
+        let task = (self.receive.tcp)(relay, listener);
+        self.tasks.insert(relay, task);
+        Ok(())
+    }
+
+    fn open(&self, family: Family, port: u16) -> io::Result<std::net::UdpSocket> {
+        let (bind, _) = self.ips(family).ok_or(io::ErrorKind::AddrNotAvailable)?;
+        bind_udp(SocketAddr::new(bind, port), UdpRole::Relay)
+    }
+
+    /// Adopts a bound socket into this shard's event loop.
+    fn register(&mut self, family: Family, port: u16, socket: std::net::UdpSocket) -> io::Result<()> {
+        let relay = self.relay_addr(family, port).ok_or(io::ErrorKind::AddrNotAvailable)?;
+        let socket = Rc::new(UdpSocket::from_std(socket)?);
+        self.sockets.borrow_mut().insert(relay, socket.clone());
+        let task = (self.receive.udp)(relay, socket);
+        self.tasks.insert(relay, task);
+        Ok(())
+    }
+
+    fn reserved(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Reserved>> {
+        // The map holds plain sockets; a panic elsewhere cannot leave it
+        // half-updated, so a poisoned lock is still usable.
+        self.config.reserved.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl RelayBinder for RelaySockets {
+    /// Tries ports from a random starting point (RFC 8656 §7.2 asks for
+    /// unpredictable relay ports), walking the whole range once at most.
+    fn bind(&mut self, family: Family, protocol: RelayProtocol, want: PortWant) -> Result<u16, RelayBindError> {
+        if self.ips(family).is_none() {
+            return Err(RelayBindError::Exhausted);
+        }
+        let (low, high) = (*self.config.ports.start(), *self.config.ports.end());
+        let span = u32::from(high) - u32::from(low) + 1;
+        let start = (self.random() % u64::from(span)) as u32;
+        for i in 0..span {
+            let port = (u32::from(low) + (start + i) % span) as u16;
+            if want != PortWant::Any && port % 2 != 0 {
+                continue;
+            }
+            let partner = match want {
+                PortWant::EvenPair(token) if port < high => Some(token),
+                PortWant::EvenPair(_) => continue,
+                _ => None,
+            };
+            // A UDP and a TCP relay of this shard never share a port: the
+            // core knows relays by address alone.
+            if self
+                .relay_addr(family, port)
+                .is_some_and(|r| self.tasks.contains_key(&r))
+            {
+                continue;
+            }
+            if protocol == RelayProtocol::Tcp {
+                if self.open_tcp(family, port).is_ok() {
+                    return Ok(port);
+                }
+                continue;
+            }
+            let Ok(socket) = self.open(family, port) else {
+                continue;
+            };
+            if let Some(token) = partner {
+                let Ok(partner_socket) = self.open(family, port + 1) else {
+                    continue;
+                };
+                self.reserved().insert(token, (family, port + 1, partner_socket));
+            }
+            if self.register(family, port, socket).is_err() {
+                if let Some(token) = partner {
+                    self.forget(token);
+                }
+                continue;
+            }
+            return Ok(port);
+        }
+        Err(RelayBindError::Exhausted)
+    }
+
+    fn claim(&mut self, token: u64) -> Result<(Family, u16), RelayBindError> {
+        let (family, port, socket) = self
+            .reserved()
+            .remove(&token)
+            .ok_or(RelayBindError::UnknownReservation)?;
+        self.register(family, port, socket)
+            .map_err(|_| RelayBindError::Exhausted)?;
+        Ok((family, port))
+    }
+
+    fn forget(&mut self, token: u64) {
+        self.reserved().remove(&token);
+    }
+
+    fn release(&mut self, family: Family, port: u16) {
+        let Some(relay) = self.relay_addr(family, port) else {
+            return;
+        };
+        self.sockets.borrow_mut().remove(&relay);
+        if let Some(task) = self.tasks.remove(&relay) {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! Process-wide services: what the packet shards of [`crate::net`] and the
+//! HTTP endpoint of [`crate::http`] both use, kept apart from either so
+//! that neither reaches into the other.
+//!
+//! * [`clock`]: the only place the clock is read;
+//! * [`random`]: the operating system's random source;
+//! * [`tls`]: the certificate both TLS listeners and HTTPS serve;
+//! * [`status`]: what the rest of the process may ask the running shards.
+//!
+//! Nothing here imports `net` or `http`; it builds on [`crate::proto`] and
+//! [`crate::config`] only.
+
+pub mod clock;
+pub mod random;
+pub mod status;
+pub mod tls;
