@@ -17,16 +17,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use turnpike::proto::addr::{ClientAddr, PeerAddr, RelayAddr, Transport};
 use turnpike::proto::auth::{self, Credentials, CredentialsConfig};
 use turnpike::proto::channel_data::{self, ChannelNumber};
 use turnpike::proto::peer_filter::{PeerFilter, PeerRules};
-use turnpike::proto::server::{
-    AllocationQuota, ClientAddr, Effect, Now, PeerAddr, RelayAddr, Server, ServerConfig, Transport, PEER_HEADROOM,
-    PEER_TAILROOM,
-};
+use turnpike::proto::quota::AllocationQuota;
+use turnpike::proto::server::{Effect, Server, ServerConfig, PEER_HEADROOM, PEER_TAILROOM};
 use turnpike::proto::stun::{self, attr, method, Class, Message, MessageWriter};
 use turnpike::proto::testkit::{self, rfc5769, Challenge, Cred, FakeBinder};
 use turnpike::proto::xorshift::XorShift;
+use turnpike::proto::Now;
 
 const ITERATIONS: usize = 20_000;
 const REALM: &str = "smoke.example";

@@ -42,10 +42,10 @@ use std::time::{Duration, Instant};
 use turnpike::proto::auth::{self, Credentials, CredentialsConfig};
 use turnpike::proto::channel_data;
 use turnpike::proto::peer_filter::PeerFilter;
-use turnpike::proto::server::{
-    AllocationQuota, ClientAddr, Effect, Family, Now, PeerAddr, RelayAddr, Server, ServerConfig, ToPeer, Transport,
-    PEER_HEADROOM, PEER_TAILROOM,
-};
+use turnpike::proto::addr::{ClientAddr, Family, PeerAddr, RelayAddr, Transport};
+use turnpike::proto::quota::AllocationQuota;
+use turnpike::proto::server::{Effect, Server, ServerConfig, ToPeer, PEER_HEADROOM, PEER_TAILROOM};
+use turnpike::proto::Now;
 use turnpike::proto::stun::{self, attr, method, Class, Message, MessageWriter, TransactionId};
 use turnpike::proto::testkit::{Cred, FakeBinder};
 

@@ -29,7 +29,9 @@ use tokio::task::AbortHandle;
 
 use super::socket::{bind_tcp, bind_udp, UdpRole};
 use crate::process::random;
-use crate::proto::server::{Family, PortWant, RelayAddr, RelayBindError, RelayBinder, RelayProtocol};
+use crate::proto::addr::{Family, RelayAddr, RelayProtocol};
+use crate::proto::server::{PortWant, RelayBindError, RelayBinder};
+use crate::proto::xorshift::XorShift;
 
 /// Peer connections a TCP relay holds before they are accepted.
 const TCP_RELAY_BACKLOG: i32 = 128;
@@ -70,7 +72,7 @@ pub(super) struct RelaySockets {
     receive: ReceiveLoops,
     sockets: Rc<RefCell<HashMap<RelayAddr, Rc<UdpSocket>>>>,
     tasks: HashMap<RelayAddr, AbortHandle>,
-    rng: u64,
+    rng: XorShift,
 }
 
 impl RelaySockets {
@@ -86,15 +88,8 @@ impl RelaySockets {
             receive,
             sockets,
             tasks: HashMap::new(),
-            rng: random::seed_u64() | 1,
+            rng: XorShift::new(random::seed_u64()),
         }
-    }
-
-    fn random(&mut self) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
     }
 
     /// (bind, advertised) IP of `family`'s relays, if that family is on.
@@ -159,7 +154,7 @@ impl RelayBinder for RelaySockets {
         }
         let (low, high) = (*self.config.ports.start(), *self.config.ports.end());
         let span = u32::from(high) - u32::from(low) + 1;
-        let start = (self.random() % u64::from(span)) as u32;
+        let start = self.rng.below(u64::from(span)) as u32;
         for i in 0..span {
             let port = (u32::from(low) + (start + i) % span) as u16;
             if want != PortWant::Any && port % 2 != 0 {

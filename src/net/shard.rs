@@ -33,10 +33,8 @@ use tracing::{debug, trace};
 use super::relay_sockets::{ReceiveLoops, RelaySockets, RelaySocketsConfig};
 use super::stream_conn::StreamConn;
 use crate::process::clock;
-use crate::proto::server::{
-    ClientAddr, ConnectionId, Effect, PeerAddr, RelayAddr, Server, ToClient, ToPeer, Transport,
-    CONNECTION_BIND_TIMEOUT, PEER_HEADROOM, PEER_TAILROOM,
-};
+use crate::proto::addr::{ClientAddr, ConnectionId, PeerAddr, RelayAddr, Transport};
+use crate::proto::server::{Effect, Server, ToClient, ToPeer, CONNECTION_BIND_TIMEOUT, PEER_HEADROOM, PEER_TAILROOM};
 
 /// Datagrams handled per socket wake-up before yielding to other tasks.
 const BUDGET: usize = 64;

@@ -43,7 +43,7 @@ use super::shard::Shard;
 use super::stream_conn::StreamConn;
 use crate::process::status::ConnectionCount;
 use crate::process::tls::TlsCertificates;
-use crate::proto::server::{ClientAddr, Transport};
+use crate::proto::addr::{ClientAddr, Transport};
 use crate::proto::stream_framing::{self, FrameError};
 
 /// Bytes asked of the kernel per read.

@@ -2,7 +2,7 @@
 //! (STYLE.md habit 1), and `clippy.toml` forbids `Instant::now` and
 //! `SystemTime::now` everywhere else.
 
-use crate::proto::server::Now;
+use crate::proto::Now;
 
 #[allow(clippy::disallowed_methods)]
 pub fn now() -> Now {

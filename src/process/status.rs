@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::clock;
-use crate::proto::server::AllocationQuota;
+use crate::proto::quota::AllocationQuota;
 use crate::proto::stats::Snapshot;
 
 /// How often each shard proves it is alive and publishes its snapshot.

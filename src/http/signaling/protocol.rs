@@ -273,13 +273,8 @@ mod tests {
             r#"{"type":"signal","to":"0123456789abcdef","data":{"sdp":"v=0","n":[1,{"a":null}]}}"#,
             r#"{"type":"leave"}"#,
         ];
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = crate::proto::xorshift::XorShift::new(0x9e37_79b9_7f4a_7c15);
+        let mut next = move || rng.next_u64();
         for i in 0..20_000 {
             let mut bytes = seeds[i % seeds.len()].as_bytes().to_vec();
             for _ in 0..1 + next() % 4 {

@@ -61,27 +61,26 @@ use ring::hmac;
 use tracing::{debug, trace};
 
 pub use self::allocate::{DEFAULT_ALLOCATION_LIFETIME, RESERVATION_LIFETIME};
+pub use self::allocation::PERMISSION_LIFETIME;
 pub use self::answer::ErrorCode;
 pub use self::data_plane::{ToClient, ToPeer, PEER_HEADROOM, PEER_TAILROOM};
 pub use self::hairpin::RelayHairpin;
-pub use self::allocation::PERMISSION_LIFETIME;
 pub use self::permissions::{CHANNEL_COOLDOWN, CHANNEL_LIFETIME};
 pub use self::relay_binder::{PortWant, RelayBindError, RelayBinder};
 pub use self::tcp_relay::CONNECTION_BIND_TIMEOUT;
-// The vocabulary the driver speaks with the core, where it used to live.
-pub use super::addr::{ClientAddr, ConnectionId, Family, PeerAddr, RelayAddr, RelayProtocol, Transport};
-pub use super::quota::{rate_bucket, AllocationQuota, QuotaExceeded, SharedBucket};
-pub use super::Now;
 
 use self::allocation::Allocation;
 use self::answer::Failure;
 use self::tcp_relay::PeerConnection;
+use super::addr::{ClientAddr, ConnectionId, PeerAddr, RelayAddr};
 use super::auth::{Credentials, NonceCheck, UserError};
 use super::method::Method;
 use super::peer_filter::PeerFilter;
+use super::quota::AllocationQuota;
 use super::stats::{AuthFailure, Counters, EndReason, Snapshot};
 use super::stun::{self, Class, Message, TransactionId};
 use super::xorshift::XorShift;
+use super::Now;
 
 /// Settings of one core, already validated.
 #[derive(Clone, Debug)]

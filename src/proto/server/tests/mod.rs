@@ -28,16 +28,16 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{
-    AllocationQuota, ClientAddr, ConnectionId, Effect, Family, Now, PeerAddr, PortWant, RelayAddr, RelayHairpin,
-    Server, ServerConfig, Transport, PEER_HEADROOM, PEER_TAILROOM,
-};
+use super::{Effect, PortWant, RelayHairpin, Server, ServerConfig, PEER_HEADROOM, PEER_TAILROOM};
+use crate::proto::addr::{ClientAddr, ConnectionId, Family, PeerAddr, RelayAddr, Transport};
 use crate::proto::auth::{self, Credentials, CredentialsConfig, LongTermKey};
 use crate::proto::channel_data::ChannelNumber;
 use crate::proto::peer_filter::{PeerFilter, PeerRules};
+use crate::proto::quota::AllocationQuota;
 use crate::proto::stats;
 use crate::proto::stun::{self, attr, method, Class, Message, MessageWriter, TransactionId};
 use crate::proto::testkit::{self, Challenge, Cred, FakeBinder, FakeBinderState};
+use crate::proto::Now;
 
 const REALM: &str = "example.org";
 const SOFTWARE: &str = "turnpike-test";
