@@ -278,6 +278,7 @@ impl Rig {
                 credentials(),
                 filter,
                 quota.clone(),
+                Arc::default(),
                 FakeBinder::new(50_000..=50_100),
                 [3; 32],
             ),

@@ -3,7 +3,11 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
-use turnpike::proto::peer_filter::{normalise, Cidr, PeerFilter, PeerRules};
+use std::sync::LazyLock;
+
+use turnpike::proto::addr::RelayProtocol;
+use turnpike::proto::live_relays::LiveRelays;
+use turnpike::proto::peer_filter::{normalise, Cidr, PeerFilter, PeerRules, Refusal};
 
 use crate::server::{RELAY_PORTS, RELAY_V4, RELAY_V6, SERVICE_PORT};
 
@@ -20,6 +24,7 @@ pub fn v4_rules() -> PeerRules {
             IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
         ],
         relay_ports: RELAY_PORTS,
+        relay_ips: vec![IpAddr::V4(RELAY_V4), IpAddr::V6(RELAY_V6)],
         service_ports: vec![SERVICE_PORT, 8080],
     }
 }
@@ -31,8 +36,17 @@ fn v6_rules() -> PeerRules {
         deny: vec!["2002::/16".parse().unwrap(), "64:ff9b::/96".parse().unwrap()],
         own_ips: vec!["::ffff:203.0.113.9".parse().unwrap()],
         relay_ports: RELAY_PORTS,
+        relay_ips: vec!["::ffff:203.0.113.9".parse().unwrap()],
         service_ports: vec![SERVICE_PORT],
     }
+}
+
+/// No relay is live: an own address on a relay port is never a peer.
+static NONE_LIVE: LazyLock<LiveRelays> = LazyLock::new(LiveRelays::default);
+
+/// The check of a UDP peer with no relay live.
+fn check(filter: &PeerFilter, peer: SocketAddr) -> Result<(), Refusal> {
+    filter.check(peer, RelayProtocol::Udp, &NONE_LIVE)
 }
 
 /// The `peer_filter` target: the first 18 bytes as an IPv6 address and
@@ -51,8 +65,8 @@ pub fn fuzz_check(data: &[u8]) {
         // The IPv4-mapped form is judged like the IPv4 address.
         let mapped = SocketAddr::new(IpAddr::V6(ip.to_ipv6_mapped()), port);
         assert_eq!(
-            v4_only.check(mapped),
-            v4_only.check(SocketAddr::new(IpAddr::V4(ip), port)),
+            check(v4_only, mapped),
+            check(v4_only, SocketAddr::new(IpAddr::V4(ip), port)),
             "{mapped} judged unlike {ip}"
         );
     }
@@ -65,8 +79,8 @@ pub fn fuzz_check(data: &[u8]) {
         check_one(&filters, peer);
         if let IpAddr::V4(embedded) = normalise(IpAddr::V6(ip)) {
             assert_eq!(
-                v4_only.check(peer),
-                v4_only.check(SocketAddr::new(IpAddr::V4(embedded), port)),
+                check(v4_only, peer),
+                check(v4_only, SocketAddr::new(IpAddr::V4(embedded), port)),
                 "{peer} judged unlike the {embedded} it embeds"
             );
         }
@@ -75,9 +89,17 @@ pub fn fuzz_check(data: &[u8]) {
 
 fn check_one(filters: &[PeerFilter], peer: SocketAddr) {
     for f in filters {
-        if let Err(refusal) = f.check(peer) {
-            assert!(!refusal.reason().is_empty());
-            let _ = refusal.to_string();
+        match check(f, peer) {
+            Err(refusal) => {
+                assert!(!refusal.reason().is_empty());
+                let _ = refusal.to_string();
+            }
+            // With no relay live, no port of the relay range on one of the
+            // server's own addresses is reachable.
+            Ok(()) => assert!(
+                !(RELAY_PORTS.contains(&peer.port()) && (peer.ip().is_loopback() || peer.ip().is_unspecified())),
+                "{peer}: a free relay port of the host let through"
+            ),
         }
     }
     let raw = peer.ip();

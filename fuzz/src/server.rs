@@ -42,7 +42,8 @@ use std::time::{Duration, Instant};
 use turnpike::proto::auth::{self, Credentials, CredentialsConfig};
 use turnpike::proto::channel_data;
 use turnpike::proto::peer_filter::PeerFilter;
-use turnpike::proto::addr::{ClientAddr, Family, PeerAddr, RelayAddr, Transport};
+use turnpike::proto::addr::{ClientAddr, Family, PeerAddr, RelayAddr, RelayProtocol, Transport};
+use turnpike::proto::live_relays::LiveRelays;
 use turnpike::proto::quota::AllocationQuota;
 use turnpike::proto::server::{Effect, Server, ServerConfig, ToPeer, PEER_HEADROOM, PEER_TAILROOM};
 use turnpike::proto::Now;
@@ -185,6 +186,9 @@ pub struct Harness {
     pub server: Server<FakeBinder>,
     quota: Arc<AllocationQuota>,
     filter: PeerFilter,
+    /// The server's live relays, which the filter check of a relayed
+    /// packet reads as the server does.
+    live: Arc<LiveRelays>,
     clients: [ClientAddr; 3],
     start: Instant,
     elapsed: Duration,
@@ -272,11 +276,13 @@ impl Harness {
         };
         let quota = Arc::new(AllocationQuota::new(MAX_TOTAL_ALLOCATIONS, MAX_ALLOCATIONS_PER_USER));
         let filter = PeerFilter::new(crate::filter::v4_rules());
+        let live = Arc::new(LiveRelays::default());
         let server = Server::new(
             config,
             credentials,
             filter.clone(),
             quota.clone(),
+            live.clone(),
             FakeBinder::new(RELAY_PORTS),
             [7; 32],
         );
@@ -287,6 +293,7 @@ impl Harness {
             server,
             quota,
             filter,
+            live,
             clients: clients(),
             start,
             elapsed: Duration::ZERO,
@@ -581,7 +588,7 @@ impl Harness {
         );
         assert_eq!(Family::of(to_peer.relay.0), Family::of(peer));
         assert!(
-            self.filter.check(peer).is_ok(),
+            self.filter.check(peer, RelayProtocol::Udp, &self.live).is_ok(),
             "relayed to refused peer {peer}: {}",
             hex(packet)
         );

@@ -201,6 +201,24 @@ impl Config {
                 format!("{ports} holds 1 port; at least 2 are needed since EVEN-PORT reserves pairs"),
             ));
         }
+        // A listener inside the relay range would share the port numbers
+        // the peer filter lets clients reach on the server's own addresses.
+        let listen = &self.listen;
+        let listeners = listen
+            .udp
+            .iter()
+            .chain(&listen.tcp)
+            .chain(&listen.tls)
+            .chain(&listen.http);
+        if let Some(addr) = listeners
+            .filter(|a| a.port() != 0)
+            .find(|a| ports.as_range().contains(&a.port()))
+        {
+            return Err(ConfigError::invalid(
+                "relay.ports",
+                format!("{ports} holds the port of listener {addr}; relay ports and listening ports must not overlap"),
+            ));
+        }
         Ok(())
     }
 
@@ -538,6 +556,19 @@ mod tests {
         config.relay.ports = PortRange { low: 0, high: 10 };
         let msg = config.validate().unwrap_err().to_string();
         assert_eq!(msg, "relay.ports: low port 0 is not allowed");
+    }
+
+    #[test]
+    fn a_relay_range_that_holds_a_listening_port_is_refused() {
+        let mut config = Config::default();
+        config.relay.ports = PortRange { low: 8000, high: 9000 };
+        let msg = config.validate().unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            "relay.ports: 8000-9000 holds the port of listener 127.0.0.1:8080; relay ports and listening ports must not overlap"
+        );
+        config.listen.http = None;
+        assert!(config.validate().is_ok());
     }
 
     #[test]

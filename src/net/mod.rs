@@ -15,8 +15,8 @@
 //! needs a cross-shard connection table, which is future work.
 //!
 //! Shards share only what is set up here: the plan (replaced whole on
-//! reload), the allocation quota, the reserved EVEN-PORT partner
-//! sockets, the count of stream connections, the nonce key, and the
+//! reload), the allocation quota, the set of live relays (which the peer
+//! filter consults), the reserved EVEN-PORT partner sockets, the count of stream connections, the nonce key, and the
 //! [`ServerStatus`] they publish to. Everything else a shard owns.
 //!
 //! * `socket`: how every socket is opened;
@@ -51,6 +51,7 @@ use crate::config::Config;
 use crate::process::random::random_bytes;
 use crate::process::status::{ConnectionCount, ServerStatus, HEARTBEAT_INTERVAL};
 use crate::process::tls;
+use crate::proto::live_relays::LiveRelays;
 use crate::proto::peer_filter::PeerFilter;
 use crate::proto::quota::AllocationQuota;
 use crate::proto::server::Server;
@@ -187,6 +188,7 @@ struct ShardContext {
     /// Where a shard reports that it serves, or why it cannot.
     ready: mpsc::Sender<Result<(), String>>,
     quota: Arc<AllocationQuota>,
+    live: Arc<LiveRelays>,
     /// One for the process: a nonce stays valid on every shard and across
     /// reloads.
     nonce_key: [u8; 32],
@@ -228,6 +230,7 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         stopped,
         ready,
         quota: quota.clone(),
+        live: Arc::default(),
         nonce_key: random_bytes(),
         reserved: ReservedSockets::default(),
         stream_limits: StreamLimits {
@@ -332,6 +335,7 @@ fn run_shard(index: usize, sockets: StdSockets, context: ShardContext) {
         mut stopped,
         ready,
         quota,
+        live,
         nonce_key,
         reserved,
         stream_limits,
@@ -364,7 +368,7 @@ fn run_shard(index: usize, sockets: StdSockets, context: ShardContext) {
         let filter = PeerFilter::new(plan.rules.clone());
         let server_config = plan.server.clone();
         let shard = shard::Shard::start(
-            |sockets| Server::new(server_config, credentials, filter, quota, sockets, random_bytes()),
+            |sockets| Server::new(server_config, credentials, filter, quota, live, sockets, random_bytes()),
             binder,
             listeners.udp,
         );

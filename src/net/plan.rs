@@ -117,6 +117,9 @@ impl Plan {
                 deny: config.peers.deny.clone(),
                 own_ips,
                 relay_ports: config.relay.ports.as_range(),
+                relay_ips: std::iter::once(IpAddr::V4(relay_advertised))
+                    .chain(relay_v6.map(|(_, advertised)| IpAddr::V6(advertised)))
+                    .collect(),
                 service_ports: listeners.iter().map(|a| a.port()).collect(),
             },
             relay_bind,

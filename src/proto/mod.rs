@@ -10,7 +10,8 @@
 //! * [`server`]: the STUN/TURN state machine, one per shard;
 //! * [`auth`]: long-term and shared-secret credentials, nonces;
 //! * [`peer_filter`]: which peers may be relayed to;
-//! * [`quota`]: the allocation counts every shard shares;
+//! * [`quota`], [`live_relays`]: what every shard shares (allocation
+//!   counts, the relays live now);
 //! * [`addr`], [`method`]: the vocabulary; [`stats`]: what is counted;
 //! * [`token_bucket`], [`xorshift`]: small tools;
 //! * `testkit` (tests and the `testing` feature): what tests share.
@@ -18,6 +19,7 @@
 pub mod addr;
 pub mod auth;
 pub mod channel_data;
+pub mod live_relays;
 pub mod method;
 pub mod peer_filter;
 pub mod quota;

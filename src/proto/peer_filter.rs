@@ -10,9 +10,13 @@
 //! # Contract
 //!
 //! [`PeerFilter::check`] is called for every peer address named in a
-//! CreatePermission, ChannelBind or Send indication, so it is pure and
-//! cheap: no I/O, no clock, no allocation, and no panic on any input. All
-//! allocation happens once, in [`PeerFilter::new`].
+//! CreatePermission, ChannelBind, Connect or Send indication, and
+//! [`PeerFilter::still_reachable`] for every ChannelData packet, so both
+//! are cheap: no I/O, no clock, no allocation, no lock, and no panic on any
+//! input. All allocation happens once, in [`PeerFilter::new`]. The only
+//! state they read that changes is the [`LiveRelays`] set, so a relay freed
+//! while a channel or permission still names it is unreachable from the
+//! next packet on.
 //!
 //! # Rules, in order (the first that matches decides)
 //!
@@ -26,8 +30,13 @@
 //! the unspecified address (which reaches the local host when sent to).
 //!
 //! 1. operator `deny` matches → [`Refusal::ConfiguredDeny`];
-//! 2. own address on a relay port → allowed (relay to relay on this same
-//!    server, the usual path when both ends are relay-only);
+//! 2. own address on a port of the relay range: allowed if it is exactly a
+//!    live relay of this server (an advertised relay address, that port and
+//!    protocol, on any shard: see [`LiveRelays`]), the usual path when both
+//!    ends of a call are relay-only; otherwise [`Refusal::NotARelay`], even
+//!    if the operator allows the address, since whatever listens on a free
+//!    relay-range port is the host's (Linux's ephemeral ports overlap the
+//!    default range);
 //! 3. own address on a service port → [`Refusal::ServerService`], even if
 //!    the operator allows the address;
 //! 4. operator `allow` matches → allowed;
@@ -40,6 +49,9 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::str::FromStr;
+
+use super::addr::{Family, RelayProtocol};
+use super::live_relays::LiveRelays;
 
 /// An IPv4 or IPv6 network in CIDR notation, e.g. `10.0.0.0/8`, `::1/128`.
 ///
@@ -200,6 +212,10 @@ pub enum Refusal {
     ServerService,
     /// The peer is this server itself, on a port that is not a relay port.
     ServerAddress,
+    /// The peer is this server itself, on a port of the relay range that
+    /// holds no live relay of the asked protocol (or on an address that is
+    /// not an advertised relay address).
+    NotARelay,
     /// The peer lies in a special-purpose range that is not globally
     /// reachable; the text names the range, e.g. `"RFC 1918 private"`.
     Reserved(&'static str),
@@ -212,6 +228,7 @@ impl Refusal {
             Refusal::ConfiguredDeny => "peer is in the operator's deny list",
             Refusal::ServerService => "peer is one of this server's own service ports",
             Refusal::ServerAddress => "peer is this server's own address",
+            Refusal::NotARelay => "peer is this server's own address on a relay port that holds no relay",
             Refusal::Reserved(range) => range,
         }
     }
@@ -239,6 +256,9 @@ pub struct PeerRules {
     pub own_ips: Vec<IpAddr>,
     /// The server's relay port range.
     pub relay_ports: RangeInclusive<u16>,
+    /// The advertised relay addresses (XOR-RELAYED-ADDRESS IPs): the only
+    /// own addresses a live relay is reached at.
+    pub relay_ips: Vec<IpAddr>,
     /// Ports of the server's own listeners (STUN/TURN, HTTP, metrics).
     pub service_ports: Vec<u16>,
 }
@@ -252,6 +272,7 @@ impl Default for PeerRules {
             own_ips: Vec::new(),
             // `RangeInclusive` has no `Default`; start > end is empty.
             relay_ports: RangeInclusive::new(1, 0),
+            relay_ips: Vec::new(),
             service_ports: Vec::new(),
         }
     }
@@ -265,6 +286,7 @@ pub struct PeerFilter {
     deny: Vec<Cidr>,
     own_ips: Vec<IpAddr>,
     relay_ports: RangeInclusive<u16>,
+    relay_ips: Vec<IpAddr>,
     service_ports: Vec<u16>,
 }
 
@@ -280,12 +302,14 @@ impl PeerFilter {
             deny: rules.deny,
             own_ips,
             relay_ports: rules.relay_ports,
+            relay_ips: rules.relay_ips,
             service_ports: rules.service_ports,
         }
     }
 
     /// `Ok(())` if the client may relay to `peer`.
-    pub fn check(&self, peer: SocketAddr) -> Result<(), Refusal> {
+    /// `live` is the set of this server's live relays (see the rules).
+    pub fn check(&self, peer: SocketAddr, protocol: RelayProtocol, live: &LiveRelays) -> Result<(), Refusal> {
         let raw = peer.ip();
         let ip = normalise(raw);
         let port = peer.port();
@@ -296,7 +320,10 @@ impl PeerFilter {
         }
         let own = self.is_own(ip);
         if own && self.relay_ports.contains(&port) {
-            return Ok(());
+            return match self.is_live_relay(peer, protocol, live) {
+                true => Ok(()),
+                false => Err(Refusal::NotARelay),
+            };
         }
         if own && self.service_ports.contains(&port) {
             return Err(Refusal::ServerService);
@@ -311,6 +338,22 @@ impl PeerFilter {
             return Err(Refusal::Reserved(range));
         }
         Ok(())
+    }
+
+    /// For a peer that passed [`Self::check`]: false if it is one of this
+    /// server's relay addresses whose relay is gone since. The fast path of
+    /// every ChannelData packet: two address compares for any other peer.
+    pub fn still_reachable(&self, peer: SocketAddr, protocol: RelayProtocol, live: &LiveRelays) -> bool {
+        !self.relay_ips.contains(&peer.ip())
+            || !self.relay_ports.contains(&peer.port())
+            || self.is_live_relay(peer, protocol, live)
+    }
+
+    /// Exactly a live relay: an advertised relay address (as given, not
+    /// normalised: an IPv4-mapped spelling reaches no relay socket), on a
+    /// port whose relay of `protocol` is live.
+    fn is_live_relay(&self, peer: SocketAddr, protocol: RelayProtocol, live: &LiveRelays) -> bool {
+        self.relay_ips.contains(&peer.ip()) && live.contains(Family::of(peer), protocol, peer.port())
     }
 
     /// `ip` must already be normalised.
@@ -478,7 +521,28 @@ mod tests {
             deny: Vec::new(),
             own_ips: vec![IpAddr::V4(OWN_IPV4), IpAddr::V6(OWN_IPV6)],
             relay_ports: 49152..=65535,
+            relay_ips: vec![IpAddr::V4(OWN_IPV4), IpAddr::V6(OWN_IPV6)],
             service_ports: vec![TURN_PORT, 5349, 8080, METRICS_PORT],
+        }
+    }
+
+    /// [`RELAY_PORT`] holds a live UDP relay in both families; no other
+    /// port of the range does.
+    static LIVE: std::sync::LazyLock<LiveRelays> = std::sync::LazyLock::new(|| {
+        let live = LiveRelays::default();
+        live.insert(Family::V4, RelayProtocol::Udp, RELAY_PORT);
+        live.insert(Family::V6, RelayProtocol::Udp, RELAY_PORT);
+        live
+    });
+
+    /// The check for a UDP peer under [`LIVE`].
+    trait CheckUdp {
+        fn check_udp(&self, peer: SocketAddr) -> Result<(), Refusal>;
+    }
+
+    impl CheckUdp for PeerFilter {
+        fn check_udp(&self, peer: SocketAddr) -> Result<(), Refusal> {
+            self.check(peer, RelayProtocol::Udp, &LIVE)
         }
     }
 
@@ -636,7 +700,7 @@ mod tests {
             } else {
                 expected.map_or(Ok(()), |name| Err(Refusal::Reserved(name)))
             };
-            assert_eq!(filter.check(SocketAddr::new(peer, PLAIN_PORT)), want, "{text}");
+            assert_eq!(filter.check_udp(SocketAddr::new(peer, PLAIN_PORT)), want, "{text}");
         }
     }
 
@@ -656,15 +720,15 @@ mod tests {
     fn public_peers_are_allowed() {
         let filter = filter();
         for peer in ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111"] {
-            assert_eq!(filter.check(at(peer, PLAIN_PORT)), Ok(()), "{peer}");
-            assert_eq!(filter.check(at(peer, TURN_PORT)), Ok(()), "{peer}");
+            assert_eq!(filter.check_udp(at(peer, PLAIN_PORT)), Ok(()), "{peer}");
+            assert_eq!(filter.check_udp(at(peer, TURN_PORT)), Ok(()), "{peer}");
         }
     }
 
     #[test]
     fn cloud_metadata_is_refused_by_name() {
         assert_eq!(
-            filter().check(at("169.254.169.254", 80)),
+            filter().check_udp(at("169.254.169.254", 80)),
             reserved("cloud metadata service (RFC 3927 link-local)")
         );
     }
@@ -675,18 +739,21 @@ mod tests {
     fn ipv4_mapped_addresses_are_judged_as_their_ipv4() {
         let filter = filter();
         assert_eq!(normalise(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
-        assert_eq!(filter.check(at("::ffff:10.0.0.1", 80)), reserved("RFC 1918 private"));
         assert_eq!(
-            filter.check(at("::ffff:169.254.169.254", 80)),
+            filter.check_udp(at("::ffff:10.0.0.1", 80)),
+            reserved("RFC 1918 private")
+        );
+        assert_eq!(
+            filter.check_udp(at("::ffff:169.254.169.254", 80)),
             reserved("cloud metadata service (RFC 3927 link-local)")
         );
-        assert_eq!(filter.check(at("::ffff:8.8.8.8", 53)), Ok(()));
+        assert_eq!(filter.check_udp(at("::ffff:8.8.8.8", 53)), Ok(()));
     }
 
     #[test]
     fn ipv4_mapped_loopback_is_refused_as_server_address() {
         assert_eq!(
-            filter().check(at("::ffff:127.0.0.1", PLAIN_PORT)),
+            filter().check_udp(at("::ffff:127.0.0.1", PLAIN_PORT)),
             Err(Refusal::ServerAddress)
         );
     }
@@ -695,9 +762,9 @@ mod tests {
     fn ipv4_compatible_addresses_are_judged_as_their_ipv4() {
         let filter = filter();
         assert_eq!(normalise(ip("::10.0.0.1")), ip("10.0.0.1"));
-        assert_eq!(filter.check(at("::10.0.0.1", 80)), reserved("RFC 1918 private"));
-        assert_eq!(filter.check(at("::127.0.0.1", 80)), Err(Refusal::ServerAddress));
-        assert_eq!(filter.check(at("::1.1.1.1", 53)), Ok(()));
+        assert_eq!(filter.check_udp(at("::10.0.0.1", 80)), reserved("RFC 1918 private"));
+        assert_eq!(filter.check_udp(at("::127.0.0.1", 80)), Err(Refusal::ServerAddress));
+        assert_eq!(filter.check_udp(at("::1.1.1.1", 53)), Ok(()));
         // The lowest non-special compatible address is "this network".
         assert_eq!(normalise(ip("::2")), ip("0.0.0.2"));
     }
@@ -707,8 +774,8 @@ mod tests {
         assert_eq!(normalise(ip("::")), ip("::"));
         assert_eq!(normalise(ip("::1")), ip("::1"));
         let filter = filter();
-        assert_eq!(filter.check(at("::1", PLAIN_PORT)), Err(Refusal::ServerAddress));
-        assert_eq!(filter.check(at("::", PLAIN_PORT)), Err(Refusal::ServerAddress));
+        assert_eq!(filter.check_udp(at("::1", PLAIN_PORT)), Err(Refusal::ServerAddress));
+        assert_eq!(filter.check_udp(at("::", PLAIN_PORT)), Err(Refusal::ServerAddress));
     }
 
     #[test]
@@ -716,14 +783,14 @@ mod tests {
         let filter = filter();
         assert_eq!(normalise(ip("64:ff9b::a9fe:a9fe")), ip("169.254.169.254"));
         assert_eq!(
-            filter.check(at("64:ff9b::169.254.169.254", 80)),
+            filter.check_udp(at("64:ff9b::169.254.169.254", 80)),
             reserved("cloud metadata service (RFC 3927 link-local)")
         );
         assert_eq!(
-            filter.check(at("64:ff9b::192.168.1.1", 80)),
+            filter.check_udp(at("64:ff9b::192.168.1.1", 80)),
             reserved("RFC 1918 private")
         );
-        assert_eq!(filter.check(at("64:ff9b::8.8.8.8", 53)), Ok(()));
+        assert_eq!(filter.check_udp(at("64:ff9b::8.8.8.8", 53)), Ok(()));
     }
 
     #[test]
@@ -731,7 +798,7 @@ mod tests {
         let outside = ip("64:ff9b:0:0:0:1:a00:1");
         assert_eq!(normalise(outside), outside);
         assert_eq!(
-            filter().check(SocketAddr::new(outside, 80)),
+            filter().check_udp(SocketAddr::new(outside, 80)),
             reserved("RFC 4291 reserved")
         );
     }
@@ -741,13 +808,13 @@ mod tests {
         let filter = filter();
         // 2002:AABB:CCDD:: carries AA.BB.CC.DD.
         assert_eq!(normalise(ip("2002:a00:1::1")), ip("10.0.0.1"));
-        assert_eq!(filter.check(at("2002:a00:1::1", 80)), reserved("RFC 1918 private"));
-        assert_eq!(filter.check(at("2002:7f00:1::1", 80)), Err(Refusal::ServerAddress));
+        assert_eq!(filter.check_udp(at("2002:a00:1::1", 80)), reserved("RFC 1918 private"));
+        assert_eq!(filter.check_udp(at("2002:7f00:1::1", 80)), Err(Refusal::ServerAddress));
         assert_eq!(
-            filter.check(at("2002:a9fe:a9fe::", 80)),
+            filter.check_udp(at("2002:a9fe:a9fe::", 80)),
             reserved("cloud metadata service (RFC 3927 link-local)")
         );
-        assert_eq!(filter.check(at("2002:808:808::1", 53)), Ok(()));
+        assert_eq!(filter.check_udp(at("2002:808:808::1", 53)), Ok(()));
     }
 
     #[test]
@@ -756,21 +823,21 @@ mod tests {
         // Client 10.0.0.1 is stored inverted: f5ff:fffe. Server 8.8.8.8.
         let private_client = "2001:0:808:808:0:0:f5ff:fffe";
         assert_eq!(normalise(ip(private_client)), ip("10.0.0.1"));
-        assert_eq!(filter.check(at(private_client, 80)), reserved("RFC 1918 private"));
+        assert_eq!(filter.check_udp(at(private_client, 80)), reserved("RFC 1918 private"));
         // Client 127.0.0.1 inverted: 80ff:fffe.
         assert_eq!(
-            filter.check(at("2001:0:808:808:0:0:80ff:fffe", 80)),
+            filter.check_udp(at("2001:0:808:808:0:0:80ff:fffe", 80)),
             Err(Refusal::ServerAddress)
         );
         // Client 169.254.169.254 inverted: 5601:5601.
         assert_eq!(
-            filter.check(at("2001:0:808:808::5601:5601", 80)),
+            filter.check_udp(at("2001:0:808:808::5601:5601", 80)),
             reserved("cloud metadata service (RFC 3927 link-local)")
         );
         // Client 8.8.8.8 (inverted f7f7:f7f7) behind a private Teredo server.
         let public_client = "2001:0:a00:1:0:0:f7f7:f7f7";
         assert_eq!(normalise(ip(public_client)), ip("8.8.8.8"));
-        assert_eq!(filter.check(at(public_client, 53)), Ok(()));
+        assert_eq!(filter.check_udp(at(public_client, 53)), Ok(()));
     }
 
     #[test]
@@ -803,11 +870,19 @@ mod tests {
             if bits > 1 {
                 forms.push(v4.to_ipv6_compatible());
             }
-            for port in [PLAIN_PORT, TURN_PORT, RELAY_PORT] {
-                let want = filter.check(SocketAddr::new(IpAddr::V4(v4), port));
+            // A port of the relay range without a live relay; the live one
+            // is reached only at its exact address (below).
+            for port in [PLAIN_PORT, TURN_PORT, RELAY_PORT + 1] {
+                let want = filter.check_udp(SocketAddr::new(IpAddr::V4(v4), port));
                 for form in &forms {
                     let peer = SocketAddr::new(IpAddr::V6(*form), port);
-                    assert_eq!(filter.check(peer), want, "{peer} vs {v4}");
+                    assert_eq!(filter.check_udp(peer), want, "{peer} vs {v4}");
+                }
+            }
+            if v4 == OWN_IPV4 {
+                for form in &forms {
+                    let peer = SocketAddr::new(IpAddr::V6(*form), RELAY_PORT);
+                    assert_eq!(filter.check_udp(peer), Err(Refusal::NotARelay), "{peer}");
                 }
             }
         }
@@ -824,22 +899,62 @@ mod tests {
     // ---- own addresses and ports ----------------------------------------
 
     #[test]
-    fn own_ip_on_a_relay_port_is_allowed_even_when_loopback_is_not() {
+    fn own_ip_on_a_relay_port_is_allowed_only_as_exactly_a_live_relay() {
         let filter = filter();
-        assert_eq!(filter.check(SocketAddr::new(IpAddr::V4(OWN_IPV4), RELAY_PORT)), Ok(()));
-        assert_eq!(filter.check(SocketAddr::new(IpAddr::V6(OWN_IPV6), 49152)), Ok(()));
-        assert_eq!(filter.check(at("127.0.0.1", 65535)), Ok(()));
-        assert_eq!(filter.check(at("::1", RELAY_PORT)), Ok(()));
-        assert_eq!(filter.check(at("127.0.0.1", PLAIN_PORT)), Err(Refusal::ServerAddress));
+        let live_v4 = SocketAddr::new(IpAddr::V4(OWN_IPV4), RELAY_PORT);
+        assert_eq!(filter.check_udp(live_v4), Ok(()));
+        assert_eq!(
+            filter.check_udp(SocketAddr::new(IpAddr::V6(OWN_IPV6), RELAY_PORT)),
+            Ok(())
+        );
+        // The live relay is UDP: a TCP peer connection to it is not a relay.
+        assert_eq!(
+            filter.check(live_v4, RelayProtocol::Tcp, &LIVE),
+            Err(Refusal::NotARelay)
+        );
+        // Free ports of the range, and own addresses that are not an
+        // advertised relay address, reach whatever the host runs there.
+        assert_eq!(
+            filter.check_udp(SocketAddr::new(IpAddr::V6(OWN_IPV6), 49152)),
+            Err(Refusal::NotARelay)
+        );
+        assert_eq!(filter.check_udp(at("127.0.0.1", 65535)), Err(Refusal::NotARelay));
+        assert_eq!(filter.check_udp(at("::1", RELAY_PORT)), Err(Refusal::NotARelay));
+        assert_eq!(
+            filter.check_udp(at("127.0.0.1", PLAIN_PORT)),
+            Err(Refusal::ServerAddress)
+        );
+    }
+
+    #[test]
+    fn a_free_relay_port_stays_refused_when_the_operator_allows_loopback() {
+        let filter = filter_with(&["127.0.0.0/8"], &[]);
+        assert_eq!(filter.check_udp(at("127.0.0.1", 65535)), Err(Refusal::NotARelay));
+        assert_eq!(filter.check_udp(at("127.0.0.1", PLAIN_PORT)), Ok(()));
+    }
+
+    #[test]
+    fn a_relay_that_goes_is_no_longer_reachable() {
+        let filter = filter();
+        let live = LiveRelays::default();
+        let relay = SocketAddr::new(IpAddr::V4(OWN_IPV4), 50_002);
+        live.insert(Family::V4, RelayProtocol::Udp, 50_002);
+        assert_eq!(filter.check(relay, RelayProtocol::Udp, &live), Ok(()));
+        assert!(filter.still_reachable(relay, RelayProtocol::Udp, &live));
+        live.remove(Family::V4, RelayProtocol::Udp, 50_002);
+        assert!(!filter.still_reachable(relay, RelayProtocol::Udp, &live));
+        assert_eq!(filter.check(relay, RelayProtocol::Udp, &live), Err(Refusal::NotARelay));
+        // Any other peer stays reachable without a look at the set.
+        assert!(filter.still_reachable(at("8.8.8.8", 50_002), RelayProtocol::Udp, &live));
     }
 
     #[test]
     fn own_public_ip_on_a_non_relay_port_is_refused_unless_allowed() {
         let peer = SocketAddr::new(IpAddr::V4(OWN_IPV4), PLAIN_PORT);
-        assert_eq!(filter().check(peer), Err(Refusal::ServerAddress));
-        assert_eq!(filter_with(&["5.6.7.8/32"], &[]).check(peer), Ok(()));
+        assert_eq!(filter().check_udp(peer), Err(Refusal::ServerAddress));
+        assert_eq!(filter_with(&["5.6.7.8/32"], &[]).check_udp(peer), Ok(()));
         let peer_v6 = SocketAddr::new(IpAddr::V6(OWN_IPV6), 49151);
-        assert_eq!(filter().check(peer_v6), Err(Refusal::ServerAddress));
+        assert_eq!(filter().check_udp(peer_v6), Err(Refusal::ServerAddress));
     }
 
     #[test]
@@ -853,15 +968,18 @@ mod tests {
             at("::1", 5349),
             at("0.0.0.0", TURN_PORT),
         ] {
-            assert_eq!(everything.check(peer), Err(Refusal::ServerService), "{peer}");
+            assert_eq!(everything.check_udp(peer), Err(Refusal::ServerService), "{peer}");
         }
         let loopback = filter_with(&["127.0.0.0/8"], &[]);
-        assert_eq!(loopback.check(at("127.0.0.1", TURN_PORT)), Err(Refusal::ServerService));
+        assert_eq!(
+            loopback.check_udp(at("127.0.0.1", TURN_PORT)),
+            Err(Refusal::ServerService)
+        );
     }
 
     #[test]
     fn service_ports_of_other_hosts_are_not_special() {
-        assert_eq!(filter().check(at("8.8.8.8", TURN_PORT)), Ok(()));
+        assert_eq!(filter().check_udp(at("8.8.8.8", TURN_PORT)), Ok(()));
     }
 
     #[test]
@@ -871,16 +989,16 @@ mod tests {
             ..rules()
         });
         assert_eq!(
-            configured_mapped.check(at("5.6.7.8", PLAIN_PORT)),
+            configured_mapped.check_udp(at("5.6.7.8", PLAIN_PORT)),
             Err(Refusal::ServerAddress)
         );
-        assert_eq!(configured_mapped.check(at("5.6.7.8", RELAY_PORT)), Ok(()));
+        assert_eq!(configured_mapped.check_udp(at("5.6.7.8", RELAY_PORT)), Ok(()));
         assert_eq!(
-            filter().check(at("::ffff:5.6.7.8", PLAIN_PORT)),
+            filter().check_udp(at("::ffff:5.6.7.8", PLAIN_PORT)),
             Err(Refusal::ServerAddress)
         );
         assert_eq!(
-            filter().check(at("2002:506:708::", TURN_PORT)),
+            filter().check_udp(at("2002:506:708::", TURN_PORT)),
             Err(Refusal::ServerService)
         );
     }
@@ -888,17 +1006,23 @@ mod tests {
     #[test]
     fn unspecified_peer_counts_as_the_server_itself() {
         let filter = filter();
-        assert_eq!(filter.check(at("0.0.0.0", PLAIN_PORT)), Err(Refusal::ServerAddress));
-        assert_eq!(filter.check(at("0.0.0.0", RELAY_PORT)), Ok(()));
-        assert_eq!(filter.check(at("::", TURN_PORT)), Err(Refusal::ServerService));
+        assert_eq!(filter.check_udp(at("0.0.0.0", PLAIN_PORT)), Err(Refusal::ServerAddress));
+        assert_eq!(filter.check_udp(at("0.0.0.0", RELAY_PORT)), Err(Refusal::NotARelay));
+        assert_eq!(filter.check_udp(at("::", TURN_PORT)), Err(Refusal::ServerService));
     }
 
     #[test]
     fn empty_default_rules_still_refuse_loopback_and_reserved_ranges() {
         let filter = PeerFilter::new(PeerRules::default());
-        assert_eq!(filter.check(at("127.0.0.1", RELAY_PORT)), Err(Refusal::ServerAddress));
-        assert_eq!(filter.check(at("10.0.0.1", RELAY_PORT)), reserved("RFC 1918 private"));
-        assert_eq!(filter.check(at("8.8.8.8", RELAY_PORT)), Ok(()));
+        assert_eq!(
+            filter.check_udp(at("127.0.0.1", RELAY_PORT)),
+            Err(Refusal::ServerAddress)
+        );
+        assert_eq!(
+            filter.check_udp(at("10.0.0.1", RELAY_PORT)),
+            reserved("RFC 1918 private")
+        );
+        assert_eq!(filter.check_udp(at("8.8.8.8", RELAY_PORT)), Ok(()));
     }
 
     // ---- operator lists -------------------------------------------------
@@ -906,47 +1030,53 @@ mod tests {
     #[test]
     fn operator_allow_overrides_the_default_deny_list() {
         let filter = filter_with(&["127.0.0.0/8", "10.0.0.0/8", "fd00::/8"], &[]);
-        assert_eq!(filter.check(at("127.0.0.1", PLAIN_PORT)), Ok(()));
-        assert_eq!(filter.check(at("10.1.2.3", 80)), Ok(()));
-        assert_eq!(filter.check(at("::ffff:10.1.2.3", 80)), Ok(()));
-        assert_eq!(filter.check(at("fd12::1", 80)), Ok(()));
-        assert_eq!(filter.check(at("192.168.0.1", 80)), reserved("RFC 1918 private"));
+        assert_eq!(filter.check_udp(at("127.0.0.1", PLAIN_PORT)), Ok(()));
+        assert_eq!(filter.check_udp(at("10.1.2.3", 80)), Ok(()));
+        assert_eq!(filter.check_udp(at("::ffff:10.1.2.3", 80)), Ok(()));
+        assert_eq!(filter.check_udp(at("fd12::1", 80)), Ok(()));
+        assert_eq!(filter.check_udp(at("192.168.0.1", 80)), reserved("RFC 1918 private"));
     }
 
     #[test]
     fn operator_allow_also_matches_the_raw_ipv6_form() {
         let filter = filter_with(&["64:ff9b::/96"], &[]);
-        assert_eq!(filter.check(at("64:ff9b::10.0.0.1", 80)), Ok(()));
-        assert_eq!(filter.check(at("10.0.0.1", 80)), reserved("RFC 1918 private"));
+        assert_eq!(filter.check_udp(at("64:ff9b::10.0.0.1", 80)), Ok(()));
+        assert_eq!(filter.check_udp(at("10.0.0.1", 80)), reserved("RFC 1918 private"));
     }
 
     #[test]
     fn operator_deny_overrides_everything_including_relay_ports() {
         let own = SocketAddr::new(IpAddr::V4(OWN_IPV4), RELAY_PORT);
         assert_eq!(
-            filter_with(&[], &["5.6.7.8/32"]).check(own),
+            filter_with(&[], &["5.6.7.8/32"]).check_udp(own),
             Err(Refusal::ConfiguredDeny)
         );
         assert_eq!(
-            filter_with(&[], &["127.0.0.0/8"]).check(at("127.0.0.1", RELAY_PORT)),
+            filter_with(&[], &["127.0.0.0/8"]).check_udp(at("127.0.0.1", RELAY_PORT)),
             Err(Refusal::ConfiguredDeny)
         );
         let deny_all = filter_with(&["0.0.0.0/0"], &["0.0.0.0/0"]);
-        assert_eq!(deny_all.check(at("8.8.8.8", 53)), Err(Refusal::ConfiguredDeny));
-        assert_eq!(deny_all.check(at("127.0.0.1", TURN_PORT)), Err(Refusal::ConfiguredDeny));
+        assert_eq!(deny_all.check_udp(at("8.8.8.8", 53)), Err(Refusal::ConfiguredDeny));
+        assert_eq!(
+            deny_all.check_udp(at("127.0.0.1", TURN_PORT)),
+            Err(Refusal::ConfiguredDeny)
+        );
     }
 
     #[test]
     fn operator_deny_matches_both_the_raw_and_the_embedded_address() {
         let by_prefix = filter_with(&[], &["2002::/16"]);
-        assert_eq!(by_prefix.check(at("2002:808:808::1", 53)), Err(Refusal::ConfiguredDeny));
-        assert_eq!(by_prefix.check(at("8.8.8.8", 53)), Ok(()));
+        assert_eq!(
+            by_prefix.check_udp(at("2002:808:808::1", 53)),
+            Err(Refusal::ConfiguredDeny)
+        );
+        assert_eq!(by_prefix.check_udp(at("8.8.8.8", 53)), Ok(()));
 
         let by_ipv4 = filter_with(&[], &["8.8.8.0/24"]);
         for peer in ["8.8.8.8", "::ffff:8.8.8.8", "64:ff9b::8.8.8.8", "2002:808:808::"] {
-            assert_eq!(by_ipv4.check(at(peer, 53)), Err(Refusal::ConfiguredDeny), "{peer}");
+            assert_eq!(by_ipv4.check_udp(at(peer, 53)), Err(Refusal::ConfiguredDeny), "{peer}");
         }
-        assert_eq!(by_ipv4.check(at("8.8.4.4", 53)), Ok(()));
+        assert_eq!(by_ipv4.check_udp(at("8.8.4.4", 53)), Ok(()));
     }
 
     // ---- Refusal --------------------------------------------------------

@@ -206,8 +206,9 @@ impl<B: RelayBinder> Server<B> {
         if lifetime.is_zero() && dual && request.family.is_some() {
             let relay = request.family.and_then(|f| allocation.relays.slot(f).take());
             if let Some(relay) = relay {
+                let protocol = allocation.protocol;
                 self.by_relay.remove(&relay);
-                self.binder.release(Family::of(relay.0), relay.0.port());
+                self.release_relay(relay, protocol);
                 info!(%client, relay = %relay.0, "relay of one family deleted by client");
             }
         } else if lifetime.is_zero() {

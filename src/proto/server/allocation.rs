@@ -8,7 +8,11 @@
 //!   client` for every relay address `r` of every `(client, a)` and
 //!   nothing else;
 //! * `Server::timers` holds exactly one `(a.expires,
-//!   Timer::Allocation(client))` per allocation.
+//!   Timer::Allocation(client))` per allocation;
+//! * `Server::live` has the bit of every relay of every allocation set; a
+//!   relay's bit is set after its socket is bound and cleared before the
+//!   socket is released, so no other shard can be handed the port while
+//!   the bit is still ours.
 //!
 //! Permissions and channels are bounded per allocation and expire lazily:
 //! an expired entry is never used and is pruned before counting.
@@ -174,6 +178,8 @@ impl<B: RelayBinder> Server<B> {
         for relay in allocation.relays.iter() {
             let previous = self.by_relay.insert(relay, client);
             debug_assert!(previous.is_none(), "relay address handed out twice");
+            self.live
+                .insert(Family::of(relay.0), allocation.protocol, relay.0.port());
         }
         let previous = self.allocations.insert(client, allocation);
         debug_assert!(previous.is_none(), "two allocations for one 5-tuple");
@@ -192,7 +198,7 @@ impl<B: RelayBinder> Server<B> {
         for relay in a.relays.iter() {
             let removed = self.by_relay.remove(&relay);
             debug_assert_eq!(removed, Some(client));
-            self.binder.release(Family::of(relay.0), relay.0.port());
+            self.release_relay(relay, a.protocol);
         }
         for id in a.connections {
             self.remove_connection(id);
@@ -210,5 +216,12 @@ impl<B: RelayBinder> Server<B> {
             bytes_to_client = a.to_client.bytes,
             "allocation deleted"
         );
+    }
+
+    /// Forgets relay `relay` of an allocation: no longer live, then its
+    /// socket released (in that order, see the module invariants).
+    pub(super) fn release_relay(&mut self, relay: RelayAddr, protocol: RelayProtocol) {
+        self.live.remove(Family::of(relay.0), protocol, relay.0.port());
+        self.binder.release(Family::of(relay.0), relay.0.port());
     }
 }

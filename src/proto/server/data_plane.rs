@@ -63,6 +63,13 @@ impl<B: RelayBinder> Server<B> {
         if !allocation.permits(peer.0.ip(), now) {
             return None;
         }
+        // The channel was checked when bound; one of our relays it names
+        // may have gone since.
+        if !self.filter.still_reachable(peer.0, RelayProtocol::Udp, &self.live) {
+            self.counters.peer_refusals += 1;
+            trace!(%client, peer = %peer.0, "ChannelData to a relay that is gone dropped");
+            return None;
+        }
         if let Err(limit) = allocation.within_rate(payload.len(), now) {
             self.counters.rate_limited[limit as usize].count(payload.len());
             return None;
@@ -95,7 +102,7 @@ impl<B: RelayBinder> Server<B> {
         }
         // Permissions are per IP, but the filter also judges the port (a
         // service port on one of our own addresses), so check it here too.
-        if self.filter.check(peer).is_err() {
+        if self.filter.check(peer, RelayProtocol::Udp, &self.live).is_err() {
             self.counters.peer_refusals += 1;
             trace!(%client, %peer, "Send indication to a refused peer dropped");
             return None;

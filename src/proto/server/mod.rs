@@ -32,7 +32,9 @@
 //! * [`relay_binder`] — the driver's side of relay sockets.
 //!
 //! Invariants (each stated again where it is kept):
-//! * `by_relay` mirrors `allocations` (see [`allocation`]);
+//! * `by_relay` mirrors `allocations`, and `live` holds exactly the relays
+//!   of this core's allocations among those of other shards (see
+//!   [`allocation`]);
 //! * `timers` holds exactly one `(expires, Timer::Allocation(client))` per
 //!   allocation, with the allocation's deadline, one
 //!   `(expires, Timer::Reservation(token))` per reservation this core made
@@ -74,6 +76,7 @@ use self::answer::Failure;
 use self::tcp_relay::PeerConnection;
 use super::addr::{ClientAddr, ConnectionId, PeerAddr, RelayAddr};
 use super::auth::{Credentials, NonceCheck, UserError};
+use super::live_relays::LiveRelays;
 use super::method::Method;
 use super::peer_filter::PeerFilter;
 use super::quota::AllocationQuota;
@@ -138,6 +141,9 @@ pub struct Server<B> {
     credentials: Credentials,
     filter: PeerFilter,
     quota: Arc<AllocationQuota>,
+    /// This server's live relays, shared by every shard: this core marks
+    /// its own (see [`allocation`]), the peer filter reads them.
+    live: Arc<LiveRelays>,
     binder: B,
     allocations: HashMap<ClientAddr, Allocation>,
     by_relay: HashMap<RelayAddr, ClientAddr>,
@@ -159,11 +165,13 @@ pub struct Server<B> {
 
 impl<B: RelayBinder> Server<B> {
     /// `seed` is 32 random bytes from the driver (the core has no RNG).
+    /// `quota` and `live` are shared by every shard of the process.
     pub fn new(
         config: ServerConfig,
         credentials: Credentials,
         filter: PeerFilter,
         quota: Arc<AllocationQuota>,
+        live: Arc<LiveRelays>,
         binder: B,
         seed: [u8; 32],
     ) -> Server<B> {
@@ -174,6 +182,7 @@ impl<B: RelayBinder> Server<B> {
             credentials,
             filter,
             quota,
+            live,
             binder,
             allocations: HashMap::new(),
             by_relay: HashMap::new(),

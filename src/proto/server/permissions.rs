@@ -24,14 +24,19 @@ pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
 pub const CHANNEL_COOLDOWN: Duration = Duration::from_secs(300);
 
 impl<B: RelayBinder> Server<B> {
-    /// Checks a peer address for an allocation: it needs a relay of its
-    /// family (443: a relay never crosses families) and the peer filter
-    /// must allow it (403).
-    pub(super) fn check_peer(&mut self, relays: Relays, peer: SocketAddr) -> Result<(), Failure> {
+    /// Checks a peer address for an allocation relaying `protocol`: it
+    /// needs a relay of its family (443: a relay never crosses families)
+    /// and the peer filter must allow it (403).
+    pub(super) fn check_peer(
+        &mut self,
+        relays: Relays,
+        protocol: RelayProtocol,
+        peer: SocketAddr,
+    ) -> Result<(), Failure> {
         if relays.get(Family::of(peer)).is_none() {
             return Err(ErrorCode::PeerAddressFamilyMismatch.into());
         }
-        self.filter.check(peer).map_err(|refusal| {
+        self.filter.check(peer, protocol, &self.live).map_err(|refusal| {
             debug!(%peer, reason = refusal.reason(), "peer refused");
             self.counters.peer_refusals += 1;
             Failure::Code(ErrorCode::Forbidden)
@@ -47,11 +52,12 @@ impl<B: RelayBinder> Server<B> {
         auth: &Authenticated<'_>,
         now: Instant,
     ) -> Result<Vec<u8>, Failure> {
-        let relays = self.allocation_of(client, auth)?.relays;
+        let allocation = self.allocation_of(client, auth)?;
+        let (relays, protocol) = (allocation.relays, allocation.protocol);
         let request = CreatePermissionRequest::parse(msg)?;
         let mut ips: Vec<IpAddr> = Vec::with_capacity(request.peers.len());
         for peer in request.peers {
-            self.check_peer(relays, peer)?;
+            self.check_peer(relays, protocol, peer)?;
             if !ips.contains(&peer.ip()) {
                 ips.push(peer.ip());
             }
@@ -87,7 +93,7 @@ impl<B: RelayBinder> Server<B> {
         }
         let relays = allocation.relays;
         let ChannelBindRequest { number, peer } = ChannelBindRequest::parse(msg)?;
-        self.check_peer(relays, peer.0)?;
+        self.check_peer(relays, RelayProtocol::Udp, peer.0)?;
         let (max_channels, max_permissions) = (self.config.max_channels, self.config.max_permissions);
         let allocation = self.allocation_of(client, auth)?;
         allocation.channels.retain(|c| c.expires + CHANNEL_COOLDOWN > now);

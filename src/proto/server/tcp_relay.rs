@@ -163,7 +163,7 @@ impl<B: RelayBinder> Server<B> {
         }
         let relays = allocation.relays;
         let ConnectRequest { peer } = ConnectRequest::parse(msg)?;
-        self.check_peer(relays, peer.0)?;
+        self.check_peer(relays, RelayProtocol::Tcp, peer.0)?;
         let allocation = self.allocation_of(client, auth)?;
         // RFC 6062 leans on TURN permissions: connecting out needs one,
         // just like sending a datagram would.

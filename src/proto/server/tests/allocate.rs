@@ -478,3 +478,18 @@ fn refresh_without_an_allocation_is_437() {
     let mut h = Harness::new();
     h.refresh(client(1), &alice(), None).assert_code(437);
 }
+
+#[test]
+fn a_relay_is_marked_live_for_every_shard_while_its_allocation_holds_it() {
+    let mut h = Harness::new();
+    let relay = h.allocate(client(1));
+    let port = relay.0.port();
+    assert!(h.live.contains(Family::V4, RelayProtocol::Udp, port));
+    assert!(!h.live.contains(Family::V4, RelayProtocol::Tcp, port));
+    h.refresh(client(1), &alice(), Some(0)).assert_success();
+    assert!(!h.live.contains(Family::V4, RelayProtocol::Udp, port));
+    // Expiry clears it too.
+    let relay = h.allocate(client(2));
+    h.at(600);
+    assert!(!h.live.contains(Family::V4, RelayProtocol::Udp, relay.0.port()));
+}

@@ -73,25 +73,60 @@ fn send_indication_to_a_service_port_of_an_own_address_is_dropped_despite_a_perm
     // Relay-to-relay on this server is allowed, and permissions are per
     // IP; a Send indication must still not reach the server's own
     // service ports through that permission.
-    let rules = PeerRules {
-        relay_ports: FIRST_PORT..=FIRST_PORT + PORTS - 1,
-        service_ports: vec![3478],
-        ..PeerRules::default()
-    };
     let mut h = Harness::with(Settings {
-        rules,
+        rules: own_relay_rules(vec![3478]),
         ..Settings::default()
     });
     let c = client(1);
     let relay = h.allocate(c);
-    let other_relay = addr("127.0.0.1:50005");
-    let turn_port = addr("127.0.0.1:3478");
+    let other_relay = h.allocate(client(2)).0;
+    let turn_port = SocketAddr::new(RELAY_IP.into(), 3478);
     h.permit(c, &[other_relay]).assert_success();
     assert_eq!(h.send(c, other_relay, b"hi"), relayed(relay, other_relay, b"hi"));
     h.permit(c, &[turn_port]).assert_code(403);
     h.channel_bind(c, 0x4000, turn_port).assert_code(403);
     assert_eq!(h.send(c, turn_port, b"hi"), None);
-    assert_eq!(h.send(c, addr("127.0.0.1:22"), b"hi"), None);
+    assert_eq!(h.send(c, SocketAddr::new(RELAY_IP.into(), 22), b"hi"), None);
+}
+
+/// The rules `net` derives for a server whose advertised relay address is
+/// [`RELAY_IP`], relaying from the fake binder's ports.
+fn own_relay_rules(service_ports: Vec<u16>) -> PeerRules {
+    PeerRules {
+        own_ips: vec![RELAY_IP.into()],
+        relay_ports: FIRST_PORT..=FIRST_PORT + PORTS - 1,
+        relay_ips: vec![RELAY_IP.into()],
+        service_ports,
+        ..PeerRules::default()
+    }
+}
+
+#[test]
+fn own_addresses_are_peers_only_while_exactly_a_live_relay_of_this_server() {
+    let mut h = Harness::with(Settings {
+        rules: own_relay_rules(vec![3478]),
+        ..Settings::default()
+    });
+    let (a, b) = (client(1), client(2));
+    let relay_a = h.allocate(a);
+    let relay_b = h.allocate(b);
+    // A port of the relay range that holds no relay is the host's.
+    let free_port = SocketAddr::new(RELAY_IP.into(), FIRST_PORT + PORTS - 1);
+    h.permit(a, &[free_port]).assert_code(403);
+    h.channel_bind(a, 0x4001, free_port).assert_code(403);
+    // B's relay is reachable, by Send and over a channel...
+    h.channel_bind(a, 0x4000, relay_b.0).assert_success();
+    assert_eq!(h.send(a, relay_b.0, b"s"), relayed(relay_a, relay_b.0, b"s"));
+    assert_eq!(
+        h.client_packet(a, &channel_data(0x4000, b"c")),
+        relayed(relay_a, relay_b.0, b"c")
+    );
+    // ...until B's allocation goes: from the next packet on, neither the
+    // permission nor the channel reaches the port it held.
+    h.refresh(b, &alice(), Some(0)).assert_success();
+    assert_eq!(h.send(a, relay_b.0, b"s"), None);
+    assert_eq!(h.client_packet(a, &channel_data(0x4000, b"c")), None);
+    assert_eq!(h.server.snapshot(h.now().mono).counters.peer_refusals, 4);
 }
 
 /// Behind a 1:1 NAT the advertised relay IP (external_ip) may not hairpin:
@@ -102,8 +137,7 @@ fn relay_to_relay_goes_through_the_local_address_when_the_advertised_one_does_no
     let local = std::net::IpAddr::from([10, 9, 9, 9]);
     let rules = PeerRules {
         own_ips: vec![RELAY_IP.into(), local],
-        relay_ports: FIRST_PORT..=FIRST_PORT + PORTS - 1,
-        ..PeerRules::default()
+        ..own_relay_rules(Vec::new())
     };
     let mut h = Harness::with(Settings {
         rules,

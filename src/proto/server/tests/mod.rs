@@ -29,9 +29,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Effect, PortWant, RelayHairpin, Server, ServerConfig, PEER_HEADROOM, PEER_TAILROOM};
-use crate::proto::addr::{ClientAddr, ConnectionId, Family, PeerAddr, RelayAddr, Transport};
+use crate::proto::addr::{ClientAddr, ConnectionId, Family, PeerAddr, RelayAddr, RelayProtocol, Transport};
 use crate::proto::auth::{self, Credentials, CredentialsConfig, LongTermKey};
 use crate::proto::channel_data::ChannelNumber;
+use crate::proto::live_relays::LiveRelays;
 use crate::proto::peer_filter::{PeerFilter, PeerRules};
 use crate::proto::quota::AllocationQuota;
 use crate::proto::stats;
@@ -281,6 +282,8 @@ impl Default for Settings {
 struct Harness {
     server: Server<FakeBinder>,
     quota: Arc<AllocationQuota>,
+    /// The relays the core has marked live (shared with it).
+    live: Arc<LiveRelays>,
     software: Option<&'static str>,
     base: Instant,
     elapsed: Duration,
@@ -316,11 +319,13 @@ impl Harness {
             nonce_key: [3; 32],
         });
         let quota = Arc::new(AllocationQuota::new(s.max_total, s.max_per_user));
+        let live = Arc::new(LiveRelays::default());
         let server = Server::new(
             config,
             credentials,
             PeerFilter::new(s.rules),
             quota.clone(),
+            live.clone(),
             FakeBinder::new(FIRST_PORT..=FIRST_PORT + PORTS - 1),
             [9; 32],
         );
@@ -330,6 +335,7 @@ impl Harness {
         Harness {
             server,
             quota,
+            live,
             software: s.software,
             base,
             elapsed: Duration::ZERO,
