@@ -22,6 +22,10 @@ pub const MAX_WORKERS: usize = 256;
 /// REALM and SOFTWARE hold fewer than 128 characters (RFC 8489 §14.9,
 /// §14.14), which also keeps them under 763 bytes.
 const MAX_TEXT_CHARS: usize = 127;
+/// The longest realm with which a 401 stays within twice the smallest
+/// Allocate (28 bytes, no FINGERPRINT): 20 header + 8 ERROR-CODE + 12
+/// NONCE + 4 + 12 REALM = 56.
+const REFLECTION_SAFE_REALM: usize = 12;
 
 /// USERNAME holds fewer than 509 bytes (RFC 8489 §14.3).
 const MAX_USERNAME_BYTES: usize = 508;
@@ -78,6 +82,13 @@ impl Config {
                      anyone who reaches it can join rooms and get TURN credentials"
                 ));
             }
+        }
+        if self.server.realm.len() > REFLECTION_SAFE_REALM {
+            warnings.push(format!(
+                "server.realm is {} bytes: above {REFLECTION_SAFE_REALM}, the 401 to the smallest Allocate \
+                 is more than twice its size (see SECURITY.md, amplification)",
+                self.server.realm.len()
+            ));
         }
         warnings
     }
@@ -519,12 +530,13 @@ fn check_user(i: usize, user: &User) -> Result<(), ConfigError> {
 
 /// Decodes exactly 32 hex digits (either case) into 16 bytes.
 fn decode_key(hex: &str) -> Option<[u8; 16]> {
-    let mut digits: [u8; 32] = hex.as_bytes().try_into().ok()?;
-    // The shared decoder reads only the lowercase hex nonces are written in;
-    // precomputed keys are pasted in either case.
-    digits.make_ascii_lowercase();
+    let digits: &[u8; 32] = hex.as_bytes().try_into().ok()?;
+    let nibble = |c: u8| char::from(c).to_digit(16).map(|d| d as u8);
     let mut key = [0u8; 16];
-    auth::hex_decode(&digits, &mut key).then_some(key)
+    for (byte, pair) in key.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(key)
 }
 
 /// A key for a user without a usable credential: random, so that no client

@@ -8,10 +8,19 @@
 //!   so they can be rotated; [`mint`] uses whichever one the caller passes
 //!   (the first configured one). The same function mints for the CLI and the
 //!   signaling endpoint, so what is handed out is what is verified here.
-//! * Nonces are stateless: `hex(expiry) || hex(HMAC(nonce_key, expiry,
-//!   client)[..8])`. Checking one costs an HMAC and no memory, so an
+//! * Nonces are stateless: `base64url(expiry mod 2^16 || HMAC(nonce_key,
+//!   expiry, client)[..4])`, 8 characters, where `expiry` is in unix
+//!   seconds. Checking one costs an HMAC and no memory, so an
 //!   unauthenticated source can make the server remember nothing. A nonce
-//!   is only valid for the client address it was issued to.
+//!   is only valid for the client address it was issued to. The checker
+//!   rebuilds the full expiry as the one instant within `nonce_ttl` (at most
+//!   an hour, far below 2^15 s) ahead of now with those low 16 bits; the
+//!   MAC is over the full value, so a nonce replayed 2^16 s later fails.
+//!   It is short on purpose: it travels in every 401 and 438, which a
+//!   spoofed source can ask for, and those answers must stay within twice
+//!   the size of the request (SECURITY.md, amplification). Forging one
+//!   takes 2^32 guesses per client address and gains nothing but the
+//!   skipped round trip: the credential check still follows.
 //!
 //! * Signaling tokens gate the WebSocket endpoint: `<unix-expiry>.<sig>`
 //!   with sig = base64url-nopad(HMAC-SHA256(token_secret, "<unix-expiry>")),
@@ -123,7 +132,10 @@ pub enum NonceCheck {
     Stale,
 }
 
-pub const NONCE_LEN: usize = 32;
+/// Characters of a nonce: 6 bytes (the expiry's low 16 bits and a 4-byte
+/// MAC) in base64url without padding.
+pub const NONCE_LEN: usize = 8;
+const NONCE_MAC_LEN: usize = 4;
 
 pub struct Credentials {
     realm: String,
@@ -150,7 +162,8 @@ impl Credentials {
             users: config.users.into_iter().collect(),
             secrets: config.secrets,
             nonce_key: hmac::Key::new(hmac::HMAC_SHA256, &config.nonce_key),
-            nonce_ttl_secs: config.nonce_ttl.as_secs().max(1),
+            // The nonce carries 16 bits of its expiry (see the module doc).
+            nonce_ttl_secs: config.nonce_ttl.as_secs().clamp(1, u64::from(u16::MAX / 2)),
         }
     }
 
@@ -199,60 +212,37 @@ impl Credentials {
 
     pub fn make_nonce(&self, client: SocketAddr, now_unix: u64) -> [u8; NONCE_LEN] {
         let expiry = now_unix.saturating_add(self.nonce_ttl_secs);
-        let mac = self.nonce_mac(expiry, client);
+        let mut raw = [0u8; 2 + NONCE_MAC_LEN];
+        raw[..2].copy_from_slice(&(expiry as u16).to_be_bytes());
+        raw[2..].copy_from_slice(&self.nonce_mac(expiry, client).as_ref()[..NONCE_MAC_LEN]);
         let mut out = [0u8; NONCE_LEN];
-        hex_encode(&expiry.to_be_bytes(), &mut out[..16]);
-        hex_encode(&mac.as_ref()[..8], &mut out[16..]);
+        let written = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_slice(raw, &mut out);
+        debug_assert_eq!(written, Ok(NONCE_LEN));
         out
     }
 
     pub fn check_nonce(&self, nonce: &[u8], client: SocketAddr, now_unix: u64) -> NonceCheck {
-        let Ok(nonce) = <&[u8; NONCE_LEN]>::try_from(nonce) else {
-            return NonceCheck::Stale;
-        };
-        let (mut expiry, mut mac) = ([0u8; 8], [0u8; 8]);
-        if !hex_decode(&nonce[..16], &mut expiry) || !hex_decode(&nonce[16..], &mut mac) {
+        if nonce.len() != NONCE_LEN {
             return NonceCheck::Stale;
         }
-        let expiry = u64::from_be_bytes(expiry);
-        let expected = self.nonce_mac(expiry, client);
-        let same = constant_time_eq(&expected.as_ref()[..8], &mac);
-        if same && expiry > now_unix {
-            NonceCheck::Valid
-        } else {
-            NonceCheck::Stale
+        let mut raw = [0u8; 2 + NONCE_MAC_LEN];
+        match base64::engine::general_purpose::URL_SAFE_NO_PAD.decode_slice(nonce, &mut raw) {
+            Ok(n) if n == raw.len() => {}
+            _ => return NonceCheck::Stale,
+        }
+        let (low, mac) = raw.split_at(2);
+        // The one expiry ahead of now, within the nonce lifetime, with these
+        // low bits; anything else is expired (or forged, or from 2^16 s ago).
+        let ahead = u64::from(u16::from_be_bytes([low[0], low[1]]).wrapping_sub(now_unix as u16));
+        if ahead == 0 || ahead > self.nonce_ttl_secs {
+            return NonceCheck::Stale;
+        }
+        let expected = self.nonce_mac(now_unix.saturating_add(ahead), client);
+        match constant_time_eq(&expected.as_ref()[..NONCE_MAC_LEN], mac) {
+            true => NonceCheck::Valid,
+            false => NonceCheck::Stale,
         }
     }
-}
-
-fn hex_encode(bytes: &[u8], out: &mut [u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in bytes.iter().enumerate() {
-        out[2 * i] = DIGITS[usize::from(b >> 4)];
-        out[2 * i + 1] = DIGITS[usize::from(b & 0xF)];
-    }
-}
-
-/// Decodes lowercase hex, as [`hex_encode`] writes it, into exactly
-/// `out.len()` bytes; false for anything else.
-pub(crate) fn hex_decode(hex: &[u8], out: &mut [u8]) -> bool {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        }
-    }
-    if hex.len() != out.len() * 2 {
-        return false;
-    }
-    for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-        match (nibble(pair[0]), nibble(pair[1])) {
-            (Some(h), Some(l)) => *o = (h << 4) | l,
-            _ => return false,
-        }
-    }
-    true
 }
 
 /// A signaling token valid until `expires_unix`.
@@ -365,6 +355,21 @@ mod tests {
         assert_eq!(c.check_nonce(&nonce, client, 1600), NonceCheck::Stale);
         let other: SocketAddr = "192.0.2.1:5001".parse().unwrap();
         assert_eq!(c.check_nonce(&nonce, other, 1000), NonceCheck::Stale);
+        assert_eq!(nonce.len(), NONCE_LEN);
+    }
+
+    #[test]
+    fn a_nonce_carrying_16_bits_of_its_expiry_does_not_come_back_2_to_the_16_seconds_later() {
+        let c = credentials(&[]);
+        let client: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        // Across a wrap of the low 16 bits, too.
+        let near_wrap = 65_536 * 3 - 300;
+        let nonce = c.make_nonce(client, near_wrap);
+        assert_eq!(c.check_nonce(&nonce, client, near_wrap + 599), NonceCheck::Valid);
+        for later in [65_536, 2 * 65_536] {
+            assert_eq!(c.check_nonce(&nonce, client, near_wrap + later), NonceCheck::Stale);
+            assert_eq!(c.check_nonce(&nonce, client, near_wrap + later + 10), NonceCheck::Stale);
+        }
     }
 
     #[test]

@@ -296,6 +296,15 @@ impl<'a> Message<'a> {
         self.integrity_at.is_some()
     }
 
+    /// True if the message ends in a FINGERPRINT (which parsing checked).
+    pub fn has_fingerprint(&self) -> bool {
+        self.bytes
+            .len()
+            .checked_sub(8)
+            .and_then(|at| self.bytes.get(at..at + 2))
+            .is_some_and(|typ| typ == attr::FINGERPRINT.to_be_bytes())
+    }
+
     /// The first comprehension-required attribute types this server does
     /// not understand (at most `out.len()` of them); returns how many.
     pub fn unknown_required(&self, out: &mut [u16]) -> usize {

@@ -3,10 +3,14 @@
 //! that every answer is counted once, by method and code, where it is
 //! encoded.
 //!
-//! Unauthenticated errors carry no SOFTWARE and no MESSAGE-INTEGRITY, so
-//! that an answer to a spoofed source stays close to the request's size;
-//! answers to authenticated requests end in SOFTWARE (if configured),
-//! MESSAGE-INTEGRITY under the user's key, and FINGERPRINT.
+//! An answer to an unauthenticated request goes to an address nobody has
+//! proven to own, so it must not be worth spoofing: it carries no SOFTWARE,
+//! no MESSAGE-INTEGRITY, an empty reason phrase (RFC 8489 §14.8 allows any
+//! text under 128 characters), and FINGERPRINT only if the request had one.
+//! That keeps every such answer within twice the size of its request
+//! (SECURITY.md, amplification). Answers to authenticated requests end in
+//! SOFTWARE (if configured), MESSAGE-INTEGRITY under the user's key, and
+//! FINGERPRINT.
 
 use ring::hmac;
 
@@ -142,23 +146,24 @@ impl<B: RelayBinder> Server<B> {
         self.counters.request(Method::from_wire(msg.method()), code.code());
         let mut buf = Vec::with_capacity(96);
         let mut w = MessageWriter::new(&mut buf, Class::Error, msg.method(), msg.transaction_id());
+        let reason = match key {
+            Some(_) => code.reason(),
+            None => "",
+        };
+        w.error_code(code.code(), reason);
         match failure {
-            Failure::Challenge(code) => {
-                w.error_code(code.code(), code.reason())
-                    .bytes(attr::REALM, self.credentials.realm().as_bytes())
+            Failure::Challenge(_) => {
+                w.bytes(attr::REALM, self.credentials.realm().as_bytes())
                     .bytes(attr::NONCE, &self.credentials.make_nonce(client.remote, unix_secs));
             }
             Failure::UnknownAttributes(types, n) => {
-                let code = ErrorCode::UnknownAttribute;
-                w.error_code(code.code(), code.reason()).unknown_attributes(&types[..n]);
+                w.unknown_attributes(&types[..n]);
             }
-            Failure::Code(code) => {
-                w.error_code(code.code(), code.reason());
-            }
+            Failure::Code(_) => {}
         }
         match key {
             Some(key) => self.finish_authenticated(w, key),
-            None => w.finish(None, true),
+            None => w.finish(None, msg.has_fingerprint()),
         }
         buf
     }

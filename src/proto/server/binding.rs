@@ -1,6 +1,12 @@
 //! Binding (RFC 8489 §6.3): no authentication, the client's address as
 //! XOR-MAPPED-ADDRESS, or as MAPPED-ADDRESS for RFC 3489 clients that send
 //! no magic cookie (RFC 8489 §12).
+//!
+//! Anyone can ask, from any source address, so the answer is kept within
+//! twice the request for IPv4 clients: no SOFTWARE (RFC 8489 §14.14 makes
+//! it optional; it is still sent on authenticated answers), and
+//! FINGERPRINT only if the request had one. A 20-byte request from an
+//! IPv4 client gets 32 bytes, a 28-byte one (with FINGERPRINT) 40.
 
 use super::answer::Failure;
 use super::{RelayBinder, Server};
@@ -17,10 +23,7 @@ impl<B: RelayBinder> Server<B> {
         Failure::check_unknown(msg)?;
         let mut w = MessageWriter::new(&mut buf, Class::Success, msg.method(), msg.transaction_id());
         w.xor_address(attr::XOR_MAPPED_ADDRESS, client.remote);
-        if let Some(software) = &self.config.software {
-            w.bytes(attr::SOFTWARE, software.as_bytes());
-        }
-        w.finish(None, true);
+        w.finish(None, msg.has_fingerprint());
         Ok(buf)
     }
 }

@@ -74,7 +74,7 @@ pub use self::tcp_relay::CONNECTION_BIND_TIMEOUT;
 use self::allocation::Allocation;
 use self::answer::Failure;
 use self::tcp_relay::PeerConnection;
-use super::addr::{ClientAddr, ConnectionId, PeerAddr, RelayAddr};
+use super::addr::{ClientAddr, ConnectionId, PeerAddr, RelayAddr, Transport};
 use super::auth::{Credentials, NonceCheck, UserError};
 use super::live_relays::LiveRelays;
 use super::method::Method;
@@ -324,7 +324,10 @@ impl<B: RelayBinder> Server<B> {
             None => (Err(ErrorCode::BadRequest.into()), None),
             // Binding needs no credentials (RFC 8489 §6.3).
             Some(Method::Binding) => (self.binding(client, msg).map(Some), None),
-            Some(method) => match self.authenticate(client, msg, now) {
+            Some(method) => match self
+                .challengeable(method, client, msg)
+                .and_then(|()| self.authenticate(client, msg, now))
+            {
                 Ok(auth) => (
                     self.authenticated_request(method, client, msg, &auth, now.mono),
                     Some(auth.key),
@@ -364,6 +367,36 @@ impl<B: RelayBinder> Server<B> {
             Method::ChannelBind => self.channel_bind(client, msg, auth, now).map(Some),
             Method::Connect => self.connect(client, msg, auth, now).map(|()| None),
             Method::ConnectionBind => self.connection_bind(client, msg, auth).map(|()| None),
+        }
+    }
+
+    /// Whether a request without MESSAGE-INTEGRITY earns a challenge. Only
+    /// one that could succeed once signed does: an Allocate with
+    /// REQUESTED-TRANSPORT, a ConnectionBind with CONNECTION-ID on a stream,
+    /// and the other TURN requests with their mandatory attributes on a
+    /// 5-tuple that has an allocation. Anything else gets the small 400 or
+    /// 437 it would get signed, instead of a 401 that a spoofed source
+    /// could have sent towards someone else (SECURITY.md, amplification).
+    fn challengeable(&self, method: Method, client: ClientAddr, msg: &Message<'_>) -> Result<(), Failure> {
+        use super::stun::attr;
+        if msg.has_integrity() {
+            return Ok(());
+        }
+        let needs_allocation = !matches!(method, Method::Allocate | Method::ConnectionBind | Method::Binding);
+        if needs_allocation && !self.allocations.contains_key(&client) {
+            return Err(ErrorCode::AllocationMismatch.into());
+        }
+        let mandatory: &[u16] = match method {
+            Method::Binding | Method::Refresh => &[],
+            Method::Allocate => &[attr::REQUESTED_TRANSPORT],
+            Method::CreatePermission | Method::Connect => &[attr::XOR_PEER_ADDRESS],
+            Method::ChannelBind => &[attr::CHANNEL_NUMBER, attr::XOR_PEER_ADDRESS],
+            Method::ConnectionBind => &[attr::CONNECTION_ID],
+        };
+        let over_udp = method == Method::ConnectionBind && client.transport == Transport::Udp;
+        match over_udp || !mandatory.iter().all(|a| msg.has(*a)) {
+            true => Err(ErrorCode::BadRequest.into()),
+            false => Ok(()),
         }
     }
 

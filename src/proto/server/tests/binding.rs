@@ -2,10 +2,10 @@
 
 use super::*;
 
-// Binding (RFC 8489 §6.3)
-
+/// SOFTWARE goes only into authenticated answers: a Binding answer goes to
+/// whoever the source address claims to be (see the module doc).
 #[test]
-fn binding_answers_with_the_clients_address_software_and_fingerprint() {
+fn binding_answers_with_the_clients_address_and_fingerprint_but_no_software() {
     let mut h = Harness::new();
     let v6 = ClientAddr {
         transport: Transport::Udp,
@@ -15,24 +15,26 @@ fn binding_answers_with_the_clients_address_software_and_fingerprint() {
     for c in [client(1), v6] {
         let response = h.exchange(c, &binding_request([1; 12], none));
         response.assert_success();
-        assert_eq!(response.types(), [attr::XOR_MAPPED_ADDRESS, attr::SOFTWARE]);
+        assert_eq!(response.types(), [attr::XOR_MAPPED_ADDRESS]);
         assert_eq!(response.xor(attr::XOR_MAPPED_ADDRESS), c.remote);
-        assert_eq!(response.attr(attr::SOFTWARE), Some(SOFTWARE.as_bytes()));
         assert!(!response.msg().has_integrity());
     }
     assert_eq!(h.server.allocation_count(), 0);
 }
 
 #[test]
-fn binding_omits_software_when_none_is_configured() {
-    let mut h = Harness::with(Settings {
-        software: None,
-        ..Settings::default()
-    });
-    let response = h.exchange(client(1), &binding_request([1; 12], none));
-    response.assert_success();
-    assert_eq!(response.types(), [attr::XOR_MAPPED_ADDRESS]);
-    assert!(response.has_fingerprint());
+fn binding_answers_carry_fingerprint_only_when_the_request_did_and_stay_within_twice_its_size() {
+    let mut h = Harness::new();
+    let mut bare = vec![0x00, 0x01, 0x00, 0x00];
+    bare.extend_from_slice(&stun::MAGIC_COOKIE.to_be_bytes());
+    bare.extend_from_slice(&[7; 12]);
+    let answer = h.exchange_raw(client(1), &bare);
+    assert_eq!(answer.len(), 32);
+    assert!(!Message::parse(&answer).unwrap().has_fingerprint());
+    let with_fingerprint = binding_request([1; 12], none);
+    let answer = h.exchange_raw(client(1), &with_fingerprint);
+    assert_eq!((with_fingerprint.len(), answer.len()), (28, 40));
+    assert!(Message::parse(&answer).unwrap().has_fingerprint());
 }
 
 #[test]

@@ -51,10 +51,13 @@ fn malformed_client_packets_never_panic_and_produce_nothing() {
     for case in &cases {
         assert_eq!(h.client_packet(c, case), None, "{case:02x?}");
     }
-    // Every truncation and every bit flip of a valid authenticated request
-    // breaks its length or its FINGERPRINT. (Flipping FINGERPRINT's own
-    // type turns it into an unknown attribute after MESSAGE-INTEGRITY,
-    // which RFC 8489 §14.5 says to ignore, so those bytes are skipped.)
+    // Every truncation and nearly every bit flip of a valid authenticated
+    // request breaks its length or its FINGERPRINT. (Flipping
+    // FINGERPRINT's own type turns it into an unknown attribute after
+    // MESSAGE-INTEGRITY, which RFC 8489 §14.5 says to ignore, so those
+    // bytes are skipped.) A flip of an attribute's length can make it
+    // swallow the rest of the message and leave another well-formed
+    // request without MESSAGE-INTEGRITY: that one is merely challenged.
     let id = h.next_id();
     let request = h.authed(client(2), &alice(), method::ALLOCATE, id, udp);
     for n in 0..request.len() {
@@ -65,7 +68,13 @@ fn malformed_client_packets_never_panic_and_produce_nothing() {
         for bit in [0x01, 0x40, 0x80] {
             let mut flipped = request.clone();
             flipped[i] ^= bit;
-            assert_eq!(h.client_packet(client(2), &flipped), None, "byte {i} bit {bit:#x}");
+            match Message::parse(&flipped) {
+                Ok(msg) => {
+                    assert!(!msg.has_integrity(), "byte {i} bit {bit:#x}");
+                    h.exchange(client(2), &flipped).assert_challenge(401);
+                }
+                Err(_) => assert_eq!(h.client_packet(client(2), &flipped), None, "byte {i} bit {bit:#x}"),
+            }
         }
     }
     assert_eq!(h.server.allocation_count(), 1);
@@ -133,4 +142,57 @@ fn unauthenticated_answers_are_small_whatever_the_request_carries() {
     let answer = h.exchange(client(1), &binding);
     answer.assert_code(420);
     assert!(answer.0.len() <= 100, "420 answer of {} bytes", answer.0.len());
+}
+
+/// The smallest request of each kind a spoofed source could send, with and
+/// without FINGERPRINT: no answer is more than twice its size (SECURITY.md,
+/// amplification), under the harness's 11-character realm.
+#[test]
+fn every_unauthenticated_answer_is_at_most_twice_its_request() {
+    let mut h = Harness::new();
+    let peer = |w: &mut MessageWriter<'_>| {
+        w.xor_address(attr::XOR_PEER_ADDRESS, peer_a());
+    };
+    let channel = |w: &mut MessageWriter<'_>| {
+        w.bytes(attr::CHANNEL_NUMBER, &[0x40, 0, 0, 0])
+            .xor_address(attr::XOR_PEER_ADDRESS, peer_a());
+    };
+    let connection = |w: &mut MessageWriter<'_>| {
+        w.u32(attr::CONNECTION_ID, 1);
+    };
+    let unknown = |w: &mut MessageWriter<'_>| {
+        w.bytes(0x0003, &[]);
+    };
+    let forms: [(u16, &dyn Fn(&mut MessageWriter<'_>), u16); 10] = [
+        (method::BINDING, &none, 0),
+        (method::BINDING, &unknown, 420),
+        (method::ALLOCATE, &none, 400),
+        (method::ALLOCATE, &udp, 401),
+        (method::REFRESH, &none, 437),
+        (method::CREATE_PERMISSION, &peer, 437),
+        (method::CHANNEL_BIND, &channel, 437),
+        (method::CONNECT, &peer, 437),
+        (method::CONNECTION_BIND, &connection, 400),
+        (0x0FF, &none, 400),
+    ];
+    for (method, build, code) in forms {
+        for fingerprint in [false, true] {
+            let mut request = Vec::new();
+            let mut w = MessageWriter::new(&mut request, Class::Request, method, h.next_id());
+            build(&mut w);
+            w.finish(None, fingerprint);
+            let answer = h.exchange_raw(client(1), &request);
+            let msg = Message::parse(&answer).expect("answers parse");
+            assert_eq!(msg.has_fingerprint(), fingerprint, "method {method:#x}");
+            let got = Response(answer.clone()).code().unwrap_or(0);
+            assert_eq!(got, code, "method {method:#x}");
+            assert!(
+                answer.len() <= 2 * request.len(),
+                "method {method:#x}, fingerprint {fingerprint}: {} bytes for {}",
+                answer.len(),
+                request.len()
+            );
+        }
+    }
+    assert_eq!(h.server.allocation_count(), 0);
 }
