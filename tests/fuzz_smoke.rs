@@ -256,6 +256,7 @@ impl Rig {
             max_channels: 4,
             hairpin: Default::default(),
             allocation_rate: 0,
+            challenge_rate: 0,
         };
         let filter = PeerFilter::new(PeerRules {
             allow: vec!["127.0.0.0/8".parse().unwrap()],

@@ -273,6 +273,7 @@ impl Harness {
             max_channels: MAX_CHANNELS,
             hairpin: Default::default(),
             allocation_rate: 0,
+            challenge_rate: 0,
         };
         let quota = Arc::new(AllocationQuota::new(MAX_TOTAL_ALLOCATIONS, MAX_ALLOCATIONS_PER_USER));
         let filter = PeerFilter::new(crate::filter::v4_rules());
@@ -470,15 +471,24 @@ impl Harness {
         assert_eq!(msg.method(), request.method(), "answer of another method");
         assert_eq!(msg.transaction_id(), request.transaction_id());
         assert!(msg.has_magic_cookie());
-        let n = bytes.len();
-        assert!(
-            n >= stun::HEADER_LEN + 8 && bytes[n - 8..n - 6] == attr::FINGERPRINT.to_be_bytes(),
-            "answer without FINGERPRINT: {}",
-            hex(bytes)
-        );
+        // Authenticated answers always end in FINGERPRINT; unauthenticated
+        // ones only when the request did, and within twice its size.
+        if msg.has_integrity() {
+            assert!(msg.has_fingerprint(), "answer without FINGERPRINT: {}", hex(bytes));
+        } else {
+            assert_eq!(msg.has_fingerprint(), request.has_fingerprint(), "FINGERPRINT not mirrored: {}", hex(bytes));
+            assert!(
+                bytes.len() <= 2 * request.bytes().len(),
+                "unauthenticated answer of {} bytes to {}: {}",
+                bytes.len(),
+                request.bytes().len(),
+                hex(bytes)
+            );
+        }
 
         let code = msg.get(attr::ERROR_CODE).map(|v| {
             assert!(v.len() >= 4, "short ERROR-CODE");
+            assert!(msg.has_integrity() || v.len() == 4, "unauthenticated error with a reason phrase");
             assert_eq!(v[..2], [0, 0]);
             assert!((3..=6).contains(&v[2]) && v[3] < 100, "bad ERROR-CODE {v:?}");
             assert!(std::str::from_utf8(&v[4..]).is_ok());
@@ -693,10 +703,14 @@ impl Harness {
     }
 
     /// Asks for a nonce the way a client does: an unauthenticated request.
-    fn fetch_nonce(&mut self, c: usize, method: u16) {
+    /// Asks for a nonce the way a client does, with an unsigned Allocate
+    /// (the one request challenged without an allocation).
+    fn fetch_nonce(&mut self, c: usize) {
         let mut buf = Vec::new();
         let id = self.next_id();
-        MessageWriter::new(&mut buf, Class::Request, method, id).finish(None, false);
+        let mut w = MessageWriter::new(&mut buf, Class::Request, method::ALLOCATE, id);
+        w.bytes(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+        w.finish(None, false);
         self.client_packet(c, &buf, None);
     }
 
@@ -718,7 +732,7 @@ impl Harness {
         let method = METHODS[usize::from(selector) % METHODS.len()];
         let turn = method != method::BINDING && method != 0x00D;
         if self.nonces[c].is_none() && flags & flag::NO_NONCE_FETCH == 0 && turn {
-            self.fetch_nonce(c, method);
+            self.fetch_nonce(c);
         }
         for attempt in 0..2 {
             let unix = self.now().unix_secs;

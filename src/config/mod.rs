@@ -343,6 +343,14 @@ pub struct LimitsSection {
     /// across all shards, with the same burst rule. 0: no limit. A reload
     /// applies to users with no allocation yet. Default: 0.
     pub user_bytes_per_second: u64,
+    /// Bytes a second of 401 and 438 challenges one source address may
+    /// get, on each worker, with four seconds of it in a burst; beyond it
+    /// unauthenticated requests from that address go unanswered (a real
+    /// client retransmits). Bounds what a spoofed source can reflect at a
+    /// victim. A challenge is about 60 bytes, so the default passes some
+    /// 270 a second from one address (a large NAT). 0: no limit.
+    /// Default: 16384.
+    pub challenge_bytes_per_second: u64,
 }
 
 impl Default for LimitsSection {
@@ -359,6 +367,7 @@ impl Default for LimitsSection {
             max_frame_size: 16_384,
             allocation_bytes_per_second: 0,
             user_bytes_per_second: 0,
+            challenge_bytes_per_second: 16_384,
         }
     }
 }
@@ -595,6 +604,7 @@ mod tests {
             "max_channels_per_allocation",
             "allocation_bytes_per_second",
             "user_bytes_per_second",
+            "challenge_bytes_per_second",
             "http",
             "[signaling]",
             "room_size",

@@ -99,6 +99,7 @@ impl Plan {
                 max_channels: config.limits.max_channels_per_allocation,
                 hairpin,
                 allocation_rate: config.limits.allocation_bytes_per_second,
+                challenge_rate: config.limits.challenge_bytes_per_second,
             },
             users: config
                 .auth

@@ -13,7 +13,7 @@
 //! * [`quota`], [`live_relays`]: what every shard shares (allocation
 //!   counts, the relays live now);
 //! * [`addr`], [`method`]: the vocabulary; [`stats`]: what is counted;
-//! * [`token_bucket`], [`xorshift`]: small tools;
+//! * [`token_bucket`], [`rate_table`], [`xorshift`]: small tools;
 //! * `testkit` (tests and the `testing` feature): what tests share.
 
 pub mod addr;
@@ -23,6 +23,7 @@ pub mod live_relays;
 pub mod method;
 pub mod peer_filter;
 pub mod quota;
+pub mod rate_table;
 pub mod server;
 pub mod stats;
 pub mod stream_framing;

@@ -41,13 +41,14 @@ pub enum AuthFailure {
 }
 
 /// Which limit refused a request (label values).
-pub const REFUSALS: [&str; 6] = [
+pub const REFUSALS: [&str; 7] = [
     "allocations_per_user",
     "allocations_total",
     "draining",
     "relay_ports",
     "permissions",
     "channels",
+    "challenge_budget",
 ];
 
 /// Index into [`REFUSALS`].
@@ -59,6 +60,8 @@ pub enum Refusal {
     RelayPorts = 3,
     Permissions = 4,
     Channels = 5,
+    /// A source's challenge budget was spent (the request went unanswered).
+    ChallengeBudget = 6,
 }
 
 /// Which byte rate dropped a relayed packet (label values).

@@ -97,7 +97,7 @@ impl From<ErrorCode> for Failure {
 
 impl<B: RelayBinder> Server<B> {
     /// Counts a successful answer to a request of `method` (errors are
-    /// counted where they are encoded, in [`Self::encode_failure`]).
+    /// counted where they are sent, in the dispatch).
     pub(super) fn count_success(&mut self, method: Method) {
         self.counters.request(Some(method), 200);
     }
@@ -129,8 +129,8 @@ impl<B: RelayBinder> Server<B> {
         w.finish(Some(key), true);
     }
 
-    /// The error answer to `msg`, counted by method and code; signed with
-    /// `key` when the request authenticated.
+    /// The error answer to `msg` and its code; signed with `key` when the
+    /// request authenticated.
     pub(super) fn encode_failure(
         &mut self,
         client: ClientAddr,
@@ -138,12 +138,11 @@ impl<B: RelayBinder> Server<B> {
         failure: Failure,
         key: Option<&hmac::Key>,
         unix_secs: u64,
-    ) -> Vec<u8> {
+    ) -> (Vec<u8>, ErrorCode) {
         let code = match failure {
             Failure::Challenge(code) | Failure::Code(code) => code,
             Failure::UnknownAttributes(..) => ErrorCode::UnknownAttribute,
         };
-        self.counters.request(Method::from_wire(msg.method()), code.code());
         let mut buf = Vec::with_capacity(96);
         let mut w = MessageWriter::new(&mut buf, Class::Error, msg.method(), msg.transaction_id());
         let reason = match key {
@@ -165,7 +164,7 @@ impl<B: RelayBinder> Server<B> {
             Some(key) => self.finish_authenticated(w, key),
             None => w.finish(None, msg.has_fingerprint()),
         }
-        buf
+        (buf, code)
     }
 }
 

@@ -55,7 +55,7 @@ mod tcp_relay;
 mod tests;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -80,7 +80,8 @@ use super::live_relays::LiveRelays;
 use super::method::Method;
 use super::peer_filter::PeerFilter;
 use super::quota::AllocationQuota;
-use super::stats::{AuthFailure, Counters, EndReason, Snapshot};
+use super::rate_table::RateTable;
+use super::stats::{AuthFailure, Counters, EndReason, Refusal, Snapshot};
 use super::stun::{self, Class, Message, TransactionId};
 use super::xorshift::XorShift;
 use super::Now;
@@ -101,6 +102,9 @@ pub struct ServerConfig {
     /// Bytes a second one allocation may relay, both directions together;
     /// 0: no limit.
     pub allocation_rate: u64,
+    /// Bytes a second of 401/438 challenges one source address may get;
+    /// 0: no limit.
+    pub challenge_rate: u64,
 }
 
 /// Something the driver must do.
@@ -160,6 +164,8 @@ pub struct Server<B> {
     /// ConnectionAttempt): they carry no security meaning but should not
     /// repeat.
     indication_ids: XorShift,
+    /// What each source address may still get in challenges.
+    challenges: RateTable,
     counters: Counters,
 }
 
@@ -177,6 +183,7 @@ impl<B: RelayBinder> Server<B> {
     ) -> Server<B> {
         let mut ids_seed = [0u8; 8];
         ids_seed.copy_from_slice(&seed[..8]);
+        let challenges = challenge_budget(&seed, config.challenge_rate);
         Server {
             config,
             credentials,
@@ -193,6 +200,7 @@ impl<B: RelayBinder> Server<B> {
             token_key: hmac::Key::new(hmac::HMAC_SHA256, &seed),
             token_counter: 0,
             indication_ids: XorShift::new(u64::from_le_bytes(ids_seed)),
+            challenges,
             counters: Counters::default(),
         }
     }
@@ -225,6 +233,9 @@ impl<B: RelayBinder> Server<B> {
         self.config.max_permissions = config.max_permissions;
         self.config.max_channels = config.max_channels;
         self.config.allocation_rate = config.allocation_rate;
+        let (rate, burst) = challenge_rate_and_burst(config.challenge_rate);
+        self.challenges.set_rate(rate, burst);
+        self.config.challenge_rate = config.challenge_rate;
         self.credentials = credentials;
         self.filter = filter;
     }
@@ -344,7 +355,22 @@ impl<B: RelayBinder> Server<B> {
             }
             Err(failure) => {
                 debug!(%client, method = msg.method(), ?failure, "request refused");
-                Some(self.encode_failure(client, msg, failure, key.as_ref(), now.unix_secs))
+                let (answer, code) = self.encode_failure(client, msg, failure, key.as_ref(), now.unix_secs);
+                // Challenges to one source spend its budget; beyond it the
+                // request goes unanswered, and a real client retransmits.
+                let ip = match client.remote.ip() {
+                    IpAddr::V4(ip) => ip.to_ipv6_mapped().octets(),
+                    IpAddr::V6(ip) => ip.octets(),
+                };
+                if matches!(failure, Failure::Challenge(_))
+                    && !self.challenges.try_take(&ip, answer.len() as u64, now.mono)
+                {
+                    self.counters.refusals[Refusal::ChallengeBudget as usize] += 1;
+                    trace!(%client, "challenge budget of the source spent; request dropped");
+                    return None;
+                }
+                self.counters.request(method, code.code());
+                Some(answer)
             }
         }
     }
@@ -446,6 +472,22 @@ impl<B: RelayBinder> Server<B> {
     fn count_auth_failure(&mut self, why: AuthFailure) {
         self.counters.auth_failures[why as usize] += 1;
     }
+}
+
+/// Slots of the per-source challenge budget: fixed memory (about 64 KiB a
+/// shard) however many sources there are.
+const CHALLENGE_SLOTS: usize = 1024;
+
+/// The per-source challenge budget: `rate` bytes a second, and four
+/// seconds of it (at least a few challenges) at once.
+fn challenge_budget(seed: &[u8; 32], rate: u64) -> RateTable {
+    let key = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, seed), b"challenge budget");
+    let (rate, burst) = challenge_rate_and_burst(rate);
+    RateTable::new(key.as_ref(), CHALLENGE_SLOTS, rate, burst)
+}
+
+fn challenge_rate_and_burst(rate: u64) -> (u64, u64) {
+    (rate, rate.saturating_mul(4).max(512))
 }
 
 /// A fresh transaction id for an indication the server sends. A free

@@ -163,7 +163,8 @@ fn every_unauthenticated_answer_is_at_most_twice_its_request() {
     let unknown = |w: &mut MessageWriter<'_>| {
         w.bytes(0x0003, &[]);
     };
-    let forms: [(u16, &dyn Fn(&mut MessageWriter<'_>), u16); 10] = [
+    type Build<'b> = &'b dyn Fn(&mut MessageWriter<'_>);
+    let forms: [(u16, Build<'_>, u16); 10] = [
         (method::BINDING, &none, 0),
         (method::BINDING, &unknown, 420),
         (method::ALLOCATE, &none, 400),
@@ -195,4 +196,37 @@ fn every_unauthenticated_answer_is_at_most_twice_its_request() {
         }
     }
     assert_eq!(h.server.allocation_count(), 0);
+}
+
+#[test]
+fn challenges_to_one_source_stop_when_its_budget_is_spent_and_others_still_get_theirs() {
+    let mut h = Harness::with(Settings {
+        challenge_rate: 1000,
+        ..Settings::default()
+    });
+    let probe = |h: &mut Harness| encode(Class::Request, method::ALLOCATE, h.next_id(), udp, None);
+    // Four seconds of budget (4000 bytes) at once: about 60 challenges.
+    let mut answered = 0;
+    for _ in 0..200 {
+        let request = probe(&mut h);
+        let now = h.now();
+        assert_eq!(h.server.handle_client_packet(client(1), &request, now), None);
+        match h.server.poll_effect() {
+            Some(Effect::Transmit { bytes, .. }) => {
+                answered += 1;
+                assert!(Challenge::of(&bytes).is_some());
+            }
+            other => assert_eq!(other, None),
+        }
+    }
+    assert!((50..=80).contains(&answered), "{answered} challenges answered");
+    let refusals = h.server.snapshot(h.now().mono).counters.refusals;
+    assert_eq!(refusals[stats::Refusal::ChallengeBudget as usize], 200 - answered);
+    // Another source is challenged as usual, and so is the first one a
+    // second later (1000 bytes: about 15 more).
+    h.challenge(client(2), method::ALLOCATE, udp);
+    h.elapsed += Duration::from_secs(1);
+    h.challenge(client(1), method::ALLOCATE, udp);
+    // Signed requests spend nothing: the honest client allocates.
+    h.allocate(client(1));
 }

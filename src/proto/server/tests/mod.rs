@@ -265,6 +265,7 @@ struct Settings {
     rules: PeerRules,
     hairpin: RelayHairpin,
     allocation_rate: u64,
+    challenge_rate: u64,
 }
 
 impl Default for Settings {
@@ -279,6 +280,7 @@ impl Default for Settings {
             rules: PeerRules::default(),
             hairpin: RelayHairpin::default(),
             allocation_rate: 0,
+            challenge_rate: 0,
         }
     }
 }
@@ -311,6 +313,7 @@ impl Harness {
             max_channels: s.max_channels,
             hairpin: s.hairpin,
             allocation_rate: s.allocation_rate,
+            challenge_rate: s.challenge_rate,
         };
         let credentials = Credentials::new(CredentialsConfig {
             realm: REALM.to_owned(),
