@@ -46,6 +46,7 @@ use turnpike::proto::addr::{ClientAddr, Family, PeerAddr, RelayAddr, RelayProtoc
 use turnpike::proto::live_relays::LiveRelays;
 use turnpike::proto::quota::AllocationQuota;
 use turnpike::proto::server::{Effect, Server, ServerConfig, ToPeer, PEER_HEADROOM, PEER_TAILROOM};
+use turnpike::proto::stats;
 use turnpike::proto::Now;
 use turnpike::proto::stun::{self, attr, method, Class, Message, MessageWriter, TransactionId};
 use turnpike::proto::testkit::{Cred, FakeBinder};
@@ -199,6 +200,8 @@ pub struct Harness {
     relays: Vec<SocketAddr>,
     /// Every RESERVATION-TOKEN the server has handed out.
     tokens: Vec<[u8; 8]>,
+    /// Requests the server refused for too many failures, so far.
+    rate_limited_seen: u64,
     pub stats: Stats,
 }
 
@@ -263,6 +266,7 @@ impl Harness {
             secrets: vec![SECRET.to_vec()],
             nonce_ttl: NONCE_TTL,
             nonce_key: [0x42; 32],
+            max_credential_lifetime: Duration::from_secs(7 * 24 * 3600),
         });
         let config = ServerConfig {
             software: Some(SOFTWARE.to_owned()),
@@ -303,6 +307,7 @@ impl Harness {
             ids: 0,
             relays: Vec::new(),
             tokens: Vec::new(),
+            rate_limited_seen: 0,
             stats: Stats::default(),
         }
     }
@@ -530,9 +535,14 @@ impl Harness {
         }
 
         if let Some(signer) = signer {
-            if signer.should_authenticate {
+            // Correct credentials are refused only once the username or
+            // the source has failed too often (the failure limits).
+            let limited = self.server.snapshot(self.now().mono).counters.auth_failures
+                [stats::AuthFailure::RateLimited as usize];
+            if signer.should_authenticate && limited == self.rate_limited_seen {
                 assert_ne!(code, Some(401), "correct credentials refused: {}", hex(request.bytes()));
             }
+            self.rate_limited_seen = limited;
             if msg.has_integrity() {
                 assert!(
                     msg.verify_integrity(&signer.cred.integrity_key()),

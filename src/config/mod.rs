@@ -225,6 +225,12 @@ pub struct AuthSection {
     /// `"24h"`.
     #[serde(with = "humantime_serde")]
     pub credential_ttl: Duration,
+    /// Longest lifetime of a short-lived credential this server accepts:
+    /// a username whose expiry lies further ahead is refused (401), so a
+    /// backend cannot mint credentials that live for years. At least
+    /// `credential_ttl`, at most 10 years. Default: `"7d"`.
+    #[serde(with = "humantime_serde")]
+    pub max_credential_lifetime: Duration,
     /// Age after which a nonce is answered with 438 Stale Nonce and the
     /// client retries with a fresh one. Between 10s and 1h. Default: `"10m"`.
     #[serde(with = "humantime_serde")]
@@ -245,6 +251,7 @@ impl Default for AuthSection {
             secrets: Vec::new(),
             secrets_file: None,
             credential_ttl: Duration::from_secs(24 * 3600),
+            max_credential_lifetime: Duration::from_secs(7 * 24 * 3600),
             nonce_ttl: Duration::from_secs(600),
             users: Vec::new(),
             resolved_secrets: Vec::new(),
@@ -588,6 +595,7 @@ mod tests {
             "secrets",
             "secrets_file",
             "credential_ttl",
+            "max_credential_lifetime",
             "nonce_ttl",
             "[[auth.users]]",
             "name",

@@ -38,6 +38,8 @@ const MAX_CHANNELS: usize = 0x1000;
 /// Bounds of `auth.nonce_ttl`.
 const MIN_NONCE_TTL: Duration = Duration::from_secs(10);
 const MAX_NONCE_TTL: Duration = Duration::from_secs(3600);
+/// Upper bound of `auth.max_credential_lifetime`: 10 years.
+const MAX_CREDENTIAL_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// Smallest `limits.max_frame_size`: the datagram every IPv4 host must accept.
 const MIN_FRAME_SIZE: usize = 576;
@@ -245,6 +247,17 @@ impl Config {
                 "auth.credential_ttl",
                 format!(
                     "{} is too short; it must be at least 1s",
+                    humantime::format_duration(auth.credential_ttl)
+                ),
+            ));
+        }
+        if auth.max_credential_lifetime < auth.credential_ttl || auth.max_credential_lifetime > MAX_CREDENTIAL_LIFETIME
+        {
+            return Err(ConfigError::invalid(
+                "auth.max_credential_lifetime",
+                format!(
+                    "{} is out of range; it must be between auth.credential_ttl ({}) and 10 years",
+                    humantime::format_duration(auth.max_credential_lifetime),
                     humantime::format_duration(auth.credential_ttl)
                 ),
             ));

@@ -26,6 +26,7 @@ pub(super) struct Plan {
     pub(super) relay_advertised: Ipv4Addr,
     /// IPv6 relays: bind and advertised address, if IPv6 relaying is on.
     pub(super) relay_v6: Option<(Ipv6Addr, Ipv6Addr)>,
+    max_credential_lifetime: Duration,
 }
 
 impl Plan {
@@ -38,6 +39,7 @@ impl Plan {
             secrets: self.secrets.clone(),
             nonce_ttl: self.nonce_ttl,
             nonce_key,
+            max_credential_lifetime: self.max_credential_lifetime,
         })
     }
 
@@ -90,6 +92,7 @@ impl Plan {
         Plan {
             realm: config.server.realm.clone(),
             nonce_ttl: config.auth.nonce_ttl,
+            max_credential_lifetime: config.auth.max_credential_lifetime,
             server: ServerConfig {
                 software,
                 relay_ip_v4: Some(relay_advertised),

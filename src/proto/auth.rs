@@ -105,6 +105,10 @@ pub struct CredentialsConfig {
     /// Random bytes from the driver; nonces from another process or an
     /// earlier run are stale, which clients recover from with one retry.
     pub nonce_key: [u8; 32],
+    /// An ephemeral username whose expiry lies further ahead is refused:
+    /// a leaked secret or a careless backend cannot mint credentials for
+    /// years.
+    pub max_credential_lifetime: Duration,
 }
 
 /// Why a username has no usable key.
@@ -114,6 +118,9 @@ pub enum UserError {
     Unknown,
     /// An ephemeral username whose expiry has passed.
     Expired,
+    /// An ephemeral username whose expiry lies beyond the longest
+    /// lifetime this server accepts.
+    TooLong,
 }
 
 impl UserError {
@@ -121,6 +128,7 @@ impl UserError {
         match self {
             UserError::Unknown => "unknown user",
             UserError::Expired => "expired credential",
+            UserError::TooLong => "credential lifetime beyond auth.max_credential_lifetime",
         }
     }
 }
@@ -143,6 +151,7 @@ pub struct Credentials {
     secrets: Vec<Vec<u8>>,
     nonce_key: hmac::Key,
     nonce_ttl_secs: u64,
+    max_lifetime_secs: u64,
 }
 
 impl fmt::Debug for Credentials {
@@ -164,6 +173,7 @@ impl Credentials {
             nonce_key: hmac::Key::new(hmac::HMAC_SHA256, &config.nonce_key),
             // The nonce carries 16 bits of its expiry (see the module doc).
             nonce_ttl_secs: config.nonce_ttl.as_secs().clamp(1, u64::from(u16::MAX / 2)),
+            max_lifetime_secs: config.max_credential_lifetime.as_secs(),
         }
     }
 
@@ -178,25 +188,44 @@ impl Credentials {
         if let Some(key) = self.users.get(username) {
             return Ok(vec![*key]);
         }
+        let expiry = self.ephemeral_expiry(username)?;
+        if expiry <= now_unix {
+            return Err(UserError::Expired);
+        }
+        if expiry - now_unix > self.max_lifetime_secs {
+            return Err(UserError::TooLong);
+        }
+        Ok(self.ephemeral_keys(username))
+    }
+
+    /// The keys of an ephemeral username whatever its expiry: for the
+    /// allocation it created, which may keep refreshing after it expires
+    /// (see SECURITY.md, "a credential that expires during a call").
+    pub fn keys_past_expiry(&self, username: &str) -> Result<Vec<LongTermKey>, UserError> {
+        self.ephemeral_expiry(username)?;
+        Ok(self.ephemeral_keys(username))
+    }
+
+    /// The expiry of a well-formed ephemeral username, if secrets are set.
+    fn ephemeral_expiry(&self, username: &str) -> Result<u64, UserError> {
         if self.secrets.is_empty() {
             return Err(UserError::Unknown);
         }
         let expiry = username.split(':').next().unwrap_or("");
-        let expiry: u64 = match expiry.parse() {
-            Ok(e) if !expiry.starts_with('+') => e,
-            _ => return Err(UserError::Unknown),
-        };
-        if expiry <= now_unix {
-            return Err(UserError::Expired);
+        match expiry.parse() {
+            Ok(e) if !expiry.starts_with('+') => Ok(e),
+            _ => Err(UserError::Unknown),
         }
-        Ok(self
-            .secrets
+    }
+
+    fn ephemeral_keys(&self, username: &str) -> Vec<LongTermKey> {
+        self.secrets
             .iter()
             .map(|secret| {
                 let password = ephemeral_password(secret, username);
                 long_term_key(username, &self.realm, &password)
             })
-            .collect())
+            .collect()
     }
 
     fn nonce_mac(&self, expiry: u64, client: SocketAddr) -> hmac::Tag {
@@ -293,6 +322,7 @@ mod tests {
             secrets: secrets.iter().map(|s| s.as_bytes().to_vec()).collect(),
             nonce_ttl: Duration::from_secs(600),
             nonce_key: [7; 32],
+            max_credential_lifetime: Duration::from_secs(7 * 24 * 3600),
         })
     }
 

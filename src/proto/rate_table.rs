@@ -44,17 +44,25 @@ impl RateTable {
 
     /// Takes `n` tokens from `key`'s bucket if it holds them.
     pub fn try_take(&mut self, key: &[u8], n: u64, now: Instant) -> bool {
+        self.bucket(key, now).is_none_or(|bucket| bucket.try_take(n, now))
+    }
+
+    /// True if `key`'s bucket holds `n` tokens (taking none).
+    pub fn has(&mut self, key: &[u8], n: u64, now: Instant) -> bool {
+        self.bucket(key, now).is_none_or(|bucket| bucket.has(n, now))
+    }
+
+    /// `key`'s bucket; `None` when there is no limit.
+    fn bucket(&mut self, key: &[u8], now: Instant) -> Option<&mut TokenBucket> {
         if self.rate == 0 {
-            return true;
+            return None;
         }
         let tag = hmac::sign(&self.key, key);
         let mut index = [0u8; 8];
         index.copy_from_slice(&tag.as_ref()[..8]);
         let slot = (u64::from_le_bytes(index) % self.slots.len() as u64) as usize;
         let (rate, burst) = (self.rate, self.burst);
-        self.slots[slot]
-            .get_or_insert_with(|| TokenBucket::new(rate, burst, now))
-            .try_take(n, now)
+        Some(self.slots[slot].get_or_insert_with(|| TokenBucket::new(rate, burst, now)))
     }
 }
 

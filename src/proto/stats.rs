@@ -29,7 +29,14 @@ pub const CODES: [u16; 17] = [
 
 /// Why authentication failed (label values). A first request without
 /// credentials is the normal challenge and is not counted.
-pub const AUTH_FAILURES: [&str; 4] = ["unknown_user", "expired_credential", "bad_integrity", "stale_nonce"];
+pub const AUTH_FAILURES: [&str; 6] = [
+    "unknown_user",
+    "expired_credential",
+    "bad_integrity",
+    "stale_nonce",
+    "credential_too_long",
+    "rate_limited",
+];
 
 /// Index into [`AUTH_FAILURES`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +45,11 @@ pub enum AuthFailure {
     ExpiredCredential = 1,
     BadIntegrity = 2,
     StaleNonce = 3,
+    /// An ephemeral credential beyond `auth.max_credential_lifetime`.
+    CredentialTooLong = 4,
+    /// Too many failures from the source or for the username lately: the
+    /// request was refused without a look at its credentials.
+    RateLimited = 5,
 }
 
 /// Which limit refused a request (label values).

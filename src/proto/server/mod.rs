@@ -46,6 +46,7 @@ mod allocation;
 mod answer;
 mod binding;
 mod data_plane;
+mod failure_limits;
 mod hairpin;
 mod permissions;
 mod relay_binder;
@@ -73,6 +74,7 @@ pub use self::tcp_relay::CONNECTION_BIND_TIMEOUT;
 
 use self::allocation::Allocation;
 use self::answer::Failure;
+use self::failure_limits::FailureLimits;
 use self::tcp_relay::PeerConnection;
 use super::addr::{ClientAddr, ConnectionId, PeerAddr, RelayAddr, Transport};
 use super::auth::{Credentials, NonceCheck, UserError};
@@ -81,7 +83,7 @@ use super::method::Method;
 use super::peer_filter::PeerFilter;
 use super::quota::AllocationQuota;
 use super::rate_table::RateTable;
-use super::stats::{AuthFailure, Counters, EndReason, Refusal, Snapshot};
+use super::stats::{self, AuthFailure, Counters, EndReason, Refusal, Snapshot};
 use super::stun::{self, Class, Message, TransactionId};
 use super::xorshift::XorShift;
 use super::Now;
@@ -166,6 +168,10 @@ pub struct Server<B> {
     indication_ids: XorShift,
     /// What each source address may still get in challenges.
     challenges: RateTable,
+    failures: FailureLimits,
+    /// Checked against a request whose username has no key, so that it
+    /// costs what a real check costs.
+    unknown_user_key: hmac::Key,
     counters: Counters,
 }
 
@@ -201,6 +207,8 @@ impl<B: RelayBinder> Server<B> {
             token_counter: 0,
             indication_ids: XorShift::new(u64::from_le_bytes(ids_seed)),
             challenges,
+            failures: FailureLimits::new(&seed),
+            unknown_user_key: hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &seed[..16]),
             counters: Counters::default(),
         }
     }
@@ -358,12 +366,10 @@ impl<B: RelayBinder> Server<B> {
                 let (answer, code) = self.encode_failure(client, msg, failure, key.as_ref(), now.unix_secs);
                 // Challenges to one source spend its budget; beyond it the
                 // request goes unanswered, and a real client retransmits.
-                let ip = match client.remote.ip() {
-                    IpAddr::V4(ip) => ip.to_ipv6_mapped().octets(),
-                    IpAddr::V6(ip) => ip.octets(),
-                };
                 if matches!(failure, Failure::Challenge(_))
-                    && !self.challenges.try_take(&ip, answer.len() as u64, now.mono)
+                    && !self
+                        .challenges
+                        .try_take(&source_key(client), answer.len() as u64, now.mono)
                 {
                     self.counters.refusals[Refusal::ChallengeBudget as usize] += 1;
                     trace!(%client, "challenge budget of the source spent; request dropped");
@@ -426,7 +432,10 @@ impl<B: RelayBinder> Server<B> {
         }
     }
 
-    /// Long-term credential check in the order of RFC 8489 §9.2.4.
+    /// Long-term credential check in the order of RFC 8489 §9.2.4, with
+    /// failures limited per source and per username (a guesser gets 401s
+    /// without a look at its guesses once over the limit), and the same
+    /// work for a username that does not exist as for one that does.
     fn authenticate<'m>(
         &mut self,
         client: ClientAddr,
@@ -442,35 +451,69 @@ impl<B: RelayBinder> Server<B> {
         else {
             return Err(Failure::Code(ErrorCode::BadRequest));
         };
+        if username.len() > MAX_USERNAME_BYTES {
+            return Err(Failure::Code(ErrorCode::BadRequest));
+        }
         if self.credentials.check_nonce(nonce, client.remote, now.unix_secs) == NonceCheck::Stale {
             self.count_auth_failure(AuthFailure::StaleNonce);
             return Err(Failure::Challenge(ErrorCode::StaleNonce));
         }
         let username = std::str::from_utf8(username).map_err(|_| Failure::Challenge(ErrorCode::Unauthorized))?;
+        let source = source_key(client);
+        if !self.failures.allows(&source, username, now.mono) {
+            debug!(%client, username, "authentication refused: too many failures lately");
+            self.count_auth_failure(AuthFailure::RateLimited);
+            return Err(Failure::Challenge(ErrorCode::Unauthorized));
+        }
+        // An allocation may keep refreshing on the credential that created
+        // it after that credential expires; nothing new may be started.
+        let own_allocation = self.allocations.get(&client).is_some_and(|a| a.username == username);
         let keys = match self.credentials.keys_for(username, now.unix_secs) {
-            Ok(keys) => keys,
+            Err(UserError::Expired) if own_allocation => self.credentials.keys_past_expiry(username),
+            keys => keys,
+        };
+        let failure = match keys {
+            Ok(keys) => {
+                for long_term in keys {
+                    let key = stun::integrity_key(&long_term);
+                    if msg.verify_integrity(&key) {
+                        return Ok(Authenticated { username, key });
+                    }
+                }
+                AuthFailure::BadIntegrity
+            }
             Err(e) => {
-                debug!(%client, username, reason = e.reason(), "authentication failed");
-                self.count_auth_failure(match e {
+                // As much work as a configured user's check, so the time
+                // of the answer does not tell which usernames exist.
+                let _ = msg.verify_integrity(&self.unknown_user_key);
+                match e {
                     UserError::Unknown => AuthFailure::UnknownUser,
                     UserError::Expired => AuthFailure::ExpiredCredential,
-                });
-                return Err(Failure::Challenge(ErrorCode::Unauthorized));
+                    UserError::TooLong => AuthFailure::CredentialTooLong,
+                }
             }
         };
-        for long_term in keys {
-            let key = stun::integrity_key(&long_term);
-            if msg.verify_integrity(&key) {
-                return Ok(Authenticated { username, key });
-            }
-        }
-        debug!(%client, username, reason = "bad message integrity", "authentication failed");
-        self.count_auth_failure(AuthFailure::BadIntegrity);
+        debug!(%client, username, reason = stats::AUTH_FAILURES[failure as usize], "authentication failed");
+        self.count_auth_failure(failure);
+        self.failures.record(&source, username, now.mono);
         Err(Failure::Challenge(ErrorCode::Unauthorized))
     }
 
     fn count_auth_failure(&mut self, why: AuthFailure) {
         self.counters.auth_failures[why as usize] += 1;
+    }
+}
+
+/// RFC 5389 §15.3 allows USERNAME up to 513 bytes (RFC 8489 §14.3 says
+/// fewer than 509); longer is malformed.
+const MAX_USERNAME_BYTES: usize = 513;
+
+/// The key of a client's source address in the per-source tables: its IP,
+/// IPv4 as IPv4-mapped, without the port (a port costs an attacker nothing).
+fn source_key(client: ClientAddr) -> [u8; 16] {
+    match client.remote.ip() {
+        IpAddr::V4(ip) => ip.to_ipv6_mapped().octets(),
+        IpAddr::V6(ip) => ip.octets(),
     }
 }
 

@@ -99,8 +99,87 @@ fn ephemeral_credential_is_accepted_until_it_expires() {
     h.allocate_as(client(2), &bob);
     h.at(120);
     h.request(client(3), &bob, method::ALLOCATE, udp).assert_challenge(401);
-    h.refresh(client(1), &bob, None).assert_challenge(401);
     assert_eq!(h.server.allocation_count(), 2);
+}
+
+/// The policy for a credential that expires during a call (SECURITY.md):
+/// the allocation it created keeps refreshing, permitting and binding on
+/// it, as LiveKit does, so a call outlives its credential; the expired
+/// credential starts nothing new, and works on no other 5-tuple.
+#[test]
+fn an_expired_credential_keeps_its_own_allocation_alive_and_starts_nothing_else() {
+    let mut h = Harness::new();
+    let bob = ephemeral(SECRETS[0], h.unix_now(), 120);
+    h.allocate_as(client(1), &bob);
+    h.at(500);
+    h.refresh(client(1), &bob, None).assert_success();
+    h.request(client(1), &bob, method::CREATE_PERMISSION, peers(&[peer_a()]))
+        .assert_success();
+    h.at(1000);
+    h.refresh(client(1), &bob, Some(600)).assert_success();
+    assert!(h.server.has_allocation(&client(1)));
+    // Another 5-tuple, even with an allocation of its own, gets nothing.
+    h.allocate(client(2));
+    h.request(client(2), &bob, method::REFRESH, none).assert_challenge(401);
+    h.request(client(3), &bob, method::ALLOCATE, udp).assert_challenge(401);
+}
+
+#[test]
+fn a_credential_that_lives_beyond_the_longest_accepted_lifetime_is_refused() {
+    let mut h = Harness::new();
+    let forever = ephemeral(SECRETS[0], h.unix_now(), 8 * 24 * 3600);
+    h.request(client(1), &forever, method::ALLOCATE, udp)
+        .assert_challenge(401);
+    let week = ephemeral(SECRETS[0], h.unix_now(), 7 * 24 * 3600);
+    h.allocate_as(client(1), &week);
+    let failures = h.server.snapshot(h.now().mono).counters.auth_failures;
+    assert_eq!(failures[stats::AuthFailure::CredentialTooLong as usize], 1);
+}
+
+#[test]
+fn failures_are_limited_per_source_and_per_username_and_over_the_limit_even_the_right_password_is_refused() {
+    let mut h = Harness::new();
+    // 30 wrong guesses for alice from one address use up her minute.
+    let wrong = Cred::new("alice", REALM, "guess");
+    for _ in 0..30 {
+        h.request(client(1), &wrong, method::ALLOCATE, udp)
+            .assert_challenge(401);
+    }
+    h.request(client(1), &alice(), method::ALLOCATE, udp)
+        .assert_challenge(401);
+    // From another address too: the limit is alice's.
+    h.request(client(2), &alice(), method::ALLOCATE, udp)
+        .assert_challenge(401);
+    let failures = h.server.snapshot(h.now().mono).counters.auth_failures;
+    assert_eq!(failures[stats::AuthFailure::BadIntegrity as usize], 30);
+    assert_eq!(failures[stats::AuthFailure::RateLimited as usize], 2);
+    // carol is not affected, and alice has one failure's worth back after
+    // two seconds (30 a minute).
+    h.allocate_as(client(3), &carol());
+    h.elapsed += Duration::from_secs(2);
+    h.allocate(client(1));
+    // One source guessing many usernames is stopped after 60.
+    for i in 0..60 {
+        let guess = Cred::new(&format!("user{i}"), REALM, "x");
+        h.request(client(4), &guess, method::ALLOCATE, udp)
+            .assert_challenge(401);
+    }
+    h.request(client(4), &carol(), method::ALLOCATE, udp)
+        .assert_challenge(401);
+}
+
+#[test]
+fn a_username_over_513_bytes_is_a_bad_request() {
+    let mut h = Harness::new();
+    let long = Cred::new(&"a".repeat(514), REALM, "pw");
+    let id = h.next_id();
+    let packet = h.authed(client(1), &long, method::ALLOCATE, id, udp);
+    let answer = h.exchange(client(1), &packet);
+    answer.assert_code(400);
+    assert!(!answer.msg().has_integrity());
+    let limit = Cred::new(&"a".repeat(513), REALM, "pw");
+    h.request(client(1), &limit, method::ALLOCATE, udp)
+        .assert_challenge(401);
 }
 
 #[test]
