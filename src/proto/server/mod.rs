@@ -83,7 +83,7 @@ use super::method::Method;
 use super::peer_filter::PeerFilter;
 use super::quota::AllocationQuota;
 use super::rate_table::RateTable;
-use super::stats::{self, AuthFailure, Counters, EndReason, Refusal, Snapshot};
+use super::stats::{AuthFailure, Counters, EndReason, Refusal, Snapshot};
 use super::stun::{self, Class, Message, TransactionId};
 use super::xorshift::XorShift;
 use super::Now;
@@ -472,7 +472,7 @@ impl<B: RelayBinder> Server<B> {
             Err(UserError::Expired) if own_allocation => self.credentials.keys_past_expiry(username),
             keys => keys,
         };
-        let failure = match keys {
+        let (failure, reason) = match keys {
             Ok(keys) => {
                 for long_term in keys {
                     let key = stun::integrity_key(&long_term);
@@ -480,20 +480,21 @@ impl<B: RelayBinder> Server<B> {
                         return Ok(Authenticated { username, key });
                     }
                 }
-                AuthFailure::BadIntegrity
+                (AuthFailure::BadIntegrity, "bad message integrity")
             }
             Err(e) => {
                 // As much work as a configured user's check, so the time
                 // of the answer does not tell which usernames exist.
                 let _ = msg.verify_integrity(&self.unknown_user_key);
-                match e {
+                let failure = match e {
                     UserError::Unknown => AuthFailure::UnknownUser,
                     UserError::Expired => AuthFailure::ExpiredCredential,
                     UserError::TooLong => AuthFailure::CredentialTooLong,
-                }
+                };
+                (failure, e.reason())
             }
         };
-        debug!(%client, username, reason = stats::AUTH_FAILURES[failure as usize], "authentication failed");
+        debug!(%client, username, reason, "authentication failed");
         self.count_auth_failure(failure);
         self.failures.record(&source, username, now.mono);
         Err(Failure::Challenge(ErrorCode::Unauthorized))
