@@ -342,7 +342,10 @@ impl Rig {
                 self.relays.push(relay);
             }
         }
-        assert_eq!(self.quota.total(), self.server.allocation_count());
+        assert_eq!(
+            self.quota.total(),
+            self.server.allocation_count() + self.quota.reservations()
+        );
     }
 
     /// A datagram from `peer` to one of the relays.
@@ -388,7 +391,10 @@ impl Rig {
         self.server.handle_timeout(now);
         assert!(self.server.poll_timeout().is_none_or(|t| t > now));
         assert!(self.server.poll_effect().is_none());
-        assert_eq!(self.quota.total(), self.server.allocation_count());
+        assert_eq!(
+            self.quota.total(),
+            self.server.allocation_count() + self.quota.reservations()
+        );
     }
 }
 

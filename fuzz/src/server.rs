@@ -373,8 +373,8 @@ impl Harness {
         assert!(allocations <= MAX_TOTAL_ALLOCATIONS.min(self.clients.len()));
         assert_eq!(
             self.quota.total(),
-            allocations,
-            "quota count drifted from the allocations"
+            allocations + self.quota.reservations(),
+            "quota count drifted from the allocations and reservations"
         );
         let binder = self.server.binder().state();
         let relays = self.server.relay_count();

@@ -30,6 +30,7 @@
 //! (`run_shard`), and the [`RunningServer`] it returns.
 
 mod plan;
+mod port_pool;
 mod relay_sockets;
 mod shard;
 mod socket;
@@ -40,7 +41,7 @@ pub use socket::BindError;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -56,6 +57,7 @@ use crate::proto::peer_filter::PeerFilter;
 use crate::proto::quota::AllocationQuota;
 use crate::proto::server::Server;
 use plan::{reloadable, Plan};
+use port_pool::PortPool;
 use relay_sockets::{RelaySocketsConfig, ReservedSockets};
 use socket::{bind_per_shard, bind_tcp, bind_udp, UdpRole};
 use stream::{Security, StreamLimits};
@@ -192,6 +194,8 @@ struct ShardContext {
     /// One for the process: a nonce stays valid on every shard and across
     /// reloads.
     nonce_key: [u8; 32],
+    /// The free relay ports.
+    ports: Arc<Mutex<PortPool>>,
     reserved: ReservedSockets,
     stream_limits: StreamLimits,
     connections: ConnectionCount,
@@ -232,6 +236,7 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         quota: quota.clone(),
         live: Arc::default(),
         nonce_key: random_bytes(),
+        ports: Arc::new(Mutex::new(PortPool::new(config.relay.ports.as_range()))),
         reserved: ReservedSockets::default(),
         stream_limits: StreamLimits {
             max_connections: config.limits.max_connections,
@@ -337,6 +342,7 @@ fn run_shard(index: usize, sockets: StdSockets, context: ShardContext) {
         quota,
         live,
         nonce_key,
+        ports,
         reserved,
         stream_limits,
         connections,
@@ -362,7 +368,7 @@ fn run_shard(index: usize, sockets: StdSockets, context: ShardContext) {
         let binder = RelaySocketsConfig {
             v4: (plan.relay_bind, plan.relay_advertised),
             v6: plan.relay_v6,
-            ports: plan.rules.relay_ports.clone(),
+            pool: ports,
             reserved,
         };
         let filter = PeerFilter::new(plan.rules.clone());

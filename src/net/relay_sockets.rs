@@ -23,10 +23,12 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::AbortHandle;
 
+use super::port_pool::PortPool;
 use super::socket::{bind_tcp, bind_udp, UdpRole};
 use crate::process::random;
 use crate::proto::addr::{Family, RelayAddr, RelayProtocol};
@@ -52,7 +54,8 @@ pub(super) struct RelaySocketsConfig {
     pub v4: (std::net::Ipv4Addr, std::net::Ipv4Addr),
     /// The same for IPv6 relays, if IPv6 relaying is on.
     pub v6: Option<(std::net::Ipv6Addr, std::net::Ipv6Addr)>,
-    pub ports: std::ops::RangeInclusive<u16>,
+    /// Free relay ports, shared by every shard.
+    pub pool: Arc<Mutex<PortPool>>,
     pub reserved: ReservedSockets,
 }
 
@@ -63,6 +66,15 @@ pub(super) struct ReceiveLoops {
     pub udp: Box<dyn Fn(RelayAddr, Rc<UdpSocket>) -> AbortHandle>,
     /// Peers connecting to a TCP relay (RFC 6062 §5.3).
     pub tcp: Box<dyn Fn(RelayAddr, TcpListener) -> AbortHandle>,
+}
+
+/// Ports tried per bind before the range counts as exhausted.
+const BIND_ATTEMPTS: usize = 8;
+
+/// Ports of a relay that could not be bound, for the pool to set aside.
+struct Unbound {
+    port: u16,
+    partner: Option<u16>,
 }
 
 /// The driver's [`RelayBinder`] for one shard: UDP and TCP relay sockets
@@ -138,6 +150,41 @@ impl RelaySockets {
         Ok(())
     }
 
+    /// Opens the relay on `port` (and, under `partner`, reserves `port +
+    /// 1`), with its receive loop. On failure nothing stays open, and the
+    /// ports that could not be bound are named.
+    fn open_relay(
+        &mut self,
+        family: Family,
+        protocol: RelayProtocol,
+        port: u16,
+        partner: Option<u64>,
+    ) -> Result<(), Unbound> {
+        let unbound = |port, partner: Option<u16>| Unbound { port, partner };
+        if protocol == RelayProtocol::Tcp {
+            return self.open_tcp(family, port).map_err(|_| unbound(port, None));
+        }
+        let socket = self
+            .open(family, port)
+            .map_err(|_| unbound(port, partner.map(|_| port + 1)))?;
+        if let Some(token) = partner {
+            let partner_socket = self.open(family, port + 1).map_err(|_| unbound(port, Some(port + 1)))?;
+            self.reserved().insert(token, (family, port + 1, partner_socket));
+        }
+        if self.register(family, port, socket).is_err() {
+            if let Some(token) = partner {
+                self.reserved().remove(&token);
+            }
+            return Err(unbound(port, partner.map(|_| port + 1)));
+        }
+        Ok(())
+    }
+
+    fn pool(&self) -> std::sync::MutexGuard<'_, PortPool> {
+        // Plain bits; a panic elsewhere cannot leave them half-updated.
+        self.config.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn reserved(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Reserved>> {
         // The map holds plain sockets; a panic elsewhere cannot leave it
         // half-updated, so a poisoned lock is still usable.
@@ -146,55 +193,31 @@ impl RelaySockets {
 }
 
 impl RelayBinder for RelaySockets {
-    /// Tries ports from a random starting point (RFC 8656 §7.2 asks for
-    /// unpredictable relay ports), walking the whole range once at most.
+    /// Takes a port from the shared [`PortPool`] (random, as RFC 8656 §7.2
+    /// asks) and binds it; a port another process holds is set aside and
+    /// the next one tried, [`BIND_ATTEMPTS`] times at most, so an Allocate
+    /// near exhaustion costs a few `bind()` calls, not the whole range.
     fn bind(&mut self, family: Family, protocol: RelayProtocol, want: PortWant) -> Result<u16, RelayBindError> {
         if self.ips(family).is_none() {
             return Err(RelayBindError::Exhausted);
         }
-        let (low, high) = (*self.config.ports.start(), *self.config.ports.end());
-        let span = u32::from(high) - u32::from(low) + 1;
-        let start = self.rng.below(u64::from(span)) as u32;
-        for i in 0..span {
-            let port = (u32::from(low) + (start + i) % span) as u16;
-            if want != PortWant::Any && port % 2 != 0 {
-                continue;
-            }
+        for _ in 0..BIND_ATTEMPTS {
+            let start = self.rng.next_u64();
+            let port = self.pool().take(family, want, start).ok_or(RelayBindError::Exhausted)?;
             let partner = match want {
-                PortWant::EvenPair(token) if port < high => Some(token),
-                PortWant::EvenPair(_) => continue,
+                PortWant::EvenPair(token) => Some(token),
                 _ => None,
             };
-            // A UDP and a TCP relay of this shard never share a port: the
-            // core knows relays by address alone.
-            if self
-                .relay_addr(family, port)
-                .is_some_and(|r| self.tasks.contains_key(&r))
-            {
-                continue;
-            }
-            if protocol == RelayProtocol::Tcp {
-                if self.open_tcp(family, port).is_ok() {
-                    return Ok(port);
+            match self.open_relay(family, protocol, port, partner) {
+                Ok(()) => return Ok(port),
+                Err(Unbound { port, partner }) => {
+                    let mut pool = self.pool();
+                    pool.foreign(family, port);
+                    if let Some(partner) = partner {
+                        pool.foreign(family, partner);
+                    }
                 }
-                continue;
             }
-            let Ok(socket) = self.open(family, port) else {
-                continue;
-            };
-            if let Some(token) = partner {
-                let Ok(partner_socket) = self.open(family, port + 1) else {
-                    continue;
-                };
-                self.reserved().insert(token, (family, port + 1, partner_socket));
-            }
-            if self.register(family, port, socket).is_err() {
-                if let Some(token) = partner {
-                    self.forget(token);
-                }
-                continue;
-            }
-            return Ok(port);
         }
         Err(RelayBindError::Exhausted)
     }
@@ -210,7 +233,11 @@ impl RelayBinder for RelaySockets {
     }
 
     fn forget(&mut self, token: u64) {
-        self.reserved().remove(&token);
+        let reserved = self.reserved().remove(&token);
+        if let Some((family, port, socket)) = reserved {
+            drop(socket);
+            self.pool().give_back(family, port);
+        }
     }
 
     fn release(&mut self, family: Family, port: u16) {
@@ -221,5 +248,6 @@ impl RelayBinder for RelaySockets {
         if let Some(task) = self.tasks.remove(&relay) {
             task.abort();
         }
+        self.pool().give_back(family, port);
     }
 }

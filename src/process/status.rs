@@ -68,7 +68,8 @@ impl ServerStatus {
             .all(|beat| now.saturating_sub(beat.load(Ordering::Relaxed)) <= limit)
     }
 
-    /// Allocations on all shards.
+    /// Allocations on all shards, with the EVEN-PORT reservations that are
+    /// charged like allocations for their 30 s.
     pub fn allocations(&self) -> usize {
         self.quota.total()
     }

@@ -4,8 +4,14 @@
 //! is created or deleted, never per packet (the user bucket aside, see
 //! [`SharedBucket`]).
 //!
-//! Invariant: `total` equals the sum of `per_user[..].count`, and a user
-//! with no allocation has no entry.
+//! An EVEN-PORT reservation (RFC 8656 §7.2) holds a place in its
+//! creator's count like an allocation, from the Allocate that makes it to
+//! the claim or the expiry, whichever comes first; the claimant's own
+//! allocation is counted as any other.
+//!
+//! Invariant: `total` equals the sum of `per_user[..].count`, which counts
+//! allocations and `reservations` together, and a user with neither has no
+//! entry.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -27,6 +33,8 @@ pub struct AllocationQuota {
     closed: AtomicBool,
     /// Bytes a second all of one user's allocations may relay; 0: no limit.
     user_rate: AtomicU64,
+    /// Creators of the reservations not yet claimed or expired, by token.
+    reservations: Mutex<HashMap<u64, String>>,
 }
 
 /// One user's allocations, and the byte-rate bucket they share.
@@ -65,6 +73,7 @@ impl AllocationQuota {
             per_user: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
             user_rate: AtomicU64::new(0),
+            reservations: Mutex::new(HashMap::new()),
         }
     }
 
@@ -124,6 +133,73 @@ impl AllocationQuota {
         });
         share.count += 1;
         Ok(share.bucket.clone())
+    }
+
+    /// Counts a new allocation of `user` that claims reservation `token`:
+    /// the reservation's place moves from its creator to `user`, so a
+    /// full quota does not refuse the claim of a port it already counts.
+    /// If `user` cannot have the place, the creator keeps it.
+    pub(crate) fn try_acquire_claiming(
+        &self,
+        user: &str,
+        token: u64,
+        now: Instant,
+    ) -> Result<Option<SharedBucket>, QuotaExceeded> {
+        let creator = self
+            .reservations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&token);
+        if let Some(creator) = &creator {
+            self.release(creator);
+        }
+        let acquired = self.try_acquire(user, now);
+        if let (Err(_), Some(creator)) = (&acquired, creator) {
+            self.recharge(&creator);
+            self.reservations
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(token, creator);
+        }
+        acquired
+    }
+
+    /// Puts a place released a moment ago back, limits or not.
+    fn recharge(&self, user: &str) {
+        let mut per_user = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
+        let share = per_user
+            .entry(user.to_owned())
+            .or_insert_with(|| UserShare { count: 0, bucket: None });
+        share.count += 1;
+        self.total.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Charges reservation `token` to `user`, as an allocation would be.
+    pub(crate) fn try_reserve(&self, token: u64, user: &str, now: Instant) -> Result<(), QuotaExceeded> {
+        self.try_acquire(user, now)?;
+        self.reservations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(token, user.to_owned());
+        Ok(())
+    }
+
+    /// Ends the charge of reservation `token` (claimed or expired); the
+    /// second call for a token does nothing.
+    pub(crate) fn end_reservation(&self, token: u64) {
+        let creator = self
+            .reservations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&token);
+        if let Some(creator) = creator {
+            self.release(&creator);
+        }
+    }
+
+    /// Reservations charged now, on every shard.
+    pub fn reservations(&self) -> usize {
+        self.reservations.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     pub(crate) fn release(&self, user: &str) {

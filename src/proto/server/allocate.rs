@@ -53,16 +53,25 @@ impl<B: RelayBinder> Server<B> {
         if request.reservation.is_none() && self.relay_ip(family).is_none() {
             return Err(ErrorCode::AddressFamilyNotSupported.into());
         }
-        let user_rate = self.quota.try_acquire(auth.username, now).map_err(|e| {
-            self.refuse(match e {
-                QuotaExceeded::User => Refusal::AllocationsPerUser,
-                QuotaExceeded::Total => Refusal::AllocationsTotal,
-                QuotaExceeded::Closed => Refusal::Draining,
-            })
-        })?;
+        let acquired = match request.reservation {
+            Some(token) => self.quota.try_acquire_claiming(auth.username, token, now),
+            None => self.quota.try_acquire(auth.username, now),
+        };
+        let user_rate = acquired.map_err(|e| self.refuse(quota_refusal(e)))?;
+        // A reserved partner port holds a place in its creator's quota
+        // until it is claimed or expires, like an allocation would.
         let new_token = (request.even_port == Some(true)).then(|| self.next_token());
+        if let Some(token) = new_token {
+            if let Err(e) = self.quota.try_reserve(token, auth.username, now) {
+                self.quota.release(auth.username);
+                return Err(self.refuse(quota_refusal(e)));
+            }
+        }
         let Some((relays, additional_error)) = self.bind_relays(&request, family, new_token) else {
             self.quota.release(auth.username);
+            if let Some(token) = new_token {
+                self.quota.end_reservation(token);
+            }
             debug!(%client, "allocation refused: no relay port");
             return Err(self.refuse(Refusal::RelayPorts));
         };
@@ -70,7 +79,6 @@ impl<B: RelayBinder> Server<B> {
             self.timers
                 .insert((now + RESERVATION_LIFETIME, Timer::Reservation(token)));
         }
-
         let mut buf = Vec::with_capacity(160);
         let mut w = MessageWriter::new(&mut buf, Class::Success, msg.method(), msg.transaction_id());
         for relay in relays.iter() {
@@ -225,6 +233,14 @@ impl<B: RelayBinder> Server<B> {
         Ok(buf)
     }
 
+    /// The timer of reservation `token` fired: unless an allocation
+    /// claimed it meanwhile, the partner port goes back and the creator's
+    /// quota place is freed.
+    pub(super) fn expire_reservation(&mut self, token: u64) {
+        self.binder.forget(token);
+        self.quota.end_reservation(token);
+    }
+
     /// The allocation timer of `client` fired (and was taken off the
     /// queue). A timer that outlived its allocation, or belongs to an
     /// earlier allocation of the same 5-tuple, does nothing.
@@ -232,5 +248,13 @@ impl<B: RelayBinder> Server<B> {
         if self.allocations.get(&client).is_some_and(|a| a.expires <= now) {
             self.remove_allocation(client, EndReason::Expired, now);
         }
+    }
+}
+
+fn quota_refusal(e: QuotaExceeded) -> Refusal {
+    match e {
+        QuotaExceeded::User => Refusal::AllocationsPerUser,
+        QuotaExceeded::Total => Refusal::AllocationsTotal,
+        QuotaExceeded::Closed => Refusal::Draining,
     }
 }

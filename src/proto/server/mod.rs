@@ -288,7 +288,7 @@ impl<B: RelayBinder> Server<B> {
             };
             match timer {
                 Timer::Allocation(client) => self.expire_allocation(client, now),
-                Timer::Reservation(token) => self.binder.forget(token),
+                Timer::Reservation(token) => self.expire_reservation(token),
                 Timer::Connection(id) => self.expire_pending_connection(id),
             }
         }

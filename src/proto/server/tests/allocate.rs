@@ -493,3 +493,28 @@ fn a_relay_is_marked_live_for_every_shard_while_its_allocation_holds_it() {
     h.at(600);
     assert!(!h.live.contains(Family::V4, RelayProtocol::Udp, relay.0.port()));
 }
+
+#[test]
+fn a_reservation_is_charged_to_its_creator_until_it_is_claimed_or_expires() {
+    let mut h = Harness::with(Settings {
+        max_per_user: 2,
+        ..Settings::default()
+    });
+    let token = reserve_pair(&mut h, client(1));
+    assert_eq!(h.quota.total(), 2, "the allocation and its reserved partner");
+    assert_eq!(h.quota.reservations(), 1);
+    // alice's second place is the reservation's: a new allocation is 486.
+    h.request(client(2), &alice(), method::ALLOCATE, udp).assert_code(486);
+    // Claimed by carol: the place moves from alice to carol.
+    h.request(client(3), &carol(), method::ALLOCATE, with_token(token))
+        .assert_success();
+    assert_eq!((h.quota.total(), h.quota.reservations()), (2, 0));
+    // Unclaimed, the charge ends with the reservation.
+    h.refresh(client(1), &alice(), Some(0)).assert_success();
+    h.request(client(4), &alice(), method::ALLOCATE, even_port(true))
+        .assert_success();
+    assert_eq!((h.quota.total(), h.quota.reservations()), (3, 1));
+    h.at(30);
+    assert_eq!((h.quota.total(), h.quota.reservations()), (2, 0));
+    h.allocate(client(2));
+}
