@@ -34,6 +34,10 @@ pub const REALM: &str = "turnpike";
 /// Config fragment adding the long-term user [`USER`] / [`PASSWORD`].
 pub const LONG_TERM_USER_TOML: &str = "[[auth.users]]\nname = \"user\"\npassword = \"pass\"\n";
 
+/// The `[peers]` section of [`TestServer::start`]: loopback peers allowed,
+/// so that tests can relay to peers on 127.0.0.1 and ::1.
+pub const LOOPBACK_PEERS_TOML: &str = "[peers]\nallow = [\"127.0.0.0/8\", \"::1/128\"]\n";
+
 /// STUN magic cookie (RFC 8489 §5).
 pub const MAGIC_COOKIE: u32 = 0x2112_A442;
 
@@ -272,7 +276,8 @@ pub fn turnpike_bin() -> &'static str {
 }
 
 /// A `turnpike` child process serving STUN/TURN on 127.0.0.1, relaying on
-/// 127.0.0.1 and allowing loopback peers. Killed on drop; if the test is
+/// 127.0.0.1 and (unless started with [`TestServer::start_with_peers`])
+/// allowing loopback peers. Killed on drop; if the test is
 /// failing, its config and log are printed.
 pub struct TestServer {
     child: Mutex<Child>,
@@ -300,6 +305,13 @@ impl TestServer {
 
     /// Like [`TestServer::start`], with `server_keys` added to `[server]`.
     pub fn start_with(server_keys: &str, extra_toml: &str) -> TestServer {
+        TestServer::start_with_peers(server_keys, LOOPBACK_PEERS_TOML, extra_toml)
+    }
+
+    /// Like [`TestServer::start_with`], with `peers_toml` as the whole
+    /// `[peers]` section instead of [`LOOPBACK_PEERS_TOML`]; `""` keeps the
+    /// built-in peer policy (loopback refused).
+    pub fn start_with_peers(server_keys: &str, peers_toml: &str, extra_toml: &str) -> TestServer {
         let relay_ports = next_relay_ports();
         // The listen port is picked by probing, so another socket can take it
         // in between; a server that exits at start is retried on a new port.
@@ -316,7 +328,7 @@ impl TestServer {
                  tcp = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\ntls = [\"127.0.0.1:{tls_port}\"]\nhttp = \"127.0.0.1:{http_port}\"\n\n\
                  [tls]\ncert = \"{}\"\nkey = \"{}\"\n\n\
                  [relay]\nipv4 = \"127.0.0.1\"\nipv6 = \"::1\"\nports = \"{}-{}\"\n\n\
-                 [peers]\nallow = [\"127.0.0.0/8\", \"::1/128\"]\n\n{extra_toml}",
+                 {peers_toml}\n\n{extra_toml}",
                 cert_path.display(),
                 key_path.display(),
                 relay_ports.start(),
