@@ -60,7 +60,9 @@ impl Config {
     /// non-empty and unique, exactly one of `password` / `key`, `key` 32 hex
     /// digits), secrets non-empty, `auth.credential_ttl` >= 1s,
     /// `auth.nonce_ttl` in 10s..=1h, limits >= 1 with
-    /// `limits.max_allocation_lifetime` >= 60s, `log.level` a valid filter.
+    /// `limits.max_allocation_lifetime` >= 60s, `log.level` a valid filter,
+    /// and no count, rate or duration so large that arithmetic on it could
+    /// wrap or panic ([`Config::check_magnitudes`]).
     pub fn validate(&mut self) -> Result<(), ConfigError> {
         self.check_server()?;
         self.check_listen()?;
@@ -69,6 +71,7 @@ impl Config {
         self.check_limits()?;
         self.check_signaling()?;
         self.check_log()?;
+        self.check_magnitudes()?;
         self.auth.resolved_secrets = self.read_secrets()?;
         Ok(())
     }
@@ -82,6 +85,19 @@ impl Config {
                 warnings.push(format!(
                     "listen.http {http} is not loopback and signaling.token_secret is unset: \
                      anyone who reaches it can join rooms and get TURN credentials"
+                ));
+            }
+        }
+        let secret_files = [
+            ("auth.secrets_file", &self.auth.secrets_file),
+            ("tls.key", &self.tls.key),
+        ];
+        for (key, path) in secret_files {
+            let Some(path) = path else { continue };
+            if let Some(mode) = readable_by_others(path) {
+                warnings.push(format!(
+                    "{key} {} is readable by its group or by everyone (mode {mode:o}): chmod 600 it",
+                    path.display()
                 ));
             }
         }
@@ -364,6 +380,64 @@ impl Config {
         Ok(())
     }
 
+    /// A ceiling on every count, rate and duration, whatever its own rule:
+    /// a time added to `Instant::now()` must not overflow, a count must fit
+    /// what tokio's semaphores and the atomics take, and no limit is so
+    /// large it is no limit. Each bound is far beyond any real deployment.
+    fn check_magnitudes(&self) -> Result<(), ConfigError> {
+        const MAX_COUNT: u64 = 100_000_000;
+        const MAX_RATE: u64 = 1 << 40;
+        const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+        let (limits, signaling) = (&self.limits, &self.signaling);
+        let counts = [
+            ("limits.max_allocations", limits.max_allocations as u64),
+            (
+                "limits.max_allocations_per_user",
+                limits.max_allocations_per_user as u64,
+            ),
+            (
+                "limits.max_permissions_per_allocation",
+                limits.max_permissions_per_allocation as u64,
+            ),
+            ("limits.max_connections", limits.max_connections as u64),
+            ("signaling.max_rooms", signaling.max_rooms as u64),
+            ("signaling.max_connections", signaling.max_connections as u64),
+        ];
+        for (key, value) in counts {
+            if value > MAX_COUNT {
+                return Err(ConfigError::invalid(key, format!("{value} is more than {MAX_COUNT}")));
+            }
+        }
+        let rates = [
+            ("limits.allocation_bytes_per_second", limits.allocation_bytes_per_second),
+            ("limits.user_bytes_per_second", limits.user_bytes_per_second),
+            ("limits.challenge_bytes_per_second", limits.challenge_bytes_per_second),
+            (
+                "signaling.messages_per_second",
+                u64::from(signaling.messages_per_second),
+            ),
+        ];
+        for (key, value) in rates {
+            if value > MAX_RATE {
+                return Err(ConfigError::invalid(key, format!("{value} is more than {MAX_RATE}")));
+            }
+        }
+        let durations = [
+            ("limits.connection_idle_timeout", limits.connection_idle_timeout),
+            ("signaling.ping_interval", signaling.ping_interval),
+            ("signaling.heartbeat_timeout", signaling.heartbeat_timeout),
+        ];
+        for (key, value) in durations {
+            if value > MAX_DURATION {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("{} is longer than 10 years", humantime::format_duration(value)),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn check_signaling(&self) -> Result<(), ConfigError> {
         let signaling = &self.signaling;
         if signaling.tls && (self.tls.cert.is_none() || self.tls.key.is_none()) {
@@ -465,6 +539,13 @@ impl Config {
         }
         Ok(secrets)
     }
+}
+
+/// The permission bits of `path` if its group or others may read it.
+fn readable_by_others(path: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o044 != 0).then_some(mode)
 }
 
 /// True for a DNS name (letters, digits, `-` and `.`), an IPv4 address or
@@ -581,6 +662,45 @@ mod tests {
         config.relay.ports = PortRange { low: 0, high: 10 };
         let msg = config.validate().unwrap_err().to_string();
         assert_eq!(msg, "relay.ports: low port 0 is not allowed");
+    }
+
+    #[test]
+    fn counts_rates_and_durations_too_large_to_compute_with_are_refused() {
+        assert_eq!(
+            invalid_key("[signaling]\nmax_connections = 18446744073709551615\n"),
+            "signaling.max_connections"
+        );
+        assert_eq!(
+            invalid_key("[limits]\nconnection_idle_timeout = \"1000years\"\n"),
+            "limits.connection_idle_timeout"
+        );
+        assert_eq!(
+            invalid_key("[limits]\nuser_bytes_per_second = 18446744073709551615\n"),
+            "limits.user_bytes_per_second"
+        );
+        assert_eq!(
+            invalid_key("[auth]\ncredential_ttl = \"20years\"\nmax_credential_lifetime = \"20years\"\n"),
+            "auth.max_credential_lifetime"
+        );
+    }
+
+    #[test]
+    fn check_config_warns_about_a_secrets_file_others_can_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("turnpike-perm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("secrets");
+        std::fs::write(&file, "a-long-enough-secret\n").unwrap();
+        let mut config = Config::default();
+        config.auth.secrets_file = Some(file.clone());
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(config
+            .warnings()
+            .iter()
+            .any(|w| w.starts_with("auth.secrets_file") && w.contains("644")));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(!config.warnings().iter().any(|w| w.starts_with("auth.secrets_file")));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
