@@ -11,7 +11,9 @@
 //! * Nonces are stateless: `hex(expiry) || hex(HMAC(nonce_key, expiry,
 //!   client)[..8])`. Checking one costs an HMAC and no memory, so an
 //!   unauthenticated source can make the server remember nothing. A nonce
-//!   is only valid for the client address it was issued to.
+//!   is only valid for the client address it was issued to (the TURN core
+//!   makes one exception: an RFC 6062 ConnectionBind may carry the nonce
+//!   of its control connection).
 //!
 //! * Signaling tokens gate the WebSocket endpoint: `<unix-expiry>.<sig>`
 //!   with sig = base64url-nopad(HMAC-SHA256(token_secret, "<unix-expiry>")),

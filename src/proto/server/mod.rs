@@ -374,7 +374,9 @@ impl<B: RelayBinder> Server<B> {
         else {
             return Err(Failure::Code(ErrorCode::BadRequest));
         };
-        if self.credentials.check_nonce(nonce, client.remote, now.unix_secs) == NonceCheck::Stale {
+        if self.credentials.check_nonce(nonce, client.remote, now.unix_secs) == NonceCheck::Stale
+            && !self.nonce_of_control_connection(msg, nonce, now.unix_secs)
+        {
             self.count_auth_failure(AuthFailure::StaleNonce);
             return Err(Failure::Challenge(ErrorCode::StaleNonce));
         }

@@ -23,6 +23,7 @@ use super::answer::{ErrorCode, Failure};
 use super::request::{ConnectRequest, ConnectionBindRequest};
 use super::{next_indication_id, Authenticated, Effect, RelayBinder, Server, Timer};
 use crate::proto::addr::{ClientAddr, ConnectionId, Family, PeerAddr, RelayAddr, RelayProtocol, Transport};
+use crate::proto::auth::NonceCheck;
 use crate::proto::method::Method;
 use crate::proto::stun::{attr, method, Class, Message, MessageWriter, TransactionId};
 
@@ -232,6 +233,40 @@ impl<B: RelayBinder> Server<B> {
         self.effects.push_back(Effect::Splice { id, data: client });
         info!(%client, id = id.0, "data connection bound");
         Ok(())
+    }
+
+    /// True if `msg` is a ConnectionBind whose `nonce` was minted for the
+    /// control connection of the allocation that owns the pending peer
+    /// connection it names: such a nonce is as fresh as the one the data
+    /// connection would get, and the credential check that follows is
+    /// unchanged.
+    ///
+    /// Why: nonces are bound to the client's transport address (see
+    /// [`crate::proto::auth`]), and RFC 6062 §5.4 has the client send
+    /// ConnectionBind on a *new* connection, which clients sign with the
+    /// nonce their control connection holds (coturn's `turnutils_uclient`
+    /// does). A 438 there would add a round trip on a connection that
+    /// clients read as raw data from the start: uclient reads at most one
+    /// of its message lengths (`-l`) from it, so a 438 longer than that
+    /// (96 bytes plus the realm's length beyond 8) was cut in two and every
+    /// bind failed.
+    ///
+    /// A replay of a captured ConnectionBind from elsewhere could only win
+    /// while the connection is still pending, i.e. by racing the client on
+    /// a plain TCP path that an on-path attacker controls anyway.
+    pub(super) fn nonce_of_control_connection(&self, msg: &Message<'_>, nonce: &[u8], unix_secs: u64) -> bool {
+        if msg.method() != method::CONNECTION_BIND {
+            return false;
+        }
+        let Ok(ConnectionBindRequest { id }) = ConnectionBindRequest::parse(msg) else {
+            return false;
+        };
+        match self.connections.get(&id) {
+            Some(c) if matches!(c.state, PeerConnectionState::Pending { .. }) => {
+                self.credentials.check_nonce(nonce, c.allocation.remote, unix_secs) == NonceCheck::Valid
+            }
+            _ => false,
+        }
     }
 
     pub(super) fn insert_connection(

@@ -41,6 +41,33 @@ impl Harness {
             other => panic!("expected one ConnectPeer, got {other:?}"),
         }
     }
+    /// A TCP allocation for `control` with a connected (pending) peer
+    /// connection to `peer`; the Connect answer is taken.
+    fn pending_connection(&mut self, control: ClientAddr, peer: SocketAddr) -> ConnectionId {
+        self.tcp_allocate(control);
+        self.permit(control, &[peer]).assert_success();
+        let id = self.connect(control, peer);
+        self.server.handle_peer_connect_result(id, true, self.now().mono);
+        let Some(Effect::Transmit { .. }) = self.server.poll_effect() else {
+            panic!("Connect not answered")
+        };
+        id
+    }
+}
+
+/// The one answer among `effects`, which must be all there is.
+fn only_answer(effects: &[Effect]) -> Response {
+    match effects {
+        [Effect::Transmit { bytes, .. }] => Response(bytes.clone()),
+        other => panic!("expected one answer, got {other:?}"),
+    }
+}
+
+/// CONNECTION-ID of a ConnectionBind.
+fn bind(id: ConnectionId) -> impl Fn(&mut MessageWriter<'_>) {
+    move |w| {
+        w.u32(attr::CONNECTION_ID, id.0);
+    }
 }
 
 fn connection_id_of(bytes: &[u8]) -> ConnectionId {
@@ -136,22 +163,16 @@ fn a_failed_connect_is_447() {
 fn connection_bind_from_a_new_connection_splices_it_after_the_answer() {
     let mut h = Harness::new();
     let (control, data) = (tcp_client(1), tcp_client(2));
-    h.tcp_allocate(control);
-    h.permit(control, &[peer_a()]).assert_success();
-    let id = h.connect(control, peer_a());
-    h.server.handle_peer_connect_result(id, true, h.now().mono);
-    let _ = h.server.poll_effect();
-    let bind = |w: &mut MessageWriter<'_>| {
-        w.u32(attr::CONNECTION_ID, id.0);
-    };
+    let id = h.pending_connection(control, peer_a());
+    let bind = bind(id);
     // Another user cannot take the connection.
-    let stolen = h.effects_of(data, &carol(), method::CONNECTION_BIND, bind);
+    let stolen = h.effects_of(data, &carol(), method::CONNECTION_BIND, &bind);
     let [Effect::Transmit { bytes, .. }] = stolen.as_slice() else {
         panic!("{stolen:?}")
     };
     Response(bytes.clone()).assert_code(441);
     // Its owner can, from a fresh connection: answer first, then splice.
-    let effects = h.effects_of(data, &alice(), method::CONNECTION_BIND, bind);
+    let effects = h.effects_of(data, &alice(), method::CONNECTION_BIND, &bind);
     let [Effect::Transmit { to, bytes }, Effect::Splice {
         id: spliced,
         data: with,
@@ -162,7 +183,7 @@ fn connection_bind_from_a_new_connection_splices_it_after_the_answer() {
     assert_eq!((*to, *spliced, *with), (data, id, data));
     Response(bytes.clone()).assert_success();
     // Bound once only.
-    let twice = h.effects_of(tcp_client(3), &alice(), method::CONNECTION_BIND, bind);
+    let twice = h.effects_of(tcp_client(3), &alice(), method::CONNECTION_BIND, &bind);
     let [Effect::Transmit { bytes, .. }] = twice.as_slice() else {
         panic!("{twice:?}")
     };
@@ -233,4 +254,43 @@ fn closing_the_control_connection_closes_its_peer_connections() {
         .collect();
     assert_eq!(closed, BTreeSet::from([a, b]));
     assert_eq!(h.binder().releases.len(), 1);
+}
+
+/// The data connection's ConnectionBind signed with the nonce of the
+/// control connection (as coturn's uclient sends it) binds at once: a 438
+/// there broke clients that read the data connection as raw bytes.
+#[test]
+fn connection_bind_takes_the_nonce_of_its_control_connection() {
+    let mut h = Harness::new();
+    let (control, data, stranger) = (tcp_client(1), tcp_client(2), tcp_client(3));
+    let id = h.pending_connection(control, peer_a());
+    // Another client's nonce is stale on the data connection.
+    h.challenge(stranger, method::REFRESH, none);
+    h.nonces.insert(data, h.nonces[&stranger].clone());
+    only_answer(&h.effects_of(data, &alice(), method::CONNECTION_BIND, bind(id))).assert_challenge(438);
+    // The control connection's nonce is not: answer, then splice.
+    h.nonces.insert(data, h.nonces[&control].clone());
+    let effects = h.effects_of(data, &alice(), method::CONNECTION_BIND, bind(id));
+    let [Effect::Transmit { to, bytes }, Effect::Splice { id: spliced, .. }] = effects.as_slice() else {
+        panic!("{effects:?}")
+    };
+    assert_eq!((*to, *spliced), (data, id));
+    Response(bytes.clone()).assert_success();
+    // Only for ConnectionBind: other requests on a new connection still
+    // need a nonce of their own.
+    h.nonces.insert(tcp_client(4), h.nonces[&control].clone());
+    only_answer(&h.effects_of(tcp_client(4), &alice(), method::REFRESH, none)).assert_challenge(438);
+}
+
+/// A bound connection no longer lends its control nonce: a second bind
+/// under it is 438, not a second splice.
+#[test]
+fn a_bound_connection_lends_no_nonce() {
+    let mut h = Harness::new();
+    let (control, data) = (tcp_client(1), tcp_client(2));
+    let id = h.pending_connection(control, peer_a());
+    h.nonces.insert(data, h.nonces[&control].clone());
+    assert_eq!(h.effects_of(data, &alice(), method::CONNECTION_BIND, bind(id)).len(), 2);
+    h.nonces.insert(tcp_client(5), h.nonces[&control].clone());
+    only_answer(&h.effects_of(tcp_client(5), &alice(), method::CONNECTION_BIND, bind(id))).assert_challenge(438);
 }
