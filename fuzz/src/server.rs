@@ -269,6 +269,8 @@ impl Harness {
             max_channels: MAX_CHANNELS,
             hairpin: Default::default(),
             allocation_rate: 0,
+            max_peer_connections_per_allocation: 4,
+            max_peer_connections: 16,
         };
         let quota = Arc::new(AllocationQuota::new(MAX_TOTAL_ALLOCATIONS, MAX_ALLOCATIONS_PER_USER));
         let filter = PeerFilter::new(crate::filter::v4_rules());

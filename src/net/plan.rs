@@ -99,6 +99,8 @@ impl Plan {
                 max_channels: config.limits.max_channels_per_allocation,
                 hairpin,
                 allocation_rate: config.limits.allocation_bytes_per_second,
+                max_peer_connections_per_allocation: config.limits.max_peer_connections_per_allocation,
+                max_peer_connections: config.limits.max_peer_connections,
             },
             users: config
                 .auth

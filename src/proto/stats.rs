@@ -40,14 +40,17 @@ pub enum AuthFailure {
     StaleNonce = 3,
 }
 
-/// Which limit refused a request (label values).
-pub const REFUSALS: [&str; 6] = [
+/// Which limit refused a request, or an RFC 6062 peer connecting in
+/// (label values).
+pub const REFUSALS: [&str; 8] = [
     "allocations_per_user",
     "allocations_total",
     "draining",
     "relay_ports",
     "permissions",
     "channels",
+    "peer_connections_per_allocation",
+    "peer_connections_total",
 ];
 
 /// Index into [`REFUSALS`].
@@ -59,6 +62,8 @@ pub enum Refusal {
     RelayPorts = 3,
     Permissions = 4,
     Channels = 5,
+    PeerConnectionsPerAllocation = 6,
+    PeerConnectionsTotal = 7,
 }
 
 /// Which byte rate dropped a relayed packet (label values).

@@ -211,6 +211,19 @@ pub fn authenticated_request_as(
     answer.expect("send request")
 }
 
+/// The code of a STUN answer: 200 for success, else its ERROR-CODE.
+pub fn code_of(answer: &[u8]) -> u16 {
+    use turnpike::proto::stun::{attr, Class, Message};
+    let msg = Message::parse(answer).expect("a STUN answer");
+    match msg.class() {
+        Class::Success => 200,
+        _ => msg
+            .get(attr::ERROR_CODE)
+            .map(|v| u16::from(v[2] & 7) * 100 + u16::from(v[3]))
+            .expect("ERROR-CODE"),
+    }
+}
+
 /// A UDP port on 127.0.0.1 that was free a moment ago.
 pub fn free_udp_port() -> u16 {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");

@@ -98,6 +98,12 @@ pub struct ServerConfig {
     /// Bytes a second one allocation may relay, both directions together;
     /// 0: no limit.
     pub allocation_rate: u64,
+    /// RFC 6062 peer connections one TCP allocation may hold, and this
+    /// core may hold in all. Every TCP allocation lives on the shard that
+    /// serves the stream listeners (see `net`), so this core's total is
+    /// the server's.
+    pub max_peer_connections_per_allocation: usize,
+    pub max_peer_connections: usize,
 }
 
 /// Something the driver must do.
@@ -206,7 +212,7 @@ impl<B: RelayBinder> Server<B> {
     }
 
     /// Applies a reloaded configuration: credentials, peer filter, SOFTWARE
-    /// and the per-allocation limits. The relay addresses and the NAT
+    /// and the per-allocation and peer connection limits. The relay addresses and the NAT
     /// mapping stay (they are bound to the running sockets). Existing
     /// allocations, permissions and channels are kept, also where they
     /// exceed new limits; new requests are judged by the new rules.
@@ -216,6 +222,8 @@ impl<B: RelayBinder> Server<B> {
         self.config.max_permissions = config.max_permissions;
         self.config.max_channels = config.max_channels;
         self.config.allocation_rate = config.allocation_rate;
+        self.config.max_peer_connections_per_allocation = config.max_peer_connections_per_allocation;
+        self.config.max_peer_connections = config.max_peer_connections;
         self.credentials = credentials;
         self.filter = filter;
     }

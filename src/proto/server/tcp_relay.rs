@@ -11,7 +11,15 @@
 //! * a `Pending` connection has exactly one `Timer::Connection` with its
 //!   deadline, and no other state has one;
 //! * removing a connection always emits `Effect::ClosePeerConnection`, so
-//!   the driver never keeps a stream the core forgot.
+//!   the driver never keeps a stream the core forgot;
+//! * a connection is only inserted where there is room: its allocation
+//!   holds fewer than `max_peer_connections_per_allocation` and the core
+//!   fewer than `max_peer_connections` (checked by a `debug_assert` in
+//!   `insert_connection`). A reload that lowers them keeps what is open.
+//!
+//! Beyond the caps a Connect gets 508 (the 508 of RFC 8656 §19, as for
+//! permissions and channels) and a peer connecting in is refused before
+//! the client hears of it; both are counted by [`Refusal`].
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +33,7 @@ use super::{next_indication_id, Authenticated, Effect, RelayBinder, Server, Time
 use crate::proto::addr::{ClientAddr, ConnectionId, Family, PeerAddr, RelayAddr, RelayProtocol, Transport};
 use crate::proto::auth::NonceCheck;
 use crate::proto::method::Method;
+use crate::proto::stats::{Refusal, REFUSALS};
 use crate::proto::stun::{attr, method, Class, Message, MessageWriter, TransactionId};
 
 /// RFC 6062 §5.2/§5.3: a peer connection must be bound to a data
@@ -65,6 +74,11 @@ impl<B: RelayBinder> Server<B> {
         let allocation = self.allocations.get(&client)?;
         if allocation.protocol != RelayProtocol::Tcp || !allocation.permits(peer.0.ip(), now) {
             debug!(%client, peer = %peer.0, "incoming peer connection refused");
+            return None;
+        }
+        if let Err(why) = self.room_for_connection(client) {
+            self.count_refusal(why);
+            debug!(%client, peer = %peer.0, limit = REFUSALS[why as usize], "incoming peer connection refused");
             return None;
         }
         let expires = now + CONNECTION_BIND_TIMEOUT;
@@ -183,6 +197,9 @@ impl<B: RelayBinder> Server<B> {
         let relay = relays
             .get(Family::of(peer.0))
             .ok_or(ErrorCode::PeerAddressFamilyMismatch)?;
+        if let Err(why) = self.room_for_connection(client) {
+            return Err(self.refuse(why));
+        }
         let state = PeerConnectionState::Connecting {
             request: msg.transaction_id(),
             key: auth.key.clone(),
@@ -269,12 +286,26 @@ impl<B: RelayBinder> Server<B> {
         }
     }
 
+    /// Whether the allocation of `client` may hold one more peer
+    /// connection, under the caps per allocation and in all.
+    fn room_for_connection(&self, client: ClientAddr) -> Result<(), Refusal> {
+        let held = self.allocations.get(&client).map_or(0, |a| a.connections.len());
+        if held >= self.config.max_peer_connections_per_allocation {
+            return Err(Refusal::PeerConnectionsPerAllocation);
+        }
+        if self.connections.len() >= self.config.max_peer_connections {
+            return Err(Refusal::PeerConnectionsTotal);
+        }
+        Ok(())
+    }
+
     pub(super) fn insert_connection(
         &mut self,
         client: ClientAddr,
         peer: PeerAddr,
         state: PeerConnectionState,
     ) -> ConnectionId {
+        debug_assert!(self.room_for_connection(client).is_ok(), "peer connection beyond a cap");
         // Ids are never reused while the server runs (2^32 connections).
         self.next_connection = self.next_connection.wrapping_add(1);
         let id = ConnectionId(self.next_connection);

@@ -260,6 +260,8 @@ struct Settings {
     rules: PeerRules,
     hairpin: RelayHairpin,
     allocation_rate: u64,
+    max_peer_connections_per_allocation: usize,
+    max_peer_connections: usize,
 }
 
 impl Default for Settings {
@@ -274,6 +276,8 @@ impl Default for Settings {
             rules: PeerRules::default(),
             hairpin: RelayHairpin::default(),
             allocation_rate: 0,
+            max_peer_connections_per_allocation: 3,
+            max_peer_connections: 5,
         }
     }
 }
@@ -304,6 +308,8 @@ impl Harness {
             max_channels: s.max_channels,
             hairpin: s.hairpin,
             allocation_rate: s.allocation_rate,
+            max_peer_connections_per_allocation: s.max_peer_connections_per_allocation,
+            max_peer_connections: s.max_peer_connections,
         };
         let credentials = Credentials::new(CredentialsConfig {
             realm: REALM.to_owned(),

@@ -294,3 +294,94 @@ fn a_bound_connection_lends_no_nonce() {
     h.nonces.insert(tcp_client(5), h.nonces[&control].clone());
     only_answer(&h.effects_of(tcp_client(5), &alice(), method::CONNECTION_BIND, bind(id))).assert_challenge(438);
 }
+
+fn refusals(h: &Harness, why: stats::Refusal) -> u64 {
+    h.server.snapshot(h.now().mono).counters.refusals[why as usize]
+}
+
+/// 8.8.8.8 on port `port`: peers of one permission.
+fn peer_at(port: u16) -> SocketAddr {
+    SocketAddr::from(([8, 8, 8, 8], port))
+}
+
+#[test]
+fn connects_beyond_the_allocation_cap_get_508_until_a_connection_ends() {
+    let mut h = Harness::new(); // 3 per allocation
+    let c = tcp_client(1);
+    h.tcp_allocate(c);
+    h.permit(c, &[peer_a()]).assert_success();
+    let pending = h.connect(c, peer_at(1));
+    h.server.handle_peer_connect_result(pending, true, h.now().mono);
+    let _ = h.server.poll_effect();
+    let connecting = [h.connect(c, peer_at(2)), h.connect(c, peer_at(3))];
+    // Connecting, pending and bound connections all count.
+    let refused = h.effects_of(c, &alice(), method::CONNECT, |w| {
+        w.xor_address(attr::XOR_PEER_ADDRESS, peer_at(4));
+    });
+    let answer = only_answer(&refused);
+    answer.assert_code(508);
+    assert!(answer.msg().verify_integrity(&stun::integrity_key(&alice().key)));
+    assert_eq!(refusals(&h, stats::Refusal::PeerConnectionsPerAllocation), 1);
+    // A failed connect frees its slot, as does a closed connection.
+    h.server.handle_peer_connect_result(connecting[0], false, h.now().mono);
+    let _ = h.server.poll_effect();
+    assert_eq!(
+        h.server.poll_effect(),
+        Some(Effect::ClosePeerConnection { id: connecting[0] })
+    );
+    h.connect(c, peer_at(4));
+    h.server.handle_peer_connection_closed(pending);
+    assert_eq!(
+        h.server.poll_effect(),
+        Some(Effect::ClosePeerConnection { id: pending })
+    );
+    h.connect(c, peer_at(5));
+    assert_eq!(refusals(&h, stats::Refusal::PeerConnectionsPerAllocation), 1);
+}
+
+#[test]
+fn the_total_cap_refuses_connects_and_peers_connecting_in() {
+    let mut h = Harness::new(); // 3 per allocation, 5 in all
+    let (full, other) = (tcp_client(1), tcp_client(2));
+    let full_relay = h.tcp_allocate(full);
+    let other_relay = h.tcp_allocate(other);
+    h.permit(full, &[peer_a()]).assert_success();
+    h.permit(other, &[peer_a()]).assert_success();
+    for port in 1..=3 {
+        h.connect(full, peer_at(port));
+    }
+    // A peer connecting in counts like a Connect.
+    let incoming = h
+        .server
+        .handle_incoming_peer_connection(other_relay, PeerAddr(peer_at(10)), h.now().mono);
+    assert!(incoming.is_some());
+    let _ = h.server.poll_effect(); // ConnectionAttempt
+    h.connect(other, peer_at(1));
+    // Five in all: the other allocation, with room of its own, gets 508.
+    let refused = h.effects_of(other, &alice(), method::CONNECT, |w| {
+        w.xor_address(attr::XOR_PEER_ADDRESS, peer_at(2));
+    });
+    only_answer(&refused).assert_code(508);
+    assert_eq!(refusals(&h, stats::Refusal::PeerConnectionsTotal), 1);
+    // Peers connecting in are refused before the client hears of them:
+    // by the total cap, and by the allocation's own cap first.
+    let now = h.now().mono;
+    assert_eq!(
+        h.server
+            .handle_incoming_peer_connection(other_relay, PeerAddr(peer_at(11)), now),
+        None
+    );
+    assert_eq!(
+        h.server
+            .handle_incoming_peer_connection(full_relay, PeerAddr(peer_at(12)), now),
+        None
+    );
+    h.assert_quiet();
+    assert_eq!(refusals(&h, stats::Refusal::PeerConnectionsTotal), 2);
+    assert_eq!(refusals(&h, stats::Refusal::PeerConnectionsPerAllocation), 1);
+    assert_eq!(h.server.snapshot(now).peer_connections, 5);
+    // An allocation that goes frees its connections for everyone.
+    h.server.handle_connection_closed(full, now);
+    assert_eq!(std::iter::from_fn(|| h.server.poll_effect()).count(), 3);
+    h.connect(other, peer_at(2));
+}
