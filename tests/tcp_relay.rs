@@ -1,5 +1,7 @@
 //! RFC 6062 TCP relays, black-box: the caps on peer connections under a
-//! Connect flood while an honest TCP allocation keeps relaying. Every peer
+//! Connect flood while an honest TCP allocation keeps relaying, and no
+//! descriptor left behind by connects that outlive their allocation
+//! (counted in the server's `/proc/<pid>/fd`). Every peer
 //! is a loopback sink run by the test (the test server's `peers.allow`
 //! covers 127.0.0.0/8). coturn's `turnutils_uclient -T` relaying through
 //! TCP relays is in `coturn_tools.rs`.
@@ -250,4 +252,116 @@ fn a_connect_flood_beyond_the_caps_gets_508_while_an_honest_relay_keeps_relaying
     let id = honest.connect(extra.addr).expect("a Connect after the flood");
     round_trip(&mut data_connection(&server, id), b"a second peer");
     round_trip(&mut data, b"and the first one still");
+}
+
+/// A TCP listener on 127.0.0.1 whose accept queue is full, so that a
+/// connect to it stays under way: Linux drops the SYN and the connecting
+/// side retries after 1 s, 3 s, ... until the queue has room again.
+struct FullListener {
+    listener: TcpListener,
+    addr: SocketAddr,
+    filler: Option<TcpStream>,
+}
+
+impl FullListener {
+    fn new() -> FullListener {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        socket.bind(&any.into()).expect("bind");
+        // A backlog of 0 queues one connection: the filler fills it.
+        socket.listen(0).expect("listen");
+        let listener: TcpListener = socket.into();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("local addr");
+        let filler = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("fill the accept queue");
+        FullListener {
+            listener,
+            addr,
+            filler: Some(filler),
+        }
+    }
+
+    /// Makes room, so that a connect still under way would now complete.
+    fn release(&mut self) {
+        self.filler = None;
+        let _ = self.listener.accept();
+    }
+
+    /// Connections that arrived (from a connect the server kept going).
+    fn arrived(&self) -> usize {
+        std::iter::from_fn(|| self.listener.accept().ok()).count()
+    }
+}
+
+/// Connect requests whose peers do not answer yet, then the allocation
+/// goes: the connects are abandoned with it, and the server's descriptors
+/// come back to what they were; none connects late into a stream that
+/// nobody would close.
+#[test]
+fn connects_outliving_their_allocation_leave_no_descriptor_behind() {
+    use turnpike::proto::testkit::{client::Challenge, encode, Cred};
+    let server = TestServer::start(LONG_TERM_USER_TOML);
+    let mut peers: Vec<FullListener> = (0..5).map(|_| FullListener::new()).collect();
+    let settled_fds = || {
+        // The start-up probes' connections may still be closing.
+        let deadline = Instant::now() + PATIENCE;
+        let mut last = server.fd_count();
+        loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = server.fd_count();
+            if now == last || Instant::now() > deadline {
+                return now;
+            }
+            last = now;
+        }
+    };
+    let baseline = settled_fds();
+
+    let mut tcp = TcpAllocation::new(&server);
+    // Signed Connects sent at once, without waiting for their answers
+    // (they come when the peer answers): the NONCE from a 401 first.
+    let unsigned = encode(Class::Request, method::CONNECT, common::transaction_id(), |_| {}, None);
+    tcp.control.write_all(&unsigned).expect("send Connect");
+    let challenge = Challenge::of(&common::read_stun(&mut tcp.control)).expect("a 401 challenge");
+    let cred = Cred::new(common::USER, challenge.realm(), common::PASSWORD);
+    for peer in &peers {
+        let connect = encode(
+            Class::Request,
+            method::CONNECT,
+            common::transaction_id(),
+            |w| {
+                w.xor_address(attr::XOR_PEER_ADDRESS, peer.addr);
+            },
+            Some((&cred, &challenge)),
+        );
+        tcp.control.write_all(&connect).expect("send Connect");
+    }
+    let connects_sent = Instant::now();
+    assert_metrics_settle(&server, &[("turnpike_peer_connections", 5.0)]);
+    assert!(server.fd_count() >= baseline + 5, "the connects hold no socket?");
+
+    drop(tcp);
+    assert_metrics_settle(&server, &[("turnpike_peer_connections", 0.0)]);
+    for peer in &mut peers {
+        peer.release();
+    }
+    let deadline = Instant::now() + PATIENCE;
+    while server.fd_count() > baseline {
+        assert!(
+            Instant::now() < deadline,
+            "{} descriptors held after the allocation went, {baseline} before",
+            server.fd_count()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Past the SYN retries at 1 s and 3 s, an abandoned connect would have
+    // reached its peer by now.
+    if let Some(wait) = (connects_sent + Duration::from_secs(4)).checked_duration_since(Instant::now()) {
+        std::thread::sleep(wait);
+    }
+    let late: usize = peers.iter().map(FullListener::arrived).sum();
+    assert_eq!(late, 0, "abandoned connects still reached their peers");
+    assert!(server.fd_count() <= baseline);
+    assert!(server.is_running());
 }

@@ -439,7 +439,9 @@ impl Harness {
                 // failing by the id's parity, so its answer is checked too.
                 Effect::ConnectPeer { id, .. } => {
                     let now = self.now().mono;
-                    self.server.handle_peer_connect_result(id, id.0 % 2 == 0, now);
+                    let connected = id.0 % 2 == 0;
+                    let kept = self.server.handle_peer_connect_result(id, connected, now);
+                    assert_eq!(kept, connected, "a connect the core waits for is kept if it connected");
                 }
                 Effect::Splice { .. } | Effect::ClosePeerConnection { .. } => {}
             }

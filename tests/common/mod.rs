@@ -431,6 +431,18 @@ impl TestServer {
         fs::write(&self.key_path, key_pem).expect("write key");
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.lock().unwrap_or_else(|e| e.into_inner()).id()
+    }
+
+    /// File descriptors the server process holds now (`/proc/<pid>/fd`).
+    pub fn fd_count(&self) -> usize {
+        fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("read the server's /proc/<pid>/fd")
+            .count()
+    }
+
     /// Sends SIGHUP to the server process.
     pub fn sighup(&self) {
         self.signal(libc::SIGHUP);

@@ -112,7 +112,8 @@ pub enum Effect {
     /// Send `bytes` to the client over the transport it came in on.
     Transmit { to: ClientAddr, bytes: Vec<u8> },
     /// Open a TCP connection from the TCP relay `relay` to `peer` and
-    /// report with [`Server::handle_peer_connect_result`] (RFC 6062 §5.2).
+    /// report with [`Server::handle_peer_connect_result`] (RFC 6062 §5.2);
+    /// a `ClosePeerConnection` for `id` before that ends the attempt.
     ConnectPeer {
         id: ConnectionId,
         relay: RelayAddr,
@@ -121,7 +122,8 @@ pub enum Effect {
     /// After the pending Transmit to `data` (the ConnectionBind answer),
     /// that connection carries raw bytes to and from peer connection `id`.
     Splice { id: ConnectionId, data: ClientAddr },
-    /// Close peer connection `id`, and its data connection if it has one.
+    /// Close peer connection `id`, and its data connection if it has one;
+    /// a connect still under way for it is abandoned.
     ClosePeerConnection { id: ConnectionId },
 }
 

@@ -100,16 +100,23 @@ impl<B: RelayBinder> Server<B> {
 
     /// The outcome of an [`Effect::ConnectPeer`]: answers the waiting
     /// Connect request with the CONNECTION-ID or 447 (RFC 6062 §5.2).
-    pub fn handle_peer_connect_result(&mut self, id: ConnectionId, connected: bool, now: Instant) {
+    /// Returns whether the driver keeps the stream it connected: false
+    /// when the connect failed, and when the core no longer waits for it
+    /// (its allocation went away meanwhile, and with it the connection,
+    /// whose `ClosePeerConnection` the driver has already seen), so that
+    /// a late connect never leaves a stream nobody will close.
+    #[must_use]
+    pub fn handle_peer_connect_result(&mut self, id: ConnectionId, connected: bool, now: Instant) -> bool {
         let Some(connection) = self.connections.get_mut(&id) else {
-            // The allocation went away meanwhile; the driver closes it.
-            return;
+            debug!(id = id.0, connected, "connect finished for a forgotten peer connection");
+            return false;
         };
         let expires = now + CONNECTION_BIND_TIMEOUT;
         let previous = std::mem::replace(&mut connection.state, PeerConnectionState::Pending { expires });
         let PeerConnectionState::Connecting { request, key } = previous else {
+            // Reported twice: the connection has its stream already.
             connection.state = previous;
-            return;
+            return false;
         };
         let client = connection.allocation;
         let mut bytes = Vec::with_capacity(96);
@@ -133,6 +140,7 @@ impl<B: RelayBinder> Server<B> {
         if !connected {
             self.remove_connection(id);
         }
+        connected
     }
 
     /// The peer side of connection `id` closed (or failed).

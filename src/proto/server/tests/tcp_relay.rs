@@ -47,7 +47,7 @@ impl Harness {
         self.tcp_allocate(control);
         self.permit(control, &[peer]).assert_success();
         let id = self.connect(control, peer);
-        self.server.handle_peer_connect_result(id, true, self.now().mono);
+        assert!(self.server.handle_peer_connect_result(id, true, self.now().mono));
         let Some(Effect::Transmit { .. }) = self.server.poll_effect() else {
             panic!("Connect not answered")
         };
@@ -119,7 +119,7 @@ fn connect_needs_a_permission_and_answers_after_the_driver_connects() {
     };
     Response(bytes.clone()).assert_code(446);
 
-    h.server.handle_peer_connect_result(id, true, h.now().mono);
+    assert!(h.server.handle_peer_connect_result(id, true, h.now().mono));
     let Some(Effect::Transmit { to, bytes }) = h.server.poll_effect() else {
         panic!("no answer")
     };
@@ -139,7 +139,7 @@ fn a_failed_connect_is_447() {
     h.tcp_allocate(c);
     h.permit(c, &[peer_a()]).assert_success();
     let id = h.connect(c, peer_a());
-    h.server.handle_peer_connect_result(id, false, h.now().mono);
+    assert!(!h.server.handle_peer_connect_result(id, false, h.now().mono));
     let Some(Effect::Transmit { bytes, .. }) = h.server.poll_effect() else {
         panic!("no answer")
     };
@@ -311,7 +311,7 @@ fn connects_beyond_the_allocation_cap_get_508_until_a_connection_ends() {
     h.tcp_allocate(c);
     h.permit(c, &[peer_a()]).assert_success();
     let pending = h.connect(c, peer_at(1));
-    h.server.handle_peer_connect_result(pending, true, h.now().mono);
+    assert!(h.server.handle_peer_connect_result(pending, true, h.now().mono));
     let _ = h.server.poll_effect();
     let connecting = [h.connect(c, peer_at(2)), h.connect(c, peer_at(3))];
     // Connecting, pending and bound connections all count.
@@ -323,7 +323,7 @@ fn connects_beyond_the_allocation_cap_get_508_until_a_connection_ends() {
     assert!(answer.msg().verify_integrity(&stun::integrity_key(&alice().key)));
     assert_eq!(refusals(&h, stats::Refusal::PeerConnectionsPerAllocation), 1);
     // A failed connect frees its slot, as does a closed connection.
-    h.server.handle_peer_connect_result(connecting[0], false, h.now().mono);
+    assert!(!h.server.handle_peer_connect_result(connecting[0], false, h.now().mono));
     let _ = h.server.poll_effect();
     assert_eq!(
         h.server.poll_effect(),
@@ -384,4 +384,36 @@ fn the_total_cap_refuses_connects_and_peers_connecting_in() {
     h.server.handle_connection_closed(full, now);
     assert_eq!(std::iter::from_fn(|| h.server.poll_effect()).count(), 3);
     h.connect(other, peer_at(2));
+}
+
+/// A connect that completes after its allocation is gone: the core has
+/// already told the driver to close the connection, answers nobody, and
+/// tells the driver to drop the stream it got.
+#[test]
+fn a_connect_finishing_after_its_allocation_is_gone_is_dropped() {
+    let mut h = Harness::new();
+    let c = tcp_client(1);
+    h.tcp_allocate(c);
+    h.permit(c, &[peer_a()]).assert_success();
+    let (late, failed) = (h.connect(c, peer_at(1)), h.connect(c, peer_at(2)));
+    h.server.handle_connection_closed(c, h.now().mono);
+    let closed: BTreeSet<_> = std::iter::from_fn(|| h.server.poll_effect())
+        .map(|e| match e {
+            Effect::ClosePeerConnection { id } => id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(closed, BTreeSet::from([late, failed]));
+    let now = h.now().mono;
+    assert!(
+        !h.server.handle_peer_connect_result(late, true, now),
+        "a stream nobody waits for is kept"
+    );
+    assert!(!h.server.handle_peer_connect_result(failed, false, now));
+    h.assert_quiet();
+    // Nor does a second report of a live connection keep a second stream.
+    let c = tcp_client(2);
+    let id = h.pending_connection(c, peer_a());
+    assert!(!h.server.handle_peer_connect_result(id, true, h.now().mono));
+    h.assert_quiet();
 }
