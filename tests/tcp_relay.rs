@@ -1,10 +1,11 @@
 //! RFC 6062 TCP relays, black-box: the caps on peer connections under a
-//! Connect flood while an honest TCP allocation keeps relaying, and no
+//! Connect flood while an honest TCP allocation keeps relaying; no
 //! descriptor left behind by connects that outlive their allocation
-//! (counted in the server's `/proc/<pid>/fd`). Every peer
-//! is a loopback sink run by the test (the test server's `peers.allow`
-//! covers 127.0.0.0/8). coturn's `turnutils_uclient -T` relaying through
-//! TCP relays is in `coturn_tools.rs`.
+//! (counted in the server's `/proc/<pid>/fd`); spliced bytes counted in
+//! `/metrics` and the allocation's log line, and paced by its byte rate.
+//! Every peer is a loopback sink run by the test (the test server's
+//! `peers.allow` covers 127.0.0.0/8). coturn's `turnutils_uclient -T`
+//! relaying through TCP relays is in `coturn_tools.rs`.
 
 // Black-box tests wait for conditions with real deadlines; the clock ban
 // is for the sans-IO core.
@@ -364,4 +365,91 @@ fn connects_outliving_their_allocation_leave_no_descriptor_behind() {
     assert_eq!(late, 0, "abandoned connects still reached their peers");
     assert!(server.fd_count() <= baseline);
     assert!(server.is_running());
+}
+
+/// Bytes crossing a splice are the allocation's traffic: `/metrics`
+/// counts them each way, and the allocation's last log line names them.
+#[test]
+fn spliced_bytes_are_counted_in_metrics_and_the_allocation_log_line() {
+    let server = TestServer::start(LONG_TERM_USER_TOML);
+    let peer = TcpEcho::start();
+    let mut tcp = TcpAllocation::new(&server);
+    let id = tcp.connect(peer.addr).expect("Connect");
+    let mut data = data_connection(&server, id);
+    // 10 000 bytes in writes of several sizes, each echoed back whole.
+    let mut sent = 0;
+    for (i, len) in [1, 999, 4000, 5000].into_iter().enumerate() {
+        let payload: Vec<u8> = (0..len).map(|b| (b + i) as u8).collect();
+        round_trip(&mut data, &payload);
+        sent += len;
+    }
+    assert_eq!(sent, 10_000);
+    assert_metrics_settle(
+        &server,
+        &[
+            (r#"turnpike_relayed_bytes_total{direction="to_peer"}"#, 10_000.0),
+            (r#"turnpike_relayed_bytes_total{direction="to_client"}"#, 10_000.0),
+            (r#"turnpike_rate_limited_bytes_total{limit="allocation"}"#, 0.0),
+        ],
+    );
+    drop(tcp);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let log = server.stderr_log();
+        let line = log.lines().find(|l| l.contains("allocation deleted"));
+        if let Some(line) = line {
+            assert!(
+                line.contains("bytes_to_peer=10000") && line.contains("bytes_to_client=10000"),
+                "{line}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no allocation deleted line:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(closed_by_server(&mut data), "the splice outlived its allocation");
+}
+
+/// A splice obeys `limits.allocation_bytes_per_second` by slowing down,
+/// not by losing bytes: 300 kB echoed (600 kB through the allocation,
+/// both directions drawing on one rate of 200 kB/s with a 100 kB burst)
+/// take about 2.5 s and arrive whole.
+#[test]
+fn a_splice_is_slowed_to_the_allocation_byte_rate_and_loses_nothing() {
+    const RATE: u64 = 200_000;
+    let server = TestServer::start(&format!(
+        "{LONG_TERM_USER_TOML}\n[limits]\nallocation_bytes_per_second = {RATE}\n"
+    ));
+    let peer = TcpEcho::start();
+    let mut tcp = TcpAllocation::new(&server);
+    let id = tcp.connect(peer.addr).expect("Connect");
+    let mut data = data_connection(&server, id);
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let started = Instant::now();
+    let mut writer = data.try_clone().expect("clone the data connection");
+    let written = payload.clone();
+    let send = std::thread::spawn(move || writer.write_all(&written));
+    let mut back = vec![0u8; payload.len()];
+    data.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    data.read_exact(&mut back)
+        .expect("the whole echo through the paced splice");
+    let took = started.elapsed().as_secs_f64();
+    send.join()
+        .expect("writer thread")
+        .expect("write to the data connection");
+    assert!(back == payload, "the paced splice altered the bytes");
+    let rate = RATE as f64;
+    let expected = (2.0 * payload.len() as f64 - rate / 2.0) / rate;
+    eprintln!("600 kB through a 200 kB/s splice in {took:.2} s, expected {expected:.2} s");
+    assert!(
+        (expected * 0.8..expected * 1.5 + 0.5).contains(&took),
+        "took {took:.2} s, expected about {expected:.2} s"
+    );
+    assert_metrics_settle(
+        &server,
+        &[
+            (r#"turnpike_relayed_bytes_total{direction="to_peer"}"#, 300_000.0),
+            (r#"turnpike_relayed_bytes_total{direction="to_client"}"#, 300_000.0),
+        ],
+    );
 }

@@ -345,7 +345,7 @@ pub struct LimitsSection {
     pub max_frame_size: usize,
     /// Bytes a second one allocation may relay, both directions together
     /// (payload bytes, as in the metrics); packets beyond are dropped, as
-    /// a congested link would. Half a second of it (at least 16 KiB) may
+    /// a congested link would, and an RFC 6062 splice beyond is slowed. Half a second of it (at least 16 KiB) may
     /// pass in a burst. 0: no limit. A reload applies to new allocations.
     /// Default: 0. (A 720p video call needs about 300 kB/s each way.)
     pub allocation_bytes_per_second: u64,

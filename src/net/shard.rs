@@ -31,10 +31,13 @@ use tokio::sync::Notify;
 use tracing::{debug, trace};
 
 use super::relay_sockets::{ReceiveLoops, RelaySockets, RelaySocketsConfig};
-use super::stream_conn::StreamConn;
+use super::stream_conn::{Splice, StreamConn};
 use crate::process::clock;
 use crate::proto::addr::{ClientAddr, ConnectionId, PeerAddr, RelayAddr, Transport};
-use crate::proto::server::{Effect, Server, ToClient, ToPeer, CONNECTION_BIND_TIMEOUT, PEER_HEADROOM, PEER_TAILROOM};
+use crate::proto::server::{
+    Effect, Server, SpliceDirection, SpliceVerdict, ToClient, ToPeer, CONNECTION_BIND_TIMEOUT, PEER_HEADROOM,
+    PEER_TAILROOM,
+};
 
 /// Datagrams handled per socket wake-up before yielding to other tasks.
 const BUDGET: usize = 64;
@@ -140,6 +143,14 @@ impl Shard {
         self.core.borrow().snapshot(clock::mono())
     }
 
+    /// Reports `len` bytes read from one side of splice `id` to the core
+    /// (which counts them and paces them by the byte rates).
+    pub(super) fn spliced_bytes(&self, id: ConnectionId, direction: SpliceDirection, len: usize) -> SpliceVerdict {
+        self.core
+            .borrow_mut()
+            .handle_spliced_bytes(id, direction, len, clock::mono())
+    }
+
     pub(super) fn has_allocation(&self, client: ClientAddr) -> bool {
         self.core.borrow().has_allocation(&client)
     }
@@ -191,9 +202,13 @@ impl Shard {
                     let peer = self.peers.borrow_mut().remove(&id);
                     let conn = self.streams.borrow().get(&data).cloned();
                     match (peer, conn) {
-                        (Some(PeerSide::Waiting(stream)), Some(conn)) => {
+                        (Some(PeerSide::Waiting(peer)), Some(conn)) => {
                             let close = Rc::new(Notify::new());
-                            conn.splice_with(stream, close.clone());
+                            conn.splice_with(Splice {
+                                id,
+                                peer,
+                                close: close.clone(),
+                            });
                             self.peers.borrow_mut().insert(id, PeerSide::Spliced(close));
                         }
                         _ => core.handle_peer_connection_closed(id),

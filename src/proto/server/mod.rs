@@ -10,7 +10,8 @@
 //!   the answer [`ToClient`] names the bytes to send, already framed in
 //!   place in the buffer's headroom;
 //! * [`Server::handle_timeout`] when [`Server::poll_timeout`] is due;
-//! * the `handle_*peer_connection*` methods for RFC 6062 peer connections;
+//! * the `handle_*peer_connection*` methods for RFC 6062 peer connections,
+//!   and [`Server::handle_spliced_bytes`] for every read of a splice;
 //!
 //! and after each call drains [`Server::poll_effect`] until `None`.
 //!
@@ -67,7 +68,7 @@ pub use self::data_plane::{ToClient, ToPeer, PEER_HEADROOM, PEER_TAILROOM};
 pub use self::hairpin::RelayHairpin;
 pub use self::permissions::{CHANNEL_COOLDOWN, CHANNEL_LIFETIME};
 pub use self::relay_binder::{PortWant, RelayBindError, RelayBinder};
-pub use self::tcp_relay::CONNECTION_BIND_TIMEOUT;
+pub use self::tcp_relay::{SpliceDirection, SpliceVerdict, CONNECTION_BIND_TIMEOUT, MAX_SPLICE_CHUNK};
 
 use self::allocation::Allocation;
 use self::answer::Failure;

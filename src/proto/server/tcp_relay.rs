@@ -17,6 +17,14 @@
 //!   fewer than `max_peer_connections` (checked by a `debug_assert` in
 //!   `insert_connection`). A reload that lowers them keeps what is open.
 //!
+//! Spliced bytes are not the core's to carry, but they are its to count
+//! and to pace: the driver reports every read of a splice with
+//! [`Server::handle_spliced_bytes`] before it writes the bytes on, and the
+//! core counts them as the allocation's traffic (one "packet" per read)
+//! against its byte rates, telling the driver to wait where a datagram
+//! would be dropped, since a stream must not lose bytes: the driver stops
+//! reading meanwhile, and TCP's flow control slows the sender.
+//!
 //! Beyond the caps a Connect gets 508 (the 508 of RFC 8656 §19, as for
 //! permissions and channels) and a peer connecting in is refused before
 //! the client hears of it; both are counted by [`Refusal`].
@@ -24,7 +32,7 @@
 use std::time::{Duration, Instant};
 
 use ring::hmac;
-use tracing::{debug, info};
+use tracing::{debug, info, trace};
 
 use super::allocation::Allocation;
 use super::answer::{ErrorCode, Failure};
@@ -33,6 +41,7 @@ use super::{next_indication_id, Authenticated, Effect, RelayBinder, Server, Time
 use crate::proto::addr::{ClientAddr, ConnectionId, Family, PeerAddr, RelayAddr, RelayProtocol, Transport};
 use crate::proto::auth::NonceCheck;
 use crate::proto::method::Method;
+use crate::proto::quota::MIN_BURST;
 use crate::proto::stats::{Refusal, REFUSALS};
 use crate::proto::stun::{attr, method, Class, Message, MessageWriter, TransactionId};
 
@@ -40,6 +49,33 @@ use crate::proto::stun::{attr, method, Class, Message, MessageWriter, Transactio
 /// connection (ConnectionBind) within 30 s, and an outgoing connect may
 /// take at most that long.
 pub const CONNECTION_BIND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Most bytes the driver may report per [`Server::handle_spliced_bytes`]
+/// call: the smallest burst of a byte rate, so a full bucket always
+/// holds one read.
+pub const MAX_SPLICE_CHUNK: usize = MIN_BURST as usize;
+
+/// Which way bytes cross a splice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpliceDirection {
+    /// From the data connection to the peer.
+    ToPeer,
+    /// From the peer to the data connection.
+    ToClient,
+}
+
+/// What the driver does with bytes it read from one side of a splice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpliceVerdict {
+    /// Counted: write them to the other side.
+    Forward,
+    /// A byte rate is spent: hold them, read no more from that side, and
+    /// report them again at this instant. Nothing was counted.
+    WaitUntil(Instant),
+    /// The core knows no spliced connection of this id (it was closed):
+    /// end the splice.
+    Close,
+}
 
 /// A TCP peer connection of an allocation (RFC 6062).
 pub(super) struct PeerConnection {
@@ -141,6 +177,37 @@ impl<B: RelayBinder> Server<B> {
             self.remove_connection(id);
         }
         connected
+    }
+
+    /// `len` bytes (at most [`MAX_SPLICE_CHUNK`]) were read from one side
+    /// of spliced connection `id`, going `direction`: counts them as the
+    /// allocation's traffic if its byte rates hold them. Emits no effect.
+    #[must_use]
+    pub fn handle_spliced_bytes(
+        &mut self,
+        id: ConnectionId,
+        direction: SpliceDirection,
+        len: usize,
+        now: Instant,
+    ) -> SpliceVerdict {
+        let Some(connection) = self.connections.get(&id) else {
+            return SpliceVerdict::Close;
+        };
+        if !matches!(connection.state, PeerConnectionState::Bound { .. }) {
+            return SpliceVerdict::Close;
+        }
+        let Some(allocation) = self.allocations.get_mut(&connection.allocation) else {
+            return SpliceVerdict::Close;
+        };
+        if let Err(at) = allocation.stream_within_rate(len.min(MAX_SPLICE_CHUNK), now) {
+            trace!(id = id.0, len, "splice waits for its byte rate");
+            return SpliceVerdict::WaitUntil(at);
+        }
+        match direction {
+            SpliceDirection::ToPeer => allocation.to_peer.count(len),
+            SpliceDirection::ToClient => allocation.to_client.count(len),
+        }
+        SpliceVerdict::Forward
     }
 
     /// The peer side of connection `id` closed (or failed).

@@ -1,6 +1,8 @@
 //! TCP relays (RFC 6062): [`crate::proto::server::tcp_relay`].
 
 use super::*;
+use crate::proto::server::{SpliceDirection, SpliceVerdict, MAX_SPLICE_CHUNK};
+use crate::proto::stats::Traffic;
 
 // TCP allocations (RFC 6062)
 
@@ -52,6 +54,30 @@ impl Harness {
             panic!("Connect not answered")
         };
         id
+    }
+}
+
+impl Harness {
+    /// [`Harness::pending_connection`] bound to data connection `data`,
+    /// whose ConnectionBind carries the control connection's nonce.
+    fn bound_connection(&mut self, control: ClientAddr, data: ClientAddr, peer: SocketAddr) -> ConnectionId {
+        let id = self.pending_connection(control, peer);
+        self.nonces.insert(data, self.nonces[&control].clone());
+        let effects = self.effects_of(data, &alice(), method::CONNECTION_BIND, bind(id));
+        assert!(matches!(effects.as_slice(), [_, Effect::Splice { .. }]), "{effects:?}");
+        id
+    }
+
+    fn spliced(&mut self, id: ConnectionId, direction: SpliceDirection, len: usize) -> SpliceVerdict {
+        let now = self.now().mono;
+        let verdict = self.server.handle_spliced_bytes(id, direction, len, now);
+        self.assert_quiet();
+        verdict
+    }
+
+    /// Moves the clock to `at` (no timer is due in between).
+    fn at_instant(&mut self, at: Instant) {
+        self.elapsed = at - self.base;
     }
 }
 
@@ -416,4 +442,103 @@ fn a_connect_finishing_after_its_allocation_is_gone_is_dropped() {
     let id = h.pending_connection(c, peer_a());
     assert!(!h.server.handle_peer_connect_result(id, true, h.now().mono));
     h.assert_quiet();
+}
+
+#[test]
+fn spliced_bytes_count_as_the_allocations_traffic() {
+    let mut h = Harness::new();
+    let (control, data) = (tcp_client(1), tcp_client(2));
+    let id = h.bound_connection(control, data, peer_a());
+    for len in [1000, 24] {
+        assert_eq!(h.spliced(id, SpliceDirection::ToPeer, len), SpliceVerdict::Forward);
+    }
+    assert_eq!(h.spliced(id, SpliceDirection::ToClient, 500), SpliceVerdict::Forward);
+    let snapshot = h.server.snapshot(h.now().mono);
+    assert_eq!(
+        snapshot.to_peer,
+        Traffic {
+            packets: 2,
+            bytes: 1024
+        }
+    );
+    assert_eq!(snapshot.to_client, Traffic { packets: 1, bytes: 500 });
+    // They stay counted once the allocation has ended.
+    h.server.handle_connection_closed(control, h.now().mono);
+    assert_eq!(h.server.poll_effect(), Some(Effect::ClosePeerConnection { id }));
+    let ended = h.server.snapshot(h.now().mono);
+    assert_eq!((ended.to_peer.bytes, ended.to_client.bytes), (1024, 500));
+    // A splice the core closed is told to end.
+    assert_eq!(h.spliced(id, SpliceDirection::ToPeer, 1), SpliceVerdict::Close);
+}
+
+#[test]
+fn only_bound_connections_splice() {
+    let mut h = Harness::new();
+    let id = h.pending_connection(tcp_client(1), peer_a());
+    assert_eq!(h.spliced(id, SpliceDirection::ToPeer, 1), SpliceVerdict::Close);
+    assert_eq!(
+        h.spliced(ConnectionId(999), SpliceDirection::ToClient, 1),
+        SpliceVerdict::Close
+    );
+    assert_eq!(h.server.snapshot(h.now().mono).to_peer, Traffic::default());
+}
+
+/// 32 KiB/s with its 16 KiB burst: a full read passes at once, the next
+/// waits exactly as long as the rate needs, and nothing is counted (or
+/// dropped) while it waits. Both directions draw on one rate.
+#[test]
+fn a_splice_waits_for_the_allocation_byte_rate_instead_of_dropping() {
+    let mut h = Harness::with(Settings {
+        allocation_rate: 32 * 1024,
+        ..Settings::default()
+    });
+    let id = h.bound_connection(tcp_client(1), tcp_client(2), peer_a());
+    let start = h.now().mono;
+    assert_eq!(
+        h.spliced(id, SpliceDirection::ToPeer, MAX_SPLICE_CHUNK),
+        SpliceVerdict::Forward
+    );
+    let due = start + Duration::from_millis(250);
+    assert_eq!(
+        h.spliced(id, SpliceDirection::ToClient, 8 * 1024),
+        SpliceVerdict::WaitUntil(due)
+    );
+    h.at_instant(due - Duration::from_millis(1));
+    assert_eq!(
+        h.spliced(id, SpliceDirection::ToClient, 8 * 1024),
+        SpliceVerdict::WaitUntil(due)
+    );
+    let snapshot = h.server.snapshot(h.now().mono);
+    assert_eq!((snapshot.to_peer.bytes, snapshot.to_client.bytes), (16 * 1024, 0));
+    assert_eq!(
+        snapshot.counters.rate_limited,
+        [Traffic::default(); 2],
+        "nothing dropped"
+    );
+    h.at_instant(due);
+    assert_eq!(
+        h.spliced(id, SpliceDirection::ToClient, 8 * 1024),
+        SpliceVerdict::Forward
+    );
+    assert_eq!(h.server.snapshot(h.now().mono).to_client.bytes, 8 * 1024);
+}
+
+/// The user's rate is shared by all its allocations, splices included.
+#[test]
+fn splices_of_one_user_share_its_byte_rate() {
+    let mut h = Harness::new();
+    h.quota.set_user_rate(32 * 1024);
+    let a = h.bound_connection(tcp_client(1), tcp_client(2), peer_a());
+    let b = h.bound_connection(tcp_client(3), tcp_client(4), peer_b());
+    assert_eq!(
+        h.spliced(a, SpliceDirection::ToPeer, MAX_SPLICE_CHUNK),
+        SpliceVerdict::Forward
+    );
+    let due = h.now().mono + Duration::from_millis(125);
+    assert_eq!(
+        h.spliced(b, SpliceDirection::ToPeer, 4 * 1024),
+        SpliceVerdict::WaitUntil(due)
+    );
+    h.at_instant(due);
+    assert_eq!(h.spliced(b, SpliceDirection::ToPeer, 4 * 1024), SpliceVerdict::Forward);
 }
