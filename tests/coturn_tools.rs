@@ -145,9 +145,22 @@ enum Family {
 fn assert_uclient_relays_without_loss(
     server: &TestServer,
     auth: &[&str],
+    how: (Control, Family),
+    traffic: Traffic,
+    send_indications: bool,
+) {
+    assert_uclient_relays_messages_without_loss(server, auth, how, traffic, send_indications, 170);
+}
+
+/// [`assert_uclient_relays_without_loss`] with messages of `length` bytes
+/// (`-l`).
+fn assert_uclient_relays_messages_without_loss(
+    server: &TestServer,
+    auth: &[&str],
     (control, family): (Control, Family),
     traffic: Traffic,
     send_indications: bool,
+    length: usize,
 ) {
     let tool = require_tool("turnutils_uclient");
     let port = match control {
@@ -155,7 +168,8 @@ fn assert_uclient_relays_without_loss(
         Control::Udp | Control::Tcp | Control::TcpRelay => server.addr().port(),
     }
     .to_string();
-    let mut args: Vec<String> = ["-p", &port, "-n", "50", "-m", "2", "-l", "170"]
+    let length = length.to_string();
+    let mut args: Vec<String> = ["-p", &port, "-n", "50", "-m", "2", "-l", &length]
         .iter()
         .chain(auth)
         .map(|s| s.to_string())
@@ -356,6 +370,48 @@ fn uclient_tcp_relay_client_to_client_loses_nothing() {
 #[test]
 fn uclient_tcp_relay_over_tls_client_to_client_loses_nothing() {
     assert_long_term_user_relays_without_loss((Control::TlsTcpRelay, Family::V4), Traffic::ClientToClient, false);
+}
+
+/// RFC 6062 relaying of messages of many sizes, under a 13-character
+/// realm. uclient reads a data connection as messages of exactly `-l`
+/// bytes, the answer to its ConnectionBind included; the server once
+/// challenged that ConnectionBind with a 438 of 96 bytes plus the realm's
+/// length beyond 8 (its nonce was stale on the new connection), which
+/// uclient cut at `-l`: every size below 104 failed with "connection bind
+/// error". Sizes start above the 72-byte ConnectionBind success, which
+/// uclient must read whole as well (coturn's own server fails below its
+/// answer size just the same). The runs share one server, at once, each
+/// bounded by `TOOL_LIMIT`.
+#[test]
+fn uclient_tcp_relay_relays_messages_of_every_size() {
+    let server = TestServer::start_with("realm = \"turnpike.test\"", LONG_TERM_USER_TOML);
+    let sizes = [76, 100, 101, 120, 170, 500, 1000];
+    let failed: Vec<usize> = std::thread::scope(|scope| {
+        let runs: Vec<_> = sizes
+            .iter()
+            .map(|&length| {
+                let server = &server;
+                let run = scope.spawn(move || {
+                    assert_uclient_relays_messages_without_loss(
+                        server,
+                        &["-u", USER, "-w", PASSWORD],
+                        (Control::TcpRelay, Family::V4),
+                        Traffic::ClientToClient,
+                        false,
+                        length,
+                    )
+                });
+                (length, run)
+            })
+            .collect();
+        runs.into_iter()
+            .filter_map(|(length, run)| run.join().is_err().then_some(length))
+            .collect()
+    });
+    assert!(
+        failed.is_empty(),
+        "uclient -T -l failed for sizes {failed:?} (see above)"
+    );
 }
 
 fn assert_short_lived_credential_relays_without_loss(secret: &str) {

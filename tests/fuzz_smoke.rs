@@ -258,6 +258,8 @@ impl Rig {
             hairpin: Default::default(),
             allocation_rate: 0,
             challenge_rate: 0,
+            max_peer_connections_per_allocation: 4,
+            max_peer_connections: 16,
         };
         let filter = PeerFilter::new(PeerRules {
             allow: vec!["127.0.0.0/8".parse().unwrap()],

@@ -17,8 +17,8 @@ use futures_util::{SinkExt, StreamExt};
 use turnpike::proto::stun::{attr, method, Class, Message, MessageWriter};
 
 use common::{
-    authenticated_request, authenticated_request_as, read_stun, stun_binding, tcp_connect, transaction_id, EchoPeer,
-    TestServer, LONG_TERM_USER_TOML, PASSWORD, USER,
+    authenticated_request, authenticated_request_as, code_of, read_stun, stun_binding, tcp_connect, transaction_id,
+    EchoPeer, TestServer, LONG_TERM_USER_TOML, PASSWORD, USER,
 };
 
 /// Every sample of the scrape, keyed `name{label="value",...}` with labels
@@ -65,17 +65,6 @@ fn send_indication(peer: std::net::SocketAddr, payload: &[u8]) -> Vec<u8> {
     w.xor_address(attr::XOR_PEER_ADDRESS, peer).bytes(attr::DATA, payload);
     w.finish(None, false);
     buf
-}
-
-fn code_of(answer: &[u8]) -> u16 {
-    let msg = Message::parse(answer).expect("a STUN answer");
-    match msg.class() {
-        Class::Success => 200,
-        _ => msg
-            .get(attr::ERROR_CODE)
-            .map(|v| u16::from(v[2] & 7) * 100 + u16::from(v[3]))
-            .expect("ERROR-CODE"),
-    }
 }
 
 #[tokio::test]

@@ -278,6 +278,8 @@ impl Harness {
             hairpin: Default::default(),
             allocation_rate: 0,
             challenge_rate: 0,
+            max_peer_connections_per_allocation: 4,
+            max_peer_connections: 16,
         };
         let quota = Arc::new(AllocationQuota::new(MAX_TOTAL_ALLOCATIONS, MAX_ALLOCATIONS_PER_USER));
         let filter = PeerFilter::new(crate::filter::v4_rules());
@@ -450,7 +452,9 @@ impl Harness {
                 // failing by the id's parity, so its answer is checked too.
                 Effect::ConnectPeer { id, .. } => {
                     let now = self.now().mono;
-                    self.server.handle_peer_connect_result(id, id.0 % 2 == 0, now);
+                    let connected = id.0 % 2 == 0;
+                    let kept = self.server.handle_peer_connect_result(id, connected, now);
+                    assert_eq!(kept, connected, "a connect the core waits for is kept if it connected");
                 }
                 Effect::Splice { .. } | Effect::ClosePeerConnection { .. } => {}
             }

@@ -325,6 +325,16 @@ pub struct LimitsSection {
     /// TCP connections open at once, over all listeners; a connection
     /// beyond is closed as soon as it is accepted. At least 1. Default: 4096.
     pub max_connections: usize,
+    /// TCP peer connections (RFC 6062) one TCP allocation may hold at once,
+    /// whether being connected, waiting for their ConnectionBind or
+    /// spliced; a Connect beyond gets 508 Insufficient Capacity and a peer
+    /// connecting in beyond is closed at once. A reload keeps the
+    /// connections already open. From 1 to 1024. Default: 16.
+    pub max_peer_connections_per_allocation: usize,
+    /// TCP peer connections on the whole server, with the same rules. Each
+    /// holds a file descriptor, and a bound one a data connection too
+    /// (which `max_connections` counts). From 1 to 1048576. Default: 4096.
+    pub max_peer_connections: usize,
     /// Time a new connection has to complete its first STUN or ChannelData
     /// message; slower ones (or ones sending garbage) are closed, so that
     /// idle or trickling connections cannot pile up. From 1s to 5m.
@@ -342,7 +352,7 @@ pub struct LimitsSection {
     pub max_frame_size: usize,
     /// Bytes a second one allocation may relay, both directions together
     /// (payload bytes, as in the metrics); packets beyond are dropped, as
-    /// a congested link would. Half a second of it (at least 16 KiB) may
+    /// a congested link would, and an RFC 6062 splice beyond is slowed. Half a second of it (at least 16 KiB) may
     /// pass in a burst. 0: no limit. A reload applies to new allocations.
     /// Default: 0. (A 720p video call needs about 300 kB/s each way.)
     pub allocation_bytes_per_second: u64,
@@ -369,6 +379,8 @@ impl Default for LimitsSection {
             max_permissions_per_allocation: 64,
             max_channels_per_allocation: 64,
             max_connections: 4096,
+            max_peer_connections_per_allocation: 16,
+            max_peer_connections: 4096,
             connection_setup_timeout: Duration::from_secs(10),
             connection_idle_timeout: Duration::from_secs(120),
             max_frame_size: 16_384,
@@ -610,6 +622,8 @@ mod tests {
             "max_allocation_lifetime",
             "max_permissions_per_allocation",
             "max_channels_per_allocation",
+            "max_peer_connections_per_allocation",
+            "max_peer_connections",
             "allocation_bytes_per_second",
             "user_bytes_per_second",
             "challenge_bytes_per_second",

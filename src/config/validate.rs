@@ -35,6 +35,12 @@ const MAX_USERNAME_BYTES: usize = 508;
 /// (the core also accepts RFC 5766's wider range, but the cap stays).
 const MAX_CHANNELS: usize = 0x1000;
 
+/// Caps on the RFC 6062 peer connection limits: far beyond any real
+/// client (a TCP allocation connects to a handful of peers) or the file
+/// descriptors one process gets, so a typo cannot mean "unlimited".
+const MAX_PEER_CONNECTIONS_PER_ALLOCATION: usize = 1024;
+const MAX_PEER_CONNECTIONS: usize = 1 << 20;
+
 /// Bounds of `auth.nonce_ttl`.
 const MIN_NONCE_TTL: Duration = Duration::from_secs(10);
 const MAX_NONCE_TTL: Duration = Duration::from_secs(3600);
@@ -315,6 +321,23 @@ impl Config {
         for (key, value) in counts {
             if value == 0 {
                 return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
+        }
+        let ranges = [
+            (
+                "limits.max_peer_connections_per_allocation",
+                limits.max_peer_connections_per_allocation,
+                MAX_PEER_CONNECTIONS_PER_ALLOCATION,
+            ),
+            (
+                "limits.max_peer_connections",
+                limits.max_peer_connections,
+                MAX_PEER_CONNECTIONS,
+            ),
+        ];
+        for (key, value, max) in ranges {
+            if !(1..=max).contains(&value) {
+                return Err(ConfigError::invalid(key, format!("{value} is outside 1..={max}")));
             }
         }
         if limits.max_channels_per_allocation > MAX_CHANNELS {
@@ -820,6 +843,24 @@ mod tests {
             invalid_key("[limits]\nmax_allocation_lifetime = \"59s\"\n"),
             "limits.max_allocation_lifetime"
         );
+    }
+
+    #[test]
+    fn peer_connection_limits_are_bounded_on_both_sides() {
+        for key in ["max_peer_connections_per_allocation", "max_peer_connections"] {
+            assert_eq!(invalid_key(&format!("[limits]\n{key} = 0\n")), format!("limits.{key}"));
+            assert!(parse(&format!("[limits]\n{key} = 1\n")).is_ok());
+        }
+        assert_eq!(
+            invalid_key("[limits]\nmax_peer_connections_per_allocation = 1025\n"),
+            "limits.max_peer_connections_per_allocation"
+        );
+        assert!(parse("[limits]\nmax_peer_connections_per_allocation = 1024\n").is_ok());
+        assert_eq!(
+            invalid_key("[limits]\nmax_peer_connections = 1048577\n"),
+            "limits.max_peer_connections"
+        );
+        assert!(parse("[limits]\nmax_peer_connections = 1048576\n").is_ok());
     }
 
     #[test]

@@ -177,7 +177,7 @@ impl Collector for TurnpikeCollector {
         family(
             e,
             "turnpike_quota_refusals",
-            "Requests refused by a quota or limit (486 or 508), by limit",
+            "Requests refused by a quota or limit (486 or 508), and TCP peer connections refused by a cap, by limit",
             None,
             Counter,
             refusals,

@@ -108,7 +108,8 @@ impl RunningServer {
 
     /// Applies a reloaded config (SIGHUP): users, shared secrets, realm,
     /// nonce lifetime, SOFTWARE, the peer filter, the allocation,
-    /// permission, channel and lifetime limits, and the TLS certificate.
+    /// permission, channel, peer connection and lifetime limits, and the
+    /// TLS certificate.
     /// Live allocations stay. Returns what changed but needs a restart
     /// (listeners, relay addresses and ports, workers, connection limits).
     /// On a TLS error nothing is applied.

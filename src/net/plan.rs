@@ -103,6 +103,8 @@ impl Plan {
                 hairpin,
                 allocation_rate: config.limits.allocation_bytes_per_second,
                 challenge_rate: config.limits.challenge_bytes_per_second,
+                max_peer_connections_per_allocation: config.limits.max_peer_connections_per_allocation,
+                max_peer_connections: config.limits.max_peer_connections,
             },
             users: config
                 .auth

@@ -31,10 +31,13 @@ use tokio::sync::Notify;
 use tracing::{debug, trace};
 
 use super::relay_sockets::{ReceiveLoops, RelaySockets, RelaySocketsConfig};
-use super::stream_conn::StreamConn;
+use super::stream_conn::{Splice, StreamConn};
 use crate::process::clock;
 use crate::proto::addr::{ClientAddr, ConnectionId, PeerAddr, RelayAddr, Transport};
-use crate::proto::server::{Effect, Server, ToClient, ToPeer, CONNECTION_BIND_TIMEOUT, PEER_HEADROOM, PEER_TAILROOM};
+use crate::proto::server::{
+    Effect, Server, SpliceDirection, SpliceVerdict, ToClient, ToPeer, CONNECTION_BIND_TIMEOUT, PEER_HEADROOM,
+    PEER_TAILROOM,
+};
 
 /// Datagrams handled per socket wake-up before yielding to other tasks.
 const BUDGET: usize = 64;
@@ -46,7 +49,12 @@ pub(super) struct Shard {
     listeners: Vec<(SocketAddr, Rc<UdpSocket>)>,
     /// Open TCP connections of this shard, by client 5-tuple.
     streams: RefCell<HashMap<ClientAddr, Rc<StreamConn>>>,
-    /// TCP peer connections of TCP allocations (RFC 6062), by id.
+    /// TCP peer connections of TCP allocations (RFC 6062), by id: what
+    /// the shard holds for each peer connection the core knows (the
+    /// connect under way, the stream, or the splice's close signal).
+    /// An entry goes on the core's `ClosePeerConnection`, and a stream is
+    /// only put in when the core says it still waits for it, so nothing
+    /// here outlives the core's connection.
     peers: RefCell<HashMap<ConnectionId, PeerSide>>,
     /// Relay sockets by advertised address; shared with the binder that
     /// lives inside the core, which adds and removes entries.
@@ -135,6 +143,14 @@ impl Shard {
         self.core.borrow().snapshot(clock::mono())
     }
 
+    /// Reports `len` bytes read from one side of splice `id` to the core
+    /// (which counts them and paces them by the byte rates).
+    pub(super) fn spliced_bytes(&self, id: ConnectionId, direction: SpliceDirection, len: usize) -> SpliceVerdict {
+        self.core
+            .borrow_mut()
+            .handle_spliced_bytes(id, direction, len, clock::mono())
+    }
+
     pub(super) fn has_allocation(&self, client: ClientAddr) -> bool {
         self.core.borrow().has_allocation(&client)
     }
@@ -171,26 +187,41 @@ impl Shard {
                 Effect::Transmit { to, bytes } => self.send_to_client(to, &bytes),
                 Effect::ConnectPeer { id, relay, peer } => {
                     let Some(local) = core.binder().bind_addr(relay) else {
-                        core.handle_peer_connect_result(id, false, clock::mono());
+                        let kept = core.handle_peer_connect_result(id, false, clock::mono());
+                        debug_assert!(!kept, "a failed connect has no stream");
                         continue;
                     };
-                    tokio::task::spawn_local(connect_peer(self.clone(), id, local, peer));
+                    // The task cannot run before this handler returns, so
+                    // its handle is in place before it could finish.
+                    let task = tokio::task::spawn_local(connect_peer(self.clone(), id, local, peer));
+                    self.peers
+                        .borrow_mut()
+                        .insert(id, PeerSide::Connecting(task.abort_handle()));
                 }
                 Effect::Splice { id, data } => {
                     let peer = self.peers.borrow_mut().remove(&id);
                     let conn = self.streams.borrow().get(&data).cloned();
                     match (peer, conn) {
-                        (Some(PeerSide::Waiting(stream)), Some(conn)) => {
+                        (Some(PeerSide::Waiting(peer)), Some(conn)) => {
                             let close = Rc::new(Notify::new());
-                            conn.splice_with(stream, close.clone());
+                            conn.splice_with(Splice {
+                                id,
+                                peer,
+                                close: close.clone(),
+                            });
                             self.peers.borrow_mut().insert(id, PeerSide::Spliced(close));
                         }
                         _ => core.handle_peer_connection_closed(id),
                     }
                 }
                 Effect::ClosePeerConnection { id } => {
-                    if let Some(PeerSide::Spliced(close)) = self.peers.borrow_mut().remove(&id) {
-                        close.notify_one();
+                    let side = self.peers.borrow_mut().remove(&id);
+                    match side {
+                        // Dropping the connect future closes its socket.
+                        Some(PeerSide::Connecting(task)) => task.abort(),
+                        Some(PeerSide::Spliced(close)) => close.notify_one(),
+                        Some(PeerSide::Waiting(stream)) => drop(stream),
+                        None => {}
                     }
                 }
             }
@@ -291,6 +322,8 @@ async fn relay_loop(shard: Weak<Shard>, socket: Rc<UdpSocket>, relay: RelayAddr)
 
 /// A TCP peer connection held by the shard (RFC 6062).
 enum PeerSide {
+    /// Our Connect to the peer is under way in this task.
+    Connecting(tokio::task::AbortHandle),
     /// Connected, waiting for the client's data connection.
     Waiting(tokio::net::TcpStream),
     /// Spliced with a data connection; notifying closes both.
@@ -324,10 +357,12 @@ async fn connect_peer(shard: Rc<Shard>, id: ConnectionId, local: SocketAddr, pee
         }
     };
     let mut core = shard.core.borrow_mut();
-    if let Some(stream) = stream {
+    // This task ends here, and its abort handle with it.
+    shard.peers.borrow_mut().remove(&id);
+    let keep = core.handle_peer_connect_result(id, stream.is_some(), clock::mono());
+    if let (true, Some(stream)) = (keep, stream) {
         shard.peers.borrow_mut().insert(id, PeerSide::Waiting(stream));
     }
-    core.handle_peer_connect_result(id, shard.peers.borrow().contains_key(&id), clock::mono());
     shard.after_control(&mut core);
 }
 

@@ -25,7 +25,9 @@
 //!
 //! A connection that binds a TCP allocation's peer connection
 //! (ConnectionBind, RFC 6062 §5.4) stops carrying frames after the answer:
-//! from then on its bytes are spliced with the peer's, unframed.
+//! from then on its bytes are spliced with the peer's, unframed, each read
+//! counted by the core as the allocation's traffic and held back while its
+//! byte rates are spent (a stream is slowed, never cut).
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -40,10 +42,11 @@ use tokio::sync::Notify;
 use tracing::{debug, trace};
 
 use super::shard::Shard;
-use super::stream_conn::StreamConn;
+use super::stream_conn::{Splice, StreamConn};
 use crate::process::status::ConnectionCount;
 use crate::process::tls::TlsCertificates;
-use crate::proto::addr::{ClientAddr, Transport};
+use crate::proto::addr::{ClientAddr, ConnectionId, Transport};
+use crate::proto::server::{SpliceDirection, SpliceVerdict, MAX_SPLICE_CHUNK};
 use crate::proto::stream_framing::{self, FrameError};
 
 /// Bytes asked of the kernel per read.
@@ -169,8 +172,8 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + 'static>(
             let queued = std::mem::take(&mut *conn.out.borrow_mut());
             let splice = conn.splice.borrow_mut().take();
             match splice {
-                Some((peer, close)) if writer.write_all(&queued).await.is_ok() && writer.flush().await.is_ok() => {
-                    splice_streams(reader.unsplit(writer), peer, leftover, close).await
+                Some(splice) if writer.write_all(&queued).await.is_ok() && writer.flush().await.is_ok() => {
+                    splice_streams(&shard, reader.unsplit(writer), splice, leftover).await
                 }
                 _ => "write error",
             }
@@ -182,23 +185,85 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + 'static>(
 }
 
 /// Copies bytes both ways between a data connection and its peer
-/// connection until either ends or the core closes the pair.
+/// connection until both ends are done, either fails, or the core closes
+/// the pair. Every read is reported to the core before it is written on
+/// (see [`pump`]).
 async fn splice_streams<S: AsyncRead + AsyncWrite + Unpin>(
-    mut data: S,
-    mut peer: tokio::net::TcpStream,
+    shard: &Shard,
+    data: S,
+    splice: Splice,
     leftover: Vec<u8>,
-    close: Rc<Notify>,
 ) -> &'static str {
-    if peer.write_all(&leftover).await.is_err() {
-        return "peer write error";
-    }
+    let Splice { id, mut peer, close } = splice;
+    let (mut data_in, mut data_out) = tokio::io::split(data);
+    let (mut peer_in, mut peer_out) = peer.split();
+    // What followed the ConnectionBind in the same read goes first.
+    let to_peer = pump(
+        shard,
+        id,
+        SpliceDirection::ToPeer,
+        &leftover,
+        &mut data_in,
+        &mut peer_out,
+    );
+    let to_client = pump(shard, id, SpliceDirection::ToClient, &[], &mut peer_in, &mut data_out);
     tokio::select! {
-        result = tokio::io::copy_bidirectional(&mut data, &mut peer) => match result {
+        result = async { tokio::try_join!(to_peer, to_client) } => match result {
             Ok(_) => "splice ended",
-            Err(_) => "splice error",
+            Err(why) => why,
         },
         _ = close.notified() => "peer connection closed",
     }
+}
+
+/// One direction of a splice: `first`, then whatever `from` yields, in
+/// reads of at most [`MAX_SPLICE_CHUNK`]. The core counts each read and
+/// may hold it back for the byte rates; meanwhile nothing more is read
+/// from that side, so TCP's flow control slows its sender instead of the
+/// relay dropping bytes. At the end of `from`, `to` is shut down (the
+/// half-close crosses the splice) and the other direction goes on.
+async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    shard: &Shard,
+    id: ConnectionId,
+    direction: SpliceDirection,
+    first: &[u8],
+    from: &mut R,
+    to: &mut W,
+) -> Result<(), &'static str> {
+    for chunk in first.chunks(MAX_SPLICE_CHUNK) {
+        forward(shard, id, direction, chunk, to).await?;
+    }
+    let mut buf = vec![0u8; MAX_SPLICE_CHUNK];
+    loop {
+        let n = from.read(&mut buf).await.map_err(|_| "splice read error")?;
+        if n == 0 {
+            // The other side may have gone already; its end is reported
+            // by its own direction.
+            let _ = to.shutdown().await;
+            return Ok(());
+        }
+        forward(shard, id, direction, &buf[..n], to).await?;
+    }
+}
+
+/// Writes `bytes` on once the core has counted them.
+async fn forward<W: AsyncWrite + Unpin>(
+    shard: &Shard,
+    id: ConnectionId,
+    direction: SpliceDirection,
+    bytes: &[u8],
+    to: &mut W,
+) -> Result<(), &'static str> {
+    loop {
+        match shard.spliced_bytes(id, direction, bytes.len()) {
+            SpliceVerdict::Forward => break,
+            SpliceVerdict::WaitUntil(at) => tokio::time::sleep_until(at.into()).await,
+            SpliceVerdict::Close => return Err("peer connection closed"),
+        }
+    }
+    to.write_all(bytes).await.map_err(|_| "splice write error")?;
+    // TLS holds what it encrypts until flushed.
+    to.flush().await.map_err(|_| "splice write error")
 }
 
 async fn read_frames<R: AsyncRead + Unpin>(

@@ -14,6 +14,8 @@ use std::rc::Rc;
 use tokio::sync::Notify;
 use tracing::trace;
 
+use crate::proto::addr::ConnectionId;
+
 /// Bytes a connection may have waiting to be written before more relayed
 /// data for it is dropped.
 pub(super) const OUT_CAP: usize = 256 * 1024;
@@ -23,9 +25,17 @@ pub(super) struct StreamConn {
     pub(super) out: RefCell<Vec<u8>>,
     pub(super) wake: Notify,
     pub(super) closed: Cell<bool>,
-    /// Set by ConnectionBind: the peer stream to splice with, and the
-    /// signal that closes the splice.
-    pub(super) splice: RefCell<Option<(tokio::net::TcpStream, Rc<Notify>)>>,
+    /// Set by ConnectionBind: what to splice with.
+    pub(super) splice: RefCell<Option<Splice>>,
+}
+
+/// A peer connection a data connection is to be spliced with.
+pub(super) struct Splice {
+    /// The core's name for it, under which every read is reported.
+    pub(super) id: ConnectionId,
+    pub(super) peer: tokio::net::TcpStream,
+    /// Notified when the core closes the peer connection.
+    pub(super) close: Rc<Notify>,
 }
 
 impl StreamConn {
@@ -43,7 +53,7 @@ impl StreamConn {
 
     /// Turns this connection into the data connection of a peer stream
     /// once the frame being handled has been answered.
-    pub(super) fn splice_with(&self, peer: tokio::net::TcpStream, close: Rc<Notify>) {
-        *self.splice.borrow_mut() = Some((peer, close));
+    pub(super) fn splice_with(&self, splice: Splice) {
+        *self.splice.borrow_mut() = Some(splice);
     }
 }

@@ -12,7 +12,9 @@
 //!   expiry, client)[..4])`, 8 characters, where `expiry` is in unix
 //!   seconds. Checking one costs an HMAC and no memory, so an
 //!   unauthenticated source can make the server remember nothing. A nonce
-//!   is only valid for the client address it was issued to. The checker
+//!   is only valid for the client address it was issued to (the TURN core
+//!   makes one exception: an RFC 6062 ConnectionBind may carry the nonce
+//!   of its control connection). The checker
 //!   rebuilds the full expiry as the one instant within `nonce_ttl` (at most
 //!   an hour, far below 2^15 s) ahead of now with those low 16 bits; the
 //!   MAC is over the full value, so a nonce replayed 2^16 s later fails.

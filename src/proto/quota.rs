@@ -50,10 +50,15 @@ struct UserShare {
 /// allocations are busy on two shards at once.
 pub type SharedBucket = Arc<Mutex<TokenBucket>>;
 
+/// The smallest burst of a byte rate: any media packet fits, and so does
+/// one read of an RFC 6062 splice (which is why a splice reads at most
+/// this much at a time: a full bucket can always pay for it).
+pub const MIN_BURST: u64 = 16 * 1024;
+
 /// The bucket of a byte rate: half a second of traffic may pass in a
-/// burst, and at least 16 KiB so that any media packet fits.
+/// burst, and at least [`MIN_BURST`].
 pub fn rate_bucket(bytes_per_second: u64, now: Instant) -> TokenBucket {
-    TokenBucket::new(bytes_per_second, (bytes_per_second / 2).max(16 * 1024), now)
+    TokenBucket::new(bytes_per_second, (bytes_per_second / 2).max(MIN_BURST), now)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

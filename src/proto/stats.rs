@@ -52,8 +52,9 @@ pub enum AuthFailure {
     RateLimited = 5,
 }
 
-/// Which limit refused a request (label values).
-pub const REFUSALS: [&str; 7] = [
+/// Which limit refused a request, or an RFC 6062 peer connecting in
+/// (label values).
+pub const REFUSALS: [&str; 9] = [
     "allocations_per_user",
     "allocations_total",
     "draining",
@@ -61,6 +62,8 @@ pub const REFUSALS: [&str; 7] = [
     "permissions",
     "channels",
     "challenge_budget",
+    "peer_connections_per_allocation",
+    "peer_connections_total",
 ];
 
 /// Index into [`REFUSALS`].
@@ -74,6 +77,8 @@ pub enum Refusal {
     Channels = 5,
     /// A source's challenge budget was spent (the request went unanswered).
     ChallengeBudget = 6,
+    PeerConnectionsPerAllocation = 7,
+    PeerConnectionsTotal = 8,
 }
 
 /// Which byte rate dropped a relayed packet (label values).

@@ -6,7 +6,7 @@
 //! kept in millionths so that slow rates still refill smoothly without
 //! floating point.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const SCALE: u128 = 1_000_000;
 
@@ -50,6 +50,21 @@ impl TokenBucket {
         true
     }
 
+    /// How long from `now` until the bucket holds `n` tokens: zero if it
+    /// does now. For `n` beyond the burst, the time until it is full (it
+    /// will never hold `n`), so a caller must keep `n` within the burst.
+    pub fn time_until(&mut self, n: u64, now: Instant) -> Duration {
+        self.refill(now);
+        let wanted = (u128::from(n) * SCALE).min(self.burst);
+        let missing = wanted.saturating_sub(self.level);
+        if missing == 0 || self.rate == 0 {
+            return Duration::ZERO;
+        }
+        // Millionths of a token come in at `rate` a microsecond.
+        let micros = missing.div_ceil(u128::from(self.rate));
+        Duration::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
+    }
+
     fn refill(&mut self, now: Instant) {
         if let Some(elapsed) = now.checked_duration_since(self.last) {
             let added = elapsed.as_micros().saturating_mul(u128::from(self.rate));
@@ -62,7 +77,6 @@ impl TokenBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     const S: Duration = Duration::from_secs(1);
 
@@ -117,6 +131,24 @@ mod tests {
         assert!(b.try_take(1, t));
         assert!(!b.try_take(1, t + Duration::from_millis(999)));
         assert!(b.try_take(1, t + S));
+    }
+
+    #[test]
+    fn time_until_says_when_the_tokens_are_there() {
+        let t = origin();
+        let mut b = TokenBucket::new(32_768, 16_384, t);
+        assert_eq!(b.time_until(16_384, t), Duration::ZERO);
+        assert!(b.try_take(16_384, t));
+        assert_eq!(b.time_until(8_192, t), Duration::from_millis(250));
+        let later = t + Duration::from_millis(100);
+        assert_eq!(b.time_until(8_192, later), Duration::from_millis(150));
+        assert!(!b.try_take(8_192, t + Duration::from_millis(249)));
+        assert!(b.try_take(8_192, t + Duration::from_millis(250)));
+        // Beyond the burst: the time until the bucket is full.
+        assert_eq!(
+            b.time_until(1 << 20, t + Duration::from_millis(250)),
+            Duration::from_millis(500)
+        );
     }
 
     #[test]

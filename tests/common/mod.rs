@@ -215,6 +215,19 @@ pub fn authenticated_request_as(
     answer.expect("send request")
 }
 
+/// The code of a STUN answer: 200 for success, else its ERROR-CODE.
+pub fn code_of(answer: &[u8]) -> u16 {
+    use turnpike::proto::stun::{attr, Class, Message};
+    let msg = Message::parse(answer).expect("a STUN answer");
+    match msg.class() {
+        Class::Success => 200,
+        _ => msg
+            .get(attr::ERROR_CODE)
+            .map(|v| u16::from(v[2] & 7) * 100 + u16::from(v[3]))
+            .expect("ERROR-CODE"),
+    }
+}
+
 /// A UDP port on 127.0.0.1 that was free a moment ago.
 pub fn free_udp_port() -> u16 {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
@@ -428,6 +441,18 @@ impl TestServer {
     pub fn replace_certificate(&self, cert_pem: &str, key_pem: &str) {
         fs::write(&self.cert_path, cert_pem).expect("write cert");
         fs::write(&self.key_path, key_pem).expect("write key");
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.lock().unwrap_or_else(|e| e.into_inner()).id()
+    }
+
+    /// File descriptors the server process holds now (`/proc/<pid>/fd`).
+    pub fn fd_count(&self) -> usize {
+        fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("read the server's /proc/<pid>/fd")
+            .count()
     }
 
     /// Sends SIGHUP to the server process.

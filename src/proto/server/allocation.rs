@@ -25,7 +25,7 @@ use super::answer::{ErrorCode, Failure};
 use super::{Authenticated, RelayBinder, Server, Timer};
 use crate::proto::addr::{ClientAddr, ConnectionId, Family, PeerAddr, RelayAddr, RelayProtocol};
 use crate::proto::channel_data::ChannelNumber;
-use crate::proto::quota::SharedBucket;
+use crate::proto::quota::{SharedBucket, MIN_BURST};
 use crate::proto::stats::{self, EndReason, RateLimit, Traffic};
 use crate::proto::stun::TransactionId;
 use crate::proto::token_bucket::TokenBucket;
@@ -130,6 +130,38 @@ impl Allocation {
             if !shared.lock().unwrap_or_else(|e| e.into_inner()).try_take(n, now) {
                 return Err(RateLimit::User);
             }
+        }
+        if let Some(bucket) = &mut self.rate {
+            bucket.try_take(n, now);
+        }
+        Ok(())
+    }
+
+    /// The byte rates for a stream (an RFC 6062 splice), which is delayed
+    /// where a datagram would be dropped: takes `len` bytes from the
+    /// allocation's and the user's rates if both hold them, or takes none
+    /// and says when both will. `len` is at most [`MIN_BURST`], so a full
+    /// bucket always holds it.
+    pub(super) fn stream_within_rate(&mut self, len: usize, now: Instant) -> Result<(), Instant> {
+        debug_assert!(len as u64 <= MIN_BURST, "a splice read beyond the smallest burst");
+        let n = len as u64;
+        let own_wait = self.rate.as_mut().map_or(Duration::ZERO, |b| b.time_until(n, now));
+        let user_wait = match &self.user_rate {
+            Some(shared) => {
+                // One lock for the look and the take: another shard may
+                // draw on this bucket in between otherwise.
+                let mut bucket = shared.lock().unwrap_or_else(|e| e.into_inner());
+                let wait = bucket.time_until(n, now);
+                if wait.is_zero() && own_wait.is_zero() {
+                    bucket.try_take(n, now);
+                }
+                wait
+            }
+            None => Duration::ZERO,
+        };
+        let wait = own_wait.max(user_wait);
+        if !wait.is_zero() {
+            return Err(now + wait);
         }
         if let Some(bucket) = &mut self.rate {
             bucket.try_take(n, now);

@@ -105,11 +105,16 @@ impl<B: RelayBinder> Server<B> {
     /// Counts a refusal by a limit and names its code: 486 for the
     /// per-user quota, 508 for every other capacity.
     pub(super) fn refuse(&mut self, why: Refusal) -> Failure {
-        self.counters.refusals[why as usize] += 1;
+        self.count_refusal(why);
         match why {
             Refusal::AllocationsPerUser => ErrorCode::AllocationQuotaReached.into(),
             _ => ErrorCode::InsufficientCapacity.into(),
         }
+    }
+
+    /// Counts a refusal by a limit, of a request or of a peer connecting in.
+    pub(super) fn count_refusal(&mut self, why: Refusal) {
+        self.counters.refusals[why as usize] += 1;
     }
 
     /// A success answer with no attributes of its own.

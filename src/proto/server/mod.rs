@@ -10,7 +10,8 @@
 //!   the answer [`ToClient`] names the bytes to send, already framed in
 //!   place in the buffer's headroom;
 //! * [`Server::handle_timeout`] when [`Server::poll_timeout`] is due;
-//! * the `handle_*peer_connection*` methods for RFC 6062 peer connections;
+//! * the `handle_*peer_connection*` methods for RFC 6062 peer connections,
+//!   and [`Server::handle_spliced_bytes`] for every read of a splice;
 //!
 //! and after each call drains [`Server::poll_effect`] until `None`.
 //!
@@ -70,7 +71,7 @@ pub use self::data_plane::{ToClient, ToPeer, PEER_HEADROOM, PEER_TAILROOM};
 pub use self::hairpin::RelayHairpin;
 pub use self::permissions::{CHANNEL_COOLDOWN, CHANNEL_LIFETIME};
 pub use self::relay_binder::{PortWant, RelayBindError, RelayBinder};
-pub use self::tcp_relay::CONNECTION_BIND_TIMEOUT;
+pub use self::tcp_relay::{SpliceDirection, SpliceVerdict, CONNECTION_BIND_TIMEOUT, MAX_SPLICE_CHUNK};
 
 use self::allocation::Allocation;
 use self::answer::Failure;
@@ -107,6 +108,12 @@ pub struct ServerConfig {
     /// Bytes a second of 401/438 challenges one source address may get;
     /// 0: no limit.
     pub challenge_rate: u64,
+    /// RFC 6062 peer connections one TCP allocation may hold, and this
+    /// core may hold in all. Every TCP allocation lives on the shard that
+    /// serves the stream listeners (see `net`), so this core's total is
+    /// the server's.
+    pub max_peer_connections_per_allocation: usize,
+    pub max_peer_connections: usize,
 }
 
 /// Something the driver must do.
@@ -115,7 +122,8 @@ pub enum Effect {
     /// Send `bytes` to the client over the transport it came in on.
     Transmit { to: ClientAddr, bytes: Vec<u8> },
     /// Open a TCP connection from the TCP relay `relay` to `peer` and
-    /// report with [`Server::handle_peer_connect_result`] (RFC 6062 §5.2).
+    /// report with [`Server::handle_peer_connect_result`] (RFC 6062 §5.2);
+    /// a `ClosePeerConnection` for `id` before that ends the attempt.
     ConnectPeer {
         id: ConnectionId,
         relay: RelayAddr,
@@ -124,7 +132,8 @@ pub enum Effect {
     /// After the pending Transmit to `data` (the ConnectionBind answer),
     /// that connection carries raw bytes to and from peer connection `id`.
     Splice { id: ConnectionId, data: ClientAddr },
-    /// Close peer connection `id`, and its data connection if it has one.
+    /// Close peer connection `id`, and its data connection if it has one;
+    /// a connect still under way for it is abandoned.
     ClosePeerConnection { id: ConnectionId },
 }
 
@@ -231,7 +240,7 @@ impl<B: RelayBinder> Server<B> {
     }
 
     /// Applies a reloaded configuration: credentials, peer filter, SOFTWARE
-    /// and the per-allocation limits. The relay addresses and the NAT
+    /// and the per-allocation and peer connection limits. The relay addresses and the NAT
     /// mapping stay (they are bound to the running sockets). Existing
     /// allocations, permissions and channels are kept, also where they
     /// exceed new limits; new requests are judged by the new rules.
@@ -244,6 +253,8 @@ impl<B: RelayBinder> Server<B> {
         let (rate, burst) = challenge_rate_and_burst(config.challenge_rate);
         self.challenges.set_rate(rate, burst);
         self.config.challenge_rate = config.challenge_rate;
+        self.config.max_peer_connections_per_allocation = config.max_peer_connections_per_allocation;
+        self.config.max_peer_connections = config.max_peer_connections;
         self.credentials = credentials;
         self.filter = filter;
     }
@@ -454,7 +465,9 @@ impl<B: RelayBinder> Server<B> {
         if username.len() > MAX_USERNAME_BYTES {
             return Err(Failure::Code(ErrorCode::BadRequest));
         }
-        if self.credentials.check_nonce(nonce, client.remote, now.unix_secs) == NonceCheck::Stale {
+        if self.credentials.check_nonce(nonce, client.remote, now.unix_secs) == NonceCheck::Stale
+            && !self.nonce_of_control_connection(msg, nonce, now.unix_secs)
+        {
             self.count_auth_failure(AuthFailure::StaleNonce);
             return Err(Failure::Challenge(ErrorCode::StaleNonce));
         }

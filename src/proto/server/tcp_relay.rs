@@ -11,25 +11,71 @@
 //! * a `Pending` connection has exactly one `Timer::Connection` with its
 //!   deadline, and no other state has one;
 //! * removing a connection always emits `Effect::ClosePeerConnection`, so
-//!   the driver never keeps a stream the core forgot.
+//!   the driver never keeps a stream the core forgot;
+//! * a connection is only inserted where there is room: its allocation
+//!   holds fewer than `max_peer_connections_per_allocation` and the core
+//!   fewer than `max_peer_connections` (checked by a `debug_assert` in
+//!   `insert_connection`). A reload that lowers them keeps what is open.
+//!
+//! Spliced bytes are not the core's to carry, but they are its to count
+//! and to pace: the driver reports every read of a splice with
+//! [`Server::handle_spliced_bytes`] before it writes the bytes on, and the
+//! core counts them as the allocation's traffic (one "packet" per read)
+//! against its byte rates, telling the driver to wait where a datagram
+//! would be dropped, since a stream must not lose bytes: the driver stops
+//! reading meanwhile, and TCP's flow control slows the sender.
+//!
+//! Beyond the caps a Connect gets 508 (the 508 of RFC 8656 §19, as for
+//! permissions and channels) and a peer connecting in is refused before
+//! the client hears of it; both are counted by [`Refusal`].
 
 use std::time::{Duration, Instant};
 
 use ring::hmac;
-use tracing::{debug, info};
+use tracing::{debug, info, trace};
 
 use super::allocation::Allocation;
 use super::answer::{ErrorCode, Failure};
 use super::request::{ConnectRequest, ConnectionBindRequest};
 use super::{next_indication_id, Authenticated, Effect, RelayBinder, Server, Timer};
 use crate::proto::addr::{ClientAddr, ConnectionId, Family, PeerAddr, RelayAddr, RelayProtocol, Transport};
+use crate::proto::auth::NonceCheck;
 use crate::proto::method::Method;
+use crate::proto::quota::MIN_BURST;
+use crate::proto::stats::{Refusal, REFUSALS};
 use crate::proto::stun::{attr, method, Class, Message, MessageWriter, TransactionId};
 
 /// RFC 6062 §5.2/§5.3: a peer connection must be bound to a data
 /// connection (ConnectionBind) within 30 s, and an outgoing connect may
 /// take at most that long.
 pub const CONNECTION_BIND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Most bytes the driver may report per [`Server::handle_spliced_bytes`]
+/// call: the smallest burst of a byte rate, so a full bucket always
+/// holds one read.
+pub const MAX_SPLICE_CHUNK: usize = MIN_BURST as usize;
+
+/// Which way bytes cross a splice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpliceDirection {
+    /// From the data connection to the peer.
+    ToPeer,
+    /// From the peer to the data connection.
+    ToClient,
+}
+
+/// What the driver does with bytes it read from one side of a splice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpliceVerdict {
+    /// Counted: write them to the other side.
+    Forward,
+    /// A byte rate is spent: hold them, read no more from that side, and
+    /// report them again at this instant. Nothing was counted.
+    WaitUntil(Instant),
+    /// The core knows no spliced connection of this id (it was closed):
+    /// end the splice.
+    Close,
+}
 
 /// A TCP peer connection of an allocation (RFC 6062).
 pub(super) struct PeerConnection {
@@ -66,6 +112,11 @@ impl<B: RelayBinder> Server<B> {
             debug!(%client, peer = %peer.0, "incoming peer connection refused");
             return None;
         }
+        if let Err(why) = self.room_for_connection(client) {
+            self.count_refusal(why);
+            debug!(%client, peer = %peer.0, limit = REFUSALS[why as usize], "incoming peer connection refused");
+            return None;
+        }
         let expires = now + CONNECTION_BIND_TIMEOUT;
         let id = self.insert_connection(client, peer, PeerConnectionState::Pending { expires });
         self.timers.insert((expires, Timer::Connection(id)));
@@ -85,16 +136,23 @@ impl<B: RelayBinder> Server<B> {
 
     /// The outcome of an [`Effect::ConnectPeer`]: answers the waiting
     /// Connect request with the CONNECTION-ID or 447 (RFC 6062 §5.2).
-    pub fn handle_peer_connect_result(&mut self, id: ConnectionId, connected: bool, now: Instant) {
+    /// Returns whether the driver keeps the stream it connected: false
+    /// when the connect failed, and when the core no longer waits for it
+    /// (its allocation went away meanwhile, and with it the connection,
+    /// whose `ClosePeerConnection` the driver has already seen), so that
+    /// a late connect never leaves a stream nobody will close.
+    #[must_use]
+    pub fn handle_peer_connect_result(&mut self, id: ConnectionId, connected: bool, now: Instant) -> bool {
         let Some(connection) = self.connections.get_mut(&id) else {
-            // The allocation went away meanwhile; the driver closes it.
-            return;
+            debug!(id = id.0, connected, "connect finished for a forgotten peer connection");
+            return false;
         };
         let expires = now + CONNECTION_BIND_TIMEOUT;
         let previous = std::mem::replace(&mut connection.state, PeerConnectionState::Pending { expires });
         let PeerConnectionState::Connecting { request, key } = previous else {
+            // Reported twice: the connection has its stream already.
             connection.state = previous;
-            return;
+            return false;
         };
         let client = connection.allocation;
         let mut bytes = Vec::with_capacity(96);
@@ -118,6 +176,38 @@ impl<B: RelayBinder> Server<B> {
         if !connected {
             self.remove_connection(id);
         }
+        connected
+    }
+
+    /// `len` bytes (at most [`MAX_SPLICE_CHUNK`]) were read from one side
+    /// of spliced connection `id`, going `direction`: counts them as the
+    /// allocation's traffic if its byte rates hold them. Emits no effect.
+    #[must_use]
+    pub fn handle_spliced_bytes(
+        &mut self,
+        id: ConnectionId,
+        direction: SpliceDirection,
+        len: usize,
+        now: Instant,
+    ) -> SpliceVerdict {
+        let Some(connection) = self.connections.get(&id) else {
+            return SpliceVerdict::Close;
+        };
+        if !matches!(connection.state, PeerConnectionState::Bound { .. }) {
+            return SpliceVerdict::Close;
+        }
+        let Some(allocation) = self.allocations.get_mut(&connection.allocation) else {
+            return SpliceVerdict::Close;
+        };
+        if let Err(at) = allocation.stream_within_rate(len.min(MAX_SPLICE_CHUNK), now) {
+            trace!(id = id.0, len, "splice waits for its byte rate");
+            return SpliceVerdict::WaitUntil(at);
+        }
+        match direction {
+            SpliceDirection::ToPeer => allocation.to_peer.count(len),
+            SpliceDirection::ToClient => allocation.to_client.count(len),
+        }
+        SpliceVerdict::Forward
     }
 
     /// The peer side of connection `id` closed (or failed).
@@ -182,6 +272,9 @@ impl<B: RelayBinder> Server<B> {
         let relay = relays
             .get(Family::of(peer.0))
             .ok_or(ErrorCode::PeerAddressFamilyMismatch)?;
+        if let Err(why) = self.room_for_connection(client) {
+            return Err(self.refuse(why));
+        }
         let state = PeerConnectionState::Connecting {
             request: msg.transaction_id(),
             key: auth.key.clone(),
@@ -234,12 +327,60 @@ impl<B: RelayBinder> Server<B> {
         Ok(())
     }
 
+    /// True if `msg` is a ConnectionBind whose `nonce` was minted for the
+    /// control connection of the allocation that owns the pending peer
+    /// connection it names: such a nonce is as fresh as the one the data
+    /// connection would get, and the credential check that follows is
+    /// unchanged.
+    ///
+    /// Why: nonces are bound to the client's transport address (see
+    /// [`crate::proto::auth`]), and RFC 6062 §5.4 has the client send
+    /// ConnectionBind on a *new* connection, which clients sign with the
+    /// nonce their control connection holds (coturn's `turnutils_uclient`
+    /// does). A 438 there would add a round trip on a connection that
+    /// clients read as raw data from the start: uclient reads at most one
+    /// of its message lengths (`-l`) from it, so a 438 longer than that
+    /// (96 bytes plus the realm's length beyond 8) was cut in two and every
+    /// bind failed.
+    ///
+    /// A replay of a captured ConnectionBind from elsewhere could only win
+    /// while the connection is still pending, i.e. by racing the client on
+    /// a plain TCP path that an on-path attacker controls anyway.
+    pub(super) fn nonce_of_control_connection(&self, msg: &Message<'_>, nonce: &[u8], unix_secs: u64) -> bool {
+        if msg.method() != method::CONNECTION_BIND {
+            return false;
+        }
+        let Ok(ConnectionBindRequest { id }) = ConnectionBindRequest::parse(msg) else {
+            return false;
+        };
+        match self.connections.get(&id) {
+            Some(c) if matches!(c.state, PeerConnectionState::Pending { .. }) => {
+                self.credentials.check_nonce(nonce, c.allocation.remote, unix_secs) == NonceCheck::Valid
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the allocation of `client` may hold one more peer
+    /// connection, under the caps per allocation and in all.
+    fn room_for_connection(&self, client: ClientAddr) -> Result<(), Refusal> {
+        let held = self.allocations.get(&client).map_or(0, |a| a.connections.len());
+        if held >= self.config.max_peer_connections_per_allocation {
+            return Err(Refusal::PeerConnectionsPerAllocation);
+        }
+        if self.connections.len() >= self.config.max_peer_connections {
+            return Err(Refusal::PeerConnectionsTotal);
+        }
+        Ok(())
+    }
+
     pub(super) fn insert_connection(
         &mut self,
         client: ClientAddr,
         peer: PeerAddr,
         state: PeerConnectionState,
     ) -> ConnectionId {
+        debug_assert!(self.room_for_connection(client).is_ok(), "peer connection beyond a cap");
         // Ids are never reused while the server runs (2^32 connections).
         self.next_connection = self.next_connection.wrapping_add(1);
         let id = ConnectionId(self.next_connection);

@@ -266,6 +266,8 @@ struct Settings {
     hairpin: RelayHairpin,
     allocation_rate: u64,
     challenge_rate: u64,
+    max_peer_connections_per_allocation: usize,
+    max_peer_connections: usize,
 }
 
 impl Default for Settings {
@@ -281,6 +283,8 @@ impl Default for Settings {
             hairpin: RelayHairpin::default(),
             allocation_rate: 0,
             challenge_rate: 0,
+            max_peer_connections_per_allocation: 3,
+            max_peer_connections: 5,
         }
     }
 }
@@ -314,6 +318,8 @@ impl Harness {
             hairpin: s.hairpin,
             allocation_rate: s.allocation_rate,
             challenge_rate: s.challenge_rate,
+            max_peer_connections_per_allocation: s.max_peer_connections_per_allocation,
+            max_peer_connections: s.max_peer_connections,
         };
         let credentials = Credentials::new(CredentialsConfig {
             realm: REALM.to_owned(),

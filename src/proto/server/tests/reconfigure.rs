@@ -34,6 +34,8 @@ fn reconfigure_keeps_allocations_and_judges_new_requests_by_the_new_rules() {
         hairpin: RelayHairpin::default(),
         allocation_rate: 0,
         challenge_rate: 0,
+        max_peer_connections_per_allocation: 1,
+        max_peer_connections: 1,
     };
     h.server.reconfigure(config, credentials, PeerFilter::new(rules));
     assert!(h.server.has_allocation(&client(1)), "the allocation survived");
