@@ -6,6 +6,13 @@
 //! * [`http`]: the HTTP surface: `/ws` signaling, `/ice-servers`, the demo page, metrics, health.
 //! * [`process`]: process-wide services that net and http share: clock, randomness, TLS, status.
 //! * [`config`]: the TOML schema, its defaults and validation.
+//!
+//! Nothing outside tests may `unwrap`, `expect` or `panic!`: input from the
+//! network never takes the server down. The lint below enforces it; the one
+//! exception (the OS random number generator failing, in
+//! [`process::random`]) is marked where it is.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod config;
 pub mod http;

@@ -1,5 +1,7 @@
 //! The `turnpike` command: run the server, check a config, mint credentials.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;

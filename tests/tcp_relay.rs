@@ -322,7 +322,17 @@ fn connects_outliving_their_allocation_leave_no_descriptor_behind() {
     let mut tcp = TcpAllocation::new(&server);
     // Signed Connects sent at once, without waiting for their answers
     // (they come when the peer answers): the NONCE from a 401 first.
-    let unsigned = encode(Class::Request, method::CONNECT, common::transaction_id(), |_| {}, None);
+    // (A Connect is challenged only with its XOR-PEER-ADDRESS.)
+    let first_peer = peers[0].addr;
+    let unsigned = encode(
+        Class::Request,
+        method::CONNECT,
+        common::transaction_id(),
+        |w| {
+            w.xor_address(attr::XOR_PEER_ADDRESS, first_peer);
+        },
+        None,
+    );
     tcp.control.write_all(&unsigned).expect("send Connect");
     let challenge = Challenge::of(&common::read_stun(&mut tcp.control)).expect("a 401 challenge");
     let cred = Cred::new(common::USER, challenge.realm(), common::PASSWORD);

@@ -2,6 +2,9 @@
 //! secrets, nonce keys, peer ids and port choice. The protocol core draws
 //! none of its own: what it needs is passed in.
 
+/// The lint exception of the crate (see its doc): without entropy there is
+/// no secure way to go on.
+#[allow(clippy::expect_used)]
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     use ring::rand::SecureRandom;
     let mut out = [0u8; N];

@@ -13,6 +13,9 @@
 //! * seeded randomness is [`super::xorshift::XorShift`], the same generator
 //!   the drivers use.
 
+// Test code: a broken fixture should stop the test loudly.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 pub mod client;
 mod fake_binder;
 pub mod rfc5769;
