@@ -325,6 +325,15 @@ pub struct LimitsSection {
     /// TCP connections open at once, over all listeners; a connection
     /// beyond is closed as soon as it is accepted. At least 1. Default: 4096.
     pub max_connections: usize,
+    /// TCP and TLS connections one source address may hold open at once,
+    /// so one address cannot take every slot without credentials; beyond,
+    /// a connection is closed as soon as it is accepted. From 1 to
+    /// `max_connections`. Default: 256 (a NAT of many TCP users).
+    pub max_connections_per_source: usize,
+    /// TLS handshakes one source address may start a second (twice that
+    /// in a burst); beyond, a connection is closed as soon as it is
+    /// accepted. At least 1. Default: 20.
+    pub tls_handshakes_per_source: u64,
     /// TCP peer connections (RFC 6062) one TCP allocation may hold at once,
     /// whether being connected, waiting for their ConnectionBind or
     /// spliced; a Connect beyond gets 508 Insufficient Capacity and a peer
@@ -379,6 +388,8 @@ impl Default for LimitsSection {
             max_permissions_per_allocation: 64,
             max_channels_per_allocation: 64,
             max_connections: 4096,
+            max_connections_per_source: 256,
+            tls_handshakes_per_source: 20,
             max_peer_connections_per_allocation: 16,
             max_peer_connections: 4096,
             connection_setup_timeout: Duration::from_secs(10),
@@ -624,6 +635,8 @@ mod tests {
             "max_channels_per_allocation",
             "max_peer_connections_per_allocation",
             "max_peer_connections",
+            "max_connections_per_source",
+            "tls_handshakes_per_source",
             "allocation_bytes_per_second",
             "user_bytes_per_second",
             "challenge_bytes_per_second",

@@ -317,6 +317,11 @@ impl Config {
             ),
             ("limits.max_channels_per_allocation", limits.max_channels_per_allocation),
             ("limits.max_connections", limits.max_connections),
+            ("limits.max_connections_per_source", limits.max_connections_per_source),
+            (
+                "limits.tls_handshakes_per_source",
+                limits.tls_handshakes_per_source as usize,
+            ),
         ];
         for (key, value) in counts {
             if value == 0 {
@@ -339,6 +344,12 @@ impl Config {
             if !(1..=max).contains(&value) {
                 return Err(ConfigError::invalid(key, format!("{value} is outside 1..={max}")));
             }
+        }
+        if limits.max_connections_per_source > limits.max_connections {
+            return Err(ConfigError::invalid(
+                "limits.max_connections_per_source",
+                "must be at most limits.max_connections",
+            ));
         }
         if limits.max_channels_per_allocation > MAX_CHANNELS {
             return Err(ConfigError::invalid(
@@ -435,6 +446,7 @@ impl Config {
             ("limits.allocation_bytes_per_second", limits.allocation_bytes_per_second),
             ("limits.user_bytes_per_second", limits.user_bytes_per_second),
             ("limits.challenge_bytes_per_second", limits.challenge_bytes_per_second),
+            ("limits.tls_handshakes_per_source", limits.tls_handshakes_per_source),
             (
                 "signaling.messages_per_second",
                 u64::from(signaling.messages_per_second),

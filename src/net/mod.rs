@@ -60,7 +60,7 @@ use plan::{reloadable, Plan};
 use port_pool::PortPool;
 use relay_sockets::{RelaySocketsConfig, ReservedSockets};
 use socket::{bind_per_shard, bind_tcp, bind_udp, UdpRole};
-use stream::{Security, StreamLimits};
+use stream::{Security, StreamLimits, StreamSources};
 
 /// Connections a TCP or TLS listener holds before they are accepted.
 const STREAM_BACKLOG: i32 = 1024;
@@ -241,6 +241,8 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         reserved: ReservedSockets::default(),
         stream_limits: StreamLimits {
             max_connections: config.limits.max_connections,
+            max_per_source: config.limits.max_connections_per_source,
+            handshakes_per_source: config.limits.tls_handshakes_per_source,
             setup_timeout: config.limits.connection_setup_timeout,
             idle_timeout: config.limits.connection_idle_timeout,
             max_frame: config.limits.max_frame_size,
@@ -379,6 +381,7 @@ fn run_shard(index: usize, sockets: StdSockets, context: ShardContext) {
             binder,
             listeners.udp,
         );
+        let stream_sources = Rc::new(StreamSources::new(&stream_limits, random_bytes()));
         let stream_limits = Rc::new(stream_limits);
         for (addr, listener, security) in listeners.streams {
             tokio::task::spawn_local(stream::accept_loop(
@@ -387,6 +390,7 @@ fn run_shard(index: usize, sockets: StdSockets, context: ShardContext) {
                 addr,
                 security,
                 stream_limits.clone(),
+                stream_sources.clone(),
                 connections.clone(),
             ));
         }

@@ -144,6 +144,8 @@ pub(super) fn reloadable(running: &Config, new: &Config) -> (Config, Vec<&'stati
     let connection_limits = |l: &LimitsSection| {
         (
             l.max_connections,
+            l.max_connections_per_source,
+            l.tls_handshakes_per_source,
             l.connection_setup_timeout,
             l.connection_idle_timeout,
             l.max_frame_size,
@@ -159,7 +161,7 @@ pub(super) fn reloadable(running: &Config, new: &Config) -> (Config, Vec<&'stati
         ),
         ("tls.cert/tls.key", running.tls != new.tls),
         (
-            "limits.max_connections, the connection timeouts and max_frame_size",
+            "limits.max_connections (in all and per source), tls_handshakes_per_source, the connection timeouts and max_frame_size",
             connection_limits(old) != connection_limits(fresh),
         ),
     ];

@@ -30,7 +30,8 @@
 //! byte rates are spent (a stream is slowed, never cut).
 
 use std::cell::{Cell, RefCell};
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -43,9 +44,11 @@ use tracing::{debug, trace};
 
 use super::shard::Shard;
 use super::stream_conn::{Splice, StreamConn};
+use crate::process::clock;
 use crate::process::status::ConnectionCount;
 use crate::process::tls::TlsCertificates;
 use crate::proto::addr::{ClientAddr, ConnectionId, Transport};
+use crate::proto::rate_table::RateTable;
 use crate::proto::server::{SpliceDirection, SpliceVerdict, MAX_SPLICE_CHUNK};
 use crate::proto::stream_framing::{self, FrameError};
 
@@ -56,9 +59,84 @@ const READ_CHUNK: usize = 16 * 1024;
 #[derive(Clone, Debug)]
 pub(super) struct StreamLimits {
     pub max_connections: usize,
+    /// Connections one source address may hold open at once.
+    pub max_per_source: usize,
+    /// TLS handshakes one source address may start a second (twice that
+    /// at once).
+    pub handshakes_per_source: u64,
     pub setup_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_frame: usize,
+}
+
+/// What each source address holds of the stream listeners, which one
+/// shard serves: its open connections (an entry only while it has one, so
+/// the map is bounded by `max_connections`) and its TLS handshake budget
+/// (a fixed table). One address cannot take every slot, nor keep the
+/// shard busy with handshakes, without credentials.
+pub(super) struct StreamSources {
+    open: RefCell<HashMap<IpAddr, usize>>,
+    handshakes: RefCell<RateTable>,
+}
+
+/// Slots of the handshake budget table.
+const HANDSHAKE_SLOTS: usize = 1024;
+
+impl StreamSources {
+    pub(super) fn new(limits: &StreamLimits, seed: [u8; 32]) -> StreamSources {
+        let rate = limits.handshakes_per_source;
+        StreamSources {
+            open: RefCell::new(HashMap::new()),
+            handshakes: RefCell::new(RateTable::new(&seed, HANDSHAKE_SLOTS, rate, rate.saturating_mul(2))),
+        }
+    }
+
+    fn may_handshake(&self, ip: IpAddr) -> bool {
+        self.handshakes.borrow_mut().try_take(&source_key(ip), 1, clock::mono())
+    }
+}
+
+/// A source's place among the open connections, given back on drop.
+struct SourceSlot {
+    sources: Rc<StreamSources>,
+    ip: IpAddr,
+}
+
+impl SourceSlot {
+    /// A place for one more connection from `ip`, if it has fewer than
+    /// `max` open.
+    fn take(sources: &Rc<StreamSources>, ip: IpAddr, max: usize) -> Option<SourceSlot> {
+        let mut open = sources.open.borrow_mut();
+        let n = open.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            sources: sources.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut open = self.sources.open.borrow_mut();
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The key of an address in the per-source tables (IPv4 as IPv4-mapped).
+fn source_key(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(ip) => ip.to_ipv6_mapped().octets(),
+        IpAddr::V6(ip) => ip.octets(),
+    }
 }
 
 /// How reading a connection's frames ended.
@@ -92,6 +170,7 @@ pub(super) async fn accept_loop(
     local: SocketAddr,
     security: Security,
     limits: Rc<StreamLimits>,
+    sources: Rc<StreamSources>,
     count: ConnectionCount,
 ) {
     loop {
@@ -110,6 +189,17 @@ pub(super) async fn accept_loop(
             drop((stream, slot));
             continue;
         }
+        let Some(source) = SourceSlot::take(&sources, remote.ip(), limits.max_per_source) else {
+            debug!(%local, %remote, "connection limit of the source reached; closing");
+            drop((stream, slot));
+            continue;
+        };
+        if matches!(security, Security::Tls(_)) && !sources.may_handshake(remote.ip()) {
+            debug!(%local, %remote, "TLS handshake rate of the source reached; closing");
+            drop((stream, slot, source));
+            continue;
+        }
+        let slot = (slot, source);
         let _ = stream.set_nodelay(true);
         let setup_deadline = tokio::time::Instant::now() + limits.setup_timeout;
         let (shard, limits) = (shard.clone(), limits.clone());
@@ -147,7 +237,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + 'static>(
     client: ClientAddr,
     limits: Rc<StreamLimits>,
     setup_deadline: tokio::time::Instant,
-    _slot: Slot,
+    _slot: (Slot, SourceSlot),
 ) {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let conn = Rc::new(StreamConn {
