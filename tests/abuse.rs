@@ -4,6 +4,9 @@
 //! (The Connect flood is in `tcp_relay.rs`, the WebSocket floods and the
 //! slow reader in `signaling.rs`.)
 
+// Time bounds of the test itself, not of the core.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::io::{Read, Write};
