@@ -1,17 +1,18 @@
 //! What the HTTP handlers are given: the [`App`] all requests share (the
-//! signaling hub, the shards' status, the metrics registry and the access
-//! rules), and the [`ConnectionSlot`] each request carries.
+//! signaling hub, the shards' status, the metrics registry, the connection
+//! table and the access rules), and the [`ConnectionSlot`] each request
+//! carries.
 //!
 //! The access rules are replaced whole on reload and read as a cloned
 //! `Arc`: a request holds their lock for a pointer copy, never while it
 //! works, and keeps the rules it started with.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::http::HeaderValue;
 use prometheus_client::registry::Registry;
-use tokio::sync::OwnedSemaphorePermit;
 
+use super::limits::{Admission, ConnectionTable, SourceKey};
 use super::signaling::session::Hub;
 use crate::config::{Config, Secret};
 use crate::process::status::ServerStatus;
@@ -58,18 +59,47 @@ impl App {
     }
 }
 
-/// A connection's place under `signaling.max_connections`. Requests carry
-/// a clone, so that a WebSocket, which outlives the HTTP exchange that
-/// upgraded it, keeps the place until it closes.
+/// A connection's place in the [`ConnectionTable`]. Requests carry a
+/// clone, so that a WebSocket, which outlives the HTTP exchange that
+/// upgraded it, keeps the place until it closes; the last clone gives it
+/// back.
 #[derive(Clone)]
 pub(super) struct ConnectionSlot {
-    _permit: Arc<OwnedSemaphorePermit>,
+    inner: Arc<SlotInner>,
+}
+
+struct SlotInner {
+    table: Arc<Mutex<ConnectionTable>>,
+    source: SourceKey,
+    admission: Admission,
+}
+
+impl Drop for SlotInner {
+    fn drop(&mut self) {
+        self.table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .release(self.source, self.admission);
+    }
 }
 
 impl ConnectionSlot {
-    pub(super) fn new(permit: OwnedSemaphorePermit) -> ConnectionSlot {
+    /// The place `admission` gave `source` in `table`.
+    pub(super) fn new(table: Arc<Mutex<ConnectionTable>>, source: SourceKey, admission: Admission) -> ConnectionSlot {
         ConnectionSlot {
-            _permit: Arc::new(permit),
+            inner: Arc::new(SlotInner {
+                table,
+                source,
+                admission,
+            }),
         }
+    }
+
+    pub(super) fn source(&self) -> SourceKey {
+        self.inner.source
+    }
+
+    pub(super) fn admission(&self) -> Admission {
+        self.inner.admission
     }
 }
