@@ -477,6 +477,124 @@ async fn origins_outside_the_allowed_list_are_refused() {
     Client { ws }.join("o", "ok").await;
 }
 
+/// A WebSocket to `/ws` of `server` with `headers` set (e.g. Origin, or a
+/// Host naming another site); the HTTP status if the upgrade is refused.
+async fn connect_with(server: &TestServer, headers: &[(&str, &str)]) -> Result<PlainClient, u16> {
+    let mut request = format!("ws://{}/ws", server.http_addr())
+        .into_client_request()
+        .expect("request");
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+            value.parse().expect("header value"),
+        );
+    }
+    match tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(request))
+        .await
+        .expect("handshake answered within 5 s")
+    {
+        Ok((ws, _)) => Ok(Client { ws }),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+        Err(e) => panic!("WebSocket handshake failed: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn by_default_only_same_origin_pages_and_clients_without_origin_may_open_the_websocket() {
+    let server = server("");
+    let own = format!("http://{}", server.http_addr());
+    // An honest page of the server's own origin, open throughout.
+    let mut page = connect_with(&server, &[("Origin", &own)])
+        .await
+        .expect("the page's own origin connects");
+    page.join("same-origin", "page").await;
+    let other_port = format!("http://127.0.0.1:{}", server.http_addr().port() + 1);
+    let rebound_host = format!("evil.example:{}", server.http_addr().port());
+    let rebound_origin = format!("http://{rebound_host}");
+    for headers in [
+        vec![("Origin", "https://evil.example")],
+        vec![("Origin", "null")],
+        vec![("Origin", other_port.as_str())],
+        // DNS rebinding: a foreign name that resolves to loopback.
+        vec![("Origin", rebound_origin.as_str()), ("Host", rebound_host.as_str())],
+    ] {
+        assert_eq!(connect_with(&server, &headers).await.err(), Some(403), "{headers:?}");
+        page.assert_usable().await;
+    }
+    // The same origin in another case, and a client that sends no Origin.
+    let upper = own.to_uppercase().replace("HTTP://", "http://");
+    let mut again = connect_with(&server, &[("Origin", &upper)])
+        .await
+        .expect("case does not matter");
+    let mut tool = connect(&server).await;
+    let joined = tool.join("same-origin", "tool").await;
+    assert_eq!(joined["peers"].as_array().map(Vec::len), Some(1));
+    assert_eq!(page.recv().await["type"], "peer-joined");
+    again.assert_usable().await;
+    page.assert_usable().await;
+}
+
+#[tokio::test]
+async fn listed_origins_replace_the_same_origin_rule() {
+    let server = server("allowed_origins = [\"https://app.example\"]");
+    let mut app = connect_with(&server, &[("Origin", "https://app.example")])
+        .await
+        .expect("the listed origin connects");
+    app.join("listed", "app").await;
+    let own = format!("http://{}", server.http_addr());
+    assert_eq!(connect_with(&server, &[("Origin", &own)]).await.err(), Some(403));
+    assert_eq!(
+        connect_with(&server, &[("Origin", "https://evil.example")]).await.err(),
+        Some(403)
+    );
+    connect(&server).await.assert_usable().await;
+    app.assert_usable().await;
+}
+
+/// A room-bound `?token=`, computed here independently:
+/// `<expiry>.<room>.<base64url(HMAC-SHA256(secret, "<expiry>.<room>"))>`.
+fn room_token(secret: &str, expiry: u64, room: &str) -> String {
+    use base64::Engine;
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let signed = format!("{expiry}.{room}");
+    let tag = ring::hmac::sign(&key, signed.as_bytes());
+    format!(
+        "{signed}.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref())
+    )
+}
+
+#[tokio::test]
+async fn a_room_bound_token_joins_its_room_only() {
+    let server = server("token_secret = \"gate\"");
+    let base = format!("ws://{}/ws", server.http_addr());
+    let soon = unix_now() + 300;
+    // An honest holder of an unbound token, served throughout.
+    let mut honest = connect_url(&format!("{base}?token={}", token("gate", soon))).await;
+    honest.join("elsewhere", "honest").await;
+
+    let bound = room_token("gate", soon, "standup");
+    let mut guest = connect_url(&format!("{base}?token={bound}")).await;
+    for other in ["elsewhere", "standup2", "Standup"] {
+        guest.send(json!({"type": "join", "room": other})).await;
+        guest.expect_error("unauthorized").await;
+    }
+    assert_eq!(honest.try_recv(Duration::from_millis(200)).await, None, "nobody joined");
+    guest.assert_usable().await;
+    guest.join("standup", "guest").await;
+    guest.send(json!({"type": "leave"})).await;
+    guest.send(json!({"type": "join", "room": "elsewhere"})).await;
+    guest.expect_error("unauthorized").await;
+
+    // The room is signed: moving a token to another room voids it.
+    let moved = bound.replacen("standup", "elsewhere", 1);
+    let mut forger = connect_url(&format!("{base}?token={moved}")).await;
+    forger.expect_error("unauthorized").await;
+    assert!(forger.closed().await, "a forged token's socket stays open");
+    assert_eq!(honest.try_recv(Duration::from_millis(200)).await, None);
+    honest.assert_usable().await;
+}
+
 /// Status, headers (lower-case names) and body of a GET with `headers`.
 async fn http_get(server: &TestServer, path: &str, headers: &[(&str, &str)]) -> (u16, HashMap<String, String>, String) {
     let mut stream = tokio::net::TcpStream::connect(server.http_addr())

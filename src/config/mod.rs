@@ -431,10 +431,13 @@ pub struct SignalingSection {
     pub heartbeat_timeout: Duration,
     /// Secret that gates `/ws`: a client must then connect with
     /// `?token=<expiry>.<signature>`, where expiry is a Unix time and the
-    /// signature is base64url (no padding) of HMAC-SHA256(secret, expiry);
-    /// `turnpike token` mints one. Without it anyone who reaches
-    /// `listen.http` may join rooms, and so get TURN credentials (warned
-    /// at start when `listen.http` is not loopback). Default: unset.
+    /// signature is base64url (no padding) of HMAC-SHA256(secret, expiry),
+    /// or with `?token=<expiry>.<room>.<signature>`, signed over
+    /// `"<expiry>.<room>"`, whose holder may join that room only (others
+    /// get `unauthorized`); `turnpike token [--room R]` mints one. Without
+    /// it anyone who reaches `listen.http` may join rooms, and so get TURN
+    /// credentials (warned at start when `listen.http` is not loopback).
+    /// Default: unset.
     pub token_secret: Option<Secret>,
     /// Key an application backend presents as `Authorization: Bearer
     /// <key>` to `GET /ice-servers`; unset, that endpoint does not exist
@@ -442,7 +445,12 @@ pub struct SignalingSection {
     pub api_key: Option<Secret>,
     /// Origins (`"https://app.example.org"`) whose pages may open `/ws`
     /// and read `/ice-servers` (CORS); a WebSocket upgrade from another
-    /// origin gets 403. Empty allows every origin. Default: `[]`.
+    /// origin gets 403. Empty means same-origin: a WebSocket upgrade whose
+    /// Origin is absent or names the host and port of its Host header (the
+    /// demo page's own) is allowed, any other gets 403; on a loopback
+    /// address the Host must then be loopback too (`localhost`, 127.0.0.1,
+    /// `[::1]`), which defeats DNS rebinding. Behind a proxy that rewrites
+    /// Host, list the public origin here. Default: `[]`.
     pub allowed_origins: Vec<String>,
     /// Host name or IP put in the STUN/TURN URLs handed to clients. Unset,
     /// the host the client reached the HTTP endpoint by (its Host header)

@@ -7,6 +7,7 @@
 //! `Arc`: a request holds their lock for a pointer copy, never while it
 //! works, and keeps the rules it started with.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 
 use axum::http::HeaderValue;
@@ -42,14 +43,22 @@ impl Access {
         }
     }
 
-    /// A request without Origin comes from something other than a web
-    /// page, which could send any Origin it liked anyway.
-    pub(super) fn origin_allowed(&self, origin: Option<&HeaderValue>) -> bool {
-        match origin.and_then(|o| o.to_str().ok()) {
-            _ if self.allowed_origins.is_empty() => true,
-            None => origin.is_none(),
-            Some(origin) => self.allowed_origins.iter().any(|o| o == origin),
+    /// May a WebSocket upgrade with this Origin and Host, arrived at
+    /// `local`, go ahead? A request without Origin comes from something
+    /// other than a web page, which could send any Origin it liked anyway.
+    /// With `allowed_origins` set only the listed origins may; without, only
+    /// the page's own host (same-origin, `super::origin`).
+    pub(super) fn origin_allowed(&self, origin: Option<&HeaderValue>, host: Option<&str>, local: SocketAddr) -> bool {
+        let Some(origin) = origin else {
+            return true;
+        };
+        let Ok(origin) = origin.to_str() else {
+            return false;
+        };
+        if self.allowed_origins.is_empty() {
+            return super::origin::same_origin(origin, host, local.ip().to_canonical().is_loopback());
         }
+        self.allowed_origins.iter().any(|o| o.eq_ignore_ascii_case(origin))
     }
 }
 
@@ -72,6 +81,7 @@ struct SlotInner {
     table: Arc<Mutex<ConnectionTable>>,
     source: SourceKey,
     admission: Admission,
+    local: SocketAddr,
 }
 
 impl Drop for SlotInner {
@@ -84,13 +94,20 @@ impl Drop for SlotInner {
 }
 
 impl ConnectionSlot {
-    /// The place `admission` gave `source` in `table`.
-    pub(super) fn new(table: Arc<Mutex<ConnectionTable>>, source: SourceKey, admission: Admission) -> ConnectionSlot {
+    /// The place `admission` gave `source` in `table`, for a connection
+    /// that reached `local`.
+    pub(super) fn new(
+        table: Arc<Mutex<ConnectionTable>>,
+        source: SourceKey,
+        admission: Admission,
+        local: SocketAddr,
+    ) -> ConnectionSlot {
         ConnectionSlot {
             inner: Arc::new(SlotInner {
                 table,
                 source,
                 admission,
+                local,
             }),
         }
     }
@@ -101,5 +118,10 @@ impl ConnectionSlot {
 
     pub(super) fn admission(&self) -> Admission {
         self.inner.admission
+    }
+
+    /// The local address the connection reached.
+    pub(super) fn local(&self) -> SocketAddr {
+        self.inner.local
     }
 }

@@ -24,7 +24,7 @@
 //! * `page`: the demo call page; `metrics`: `/metrics`; `health`:
 //!   `/healthz` and `/readyz`;
 //! * `app`: what every handler is given; [`limits`]: the per-source
-//!   connection table.
+//!   connection table; `origin`: the same-origin rule of `/ws`.
 //!
 //! This file holds the listener and its connection slots, the router, and
 //! [`start`], [`HttpServer::reload`] and [`HttpServer::stop`].
@@ -35,6 +35,7 @@ mod ice;
 mod ice_servers;
 pub mod limits;
 mod metrics;
+mod origin;
 mod page;
 pub mod signaling;
 
@@ -216,7 +217,10 @@ async fn accept_loop(
                 continue;
             }
         };
-        let slot = ConnectionSlot::new(connections.clone(), source, admission);
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
+        let slot = ConnectionSlot::new(connections.clone(), source, admission, local);
         let timeout = match admission {
             Admission::General => HANDSHAKE_TIMEOUT,
             Admission::Monitoring => MONITORING_TIMEOUT,

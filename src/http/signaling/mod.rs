@@ -2,7 +2,9 @@
 //! rooms whose peers relay offers, answers and ICE candidates to each
 //! other, each peer handed fresh TURN credentials when it joins.
 //!
-//! This file is the `/ws` endpoint: the checks before the upgrade.
+//! This file is the `/ws` endpoint: the checks before the upgrade (the
+//! Origin, by `super::origin` unless `signaling.allowed_origins` is set;
+//! the token, which may bind the session to one room).
 //!
 //! * [`protocol`]: the JSON messages, parsed and encoded;
 //! * [`switchboard`]: sessions, outboxes and rooms, the sans-IO state
@@ -42,18 +44,17 @@ pub(super) async fn ws(
 ) -> Response {
     let access = app.access();
     let host_header = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    if !access.origin_allowed(headers.get(header::ORIGIN)) {
+    if !access.origin_allowed(headers.get(header::ORIGIN), host_header, slot.local()) {
         return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
     }
     let authorization = match &access.token_secret {
         None => Authorization::Granted { room: None },
-        Some(secret) => match query
+        Some(secret) => query
             .get("token")
-            .is_some_and(|token| auth::verify_signaling_token(secret.expose().as_bytes(), token, clock::unix_secs()))
-        {
-            true => Authorization::Granted { room: None },
-            false => Authorization::Refused,
-        },
+            .and_then(|token| auth::verify_signaling_token(secret.expose().as_bytes(), token, clock::unix_secs()))
+            .map_or(Authorization::Refused, |grant| Authorization::Granted {
+                room: grant.room,
+            }),
     };
     let host = host_header.map(str::to_owned);
     // Over the soft limit a message is refused with `too-large`; this
