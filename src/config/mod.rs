@@ -393,7 +393,8 @@ pub struct SignalingSection {
     /// Most HTTP connections open at once from one source address (an IPv6
     /// source counts by its /64), WebSockets included; one beyond is closed
     /// as soon as it is accepted. Keeps one address from taking
-    /// `max_connections` (and monitoring with it). Behind a reverse proxy
+    /// `max_connections` (and monitoring with it); requests for monitoring
+    /// count too, so scrape from another address. Behind a reverse proxy
     /// every client has the proxy's address: raise it to `max_connections`
     /// there. From 1 to 1048576; above `max_connections` it has no effect.
     /// Default: 64.
