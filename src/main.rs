@@ -68,6 +68,9 @@ enum Command {
         /// Lifetime of the token, e.g. "1h", "10m".
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
+        /// Bind the token to this room: its holder may join no other.
+        #[arg(long)]
+        room: Option<String>,
     },
 }
 
@@ -117,7 +120,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Token { secret, ttl } => {
+        Command::Token { secret, ttl, room } => {
+            if let Some(room) = room.as_deref().filter(|r| !http::signaling::protocol::is_valid_room(r)) {
+                bail!("--room {room:?}: a room is 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'");
+            }
             let secret = match (secret, &cli.config) {
                 (Some(s), _) => s,
                 (None, Some(path)) => match Config::load(path)?.signaling.token_secret {
@@ -127,7 +133,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 (None, None) => bail!("give --secret or --config with signaling.token_secret"),
             };
             let expires = process::clock::unix_secs().saturating_add(ttl.as_secs());
-            println!("{}", auth::signaling_token(secret.as_bytes(), expires));
+            println!("{}", auth::signaling_token(secret.as_bytes(), expires, room.as_deref()));
             Ok(())
         }
         Command::Credentials {

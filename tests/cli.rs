@@ -134,6 +134,34 @@ fn credentials_prints_an_ice_server_with_a_short_lived_credential() {
 }
 
 #[test]
+fn token_with_a_room_prints_a_token_bound_to_it() {
+    let before = unix_now();
+    let output = turnpike(&["token", "--secret", "gate", "--room", "standup", "--ttl", "10m"]);
+    assert!(output.success(), "{output:?}");
+    let token = output.stdout.trim();
+    let (signed, signature) = token.rsplit_once('.').expect("<expiry>.<room>.<signature>");
+    let (expiry, room) = signed.split_once('.').expect("<expiry>.<room>");
+    assert_eq!(room, "standup", "{token}");
+    let expiry: u64 = expiry.parse().expect("numeric expiry");
+    assert!((before + 600..=unix_now() + 601).contains(&expiry), "{token}");
+    // HMAC-SHA256 over "<expiry>.<room>", computed here independently.
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"gate");
+    let expected = ring::hmac::sign(&key, signed.as_bytes());
+    use base64::Engine;
+    assert_eq!(
+        signature,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(expected.as_ref())
+    );
+    for bad in ["a b", "", "a.b", &"r".repeat(65)] {
+        let refused = turnpike(&["token", "--secret", "gate", "--room", bad]);
+        assert!(
+            !refused.success() && refused.stderr.contains("--room"),
+            "{bad:?}: {refused:?}"
+        );
+    }
+}
+
+#[test]
 fn token_prints_a_signaling_token_signed_with_the_configured_secret() {
     let config = ConfigFile::new("[signaling]\ntoken_secret = \"gate\"\n");
     let before = unix_now();

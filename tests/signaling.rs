@@ -8,7 +8,10 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -429,11 +432,16 @@ async fn many_rooms_at_once_without_cross_talk() {
 /// `?token=` as an application backend would mint it, computed here
 /// independently: `<expiry>.<base64url(HMAC-SHA256(secret, expiry))>`.
 fn token(secret: &str, expiry: u64) -> String {
+    signed_token(secret, &expiry.to_string())
+}
+
+/// `<signed>.<base64url(HMAC-SHA256(secret, signed))>`.
+fn signed_token(secret: &str, signed: &str) -> String {
     use base64::Engine;
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    let tag = ring::hmac::sign(&key, expiry.to_string().as_bytes());
+    let tag = ring::hmac::sign(&key, signed.as_bytes());
     format!(
-        "{expiry}.{}",
+        "{signed}.{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref())
     )
 }
@@ -475,6 +483,117 @@ async fn origins_outside_the_allowed_list_are_refused() {
         .await
         .expect("the allowed origin connects");
     Client { ws }.join("o", "ok").await;
+}
+
+/// A WebSocket to `/ws` of `server` with `headers` set (e.g. Origin, or a
+/// Host naming another site); the HTTP status if the upgrade is refused.
+async fn connect_with(server: &TestServer, headers: &[(&str, &str)]) -> Result<PlainClient, u16> {
+    let mut request = format!("ws://{}/ws", server.http_addr())
+        .into_client_request()
+        .expect("request");
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+            value.parse().expect("header value"),
+        );
+    }
+    match tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(request))
+        .await
+        .expect("handshake answered within 5 s")
+    {
+        Ok((ws, _)) => Ok(Client { ws }),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+        Err(e) => panic!("WebSocket handshake failed: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn by_default_only_same_origin_pages_and_clients_without_origin_may_open_the_websocket() {
+    let server = server("");
+    let own = format!("http://{}", server.http_addr());
+    // An honest page of the server's own origin, open throughout.
+    let mut page = connect_with(&server, &[("Origin", &own)])
+        .await
+        .expect("the page's own origin connects");
+    page.join("same-origin", "page").await;
+    let other_port = format!("http://127.0.0.1:{}", server.http_addr().port() + 1);
+    let rebound_host = format!("evil.example:{}", server.http_addr().port());
+    let rebound_origin = format!("http://{rebound_host}");
+    for headers in [
+        vec![("Origin", "https://evil.example")],
+        vec![("Origin", "null")],
+        vec![("Origin", other_port.as_str())],
+        // DNS rebinding: a foreign name that resolves to loopback.
+        vec![("Origin", rebound_origin.as_str()), ("Host", rebound_host.as_str())],
+    ] {
+        assert_eq!(connect_with(&server, &headers).await.err(), Some(403), "{headers:?}");
+        page.assert_usable().await;
+    }
+    // The same origin in another case, and a client that sends no Origin.
+    let upper = own.to_uppercase().replace("HTTP://", "http://");
+    let mut again = connect_with(&server, &[("Origin", &upper)])
+        .await
+        .expect("case does not matter");
+    let mut tool = connect(&server).await;
+    let joined = tool.join("same-origin", "tool").await;
+    assert_eq!(joined["peers"].as_array().map(Vec::len), Some(1));
+    assert_eq!(page.recv().await["type"], "peer-joined");
+    again.assert_usable().await;
+    page.assert_usable().await;
+}
+
+#[tokio::test]
+async fn listed_origins_replace_the_same_origin_rule() {
+    let server = server("allowed_origins = [\"https://app.example\"]");
+    let mut app = connect_with(&server, &[("Origin", "https://app.example")])
+        .await
+        .expect("the listed origin connects");
+    app.join("listed", "app").await;
+    let own = format!("http://{}", server.http_addr());
+    assert_eq!(connect_with(&server, &[("Origin", &own)]).await.err(), Some(403));
+    assert_eq!(
+        connect_with(&server, &[("Origin", "https://evil.example")]).await.err(),
+        Some(403)
+    );
+    connect(&server).await.assert_usable().await;
+    app.assert_usable().await;
+}
+
+/// A room-bound `?token=`, computed here independently:
+/// `<expiry>.<room>.<base64url(HMAC-SHA256(secret, "<expiry>.<room>"))>`.
+fn room_token(secret: &str, expiry: u64, room: &str) -> String {
+    signed_token(secret, &format!("{expiry}.{room}"))
+}
+
+#[tokio::test]
+async fn a_room_bound_token_joins_its_room_only() {
+    let server = server("token_secret = \"gate\"");
+    let base = format!("ws://{}/ws", server.http_addr());
+    let soon = unix_now() + 300;
+    // An honest holder of an unbound token, served throughout.
+    let mut honest = connect_url(&format!("{base}?token={}", token("gate", soon))).await;
+    honest.join("elsewhere", "honest").await;
+
+    let bound = room_token("gate", soon, "standup");
+    let mut guest = connect_url(&format!("{base}?token={bound}")).await;
+    for other in ["elsewhere", "standup2", "Standup"] {
+        guest.send(json!({"type": "join", "room": other})).await;
+        guest.expect_error("unauthorized").await;
+    }
+    assert_eq!(honest.try_recv(Duration::from_millis(200)).await, None, "nobody joined");
+    guest.assert_usable().await;
+    guest.join("standup", "guest").await;
+    guest.send(json!({"type": "leave"})).await;
+    guest.send(json!({"type": "join", "room": "elsewhere"})).await;
+    guest.expect_error("unauthorized").await;
+
+    // The room is signed: moving a token to another room voids it.
+    let moved = bound.replacen("standup", "elsewhere", 1);
+    let mut forger = connect_url(&format!("{base}?token={moved}")).await;
+    forger.expect_error("unauthorized").await;
+    assert!(forger.closed().await, "a forged token's socket stays open");
+    assert_eq!(honest.try_recv(Duration::from_millis(200)).await, None);
+    honest.assert_usable().await;
 }
 
 /// Status, headers (lower-case names) and body of a GET with `headers`.
@@ -680,4 +799,281 @@ async fn signaling_over_https_with_the_turn_certificate() {
     }
     .await;
     assert!(!plain, "plain HTTP was served on the HTTPS port");
+}
+
+/// 127.0.0.`n`: every address of 127.0.0.0/8 is loopback on Linux, so a
+/// test can have clients of several sources.
+fn loopback(n: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
+}
+
+/// A TCP connection to `to` from `from` (port chosen by the kernel), with
+/// `recv_buffer` as its receive buffer if given.
+async fn tcp_from(from: IpAddr, to: SocketAddr, recv_buffer: Option<u32>) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from, 0))?;
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size)?;
+    }
+    tokio::time::timeout(PATIENCE, socket.connect(to))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+}
+
+type TcpClient = Client<tokio::net::TcpStream>;
+
+/// A WebSocket to `/ws` from `from`; `Err` if the server refuses or closes
+/// it (the handshake is bounded by [`PATIENCE`]).
+async fn ws_from(server: &TestServer, from: IpAddr, recv_buffer: Option<u32>) -> Result<TcpClient, String> {
+    let stream = tcp_from(from, server.http_addr(), recv_buffer)
+        .await
+        .map_err(|e| e.to_string())?;
+    let url = format!("ws://{}/ws", server.http_addr());
+    match tokio::time::timeout(PATIENCE, tokio_tungstenite::client_async(url, stream)).await {
+        Ok(Ok((ws, _))) => Ok(Client { ws }),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("handshake timed out".to_owned()),
+    }
+}
+
+/// Status and body of `GET path` sent from `from`.
+async fn get_from(server: &TestServer, from: IpAddr, path: &str) -> (u16, String) {
+    let mut stream = tcp_from(from, server.http_addr(), None)
+        .await
+        .expect("connect for a GET");
+    let (status, _, body) = request_on(&mut stream, "GET", path, &[]).await;
+    (status, body)
+}
+
+/// `alice` signals `bob` (both in one room) and `bob` gets it: the honest
+/// pair is being served.
+async fn assert_pair_served<S, T>(alice: &mut Client<S>, bob: &mut Client<T>, bob_id: &str, n: usize)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    alice
+        .send(json!({"type": "signal", "to": bob_id, "data": {"n": n}}))
+        .await;
+    let got = bob.recv().await;
+    assert_eq!(
+        (got["type"].as_str(), got["data"]["n"].as_u64()),
+        (Some("signal"), Some(n as u64)),
+        "{got}"
+    );
+}
+
+#[tokio::test]
+async fn a_websocket_flood_from_one_source_leaves_other_sources_and_monitoring_served() {
+    const FLOOD: usize = 300;
+    const PER_SOURCE: usize = 64; // the default signaling.max_connections_per_source
+    const ROOMS_PER_SOURCE: usize = 16; // the default signaling.max_rooms_per_source
+    let server = server("");
+    let honest = loopback(2);
+    let mut alice = ws_from(&server, honest, None).await.expect("alice connects");
+    let mut bob = ws_from(&server, honest, None).await.expect("bob connects");
+    alice.join("honest", "alice").await;
+    let bob_id = id_of(&bob.join("honest", "bob").await);
+    assert_eq!(alice.recv().await["type"], "peer-joined");
+
+    // The flood: FLOOD WebSockets from 127.0.0.1, every one kept open.
+    let flooder = loopback(1);
+    let started = Instant::now();
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for i in 0..FLOOD {
+        match ws_from(&server, flooder, None).await {
+            Ok(ws) => held.push(ws),
+            Err(_) => refused += 1,
+        }
+        if i % 50 == 0 {
+            assert_pair_served(&mut alice, &mut bob, &bob_id, i).await;
+            assert_eq!(get_from(&server, honest, "/healthz").await.0, 200, "during the flood");
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the flood took {:?}",
+        started.elapsed()
+    );
+    assert_eq!((held.len(), refused), (PER_SOURCE, FLOOD - PER_SOURCE));
+    // The flooder's sessions try to squat rooms: they get their share.
+    let mut opened = 0;
+    for (i, ws) in held.iter_mut().take(ROOMS_PER_SOURCE + 4).enumerate() {
+        ws.send(json!({"type": "join", "room": format!("squat-{i}")})).await;
+        let answer = ws.recv().await;
+        match answer["type"].as_str() {
+            Some("joined") => opened += 1,
+            _ => assert_eq!(answer["code"], "room-full", "{answer}"),
+        }
+    }
+    assert_eq!(opened, ROOMS_PER_SOURCE);
+
+    // Still during: a newcomer from a third source opens a room and is
+    // served, as is monitoring.
+    let mut carol = ws_from(&server, loopback(3), None).await.expect("carol connects");
+    carol.join("fresh-room", "carol").await;
+    carol.assert_usable().await;
+    let (status, metrics) = get_from(&server, honest, "/metrics").await;
+    assert_eq!(status, 200);
+    let refused_line = metrics
+        .lines()
+        .find(|l| l.starts_with("turnpike_http_connections_refused_total{reason=\"source\"}"))
+        .unwrap_or_else(|| panic!("no refusal counter in {metrics}"));
+    assert!(
+        refused_line.ends_with(&format!(" {}", FLOOD - PER_SOURCE)),
+        "{refused_line}"
+    );
+
+    // After: the flood's connections go, and its source is served again.
+    drop(held);
+    let mut retries = 0;
+    let mut back = loop {
+        if let Ok(ws) = ws_from(&server, flooder, None).await {
+            break ws;
+        }
+        retries += 1;
+        assert!(retries < 50, "the flooder's slots never came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    back.assert_usable().await;
+    assert_pair_served(&mut alice, &mut bob, &bob_id, FLOOD).await;
+    assert_eq!(get_from(&server, flooder, "/healthz").await.0, 200);
+}
+
+#[tokio::test]
+async fn monitoring_answers_when_every_connection_slot_is_taken() {
+    let server = server("max_connections = 4");
+    // Four sources take every general slot; two of them are a call.
+    let mut alice = ws_from(&server, loopback(11), None).await.expect("alice");
+    let mut bob = ws_from(&server, loopback(12), None).await.expect("bob");
+    alice.join("call", "alice").await;
+    let bob_id = id_of(&bob.join("call", "bob").await);
+    assert_eq!(alice.recv().await["type"], "peer-joined");
+    let _others = [
+        ws_from(&server, loopback(13), None).await.expect("third"),
+        ws_from(&server, loopback(14), None).await.expect("fourth"),
+    ];
+    // A fifth source gets no WebSocket and no page, but monitoring answers.
+    let fifth = loopback(15);
+    assert!(
+        ws_from(&server, fifth, None).await.is_err(),
+        "a fifth WebSocket was served"
+    );
+    assert_eq!(get_from(&server, fifth, "/").await.0, 503);
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        for _ in 0..3 {
+            assert_eq!(get_from(&server, fifth, path).await.0, 200, "{path}");
+        }
+    }
+    let (_, metrics) = get_from(&server, fifth, "/metrics").await;
+    assert!(
+        metrics.contains("turnpike_http_connections{pool=\"general\"} 4"),
+        "{metrics}"
+    );
+    assert_pair_served(&mut alice, &mut bob, &bob_id, 1).await;
+}
+
+#[tokio::test]
+async fn a_receiver_that_never_reads_is_dropped_and_server_memory_stays_bounded() {
+    const MUTES: usize = 4;
+    const PUSHED: usize = 200 << 20;
+    const PAYLOAD: usize = 60_000;
+    // The rate limit is lifted so that one sender can push 200 MiB quickly.
+    let server = server("messages_per_second = 1000000");
+    let mut honest = connect(&server).await;
+    honest.join("flood", "honest").await;
+    let mut sender = connect(&server).await;
+    sender.join("flood", "sender").await;
+    assert_eq!(honest.recv().await["type"], "peer-joined");
+    // Mutes: tiny receive buffers, and they never read again after joining.
+    let mut mutes = Vec::new();
+    for i in 0..MUTES {
+        let mut mute = ws_from(&server, loopback(1), Some(4096)).await.expect("mute connects");
+        let id = id_of(&mute.join("flood", &format!("mute{i}")).await);
+        mutes.push((id, mute));
+    }
+    for _ in 0..MUTES {
+        assert_eq!(honest.recv().await["type"], "peer-joined");
+        assert_eq!(sender.recv().await["type"], "peer-joined");
+    }
+    let baseline = server.rss_kib();
+
+    // The sender reads what comes back (peer-left, unknown-peer) on its own
+    // task, so that it is not the one who stops reading.
+    let (mut sink, mut stream) = sender.ws.split();
+    let reader = tokio::spawn(async move {
+        let (mut left, mut unknown) = (BTreeSet::new(), 0usize);
+        while let Ok(Some(Ok(frame))) = tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
+            let Message::Text(text) = frame else { continue };
+            let message: Value = serde_json::from_str(&text).expect("JSON");
+            match (message["type"].as_str(), message["code"].as_str()) {
+                (Some("peer-left"), _) => {
+                    left.insert(message["id"].as_str().unwrap_or_default().to_owned());
+                }
+                (_, Some("unknown-peer")) => unknown += 1,
+                _ => {}
+            }
+            if message["type"] == "pong" {
+                break;
+            }
+        }
+        (left, unknown)
+    });
+    let texts: Vec<Arc<str>> = mutes
+        .iter()
+        .map(|(id, _)| {
+            let data = "x".repeat(PAYLOAD);
+            Arc::from(format!(r#"{{"type":"signal","to":"{id}","data":"{data}"}}"#))
+        })
+        .collect();
+    let started = Instant::now();
+    let (mut pushed, mut peak) = (0, baseline);
+    for i in 0.. {
+        if pushed >= PUSHED {
+            break;
+        }
+        let text = &texts[i % MUTES];
+        sink.send(Message::text(text.as_ref())).await.expect("send a signal");
+        pushed += text.len();
+        if i % 64 == 0 {
+            peak = peak.max(server.rss_kib());
+        }
+    }
+    let took = started.elapsed();
+    sink.send(Message::text(r#"{"type":"ping"}"#))
+        .await
+        .expect("send a ping");
+    let (left, unknown) = reader.await.expect("reader task");
+    // The pong came after every signal was handled: a last look.
+    peak = peak.max(server.rss_kib());
+
+    // Every mute was dropped, and the room heard it promptly (well before
+    // the 30 s heartbeat would have dropped them).
+    let mute_ids: BTreeSet<String> = mutes.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(left, mute_ids, "the sender saw peer-left for every mute");
+    assert!(unknown > 0, "signals after the eviction got unknown-peer");
+    let mut heard = BTreeSet::new();
+    for _ in 0..MUTES {
+        let message = honest.recv().await;
+        assert_eq!(message["type"], "peer-left", "{message}");
+        heard.insert(message["id"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(heard, mute_ids);
+    assert!(
+        took < Duration::from_secs(25),
+        "pushing took {took:?}, beyond the heartbeat"
+    );
+    let grown_mib = peak.saturating_sub(baseline) / 1024;
+    eprintln!(
+        "pushed {} MiB in {took:?}; RSS {} MiB at the start, {} MiB at the peak",
+        pushed >> 20,
+        baseline / 1024,
+        peak / 1024
+    );
+    assert!(grown_mib < 24, "RSS grew by {grown_mib} MiB");
+    for (_, mut mute) in mutes {
+        assert!(mute.closed().await, "an evicted mute's socket stays open");
+    }
+    honest.assert_usable().await;
 }

@@ -14,12 +14,15 @@
 //!   get past the long-term credential check.
 //! * [`program`]: builds such programs, for seeds and tests.
 //! * [`signal`]: signaling protocol v1 client messages.
+//! * [`session`]: the signaling state machine (sessions, rooms, outboxes)
+//!   driven by a byte program of several sessions.
 
 pub mod channel;
 pub mod filter;
 pub mod message;
 pub mod program;
 pub mod server;
+pub mod session;
 pub mod signal;
 
 /// Lower-case hex of `bytes`, for assertion messages (reproducers).

@@ -5,6 +5,7 @@
 use turnpike::proto::stun::method;
 use turnpike_fuzz::program::{self, Attrs, Program};
 use turnpike_fuzz::server::{flag, Harness};
+use turnpike_fuzz::session;
 use turnpike_fuzz::{channel, filter, message, signal};
 
 #[test]
@@ -26,6 +27,9 @@ fn every_seed_passes_its_target() {
     }
     for s in signal::seeds() {
         signal::fuzz_parse(&s);
+    }
+    for s in session::seeds() {
+        session::fuzz_program(&s);
     }
 }
 
@@ -90,32 +94,38 @@ fn xorshift(state: &mut u64) -> u64 {
     *state
 }
 
+/// One of `seeds` with up to `max_edits - 1` random edits (bit flips,
+/// overwrites, insertions and, with `remove`, deletions).
+fn mutated(seeds: &[Vec<u8>], rng: &mut u64, max_edits: u64, remove: bool) -> Vec<u8> {
+    let mut p = seeds[(xorshift(rng) % seeds.len() as u64) as usize].clone();
+    let kinds = if remove { 4 } else { 3 };
+    for _ in 0..(xorshift(rng) % max_edits) {
+        let r = xorshift(rng);
+        if p.is_empty() {
+            break;
+        }
+        let at = (r >> 8) as usize % p.len();
+        match r % kinds {
+            0 => p[at] ^= 1 << ((r >> 40) % 8),
+            1 => p[at] = (r >> 32) as u8,
+            2 => p.insert(at, (r >> 24) as u8),
+            _ => {
+                p.remove(at);
+            }
+        }
+    }
+    p
+}
+
 #[test]
 fn mutated_programs_raise_no_false_alarm() {
     let seeds = program::server_seeds();
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
     for _ in 0..3000 {
-        let mut p = seeds[(xorshift(&mut rng) % seeds.len() as u64) as usize].clone();
-        for _ in 0..(xorshift(&mut rng) % 4) {
-            let r = xorshift(&mut rng);
-            if p.is_empty() {
-                break;
-            }
-            let at = (r >> 8) as usize % p.len();
-            match r % 3 {
-                0 => p[at] ^= 1 << ((r >> 40) % 8),
-                1 => p[at] = (r >> 32) as u8,
-                _ => p.insert(at, (r >> 24) as u8),
-            }
-        }
-        Harness::run(&p);
+        Harness::run(&mutated(&seeds, &mut rng, 4, false));
     }
 }
 
-/// The first crash `server_client_packet` found (see README.md): alice
-/// allocates with transaction id 4, then an ephemeral user on the same
-/// 5-tuple sends an Allocate with the same id. It used to get alice's
-/// stored success, signed with alice's key; now it gets 441.
 #[test]
 fn allocate_retransmitted_by_another_user_is_refused_with_441() {
     let reproducer = turnpike::proto::testkit::rfc5769::unhex(
@@ -125,4 +135,67 @@ fn allocate_retransmitted_by_another_user_is_refused_with_441() {
     let h = Harness::run_program(&reproducer);
     assert_eq!(h.stats.allocated, 1, "{:?}", h.stats);
     assert_eq!(h.stats.errors.get(&441), Some(&1), "{:?}", h.stats);
+}
+
+#[test]
+fn session_seeds_reach_a_call_an_eviction_a_grant_and_the_room_limits() {
+    let seeds = session::seeds();
+    let call = session::Harness::run(&seeds[0]);
+    assert_eq!(call.read.get("signal"), Some(&2), "{:?}", call.read);
+    assert!(call.read.get("peer-left").is_some_and(|&n| n >= 1), "{:?}", call.read);
+    let mute = session::Harness::run(&seeds[1]);
+    assert_eq!(mute.evictions, 1, "the receiver that never reads is evicted");
+    // Both others hear it, and at the end the last one hears the first go.
+    assert_eq!(mute.read.get("peer-left"), Some(&3), "{:?}", mute.read);
+    assert!(mute.board.counters().evictions == 1);
+    let granted = session::Harness::run(&seeds[2]);
+    assert_eq!(
+        granted.board.counters().errors[6],
+        2,
+        "two joins outside the grant are unauthorized"
+    );
+    let limits = session::Harness::run(&seeds[3]);
+    assert!(
+        limits.board.counters().errors[1] >= 2,
+        "room-full for the source share and the room size"
+    );
+    let junk = session::Harness::run(&seeds[4]);
+    let c = junk.board.counters();
+    assert!(
+        c.errors[0] >= 3 && c.errors[5] >= 1,
+        "bad-message and rate-limited: {c:?}"
+    );
+    assert_eq!(junk.evictions, 0);
+}
+
+#[test]
+fn a_session_that_reads_nothing_is_evicted_and_others_are_not() {
+    let mut p = session::Program::new()
+        .connect(0, None)
+        .connect(1, None)
+        .connect(3, None)
+        .join(0, 0)
+        .join(1, 0)
+        .join(3, 0);
+    for _ in 0..20 {
+        p = p.signal(0, 1, 2).signal(0, 3, 2).read(0).read(3).second();
+    }
+    let h = session::Harness::run(&p.0);
+    assert_eq!(h.evictions, 1);
+    // 0 and 3 hear that 1 is gone, then at the end 3 hears 0 go.
+    assert_eq!(h.read.get("peer-left"), Some(&3), "{:?}", h.read);
+    assert!(
+        h.read.get("error").is_some_and(|&n| n > 0),
+        "signals to the evicted peer: {:?}",
+        h.read
+    );
+}
+
+#[test]
+fn mutated_session_programs_raise_no_false_alarm() {
+    let seeds = session::seeds();
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    for _ in 0..3000 {
+        session::Harness::run(&mutated(&seeds, &mut rng, 6, true));
+    }
 }

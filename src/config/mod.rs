@@ -415,11 +415,29 @@ pub struct SignalingSection {
     /// `room_size - 1` times. From 2 to 64. Default: 6.
     pub room_size: usize,
     /// Most rooms at once; a join that would open one more gets
-    /// `room-full`. At least 1. Default: 1000.
+    /// `room-full`. From 1 to 1048576. Default: 1000.
     pub max_rooms: usize,
+    /// Most rooms opened from one source address (an IPv6 source counts by
+    /// its /64) that exist at once; a join that would open one more gets
+    /// `room-full`, while joining a room that exists costs nothing. A room
+    /// is charged to the address that opened it until its last peer
+    /// leaves. Keeps one address from squatting the room limit. From 1 to
+    /// 1048576; above `max_rooms` it has no effect. Default: 16.
+    pub max_rooms_per_source: usize,
     /// Most HTTP connections open at once, WebSockets included; one beyond
-    /// is closed as soon as it is accepted. At least 1. Default: 1000.
+    /// is closed as soon as it is accepted. Another 8 connections are kept
+    /// back for `/metrics`, `/healthz` and `/readyz` only, so monitoring
+    /// still answers when this is reached. From 1 to 1048576. Default: 1000.
     pub max_connections: usize,
+    /// Most HTTP connections open at once from one source address (an IPv6
+    /// source counts by its /64), WebSockets included; one beyond is closed
+    /// as soon as it is accepted. Keeps one address from taking
+    /// `max_connections` (and monitoring with it); requests for monitoring
+    /// count too, so scrape from another address. Behind a reverse proxy
+    /// every client has the proxy's address: raise it to `max_connections`
+    /// there. From 1 to 1048576; above `max_connections` it has no effect.
+    /// Default: 64.
+    pub max_connections_per_source: usize,
     /// Largest client message, in bytes; a bigger one is answered with
     /// `too-large` and dropped (the socket stays). A message over four times
     /// this closes the socket (WebSocket close 1009). From 1024 to 1048576.
@@ -429,6 +447,19 @@ pub struct SignalingSection {
     /// many pass. Beyond, messages are answered with `rate-limited` and
     /// dropped. At least 1. Default: 50.
     pub messages_per_second: u32,
+    /// Bytes that may wait for one WebSocket client to read them (each
+    /// message counts its length plus 64). A message that would go beyond
+    /// drops the session at once (close 1008), and its room sees
+    /// `peer-left`: that client is not reading. The default holds a full
+    /// room's worth of negotiation for a client that stalls for a moment:
+    /// five peers each sending a large offer (16 KiB with simulcast) and
+    /// thirty candidates (300 B each) twice over (an ICE restart) is about
+    /// 250 KiB, and it is four messages of the default `max_message_size`.
+    /// It also caps what a client that never reads costs: at most
+    /// `max_connections` times this (250 MiB at the defaults) in all. From
+    /// 65536, and at least twice `max_message_size`, to 67108864. Default:
+    /// 262144.
+    pub max_outbox_bytes: usize,
     /// Interval of the server's WebSocket pings. At least 1s. Default:
     /// `"15s"`.
     #[serde(with = "humantime_serde")]
@@ -440,10 +471,13 @@ pub struct SignalingSection {
     pub heartbeat_timeout: Duration,
     /// Secret that gates `/ws`: a client must then connect with
     /// `?token=<expiry>.<signature>`, where expiry is a Unix time and the
-    /// signature is base64url (no padding) of HMAC-SHA256(secret, expiry);
-    /// `turnpike token` mints one. Without it anyone who reaches
-    /// `listen.http` may join rooms, and so get TURN credentials (warned
-    /// at start when `listen.http` is not loopback). Default: unset.
+    /// signature is base64url (no padding) of HMAC-SHA256(secret, expiry),
+    /// or with `?token=<expiry>.<room>.<signature>`, signed over
+    /// `"<expiry>.<room>"`, whose holder may join that room only (others
+    /// get `unauthorized`); `turnpike token [--room R]` mints one. Without
+    /// it anyone who reaches `listen.http` may join rooms, and so get TURN
+    /// credentials (warned at start when `listen.http` is not loopback).
+    /// Default: unset.
     pub token_secret: Option<Secret>,
     /// Key an application backend presents as `Authorization: Bearer
     /// <key>` to `GET /ice-servers`; unset, that endpoint does not exist
@@ -451,7 +485,12 @@ pub struct SignalingSection {
     pub api_key: Option<Secret>,
     /// Origins (`"https://app.example.org"`) whose pages may open `/ws`
     /// and read `/ice-servers` (CORS); a WebSocket upgrade from another
-    /// origin gets 403. Empty allows every origin. Default: `[]`.
+    /// origin gets 403. Empty means same-origin: a WebSocket upgrade whose
+    /// Origin is absent or names the host and port of its Host header (the
+    /// demo page's own) is allowed, any other gets 403; on a loopback
+    /// address the Host must then be loopback too (`localhost`, 127.0.0.1,
+    /// `[::1]`), which defeats DNS rebinding. Behind a proxy that rewrites
+    /// Host, list the public origin here. Default: `[]`.
     pub allowed_origins: Vec<String>,
     /// Host name or IP put in the STUN/TURN URLs handed to clients. Unset,
     /// the host the client reached the HTTP endpoint by (its Host header)
@@ -466,9 +505,12 @@ impl Default for SignalingSection {
             tls: false,
             room_size: 6,
             max_rooms: 1000,
+            max_rooms_per_source: 16,
             max_connections: 1000,
+            max_connections_per_source: 64,
             max_message_size: 65_536,
             messages_per_second: 50,
+            max_outbox_bytes: 262_144,
             ping_interval: Duration::from_secs(15),
             heartbeat_timeout: Duration::from_secs(30),
             token_secret: None,
@@ -644,7 +686,10 @@ mod tests {
             "[signaling]",
             "room_size",
             "max_rooms",
+            "max_rooms_per_source",
+            "max_connections_per_source",
             "max_message_size",
+            "max_outbox_bytes",
             "messages_per_second",
             "ping_interval",
             "heartbeat_timeout",

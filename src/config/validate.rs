@@ -50,6 +50,18 @@ const MAX_CREDENTIAL_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 36
 /// Smallest `limits.max_frame_size`: the datagram every IPv4 host must accept.
 const MIN_FRAME_SIZE: usize = 576;
 
+/// Upper bound of the signaling counts (connections, rooms, and their
+/// per-source shares): far above what one HTTP thread serves, and far
+/// below what would overflow a count or tokio's semaphore (`usize::MAX >>
+/// 3` permits), so no value that passes can panic at start.
+const MAX_SIGNALING_COUNT: usize = 1 << 20;
+
+/// Bounds of `signaling.max_outbox_bytes`: at least enough for a joined
+/// answer with a full room, at most what a few hundred stuck sessions
+/// could make into gigabytes.
+const MIN_OUTBOX_BYTES: usize = 1 << 16;
+const MAX_OUTBOX_BYTES: usize = 1 << 26;
+
 /// Lower bound of `limits.max_allocation_lifetime`.
 const MIN_ALLOCATION_LIFETIME: Duration = Duration::from_secs(60);
 
@@ -483,9 +495,32 @@ impl Config {
         }
         let ranges = [
             ("signaling.room_size", signaling.room_size, 2, 64),
-            ("signaling.max_rooms", signaling.max_rooms, 1, usize::MAX),
-            ("signaling.max_connections", signaling.max_connections, 1, usize::MAX),
+            ("signaling.max_rooms", signaling.max_rooms, 1, MAX_SIGNALING_COUNT),
+            (
+                "signaling.max_rooms_per_source",
+                signaling.max_rooms_per_source,
+                1,
+                MAX_SIGNALING_COUNT,
+            ),
+            (
+                "signaling.max_connections",
+                signaling.max_connections,
+                1,
+                MAX_SIGNALING_COUNT,
+            ),
+            (
+                "signaling.max_connections_per_source",
+                signaling.max_connections_per_source,
+                1,
+                MAX_SIGNALING_COUNT,
+            ),
             ("signaling.max_message_size", signaling.max_message_size, 1024, 1 << 20),
+            (
+                "signaling.max_outbox_bytes",
+                signaling.max_outbox_bytes,
+                MIN_OUTBOX_BYTES,
+                MAX_OUTBOX_BYTES,
+            ),
             (
                 "signaling.messages_per_second",
                 signaling.messages_per_second as usize,
@@ -497,6 +532,16 @@ impl Config {
             if !(low..=high).contains(&value) {
                 return Err(ConfigError::invalid(key, format!("{value} is outside {low}..={high}")));
             }
+        }
+        if signaling.max_outbox_bytes < signaling.max_message_size.saturating_mul(2) {
+            return Err(ConfigError::invalid(
+                "signaling.max_outbox_bytes",
+                format!(
+                    "{} is less than twice signaling.max_message_size ({}): two messages of the \
+                     largest size must fit, or a client would be dropped for one",
+                    signaling.max_outbox_bytes, signaling.max_message_size
+                ),
+            ));
         }
         if signaling.ping_interval < Duration::from_secs(1) {
             return Err(ConfigError::invalid("signaling.ping_interval", "must be at least 1s"));
@@ -954,6 +999,26 @@ mod tests {
             ("[signaling]\nroom_size = 65", "signaling.room_size"),
             ("[signaling]\nmax_rooms = 0", "signaling.max_rooms"),
             ("[signaling]\nmax_message_size = 100", "signaling.max_message_size"),
+            ("[signaling]\nmax_rooms = 1048577", "signaling.max_rooms"),
+            (
+                "[signaling]\nmax_rooms_per_source = 0",
+                "signaling.max_rooms_per_source",
+            ),
+            (
+                "[signaling]\nmax_connections = 9223372036854775807",
+                "signaling.max_connections",
+            ),
+            ("[signaling]\nmax_connections = 0", "signaling.max_connections"),
+            (
+                "[signaling]\nmax_connections_per_source = 1048577",
+                "signaling.max_connections_per_source",
+            ),
+            ("[signaling]\nmax_outbox_bytes = 1000", "signaling.max_outbox_bytes"),
+            ("[signaling]\nmax_outbox_bytes = 67108865", "signaling.max_outbox_bytes"),
+            (
+                "[signaling]\nmax_message_size = 262144\nmax_outbox_bytes = 262144",
+                "signaling.max_outbox_bytes",
+            ),
             ("[signaling]\nmessages_per_second = 0", "signaling.messages_per_second"),
             ("[signaling]\nping_interval = \"10ms\"", "signaling.ping_interval"),
             (

@@ -1,17 +1,19 @@
 //! What the HTTP handlers are given: the [`App`] all requests share (the
-//! signaling hub, the shards' status, the metrics registry and the access
-//! rules), and the [`ConnectionSlot`] each request carries.
+//! signaling hub, the shards' status, the metrics registry, the connection
+//! table and the access rules), and the [`ConnectionSlot`] each request
+//! carries.
 //!
 //! The access rules are replaced whole on reload and read as a cloned
 //! `Arc`: a request holds their lock for a pointer copy, never while it
 //! works, and keeps the rules it started with.
 
-use std::sync::{Arc, RwLock};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::http::HeaderValue;
 use prometheus_client::registry::Registry;
-use tokio::sync::OwnedSemaphorePermit;
 
+use super::limits::{Admission, ConnectionTable, SourceKey};
 use super::signaling::session::Hub;
 use crate::config::{Config, Secret};
 use crate::process::status::ServerStatus;
@@ -41,14 +43,22 @@ impl Access {
         }
     }
 
-    /// A request without Origin comes from something other than a web
-    /// page, which could send any Origin it liked anyway.
-    pub(super) fn origin_allowed(&self, origin: Option<&HeaderValue>) -> bool {
-        match origin.and_then(|o| o.to_str().ok()) {
-            _ if self.allowed_origins.is_empty() => true,
-            None => origin.is_none(),
-            Some(origin) => self.allowed_origins.iter().any(|o| o == origin),
+    /// May a WebSocket upgrade with this Origin and Host, arrived at
+    /// `local`, go ahead? A request without Origin comes from something
+    /// other than a web page, which could send any Origin it liked anyway.
+    /// With `allowed_origins` set only the listed origins may; without, only
+    /// the page's own host (same-origin, `super::origin`).
+    pub(super) fn origin_allowed(&self, origin: Option<&HeaderValue>, host: Option<&str>, local: SocketAddr) -> bool {
+        let Some(origin) = origin else {
+            return true;
+        };
+        let Ok(origin) = origin.to_str() else {
+            return false;
+        };
+        if self.allowed_origins.is_empty() {
+            return super::origin::same_origin(origin, host, local.ip().to_canonical().is_loopback());
         }
+        self.allowed_origins.iter().any(|o| o.eq_ignore_ascii_case(origin))
     }
 }
 
@@ -58,18 +68,60 @@ impl App {
     }
 }
 
-/// A connection's place under `signaling.max_connections`. Requests carry
-/// a clone, so that a WebSocket, which outlives the HTTP exchange that
-/// upgraded it, keeps the place until it closes.
+/// A connection's place in the [`ConnectionTable`]. Requests carry a
+/// clone, so that a WebSocket, which outlives the HTTP exchange that
+/// upgraded it, keeps the place until it closes; the last clone gives it
+/// back.
 #[derive(Clone)]
 pub(super) struct ConnectionSlot {
-    _permit: Arc<OwnedSemaphorePermit>,
+    inner: Arc<SlotInner>,
+}
+
+struct SlotInner {
+    table: Arc<Mutex<ConnectionTable>>,
+    source: SourceKey,
+    admission: Admission,
+    local: SocketAddr,
+}
+
+impl Drop for SlotInner {
+    fn drop(&mut self) {
+        self.table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .release(self.source, self.admission);
+    }
 }
 
 impl ConnectionSlot {
-    pub(super) fn new(permit: OwnedSemaphorePermit) -> ConnectionSlot {
+    /// The place `admission` gave `source` in `table`, for a connection
+    /// that reached `local`.
+    pub(super) fn new(
+        table: Arc<Mutex<ConnectionTable>>,
+        source: SourceKey,
+        admission: Admission,
+        local: SocketAddr,
+    ) -> ConnectionSlot {
         ConnectionSlot {
-            _permit: Arc::new(permit),
+            inner: Arc::new(SlotInner {
+                table,
+                source,
+                admission,
+                local,
+            }),
         }
+    }
+
+    pub(super) fn source(&self) -> SourceKey {
+        self.inner.source
+    }
+
+    pub(super) fn admission(&self) -> Admission {
+        self.inner.admission
+    }
+
+    /// The local address the connection reached.
+    pub(super) fn local(&self) -> SocketAddr {
+        self.inner.local
     }
 }

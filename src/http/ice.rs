@@ -81,7 +81,7 @@ impl IceConfig {
 /// The host part of a Host header (`name`, `name:port`, `[v6]:port`), if
 /// it is a well-formed host; anything else is ignored rather than copied
 /// into a URL.
-fn host_of(header: &str) -> Option<String> {
+pub(super) fn host_of(header: &str) -> Option<String> {
     let host = match header.strip_prefix('[') {
         Some(rest) => rest.split_once(']')?.0,
         None => header.rsplit_once(':').map_or(header, |(h, _)| h),

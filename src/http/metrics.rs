@@ -6,8 +6,7 @@
 //! counters (added by the encoder), units in the name. Shard snapshots
 //! are at most a heartbeat (250 ms) old.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use axum::http::header;
@@ -21,22 +20,28 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::app::App;
+use super::limits::{ConnectionTable, Refusal};
 use super::signaling::protocol::ErrorCode;
-use super::signaling::session::{Hub, MESSAGE_KINDS};
+use super::signaling::session::Hub;
+use super::signaling::switchboard::MESSAGE_KINDS;
 use crate::process::status::ServerStatus;
 use crate::proto::stats::{
     Traffic, AUTH_FAILURES, CODES, END_REASONS, FAMILIES, METHODS, RATE_LIMITS, REFUSALS, TRANSPORTS,
 };
 
 /// The registry `/metrics` encodes.
-pub fn registry(status: ServerStatus, hub: Arc<Hub>) -> Registry {
+pub fn registry(status: ServerStatus, hub: Arc<Hub>, connections: Arc<Mutex<ConnectionTable>>) -> Registry {
     let mut registry = Registry::default();
     registry.register(
         "turnpike_build",
         "Version of the running binary",
         Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
     );
-    registry.register_collector(Box::new(TurnpikeCollector { status, hub }));
+    registry.register_collector(Box::new(TurnpikeCollector {
+        status,
+        hub,
+        connections,
+    }));
     registry
 }
 
@@ -63,6 +68,7 @@ pub(super) async fn text(State(app): State<Arc<App>>) -> Response {
 struct TurnpikeCollector {
     status: ServerStatus,
     hub: Arc<Hub>,
+    connections: Arc<Mutex<ConnectionTable>>,
 }
 
 impl std::fmt::Debug for TurnpikeCollector {
@@ -326,10 +332,11 @@ impl Collector for TurnpikeCollector {
             Gauge,
             one(sessions as u64),
         )?;
+        let counters = self.hub.counters();
         let messages = MESSAGE_KINDS
             .iter()
-            .zip(&self.hub.messages)
-            .map(|(kind, v)| (vec![("type", (*kind).to_owned())], v.load(Ordering::Relaxed)));
+            .zip(counters.messages)
+            .map(|(kind, v)| (vec![("type", (*kind).to_owned())], v));
         family(
             e,
             "turnpike_signaling_messages",
@@ -340,8 +347,8 @@ impl Collector for TurnpikeCollector {
         )?;
         let errors = ErrorCode::ALL
             .iter()
-            .zip(&self.hub.errors)
-            .map(|(code, v)| (vec![("code", (*code).to_owned())], v.load(Ordering::Relaxed)));
+            .zip(counters.errors)
+            .map(|(code, v)| (vec![("code", (*code).to_owned())], v));
         family(
             e,
             "turnpike_signaling_errors",
@@ -349,6 +356,38 @@ impl Collector for TurnpikeCollector {
             None,
             Counter,
             errors,
+        )?;
+        family(
+            e,
+            "turnpike_signaling_evictions",
+            "Signaling sessions dropped because their outbox was full (a client that does not read)",
+            None,
+            Counter,
+            one(counters.evictions),
+        )?;
+        let (live, refused) = {
+            let table = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+            (table.live(), table.refused())
+        };
+        family(
+            e,
+            "turnpike_http_connections",
+            "HTTP connections open now, WebSockets included, by pool (general, or the monitoring reserve)",
+            None,
+            Gauge,
+            [("general", live.0), ("monitoring", live.1)].map(|(pool, n)| (vec![("pool", pool.to_owned())], n as u64)),
+        )?;
+        let refused = Refusal::ALL
+            .iter()
+            .zip(refused)
+            .map(|(reason, v)| (vec![("reason", (*reason).to_owned())], v));
+        family(
+            e,
+            "turnpike_http_connections_refused",
+            "HTTP connections closed at accept, by the limit they hit (per source, or in total)",
+            None,
+            Counter,
+            refused,
         )?;
         Ok(())
     }

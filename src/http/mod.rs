@@ -11,17 +11,20 @@
 //! (liveness, drain state, the shards' published counters).
 //!
 //! Bounds: at most `signaling.max_connections` HTTP connections, WebSockets
-//! included (one beyond is closed at accept), 10 s to finish a TLS
-//! handshake or send request headers (an idle keep-alive connection is
-//! closed after as long), and the per-session limits of
-//! `signaling::session`.
+//! included, and `signaling.max_connections_per_source` from one source
+//! (one beyond is closed at accept), plus [`limits::MONITORING_SLOTS`] kept
+//! back for `/metrics`, `/healthz` and `/readyz` (see [`limits`]); 10 s to
+//! finish a TLS handshake or send request headers (an idle keep-alive
+//! connection is closed after as long; 2 s on a monitoring slot); and the
+//! per-session limits of `signaling::switchboard`.
 //!
 //! * [`signaling`]: `/ws`, its rooms and sessions;
 //! * `ice_servers`: `GET /ice-servers`; `ice`: the `iceServers` list it
 //!   and `/ws` hand out;
 //! * `page`: the demo call page; `metrics`: `/metrics`; `health`:
 //!   `/healthz` and `/readyz`;
-//! * `app`: what every handler is given.
+//! * `app`: what every handler is given; [`limits`]: the per-source
+//!   connection table; `origin`: the same-origin rule of `/ws`.
 //!
 //! This file holds the listener and its connection slots, the router, and
 //! [`start`], [`HttpServer::reload`] and [`HttpServer::stop`].
@@ -30,15 +33,20 @@ mod app;
 mod health;
 mod ice;
 mod ice_servers;
+pub mod limits;
 mod metrics;
+mod origin;
 mod page;
 pub mod signaling;
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -50,11 +58,17 @@ use crate::config::Config;
 use crate::process::status::ServerStatus;
 use crate::process::tls::TlsCertificates;
 use app::{Access, App, ConnectionSlot};
+use limits::{Admission, ConnectionTable, SourceKey, MONITORING_PATHS};
 use signaling::session::{Hub, SessionLimits};
+use signaling::switchboard::Limits;
 
 /// Time a client has to finish its TLS handshake and send its request
 /// headers.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The same on a monitoring slot, which must not be held long: a scraper
+/// sends its request at once.
+const MONITORING_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -111,20 +125,30 @@ pub fn start(
     let bound = listener
         .local_addr()
         .map_err(|source| HttpError::Bind { addr, source })?;
-    let limits = SessionLimits {
+    let limits = Limits {
+        room_size: signaling.room_size,
+        max_rooms: signaling.max_rooms,
+        max_rooms_per_source: signaling.max_rooms_per_source,
         max_message_size: signaling.max_message_size,
         messages_per_second: signaling.messages_per_second,
+        max_outbox_bytes: signaling.max_outbox_bytes,
+    };
+    let session = SessionLimits {
+        max_message_size: signaling.max_message_size,
         ping_interval: signaling.ping_interval,
         heartbeat_timeout: signaling.heartbeat_timeout,
     };
-    let hub = Arc::new(Hub::new(signaling.room_size, signaling.max_rooms, limits, ice));
+    let hub = Arc::new(Hub::new(limits, session, ice));
+    let connections = Arc::new(Mutex::new(ConnectionTable::new(
+        signaling.max_connections,
+        signaling.max_connections_per_source,
+    )));
     let app = Arc::new(App {
-        metrics: metrics::registry(status.clone(), hub.clone()),
+        metrics: metrics::registry(status.clone(), hub.clone(), connections.clone()),
         hub,
         status,
         access: RwLock::new(Arc::new(Access::from_config(config))),
     });
-    let max_connections = signaling.max_connections;
     let handle = app.clone();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let thread = std::thread::Builder::new()
@@ -134,7 +158,7 @@ pub fn start(
                 Ok(runtime) => runtime,
                 Err(e) => return warn!("HTTP runtime failed to start: {e}"),
             };
-            runtime.block_on(accept_loop(listener, router(app), tls, max_connections, stopped));
+            runtime.block_on(accept_loop(listener, router(app), tls, connections, stopped));
         })
         .map_err(HttpError::Thread)?;
     info!(addr = %bound, tls = signaling.tls, "signaling and demo page listening");
@@ -163,14 +187,13 @@ async fn accept_loop(
     listener: std::net::TcpListener,
     router: Router,
     tls: Option<Arc<TlsCertificates>>,
-    max_connections: usize,
+    connections: Arc<Mutex<ConnectionTable>>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(listener) => listener,
         Err(e) => return warn!("HTTP listener: {e}"),
     };
-    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -184,38 +207,66 @@ async fn accept_loop(
             },
             _ = stopped.changed() => return,
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            debug!(%remote, "HTTP connection limit reached; closing");
+        let source = SourceKey::from(remote.ip());
+        let admitted = connections.lock().unwrap_or_else(|e| e.into_inner()).admit(source);
+        let admission = match admitted {
+            Ok(admission) => admission,
+            Err(refusal) => {
+                // Dropping the stream closes it: nothing is read or kept.
+                debug!(%remote, ?refusal, "HTTP connection refused at accept");
+                continue;
+            }
+        };
+        let Ok(local) = stream.local_addr() else {
             continue;
         };
-        let (router, tls, slot) = (router.clone(), tls.clone(), ConnectionSlot::new(slot));
+        let slot = ConnectionSlot::new(connections.clone(), source, admission, local);
+        let timeout = match admission {
+            Admission::General => HANDSHAKE_TIMEOUT,
+            Admission::Monitoring => MONITORING_TIMEOUT,
+        };
+        let (router, tls) = (router.clone(), tls.clone());
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             match tls {
-                None => serve_connection(stream, router, slot).await,
-                Some(certificates) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, certificates.acceptor().accept(stream)).await {
-                        Ok(Ok(stream)) => serve_connection(stream, router, slot).await,
-                        Ok(Err(e)) => debug!(%remote, "HTTPS handshake failed: {e}"),
-                        Err(_) => debug!(%remote, "HTTPS handshake timed out"),
-                    }
-                }
+                None => serve_connection(stream, router, slot, timeout).await,
+                Some(certificates) => match tokio::time::timeout(timeout, certificates.acceptor().accept(stream)).await
+                {
+                    Ok(Ok(stream)) => serve_connection(stream, router, slot, timeout).await,
+                    Ok(Err(e)) => debug!(%remote, "HTTPS handshake failed: {e}"),
+                    Err(_) => debug!(%remote, "HTTPS handshake timed out"),
+                },
             }
         });
     }
 }
 
-async fn serve_connection<S>(stream: S, router: Router, slot: ConnectionSlot)
+/// Serves one connection. On a monitoring slot only [`MONITORING_PATHS`]
+/// are answered (anything else gets 503) and the connection closes after
+/// one request.
+async fn serve_connection<S>(stream: S, router: Router, slot: ConnectionSlot, timeout: Duration)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let monitoring_only = slot.admission() == Admission::Monitoring;
     let service = hyper::service::service_fn(move |mut request: axum::http::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(slot.clone());
-        tower::Service::call(&mut router.clone(), request)
+        let mut router = router.clone();
+        async move {
+            if monitoring_only && !MONITORING_PATHS.contains(&request.uri().path()) {
+                let busy = (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the server is at its connection limit\n",
+                );
+                return Ok::<_, Infallible>(busy.into_response());
+            }
+            tower::Service::call(&mut router, request).await
+        }
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HANDSHAKE_TIMEOUT)
+        .header_read_timeout(timeout)
+        .keep_alive(!monitoring_only)
         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
         .with_upgrades();
     if let Err(e) = connection.await {

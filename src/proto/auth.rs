@@ -26,7 +26,10 @@
 //!
 //! * Signaling tokens gate the WebSocket endpoint: `<unix-expiry>.<sig>`
 //!   with sig = base64url-nopad(HMAC-SHA256(token_secret, "<unix-expiry>")),
-//!   so an application backend can hand them out without talking to us.
+//!   or, bound to one room, `<unix-expiry>.<room>.<sig>` with the HMAC over
+//!   `"<unix-expiry>.<room>"`, so an application backend can hand them out
+//!   without talking to us. The two forms cannot be turned into each other:
+//!   the signed text of the first has no `.`, that of the second has one.
 //!
 //! Secrets never appear in `Debug` output; MESSAGE-INTEGRITY is compared in
 //! constant time (see [`super::stun::Message::verify_integrity`]).
@@ -276,31 +279,46 @@ impl Credentials {
     }
 }
 
-/// A signaling token valid until `expires_unix`.
-pub fn signaling_token(secret: &[u8], expires_unix: u64) -> String {
+/// What a valid signaling token grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalingGrant {
+    /// The only room the holder may join; `None`: any room.
+    pub room: Option<String>,
+}
+
+/// A signaling token valid until `expires_unix`; with `room`, valid for
+/// that room only. `room` must not contain `.` (room names never do).
+pub fn signaling_token(secret: &[u8], expires_unix: u64, room: Option<&str>) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    let expiry = expires_unix.to_string();
-    let tag = hmac::sign(&key, expiry.as_bytes());
+    let signed = match room {
+        None => expires_unix.to_string(),
+        Some(room) => format!("{expires_unix}.{room}"),
+    };
+    let tag = hmac::sign(&key, signed.as_bytes());
     format!(
-        "{expiry}.{}",
+        "{signed}.{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref())
     )
 }
 
-/// True if `token` was made by [`signaling_token`] with `secret` and has not
-/// expired at `now_unix`. The signature is checked in constant time.
-pub fn verify_signaling_token(secret: &[u8], token: &str, now_unix: u64) -> bool {
-    let Some((expiry, signature)) = token.split_once('.') else {
-        return false;
+/// What `token` grants if it was made by [`signaling_token`] with `secret`
+/// and has not expired at `now_unix`; `None` otherwise. The signature is
+/// checked in constant time.
+pub fn verify_signaling_token(secret: &[u8], token: &str, now_unix: u64) -> Option<SignalingGrant> {
+    let (signed, signature) = token.rsplit_once('.')?;
+    let (expiry, room) = match signed.split_once('.') {
+        None => (signed, None),
+        Some((_, room)) if room.is_empty() || room.contains('.') => return None,
+        Some((expiry, room)) => (expiry, Some(room)),
     };
-    let Ok(expires) = expiry.parse::<u64>() else {
-        return false;
-    };
-    let Ok(tag) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(signature) else {
-        return false;
-    };
+    let expires = expiry.parse::<u64>().ok()?;
+    let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(signature)
+        .ok()?;
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    expires > now_unix && hmac::verify(&key, expiry.as_bytes(), &tag).is_ok()
+    (expires > now_unix && hmac::verify(&key, signed.as_bytes(), &tag).is_ok()).then(|| SignalingGrant {
+        room: room.map(str::to_owned),
+    })
 }
 
 /// Compares two secrets without a timing signal about where they differ
@@ -424,16 +442,38 @@ mod tests {
 
     #[test]
     fn signaling_tokens_verify_until_they_expire_and_only_under_their_secret() {
-        let token = signaling_token(b"k", 2000);
+        let token = signaling_token(b"k", 2000, None);
         assert!(token.starts_with("2000."));
-        assert!(verify_signaling_token(b"k", &token, 1999));
-        assert!(!verify_signaling_token(b"k", &token, 2000), "expired");
-        assert!(!verify_signaling_token(b"other", &token, 1999));
+        let any_room = Some(SignalingGrant { room: None });
+        assert_eq!(verify_signaling_token(b"k", &token, 1999), any_room);
+        assert_eq!(verify_signaling_token(b"k", &token, 2000), None, "expired");
+        assert_eq!(verify_signaling_token(b"other", &token, 1999), None);
         let forged = token.replacen("2000", "9000", 1);
-        assert!(!verify_signaling_token(b"k", &forged, 1999), "expiry is signed");
-        for junk in ["", ".", "2000", "2000.", "x.y", "2000.!!!"] {
-            assert!(!verify_signaling_token(b"k", junk, 0), "{junk:?}");
+        assert_eq!(verify_signaling_token(b"k", &forged, 1999), None, "expiry is signed");
+        for junk in [
+            "", ".", "2000", "2000.", "x.y", "2000.!!!", "2000..x", "2000.r.", ".r.x",
+        ] {
+            assert_eq!(verify_signaling_token(b"k", junk, 0), None, "{junk:?}");
         }
+    }
+
+    #[test]
+    fn a_room_token_names_its_room_and_the_room_is_signed() {
+        let token = signaling_token(b"k", 2000, Some("standup"));
+        assert!(token.starts_with("2000.standup."), "{token}");
+        assert_eq!(
+            verify_signaling_token(b"k", &token, 1999),
+            Some(SignalingGrant {
+                room: Some("standup".to_owned())
+            })
+        );
+        let moved = token.replacen("standup", "other", 1);
+        assert_eq!(verify_signaling_token(b"k", &moved, 1999), None, "room is signed");
+        // Dropping the room does not leave a token for any room.
+        let (_, signature) = token.rsplit_once('.').unwrap();
+        assert_eq!(verify_signaling_token(b"k", &format!("2000.{signature}"), 1999), None);
+        let extra = token.replacen("standup", "stand.up", 1);
+        assert_eq!(verify_signaling_token(b"k", &extra, 1999), None);
     }
 
     #[test]

@@ -520,6 +520,18 @@ impl TestServer {
         fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    /// The server's resident set size in KiB (`VmRSS` of
+    /// /proc/<pid>/status).
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.lock().unwrap_or_else(|e| e.into_inner()).id();
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<pid>/status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+    }
+
     /// True while the child process has not exited.
     pub fn is_running(&self) -> bool {
         let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());

@@ -2,16 +2,21 @@
 //! rooms whose peers relay offers, answers and ICE candidates to each
 //! other, each peer handed fresh TURN credentials when it joins.
 //!
-//! This file is the `/ws` endpoint: the checks before the upgrade.
+//! This file is the `/ws` endpoint: the checks before the upgrade (the
+//! Origin, by `super::origin` unless `signaling.allowed_origins` is set;
+//! the token, which may bind the session to one room).
 //!
 //! * [`protocol`]: the JSON messages, parsed and encoded;
+//! * [`switchboard`]: sessions, outboxes and rooms, the sans-IO state
+//!   machine;
 //! * `rooms`: who is in which room (plain data, no I/O);
-//! * `session`: one WebSocket session, and the hub that connects
-//!   sessions.
+//! * `session`: the tokio driver of one WebSocket session, and the hub
+//!   that connects sessions.
 
 pub mod protocol;
 mod rooms;
 pub(super) mod session;
+pub mod switchboard;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +29,7 @@ use axum::Extension;
 use super::app::{App, ConnectionSlot};
 use crate::process::clock;
 use crate::proto::auth;
+use session::Authorization;
 
 /// `GET /ws`: checks the Origin and the token, then upgrades to a
 /// [`session`], which keeps the connection's slot until it ends. A missing
@@ -37,28 +43,30 @@ pub(super) async fn ws(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let access = app.access();
-    if !access.origin_allowed(headers.get(header::ORIGIN)) {
+    let host_header = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    if !access.origin_allowed(headers.get(header::ORIGIN), host_header, slot.local()) {
         return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
     }
-    let authorized = match &access.token_secret {
-        None => true,
+    let authorization = match &access.token_secret {
+        None => Authorization::Granted { room: None },
         Some(secret) => query
             .get("token")
-            .is_some_and(|token| auth::verify_signaling_token(secret.expose().as_bytes(), token, clock::unix_secs())),
+            .and_then(|token| auth::verify_signaling_token(secret.expose().as_bytes(), token, clock::unix_secs()))
+            .map_or(Authorization::Refused, |grant| Authorization::Granted {
+                room: grant.room,
+            }),
     };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned);
+    let host = host_header.map(str::to_owned);
     // Over the soft limit a message is refused with `too-large`; this
     // hard limit bounds what is read at all.
     let hard_limit = app.hub.limits.max_message_size.saturating_mul(4);
     let hub = app.hub.clone();
+    let source = slot.source();
     upgrade
         .max_message_size(hard_limit)
         .max_frame_size(hard_limit)
         .on_upgrade(move |socket| async move {
-            session::run(socket, hub, host, authorized).await;
+            session::run(socket, hub, host, source, authorization).await;
             drop(slot);
         })
 }

@@ -1,85 +1,85 @@
-//! One WebSocket session of `/ws`, and the hub that connects sessions.
+//! One WebSocket session of `/ws` (the driver of the [`Switchboard`]), and
+//! the hub that all sessions share.
 //!
 //! Each session owns its socket and runs one loop that reads the client,
-//! writes what other sessions queued for it, pings on a timer and watches
-//! the heartbeat deadline. Sessions reach each other only through the
-//! [`Hub`]: a mutex around the [`Rooms`] and one bounded outbox per
-//! session, held for a few map operations per message (signaling is a few
-//! messages a second per peer, so one lock is plenty).
+//! hands its frames to the switchboard, writes what the switchboard queued
+//! for it, pings on a timer and watches the heartbeat deadline. Sessions
+//! reach each other only through the [`Hub`]: a mutex around the
+//! switchboard and one wake-up per session, held for a few map operations
+//! per message (signaling is a few messages a second per peer, so one lock
+//! is plenty). Lock order: the hub's state, then nothing; the ICE config is
+//! read before the state is locked.
 //!
-//! Bounds: every outbox holds at most [`OUTBOX`] messages; a session whose
-//! outbox is full is too slow to keep up and is dropped, which its room
-//! sees as a leave. Every write to the socket is bounded by the heartbeat
-//! timeout. Whatever way a session ends (leave, close, reset, missed
-//! heartbeat, eviction), [`Hub::disconnect`] takes it out of its room and
-//! tells the others at once.
+//! Bounds: the switchboard's (outbox bytes, message size and rate). Every
+//! write to the socket is bounded by the heartbeat timeout *and* raced
+//! against the session's wake-up, so a session evicted while its client
+//! does not read ends at once instead of after a blocked write. Writes are
+//! done [`SEND_BUDGET`] at a time between reads, so a busy outbox does not
+//! keep the client's own frames or the heartbeat from being looked at.
+//! Whatever way a session ends, [`Switchboard::disconnect`] takes it out of
+//! its room and tells the others at once (an evicted one was already).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::protocol::{ClientMessage, ErrorCode, PeerInfo, ServerMessage};
-use super::rooms::{JoinRefused, Rooms};
+use super::protocol::ErrorCode;
+use super::switchboard::{Counters, Limits, Outgoing, Switchboard};
 use crate::http::ice::IceConfig;
-use crate::proto::token_bucket::TokenBucket;
-
-/// Messages queued for one session before it counts as too slow.
-pub const OUTBOX: usize = 256;
+use crate::http::limits::SourceKey;
+use crate::process::clock;
 
 /// WebSocket close code for a policy violation (RFC 6455 §7.4.1).
 const CLOSE_POLICY: u16 = 1008;
 
-/// The limits of `[signaling]` a session enforces.
+/// Messages written in a row before the session looks at its client again.
+const SEND_BUDGET: usize = 16;
+
+/// The timing limits of `[signaling]` the driver enforces.
 #[derive(Debug, Clone)]
 pub struct SessionLimits {
     pub max_message_size: usize,
-    pub messages_per_second: u32,
     pub ping_interval: Duration,
     pub heartbeat_timeout: Duration,
 }
 
-struct Outbox {
-    queue: mpsc::Sender<Arc<str>>,
-    evict: Arc<Notify>,
+/// What the token check before the upgrade decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authorization {
+    /// No valid token where one is required: one `unauthorized`, then close.
+    Refused,
+    /// Let in; with a room, only that room may be joined.
+    Granted { room: Option<String> },
 }
 
 struct HubState {
-    rooms: Rooms,
-    outboxes: HashMap<String, Outbox>,
+    board: Switchboard,
+    /// Session id → its wake-up; mirrors the sessions of `board` that have
+    /// a running driver.
+    wakers: HashMap<String, Arc<Notify>>,
 }
-
-/// Client message kinds, as metric label values; the last is for
-/// messages that did not parse.
-pub const MESSAGE_KINDS: [&str; 5] = ["join", "signal", "leave", "ping", "invalid"];
 
 /// What all sessions share.
 pub struct Hub {
     state: Mutex<HubState>,
     pub limits: SessionLimits,
     ice: std::sync::RwLock<Arc<IceConfig>>,
-    /// Client messages by [`MESSAGE_KINDS`].
-    pub messages: [AtomicU64; MESSAGE_KINDS.len()],
-    /// Errors sent, by [`ErrorCode::ALL`] index.
-    pub errors: [AtomicU64; ErrorCode::ALL.len()],
 }
 
 impl Hub {
-    pub fn new(room_size: usize, max_rooms: usize, limits: SessionLimits, ice: IceConfig) -> Hub {
+    pub fn new(limits: Limits, session: SessionLimits, ice: IceConfig) -> Hub {
         Hub {
             state: Mutex::new(HubState {
-                rooms: Rooms::new(room_size, max_rooms),
-                outboxes: HashMap::new(),
+                board: Switchboard::new(limits),
+                wakers: HashMap::new(),
             }),
-            limits,
+            limits: session,
             ice: std::sync::RwLock::new(Arc::new(ice)),
-            messages: Default::default(),
-            errors: Default::default(),
         }
     }
 
@@ -95,16 +95,12 @@ impl Hub {
 
     /// (rooms, peers in rooms, open sessions) right now.
     pub fn counts(&self) -> (usize, usize, usize) {
-        let state = self.lock();
-        (state.rooms.room_count(), state.rooms.peer_count(), state.outboxes.len())
+        self.lock().board.counts()
     }
 
-    /// An error message for a client, counted.
-    fn error(&self, code: ErrorCode, message: &str) -> String {
-        if let Some(counter) = self.errors.get(code as usize) {
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-        ServerMessage::Error { code, message }.to_json()
+    /// The switchboard's counters now.
+    pub fn counters(&self) -> Counters {
+        self.lock().board.counters().clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
@@ -113,247 +109,180 @@ impl Hub {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn connect(&self, id: &str, outbox: Outbox) {
-        self.lock().outboxes.insert(id.to_owned(), outbox);
-    }
-
-    /// Takes `id` out of its room (telling the others) and forgets it.
-    fn disconnect(&self, id: &str) {
+    /// Runs `f` on the switchboard, then wakes the sessions it named.
+    fn with<R>(&self, f: impl FnOnce(&mut Switchboard) -> R) -> R {
         let mut state = self.lock();
-        state.outboxes.remove(id);
-        leave(&mut state, id);
-        debug!(
-            peer = id,
-            rooms = state.rooms.room_count(),
-            peers = state.rooms.peer_count(),
-            sessions = state.outboxes.len(),
-            "signaling session ended"
-        );
-    }
-}
-
-/// Takes `id` out of its room and tells the others; false if it was in none.
-fn leave(state: &mut HubState, id: &str) -> bool {
-    if state.rooms.room_of(id).is_none() {
-        return false;
-    }
-    let left: Arc<str> = ServerMessage::PeerLeft { id }.to_json().into();
-    for other in state.rooms.leave(id) {
-        deliver(state, &other, left.clone());
-    }
-    true
-}
-
-/// Queues `message` for `to`; a full outbox evicts its session.
-fn deliver(state: &HubState, to: &str, message: Arc<str>) {
-    if let Some(outbox) = state.outboxes.get(to) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = outbox.queue.try_send(message) {
-            debug!(peer = to, "signaling outbox full; dropping the session");
-            outbox.evict.notify_one();
+        let result = f(&mut state.board);
+        while let Some(id) = state.board.poll_woken() {
+            if let Some(waker) = state.wakers.get(&id) {
+                waker.notify_one();
+            }
         }
+        result
+    }
+
+    /// A new session with a fresh id, and its wake-up.
+    fn connect(&self, source: SourceKey, room_grant: Option<String>) -> (String, Arc<Notify>) {
+        let waker = Arc::new(Notify::new());
+        let mut state = self.lock();
+        let id = loop {
+            let id = peer_id();
+            if state.board.connect(&id, source, room_grant.clone(), clock::mono()) {
+                break id;
+            }
+        };
+        state.wakers.insert(id.clone(), waker.clone());
+        (id, waker)
+    }
+
+    fn disconnect(&self, id: &str) {
+        let counts = self.with(|board| {
+            board.disconnect(id);
+            board.counts()
+        });
+        self.lock().wakers.remove(id);
+        let (rooms, peers, sessions) = counts;
+        debug!(peer = id, rooms, peers, sessions, "signaling session ended");
     }
 }
 
-/// What the loop should do after handling a client frame.
-enum Next {
-    Continue,
-    Close,
-}
-
-/// Runs one session until the client leaves or is dropped.
-/// `host` is the request's Host header (for the ICE server URLs).
-pub async fn run(mut socket: WebSocket, hub: Arc<Hub>, host: Option<String>, authorized: bool) {
-    if !authorized {
-        let text = hub.error(ErrorCode::Unauthorized, "a valid ?token= is required");
-        let limit = hub.limits.heartbeat_timeout;
-        if send(&mut socket, Message::Text(text.into()), limit).await.is_ok() {
-            let close = CloseFrame {
-                code: CLOSE_POLICY,
-                reason: "unauthorized".into(),
-            };
-            let _ = send(&mut socket, Message::Close(Some(close)), limit).await;
-        }
-        return;
-    }
-    let id = peer_id();
-    let (queue, mut inbox) = mpsc::channel(OUTBOX);
-    let evict = Arc::new(Notify::new());
-    hub.connect(
-        &id,
-        Outbox {
-            queue,
-            evict: evict.clone(),
-        },
-    );
-    let mut session = Session {
-        id: id.clone(),
-        hub: hub.clone(),
-        host,
-        bucket: TokenBucket::new(
-            u64::from(hub.limits.messages_per_second),
-            2 * u64::from(hub.limits.messages_per_second),
-            Instant::now().into_std(),
-        ),
-    };
+/// Runs one session until the client leaves or is dropped. `host` is the
+/// request's Host header (for the ICE server URLs), `source` the address
+/// it counts against.
+pub async fn run(
+    mut socket: WebSocket,
+    hub: Arc<Hub>,
+    host: Option<String>,
+    source: SourceKey,
+    authorization: Authorization,
+) {
     let limits = hub.limits.clone();
     let write_limit = limits.heartbeat_timeout;
+    let room_grant = match authorization {
+        Authorization::Granted { room } => room,
+        Authorization::Refused => {
+            let text = hub.with(|board| board.error_text(ErrorCode::Unauthorized, "a valid ?token= is required"));
+            if send_bounded(&mut socket, Message::Text(text.into()), write_limit)
+                .await
+                .is_ok()
+            {
+                let close = CloseFrame {
+                    code: CLOSE_POLICY,
+                    reason: "unauthorized".into(),
+                };
+                let _ = send_bounded(&mut socket, Message::Close(Some(close)), write_limit).await;
+            }
+            return;
+        }
+    };
+    let (id, wake) = hub.connect(source, room_grant);
     let mut ping = tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
     let heartbeat = tokio::time::sleep(limits.heartbeat_timeout);
     tokio::pin!(heartbeat);
-    loop {
-        let outgoing = tokio::select! {
+    let mut evicted = false;
+    'session: loop {
+        // Write what is queued, a budget at a time.
+        let mut more = true;
+        for _ in 0..SEND_BUDGET {
+            match hub.with(|board| board.poll_outgoing(&id)) {
+                Outgoing::Gone => {
+                    evicted = true;
+                    break 'session;
+                }
+                Outgoing::Idle => {
+                    more = false;
+                    break;
+                }
+                Outgoing::Message(text) => {
+                    let message = Message::Text(text.as_ref().into());
+                    if let Err(ended) = send(&mut socket, message, write_limit, &hub, &id, &wake).await {
+                        evicted = ended == Ended::Evicted;
+                        break 'session;
+                    }
+                }
+            }
+        }
+        tokio::select! {
             frame = socket.recv() => {
                 heartbeat.as_mut().reset(Instant::now() + limits.heartbeat_timeout);
                 let Some(Ok(frame)) = frame else { break };
-                let (reply, next) = session.on_frame(frame);
-                if let Some(reply) = reply {
-                    if send(&mut socket, Message::Text(reply.into()), write_limit).await.is_err() {
-                        break;
+                match frame {
+                    Message::Text(text) => {
+                        let ice = hub.ice();
+                        let host = host.as_deref();
+                        hub.with(|board| {
+                            board.handle_text(&id, text.as_str(), clock::mono(), |peer| {
+                                ice.ice_servers(host, peer, clock::unix_secs())
+                            })
+                        });
                     }
-                }
-                match next {
-                    Next::Continue => continue,
-                    Next::Close => break,
+                    Message::Binary(_) => hub.with(|board| board.handle_binary(&id, clock::mono())),
+                    Message::Close(_) => break,
+                    Message::Ping(_) | Message::Pong(_) => {}
                 }
             }
-            Some(queued) = inbox.recv() => Message::Text(queued.as_ref().into()),
-            _ = ping.tick() => Message::Ping(Default::default()),
+            () = wake.notified() => {}
+            () = std::future::ready(()), if more => {}
+            _ = ping.tick() => {
+                if let Err(ended) = send(&mut socket, Message::Ping(Default::default()), write_limit, &hub, &id, &wake).await {
+                    evicted = ended == Ended::Evicted;
+                    break;
+                }
+            }
             () = &mut heartbeat => {
                 debug!(peer = %id, "signaling heartbeat missed; dropping the session");
                 break;
             }
-            () = evict.notified() => break,
-        };
-        if send(&mut socket, outgoing, write_limit).await.is_err() {
-            break;
         }
     }
     hub.disconnect(&id);
-    let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(None))).await;
+    let close = evicted.then(|| CloseFrame {
+        code: CLOSE_POLICY,
+        reason: "too slow: messages were not read".into(),
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(close))).await;
 }
 
-async fn send(socket: &mut WebSocket, message: Message, limit: Duration) -> Result<(), ()> {
+/// Why a write did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The socket failed or the write took longer than its limit.
+    Socket,
+    /// The session was evicted while the write was pending.
+    Evicted,
+}
+
+/// Writes `message` within `limit`, giving up at once if the session is
+/// evicted meanwhile (a client that does not read can hold a write
+/// forever; its eviction must not wait for that).
+async fn send(
+    socket: &mut WebSocket,
+    message: Message,
+    limit: Duration,
+    hub: &Hub,
+    id: &str,
+    wake: &Notify,
+) -> Result<(), Ended> {
+    let write = send_bounded(socket, message, limit);
+    tokio::pin!(write);
+    loop {
+        tokio::select! {
+            written = &mut write => return written.map_err(|()| Ended::Socket),
+            // Any wake-up may be the eviction; others are looked at by the
+            // caller's next poll of the outbox.
+            () = wake.notified() => {
+                if hub.with(|board| board.is_gone(id)) {
+                    return Err(Ended::Evicted);
+                }
+            }
+        }
+    }
+}
+
+async fn send_bounded(socket: &mut WebSocket, message: Message, limit: Duration) -> Result<(), ()> {
     match tokio::time::timeout(limit, socket.send(message)).await {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
-    }
-}
-
-struct Session {
-    id: String,
-    hub: Arc<Hub>,
-    host: Option<String>,
-    bucket: TokenBucket,
-}
-
-impl Session {
-    /// Handles one client frame: the answer for this client, if any, and
-    /// whether to go on.
-    fn on_frame(&mut self, frame: Message) -> (Option<String>, Next) {
-        let text = match frame {
-            Message::Text(text) => text,
-            Message::Binary(_) => {
-                return (
-                    Some(
-                        self.hub
-                            .error(ErrorCode::BadMessage, "binary frames are not part of the protocol"),
-                    ),
-                    Next::Continue,
-                )
-            }
-            Message::Close(_) => return (None, Next::Close),
-            Message::Ping(_) | Message::Pong(_) => return (None, Next::Continue),
-        };
-        if !self.bucket.try_take(1, Instant::now().into_std()) {
-            return (
-                Some(self.hub.error(ErrorCode::RateLimited, "too many messages; slow down")),
-                Next::Continue,
-            );
-        }
-        let max = self.hub.limits.max_message_size;
-        if text.len() > max {
-            let message = format!("message of {} bytes is over the limit of {max}", text.len());
-            return (Some(self.hub.error(ErrorCode::TooLarge, &message)), Next::Continue);
-        }
-        let parsed = ClientMessage::parse(text.as_str());
-        let kind = match &parsed {
-            Ok(ClientMessage::Join { .. }) => 0,
-            Ok(ClientMessage::Signal { .. }) => 1,
-            Ok(ClientMessage::Leave) => 2,
-            Ok(ClientMessage::Ping) => 3,
-            Err(_) => 4,
-        };
-        self.hub.messages[kind].fetch_add(1, Ordering::Relaxed);
-        let reply = match parsed {
-            Err(reason) => Some(self.hub.error(ErrorCode::BadMessage, &reason)),
-            Ok(ClientMessage::Ping) => Some(ServerMessage::Pong.to_json()),
-            Ok(ClientMessage::Join { room, name }) => Some(self.join(&room, name)),
-            Ok(ClientMessage::Signal { to, data }) => self.signal(&to, &data),
-            Ok(ClientMessage::Leave) => match leave(&mut self.hub.lock(), &self.id) {
-                true => None,
-                false => Some(self.hub.error(ErrorCode::NotInRoom, "not in a room")),
-            },
-        };
-        (reply, Next::Continue)
-    }
-
-    fn join(&self, room: &str, name: Option<String>) -> String {
-        let me = PeerInfo {
-            id: self.id.clone(),
-            name,
-        };
-        let peers = {
-            let mut state = self.hub.lock();
-            let peers = match state.rooms.join(me.clone(), room) {
-                Ok(peers) => peers,
-                Err(JoinRefused::RoomFull) => return self.hub.error(ErrorCode::RoomFull, "the room is full"),
-                Err(JoinRefused::TooManyRooms) => {
-                    return self.hub.error(
-                        ErrorCode::RoomFull,
-                        "no room can be opened: the server is at its room limit",
-                    )
-                }
-                Err(JoinRefused::AlreadyInRoom) => {
-                    return self
-                        .hub
-                        .error(ErrorCode::BadMessage, "already in a room; send leave first")
-                }
-            };
-            let joined: Arc<str> = ServerMessage::PeerJoined {
-                id: &me.id,
-                name: me.name.as_deref(),
-            }
-            .to_json()
-            .into();
-            for peer in &peers {
-                deliver(&state, &peer.id, joined.clone());
-            }
-            peers
-        };
-        let ice_servers =
-            self.hub
-                .ice()
-                .ice_servers(self.host.as_deref(), &self.id, crate::process::clock::unix_secs());
-        ServerMessage::Joined {
-            room,
-            id: &self.id,
-            peers: &peers,
-            ice_servers: &ice_servers,
-        }
-        .to_json()
-    }
-
-    fn signal(&self, to: &str, data: &serde_json::value::RawValue) -> Option<String> {
-        let state = self.hub.lock();
-        if state.rooms.room_of(&self.id).is_none() {
-            return Some(self.hub.error(ErrorCode::NotInRoom, "join a room before signaling"));
-        }
-        if to == self.id || !state.rooms.same_room(&self.id, to) {
-            return Some(self.hub.error(ErrorCode::UnknownPeer, "no such peer in this room"));
-        }
-        let message = ServerMessage::Signal { from: &self.id, data }.to_json();
-        deliver(&state, to, message.into());
-        None
     }
 }
 
