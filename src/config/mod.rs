@@ -327,8 +327,9 @@ pub struct LimitsSection {
     pub max_connections: usize,
     /// TCP and TLS connections one source address may hold open at once,
     /// so one address cannot take every slot without credentials; beyond,
-    /// a connection is closed as soon as it is accepted. From 1 to
-    /// `max_connections`. Default: 256 (a NAT of many TCP users).
+    /// a connection is closed as soon as it is accepted. At least 1; above
+    /// `max_connections` it is `max_connections`. Default: 256 (a NAT of
+    /// many TCP users).
     pub max_connections_per_source: usize,
     /// TLS handshakes one source address may start a second (twice that
     /// in a burst); beyond, a connection is closed as soon as it is
@@ -457,8 +458,9 @@ pub struct SignalingSection {
     /// 250 KiB, and it is four messages of the default `max_message_size`.
     /// It also caps what a client that never reads costs: at most
     /// `max_connections` times this (250 MiB at the defaults) in all. From
-    /// 65536, and at least twice `max_message_size`, to 67108864. Default:
-    /// 262144.
+    /// 65536 to 67108864; below twice `max_message_size` (plus the message
+    /// overhead) it is raised to that, so two messages of the largest size
+    /// always fit. Default: 262144.
     pub max_outbox_bytes: usize,
     /// Interval of the server's WebSocket pings. At least 1s. Default:
     /// `"15s"`.

@@ -357,12 +357,6 @@ impl Config {
                 return Err(ConfigError::invalid(key, format!("{value} is outside 1..={max}")));
             }
         }
-        if limits.max_connections_per_source > limits.max_connections {
-            return Err(ConfigError::invalid(
-                "limits.max_connections_per_source",
-                "must be at most limits.max_connections",
-            ));
-        }
         if limits.max_channels_per_allocation > MAX_CHANNELS {
             return Err(ConfigError::invalid(
                 "limits.max_channels_per_allocation",
@@ -532,16 +526,6 @@ impl Config {
             if !(low..=high).contains(&value) {
                 return Err(ConfigError::invalid(key, format!("{value} is outside {low}..={high}")));
             }
-        }
-        if signaling.max_outbox_bytes < signaling.max_message_size.saturating_mul(2) {
-            return Err(ConfigError::invalid(
-                "signaling.max_outbox_bytes",
-                format!(
-                    "{} is less than twice signaling.max_message_size ({}): two messages of the \
-                     largest size must fit, or a client would be dropped for one",
-                    signaling.max_outbox_bytes, signaling.max_message_size
-                ),
-            ));
         }
         if signaling.ping_interval < Duration::from_secs(1) {
             return Err(ConfigError::invalid("signaling.ping_interval", "must be at least 1s"));
@@ -1015,10 +999,6 @@ mod tests {
             ),
             ("[signaling]\nmax_outbox_bytes = 1000", "signaling.max_outbox_bytes"),
             ("[signaling]\nmax_outbox_bytes = 67108865", "signaling.max_outbox_bytes"),
-            (
-                "[signaling]\nmax_message_size = 262144\nmax_outbox_bytes = 262144",
-                "signaling.max_outbox_bytes",
-            ),
             ("[signaling]\nmessages_per_second = 0", "signaling.messages_per_second"),
             ("[signaling]\nping_interval = \"10ms\"", "signaling.ping_interval"),
             (

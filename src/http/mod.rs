@@ -131,7 +131,11 @@ pub fn start(
         max_rooms_per_source: signaling.max_rooms_per_source,
         max_message_size: signaling.max_message_size,
         messages_per_second: signaling.messages_per_second,
-        max_outbox_bytes: signaling.max_outbox_bytes,
+        // Two messages of the largest size always fit (each costs its
+        // length + 64).
+        max_outbox_bytes: signaling
+            .max_outbox_bytes
+            .max(signaling.max_message_size.saturating_add(64).saturating_mul(2)),
     };
     let session = SessionLimits {
         max_message_size: signaling.max_message_size,

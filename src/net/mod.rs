@@ -241,7 +241,10 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         reserved: ReservedSockets::default(),
         stream_limits: StreamLimits {
             max_connections: config.limits.max_connections,
-            max_per_source: config.limits.max_connections_per_source,
+            max_per_source: config
+                .limits
+                .max_connections_per_source
+                .min(config.limits.max_connections),
             handshakes_per_source: config.limits.tls_handshakes_per_source,
             setup_timeout: config.limits.connection_setup_timeout,
             idle_timeout: config.limits.connection_idle_timeout,
