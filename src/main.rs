@@ -45,8 +45,8 @@ enum Command {
     /// Print an RTCIceServer JSON entry with a fresh short-lived credential.
     Credentials {
         /// Shared secret to mint with (default: the first secret of --config).
-        #[arg(long)]
-        secret: Option<String>,
+        #[command(flatten)]
+        secret: SecretSource,
         /// Name embedded in the username (`<expiry>:<user>`).
         #[arg(long)]
         user: Option<String>,
@@ -63,8 +63,8 @@ enum Command {
     /// Print a token for `/ws?token=` when `signaling.token_secret` is set.
     Token {
         /// Token secret (default: signaling.token_secret of --config).
-        #[arg(long)]
-        secret: Option<String>,
+        #[command(flatten)]
+        secret: SecretSource,
         /// Lifetime of the token, e.g. "1h", "10m".
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
@@ -72,6 +72,36 @@ enum Command {
         #[arg(long)]
         room: Option<String>,
     },
+}
+
+/// Where a command line takes a secret from. An argument is visible to
+/// every user of the machine (`ps`), so a file or the environment is the
+/// better place.
+#[derive(clap::Args)]
+struct SecretSource {
+    /// The secret itself; prefer --secret-file or TURNPIKE_SECRET, which
+    /// other users of the machine cannot see in the process list.
+    #[arg(long, env = "TURNPIKE_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// A file whose first line is the secret.
+    #[arg(long, conflicts_with = "secret")]
+    secret_file: Option<PathBuf>,
+}
+
+impl SecretSource {
+    fn resolve(self) -> anyhow::Result<Option<String>> {
+        match (self.secret, self.secret_file) {
+            (Some(secret), _) => Ok(Some(secret)),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+                match text.lines().next().map(str::trim).filter(|l| !l.is_empty()) {
+                    Some(line) => Ok(Some(line.to_owned())),
+                    None => bail!("{} holds no secret on its first line", path.display()),
+                }
+            }
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -124,13 +154,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(room) = room.as_deref().filter(|r| !http::signaling::protocol::is_valid_room(r)) {
                 bail!("--room {room:?}: a room is 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'");
             }
-            let secret = match (secret, &cli.config) {
+            let secret = match (secret.resolve()?, &cli.config) {
                 (Some(s), _) => s,
                 (None, Some(path)) => match Config::load(path)?.signaling.token_secret {
                     Some(s) => s.expose().to_owned(),
                     None => bail!("{} has no signaling.token_secret", path.display()),
                 },
-                (None, None) => bail!("give --secret or --config with signaling.token_secret"),
+                (None, None) => {
+                    bail!("give --secret, --secret-file, TURNPIKE_SECRET or --config with signaling.token_secret")
+                }
             };
             let expires = process::clock::unix_secs().saturating_add(ttl.as_secs());
             println!("{}", auth::signaling_token(secret.as_bytes(), expires, room.as_deref()));
@@ -143,13 +175,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             host,
             port,
         } => {
-            let secret = match (secret, &cli.config) {
+            let secret = match (secret.resolve()?, &cli.config) {
                 (Some(s), _) => s,
                 (None, Some(path)) => match Config::load(path)?.auth.minting_secret() {
                     Some(s) => s.expose().to_owned(),
                     None => bail!("{} has no shared secret (auth.secrets)", path.display()),
                 },
-                (None, None) => bail!("give --secret or --config with auth.secrets"),
+                (None, None) => bail!("give --secret, --secret-file, TURNPIKE_SECRET or --config with auth.secrets"),
             };
             if user.as_deref().is_some_and(|u| u.contains(':')) {
                 bail!("--user must not contain ':'");

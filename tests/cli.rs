@@ -208,3 +208,47 @@ fn check_config_warns_about_an_open_signaling_endpoint() {
     let output = turnpike(&["check-config", off.path().to_str().expect("path")]);
     assert!(output.stdout.contains("HTTP off"), "{output:?}");
 }
+
+/// The password of the credential `turnpike credentials` prints for user
+/// `u`, and its username.
+fn minted(output: &CmdOutput) -> (String, String) {
+    assert!(output.success(), "{output:?}");
+    let entry: serde_json::Value = serde_json::from_str(output.stdout.trim()).expect("valid JSON");
+    let username = entry["username"].as_str().expect("username").to_owned();
+    (username, entry["credential"].as_str().expect("credential").to_owned())
+}
+
+#[test]
+fn a_secret_can_come_from_a_file_or_the_environment_instead_of_the_command_line() {
+    let dir = ScratchDir::new("cli-secret");
+    let file = dir.path().join("secret");
+    std::fs::write(&file, "file-secret\n# a comment line\n").expect("write secret");
+    let from_file = turnpike(&[
+        "credentials",
+        "--secret-file",
+        file.to_str().expect("path"),
+        "--user",
+        "u",
+    ]);
+    let (username, password) = minted(&from_file);
+    let expiry: u64 = username.split(':').next().and_then(|e| e.parse().ok()).expect("expiry");
+    assert_eq!(password, rest_credential("file-secret", "u", expiry).1);
+
+    let from_env = run_with_timeout(
+        Command::new(turnpike_bin())
+            .args(["credentials", "--user", "u"])
+            .env("TURNPIKE_SECRET", "env-secret"),
+        Duration::from_secs(10),
+    );
+    let (username, password) = minted(&from_env);
+    let expiry: u64 = username.split(':').next().and_then(|e| e.parse().ok()).expect("expiry");
+    assert_eq!(password, rest_credential("env-secret", "u", expiry).1);
+
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").expect("write");
+    let refused = turnpike(&["credentials", "--secret-file", empty.to_str().expect("path")]);
+    assert!(
+        !refused.success() && refused.stderr.contains("holds no secret"),
+        "{refused:?}"
+    );
+}
