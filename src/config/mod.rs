@@ -311,6 +311,11 @@ pub struct LimitsSection {
     /// Allocations per username; an Allocate beyond gets 486 Allocation
     /// Quota Reached. At least 1. Default: 20.
     pub max_allocations_per_user: usize,
+    /// Allocations one source address may hold at once, over all users,
+    /// so that a client handed a fresh username per signaling session
+    /// cannot take every allocation from one address; beyond, 486. At least
+    /// 1. A reload applies to new allocations. Default: 1000 (a large NAT).
+    pub max_allocations_per_source: usize,
     /// Cap on the LIFETIME a client may request for an allocation; a longer
     /// request is granted this. At least 60s. Default: `"1h"`, the maximum
     /// RFC 8656 recommends.
@@ -385,6 +390,7 @@ impl Default for LimitsSection {
         LimitsSection {
             max_allocations: 10_000,
             max_allocations_per_user: 20,
+            max_allocations_per_source: 1000,
             max_allocation_lifetime: Duration::from_secs(3600),
             max_permissions_per_allocation: 64,
             max_channels_per_allocation: 64,
@@ -674,6 +680,7 @@ mod tests {
             "[limits]",
             "max_allocations",
             "max_allocations_per_user",
+            "max_allocations_per_source",
             "max_allocation_lifetime",
             "max_permissions_per_allocation",
             "max_channels_per_allocation",

@@ -323,6 +323,7 @@ impl Config {
         let counts = [
             ("limits.max_allocations", limits.max_allocations),
             ("limits.max_allocations_per_user", limits.max_allocations_per_user),
+            ("limits.max_allocations_per_source", limits.max_allocations_per_source),
             (
                 "limits.max_permissions_per_allocation",
                 limits.max_permissions_per_allocation,

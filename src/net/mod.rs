@@ -122,6 +122,7 @@ impl RunningServer {
             effective.limits.max_allocations_per_user,
         );
         quota.set_user_rate(effective.limits.user_bytes_per_second);
+        quota.set_source_limit(effective.limits.max_allocations_per_source);
         // The core takes credentials, filter and limits from the plan; the
         // relay part is the running one, since `effective` kept it.
         let _ = self.reload.send(Arc::new(Plan::new(&effective, &self.listeners)));
@@ -224,6 +225,7 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         config.limits.max_allocations_per_user,
     ));
     quota.set_user_rate(config.limits.user_bytes_per_second);
+    quota.set_source_limit(config.limits.max_allocations_per_source);
     let connections = ConnectionCount::default();
     let status = ServerStatus::new(workers, quota.clone(), connections.clone());
     let (reload, reloads) = watch::channel(plan.clone());

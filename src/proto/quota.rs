@@ -35,6 +35,11 @@ pub struct AllocationQuota {
     user_rate: AtomicU64,
     /// Creators of the reservations not yet claimed or expired, by token.
     reservations: Mutex<HashMap<u64, String>>,
+    /// Allocations from one source address (IPv4 as IPv4-mapped); 0: no
+    /// limit. An entry only while the source has one, so the map is
+    /// bounded by the allocations.
+    max_per_source: AtomicUsize,
+    per_source: Mutex<HashMap<[u8; 16], usize>>,
 }
 
 /// One user's allocations, and the byte-rate bucket they share.
@@ -79,6 +84,40 @@ impl AllocationQuota {
             closed: AtomicBool::new(false),
             user_rate: AtomicU64::new(0),
             reservations: Mutex::new(HashMap::new()),
+            max_per_source: AtomicUsize::new(0),
+            per_source: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Allocations one source address may hold (0: no limit), so that a
+    /// client with a stream of fresh usernames (one per signaling session,
+    /// say) cannot take every allocation from one address.
+    pub fn set_source_limit(&self, max_per_source: usize) {
+        self.max_per_source.store(max_per_source, Ordering::Relaxed);
+    }
+
+    /// Counts an allocation from `source`, unless it holds its share.
+    pub(crate) fn try_acquire_source(&self, source: [u8; 16]) -> bool {
+        let max = self.max_per_source.load(Ordering::Relaxed);
+        let mut per_source = self.per_source.lock().unwrap_or_else(|e| e.into_inner());
+        let n = per_source.entry(source).or_insert(0);
+        if max > 0 && *n >= max {
+            if *n == 0 {
+                per_source.remove(&source);
+            }
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    pub(crate) fn release_source(&self, source: [u8; 16]) {
+        let mut per_source = self.per_source.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = per_source.get_mut(&source) {
+            *n -= 1;
+            if *n == 0 {
+                per_source.remove(&source);
+            }
         }
     }
 

@@ -54,7 +54,7 @@ pub enum AuthFailure {
 
 /// Which limit refused a request, or an RFC 6062 peer connecting in
 /// (label values).
-pub const REFUSALS: [&str; 9] = [
+pub const REFUSALS: [&str; 10] = [
     "allocations_per_user",
     "allocations_total",
     "draining",
@@ -64,6 +64,7 @@ pub const REFUSALS: [&str; 9] = [
     "challenge_budget",
     "peer_connections_per_allocation",
     "peer_connections_total",
+    "allocations_per_source",
 ];
 
 /// Index into [`REFUSALS`].
@@ -79,6 +80,7 @@ pub enum Refusal {
     ChallengeBudget = 6,
     PeerConnectionsPerAllocation = 7,
     PeerConnectionsTotal = 8,
+    AllocationsPerSource = 9,
 }
 
 /// Which byte rate dropped a relayed packet (label values).

@@ -53,22 +53,34 @@ impl<B: RelayBinder> Server<B> {
         if request.reservation.is_none() && self.relay_ip(family).is_none() {
             return Err(ErrorCode::AddressFamilyNotSupported.into());
         }
+        let source = super::source_key(client);
+        if !self.quota.try_acquire_source(source) {
+            return Err(self.refuse(Refusal::AllocationsPerSource));
+        }
         let acquired = match request.reservation {
             Some(token) => self.quota.try_acquire_claiming(auth.username, token, now),
             None => self.quota.try_acquire(auth.username, now),
         };
-        let user_rate = acquired.map_err(|e| self.refuse(quota_refusal(e)))?;
+        let user_rate = match acquired {
+            Ok(bucket) => bucket,
+            Err(e) => {
+                self.quota.release_source(source);
+                return Err(self.refuse(quota_refusal(e)));
+            }
+        };
         // A reserved partner port holds a place in its creator's quota
         // until it is claimed or expires, like an allocation would.
         let new_token = (request.even_port == Some(true)).then(|| self.next_token());
         if let Some(token) = new_token {
             if let Err(e) = self.quota.try_reserve(token, auth.username, now) {
                 self.quota.release(auth.username);
+                self.quota.release_source(source);
                 return Err(self.refuse(quota_refusal(e)));
             }
         }
         let Some((relays, additional_error)) = self.bind_relays(&request, family, new_token) else {
             self.quota.release(auth.username);
+            self.quota.release_source(source);
             if let Some(token) = new_token {
                 self.quota.end_reservation(token);
             }

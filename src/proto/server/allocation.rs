@@ -236,6 +236,7 @@ impl<B: RelayBinder> Server<B> {
             self.remove_connection(id);
         }
         self.quota.release(&a.username);
+        self.quota.release_source(super::source_key(client));
         info!(
             %client,
             user = a.username,

@@ -103,11 +103,11 @@ impl<B: RelayBinder> Server<B> {
     }
 
     /// Counts a refusal by a limit and names its code: 486 for the
-    /// per-user quota, 508 for every other capacity.
+    /// per-user and per-source quotas, 508 for every other capacity.
     pub(super) fn refuse(&mut self, why: Refusal) -> Failure {
         self.count_refusal(why);
         match why {
-            Refusal::AllocationsPerUser => ErrorCode::AllocationQuotaReached.into(),
+            Refusal::AllocationsPerUser | Refusal::AllocationsPerSource => ErrorCode::AllocationQuotaReached.into(),
             _ => ErrorCode::InsufficientCapacity.into(),
         }
     }

@@ -524,7 +524,7 @@ const MAX_USERNAME_BYTES: usize = 513;
 
 /// The key of a client's source address in the per-source tables: its IP,
 /// IPv4 as IPv4-mapped, without the port (a port costs an attacker nothing).
-fn source_key(client: ClientAddr) -> [u8; 16] {
+pub(super) fn source_key(client: ClientAddr) -> [u8; 16] {
     match client.remote.ip() {
         IpAddr::V4(ip) => ip.to_ipv6_mapped().octets(),
         IpAddr::V6(ip) => ip.octets(),

@@ -518,3 +518,26 @@ fn a_reservation_is_charged_to_its_creator_until_it_is_claimed_or_expires() {
     assert_eq!((h.quota.total(), h.quota.reservations()), (2, 0));
     h.allocate(client(2));
 }
+
+#[test]
+fn one_source_address_holds_at_most_its_share_of_allocations_whatever_the_usernames() {
+    let mut h = Harness::with(Settings {
+        max_per_user: 10,
+        ..Settings::default()
+    });
+    h.quota.set_source_limit(2);
+    let from = |port: u16| ClientAddr {
+        transport: Transport::Udp,
+        local: addr("192.0.2.1:3478"),
+        remote: SocketAddr::from(([198, 51, 100, 9], port)),
+    };
+    h.allocate(from(1000));
+    h.allocate_as(from(1001), &carol());
+    h.request(from(1002), &alice(), method::ALLOCATE, udp).assert_code(486);
+    let refusals = h.server.snapshot(h.now().mono).counters.refusals;
+    assert_eq!(refusals[stats::Refusal::AllocationsPerSource as usize], 1);
+    // Another address is not affected, and a freed place comes back.
+    h.allocate(client(1));
+    h.refresh(from(1000), &alice(), Some(0)).assert_success();
+    h.allocate(from(1002));
+}
