@@ -106,6 +106,18 @@ impl Config {
                 ));
             }
         }
+        // Before validation only the inline secrets are known.
+        let secrets = match self.auth.resolved_secrets.is_empty() {
+            true => &self.auth.secrets,
+            false => &self.auth.resolved_secrets,
+        };
+        let short = secrets.iter().filter(|s| s.expose().len() < 16).count();
+        if short > 0 {
+            warnings.push(format!(
+                "{short} of auth.secrets shorter than 16 characters: a guessable shared secret mints \
+                 credentials for anyone; generate one, e.g. `openssl rand -base64 32`"
+            ));
+        }
         let secret_files = [
             ("auth.secrets_file", &self.auth.secrets_file),
             ("tls.key", &self.tls.key),
@@ -275,6 +287,7 @@ impl Config {
             if secret.expose().trim().is_empty() {
                 return Err(ConfigError::invalid(format!("auth.secrets[{i}]"), "is empty"));
             }
+            check_not_placeholder(&format!("auth.secrets[{i}]"), secret)?;
         }
         if auth.credential_ttl < Duration::from_secs(1) {
             return Err(ConfigError::invalid(
@@ -545,6 +558,9 @@ impl Config {
             if secret.as_ref().is_some_and(|s| s.expose().trim().is_empty()) {
                 return Err(ConfigError::invalid(key, "is empty"));
             }
+            if let Some(secret) = secret {
+                check_not_placeholder(key, secret)?;
+            }
         }
         for (i, origin) in signaling.allowed_origins.iter().enumerate() {
             if !(origin.starts_with("http://") || origin.starts_with("https://")) || origin.ends_with('/') {
@@ -595,6 +611,9 @@ impl Config {
                     .filter(|line| !line.is_empty() && !line.starts_with('#'))
                     .map(Secret::new),
             );
+            for secret in &secrets[before..] {
+                check_not_placeholder("auth.secrets_file", secret)?;
+            }
             if secrets.len() == before {
                 return Err(ConfigError::invalid(
                     "auth.secrets_file",
@@ -603,6 +622,33 @@ impl Config {
             }
         }
         Ok(secrets)
+    }
+}
+
+/// Secrets that are someone's example or a default, not a secret: a
+/// server that verifies with one hands TURN access to anyone who read the
+/// same documentation.
+const PLACEHOLDER_SECRETS: [&str; 10] = [
+    "change-me",
+    "changeme",
+    "change_me",
+    "replace-me",
+    "replaceme",
+    "secret",
+    "password",
+    "example",
+    "turnpike",
+    "your-secret",
+];
+
+fn check_not_placeholder(key: &str, secret: &Secret) -> Result<(), ConfigError> {
+    let text = secret.expose().trim();
+    match PLACEHOLDER_SECRETS.iter().any(|p| p.eq_ignore_ascii_case(text)) {
+        true => Err(ConfigError::invalid(
+            key,
+            "is a placeholder from an example, not a secret: generate one, e.g. `openssl rand -base64 32`",
+        )),
+        false => Ok(()),
     }
 }
 
@@ -766,6 +812,16 @@ mod tests {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(!config.warnings().iter().any(|w| w.starts_with("auth.secrets_file")));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn placeholder_secrets_are_refused_and_short_ones_warned_about() {
+        assert_eq!(invalid_key("[auth]\nsecrets = [\"Change-Me\"]\n"), "auth.secrets[0]");
+        assert_eq!(invalid_key("[signaling]\napi_key = \"secret\"\n"), "signaling.api_key");
+        let config = parse("[auth]\nsecrets = [\"s1\"]\n").expect("a short secret is accepted");
+        assert!(config.warnings().iter().any(|w| w.contains("shorter than 16")));
+        let config = parse("[auth]\nsecrets = [\"a-shared-secret-of-32-characters\"]\n").expect("valid");
+        assert!(!config.warnings().iter().any(|w| w.contains("shorter than 16")));
     }
 
     #[test]
