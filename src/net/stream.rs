@@ -48,7 +48,7 @@ use crate::process::clock;
 use crate::process::status::ConnectionCount;
 use crate::process::tls::TlsCertificates;
 use crate::proto::addr::{ClientAddr, ConnectionId, Transport};
-use crate::proto::rate_table::RateTable;
+use crate::proto::rate_table::{source_key, RateTable};
 use crate::proto::server::{SpliceDirection, SpliceVerdict, MAX_SPLICE_CHUNK};
 use crate::proto::stream_framing::{self, FrameError};
 
@@ -128,14 +128,6 @@ impl Drop for SourceSlot {
                 open.remove(&self.ip);
             }
         }
-    }
-}
-
-/// The key of an address in the per-source tables (IPv4 as IPv4-mapped).
-fn source_key(ip: IpAddr) -> [u8; 16] {
-    match ip {
-        IpAddr::V4(ip) => ip.to_ipv6_mapped().octets(),
-        IpAddr::V6(ip) => ip.octets(),
     }
 }
 

@@ -57,7 +57,7 @@ mod tcp_relay;
 mod tests;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -83,7 +83,7 @@ use super::live_relays::LiveRelays;
 use super::method::Method;
 use super::peer_filter::PeerFilter;
 use super::quota::AllocationQuota;
-use super::rate_table::RateTable;
+use super::rate_table::{self, RateTable};
 use super::stats::{AuthFailure, Counters, EndReason, Refusal, Snapshot};
 use super::stun::{self, Class, Message, TransactionId};
 use super::xorshift::XorShift;
@@ -525,10 +525,7 @@ const MAX_USERNAME_BYTES: usize = 513;
 /// The key of a client's source address in the per-source tables: its IP,
 /// IPv4 as IPv4-mapped, without the port (a port costs an attacker nothing).
 pub(super) fn source_key(client: ClientAddr) -> [u8; 16] {
-    match client.remote.ip() {
-        IpAddr::V4(ip) => ip.to_ipv6_mapped().octets(),
-        IpAddr::V6(ip) => ip.octets(),
-    }
+    rate_table::source_key(client.remote.ip())
 }
 
 /// Slots of the per-source challenge budget: fixed memory (about 64 KiB a
