@@ -288,6 +288,33 @@ pub fn turnpike_bin() -> &'static str {
     env!("CARGO_BIN_EXE_turnpike")
 }
 
+/// How a [`TestServer`] differs from the loopback test base.
+pub struct ServerSetup<'a> {
+    /// Keys added to `[server]`.
+    pub server_keys: &'a str,
+    /// The whole `[peers]` section; by default [`LOOPBACK_PEERS_TOML`].
+    pub peers_toml: &'a str,
+    /// TOML after the base, typically `[auth]` or `[limits]` settings.
+    pub extra_toml: &'a str,
+    /// The relay port range; by default a slice of 300 ports of its own.
+    pub relay_ports: Option<RangeInclusive<u16>>,
+    /// `RUST_LOG` of the server; by default everything of turnpike, down
+    /// to `trace`.
+    pub log_filter: &'a str,
+}
+
+impl Default for ServerSetup<'_> {
+    fn default() -> Self {
+        ServerSetup {
+            server_keys: "",
+            peers_toml: LOOPBACK_PEERS_TOML,
+            extra_toml: "",
+            relay_ports: None,
+            log_filter: "turnpike=trace,debug",
+        }
+    }
+}
+
 /// A `turnpike` child process serving STUN/TURN on 127.0.0.1, relaying on
 /// 127.0.0.1 and (unless started with [`TestServer::start_with_peers`])
 /// allowing loopback peers. Killed on drop; if the test is
@@ -318,14 +345,36 @@ impl TestServer {
 
     /// Like [`TestServer::start`], with `server_keys` added to `[server]`.
     pub fn start_with(server_keys: &str, extra_toml: &str) -> TestServer {
-        TestServer::start_with_peers(server_keys, LOOPBACK_PEERS_TOML, extra_toml)
+        TestServer::start_setup(&ServerSetup {
+            server_keys,
+            extra_toml,
+            ..ServerSetup::default()
+        })
     }
 
     /// Like [`TestServer::start_with`], with `peers_toml` as the whole
     /// `[peers]` section instead of [`LOOPBACK_PEERS_TOML`]; `""` keeps the
     /// built-in peer policy (loopback refused).
     pub fn start_with_peers(server_keys: &str, peers_toml: &str, extra_toml: &str) -> TestServer {
-        let relay_ports = next_relay_ports();
+        TestServer::start_setup(&ServerSetup {
+            server_keys,
+            peers_toml,
+            extra_toml,
+            ..ServerSetup::default()
+        })
+    }
+
+    /// Starts a server as [`TestServer::start`] does, changed as `setup`
+    /// says.
+    pub fn start_setup(setup: &ServerSetup<'_>) -> TestServer {
+        let ServerSetup {
+            server_keys,
+            peers_toml,
+            extra_toml,
+            ref relay_ports,
+            log_filter,
+        } = *setup;
+        let relay_ports = relay_ports.clone().unwrap_or_else(next_relay_ports);
         // The listen port is picked by probing, so another socket can take it
         // in between; a server that exits at start is retried on a new port.
         for _attempt in 0..3 {
@@ -354,7 +403,7 @@ impl TestServer {
             let child = die_with_test(&mut Command::new(turnpike_bin()))
                 .arg("--config")
                 .arg(&config_path)
-                .env("RUST_LOG", "turnpike=trace,debug")
+                .env("RUST_LOG", log_filter)
                 .env("NO_COLOR", "1")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -462,7 +511,7 @@ impl TestServer {
 
     /// Sends `signal` to the server process.
     pub fn signal(&self, signal: libc::c_int) {
-        let pid = self.child.lock().unwrap_or_else(|e| e.into_inner()).id();
+        let pid = self.pid();
         // SAFETY: kill(2) with a pid we spawned and still hold.
         let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
         assert_eq!(rc, 0, "kill -{signal} {pid}");
@@ -640,7 +689,8 @@ pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> CmdOutput {
 }
 
 /// A UDP socket on 127.0.0.1 that sends every datagram back to its sender,
-/// on its own thread, until dropped (or for at most two minutes).
+/// on its own thread, until dropped (or for at most two minutes, unless
+/// started with [`EchoPeer::start_for`]).
 pub struct EchoPeer {
     addr: SocketAddr,
     received: Arc<AtomicUsize>,
@@ -655,6 +705,15 @@ impl EchoPeer {
 
     /// An echo peer bound to `addr` (e.g. `"[::1]:0"`).
     pub fn start_on(addr: &str) -> EchoPeer {
+        EchoPeer::start_bounded(addr, Duration::from_secs(120))
+    }
+
+    /// An echo peer on 127.0.0.1 that answers for at most `limit`.
+    pub fn start_for(limit: Duration) -> EchoPeer {
+        EchoPeer::start_bounded("127.0.0.1:0", limit)
+    }
+
+    fn start_bounded(addr: &str, limit: Duration) -> EchoPeer {
         let socket = UdpSocket::bind(addr).expect("bind echo peer");
         socket
             .set_read_timeout(Some(Duration::from_millis(20)))
@@ -665,7 +724,7 @@ impl EchoPeer {
         let thread = {
             let (received, stop) = (received.clone(), stop.clone());
             std::thread::spawn(move || {
-                let deadline = Instant::now() + Duration::from_secs(120);
+                let deadline = Instant::now() + limit;
                 let mut buf = [0u8; 65_536];
                 while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                     if let Ok((n, from)) = socket.recv_from(&mut buf) {
