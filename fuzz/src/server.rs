@@ -24,9 +24,12 @@
 //! After each operation every effect is drained: each Transmit goes to the
 //! client that spoke, and there is exactly one per request and none
 //! otherwise; it parses as STUN (or is a well-formed RFC 3489 answer to a
-//! classic request), echoes method and transaction id and ends with
-//! FINGERPRINT. Authenticated answers verify under the key the harness
-//! signed with, and correct credentials never earn 401. Relayed data goes
+//! classic request) and echoes method and transaction id; an
+//! authenticated answer ends with FINGERPRINT, an unauthenticated one only
+//! if the request did, and is at most twice the request's size.
+//! Authenticated answers verify under the key the harness signed with, and
+//! correct credentials never earn 401 unless the failure limits refused a
+//! request since. Relayed data goes
 //! to a peer the filter allows, from a relay the server handed out;
 //! [`ToClient`] ranges lie in the buffer and frame the payload as valid
 //! ChannelData or a valid Data indication. Between operations: the quota's
