@@ -42,17 +42,17 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use turnpike::proto::addr::{ClientAddr, Family, PeerAddr, RelayAddr, RelayProtocol, Transport};
 use turnpike::proto::auth::{self, Credentials, CredentialsConfig};
 use turnpike::proto::channel_data;
-use turnpike::proto::peer_filter::PeerFilter;
-use turnpike::proto::addr::{ClientAddr, Family, PeerAddr, RelayAddr, RelayProtocol, Transport};
 use turnpike::proto::live_relays::LiveRelays;
+use turnpike::proto::peer_filter::PeerFilter;
 use turnpike::proto::quota::AllocationQuota;
 use turnpike::proto::server::{Effect, Server, ServerConfig, ToPeer, PEER_HEADROOM, PEER_TAILROOM};
 use turnpike::proto::stats;
-use turnpike::proto::Now;
 use turnpike::proto::stun::{self, attr, method, Class, Message, MessageWriter, TransactionId};
 use turnpike::proto::testkit::{Cred, FakeBinder};
+use turnpike::proto::Now;
 
 use crate::hex;
 use crate::message::{self, KNOWN_TYPES, XOR_TYPES};
@@ -488,7 +488,12 @@ impl Harness {
         if msg.has_integrity() {
             assert!(msg.has_fingerprint(), "answer without FINGERPRINT: {}", hex(bytes));
         } else {
-            assert_eq!(msg.has_fingerprint(), request.has_fingerprint(), "FINGERPRINT not mirrored: {}", hex(bytes));
+            assert_eq!(
+                msg.has_fingerprint(),
+                request.has_fingerprint(),
+                "FINGERPRINT not mirrored: {}",
+                hex(bytes)
+            );
             assert!(
                 bytes.len() <= 2 * request.bytes().len(),
                 "unauthenticated answer of {} bytes to {}: {}",
@@ -500,7 +505,10 @@ impl Harness {
 
         let code = msg.get(attr::ERROR_CODE).map(|v| {
             assert!(v.len() >= 4, "short ERROR-CODE");
-            assert!(msg.has_integrity() || v.len() == 4, "unauthenticated error with a reason phrase");
+            assert!(
+                msg.has_integrity() || v.len() == 4,
+                "unauthenticated error with a reason phrase"
+            );
             assert_eq!(v[..2], [0, 0]);
             assert!((3..=6).contains(&v[2]) && v[3] < 100, "bad ERROR-CODE {v:?}");
             assert!(std::str::from_utf8(&v[4..]).is_ok());
@@ -544,8 +552,8 @@ impl Harness {
         if let Some(signer) = signer {
             // Correct credentials are refused only once the username or
             // the source has failed too often (the failure limits).
-            let limited = self.server.snapshot(self.now().mono).counters.auth_failures
-                [stats::AuthFailure::RateLimited as usize];
+            let limited =
+                self.server.snapshot(self.now().mono).counters.auth_failures[stats::AuthFailure::RateLimited as usize];
             if signer.should_authenticate && limited == self.rate_limited_seen {
                 assert_ne!(code, Some(401), "correct credentials refused: {}", hex(request.bytes()));
             }
