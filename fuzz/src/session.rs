@@ -39,7 +39,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use turnpike::http::limits::SourceKey;
+use turnpike::proto::source::SourceKey;
 use turnpike::http::signaling::protocol::{ErrorCode, IceServer};
 use turnpike::http::signaling::switchboard::{Limits, Outgoing, Switchboard};
 

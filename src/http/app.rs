@@ -13,10 +13,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use axum::http::HeaderValue;
 use prometheus_client::registry::Registry;
 
-use super::limits::{Admission, ConnectionTable, SourceKey};
+use super::limits::{Admission, ConnectionTable};
 use super::signaling::session::Hub;
 use crate::config::{Config, Secret};
 use crate::process::status::ServerStatus;
+use crate::proto::source::SourceKey;
 
 /// What the handlers share.
 pub(super) struct App {

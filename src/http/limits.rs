@@ -1,5 +1,5 @@
-//! Per-source limits of the HTTP listener: who a connection counts against,
-//! and the table that admits or refuses it at accept (DESIGN.md, "Per-source
+//! Per-source limits of the HTTP listener: the table that admits or refuses
+//! a connection at accept, by its [`SourceKey`] (DESIGN.md, "Per-source
 //! limits in bounded tables").
 //!
 //! Plain data, no I/O: the accept loop asks [`ConnectionTable::admit`] and
@@ -24,8 +24,8 @@
 //! config, where monitoring shares `listen.http`; a second listener would
 //! protect only the operators who thought to configure one.
 
+use crate::proto::source::SourceKey;
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
 
 /// Connections kept back beyond `signaling.max_connections` for
 /// monitoring requests.
@@ -33,34 +33,6 @@ pub const MONITORING_SLOTS: usize = 8;
 
 /// The paths a reserved connection is served.
 pub const MONITORING_PATHS: [&str; 3] = ["/metrics", "/healthz", "/readyz"];
-
-/// What a source address counts as: an IPv4 address, or the /64 prefix of
-/// an IPv6 one (one host commonly holds a whole /64, so counting its
-/// addresses apart would give it 2^64 budgets). IPv4-mapped IPv6 addresses
-/// count as the IPv4 address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SourceKey(IpAddr);
-
-impl From<IpAddr> for SourceKey {
-    fn from(ip: IpAddr) -> SourceKey {
-        match ip.to_canonical() {
-            IpAddr::V4(v4) => SourceKey(IpAddr::V4(v4)),
-            IpAddr::V6(v6) => {
-                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                SourceKey(IpAddr::V6(Ipv6Addr::from(prefix)))
-            }
-        }
-    }
-}
-
-impl std::fmt::Display for SourceKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            IpAddr::V4(v4) => write!(f, "{v4}"),
-            IpAddr::V6(v6) => write!(f, "{v6}/64"),
-        }
-    }
-}
 
 /// How a connection was let in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,16 +156,7 @@ mod tests {
     use super::*;
 
     fn key(ip: &str) -> SourceKey {
-        SourceKey::from(ip.parse::<IpAddr>().unwrap())
-    }
-
-    #[test]
-    fn ipv6_sources_count_by_their_64_prefix_and_mapped_ones_as_ipv4() {
-        assert_eq!(key("2001:db8::1"), key("2001:db8::ffff:1"));
-        assert_ne!(key("2001:db8::1"), key("2001:db8:0:1::1"));
-        assert_eq!(key("::ffff:192.0.2.1"), key("192.0.2.1"));
-        assert_ne!(key("192.0.2.1"), key("192.0.2.2"));
-        assert_eq!(key("2001:db8::1").to_string(), "2001:db8::/64");
+        SourceKey::from(ip.parse::<std::net::IpAddr>().unwrap())
     }
 
     #[test]

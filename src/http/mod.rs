@@ -57,8 +57,9 @@ pub use ice::IceConfig;
 use crate::config::Config;
 use crate::process::status::ServerStatus;
 use crate::process::tls::TlsCertificates;
+use crate::proto::source::SourceKey;
 use app::{Access, App, ConnectionSlot};
-use limits::{Admission, ConnectionTable, SourceKey, MONITORING_PATHS};
+use limits::{Admission, ConnectionTable, MONITORING_PATHS};
 use signaling::session::{Hub, SessionLimits};
 use signaling::switchboard::Limits;
 

@@ -31,7 +31,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -48,8 +48,9 @@ use crate::process::clock;
 use crate::process::status::ConnectionCount;
 use crate::process::tls::TlsCertificates;
 use crate::proto::addr::{ClientAddr, ConnectionId, Transport};
-use crate::proto::rate_table::{source_key, RateTable};
+use crate::proto::rate_table::RateTable;
 use crate::proto::server::{SpliceDirection, SpliceVerdict, MAX_SPLICE_CHUNK};
+use crate::proto::source::SourceKey;
 use crate::proto::stream_framing::{self, FrameError};
 
 /// Bytes asked of the kernel per read.
@@ -75,7 +76,7 @@ pub(super) struct StreamLimits {
 /// (a fixed table). One address cannot take every slot, nor keep the
 /// shard busy with handshakes, without credentials.
 pub(super) struct StreamSources {
-    open: RefCell<HashMap<IpAddr, usize>>,
+    open: RefCell<HashMap<SourceKey, usize>>,
     handshakes: RefCell<RateTable>,
 }
 
@@ -91,30 +92,32 @@ impl StreamSources {
         }
     }
 
-    fn may_handshake(&self, ip: IpAddr) -> bool {
-        self.handshakes.borrow_mut().try_take(&source_key(ip), 1, clock::mono())
+    fn may_handshake(&self, source: SourceKey) -> bool {
+        self.handshakes
+            .borrow_mut()
+            .try_take(&source.octets(), 1, clock::mono())
     }
 }
 
 /// A source's place among the open connections, given back on drop.
 struct SourceSlot {
     sources: Rc<StreamSources>,
-    ip: IpAddr,
+    source: SourceKey,
 }
 
 impl SourceSlot {
-    /// A place for one more connection from `ip`, if it has fewer than
-    /// `max` open.
-    fn take(sources: &Rc<StreamSources>, ip: IpAddr, max: usize) -> Option<SourceSlot> {
+    /// A place for one more connection from `source`, if it has fewer
+    /// than `max` open.
+    fn take(sources: &Rc<StreamSources>, source: SourceKey, max: usize) -> Option<SourceSlot> {
         let mut open = sources.open.borrow_mut();
-        let n = open.entry(ip).or_insert(0);
+        let n = open.entry(source).or_insert(0);
         if *n >= max {
             return None;
         }
         *n += 1;
         Some(SourceSlot {
             sources: sources.clone(),
-            ip,
+            source,
         })
     }
 }
@@ -122,10 +125,10 @@ impl SourceSlot {
 impl Drop for SourceSlot {
     fn drop(&mut self) {
         let mut open = self.sources.open.borrow_mut();
-        if let Some(n) = open.get_mut(&self.ip) {
+        if let Some(n) = open.get_mut(&self.source) {
             *n -= 1;
             if *n == 0 {
-                open.remove(&self.ip);
+                open.remove(&self.source);
             }
         }
     }
@@ -181,12 +184,13 @@ pub(super) async fn accept_loop(
             drop((stream, slot));
             continue;
         }
-        let Some(source) = SourceSlot::take(&sources, remote.ip(), limits.max_per_source) else {
+        let source_key = SourceKey::from(remote.ip());
+        let Some(source) = SourceSlot::take(&sources, source_key, limits.max_per_source) else {
             debug!(%local, %remote, "connection limit of the source reached; closing");
             drop((stream, slot));
             continue;
         };
-        if matches!(security, Security::Tls(_)) && !sources.may_handshake(remote.ip()) {
+        if matches!(security, Security::Tls(_)) && !sources.may_handshake(source_key) {
             debug!(%local, %remote, "TLS handshake rate of the source reached; closing");
             drop((stream, slot, source));
             continue;

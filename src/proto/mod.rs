@@ -12,7 +12,8 @@
 //! * [`peer_filter`]: which peers may be relayed to;
 //! * [`quota`], [`live_relays`]: what every shard shares (allocation
 //!   counts, the relays live now);
-//! * [`addr`], [`method`]: the vocabulary; [`stats`]: what is counted;
+//! * [`addr`], [`method`], [`source`]: the vocabulary; [`stats`]: what
+//!   is counted;
 //! * [`token_bucket`], [`rate_table`], [`xorshift`]: small tools;
 //! * `testkit` (tests and the `testing` feature): what tests share.
 
@@ -25,6 +26,7 @@ pub mod peer_filter;
 pub mod quota;
 pub mod rate_table;
 pub mod server;
+pub mod source;
 pub mod stats;
 pub mod stream_framing;
 pub mod stun;

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::source::SourceKey;
 use super::token_bucket::TokenBucket;
 
 /// Allocation counts shared by every shard (only touched on allocation
@@ -35,11 +36,11 @@ pub struct AllocationQuota {
     user_rate: AtomicU64,
     /// Creators of the reservations not yet claimed or expired, by token.
     reservations: Mutex<HashMap<u64, String>>,
-    /// Allocations from one source address (IPv4 as IPv4-mapped); 0: no
-    /// limit. An entry only while the source has one, so the map is
-    /// bounded by the allocations.
+    /// Allocations from one source (see [`SourceKey`]); 0: no limit. An
+    /// entry only while the source has one, so the map is bounded by the
+    /// allocations.
     max_per_source: AtomicUsize,
-    per_source: Mutex<HashMap<[u8; 16], usize>>,
+    per_source: Mutex<HashMap<SourceKey, usize>>,
 }
 
 /// One user's allocations, and the byte-rate bucket they share.
@@ -97,7 +98,7 @@ impl AllocationQuota {
     }
 
     /// Counts an allocation from `source`, unless it holds its share.
-    pub(crate) fn try_acquire_source(&self, source: [u8; 16]) -> bool {
+    pub(crate) fn try_acquire_source(&self, source: SourceKey) -> bool {
         let max = self.max_per_source.load(Ordering::Relaxed);
         let mut per_source = self.per_source.lock().unwrap_or_else(|e| e.into_inner());
         let n = per_source.entry(source).or_insert(0);
@@ -111,7 +112,7 @@ impl AllocationQuota {
         true
     }
 
-    pub(crate) fn release_source(&self, source: [u8; 16]) {
+    pub(crate) fn release_source(&self, source: SourceKey) {
         let mut per_source = self.per_source.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = per_source.get_mut(&source) {
             *n -= 1;

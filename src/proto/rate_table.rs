@@ -8,21 +8,11 @@
 //! For the unauthenticated paths (challenges, failed logins), never per
 //! relayed packet: a lookup costs one HMAC.
 
-use std::net::IpAddr;
 use std::time::Instant;
 
 use ring::hmac;
 
 use super::token_bucket::TokenBucket;
-
-/// The key of an address in a per-source table: IPv4 as IPv4-mapped, so
-/// both families share one key space.
-pub fn source_key(ip: IpAddr) -> [u8; 16] {
-    match ip {
-        IpAddr::V4(ip) => ip.to_ipv6_mapped().octets(),
-        IpAddr::V6(ip) => ip.octets(),
-    }
-}
 
 pub struct RateTable {
     key: hmac::Key,

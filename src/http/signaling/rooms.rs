@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 
 use super::protocol::PeerInfo;
-use crate::http::limits::SourceKey;
+use crate::proto::source::SourceKey;
 
 /// Why a join was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

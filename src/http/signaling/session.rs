@@ -31,8 +31,8 @@ use tracing::debug;
 use super::protocol::ErrorCode;
 use super::switchboard::{Counters, Limits, Outgoing, Switchboard};
 use crate::http::ice::IceConfig;
-use crate::http::limits::SourceKey;
 use crate::process::clock;
+use crate::proto::source::SourceKey;
 
 /// WebSocket close code for a policy violation (RFC 6455 §7.4.1).
 const CLOSE_POLICY: u16 = 1008;

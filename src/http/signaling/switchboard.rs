@@ -36,7 +36,7 @@ use tracing::debug;
 
 use super::protocol::{ClientMessage, ErrorCode, IceServer, PeerInfo, ServerMessage};
 use super::rooms::{JoinRefused, Rooms};
-use crate::http::limits::SourceKey;
+use crate::proto::source::SourceKey;
 use crate::proto::token_bucket::TokenBucket;
 
 /// What a queued message costs beyond its text: the `Arc` header, the

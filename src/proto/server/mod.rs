@@ -83,7 +83,8 @@ use super::live_relays::LiveRelays;
 use super::method::Method;
 use super::peer_filter::PeerFilter;
 use super::quota::AllocationQuota;
-use super::rate_table::{self, RateTable};
+use super::rate_table::RateTable;
+use super::source::SourceKey;
 use super::stats::{AuthFailure, Counters, EndReason, Refusal, Snapshot};
 use super::stun::{self, Class, Message, TransactionId};
 use super::xorshift::XorShift;
@@ -380,7 +381,7 @@ impl<B: RelayBinder> Server<B> {
                 if matches!(failure, Failure::Challenge(_))
                     && !self
                         .challenges
-                        .try_take(&source_key(client), answer.len() as u64, now.mono)
+                        .try_take(&source_key(client).octets(), answer.len() as u64, now.mono)
                 {
                     self.counters.refusals[Refusal::ChallengeBudget as usize] += 1;
                     trace!(%client, "challenge budget of the source spent; request dropped");
@@ -472,7 +473,7 @@ impl<B: RelayBinder> Server<B> {
             return Err(Failure::Challenge(ErrorCode::StaleNonce));
         }
         let username = std::str::from_utf8(username).map_err(|_| Failure::Challenge(ErrorCode::Unauthorized))?;
-        let source = source_key(client);
+        let source = source_key(client).octets();
         if !self.failures.allows(&source, username, now.mono) {
             debug!(%client, username, "authentication refused: too many failures lately");
             self.count_auth_failure(AuthFailure::RateLimited);
@@ -522,10 +523,9 @@ impl<B: RelayBinder> Server<B> {
 /// fewer than 509); longer is malformed.
 const MAX_USERNAME_BYTES: usize = 513;
 
-/// The key of a client's source address in the per-source tables: its IP,
-/// IPv4 as IPv4-mapped, without the port (a port costs an attacker nothing).
-pub(super) fn source_key(client: ClientAddr) -> [u8; 16] {
-    rate_table::source_key(client.remote.ip())
+/// Who `client` counts against in the per-source limits.
+pub(super) fn source_key(client: ClientAddr) -> SourceKey {
+    SourceKey::from(client.remote.ip())
 }
 
 /// Slots of the per-source challenge budget: fixed memory (about 64 KiB a

@@ -541,3 +541,18 @@ fn one_source_address_holds_at_most_its_share_of_allocations_whatever_the_userna
     h.refresh(from(1000), &alice(), Some(0)).assert_success();
     h.allocate(from(1002));
 }
+
+#[test]
+fn addresses_of_one_ipv6_64_count_as_one_source() {
+    let mut h = Harness::new();
+    h.quota.set_source_limit(1);
+    let from = |remote: &str| ClientAddr {
+        transport: Transport::Udp,
+        local: addr("[2001:db8::1]:3478"),
+        remote: addr(remote),
+    };
+    h.allocate(from("[2001:db8:1::a]:4000"));
+    h.request(from("[2001:db8:1::b]:4000"), &alice(), method::ALLOCATE, udp)
+        .assert_code(486);
+    h.allocate(from("[2001:db8:2::a]:4000"));
+}
