@@ -239,7 +239,7 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         quota: quota.clone(),
         live: Arc::default(),
         nonce_key: random_bytes(),
-        ports: Arc::new(Mutex::new(PortPool::new(config.relay.ports.as_range()))),
+        ports: Arc::new(Mutex::new(relay_port_pool(config, &listeners))),
         reserved: ReservedSockets::default(),
         stream_limits: StreamLimits {
             max_connections: config.limits.max_connections,
@@ -335,6 +335,17 @@ fn bind_stream_listeners(
         bound_list.push(bound);
     }
     Ok((tcp, tls))
+}
+
+/// The free relay ports: the range, less every port a listener holds (an
+/// overlap is allowed, since a test or a probe may pick a free port that
+/// falls in the range, but such a port is never a relay).
+fn relay_port_pool(config: &Config, listeners: &[SocketAddr]) -> PortPool {
+    let mut pool = PortPool::new(config.relay.ports.as_range());
+    for addr in listeners {
+        pool.exclude(addr.port());
+    }
+    pool
 }
 
 /// The body of shard `index`'s thread: a current-thread runtime whose

@@ -4,7 +4,8 @@
 //! with a free odd partner (EVEN-PORT with R, RFC 8656 §7.2) is found by a
 //! scan too. Locked only when a relay is bound or released.
 //!
-//! Invariants: a port is in exactly one of three states per family —
+//! Invariants: a listener port of the server inside the range is never
+//! free. Any other port is in exactly one of three states per family —
 //! free (its bit set), taken (handed to a relay or a reservation, until
 //! [`PortPool::give_back`]), or foreign (its `bind()` failed: another
 //! process holds it; it returns to the free set when the pool runs dry, in
@@ -65,6 +66,14 @@ impl PortPool {
             self.set(s, found + 1, false);
         }
         Some(found)
+    }
+
+    /// Takes `port` out of the pool for good, in both families: a port of
+    /// the server's own listeners is never a relay, whatever the protocol.
+    pub(super) fn exclude(&mut self, port: u16) {
+        for s in 0..2 {
+            self.set(s, port, false);
+        }
     }
 
     /// A port taken earlier is free again.
@@ -159,6 +168,15 @@ mod tests {
         assert!(pool.take(Family::V6, PortWant::Any, 3).is_some());
         pool.give_back(Family::V4, 50_042);
         assert_eq!(pool.take(Family::V4, PortWant::Any, 99), Some(50_042));
+    }
+
+    #[test]
+    fn an_excluded_port_is_never_handed_out() {
+        let mut pool = PortPool::new(50_000..=50_001);
+        pool.exclude(50_001);
+        assert_eq!(pool.take(Family::V4, PortWant::Any, 1), Some(50_000));
+        assert_eq!(pool.take(Family::V4, PortWant::Any, 1), None);
+        assert_eq!(pool.take(Family::V6, PortWant::Any, 7), Some(50_000));
     }
 
     #[test]
