@@ -5,12 +5,16 @@
 //! scan too. Locked only when a relay is bound or released.
 //!
 //! Invariants: a listener port of the server inside the range is never
-//! free. Any other port is in exactly one of three states per family —
+//! free. Any other port is in exactly one of four states per family —
 //! free (its bit set), taken (handed to a relay or a reservation, until
-//! [`PortPool::give_back`]), or foreign (its `bind()` failed: another
-//! process holds it; it returns to the free set when the pool runs dry, in
-//! case that process let go).
+//! [`PortPool::give_back`]), cooling (given back lately: it waits behind
+//! up to half the range of other freed ports before it is free again, so
+//! late packets of the old relay do not reach a new one at once and the
+//! next relay rarely gets the port its predecessor had), or foreign (its
+//! `bind()` failed: another process holds it). Cooling and foreign ports
+//! return to the free set when the pool runs dry.
 
+use std::collections::VecDeque;
 use std::ops::RangeInclusive;
 
 use crate::proto::addr::Family;
@@ -21,6 +25,9 @@ pub(super) struct PortPool {
     range: RangeInclusive<u16>,
     /// Per family (IPv4, IPv6): bit `p - low` set when port `p` is free.
     free: [Vec<u64>; 2],
+    /// Given back, oldest first; at most `cooling_cap` per family.
+    cooling: [VecDeque<u16>; 2],
+    cooling_cap: usize,
     foreign: [Vec<u16>; 2],
 }
 
@@ -44,6 +51,8 @@ impl PortPool {
         PortPool {
             range,
             free: [bits.clone(), bits],
+            cooling: [VecDeque::new(), VecDeque::new()],
+            cooling_cap: len / 2,
             foreign: [Vec::new(), Vec::new()],
         }
     }
@@ -53,9 +62,14 @@ impl PortPool {
     /// unpredictable as RFC 8656 §7.2 asks). `None` if there is none.
     pub(super) fn take(&mut self, family: Family, want: PortWant, start: u64) -> Option<u16> {
         let found = self.find(family, want, start).or_else(|| {
-            // Dry: ports other processes held may be free again.
+            // Dry: cooling ports are better than none, and ports other
+            // processes held may be free again.
             let s = slot(family);
-            for port in std::mem::take(&mut self.foreign[s]) {
+            let back: Vec<u16> = self.cooling[s]
+                .drain(..)
+                .chain(std::mem::take(&mut self.foreign[s]))
+                .collect();
+            for port in back {
                 self.set(s, port, true);
             }
             self.find(family, want, start)
@@ -76,9 +90,15 @@ impl PortPool {
         }
     }
 
-    /// A port taken earlier is free again.
+    /// A port taken earlier is no longer used; it cools before it is free.
     pub(super) fn give_back(&mut self, family: Family, port: u16) {
-        self.set(slot(family), port, true);
+        let s = slot(family);
+        self.cooling[s].push_back(port);
+        while self.cooling[s].len() > self.cooling_cap {
+            if let Some(cooled) = self.cooling[s].pop_front() {
+                self.set(s, cooled, true);
+            }
+        }
     }
 
     /// A taken port could not be bound: another process holds it.
@@ -168,6 +188,27 @@ mod tests {
         assert!(pool.take(Family::V6, PortWant::Any, 3).is_some());
         pool.give_back(Family::V4, 50_042);
         assert_eq!(pool.take(Family::V4, PortWant::Any, 99), Some(50_042));
+    }
+
+    #[test]
+    fn a_port_given_back_cools_behind_half_the_range_before_it_is_handed_out_again() {
+        let mut pool = PortPool::new(50_000..=50_009);
+        let first = pool.take(Family::V4, PortWant::Any, 0).unwrap();
+        pool.give_back(Family::V4, first);
+        // Nine other ports are free: none of the next five is the old one
+        // while it cools behind up to five others.
+        let next: Vec<u16> = (0..5)
+            .map(|i| pool.take(Family::V4, PortWant::Any, i).unwrap())
+            .collect();
+        assert!(!next.contains(&first), "{next:?}");
+        for port in &next {
+            pool.give_back(Family::V4, *port);
+        }
+        // Behind five others, the first has cooled and is free again.
+        let rest: Vec<u16> = (0..5)
+            .map(|i| pool.take(Family::V4, PortWant::Any, i).unwrap())
+            .collect();
+        assert!(rest.contains(&first), "{rest:?}");
     }
 
     #[test]
