@@ -52,6 +52,7 @@ use crate::config::Config;
 use crate::process::random::random_bytes;
 use crate::process::status::{ConnectionCount, ServerStatus, HEARTBEAT_INTERVAL};
 use crate::process::tls;
+use crate::proto::addr::ShardId;
 use crate::proto::live_relays::LiveRelays;
 use crate::proto::peer_filter::PeerFilter;
 use crate::proto::quota::AllocationQuota;
@@ -208,7 +209,7 @@ struct ShardContext {
 /// are serving.
 pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     let workers = match config.server.workers {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(crate::config::MAX_WORKERS)),
         n => n,
     };
     let certificates = tls::TlsCertificates::from_config(config)?.map(Arc::new);
@@ -392,8 +393,12 @@ fn run_shard(index: usize, sockets: StdSockets, context: ShardContext) {
         };
         let filter = PeerFilter::new(plan.rules.clone());
         let server_config = plan.server.clone();
+        // Fewer than MAX_WORKERS (256) shards are started, see `start`.
+        let shard_id = ShardId(u8::try_from(index).unwrap_or(u8::MAX));
         let shard = shard::Shard::start(
-            |sockets| Server::new(server_config, credentials, filter, quota, live, sockets, random_bytes()),
+            |sockets| {
+                Server::new(server_config, credentials, filter, quota, live, sockets, random_bytes()).on_shard(shard_id)
+            },
             binder,
             listeners.udp,
         );

@@ -83,3 +83,8 @@ pub enum RelayProtocol {
 /// A peer connection of a TCP allocation (RFC 6062 CONNECTION-ID).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnectionId(pub u32);
+
+/// One of the process's event-loop shards (`server.workers`, at most 255),
+/// each running its own core.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShardId(pub u8);

@@ -5,44 +5,49 @@
 //! relay range that holds no live relay is not a relay: whatever else
 //! listens there is the host's, and must stay out of reach.
 //!
-//! One bit per (family, protocol, port), in atomics: a lookup is one
-//! relaxed load, with no lock, from any shard. Relaxed is enough: a relay
-//! that appears or goes a moment late on another shard is like a packet
-//! that raced the Allocate or the delete, and each bit has one writer at a
+//! The same table says which shard owns each live relay, so a packet one
+//! client sends to another client's relay can be handed to that relay's
+//! shard inside the process (see `net::handoff`).
+//!
+//! One atomic slot per (family, protocol, port): a lookup is one relaxed
+//! load, with no lock, from any shard. Relaxed is enough: a relay that
+//! appears or goes a moment late on another shard is like a packet that
+//! raced the Allocate or the delete, and each slot has one writer at a
 //! time (the shard that owns the relay; the driver hands a port to one
 //! relay at a time).
 //!
-//! Invariant: a bit is set exactly while some core holds an allocation
-//! with that relay (a reserved EVEN-PORT partner is not live until an
-//! allocation claims it).
+//! Invariant: a slot names a shard exactly while that shard's core holds
+//! an allocation with that relay (a reserved EVEN-PORT partner is not live
+//! until an allocation claims it).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, Ordering};
 
-use super::addr::{Family, RelayProtocol};
+use super::addr::{Family, RelayProtocol, ShardId};
 
-const WORDS: usize = (u16::MAX as usize + 1) / 64;
+const PORTS: usize = u16::MAX as usize + 1;
 
 pub struct LiveRelays {
-    /// Indexed by [`Self::set`]: IPv4/IPv6 × UDP/TCP, 65,536 bits each.
-    bits: [Box<[AtomicU64]>; 4],
+    /// Indexed by [`Self::set`]: IPv4/IPv6 × UDP/TCP, one slot per port:
+    /// 0 when the port is no live relay, else the owning shard plus one.
+    owners: [Box<[AtomicU16]>; 4],
 }
 
 impl Default for LiveRelays {
     fn default() -> Self {
         LiveRelays {
-            bits: std::array::from_fn(|_| (0..WORDS).map(|_| AtomicU64::new(0)).collect()),
+            owners: std::array::from_fn(|_| (0..PORTS).map(|_| AtomicU16::new(0)).collect()),
         }
     }
 }
 
 impl std::fmt::Debug for LiveRelays {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let live: u32 = self
-            .bits
+        let live = self
+            .owners
             .iter()
             .flatten()
-            .map(|w| w.load(Ordering::Relaxed).count_ones())
-            .sum();
+            .filter(|slot| slot.load(Ordering::Relaxed) != 0)
+            .count();
         write!(f, "LiveRelays({live} live)")
     }
 }
@@ -57,24 +62,29 @@ impl LiveRelays {
         }
     }
 
-    fn word(&self, family: Family, protocol: RelayProtocol, port: u16) -> (&AtomicU64, u64) {
-        let words = &self.bits[Self::set(family, protocol)];
-        (&words[usize::from(port) / 64], 1 << (port % 64))
+    fn slot(&self, family: Family, protocol: RelayProtocol, port: u16) -> &AtomicU16 {
+        &self.owners[Self::set(family, protocol)][usize::from(port)]
     }
 
-    pub fn insert(&self, family: Family, protocol: RelayProtocol, port: u16) {
-        let (word, bit) = self.word(family, protocol, port);
-        word.fetch_or(bit, Ordering::Relaxed);
+    /// Marks the relay live, owned by `owner`.
+    pub fn insert(&self, family: Family, protocol: RelayProtocol, port: u16, owner: ShardId) {
+        self.slot(family, protocol, port)
+            .store(u16::from(owner.0) + 1, Ordering::Relaxed);
     }
 
     pub fn remove(&self, family: Family, protocol: RelayProtocol, port: u16) {
-        let (word, bit) = self.word(family, protocol, port);
-        word.fetch_and(!bit, Ordering::Relaxed);
+        self.slot(family, protocol, port).store(0, Ordering::Relaxed);
     }
 
     pub fn contains(&self, family: Family, protocol: RelayProtocol, port: u16) -> bool {
-        let (word, bit) = self.word(family, protocol, port);
-        word.load(Ordering::Relaxed) & bit != 0
+        self.owner(family, protocol, port).is_some()
+    }
+
+    /// The shard that holds the live relay, if it is one.
+    pub fn owner(&self, family: Family, protocol: RelayProtocol, port: u16) -> Option<ShardId> {
+        let slot = self.slot(family, protocol, port).load(Ordering::Relaxed);
+        let shard = slot.checked_sub(1)?;
+        u8::try_from(shard).ok().map(ShardId)
     }
 }
 
@@ -85,13 +95,16 @@ mod tests {
     #[test]
     fn a_relay_is_live_between_insert_and_remove_in_its_family_and_protocol_only() {
         let live = LiveRelays::default();
-        live.insert(Family::V4, RelayProtocol::Udp, 50_001);
-        live.insert(Family::V6, RelayProtocol::Tcp, 65_535);
+        live.insert(Family::V4, RelayProtocol::Udp, 50_001, ShardId(0));
+        live.insert(Family::V6, RelayProtocol::Tcp, 65_535, ShardId(254));
         assert!(live.contains(Family::V4, RelayProtocol::Udp, 50_001));
         assert!(!live.contains(Family::V4, RelayProtocol::Tcp, 50_001));
         assert!(!live.contains(Family::V6, RelayProtocol::Udp, 50_001));
         assert!(!live.contains(Family::V4, RelayProtocol::Udp, 50_000));
         assert!(live.contains(Family::V6, RelayProtocol::Tcp, 65_535));
+        assert_eq!(live.owner(Family::V4, RelayProtocol::Udp, 50_001), Some(ShardId(0)));
+        assert_eq!(live.owner(Family::V6, RelayProtocol::Tcp, 65_535), Some(ShardId(254)));
+        assert_eq!(live.owner(Family::V4, RelayProtocol::Udp, 50_000), None);
         live.remove(Family::V4, RelayProtocol::Udp, 50_001);
         assert!(!live.contains(Family::V4, RelayProtocol::Udp, 50_001));
         assert_eq!(format!("{live:?}"), "LiveRelays(1 live)");

@@ -495,6 +495,7 @@ fn reserved_range(ip: IpAddr) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::addr::ShardId;
 
     const OWN_IPV4: Ipv4Addr = Ipv4Addr::new(5, 6, 7, 8);
     const OWN_IPV6: Ipv6Addr = Ipv6Addr::new(0x2a01, 0x4f8, 0, 0, 0, 0, 0, 0x10);
@@ -530,8 +531,8 @@ mod tests {
     /// port of the range does.
     static LIVE: std::sync::LazyLock<LiveRelays> = std::sync::LazyLock::new(|| {
         let live = LiveRelays::default();
-        live.insert(Family::V4, RelayProtocol::Udp, RELAY_PORT);
-        live.insert(Family::V6, RelayProtocol::Udp, RELAY_PORT);
+        live.insert(Family::V4, RelayProtocol::Udp, RELAY_PORT, ShardId(0));
+        live.insert(Family::V6, RelayProtocol::Udp, RELAY_PORT, ShardId(0));
         live
     });
 
@@ -938,7 +939,7 @@ mod tests {
         let filter = filter();
         let live = LiveRelays::default();
         let relay = SocketAddr::new(IpAddr::V4(OWN_IPV4), 50_002);
-        live.insert(Family::V4, RelayProtocol::Udp, 50_002);
+        live.insert(Family::V4, RelayProtocol::Udp, 50_002, ShardId(0));
         assert_eq!(filter.check(relay, RelayProtocol::Udp, &live), Ok(()));
         assert!(filter.still_reachable(relay, RelayProtocol::Udp, &live));
         live.remove(Family::V4, RelayProtocol::Udp, 50_002);

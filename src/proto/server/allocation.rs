@@ -211,7 +211,7 @@ impl<B: RelayBinder> Server<B> {
             let previous = self.by_relay.insert(relay, client);
             debug_assert!(previous.is_none(), "relay address handed out twice");
             self.live
-                .insert(Family::of(relay.0), allocation.protocol, relay.0.port());
+                .insert(Family::of(relay.0), allocation.protocol, relay.0.port(), self.shard);
         }
         let previous = self.allocations.insert(client, allocation);
         debug_assert!(previous.is_none(), "two allocations for one 5-tuple");

@@ -77,7 +77,7 @@ use self::allocation::Allocation;
 use self::answer::Failure;
 use self::failure_limits::FailureLimits;
 use self::tcp_relay::PeerConnection;
-use super::addr::{ClientAddr, ConnectionId, PeerAddr, RelayAddr, Transport};
+use super::addr::{ClientAddr, ConnectionId, PeerAddr, RelayAddr, ShardId, Transport};
 use super::auth::{Credentials, NonceCheck, UserError};
 use super::live_relays::LiveRelays;
 use super::method::Method;
@@ -160,6 +160,8 @@ pub struct Server<B> {
     /// This server's live relays, shared by every shard: this core marks
     /// its own (see [`allocation`]), the peer filter reads them.
     live: Arc<LiveRelays>,
+    /// The shard this core runs on, recorded as the owner of its relays.
+    shard: ShardId,
     binder: B,
     allocations: HashMap<ClientAddr, Allocation>,
     by_relay: HashMap<RelayAddr, ClientAddr>,
@@ -206,6 +208,7 @@ impl<B: RelayBinder> Server<B> {
             filter,
             quota,
             live,
+            shard: ShardId::default(),
             binder,
             allocations: HashMap::new(),
             by_relay: HashMap::new(),
@@ -221,6 +224,16 @@ impl<B: RelayBinder> Server<B> {
             unknown_user_key: hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &seed[..16]),
             counters: Counters::default(),
         }
+    }
+
+    /// The core of shard `shard` (the default is shard 0).
+    pub fn on_shard(mut self, shard: ShardId) -> Self {
+        self.shard = shard;
+        self
+    }
+
+    pub fn shard(&self) -> ShardId {
+        self.shard
     }
 
     pub fn binder(&self) -> &B {
