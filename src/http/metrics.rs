@@ -196,6 +196,22 @@ impl Collector for TurnpikeCollector {
             Counter,
             one(c.peer_refusals),
         )?;
+        family(
+            e,
+            "turnpike_relayed_in_process_packets",
+            "Packets one of this server's relays sent to another of its relays, handed over inside the process instead of through the kernel",
+            None,
+            Counter,
+            one(c.relayed_in_process),
+        )?;
+        family(
+            e,
+            "turnpike_relay_handoff_drops",
+            "Relay-to-relay packets dropped because the receiving shard's hand-off queue was full",
+            None,
+            Counter,
+            one(c.relay_handoff_drops),
+        )?;
 
         family(
             e,

@@ -29,6 +29,7 @@
 //! This file holds [`start`], the body of every shard's thread
 //! (`run_shard`), and the [`RunningServer`] it returns.
 
+mod handoff;
 mod plan;
 mod port_pool;
 mod relay_sockets;
@@ -36,6 +37,7 @@ mod shard;
 mod socket;
 mod stream;
 mod stream_conn;
+mod udp_io;
 
 pub use socket::BindError;
 
@@ -160,7 +162,7 @@ struct StdSockets {
 
 /// The same sockets, registered with the shard's runtime.
 struct ShardSockets {
-    udp: Vec<(SocketAddr, tokio::net::UdpSocket)>,
+    udp: Vec<(SocketAddr, udp_io::UdpSock)>,
     /// TCP and TLS listeners.
     streams: Vec<(SocketAddr, tokio::net::TcpListener, Security)>,
 }
@@ -172,7 +174,7 @@ impl StdSockets {
             udp: self
                 .udp
                 .into_iter()
-                .map(|(a, s)| Ok((a, tokio::net::UdpSocket::from_std(s)?)))
+                .map(|(a, s)| Ok((a, udp_io::register(s)?)))
                 .collect::<std::io::Result<_>>()?,
             streams: self
                 .streams
@@ -258,11 +260,11 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     };
 
     let mut handles = Vec::new();
-    for (index, shard_sockets) in sockets.into_iter().enumerate() {
+    for ((index, shard_sockets), links) in sockets.into_iter().enumerate().zip(handoff::links(workers)) {
         let context = context.clone();
         let handle = std::thread::Builder::new()
             .name(format!("turnpike-shard-{index}"))
-            .spawn(move || run_shard(index, shard_sockets, context))
+            .spawn(move || run_shard(index, shard_sockets, links, context))
             .map_err(StartError::Thread)?;
         handles.push(handle);
     }
@@ -353,7 +355,7 @@ fn relay_port_pool(config: &Config, listeners: &[SocketAddr]) -> PortPool {
 /// `LocalSet` runs the shard, its stream listeners, a task that applies
 /// reloaded plans and one that publishes the heartbeat. Reports on
 /// `ready` once serving (or why it cannot), then runs until stopped.
-fn run_shard(index: usize, sockets: StdSockets, context: ShardContext) {
+fn run_shard(index: usize, sockets: StdSockets, (inbox, outboxes): handoff::Links, context: ShardContext) {
     let ShardContext {
         plan,
         mut reloads,
@@ -401,6 +403,7 @@ fn run_shard(index: usize, sockets: StdSockets, context: ShardContext) {
             },
             binder,
             listeners.udp,
+            (inbox, handoff::Outboxes::new(outboxes)),
         );
         let stream_sources = Rc::new(StreamSources::new(&stream_limits, random_bytes()));
         let stream_limits = Rc::new(stream_limits);

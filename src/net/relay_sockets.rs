@@ -25,11 +25,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
 
 use super::port_pool::PortPool;
 use super::socket::{bind_tcp, bind_udp, UdpRole};
+use super::udp_io::{self, UdpSock};
 use crate::process::random;
 use crate::proto::addr::{Family, RelayAddr, RelayProtocol};
 use crate::proto::server::{PortWant, RelayBindError, RelayBinder};
@@ -63,7 +64,7 @@ pub(super) struct RelaySocketsConfig {
 /// opens; each returns the handle that stops the loop on release.
 pub(super) struct ReceiveLoops {
     /// Datagrams from the peers of a UDP relay.
-    pub udp: Box<dyn Fn(RelayAddr, Rc<UdpSocket>) -> AbortHandle>,
+    pub udp: Box<dyn Fn(RelayAddr, Rc<UdpSock>) -> AbortHandle>,
     /// Peers connecting to a TCP relay (RFC 6062 §5.3).
     pub tcp: Box<dyn Fn(RelayAddr, TcpListener) -> AbortHandle>,
 }
@@ -82,7 +83,7 @@ struct Unbound {
 pub(super) struct RelaySockets {
     config: RelaySocketsConfig,
     receive: ReceiveLoops,
-    sockets: Rc<RefCell<HashMap<RelayAddr, Rc<UdpSocket>>>>,
+    sockets: Rc<RefCell<HashMap<RelayAddr, Rc<UdpSock>>>>,
     tasks: HashMap<RelayAddr, AbortHandle>,
     rng: XorShift,
 }
@@ -93,7 +94,7 @@ impl RelaySockets {
     pub(super) fn new(
         config: RelaySocketsConfig,
         receive: ReceiveLoops,
-        sockets: Rc<RefCell<HashMap<RelayAddr, Rc<UdpSocket>>>>,
+        sockets: Rc<RefCell<HashMap<RelayAddr, Rc<UdpSock>>>>,
     ) -> RelaySockets {
         RelaySockets {
             config,
@@ -143,7 +144,7 @@ impl RelaySockets {
     /// Adopts a bound socket into this shard's event loop.
     fn register(&mut self, family: Family, port: u16, socket: std::net::UdpSocket) -> io::Result<()> {
         let relay = self.relay_addr(family, port).ok_or(io::ErrorKind::AddrNotAvailable)?;
-        let socket = Rc::new(UdpSocket::from_std(socket)?);
+        let socket = Rc::new(udp_io::register(socket)?);
         self.sockets.borrow_mut().insert(relay, socket.clone());
         let task = (self.receive.udp)(relay, socket);
         self.tasks.insert(relay, task);

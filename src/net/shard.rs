@@ -11,13 +11,19 @@
 //! threads: the core sits in a `RefCell` and is borrowed for the length of
 //! one synchronous handler call, never across an `.await`.
 //!
-//! Every UDP socket is read the same way: wait for readiness, then drain
-//! it with `try_recv_from` into the shard's single buffer (with headroom in
-//! front, so relayed data is framed in place), and send with a plain
-//! non-blocking `sendto`. A send that would block drops the datagram, as a
-//! congested router would; nothing queues without bound. A wake-up handles
-//! at most [`BUDGET`] datagrams before yielding so one busy socket cannot
-//! starve the others.
+//! Every UDP socket is read the same way: wait for readiness, then read it
+//! in batches of `recvmmsg` into the shard's buffers (with headroom in
+//! front, so relayed data is framed in place, see [`super::udp_io`]). What
+//! a batch relays is queued and sent when the batch is done, in as few
+//! syscalls as the kernel allows (GSO trains, `sendmmsg`). A send that
+//! would block drops the datagram, as a congested router would; nothing
+//! queues beyond one batch. A wake-up handles at most [`ROUNDS`] batches
+//! before yielding so one busy socket cannot starve the others.
+//!
+//! A payload for one of this server's own relays never crosses the kernel:
+//! the shard that owns that relay gets it directly (this one at once, any
+//! other through [`super::handoff`]), as if that relay's socket had
+//! received it from the sender's relay.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -26,12 +32,14 @@ use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::time::Instant;
 
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tracing::{debug, trace};
 
+use super::handoff::{Handoff, Inbox, Outboxes};
 use super::relay_sockets::{ReceiveLoops, RelaySockets, RelaySocketsConfig};
 use super::stream_conn::{Splice, StreamConn};
+use super::udp_io::{Kernel, RecvBatch, TxQueue, UdpSock, RECV_BATCH};
 use crate::process::clock;
 use crate::proto::addr::{ClientAddr, ConnectionId, PeerAddr, RelayAddr, Transport};
 use crate::proto::server::{
@@ -39,14 +47,17 @@ use crate::proto::server::{
     PEER_TAILROOM,
 };
 
-/// Datagrams handled per socket wake-up before yielding to other tasks.
-const BUDGET: usize = 64;
+/// `recvmmsg` batches handled per socket wake-up before yielding to other
+/// tasks.
+const ROUNDS: usize = 2;
+/// Hand-offs from other shards handled per wake-up before yielding.
+const HANDOFF_BUDGET: usize = 64;
 /// Largest datagram read: anything a UDP socket can carry.
 const MAX_DATAGRAM: usize = 65_535;
 
 pub(super) struct Shard {
     core: RefCell<Server<RelaySockets>>,
-    listeners: Vec<(SocketAddr, Rc<UdpSocket>)>,
+    listeners: Vec<(SocketAddr, Rc<UdpSock>)>,
     /// Open TCP connections of this shard, by client 5-tuple.
     streams: RefCell<HashMap<ClientAddr, Rc<StreamConn>>>,
     /// TCP peer connections of TCP allocations (RFC 6062), by id: what
@@ -58,8 +69,12 @@ pub(super) struct Shard {
     peers: RefCell<HashMap<ConnectionId, PeerSide>>,
     /// Relay sockets by advertised address; shared with the binder that
     /// lives inside the core, which adds and removes entries.
-    relays: Rc<RefCell<HashMap<RelayAddr, Rc<UdpSocket>>>>,
-    buf: RefCell<Box<[u8]>>,
+    relays: Rc<RefCell<HashMap<RelayAddr, Rc<UdpSock>>>>,
+    recv: RefCell<RecvBatch>,
+    tx: RefCell<TxQueue<Rc<UdpSock>>>,
+    /// Where a payload for one of our relays is framed for its client.
+    scratch: RefCell<Box<[u8]>>,
+    outboxes: Outboxes,
     /// Deadline the timer task sleeps until; a handler that makes the
     /// core's next deadline earlier wakes it through `timer_changed`.
     next_wake: Cell<Option<Instant>>,
@@ -73,7 +88,8 @@ impl Shard {
     pub(super) fn start(
         core_with: impl FnOnce(RelaySockets) -> Server<RelaySockets>,
         binder: RelaySocketsConfig,
-        listeners: Vec<(SocketAddr, UdpSocket)>,
+        listeners: Vec<(SocketAddr, UdpSock)>,
+        (inbox, outboxes): (Inbox, Outboxes),
     ) -> Rc<Shard> {
         let relays = Rc::new(RefCell::new(HashMap::new()));
         let shard = Rc::new_cyclic(|weak: &Weak<Shard>| {
@@ -93,7 +109,10 @@ impl Shard {
                 streams: RefCell::new(HashMap::new()),
                 peers: RefCell::new(HashMap::new()),
                 relays,
-                buf: RefCell::new(vec![0u8; PEER_HEADROOM + MAX_DATAGRAM + PEER_TAILROOM].into_boxed_slice()),
+                recv: RefCell::new(RecvBatch::new(PEER_HEADROOM, MAX_DATAGRAM, PEER_TAILROOM)),
+                tx: RefCell::new(TxQueue::new()),
+                scratch: RefCell::new(vec![0u8; PEER_HEADROOM + MAX_DATAGRAM + PEER_TAILROOM].into_boxed_slice()),
+                outboxes,
                 next_wake: Cell::new(None),
                 timer_changed: Notify::new(),
             }
@@ -102,17 +121,80 @@ impl Shard {
             tokio::task::spawn_local(listener_loop(shard.clone(), socket.clone(), *local));
         }
         tokio::task::spawn_local(timer_loop(shard.clone()));
+        tokio::task::spawn_local(inbox_loop(shard.clone(), inbox));
         shard
     }
 
-    /// Hands one datagram or stream frame from a client to the core and
-    /// carries out the answer.
+    /// Hands one stream frame from a client to the core and carries out
+    /// the answer.
     pub(super) fn handle_client_packet(self: &Rc<Self>, client: ClientAddr, packet: &[u8]) {
+        self.client_packet(client, packet);
+        self.flush();
+    }
+
+    /// Hands one datagram or frame from a client to the core and queues
+    /// what it relays (sent by [`Self::flush`]).
+    fn client_packet(self: &Rc<Self>, client: ClientAddr, packet: &[u8]) {
         let now = clock::now();
         let mut core = self.core.borrow_mut();
         match core.handle_client_packet(client, packet, now) {
-            Some(route) => self.send_to_peer(&route),
+            Some(route) => self.forward(&mut core, &route, now.mono),
             None => self.after_control(&mut core),
+        }
+    }
+
+    /// Sends what the last batch queued, and wakes the shards it handed
+    /// payloads to.
+    fn flush(&self) {
+        let mut tx = self.tx.borrow_mut();
+        if !tx.is_empty() {
+            let dropped = tx.flush(&mut Kernel);
+            if dropped.0 > 0 {
+                trace!(dropped = dropped.0, "datagrams dropped by the kernel");
+            }
+        }
+        self.outboxes.wake();
+    }
+
+    /// Queues a client's payload for its peer: through the relay socket,
+    /// or straight to the allocation of the relay it is addressed to when
+    /// that is one of ours.
+    fn forward(&self, core: &mut Server<RelaySockets>, route: &ToPeer<'_>, now: Instant) {
+        let to = RelayAddr(route.peer.0);
+        match route.local {
+            None => {
+                if let Some(socket) = self.relays.borrow().get(&route.relay) {
+                    self.tx
+                        .borrow_mut()
+                        .push(&mut Kernel, socket, route.peer.0, route.payload);
+                }
+            }
+            Some(shard) if shard == core.shard() => {
+                let mut scratch = self.scratch.borrow_mut();
+                let payload = PEER_HEADROOM..PEER_HEADROOM + route.payload.len();
+                scratch[payload.clone()].copy_from_slice(route.payload);
+                if let Some(out) = core.handle_relay_to_relay(to, route.relay, &mut scratch, payload, now) {
+                    self.queue_to_client(out.client, &scratch[out.range]);
+                }
+            }
+            Some(shard) => {
+                if let Err(why) = self.outboxes.send(shard, Handoff::new(to, route.relay, route.payload)) {
+                    trace!(?why, shard = shard.0, "relay-to-relay payload dropped");
+                    core.count_relay_handoff_drop();
+                }
+            }
+        }
+    }
+
+    /// Delivers a payload another shard handed over for one of our relays.
+    fn deliver(&self, handoff: &Handoff) {
+        let now = clock::mono();
+        let mut core = self.core.borrow_mut();
+        let mut scratch = self.scratch.borrow_mut();
+        let payload = PEER_HEADROOM..PEER_HEADROOM + handoff.payload().len();
+        scratch[payload.clone()].copy_from_slice(handoff.payload());
+        if let Some(out) = core.handle_relay_to_relay(handoff.to, handoff.from, &mut scratch, payload, now) {
+            self.queue_to_client(out.client, &scratch[out.range]);
         }
     }
 
@@ -155,27 +237,38 @@ impl Shard {
         self.core.borrow().has_allocation(&client)
     }
 
-    fn listener(&self, local: SocketAddr) -> Option<&UdpSocket> {
-        self.listeners.iter().find(|(a, _)| *a == local).map(|(_, s)| &**s)
+    fn listener(&self, local: SocketAddr) -> Option<&Rc<UdpSock>> {
+        self.listeners.iter().find(|(a, _)| *a == local).map(|(_, s)| s)
     }
 
+    /// Sends a control answer to a client at once.
     fn send_to_client(&self, to: ClientAddr, bytes: &[u8]) {
         match to.transport {
             Transport::Udp => match self.listener(to.local) {
                 Some(socket) => send_or_drop(socket, bytes, to.remote),
                 None => debug!(client = %to, "no listener for client"),
             },
-            Transport::Tcp | Transport::Tls => match self.streams.borrow().get(&to) {
-                Some(conn) => conn.send(bytes),
-                None => trace!(client = %to, "connection already gone"),
-            },
+            Transport::Tcp | Transport::Tls => self.send_to_stream(to, bytes),
         }
     }
 
-    fn send_to_peer(&self, route: &ToPeer<'_>) {
-        let relays = self.relays.borrow();
-        if let Some(socket) = relays.get(&route.relay) {
-            send_or_drop(socket, route.payload, route.peer.0);
+    /// Queues relayed data for a client (sent by [`Self::flush`]).
+    fn queue_to_client(&self, to: ClientAddr, bytes: &[u8]) {
+        match to.transport {
+            Transport::Udp => match self.listener(to.local) {
+                Some(socket) => {
+                    self.tx.borrow_mut().push(&mut Kernel, socket, to.remote, bytes);
+                }
+                None => debug!(client = %to, "no listener for client"),
+            },
+            Transport::Tcp | Transport::Tls => self.send_to_stream(to, bytes),
+        }
+    }
+
+    fn send_to_stream(&self, to: ClientAddr, bytes: &[u8]) {
+        match self.streams.borrow().get(&to) {
+            Some(conn) => conn.send(bytes),
+            None => trace!(client = %to, "connection already gone"),
         }
     }
 
@@ -233,88 +326,167 @@ impl Shard {
     }
 }
 
-/// Sends one datagram with a plain non-blocking `sendto`. tokio's
-/// `try_send_to` is not used because it answers "would block" without a
-/// syscall until the reactor has seen the socket writable, which drops the
-/// first datagrams through a fresh relay socket. Would-block here means the
-/// kernel's buffer is full: the datagram is dropped, as a router would.
-fn send_or_drop(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) {
-    if let Err(e) = socket2::SockRef::from(socket).send_to(bytes, &to.into()) {
+/// Sends one datagram with a plain non-blocking `sendto`. Would-block
+/// means the kernel's buffer is full: the datagram is dropped, as a router
+/// would.
+fn send_or_drop(socket: &UdpSock, bytes: &[u8], to: SocketAddr) {
+    if let Err(e) = socket.get_ref().send_to(bytes, to) {
         trace!(%to, error = %e, "datagram dropped");
     }
 }
 
-async fn listener_loop(shard: Rc<Shard>, socket: Rc<UdpSocket>, local: SocketAddr) {
+/// What a UDP socket's reader does with each datagram of a batch.
+trait OnDatagram {
+    fn on_datagram(
+        &self,
+        shard: &Rc<Shard>,
+        buf: &mut [u8],
+        payload: std::ops::Range<usize>,
+        from: SocketAddr,
+        now: Instant,
+    );
+}
+
+/// A listener: datagrams come from clients.
+struct FromClients(SocketAddr);
+
+impl OnDatagram for FromClients {
+    fn on_datagram(
+        &self,
+        shard: &Rc<Shard>,
+        buf: &mut [u8],
+        payload: std::ops::Range<usize>,
+        from: SocketAddr,
+        _: Instant,
+    ) {
+        let client = ClientAddr {
+            transport: Transport::Udp,
+            local: self.0,
+            remote: from,
+        };
+        shard.client_packet(client, &buf[payload]);
+    }
+}
+
+/// A relay socket: datagrams come from peers.
+struct FromPeers(RelayAddr);
+
+impl OnDatagram for FromPeers {
+    fn on_datagram(
+        &self,
+        shard: &Rc<Shard>,
+        buf: &mut [u8],
+        payload: std::ops::Range<usize>,
+        from: SocketAddr,
+        now: Instant,
+    ) {
+        let route = shard
+            .core
+            .borrow_mut()
+            .handle_peer_packet(self.0, PeerAddr(from), buf, payload, now);
+        if let Some(ToClient { client, range }) = route {
+            shard.queue_to_client(client, &buf[range]);
+        }
+    }
+}
+
+/// Reads one wake-up's worth of `socket`: up to [`ROUNDS`] batches, each
+/// handled and flushed before the next. Returns whether the socket was
+/// drained (false: the budget ran out first).
+fn read_batches(
+    shard: &Rc<Shard>,
+    socket: &UdpSock,
+    guard: &mut tokio::io::unix::AsyncFdReadyGuard<'_, std::net::UdpSocket>,
+    each: &impl OnDatagram,
+) -> bool {
+    for _ in 0..ROUNDS {
+        let mut batch = shard.recv.borrow_mut();
+        let n = match batch.recv(socket.get_ref()) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                guard.clear_ready();
+                return true;
+            }
+            Err(e) => {
+                // ICMP errors surface here on some systems; the socket stays usable.
+                trace!(error = %e, "recv error");
+                continue;
+            }
+        };
+        let now = clock::mono();
+        for i in 0..n {
+            let (buf, payload, from) = batch.datagram(i);
+            if let Some(from) = from {
+                each.on_datagram(shard, buf, payload, from, now);
+            }
+        }
+        drop(batch);
+        shard.flush();
+        if n < RECV_BATCH {
+            // The kernel had no more. tokio keeps the readiness if an
+            // event came in since the guard was taken, so nothing that
+            // arrives now is missed; an extra recvmmsg that would only
+            // say "would block" is saved.
+            guard.clear_ready();
+            return true;
+        }
+    }
+    false
+}
+
+async fn listener_loop(shard: Rc<Shard>, socket: Rc<UdpSock>, local: SocketAddr) {
+    let each = FromClients(local);
     loop {
-        if let Err(e) = socket.readable().await {
-            debug!(%local, error = %e, "listener closed");
-            return;
-        }
-        let mut drained = false;
-        for _ in 0..BUDGET {
-            let mut buf = shard.buf.borrow_mut();
-            let (n, remote) = match socket.try_recv_from(&mut buf[..MAX_DATAGRAM]) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    drained = true;
-                    break;
-                }
-                Err(e) => {
-                    // ICMP errors surface here on some systems; the socket stays usable.
-                    trace!(%local, error = %e, "recv error");
-                    continue;
-                }
-            };
-            let client = ClientAddr {
-                transport: Transport::Udp,
-                local,
-                remote,
-            };
-            shard.handle_client_packet(client, &buf[..n]);
-        }
+        let mut guard = match socket.readable().await {
+            Ok(guard) => guard,
+            Err(e) => {
+                debug!(%local, error = %e, "listener closed");
+                return;
+            }
+        };
+        let drained = read_batches(&shard, &socket, &mut guard, &each);
+        drop(guard);
         if !drained {
             tokio::task::yield_now().await;
         }
     }
 }
 
-async fn relay_loop(shard: Weak<Shard>, socket: Rc<UdpSocket>, relay: RelayAddr) {
-    let payload_start = PEER_HEADROOM;
+async fn relay_loop(shard: Weak<Shard>, socket: Rc<UdpSock>, relay: RelayAddr) {
+    let each = FromPeers(relay);
     loop {
-        if socket.readable().await.is_err() {
+        let Ok(mut guard) = socket.readable().await else {
             return;
-        }
+        };
         let Some(shard) = shard.upgrade() else {
             return;
         };
-        let mut drained = false;
-        for _ in 0..BUDGET {
-            let mut buf = shard.buf.borrow_mut();
-            let (n, from) = match socket.try_recv_from(&mut buf[payload_start..payload_start + MAX_DATAGRAM]) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    drained = true;
-                    break;
-                }
-                Err(e) => {
-                    trace!(relay = %relay.0, error = %e, "relay recv error");
-                    continue;
-                }
-            };
-            let now = clock::mono();
-            let route = shard.core.borrow_mut().handle_peer_packet(
-                relay,
-                PeerAddr(from),
-                &mut buf,
-                payload_start..payload_start + n,
-                now,
-            );
-            if let Some(ToClient { client, range }) = route {
-                shard.send_to_client(client, &buf[range]);
-            }
-        }
+        let drained = read_batches(&shard, &socket, &mut guard, &each);
+        drop(guard);
         drop(shard);
         if !drained {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Delivers what other shards handed over for this shard's relays.
+async fn inbox_loop(shard: Rc<Shard>, inbox: Inbox) {
+    loop {
+        inbox.woken().await;
+        loop {
+            let mut handled = 0;
+            while handled < HANDOFF_BUDGET {
+                let Some(handoff) = inbox.next() else {
+                    break;
+                };
+                shard.deliver(&handoff);
+                handled += 1;
+            }
+            shard.flush();
+            if handled < HANDOFF_BUDGET {
+                break;
+            }
             tokio::task::yield_now().await;
         }
     }

@@ -3,9 +3,11 @@
 //! driver takes a [`Snapshot`] now and then and publishes it; an exporter
 //! sums the shards' snapshots.
 //!
-//! Nothing here is touched per relayed packet: relayed traffic is counted
-//! per allocation already (for its log line), and a snapshot adds the live
-//! allocations' counts to those of the ended ones.
+//! Almost nothing here is touched per relayed packet: relayed traffic is
+//! counted per allocation already (for its log line), and a snapshot adds
+//! the live allocations' counts to those of the ended ones. The exception
+//! is one add per payload relayed from one of our relays to another inside
+//! the process, which no allocation's counts tell apart.
 
 use super::addr::Transport;
 use super::method::Method;
@@ -141,6 +143,10 @@ pub struct Counters {
     pub refusals: [u64; REFUSALS.len()],
     /// Peers refused by the peer filter (403).
     pub peer_refusals: u64,
+    /// Payloads relayed from one of our relays to another without the
+    /// kernel, and those dropped because the owning shard's queue was full.
+    pub relayed_in_process: u64,
+    pub relay_handoff_drops: u64,
     /// `[transport][family]`.
     pub allocations_created: [[u64; FAMILIES.len()]; TRANSPORTS.len()],
     /// `[reason][transport][family]`.
@@ -190,6 +196,8 @@ impl Snapshot {
             *x += y;
         }
         a.peer_refusals += b.peer_refusals;
+        a.relayed_in_process += b.relayed_in_process;
+        a.relay_handoff_drops += b.relay_handoff_drops;
         for (x, y) in a.rate_limited.iter_mut().zip(&b.rate_limited) {
             x.add(*y);
         }

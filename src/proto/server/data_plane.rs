@@ -16,7 +16,7 @@ use std::time::Instant;
 use tracing::trace;
 
 use super::{next_indication_id, RelayBinder, Server};
-use crate::proto::addr::{ClientAddr, Family, PeerAddr, RelayAddr, RelayProtocol};
+use crate::proto::addr::{ClientAddr, Family, PeerAddr, RelayAddr, RelayProtocol, ShardId};
 use crate::proto::channel_data;
 use crate::proto::stun::{self, attr, Message};
 
@@ -26,6 +26,11 @@ pub struct ToPeer<'p> {
     pub relay: RelayAddr,
     pub peer: PeerAddr,
     pub payload: &'p [u8],
+    /// The peer is a live UDP relay of this server, held by this shard:
+    /// the driver hands the payload to it with
+    /// [`Server::handle_relay_to_relay`] on that shard instead of sending
+    /// it through the kernel (`peer` is then its advertised address).
+    pub local: Option<ShardId>,
 }
 
 /// A peer's datagram, framed in place, to forward to a client: send
@@ -75,7 +80,12 @@ impl<B: RelayBinder> Server<B> {
             return None;
         }
         allocation.to_peer.count(payload.len());
-        Some(ToPeer { relay, peer, payload })
+        Some(ToPeer {
+            relay,
+            peer,
+            payload,
+            local: None,
+        })
     }
 
     /// Send indication (RFC 8656 §11.2): silently dropped unless it is
@@ -117,7 +127,41 @@ impl<B: RelayBinder> Server<B> {
             relay,
             peer: PeerAddr(peer),
             payload,
+            local: None,
         })
+    }
+
+    /// Which shard holds `peer`, if it is a live UDP relay of this server.
+    /// Relays of one family share one advertised IP, so a peer with the
+    /// sending relay's IP and a live port is one of them.
+    pub(super) fn local_relay(&self, from: RelayAddr, peer: PeerAddr) -> Option<ShardId> {
+        if peer.0.ip() != from.0.ip() {
+            return None;
+        }
+        self.live.owner(Family::of(peer.0), RelayProtocol::Udp, peer.0.port())
+    }
+
+    /// Handles a payload that this server's relay `from` sent to its relay
+    /// `to` (a [`ToPeer`] with `local` set), as if `to`'s socket had
+    /// received it from `from`: permissions, channels, byte rates and
+    /// counters all apply. The framing contract is that of
+    /// [`Self::handle_peer_packet`].
+    pub fn handle_relay_to_relay(
+        &mut self,
+        to: RelayAddr,
+        from: RelayAddr,
+        buf: &mut [u8],
+        payload: Range<usize>,
+        now: Instant,
+    ) -> Option<ToClient> {
+        self.counters.relayed_in_process += 1;
+        self.handle_peer_packet(to, PeerAddr(from.0), buf, payload, now)
+    }
+
+    /// Counts a relay-to-relay payload the driver could not hand to its
+    /// shard (that shard's queue was full).
+    pub fn count_relay_handoff_drop(&mut self) {
+        self.counters.relay_handoff_drops += 1;
     }
 
     /// Handles a datagram that relay socket `relay` received from `peer`.

@@ -340,7 +340,10 @@ impl<B: RelayBinder> Server<B> {
             },
             _ => None,
         }?;
-        route.peer = self.config.hairpin.outbound(route.peer);
+        route.local = self.local_relay(route.relay, route.peer);
+        if route.local.is_none() {
+            route.peer = self.config.hairpin.outbound(route.peer);
+        }
         Some(route)
     }
 
