@@ -32,6 +32,7 @@
 mod handoff;
 mod plan;
 mod port_pool;
+mod relay_poll;
 mod relay_sockets;
 mod shard;
 mod socket;
@@ -405,6 +406,13 @@ fn run_shard(index: usize, sockets: StdSockets, (inbox, outboxes): handoff::Link
             listeners.udp,
             (inbox, handoff::Outboxes::new(outboxes)),
         );
+        let shard = match shard {
+            Ok(shard) => shard,
+            Err(e) => {
+                let _ = ready.send(Err(e.to_string()));
+                return;
+            }
+        };
         let stream_sources = Rc::new(StreamSources::new(&stream_limits, random_bytes()));
         let stream_limits = Rc::new(stream_limits);
         for (addr, listener, security) in listeners.streams {

@@ -1,22 +1,23 @@
 //! The relay socket binder: the driver's side of the core's
 //! [`RelayBinder`]. It opens real sockets for a shard's allocations (UDP
 //! sockets from the configured port range, TCP listeners for RFC 6062
-//! relays), starts the shard's receive loop on each, and on release closes
-//! the socket and stops its loop.
+//! relays), has the shard read each (UDP sockets through the shard's
+//! [`RelayPoll`], TCP listeners in an accept task), and on release closes
+//! the socket and stops reading it.
 //!
 //! Invariants, per shard:
-//! * `tasks` holds one receive loop per live relay, UDP or TCP, by
-//!   advertised address; a port is used by at most one relay of either
-//!   protocol, since the core knows relays by address alone;
-//! * `sockets`, shared with the shard that sends through them, holds
-//!   exactly the UDP relays of `tasks`;
+//! * `sockets`, shared with the shard that sends through them, holds every
+//!   live UDP relay by advertised address with its [`RelayPoll`] token;
+//!   `tasks` holds one accept loop per live TCP relay; a port is used by at
+//!   most one relay of either protocol, since the core knows relays by
+//!   address alone;
 //! * the odd partner of an EVEN-PORT pair is bound at once and waits in the
 //!   process-wide [`ReservedSockets`] until it is claimed or forgotten; it
 //!   has no receive loop until a shard claims it.
 //!
-//! The binder does not know the shard: the shard hands it the
-//! [`ReceiveLoops`] to start, so this file and the event loop do not
-//! depend on each other.
+//! The binder does not know the shard: the shard hands it its
+//! [`RelayPoll`] and the [`TcpAcceptLoops`] to start, so this file and the
+//! event loop do not depend on each other.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -29,8 +30,8 @@ use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
 
 use super::port_pool::PortPool;
+use super::relay_poll::{RelayPoll, RelaySocket, Token};
 use super::socket::{bind_tcp, bind_udp, UdpRole};
-use super::udp_io::{self, UdpSock};
 use crate::process::random;
 use crate::proto::addr::{Family, RelayAddr, RelayProtocol};
 use crate::proto::server::{PortWant, RelayBindError, RelayBinder};
@@ -60,14 +61,18 @@ pub(super) struct RelaySocketsConfig {
     pub reserved: ReservedSockets,
 }
 
-/// The shard's receive loops, started by the binder on each relay it
-/// opens; each returns the handle that stops the loop on release.
-pub(super) struct ReceiveLoops {
-    /// Datagrams from the peers of a UDP relay.
-    pub udp: Box<dyn Fn(RelayAddr, Rc<UdpSock>) -> AbortHandle>,
-    /// Peers connecting to a TCP relay (RFC 6062 §5.3).
-    pub tcp: Box<dyn Fn(RelayAddr, TcpListener) -> AbortHandle>,
+/// Starts the shard's loop that accepts peers connecting to a TCP relay
+/// (RFC 6062 §5.3); returns the handle that stops it on release.
+pub(super) type TcpAcceptLoops = Box<dyn Fn(RelayAddr, TcpListener) -> AbortHandle>;
+
+/// A live UDP relay's socket, and its token in the shard's [`RelayPoll`].
+pub(super) struct UdpRelay {
+    pub socket: RelaySocket,
+    token: Token,
 }
+
+/// The UDP relays of a shard by advertised address.
+pub(super) type UdpRelays = Rc<RefCell<HashMap<RelayAddr, UdpRelay>>>;
 
 /// Ports tried per bind before the range counts as exhausted.
 const BIND_ATTEMPTS: usize = 8;
@@ -82,8 +87,9 @@ struct Unbound {
 /// from the configured port range, each with a receive loop on the shard.
 pub(super) struct RelaySockets {
     config: RelaySocketsConfig,
-    receive: ReceiveLoops,
-    sockets: Rc<RefCell<HashMap<RelayAddr, Rc<UdpSock>>>>,
+    poll: Rc<RelayPoll>,
+    tcp_accept: TcpAcceptLoops,
+    sockets: UdpRelays,
     tasks: HashMap<RelayAddr, AbortHandle>,
     rng: XorShift,
 }
@@ -93,12 +99,14 @@ impl RelaySockets {
     /// and empties.
     pub(super) fn new(
         config: RelaySocketsConfig,
-        receive: ReceiveLoops,
-        sockets: Rc<RefCell<HashMap<RelayAddr, Rc<UdpSock>>>>,
+        poll: Rc<RelayPoll>,
+        tcp_accept: TcpAcceptLoops,
+        sockets: UdpRelays,
     ) -> RelaySockets {
         RelaySockets {
             config,
-            receive,
+            poll,
+            tcp_accept,
             sockets,
             tasks: HashMap::new(),
             rng: XorShift::new(random::seed_u64()),
@@ -131,7 +139,7 @@ impl RelaySockets {
         let relay = self.relay_addr(family, port).ok_or(io::ErrorKind::AddrNotAvailable)?;
         let local = self.bind_addr(relay).ok_or(io::ErrorKind::AddrNotAvailable)?;
         let listener = TcpListener::from_std(bind_tcp(local, true, TCP_RELAY_BACKLOG)?)?;
-        let task = (self.receive.tcp)(relay, listener);
+        let task = (self.tcp_accept)(relay, listener);
         self.tasks.insert(relay, task);
         Ok(())
     }
@@ -144,10 +152,9 @@ impl RelaySockets {
     /// Adopts a bound socket into this shard's event loop.
     fn register(&mut self, family: Family, port: u16, socket: std::net::UdpSocket) -> io::Result<()> {
         let relay = self.relay_addr(family, port).ok_or(io::ErrorKind::AddrNotAvailable)?;
-        let socket = Rc::new(udp_io::register(socket)?);
-        self.sockets.borrow_mut().insert(relay, socket.clone());
-        let task = (self.receive.udp)(relay, socket);
-        self.tasks.insert(relay, task);
+        let socket = Rc::new(socket);
+        let token = self.poll.add(relay, &socket)?;
+        self.sockets.borrow_mut().insert(relay, UdpRelay { socket, token });
         Ok(())
     }
 
@@ -245,7 +252,9 @@ impl RelayBinder for RelaySockets {
         let Some(relay) = self.relay_addr(family, port) else {
             return;
         };
-        self.sockets.borrow_mut().remove(&relay);
+        if let Some(udp) = self.sockets.borrow_mut().remove(&relay) {
+            self.poll.remove(udp.token);
+        }
         if let Some(task) = self.tasks.remove(&relay) {
             task.abort();
         }

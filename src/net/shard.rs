@@ -37,7 +37,8 @@ use tokio::sync::Notify;
 use tracing::{debug, trace};
 
 use super::handoff::{Handoff, Inbox, Outboxes};
-use super::relay_sockets::{ReceiveLoops, RelaySockets, RelaySocketsConfig};
+use super::relay_poll::{RelayPoll, RelaySocket, READY_MAX};
+use super::relay_sockets::{RelaySockets, RelaySocketsConfig, UdpRelays};
 use super::stream_conn::{Splice, StreamConn};
 use super::udp_io::{Kernel, RecvBatch, TxQueue, UdpSock, RECV_BATCH};
 use crate::process::clock;
@@ -67,11 +68,12 @@ pub(super) struct Shard {
     /// only put in when the core says it still waits for it, so nothing
     /// here outlives the core's connection.
     peers: RefCell<HashMap<ConnectionId, PeerSide>>,
-    /// Relay sockets by advertised address; shared with the binder that
-    /// lives inside the core, which adds and removes entries.
-    relays: Rc<RefCell<HashMap<RelayAddr, Rc<UdpSock>>>>,
+    /// UDP relay sockets by advertised address; shared with the binder
+    /// that lives inside the core, which adds and removes entries (and
+    /// watches them in `poll`).
+    relays: UdpRelays,
     recv: RefCell<RecvBatch>,
-    tx: RefCell<TxQueue<Rc<UdpSock>>>,
+    tx: RefCell<TxQueue<RelaySocket>>,
     /// Where a payload for one of our relays is framed for its client.
     scratch: RefCell<Box<[u8]>>,
     outboxes: Outboxes,
@@ -90,19 +92,15 @@ impl Shard {
         binder: RelaySocketsConfig,
         listeners: Vec<(SocketAddr, UdpSock)>,
         (inbox, outboxes): (Inbox, Outboxes),
-    ) -> Rc<Shard> {
-        let relays = Rc::new(RefCell::new(HashMap::new()));
+    ) -> io::Result<Rc<Shard>> {
+        let relays = UdpRelays::default();
+        let poll = Rc::new(RelayPoll::new()?);
         let shard = Rc::new_cyclic(|weak: &Weak<Shard>| {
-            let (udp_shard, tcp_shard) = (weak.clone(), weak.clone());
-            let receive = ReceiveLoops {
-                udp: Box::new(move |relay, socket| {
-                    tokio::task::spawn_local(relay_loop(udp_shard.clone(), socket, relay)).abort_handle()
-                }),
-                tcp: Box::new(move |relay, listener| {
-                    tokio::task::spawn_local(tcp_relay_accept_loop(tcp_shard.clone(), listener, relay)).abort_handle()
-                }),
-            };
-            let sockets = RelaySockets::new(binder, receive, relays.clone());
+            let tcp_shard = weak.clone();
+            let tcp_accept: super::relay_sockets::TcpAcceptLoops = Box::new(move |relay, listener| {
+                tokio::task::spawn_local(tcp_relay_accept_loop(tcp_shard.clone(), listener, relay)).abort_handle()
+            });
+            let sockets = RelaySockets::new(binder, poll.clone(), tcp_accept, relays.clone());
             Shard {
                 core: RefCell::new(core_with(sockets)),
                 listeners: listeners.into_iter().map(|(a, s)| (a, Rc::new(s))).collect(),
@@ -122,7 +120,8 @@ impl Shard {
         }
         tokio::task::spawn_local(timer_loop(shard.clone()));
         tokio::task::spawn_local(inbox_loop(shard.clone(), inbox));
-        shard
+        tokio::task::spawn_local(relay_loop(Rc::downgrade(&shard), poll));
+        Ok(shard)
     }
 
     /// Hands one stream frame from a client to the core and carries out
@@ -163,10 +162,10 @@ impl Shard {
         let to = RelayAddr(route.peer.0);
         match route.local {
             None => {
-                if let Some(socket) = self.relays.borrow().get(&route.relay) {
+                if let Some(relay) = self.relays.borrow().get(&route.relay) {
                     self.tx
                         .borrow_mut()
-                        .push(&mut Kernel, socket, route.peer.0, route.payload);
+                        .push(&mut Kernel, &relay.socket, route.peer.0, route.payload);
                 }
             }
             Some(shard) if shard == core.shard() => {
@@ -257,7 +256,9 @@ impl Shard {
         match to.transport {
             Transport::Udp => match self.listener(to.local) {
                 Some(socket) => {
-                    self.tx.borrow_mut().push(&mut Kernel, socket, to.remote, bytes);
+                    self.tx
+                        .borrow_mut()
+                        .push(&mut Kernel, socket.get_ref(), to.remote, bytes);
                 }
                 None => debug!(client = %to, "no listener for client"),
             },
@@ -392,21 +393,17 @@ impl OnDatagram for FromPeers {
 
 /// Reads one wake-up's worth of `socket`: up to [`ROUNDS`] batches, each
 /// handled and flushed before the next. Returns whether the socket was
-/// drained (false: the budget ran out first).
-fn read_batches(
-    shard: &Rc<Shard>,
-    socket: &UdpSock,
-    guard: &mut tokio::io::unix::AsyncFdReadyGuard<'_, std::net::UdpSocket>,
-    each: &impl OnDatagram,
-) -> bool {
+/// drained (false: the budget ran out first). A batch shorter than
+/// [`RECV_BATCH`] counts as drained: the kernel had no more, and the
+/// caller's readiness, which tokio keeps if an event came in since, tells
+/// about anything newer; the `recvmmsg` that would only say "would block"
+/// is saved.
+fn read_batches(shard: &Rc<Shard>, socket: &std::net::UdpSocket, each: &impl OnDatagram) -> bool {
     for _ in 0..ROUNDS {
         let mut batch = shard.recv.borrow_mut();
-        let n = match batch.recv(socket.get_ref()) {
+        let n = match batch.recv(socket) {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                guard.clear_ready();
-                return true;
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
             Err(e) => {
                 // ICMP errors surface here on some systems; the socket stays usable.
                 trace!(error = %e, "recv error");
@@ -423,11 +420,6 @@ fn read_batches(
         drop(batch);
         shard.flush();
         if n < RECV_BATCH {
-            // The kernel had no more. tokio keeps the readiness if an
-            // event came in since the guard was taken, so nothing that
-            // arrives now is missed; an extra recvmmsg that would only
-            // say "would block" is saved.
-            guard.clear_ready();
             return true;
         }
     }
@@ -444,27 +436,41 @@ async fn listener_loop(shard: Rc<Shard>, socket: Rc<UdpSock>, local: SocketAddr)
                 return;
             }
         };
-        let drained = read_batches(&shard, &socket, &mut guard, &each);
-        drop(guard);
-        if !drained {
+        if read_batches(&shard, socket.get_ref(), &each) {
+            guard.clear_ready();
+        } else {
+            drop(guard);
             tokio::task::yield_now().await;
         }
     }
 }
 
-async fn relay_loop(shard: Weak<Shard>, socket: Rc<UdpSock>, relay: RelayAddr) {
-    let each = FromPeers(relay);
+/// Reads every UDP relay socket of the shard, as `poll` names them.
+async fn relay_loop(shard: Weak<Shard>, poll: Rc<RelayPoll>) {
+    let mut ready = Vec::with_capacity(READY_MAX);
     loop {
-        let Ok(mut guard) = socket.readable().await else {
+        let Ok(mut guard) = poll.readable().await else {
             return;
         };
         let Some(shard) = shard.upgrade() else {
             return;
         };
-        let drained = read_batches(&shard, &socket, &mut guard, &each);
-        drop(guard);
+        let events = match poll.ready(&mut ready) {
+            Ok(n) => n,
+            Err(e) => {
+                debug!(error = %e, "relay poll failed");
+                0
+            }
+        };
+        let mut drained = events < READY_MAX;
+        for (relay, socket) in ready.drain(..) {
+            drained &= read_batches(&shard, &socket, &FromPeers(relay));
+        }
         drop(shard);
-        if !drained {
+        if drained {
+            guard.clear_ready();
+        } else {
+            drop(guard);
             tokio::task::yield_now().await;
         }
     }

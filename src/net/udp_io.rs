@@ -38,10 +38,10 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use tracing::{debug, trace};
 
-/// A UDP socket registered with the shard's runtime: read by readiness
+/// A UDP listener registered with the shard's runtime: read by readiness
 /// guard (so a short batch can clear readiness without another syscall),
-/// written with plain non-blocking syscalls.
-pub(super) type UdpSock = tokio::io::unix::AsyncFd<std::net::UdpSocket>;
+/// written with plain non-blocking syscalls through the shared socket.
+pub(super) type UdpSock = tokio::io::unix::AsyncFd<std::rc::Rc<std::net::UdpSocket>>;
 
 /// Registers `socket` (non-blocking) with the current runtime for
 /// readability only: the shards never wait to write, and a writable
@@ -49,7 +49,8 @@ pub(super) type UdpSock = tokio::io::unix::AsyncFd<std::net::UdpSocket>;
 pub(super) fn register(socket: std::net::UdpSocket) -> io::Result<UdpSock> {
     // SAFETY: the AsyncFd owns the socket, so its descriptor stays open
     // and names the same socket for as long as the AsyncFd lives.
-    unsafe { UdpSock::register_with_interest(socket, tokio::io::Interest::READABLE) }.map_err(io::Error::from)
+    unsafe { UdpSock::register_with_interest(std::rc::Rc::new(socket), tokio::io::Interest::READABLE) }
+        .map_err(io::Error::from)
 }
 
 /// Datagrams read per `recvmmsg`.

@@ -34,11 +34,11 @@ impl<B: RelayBinder> Server<B> {
         if let Some(existing) = self.allocations.get(&client) {
             // Another user on this 5-tuple must never see the creator's
             // signed answer, retransmission or not.
-            if existing.username != auth.username {
+            if *existing.username != *auth.username {
                 return Err(ErrorCode::WrongCredentials.into());
             }
             if existing.created_by == msg.transaction_id() {
-                return Ok(existing.created_response.clone());
+                return Ok(existing.created_response.to_vec());
             }
             return Err(ErrorCode::AllocationMismatch.into());
         }
@@ -114,16 +114,17 @@ impl<B: RelayBinder> Server<B> {
                 relays,
                 protocol: request.protocol,
                 connections: Vec::new(),
-                username: auth.username.to_owned(),
+                username: auth.username.into(),
                 created: now,
                 expires: now + lifetime,
                 created_by: msg.transaction_id(),
-                created_response: buf.clone(),
+                created_response: buf.as_slice().into(),
                 permissions: Vec::new(),
                 channels: Vec::new(),
                 to_peer: Traffic::default(),
                 to_client: Traffic::default(),
-                rate: (self.config.allocation_rate > 0).then(|| rate_bucket(self.config.allocation_rate, now)),
+                rate: (self.config.allocation_rate > 0)
+                    .then(|| Box::new(rate_bucket(self.config.allocation_rate, now))),
                 user_rate,
             },
         );

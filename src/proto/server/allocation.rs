@@ -99,19 +99,20 @@ pub(super) struct Allocation {
     pub(super) protocol: RelayProtocol,
     /// Ids of its TCP peer connections; mirrors `Server::connections`.
     pub(super) connections: Vec<ConnectionId>,
-    pub(super) username: String,
+    pub(super) username: Box<str>,
     pub(super) created: Instant,
     pub(super) expires: Instant,
     /// Transaction that created it and the answer it got, so that a
     /// retransmitted Allocate gets the same answer (RFC 8656 §7.2).
     pub(super) created_by: TransactionId,
-    pub(super) created_response: Vec<u8>,
+    pub(super) created_response: Box<[u8]>,
     pub(super) permissions: Vec<Permission>,
     pub(super) channels: Vec<Channel>,
     pub(super) to_peer: Traffic,
     pub(super) to_client: Traffic,
-    /// Byte rate of this allocation, both directions together.
-    pub(super) rate: Option<TokenBucket>,
+    /// Byte rate of this allocation, both directions together (boxed: it
+    /// is off by default, and then costs a pointer).
+    pub(super) rate: Option<Box<TokenBucket>>,
     /// Byte rate shared by all allocations of its user.
     pub(super) user_rate: Option<SharedBucket>,
 }
@@ -199,7 +200,7 @@ impl<B: RelayBinder> Server<B> {
         auth: &Authenticated<'_>,
     ) -> Result<&mut Allocation, Failure> {
         let allocation = self.allocations.get_mut(&client).ok_or(ErrorCode::AllocationMismatch)?;
-        if allocation.username != auth.username {
+        if *allocation.username != *auth.username {
             return Err(ErrorCode::WrongCredentials.into());
         }
         Ok(allocation)
@@ -213,12 +214,12 @@ impl<B: RelayBinder> Server<B> {
             self.live
                 .insert(Family::of(relay.0), allocation.protocol, relay.0.port(), self.shard);
         }
-        let previous = self.allocations.insert(client, allocation);
+        let previous = self.allocations.insert(client, Box::new(allocation));
         debug_assert!(previous.is_none(), "two allocations for one 5-tuple");
     }
 
     pub(super) fn remove_allocation(&mut self, client: ClientAddr, why: EndReason, now: Instant) {
-        let Some(a) = self.allocations.remove(&client) else {
+        let Some(a) = self.allocations.remove(&client).map(|a| *a) else {
             return;
         };
         self.counters.allocations_ended[why as usize][client.transport as usize][a.relays.family_index()] += 1;

@@ -163,7 +163,9 @@ pub struct Server<B> {
     /// The shard this core runs on, recorded as the owner of its relays.
     shard: ShardId,
     binder: B,
-    allocations: HashMap<ClientAddr, Allocation>,
+    /// Boxed: the table keeps spare slots, which then cost a pointer each
+    /// instead of a whole allocation.
+    allocations: HashMap<ClientAddr, Box<Allocation>>,
     by_relay: HashMap<RelayAddr, ClientAddr>,
     /// TCP peer connections (RFC 6062) by id; each is listed in its
     /// allocation's `connections`.
@@ -497,7 +499,7 @@ impl<B: RelayBinder> Server<B> {
         }
         // An allocation may keep refreshing on the credential that created
         // it after that credential expires; nothing new may be started.
-        let own_allocation = self.allocations.get(&client).is_some_and(|a| a.username == username);
+        let own_allocation = self.allocations.get(&client).is_some_and(|a| *a.username == *username);
         let keys = match self.credentials.keys_for(username, now.unix_secs) {
             Err(UserError::Expired) if own_allocation => self.credentials.keys_past_expiry(username),
             keys => keys,

@@ -266,7 +266,7 @@ impl<B: RelayBinder> Server<B> {
                 .iter()
                 .any(|id| connections.get(id).is_some_and(|c| c.peer == peer))
         };
-        if self.allocations.get(&client).is_some_and(connected) {
+        if self.allocations.get(&client).is_some_and(|a| connected(a)) {
             return Err(ErrorCode::ConnectionAlreadyExists.into());
         }
         let relay = relays
@@ -306,10 +306,7 @@ impl<B: RelayBinder> Server<B> {
         let PeerConnectionState::Pending { expires } = connection.state else {
             return Err(ErrorCode::BadRequest.into());
         };
-        let owner = self
-            .allocations
-            .get(&connection.allocation)
-            .map(|a| a.username.as_str());
+        let owner = self.allocations.get(&connection.allocation).map(|a| &*a.username);
         if owner != Some(auth.username) {
             return Err(ErrorCode::WrongCredentials.into());
         }
