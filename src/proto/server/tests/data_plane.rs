@@ -82,7 +82,10 @@ fn send_indication_to_a_service_port_of_an_own_address_is_dropped_despite_a_perm
     let other_relay = h.allocate(client(2)).0;
     let turn_port = SocketAddr::new(RELAY_IP.into(), 3478);
     h.permit(c, &[other_relay]).assert_success();
-    assert_eq!(h.send(c, other_relay, b"hi"), relayed(relay, other_relay, b"hi"));
+    assert_eq!(
+        h.send(c, other_relay, b"hi"),
+        relayed_in_process(relay, other_relay, b"hi")
+    );
     h.permit(c, &[turn_port]).assert_code(403);
     h.channel_bind(c, 0x4000, turn_port).assert_code(403);
     assert_eq!(h.send(c, turn_port, b"hi"), None);
@@ -116,10 +119,10 @@ fn own_addresses_are_peers_only_while_exactly_a_live_relay_of_this_server() {
     h.channel_bind(a, 0x4001, free_port).assert_code(403);
     // B's relay is reachable, by Send and over a channel...
     h.channel_bind(a, 0x4000, relay_b.0).assert_success();
-    assert_eq!(h.send(a, relay_b.0, b"s"), relayed(relay_a, relay_b.0, b"s"));
+    assert_eq!(h.send(a, relay_b.0, b"s"), relayed_in_process(relay_a, relay_b.0, b"s"));
     assert_eq!(
         h.client_packet(a, &channel_data(0x4000, b"c")),
-        relayed(relay_a, relay_b.0, b"c")
+        relayed_in_process(relay_a, relay_b.0, b"c")
     );
     // ...until B's allocation goes: from the next packet on, neither the
     // permission nor the channel reaches the port it held.
@@ -129,11 +132,14 @@ fn own_addresses_are_peers_only_while_exactly_a_live_relay_of_this_server() {
     assert_eq!(h.server.snapshot(h.now().mono).counters.peer_refusals, 4);
 }
 
-/// Behind a 1:1 NAT the advertised relay IP (external_ip) may not hairpin:
-/// relay-to-relay packets go to the local address and come back from it,
-/// while clients and permissions only ever see the advertised address.
+/// Behind a 1:1 NAT the advertised relay IP (external_ip) may not hairpin.
+/// A UDP payload for one of our relays never goes on the wire (it is
+/// handed over in the process, at the advertised address); one that comes
+/// from a relay's local address through the kernel all the same is seen
+/// as from the advertised one. Clients and permissions only ever see the
+/// advertised address.
 #[test]
-fn relay_to_relay_goes_through_the_local_address_when_the_advertised_one_does_not_hairpin() {
+fn relay_to_relay_stays_in_the_process_and_a_local_sender_counts_as_advertised() {
     let local = std::net::IpAddr::from([10, 9, 9, 9]);
     let rules = PeerRules {
         own_ips: vec![RELAY_IP.into(), local],
@@ -148,15 +154,27 @@ fn relay_to_relay_goes_through_the_local_address_when_the_advertised_one_does_no
     let (relay_a, relay_b) = (h.allocate(a), h.allocate(b));
     h.permit(a, &[relay_b.0]).assert_success();
     h.permit(b, &[relay_a.0]).assert_success();
-    // Sent to B's local address rather than the advertised one...
-    let on_the_wire = SocketAddr::new(local, relay_b.0.port());
-    assert_eq!(h.send(a, relay_b.0, b"hi"), relayed(relay_a, on_the_wire, b"hi"));
-    // ...it arrives at B's relay from A's local address, and B's client
-    // sees A's advertised relay address, for which it has a permission.
+    assert_eq!(
+        h.send(a, relay_b.0, b"hi"),
+        relayed_in_process(relay_a, relay_b.0, b"hi")
+    );
+    // From A's local address through the kernel, B's client sees A's
+    // advertised relay address, for which it has a permission.
     let from_the_wire = SocketAddr::new(local, relay_a.0.port());
     let (to, bytes) = h.peer_sends(relay_b, from_the_wire, b"hi").expect("relayed");
     assert_eq!(to, b);
     assert_data_indication(&bytes, relay_a.0, b"hi");
+    // Handed over in the process, the same.
+    let mut buf = vec![0u8; PEER_HEADROOM + 2 + PEER_TAILROOM];
+    buf[PEER_HEADROOM..PEER_HEADROOM + 2].copy_from_slice(b"hi");
+    let now = h.now().mono;
+    let out = h
+        .server
+        .handle_relay_to_relay(relay_b, relay_a, &mut buf, PEER_HEADROOM..PEER_HEADROOM + 2, now)
+        .expect("relayed");
+    assert_eq!(out.client, b);
+    assert_data_indication(&buf[out.range], relay_a.0, b"hi");
+    assert_eq!(h.server.snapshot(now).counters.relayed_in_process, 1);
     // Outside the relay port range nothing is rewritten.
     let elsewhere = SocketAddr::new(RELAY_IP.into(), 3478);
     h.permit(a, &[elsewhere]).assert_code(403);
@@ -216,4 +234,26 @@ fn a_user_byte_rate_is_shared_by_all_allocations_of_the_user() {
         .count();
     assert_eq!(carol_sent, 10);
     assert_eq!(h.server.snapshot(h.now().mono).counters.rate_limited[1].packets, 4);
+}
+
+/// A live relay held by another shard is marked with that shard, for the
+/// driver to hand the payload over to; it is never sent to the wire.
+#[test]
+fn a_payload_for_a_relay_of_another_shard_names_that_shard() {
+    let mut h = Harness::with(Settings {
+        rules: own_relay_rules(vec![3478]),
+        ..Settings::default()
+    });
+    let a = client(1);
+    let relay_a = h.allocate(a);
+    let elsewhere = SocketAddr::new(RELAY_IP.into(), FIRST_PORT + PORTS - 1);
+    h.live
+        .insert(Family::V4, RelayProtocol::Udp, elsewhere.port(), ShardId(3));
+    h.permit(a, &[elsewhere]).assert_success();
+    let routed = h.send(a, elsewhere, b"x").expect("relayed");
+    assert_eq!(routed.local, Some(ShardId(3)));
+    assert_eq!((routed.relay, routed.peer.0), (relay_a, elsewhere));
+    // Gone from the table, it is the host's port again.
+    h.live.remove(Family::V4, RelayProtocol::Udp, elsewhere.port());
+    assert_eq!(h.send(a, elsewhere, b"x"), None);
 }

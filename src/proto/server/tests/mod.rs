@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Effect, PortWant, RelayHairpin, Server, ServerConfig, PEER_HEADROOM, PEER_TAILROOM};
-use crate::proto::addr::{ClientAddr, ConnectionId, Family, PeerAddr, RelayAddr, RelayProtocol, Transport};
+use crate::proto::addr::{ClientAddr, ConnectionId, Family, PeerAddr, RelayAddr, RelayProtocol, ShardId, Transport};
 use crate::proto::auth::{self, Credentials, CredentialsConfig, LongTermKey};
 use crate::proto::channel_data::ChannelNumber;
 use crate::proto::live_relays::LiveRelays;
@@ -159,6 +159,7 @@ struct Relayed {
     relay: RelayAddr,
     peer: PeerAddr,
     payload: Vec<u8>,
+    local: Option<ShardId>,
 }
 
 fn relayed(relay: RelayAddr, peer: SocketAddr, payload: &[u8]) -> Option<Relayed> {
@@ -166,6 +167,16 @@ fn relayed(relay: RelayAddr, peer: SocketAddr, payload: &[u8]) -> Option<Relayed
         relay,
         peer: PeerAddr(peer),
         payload: payload.to_vec(),
+        local: None,
+    })
+}
+
+/// Relayed to `peer`, a live relay of this server on shard 0 (the
+/// harness's), to be handed over inside the process.
+fn relayed_in_process(relay: RelayAddr, peer: SocketAddr, payload: &[u8]) -> Option<Relayed> {
+    Some(Relayed {
+        local: Some(ShardId(0)),
+        ..relayed(relay, peer, payload)?
     })
 }
 
@@ -405,6 +416,7 @@ impl Harness {
                 relay: to.relay,
                 peer: to.peer,
                 payload: to.payload.to_vec(),
+                local: to.local,
             });
         self.assert_quiet();
         out
