@@ -23,7 +23,10 @@
 //! * `plan`: what the shards share, derived from the config, and what a
 //!   reload may change;
 //! * `shard`: one shard's event loop;
-//! * `relay_sockets`: the relay sockets a shard opens for its allocations;
+//! * `udp_io`: batched UDP receive and send (`recvmmsg`, GSO, `sendmmsg`);
+//! * `relay_sockets`: the relay sockets a shard opens for its allocations,
+//!   and `relay_poll`, the epoll set through which it reads the UDP ones;
+//! * `handoff`: relay-to-relay payloads for another shard;
 //! * `stream` and `stream_conn`: TCP and TLS connections.
 //!
 //! This file holds [`start`], the body of every shard's thread

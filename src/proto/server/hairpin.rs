@@ -16,6 +16,13 @@ use crate::proto::addr::PeerAddr;
 /// port is seen as coming from the advertised one. Permissions, the peer
 /// filter and XOR-PEER-ADDRESS therefore keep using the advertised
 /// addresses the clients know.
+///
+/// A UDP payload from one of our relays to another no longer reaches the
+/// wire at all (it is handed over inside the process, see
+/// `Server::handle_relay_to_relay`), so for UDP the mapping only matters
+/// to a datagram that arrives from a local address anyway; RFC 6062
+/// Connect to our own TCP relays still goes through the kernel and uses
+/// both directions.
 #[derive(Clone, Debug)]
 pub struct RelayHairpin {
     /// (advertised, local) pairs that differ; usually none.
