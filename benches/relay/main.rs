@@ -152,7 +152,7 @@ fn figures(s: &Settings) -> Vec<Figure> {
         ),
         f(
             "r2r-1-100",
-            "relay ↔ relay, 1 pair, 100 B".into(),
+            "relay ↔ relay, 1 flow (2 allocations), 100 B".into(),
             us,
             Goal::AtMost(0.40),
         ),
@@ -162,7 +162,12 @@ fn figures(s: &Settings) -> Vec<Figure> {
             us,
             Goal::AtMost(0.40),
         ),
-        f("r2r-1-1200", "relay ↔ relay, 1 pair, 1200 B".into(), us, Goal::Report),
+        f(
+            "r2r-1-1200",
+            "relay ↔ relay, 1 flow (2 allocations), 1200 B".into(),
+            us,
+            Goal::Report,
+        ),
         f(
             "r2r-n-1200",
             format!("relay ↔ relay, {n} allocations ({} pairs), 1200 B", n / 2),
@@ -340,6 +345,7 @@ fn run() -> Result<(), String> {
     }
     println!("\nraw numbers, every round:\n");
     print!("{}", report::raw(&figs, &samples));
+    notes.extend(report::starved(&samples));
     for n in &notes {
         println!("\nnote: {n}");
     }
@@ -454,6 +460,7 @@ fn record_phase(
         round,
         value: p.us_per_packet(),
         raw: phase_raw(p),
+        share: Some(p.server_cpu_pct()),
     });
     Ok(())
 }
@@ -563,6 +570,7 @@ fn data_plane(mut server: ServerProcess, s: &Settings, round: usize, out: &mut V
             round,
             value: p.server_cpu_pct(),
             raw: format!("{:.2} µs/pkt; {}", p.us_per_packet(), phase_raw(&p)),
+            share: None,
         });
     }
     if s.group("rtt") {
@@ -586,6 +594,7 @@ fn data_plane(mut server: ServerProcess, s: &Settings, round: usize, out: &mut V
                 round,
                 value,
                 raw: raw.clone(),
+                share: None,
             });
         }
     }
@@ -637,8 +646,10 @@ fn allocate_burst(mut server: ServerProcess, s: &Settings, round: usize, out: &m
     let pid = server.pid();
     let sockets = burst::sockets(server.udp, s.burst)?;
     let cpu0 = cpu_seconds(pid);
+    let gen0 = cpu_seconds(std::process::id());
     let b = burst::allocate_all(sockets, BURST_MAX);
     let cpu = cpu_seconds(pid) - cpu0;
+    let gen = cpu_seconds(std::process::id()) - gen0;
     server.check_alive()?;
     if b.done == 0 {
         return Err(format!(
@@ -650,13 +661,14 @@ fn allocate_burst(mut server: ServerProcess, s: &Settings, round: usize, out: &m
     let rate = b.done as f64 / b.wall.max(1e-6);
     let ms = 1e3 * cpu / b.done as f64;
     let raw = format!(
-        "{} of {} allocated in {:.2} s, {} failed, {} retransmissions, server CPU {:.2} s{}",
+        "{} of {} allocated in {:.2} s, {} failed, {} retransmissions, server CPU {:.2} s, generator CPU {:.2} s{}",
         b.done,
         s.burst,
         b.wall,
         b.failed,
         b.retransmits,
         cpu,
+        gen,
         if b.errors.is_empty() {
             String::new()
         } else {
@@ -670,6 +682,7 @@ fn allocate_burst(mut server: ServerProcess, s: &Settings, round: usize, out: &m
         round,
         value: rate,
         raw: raw.clone(),
+        share: None,
     });
     out.push(Sample {
         figure: "alloc-cpu",
@@ -677,6 +690,7 @@ fn allocate_burst(mut server: ServerProcess, s: &Settings, round: usize, out: &m
         round,
         value: ms,
         raw,
+        share: None,
     });
     report_log(&server);
     Ok(())
@@ -721,6 +735,7 @@ fn idle_memory(mut server: ServerProcess, n: usize, round: usize, out: &mut Vec<
         round,
         value: per,
         raw,
+        share: None,
     });
     report_log(&server);
     Ok(())
@@ -761,8 +776,8 @@ fn forwarder_round(
         .map(|i| turn::udp_socket(client_ip(i), None))
         .collect::<Result<Vec<_>, _>>()?;
     let peers = (0..n).map(|_| turn::peer_socket()).collect::<Result<Vec<_>, _>>()?;
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(exe);
+    // /proc/self/exe is this very binary even if a rebuild replaced the file.
+    let mut cmd = Command::new("/proc/self/exe");
     cmd.arg("--forwarder").arg(mode);
     for (c, p) in clients.iter().zip(&peers) {
         let (c, p) = (

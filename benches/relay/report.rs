@@ -29,6 +29,32 @@ pub struct Sample {
     pub value: f64,
     /// The raw numbers behind it, as text.
     pub raw: String,
+    /// The server's share of a core, for a full-speed load phase.
+    pub share: Option<f64>,
+}
+
+/// Server CPU share below which a full-speed phase is flagged as starved.
+const STARVED_PCT: f64 = 70.0;
+
+/// A note naming the full-speed measurements in which the server got
+/// less than `STARVED_PCT` of its core.
+pub fn starved(samples: &[Sample]) -> Option<String> {
+    let low: Vec<String> = samples
+        .iter()
+        .filter_map(|s| {
+            let pct = s.share?;
+            (pct < STARVED_PCT).then(|| format!("{} {} round {} ({pct:.0} %)", s.server, s.figure, s.round))
+        })
+        .collect();
+    (!low.is_empty()).then(|| {
+        format!(
+            "in {} full-speed measurements the server had less than {STARVED_PCT:.0} % of its core (the machine was busy, \
+             or the server waited on something): {}. CPU per packet stays comparable; loss and rates there say more \
+             about the machine.",
+            low.len(),
+            low.join(", ")
+        )
+    })
 }
 
 pub fn median(mut v: Vec<f64>) -> Option<f64> {
