@@ -453,6 +453,13 @@ fn record_phase(
             phase_raw(p)
         ));
     }
+    for (d, arrow) in [(0, "→"), (1, "←")] {
+        if p.sent_dir[d] > 0 && p.received_dir[d] == 0 {
+            eprintln!(
+                "WARNING: {server} relayed nothing {arrow} in figure {figure} (round {round}); only the other direction counts"
+            );
+        }
+    }
     eprintln!("  {figure}: {:.2} µs/pkt ({})", p.us_per_packet(), phase_raw(p));
     out.push(Sample {
         figure,

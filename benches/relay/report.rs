@@ -47,12 +47,19 @@ pub fn starved(samples: &[Sample]) -> Option<String> {
         })
         .collect();
     (!low.is_empty()).then(|| {
+        let shown = low.len().min(6);
+        let more = if low.len() > shown {
+            format!(" and {} more (the raw numbers give every share)", low.len() - shown)
+        } else {
+            String::new()
+        };
         format!(
-            "in {} full-speed measurements the server had less than {STARVED_PCT:.0} % of its core (the machine was busy, \
-             or the server waited on something): {}. CPU per packet stays comparable; loss and rates there say more \
-             about the machine.",
+            "in {} of {} full-speed measurements the server had less than {STARVED_PCT:.0} % of its core (the machine \
+             was busy, or the server waited on something): {}{more}. CPU per packet stays comparable; loss and rates \
+             there say more about the machine.",
             low.len(),
-            low.join(", ")
+            samples.iter().filter(|s| s.share.is_some()).count(),
+            low[..shown].join(", ")
         )
     })
 }
