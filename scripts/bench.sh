@@ -3,7 +3,7 @@
 # Usage: scripts/bench.sh [ROUNDS]   (default 3; the rounds are interleaved,
 # turnpike, coturn, bare forwarder, turnpike, ..., fresh processes each
 # round, and one table of medians is printed at the end; 3 rounds take
-# about 5 minutes after the build).
+# about 4-5 minutes after the build).
 # Knobs are environment variables read by benches/relay/main.rs and listed
 # in BENCHMARKS.md: BENCH_SECS, BENCH_FLOWS, BENCH_CLIENTS, BENCH_RATE,
 # BENCH_BATCH, BENCH_BURST, BENCH_IDLE, BENCH_PINGS, BENCH_CONNS,

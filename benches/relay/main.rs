@@ -194,7 +194,10 @@ fn figures(s: &Settings) -> Vec<Figure> {
         ),
         f(
             "paced-cpu",
-            format!("{} packets/s both ways over {} flows, 100 B", s.rate, s.paced_flows),
+            format!(
+                "paced: {} packets/s in all, half each way, over {} flows, 100 B",
+                s.rate, s.paced_flows
+            ),
             "server CPU % of one core",
             Goal::Report,
         ),
