@@ -274,9 +274,19 @@ struct Context {
 }
 
 fn run() -> Result<(), String> {
-    let mut settings = Settings::from_env();
     let work = std::env::temp_dir().join(format!("turnpike-bench-{}", std::process::id()));
     fs::create_dir_all(&work).map_err(|e| format!("create {}: {e}", work.display()))?;
+    match measure_all(&work) {
+        Ok(()) => {
+            let _ = fs::remove_dir_all(&work);
+            Ok(())
+        }
+        Err(e) => Err(format!("{e}\n(configs and server logs are kept in {})", work.display())),
+    }
+}
+
+fn measure_all(work: &Path) -> Result<(), String> {
+    let mut settings = Settings::from_env();
 
     let want = |name: &str| settings.only.as_deref().is_none_or(|o| o == name);
     let mut servers: Vec<(Kind, PathBuf)> = Vec::new();
@@ -307,11 +317,11 @@ fn run() -> Result<(), String> {
         ));
         settings.idle = fit;
     }
-    let (tls, ca) = servers::make_pki(&work)?;
+    let (tls, ca) = servers::make_pki(work)?;
     let ctx = Context {
         tls_client: turn::tls_client_config(&ca)?,
         tls,
-        work: work.clone(),
+        work: work.to_path_buf(),
         idle: settings.idle,
     };
     if let Some((_, generator_cpu)) = settings.pin {
@@ -352,7 +362,6 @@ fn run() -> Result<(), String> {
     for n in &notes {
         println!("\nnote: {n}");
     }
-    let _ = fs::remove_dir_all(&work);
     Ok(())
 }
 
@@ -393,7 +402,6 @@ fn server_round(
     round: usize,
     out: &mut Vec<Sample>,
 ) -> Result<(), String> {
-    let name = kind.name();
     let cpu = s.server_cpu();
     if s.group("udp") || s.group("r2r") || s.group("paced") || s.group("rtt") {
         let server = servers::start(kind, bin, &ctx.work, cpu, None, &format!("udp-{round}"))?;
@@ -411,7 +419,6 @@ fn server_round(
         let server = servers::start(kind, bin, &ctx.work, cpu, None, &format!("idle-{round}"))?;
         idle_memory(server, ctx.idle, round, out)?;
     }
-    let _ = name;
     Ok(())
 }
 
