@@ -1,0 +1,339 @@
+//! The servers under test: turnpike and coturn started as child processes
+//! with equivalent settings, pinned to the server CPU, killed when dropped.
+
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use turnpike::proto::stun::{method, Class, Message, MessageWriter};
+
+use crate::procfs::pin_to;
+use crate::turn::{new_tid, PASS, REALM, USER};
+
+/// Relay ports of both servers (they never run at the same time): wide
+/// enough for the idle-allocation figure and the Allocate burst, and below
+/// Linux's default ephemeral range (32768-60999), where the generator's
+/// peers get their ports: turnpike refuses a peer on one of its own
+/// addresses on a relay-range port unless it is a live relay.
+pub const RELAY_PORTS: (u16, u16) = (12000, 31999);
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    Turnpike,
+    Coturn,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Turnpike => "turnpike",
+            Kind::Coturn => "coturn",
+        }
+    }
+}
+
+/// Where the TLS listener's certificate and key are.
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A server child process; killed when dropped.
+pub struct ServerProcess {
+    pub name: &'static str,
+    pub child: Child,
+    pub udp: SocketAddr,
+    pub tcp: Option<SocketAddr>,
+    pub tls: Option<SocketAddr>,
+    pub log: PathBuf,
+}
+
+impl ServerProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// An error if the process has exited.
+    pub fn check_alive(&mut self) -> Result<(), String> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Err(format!("{} exited ({status}):\n{}", self.name, self.log_tail()));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A UDP port that was free a moment ago.
+pub fn free_udp_port() -> Result<u16, String> {
+    let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| e.to_string())?;
+    Ok(s.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+/// A port free for both UDP and TCP a moment ago (turnpike and coturn
+/// listen on one port number for both).
+fn free_dual_port() -> Result<u16, String> {
+    for _ in 0..50 {
+        let port = free_udp_port()?;
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err("no port free for both UDP and TCP".into())
+}
+
+fn free_tcp_port() -> Result<u16, String> {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| e.to_string())?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+/// Starts `cmd` with its output in `log`, the server CPU as its only CPU
+/// and death with the bench.
+pub fn spawn_pinned(cmd: &mut Command, log: &Path, cpu: Option<usize>) -> Result<Child, String> {
+    let out = fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    // SAFETY: prctl and sched_setaffinity are plain system calls, safe
+    // between fork and exec. The first makes the server die with the
+    // benchmark even if the benchmark itself is killed; the second puts
+    // all of the server's threads on its own core.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            match cpu {
+                Some(cpu) => pin_to(cpu),
+                None => Ok(()),
+            }
+        });
+    }
+    cmd.spawn()
+        .map_err(|e| format!("cannot start {}: {e}", cmd.get_program().to_string_lossy()))
+}
+
+/// Starts a server; with `tls`, also with TCP and TLS listeners.
+pub fn start(
+    kind: Kind,
+    bin: &Path,
+    work: &Path,
+    cpu: Option<usize>,
+    tls: Option<&TlsFiles>,
+    tag: &str,
+) -> Result<ServerProcess, String> {
+    let name = kind.name();
+    let port = if tls.is_some() {
+        free_dual_port()?
+    } else {
+        free_udp_port()?
+    };
+    let tls_port = match tls {
+        Some(_) => Some(free_tcp_port()?),
+        None => None,
+    };
+    let log = work.join(format!("{name}-{tag}.log"));
+    let mut cmd = Command::new(bin);
+    match kind {
+        Kind::Turnpike => {
+            let path = work.join(format!("turnpike-{tag}.toml"));
+            fs::write(&path, turnpike_config(port, tls_port, tls)).map_err(|e| format!("{}: {e}", path.display()))?;
+            cmd.arg("--config").arg(&path);
+        }
+        Kind::Coturn => {
+            cmd.args(coturn_args(port, tls_port, tls, work));
+        }
+    }
+    let child = spawn_pinned(&mut cmd, &log, cpu)?;
+    let lo = |p: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, p));
+    let mut server = ServerProcess {
+        name,
+        child,
+        udp: lo(port),
+        tcp: tls.map(|_| lo(port)),
+        tls: tls_port.map(lo),
+        log,
+    };
+    wait_ready(&mut server)?;
+    if let Some(addr) = server.tls {
+        wait_tcp(&mut server, addr)?;
+    }
+    Ok(server)
+}
+
+/// The bench's turnpike configuration (BENCHMARKS.md shows it).
+pub fn turnpike_config(port: u16, tls_port: Option<u16>, tls: Option<&TlsFiles>) -> String {
+    let (lo, hi) = RELAY_PORTS;
+    let (tcp, tls_listen, tls_section) = match (tls_port, tls) {
+        (Some(tp), Some(files)) => (
+            format!("[\"127.0.0.1:{port}\"]"),
+            format!("[\"127.0.0.1:{tp}\"]"),
+            format!(
+                "\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+                files.cert.display(),
+                files.key.display()
+            ),
+        ),
+        _ => ("[]".to_string(), "[]".to_string(), String::new()),
+    };
+    format!(
+        r#"[server]
+realm = "{REALM}"
+workers = 1
+
+[listen]
+udp = ["127.0.0.1:{port}"]
+tcp = {tcp}
+tls = {tls_listen}
+http = "off"
+{tls_section}
+[relay]
+ipv4 = "127.0.0.1"
+ports = "{lo}-{hi}"
+
+[[auth.users]]
+name = "{USER}"
+password = "{PASS}"
+
+[peers]
+allow = ["127.0.0.0/8"]
+
+[limits]
+# One user and a few source addresses hold every bench allocation; coturn
+# has no per-user, per-source or total quota by default.
+max_allocations = 100000
+max_allocations_per_user = 100000
+max_allocations_per_source = 100000
+# The per-source budget for 401 challenges (16384 B/s by default) would
+# throttle the Allocate burst, which comes from 16 loopback addresses.
+challenge_bytes_per_second = 0
+# Likewise the TLS handshake rate per source (20/s by default).
+tls_handshakes_per_source = 1000
+
+[log]
+level = "warn"
+"#
+    )
+}
+
+/// The bench's coturn command line (BENCHMARKS.md shows it).
+pub fn coturn_args(port: u16, tls_port: Option<u16>, tls: Option<&TlsFiles>, work: &Path) -> Vec<String> {
+    let (lo, hi) = RELAY_PORTS;
+    let mut args: Vec<String> = [
+        "-n",
+        "--no-cli",
+        "--listening-ip=127.0.0.1",
+        "--relay-ip=127.0.0.1",
+        "--allow-loopback-peers",
+        "--lt-cred-mech",
+        "--no-dtls",
+        "--no-tcp-relay",
+        // One relay thread (besides the listener, auth and admin threads,
+        // which are idle once the allocations exist).
+        "--relay-threads=1",
+        "--log-file=stdout",
+        "--simple-log",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(format!("--listening-port={port}"));
+    args.push(format!("--min-port={lo}"));
+    args.push(format!("--max-port={hi}"));
+    args.push(format!("--user={USER}:{PASS}"));
+    args.push(format!("--realm={REALM}"));
+    match (tls_port, tls) {
+        (Some(tp), Some(files)) => {
+            args.push(format!("--tls-listening-port={tp}"));
+            args.push(format!("--cert={}", files.cert.display()));
+            args.push(format!("--pkey={}", files.key.display()));
+        }
+        _ => {
+            args.push("--no-tls".into());
+            args.push("--no-tcp".into());
+        }
+    }
+    // Keep coturn's pid file and its (unused) SQLite database out of /var.
+    args.push(format!("--pidfile={}", work.join("turnserver.pid").display()));
+    args.push(format!("--userdb={}", work.join("turndb").display()));
+    args
+}
+
+/// Waits until the server answers a STUN Binding request (at most 10 s).
+fn wait_ready(server: &mut ServerProcess) -> Result<(), String> {
+    let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    let tid = new_tid(0);
+    MessageWriter::new(&mut buf, Class::Request, method::BINDING, tid).finish(None, false);
+    let mut reply = [0u8; 1500];
+    for _ in 0..100 {
+        server.check_alive()?;
+        let _ = sock.send_to(&buf, server.udp);
+        if let Ok((n, _)) = sock.recv_from(&mut reply) {
+            if Message::parse(&reply[..n]).is_ok_and(|m| m.transaction_id() == tid) {
+                return Ok(());
+            }
+        }
+    }
+    Err(format!(
+        "{} did not answer a Binding request within 10 s:\n{}",
+        server.name,
+        server.log_tail()
+    ))
+}
+
+/// Waits until a TCP listener accepts (at most 5 s).
+fn wait_tcp(server: &mut ServerProcess, addr: SocketAddr) -> Result<(), String> {
+    for _ in 0..50 {
+        server.check_alive()?;
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!(
+        "{} does not accept on {addr}:\n{}",
+        server.name,
+        server.log_tail()
+    ))
+}
+
+/// A throwaway CA and a leaf for 127.0.0.1 signed by it, written to
+/// `work`; returns the files and the CA certificate (DER) to trust.
+pub fn make_pki(work: &Path) -> Result<(TlsFiles, Vec<u8>), String> {
+    let e = |e: rcgen::Error| e.to_string();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "turnpike bench CA");
+    let ca_key = rcgen::KeyPair::generate().map_err(e)?;
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).map_err(e)?;
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).map_err(e)?;
+    params.distinguished_name.push(rcgen::DnType::CommonName, "localhost");
+    let key = rcgen::KeyPair::generate().map_err(e)?;
+    let cert = params.signed_by(&key, &ca).map_err(e)?;
+    let files = TlsFiles {
+        cert: work.join("cert.pem"),
+        key: work.join("key.pem"),
+    };
+    fs::write(&files.cert, cert.pem()).map_err(|e| e.to_string())?;
+    fs::write(&files.key, key.serialize_pem()).map_err(|e| e.to_string())?;
+    // turnpike warns about a key that others may read.
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&files.key, fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
+    Ok((files, ca.der().to_vec()))
+}
