@@ -38,7 +38,7 @@ use super::allocation::Allocation;
 use super::answer::{ErrorCode, Failure};
 use super::request::{ConnectRequest, ConnectionBindRequest};
 use super::{next_indication_id, Authenticated, Effect, RelayBinder, Server, Timer};
-use crate::proto::addr::{ClientAddr, ConnectionId, Family, PeerAddr, RelayAddr, RelayProtocol, Transport};
+use crate::proto::addr::{ClientAddr, ConnectionId, Family, PeerAddr, RelayAddr, RelayProtocol, ShardId, Transport};
 use crate::proto::auth::NonceCheck;
 use crate::proto::method::Method;
 use crate::proto::quota::MIN_BURST;
@@ -75,6 +75,27 @@ pub enum SpliceVerdict {
     /// The core knows no spliced connection of this id (it was closed):
     /// end the splice.
     Close,
+}
+
+/// The shard that holds the peer connection `frame` binds, if `frame` is
+/// a ConnectionBind request (RFC 6062 §5.4) with a CONNECTION-ID: the
+/// shard named in the id (see [`ConnectionId`]), whether or not it runs
+/// or issued the id. Nothing is checked beyond the shape: the driver asks
+/// this of a stream's frames before any core has seen them, to hand the
+/// connection to that shard, whose core then judges the request.
+///
+/// Cheap on anything else: two bytes are compared before a parse.
+pub fn connection_bind_shard(frame: &[u8]) -> Option<ShardId> {
+    // A request's message type is the method with both class bits zero.
+    if frame.get(..2)? != method::CONNECTION_BIND.to_be_bytes() {
+        return None;
+    }
+    let msg = Message::parse(frame).ok()?;
+    if msg.class() != Class::Request || msg.method() != method::CONNECTION_BIND {
+        return None;
+    }
+    let ConnectionBindRequest { id } = ConnectionBindRequest::parse(&msg).ok()?;
+    Some(id.shard())
 }
 
 /// A TCP peer connection of an allocation (RFC 6062).
@@ -381,9 +402,19 @@ impl<B: RelayBinder> Server<B> {
         state: PeerConnectionState,
     ) -> ConnectionId {
         debug_assert!(self.room_for_connection(client).is_ok(), "peer connection beyond a cap");
-        // Ids are never reused while the server runs (2^32 connections).
-        self.next_connection = self.next_connection.wrapping_add(1);
-        let id = ConnectionId(self.next_connection);
+        // The id carries this core's shard (see `ConnectionId`), so a data
+        // connection accepted by another shard can be sent here. Serials
+        // wrap after 2^24 - 1 connections; one still held is skipped, so
+        // ids stay unique. The loop ends: `max_peer_connections` (at most
+        // 2^20, see the config) is below the 2^24 - 1 serials.
+        debug_assert!(self.connections.len() < ConnectionId::MAX_SERIAL as usize);
+        let id = loop {
+            self.next_connection = self.next_connection % ConnectionId::MAX_SERIAL + 1;
+            let id = ConnectionId::new(self.shard, self.next_connection);
+            if !self.connections.contains_key(&id) {
+                break id;
+            }
+        };
         self.connections.insert(
             id,
             PeerConnection {

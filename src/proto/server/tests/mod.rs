@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Effect, PortWant, RelayHairpin, Server, ServerConfig, PEER_HEADROOM, PEER_TAILROOM};
-use crate::proto::addr::{ClientAddr, ConnectionId, Family, PeerAddr, RelayAddr, RelayProtocol, Transport};
+use crate::proto::addr::{ClientAddr, ConnectionId, Family, PeerAddr, RelayAddr, RelayProtocol, ShardId, Transport};
 use crate::proto::auth::{self, Credentials, CredentialsConfig, LongTermKey};
 use crate::proto::channel_data::ChannelNumber;
 use crate::proto::live_relays::LiveRelays;
@@ -268,6 +268,8 @@ struct Settings {
     challenge_rate: u64,
     max_peer_connections_per_allocation: usize,
     max_peer_connections: usize,
+    /// The shard the core runs on.
+    shard: ShardId,
 }
 
 impl Default for Settings {
@@ -285,6 +287,7 @@ impl Default for Settings {
             challenge_rate: 0,
             max_peer_connections_per_allocation: 3,
             max_peer_connections: 5,
+            shard: ShardId::default(),
         }
     }
 }
@@ -342,7 +345,8 @@ impl Harness {
             live.clone(),
             FakeBinder::new(FIRST_PORT..=FIRST_PORT + PORTS - 1),
             [9; 32],
-        );
+        )
+        .on_shard(s.shard);
         // The one real clock read: an arbitrary origin for fake time.
         #[allow(clippy::disallowed_methods)]
         let base = Instant::now();
