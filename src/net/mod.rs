@@ -36,6 +36,7 @@ mod shard;
 mod socket;
 mod stream;
 mod stream_conn;
+mod stream_handoff;
 
 pub use socket::BindError;
 
@@ -62,6 +63,7 @@ use port_pool::PortPool;
 use relay_sockets::{RelaySocketsConfig, ReservedSockets};
 use socket::{bind_per_shard, bind_tcp, bind_udp, UdpRole};
 use stream::{Security, StreamLimits, StreamSources};
+use stream_handoff::{HandedStream, Handoffs};
 
 /// Connections a TCP or TLS listener holds before they are accepted.
 const STREAM_BACKLOG: i32 = 1024;
@@ -201,6 +203,10 @@ struct ShardContext {
     ports: Arc<Mutex<PortPool>>,
     reserved: ReservedSockets,
     stream_limits: StreamLimits,
+    /// The per-source stream limits, one table for every shard.
+    stream_sources: Arc<StreamSources>,
+    /// Where a shard sends a connection that belongs to another.
+    handoffs: Arc<Handoffs>,
     connections: ConnectionCount,
     status: ServerStatus,
 }
@@ -215,7 +221,7 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     let certificates = tls::TlsCertificates::from_config(config)?.map(Arc::new);
     let mut sockets: Vec<StdSockets> = (0..workers).map(|_| StdSockets::default()).collect();
     let udp = bind_udp_listeners(config, &mut sockets)?;
-    let (tcp, tls) = bind_stream_listeners(config, certificates.as_ref(), &mut sockets[0])?;
+    let (tcp, tls) = bind_stream_listeners(config, certificates.as_ref(), &mut sockets)?;
     // The HTTP port counts as a service port too (port 0 would only be
     // known once bound, and is for tests alone).
     let http = config.listen.http.filter(|a| a.port() != 0);
@@ -232,6 +238,18 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     let (reload, reloads) = watch::channel(plan.clone());
     let (stop, stopped) = watch::channel(false);
     let (ready, ready_rx) = mpsc::channel();
+    let (handoffs, inboxes) = Handoffs::new(workers);
+    let stream_limits = StreamLimits {
+        max_connections: config.limits.max_connections,
+        max_per_source: config
+            .limits
+            .max_connections_per_source
+            .min(config.limits.max_connections),
+        handshakes_per_source: config.limits.tls_handshakes_per_source,
+        setup_timeout: config.limits.connection_setup_timeout,
+        idle_timeout: config.limits.connection_idle_timeout,
+        max_frame: config.limits.max_frame_size,
+    };
     let context = ShardContext {
         plan: plan.clone(),
         reloads,
@@ -242,27 +260,19 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         nonce_key: random_bytes(),
         ports: Arc::new(Mutex::new(relay_port_pool(config, &listeners))),
         reserved: ReservedSockets::default(),
-        stream_limits: StreamLimits {
-            max_connections: config.limits.max_connections,
-            max_per_source: config
-                .limits
-                .max_connections_per_source
-                .min(config.limits.max_connections),
-            handshakes_per_source: config.limits.tls_handshakes_per_source,
-            setup_timeout: config.limits.connection_setup_timeout,
-            idle_timeout: config.limits.connection_idle_timeout,
-            max_frame: config.limits.max_frame_size,
-        },
+        stream_sources: Arc::new(StreamSources::new(&stream_limits, random_bytes())),
+        stream_limits,
+        handoffs: Arc::new(handoffs),
         connections,
         status: status.clone(),
     };
 
     let mut handles = Vec::new();
-    for (index, shard_sockets) in sockets.into_iter().enumerate() {
+    for (index, (shard_sockets, inbox)) in sockets.into_iter().zip(inboxes).enumerate() {
         let context = context.clone();
         let handle = std::thread::Builder::new()
             .name(format!("turnpike-shard-{index}"))
-            .spawn(move || run_shard(index, shard_sockets, context))
+            .spawn(move || run_shard(index, shard_sockets, inbox, context))
             .map_err(StartError::Thread)?;
         handles.push(handle);
     }
@@ -307,12 +317,13 @@ fn bind_udp_listeners(config: &Config, sockets: &mut [StdSockets]) -> Result<Vec
     Ok(udp)
 }
 
-/// Binds every TCP and TLS listener once, for `shard` (shard 0); returns
-/// the bound TCP and TLS addresses. TLS listeners need `certificates`.
+/// Binds every TCP and TLS listener once per shard (`sockets` has one
+/// entry per shard), as UDP listeners are; returns the bound TCP and TLS
+/// addresses. TLS listeners need `certificates`.
 fn bind_stream_listeners(
     config: &Config,
     certificates: Option<&Arc<tls::TlsCertificates>>,
-    shard: &mut StdSockets,
+    sockets: &mut [StdSockets],
 ) -> Result<(Vec<SocketAddr>, Vec<SocketAddr>), BindError> {
     let mut tcp = Vec::new();
     let mut tls = Vec::new();
@@ -325,13 +336,13 @@ fn bind_stream_listeners(
             Security::Plain => ("TCP", &mut tcp),
             Security::Tls(_) => ("TLS", &mut tls),
         };
-        // One shard serves every stream: an RFC 6062 data connection must
-        // reach the shard that holds its peer connection, and a connection
-        // spread by SO_REUSEPORT would not (see the module doc).
+        // The kernel spreads connections over the siblings; a data
+        // connection that lands on the wrong shard is handed on (see
+        // `stream_handoff`).
         let bind = |addr, reuse_port| bind_tcp(addr, reuse_port, STREAM_BACKLOG);
-        let (bound, mut listener) = bind_per_shard(proto, wanted, 1, bind, std::net::TcpListener::local_addr)?;
-        if let Some(listener) = listener.pop() {
-            shard.streams.push((bound, listener, security));
+        let (bound, per_shard) = bind_per_shard(proto, wanted, sockets.len(), bind, std::net::TcpListener::local_addr)?;
+        for (shard, listener) in sockets.iter_mut().zip(per_shard) {
+            shard.streams.push((bound, listener, security.clone()));
         }
         bound_list.push(bound);
     }
@@ -350,10 +361,16 @@ fn relay_port_pool(config: &Config, listeners: &[SocketAddr]) -> PortPool {
 }
 
 /// The body of shard `index`'s thread: a current-thread runtime whose
-/// `LocalSet` runs the shard, its stream listeners, a task that applies
-/// reloaded plans and one that publishes the heartbeat. Reports on
-/// `ready` once serving (or why it cannot), then runs until stopped.
-fn run_shard(index: usize, sockets: StdSockets, context: ShardContext) {
+/// `LocalSet` runs the shard, its stream listeners, the `inbox` of
+/// connections other shards hand it, a task that applies reloaded plans
+/// and one that publishes the heartbeat. Reports on `ready` once serving
+/// (or why it cannot), then runs until stopped.
+fn run_shard(
+    index: usize,
+    sockets: StdSockets,
+    inbox: tokio::sync::mpsc::Receiver<HandedStream>,
+    context: ShardContext,
+) {
     let ShardContext {
         plan,
         mut reloads,
@@ -365,6 +382,8 @@ fn run_shard(index: usize, sockets: StdSockets, context: ShardContext) {
         ports,
         reserved,
         stream_limits,
+        stream_sources,
+        handoffs,
         connections,
         status,
     } = context;
@@ -402,7 +421,6 @@ fn run_shard(index: usize, sockets: StdSockets, context: ShardContext) {
             binder,
             listeners.udp,
         );
-        let stream_sources = Rc::new(StreamSources::new(&stream_limits, random_bytes()));
         let stream_limits = Rc::new(stream_limits);
         for (addr, listener, security) in listeners.streams {
             tokio::task::spawn_local(stream::accept_loop(
@@ -411,10 +429,14 @@ fn run_shard(index: usize, sockets: StdSockets, context: ShardContext) {
                 addr,
                 security,
                 stream_limits.clone(),
-                stream_sources.clone(),
-                connections.clone(),
+                stream::StreamsShared {
+                    sources: stream_sources.clone(),
+                    count: connections.clone(),
+                    handoffs: handoffs.clone(),
+                },
             ));
         }
+        tokio::task::spawn_local(stream::inbox_loop(shard.clone(), inbox, stream_limits.clone()));
         let reconfigured = shard.clone();
         tokio::task::spawn_local(async move {
             reloads.mark_unchanged();

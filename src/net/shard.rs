@@ -33,7 +33,7 @@ use tracing::{debug, trace};
 use super::relay_sockets::{ReceiveLoops, RelaySockets, RelaySocketsConfig};
 use super::stream_conn::{Splice, StreamConn};
 use crate::process::clock;
-use crate::proto::addr::{ClientAddr, ConnectionId, PeerAddr, RelayAddr, Transport};
+use crate::proto::addr::{ClientAddr, ConnectionId, PeerAddr, RelayAddr, ShardId, Transport};
 use crate::proto::server::{
     Effect, Server, SpliceDirection, SpliceVerdict, ToClient, ToPeer, CONNECTION_BIND_TIMEOUT, PEER_HEADROOM,
     PEER_TAILROOM,
@@ -149,6 +149,11 @@ impl Shard {
         self.core
             .borrow_mut()
             .handle_spliced_bytes(id, direction, len, clock::mono())
+    }
+
+    /// The shard this is (its core's).
+    pub(super) fn id(&self) -> ShardId {
+        self.core.borrow().shard()
     }
 
     pub(super) fn has_allocation(&self, client: ClientAddr) -> bool {

@@ -34,22 +34,23 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
-use tracing::{debug, trace};
+use tokio::sync::{mpsc, Notify};
+use tracing::debug;
 
 use super::shard::Shard;
 use super::stream_conn::{Splice, StreamConn};
+use super::stream_handoff::{AnyStream, HandedStream, Handoffs, HomedTcp, Movable};
 use crate::process::clock;
 use crate::process::status::ConnectionCount;
 use crate::process::tls::TlsCertificates;
-use crate::proto::addr::{ClientAddr, ConnectionId, Transport};
+use crate::proto::addr::{ClientAddr, ConnectionId, ShardId, Transport};
 use crate::proto::rate_table::RateTable;
-use crate::proto::server::{SpliceDirection, SpliceVerdict, MAX_SPLICE_CHUNK};
+use crate::proto::server::{connection_bind_shard, SpliceDirection, SpliceVerdict, MAX_SPLICE_CHUNK};
 use crate::proto::source::SourceKey;
 use crate::proto::stream_framing::{self, FrameError};
 
@@ -70,14 +71,19 @@ pub(super) struct StreamLimits {
     pub max_frame: usize,
 }
 
-/// What each source address holds of the stream listeners, which one
-/// shard serves: its open connections (an entry only while it has one, so
-/// the map is bounded by `max_connections`) and its TLS handshake budget
-/// (a fixed table). One address cannot take every slot, nor keep the
-/// shard busy with handshakes, without credentials.
+/// What each source address holds of the stream listeners of every
+/// shard: its open connections (an entry only while it has one, so the
+/// map is bounded by `max_connections`) and its TLS handshake budget (a
+/// fixed table). One address cannot take every slot, nor keep the shards
+/// busy with handshakes, without credentials.
+///
+/// One table for the process, shared by the shards' accept loops: the
+/// limits are per source, not per source and shard. It is locked at
+/// accept and when a connection ends, never per frame, and no other lock
+/// is taken while it is held.
 pub(super) struct StreamSources {
-    open: RefCell<HashMap<SourceKey, usize>>,
-    handshakes: RefCell<RateTable>,
+    open: Mutex<HashMap<SourceKey, usize>>,
+    handshakes: Mutex<RateTable>,
 }
 
 /// Slots of the handshake budget table.
@@ -87,29 +93,36 @@ impl StreamSources {
     pub(super) fn new(limits: &StreamLimits, seed: [u8; 32]) -> StreamSources {
         let rate = limits.handshakes_per_source;
         StreamSources {
-            open: RefCell::new(HashMap::new()),
-            handshakes: RefCell::new(RateTable::new(&seed, HANDSHAKE_SLOTS, rate, rate.saturating_mul(2))),
+            open: Mutex::new(HashMap::new()),
+            handshakes: Mutex::new(RateTable::new(&seed, HANDSHAKE_SLOTS, rate, rate.saturating_mul(2))),
         }
     }
 
     fn may_handshake(&self, source: SourceKey) -> bool {
         self.handshakes
-            .borrow_mut()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
             .try_take(&source.octets(), 1, clock::mono())
+    }
+
+    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<SourceKey, usize>> {
+        // The map is written whole under the lock: a panic elsewhere
+        // cannot leave it half changed.
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 /// A source's place among the open connections, given back on drop.
 struct SourceSlot {
-    sources: Rc<StreamSources>,
+    sources: Arc<StreamSources>,
     source: SourceKey,
 }
 
 impl SourceSlot {
     /// A place for one more connection from `source`, if it has fewer
     /// than `max` open.
-    fn take(sources: &Rc<StreamSources>, source: SourceKey, max: usize) -> Option<SourceSlot> {
-        let mut open = sources.open.borrow_mut();
+    fn take(sources: &Arc<StreamSources>, source: SourceKey, max: usize) -> Option<SourceSlot> {
+        let mut open = sources.open();
         let n = open.entry(source).or_insert(0);
         if *n >= max {
             return None;
@@ -124,7 +137,7 @@ impl SourceSlot {
 
 impl Drop for SourceSlot {
     fn drop(&mut self) {
-        let mut open = self.sources.open.borrow_mut();
+        let mut open = self.sources.open();
         if let Some(n) = open.get_mut(&self.source) {
             *n -= 1;
             if *n == 0 {
@@ -140,11 +153,24 @@ enum ReadEnd {
     /// ConnectionBind succeeded; these bytes followed it and belong to the
     /// peer.
     Spliced(Vec<u8>),
+    /// The next frame binds a peer connection of shard `to`: the
+    /// connection goes there with these bytes, that frame first.
+    HandOff {
+        to: ShardId,
+        buffered: Vec<u8>,
+    },
 }
 
 /// Decrements the shared connection count when a connection ends, however
 /// it ends.
 struct Slot(ConnectionCount);
+
+/// A connection's places in the process-wide limits (the connection count
+/// and its source's share), given back when it ends, on whichever shard.
+pub(super) struct StreamSlot {
+    _count: Slot,
+    _source: SourceSlot,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -159,15 +185,42 @@ pub(super) enum Security {
     Tls(Arc<TlsCertificates>),
 }
 
+/// What the accept loops of every shard share.
+#[derive(Clone)]
+pub(super) struct StreamsShared {
+    pub(super) sources: Arc<StreamSources>,
+    /// Open connections, against `max_connections`.
+    pub(super) count: ConnectionCount,
+    pub(super) handoffs: Arc<Handoffs>,
+}
+
+/// A connection as its shard serves it.
+struct Accepted<S> {
+    stream: S,
+    client: ClientAddr,
+    /// Read already and not handled yet (by the shard it was handed from).
+    buffered: Vec<u8>,
+    setup_deadline: tokio::time::Instant,
+    slot: StreamSlot,
+}
+
+/// Accepts connections on one shard's `SO_REUSEPORT` sibling of a TCP or
+/// TLS listener and serves each on this shard, unless it turns out to be
+/// the data connection of another shard's peer connection (see
+/// [`handoff_target`]).
 pub(super) async fn accept_loop(
     shard: Rc<Shard>,
     listener: TcpListener,
     local: SocketAddr,
     security: Security,
     limits: Rc<StreamLimits>,
-    sources: Rc<StreamSources>,
-    count: ConnectionCount,
+    shared: StreamsShared,
 ) {
+    let StreamsShared {
+        sources,
+        count,
+        handoffs,
+    } = shared;
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -195,10 +248,14 @@ pub(super) async fn accept_loop(
             drop((stream, slot, source));
             continue;
         }
-        let slot = (slot, source);
+        let slot = StreamSlot {
+            _count: slot,
+            _source: source,
+        };
         let _ = stream.set_nodelay(true);
+        let stream = HomedTcp::Here(stream);
         let setup_deadline = tokio::time::Instant::now() + limits.setup_timeout;
-        let (shard, limits) = (shard.clone(), limits.clone());
+        let (shard, limits, handoffs) = (shard.clone(), limits.clone(), Some(handoffs.clone()));
         match &security {
             Security::Plain => {
                 let client = ClientAddr {
@@ -206,7 +263,14 @@ pub(super) async fn accept_loop(
                     local,
                     remote,
                 };
-                tokio::task::spawn_local(serve(shard, stream, client, limits, setup_deadline, slot));
+                let accepted = Accepted {
+                    stream,
+                    client,
+                    buffered: Vec::new(),
+                    setup_deadline,
+                    slot,
+                };
+                tokio::task::spawn_local(serve(shard, limits, handoffs, accepted));
             }
             Security::Tls(certificates) => {
                 let client = ClientAddr {
@@ -217,7 +281,16 @@ pub(super) async fn accept_loop(
                 let acceptor = certificates.acceptor();
                 tokio::task::spawn_local(async move {
                     match tokio::time::timeout_at(setup_deadline, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => serve(shard, tls, client, limits, setup_deadline, slot).await,
+                        Ok(Ok(stream)) => {
+                            let accepted = Accepted {
+                                stream,
+                                client,
+                                buffered: Vec::new(),
+                                setup_deadline,
+                                slot,
+                            };
+                            serve(shard, limits, handoffs, accepted).await;
+                        }
                         Ok(Err(e)) => debug!(%client, error = %e, "TLS handshake failed"),
                         Err(_) => debug!(%client, "TLS handshake not done in time"),
                     }
@@ -227,14 +300,81 @@ pub(super) async fn accept_loop(
     }
 }
 
-async fn serve<S: AsyncRead + AsyncWrite + Unpin + 'static>(
+/// Serves the connections other shards hand to this one (see
+/// [`super::stream_handoff`]), each as if this shard had accepted it.
+pub(super) async fn inbox_loop(shard: Rc<Shard>, mut inbox: mpsc::Receiver<HandedStream>, limits: Rc<StreamLimits>) {
+    while let Some(handed) = inbox.recv().await {
+        let HandedStream {
+            mut stream,
+            client,
+            buffered,
+            setup_deadline,
+            slot,
+        } = handed;
+        if let Err(e) = stream.attach() {
+            debug!(%client, error = %e, "handed connection lost");
+            continue;
+        }
+        let (shard, limits) = (shard.clone(), limits.clone());
+        // Served with no hand-offs: a connection moves once at most.
+        match stream {
+            AnyStream::Plain(stream) => {
+                let accepted = Accepted {
+                    stream,
+                    client,
+                    buffered,
+                    setup_deadline,
+                    slot,
+                };
+                tokio::task::spawn_local(serve(shard, limits, None, accepted));
+            }
+            AnyStream::Tls(stream) => {
+                let accepted = Accepted {
+                    stream: *stream,
+                    client,
+                    buffered,
+                    setup_deadline,
+                    slot,
+                };
+                tokio::task::spawn_local(serve(shard, limits, None, accepted));
+            }
+        }
+    }
+}
+
+/// The shard a frame's connection must be handed to, if any: `frame` is
+/// a ConnectionBind for a peer connection of shard `to`
+/// ([`connection_bind_shard`]), `to` is not `here` but one of the
+/// `shards` that run, and the connection has no allocation here (a
+/// control connection sending ConnectionBind is the core's to refuse,
+/// with 400). Otherwise the frame is handled here, which answers an id
+/// of no running shard as any unknown id.
+/// Costs two compared bytes for any frame but a ConnectionBind (it is
+/// asked of every frame, ChannelData included), and `has_allocation` is
+/// only asked of those.
+fn handoff_target(
+    frame: &[u8],
+    here: ShardId,
+    shards: &Handoffs,
+    has_allocation: impl FnOnce() -> bool,
+) -> Option<ShardId> {
+    let to = connection_bind_shard(frame)?;
+    (to != here && shards.runs(to) && !has_allocation()).then_some(to)
+}
+
+async fn serve<S: AsyncRead + AsyncWrite + Movable + Unpin + 'static>(
     shard: Rc<Shard>,
-    stream: S,
-    client: ClientAddr,
     limits: Rc<StreamLimits>,
-    setup_deadline: tokio::time::Instant,
-    _slot: (Slot, SourceSlot),
+    handoffs: Option<Arc<Handoffs>>,
+    accepted: Accepted<S>,
 ) {
+    let Accepted {
+        stream,
+        client,
+        buffered,
+        setup_deadline,
+        slot,
+    } = accepted;
     let (mut reader, mut writer) = tokio::io::split(stream);
     let conn = Rc::new(StreamConn {
         out: RefCell::new(Vec::new()),
@@ -243,13 +383,24 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + 'static>(
         splice: RefCell::new(None),
     });
     shard.add_stream(client, conn.clone());
-    trace!(%client, "connection open");
+    let here = shard.id();
+    debug!(%client, shard = here.0, "connection open");
     // Dropping the writer future when reading ends is safe: a data
     // connection only switches to splicing right after handling its
     // ConnectionBind, whose answer is still queued in `conn.out` (the
-    // writer has not been polled since); it is flushed below.
+    // writer has not been polled since); it is flushed below. A hand-off
+    // happens before a frame is handled, with the answers to earlier ones
+    // queued there too.
+    let reading = ReadState {
+        shard: &shard,
+        client,
+        limits: &limits,
+        setup_deadline,
+        conn: &conn,
+        handoffs: handoffs.as_deref(),
+    };
     let end = tokio::select! {
-        end = read_frames(&shard, &mut reader, client, &limits, setup_deadline, &conn) => end,
+        end = read_frames(reading, &mut reader, buffered) => end,
         why = write_frames(&conn, &mut writer, client.transport == Transport::Tls) => ReadEnd::Closed(why),
     };
     let why = match end {
@@ -263,6 +414,39 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + 'static>(
                 }
                 _ => "write error",
             }
+        }
+        ReadEnd::HandOff { to, buffered } => {
+            // This shard's core holds nothing of the connection (no
+            // allocation, no splice: see `handoff_target`), so forgetting
+            // it here closes nothing but this shard's entry.
+            let queued = std::mem::take(&mut *conn.out.borrow_mut());
+            conn.closed.set(true);
+            shard.remove_stream(client);
+            if writer.write_all(&queued).await.is_err() || writer.flush().await.is_err() {
+                debug!(%client, "connection closed: write error before its hand-off");
+                return;
+            }
+            let handed = match reader.unsplit(writer).detach() {
+                Ok(stream) => HandedStream {
+                    stream,
+                    client,
+                    buffered,
+                    setup_deadline,
+                    slot,
+                },
+                Err(e) => {
+                    debug!(%client, error = %e, "connection lost in its hand-off");
+                    return;
+                }
+            };
+            match handoffs.as_deref().map(|h| h.send(to, handed)) {
+                Some(Ok(())) => {
+                    debug!(%client, from = here.0, to = to.0, "connection handed to the shard of its peer connection")
+                }
+                Some(Err(e)) => debug!(%client, error = %e, "connection closed: not handed on"),
+                None => debug!(%client, "connection closed: not handed on"),
+            }
+            return;
         }
     };
     debug!(%client, why, "connection closed");
@@ -352,16 +536,28 @@ async fn forward<W: AsyncWrite + Unpin>(
     to.flush().await.map_err(|_| "splice write error")
 }
 
-async fn read_frames<R: AsyncRead + Unpin>(
-    shard: &Rc<Shard>,
-    reader: &mut R,
+/// What [`read_frames`] reads for.
+struct ReadState<'a> {
+    shard: &'a Rc<Shard>,
     client: ClientAddr,
-    limits: &StreamLimits,
+    limits: &'a StreamLimits,
     setup_deadline: tokio::time::Instant,
-    conn: &StreamConn,
-) -> ReadEnd {
-    let mut buf: Vec<u8> = Vec::new();
+    conn: &'a StreamConn,
+    /// Where the connection may be handed on to; `None` once it was.
+    handoffs: Option<&'a Handoffs>,
+}
+
+async fn read_frames<R: AsyncRead + Unpin>(state: ReadState<'_>, reader: &mut R, mut buf: Vec<u8>) -> ReadEnd {
+    let ReadState {
+        shard,
+        client,
+        limits,
+        setup_deadline,
+        conn,
+        handoffs,
+    } = state;
     let mut established = false;
+    let here = shard.id();
     loop {
         // Handle every complete frame already buffered.
         let mut start = 0;
@@ -369,6 +565,14 @@ async fn read_frames<R: AsyncRead + Unpin>(
             match stream_framing::frame_len(&buf[start..], limits.max_frame) {
                 Ok(Some(len)) => {
                     let frame = &buf[start..start + len];
+                    if let Some(to) =
+                        handoffs.and_then(|h| handoff_target(frame, here, h, || shard.has_allocation(client)))
+                    {
+                        return ReadEnd::HandOff {
+                            to,
+                            buffered: buf[start..].to_vec(),
+                        };
+                    }
                     // Only a well-formed message ends the setup phase, so
                     // junk of the right shape cannot buy the longer timeout.
                     established = established || stream_framing::is_well_formed(frame);
