@@ -647,3 +647,117 @@ async fn write_frames<W: AsyncWrite + Unpin>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::stream_handoff::{HandoffError, INBOX};
+    use super::*;
+    use crate::proto::stun::{attr, method, Class, MessageWriter};
+
+    fn connection_bind(id: ConnectionId) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let mut w = MessageWriter::new(&mut bytes, Class::Request, method::CONNECTION_BIND, [1; 12]);
+        w.u32(attr::CONNECTION_ID, id.0);
+        w.finish(None, true);
+        bytes
+    }
+
+    #[test]
+    fn a_connection_bind_for_another_running_shard_is_handed_there() {
+        let (shards, _inboxes) = Handoffs::new(4);
+        let frame = connection_bind(ConnectionId::new(ShardId(2), 9));
+        assert_eq!(handoff_target(&frame, ShardId(0), &shards, || false), Some(ShardId(2)));
+        assert_eq!(handoff_target(&frame, ShardId(3), &shards, || false), Some(ShardId(2)));
+    }
+
+    #[test]
+    fn a_connection_bind_stays_on_its_own_shard_on_no_shard_and_on_a_control_connection() {
+        let (shards, _inboxes) = Handoffs::new(4);
+        let own = connection_bind(ConnectionId::new(ShardId(1), 9));
+        assert_eq!(handoff_target(&own, ShardId(1), &shards, || false), None);
+        // Shard 4 does not run: the accepting core answers, as for any
+        // unknown id.
+        let nowhere = connection_bind(ConnectionId::new(ShardId(4), 9));
+        assert_eq!(handoff_target(&nowhere, ShardId(1), &shards, || false), None);
+        // A connection with an allocation here is a control connection:
+        // its core refuses the bind (400), and its allocation stays here.
+        let other = connection_bind(ConnectionId::new(ShardId(3), 9));
+        assert_eq!(handoff_target(&other, ShardId(1), &shards, || true), None);
+    }
+
+    #[test]
+    fn other_frames_never_ask_about_the_allocation() {
+        let (shards, _inboxes) = Handoffs::new(4);
+        let channel_data = [0x40, 0x00, 0x00, 0x02, 0xaa, 0xbb, 0x00, 0x00];
+        let asked = Cell::new(false);
+        let has_allocation = || {
+            asked.set(true);
+            true
+        };
+        assert_eq!(handoff_target(&channel_data, ShardId(0), &shards, has_allocation), None);
+        assert!(!asked.get());
+    }
+
+    fn limits() -> StreamLimits {
+        StreamLimits {
+            max_connections: 1000,
+            max_per_source: 1000,
+            handshakes_per_source: 10,
+            setup_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            max_frame: 1000,
+        }
+    }
+
+    /// A connection in flight (with no socket), holding its places.
+    fn handed(sources: &Arc<StreamSources>, count: &ConnectionCount) -> HandedStream {
+        let remote: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        count.fetch_add(1, Ordering::AcqRel);
+        HandedStream {
+            stream: AnyStream::Plain(HomedTcp::InFlight(None)),
+            client: ClientAddr {
+                transport: Transport::Tcp,
+                local: "192.0.2.2:3478".parse().unwrap(),
+                remote,
+            },
+            buffered: Vec::new(),
+            setup_deadline: tokio::time::Instant::now(),
+            slot: StreamSlot {
+                _count: Slot(count.clone()),
+                _source: SourceSlot::take(sources, SourceKey::from(remote.ip()), 1000).unwrap(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_full_inbox_refuses_and_counts_the_connection_which_gives_its_places_back() {
+        let sources = Arc::new(StreamSources::new(&limits(), [1; 32]));
+        let count = ConnectionCount::default();
+        let (shards, mut inboxes) = Handoffs::new(2);
+        for _ in 0..INBOX {
+            shards.send(ShardId(1), handed(&sources, &count)).unwrap();
+        }
+        let full = shards.send(ShardId(1), handed(&sources, &count));
+        assert!(matches!(full, Err(HandoffError::Full(1))), "{full:?}");
+        assert_eq!(shards.dropped.load(Ordering::Relaxed), 1);
+        // The refused one is closed and counted no more; the queued ones
+        // still are, once each.
+        let queued = INBOX;
+        assert_eq!(count.load(Ordering::Acquire), queued);
+        assert_eq!(sources.open().values().sum::<usize>(), queued);
+        assert!(matches!(
+            shards.send(ShardId(2), handed(&sources, &count)),
+            Err(HandoffError::NoShard(2))
+        ));
+        // A shard gone: refused and counted, and what it held is given back.
+        drop(inboxes.pop());
+        assert!(matches!(
+            shards.send(ShardId(1), handed(&sources, &count)),
+            Err(HandoffError::Gone(1))
+        ));
+        assert_eq!(shards.dropped.load(Ordering::Relaxed), 2);
+        assert_eq!(count.load(Ordering::Acquire), 0);
+        assert!(sources.open().is_empty());
+        assert_eq!(shards.handed.load(Ordering::Relaxed), queued as u64);
+    }
+}
