@@ -8,23 +8,32 @@
 //! resolves to one concrete port that every shard's `SO_REUSEPORT` sibling
 //! shares.
 //!
-//! UDP listeners get one sibling per shard. TCP and TLS listeners live on
-//! shard 0 alone: an RFC 6062 data connection is a new connection that
-//! must reach the shard holding its peer connection, which `SO_REUSEPORT`
-//! would not guarantee. Streams are the minority transport; spreading them
-//! needs a cross-shard connection table, which is future work.
+//! Every listener, UDP, TCP and TLS, gets one sibling per shard, so the
+//! kernel spreads clients over the shards and each shard accepts, reads
+//! and serves its own (TLS handshakes included). The one stream that must
+//! not stay where it landed is an RFC 6062 data connection: it has to
+//! meet its peer connection, which the core of another shard may hold. A
+//! CONNECTION-ID names the shard that issued it, so the accepting shard
+//! hands such a connection over before its ConnectionBind is handled
+//! (`stream_handoff`); nothing else crosses shards per connection.
 //!
 //! Shards share only what is set up here: the plan (replaced whole on
-//! reload), the allocation quota, the set of live relays (which the peer
-//! filter consults), the reserved EVEN-PORT partner sockets, the count of stream connections, the nonce key, and the
-//! [`ServerStatus`] they publish to. Everything else a shard owns.
+//! reload), the allocation quota (with the count of RFC 6062 peer
+//! connections), the set of live relays (which the peer filter consults),
+//! the reserved EVEN-PORT partner sockets, the count of stream
+//! connections and the per-source stream table (so that stream limits
+//! hold for the process, not per shard), the inboxes of handed
+//! connections, the nonce key, and the [`ServerStatus`] they publish to.
+//! Everything else a shard owns.
 //!
 //! * `socket`: how every socket is opened;
 //! * `plan`: what the shards share, derived from the config, and what a
 //!   reload may change;
 //! * `shard`: one shard's event loop;
 //! * `relay_sockets`: the relay sockets a shard opens for its allocations;
-//! * `stream` and `stream_conn`: TCP and TLS connections.
+//! * `stream` and `stream_conn`: TCP and TLS connections;
+//! * `stream_handoff`: moving a data connection to its peer connection's
+//!   shard.
 //!
 //! This file holds [`start`], the body of every shard's thread
 //! (`run_shard`), and the [`RunningServer`] it returns.

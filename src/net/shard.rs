@@ -1,11 +1,13 @@
 //! One shard: a single-threaded event loop that owns one protocol core,
 //! its `SO_REUSEPORT` sibling of every UDP listener, the TCP and TLS
-//! connections it serves (see [`super::stream`]; only shard 0 has stream
-//! listeners, see [`super`]) and the relay sockets of the allocations it
-//! created (opened by [`super::relay_sockets`]).
+//! connections it serves (see [`super::stream`]: those it accepted on its
+//! own sibling of each stream listener, and the RFC 6062 data connections
+//! other shards handed it because this core holds their peer connection)
+//! and the relay sockets of the allocations it created (opened by
+//! [`super::relay_sockets`]).
 //!
 //! The kernel hashes a UDP client's 5-tuple to one of the sibling sockets
-//! every time, and a stream client stays on shard 0 for as long as its
+//! every time, and a stream client stays on one shard for as long as its
 //! connection lasts, so a client's allocation, relay socket, permissions
 //! and channels all live in one shard and its packets never cross
 //! threads: the core sits in a `RefCell` and is borrowed for the length of

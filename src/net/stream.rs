@@ -1,16 +1,29 @@
 //! STUN/TURN over TCP and TLS (RFC 8489 §6.2.2, RFC 8656 §3.1): one task
 //! per connection, on the shard that accepted it.
 //!
-//! Every TCP and TLS listener lives on shard 0 alone, with no
-//! `SO_REUSEPORT` siblings (see [`super`]): an RFC 6062 data connection is
-//! a new connection that must reach the shard holding its peer
-//! connection, which the kernel's spreading would not guarantee. So every
-//! stream connection, its allocation and its TCP relay live on shard 0,
-//! where its frames are read. A connection is one client 5-tuple; its
-//! allocation ends when it closes.
+//! Every shard has an `SO_REUSEPORT` sibling of each TCP and TLS listener
+//! (see [`super`]) and its own accept loop: the kernel spreads
+//! connections, and a connection, its allocation and its TCP relay live on
+//! the shard that accepted it, where its frames are read. A connection is
+//! one client 5-tuple; its allocation ends when it closes.
+//!
+//! The exception is an RFC 6062 data connection: its ConnectionBind names
+//! a peer connection by an id that carries the shard of the core holding
+//! it. Before a frame is handled, [`handoff_target`] looks whether it is
+//! a ConnectionBind for another running shard on a connection with no
+//! allocation here; if so the connection (after writing the answers to its
+//! earlier frames) is sent to that shard with the bytes not yet handled,
+//! and served there from that frame on (see [`super::stream_handoff`]). A
+//! connection is handed on once at most, so a made-up id costs a client
+//! one move of its own connection, nothing more.
 //!
 //! Limits, so that slow or hostile connections cannot hold memory:
-//! * at most `max_connections` at once over all shards (a shared counter);
+//! * at most `max_connections` at once over all shards (a shared counter),
+//!   and at most `max_per_source` per source address over all shards (one
+//!   shared table, [`StreamSources`]); a handed connection keeps its places
+//!   ([`StreamSlot`]), so it is counted once wherever it is served;
+//! * TLS handshakes per source are budgeted over all shards (the same
+//!   table);
 //! * the TLS handshake and the first complete frame must both be done
 //!   within `setup_timeout` of the accept;
 //! * without an allocation, `idle_timeout` of silence closes it;
