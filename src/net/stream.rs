@@ -398,12 +398,11 @@ async fn serve<S: AsyncRead + AsyncWrite + Movable + Unpin + 'static>(
     shard.add_stream(client, conn.clone());
     let here = shard.id();
     debug!(%client, shard = here.0, "connection open");
-    // Dropping the writer future when reading ends is safe: a data
-    // connection only switches to splicing right after handling its
-    // ConnectionBind, whose answer is still queued in `conn.out` (the
-    // writer has not been polled since); it is flushed below. A hand-off
-    // happens before a frame is handled, with the answers to earlier ones
-    // queued there too.
+    // Dropping the writer future when reading ends loses nothing: what it
+    // was writing is in `pending`, and answers queued since (the
+    // ConnectionBind's, before a splice) in `conn.out`; both are written
+    // below before the splice or the hand-off.
+    let mut pending = Pending::default();
     let reading = ReadState {
         shard: &shard,
         client,
@@ -414,15 +413,14 @@ async fn serve<S: AsyncRead + AsyncWrite + Movable + Unpin + 'static>(
     };
     let end = tokio::select! {
         end = read_frames(reading, &mut reader, buffered) => end,
-        why = write_frames(&conn, &mut writer, client.transport == Transport::Tls) => ReadEnd::Closed(why),
+        why = write_frames(&conn, &mut writer, client.transport == Transport::Tls, &mut pending) => ReadEnd::Closed(why),
     };
     let why = match end {
         ReadEnd::Closed(why) => why,
         ReadEnd::Spliced(leftover) => {
-            let queued = std::mem::take(&mut *conn.out.borrow_mut());
             let splice = conn.splice.borrow_mut().take();
             match splice {
-                Some(splice) if writer.write_all(&queued).await.is_ok() && writer.flush().await.is_ok() => {
+                Some(splice) if write_rest(&conn, &mut writer, &pending).await => {
                     splice_streams(&shard, reader.unsplit(writer), splice, leftover).await
                 }
                 _ => "write error",
@@ -432,10 +430,9 @@ async fn serve<S: AsyncRead + AsyncWrite + Movable + Unpin + 'static>(
             // This shard's core holds nothing of the connection (no
             // allocation, no splice: see `handoff_target`), so forgetting
             // it here closes nothing but this shard's entry.
-            let queued = std::mem::take(&mut *conn.out.borrow_mut());
             conn.closed.set(true);
             shard.remove_stream(client);
-            if writer.write_all(&queued).await.is_err() || writer.flush().await.is_err() {
+            if !write_rest(&conn, &mut writer, &pending).await {
                 debug!(%client, "connection closed: write error before its hand-off");
                 return;
             }
@@ -621,6 +618,26 @@ async fn read_frames<R: AsyncRead + Unpin>(state: ReadState<'_>, reader: &mut R,
     }
 }
 
+/// What the writer took from `conn.out` and has not all written yet. It
+/// lives outside [`write_frames`]'s future, so that when a splice or a
+/// hand-off drops that future mid-write, the rest is still written, in
+/// order, before anything else: a frame is never cut.
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    /// Bytes of `bytes` written; each `write` either wrote some or, when
+    /// dropped, none, so this is exact.
+    written: usize,
+    /// Where the frame being written ends (TLS writes frame by frame).
+    frame_end: usize,
+}
+
+impl Pending {
+    fn rest(&self) -> &[u8] {
+        self.bytes.get(self.written..).unwrap_or_default()
+    }
+}
+
 /// Writes what the shard queued. Over TLS every frame is written on its
 /// own, so it gets its own TLS record: clients that read one message per
 /// record (coturn's `turnutils_uclient` is one) would otherwise lose the
@@ -629,36 +646,56 @@ async fn write_frames<W: AsyncWrite + Unpin>(
     conn: &StreamConn,
     writer: &mut W,
     record_per_frame: bool,
+    pending: &mut Pending,
 ) -> &'static str {
     // Two buffers swap roles so writing never allocates once they have
     // grown: the shard fills `out` while this task writes `pending`.
-    let mut pending = Vec::new();
     loop {
         conn.wake.notified().await;
         loop {
-            std::mem::swap(&mut pending, &mut *conn.out.borrow_mut());
-            if pending.is_empty() {
-                break;
-            }
-            let mut rest = &pending[..];
-            while !rest.is_empty() {
-                // `out` only ever holds whole frames (StreamConn::send).
-                let len = match stream_framing::frame_len(rest, stream_framing::MAX_FRAME) {
-                    Ok(Some(len)) if record_per_frame => len,
-                    _ => rest.len(),
-                };
-                if writer.write_all(&rest[..len]).await.is_err() {
-                    return "write error";
+            if pending.rest().is_empty() {
+                pending.bytes.clear();
+                (pending.written, pending.frame_end) = (0, 0);
+                std::mem::swap(&mut pending.bytes, &mut *conn.out.borrow_mut());
+                if pending.bytes.is_empty() {
+                    break;
                 }
-                rest = &rest[len..];
+            }
+            while !pending.rest().is_empty() {
+                if pending.written >= pending.frame_end {
+                    // `out` only ever holds whole frames (StreamConn::send).
+                    let rest = pending.rest();
+                    let len = match stream_framing::frame_len(rest, stream_framing::MAX_FRAME) {
+                        Ok(Some(len)) if record_per_frame => len,
+                        _ => rest.len(),
+                    };
+                    pending.frame_end = pending.written + len;
+                }
+                let chunk = pending
+                    .bytes
+                    .get(pending.written..pending.frame_end)
+                    .unwrap_or_default();
+                match writer.write(chunk).await {
+                    Ok(0) | Err(_) => return "write error",
+                    Ok(n) => pending.written += n,
+                }
             }
             // TLS buffers what it encrypts: flush so frames leave now.
             if writer.flush().await.is_err() {
                 return "write error";
             }
-            pending.clear();
         }
     }
+}
+
+/// Writes out what the connection still owes its client once the writer
+/// task is gone: the rest of what it was writing, then what was queued
+/// since, and flushes.
+async fn write_rest<W: AsyncWrite + Unpin>(conn: &StreamConn, writer: &mut W, pending: &Pending) -> bool {
+    let queued = std::mem::take(&mut *conn.out.borrow_mut());
+    writer.write_all(pending.rest()).await.is_ok()
+        && writer.write_all(&queued).await.is_ok()
+        && writer.flush().await.is_ok()
 }
 
 #[cfg(test)]
