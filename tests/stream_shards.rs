@@ -276,6 +276,57 @@ fn tls_data_connections_meet_their_peer_connection_on_its_shard() {
     assert_many_data_connections_meet_their_peer_connections(true);
 }
 
+/// A client that writes its first bytes for the peer right behind its
+/// ConnectionBind, signed with the control connection's nonce, in one
+/// write: the bytes read with the bind (or still inside the TLS session)
+/// move with the connection and reach the peer after the answer.
+fn assert_bytes_behind_a_connection_bind_cross_the_handoff(tls: bool) {
+    use turnpike::proto::testkit::client::{encode, Challenge, Cred};
+    let server = server();
+    let peers: Vec<TcpEcho> = (0..8).map(|_| TcpEcho::start()).collect();
+    let mut control = connect(&server, tls);
+    allocate(&mut control, 6, peers[0].addr);
+    let ids: Vec<u32> = peers.iter().map(|p| connect_peer(&mut control, p.addr)).collect();
+    // The control connection's nonce, from a challenged Refresh.
+    let unsigned = encode(Class::Request, method::REFRESH, transaction_id(), |_| {}, None);
+    control.write_all(&unsigned).expect("Refresh");
+    control.flush().expect("flush");
+    let challenge = Challenge::of(&read_stun(&mut control)).expect("a 401 with a nonce");
+    let cred = Cred::new(common::USER, challenge.realm(), common::PASSWORD);
+    for (i, id) in ids.into_iter().enumerate() {
+        let mut data = connect(&server, tls);
+        let bind = |w: &mut MessageWriter<'_>| {
+            w.u32(attr::CONNECTION_ID, id);
+        };
+        let mut bytes = encode(
+            Class::Request,
+            method::CONNECTION_BIND,
+            transaction_id(),
+            bind,
+            Some((&cred, &challenge)),
+        );
+        let payload = format!("right behind bind {i}");
+        bytes.extend_from_slice(payload.as_bytes());
+        data.write_all(&bytes).expect("ConnectionBind and data");
+        data.flush().expect("flush");
+        assert_eq!(code_of(&read_stun(&mut data)), 200, "ConnectionBind {id:08x}");
+        let mut back = vec![0u8; payload.len()];
+        data.read_exact(&mut back).expect("the echo through the splice");
+        assert_eq!(back, payload.as_bytes(), "splice {i}");
+    }
+    assert!(handoffs_logged(&server) > 0, "no data connection was handed on");
+}
+
+#[test]
+fn tcp_bytes_behind_a_connection_bind_cross_the_handoff() {
+    assert_bytes_behind_a_connection_bind_cross_the_handoff(false);
+}
+
+#[test]
+fn tls_bytes_behind_a_connection_bind_cross_the_handoff() {
+    assert_bytes_behind_a_connection_bind_cross_the_handoff(true);
+}
+
 /// An id no core holds gets 400 from the shard it names, or from the
 /// accepting shard if it names none that runs, and the connection is not
 /// lost on the way.
