@@ -453,7 +453,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Movable + Unpin + 'static>(
                 Some(Ok(())) => {
                     debug!(%client, from = here.0, to = to.0, "connection handed to the shard of its peer connection")
                 }
-                Some(Err(e)) => debug!(%client, error = %e, "connection closed: not handed on"),
+                Some(Err(e)) => {
+                    let dropped = handoffs.as_deref().map_or(0, |h| h.dropped.load(Ordering::Relaxed));
+                    debug!(%client, error = %e, dropped, "connection closed: not handed on");
+                }
                 None => debug!(%client, "connection closed: not handed on"),
             }
             return;

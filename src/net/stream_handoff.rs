@@ -31,6 +31,12 @@
 //!   attached again before it is read or written;
 //! * each shard's inbox is bounded ([`INBOX`]): a connection that finds
 //!   it full is closed and counted in [`Handoffs::dropped`], never queued.
+//!
+//! Hand-offs are rare (one per RFC 6062 data connection that lands on the
+//! wrong shard, `(workers - 1) / workers` of them) and cost one channel
+//! send and two epoll registrations; they are counted in [`Handoffs`] and
+//! logged at debug level with the shards they crossed. (`/metrics` does
+//! not show the counts yet: its exporter is not part of this module.)
 
 use std::io;
 use std::pin::Pin;
