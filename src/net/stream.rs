@@ -178,17 +178,17 @@ enum ReadEnd {
 /// it ends.
 struct Slot(ConnectionCount);
 
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// A connection's places in the process-wide limits (the connection count
 /// and its source's share), given back when it ends, on whichever shard.
 pub(super) struct StreamSlot {
     _count: Slot,
     _source: SourceSlot,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 /// What a listener speaks.
