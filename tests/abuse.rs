@@ -67,6 +67,13 @@ fn udp_allocate(socket: &UdpSocket, server: SocketAddr, user: &str, password: &s
     .expect("an answer")
 }
 
+/// The value of the sample `name` (no labels) in `/metrics`.
+fn metric(server: &TestServer, sample: &str) -> Option<f64> {
+    let (_, text) = server.http_get("/metrics");
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+}
+
 fn is_success(answer: &[u8]) -> bool {
     Message::parse(answer).is_ok_and(|m| m.class() == Class::Success)
 }
@@ -76,11 +83,21 @@ fn idle_connections_from_one_source_cannot_take_the_slots_of_others() {
     let server = TestServer::start(&format!(
         "{LONG_TERM_USER_TOML}\n[limits]\nmax_connections_per_source = 40\nconnection_idle_timeout = \"1m\"\n"
     ));
-    let mut idle = Vec::new();
+    let mut idle: Vec<TcpStream> = (0..40)
+        .map(|_| tcp_from("127.0.0.1", server.addr()).expect("connect"))
+        .collect();
+    // Every shard accepts on its own listener sibling, so connections are
+    // taken in no set order: the 40 must all be in before the 41st comes,
+    // or a later one could take the place of an earlier one.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(&server, "turnpike_stream_connections") != Some(40.0) {
+        assert!(Instant::now() < deadline, "the 40 connections were not all accepted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut refused = 0;
-    for _ in 0..1_500 {
+    for _ in 40..1_500 {
         let mut stream = tcp_from("127.0.0.1", server.addr()).expect("connect");
-        if idle.len() >= 40 && closed_soon(&mut stream) {
+        if closed_soon(&mut stream) {
             refused += 1;
         } else {
             idle.push(stream);

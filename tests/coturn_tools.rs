@@ -362,14 +362,32 @@ fn uclient_client_to_client_through_an_unreachable_external_ip_loses_nothing() {
 
 /// RFC 6062: uclient's clients connect their TCP relays to each other;
 /// every byte crosses a data connection spliced with a peer connection.
+/// Four shards, so data connections land on other shards than their
+/// control connection and are handed on.
 #[test]
 fn uclient_tcp_relay_client_to_client_loses_nothing() {
-    assert_long_term_user_relays_without_loss((Control::TcpRelay, Family::V4), Traffic::ClientToClient, false);
+    let server = TestServer::start_with("workers = 4", LONG_TERM_USER_TOML);
+    let how = (Control::TcpRelay, Family::V4);
+    assert_uclient_relays_without_loss(
+        &server,
+        &["-u", USER, "-w", PASSWORD],
+        how,
+        Traffic::ClientToClient,
+        false,
+    );
 }
 
 #[test]
 fn uclient_tcp_relay_over_tls_client_to_client_loses_nothing() {
-    assert_long_term_user_relays_without_loss((Control::TlsTcpRelay, Family::V4), Traffic::ClientToClient, false);
+    let server = TestServer::start_with("workers = 4", LONG_TERM_USER_TOML);
+    let how = (Control::TlsTcpRelay, Family::V4);
+    assert_uclient_relays_without_loss(
+        &server,
+        &["-u", USER, "-w", PASSWORD],
+        how,
+        Traffic::ClientToClient,
+        false,
+    );
 }
 
 /// RFC 6062 relaying of messages of many sizes, under a 13-character
@@ -380,11 +398,11 @@ fn uclient_tcp_relay_over_tls_client_to_client_loses_nothing() {
 /// uclient cut at `-l`: every size below 104 failed with "connection bind
 /// error". Sizes start above the 72-byte ConnectionBind success, which
 /// uclient must read whole as well (coturn's own server fails below its
-/// answer size just the same). The runs share one server, at once, each
-/// bounded by `TOOL_LIMIT`.
+/// answer size just the same). The runs share one server of four shards,
+/// at once, each bounded by `TOOL_LIMIT`.
 #[test]
 fn uclient_tcp_relay_relays_messages_of_every_size() {
-    let server = TestServer::start_with("realm = \"turnpike.test\"", LONG_TERM_USER_TOML);
+    let server = TestServer::start_with("realm = \"turnpike.test\"\nworkers = 4", LONG_TERM_USER_TOML);
     let sizes = [76, 100, 101, 120, 170, 500, 1000];
     let failed: Vec<usize> = std::thread::scope(|scope| {
         let runs: Vec<_> = sizes

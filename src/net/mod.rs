@@ -8,16 +8,23 @@
 //! resolves to one concrete port that every shard's `SO_REUSEPORT` sibling
 //! shares.
 //!
-//! UDP listeners get one sibling per shard. TCP and TLS listeners live on
-//! shard 0 alone: an RFC 6062 data connection is a new connection that
-//! must reach the shard holding its peer connection, which `SO_REUSEPORT`
-//! would not guarantee. Streams are the minority transport; spreading them
-//! needs a cross-shard connection table, which is future work.
+//! Every listener, UDP, TCP and TLS, gets one sibling per shard, so the
+//! kernel spreads clients over the shards and each shard accepts, reads
+//! and serves its own (TLS handshakes included). The one stream that must
+//! not stay where it landed is an RFC 6062 data connection: it has to
+//! meet its peer connection, which the core of another shard may hold. A
+//! CONNECTION-ID names the shard that issued it, so the accepting shard
+//! hands such a connection over before its ConnectionBind is handled
+//! (`stream_handoff`); nothing else crosses shards per connection.
 //!
 //! Shards share only what is set up here: the plan (replaced whole on
-//! reload), the allocation quota, the set of live relays (which the peer
-//! filter consults), the reserved EVEN-PORT partner sockets, the count of stream connections, the nonce key, and the
-//! [`ServerStatus`] they publish to. Everything else a shard owns.
+//! reload), the allocation quota (with the count of RFC 6062 peer
+//! connections), the set of live relays (which the peer filter consults),
+//! the reserved EVEN-PORT partner sockets, the count of stream
+//! connections and the per-source stream table (so that stream limits
+//! hold for the process, not per shard), the inboxes of handed
+//! connections, the nonce key, and the [`ServerStatus`] they publish to.
+//! Everything else a shard owns.
 //!
 //! * `socket`: how every socket is opened;
 //! * `plan`: what the shards share, derived from the config, and what a
@@ -27,7 +34,9 @@
 //! * `relay_sockets`: the relay sockets a shard opens for its allocations,
 //!   and `relay_poll`, the epoll set through which it reads the UDP ones;
 //! * `handoff`: relay-to-relay payloads for another shard;
-//! * `stream` and `stream_conn`: TCP and TLS connections.
+//! * `stream` and `stream_conn`: TCP and TLS connections;
+//! * `stream_handoff`: moving a data connection to its peer connection's
+//!   shard.
 //!
 //! This file holds [`start`], the body of every shard's thread
 //! (`run_shard`), and the [`RunningServer`] it returns.
@@ -41,6 +50,7 @@ mod shard;
 mod socket;
 mod stream;
 mod stream_conn;
+mod stream_handoff;
 mod udp_io;
 
 pub use socket::BindError;
@@ -68,6 +78,7 @@ use port_pool::PortPool;
 use relay_sockets::{RelaySocketsConfig, ReservedSockets};
 use socket::{bind_per_shard, bind_tcp, bind_udp, UdpRole};
 use stream::{Security, StreamLimits, StreamSources};
+use stream_handoff::{HandedStream, Handoffs};
 
 /// Connections a TCP or TLS listener holds before they are accepted.
 const STREAM_BACKLOG: i32 = 1024;
@@ -207,6 +218,10 @@ struct ShardContext {
     ports: Arc<Mutex<PortPool>>,
     reserved: ReservedSockets,
     stream_limits: StreamLimits,
+    /// The per-source stream limits, one table for every shard.
+    stream_sources: Arc<StreamSources>,
+    /// Where a shard sends a connection that belongs to another.
+    handoffs: Arc<Handoffs>,
     connections: ConnectionCount,
     status: ServerStatus,
 }
@@ -221,7 +236,7 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     let certificates = tls::TlsCertificates::from_config(config)?.map(Arc::new);
     let mut sockets: Vec<StdSockets> = (0..workers).map(|_| StdSockets::default()).collect();
     let udp = bind_udp_listeners(config, &mut sockets)?;
-    let (tcp, tls) = bind_stream_listeners(config, certificates.as_ref(), &mut sockets[0])?;
+    let (tcp, tls) = bind_stream_listeners(config, certificates.as_ref(), &mut sockets)?;
     // The HTTP port counts as a service port too (port 0 would only be
     // known once bound, and is for tests alone).
     let http = config.listen.http.filter(|a| a.port() != 0);
@@ -238,6 +253,18 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     let (reload, reloads) = watch::channel(plan.clone());
     let (stop, stopped) = watch::channel(false);
     let (ready, ready_rx) = mpsc::channel();
+    let (handoffs, inboxes) = Handoffs::new(workers);
+    let stream_limits = StreamLimits {
+        max_connections: config.limits.max_connections,
+        max_per_source: config
+            .limits
+            .max_connections_per_source
+            .min(config.limits.max_connections),
+        handshakes_per_source: config.limits.tls_handshakes_per_source,
+        setup_timeout: config.limits.connection_setup_timeout,
+        idle_timeout: config.limits.connection_idle_timeout,
+        max_frame: config.limits.max_frame_size,
+    };
     let context = ShardContext {
         plan: plan.clone(),
         reloads,
@@ -248,27 +275,20 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         nonce_key: random_bytes(),
         ports: Arc::new(Mutex::new(relay_port_pool(config, &listeners))),
         reserved: ReservedSockets::default(),
-        stream_limits: StreamLimits {
-            max_connections: config.limits.max_connections,
-            max_per_source: config
-                .limits
-                .max_connections_per_source
-                .min(config.limits.max_connections),
-            handshakes_per_source: config.limits.tls_handshakes_per_source,
-            setup_timeout: config.limits.connection_setup_timeout,
-            idle_timeout: config.limits.connection_idle_timeout,
-            max_frame: config.limits.max_frame_size,
-        },
+        stream_sources: Arc::new(StreamSources::new(&stream_limits, random_bytes())),
+        stream_limits,
+        handoffs: Arc::new(handoffs),
         connections,
         status: status.clone(),
     };
 
     let mut handles = Vec::new();
-    for ((index, shard_sockets), links) in sockets.into_iter().enumerate().zip(handoff::links(workers)) {
+    let links = handoff::links(workers);
+    for (index, ((shard_sockets, inbox), links)) in sockets.into_iter().zip(inboxes).zip(links).enumerate() {
         let context = context.clone();
         let handle = std::thread::Builder::new()
             .name(format!("turnpike-shard-{index}"))
-            .spawn(move || run_shard(index, shard_sockets, links, context))
+            .spawn(move || run_shard(index, shard_sockets, inbox, links, context))
             .map_err(StartError::Thread)?;
         handles.push(handle);
     }
@@ -313,12 +333,13 @@ fn bind_udp_listeners(config: &Config, sockets: &mut [StdSockets]) -> Result<Vec
     Ok(udp)
 }
 
-/// Binds every TCP and TLS listener once, for `shard` (shard 0); returns
-/// the bound TCP and TLS addresses. TLS listeners need `certificates`.
+/// Binds every TCP and TLS listener once per shard (`sockets` has one
+/// entry per shard), as UDP listeners are; returns the bound TCP and TLS
+/// addresses. TLS listeners need `certificates`.
 fn bind_stream_listeners(
     config: &Config,
     certificates: Option<&Arc<tls::TlsCertificates>>,
-    shard: &mut StdSockets,
+    sockets: &mut [StdSockets],
 ) -> Result<(Vec<SocketAddr>, Vec<SocketAddr>), BindError> {
     let mut tcp = Vec::new();
     let mut tls = Vec::new();
@@ -331,13 +352,13 @@ fn bind_stream_listeners(
             Security::Plain => ("TCP", &mut tcp),
             Security::Tls(_) => ("TLS", &mut tls),
         };
-        // One shard serves every stream: an RFC 6062 data connection must
-        // reach the shard that holds its peer connection, and a connection
-        // spread by SO_REUSEPORT would not (see the module doc).
+        // The kernel spreads connections over the siblings; a data
+        // connection that lands on the wrong shard is handed on (see
+        // `stream_handoff`).
         let bind = |addr, reuse_port| bind_tcp(addr, reuse_port, STREAM_BACKLOG);
-        let (bound, mut listener) = bind_per_shard(proto, wanted, 1, bind, std::net::TcpListener::local_addr)?;
-        if let Some(listener) = listener.pop() {
-            shard.streams.push((bound, listener, security));
+        let (bound, per_shard) = bind_per_shard(proto, wanted, sockets.len(), bind, std::net::TcpListener::local_addr)?;
+        for (shard, listener) in sockets.iter_mut().zip(per_shard) {
+            shard.streams.push((bound, listener, security.clone()));
         }
         bound_list.push(bound);
     }
@@ -356,10 +377,18 @@ fn relay_port_pool(config: &Config, listeners: &[SocketAddr]) -> PortPool {
 }
 
 /// The body of shard `index`'s thread: a current-thread runtime whose
-/// `LocalSet` runs the shard, its stream listeners, a task that applies
-/// reloaded plans and one that publishes the heartbeat. Reports on
-/// `ready` once serving (or why it cannot), then runs until stopped.
-fn run_shard(index: usize, sockets: StdSockets, (inbox, outboxes): handoff::Links, context: ShardContext) {
+/// `LocalSet` runs the shard, its stream listeners, the `inbox` of
+/// connections other shards hand it, a task that applies reloaded plans
+/// and one that publishes the heartbeat. `links` are its ends of the
+/// relay-to-relay hand-off. Reports on `ready` once serving (or why it
+/// cannot), then runs until stopped.
+fn run_shard(
+    index: usize,
+    sockets: StdSockets,
+    inbox: tokio::sync::mpsc::Receiver<HandedStream>,
+    (relay_inbox, outboxes): handoff::Links,
+    context: ShardContext,
+) {
     let ShardContext {
         plan,
         mut reloads,
@@ -371,6 +400,8 @@ fn run_shard(index: usize, sockets: StdSockets, (inbox, outboxes): handoff::Link
         ports,
         reserved,
         stream_limits,
+        stream_sources,
+        handoffs,
         connections,
         status,
     } = context;
@@ -407,7 +438,7 @@ fn run_shard(index: usize, sockets: StdSockets, (inbox, outboxes): handoff::Link
             },
             binder,
             listeners.udp,
-            (inbox, handoff::Outboxes::new(outboxes)),
+            (relay_inbox, handoff::Outboxes::new(outboxes)),
         );
         let shard = match shard {
             Ok(shard) => shard,
@@ -416,7 +447,6 @@ fn run_shard(index: usize, sockets: StdSockets, (inbox, outboxes): handoff::Link
                 return;
             }
         };
-        let stream_sources = Rc::new(StreamSources::new(&stream_limits, random_bytes()));
         let stream_limits = Rc::new(stream_limits);
         for (addr, listener, security) in listeners.streams {
             tokio::task::spawn_local(stream::accept_loop(
@@ -425,10 +455,14 @@ fn run_shard(index: usize, sockets: StdSockets, (inbox, outboxes): handoff::Link
                 addr,
                 security,
                 stream_limits.clone(),
-                stream_sources.clone(),
-                connections.clone(),
+                stream::StreamsShared {
+                    sources: stream_sources.clone(),
+                    count: connections.clone(),
+                    handoffs: handoffs.clone(),
+                },
             ));
         }
+        tokio::task::spawn_local(stream::inbox_loop(shard.clone(), inbox, stream_limits.clone()));
         let reconfigured = shard.clone();
         tokio::task::spawn_local(async move {
             reloads.mark_unchanged();

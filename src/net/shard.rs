@@ -1,11 +1,13 @@
 //! One shard: a single-threaded event loop that owns one protocol core,
 //! its `SO_REUSEPORT` sibling of every UDP listener, the TCP and TLS
-//! connections it serves (see [`super::stream`]; only shard 0 has stream
-//! listeners, see [`super`]) and the relay sockets of the allocations it
-//! created (opened by [`super::relay_sockets`]).
+//! connections it serves (see [`super::stream`]: those it accepted on its
+//! own sibling of each stream listener, and the RFC 6062 data connections
+//! other shards handed it because this core holds their peer connection)
+//! and the relay sockets of the allocations it created (opened by
+//! [`super::relay_sockets`]).
 //!
 //! The kernel hashes a UDP client's 5-tuple to one of the sibling sockets
-//! every time, and a stream client stays on shard 0 for as long as its
+//! every time, and a stream client stays on one shard for as long as its
 //! connection lasts, so a client's allocation, relay socket, permissions
 //! and channels all live in one shard and its packets never cross
 //! threads: the core sits in a `RefCell` and is borrowed for the length of
@@ -42,7 +44,7 @@ use super::relay_sockets::{RelaySockets, RelaySocketsConfig, UdpRelays};
 use super::stream_conn::{Splice, StreamConn};
 use super::udp_io::{Kernel, RecvBatch, TxQueue, UdpSock, RECV_BATCH};
 use crate::process::clock;
-use crate::proto::addr::{ClientAddr, ConnectionId, PeerAddr, RelayAddr, Transport};
+use crate::proto::addr::{ClientAddr, ConnectionId, PeerAddr, RelayAddr, ShardId, Transport};
 use crate::proto::server::{
     Effect, Server, SpliceDirection, SpliceVerdict, ToClient, ToPeer, CONNECTION_BIND_TIMEOUT, PEER_HEADROOM,
     PEER_TAILROOM,
@@ -124,16 +126,10 @@ impl Shard {
         Ok(shard)
     }
 
-    /// Hands one stream frame from a client to the core and carries out
-    /// the answer.
-    pub(super) fn handle_client_packet(self: &Rc<Self>, client: ClientAddr, packet: &[u8]) {
-        self.client_packet(client, packet);
-        self.flush();
-    }
-
-    /// Hands one datagram or frame from a client to the core and queues
-    /// what it relays (sent by [`Self::flush`]).
-    fn client_packet(self: &Rc<Self>, client: ClientAddr, packet: &[u8]) {
+    /// Hands one datagram or stream frame from a client to the core,
+    /// carries out its answer and queues what it relays (sent by
+    /// [`Self::flush`], which the caller owes once its batch is done).
+    pub(super) fn queue_client_packet(self: &Rc<Self>, client: ClientAddr, packet: &[u8]) {
         let now = clock::now();
         let mut core = self.core.borrow_mut();
         match core.handle_client_packet(client, packet, now) {
@@ -144,7 +140,7 @@ impl Shard {
 
     /// Sends what the last batch queued, and wakes the shards it handed
     /// payloads to.
-    fn flush(&self) {
+    pub(super) fn flush(&self) {
         let mut tx = self.tx.borrow_mut();
         if !tx.is_empty() {
             let dropped = tx.flush(&mut Kernel);
@@ -230,6 +226,11 @@ impl Shard {
         self.core
             .borrow_mut()
             .handle_spliced_bytes(id, direction, len, clock::mono())
+    }
+
+    /// The shard this is (its core's).
+    pub(super) fn id(&self) -> ShardId {
+        self.core.borrow().shard()
     }
 
     pub(super) fn has_allocation(&self, client: ClientAddr) -> bool {
@@ -365,7 +366,7 @@ impl OnDatagram for FromClients {
             local: self.0,
             remote: from,
         };
-        shard.client_packet(client, &buf[payload]);
+        shard.queue_client_packet(client, &buf[payload]);
     }
 }
 

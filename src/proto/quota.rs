@@ -9,9 +9,14 @@
 //! the claim or the expiry, whichever comes first; the claimant's own
 //! allocation is counted as any other.
 //!
+//! It also counts the RFC 6062 peer connections of every shard against
+//! `limits.max_peer_connections`, a cap on the whole server: the TCP
+//! allocations holding them live on any shard.
+//!
 //! Invariant: `total` equals the sum of `per_user[..].count`, which counts
 //! allocations and `reservations` together, and a user with neither has no
-//! entry.
+//! entry. `peer_connections` equals the sum of every core's
+//! `Server::connections` lengths.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -41,6 +46,8 @@ pub struct AllocationQuota {
     /// allocations.
     max_per_source: AtomicUsize,
     per_source: Mutex<HashMap<SourceKey, usize>>,
+    /// TCP peer connections (RFC 6062) held by every shard's core.
+    peer_connections: AtomicUsize,
 }
 
 /// One user's allocations, and the byte-rate bucket they share.
@@ -87,7 +94,30 @@ impl AllocationQuota {
             reservations: Mutex::new(HashMap::new()),
             max_per_source: AtomicUsize::new(0),
             per_source: Mutex::new(HashMap::new()),
+            peer_connections: AtomicUsize::new(0),
         }
+    }
+
+    /// Counts a new TCP peer connection, unless every shard together holds
+    /// `max` already (the core's `max_peer_connections`, the same on every
+    /// shard). Atomic, so shards racing for the last place cannot both
+    /// take it.
+    pub(crate) fn try_acquire_peer_connection(&self, max: usize) -> bool {
+        self.peer_connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// Gives back the place of a peer connection that went.
+    pub(crate) fn release_peer_connection(&self) {
+        let _ = self
+            .peer_connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// TCP peer connections on every shard now.
+    pub fn peer_connections(&self) -> usize {
+        self.peer_connections.load(Ordering::Relaxed)
     }
 
     /// Allocations one source address may hold (0: no limit), so that a
@@ -256,5 +286,29 @@ impl AllocationQuota {
             }
             self.total.fetch_sub(1, Ordering::AcqRel);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_connections_are_capped_over_every_shard_and_come_back() {
+        let quota = AllocationQuota::new(10, 10);
+        // Two shards' cores take places from the one count.
+        assert!(quota.try_acquire_peer_connection(3));
+        assert!(quota.try_acquire_peer_connection(3));
+        assert!(quota.try_acquire_peer_connection(3));
+        assert!(!quota.try_acquire_peer_connection(3));
+        assert_eq!(quota.peer_connections(), 3);
+        quota.release_peer_connection();
+        assert!(quota.try_acquire_peer_connection(3));
+        // A lowered cap (reload) refuses new ones and keeps the count.
+        assert!(!quota.try_acquire_peer_connection(2));
+        for _ in 0..4 {
+            quota.release_peer_connection();
+        }
+        assert_eq!(quota.peer_connections(), 0, "never below zero");
     }
 }

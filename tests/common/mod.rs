@@ -290,7 +290,7 @@ pub fn turnpike_bin() -> &'static str {
 
 /// How a [`TestServer`] differs from the loopback test base.
 pub struct ServerSetup<'a> {
-    /// Keys added to `[server]`.
+    /// Keys added to `[server]` (`workers` among them replaces the base's 2).
     pub server_keys: &'a str,
     /// The whole `[peers]` section; by default [`LOOPBACK_PEERS_TOML`].
     pub peers_toml: &'a str,
@@ -377,6 +377,12 @@ impl TestServer {
         let relay_ports = relay_ports.clone().unwrap_or_else(next_relay_ports);
         // The listen port is picked by probing, so another socket can take it
         // in between; a server that exits at start is retried on a new port.
+        // Two shards unless `server_keys` says how many.
+        let workers = if server_keys.contains("workers") {
+            ""
+        } else {
+            "workers = 2\n"
+        };
         for _attempt in 0..3 {
             let port = free_udp_port();
             let tls_port = free_tcp_port();
@@ -386,7 +392,7 @@ impl TestServer {
             let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
             pki.write_leaf("turnpike test server", &cert_path, &key_path);
             let config = format!(
-                "[server]\nworkers = 2\n{server_keys}\n\n[listen]\nudp = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\n\
+                "[server]\n{workers}{server_keys}\n\n[listen]\nudp = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\n\
                  tcp = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\ntls = [\"127.0.0.1:{tls_port}\"]\nhttp = \"127.0.0.1:{http_port}\"\n\n\
                  [tls]\ncert = \"{}\"\nkey = \"{}\"\n\n\
                  [relay]\nipv4 = \"127.0.0.1\"\nipv6 = \"::1\"\nports = \"{}-{}\"\n\n\

@@ -71,7 +71,9 @@ pub use self::data_plane::{ToClient, ToPeer, PEER_HEADROOM, PEER_TAILROOM};
 pub use self::hairpin::RelayHairpin;
 pub use self::permissions::{CHANNEL_COOLDOWN, CHANNEL_LIFETIME};
 pub use self::relay_binder::{PortWant, RelayBindError, RelayBinder};
-pub use self::tcp_relay::{SpliceDirection, SpliceVerdict, CONNECTION_BIND_TIMEOUT, MAX_SPLICE_CHUNK};
+pub use self::tcp_relay::{
+    connection_bind_shard, SpliceDirection, SpliceVerdict, CONNECTION_BIND_TIMEOUT, MAX_SPLICE_CHUNK,
+};
 
 use self::allocation::Allocation;
 use self::answer::Failure;

@@ -13,9 +13,11 @@
 //! * removing a connection always emits `Effect::ClosePeerConnection`, so
 //!   the driver never keeps a stream the core forgot;
 //! * a connection is only inserted where there is room: its allocation
-//!   holds fewer than `max_peer_connections_per_allocation` and the core
-//!   fewer than `max_peer_connections` (checked by a `debug_assert` in
-//!   `insert_connection`). A reload that lowers them keeps what is open.
+//!   holds fewer than `max_peer_connections_per_allocation` (checked by a
+//!   `debug_assert` in `insert_connection`) and every shard's core
+//!   together fewer than `max_peer_connections` (the shared count of
+//!   [`crate::proto::quota`], taken before the insert and given back by
+//!   `remove_connection`). A reload that lowers them keeps what is open.
 //!
 //! Spliced bytes are not the core's to carry, but they are its to count
 //! and to pace: the driver reports every read of a splice with
@@ -38,7 +40,7 @@ use super::allocation::Allocation;
 use super::answer::{ErrorCode, Failure};
 use super::request::{ConnectRequest, ConnectionBindRequest};
 use super::{next_indication_id, Authenticated, Effect, RelayBinder, Server, Timer};
-use crate::proto::addr::{ClientAddr, ConnectionId, Family, PeerAddr, RelayAddr, RelayProtocol, Transport};
+use crate::proto::addr::{ClientAddr, ConnectionId, Family, PeerAddr, RelayAddr, RelayProtocol, ShardId, Transport};
 use crate::proto::auth::NonceCheck;
 use crate::proto::method::Method;
 use crate::proto::quota::MIN_BURST;
@@ -77,6 +79,27 @@ pub enum SpliceVerdict {
     Close,
 }
 
+/// The shard that holds the peer connection `frame` binds, if `frame` is
+/// a ConnectionBind request (RFC 6062 §5.4) with a CONNECTION-ID: the
+/// shard named in the id (see [`ConnectionId`]), whether or not it runs
+/// or issued the id. Nothing is checked beyond the shape: the driver asks
+/// this of a stream's frames before any core has seen them, to hand the
+/// connection to that shard, whose core then judges the request.
+///
+/// Cheap on anything else: two bytes are compared before a parse.
+pub fn connection_bind_shard(frame: &[u8]) -> Option<ShardId> {
+    // A request's message type is the method with both class bits zero.
+    if frame.get(..2)? != method::CONNECTION_BIND.to_be_bytes() {
+        return None;
+    }
+    let msg = Message::parse(frame).ok()?;
+    if msg.class() != Class::Request || msg.method() != method::CONNECTION_BIND {
+        return None;
+    }
+    let ConnectionBindRequest { id } = ConnectionBindRequest::parse(&msg).ok()?;
+    Some(id.shard())
+}
+
 /// A TCP peer connection of an allocation (RFC 6062).
 pub(super) struct PeerConnection {
     pub(super) allocation: ClientAddr,
@@ -112,7 +135,7 @@ impl<B: RelayBinder> Server<B> {
             debug!(%client, peer = %peer.0, "incoming peer connection refused");
             return None;
         }
-        if let Err(why) = self.room_for_connection(client) {
+        if let Err(why) = self.reserve_connection(client) {
             self.count_refusal(why);
             debug!(%client, peer = %peer.0, limit = REFUSALS[why as usize], "incoming peer connection refused");
             return None;
@@ -272,7 +295,7 @@ impl<B: RelayBinder> Server<B> {
         let relay = relays
             .get(Family::of(peer.0))
             .ok_or(ErrorCode::PeerAddressFamilyMismatch)?;
-        if let Err(why) = self.room_for_connection(client) {
+        if let Err(why) = self.reserve_connection(client) {
             return Err(self.refuse(why));
         }
         let state = PeerConnectionState::Connecting {
@@ -359,28 +382,46 @@ impl<B: RelayBinder> Server<B> {
     }
 
     /// Whether the allocation of `client` may hold one more peer
-    /// connection, under the caps per allocation and in all.
-    fn room_for_connection(&self, client: ClientAddr) -> Result<(), Refusal> {
+    /// connection, under the caps per allocation and in all; if so, takes
+    /// its place in the count of the whole server (shared by every shard,
+    /// see [`crate::proto::quota`]), which [`Self::insert_connection`],
+    /// called right after, then holds.
+    fn reserve_connection(&self, client: ClientAddr) -> Result<(), Refusal> {
         let held = self.allocations.get(&client).map_or(0, |a| a.connections.len());
         if held >= self.config.max_peer_connections_per_allocation {
             return Err(Refusal::PeerConnectionsPerAllocation);
         }
-        if self.connections.len() >= self.config.max_peer_connections {
+        if !self.quota.try_acquire_peer_connection(self.config.max_peer_connections) {
             return Err(Refusal::PeerConnectionsTotal);
         }
         Ok(())
     }
 
+    /// Inserts a connection whose place [`Self::reserve_connection`] took.
     pub(super) fn insert_connection(
         &mut self,
         client: ClientAddr,
         peer: PeerAddr,
         state: PeerConnectionState,
     ) -> ConnectionId {
-        debug_assert!(self.room_for_connection(client).is_ok(), "peer connection beyond a cap");
-        // Ids are never reused while the server runs (2^32 connections).
-        self.next_connection = self.next_connection.wrapping_add(1);
-        let id = ConnectionId(self.next_connection);
+        debug_assert!(
+            self.allocations.get(&client).map_or(0, |a| a.connections.len())
+                < self.config.max_peer_connections_per_allocation,
+            "peer connection beyond a cap"
+        );
+        // The id carries this core's shard (see `ConnectionId`), so a data
+        // connection accepted by another shard can be sent here. Serials
+        // wrap after 2^24 - 1 connections; one still held is skipped, so
+        // ids stay unique. The loop ends: `max_peer_connections` (at most
+        // 2^20, see the config) is below the 2^24 - 1 serials.
+        debug_assert!(self.connections.len() < ConnectionId::MAX_SERIAL as usize);
+        let id = loop {
+            self.next_connection = self.next_connection % ConnectionId::MAX_SERIAL + 1;
+            let id = ConnectionId::new(self.shard, self.next_connection);
+            if !self.connections.contains_key(&id) {
+                break id;
+            }
+        };
         self.connections.insert(
             id,
             PeerConnection {
@@ -400,6 +441,7 @@ impl<B: RelayBinder> Server<B> {
         let Some(connection) = self.connections.remove(&id) else {
             return;
         };
+        self.quota.release_peer_connection();
         if let PeerConnectionState::Pending { expires } = connection.state {
             self.timers.remove(&(expires, Timer::Connection(id)));
         }

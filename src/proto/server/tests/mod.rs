@@ -279,6 +279,8 @@ struct Settings {
     challenge_rate: u64,
     max_peer_connections_per_allocation: usize,
     max_peer_connections: usize,
+    /// The shard the core runs on.
+    shard: ShardId,
 }
 
 impl Default for Settings {
@@ -296,6 +298,7 @@ impl Default for Settings {
             challenge_rate: 0,
             max_peer_connections_per_allocation: 3,
             max_peer_connections: 5,
+            shard: ShardId::default(),
         }
     }
 }
@@ -353,7 +356,8 @@ impl Harness {
             live.clone(),
             FakeBinder::new(FIRST_PORT..=FIRST_PORT + PORTS - 1),
             [9; 32],
-        );
+        )
+        .on_shard(s.shard);
         // The one real clock read: an arbitrary origin for fake time.
         #[allow(clippy::disallowed_methods)]
         let base = Instant::now();

@@ -1,7 +1,7 @@
 //! TCP relays (RFC 6062): [`crate::proto::server::tcp_relay`].
 
 use super::*;
-use crate::proto::server::{SpliceDirection, SpliceVerdict, MAX_SPLICE_CHUNK};
+use crate::proto::server::{connection_bind_shard, SpliceDirection, SpliceVerdict, MAX_SPLICE_CHUNK};
 use crate::proto::stats::Traffic;
 
 // TCP allocations (RFC 6062)
@@ -541,4 +541,83 @@ fn splices_of_one_user_share_its_byte_rate() {
     );
     h.at_instant(due);
     assert_eq!(h.spliced(b, SpliceDirection::ToPeer, 4 * 1024), SpliceVerdict::Forward);
+}
+
+// Connection ids across shards (see `ConnectionId`)
+
+#[test]
+fn connection_ids_name_the_shard_of_the_core_that_issued_them() {
+    let mut h = Harness::with(Settings {
+        shard: ShardId(3),
+        ..Settings::default()
+    });
+    let control = tcp_client(1);
+    let first = h.pending_connection(control, peer_a());
+    h.permit(control, &[peer_b()]).assert_success();
+    let second = h.connect(control, peer_b());
+    assert_eq!((first.shard(), second.shard()), (ShardId(3), ShardId(3)));
+    assert_ne!(first, second);
+    assert_eq!(first.0 >> 24, 3, "the shard is the top byte on the wire");
+}
+
+#[test]
+fn a_connection_bind_names_the_shard_to_hand_its_connection_to() {
+    let mut h = Harness::with(Settings {
+        shard: ShardId(2),
+        ..Settings::default()
+    });
+    let (control, data) = (tcp_client(1), tcp_client(2));
+    let id = h.pending_connection(control, peer_a());
+    h.nonces.insert(data, h.nonces[&control].clone());
+    let tid = h.next_id();
+    let signed = h.authed(data, &alice(), method::CONNECTION_BIND, tid, bind(id));
+    assert_eq!(connection_bind_shard(&signed), Some(ShardId(2)));
+    // Unsigned too: the owner, not the accepting shard, challenges it.
+    let unsigned = encode(Class::Request, method::CONNECTION_BIND, tid, bind(id), None);
+    assert_eq!(connection_bind_shard(&unsigned), Some(ShardId(2)));
+    let other = ConnectionId::new(ShardId(200), 7);
+    let made_up = encode(Class::Request, method::CONNECTION_BIND, tid, bind(other), None);
+    assert_eq!(connection_bind_shard(&made_up), Some(ShardId(200)));
+}
+
+#[test]
+fn anything_but_a_connection_bind_request_with_an_id_stays_where_it_was_accepted() {
+    let tid = [7; 12];
+    let id = ConnectionId::new(ShardId(1), 1);
+    let without_id = encode(Class::Request, method::CONNECTION_BIND, tid, |_| {}, None);
+    let binding = encode(Class::Request, method::BINDING, tid, |_| {}, None);
+    let allocate = encode(Class::Request, method::ALLOCATE, tid, bind(id), None);
+    let indication = encode(Class::Indication, method::CONNECTION_BIND, tid, bind(id), None);
+    let bound = encode(Class::Request, method::CONNECTION_BIND, tid, bind(id), None);
+    for frame in [&without_id, &binding, &allocate, &indication] {
+        assert_eq!(connection_bind_shard(frame), None, "{frame:02x?}");
+    }
+    // Truncated or garbled: no parse, no panic, no hand-off.
+    for len in 0..bound.len() {
+        assert_eq!(connection_bind_shard(&bound[..len]), None, "cut at {len}");
+    }
+    assert_eq!(connection_bind_shard(&[0x00, 0x0b, 0xff]), None);
+    assert_eq!(connection_bind_shard(&[0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4]), None);
+}
+
+#[test]
+fn a_connection_bind_for_an_id_of_another_shard_gets_400_here() {
+    // What a core answers when the driver could not hand the connection
+    // on (no such shard runs): the same as for any unknown id.
+    let mut h = Harness::with(Settings {
+        shard: ShardId(1),
+        ..Settings::default()
+    });
+    let (control, data) = (tcp_client(1), tcp_client(2));
+    let id = h.pending_connection(control, peer_a());
+    let foreign = ConnectionId::new(ShardId(0), id.serial());
+    // Unknown here, so it lends no nonce: a fresh one first, then 400.
+    h.nonces.insert(data, h.nonces[&control].clone());
+    let stale = only_answer(&h.effects_of(data, &alice(), method::CONNECTION_BIND, bind(foreign)));
+    stale.assert_challenge(438);
+    h.nonces.insert(data, stale.attr(attr::NONCE).unwrap().to_vec());
+    let answer = only_answer(&h.effects_of(data, &alice(), method::CONNECTION_BIND, bind(foreign)));
+    answer.assert_code(400);
+    // The real one still binds.
+    assert_eq!(h.effects_of(data, &alice(), method::CONNECTION_BIND, bind(id)).len(), 2);
 }
