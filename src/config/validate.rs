@@ -539,6 +539,9 @@ impl Config {
         if signaling.ping_interval < Duration::from_secs(1) {
             return Err(ConfigError::invalid("signaling.ping_interval", "must be at least 1s"));
         }
+        if signaling.resume_grace > Duration::from_secs(600) {
+            return Err(ConfigError::invalid("signaling.resume_grace", "must be at most 10m"));
+        }
         if signaling.heartbeat_timeout < signaling.ping_interval {
             return Err(ConfigError::invalid(
                 "signaling.heartbeat_timeout",
