@@ -311,3 +311,17 @@ async fn fresh_ice_servers_are_pushed_before_the_credential_expires() {
     assert!(refresh["iceServers"][1]["credential"].is_string());
     v1.quiet("a client that did not ask gets no refresh").await;
 }
+
+#[tokio::test]
+async fn a_clean_close_is_a_leave_even_for_a_resumable_session() {
+    let server = server("", "resume_grace = \"30s\"");
+    let mut alice = connect(&server).await;
+    let mut bob = connect(&server).await;
+    alice.join("closing", json!({})).await;
+    let b = bob.join("closing", json!({"resume": true})).await;
+    alice.recv().await;
+    let started = Instant::now();
+    bob.ws.close(None).await.expect("close");
+    assert_eq!(alice.recv().await, json!({"type": "peer-left", "id": id_of(&b)}));
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+}

@@ -16,10 +16,12 @@
 //! does not read ends at once instead of after a blocked write. Writes are
 //! done [`SEND_BUDGET`] at a time between reads, so a busy outbox does not
 //! keep the client's own frames or the heartbeat from being looked at.
-//! Whatever way a socket ends, [`Switchboard::disconnect_at`] takes its
-//! session out of its room and tells the others at once (an evicted one
-//! was already), unless the session holds a resume token (v1.1): then the
-//! switchboard keeps it for the grace period. One more task per hub,
+//! Whatever way a socket ends, its session leaves its room and the others
+//! are told at once (an evicted one was already), unless the session holds
+//! a resume token (v1.1) and the socket ended without the client's close
+//! frame (a reset, an error, a missed heartbeat: what a network blip looks
+//! like): then [`Switchboard::disconnect_at`] keeps it for the grace
+//! period. A close frame (a tab closed sends 1001) is a leave. One more task per hub,
 //! [`Hub::run_timers`], sleeps until the switchboard's next deadline (a
 //! grace period's end, a credential refresh) and is woken when an earlier
 //! one appears; it never ticks.
@@ -207,12 +209,16 @@ impl Hub {
         (id, waker)
     }
 
-    /// The socket of connection `id` ended; true if a resume elsewhere had
-    /// taken it over.
-    fn disconnect(&self, id: &str) -> bool {
+    /// The socket of connection `id` ended (`clean`: with the client's
+    /// close frame, which is a leave); true if a resume elsewhere had taken
+    /// it over.
+    fn disconnect(&self, id: &str, clean: bool) -> bool {
         let (counts, replaced) = self.with(|board| {
             let replaced = board.was_replaced(id);
-            board.disconnect_at(id, clock::mono());
+            match clean {
+                true => board.disconnect(id),
+                false => board.disconnect_at(id, clock::mono()),
+            }
             (board.counts(), replaced)
         });
         self.lock().wakers.remove(id);
@@ -257,6 +263,7 @@ pub async fn run(
     tokio::pin!(heartbeat);
     let mut evicted = false;
     let mut close: Option<CloseFrame> = None;
+    let mut clean_close = false;
     'session: loop {
         // Write what is queued, a budget at a time.
         let mut more = true;
@@ -305,7 +312,13 @@ pub async fn run(
                         hub.with(|board| board.handle_text_with(&id, text.as_str(), clock::mono(), &mut mint));
                     }
                     Message::Binary(_) => hub.with(|board| board.handle_binary(&id, clock::mono())),
-                    Message::Close(_) => break,
+                    Message::Close(_) => {
+                        // A clean close is the client going away on
+                        // purpose (a closed tab sends 1001): a leave, with
+                        // no grace period. A blip sends no close frame.
+                        clean_close = true;
+                        break;
+                    }
                     Message::Ping(_) | Message::Pong(_) => {}
                 }
             }
@@ -323,7 +336,7 @@ pub async fn run(
             }
         }
     }
-    let replaced = hub.disconnect(&id);
+    let replaced = hub.disconnect(&id, clean_close);
     if replaced {
         close = Some(CloseFrame {
             code: CLOSE_NORMAL,
