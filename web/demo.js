@@ -832,14 +832,14 @@
 
   // An ICE restart: a new offer with fresh ICE credentials, gathered with
   // the current iceServers (fresh TURN credentials included).
-  function restartIce(peer) {
+  function restartIce(peer, why) {
     if (peer.closed) return;
     if (peer.restarts >= MAX_ICE_RESTARTS) {
       notify(`Could not connect to ${peerLabel(peer)}.`, 'error', 8000);
       return;
     }
     peer.restarts += 1;
-    notify(`Connection to ${peerLabel(peer)} failed; restarting ICE…`, 'warn');
+    if (why !== 'requested') notify(`Connection to ${peerLabel(peer)} failed; restarting ICE…`, 'warn');
     log('ice restart', peer.id);
     makeOffer(peer, true);
   }
@@ -1825,6 +1825,15 @@
   ui.copyLink.addEventListener('click', () => {
     copyLink().catch(() => {});
   });
+  // For tests and the console: an ICE restart towards peer `id` (the
+  // offerer side of that pair must call it).
+  state.restartIce = (id) => {
+    const peer = state.peers.get(id);
+    if (!peer) return false;
+    peer.restarts = 0;
+    restartIce(peer, 'requested');
+    return true;
+  };
   ui.share.addEventListener('click', () => {
     toggleShare().catch((e) => log('screen share failed', describeError(e)));
   });
