@@ -986,7 +986,7 @@
   function openPanel(tab) {
     state.panelTab = tab;
     ui.side.hidden = false;
-    ui.panel.setAttribute('aria-pressed', 'true');
+    ui.panel.setAttribute('aria-expanded', 'true');
     for (const button of ui.side.querySelectorAll('.side-tab')) {
       button.setAttribute('aria-selected', String(button.dataset.tab === tab));
     }
@@ -1003,7 +1003,7 @@
 
   function closePanel() {
     ui.side.hidden = true;
-    ui.panel.setAttribute('aria-pressed', 'false');
+    ui.panel.setAttribute('aria-expanded', 'false');
   }
 
   function chatVisible() {

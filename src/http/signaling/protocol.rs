@@ -1,5 +1,5 @@
-//! Signaling protocol v1: the JSON messages of `/ws` (DESIGN.md,
-//! "Signaling protocol v1").
+//! Signaling protocol v1 and v1.1: the JSON messages of `/ws` (DESIGN.md,
+//! "Signaling protocol v1"; `docs/signaling.md` for both).
 //!
 //! Client messages are parsed leniently (unknown fields are ignored, so a
 //! newer client can add some) but strictly in what they need: a `join`
@@ -327,6 +327,54 @@ mod tests {
     }
 
     #[test]
+    fn parses_the_v1_1_additions_and_leaves_v1_alone() {
+        assert!(matches!(
+            ClientMessage::parse(r#"{"type":"join","room":"r","resume":true,"iceRefresh":true}"#),
+            Ok(ClientMessage::Join {
+                resume: true,
+                ice_refresh: true,
+                ..
+            })
+        ));
+        assert!(
+            matches!(
+                ClientMessage::parse(r#"{"type":"join","room":"r","resume":"yes","iceRefresh":1}"#),
+                Ok(ClientMessage::Join {
+                    resume: false,
+                    ice_refresh: false,
+                    ..
+                })
+            ),
+            "only true asks"
+        );
+        assert!(matches!(
+            ClientMessage::parse(r#"{"type":"resume","token":"abc","last":7}"#),
+            Ok(ClientMessage::Resume { token, last: 7 }) if token == "abc"
+        ));
+        assert!(matches!(
+            ClientMessage::parse(r#"{"type":"ack","seq":3}"#),
+            Ok(ClientMessage::Ack { seq: 3 })
+        ));
+        match ClientMessage::parse(r#"{"type":"signal","to":"x","data":null,"seq":"not a number","token":5}"#) {
+            Ok(ClientMessage::Signal { data, .. }) => assert_eq!(data.get(), "null"),
+            other => panic!("a v1 signal with odd extra fields: {other:?}"),
+        }
+        let long = format!(r#"{{"type":"resume","token":"{}","last":0}}"#, "t".repeat(129));
+        for bad in [
+            r#"{"type":"resume","last":0}"#,
+            r#"{"type":"resume","token":"","last":0}"#,
+            r#"{"type":"resume","token":5,"last":0}"#,
+            r#"{"type":"resume","token":"t"}"#,
+            r#"{"type":"resume","token":"t","last":-1}"#,
+            r#"{"type":"ack"}"#,
+            r#"{"type":"ack","seq":"1"}"#,
+            &long,
+        ] {
+            assert!(ClientMessage::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
     fn server_messages_have_the_documented_shape() {
         let data = RawValue::from_string(r#"{"candidate":"c"}"#.to_owned()).unwrap();
         assert_eq!(
@@ -368,6 +416,21 @@ mod tests {
             }
             .to_json(),
             r#"{"type":"joined","room":"r","id":"b","peers":[{"id":"a","name":"A"}],"iceServers":[{"urls":["stun:h:1"]}]}"#
+        );
+        let grant = ResumeGrant { token: "t", grace: 30 };
+        assert_eq!(
+            ServerMessage::Resumed {
+                room: "r",
+                id: "b",
+                resume: grant,
+                received: 4
+            }
+            .to_json(),
+            r#"{"type":"resumed","room":"r","id":"b","resume":{"token":"t","grace":30},"received":4}"#
+        );
+        assert_eq!(
+            ServerMessage::IceServers { ice_servers: &ice }.to_json(),
+            r#"{"type":"ice-servers","iceServers":[{"urls":["stun:h:1"]}]}"#
         );
     }
 
