@@ -1148,7 +1148,18 @@
     li.append(title, actions, size, progress, status);
     t.el = { li, progress, status, cancel, actions };
     ui.transfers.prepend(li);
-    while (ui.transfers.children.length > MAX_TRANSFERS_SHOWN) ui.transfers.lastElementChild.remove();
+    // Only the newest MAX_TRANSFERS_SHOWN are kept (finished ones first
+    // to go), and a forgotten one's received file is let go.
+    if (state.transfers.size > MAX_TRANSFERS_SHOWN) {
+      for (const [key, old] of state.transfers) {
+        if (state.transfers.size <= MAX_TRANSFERS_SHOWN) break;
+        if (['waiting', 'sending', 'receiving'].includes(old.state)) continue;
+        if (old.url) URL.revokeObjectURL(old.url);
+        old.blob = null;
+        old.el.li.remove();
+        state.transfers.delete(key);
+      }
+    }
     renderTransfer(t, true);
     return t;
   }

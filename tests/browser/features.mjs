@@ -12,6 +12,7 @@
 //      SHA-256 checked on bob's side against the one computed here;
 //   4. alice shares her screen (Chromium's fake capture of the window) and
 //      bob decodes it at that size, then she switches back to the camera;
+//      then she picks another microphone, which replaces the one sent;
 //   5. bob's WebSocket is cut and new connections refused for a while; in
 //      that time alice mutes (a signal to bob, queued by the server) and
 //      bob turns his camera off (a signal to alice, queued by his page);
@@ -417,6 +418,31 @@ async function main() {
     return { capture: size, shared: { width: shared.width, height: shared.height }, back: { width: back.width, height: back.height } };
   });
 
+  // 4b. Another microphone, chosen in the devices tab, replaces the track
+  // sent to bob.
+  const devices = await step('devices', async () => {
+    if (await alice.page.isHidden('#side')) await alice.page.click('#panel');
+    await alice.page.click('.side-tab[data-tab="devices"]');
+    const options = await until('alice: microphones listed', async () => {
+      const list = await alice.page.$$eval('#mic-select option', (os) => os.map((o) => ({ value: o.value, label: o.textContent, selected: o.selected })));
+      return list.length >= 2 ? list : null;
+    });
+    const other = options.find((o) => !o.selected);
+    await alice.page.selectOption('#mic-select', other.value);
+    const sent = await until('alice: the other microphone is sent', () =>
+      alice.page.evaluate(
+        ({ id, label }) => {
+          const peer = window.turnpikeDemo.peers.get(id);
+          const sender = peer.pc.getSenders().find((s) => s.track && s.track.kind === 'audio');
+          return sender && sender.track.label === label && sender.track.readyState === 'live' ? sender.track.label : null;
+        },
+        { id: bob.id, label: other.label },
+      ),
+    );
+    await shot(alice, '4-devices-alice');
+    return { microphones: options.map((o) => o.label), sent };
+  });
+
   // 5. Bob's WebSocket is cut.
   const blip = await step('blip', async () => {
     const before = await bob.page.evaluate(() => ({ id: window.turnpikeDemo.myId, resumes: window.turnpikeDemo.resumes }));
@@ -519,6 +545,7 @@ async function main() {
       stats,
       file,
       screen,
+      devices,
       blip,
       refresh,
       three,
