@@ -254,8 +254,10 @@
 
   function send(message) {
     const ws = state.ws;
-    if (state.reconnecting) {
-      // Sent once the session is resumed.
+    const resumable = state.phase === 'joined' && state.resume;
+    if (state.reconnecting || (resumable && (!ws || ws.readyState !== WebSocket.OPEN))) {
+      // Sent once the session is resumed (the socket may be closing
+      // before the page is told).
       if (outbox.length < OUTBOX_MAX) outbox.push(JSON.stringify(message));
       else log('not sent (outbox full while reconnecting)', message.type);
       return;
@@ -453,7 +455,7 @@
     notify('Reconnected to the server.', 'ok', 3000);
     // A peer connection that failed meanwhile gets an ICE restart now.
     for (const peer of state.peers.values()) {
-      if (peer.pc.iceConnectionState === 'failed') restartIce(peer);
+      if (peer.pc.iceConnectionState === 'failed') recoverPeer(peer);
     }
   }
 
@@ -820,11 +822,16 @@
     renderIceState(peer);
     if (s === 'connected' || s === 'completed') peer.restarts = 0;
     if (s !== 'failed' || peer.closed) return;
-    if (state.reconnecting) return; // restarted once the signaling is back
+    if (state.reconnecting) return; // recovered once the signaling is back
+    recoverPeer(peer);
+  }
+
+  // A failed peer connection: the offerer restarts ICE; the answerer asks
+  // it to (only one side offers, so offers never cross).
+  function recoverPeer(peer) {
     if (peer.initiator) {
       restartIce(peer);
     } else {
-      // Only the offerer restarts (offers never cross): ask it to.
       notify(`Connection to ${peerLabel(peer)} failed; asking for a restart…`, 'warn');
       signal(peer.id, { restart: true });
     }
