@@ -1058,6 +1058,7 @@ mod tests {
             ("[signaling]\nmax_outbox_bytes = 67108865", "signaling.max_outbox_bytes"),
             ("[signaling]\nmessages_per_second = 0", "signaling.messages_per_second"),
             ("[signaling]\nping_interval = \"10ms\"", "signaling.ping_interval"),
+            ("[signaling]\nresume_grace = \"11m\"", "signaling.resume_grace"),
             (
                 "[signaling]\nping_interval = \"20s\"\nheartbeat_timeout = \"10s\"",
                 "signaling.heartbeat_timeout",
