@@ -1475,4 +1475,160 @@ mod tests {
         b.send_with("a", r#"{"type":"join","room":"r"}"#, &mut mint);
         assert_eq!(b.board.poll_timeout(), None);
     }
+
+    /// Bounded random programs over resumable sessions (joins, signals,
+    /// reads, acks, drops, resumes with right and wrong counts, leaves,
+    /// time passing): the invariants hold after every step, and once every
+    /// socket is gone and the grace period has passed nothing is left.
+    #[test]
+    fn random_programs_with_resume_keep_the_invariants_and_leak_nothing() {
+        let mut rng = crate::proto::xorshift::XorShift::new(0x5eed_1234_abcd_0001);
+        let mut next = move |n: u64| rng.next_u64() % n;
+        let (mut resumes, mut expiries) = (0, 0);
+        for program in 0..200 {
+            let mut b = Board::resumable(Limits {
+                max_outbox_bytes: 4096,
+                ..limits()
+            });
+            let mut mint = FakeMint::new(Duration::from_secs(8));
+            // Per client slot: its live connection, the token it holds and
+            // how many messages it read since joined.
+            let mut conns: Vec<Option<String>> = vec![None; 5];
+            let mut tokens: Vec<Option<(String, u64)>> = vec![None; 5];
+            let mut resumed_from = [0u64; 5];
+            let mut fresh = 0u32;
+            for _ in 0..120 {
+                let i = next(5) as usize;
+                match next(12) {
+                    0 | 10 if conns[i].is_none() => {
+                        fresh += 1;
+                        let id = format!("c{program}-{fresh}");
+                        assert!(b.board.connect(&id, src(1), None, b.now));
+                        conns[i] = Some(id.clone());
+                        // Mostly, a client that held a session resumes it at once.
+                        if let Some((token, n)) = tokens[i].clone().filter(|_| next(4) != 0) {
+                            resumed_from[i] = n;
+                            let target = b.board.tokens.get(&token).cloned();
+                            let whole = target
+                                .as_ref()
+                                .and_then(|t| b.board.sessions.get(t))
+                                .is_some_and(|s| s.resume.as_ref().is_some_and(|r| r.forgotten <= n && n < r.next_seq));
+                            b.send_with(
+                                &id,
+                                &format!(r#"{{"type":"resume","token":"{token}","last":{n}}}"#),
+                                &mut mint,
+                            );
+                            if whole {
+                                assert_eq!(
+                                    b.board.peer_of(&id),
+                                    target.as_deref(),
+                                    "a resume that should work failed"
+                                );
+                            }
+                        }
+                    }
+                    1 => {
+                        if let Some(id) = conns[i].clone() {
+                            let room = ["r", "s"][next(2) as usize];
+                            b.send_with(
+                                &id,
+                                &format!(r#"{{"type":"join","room":"{room}","resume":true,"iceRefresh":true}}"#),
+                                &mut mint,
+                            );
+                        }
+                    }
+                    2 | 3 => {
+                        if let (Some(id), Some(to)) = (conns[i].clone(), conns[next(5) as usize].clone()) {
+                            let to = b.board.peer_of(&to).unwrap_or("x").to_owned();
+                            let data = "y".repeat(next(300) as usize);
+                            b.send_with(
+                                &id,
+                                &format!(r#"{{"type":"signal","to":"{to}","data":"{data}"}}"#),
+                                &mut mint,
+                            );
+                        }
+                    }
+                    4 | 5 => {
+                        if let Some(id) = conns[i].clone() {
+                            for _ in 0..next(4) {
+                                match b.board.poll_outgoing(&id) {
+                                    Outgoing::Message(m) => {
+                                        let v: serde_json::Value = serde_json::from_str(&m).unwrap();
+                                        if v["type"] == "joined" || v["type"] == "resumed" {
+                                            // After `resumed` the count goes on from `last`.
+                                            let n = if v["type"] == "resumed" { resumed_from[i] } else { 0 };
+                                            tokens[i] = v["resume"]["token"].as_str().map(|t| (t.to_owned(), n));
+                                        } else if let Some((_, n)) = &mut tokens[i] {
+                                            *n += 1;
+                                        }
+                                    }
+                                    _ => break,
+                                }
+                            }
+                        }
+                    }
+                    6 => {
+                        if let (Some(id), Some((_, n))) = (conns[i].clone(), tokens[i].clone()) {
+                            b.send_with(&id, &format!(r#"{{"type":"ack","seq":{n}}}"#), &mut mint);
+                        }
+                    }
+                    7 => {
+                        if let Some(id) = conns[i].take() {
+                            b.board.disconnect_at(&id, b.now);
+                            assert_eq!(b.board.check(), Ok(()));
+                        }
+                    }
+                    8 => {
+                        // A resume, usually with the right count.
+                        if let (Some(id), Some((token, n))) = (conns[i].clone(), tokens[i].clone()) {
+                            let last = if next(4) == 0 { n + next(3) } else { n };
+                            resumed_from[i] = last;
+                            // Can it work? The token is live, the count right, nothing
+                            // after it forgotten, and this is another connection.
+                            let target = b.board.tokens.get(&token).cloned();
+                            let whole = target.as_ref().and_then(|t| b.board.sessions.get(t)).is_some_and(|s| {
+                                s.resume
+                                    .as_ref()
+                                    .is_some_and(|r| r.forgotten <= last && last < r.next_seq)
+                            });
+                            let other = target.as_deref() != b.board.peer_of(&id);
+                            let alone = b.board.peer_of(&id).is_some_and(|p| b.board.room_of(p).is_none());
+                            b.send_with(
+                                &id,
+                                &format!(r#"{{"type":"resume","token":"{token}","last":{last}}}"#),
+                                &mut mint,
+                            );
+                            if whole && other && alone && last == n {
+                                assert_eq!(
+                                    b.board.peer_of(&id),
+                                    target.as_deref(),
+                                    "a resume that should work failed"
+                                );
+                            }
+                        }
+                    }
+                    9 => {
+                        if let Some(id) = conns[i].clone() {
+                            b.send_with(&id, r#"{"type":"leave"}"#, &mut mint);
+                        }
+                    }
+                    _ => b.advance(Duration::from_millis(next(2000)), &mut mint),
+                }
+                let _ = std::iter::from_fn(|| b.board.poll_woken()).count();
+            }
+            for id in conns.iter().flatten() {
+                b.board.disconnect_at(id, b.now);
+            }
+            b.advance(GRACE + Duration::from_secs(1), &mut mint);
+            resumes += b.board.counters().resumes;
+            expiries += b.board.counters().grace_expiries;
+            assert_eq!(b.board.counts(), (0, 0, 0), "program {program} leaked");
+            assert_eq!(b.board.poll_timeout(), None, "program {program} left a timer");
+            assert!(b.board.tokens.is_empty() && b.board.links.is_empty() && b.board.replaced.is_empty());
+        }
+        assert!(
+            resumes > 30 && expiries > 30,
+            "the programs reach resume ({resumes}) and expiry ({expiries})"
+        );
+    }
 }
