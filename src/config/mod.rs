@@ -482,8 +482,9 @@ pub struct SignalingSection {
     /// its place in the room this long; what is addressed to it meanwhile
     /// is queued (within `max_outbox_bytes`) and replayed in order when it
     /// resumes with its token, and its room sees `peer-left` only once
-    /// this runs out. `"0s"` turns resume off. At most 10m. Default:
-    /// `"30s"`.
+    /// this runs out. `"0s"` turns resume off. At most 10m; read at start
+    /// (like the other signaling limits, a reload does not change it).
+    /// Default: `"30s"`.
     #[serde(with = "humantime_serde")]
     pub resume_grace: Duration,
     /// Secret that gates `/ws`: a client must then connect with
