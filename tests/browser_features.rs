@@ -2,7 +2,8 @@
 //! (`tests/browser/features.mjs`, playwright-core), every peer connection
 //! forced onto turnpike's TURN relay: chat over data channels with unread
 //! marks, the stats panel, a 6 MiB file whose SHA-256 is checked on the
-//! receiving side, screen sharing and back, a WebSocket cut and resumed
+//! receiving side, a cancelled one and a file after it, screen sharing and
+//! back, a microphone switch, a WebSocket cut and resumed
 //! (protocol v1.1) with no peer-left and no signal lost, fresh TURN
 //! credentials pushed before expiry and used by an ICE restart after the
 //! first ones expired, and a room of three. The script checks the pages;
@@ -118,6 +119,8 @@ fn chat_files_screen_sharing_stats_and_a_resumed_socket_in_a_relayed_call() {
         "the file arrived altered"
     );
     assert_eq!(summary["file"]["received"]["size"], summary["file"]["bytes"]);
+    assert_eq!(str_at(&summary, "/cancel/atBob/state"), "cancelled");
+    assert_eq!(summary["cancel"]["small"]["size"], 65536);
     assert_eq!(
         summary["screen"]["shared"],
         summary["screen"]["capture"]
@@ -139,6 +142,7 @@ fn chat_files_screen_sharing_stats_and_a_resumed_socket_in_a_relayed_call() {
         ("1-chat-unread-bob.png", true),
         ("2-stats-alice.png", true),
         ("3-file-bob.png", true),
+        ("3-cancelled-bob.png", true),
         ("4-screen-bob.png", true),
         ("5-reconnecting-bob.png", true),
         ("5-resumed-bob.png", true),

@@ -9,7 +9,9 @@
 //   2. the stats panel shows a relay <-> relay pair, round trip, bitrates
 //      and the video resolution;
 //   3. a 6 MiB file from alice to bob, progress seen on both sides, its
-//      SHA-256 checked on bob's side against the one computed here;
+//      SHA-256 checked on bob's side against the one computed here; then a
+//      16 MiB one that alice cancels mid-way (bob sees it cancelled), and a
+//      small one after it that must arrive intact;
 //   4. alice shares her screen (Chromium's fake capture of the window) and
 //      bob decodes it at that size, then she switches back to the camera;
 //      then she picks another microphone, which replaces the one sent;
@@ -37,6 +39,7 @@ const OVERALL_MS = 150_000;
 const STEP_MS = 20_000;
 const POLL_MS = 200;
 const FILE_BYTES = 6 * 1024 * 1024;
+const CANCEL_BYTES = 16 * 1024 * 1024;
 const BLOCK_MS = 2_500;
 // The page asks the camera for 960x540 at most; the shared screen is the
 // window (1400x860 here).
@@ -387,6 +390,59 @@ async function main() {
     return { bytes: FILE_BYTES, sha256, received, done, partialSamples: { alice: partial(seen.alice), bob: partial(seen.bob) } };
   });
 
+  // 3b. A bigger file cancelled by its sender mid-way; bob sees it
+  // cancelled, and a small file right after it arrives intact (the rest of
+  // the cancelled one is not taken for it).
+  const cancel = await step('cancel', async () => {
+    const big = randomBytes(CANCEL_BYTES);
+    await alice.page.setInputFiles('#file-input', { name: 'big.bin', mimeType: 'application/octet-stream', buffer: big });
+    const stoppedAt = await alice.page.evaluate(
+      (ms) =>
+        new Promise((resolve, reject) => {
+          const deadline = Date.now() + ms;
+          const poll = () => {
+            const t = Array.from(window.turnpikeDemo.transfers.values()).find((x) => x.dir === 'out' && x.name === 'big.bin');
+            if (t && t.state === 'sending' && t.done > 0) {
+              t.el.cancel.click();
+              resolve({ done: t.done, state: t.state });
+            } else if (t && t.state !== 'waiting' && t.state !== 'sending') {
+              reject(new Error(`the big file was ${t.state} before it could be cancelled`));
+            } else if (Date.now() > deadline) {
+              reject(new Error('the big file never started'));
+            } else {
+              setTimeout(poll, 5);
+            }
+          };
+          poll();
+        }),
+      STEP_MS,
+    );
+    if (stoppedAt.state !== 'cancelled' || !(stoppedAt.done < CANCEL_BYTES)) {
+      throw new Failure(`cancel: ${JSON.stringify(stoppedAt)}`);
+    }
+    const atBob = await until("bob: the big file cancelled by alice", () =>
+      bob.page.evaluate(() => {
+        const t = Array.from(window.turnpikeDemo.transfers.values()).find((x) => x.dir === 'in' && x.name === 'big.bin');
+        return t && t.state === 'cancelled' ? { state: t.state, done: t.done, url: t.url, error: t.error } : null;
+      }),
+    );
+    if (atBob.url) throw new Failure('a cancelled file has a download link');
+    const small = randomBytes(64 * 1024);
+    const smallSha = createHash('sha256').update(small).digest('hex');
+    await alice.page.setInputFiles('#file-input', { name: 'small.bin', mimeType: 'application/octet-stream', buffer: small });
+    const got = await until('bob: the small file after the cancelled one', () =>
+      bob.page.evaluate(async () => {
+        const t = Array.from(window.turnpikeDemo.transfers.values()).find((x) => x.dir === 'in' && x.name === 'small.bin');
+        if (!t || t.state !== 'done') return null;
+        const digest = await crypto.subtle.digest('SHA-256', await t.blob.arrayBuffer());
+        return { size: t.blob.size, sha256: Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('') };
+      }),
+    );
+    if (got.sha256 !== smallSha) throw new Failure(`the file after a cancelled one arrived altered: ${JSON.stringify(got)}`);
+    await shot(bob, '3-cancelled-bob');
+    return { stoppedAt, atBob, small: got };
+  });
+
   // 4. Screen sharing, in place of the camera and back.
   const screen = await step('screen', async () => {
     await alice.page.click('#share');
@@ -544,6 +600,7 @@ async function main() {
       chat,
       stats,
       file,
+      cancel,
       screen,
       devices,
       blip,
