@@ -7,10 +7,22 @@
 // `data` of a signal message is one of
 //   {description: RTCSessionDescriptionInit}
 //   {candidate: RTCIceCandidateInit}          (trickle ICE)
-//   {state: {audio: bool, video: bool}}      (mic / camera on or off)
+//   {state: {audio: bool, video: bool, screen: bool}}  (mic / camera / screen)
+//   {restart: true}                          (answerer asks for an ICE restart)
+//
+// It uses protocol v1.1 (docs/signaling.md): it joins with resume and
+// iceRefresh, reconnects and resumes when its socket drops, and applies
+// pushed iceServers with setConfiguration.
+//
+// Each peer connection carries two negotiated data channels, so that
+// nothing of them passes through the server: "chat" (id 0) with JSON
+// {t: 'chat', text, name, ts}, and "files" (id 1) with JSON control
+// messages {t: 'file-offer', id, name, size, type}, {t: 'file-end', id},
+// {t: 'file-cancel', id} and the chunks of the one file being sent on it
+// as binary messages in between.
 //
 // For tests, the state lives on window.turnpikeDemo (myId, peers: Map of
-// id -> {pc, name, ...}).
+// id -> {pc, name, ...}, chat, transfers, resumes, iceRefreshes).
 
 'use strict';
 
@@ -40,6 +52,22 @@
     alone: $('alone'),
     notices: $('notices'),
     peerTemplate: $('peer-tile'),
+    share: $('share'),
+    panel: $('panel'),
+    unread: $('unread'),
+    side: $('side'),
+    sideClose: $('side-close'),
+    chatLog: $('chat-log'),
+    chatForm: $('chat-form'),
+    chatInput: $('chat-input'),
+    drop: $('drop'),
+    fileInput: $('file-input'),
+    fileTo: $('file-to'),
+    transfers: $('transfers'),
+    stats: $('stats'),
+    iceInfo: $('ice-info'),
+    cameraSelect: $('camera-select'),
+    micSelect: $('mic-select'),
   };
 
   const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
@@ -50,6 +78,24 @@
   const MAX_PENDING_CANDIDATES = 200;
   const MAX_ICE_RESTARTS = 2;
   const STATS_INTERVAL_MS = 1000;
+  // Resume: frames kept for a resend, messages queued while the socket is
+  // down, and the waits between reconnection attempts.
+  const TX_LOG_MAX = 256;
+  const OUTBOX_MAX = 500;
+  const RECONNECT_DELAYS_MS = [200, 500, 1000, 2000, 3000];
+  const ACK_INTERVAL_MS = 5000;
+  // Chat and files.
+  const MAX_CHAT = 500;
+  const MAX_CHAT_LEN = 2000;
+  const CHUNK = 16 * 1024;
+  const BUFFER_HIGH = 1024 * 1024;
+  const BUFFER_LOW = 256 * 1024;
+  // Received chunks are folded into a Blob every BLOB_PART bytes, so the
+  // browser may keep big files on disk instead of in the page's memory.
+  const BLOB_PART = 8 * 1024 * 1024;
+  const MAX_TRANSFERS_SHOWN = 50;
+
+  const VIDEO_CONSTRAINTS = { width: { ideal: 960 }, height: { ideal: 540 }, frameRate: { ideal: 30, max: 30 } };
 
   const params = new URLSearchParams(location.search);
   const token = params.get('token');
@@ -68,6 +114,23 @@
     events: [],
     // Bumped on every join and teardown, so callbacks of an old call stop.
     session: 0,
+    // v1.1 resume: {token, grace} from joined/resumed, messages read and
+    // frames sent since joined, whether the socket is being replaced.
+    resume: null,
+    rx: 0,
+    acked: 0,
+    tx: 0,
+    txLog: [],
+    counting: false,
+    reconnecting: false,
+    resumes: 0,
+    // Times (ms since the epoch) and usernames of pushed iceServers.
+    iceRefreshes: [],
+    chat: [],
+    unread: 0,
+    transfers: new Map(),
+    screen: null, // {stream, track} while sharing
+    panelTab: 'chat',
   };
   window.turnpikeDemo = state;
 
@@ -191,6 +254,14 @@
 
   function send(message) {
     const ws = state.ws;
+    const resumable = state.phase === 'joined' && state.resume;
+    if (state.reconnecting || (resumable && (!ws || ws.readyState !== WebSocket.OPEN))) {
+      // Sent once the session is resumed (the socket may be closing
+      // before the page is told).
+      if (outbox.length < OUTBOX_MAX) outbox.push(JSON.stringify(message));
+      else log('not sent (outbox full while reconnecting)', message.type);
+      return;
+    }
     if (!ws || ws.readyState !== WebSocket.OPEN) {
       log('not sent (socket not open)', message.type);
       return;
@@ -199,13 +270,24 @@
     drain();
   }
 
+  // Writes one frame; after joined, it is numbered and kept for a resend
+  // (the server reports in `resumed` how many it read).
+  function write(ws, text) {
+    ws.send(text);
+    if (!state.counting) return;
+    state.tx += 1;
+    state.txLog.push({ n: state.tx, text });
+    if (state.txLog.length > TX_LOG_MAX) state.txLog.shift();
+  }
+
   function drain() {
     const now = performance.now();
     tokens = Math.min(SEND_BURST, tokens + ((now - lastRefill) / 1000) * SEND_RATE);
     lastRefill = now;
     const ws = state.ws;
+    if (state.reconnecting) return;
     while (outbox.length > 0 && tokens >= 1 && ws && ws.readyState === WebSocket.OPEN) {
-      ws.send(outbox.shift());
+      write(ws, outbox.shift());
       tokens -= 1;
     }
     if (outbox.length > 0 && !drainTimer && ws && ws.readyState === WebSocket.OPEN) {
@@ -220,10 +302,30 @@
     send({ type: 'signal', to, data });
   }
 
-  function connect(room, name, session) {
+  function wsUrl() {
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
     let url = `${scheme}//${location.host}/ws`;
     if (token) url += `?token=${encodeURIComponent(token)}`;
+    return url;
+  }
+
+  // Counts a message read from the current socket (v1.1: the count is
+  // what a resume says was read).
+  function countRead(msg) {
+    if (state.counting && msg.type !== 'joined' && msg.type !== 'resumed') state.rx += 1;
+  }
+
+  function sendJoin(room, name) {
+    state.counting = false;
+    state.rx = 0;
+    state.tx = 0;
+    state.acked = 0;
+    state.txLog = [];
+    send({ type: 'join', room, name: name || undefined, resume: true, iceRefresh: true });
+  }
+
+  function connect(room, name, session) {
+    const url = wsUrl();
     setStatus('Connecting to the server…', 'connecting');
     let ws;
     try {
@@ -238,27 +340,20 @@
     ws.onopen = () => {
       if (state.ws !== ws || session !== state.session) return;
       setStatus(`Joining room ${room}…`, 'connecting');
-      send({ type: 'join', room, name: name || undefined });
+      sendJoin(room, name);
     };
     ws.onmessage = (ev) => {
       if (state.ws !== ws) return;
-      let msg;
-      try {
-        msg = JSON.parse(ev.data);
-      } catch {
-        log('ignored a frame that is not JSON');
-        return;
-      }
-      try {
-        onServerMessage(msg);
-      } catch (e) {
-        log('error handling', msg && msg.type, describeError(e));
-      }
+      onFrame(ev.data);
     };
     ws.onerror = () => log('websocket error');
     ws.onclose = (ev) => {
       if (state.ws !== ws) return; // closed by us
       log('websocket closed', ev.code, ev.reason || '');
+      if (state.phase === 'joined' && state.resume) {
+        startReconnect(session);
+        return;
+      }
       const wasJoined = state.phase === 'joined';
       const why = ev.reason ? ` (${ev.reason})` : '';
       teardown();
@@ -271,10 +366,147 @@
     };
   }
 
+  function onFrame(data) {
+    let msg;
+    try {
+      msg = JSON.parse(data);
+    } catch {
+      log('ignored a frame that is not JSON');
+      return;
+    }
+    if (!msg || typeof msg !== 'object') return;
+    countRead(msg);
+    try {
+      onServerMessage(msg);
+    } catch (e) {
+      log('error handling', msg.type, describeError(e));
+    }
+  }
+
+  // The socket dropped while in a call: keep the peers (their media does
+  // not go through us) and resume the session on a new socket, within the
+  // grace period the server granted.
+  function startReconnect(session) {
+    state.reconnecting = true;
+    state.counting = false;
+    const deadline = Date.now() + Math.max(1, state.resume.grace - 1) * 1000;
+    setStatus('Connection to the server lost; reconnecting…', 'connecting');
+    notify('Lost the connection to the server; reconnecting…', 'warn', 4000);
+    log('reconnecting; resume grace', state.resume.grace, 's');
+    let attempt = 0;
+    const tryOnce = () => {
+      if (session !== state.session || !state.reconnecting) return;
+      if (Date.now() > deadline) {
+        log('gave up reconnecting');
+        teardown();
+        setStatus('Disconnected from the server', 'error');
+        notify('Could not reconnect to the server. Join again.', 'error', 10000);
+        return;
+      }
+      let ws;
+      try {
+        ws = new WebSocket(wsUrl());
+      } catch (e) {
+        log('reconnect failed', describeError(e));
+        setTimeout(tryOnce, RECONNECT_DELAYS_MS[Math.min(attempt++, RECONNECT_DELAYS_MS.length - 1)]);
+        return;
+      }
+      state.ws = ws;
+      ws.onopen = () => {
+        if (state.ws !== ws || session !== state.session) return;
+        log('reconnected; resuming after', state.rx, 'messages');
+        ws.send(JSON.stringify({ type: 'resume', token: state.resume.token, last: state.rx }));
+      };
+      ws.onmessage = (ev) => {
+        if (state.ws === ws) onFrame(ev.data);
+      };
+      ws.onerror = () => log('websocket error (reconnecting)');
+      ws.onclose = (ev) => {
+        if (state.ws !== ws || session !== state.session) return;
+        log('websocket closed', ev.code, ev.reason || '');
+        if (state.reconnecting) {
+          setTimeout(tryOnce, RECONNECT_DELAYS_MS[Math.min(attempt++, RECONNECT_DELAYS_MS.length - 1)]);
+        } else if (state.phase === 'joined' && state.resume) {
+          startReconnect(session);
+        } else {
+          teardown();
+          setStatus('Disconnected from the server', 'error');
+        }
+      };
+    };
+    setTimeout(tryOnce, RECONNECT_DELAYS_MS[attempt++]);
+  }
+
+  function onResumed(msg) {
+    if (!state.reconnecting) return;
+    state.reconnecting = false;
+    state.resume = msg.resume || null;
+    state.resumes += 1;
+    // Resend what the server did not read, then what waited meanwhile.
+    const received = Number(msg.received) || 0;
+    const unread = state.txLog.filter((e) => e.n > received).map((e) => e.text);
+    state.txLog = [];
+    state.tx = received;
+    state.counting = true;
+    outbox.unshift(...unread);
+    log('resumed as', msg.id, '; resending', unread.length, 'frames, then', outbox.length - unread.length, 'queued');
+    drain();
+    updateStatus();
+    notify('Reconnected to the server.', 'ok', 3000);
+    // A peer connection that failed meanwhile gets an ICE restart now.
+    for (const peer of state.peers.values()) {
+      if (peer.pc.iceConnectionState === 'failed') recoverPeer(peer);
+    }
+  }
+
+  // A resume that the server refused: start over in the same room.
+  function onResumeFailed(text) {
+    log('resume refused', text);
+    state.reconnecting = false;
+    state.resume = null;
+    for (const id of Array.from(state.peers.keys())) removePeer(id, false);
+    state.phase = 'connecting';
+    outbox.length = 0;
+    notify('The server had forgotten this call; joining again.', 'warn', 5000);
+    sendJoin(state.room, state.name);
+  }
+
+  function onIceServers(msg) {
+    if (!Array.isArray(msg.iceServers)) return;
+    state.iceServers = msg.iceServers;
+    const turn = msg.iceServers.find((s) => s.username);
+    state.iceRefreshes.push({ at: Date.now(), username: turn ? turn.username : null });
+    if (state.iceRefreshes.length > 20) state.iceRefreshes.shift();
+    for (const peer of state.peers.values()) {
+      try {
+        peer.pc.setConfiguration({ ...peer.pc.getConfiguration(), iceServers: msg.iceServers });
+      } catch (e) {
+        log('setConfiguration failed', peer.id, describeError(e));
+      }
+    }
+    log('ice servers refreshed', turn ? turn.username : '');
+    renderIceInfo();
+  }
+
+  function renderIceInfo() {
+    const turn = state.iceServers.find((s) => s.username);
+    const expiry = turn ? Number(String(turn.username).split(':')[0]) : NaN;
+    const refreshes = state.iceRefreshes.length;
+    ui.iceInfo.textContent = Number.isFinite(expiry)
+      ? `TURN credential valid until ${new Date(expiry * 1000).toLocaleTimeString()}; refreshed ${refreshes} time${refreshes === 1 ? '' : 's'}.`
+      : '';
+  }
+
   function onServerMessage(msg) {
     switch (msg.type) {
       case 'joined':
         onJoined(msg);
+        break;
+      case 'resumed':
+        onResumed(msg);
+        break;
+      case 'ice-servers':
+        onIceServers(msg);
         break;
       case 'peer-joined': {
         if (state.phase !== 'joined' || !msg.id || state.peers.has(msg.id)) break;
@@ -302,6 +534,10 @@
     const code = String(msg.code || 'error');
     const text = String(msg.message || '');
     log('server error', code, text);
+    if (code === 'resume-failed') {
+      onResumeFailed(text);
+      return;
+    }
     if (state.phase === 'connecting' || code === 'unauthorized') {
       const friendly = {
         'room-full': `Room “${ui.room.value.trim()}” is full (${text}).`,
@@ -320,6 +556,10 @@
     state.myId = msg.id;
     state.room = msg.room;
     state.iceServers = Array.isArray(msg.iceServers) ? msg.iceServers : [];
+    state.resume = msg.resume && msg.resume.token ? msg.resume : null;
+    state.counting = true;
+    state.rx = 0;
+    renderIceInfo();
     log('joined', msg.room, 'as', msg.id, 'peers', (msg.peers || []).length, 'ice servers', state.iceServers.length);
     const url = new URL(location.href);
     url.searchParams.set('room', msg.room);
@@ -344,7 +584,15 @@
     for (const p of msg.peers || []) {
       if (p && p.id && p.id !== state.myId) createPeer(p.id, p.name, true);
     }
+    clearInterval(state.ackTimer);
+    state.ackTimer = setInterval(() => {
+      if (state.counting && !state.reconnecting && state.resume && state.rx > state.acked) {
+        state.acked = state.rx;
+        send({ type: 'ack', seq: state.rx });
+      }
+    }, ACK_INTERVAL_MS);
     updateStatus();
+    renderFileTargets();
   }
 
   // ---------------------------------------------------------------- peers
@@ -381,9 +629,17 @@
       closed: false,
       statsTimer: null,
       statsBusy: false,
-      remote: { audio: true, video: true },
+      remote: { audio: true, video: true, screen: false },
       selected: null, // {local, remote, ...} of the selected candidate pair
       lastBytes: null,
+      stats: null, // what the stats panel shows
+      // Negotiated data channels (same ids on both sides, no extra
+      // signaling): chat, and files (one transfer at a time per peer).
+      chat: null,
+      files: null,
+      sendQueue: [], // transfers waiting for this peer's files channel
+      sending: null,
+      receiving: null,
     };
     tile.querySelector('.tile-name').textContent = peerLabel(peer);
     tile.querySelector('.avatar').dataset.initials = initials(peer.name || '?');
@@ -401,6 +657,7 @@
     pc.onconnectionstatechange = () => log('connection state', id, pc.connectionState);
     pc.onicegatheringstatechange = () => log('ice gathering', id, pc.iceGatheringState);
     pc.ontrack = (ev) => onTrack(peer, ev);
+    setupChannels(peer);
 
     if (initiator) {
       addLocalMediaAsOfferer(peer);
@@ -411,6 +668,7 @@
     }, STATS_INTERVAL_MS);
     renderIceState(peer);
     updateStatus();
+    renderFileTargets();
     return peer;
   }
 
@@ -423,7 +681,7 @@
   // send both even when this side has no camera or microphone.
   function addLocalMediaAsOfferer(peer) {
     for (const kind of ['audio', 'video']) {
-      const track = localTrack(kind);
+      const track = kind === 'video' && state.screen ? state.screen.track : localTrack(kind);
       if (track) peer.pc.addTransceiver(track, { direction: 'sendrecv', streams: [state.localStream] });
       else peer.pc.addTransceiver(kind, { direction: 'recvonly' });
     }
@@ -466,6 +724,7 @@
     if (data.description) await onDescription(peer, data.description);
     else if ('candidate' in data) await onCandidate(peer, data.candidate);
     else if (data.state) onRemoteState(peer, data.state);
+    else if (data.restart && peer.initiator) restartIce(peer);
   }
 
   async function onDescription(peer, description) {
@@ -476,7 +735,11 @@
       if (!peer.tracksAdded) {
         // addTrack reuses the transceivers the offer created.
         const stream = state.localStream;
-        if (stream) for (const track of stream.getTracks()) pc.addTrack(track, stream);
+        if (stream) {
+          for (const track of stream.getTracks()) {
+            pc.addTrack(track.kind === 'video' && state.screen ? state.screen.track : track, stream);
+          }
+        }
         peer.tracksAdded = true;
       }
       await flushCandidates(peer);
@@ -538,7 +801,7 @@
   }
 
   function onRemoteState(peer, remote) {
-    peer.remote = { audio: remote.audio !== false, video: remote.video !== false };
+    peer.remote = { audio: remote.audio !== false, video: remote.video !== false, screen: remote.screen === true };
     renderRemoteVideo(peer);
   }
 
@@ -547,6 +810,9 @@
     peer.tile.classList.toggle('no-video', !video || !peer.remote.video);
     const flags = [];
     if (!peer.remote.audio) flags.push('muted');
+    if (peer.remote.screen) flags.push('sharing screen');
+    peer.tile.classList.toggle('sharing', peer.remote.screen);
+    if (peer.remote.screen) peer.tile.classList.remove('no-video');
     peer.flags.textContent = flags.join(' · ');
   }
 
@@ -554,17 +820,35 @@
     const s = peer.pc.iceConnectionState;
     log('ice state', peer.id, s);
     renderIceState(peer);
-    if (s === 'failed' && peer.initiator && !peer.closed) {
-      if (peer.restarts < MAX_ICE_RESTARTS) {
-        peer.restarts += 1;
-        notify(`Connection to ${peerLabel(peer)} failed; retrying…`, 'warn');
-        makeOffer(peer, true);
-      } else {
-        notify(`Could not connect to ${peerLabel(peer)}.`, 'error', 8000);
-      }
-    } else if (s === 'failed') {
-      notify(`Connection to ${peerLabel(peer)} failed.`, 'warn');
+    if (s === 'connected' || s === 'completed') peer.restarts = 0;
+    if (s !== 'failed' || peer.closed) return;
+    if (state.reconnecting) return; // recovered once the signaling is back
+    recoverPeer(peer);
+  }
+
+  // A failed peer connection: the offerer restarts ICE; the answerer asks
+  // it to (only one side offers, so offers never cross).
+  function recoverPeer(peer) {
+    if (peer.initiator) {
+      restartIce(peer);
+    } else {
+      notify(`Connection to ${peerLabel(peer)} failed; asking for a restart…`, 'warn');
+      signal(peer.id, { restart: true });
     }
+  }
+
+  // An ICE restart: a new offer with fresh ICE credentials, gathered with
+  // the current iceServers (fresh TURN credentials included).
+  function restartIce(peer, why) {
+    if (peer.closed) return;
+    if (peer.restarts >= MAX_ICE_RESTARTS) {
+      notify(`Could not connect to ${peerLabel(peer)}.`, 'error', 8000);
+      return;
+    }
+    peer.restarts += 1;
+    if (why !== 'requested') notify(`Connection to ${peerLabel(peer)} failed; restarting ICE…`, 'warn');
+    log('ice restart', peer.id);
+    makeOffer(peer, true);
   }
 
   function renderIceState(peer) {
@@ -579,6 +863,7 @@
     if (!peer) return;
     peer.closed = true;
     clearInterval(peer.statsTimer);
+    closeTransfersOf(peer);
     try {
       peer.pc.close();
     } catch (e) {
@@ -590,6 +875,8 @@
     if (announce) notify(`${peerLabel(peer)} left the call`, 'info', 4000);
     log('peer removed', id);
     updateStatus();
+    renderFileTargets();
+    renderStatsPanel();
   }
 
   // ---------------------------------------------------------------- stats
@@ -624,13 +911,39 @@
         if (s.type === 'inbound-rtp' && s.kind === 'audio' && typeof s.audioLevel === 'number') audioLevel = s.audioLevel;
       });
       let kbps = null;
+      let kbpsOut = null;
       if (pair && typeof pair.bytesReceived === 'number') {
-        if (peer.lastBytes) {
+        if (peer.lastBytes && peer.lastBytes.id === pair.id) {
           const ms = pair.timestamp - peer.lastBytes.t;
-          if (ms > 0) kbps = ((pair.bytesReceived - peer.lastBytes.b) * 8) / ms;
+          if (ms > 0) {
+            kbps = ((pair.bytesReceived - peer.lastBytes.b) * 8) / ms;
+            kbpsOut = ((pair.bytesSent - peer.lastBytes.s) * 8) / ms;
+          }
         }
-        peer.lastBytes = { b: pair.bytesReceived, t: pair.timestamp };
+        peer.lastBytes = { id: pair.id, b: pair.bytesReceived, s: pair.bytesSent || 0, t: pair.timestamp };
       }
+      let lost = 0;
+      let received = 0;
+      report.forEach((s) => {
+        if (s.type === 'inbound-rtp') {
+          lost += Math.max(0, s.packetsLost || 0);
+          received += s.packetsReceived || 0;
+        }
+      });
+      peer.stats = {
+        local: local ? local.candidateType : null,
+        remote: remote ? remote.candidateType : null,
+        protocol: local ? local.protocol : null,
+        relayProtocol: local ? local.relayProtocol || null : null,
+        rttMs: pair && typeof pair.currentRoundTripTime === 'number' ? Math.round(pair.currentRoundTripTime * 1000) : null,
+        kbpsIn: kbps === null ? null : Math.round(kbps),
+        kbpsOut: kbpsOut === null ? null : Math.round(kbpsOut),
+        lossPct: received + lost > 0 ? Math.round((1000 * lost) / (received + lost)) / 10 : null,
+        width: videoIn ? videoIn.frameWidth || null : null,
+        height: videoIn ? videoIn.frameHeight || null : null,
+        fps: videoIn && typeof videoIn.framesPerSecond === 'number' ? Math.round(videoIn.framesPerSecond) : null,
+        framesDecoded: videoIn ? videoIn.framesDecoded || 0 : 0,
+      };
       peer.selected =
         local && remote
           ? {
@@ -647,6 +960,7 @@
           : null;
       renderBadge(peer);
       renderIceState(peer);
+      if (state.panelTab === 'stats' && !ui.side.hidden) renderStatsPanel();
       peer.tile.classList.toggle('speaking', peer.remote.audio && audioLevel > 0.05);
     } finally {
       peer.statsBusy = false;
@@ -674,6 +988,639 @@
     badge.title = lines.join('\n');
   }
 
+  // ---------------------------------------------------------------- side panel
+
+  function openPanel(tab) {
+    state.panelTab = tab;
+    ui.side.hidden = false;
+    ui.panel.setAttribute('aria-expanded', 'true');
+    for (const button of ui.side.querySelectorAll('.side-tab')) {
+      button.setAttribute('aria-selected', String(button.dataset.tab === tab));
+    }
+    for (const name of ['chat', 'files', 'stats', 'devices']) $(`tab-${name}`).hidden = name !== tab;
+    if (tab === 'chat') {
+      markChatRead();
+      ui.chatInput.focus();
+    } else if (tab === 'stats') {
+      renderStatsPanel();
+    } else if (tab === 'devices') {
+      refreshDevices().catch((e) => log('devices failed', describeError(e)));
+    }
+  }
+
+  function closePanel() {
+    ui.side.hidden = true;
+    ui.panel.setAttribute('aria-expanded', 'false');
+  }
+
+  function chatVisible() {
+    return !ui.side.hidden && state.panelTab === 'chat' && !document.hidden;
+  }
+
+  // ---------------------------------------------------------------- data channels
+
+  function setupChannels(peer) {
+    try {
+      peer.chat = peer.pc.createDataChannel('chat', { negotiated: true, id: 0, ordered: true });
+      peer.files = peer.pc.createDataChannel('files', { negotiated: true, id: 1, ordered: true });
+    } catch (e) {
+      log('data channels failed', peer.id, describeError(e));
+      return;
+    }
+    peer.chat.onopen = () => log('chat channel open', peer.id);
+    peer.chat.onmessage = (ev) => onChatMessage(peer, ev.data);
+    peer.files.binaryType = 'arraybuffer';
+    peer.files.bufferedAmountLowThreshold = BUFFER_LOW;
+    peer.files.onopen = () => {
+      log('files channel open', peer.id);
+      pumpFiles(peer);
+    };
+    peer.files.onmessage = (ev) => onFileMessage(peer, ev.data);
+    peer.files.onclose = () => closeTransfersOf(peer);
+  }
+
+  // ---------------------------------------------------------------- chat
+
+  function sendChat(text) {
+    const clean = Array.from(text.trim()).slice(0, MAX_CHAT_LEN).join('');
+    if (!clean) return;
+    const ts = Date.now();
+    const payload = JSON.stringify({ t: 'chat', text: clean, name: state.name || null, ts });
+    let delivered = 0;
+    for (const peer of state.peers.values()) {
+      if (peer.chat && peer.chat.readyState === 'open') {
+        try {
+          peer.chat.send(payload);
+          delivered += 1;
+        } catch (e) {
+          log('chat send failed', peer.id, describeError(e));
+        }
+      }
+    }
+    if (delivered === 0) notify('Nobody is connected to read that yet.', 'warn', 4000);
+    addChat({ from: state.myId, name: state.name || 'You', text: clean, ts, mine: true, delivered });
+  }
+
+  function onChatMessage(peer, data) {
+    if (typeof data !== 'string' || data.length > 4 * MAX_CHAT_LEN + 200) return;
+    let m;
+    try {
+      m = JSON.parse(data);
+    } catch {
+      return;
+    }
+    if (!m || m.t !== 'chat' || typeof m.text !== 'string' || !m.text) return;
+    const ts = Number.isFinite(m.ts) ? m.ts : Date.now();
+    addChat({ from: peer.id, name: peerLabel(peer), text: m.text.slice(0, MAX_CHAT_LEN), ts, mine: false });
+  }
+
+  function addChat(entry) {
+    const unread = !entry.mine && !chatVisible();
+    const item = { ...entry, unread };
+    state.chat.push(item);
+    if (state.chat.length > MAX_CHAT) state.chat.shift();
+    const li = document.createElement('li');
+    li.className = `chat-msg${entry.mine ? ' mine' : ''}${unread ? ' unread' : ''}`;
+    li.dataset.from = entry.from || '';
+    const meta = document.createElement('div');
+    meta.className = 'chat-meta';
+    const name = document.createElement('span');
+    name.className = 'chat-name';
+    name.textContent = entry.mine ? 'You' : entry.name;
+    const time = document.createElement('time');
+    time.dateTime = new Date(entry.ts).toISOString();
+    time.textContent = new Date(entry.ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+    meta.append(name, time);
+    const text = document.createElement('div');
+    text.className = 'chat-text';
+    text.textContent = entry.text;
+    li.append(meta, text);
+    ui.chatLog.append(li);
+    while (ui.chatLog.children.length > MAX_CHAT) ui.chatLog.firstElementChild.remove();
+    ui.chatLog.scrollTop = ui.chatLog.scrollHeight;
+    if (unread) {
+      state.unread += 1;
+      renderUnread();
+      if (ui.side.hidden) notify(`${entry.name}: ${entry.text.slice(0, 80)}`, 'info', 4000);
+    }
+  }
+
+  function markChatRead() {
+    if (state.unread === 0) return;
+    state.unread = 0;
+    for (const item of state.chat) item.unread = false;
+    renderUnread();
+    // The marks stay a moment, so one sees which messages are new.
+    const marked = Array.from(ui.chatLog.querySelectorAll('.chat-msg.unread'));
+    setTimeout(() => marked.forEach((li) => li.classList.remove('unread')), 2000);
+  }
+
+  function renderUnread() {
+    ui.unread.hidden = state.unread === 0;
+    ui.unread.textContent = String(state.unread);
+    ui.panel.title = state.unread ? `${state.unread} unread message${state.unread === 1 ? '' : 's'}` : 'Chat, files, stats and devices';
+  }
+
+  // ---------------------------------------------------------------- files
+
+  let transferSeq = 0;
+
+  function newTransfer(fields) {
+    const id = fields.id || `${Date.now().toString(36)}-${(transferSeq += 1)}-${Math.random().toString(36).slice(2, 8)}`;
+    const t = { id, done: 0, state: 'waiting', progressEvents: 0, lastRender: 0, url: null, blob: null, ...fields };
+    state.transfers.set(`${t.dir}:${t.peer.id}:${id}`, t);
+    const li = document.createElement('li');
+    li.className = 'transfer';
+    li.dataset.dir = t.dir;
+    li.dataset.peerId = t.peer.id;
+    const title = document.createElement('strong');
+    title.className = 'transfer-name';
+    title.textContent = t.name;
+    const size = document.createElement('span');
+    size.className = 'transfer-size';
+    size.textContent = `${formatBytes(t.size)} ${t.dir === 'out' ? 'to' : 'from'} ${peerLabel(t.peer)}`;
+    const progress = document.createElement('progress');
+    progress.max = Math.max(1, t.size);
+    progress.value = 0;
+    const status = document.createElement('span');
+    status.className = 'transfer-state';
+    const actions = document.createElement('span');
+    actions.className = 'transfer-actions';
+    const cancel = document.createElement('button');
+    cancel.type = 'button';
+    cancel.className = 'btn btn-ghost btn-small transfer-cancel';
+    cancel.textContent = 'Cancel';
+    cancel.addEventListener('click', () => cancelTransfer(t, true));
+    actions.append(cancel);
+    li.append(title, actions, size, progress, status);
+    t.el = { li, progress, status, cancel, actions };
+    ui.transfers.prepend(li);
+    // Only the newest MAX_TRANSFERS_SHOWN are kept (finished ones first
+    // to go), and a forgotten one's received file is let go.
+    if (state.transfers.size > MAX_TRANSFERS_SHOWN) {
+      for (const [key, old] of state.transfers) {
+        if (state.transfers.size <= MAX_TRANSFERS_SHOWN) break;
+        if (['waiting', 'sending', 'receiving'].includes(old.state)) continue;
+        if (old.url) URL.revokeObjectURL(old.url);
+        old.blob = null;
+        old.el.li.remove();
+        state.transfers.delete(key);
+      }
+    }
+    renderTransfer(t, true);
+    return t;
+  }
+
+  function renderTransfer(t, force) {
+    const now = performance.now();
+    if (!force && now - t.lastRender < 100) return;
+    t.lastRender = now;
+    t.progressEvents += 1;
+    const { li, progress, status, cancel } = t.el;
+    progress.value = t.done;
+    const pct = t.size > 0 ? Math.floor((100 * t.done) / t.size) : 100;
+    const words = {
+      waiting: 'waiting…',
+      sending: `sending… ${pct} %`,
+      receiving: `receiving… ${pct} %`,
+      sent: 'sent',
+      done: 'received',
+      cancelled: 'cancelled',
+      failed: `failed: ${t.error || ''}`,
+    };
+    status.textContent = words[t.state] || t.state;
+    li.classList.toggle('done', t.state === 'done' || t.state === 'sent');
+    li.classList.toggle('failed', t.state === 'failed' || t.state === 'cancelled');
+    cancel.hidden = !['waiting', 'sending', 'receiving'].includes(t.state);
+    if (t.url && !li.querySelector('a.transfer-download')) {
+      const a = document.createElement('a');
+      a.className = 'btn btn-primary btn-small transfer-download';
+      a.href = t.url;
+      a.download = t.name;
+      a.textContent = 'Download';
+      t.el.actions.append(a);
+    }
+  }
+
+  function formatBytes(n) {
+    if (n < 1024) return `${n} B`;
+    if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+    if (n < 1024 * 1024 * 1024) return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+    return `${(n / 1024 / 1024 / 1024).toFixed(2)} GiB`;
+  }
+
+  function renderFileTargets() {
+    const current = ui.fileTo.value;
+    ui.fileTo.textContent = '';
+    const all = document.createElement('option');
+    all.value = '';
+    all.textContent = 'Everyone';
+    ui.fileTo.append(all);
+    for (const peer of state.peers.values()) {
+      const o = document.createElement('option');
+      o.value = peer.id;
+      o.textContent = peerLabel(peer);
+      if (peer.id === current) o.selected = true;
+      ui.fileTo.append(o);
+    }
+  }
+
+  // Sends `file` to peer `toId`, or to everyone: one transfer per peer,
+  // queued on that peer's files channel.
+  function sendFile(file, toId) {
+    if (!file) return [];
+    const targets = toId ? [state.peers.get(toId)].filter(Boolean) : Array.from(state.peers.values());
+    if (targets.length === 0) {
+      notify('Nobody to send the file to.', 'warn', 4000);
+      return [];
+    }
+    const out = [];
+    for (const peer of targets) {
+      const t = newTransfer({ dir: 'out', peer, name: file.name || 'file', size: file.size, type: file.type || '', file });
+      peer.sendQueue.push(t);
+      out.push(t);
+      pumpFiles(peer);
+    }
+    return out;
+  }
+
+  function pumpFiles(peer) {
+    if (peer.sending || peer.closed || !peer.files || peer.files.readyState !== 'open') return;
+    const t = peer.sendQueue.shift();
+    if (!t) return;
+    peer.sending = t;
+    sendTransfer(peer, t)
+      .catch((e) => {
+        if (t.state === 'sending' || t.state === 'waiting') {
+          t.state = 'failed';
+          t.error = describeError(e);
+          renderTransfer(t, true);
+        }
+      })
+      .finally(() => {
+        peer.sending = null;
+        pumpFiles(peer);
+      });
+  }
+
+  function waitBufferLow(channel) {
+    return new Promise((resolve) => {
+      const done = () => {
+        channel.removeEventListener('bufferedamountlow', done);
+        channel.removeEventListener('close', done);
+        resolve();
+      };
+      channel.addEventListener('bufferedamountlow', done);
+      channel.addEventListener('close', done);
+    });
+  }
+
+  // Reads the file a slice at a time and sends it in CHUNK messages,
+  // waiting whenever more than BUFFER_HIGH is queued in the channel: the
+  // page never holds more than a slice and the channel's buffer.
+  async function sendTransfer(peer, t) {
+    const channel = peer.files;
+    channel.send(JSON.stringify({ t: 'file-offer', id: t.id, name: t.name, size: t.size, type: t.type }));
+    t.state = 'sending';
+    renderTransfer(t, true);
+    const SLICE = 16 * CHUNK;
+    let offset = 0;
+    while (offset < t.size) {
+      if (t.state !== 'sending') return;
+      if (channel.readyState !== 'open') throw new Error('the data channel closed');
+      const slice = new Uint8Array(await t.file.slice(offset, Math.min(offset + SLICE, t.size)).arrayBuffer());
+      for (let at = 0; at < slice.byteLength; at += CHUNK) {
+        while (channel.bufferedAmount > BUFFER_HIGH && channel.readyState === 'open') await waitBufferLow(channel);
+        if (t.state !== 'sending') return;
+        if (channel.readyState !== 'open') throw new Error('the data channel closed');
+        channel.send(slice.subarray(at, Math.min(at + CHUNK, slice.byteLength)));
+        t.done = offset + Math.min(at + CHUNK, slice.byteLength);
+        renderTransfer(t, false);
+      }
+      offset += slice.byteLength;
+    }
+    channel.send(JSON.stringify({ t: 'file-end', id: t.id }));
+    t.state = 'sent';
+    t.file = null;
+    renderTransfer(t, true);
+    log('file sent', t.name, t.size, 'to', peer.id);
+  }
+
+  function onFileMessage(peer, data) {
+    if (typeof data === 'string') {
+      let m;
+      try {
+        m = JSON.parse(data);
+      } catch {
+        return;
+      }
+      if (!m || typeof m.id !== 'string' || m.id.length > 100) return;
+      if (m.t === 'file-offer') {
+        if (peer.receiving) failReceive(peer.receiving, 'a new file came before the end of this one');
+        const size = Number(m.size);
+        if (!Number.isSafeInteger(size) || size < 0) return;
+        const name = String(m.name || 'file').replace(/[\u0000-\u001f/\\]/g, '_').slice(0, 200) || 'file';
+        const type = typeof m.type === 'string' && m.type.length < 200 ? m.type : '';
+        const t = newTransfer({ dir: 'in', id: m.id, peer, name, size, type, parts: [], pending: [], pendingBytes: 0 });
+        t.state = 'receiving';
+        peer.receiving = t;
+        renderTransfer(t, true);
+        if (ui.side.hidden) notify(`${peerLabel(peer)} is sending you ${name} (${formatBytes(size)})`, 'info', 5000);
+      } else if (m.t === 'file-end') {
+        const t = peer.receiving;
+        if (t && t.id === m.id) finishReceive(peer, t);
+      } else if (m.t === 'file-cancel') {
+        const inbound = peer.receiving;
+        if (inbound && inbound.id === m.id) {
+          peer.receiving = null;
+          dropParts(inbound);
+          inbound.state = 'cancelled';
+          inbound.error = 'by the sender';
+          renderTransfer(inbound, true);
+        }
+        const outbound = peer.sending && peer.sending.id === m.id ? peer.sending : null;
+        if (outbound) {
+          outbound.state = 'cancelled';
+          renderTransfer(outbound, true);
+        }
+      }
+      return;
+    }
+    const t = peer.receiving;
+    if (!t || !(data instanceof ArrayBuffer)) return; // the rest of a cancelled file
+    t.pending.push(data);
+    t.pendingBytes += data.byteLength;
+    t.done += data.byteLength;
+    if (t.done > t.size) {
+      failReceive(t, 'more data than announced');
+      return;
+    }
+    if (t.pendingBytes >= BLOB_PART) {
+      t.parts.push(new Blob(t.pending));
+      t.pending = [];
+      t.pendingBytes = 0;
+    }
+    renderTransfer(t, false);
+  }
+
+  function finishReceive(peer, t) {
+    peer.receiving = null;
+    t.parts.push(new Blob(t.pending));
+    t.pending = [];
+    const blob = new Blob(t.parts, { type: t.type || 'application/octet-stream' });
+    t.parts = [];
+    if (blob.size !== t.size) {
+      failReceive(t, `got ${blob.size} bytes of ${t.size}`);
+      return;
+    }
+    t.blob = blob;
+    t.url = URL.createObjectURL(blob);
+    t.state = 'done';
+    renderTransfer(t, true);
+    log('file received', t.name, t.size, 'from', peer.id);
+  }
+
+  function dropParts(t) {
+    t.parts = [];
+    t.pending = [];
+    t.pendingBytes = 0;
+  }
+
+  function failReceive(t, why) {
+    if (t.peer.receiving === t) t.peer.receiving = null;
+    dropParts(t);
+    t.state = 'failed';
+    t.error = why;
+    renderTransfer(t, true);
+  }
+
+  // Cancel from this side: the other side is told on the files channel.
+  function cancelTransfer(t, tell) {
+    if (!['waiting', 'sending', 'receiving'].includes(t.state)) return;
+    const peer = t.peer;
+    if (t.dir === 'out') {
+      const queued = peer.sendQueue.indexOf(t);
+      if (queued >= 0) peer.sendQueue.splice(queued, 1);
+    } else if (peer.receiving === t) {
+      peer.receiving = null;
+      dropParts(t);
+    }
+    const started = t.state !== 'waiting';
+    t.state = 'cancelled';
+    t.file = null;
+    renderTransfer(t, true);
+    if (tell && started && peer.files && peer.files.readyState === 'open') {
+      try {
+        peer.files.send(JSON.stringify({ t: 'file-cancel', id: t.id }));
+      } catch (e) {
+        log('cancel not sent', describeError(e));
+      }
+    }
+  }
+
+  function closeTransfersOf(peer) {
+    for (const t of state.transfers.values()) {
+      if (t.peer === peer && ['waiting', 'sending', 'receiving'].includes(t.state)) {
+        dropParts(t);
+        t.state = 'failed';
+        t.error = 'the connection closed';
+        t.file = null;
+        renderTransfer(t, true);
+      }
+    }
+    peer.sendQueue = [];
+    peer.receiving = null;
+  }
+
+  function clearTransfers() {
+    for (const t of state.transfers.values()) {
+      if (t.url) URL.revokeObjectURL(t.url);
+    }
+    state.transfers.clear();
+    ui.transfers.textContent = '';
+  }
+
+  // ---------------------------------------------------------------- screen sharing
+
+  // The transceiver that carries video to `peer` (whatever track it sends).
+  function senderFor(peer, kind) {
+    const t = peer.pc
+      .getTransceivers()
+      .find((x) => !x.stopped && x.receiver && x.receiver.track && x.receiver.track.kind === kind);
+    return t ? t.sender : null;
+  }
+
+  async function sendVideoTrack(track) {
+    for (const peer of state.peers.values()) {
+      const sender = senderFor(peer, 'video');
+      if (!sender) continue;
+      try {
+        await sender.replaceTrack(track);
+      } catch (e) {
+        log('replaceTrack failed', peer.id, describeError(e));
+      }
+    }
+  }
+
+  async function toggleShare() {
+    if (state.screen) {
+      await stopShare();
+      return;
+    }
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getDisplayMedia) {
+      notify('This browser cannot share the screen here.', 'error', 5000);
+      return;
+    }
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 15, max: 30 } }, audio: false });
+    } catch (e) {
+      log('getDisplayMedia failed', describeError(e));
+      if (e && e.name !== 'NotAllowedError') notify(`Cannot share the screen: ${describeError(e)}`, 'error', 5000);
+      return;
+    }
+    const track = stream.getVideoTracks()[0];
+    if (!track || state.phase !== 'joined') {
+      stream.getTracks().forEach((t) => t.stop());
+      return;
+    }
+    try {
+      track.contentHint = 'detail'; // keep the resolution, give up frame rate
+    } catch {
+      // not supported
+    }
+    state.screen = { stream, track };
+    track.addEventListener('ended', () => {
+      if (state.screen && state.screen.track === track) stopShare().catch(() => {});
+    });
+    await sendVideoTrack(track);
+    ui.localVideo.srcObject = stream;
+    playVideo(ui.localVideo);
+    renderShare();
+    for (const id of state.peers.keys()) sendState(id);
+    log('screen sharing', track.label, JSON.stringify(track.getSettings()));
+  }
+
+  async function stopShare() {
+    const screen = state.screen;
+    if (!screen) return;
+    state.screen = null;
+    screen.stream.getTracks().forEach((t) => t.stop());
+    await sendVideoTrack(localTrack('video'));
+    ui.localVideo.srcObject = state.localStream;
+    if (state.localStream) playVideo(ui.localVideo);
+    renderShare();
+    for (const id of state.peers.keys()) sendState(id);
+    log('screen sharing stopped');
+  }
+
+  function renderShare() {
+    const sharing = !!state.screen;
+    ui.share.setAttribute('aria-pressed', String(sharing));
+    ui.share.querySelector('.btn-text').textContent = sharing ? 'Stop sharing' : 'Share screen';
+    ui.share.title = sharing ? 'Stop sharing your screen' : 'Share your screen';
+    ui.localTile.classList.toggle('sharing', sharing);
+    renderLocal();
+  }
+
+  // ---------------------------------------------------------------- devices
+
+  async function refreshDevices() {
+    if (!navigator.mediaDevices || !navigator.mediaDevices.enumerateDevices) return;
+    const devices = await navigator.mediaDevices.enumerateDevices();
+    fillDevices(ui.cameraSelect, devices.filter((d) => d.kind === 'videoinput'), localTrack('video'), 'Camera');
+    fillDevices(ui.micSelect, devices.filter((d) => d.kind === 'audioinput'), localTrack('audio'), 'Microphone');
+  }
+
+  function fillDevices(select, list, track, label) {
+    const current = track && track.getSettings ? track.getSettings().deviceId : '';
+    select.textContent = '';
+    list.forEach((d, i) => {
+      const o = document.createElement('option');
+      o.value = d.deviceId;
+      o.textContent = d.label || `${label} ${i + 1}`;
+      if (d.deviceId === current) o.selected = true;
+      select.append(o);
+    });
+    select.disabled = list.length === 0 || !track;
+  }
+
+  async function switchDevice(kind, deviceId) {
+    const old = localTrack(kind);
+    if (!old || !deviceId || (old.getSettings && old.getSettings().deviceId === deviceId)) return;
+    const constraints =
+      kind === 'video'
+        ? { video: { ...VIDEO_CONSTRAINTS, deviceId: { exact: deviceId } } }
+        : { audio: { deviceId: { exact: deviceId } } };
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia(constraints);
+    } catch (e) {
+      notify(`Cannot use that device: ${describeError(e)}`, 'error', 5000);
+      refreshDevices().catch(() => {});
+      return;
+    }
+    const track = stream.getTracks()[0];
+    track.enabled = old.enabled;
+    state.localStream.removeTrack(old);
+    state.localStream.addTrack(track);
+    old.stop();
+    if (kind === 'audio' || !state.screen) {
+      for (const peer of state.peers.values()) {
+        const sender = senderFor(peer, kind);
+        if (sender) await sender.replaceTrack(track).catch((e) => log('replaceTrack failed', describeError(e)));
+      }
+    }
+    if (kind === 'video' && !state.screen) {
+      ui.localVideo.srcObject = state.localStream;
+      playVideo(ui.localVideo);
+    }
+    renderLocal();
+    log('switched', kind, 'to', track.label);
+  }
+
+  // ---------------------------------------------------------------- stats panel
+
+  function renderStatsPanel() {
+    const box = ui.stats;
+    box.textContent = '';
+    if (state.peers.size === 0) {
+      box.textContent = 'Nobody else is here yet.';
+      return;
+    }
+    const dash = '—';
+    for (const peer of state.peers.values()) {
+      const s = peer.stats || {};
+      const div = document.createElement('div');
+      div.className = 'stats-peer';
+      div.dataset.peerId = peer.id;
+      const h = document.createElement('h3');
+      h.textContent = peerLabel(peer);
+      const dl = document.createElement('dl');
+      const route = s.local
+        ? `${s.local}${s.relayProtocol ? `/${s.relayProtocol}` : ''} ⇄ ${s.remote} (${s.protocol || '?'})`
+        : dash;
+      const rows = [
+        ['pair', 'Candidate pair', route],
+        ['rtt', 'Round trip', s.rttMs == null ? dash : `${s.rttMs} ms`],
+        ['in', 'Bitrate in', s.kbpsIn == null ? dash : `${s.kbpsIn} kbit/s`],
+        ['out', 'Bitrate out', s.kbpsOut == null ? dash : `${s.kbpsOut} kbit/s`],
+        ['loss', 'Packet loss', s.lossPct == null ? dash : `${s.lossPct} %`],
+        ['video', 'Video in', s.width ? `${s.width}×${s.height}${s.fps == null ? '' : ` @ ${s.fps} fps`}` : dash],
+      ];
+      for (const [key, label, value] of rows) {
+        const dt = document.createElement('dt');
+        dt.textContent = label;
+        const dd = document.createElement('dd');
+        dd.dataset.stat = key;
+        dd.textContent = value;
+        dl.append(dt, dd);
+      }
+      div.append(h, dl);
+      box.append(div);
+    }
+  }
+
   // ---------------------------------------------------------------- local media
 
   async function getMedia() {
@@ -684,7 +1631,7 @@
       };
     }
     const gum = (c) => navigator.mediaDevices.getUserMedia(c);
-    const video = { width: { ideal: 960 }, height: { ideal: 540 }, frameRate: { ideal: 30, max: 30 } };
+    const video = VIDEO_CONSTRAINTS;
     let firstError;
     try {
       return { stream: await gum({ audio: true, video }), note: null };
@@ -717,7 +1664,7 @@
   function renderLocal() {
     const audio = localTrack('audio');
     const video = localTrack('video');
-    ui.localTile.classList.toggle('no-video', !video || !video.enabled);
+    ui.localTile.classList.toggle('no-video', !state.screen && (!video || !video.enabled));
     ui.mute.disabled = !audio;
     ui.camera.disabled = !video;
     const muted = !!audio && !audio.enabled;
@@ -737,7 +1684,7 @@
   function localState() {
     const audio = localTrack('audio');
     const video = localTrack('video');
-    return { audio: !!audio && audio.enabled, video: !!video && video.enabled };
+    return { audio: !!audio && audio.enabled, video: !!state.screen || (!!video && video.enabled), screen: !!state.screen };
   }
 
   function sendState(to) {
@@ -812,6 +1759,23 @@
     state.session += 1;
     const ws = state.ws;
     state.ws = null;
+    if (ws && ws.readyState === WebSocket.OPEN && state.phase === 'joined' && !state.reconnecting) {
+      // A leave, so the room does not wait out a resume grace period.
+      try {
+        ws.send(JSON.stringify({ type: 'leave' }));
+      } catch {
+        // the socket is closing anyway
+      }
+    }
+    state.reconnecting = false;
+    state.resume = null;
+    state.counting = false;
+    clearInterval(state.ackTimer);
+    if (state.screen) {
+      state.screen.stream.getTracks().forEach((t) => t.stop());
+      state.screen = null;
+      renderShare();
+    }
     if (ws) {
       ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
       try {
@@ -822,6 +1786,12 @@
     }
     outbox.length = 0;
     for (const id of Array.from(state.peers.keys())) removePeer(id, false);
+    clearTransfers();
+    state.chat = [];
+    ui.chatLog.textContent = '';
+    state.unread = 0;
+    renderUnread();
+    closePanel();
     if (state.localStream) state.localStream.getTracks().forEach((t) => t.stop());
     state.localStream = null;
     ui.localVideo.srcObject = null;
@@ -840,13 +1810,6 @@
   function leave() {
     if (state.phase === 'idle') return;
     const room = state.room;
-    if (state.ws && state.ws.readyState === WebSocket.OPEN) {
-      try {
-        state.ws.send(JSON.stringify({ type: 'leave' }));
-      } catch {
-        // the socket is closing anyway
-      }
-    }
     teardown();
     if (room) notify(`You left room ${room}.`, 'info', 3000);
   }
@@ -879,6 +1842,65 @@
   ui.camera.addEventListener('click', () => toggle('video'));
   ui.copyLink.addEventListener('click', () => {
     copyLink().catch(() => {});
+  });
+  // For tests and the console: an ICE restart towards peer `id` (the
+  // offerer side of that pair must call it).
+  state.restartIce = (id) => {
+    const peer = state.peers.get(id);
+    if (!peer) return false;
+    peer.restarts = 0;
+    restartIce(peer, 'requested');
+    return true;
+  };
+  ui.share.addEventListener('click', () => {
+    toggleShare().catch((e) => log('screen share failed', describeError(e)));
+  });
+  ui.panel.addEventListener('click', () => {
+    if (ui.side.hidden) openPanel(state.panelTab);
+    else closePanel();
+  });
+  ui.sideClose.addEventListener('click', closePanel);
+  for (const button of ui.side.querySelectorAll('.side-tab')) {
+    button.addEventListener('click', () => openPanel(button.dataset.tab));
+  }
+  ui.chatForm.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    sendChat(ui.chatInput.value);
+    ui.chatInput.value = '';
+  });
+  ui.fileInput.addEventListener('change', () => {
+    const file = ui.fileInput.files && ui.fileInput.files[0];
+    if (file) sendFile(file, ui.fileTo.value);
+    ui.fileInput.value = '';
+  });
+  // The whole panel takes a dropped file (the drop zone is inside it).
+  ui.side.addEventListener('dragover', (ev) => {
+    ev.preventDefault();
+    ui.drop.classList.add('over');
+  });
+  ui.side.addEventListener('dragleave', () => ui.drop.classList.remove('over'));
+  ui.side.addEventListener('drop', (ev) => {
+    ev.preventDefault();
+    ui.drop.classList.remove('over');
+    const file = ev.dataTransfer && ev.dataTransfer.files && ev.dataTransfer.files[0];
+    if (file) {
+      if (state.panelTab !== 'files') openPanel('files');
+      sendFile(file, ui.fileTo.value);
+    }
+  });
+  ui.cameraSelect.addEventListener('change', () => {
+    switchDevice('video', ui.cameraSelect.value).catch((e) => log('camera switch failed', describeError(e)));
+  });
+  ui.micSelect.addEventListener('change', () => {
+    switchDevice('audio', ui.micSelect.value).catch((e) => log('microphone switch failed', describeError(e)));
+  });
+  if (navigator.mediaDevices && 'ondevicechange' in navigator.mediaDevices) {
+    navigator.mediaDevices.addEventListener('devicechange', () => {
+      if (state.phase === 'joined') refreshDevices().catch(() => {});
+    });
+  }
+  document.addEventListener('visibilitychange', () => {
+    if (chatVisible()) markChatRead();
   });
   window.addEventListener('pagehide', () => {
     if (state.phase !== 'idle') teardown();

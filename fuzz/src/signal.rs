@@ -1,6 +1,7 @@
-//! The `signal_message` target: signaling protocol v1 client messages.
+//! The `signal_message` target: signaling protocol v1 (and v1.1) client
+//! messages.
 
-use turnpike::http::signaling::protocol::{is_valid_room, ClientMessage, ServerMessage, MAX_NAME_LEN};
+use turnpike::http::signaling::protocol::{is_valid_room, ClientMessage, ServerMessage, MAX_NAME_LEN, MAX_TOKEN_LEN};
 
 /// Parses `data` (as text, lossily) as a client message. Whatever parses
 /// must satisfy the protocol's rules, and a relayed `data` must come out of
@@ -11,7 +12,7 @@ pub fn fuzz_parse(data: &[u8]) {
         return;
     };
     match message {
-        ClientMessage::Join { room, name } => {
+        ClientMessage::Join { room, name, .. } => {
             assert!(is_valid_room(&room), "accepted room {room:?}");
             if let Some(name) = name {
                 assert!(!name.is_empty() && name.chars().count() <= MAX_NAME_LEN);
@@ -31,7 +32,13 @@ pub fn fuzz_parse(data: &[u8]) {
                 assert_eq!(value["data"], relayed);
             }
         }
-        ClientMessage::Leave | ClientMessage::Ping => {}
+        ClientMessage::Resume { token, .. } => {
+            assert!(
+                !token.is_empty() && token.len() <= MAX_TOKEN_LEN,
+                "accepted token {token:?}"
+            );
+        }
+        ClientMessage::Leave | ClientMessage::Ping | ClientMessage::Ack { .. } => {}
     }
 }
 
@@ -44,6 +51,10 @@ pub fn seeds() -> Vec<Vec<u8>> {
         r#"{"type":"signal","to":"x","data":{"candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 5000 typ relay","sdpMid":"0"}}}"#,
         r#"{"type":"leave"}"#,
         r#"{"type":"ping"}"#,
+        r#"{"type":"join","room":"r","resume":true,"iceRefresh":true}"#,
+        r#"{"type":"resume","token":"Qm9iIGlzIGJhY2sgYWdhaW4","last":12}"#,
+        r#"{"type":"ack","seq":12}"#,
+        r#"{"type":"signal","to":"x","data":null}"#,
         r#"{"type":"join","room":"a b"}"#,
         r#"{"type":"signal","to":"x","data":"\ud83d\ude00"}"#,
         r#"{"type":"signal","to":"x","data":"\ud83dTude00"}"#,

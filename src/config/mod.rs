@@ -477,6 +477,16 @@ pub struct SignalingSection {
     /// Default: `"30s"`.
     #[serde(with = "humantime_serde")]
     pub heartbeat_timeout: Duration,
+    /// Protocol v1.1 resume (`docs/signaling.md`): a client that joined
+    /// with `"resume": true` and whose socket drops without a `leave` keeps
+    /// its place in the room this long; what is addressed to it meanwhile
+    /// is queued (within `max_outbox_bytes`) and replayed in order when it
+    /// resumes with its token, and its room sees `peer-left` only once
+    /// this runs out. `"0s"` turns resume off. At most 10m; read at start
+    /// (like the other signaling limits, a reload does not change it).
+    /// Default: `"30s"`.
+    #[serde(with = "humantime_serde")]
+    pub resume_grace: Duration,
     /// Secret that gates `/ws`: a client must then connect with
     /// `?token=<expiry>.<signature>`, where expiry is a Unix time and the
     /// signature is base64url (no padding) of HMAC-SHA256(secret, expiry),
@@ -521,6 +531,7 @@ impl Default for SignalingSection {
             max_outbox_bytes: 262_144,
             ping_interval: Duration::from_secs(15),
             heartbeat_timeout: Duration::from_secs(30),
+            resume_grace: Duration::from_secs(30),
             token_secret: None,
             api_key: None,
             allowed_origins: Vec::new(),
@@ -702,6 +713,7 @@ mod tests {
             "messages_per_second",
             "ping_interval",
             "heartbeat_timeout",
+            "resume_grace",
             "token_secret",
             "api_key",
             "allowed_origins",

@@ -539,6 +539,9 @@ impl Config {
         if signaling.ping_interval < Duration::from_secs(1) {
             return Err(ConfigError::invalid("signaling.ping_interval", "must be at least 1s"));
         }
+        if signaling.resume_grace > Duration::from_secs(600) {
+            return Err(ConfigError::invalid("signaling.resume_grace", "must be at most 10m"));
+        }
         if signaling.heartbeat_timeout < signaling.ping_interval {
             return Err(ConfigError::invalid(
                 "signaling.heartbeat_timeout",
@@ -1055,6 +1058,7 @@ mod tests {
             ("[signaling]\nmax_outbox_bytes = 67108865", "signaling.max_outbox_bytes"),
             ("[signaling]\nmessages_per_second = 0", "signaling.messages_per_second"),
             ("[signaling]\nping_interval = \"10ms\"", "signaling.ping_interval"),
+            ("[signaling]\nresume_grace = \"11m\"", "signaling.resume_grace"),
             (
                 "[signaling]\nping_interval = \"20s\"\nheartbeat_timeout = \"10s\"",
                 "signaling.heartbeat_timeout",

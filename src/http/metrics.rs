@@ -343,7 +343,7 @@ impl Collector for TurnpikeCollector {
         family(
             e,
             "turnpike_signaling_sessions",
-            "Signaling WebSocket sessions now",
+            "Signaling sessions now, detached ones waiting for a resume included",
             None,
             Gauge,
             one(sessions as u64),
@@ -380,6 +380,22 @@ impl Collector for TurnpikeCollector {
             None,
             Counter,
             one(counters.evictions),
+        )?;
+        family(
+            e,
+            "turnpike_signaling_resumes",
+            "Signaling sessions resumed on a new WebSocket (protocol v1.1)",
+            None,
+            Counter,
+            one(counters.resumes),
+        )?;
+        family(
+            e,
+            "turnpike_signaling_grace_expiries",
+            "Detached signaling sessions whose resume grace period ran out (their room heard peer-left)",
+            None,
+            Counter,
+            one(counters.grace_expiries),
         )?;
         let (live, refused) = {
             let table = self.connections.lock().unwrap_or_else(|e| e.into_inner());

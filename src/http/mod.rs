@@ -142,6 +142,7 @@ pub fn start(
         max_message_size: signaling.max_message_size,
         ping_interval: signaling.ping_interval,
         heartbeat_timeout: signaling.heartbeat_timeout,
+        resume_grace: signaling.resume_grace,
     };
     let hub = Arc::new(Hub::new(limits, session, ice));
     let connections = Arc::new(Mutex::new(ConnectionTable::new(
@@ -163,6 +164,7 @@ pub fn start(
                 Ok(runtime) => runtime,
                 Err(e) => return warn!("HTTP runtime failed to start: {e}"),
             };
+            runtime.spawn(app.hub.clone().run_timers());
             runtime.block_on(accept_loop(listener, router(app), tls, connections, stopped));
         })
         .map_err(HttpError::Thread)?;

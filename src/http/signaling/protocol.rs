@@ -1,11 +1,16 @@
-//! Signaling protocol v1: the JSON messages of `/ws` (DESIGN.md,
-//! "Signaling protocol v1").
+//! Signaling protocol v1 and v1.1: the JSON messages of `/ws` (DESIGN.md,
+//! "Signaling protocol v1"; `docs/signaling.md` for both).
 //!
 //! Client messages are parsed leniently (unknown fields are ignored, so a
 //! newer client can add some) but strictly in what they need: a `join`
 //! needs a valid room name, a `signal` needs `to` and `data`. `data` is
-//! kept as raw JSON and relayed byte for byte, never re-encoded. Anything
-//! else is a [`ErrorCode::BadMessage`].
+//! kept as raw JSON and relayed byte for byte, never re-encoded; every JSON
+//! value counts, `null` included (only a missing `data` is refused).
+//! Anything else is a [`ErrorCode::BadMessage`].
+//!
+//! The additions of protocol v1.1 (`docs/signaling.md`) are opt-in: the
+//! `resume` and `iceRefresh` flags of `join`, and the `resume` and `ack`
+//! messages. A client that uses none of them sees exactly v1.
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -18,11 +23,34 @@ pub const MAX_NAME_LEN: usize = 64;
 /// A message from a client.
 #[derive(Debug)]
 pub enum ClientMessage {
-    Join { room: String, name: Option<String> },
-    Signal { to: String, data: Box<RawValue> },
+    /// `resume` asks for a resume token (v1.1), `ice_refresh` for fresh
+    /// `iceServers` before the credential expires (v1.1).
+    Join {
+        room: String,
+        name: Option<String>,
+        resume: bool,
+        ice_refresh: bool,
+    },
+    Signal {
+        to: String,
+        data: Box<RawValue>,
+    },
     Leave,
     Ping,
+    /// v1.1: take over the session `token` names; `last` is the number of
+    /// messages the client read after its `joined`.
+    Resume {
+        token: String,
+        last: u64,
+    },
+    /// v1.1: the client has read `seq` messages after its `joined`.
+    Ack {
+        seq: u64,
+    },
 }
+
+/// Longest resume token accepted, in bytes (tokens minted are 32).
+pub const MAX_TOKEN_LEN: usize = 128;
 
 /// The wire shape of every client message. Parsed as one flat struct
 /// rather than an internally tagged enum because serde cannot keep `data`
@@ -34,7 +62,23 @@ struct Envelope {
     room: Option<String>,
     name: Option<String>,
     to: Option<String>,
+    /// `Some` for any JSON value, `null` included; `None` only when absent
+    /// (a plain `Option` would read `null` as absent).
+    #[serde(default, deserialize_with = "present")]
     data: Option<Box<RawValue>>,
+    // The v1.1 fields are read as any JSON, so that a v1 message carrying
+    // a field of that name with another type still parses as before.
+    resume: Option<serde_json::Value>,
+    #[serde(rename = "iceRefresh")]
+    ice_refresh: Option<serde_json::Value>,
+    token: Option<serde_json::Value>,
+    last: Option<serde_json::Value>,
+    seq: Option<serde_json::Value>,
+}
+
+/// Reads a field that is present as `Some`, whatever JSON it holds.
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(deserializer).map(Some)
 }
 
 impl ClientMessage {
@@ -58,7 +102,14 @@ impl ClientMessage {
                         ));
                     }
                 }
-                Ok(ClientMessage::Join { room, name })
+                let resume = envelope.resume == Some(serde_json::Value::Bool(true));
+                let ice_refresh = envelope.ice_refresh == Some(serde_json::Value::Bool(true));
+                Ok(ClientMessage::Join {
+                    room,
+                    name,
+                    resume,
+                    ice_refresh,
+                })
             }
             "signal" => Ok(ClientMessage::Signal {
                 to: envelope.to.ok_or("signal needs \"to\"")?,
@@ -66,8 +117,32 @@ impl ClientMessage {
             }),
             "leave" => Ok(ClientMessage::Leave),
             "ping" => Ok(ClientMessage::Ping),
+            "resume" => {
+                let token = match envelope.token {
+                    Some(serde_json::Value::String(token)) if !token.is_empty() && token.len() <= MAX_TOKEN_LEN => {
+                        token
+                    }
+                    _ => {
+                        return Err(format!(
+                            "resume needs \"token\", a string of 1 to {MAX_TOKEN_LEN} bytes"
+                        ))
+                    }
+                };
+                let last = envelope.last.as_ref().and_then(serde_json::Value::as_u64);
+                Ok(ClientMessage::Resume {
+                    token,
+                    last: last.ok_or("resume needs \"last\", a message count")?,
+                })
+            }
+            "ack" => Ok(ClientMessage::Ack {
+                seq: envelope
+                    .seq
+                    .as_ref()
+                    .and_then(serde_json::Value::as_u64)
+                    .ok_or("ack needs \"seq\", a message count")?,
+            }),
             other => Err(format!(
-                "unknown type {:?}; expected join, signal, leave or ping",
+                "unknown type {:?}; expected join, signal, leave, ping, resume or ack",
                 other.chars().take(32).collect::<String>()
             )),
         }
@@ -93,11 +168,14 @@ pub enum ErrorCode {
     TooLarge = 4,
     RateLimited = 5,
     Unauthorized = 6,
+    /// v1.1: a `resume` whose token is unknown or expired, or whose
+    /// messages can no longer all be replayed; join afresh.
+    ResumeFailed = 7,
 }
 
 impl ErrorCode {
     /// Every code, in discriminant order, as sent on the wire.
-    pub const ALL: [&'static str; 7] = [
+    pub const ALL: [&'static str; 8] = [
         "bad-message",
         "room-full",
         "not-in-room",
@@ -105,6 +183,7 @@ impl ErrorCode {
         "too-large",
         "rate-limited",
         "unauthorized",
+        "resume-failed",
     ];
 }
 
@@ -126,6 +205,15 @@ pub struct IceServer {
     pub credential: Option<String>,
 }
 
+/// The `resume` object of `joined` and `resumed`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ResumeGrant<'a> {
+    /// Secret: whoever holds it may take the session over.
+    pub token: &'a str,
+    /// Seconds the room keeps the session after its socket drops.
+    pub grace: u64,
+}
+
 /// A message to a client.
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -134,6 +222,24 @@ pub enum ServerMessage<'a> {
         room: &'a str,
         id: &'a str,
         peers: &'a [PeerInfo],
+        #[serde(rename = "iceServers")]
+        ice_servers: &'a [IceServer],
+        /// v1.1, only when the join asked for it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resume: Option<ResumeGrant<'a>>,
+    },
+    /// v1.1: the answer to a successful `resume`; what the session missed
+    /// follows it, in order.
+    Resumed {
+        room: &'a str,
+        id: &'a str,
+        resume: ResumeGrant<'a>,
+        /// Client frames the server read after `joined`, across sockets.
+        received: u64,
+    },
+    /// v1.1: fresh `iceServers`, pushed before the previous credential
+    /// expires to sessions that joined with `iceRefresh`.
+    IceServers {
         #[serde(rename = "iceServers")]
         ice_servers: &'a [IceServer],
     },
@@ -172,7 +278,7 @@ mod tests {
     fn parses_each_client_message() {
         assert!(matches!(
             ClientMessage::parse(r#"{"type":"join","room":"a-b_1","name":"Ann"}"#),
-            Ok(ClientMessage::Join { room, name: Some(name) }) if room == "a-b_1" && name == "Ann"
+            Ok(ClientMessage::Join { room, name: Some(name), resume: false, ice_refresh: false }) if room == "a-b_1" && name == "Ann"
         ));
         assert!(matches!(
             ClientMessage::parse(r#"{"type":"join","room":"r"}"#),
@@ -221,6 +327,54 @@ mod tests {
     }
 
     #[test]
+    fn parses_the_v1_1_additions_and_leaves_v1_alone() {
+        assert!(matches!(
+            ClientMessage::parse(r#"{"type":"join","room":"r","resume":true,"iceRefresh":true}"#),
+            Ok(ClientMessage::Join {
+                resume: true,
+                ice_refresh: true,
+                ..
+            })
+        ));
+        assert!(
+            matches!(
+                ClientMessage::parse(r#"{"type":"join","room":"r","resume":"yes","iceRefresh":1}"#),
+                Ok(ClientMessage::Join {
+                    resume: false,
+                    ice_refresh: false,
+                    ..
+                })
+            ),
+            "only true asks"
+        );
+        assert!(matches!(
+            ClientMessage::parse(r#"{"type":"resume","token":"abc","last":7}"#),
+            Ok(ClientMessage::Resume { token, last: 7 }) if token == "abc"
+        ));
+        assert!(matches!(
+            ClientMessage::parse(r#"{"type":"ack","seq":3}"#),
+            Ok(ClientMessage::Ack { seq: 3 })
+        ));
+        match ClientMessage::parse(r#"{"type":"signal","to":"x","data":null,"seq":"not a number","token":5}"#) {
+            Ok(ClientMessage::Signal { data, .. }) => assert_eq!(data.get(), "null"),
+            other => panic!("a v1 signal with odd extra fields: {other:?}"),
+        }
+        let long = format!(r#"{{"type":"resume","token":"{}","last":0}}"#, "t".repeat(129));
+        for bad in [
+            r#"{"type":"resume","last":0}"#,
+            r#"{"type":"resume","token":"","last":0}"#,
+            r#"{"type":"resume","token":5,"last":0}"#,
+            r#"{"type":"resume","token":"t"}"#,
+            r#"{"type":"resume","token":"t","last":-1}"#,
+            r#"{"type":"ack"}"#,
+            r#"{"type":"ack","seq":"1"}"#,
+            &long,
+        ] {
+            assert!(ClientMessage::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
     fn server_messages_have_the_documented_shape() {
         let data = RawValue::from_string(r#"{"candidate":"c"}"#.to_owned()).unwrap();
         assert_eq!(
@@ -257,10 +411,26 @@ mod tests {
                 room: "r",
                 id: "b",
                 peers: &peers,
-                ice_servers: &ice
+                ice_servers: &ice,
+                resume: None,
             }
             .to_json(),
             r#"{"type":"joined","room":"r","id":"b","peers":[{"id":"a","name":"A"}],"iceServers":[{"urls":["stun:h:1"]}]}"#
+        );
+        let grant = ResumeGrant { token: "t", grace: 30 };
+        assert_eq!(
+            ServerMessage::Resumed {
+                room: "r",
+                id: "b",
+                resume: grant,
+                received: 4
+            }
+            .to_json(),
+            r#"{"type":"resumed","room":"r","id":"b","resume":{"token":"t","grace":30},"received":4}"#
+        );
+        assert_eq!(
+            ServerMessage::IceServers { ice_servers: &ice }.to_json(),
+            r#"{"type":"ice-servers","iceServers":[{"urls":["stun:h:1"]}]}"#
         );
     }
 

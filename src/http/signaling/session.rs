@@ -16,8 +16,18 @@
 //! does not read ends at once instead of after a blocked write. Writes are
 //! done [`SEND_BUDGET`] at a time between reads, so a busy outbox does not
 //! keep the client's own frames or the heartbeat from being looked at.
-//! Whatever way a session ends, [`Switchboard::disconnect`] takes it out of
-//! its room and tells the others at once (an evicted one was already).
+//! Whatever way a socket ends, its session leaves its room and the others
+//! are told at once (an evicted one was already), unless the session holds
+//! a resume token (v1.1) and the socket ended without the client's close
+//! frame (a reset, an error, a missed heartbeat: what a network blip looks
+//! like): then [`Switchboard::disconnect_at`] keeps it for the grace
+//! period. A close frame (a tab closed sends 1001) is a leave. One more task per hub,
+//! [`Hub::run_timers`], sleeps until the switchboard's next deadline (a
+//! grace period's end, a credential refresh) and is woken when an earlier
+//! one appears; it never ticks.
+//!
+//! A text frame that is not UTF-8 closes the socket with 1007 (RFC 6455
+//! §7.4.1), as the protocol has no way to answer it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,14 +38,19 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::protocol::ErrorCode;
-use super::switchboard::{Counters, Limits, Outgoing, Switchboard};
+use super::protocol::{ErrorCode, IceServer};
+use super::switchboard::{Counters, Limits, Mint, Outgoing, Switchboard};
 use crate::http::ice::IceConfig;
 use crate::process::clock;
 use crate::proto::source::SourceKey;
 
 /// WebSocket close code for a policy violation (RFC 6455 §7.4.1).
 const CLOSE_POLICY: u16 = 1008;
+/// WebSocket close code for data that does not match its type, such as a
+/// text frame that is not UTF-8 (RFC 6455 §7.4.1).
+const CLOSE_INVALID_DATA: u16 = 1007;
+/// WebSocket close code for a normal end (RFC 6455 §7.4.1).
+const CLOSE_NORMAL: u16 = 1000;
 
 /// Messages written in a row before the session looks at its client again.
 const SEND_BUDGET: usize = 16;
@@ -46,6 +61,8 @@ pub struct SessionLimits {
     pub max_message_size: usize,
     pub ping_interval: Duration,
     pub heartbeat_timeout: Duration,
+    /// `signaling.resume_grace`; zero offers no resume.
+    pub resume_grace: Duration,
 }
 
 /// What the token check before the upgrade decided.
@@ -59,9 +76,10 @@ pub enum Authorization {
 
 struct HubState {
     board: Switchboard,
-    /// Session id → its wake-up; mirrors the sessions of `board` that have
-    /// a running driver.
+    /// Connection id → its wake-up; one per running driver.
     wakers: HashMap<String, Arc<Notify>>,
+    /// The deadline the timer task sleeps until.
+    armed: Option<std::time::Instant>,
 }
 
 /// What all sessions share.
@@ -69,17 +87,37 @@ pub struct Hub {
     state: Mutex<HubState>,
     pub limits: SessionLimits,
     ice: std::sync::RwLock<Arc<IceConfig>>,
+    /// Wakes [`Hub::run_timers`] when an earlier deadline appears.
+    timer: Notify,
+}
+
+/// The [`Mint`] of live sessions: credentials from the current ICE config,
+/// tokens from the process's randomness.
+struct LiveMint {
+    ice: Arc<IceConfig>,
+}
+
+impl Mint for LiveMint {
+    fn ice_servers(&mut self, host: Option<&str>, peer: &str) -> (Vec<IceServer>, Duration) {
+        (self.ice.ice_servers(host, peer, clock::unix_secs()), self.ice.ttl)
+    }
+
+    fn resume_token(&mut self) -> Option<String> {
+        Some(resume_token())
+    }
 }
 
 impl Hub {
     pub fn new(limits: Limits, session: SessionLimits, ice: IceConfig) -> Hub {
         Hub {
             state: Mutex::new(HubState {
-                board: Switchboard::new(limits),
+                board: Switchboard::new(limits).with_resume_grace(session.resume_grace),
                 wakers: HashMap::new(),
+                armed: None,
             }),
             limits: session,
             ice: std::sync::RwLock::new(Arc::new(ice)),
+            timer: Notify::new(),
         }
     }
 
@@ -109,7 +147,8 @@ impl Hub {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `f` on the switchboard, then wakes the sessions it named.
+    /// Runs `f` on the switchboard, then wakes the connections it named,
+    /// and the timer task if the next deadline moved earlier.
     fn with<R>(&self, f: impl FnOnce(&mut Switchboard) -> R) -> R {
         let mut state = self.lock();
         let result = f(&mut state.board);
@@ -118,16 +157,51 @@ impl Hub {
                 waker.notify_one();
             }
         }
+        let next = state.board.poll_timeout();
+        if next.is_some_and(|next| state.armed.is_none_or(|armed| next < armed)) {
+            state.armed = next;
+            self.timer.notify_one();
+        }
         result
     }
 
-    /// A new session with a fresh id, and its wake-up.
-    fn connect(&self, source: SourceKey, room_grant: Option<String>) -> (String, Arc<Notify>) {
+    /// Runs the switchboard's timers (grace periods, credential refreshes)
+    /// for as long as the HTTP side runs: sleeps until the next deadline,
+    /// or until [`Hub::with`] reports an earlier one.
+    pub async fn run_timers(self: Arc<Self>) {
+        loop {
+            let next = {
+                let mut state = self.lock();
+                state.armed = state.board.poll_timeout();
+                state.armed
+            };
+            match next {
+                Some(at) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(Instant::from_std(at)) => {}
+                        () = self.timer.notified() => continue,
+                    }
+                }
+                None => {
+                    self.timer.notified().await;
+                    continue;
+                }
+            }
+            let mut mint = LiveMint { ice: self.ice() };
+            self.with(|board| board.handle_timeout(clock::mono(), &mut mint));
+        }
+    }
+
+    /// A new connection (and session) with a fresh id, and its wake-up.
+    fn connect(&self, source: SourceKey, room_grant: Option<String>, host: Option<String>) -> (String, Arc<Notify>) {
         let waker = Arc::new(Notify::new());
         let mut state = self.lock();
         let id = loop {
             let id = peer_id();
-            if state.board.connect(&id, source, room_grant.clone(), clock::mono()) {
+            if state
+                .board
+                .connect_with_host(&id, source, room_grant.clone(), host.clone(), clock::mono())
+            {
                 break id;
             }
         };
@@ -135,14 +209,22 @@ impl Hub {
         (id, waker)
     }
 
-    fn disconnect(&self, id: &str) {
-        let counts = self.with(|board| {
-            board.disconnect(id);
-            board.counts()
+    /// The socket of connection `id` ended (`clean`: with the client's
+    /// close frame, which is a leave); true if a resume elsewhere had taken
+    /// it over.
+    fn disconnect(&self, id: &str, clean: bool) -> bool {
+        let (counts, replaced) = self.with(|board| {
+            let replaced = board.was_replaced(id);
+            match clean {
+                true => board.disconnect(id),
+                false => board.disconnect_at(id, clock::mono()),
+            }
+            (board.counts(), replaced)
         });
         self.lock().wakers.remove(id);
         let (rooms, peers, sessions) = counts;
-        debug!(peer = id, rooms, peers, sessions, "signaling session ended");
+        debug!(conn = id, rooms, peers, sessions, "signaling connection ended");
+        replaced
     }
 }
 
@@ -175,11 +257,13 @@ pub async fn run(
             return;
         }
     };
-    let (id, wake) = hub.connect(source, room_grant);
+    let (id, wake) = hub.connect(source, room_grant, host.clone());
     let mut ping = tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
     let heartbeat = tokio::time::sleep(limits.heartbeat_timeout);
     tokio::pin!(heartbeat);
     let mut evicted = false;
+    let mut close: Option<CloseFrame> = None;
+    let mut clean_close = false;
     'session: loop {
         // Write what is queued, a budget at a time.
         let mut more = true;
@@ -205,19 +289,36 @@ pub async fn run(
         tokio::select! {
             frame = socket.recv() => {
                 heartbeat.as_mut().reset(Instant::now() + limits.heartbeat_timeout);
-                let Some(Ok(frame)) = frame else { break };
+                let frame = match frame {
+                    Some(Ok(frame)) => frame,
+                    Some(Err(e)) => {
+                        // tungstenite refuses a text frame that is not
+                        // UTF-8 with its Utf8 error; axum passes it on
+                        // boxed, so it is known by its message.
+                        if e.to_string().contains("UTF-8") {
+                            debug!(conn = %id, "signaling text frame is not UTF-8; closing with 1007");
+                            close = Some(CloseFrame {
+                                code: CLOSE_INVALID_DATA,
+                                reason: "text frame is not valid UTF-8".into(),
+                            });
+                        }
+                        break;
+                    }
+                    None => break,
+                };
                 match frame {
                     Message::Text(text) => {
-                        let ice = hub.ice();
-                        let host = host.as_deref();
-                        hub.with(|board| {
-                            board.handle_text(&id, text.as_str(), clock::mono(), |peer| {
-                                ice.ice_servers(host, peer, clock::unix_secs())
-                            })
-                        });
+                        let mut mint = LiveMint { ice: hub.ice() };
+                        hub.with(|board| board.handle_text_with(&id, text.as_str(), clock::mono(), &mut mint));
                     }
                     Message::Binary(_) => hub.with(|board| board.handle_binary(&id, clock::mono())),
-                    Message::Close(_) => break,
+                    Message::Close(_) => {
+                        // A clean close is the client going away on
+                        // purpose (a closed tab sends 1001): a leave, with
+                        // no grace period. A blip sends no close frame.
+                        clean_close = true;
+                        break;
+                    }
                     Message::Ping(_) | Message::Pong(_) => {}
                 }
             }
@@ -235,11 +336,18 @@ pub async fn run(
             }
         }
     }
-    hub.disconnect(&id);
-    let close = evicted.then(|| CloseFrame {
-        code: CLOSE_POLICY,
-        reason: "too slow: messages were not read".into(),
-    });
+    let replaced = hub.disconnect(&id, clean_close);
+    if replaced {
+        close = Some(CloseFrame {
+            code: CLOSE_NORMAL,
+            reason: "resumed on another connection".into(),
+        });
+    } else if evicted {
+        close = Some(CloseFrame {
+            code: CLOSE_POLICY,
+            reason: "too slow: messages were not read".into(),
+        });
+    }
     let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(close))).await;
 }
 
@@ -284,6 +392,13 @@ async fn send_bounded(socket: &mut WebSocket, message: Message, limit: Duration)
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
     }
+}
+
+/// A fresh resume token: 128 random bits, base64url without padding.
+fn resume_token() -> String {
+    use base64::Engine;
+    let bytes: [u8; 16] = crate::process::random::random_bytes();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// A fresh peer id: 16 hex digits, unguessable, so that ids learnt in one

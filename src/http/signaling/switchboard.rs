@@ -1,40 +1,71 @@
 //! The switchboard: the whole state machine of `/ws` signaling (DESIGN.md,
-//! "Signaling protocol v1"), sans-IO. It holds the sessions, their outboxes
-//! and the [`Rooms`]; the tokio driver (`session`) feeds it client frames
-//! with the time (`handle_*`) and writes out what it queued
-//! (`poll_outgoing`), waking the sessions `poll_woken` names.
+//! "Signaling protocol v1", and its v1.1 additions in `docs/signaling.md`),
+//! sans-IO. It holds the sessions, their outboxes and the [`Rooms`]; the
+//! tokio driver (`session`) feeds it client frames with the time
+//! (`handle_*`) and writes out what it queued (`poll_outgoing`), waking the
+//! connections `poll_woken` names, and calls [`Switchboard::handle_timeout`]
+//! when [`Switchboard::poll_timeout`] says. The clock and the randomness
+//! (resume tokens, credentials) come in from outside: times as arguments,
+//! tokens and `iceServers` from a [`Mint`].
+//!
+//! A *connection* is one WebSocket (the driver's id); a *session* is a peer
+//! (its id is the peer id the room knows). A connection starts with a
+//! session of its own id; a v1.1 `resume` moves it to the session its token
+//! names, so that the peer keeps its id, its room and its outbox across
+//! sockets.
 //!
 //! Every message to a client, the answers to its own requests included,
-//! goes through that client's outbox in order, so a client sees `joined`
+//! goes through that session's outbox in order, so a client sees `joined`
 //! before anything from its new room, and what its old room said before
 //! it left comes before the `joined` of the next one.
 //!
+//! Resume (v1.1, only for a join that asked for it, and only with a
+//! non-zero grace): every message queued after `joined` gets the next
+//! sequence number (the client counts what it reads, so numbers are not
+//! on the wire); written messages stay in a history until the client acks
+//! them. When the socket ends without a `leave`, the session stays in its
+//! room, *detached*, for the grace period: the room sees no `peer-left`,
+//! and what is addressed to it is queued. A `resume` with the token and
+//! the count the client read puts the unread history and the queue, in
+//! order, behind a `resumed`, and issues a new token (the old one is spent).
+//! A grace period that runs out is a leave. A resume on a session whose
+//! socket still looks alive takes it over: the old connection is told
+//! `Gone`.
+//!
 //! Bounds:
-//! - an outbox holds at most `max_outbox_bytes`, each message costing its
-//!   length plus [`MESSAGE_OVERHEAD`] (so a flood of tiny messages is
-//!   bounded by the same budget; no separate count is needed);
+//! - an outbox and its history together hold at most `max_outbox_bytes`,
+//!   each message costing its length plus [`MESSAGE_OVERHEAD`] (so a flood
+//!   of tiny messages is bounded by the same budget; no separate count is
+//!   needed). The history gives way first: its oldest messages are
+//!   forgotten (a resume that would need them fails with `resume-failed`);
 //! - a message that would overflow an outbox *evicts* its session at once:
 //!   the outbox is emptied (the memory is freed now, not when the driver
 //!   gets round to it), the session leaves its room, the room is told
 //!   `peer-left` in the same call, and the session only answers
 //!   [`Outgoing::Gone`] from then on. The driver is woken to close the
-//!   socket, even in the middle of a write;
+//!   socket, even in the middle of a write; a detached session is removed;
 //! - a client's frames pass a token bucket of `messages_per_second` (burst
-//!   twice that) and `max_message_size` before they are parsed.
+//!   twice that) and `max_message_size` before they are parsed;
+//! - detached sessions are bounded by the sessions that existed (a session
+//!   is detached instead of removed) and each by `resume_grace`; at most
+//!   one timer of each kind per session.
 //!
 //! Invariants ([`Switchboard::check`]): those of [`Rooms`]; every outbox's
-//! byte count equals the cost of what it holds and is at most
-//! `max_outbox_bytes`; an evicted session is in no room and holds nothing;
-//! every peer in a room is a live session.
+//! and history's byte count equals the cost of what it holds and together
+//! they are at most `max_outbox_bytes`; an evicted session is in no room
+//! and holds nothing; every peer in a room is a session; `links` and each
+//! session's `conn` mirror each other; `tokens` mirrors the sessions'
+//! resume tokens; `graces` holds exactly the detached sessions, `refreshes`
+//! exactly the sessions with a refresh due.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 use tracing::debug;
 
-use super::protocol::{ClientMessage, ErrorCode, IceServer, PeerInfo, ServerMessage};
+use super::protocol::{ClientMessage, ErrorCode, IceServer, PeerInfo, ResumeGrant, ServerMessage};
 use super::rooms::{JoinRefused, Rooms};
 use crate::proto::source::SourceKey;
 use crate::proto::token_bucket::TokenBucket;
@@ -45,7 +76,7 @@ pub const MESSAGE_OVERHEAD: usize = 64;
 
 /// Client message kinds, as metric label values; the last is for
 /// messages that did not parse.
-pub const MESSAGE_KINDS: [&str; 5] = ["join", "signal", "leave", "ping", "invalid"];
+pub const MESSAGE_KINDS: [&str; 7] = ["join", "signal", "leave", "ping", "resume", "ack", "invalid"];
 
 /// The limits of `[signaling]` the switchboard enforces.
 #[derive(Debug, Clone)]
@@ -58,14 +89,38 @@ pub struct Limits {
     pub max_outbox_bytes: usize,
 }
 
-/// What [`Switchboard::poll_outgoing`] has for a session.
+/// What the switchboard needs from outside that is not time: fresh
+/// credentials and unguessable tokens.
+pub trait Mint {
+    /// The `iceServers` for peer `peer` whose client reached us as `host`
+    /// (its Host header), and how long their credential lasts.
+    fn ice_servers(&mut self, host: Option<&str>, peer: &str) -> (Vec<IceServer>, Duration);
+    /// A fresh resume token (unguessable: from the process's randomness),
+    /// or `None` if this caller cannot make one (then no resume is offered).
+    fn resume_token(&mut self) -> Option<String>;
+}
+
+/// A [`Mint`] from a v1 closure: `iceServers` only, no tokens, no refresh.
+struct IceOnly<F>(Option<F>);
+
+impl<F: FnOnce(&str) -> Vec<IceServer>> Mint for IceOnly<F> {
+    fn ice_servers(&mut self, _host: Option<&str>, peer: &str) -> (Vec<IceServer>, Duration) {
+        (self.0.take().map(|f| f(peer)).unwrap_or_default(), Duration::ZERO)
+    }
+    fn resume_token(&mut self) -> Option<String> {
+        None
+    }
+}
+
+/// What [`Switchboard::poll_outgoing`] has for a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outgoing {
     /// The next message to write.
     Message(Arc<str>),
     /// Nothing queued.
     Idle,
-    /// Evicted (or never connected): close the socket.
+    /// Evicted, taken over by a resume elsewhere ([`Switchboard::was_replaced`]),
+    /// or never connected: close the socket.
     Gone,
 }
 
@@ -78,6 +133,34 @@ pub struct Counters {
     pub errors: [u64; ErrorCode::ALL.len()],
     /// Sessions evicted for a full outbox.
     pub evictions: u64,
+    /// Successful resumes.
+    pub resumes: u64,
+    /// Detached sessions whose grace period ran out.
+    pub grace_expiries: u64,
+}
+
+/// A queued message; `seq` 0 is unnumbered (before resume was granted, or
+/// `joined`/`resumed` themselves).
+#[derive(Debug, Clone)]
+struct Queued {
+    seq: u64,
+    text: Arc<str>,
+}
+
+#[derive(Debug)]
+struct Resume {
+    token: String,
+    /// Number of the next numbered message (the first is 1).
+    next_seq: u64,
+    /// Written, not yet acked, oldest first; `seq` ascending.
+    history: VecDeque<Queued>,
+    /// Cost of `history`.
+    history_bytes: usize,
+    /// Highest number forgotten from `history` before it was acked (0:
+    /// none); a resume from below it cannot be replayed.
+    forgotten: u64,
+    /// Client frames read after `joined`.
+    received: u64,
 }
 
 #[derive(Debug)]
@@ -85,11 +168,20 @@ struct Session {
     source: SourceKey,
     /// The only room this session may join, when its token names one.
     room_grant: Option<String>,
-    queue: VecDeque<Arc<str>>,
+    /// The Host header its client used (for the ICE URLs of a refresh).
+    host: Option<String>,
+    /// The connection that drives it; `None` while detached.
+    conn: Option<String>,
+    queue: VecDeque<Queued>,
     /// Cost of `queue`: its lengths plus `MESSAGE_OVERHEAD` each.
     queued_bytes: usize,
     bucket: TokenBucket,
     evicted: bool,
+    resume: Option<Resume>,
+    /// When detached: when the grace period ends (mirrored in `graces`).
+    grace_until: Option<Instant>,
+    /// When fresh `iceServers` are due (mirrored in `refreshes`).
+    refresh_at: Option<Instant>,
 }
 
 fn cost(message: &str) -> usize {
@@ -100,10 +192,23 @@ fn cost(message: &str) -> usize {
 #[derive(Debug)]
 pub struct Switchboard {
     limits: Limits,
+    /// How long a detached session is kept; zero turns resume off.
+    resume_grace: Duration,
     rooms: Rooms,
+    /// Peer id → session.
     sessions: HashMap<String, Session>,
-    /// Sessions to wake: their outbox went from empty to not, or they
-    /// were evicted. May name one twice.
+    /// Connection → the peer id of its session; mirrors `Session::conn`.
+    links: HashMap<String, String>,
+    /// Connections taken over by a resume, until their driver disconnects.
+    replaced: HashSet<String>,
+    /// Resume token → peer id; mirrors `Resume::token`.
+    tokens: HashMap<String, String>,
+    /// (end of grace, peer id) of every detached session.
+    graces: BTreeSet<(Instant, String)>,
+    /// (refresh due, peer id) of every session with `iceRefresh`.
+    refreshes: BTreeSet<(Instant, String)>,
+    /// Connections to wake: their outbox went from empty to not, they were
+    /// evicted or replaced. May name one twice.
     woken: Vec<String>,
     counters: Counters,
 }
@@ -113,17 +218,42 @@ impl Switchboard {
         Switchboard {
             rooms: Rooms::new(limits.room_size, limits.max_rooms, limits.max_rooms_per_source),
             limits,
+            resume_grace: Duration::ZERO,
             sessions: HashMap::new(),
+            links: HashMap::new(),
+            replaced: HashSet::new(),
+            tokens: HashMap::new(),
+            graces: BTreeSet::new(),
+            refreshes: BTreeSet::new(),
             woken: Vec::new(),
             counters: Counters::default(),
         }
     }
 
-    /// Opens session `id` for a client connected from `source`; with
-    /// `room_grant` it may join only that room. False (and nothing done)
-    /// if `id` is taken.
+    /// Offers resume (v1.1) with this grace period; zero (the default)
+    /// offers none.
+    pub fn with_resume_grace(mut self, grace: Duration) -> Switchboard {
+        self.resume_grace = grace;
+        self
+    }
+
+    /// Opens connection `id`, with a session of the same id, for a client
+    /// connected from `source`; with `room_grant` it may join only that
+    /// room. False (and nothing done) if `id` is taken.
     pub fn connect(&mut self, id: &str, source: SourceKey, room_grant: Option<String>, now: Instant) -> bool {
-        if self.sessions.contains_key(id) {
+        self.connect_with_host(id, source, room_grant, None, now)
+    }
+
+    /// [`Self::connect`], remembering the Host header the client used.
+    pub fn connect_with_host(
+        &mut self,
+        id: &str,
+        source: SourceKey,
+        room_grant: Option<String>,
+        host: Option<String>,
+        now: Instant,
+    ) -> bool {
+        if self.sessions.contains_key(id) || self.links.contains_key(id) || self.replaced.contains(id) {
             return false;
         }
         let rate = u64::from(self.limits.messages_per_second);
@@ -132,33 +262,75 @@ impl Switchboard {
             Session {
                 source,
                 room_grant,
+                host,
+                conn: Some(id.to_owned()),
                 queue: VecDeque::new(),
                 queued_bytes: 0,
                 bucket: TokenBucket::new(rate, rate.saturating_mul(2), now),
                 evicted: false,
+                resume: None,
+                grace_until: None,
+                refresh_at: None,
             },
         );
+        self.links.insert(id.to_owned(), id.to_owned());
         true
     }
 
-    /// Ends session `id` however it ended (leave, close, reset, missed
-    /// heartbeat, eviction): out of its room, the others told, forgotten.
+    /// Ends connection `id` at once, however it ended: its session leaves
+    /// its room, the others are told, and it is forgotten (no grace).
     pub fn disconnect(&mut self, id: &str) {
-        self.leave(id);
-        self.sessions.remove(id);
+        self.replaced.remove(id);
+        if let Some(peer) = self.links.remove(id) {
+            self.end_session(&peer);
+        }
     }
 
-    /// A text frame from the client of session `id`, at `now`. `ice` makes
+    /// Connection `id`'s socket ended at `now` without a `leave`: a session
+    /// that holds a resume token and is in a room is kept, detached, for
+    /// the grace period; any other ends as with [`Self::disconnect`].
+    pub fn disconnect_at(&mut self, id: &str, now: Instant) {
+        self.replaced.remove(id);
+        let Some(peer) = self.links.remove(id) else {
+            return;
+        };
+        let in_room = self.rooms.room_of(&peer).is_some();
+        let until = now + self.resume_grace;
+        match self.sessions.get_mut(&peer) {
+            Some(session) if in_room && !session.evicted && session.resume.is_some() => {
+                session.conn = None;
+                session.grace_until = Some(until);
+                self.graces.insert((until, peer.clone()));
+                debug!(peer = %peer, "signaling socket ended; session kept for resume");
+            }
+            _ => self.end_session(&peer),
+        }
+    }
+
+    /// A text frame from connection `id`'s client, at `now`. `ice` makes
     /// the `iceServers` of a successful join for the given peer id (called
-    /// at most once).
+    /// at most once). Protocol v1 only: a join that asks for resume gets
+    /// none (see [`Self::handle_text_with`]).
     pub fn handle_text(&mut self, id: &str, text: &str, now: Instant, ice: impl FnOnce(&str) -> Vec<IceServer>) {
-        if !self.admit_frame(id, now) {
+        self.handle_text_with(id, text, now, &mut IceOnly(Some(ice)));
+    }
+
+    /// A text frame from connection `id`'s client, at `now`, with `mint`
+    /// for credentials and resume tokens.
+    pub fn handle_text_with(&mut self, id: &str, text: &str, now: Instant, mint: &mut impl Mint) {
+        let Some(peer) = self.links.get(id).cloned() else {
+            return;
+        };
+        if let Some(resume) = self.sessions.get_mut(&peer).and_then(|s| s.resume.as_mut()) {
+            resume.received += 1;
+        }
+        if !self.admit_frame(&peer, now) {
             return;
         }
         let max = self.limits.max_message_size;
         if text.len() > max {
             let message = format!("message of {} bytes is over the limit of {max}", text.len());
-            return self.reply_error(id, ErrorCode::TooLarge, &message);
+            return self.reply_error(&peer, ErrorCode::TooLarge, &message);
         }
         let parsed = ClientMessage::parse(text);
         let kind = match &parsed {
@@ -166,52 +338,134 @@ impl Switchboard {
             Ok(ClientMessage::Signal { .. }) => 1,
             Ok(ClientMessage::Leave) => 2,
             Ok(ClientMessage::Ping) => 3,
-            Err(_) => 4,
+            Ok(ClientMessage::Resume { .. }) => 4,
+            Ok(ClientMessage::Ack { .. }) => 5,
+            Err(_) => 6,
         };
         self.counters.messages[kind] += 1;
         match parsed {
-            Err(reason) => self.reply_error(id, ErrorCode::BadMessage, &reason),
-            Ok(ClientMessage::Ping) => self.deliver(id, ServerMessage::Pong.to_json().into()),
-            Ok(ClientMessage::Join { room, name }) => self.join(id, &room, name, ice),
-            Ok(ClientMessage::Signal { to, data }) => self.signal(id, &to, &data),
+            Err(reason) => self.reply_error(&peer, ErrorCode::BadMessage, &reason),
+            Ok(ClientMessage::Ping) => self.deliver(&peer, ServerMessage::Pong.to_json().into()),
+            Ok(ClientMessage::Join {
+                room,
+                name,
+                resume,
+                ice_refresh,
+            }) => self.join(&peer, &room, name, resume, ice_refresh, now, mint),
+            Ok(ClientMessage::Signal { to, data }) => self.signal(&peer, &to, &data),
             Ok(ClientMessage::Leave) => {
-                if !self.leave(id) {
-                    self.reply_error(id, ErrorCode::NotInRoom, "not in a room");
+                if !self.leave(&peer) {
+                    self.reply_error(&peer, ErrorCode::NotInRoom, "not in a room");
                 }
             }
+            Ok(ClientMessage::Resume { token, last }) => self.resume(id, &peer, &token, last, mint),
+            Ok(ClientMessage::Ack { seq }) => self.ack(&peer, seq),
         }
     }
 
-    /// A binary frame, which protocol v1 has no use for.
+    /// A binary frame, which the protocol has no use for.
     pub fn handle_binary(&mut self, id: &str, now: Instant) {
-        if self.admit_frame(id, now) {
-            self.reply_error(id, ErrorCode::BadMessage, "binary frames are not part of the protocol");
+        let Some(peer) = self.links.get(id).cloned() else {
+            return;
+        };
+        if let Some(resume) = self.sessions.get_mut(&peer).and_then(|s| s.resume.as_mut()) {
+            resume.received += 1;
+        }
+        if self.admit_frame(&peer, now) {
+            self.reply_error(
+                &peer,
+                ErrorCode::BadMessage,
+                "binary frames are not part of the protocol",
+            );
         }
     }
 
-    /// The next message to write to session `id`'s client.
+    /// The next message to write to connection `id`'s client.
     pub fn poll_outgoing(&mut self, id: &str) -> Outgoing {
-        let Some(session) = self.sessions.get_mut(id).filter(|s| !s.evicted) else {
+        let Some(peer) = self.links.get(id) else {
             return Outgoing::Gone;
         };
-        match session.queue.pop_front() {
-            Some(message) => {
-                session.queued_bytes -= cost(&message);
-                Outgoing::Message(message)
-            }
-            None => Outgoing::Idle,
+        let Some(session) = self.sessions.get_mut(peer).filter(|s| !s.evicted) else {
+            return Outgoing::Gone;
+        };
+        let Some(message) = session.queue.pop_front() else {
+            return Outgoing::Idle;
+        };
+        let bytes = cost(&message.text);
+        session.queued_bytes -= bytes;
+        let text = message.text.clone();
+        if let Some(resume) = session.resume.as_mut().filter(|_| message.seq > 0) {
+            resume.history_bytes += bytes;
+            resume.history.push_back(message);
         }
+        Outgoing::Message(text)
     }
 
-    /// A session the driver must wake; drain after every call.
+    /// A connection the driver must wake; drain after every call.
     #[must_use]
     pub fn poll_woken(&mut self) -> Option<String> {
         self.woken.pop()
     }
 
-    /// True once session `id` was evicted, or if it does not exist.
+    /// The earliest time [`Self::handle_timeout`] has work.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let grace = self.graces.first().map(|(t, _)| *t);
+        let refresh = self.refreshes.first().map(|(t, _)| *t);
+        match (grace, refresh) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Ends the grace periods that ran out by `now` (their rooms are told
+    /// `peer-left`) and queues fresh `iceServers` that are due.
+    pub fn handle_timeout(&mut self, now: Instant, mint: &mut impl Mint) {
+        while let Some((until, peer)) = self.graces.first().cloned() {
+            if until > now {
+                break;
+            }
+            self.graces.remove(&(until, peer.clone()));
+            if let Some(session) = self.sessions.get_mut(&peer) {
+                session.grace_until = None;
+            }
+            debug!(peer = %peer, "signaling resume grace ran out");
+            self.counters.grace_expiries += 1;
+            self.end_session(&peer);
+        }
+        while let Some((due, peer)) = self.refreshes.first().cloned() {
+            if due > now {
+                break;
+            }
+            self.refreshes.remove(&(due, peer.clone()));
+            let Some(session) = self.sessions.get_mut(&peer) else {
+                continue;
+            };
+            session.refresh_at = None;
+            let host = session.host.clone();
+            let (ice_servers, ttl) = mint.ice_servers(host.as_deref(), &peer);
+            let text = ServerMessage::IceServers {
+                ice_servers: &ice_servers,
+            }
+            .to_json();
+            self.schedule_refresh(&peer, now, ttl);
+            self.deliver(&peer, text.into());
+        }
+        self.debug_check();
+    }
+
+    /// True once connection `id`'s session was evicted or taken over, or
+    /// if it does not exist.
     pub fn is_gone(&self, id: &str) -> bool {
-        self.sessions.get(id).is_none_or(|s| s.evicted)
+        self.links
+            .get(id)
+            .and_then(|peer| self.sessions.get(peer))
+            .is_none_or(|s| s.evicted)
+    }
+
+    /// True if connection `id` was taken over by a resume on another one.
+    pub fn was_replaced(&self, id: &str) -> bool {
+        self.replaced.contains(id)
     }
 
     /// An error message for a client that has no session (a refused token),
@@ -221,7 +475,12 @@ impl Switchboard {
         ServerMessage::Error { code, message }.to_json()
     }
 
-    /// The room session `id` is in.
+    /// The peer id connection `id` speaks for now.
+    pub fn peer_of(&self, id: &str) -> Option<&str> {
+        self.links.get(id).map(String::as_str)
+    }
+
+    /// The room peer `id` is in.
     pub fn room_of(&self, id: &str) -> Option<&str> {
         self.rooms.room_of(id)
     }
@@ -231,7 +490,7 @@ impl Switchboard {
         self.rooms.members(room).iter().map(|p| p.id.as_str())
     }
 
-    /// What session `id`'s outbox holds, in bytes as counted for the limit.
+    /// What peer `id`'s outbox holds, in bytes as counted for the limit.
     pub fn queued_bytes(&self, id: &str) -> usize {
         self.sessions.get(id).map_or(0, |s| s.queued_bytes)
     }
@@ -241,7 +500,8 @@ impl Switchboard {
         self.rooms.opened_by(source)
     }
 
-    /// (rooms, peers in rooms, open sessions) right now.
+    /// (rooms, peers in rooms, open sessions) right now; detached sessions
+    /// count as open.
     pub fn counts(&self) -> (usize, usize, usize) {
         (self.rooms.room_count(), self.rooms.peer_count(), self.sessions.len())
     }
@@ -258,31 +518,69 @@ impl Switchboard {
     /// the fuzz harness; it walks everything).
     pub fn check(&self) -> Result<(), &'static str> {
         self.rooms.check()?;
+        let mut tokens = 0;
+        let mut detached = 0;
+        let mut refreshing = 0;
         for (id, session) in &self.sessions {
-            let held: usize = session.queue.iter().map(|m| cost(m)).sum();
+            let held: usize = session.queue.iter().map(|m| cost(&m.text)).sum();
             if held != session.queued_bytes {
                 return Err("an outbox's byte count does not match what it holds");
             }
-            if session.queued_bytes > self.limits.max_outbox_bytes {
-                return Err("an outbox holds more than max_outbox_bytes");
+            let history = session.resume.as_ref().map_or(0, |r| r.history_bytes);
+            if let Some(resume) = &session.resume {
+                let held: usize = resume.history.iter().map(|m| cost(&m.text)).sum();
+                if held != resume.history_bytes {
+                    return Err("a history's byte count does not match what it holds");
+                }
+                if self.tokens.get(&resume.token) != Some(id) {
+                    return Err("a resume token is not in tokens");
+                }
+                tokens += 1;
+            }
+            if session.queued_bytes + history > self.limits.max_outbox_bytes {
+                return Err("an outbox and its history hold more than max_outbox_bytes");
             }
             if session.evicted && (self.rooms.room_of(id).is_some() || !session.queue.is_empty()) {
                 return Err("an evicted session is in a room or holds messages");
             }
+            match (&session.conn, session.grace_until) {
+                (Some(conn), None) if self.links.get(conn) == Some(id) => {}
+                (None, Some(until)) if self.graces.contains(&(until, id.clone())) => detached += 1,
+                _ => return Err("a session is neither linked to its connection nor in grace"),
+            }
+            if let Some(due) = session.refresh_at {
+                if !self.refreshes.contains(&(due, id.clone())) {
+                    return Err("a refresh is not in refreshes");
+                }
+                refreshing += 1;
+            }
+        }
+        if tokens != self.tokens.len() || detached != self.graces.len() || refreshing != self.refreshes.len() {
+            return Err("tokens, graces or refreshes name a session that does not hold them");
+        }
+        if self.links.len() != self.sessions.len() - detached {
+            return Err("links do not mirror the attached sessions");
         }
         let (_, peers, _) = self.counts();
-        let live_in_rooms = self
+        let in_rooms = self
             .sessions
             .keys()
             .filter(|id| self.rooms.room_of(id).is_some())
             .count();
-        if live_in_rooms != peers {
+        if in_rooms != peers {
             return Err("a peer in a room has no session");
         }
         Ok(())
     }
 
-    /// Takes a token for a frame from session `id`; false (with a
+    fn debug_check(&self) {
+        if cfg!(debug_assertions) {
+            let checked = self.check();
+            debug_assert!(checked.is_ok(), "switchboard invariant broken: {checked:?}");
+        }
+    }
+
+    /// Takes a token for a frame from peer `id`; false (with a
     /// `rate-limited` answer when it has a session) if it may not send one.
     fn admit_frame(&mut self, id: &str, now: Instant) -> bool {
         let Some(session) = self.sessions.get_mut(id).filter(|s| !s.evicted) else {
@@ -295,7 +593,17 @@ impl Switchboard {
         false
     }
 
-    fn join(&mut self, id: &str, room: &str, name: Option<String>, ice: impl FnOnce(&str) -> Vec<IceServer>) {
+    #[allow(clippy::too_many_arguments)]
+    fn join(
+        &mut self,
+        id: &str,
+        room: &str,
+        name: Option<String>,
+        resume: bool,
+        ice_refresh: bool,
+        now: Instant,
+        mint: &mut impl Mint,
+    ) {
         let Some(session) = self.sessions.get(id) else {
             return;
         };
@@ -303,6 +611,7 @@ impl Switchboard {
             return self.reply_error(id, ErrorCode::Unauthorized, "this token is for another room");
         }
         let source = session.source;
+        let host = session.host.clone();
         let me = PeerInfo {
             id: id.to_owned(),
             name,
@@ -338,16 +647,166 @@ impl Switchboard {
         for peer in &peers {
             self.push(&peer.id, joined.clone(), &mut evict);
         }
-        let ice_servers = ice(id);
+        let (ice_servers, ttl) = mint.ice_servers(host.as_deref(), id);
+        let token = match resume && !self.resume_grace.is_zero() {
+            true => mint.resume_token(),
+            false => None,
+        };
+        let grace = self.resume_grace.as_secs();
         let answer = ServerMessage::Joined {
             room,
             id,
             peers: &peers,
             ice_servers: &ice_servers,
+            resume: token.as_deref().map(|token| ResumeGrant { token, grace }),
         }
         .to_json();
         self.push(id, answer.into(), &mut evict);
+        // Numbering starts after `joined`, which the client counts from.
+        if let (Some(token), Some(session)) = (token, self.sessions.get_mut(id)) {
+            if !session.evicted {
+                self.tokens.insert(token.clone(), id.to_owned());
+                session.resume = Some(Resume {
+                    token,
+                    next_seq: 1,
+                    history: VecDeque::new(),
+                    history_bytes: 0,
+                    forgotten: 0,
+                    received: 0,
+                });
+            }
+        }
+        if ice_refresh {
+            self.schedule_refresh(id, now, ttl);
+        }
         self.evict_all(evict);
+        self.debug_check();
+    }
+
+    /// Fresh `iceServers` for `id` when three quarters of `ttl` have passed
+    /// from `now` (none for a zero `ttl`).
+    fn schedule_refresh(&mut self, id: &str, now: Instant, ttl: Duration) {
+        let Some(session) = self.sessions.get_mut(id).filter(|s| !s.evicted) else {
+            return;
+        };
+        if let Some(old) = session.refresh_at.take() {
+            self.refreshes.remove(&(old, id.to_owned()));
+        }
+        if ttl.is_zero() {
+            return;
+        }
+        let due = now + ttl.mul_f64(0.75);
+        session.refresh_at = Some(due);
+        self.refreshes.insert((due, id.to_owned()));
+    }
+
+    /// Connection `conn` (whose own session is `current`) takes over the
+    /// session `token` names, if its messages after the client's `last`
+    /// can all be replayed.
+    fn resume(&mut self, conn: &str, current: &str, token: &str, last: u64, mint: &mut impl Mint) {
+        let failed = |board: &mut Switchboard, message: &str| {
+            board.reply_error(current, ErrorCode::ResumeFailed, message);
+        };
+        let Some(target) = self.tokens.get(token).cloned() else {
+            return failed(self, "unknown or expired resume token; join again");
+        };
+        if target == current {
+            return self.reply_error(
+                current,
+                ErrorCode::BadMessage,
+                "this connection already holds that session",
+            );
+        }
+        if self.rooms.room_of(current).is_some() {
+            return self.reply_error(current, ErrorCode::BadMessage, "already in a room; send leave first");
+        }
+        let Some(session) = self.sessions.get_mut(&target) else {
+            return failed(self, "unknown or expired resume token; join again");
+        };
+        let Some(resume) = session.resume.as_mut() else {
+            return failed(self, "unknown or expired resume token; join again");
+        };
+        // What the client read is acked; make room for `resumed` at the
+        // front, forgetting history if need be.
+        while resume.history.front().is_some_and(|m| m.seq <= last) {
+            if let Some(m) = resume.history.pop_front() {
+                resume.history_bytes -= cost(&m.text);
+            }
+        }
+        let Some(new_token) = mint.resume_token() else {
+            return failed(self, "resume is not available here");
+        };
+        let Some(room) = self.rooms.room_of(&target).map(str::to_owned) else {
+            return failed(self, "the session is in no room; join again");
+        };
+        let grant = ResumeGrant {
+            token: &new_token,
+            grace: self.resume_grace.as_secs(),
+        };
+        let resumed = ServerMessage::Resumed {
+            room: &room,
+            id: &target,
+            resume: grant,
+            received: resume.received,
+        }
+        .to_json();
+        let budget = self.limits.max_outbox_bytes;
+        while session.queued_bytes + resume.history_bytes + cost(&resumed) > budget {
+            let Some(m) = resume.history.pop_front() else {
+                break;
+            };
+            resume.history_bytes -= cost(&m.text);
+            resume.forgotten = resume.forgotten.max(m.seq);
+        }
+        let fits = session.queued_bytes + resume.history_bytes + cost(&resumed) <= budget;
+        if last < resume.forgotten || last >= resume.next_seq || !fits {
+            // The session cannot be made whole: end it, so the client's
+            // fresh join is not a second copy of it in the room.
+            self.end_session(&target);
+            return failed(self, "messages of that session can no longer be replayed; join again");
+        }
+        // Success: the history goes back in front of the queue, behind
+        // `resumed`.
+        let old_token = std::mem::replace(&mut resume.token, new_token.clone());
+        let mut replay: VecDeque<Queued> = std::mem::take(&mut resume.history);
+        resume.history_bytes = 0;
+        replay.push_front(Queued {
+            seq: 0,
+            text: resumed.into(),
+        });
+        let replayed = replay.len() - 1;
+        replay.append(&mut session.queue);
+        session.queued_bytes = replay.iter().map(|m| cost(&m.text)).sum();
+        session.queue = replay;
+        if let Some(until) = session.grace_until.take() {
+            self.graces.remove(&(until, target.clone()));
+        }
+        let old_conn = session.conn.replace(conn.to_owned());
+        self.tokens.remove(&old_token);
+        self.tokens.insert(new_token, target.clone());
+        // The connection's own fresh session is dropped: it was in no room.
+        self.sessions.remove(current);
+        self.links.insert(conn.to_owned(), target.clone());
+        if let Some(old) = old_conn {
+            self.links.remove(&old);
+            self.replaced.insert(old.clone());
+            self.woken.push(old);
+        }
+        self.woken.push(conn.to_owned());
+        self.counters.resumes += 1;
+        debug!(peer = %target, replayed, "signaling session resumed");
+        self.debug_check();
+    }
+
+    fn ack(&mut self, id: &str, seq: u64) {
+        let Some(resume) = self.sessions.get_mut(id).and_then(|s| s.resume.as_mut()) else {
+            return self.reply_error(id, ErrorCode::BadMessage, "ack without resume");
+        };
+        while resume.history.front().is_some_and(|m| m.seq <= seq) {
+            if let Some(m) = resume.history.pop_front() {
+                resume.history_bytes -= cost(&m.text);
+            }
+        }
     }
 
     fn signal(&mut self, id: &str, to: &str, data: &RawValue) {
@@ -362,12 +821,43 @@ impl Switchboard {
     }
 
     /// Takes `id` out of its room and tells the others; false if it was in
-    /// none.
+    /// none. Ends its resume and refresh: a leave is final.
     fn leave(&mut self, id: &str) -> bool {
         let mut evict = Vec::new();
         let left = self.announce_leave(id, &mut evict);
+        self.forget_extras(id);
         self.evict_all(evict);
         left
+    }
+
+    /// Drops `id`'s resume token and refresh timer.
+    fn forget_extras(&mut self, id: &str) {
+        let Some(session) = self.sessions.get_mut(id) else {
+            return;
+        };
+        if let Some(resume) = session.resume.take() {
+            self.tokens.remove(&resume.token);
+        }
+        if let Some(due) = session.refresh_at.take() {
+            self.refreshes.remove(&(due, id.to_owned()));
+        }
+    }
+
+    /// Session `id` ends: out of its room (the others told), its timers and
+    /// token dropped, forgotten. Its connection, if any, stays linked until
+    /// its driver disconnects (then nothing is left to do).
+    fn end_session(&mut self, id: &str) {
+        self.leave(id);
+        if let Some(session) = self.sessions.remove(id) {
+            if let Some(until) = session.grace_until {
+                self.graces.remove(&(until, id.to_owned()));
+            }
+            if let Some(conn) = session.conn {
+                // Still driven: its driver sees `Gone` and disconnects.
+                self.links.remove(&conn);
+                self.woken.push(conn);
+            }
+        }
     }
 
     fn announce_leave(&mut self, id: &str, evict: &mut Vec<String>) -> bool {
@@ -399,22 +889,40 @@ impl Switchboard {
         self.evict_all(evict);
     }
 
-    /// Queues `message` for `to`, or adds `to` to `evict` if it does not
-    /// fit. Evictions are collected rather than done here because evicting
-    /// tells a room, which may overflow another outbox in turn.
+    /// Queues `message` for peer `to`, or adds `to` to `evict` if it does
+    /// not fit. Evictions are collected rather than done here because
+    /// evicting tells a room, which may overflow another outbox in turn.
     fn push(&mut self, to: &str, message: Arc<str>, evict: &mut Vec<String>) {
         let Some(session) = self.sessions.get_mut(to).filter(|s| !s.evicted) else {
             return;
         };
         let cost = cost(&message);
-        if session.queued_bytes.saturating_add(cost) > self.limits.max_outbox_bytes {
+        let budget = self.limits.max_outbox_bytes;
+        if session.queued_bytes.saturating_add(cost) > budget {
             evict.push(to.to_owned());
             return;
         }
         if session.queue.is_empty() {
-            self.woken.push(to.to_owned());
+            if let Some(conn) = &session.conn {
+                self.woken.push(conn.clone());
+            }
         }
-        session.queue.push_back(message);
+        let seq = match session.resume.as_mut() {
+            Some(resume) => {
+                // The history gives way to the outbox.
+                while session.queued_bytes + cost + resume.history_bytes > budget {
+                    let Some(m) = resume.history.pop_front() else {
+                        break;
+                    };
+                    resume.history_bytes -= cost_of(&m);
+                    resume.forgotten = resume.forgotten.max(m.seq);
+                }
+                resume.next_seq += 1;
+                resume.next_seq - 1
+            }
+            None => 0,
+        };
+        session.queue.push_back(Queued { seq, text: message });
         session.queued_bytes += cost;
     }
 
@@ -429,11 +937,27 @@ impl Switchboard {
             session.evicted = true;
             session.queue = VecDeque::new();
             session.queued_bytes = 0;
+            let detached = session.conn.is_none();
+            if let Some(conn) = &session.conn {
+                self.woken.push(conn.clone());
+            }
             self.counters.evictions += 1;
-            self.woken.push(id.clone());
             self.announce_leave(&id, &mut pending);
+            self.forget_extras(&id);
+            if detached {
+                // No driver will come to disconnect it.
+                if let Some(session) = self.sessions.remove(&id) {
+                    if let Some(until) = session.grace_until {
+                        self.graces.remove(&(until, id.clone()));
+                    }
+                }
+            }
         }
     }
+}
+
+fn cost_of(message: &Queued) -> usize {
+    cost(&message.text)
 }
 
 #[cfg(test)]
@@ -592,5 +1116,519 @@ mod tests {
             "rate-limited answers count against the outbox too"
         );
         assert_eq!(b.board.check(), Ok(()));
+    }
+
+    /// A [`Mint`] with fake, counted tokens and a fixed credential lifetime.
+    struct FakeMint {
+        tokens: u32,
+        ttl: Duration,
+        minted: Vec<String>,
+    }
+
+    impl FakeMint {
+        fn new(ttl: Duration) -> FakeMint {
+            FakeMint {
+                tokens: 0,
+                ttl,
+                minted: Vec::new(),
+            }
+        }
+    }
+
+    impl Mint for FakeMint {
+        fn ice_servers(&mut self, host: Option<&str>, peer: &str) -> (Vec<IceServer>, Duration) {
+            self.minted.push(peer.to_owned());
+            let n = self.minted.len();
+            let server = IceServer {
+                urls: vec![format!("turn:{}:3478", host.unwrap_or("h"))],
+                username: Some(format!("{n}:{peer}")),
+                credential: Some("c".into()),
+            };
+            (vec![server], self.ttl)
+        }
+
+        fn resume_token(&mut self) -> Option<String> {
+            self.tokens += 1;
+            Some(format!("token-{}", self.tokens))
+        }
+    }
+
+    const GRACE: Duration = Duration::from_secs(10);
+
+    impl Board {
+        fn resumable(limits: Limits) -> Board {
+            Board {
+                board: Switchboard::new(limits).with_resume_grace(GRACE),
+                now: crate::process::clock::mono(),
+            }
+        }
+
+        fn send_with(&mut self, id: &str, text: &str, mint: &mut FakeMint) {
+            self.now += Duration::from_millis(1);
+            self.board.handle_text_with(id, text, self.now, mint);
+            assert_eq!(self.board.check(), Ok(()));
+        }
+
+        /// Joins `room` asking for resume; returns the token.
+        fn join_resumable(&mut self, id: &str, room: &str, mint: &mut FakeMint) -> String {
+            self.send_with(id, &format!(r#"{{"type":"join","room":"{room}","resume":true}}"#), mint);
+            let joined = self.read(id);
+            let joined = joined.last().unwrap();
+            assert_eq!(joined["type"], "joined", "{joined}");
+            assert_eq!(joined["resume"]["grace"], 10);
+            joined["resume"]["token"].as_str().unwrap().to_owned()
+        }
+
+        fn signal(&mut self, from: &str, to: &str, data: &str) {
+            self.send(from, &format!(r#"{{"type":"signal","to":"{to}","data":{data}}}"#));
+        }
+
+        fn advance(&mut self, by: Duration, mint: &mut FakeMint) {
+            self.now += by;
+            self.board.handle_timeout(self.now, mint);
+            assert_eq!(self.board.check(), Ok(()));
+        }
+    }
+
+    fn data_of(messages: &[serde_json::Value]) -> Vec<serde_json::Value> {
+        messages
+            .iter()
+            .filter(|m| m["type"] == "signal")
+            .map(|m| m["data"].clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_signal_whose_data_is_null_is_relayed() {
+        let mut b = Board::new(limits());
+        b.connect("a", None);
+        b.connect("b", None);
+        b.join("a", "r");
+        b.join("b", "r");
+        b.read("a");
+        b.send("b", r#"{"type":"signal","to":"a","data":null}"#);
+        assert_eq!(
+            b.read("a"),
+            [serde_json::json!({"type": "signal", "from": "b", "data": null})]
+        );
+        b.send("b", r#"{"type":"signal","to":"a"}"#);
+        assert_eq!(
+            b.read("b").last().unwrap()["code"],
+            "bad-message",
+            "a missing data still is"
+        );
+    }
+
+    #[test]
+    fn a_v1_join_gets_no_resume_and_its_socket_end_is_a_leave_at_once() {
+        let mut b = Board::resumable(limits());
+        let mut mint = FakeMint::new(Duration::from_secs(60));
+        b.connect("a", None);
+        b.connect("b", None);
+        b.send_with("a", r#"{"type":"join","room":"r"}"#, &mut mint);
+        b.send_with("b", r#"{"type":"join","room":"r"}"#, &mut mint);
+        let joined = b.read("b");
+        assert!(joined[0].get("resume").is_none(), "{}", joined[0]);
+        b.read("a");
+        b.board.disconnect_at("b", b.now);
+        assert_eq!(b.read("a"), [serde_json::json!({"type": "peer-left", "id": "b"})]);
+        assert_eq!(b.board.counts(), (1, 1, 1));
+        assert_eq!(b.board.poll_timeout(), None, "no timer for a v1 session");
+    }
+
+    #[test]
+    fn a_dropped_socket_keeps_its_place_and_what_it_missed_is_replayed_in_order_on_resume() {
+        let mut b = Board::resumable(limits());
+        let mut mint = FakeMint::new(Duration::ZERO);
+        b.connect("a", None);
+        b.connect("b", None);
+        b.join("a", "r");
+        let token = b.join_resumable("b", "r", &mut mint);
+        b.read("a");
+        // b reads one signal (seq 1), a second is written but lost in
+        // flight (seq 2), then the socket drops.
+        b.signal("a", "b", "1");
+        assert_eq!(data_of(&b.read("b")), [serde_json::json!(1)]);
+        b.signal("a", "b", "2");
+        let _lost = b.board.poll_outgoing("b");
+        b.board.disconnect_at("b", b.now);
+        assert_eq!(b.board.peer_of("b"), None);
+        assert!(b.read("a").is_empty(), "no peer-left during the grace period");
+        assert_eq!(b.board.poll_timeout(), Some(b.now + GRACE));
+        // While b is away, a keeps signaling; it is queued, in order.
+        for n in 3..=5 {
+            b.signal("a", "b", &n.to_string());
+        }
+        assert!(b.read("a").is_empty(), "no unknown-peer for a detached peer");
+        b.advance(GRACE / 2, &mut mint);
+        // A new socket resumes, having read 1 message after joined.
+        b.connect("b2", None);
+        b.send_with(
+            "b2",
+            &format!(r#"{{"type":"resume","token":"{token}","last":1}}"#),
+            &mut mint,
+        );
+        let got = b.read("b2");
+        assert_eq!(got[0]["type"], "resumed", "{got:?}");
+        assert_eq!(got[0]["id"], "b");
+        assert_eq!(got[0]["room"], "r");
+        assert_eq!(got[0]["received"], 0);
+        assert_eq!(got[0]["resume"]["token"], "token-2", "a fresh token");
+        assert_eq!(
+            data_of(&got[1..]),
+            [2, 3, 4, 5].map(|n| serde_json::json!(n)),
+            "the lost one and the queued ones, in order"
+        );
+        assert_eq!(b.board.peer_of("b2"), Some("b"));
+        assert_eq!(b.board.poll_timeout(), None, "the grace timer is gone");
+        // b is still b to the room, both ways.
+        b.send("b2", r#"{"type":"signal","to":"a","data":"back"}"#);
+        assert_eq!(b.read("a")[0]["from"], "b");
+        b.advance(GRACE * 2, &mut mint);
+        assert!(b.read("a").is_empty(), "the old grace period does not fire");
+        // The spent token cannot be used again.
+        b.connect("thief", None);
+        b.send_with(
+            "thief",
+            &format!(r#"{{"type":"resume","token":"{token}","last":0}}"#),
+            &mut mint,
+        );
+        assert_eq!(b.read("thief")[0]["code"], "resume-failed");
+        assert_eq!(b.board.counters().resumes, 1);
+    }
+
+    #[test]
+    fn the_room_hears_peer_left_when_the_grace_period_runs_out() {
+        let mut b = Board::resumable(limits());
+        let mut mint = FakeMint::new(Duration::ZERO);
+        b.connect("a", None);
+        b.connect("b", None);
+        b.join("a", "r");
+        let token = b.join_resumable("b", "r", &mut mint);
+        b.read("a");
+        b.board.disconnect_at("b", b.now);
+        b.signal("a", "b", "\"queued\"");
+        b.advance(GRACE - Duration::from_millis(10), &mut mint);
+        assert!(b.read("a").is_empty());
+        b.advance(Duration::from_millis(10), &mut mint);
+        assert_eq!(b.read("a"), [serde_json::json!({"type": "peer-left", "id": "b"})]);
+        assert_eq!(b.board.counts(), (1, 1, 1), "b and what was queued for it are gone");
+        assert_eq!(b.board.counters().grace_expiries, 1);
+        b.connect("b2", None);
+        b.send_with(
+            "b2",
+            &format!(r#"{{"type":"resume","token":"{token}","last":0}}"#),
+            &mut mint,
+        );
+        assert_eq!(b.read("b2")[0]["code"], "resume-failed");
+        b.signal("a", "b", "1");
+        assert_eq!(b.read("a")[0]["code"], "unknown-peer");
+    }
+
+    #[test]
+    fn a_resume_while_the_old_socket_still_looks_alive_takes_it_over() {
+        let mut b = Board::resumable(limits());
+        let mut mint = FakeMint::new(Duration::ZERO);
+        b.connect("a", None);
+        b.connect("b", None);
+        b.join("a", "r");
+        let token = b.join_resumable("b", "r", &mut mint);
+        b.read("a");
+        b.signal("a", "b", "1");
+        b.connect("b2", None);
+        b.send_with(
+            "b2",
+            &format!(r#"{{"type":"resume","token":"{token}","last":0}}"#),
+            &mut mint,
+        );
+        assert_eq!(b.board.poll_outgoing("b"), Outgoing::Gone);
+        assert!(b.board.was_replaced("b"));
+        let woken: Vec<String> = std::iter::from_fn(|| b.board.poll_woken()).collect();
+        assert!(woken.contains(&"b".to_owned()) && woken.contains(&"b2".to_owned()));
+        let got = b.read("b2");
+        assert_eq!(got[0]["type"], "resumed");
+        assert_eq!(data_of(&got), [serde_json::json!(1)]);
+        // The old driver ends later: that is no leave.
+        b.board.disconnect_at("b", b.now);
+        assert!(b.read("a").is_empty());
+        assert!(!b.board.was_replaced("b"));
+        assert_eq!(b.board.room_of("b"), Some("r"));
+        assert_eq!(b.board.check(), Ok(()));
+    }
+
+    #[test]
+    fn a_leave_is_final_and_acks_free_the_history() {
+        let mut b = Board::resumable(limits());
+        let mut mint = FakeMint::new(Duration::ZERO);
+        b.connect("a", None);
+        b.connect("b", None);
+        b.join("a", "r");
+        let token = b.join_resumable("b", "r", &mut mint);
+        b.read("a");
+        let big = format!("\"{}\"", "x".repeat(500));
+        for _ in 0..3 {
+            b.signal("a", "b", &big);
+        }
+        b.read("b");
+        let history = |b: &Board| b.board.sessions["b"].resume.as_ref().unwrap().history_bytes;
+        assert!(history(&b) > 1500);
+        b.send_with("b", r#"{"type":"ack","seq":3}"#, &mut mint);
+        assert_eq!(history(&b), 0, "acked messages are forgotten");
+        b.send_with("b", r#"{"type":"leave"}"#, &mut mint);
+        assert_eq!(b.read("a"), [serde_json::json!({"type": "peer-left", "id": "b"})]);
+        b.board.disconnect_at("b", b.now);
+        assert_eq!(b.board.counts(), (1, 1, 1), "no grace after a leave");
+        b.connect("b2", None);
+        b.send_with(
+            "b2",
+            &format!(r#"{{"type":"resume","token":"{token}","last":3}}"#),
+            &mut mint,
+        );
+        assert_eq!(b.read("b2")[0]["code"], "resume-failed");
+    }
+
+    #[test]
+    fn a_resume_that_cannot_be_replayed_whole_fails_and_the_session_ends() {
+        let mut b = Board::resumable(limits());
+        let mut mint = FakeMint::new(Duration::ZERO);
+        b.connect("a", None);
+        b.connect("b", None);
+        b.join("a", "r");
+        let token = b.join_resumable("b", "r", &mut mint);
+        b.read("a");
+        // b reads (and never acks) more than the 4096-byte budget: the
+        // history forgets the oldest.
+        let big = format!("\"{}\"", "x".repeat(700));
+        for _ in 0..8 {
+            b.signal("a", "b", &big);
+            b.read("b");
+        }
+        let resume = b.board.sessions["b"].resume.as_ref().unwrap();
+        assert!(resume.forgotten > 0 && resume.history_bytes <= 4096);
+        b.board.disconnect_at("b", b.now);
+        b.connect("b2", None);
+        b.send_with(
+            "b2",
+            &format!(r#"{{"type":"resume","token":"{token}","last":0}}"#),
+            &mut mint,
+        );
+        assert_eq!(b.read("b2")[0]["code"], "resume-failed");
+        assert_eq!(b.read("a"), [serde_json::json!({"type": "peer-left", "id": "b"})]);
+        assert_eq!(b.board.counts(), (1, 1, 2), "a and b2's fresh session");
+        // Claiming to have read more than was sent fails too.
+        let token = b.join_resumable("b2", "r", &mut mint);
+        b.read("a");
+        b.connect("b3", None);
+        b.send_with(
+            "b3",
+            &format!(r#"{{"type":"resume","token":"{token}","last":5}}"#),
+            &mut mint,
+        );
+        assert_eq!(b.read("b3")[0]["code"], "resume-failed");
+    }
+
+    #[test]
+    fn a_detached_session_whose_queue_overflows_is_dropped_at_once() {
+        let mut b = Board::resumable(limits());
+        let mut mint = FakeMint::new(Duration::ZERO);
+        b.connect("a", None);
+        b.connect("b", None);
+        b.join("a", "r");
+        b.join_resumable("b", "r", &mut mint);
+        b.read("a");
+        b.board.disconnect_at("b", b.now);
+        let big = format!("\"{}\"", "x".repeat(900));
+        for _ in 0..5 {
+            b.signal("a", "b", &big);
+        }
+        let got = b.read("a");
+        assert_eq!(got[0], serde_json::json!({"type": "peer-left", "id": "b"}), "{got:?}");
+        assert_eq!(b.board.counts(), (1, 1, 1));
+        assert_eq!(b.board.poll_timeout(), None);
+    }
+
+    #[test]
+    fn fresh_ice_servers_are_pushed_at_three_quarters_of_their_lifetime() {
+        let mut b = Board::resumable(limits());
+        let mut mint = FakeMint::new(Duration::from_secs(40));
+        b.connect("a", None);
+        b.send_with("a", r#"{"type":"join","room":"r","iceRefresh":true}"#, &mut mint);
+        assert_eq!(b.read("a")[0]["iceServers"][0]["username"], "1:a");
+        let joined_at = b.now;
+        assert_eq!(b.board.poll_timeout(), Some(joined_at + Duration::from_secs(30)));
+        b.advance(Duration::from_secs(29), &mut mint);
+        assert!(b.read("a").is_empty());
+        b.advance(Duration::from_secs(1), &mut mint);
+        assert_eq!(
+            b.read("a"),
+            [serde_json::json!({"type": "ice-servers", "iceServers": [
+                {"urls": ["turn:h:3478"], "username": "2:a", "credential": "c"}]})]
+        );
+        assert_eq!(
+            b.board.poll_timeout(),
+            Some(b.now + Duration::from_secs(30)),
+            "and again"
+        );
+        b.send_with("a", r#"{"type":"leave"}"#, &mut mint);
+        assert_eq!(b.board.poll_timeout(), None, "a leave ends the refreshes");
+        // Without the flag, no refresh.
+        b.send_with("a", r#"{"type":"join","room":"r"}"#, &mut mint);
+        assert_eq!(b.board.poll_timeout(), None);
+    }
+
+    /// Bounded random programs over resumable sessions (joins, signals,
+    /// reads, acks, drops, resumes with right and wrong counts, leaves,
+    /// time passing): the invariants hold after every step, and once every
+    /// socket is gone and the grace period has passed nothing is left.
+    #[test]
+    fn random_programs_with_resume_keep_the_invariants_and_leak_nothing() {
+        let mut rng = crate::proto::xorshift::XorShift::new(0x5eed_1234_abcd_0001);
+        let mut next = move |n: u64| rng.next_u64() % n;
+        let (mut resumes, mut expiries) = (0, 0);
+        for program in 0..200 {
+            let mut b = Board::resumable(Limits {
+                max_outbox_bytes: 4096,
+                ..limits()
+            });
+            let mut mint = FakeMint::new(Duration::from_secs(8));
+            // Per client slot: its live connection, the token it holds and
+            // how many messages it read since joined.
+            let mut conns: Vec<Option<String>> = vec![None; 5];
+            let mut tokens: Vec<Option<(String, u64)>> = vec![None; 5];
+            let mut resumed_from = [0u64; 5];
+            let mut fresh = 0u32;
+            for _ in 0..120 {
+                let i = next(5) as usize;
+                match next(12) {
+                    0 | 10 if conns[i].is_none() => {
+                        fresh += 1;
+                        let id = format!("c{program}-{fresh}");
+                        assert!(b.board.connect(&id, src(1), None, b.now));
+                        conns[i] = Some(id.clone());
+                        // Mostly, a client that held a session resumes it at once.
+                        if let Some((token, n)) = tokens[i].clone().filter(|_| next(4) != 0) {
+                            resumed_from[i] = n;
+                            let target = b.board.tokens.get(&token).cloned();
+                            let whole = target
+                                .as_ref()
+                                .and_then(|t| b.board.sessions.get(t))
+                                .is_some_and(|s| s.resume.as_ref().is_some_and(|r| r.forgotten <= n && n < r.next_seq));
+                            b.send_with(
+                                &id,
+                                &format!(r#"{{"type":"resume","token":"{token}","last":{n}}}"#),
+                                &mut mint,
+                            );
+                            if whole {
+                                assert_eq!(
+                                    b.board.peer_of(&id),
+                                    target.as_deref(),
+                                    "a resume that should work failed"
+                                );
+                            }
+                        }
+                    }
+                    1 => {
+                        if let Some(id) = conns[i].clone() {
+                            let room = ["r", "s"][next(2) as usize];
+                            b.send_with(
+                                &id,
+                                &format!(r#"{{"type":"join","room":"{room}","resume":true,"iceRefresh":true}}"#),
+                                &mut mint,
+                            );
+                        }
+                    }
+                    2 | 3 => {
+                        if let (Some(id), Some(to)) = (conns[i].clone(), conns[next(5) as usize].clone()) {
+                            let to = b.board.peer_of(&to).unwrap_or("x").to_owned();
+                            let data = "y".repeat(next(300) as usize);
+                            b.send_with(
+                                &id,
+                                &format!(r#"{{"type":"signal","to":"{to}","data":"{data}"}}"#),
+                                &mut mint,
+                            );
+                        }
+                    }
+                    4 | 5 => {
+                        if let Some(id) = conns[i].clone() {
+                            for _ in 0..next(4) {
+                                match b.board.poll_outgoing(&id) {
+                                    Outgoing::Message(m) => {
+                                        let v: serde_json::Value = serde_json::from_str(&m).unwrap();
+                                        if v["type"] == "joined" || v["type"] == "resumed" {
+                                            // After `resumed` the count goes on from `last`.
+                                            let n = if v["type"] == "resumed" { resumed_from[i] } else { 0 };
+                                            tokens[i] = v["resume"]["token"].as_str().map(|t| (t.to_owned(), n));
+                                        } else if let Some((_, n)) = &mut tokens[i] {
+                                            *n += 1;
+                                        }
+                                    }
+                                    _ => break,
+                                }
+                            }
+                        }
+                    }
+                    6 => {
+                        if let (Some(id), Some((_, n))) = (conns[i].clone(), tokens[i].clone()) {
+                            b.send_with(&id, &format!(r#"{{"type":"ack","seq":{n}}}"#), &mut mint);
+                        }
+                    }
+                    7 => {
+                        if let Some(id) = conns[i].take() {
+                            b.board.disconnect_at(&id, b.now);
+                            assert_eq!(b.board.check(), Ok(()));
+                        }
+                    }
+                    8 => {
+                        // A resume, usually with the right count.
+                        if let (Some(id), Some((token, n))) = (conns[i].clone(), tokens[i].clone()) {
+                            let last = if next(4) == 0 { n + next(3) } else { n };
+                            resumed_from[i] = last;
+                            // Can it work? The token is live, the count right, nothing
+                            // after it forgotten, and this is another connection.
+                            let target = b.board.tokens.get(&token).cloned();
+                            let whole = target.as_ref().and_then(|t| b.board.sessions.get(t)).is_some_and(|s| {
+                                s.resume
+                                    .as_ref()
+                                    .is_some_and(|r| r.forgotten <= last && last < r.next_seq)
+                            });
+                            let other = target.as_deref() != b.board.peer_of(&id);
+                            let alone = b.board.peer_of(&id).is_some_and(|p| b.board.room_of(p).is_none());
+                            b.send_with(
+                                &id,
+                                &format!(r#"{{"type":"resume","token":"{token}","last":{last}}}"#),
+                                &mut mint,
+                            );
+                            if whole && other && alone && last == n {
+                                assert_eq!(
+                                    b.board.peer_of(&id),
+                                    target.as_deref(),
+                                    "a resume that should work failed"
+                                );
+                            }
+                        }
+                    }
+                    9 => {
+                        if let Some(id) = conns[i].clone() {
+                            b.send_with(&id, r#"{"type":"leave"}"#, &mut mint);
+                        }
+                    }
+                    _ => b.advance(Duration::from_millis(next(2000)), &mut mint),
+                }
+                let _ = std::iter::from_fn(|| b.board.poll_woken()).count();
+            }
+            for id in conns.iter().flatten() {
+                b.board.disconnect_at(id, b.now);
+            }
+            b.advance(GRACE + Duration::from_secs(1), &mut mint);
+            resumes += b.board.counters().resumes;
+            expiries += b.board.counters().grace_expiries;
+            assert_eq!(b.board.counts(), (0, 0, 0), "program {program} leaked");
+            assert_eq!(b.board.poll_timeout(), None, "program {program} left a timer");
+            assert!(b.board.tokens.is_empty() && b.board.links.is_empty() && b.board.replaced.is_empty());
+        }
+        assert!(
+            resumes > 30 && expiries > 30,
+            "the programs reach resume ({resumes}) and expiry ({expiries})"
+        );
     }
 }

@@ -1,0 +1,185 @@
+//! The demo page's call features in headless Chromium, in one walk
+//! (`tests/browser/features.mjs`, playwright-core), every peer connection
+//! forced onto turnpike's TURN relay: chat over data channels with unread
+//! marks, the stats panel, a 6 MiB file whose SHA-256 is checked on the
+//! receiving side, a cancelled one and a file after it, screen sharing and
+//! back, a microphone switch, a WebSocket cut and resumed
+//! (protocol v1.1) with no peer-left and no signal lost, fresh TURN
+//! credentials pushed before expiry and used by an ICE restart after the
+//! first ones expired, and a room of three. The script checks the pages;
+//! this test checks its summary again and the server's side: the relays
+//! after the restart were allocated with a refreshed credential.
+//!
+//! Needs Node.js, Debian's `chromium` and `npm ci --prefix tests/browser`
+//! (scripts/test.sh does all of that). Screenshots go to
+//! `target/test-artifacts/browser-features/`.
+
+#![allow(clippy::disallowed_methods)] // black-box waits use the real clock
+
+mod common;
+use common::*;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Short-lived TURN credentials, so that the walk outlives the first ones
+/// (refreshed at three quarters: 15 s after a join).
+const SERVER_TOML: &str = "[auth]\nsecrets = [\"browser-features-secret\"]\ncredential_ttl = \"20s\"\n";
+/// features.mjs stops itself after 150 s; this is the outer bound.
+const WALK_LIMIT: Duration = Duration::from_secs(200);
+
+fn chromium_path() -> PathBuf {
+    std::env::var_os("CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
+}
+
+fn summary_of(out: &CmdOutput) -> Value {
+    out.stdout
+        .lines()
+        .rev()
+        .filter_map(|line| serde_json::from_str::<Value>(line.trim()).ok())
+        .find(Value::is_object)
+        .unwrap_or_else(|| {
+            panic!(
+                "features.mjs printed no JSON summary line; its output:\n{}",
+                out.combined()
+            )
+        })
+}
+
+fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("summary has no string at {pointer}: {v}"))
+}
+
+#[test]
+fn chat_files_screen_sharing_stats_and_a_resumed_socket_in_a_relayed_call() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let browser_dir = root.join("tests").join("browser");
+    assert!(
+        browser_dir.join("node_modules").join("playwright-core").is_dir(),
+        "tests/browser/node_modules is missing: run `npm ci --prefix tests/browser` first \
+         (scripts/test.sh does it)"
+    );
+    let chromium = chromium_path();
+    assert!(
+        chromium.is_file(),
+        "no Chromium at {}: install Debian's `chromium` package or set CHROMIUM",
+        chromium.display()
+    );
+    let artifacts = root.join("target").join("test-artifacts").join("browser-features");
+    let _ = fs::remove_dir_all(&artifacts);
+    fs::create_dir_all(&artifacts).expect("create the artifacts dir");
+
+    let server = TestServer::start(SERVER_TOML);
+    let base_url = format!("http://{}/", server.http_addr());
+    let room = format!("browser-features-{}", std::process::id());
+    let started = Instant::now();
+    let out = run_with_timeout(
+        Command::new("node")
+            .arg(browser_dir.join("features.mjs"))
+            .arg(&base_url)
+            .arg(&room)
+            .arg(&artifacts)
+            .env("CHROMIUM", &chromium)
+            .current_dir(&browser_dir),
+        WALK_LIMIT,
+    );
+    eprintln!(
+        "browser walk ran for {:.1} s; screenshots in {}",
+        started.elapsed().as_secs_f64(),
+        artifacts.display()
+    );
+    assert!(
+        out.success(),
+        "the browser walk failed ({}):\n{}",
+        out.status
+            .map_or_else(|| format!("killed after {WALK_LIMIT:?}"), |s| s.to_string()),
+        out.combined()
+    );
+    let summary = summary_of(&out);
+    eprintln!("summary: {summary}");
+    assert_eq!(summary["ok"], Value::Bool(true));
+
+    // What the pages saw, checked again.
+    assert_eq!(str_at(&summary, "/chat/atBob/name"), "Alice");
+    assert_eq!(summary["chat"]["atBob"]["unread"], Value::Bool(true));
+    assert!(
+        str_at(&summary, "/stats/pair").starts_with("relay"),
+        "{}",
+        summary["stats"]
+    );
+    assert_eq!(
+        str_at(&summary, "/file/received/sha256"),
+        str_at(&summary, "/file/sha256"),
+        "the file arrived altered"
+    );
+    assert_eq!(summary["file"]["received"]["size"], summary["file"]["bytes"]);
+    assert_eq!(str_at(&summary, "/cancel/atBob/state"), "cancelled");
+    assert_eq!(summary["cancel"]["small"]["size"], 65536);
+    let dimension = |pointer: &str| {
+        summary
+            .pointer(pointer)
+            .and_then(Value::as_i64)
+            .unwrap_or_else(|| panic!("no number at {pointer}: {}", summary["screen"]))
+    };
+    assert!(
+        (dimension("/screen/shared/width") - dimension("/screen/capture/width")).abs() <= 16
+            && dimension("/screen/shared/height") <= dimension("/screen/capture/height") + 16,
+        "bob did not decode the shared screen at its size: {}",
+        summary["screen"]
+    );
+    assert!(
+        dimension("/screen/shared/width") > 960,
+        "the camera's size, not the screen's"
+    );
+    assert_eq!(str_at(&summary, "/blip/before/id"), str_at(&summary, "/blip/after/id"));
+    assert_eq!(summary["blip"]["after"]["resumes"], 1);
+    assert_ne!(
+        str_at(&summary, "/refresh/oldRelay"),
+        str_at(&summary, "/refresh/newRelay"),
+        "the ICE restart kept the old relay"
+    );
+    for (name, expected) in [
+        ("1-chat-unread-bob.png", true),
+        ("2-stats-alice.png", true),
+        ("3-file-bob.png", true),
+        ("3-cancelled-bob.png", true),
+        ("4-screen-bob.png", true),
+        ("5-reconnecting-bob.png", true),
+        ("5-resumed-bob.png", true),
+        ("6-refreshed-alice.png", true),
+        ("7-three-carol.png", true),
+    ] {
+        assert_eq!(artifacts.join(name).is_file(), expected, "screenshot {name}");
+    }
+
+    // The server's side: the relays gathered after the ICE restart were
+    // allocated with a refreshed credential, and the new relay that alice
+    // selected is one of them.
+    let log = server.stderr_log();
+    let refreshed: Vec<&str> = ["alice", "bob"]
+        .iter()
+        .flat_map(|who| {
+            summary["refresh"]["refreshedUsers"][who]
+                .as_array()
+                .map(|users| users.iter().filter_map(Value::as_str).collect::<Vec<_>>())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert!(!refreshed.is_empty(), "no refreshed usernames in {summary}");
+    let new_relay = str_at(&summary, "/refresh/newRelay");
+    let line = log
+        .lines()
+        .find(|l| l.contains("allocation created") && l.contains(new_relay))
+        .unwrap_or_else(|| panic!("no `allocation created` of relay {new_relay} in the server log:\n{log}"));
+    assert!(
+        refreshed.iter().any(|user| line.contains(user)),
+        "relay {new_relay} was allocated with none of the refreshed credentials {refreshed:?}: {line}"
+    );
+    assert!(server.is_running(), "turnpike exited during the walk");
+}
