@@ -35,7 +35,8 @@ pub(super) enum UdpRole {
 
 /// Opens a non-blocking UDP socket bound to `addr`.
 pub(super) fn bind_udp(addr: SocketAddr, role: UdpRole) -> io::Result<std::net::UdpSocket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Non-blocking from birth: two fcntl calls fewer per Allocate.
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM.nonblocking(), Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
@@ -46,7 +47,6 @@ pub(super) fn bind_udp(addr: SocketAddr, role: UdpRole) -> io::Result<std::net::
         let _ = socket.set_recv_buffer_size(4 << 20);
         let _ = socket.set_send_buffer_size(4 << 20);
     }
-    socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     Ok(socket.into())
 }
