@@ -82,6 +82,10 @@ pub(super) struct Shard {
     /// Deadline the timer task sleeps until; a handler that makes the
     /// core's next deadline earlier wakes it through `timer_changed`.
     next_wake: Cell<Option<Instant>>,
+    /// A batch of datagrams is being handled: answers to UDP clients join
+    /// the transmit queue (sent by the batch's flush) instead of leaving
+    /// one `sendto` each.
+    in_batch: Cell<bool>,
     timer_changed: Notify,
 }
 
@@ -114,6 +118,7 @@ impl Shard {
                 scratch: RefCell::new(vec![0u8; PEER_HEADROOM + MAX_DATAGRAM + PEER_TAILROOM].into_boxed_slice()),
                 outboxes,
                 next_wake: Cell::new(None),
+                in_batch: Cell::new(false),
                 timer_changed: Notify::new(),
             }
         });
@@ -279,6 +284,7 @@ impl Shard {
     fn after_control(self: &Rc<Self>, core: &mut Server<RelaySockets>) {
         while let Some(effect) = core.poll_effect() {
             match effect {
+                Effect::Transmit { to, bytes } if self.in_batch.get() => self.queue_to_client(to, &bytes),
                 Effect::Transmit { to, bytes } => self.send_to_client(to, &bytes),
                 Effect::ConnectPeer { id, relay, peer } => {
                     let Some(local) = core.binder().bind_addr(relay) else {
@@ -412,12 +418,14 @@ fn read_batches(shard: &Rc<Shard>, socket: &std::net::UdpSocket, each: &impl OnD
             }
         };
         let now = clock::mono();
+        shard.in_batch.set(true);
         for i in 0..n {
             let (buf, payload, from) = batch.datagram(i);
             if let Some(from) = from {
                 each.on_datagram(shard, buf, payload, from, now);
             }
         }
+        shard.in_batch.set(false);
         drop(batch);
         shard.flush();
         if n < RECV_BATCH {

@@ -36,7 +36,11 @@ pub(super) enum UdpRole {
 /// Opens a non-blocking UDP socket bound to `addr`.
 pub(super) fn bind_udp(addr: SocketAddr, role: UdpRole) -> io::Result<std::net::UdpSocket> {
     // Non-blocking from birth: two fcntl calls fewer per Allocate.
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM.nonblocking(), Some(Protocol::UDP))?;
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::DGRAM.nonblocking(),
+        Some(Protocol::UDP),
+    )?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
