@@ -49,6 +49,7 @@ use crate::proto::server::{
     Effect, Server, SpliceDirection, SpliceVerdict, ToClient, ToPeer, CONNECTION_BIND_TIMEOUT, PEER_HEADROOM,
     PEER_TAILROOM,
 };
+use crate::proto::Now;
 
 /// `recvmmsg` batches handled per socket wake-up before yielding to other
 /// tasks.
@@ -134,8 +135,8 @@ impl Shard {
     /// Hands one datagram or stream frame from a client to the core,
     /// carries out its answer and queues what it relays (sent by
     /// [`Self::flush`], which the caller owes once its batch is done).
-    pub(super) fn queue_client_packet(self: &Rc<Self>, client: ClientAddr, packet: &[u8]) {
-        let now = clock::now();
+    /// `now` is the batch's: what arrived together is handled at one time.
+    pub(super) fn queue_client_packet(self: &Rc<Self>, client: ClientAddr, packet: &[u8], now: Now) {
         let mut core = self.core.borrow_mut();
         match core.handle_client_packet(client, packet, now) {
             Some(route) => self.forward(&mut core, &route, now.mono),
@@ -351,7 +352,7 @@ trait OnDatagram {
         buf: &mut [u8],
         payload: std::ops::Range<usize>,
         from: SocketAddr,
-        now: Instant,
+        now: Now,
     );
 }
 
@@ -365,14 +366,14 @@ impl OnDatagram for FromClients {
         buf: &mut [u8],
         payload: std::ops::Range<usize>,
         from: SocketAddr,
-        _: Instant,
+        now: Now,
     ) {
         let client = ClientAddr {
             transport: Transport::Udp,
             local: self.0,
             remote: from,
         };
-        shard.queue_client_packet(client, &buf[payload]);
+        shard.queue_client_packet(client, &buf[payload], now);
     }
 }
 
@@ -386,12 +387,12 @@ impl OnDatagram for FromPeers {
         buf: &mut [u8],
         payload: std::ops::Range<usize>,
         from: SocketAddr,
-        now: Instant,
+        now: Now,
     ) {
         let route = shard
             .core
             .borrow_mut()
-            .handle_peer_packet(self.0, PeerAddr(from), buf, payload, now);
+            .handle_peer_packet(self.0, PeerAddr(from), buf, payload, now.mono);
         if let Some(ToClient { client, range }) = route {
             shard.queue_to_client(client, &buf[range]);
         }
@@ -417,7 +418,7 @@ fn read_batches(shard: &Rc<Shard>, socket: &std::net::UdpSocket, each: &impl OnD
                 continue;
             }
         };
-        let now = clock::mono();
+        let now = clock::now();
         shard.in_batch.set(true);
         for i in 0..n {
             let (buf, payload, from) = batch.datagram(i);

@@ -575,6 +575,7 @@ async fn read_frames<R: AsyncRead + Unpin>(state: ReadState<'_>, reader: &mut R,
         // Handle every complete frame already buffered; what they relay
         // leaves in one flush (a GSO train when it goes to one peer).
         let mut start = 0;
+        let now = clock::now();
         let ended = loop {
             match stream_framing::frame_len(&buf[start..], limits.max_frame) {
                 Ok(Some(len)) => {
@@ -590,7 +591,7 @@ async fn read_frames<R: AsyncRead + Unpin>(state: ReadState<'_>, reader: &mut R,
                     // Only a well-formed message ends the setup phase, so
                     // junk of the right shape cannot buy the longer timeout.
                     established = established || stream_framing::is_well_formed(frame);
-                    shard.queue_client_packet(client, frame);
+                    shard.queue_client_packet(client, frame, now);
                     start += len;
                     if conn.splice.borrow().is_some() {
                         break Some(ReadEnd::Spliced(buf[start..].to_vec()));
