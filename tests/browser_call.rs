@@ -17,8 +17,6 @@
 mod common;
 use common::*;
 
-use std::fs;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -28,20 +26,6 @@ use serde_json::Value;
 const AUTH_TOML: &str = "[auth]\nsecrets = [\"browser-test-secret\"]\n";
 /// call.mjs stops itself after 90 s; this is the outer bound.
 const CALL_LIMIT: Duration = Duration::from_secs(120);
-
-fn chromium_path() -> PathBuf {
-    std::env::var_os("CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
-}
-
-/// The last stdout line of call.mjs that is a JSON object.
-fn summary_of(out: &CmdOutput) -> Value {
-    out.stdout
-        .lines()
-        .rev()
-        .filter_map(|line| serde_json::from_str::<Value>(line.trim()).ok())
-        .find(Value::is_object)
-        .unwrap_or_else(|| panic!("call.mjs printed no JSON summary line; its output:\n{}", out.combined()))
-}
 
 fn text<'a>(side: &'a Value, key: &str) -> &'a str {
     side[key]
@@ -93,23 +77,11 @@ fn counter(line: &str, key: &str) -> Option<u64> {
 
 #[test]
 fn two_browsers_call_each_other_through_the_turn_relay() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let browser_dir = root.join("tests").join("browser");
-    assert!(
-        browser_dir.join("node_modules").join("playwright-core").is_dir(),
-        "tests/browser/node_modules is missing: run `npm ci --prefix tests/browser` first \
-         (scripts/test.sh does it)"
-    );
-    let chromium = chromium_path();
-    assert!(
-        chromium.is_file(),
-        "no Chromium at {}: install Debian's `chromium` package or set CHROMIUM",
-        chromium.display()
-    );
-
-    let artifacts = root.join("target").join("test-artifacts").join("browser");
-    let _ = fs::remove_dir_all(&artifacts);
-    fs::create_dir_all(&artifacts).expect("create the artifacts dir");
+    let BrowserSetup {
+        dir: browser_dir,
+        chromium,
+        artifacts,
+    } = browser_setup("browser");
 
     let server = TestServer::start(AUTH_TOML);
     let base_url = format!("http://{}/", server.http_addr());
@@ -140,7 +112,7 @@ fn two_browsers_call_each_other_through_the_turn_relay() {
         out.combined()
     );
     eprintln!("---- call.mjs stderr ----\n{}---- end ----", out.stderr);
-    let summary = summary_of(&out);
+    let summary = json_summary(&out, "call.mjs");
     eprintln!("summary: {summary}");
     assert_eq!(summary["ok"], Value::Bool(true), "summary: {summary}");
     check_side(&summary, "alice");

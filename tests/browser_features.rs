@@ -19,8 +19,6 @@
 mod common;
 use common::*;
 
-use std::fs;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -32,24 +30,6 @@ const SERVER_TOML: &str = "[auth]\nsecrets = [\"browser-features-secret\"]\ncred
 /// features.mjs stops itself after 150 s; this is the outer bound.
 const WALK_LIMIT: Duration = Duration::from_secs(200);
 
-fn chromium_path() -> PathBuf {
-    std::env::var_os("CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
-}
-
-fn summary_of(out: &CmdOutput) -> Value {
-    out.stdout
-        .lines()
-        .rev()
-        .filter_map(|line| serde_json::from_str::<Value>(line.trim()).ok())
-        .find(Value::is_object)
-        .unwrap_or_else(|| {
-            panic!(
-                "features.mjs printed no JSON summary line; its output:\n{}",
-                out.combined()
-            )
-        })
-}
-
 fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
     v.pointer(pointer)
         .and_then(Value::as_str)
@@ -58,22 +38,11 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
 
 #[test]
 fn chat_files_screen_sharing_stats_and_a_resumed_socket_in_a_relayed_call() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let browser_dir = root.join("tests").join("browser");
-    assert!(
-        browser_dir.join("node_modules").join("playwright-core").is_dir(),
-        "tests/browser/node_modules is missing: run `npm ci --prefix tests/browser` first \
-         (scripts/test.sh does it)"
-    );
-    let chromium = chromium_path();
-    assert!(
-        chromium.is_file(),
-        "no Chromium at {}: install Debian's `chromium` package or set CHROMIUM",
-        chromium.display()
-    );
-    let artifacts = root.join("target").join("test-artifacts").join("browser-features");
-    let _ = fs::remove_dir_all(&artifacts);
-    fs::create_dir_all(&artifacts).expect("create the artifacts dir");
+    let BrowserSetup {
+        dir: browser_dir,
+        chromium,
+        artifacts,
+    } = browser_setup("browser-features");
 
     let server = TestServer::start(SERVER_TOML);
     let base_url = format!("http://{}/", server.http_addr());
@@ -101,7 +70,7 @@ fn chat_files_screen_sharing_stats_and_a_resumed_socket_in_a_relayed_call() {
             .map_or_else(|| format!("killed after {WALK_LIMIT:?}"), |s| s.to_string()),
         out.combined()
     );
-    let summary = summary_of(&out);
+    let summary = json_summary(&out, "features.mjs");
     eprintln!("summary: {summary}");
     assert_eq!(summary["ok"], Value::Bool(true));
 

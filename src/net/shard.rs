@@ -170,14 +170,7 @@ impl Shard {
                         .push(&mut Kernel, &relay.socket, route.peer.0, route.payload);
                 }
             }
-            Some(shard) if shard == core.shard() => {
-                let mut scratch = self.scratch.borrow_mut();
-                let payload = PEER_HEADROOM..PEER_HEADROOM + route.payload.len();
-                scratch[payload.clone()].copy_from_slice(route.payload);
-                if let Some(out) = core.handle_relay_to_relay(to, route.relay, &mut scratch, payload, now) {
-                    self.queue_to_client(out.client, &scratch[out.range]);
-                }
-            }
+            Some(shard) if shard == core.shard() => self.relay_to_relay(core, to, route.relay, route.payload, now),
             Some(shard) => {
                 if let Err(why) = self.outboxes.send(shard, Handoff::new(to, route.relay, route.payload)) {
                     trace!(?why, shard = shard.0, "relay-to-relay payload dropped");
@@ -189,12 +182,25 @@ impl Shard {
 
     /// Delivers a payload another shard handed over for one of our relays.
     fn deliver(&self, handoff: &Handoff) {
-        let now = clock::mono();
         let mut core = self.core.borrow_mut();
+        self.relay_to_relay(&mut core, handoff.to, handoff.from, handoff.payload(), clock::mono());
+    }
+
+    /// Hands `payload`, which our relay `from` sent to our relay `to`, to
+    /// `to`'s allocation, framed in the scratch buffer's headroom, and
+    /// queues what its client gets.
+    fn relay_to_relay(
+        &self,
+        core: &mut Server<RelaySockets>,
+        to: RelayAddr,
+        from: RelayAddr,
+        payload: &[u8],
+        now: Instant,
+    ) {
         let mut scratch = self.scratch.borrow_mut();
-        let payload = PEER_HEADROOM..PEER_HEADROOM + handoff.payload().len();
-        scratch[payload.clone()].copy_from_slice(handoff.payload());
-        if let Some(out) = core.handle_relay_to_relay(handoff.to, handoff.from, &mut scratch, payload, now) {
+        let range = PEER_HEADROOM..PEER_HEADROOM + payload.len();
+        scratch[range.clone()].copy_from_slice(payload);
+        if let Some(out) = core.handle_relay_to_relay(to, from, &mut scratch, range, now) {
             self.queue_to_client(out.client, &scratch[out.range]);
         }
     }

@@ -11,9 +11,10 @@
 // exits 0 on success, 1 with a reason on stderr otherwise. Every wait is
 // bounded, and the whole run is limited to OVERALL_MS.
 
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+
+import { CHROMIUM_ARGS, Failure, Run, sleep, within } from './harness.mjs';
 
 const OVERALL_MS = 90_000;
 const JOIN_MS = 15_000;
@@ -21,82 +22,13 @@ const MEDIA_MS = 30_000;
 const LEAVE_MS = 10_000;
 const POLL_MS = 1_000;
 
-const CHROMIUM_ARGS = [
-  '--use-fake-device-for-media-stream',
-  '--use-fake-ui-for-media-stream',
-  '--allow-loopback-in-peer-connection',
-  '--ignore-certificate-errors',
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-
-class Failure extends Error {}
-
-const [baseUrl, room, artifacts] = process.argv.slice(2);
-if (!baseUrl || !room || !artifacts) {
-  console.error('usage: node call.mjs <base-url> <room> <artifacts-dir>');
-  process.exit(2);
-}
-mkdirSync(artifacts, { recursive: true });
-
-const started = Date.now();
-const elapsed = () => Date.now() - started;
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-const consoleLines = [];
-const pageErrors = [];
-let browser = null;
-
-/** Rejects with `what` if `promise` has not settled within `ms`. */
-function within(ms, what, promise) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Failure(`${what}: no result within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
+const run = new Run('call.mjs');
+const { room, artifacts } = run;
+const elapsed = () => run.elapsed();
 
 async function openParticipant(label) {
-  const context = await browser.newContext({
-    viewport: { width: 1280, height: 800 },
-    permissions: ['camera', 'microphone'],
-  });
-  const page = await context.newPage();
-  page.setDefaultTimeout(10_000);
-  page.on('console', (msg) => consoleLines.push(`[${label} +${elapsed()}ms] ${msg.type()}: ${msg.text()}`));
-  page.on('pageerror', (err) => pageErrors.push(`[${label}] ${err.message}`));
-  const url = new URL(baseUrl);
-  url.searchParams.set('room', room);
-  await page.goto(url.toString(), { waitUntil: 'load' });
-  return { label, context, page, samples: [], last: null };
-}
-
-async function joinRoom(p, name) {
-  const { page } = p;
-  await page.fill('#name', name);
-  await page.fill('#room', room);
-  await page.check('#relay-only');
-  await page.click('#join');
-  // Joined, or refused (the page then shows why under the form).
-  await page
-    .waitForFunction(
-      () =>
-        /Joined room/.test(document.getElementById('status')?.textContent || '') ||
-        !document.getElementById('form-error')?.hidden,
-      null,
-      { timeout: JOIN_MS },
-    )
-    .catch(() => {});
-  const status = await page.textContent('#status').catch(() => '?');
-  if (!/Joined room/.test(status || '')) {
-    const error = await page.textContent('#form-error').catch(() => '?');
-    throw new Failure(`${p.label} did not join (status "${status}", form error "${error}")`);
-  }
+  const p = await run.openParticipant(label, run.baseUrl, { width: 1280, height: 800 });
+  return { ...p, samples: [], last: null };
 }
 
 /** What pc.getStats() says about each remote peer of a page, read directly. */
@@ -161,7 +93,7 @@ async function dumpPage(p) {
 }
 
 async function main() {
-  browser = await chromium.launch({
+  run.browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
     args: CHROMIUM_ARGS,
@@ -172,8 +104,8 @@ async function main() {
   const everyone = [alice, bob];
   try {
     // Alice first, so that bob is the newcomer who makes the offer.
-    await joinRoom(alice, 'Alice');
-    await joinRoom(bob, 'Bob');
+    await run.joinRoom(alice, 'Alice', JOIN_MS);
+    await run.joinRoom(bob, 'Bob', JOIN_MS);
 
     const deadline = Date.now() + MEDIA_MS;
     for (;;) {
@@ -213,7 +145,7 @@ async function main() {
     await sleep(400); // let the "left the call" notice finish sliding in
     await alice.page.screenshot({ path: join(artifacts, 'after-leave.png') });
 
-    if (pageErrors.length > 0) throw new Failure(`uncaught errors in the page: ${pageErrors.join(' | ')}`);
+    if (run.pageErrors.length > 0) throw new Failure(`uncaught errors in the page: ${run.pageErrors.join(' | ')}`);
 
     const side = (p) => {
       const peer = p.last.peers[0];
@@ -244,22 +176,4 @@ async function main() {
   }
 }
 
-let code = 0;
-const hardStop = setTimeout(() => {
-  console.error(`FAIL: still running after ${OVERALL_MS + 20_000} ms; exiting`);
-  process.exit(4);
-}, OVERALL_MS + 20_000);
-hardStop.unref();
-try {
-  await within(OVERALL_MS, 'the whole browser call', main());
-} catch (e) {
-  code = 1;
-  console.error(`FAIL: ${e instanceof Failure ? e.message : e.stack || e}`);
-} finally {
-  if (code !== 0 || process.env.TURNPIKE_BROWSER_VERBOSE) {
-    console.error(`---- browser console (${consoleLines.length} lines) ----`);
-    console.error(consoleLines.slice(-150).join('\n'));
-  }
-  if (browser) await within(15_000, 'closing the browser', browser.close()).catch((e) => console.error(e.message));
-}
-process.exit(code);
+await run.finish('the whole browser call', OVERALL_MS, main);

@@ -30,10 +30,11 @@
 // Every wait is bounded, and the whole run is limited to OVERALL_MS.
 
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+
+import { CHROMIUM_ARGS as BASE_CHROMIUM_ARGS, Failure, Run, sleep, within } from './harness.mjs';
 
 const OVERALL_MS = 150_000;
 const STEP_MS = 20_000;
@@ -45,47 +46,14 @@ const BLOCK_MS = 2_500;
 // window (1400x860 here).
 const CAMERA_MAX_WIDTH = 960;
 
-const CHROMIUM_ARGS = [
-  '--use-fake-device-for-media-stream',
-  '--use-fake-ui-for-media-stream',
-  '--auto-select-desktop-capture-source=Entire screen',
-  '--allow-loopback-in-peer-connection',
-  '--ignore-certificate-errors',
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
+const CHROMIUM_ARGS = [...BASE_CHROMIUM_ARGS, '--auto-select-desktop-capture-source=Entire screen'];
 
-class Failure extends Error {}
-
-const [baseUrl, room, artifacts] = process.argv.slice(2);
-if (!baseUrl || !room || !artifacts) {
-  console.error('usage: node features.mjs <base-url> <room> <artifacts-dir>');
-  process.exit(2);
-}
-mkdirSync(artifacts, { recursive: true });
-
-const started = Date.now();
-const elapsed = () => Date.now() - started;
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-const consoleLines = [];
-const pageErrors = [];
+const run = new Run('features.mjs');
+const { baseUrl, room, artifacts } = run;
+const elapsed = () => run.elapsed();
 const steps = {};
-let browser = null;
 let proxy = null;
 
-function within(ms, what, promise) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Failure(`${what}: no result within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
 
 /** Polls `probe` (in node) until it returns a truthy value, at most `ms`. */
 async function until(what, probe, ms = STEP_MS) {
@@ -162,39 +130,12 @@ function startProxy(target) {
   });
 }
 
-async function openParticipant(label, base) {
-  const context = await browser.newContext({
-    viewport: { width: 1400, height: 860 },
-    permissions: ['camera', 'microphone'],
-  });
-  const page = await context.newPage();
-  page.setDefaultTimeout(10_000);
-  page.on('console', (msg) => consoleLines.push(`[${label} +${elapsed()}ms] ${msg.type()}: ${msg.text()}`));
-  page.on('pageerror', (err) => pageErrors.push(`[${label}] ${err.message}`));
-  const url = new URL(base);
-  url.searchParams.set('room', room);
-  await page.goto(url.toString(), { waitUntil: 'load' });
-  return { label, context, page };
-}
+const openParticipant = (label, base) => run.openParticipant(label, base, { width: 1400, height: 860 });
 
 async function joinRoom(p, name) {
-  const { page } = p;
-  await page.fill('#name', name);
-  await page.fill('#room', room);
-  await page.check('#relay-only');
-  await page.click('#join');
-  await page
-    .waitForFunction(() => /Joined room/.test(document.getElementById('status')?.textContent || ''), null, {
-      timeout: STEP_MS,
-    })
-    .catch(() => {});
-  const status = await page.textContent('#status').catch(() => '?');
-  if (!/Joined room/.test(status || '')) {
-    const error = await page.textContent('#form-error').catch(() => '?');
-    throw new Failure(`${p.label} did not join (status "${status}", form error "${error}")`);
-  }
-  p.id = await page.evaluate(() => window.turnpikeDemo.myId);
-  p.joinedIce = await page.evaluate(() => window.turnpikeDemo.iceServers);
+  await run.joinRoom(p, name, STEP_MS);
+  p.id = await p.page.evaluate(() => window.turnpikeDemo.myId);
+  p.joinedIce = await p.page.evaluate(() => window.turnpikeDemo.iceServers);
 }
 
 /** What a page knows about each remote peer, from getStats() directly. */
@@ -294,7 +235,7 @@ const everyone = [];
 
 async function main() {
   proxy = await startProxy(new URL(baseUrl));
-  browser = await chromium.launch({
+  run.browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
     args: CHROMIUM_ARGS,
@@ -603,7 +544,7 @@ async function main() {
     return { carol: carol.id };
   });
 
-  if (pageErrors.length > 0) throw new Failure(`uncaught errors in the pages: ${pageErrors.join(' | ')}`);
+  if (run.pageErrors.length > 0) throw new Failure(`uncaught errors in the pages: ${run.pageErrors.join(' | ')}`);
   const relays = {};
   for (const p of everyone) relays[p.label] = { id: p.id, peers: await peersOf(p) };
   console.log(
@@ -627,25 +568,13 @@ async function main() {
   );
 }
 
-let code = 0;
-const hardStop = setTimeout(() => {
-  console.error(`FAIL: still running after ${OVERALL_MS + 20_000} ms; exiting`);
-  process.exit(4);
-}, OVERALL_MS + 20_000);
-hardStop.unref();
-try {
-  await within(OVERALL_MS, 'the whole walk', main());
-} catch (e) {
-  code = 1;
-  console.error(`FAIL: ${e instanceof Failure ? e.message : e.stack || e}`);
-  console.error(`steps done: ${JSON.stringify(steps)}`);
-  for (const p of everyone) if (!p.page.isClosed()) await within(10_000, `${p.label}: diagnostics`, dumpPage(p)).catch(() => {});
-} finally {
-  if (code !== 0 || process.env.TURNPIKE_BROWSER_VERBOSE) {
-    console.error(`---- browser console (${consoleLines.length} lines) ----`);
-    console.error(consoleLines.slice(-200).join('\n'));
-  }
-  if (browser) await within(15_000, 'closing the browser', browser.close()).catch((e) => console.error(e.message));
-  if (proxy) proxy.close();
-}
-process.exit(code);
+await run.finish('the whole walk', OVERALL_MS, main, {
+  consoleTail: 200,
+  onFailure: async () => {
+    console.error(`steps done: ${JSON.stringify(steps)}`);
+    for (const p of everyone) if (!p.page.isClosed()) await within(10_000, `${p.label}: diagnostics`, dumpPage(p)).catch(() => {});
+  },
+  onEnd: () => {
+    if (proxy) proxy.close();
+  },
+});

@@ -949,3 +949,47 @@ pub async fn assert_relay_round_trips(
         assert_eq!(&buf[..n], &payload[..], "{tag}: datagram {i} came back altered");
     }
 }
+
+/// What a headless-Chromium test needs: `tests/browser` (with
+/// playwright-core installed), Debian's Chromium (or `$CHROMIUM`), and an
+/// empty `target/test-artifacts/<name>` for its screenshots.
+pub struct BrowserSetup {
+    pub dir: PathBuf,
+    pub chromium: PathBuf,
+    pub artifacts: PathBuf,
+}
+
+/// Checks what a browser test needs and empties its artifacts dir `name`.
+pub fn browser_setup(name: &str) -> BrowserSetup {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("tests").join("browser");
+    assert!(
+        dir.join("node_modules").join("playwright-core").is_dir(),
+        "tests/browser/node_modules is missing: run `npm ci --prefix tests/browser` first \
+         (scripts/test.sh does it)"
+    );
+    let chromium = std::env::var_os("CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
+    assert!(
+        chromium.is_file(),
+        "no Chromium at {}: install Debian's `chromium` package or set CHROMIUM",
+        chromium.display()
+    );
+    let artifacts = root.join("target").join("test-artifacts").join(name);
+    let _ = fs::remove_dir_all(&artifacts);
+    fs::create_dir_all(&artifacts).expect("create the artifacts dir");
+    BrowserSetup {
+        dir,
+        chromium,
+        artifacts,
+    }
+}
+
+/// The last stdout line of browser script `script` that is a JSON object.
+pub fn json_summary(out: &CmdOutput, script: &str) -> serde_json::Value {
+    out.stdout
+        .lines()
+        .rev()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line.trim()).ok())
+        .find(serde_json::Value::is_object)
+        .unwrap_or_else(|| panic!("{script} printed no JSON summary line; its output:\n{}", out.combined()))
+}
