@@ -9,11 +9,14 @@
 //!
 //! * [`protocol`]: the JSON messages, parsed and encoded;
 //! * [`switchboard`]: sessions, outboxes and rooms, the sans-IO state
-//!   machine;
+//!   machine, with its resume and timers in `switchboard::resume`;
+//! * `outbox`: a session's outbox and history and their byte accounting
+//!   (plain data, no I/O);
 //! * `rooms`: who is in which room (plain data, no I/O);
 //! * `session`: the tokio driver of one WebSocket session, and the hub
 //!   that connects sessions.
 
+mod outbox;
 pub mod protocol;
 mod rooms;
 pub(super) mod session;

@@ -19,25 +19,16 @@
 //! before anything from its new room, and what its old room said before
 //! it left comes before the `joined` of the next one.
 //!
-//! Resume (v1.1, only for a join that asked for it, and only with a
-//! non-zero grace): every message queued after `joined` gets the next
-//! sequence number (the client counts what it reads, so numbers are not
-//! on the wire); written messages stay in a history until the client acks
-//! them. When the socket ends without a `leave`, the session stays in its
-//! room, *detached*, for the grace period: the room sees no `peer-left`,
-//! and what is addressed to it is queued. A `resume` with the token and
-//! the count the client read puts the unread history and the queue, in
-//! order, behind a `resumed`, and issues a new token (the old one is spent).
-//! A grace period that runs out is a leave. A resume on a session whose
-//! socket still looks alive takes it over: the old connection is told
-//! `Gone`.
+//! Resume (v1.1) is in the child module `resume`, a second `impl
+//! Switchboard` over the same fields: a session's resume state (token,
+//! sequence numbers, history), the `resume` and `ack` requests, the grace
+//! periods of detached sessions and the credential refreshes, with their
+//! bounds and invariants.
 //!
 //! Bounds:
 //! - an outbox and its history together hold at most `max_outbox_bytes`,
-//!   each message costing its length plus [`MESSAGE_OVERHEAD`] (so a flood
-//!   of tiny messages is bounded by the same budget; no separate count is
-//!   needed). The history gives way first: its oldest messages are
-//!   forgotten (a resume that would need them fails with `resume-failed`);
+//!   each message costing its length plus [`MESSAGE_OVERHEAD`]; the
+//!   accounting, and why the history gives way first, is in `outbox`;
 //! - a message that would overflow an outbox *evicts* its session at once:
 //!   the outbox is emptied (the memory is freed now, not when the driver
 //!   gets round to it), the session leaves its room, the room is told
@@ -46,33 +37,31 @@
 //!   socket, even in the middle of a write; a detached session is removed;
 //! - a client's frames pass a token bucket of `messages_per_second` (burst
 //!   twice that) and `max_message_size` before they are parsed;
-//! - detached sessions are bounded by the sessions that existed (a session
-//!   is detached instead of removed) and each by `resume_grace`; at most
-//!   one timer of each kind per session.
+//! - detached sessions and timers: see `resume`.
 //!
-//! Invariants ([`Switchboard::check`]): those of [`Rooms`]; every outbox's
-//! and history's byte count equals the cost of what it holds and together
-//! they are at most `max_outbox_bytes`; an evicted session is in no room
-//! and holds nothing; every peer in a room is a session; `links` and each
-//! session's `conn` mirror each other; `tokens` mirrors the sessions'
-//! resume tokens; `graces` holds exactly the detached sessions, `refreshes`
-//! exactly the sessions with a refresh due.
+//! Invariants ([`Switchboard::check`], which walks them all): those of
+//! [`Rooms`], of every outbox and history (`outbox`) and of `resume`; an
+//! outbox and its history together hold at most `max_outbox_bytes`; an
+//! evicted session is in no room and holds nothing; every peer in a room is
+//! a session; `links` and each session's `conn` mirror each other.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 use tracing::debug;
 
+use super::outbox::{cost, Outbox, Queued};
 use super::protocol::{ClientMessage, ErrorCode, IceServer, PeerInfo, ResumeGrant, ServerMessage};
 use super::rooms::{JoinRefused, Rooms};
 use crate::proto::source::SourceKey;
 use crate::proto::token_bucket::TokenBucket;
+use resume::Resume;
 
-/// What a queued message costs beyond its text: the `Arc` header, the
-/// queue slot and allocator rounding, rounded up.
-pub const MESSAGE_OVERHEAD: usize = 64;
+mod resume;
+
+pub use super::outbox::MESSAGE_OVERHEAD;
 
 /// Client message kinds, as metric label values; the last is for
 /// messages that did not parse.
@@ -139,30 +128,6 @@ pub struct Counters {
     pub grace_expiries: u64,
 }
 
-/// A queued message; `seq` 0 is unnumbered (before resume was granted, or
-/// `joined`/`resumed` themselves).
-#[derive(Debug, Clone)]
-struct Queued {
-    seq: u64,
-    text: Arc<str>,
-}
-
-#[derive(Debug)]
-struct Resume {
-    token: String,
-    /// Number of the next numbered message (the first is 1).
-    next_seq: u64,
-    /// Written, not yet acked, oldest first; `seq` ascending.
-    history: VecDeque<Queued>,
-    /// Cost of `history`.
-    history_bytes: usize,
-    /// Highest number forgotten from `history` before it was acked (0:
-    /// none); a resume from below it cannot be replayed.
-    forgotten: u64,
-    /// Client frames read after `joined`.
-    received: u64,
-}
-
 #[derive(Debug)]
 struct Session {
     source: SourceKey,
@@ -172,9 +137,7 @@ struct Session {
     host: Option<String>,
     /// The connection that drives it; `None` while detached.
     conn: Option<String>,
-    queue: VecDeque<Queued>,
-    /// Cost of `queue`: its lengths plus `MESSAGE_OVERHEAD` each.
-    queued_bytes: usize,
+    outbox: Outbox,
     bucket: TokenBucket,
     evicted: bool,
     resume: Option<Resume>,
@@ -182,10 +145,6 @@ struct Session {
     grace_until: Option<Instant>,
     /// When fresh `iceServers` are due (mirrored in `refreshes`).
     refresh_at: Option<Instant>,
-}
-
-fn cost(message: &str) -> usize {
-    message.len().saturating_add(MESSAGE_OVERHEAD)
 }
 
 /// Sessions, rooms and outboxes.
@@ -264,8 +223,7 @@ impl Switchboard {
                 room_grant,
                 host,
                 conn: Some(id.to_owned()),
-                queue: VecDeque::new(),
-                queued_bytes: 0,
+                outbox: Outbox::default(),
                 bucket: TokenBucket::new(rate, rate.saturating_mul(2), now),
                 evicted: false,
                 resume: None,
@@ -388,15 +346,12 @@ impl Switchboard {
         let Some(session) = self.sessions.get_mut(peer).filter(|s| !s.evicted) else {
             return Outgoing::Gone;
         };
-        let Some(message) = session.queue.pop_front() else {
+        let Some(message) = session.outbox.pop_front() else {
             return Outgoing::Idle;
         };
-        let bytes = cost(&message.text);
-        session.queued_bytes -= bytes;
         let text = message.text.clone();
         if let Some(resume) = session.resume.as_mut().filter(|_| message.seq > 0) {
-            resume.history_bytes += bytes;
-            resume.history.push_back(message);
+            resume.history.push(message);
         }
         Outgoing::Message(text)
     }
@@ -405,53 +360,6 @@ impl Switchboard {
     #[must_use]
     pub fn poll_woken(&mut self) -> Option<String> {
         self.woken.pop()
-    }
-
-    /// The earliest time [`Self::handle_timeout`] has work.
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        let grace = self.graces.first().map(|(t, _)| *t);
-        let refresh = self.refreshes.first().map(|(t, _)| *t);
-        match (grace, refresh) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// Ends the grace periods that ran out by `now` (their rooms are told
-    /// `peer-left`) and queues fresh `iceServers` that are due.
-    pub fn handle_timeout(&mut self, now: Instant, mint: &mut impl Mint) {
-        while let Some((until, peer)) = self.graces.first().cloned() {
-            if until > now {
-                break;
-            }
-            self.graces.remove(&(until, peer.clone()));
-            if let Some(session) = self.sessions.get_mut(&peer) {
-                session.grace_until = None;
-            }
-            debug!(peer = %peer, "signaling resume grace ran out");
-            self.counters.grace_expiries += 1;
-            self.end_session(&peer);
-        }
-        while let Some((due, peer)) = self.refreshes.first().cloned() {
-            if due > now {
-                break;
-            }
-            self.refreshes.remove(&(due, peer.clone()));
-            let Some(session) = self.sessions.get_mut(&peer) else {
-                continue;
-            };
-            session.refresh_at = None;
-            let host = session.host.clone();
-            let (ice_servers, ttl) = mint.ice_servers(host.as_deref(), &peer);
-            let text = ServerMessage::IceServers {
-                ice_servers: &ice_servers,
-            }
-            .to_json();
-            self.schedule_refresh(&peer, now, ttl);
-            self.deliver(&peer, text.into());
-        }
-        self.debug_check();
     }
 
     /// True once connection `id`'s session was evicted or taken over, or
@@ -492,7 +400,7 @@ impl Switchboard {
 
     /// What peer `id`'s outbox holds, in bytes as counted for the limit.
     pub fn queued_bytes(&self, id: &str) -> usize {
-        self.sessions.get(id).map_or(0, |s| s.queued_bytes)
+        self.sessions.get(id).map_or(0, |s| s.outbox.bytes())
     }
 
     /// Rooms opened from `source` that exist now.
@@ -514,7 +422,8 @@ impl Switchboard {
         &self.limits
     }
 
-    /// The invariants of the module doc, checked in full (for tests and
+    /// The invariants of the module docs (this one's, `outbox`'s and
+    /// `resume`'s), checked in full (for tests and
     /// the fuzz harness; it walks everything).
     pub fn check(&self) -> Result<(), &'static str> {
         self.rooms.check()?;
@@ -522,25 +431,19 @@ impl Switchboard {
         let mut detached = 0;
         let mut refreshing = 0;
         for (id, session) in &self.sessions {
-            let held: usize = session.queue.iter().map(|m| cost(&m.text)).sum();
-            if held != session.queued_bytes {
-                return Err("an outbox's byte count does not match what it holds");
-            }
-            let history = session.resume.as_ref().map_or(0, |r| r.history_bytes);
+            session.outbox.check()?;
+            let history = session.resume.as_ref().map_or(0, |r| r.history.bytes());
             if let Some(resume) = &session.resume {
-                let held: usize = resume.history.iter().map(|m| cost(&m.text)).sum();
-                if held != resume.history_bytes {
-                    return Err("a history's byte count does not match what it holds");
-                }
+                resume.history.check()?;
                 if self.tokens.get(&resume.token) != Some(id) {
                     return Err("a resume token is not in tokens");
                 }
                 tokens += 1;
             }
-            if session.queued_bytes + history > self.limits.max_outbox_bytes {
+            if session.outbox.bytes() + history > self.limits.max_outbox_bytes {
                 return Err("an outbox and its history hold more than max_outbox_bytes");
             }
-            if session.evicted && (self.rooms.room_of(id).is_some() || !session.queue.is_empty()) {
+            if session.evicted && (self.rooms.room_of(id).is_some() || !session.outbox.is_empty()) {
                 return Err("an evicted session is in a room or holds messages");
             }
             match (&session.conn, session.grace_until) {
@@ -666,14 +569,7 @@ impl Switchboard {
         if let (Some(token), Some(session)) = (token, self.sessions.get_mut(id)) {
             if !session.evicted {
                 self.tokens.insert(token.clone(), id.to_owned());
-                session.resume = Some(Resume {
-                    token,
-                    next_seq: 1,
-                    history: VecDeque::new(),
-                    history_bytes: 0,
-                    forgotten: 0,
-                    received: 0,
-                });
+                session.resume = Some(Resume::new(token));
             }
         }
         if ice_refresh {
@@ -681,132 +577,6 @@ impl Switchboard {
         }
         self.evict_all(evict);
         self.debug_check();
-    }
-
-    /// Fresh `iceServers` for `id` when three quarters of `ttl` have passed
-    /// from `now` (none for a zero `ttl`).
-    fn schedule_refresh(&mut self, id: &str, now: Instant, ttl: Duration) {
-        let Some(session) = self.sessions.get_mut(id).filter(|s| !s.evicted) else {
-            return;
-        };
-        if let Some(old) = session.refresh_at.take() {
-            self.refreshes.remove(&(old, id.to_owned()));
-        }
-        if ttl.is_zero() {
-            return;
-        }
-        let due = now + ttl.mul_f64(0.75);
-        session.refresh_at = Some(due);
-        self.refreshes.insert((due, id.to_owned()));
-    }
-
-    /// Connection `conn` (whose own session is `current`) takes over the
-    /// session `token` names, if its messages after the client's `last`
-    /// can all be replayed.
-    fn resume(&mut self, conn: &str, current: &str, token: &str, last: u64, mint: &mut impl Mint) {
-        let failed = |board: &mut Switchboard, message: &str| {
-            board.reply_error(current, ErrorCode::ResumeFailed, message);
-        };
-        let Some(target) = self.tokens.get(token).cloned() else {
-            return failed(self, "unknown or expired resume token; join again");
-        };
-        if target == current {
-            return self.reply_error(
-                current,
-                ErrorCode::BadMessage,
-                "this connection already holds that session",
-            );
-        }
-        if self.rooms.room_of(current).is_some() {
-            return self.reply_error(current, ErrorCode::BadMessage, "already in a room; send leave first");
-        }
-        let Some(session) = self.sessions.get_mut(&target) else {
-            return failed(self, "unknown or expired resume token; join again");
-        };
-        let Some(resume) = session.resume.as_mut() else {
-            return failed(self, "unknown or expired resume token; join again");
-        };
-        // What the client read is acked; make room for `resumed` at the
-        // front, forgetting history if need be.
-        while resume.history.front().is_some_and(|m| m.seq <= last) {
-            if let Some(m) = resume.history.pop_front() {
-                resume.history_bytes -= cost(&m.text);
-            }
-        }
-        let Some(new_token) = mint.resume_token() else {
-            return failed(self, "resume is not available here");
-        };
-        let Some(room) = self.rooms.room_of(&target).map(str::to_owned) else {
-            return failed(self, "the session is in no room; join again");
-        };
-        let grant = ResumeGrant {
-            token: &new_token,
-            grace: self.resume_grace.as_secs(),
-        };
-        let resumed = ServerMessage::Resumed {
-            room: &room,
-            id: &target,
-            resume: grant,
-            received: resume.received,
-        }
-        .to_json();
-        let budget = self.limits.max_outbox_bytes;
-        while session.queued_bytes + resume.history_bytes + cost(&resumed) > budget {
-            let Some(m) = resume.history.pop_front() else {
-                break;
-            };
-            resume.history_bytes -= cost(&m.text);
-            resume.forgotten = resume.forgotten.max(m.seq);
-        }
-        let fits = session.queued_bytes + resume.history_bytes + cost(&resumed) <= budget;
-        if last < resume.forgotten || last >= resume.next_seq || !fits {
-            // The session cannot be made whole: end it, so the client's
-            // fresh join is not a second copy of it in the room.
-            self.end_session(&target);
-            return failed(self, "messages of that session can no longer be replayed; join again");
-        }
-        // Success: the history goes back in front of the queue, behind
-        // `resumed`.
-        let old_token = std::mem::replace(&mut resume.token, new_token.clone());
-        let mut replay: VecDeque<Queued> = std::mem::take(&mut resume.history);
-        resume.history_bytes = 0;
-        replay.push_front(Queued {
-            seq: 0,
-            text: resumed.into(),
-        });
-        let replayed = replay.len() - 1;
-        replay.append(&mut session.queue);
-        session.queued_bytes = replay.iter().map(|m| cost(&m.text)).sum();
-        session.queue = replay;
-        if let Some(until) = session.grace_until.take() {
-            self.graces.remove(&(until, target.clone()));
-        }
-        let old_conn = session.conn.replace(conn.to_owned());
-        self.tokens.remove(&old_token);
-        self.tokens.insert(new_token, target.clone());
-        // The connection's own fresh session is dropped: it was in no room.
-        self.sessions.remove(current);
-        self.links.insert(conn.to_owned(), target.clone());
-        if let Some(old) = old_conn {
-            self.links.remove(&old);
-            self.replaced.insert(old.clone());
-            self.woken.push(old);
-        }
-        self.woken.push(conn.to_owned());
-        self.counters.resumes += 1;
-        debug!(peer = %target, replayed, "signaling session resumed");
-        self.debug_check();
-    }
-
-    fn ack(&mut self, id: &str, seq: u64) {
-        let Some(resume) = self.sessions.get_mut(id).and_then(|s| s.resume.as_mut()) else {
-            return self.reply_error(id, ErrorCode::BadMessage, "ack without resume");
-        };
-        while resume.history.front().is_some_and(|m| m.seq <= seq) {
-            if let Some(m) = resume.history.pop_front() {
-                resume.history_bytes -= cost(&m.text);
-            }
-        }
     }
 
     fn signal(&mut self, id: &str, to: &str, data: &RawValue) {
@@ -828,19 +598,6 @@ impl Switchboard {
         self.forget_extras(id);
         self.evict_all(evict);
         left
-    }
-
-    /// Drops `id`'s resume token and refresh timer.
-    fn forget_extras(&mut self, id: &str) {
-        let Some(session) = self.sessions.get_mut(id) else {
-            return;
-        };
-        if let Some(resume) = session.resume.take() {
-            self.tokens.remove(&resume.token);
-        }
-        if let Some(due) = session.refresh_at.take() {
-            self.refreshes.remove(&(due, id.to_owned()));
-        }
     }
 
     /// Session `id` ends: out of its room (the others told), its timers and
@@ -898,11 +655,11 @@ impl Switchboard {
         };
         let cost = cost(&message);
         let budget = self.limits.max_outbox_bytes;
-        if session.queued_bytes.saturating_add(cost) > budget {
+        if session.outbox.bytes().saturating_add(cost) > budget {
             evict.push(to.to_owned());
             return;
         }
-        if session.queue.is_empty() {
+        if session.outbox.is_empty() {
             if let Some(conn) = &session.conn {
                 self.woken.push(conn.clone());
             }
@@ -910,20 +667,12 @@ impl Switchboard {
         let seq = match session.resume.as_mut() {
             Some(resume) => {
                 // The history gives way to the outbox.
-                while session.queued_bytes + cost + resume.history_bytes > budget {
-                    let Some(m) = resume.history.pop_front() else {
-                        break;
-                    };
-                    resume.history_bytes -= cost_of(&m);
-                    resume.forgotten = resume.forgotten.max(m.seq);
-                }
-                resume.next_seq += 1;
-                resume.next_seq - 1
+                resume.history.give_way(session.outbox.bytes() + cost, budget);
+                resume.number()
             }
             None => 0,
         };
-        session.queue.push_back(Queued { seq, text: message });
-        session.queued_bytes += cost;
+        session.outbox.push_back(Queued { seq, text: message });
     }
 
     /// Evicts the sessions of `pending`, and those their `peer-left`
@@ -933,10 +682,9 @@ impl Switchboard {
             let Some(session) = self.sessions.get_mut(&id).filter(|s| !s.evicted) else {
                 continue;
             };
-            debug!(peer = %id, bytes = session.queued_bytes, "signaling outbox full; dropping the session");
+            debug!(peer = %id, bytes = session.outbox.bytes(), "signaling outbox full; dropping the session");
             session.evicted = true;
-            session.queue = VecDeque::new();
-            session.queued_bytes = 0;
+            session.outbox = Outbox::default();
             let detached = session.conn.is_none();
             if let Some(conn) = &session.conn {
                 self.woken.push(conn.clone());
@@ -954,10 +702,6 @@ impl Switchboard {
             }
         }
     }
-}
-
-fn cost_of(message: &Queued) -> usize {
-    cost(&message.text)
 }
 
 #[cfg(test)]
@@ -1370,7 +1114,7 @@ mod tests {
             b.signal("a", "b", &big);
         }
         b.read("b");
-        let history = |b: &Board| b.board.sessions["b"].resume.as_ref().unwrap().history_bytes;
+        let history = |b: &Board| b.board.sessions["b"].resume.as_ref().unwrap().history.bytes();
         assert!(history(&b) > 1500);
         b.send_with("b", r#"{"type":"ack","seq":3}"#, &mut mint);
         assert_eq!(history(&b), 0, "acked messages are forgotten");
@@ -1404,7 +1148,7 @@ mod tests {
             b.read("b");
         }
         let resume = b.board.sessions["b"].resume.as_ref().unwrap();
-        assert!(resume.forgotten > 0 && resume.history_bytes <= 4096);
+        assert!(resume.history.forgotten() > 0 && resume.history.bytes() <= 4096);
         b.board.disconnect_at("b", b.now);
         b.connect("b2", None);
         b.send_with(
@@ -1509,10 +1253,11 @@ mod tests {
                         if let Some((token, n)) = tokens[i].clone().filter(|_| next(4) != 0) {
                             resumed_from[i] = n;
                             let target = b.board.tokens.get(&token).cloned();
-                            let whole = target
-                                .as_ref()
-                                .and_then(|t| b.board.sessions.get(t))
-                                .is_some_and(|s| s.resume.as_ref().is_some_and(|r| r.forgotten <= n && n < r.next_seq));
+                            let whole = target.as_ref().and_then(|t| b.board.sessions.get(t)).is_some_and(|s| {
+                                s.resume
+                                    .as_ref()
+                                    .is_some_and(|r| r.history.forgotten() <= n && n < r.next_seq)
+                            });
                             b.send_with(
                                 &id,
                                 &format!(r#"{{"type":"resume","token":"{token}","last":{n}}}"#),
@@ -1589,7 +1334,7 @@ mod tests {
                             let whole = target.as_ref().and_then(|t| b.board.sessions.get(t)).is_some_and(|s| {
                                 s.resume
                                     .as_ref()
-                                    .is_some_and(|r| r.forgotten <= last && last < r.next_seq)
+                                    .is_some_and(|r| r.history.forgotten() <= last && last < r.next_seq)
                             });
                             let other = target.as_deref() != b.board.peer_of(&id);
                             let alone = b.board.peer_of(&id).is_some_and(|p| b.board.room_of(p).is_none());
