@@ -16,7 +16,7 @@ use tracing_subscriber::EnvFilter;
 use turnpike::config::{Config, LogFormat, Secret};
 use turnpike::http;
 use turnpike::net;
-use turnpike::process;
+use turnpike::process::{self, logging};
 use turnpike::proto::auth;
 
 #[derive(Parser)]
@@ -207,7 +207,13 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match config.log.format {
-        LogFormat::Text => builder.init(),
+        LogFormat::Text if logging::stderr_is_journal() => builder
+            .with_ansi(false)
+            .event_format(logging::JournalPriority(
+                tracing_subscriber::fmt::format().without_time(),
+            ))
+            .init(),
+        LogFormat::Text => builder.with_ansi(logging::colour_on_stderr()).init(),
         LogFormat::Json => builder.json().init(),
     }
     Ok(())
@@ -227,6 +233,9 @@ fn serve(mut config: Config, config_path: Option<&std::path::Path>) -> anyhow::R
         config.auth.resolved_secrets.push(Secret::new(secret));
         info!("no users or shared secrets configured: generated a random shared secret for this run");
     }
+    // Caught before anything serves, so that a signal during the start is
+    // handled once it serves instead of killing the process.
+    let signals = Signals::catch().context("signal handlers")?;
     let server = net::start(&config).context("starting the server")?;
     let http = match config.listen.http {
         Some(addr) => Some(
@@ -271,7 +280,7 @@ fn serve(mut config: Config, config_path: Option<&std::path::Path>) -> anyhow::R
     // Every listener is bound and serving: tell systemd (Type=notify).
     systemd_notify(&[sd_notify::NotifyState::Ready]);
     let reload = || reload(config_path, generated.as_deref(), &server, http.as_ref());
-    supervise(&server, config.server.shutdown_grace, reload)?;
+    supervise(signals, &server, config.server.shutdown_grace, reload)?;
     info!("shutting down");
     if let Some(http) = http {
         http.stop();
@@ -343,25 +352,53 @@ fn systemd_notify(state: &[sd_notify::NotifyState]) {
     }
 }
 
+/// SIGTERM, SIGINT and SIGHUP, caught on the runtime that [`supervise`]
+/// runs on.
+struct Signals {
+    runtime: tokio::runtime::Runtime,
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn catch() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("signal runtime")?;
+        let entered = runtime.enter();
+        let term = signal(SignalKind::terminate())?;
+        let interrupt = signal(SignalKind::interrupt())?;
+        let hangup = signal(SignalKind::hangup())?;
+        drop(entered);
+        Ok(Signals {
+            runtime,
+            term,
+            interrupt,
+            hangup,
+        })
+    }
+}
+
 /// Runs until SIGINT or SIGTERM, then drains: new allocations are refused
 /// and live ones get up to `grace` to end; a second signal ends the wait.
 /// On SIGHUP calls `reload`. Under a systemd watchdog
 /// (`WatchdogSec=`), sends WATCHDOG=1 at a third of its period, but only
 /// while every shard's event loop is turning, so that a wedged loop gets
 /// the service restarted.
-fn supervise(server: &net::RunningServer, grace: Duration, reload: impl Fn()) -> anyhow::Result<()> {
+fn supervise(signals: Signals, server: &net::RunningServer, grace: Duration, reload: impl Fn()) -> anyhow::Result<()> {
     use sd_notify::NotifyState;
-    use tokio::signal::unix::{signal, SignalKind};
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("signal runtime")?;
+    let Signals {
+        runtime,
+        mut term,
+        mut interrupt,
+        mut hangup,
+    } = signals;
     let status = server.status();
     let watchdog = sd_notify::watchdog_enabled();
     runtime.block_on(async {
-        let mut term = signal(SignalKind::terminate())?;
-        let mut interrupt = signal(SignalKind::interrupt())?;
-        let mut hangup = signal(SignalKind::hangup())?;
         let period = watchdog.map_or(Duration::from_secs(3600), |p| (p / 3).max(Duration::from_millis(100)));
         let mut watchdog_tick = tokio::time::interval(period);
         let mut drain_until: Option<tokio::time::Instant> = None;

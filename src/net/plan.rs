@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::socket::interface_ips;
 use crate::config::{Config, LimitsSection};
 use crate::proto::auth::{Credentials, CredentialsConfig};
-use crate::proto::peer_filter::PeerRules;
+use crate::proto::peer_filter::{self, PeerRules};
 use crate::proto::server::{RelayHairpin, ServerConfig};
 
 /// Everything shards share, derived once from the config.
@@ -61,10 +61,12 @@ impl Plan {
         let relay_v6 = config.relay.ipv6.and_then(|bind| {
             let advertised = match bind.is_unspecified() {
                 false => Some(bind),
-                // Loopback and link-local (fe80::/10) cannot be reached by
-                // anyone else, so they are never advertised by default.
+                // Only a global address is advertised by default: loopback,
+                // link-local and unique local (fc00::/7) ones cannot be
+                // reached from the internet, and the default peer policy
+                // itself refuses them as peers.
                 true => interfaces.iter().find_map(|ip| match ip {
-                    IpAddr::V6(v6) if !v6.is_loopback() && (v6.segments()[0] & 0xffc0) != 0xfe80 => Some(*v6),
+                    IpAddr::V6(v6) if peer_filter::is_global(*ip) => Some(*v6),
                     _ => None,
                 }),
             };

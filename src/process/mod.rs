@@ -3,6 +3,7 @@
 //! that neither reaches into the other.
 //!
 //! * [`clock`]: the only place the clock is read;
+//! * [`logging`]: how log lines look on a terminal, in a file, in the journal;
 //! * [`random`]: the operating system's random source;
 //! * [`tls`]: the certificate both TLS listeners and HTTPS serve;
 //! * [`status`]: what the rest of the process may ask the running shards.
@@ -11,6 +12,7 @@
 //! [`crate::config`] only.
 
 pub mod clock;
+pub mod logging;
 pub mod random;
 pub mod status;
 pub mod tls;

@@ -381,6 +381,14 @@ pub fn normalise(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Whether `ip` is globally reachable by the built-in list of
+/// special-purpose ranges (the one the default policy refuses as peers):
+/// private, loopback, link-local, unique local, documentation and the
+/// like are not, judged after [`normalise`].
+pub fn is_global(ip: IpAddr) -> bool {
+    reserved_range(normalise(ip)).is_none()
+}
+
 fn embedded_ipv4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let o = ip.octets();
     let s = ip.segments();
@@ -932,6 +940,25 @@ mod tests {
         let filter = filter_with(&["127.0.0.0/8"], &[]);
         assert_eq!(filter.check_udp(at("127.0.0.1", 65535)), Err(Refusal::NotARelay));
         assert_eq!(filter.check_udp(at("127.0.0.1", PLAIN_PORT)), Ok(()));
+    }
+
+    #[test]
+    fn only_addresses_outside_every_special_range_are_global() {
+        for global in ["2a01:4f8::10", "2001:4860::8888", "8.8.8.8", "5.6.7.8"] {
+            assert!(is_global(global.parse().unwrap()), "{global}");
+        }
+        for special in [
+            "fd00::1",
+            "fc12::1",
+            "fe80::1",
+            "::1",
+            "2001:db8::1",
+            "10.0.0.1",
+            "::ffff:192.168.1.1",
+            "2002:c0a8:0101::1",
+        ] {
+            assert!(!is_global(special.parse().unwrap()), "{special}");
+        }
     }
 
     #[test]

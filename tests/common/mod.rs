@@ -53,7 +53,7 @@ static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
 
 /// A distinct relay port range for each server of this process; the pid
 /// spreads test binaries that might run side by side.
-fn next_relay_ports() -> RangeInclusive<u16> {
+pub fn next_relay_ports() -> RangeInclusive<u16> {
     let offset = (std::process::id() % u32::from(RELAY_SLICES)) as u16;
     let slice = (offset + NEXT_SLICE.fetch_add(1, Ordering::Relaxed)) % RELAY_SLICES;
     let low = RELAY_PORT_BASE + slice * RELAY_PORTS_PER_SERVER;
