@@ -228,6 +228,7 @@ fn credentials() -> Credentials {
         secrets: vec![b"secret".to_vec()],
         nonce_ttl: Duration::from_secs(3600),
         nonce_key: NONCE_KEY,
+        older_nonce_keys: Vec::new(),
         max_credential_lifetime: Duration::from_secs(7 * 24 * 3600),
     })
 }

@@ -269,6 +269,7 @@ impl Harness {
             secrets: vec![SECRET.to_vec()],
             nonce_ttl: NONCE_TTL,
             nonce_key: [0x42; 32],
+            older_nonce_keys: Vec::new(),
             max_credential_lifetime: Duration::from_secs(7 * 24 * 3600),
         });
         let config = ServerConfig {

@@ -235,6 +235,14 @@ pub struct AuthSection {
     /// client retries with a fresh one. Between 10s and 1h. Default: `"10m"`.
     #[serde(with = "humantime_serde")]
     pub nonce_ttl: Duration,
+    /// Keys for nonces shared by the instances of a fleet, so that a
+    /// client sent by DNS or a load balancer to another instance than the
+    /// one that challenged it is not answered 438 Stale Nonce first. The
+    /// first makes nonces and all of them check them, so a key is rotated
+    /// (with a reload, no restart) by putting the new one first and
+    /// dropping the old one once `nonce_ttl` has passed. At most 4, each at
+    /// least 16 characters. Default: `[]`, a random key per process.
+    pub nonce_keys: Vec<Secret>,
     /// Long-term credential users, one `[[auth.users]]` table each.
     /// Default: none.
     pub users: Vec<User>,
@@ -253,6 +261,7 @@ impl Default for AuthSection {
             credential_ttl: Duration::from_secs(24 * 3600),
             max_credential_lifetime: Duration::from_secs(7 * 24 * 3600),
             nonce_ttl: Duration::from_secs(600),
+            nonce_keys: Vec::new(),
             users: Vec::new(),
             resolved_secrets: Vec::new(),
         }

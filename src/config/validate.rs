@@ -41,6 +41,10 @@ const MAX_CHANNELS: usize = 0x1000;
 const MAX_PEER_CONNECTIONS_PER_ALLOCATION: usize = 1024;
 const MAX_PEER_CONNECTIONS: usize = 1 << 20;
 
+/// Most `auth.nonce_keys` (each is tried on every nonce check).
+const MAX_NONCE_KEYS: usize = 4;
+/// Shortest `auth.nonce_keys` entry.
+const MIN_NONCE_KEY_CHARS: usize = 16;
 /// Bounds of `auth.nonce_ttl`.
 const MIN_NONCE_TTL: Duration = Duration::from_secs(10);
 const MAX_NONCE_TTL: Duration = Duration::from_secs(3600);
@@ -311,6 +315,22 @@ impl Config {
                     "{} is out of range; it must be between 10s and 1h",
                     humantime::format_duration(auth.nonce_ttl)
                 ),
+            ));
+        }
+        if auth.nonce_keys.len() > MAX_NONCE_KEYS {
+            return Err(ConfigError::invalid(
+                "auth.nonce_keys",
+                format!("{} keys; at most {MAX_NONCE_KEYS}", auth.nonce_keys.len()),
+            ));
+        }
+        if let Some(i) = auth
+            .nonce_keys
+            .iter()
+            .position(|k| k.expose().chars().count() < MIN_NONCE_KEY_CHARS)
+        {
+            return Err(ConfigError::invalid(
+                "auth.nonce_keys",
+                format!("key {i} is shorter than {MIN_NONCE_KEY_CHARS} characters: anyone could forge nonces"),
             ));
         }
         let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -920,6 +940,17 @@ mod tests {
     #[test]
     fn empty_secret_is_refused() {
         assert_eq!(invalid_key("[auth]\nsecrets = [\"ok\", \"\"]\n"), "auth.secrets[1]");
+    }
+
+    #[test]
+    fn nonce_keys_are_at_most_four_of_at_least_16_characters() {
+        let key = "\"0123456789abcdef\"";
+        assert!(parse(&format!("[auth]\nnonce_keys = [{key}, {key}]\n")).is_ok());
+        assert_eq!(invalid_key("[auth]\nnonce_keys = [\"short\"]\n"), "auth.nonce_keys");
+        assert_eq!(
+            invalid_key(&format!("[auth]\nnonce_keys = [{key}, {key}, {key}, {key}, {key}]\n")),
+            "auth.nonce_keys"
+        );
     }
 
     #[test]

@@ -27,18 +27,26 @@ pub(super) struct Plan {
     /// IPv6 relays: bind and advertised address, if IPv6 relaying is on.
     pub(super) relay_v6: Option<(Ipv6Addr, Ipv6Addr)>,
     max_credential_lifetime: Duration,
+    /// `auth.nonce_keys`, hashed to HMAC keys; empty: the process's key.
+    nonce_keys: Vec<[u8; 32]>,
 }
 
 impl Plan {
-    /// The shard's credential checker; `nonce_key` is the process's, so
-    /// nonces stay valid across reloads.
-    pub(super) fn credentials(&self, nonce_key: [u8; 32]) -> Credentials {
+    /// The shard's credential checker. Nonces are made with the first
+    /// configured nonce key, or without one with `process_key`, the
+    /// process's own, so that they stay valid across reloads.
+    pub(super) fn credentials(&self, process_key: [u8; 32]) -> Credentials {
+        let (nonce_key, older_nonce_keys) = match self.nonce_keys.split_first() {
+            Some((first, older)) => (*first, older.to_vec()),
+            None => (process_key, Vec::new()),
+        };
         Credentials::new(CredentialsConfig {
             realm: self.realm.clone(),
             users: self.users.clone(),
             secrets: self.secrets.clone(),
             nonce_ttl: self.nonce_ttl,
             nonce_key,
+            older_nonce_keys,
             max_credential_lifetime: self.max_credential_lifetime,
         })
     }
@@ -95,6 +103,17 @@ impl Plan {
             realm: config.server.realm.clone(),
             nonce_ttl: config.auth.nonce_ttl,
             max_credential_lifetime: config.auth.max_credential_lifetime,
+            nonce_keys: config
+                .auth
+                .nonce_keys
+                .iter()
+                .map(|key| {
+                    let digest = ring::digest::digest(&ring::digest::SHA256, key.expose().as_bytes());
+                    let mut out = [0u8; 32];
+                    out.copy_from_slice(digest.as_ref());
+                    out
+                })
+                .collect(),
             server: ServerConfig {
                 software,
                 relay_ip_v4: Some(relay_advertised),

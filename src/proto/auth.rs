@@ -107,9 +107,15 @@ pub struct CredentialsConfig {
     /// Shared secrets for ephemeral credentials; all of them verify.
     pub secrets: Vec<Vec<u8>>,
     pub nonce_ttl: Duration,
-    /// Random bytes from the driver; nonces from another process or an
-    /// earlier run are stale, which clients recover from with one retry.
+    /// The key new nonces are made with: random bytes from the driver, so
+    /// that nonces from another process or an earlier run are stale (which
+    /// clients recover from with one retry), or a key the instances of a
+    /// fleet share (`auth.nonce_keys`), so that any of them takes the
+    /// nonces of all.
     pub nonce_key: [u8; 32],
+    /// Keys whose nonces are still taken, but none is made with: the
+    /// previous ones while a shared key is rotated.
+    pub older_nonce_keys: Vec<[u8; 32]>,
     /// An ephemeral username whose expiry lies further ahead is refused:
     /// a leaked secret or a careless backend cannot mint credentials for
     /// years.
@@ -154,7 +160,9 @@ pub struct Credentials {
     realm: String,
     users: HashMap<String, LongTermKey>,
     secrets: Vec<Vec<u8>>,
+    /// Makes nonces and checks them; `older_nonce_keys` check them too.
     nonce_key: hmac::Key,
+    older_nonce_keys: Vec<hmac::Key>,
     nonce_ttl_secs: u64,
     max_lifetime_secs: u64,
 }
@@ -176,6 +184,11 @@ impl Credentials {
             users: config.users.into_iter().collect(),
             secrets: config.secrets,
             nonce_key: hmac::Key::new(hmac::HMAC_SHA256, &config.nonce_key),
+            older_nonce_keys: config
+                .older_nonce_keys
+                .iter()
+                .map(|key| hmac::Key::new(hmac::HMAC_SHA256, key))
+                .collect(),
             // The nonce carries 16 bits of its expiry (see the module doc).
             nonce_ttl_secs: config.nonce_ttl.as_secs().clamp(1, u64::from(u16::MAX / 2)),
             max_lifetime_secs: config.max_credential_lifetime.as_secs(),
@@ -233,8 +246,8 @@ impl Credentials {
             .collect()
     }
 
-    fn nonce_mac(&self, expiry: u64, client: SocketAddr) -> hmac::Tag {
-        let mut ctx = hmac::Context::with_key(&self.nonce_key);
+    fn nonce_mac(key: &hmac::Key, expiry: u64, client: SocketAddr) -> hmac::Tag {
+        let mut ctx = hmac::Context::with_key(key);
         ctx.update(&expiry.to_be_bytes());
         match client.ip() {
             IpAddr::V4(ip) => ctx.update(&ip.octets()),
@@ -248,7 +261,8 @@ impl Credentials {
         let expiry = now_unix.saturating_add(self.nonce_ttl_secs);
         let mut raw = [0u8; 2 + NONCE_MAC_LEN];
         raw[..2].copy_from_slice(&(expiry as u16).to_be_bytes());
-        raw[2..].copy_from_slice(&self.nonce_mac(expiry, client).as_ref()[..NONCE_MAC_LEN]);
+        let mac = Self::nonce_mac(&self.nonce_key, expiry, client);
+        raw[2..].copy_from_slice(&mac.as_ref()[..NONCE_MAC_LEN]);
         let mut out = [0u8; NONCE_LEN];
         let written = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_slice(raw, &mut out);
         debug_assert_eq!(written, Ok(NONCE_LEN));
@@ -271,8 +285,14 @@ impl Credentials {
         if ahead == 0 || ahead > self.nonce_ttl_secs {
             return NonceCheck::Stale;
         }
-        let expected = self.nonce_mac(now_unix.saturating_add(ahead), client);
-        match constant_time_eq(&expected.as_ref()[..NONCE_MAC_LEN], mac) {
+        let expiry = now_unix.saturating_add(ahead);
+        let made_here = std::iter::once(&self.nonce_key)
+            .chain(&self.older_nonce_keys)
+            .any(|key| {
+                let expected = Self::nonce_mac(key, expiry, client);
+                constant_time_eq(&expected.as_ref()[..NONCE_MAC_LEN], mac)
+            });
+        match made_here {
             true => NonceCheck::Valid,
             false => NonceCheck::Stale,
         }
@@ -342,6 +362,7 @@ mod tests {
             secrets: secrets.iter().map(|s| s.as_bytes().to_vec()).collect(),
             nonce_ttl: Duration::from_secs(600),
             nonce_key: [7; 32],
+            older_nonce_keys: Vec::new(),
             max_credential_lifetime: Duration::from_secs(7 * 24 * 3600),
         })
     }
@@ -393,6 +414,41 @@ mod tests {
         assert_eq!(c.keys_for("+5000:bob", 0), Err(UserError::Unknown));
         assert_eq!(c.keys_for("", 0), Err(UserError::Unknown));
         assert!(c.keys_for("5000", 0).is_ok());
+    }
+
+    fn with_nonce_keys(key: u8, older: &[u8]) -> Credentials {
+        Credentials::new(CredentialsConfig {
+            realm: "turnpike".into(),
+            users: Vec::new(),
+            secrets: Vec::new(),
+            nonce_ttl: Duration::from_secs(600),
+            nonce_key: [key; 32],
+            older_nonce_keys: older.iter().map(|k| [*k; 32]).collect(),
+            max_credential_lifetime: Duration::from_secs(7 * 24 * 3600),
+        })
+    }
+
+    #[test]
+    fn instances_sharing_a_nonce_key_take_each_others_nonces_through_a_rotation() {
+        let client: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        let (a, b, other) = (
+            with_nonce_keys(1, &[]),
+            with_nonce_keys(1, &[]),
+            with_nonce_keys(9, &[]),
+        );
+        let nonce = a.make_nonce(client, 1000);
+        assert_eq!(b.check_nonce(&nonce, client, 1001), NonceCheck::Valid);
+        assert_eq!(other.check_nonce(&nonce, client, 1001), NonceCheck::Stale);
+        // Rotated to key 2 with key 1 kept: old nonces pass, new ones are
+        // made with key 2 and pass where key 2 is known.
+        let rotated = with_nonce_keys(2, &[1]);
+        assert_eq!(rotated.check_nonce(&nonce, client, 1001), NonceCheck::Valid);
+        let fresh = rotated.make_nonce(client, 1001);
+        assert_eq!(
+            with_nonce_keys(2, &[]).check_nonce(&fresh, client, 1002),
+            NonceCheck::Valid
+        );
+        assert_eq!(a.check_nonce(&fresh, client, 1002), NonceCheck::Stale);
     }
 
     #[test]

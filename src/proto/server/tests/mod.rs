@@ -344,6 +344,7 @@ impl Harness {
             secrets: SECRETS.iter().map(|s| s.as_bytes().to_vec()).collect(),
             nonce_ttl: Duration::from_secs(NONCE_TTL),
             nonce_key: [3; 32],
+            older_nonce_keys: Vec::new(),
             max_credential_lifetime: Duration::from_secs(7 * 24 * 3600),
         });
         let quota = Arc::new(AllocationQuota::new(s.max_total, s.max_per_user));

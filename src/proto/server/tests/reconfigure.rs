@@ -18,6 +18,7 @@ fn reconfigure_keeps_allocations_and_judges_new_requests_by_the_new_rules() {
         secrets: Vec::new(),
         nonce_ttl: Duration::from_secs(NONCE_TTL),
         nonce_key: [3; 32],
+        older_nonce_keys: Vec::new(),
         max_credential_lifetime: Duration::from_secs(7 * 24 * 3600),
     });
     let rules = PeerRules {
