@@ -261,6 +261,7 @@ impl Rig {
             challenge_rate: 0,
             max_peer_connections_per_allocation: 4,
             max_peer_connections: 16,
+            alternates: Default::default(),
         };
         let filter = PeerFilter::new(PeerRules {
             allow: vec!["127.0.0.0/8".parse().unwrap()],

@@ -284,6 +284,7 @@ impl Harness {
             challenge_rate: 0,
             max_peer_connections_per_allocation: 4,
             max_peer_connections: 16,
+            alternates: Default::default(),
         };
         let quota = Arc::new(AllocationQuota::new(MAX_TOTAL_ALLOCATIONS, MAX_ALLOCATIONS_PER_USER));
         let filter = PeerFilter::new(crate::filter::v4_rules());

@@ -64,6 +64,9 @@ pub struct Config {
     pub peers: PeersSection,
     /// `[limits]`: quotas on allocations, permissions and channels.
     pub limits: LimitsSection,
+    /// `[alternate]`: sibling instances that take the Allocates this one
+    /// sheds.
+    pub alternate: AlternateSection,
     /// `[signaling]`: the WebSocket rooms, `/ice-servers` and the demo page
     /// served on `listen.http`.
     pub signaling: SignalingSection,
@@ -418,6 +421,32 @@ impl Default for LimitsSection {
     }
 }
 
+/// `[alternate]`: load shedding to the other instances of a fleet with
+/// 300 Try Alternate (RFC 8489 §10).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlternateSection {
+    /// Siblings to send clients to, e.g. `["192.0.2.2:3478",
+    /// "[2001:db8::2]:3478"]`. An authenticated Allocate that this server
+    /// cannot take because it is at `limits.max_allocations`, out of relay
+    /// ports, draining, or relaying more than `bytes_per_second` gets 300
+    /// Try Alternate naming one of them of the client's address family, in
+    /// turn, instead of 508. Each is the address and port of the sibling's
+    /// listener of the same transport (one port for UDP, TCP and TLS is
+    /// simplest). Specific unicast addresses, no repeats. Reloadable.
+    /// Default: `[]` (no shedding).
+    pub servers: Vec<SocketAddr>,
+    /// ALTERNATE-DOMAIN sent to TLS clients with a 300 (RFC 8489 §14.16):
+    /// the name they check the sibling's certificate against. Needs
+    /// `servers`. Default: unset.
+    pub domain: Option<String>,
+    /// Relayed bytes a second, over all allocations and both directions,
+    /// above which new Allocates are shed (measured every 250 ms over the
+    /// last second; live allocations are not touched). Needs `servers`.
+    /// 0: shed for allocation capacity and drain only. Default: 0.
+    pub bytes_per_second: u64,
+}
+
 /// `[signaling]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -711,6 +740,10 @@ mod tests {
             "allocation_bytes_per_second",
             "user_bytes_per_second",
             "challenge_bytes_per_second",
+            "[alternate]",
+            "servers",
+            "domain",
+            "bytes_per_second",
             "http",
             "[signaling]",
             "room_size",

@@ -91,6 +91,7 @@ impl Config {
         self.check_relay()?;
         self.check_auth()?;
         self.check_limits()?;
+        self.check_alternate()?;
         self.check_signaling()?;
         self.check_log()?;
         self.check_magnitudes()?;
@@ -508,6 +509,42 @@ impl Config {
         Ok(())
     }
 
+    fn check_alternate(&self) -> Result<(), ConfigError> {
+        let alternate = &self.alternate;
+        for (i, server) in alternate.servers.iter().enumerate() {
+            let ip = server.ip();
+            if ip.is_unspecified() || ip.is_multicast() || ip == IpAddr::V4(Ipv4Addr::BROADCAST) || server.port() == 0 {
+                return Err(ConfigError::invalid(
+                    "alternate.servers",
+                    format!("{server} is not a unicast address and port a client can be sent to"),
+                ));
+            }
+            if alternate.servers[..i].contains(server) {
+                return Err(ConfigError::invalid(
+                    "alternate.servers",
+                    format!("{server} is listed twice"),
+                ));
+            }
+        }
+        let needs_servers = match (&alternate.domain, alternate.bytes_per_second) {
+            (Some(_), _) => Some("alternate.domain"),
+            (None, rate) if rate > 0 => Some("alternate.bytes_per_second"),
+            _ => None,
+        };
+        if let Some(key) = needs_servers.filter(|_| alternate.servers.is_empty()) {
+            return Err(ConfigError::invalid(key, "needs alternate.servers to send clients to"));
+        }
+        if let Some(domain) = &alternate.domain {
+            if !is_valid_host(domain) || domain.parse::<IpAddr>().is_ok() {
+                return Err(ConfigError::invalid(
+                    "alternate.domain",
+                    format!("{domain:?} is not a DNS name"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn check_signaling(&self) -> Result<(), ConfigError> {
         let signaling = &self.signaling;
         if signaling.tls && (self.tls.cert.is_none() || self.tls.key.is_none()) {
@@ -810,6 +847,35 @@ mod tests {
         assert_eq!(
             invalid_key("[auth]\ncredential_ttl = \"20years\"\nmax_credential_lifetime = \"20years\"\n"),
             "auth.max_credential_lifetime"
+        );
+    }
+
+    #[test]
+    fn alternate_servers_must_be_reachable_unique_and_are_needed_by_the_other_keys() {
+        let ok = parse("[alternate]\nservers = [\"192.0.2.2:3478\", \"[2001:db8::2]:3478\"]\ndomain = \"turn.example.com\"\nbytes_per_second = 1000\n")
+            .expect("valid");
+        assert_eq!(ok.alternate.servers.len(), 2);
+        for bad in ["0.0.0.0:3478", "192.0.2.2:0", "224.0.0.1:3478"] {
+            assert_eq!(
+                invalid_key(&format!("[alternate]\nservers = [\"{bad}\"]\n")),
+                "alternate.servers"
+            );
+        }
+        assert_eq!(
+            invalid_key("[alternate]\nservers = [\"192.0.2.2:3478\", \"192.0.2.2:3478\"]\n"),
+            "alternate.servers"
+        );
+        assert_eq!(
+            invalid_key("[alternate]\ndomain = \"turn.example.com\"\n"),
+            "alternate.domain"
+        );
+        assert_eq!(
+            invalid_key("[alternate]\nbytes_per_second = 5\n"),
+            "alternate.bytes_per_second"
+        );
+        assert_eq!(
+            invalid_key("[alternate]\nservers = [\"192.0.2.2:3478\"]\ndomain = \"192.0.2.2\"\n"),
+            "alternate.domain"
         );
     }
 

@@ -65,10 +65,12 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::process::clock;
 use crate::process::random::random_bytes;
 use crate::process::status::{ConnectionCount, ServerStatus, HEARTBEAT_INTERVAL};
 use crate::process::tls;
 use crate::proto::addr::ShardId;
+use crate::proto::bandwidth_watch::BandwidthWatch;
 use crate::proto::live_relays::LiveRelays;
 use crate::proto::peer_filter::PeerFilter;
 use crate::proto::quota::AllocationQuota;
@@ -430,6 +432,7 @@ fn run_shard(
         };
         let filter = PeerFilter::new(plan.rules.clone());
         let server_config = plan.server.clone();
+        let gate = quota.clone();
         // Fewer than MAX_WORKERS (256) shards are started, see `start`.
         let shard_id = ShardId(u8::try_from(index).unwrap_or(u8::MAX));
         let shard = shard::Shard::start(
@@ -464,6 +467,7 @@ fn run_shard(
         }
         tokio::task::spawn_local(stream::inbox_loop(shard.clone(), inbox, stream_limits.clone()));
         let reconfigured = shard.clone();
+        let plans = reloads.clone();
         tokio::task::spawn_local(async move {
             reloads.mark_unchanged();
             while reloads.changed().await.is_ok() {
@@ -476,8 +480,17 @@ fn run_shard(
             }
         });
         tokio::task::spawn_local(async move {
+            // One shard watches the whole server's relayed rate for
+            // `alternate.bytes_per_second`.
+            let mut bandwidth = (index == 0).then(|| BandwidthWatch::new(0));
             loop {
                 status.publish(index, shard.snapshot());
+                if let Some(watch) = &mut bandwidth {
+                    watch.set_threshold(plans.borrow().shed_above_bytes_per_second);
+                    let relayed = status.snapshot();
+                    let total = relayed.to_peer.bytes.saturating_add(relayed.to_client.bytes);
+                    gate.set_saturated(watch.sample(clock::mono(), total));
+                }
                 tokio::time::sleep(HEARTBEAT_INTERVAL).await;
             }
         });

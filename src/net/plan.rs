@@ -12,7 +12,7 @@ use super::socket::interface_ips;
 use crate::config::{Config, LimitsSection};
 use crate::proto::auth::{Credentials, CredentialsConfig};
 use crate::proto::peer_filter::{self, PeerRules};
-use crate::proto::server::{RelayHairpin, ServerConfig};
+use crate::proto::server::{Alternates, RelayHairpin, ServerConfig};
 
 /// Everything shards share, derived once from the config.
 pub(super) struct Plan {
@@ -29,6 +29,9 @@ pub(super) struct Plan {
     max_credential_lifetime: Duration,
     /// `auth.nonce_keys`, hashed to HMAC keys; empty: the process's key.
     nonce_keys: Vec<[u8; 32]>,
+    /// `alternate.bytes_per_second`: the relayed rate above which
+    /// Allocates are shed; 0: never for bandwidth.
+    pub(super) shed_above_bytes_per_second: u64,
 }
 
 impl Plan {
@@ -126,7 +129,9 @@ impl Plan {
                 challenge_rate: config.limits.challenge_bytes_per_second,
                 max_peer_connections_per_allocation: config.limits.max_peer_connections_per_allocation,
                 max_peer_connections: config.limits.max_peer_connections,
+                alternates: Alternates::new(config.alternate.servers.clone(), config.alternate.domain.clone()),
             },
+            shed_above_bytes_per_second: config.alternate.bytes_per_second,
             users: config
                 .auth
                 .users

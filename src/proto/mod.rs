@@ -19,6 +19,7 @@
 
 pub mod addr;
 pub mod auth;
+pub mod bandwidth_watch;
 pub mod channel_data;
 pub mod live_relays;
 pub mod method;

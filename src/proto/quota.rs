@@ -37,6 +37,9 @@ pub struct AllocationQuota {
     total: AtomicUsize,
     per_user: Mutex<HashMap<String, UserShare>>,
     closed: AtomicBool,
+    /// The server relays more than it should take on (see
+    /// [`set_saturated`](Self::set_saturated)).
+    saturated: AtomicBool,
     /// Bytes a second all of one user's allocations may relay; 0: no limit.
     user_rate: AtomicU64,
     /// Creators of the reservations not yet claimed or expired, by token.
@@ -90,6 +93,7 @@ impl AllocationQuota {
             total: AtomicUsize::new(0),
             per_user: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
+            saturated: AtomicBool::new(false),
             user_rate: AtomicU64::new(0),
             reservations: Mutex::new(HashMap::new()),
             max_per_source: AtomicUsize::new(0),
@@ -177,6 +181,18 @@ impl AllocationQuota {
 
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Set by the driver when the whole server relays more than its
+    /// configured bandwidth (`alternate.bytes_per_second`), cleared when it
+    /// falls back below: new allocations are then sent to a sibling (300)
+    /// while the live ones keep their share.
+    pub fn set_saturated(&self, saturated: bool) {
+        self.saturated.store(saturated, Ordering::Relaxed);
+    }
+
+    pub fn is_saturated(&self) -> bool {
+        self.saturated.load(Ordering::Relaxed)
     }
 
     /// Counts a new allocation of `user`; returns the user's byte-rate

@@ -56,7 +56,7 @@ pub enum AuthFailure {
 
 /// Which limit refused a request, or an RFC 6062 peer connecting in
 /// (label values).
-pub const REFUSALS: [&str; 10] = [
+pub const REFUSALS: [&str; 11] = [
     "allocations_per_user",
     "allocations_total",
     "draining",
@@ -67,6 +67,7 @@ pub const REFUSALS: [&str; 10] = [
     "peer_connections_per_allocation",
     "peer_connections_total",
     "allocations_per_source",
+    "bandwidth",
 ];
 
 /// Index into [`REFUSALS`].
@@ -83,6 +84,8 @@ pub enum Refusal {
     PeerConnectionsPerAllocation = 7,
     PeerConnectionsTotal = 8,
     AllocationsPerSource = 9,
+    /// The server relays more than `alternate.bytes_per_second`.
+    Bandwidth = 10,
 }
 
 /// Which byte rate dropped a relayed packet (label values).

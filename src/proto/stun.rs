@@ -76,7 +76,12 @@ pub mod attr {
     pub const CONNECTION_ID: u16 = 0x002A;
     pub const ADDITIONAL_ADDRESS_FAMILY: u16 = 0x8000;
     pub const ADDRESS_ERROR_CODE: u16 = 0x8001;
+    /// RFC 8489 §14.16: the name to check the alternate's certificate
+    /// against; sent, never read.
+    pub const ALTERNATE_DOMAIN: u16 = 0x8003;
     pub const SOFTWARE: u16 = 0x8022;
+    /// RFC 8489 §14.15: sent with 300 Try Alternate, never read.
+    pub const ALTERNATE_SERVER: u16 = 0x8023;
     pub const FINGERPRINT: u16 = 0x8028;
     pub const ICE_CONTROLLED: u16 = 0x8029;
     pub const ICE_CONTROLLING: u16 = 0x802A;

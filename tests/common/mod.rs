@@ -301,6 +301,10 @@ pub struct ServerSetup<'a> {
     /// `RUST_LOG` of the server; by default everything of turnpike, down
     /// to `trace`.
     pub log_filter: &'a str,
+    /// The IPv4 address of the UDP and TCP listeners; by default
+    /// 127.0.0.1 (another one exists only in a namespace of
+    /// [`enter_private_network`]).
+    pub listen_ip: Ipv4Addr,
 }
 
 impl Default for ServerSetup<'_> {
@@ -311,6 +315,7 @@ impl Default for ServerSetup<'_> {
             extra_toml: "",
             relay_ports: None,
             log_filter: "turnpike=trace,debug",
+            listen_ip: Ipv4Addr::LOCALHOST,
         }
     }
 }
@@ -373,6 +378,7 @@ impl TestServer {
             extra_toml,
             ref relay_ports,
             log_filter,
+            listen_ip,
         } = *setup;
         let relay_ports = relay_ports.clone().unwrap_or_else(next_relay_ports);
         // The listen port is picked by probing, so another socket can take it
@@ -392,8 +398,8 @@ impl TestServer {
             let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
             pki.write_leaf("turnpike test server", &cert_path, &key_path);
             let config = format!(
-                "[server]\n{workers}{server_keys}\n\n[listen]\nudp = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\n\
-                 tcp = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\ntls = [\"127.0.0.1:{tls_port}\"]\nhttp = \"127.0.0.1:{http_port}\"\n\n\
+                "[server]\n{workers}{server_keys}\n\n[listen]\nudp = [\"{listen_ip}:{port}\", \"[::1]:{port}\"]\n\
+                 tcp = [\"{listen_ip}:{port}\", \"[::1]:{port}\"]\ntls = [\"127.0.0.1:{tls_port}\"]\nhttp = \"127.0.0.1:{http_port}\"\n\n\
                  [tls]\ncert = \"{}\"\nkey = \"{}\"\n\n\
                  [relay]\nipv4 = \"127.0.0.1\"\nipv6 = \"::1\"\nports = \"{}-{}\"\n\n\
                  {peers_toml}\n\n{extra_toml}",
@@ -418,7 +424,7 @@ impl TestServer {
                 .expect("spawn turnpike");
             let server = TestServer {
                 child: Mutex::new(child),
-                addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+                addr: SocketAddr::from((listen_ip, port)),
                 tls_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, tls_port)),
                 http_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, http_port)),
                 pki,
@@ -957,6 +963,39 @@ pub struct BrowserSetup {
     pub dir: PathBuf,
     pub chromium: PathBuf,
     pub artifacts: PathBuf,
+}
+
+/// Moves the calling thread into a network namespace of its own, with
+/// its loopback interface up and `addresses` (IPv4, /32) added to it, so
+/// that a test can use addresses that are not loopback ones (Chromium
+/// refuses to be redirected to a loopback TURN server) without a packet
+/// leaving the namespace. Processes the thread spawns from now on live
+/// there too; the namespace goes when they and the thread are gone. Needs
+/// root (CI runs as root) and `ip` from iproute2.
+pub fn enter_private_network(addresses: &[Ipv4Addr]) {
+    // SAFETY: unshare changes only the calling thread's namespace.
+    let unshared = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(
+        unshared,
+        0,
+        "unshare(CLONE_NEWNET): {} (the test needs root)",
+        std::io::Error::last_os_error()
+    );
+    let ip = require_tool("ip");
+    let mut steps = vec![vec!["link".to_owned(), "set".into(), "lo".into(), "up".into()]];
+    for address in addresses {
+        steps.push(vec![
+            "addr".into(),
+            "add".into(),
+            format!("{address}/32"),
+            "dev".into(),
+            "lo".into(),
+        ]);
+    }
+    for step in steps {
+        let out = run_with_timeout(Command::new(&ip).args(&step), Duration::from_secs(10));
+        assert!(out.success(), "ip {}: {}", step.join(" "), out.combined());
+    }
 }
 
 /// Checks what a browser test needs and empties its artifacts dir `name`.

@@ -53,6 +53,9 @@ impl<B: RelayBinder> Server<B> {
         if request.reservation.is_none() && self.relay_ip(family).is_none() {
             return Err(ErrorCode::AddressFamilyNotSupported.into());
         }
+        if self.quota.is_saturated() {
+            return Err(self.shed(Refusal::Bandwidth, client));
+        }
         let source = super::source_key(client);
         if !self.quota.try_acquire_source(source) {
             return Err(self.refuse(Refusal::AllocationsPerSource));
@@ -65,7 +68,7 @@ impl<B: RelayBinder> Server<B> {
             Ok(bucket) => bucket,
             Err(e) => {
                 self.quota.release_source(source);
-                return Err(self.refuse(quota_refusal(e)));
+                return Err(self.shed(quota_refusal(e), client));
             }
         };
         // A reserved partner port holds a place in its creator's quota
@@ -75,7 +78,7 @@ impl<B: RelayBinder> Server<B> {
             if let Err(e) = self.quota.try_reserve(token, auth.username, now) {
                 self.quota.release(auth.username);
                 self.quota.release_source(source);
-                return Err(self.refuse(quota_refusal(e)));
+                return Err(self.shed(quota_refusal(e), client));
             }
         }
         let Some((relays, additional_error)) = self.bind_relays(&request, family, new_token) else {
@@ -85,7 +88,7 @@ impl<B: RelayBinder> Server<B> {
                 self.quota.end_reservation(token);
             }
             debug!(%client, "allocation refused: no relay port");
-            return Err(self.refuse(Refusal::RelayPorts));
+            return Err(self.shed(Refusal::RelayPorts, client));
         };
         if let Some(token) = new_token {
             self.timers

@@ -14,6 +14,7 @@
 
 use ring::hmac;
 
+use super::try_alternate::Redirect;
 use super::{RelayBinder, Server};
 use crate::proto::addr::ClientAddr;
 use crate::proto::method::Method;
@@ -28,11 +29,14 @@ pub(super) enum Failure {
     /// 420 with the unknown attribute types.
     UnknownAttributes([u16; 8], usize),
     Code(ErrorCode),
+    /// 300 Try Alternate towards a sibling (see `try_alternate`).
+    TryAlternate(Redirect),
 }
 
 /// STUN/TURN error codes this server sends (RFC 8489 §14.8, RFC 8656 §19).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorCode {
+    TryAlternate,
     BadRequest,
     Unauthorized,
     Forbidden,
@@ -52,6 +56,7 @@ pub enum ErrorCode {
 impl ErrorCode {
     pub fn code(self) -> u16 {
         match self {
+            ErrorCode::TryAlternate => 300,
             ErrorCode::BadRequest => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
@@ -71,6 +76,7 @@ impl ErrorCode {
 
     pub fn reason(self) -> &'static str {
         match self {
+            ErrorCode::TryAlternate => "Try Alternate",
             ErrorCode::BadRequest => "Bad Request",
             ErrorCode::Unauthorized => "Unauthorized",
             ErrorCode::Forbidden => "Forbidden",
@@ -147,6 +153,7 @@ impl<B: RelayBinder> Server<B> {
         let code = match failure {
             Failure::Challenge(code) | Failure::Code(code) => code,
             Failure::UnknownAttributes(..) => ErrorCode::UnknownAttribute,
+            Failure::TryAlternate(_) => ErrorCode::TryAlternate,
         };
         let mut buf = Vec::with_capacity(96);
         let mut w = MessageWriter::new(&mut buf, Class::Error, msg.method(), msg.transaction_id());
@@ -163,6 +170,7 @@ impl<B: RelayBinder> Server<B> {
             Failure::UnknownAttributes(types, n) => {
                 w.unknown_attributes(&types[..n]);
             }
+            Failure::TryAlternate(to) => self.write_redirect(&mut w, client, to, unix_secs),
             Failure::Code(_) => {}
         }
         match key {

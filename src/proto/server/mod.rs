@@ -30,7 +30,8 @@
 //! * [`data_plane`] — Send/Data indications and ChannelData (§11, §12);
 //! * [`tcp_relay`] — Connect, ConnectionBind and peer connections (RFC 6062);
 //! * [`hairpin`] — relay ↔ relay behind a 1:1 NAT;
-//! * [`relay_binder`] — the driver's side of relay sockets.
+//! * [`relay_binder`] — the driver's side of relay sockets;
+//! * [`try_alternate`] — 300 Try Alternate towards a sibling instance.
 //!
 //! Invariants (each stated again where it is kept):
 //! * `by_relay` mirrors `allocations`, and `live` holds exactly the relays
@@ -55,6 +56,7 @@ mod request;
 mod tcp_relay;
 #[cfg(test)]
 mod tests;
+mod try_alternate;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -74,6 +76,7 @@ pub use self::relay_binder::{PortWant, RelayBindError, RelayBinder};
 pub use self::tcp_relay::{
     connection_bind_shard, SpliceDirection, SpliceVerdict, CONNECTION_BIND_TIMEOUT, MAX_SPLICE_CHUNK,
 };
+pub use self::try_alternate::Alternates;
 
 use self::allocation::Allocation;
 use self::answer::Failure;
@@ -117,6 +120,8 @@ pub struct ServerConfig {
     /// the server's.
     pub max_peer_connections_per_allocation: usize,
     pub max_peer_connections: usize,
+    /// Siblings that take the Allocates this server sheds.
+    pub alternates: Alternates,
 }
 
 /// Something the driver must do.
@@ -189,6 +194,8 @@ pub struct Server<B> {
     /// costs what a real check costs.
     unknown_user_key: hmac::Key,
     counters: Counters,
+    /// Which sibling the next 300 names (see [`try_alternate`]).
+    alternate_turn: usize,
 }
 
 impl<B: RelayBinder> Server<B> {
@@ -227,6 +234,7 @@ impl<B: RelayBinder> Server<B> {
             failures: FailureLimits::new(&seed),
             unknown_user_key: hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &seed[..16]),
             counters: Counters::default(),
+            alternate_turn: 0,
         }
     }
 
@@ -273,6 +281,7 @@ impl<B: RelayBinder> Server<B> {
         self.config.challenge_rate = config.challenge_rate;
         self.config.max_peer_connections_per_allocation = config.max_peer_connections_per_allocation;
         self.config.max_peer_connections = config.max_peer_connections;
+        self.config.alternates = config.alternates;
         self.credentials = credentials;
         self.filter = filter;
     }

@@ -21,6 +21,7 @@ mod hostile_input;
 mod permissions;
 mod reconfigure;
 mod tcp_relay;
+mod try_alternate;
 
 use std::cell::Ref;
 use std::collections::{BTreeSet, HashMap};
@@ -28,7 +29,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Effect, PortWant, RelayHairpin, Server, ServerConfig, PEER_HEADROOM, PEER_TAILROOM};
+use super::{Alternates, Effect, PortWant, RelayHairpin, Server, ServerConfig, PEER_HEADROOM, PEER_TAILROOM};
 use crate::proto::addr::{ClientAddr, ConnectionId, Family, PeerAddr, RelayAddr, RelayProtocol, ShardId, Transport};
 use crate::proto::auth::{self, Credentials, CredentialsConfig, LongTermKey};
 use crate::proto::channel_data::ChannelNumber;
@@ -279,6 +280,7 @@ struct Settings {
     challenge_rate: u64,
     max_peer_connections_per_allocation: usize,
     max_peer_connections: usize,
+    alternates: Alternates,
     /// The shard the core runs on.
     shard: ShardId,
 }
@@ -298,6 +300,7 @@ impl Default for Settings {
             challenge_rate: 0,
             max_peer_connections_per_allocation: 3,
             max_peer_connections: 5,
+            alternates: Alternates::default(),
             shard: ShardId::default(),
         }
     }
@@ -334,6 +337,7 @@ impl Harness {
             challenge_rate: s.challenge_rate,
             max_peer_connections_per_allocation: s.max_peer_connections_per_allocation,
             max_peer_connections: s.max_peer_connections,
+            alternates: s.alternates,
         };
         let credentials = Credentials::new(CredentialsConfig {
             realm: REALM.to_owned(),

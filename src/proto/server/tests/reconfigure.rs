@@ -37,6 +37,7 @@ fn reconfigure_keeps_allocations_and_judges_new_requests_by_the_new_rules() {
         challenge_rate: 0,
         max_peer_connections_per_allocation: 1,
         max_peer_connections: 1,
+        alternates: Default::default(),
     };
     h.server.reconfigure(config, credentials, PeerFilter::new(rules));
     assert!(h.server.has_allocation(&client(1)), "the allocation survived");
