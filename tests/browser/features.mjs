@@ -297,7 +297,8 @@ async function main() {
     await alice.page.click('.side-tab[data-tab="files"]');
     await bob.page.click('.side-tab[data-tab="files"]');
     await alice.page.selectOption('#file-to', bob.id);
-    await alice.page.setInputFiles('#file-input', { name: 'random.bin', mimeType: 'application/octet-stream', buffer: bytes });
+    // The bytes cross the DevTools protocol in base64: seconds on a loaded machine.
+    await alice.page.setInputFiles('#file-input', { name: 'random.bin', mimeType: 'application/octet-stream', buffer: bytes }, { timeout: 60_000 });
     const transfer = (p, dir) =>
       p.page.evaluate((d) => {
         const t = Array.from(window.turnpikeDemo.transfers.values()).find((x) => x.dir === d);
@@ -346,7 +347,7 @@ async function main() {
   // the cancelled one is not taken for it).
   const cancel = await step('cancel', async () => {
     const big = randomBytes(CANCEL_BYTES);
-    await alice.page.setInputFiles('#file-input', { name: 'big.bin', mimeType: 'application/octet-stream', buffer: big });
+    await alice.page.setInputFiles('#file-input', { name: 'big.bin', mimeType: 'application/octet-stream', buffer: big }, { timeout: 60_000 });
     const stoppedAt = await alice.page.evaluate(
       (ms) =>
         new Promise((resolve, reject) => {
@@ -380,7 +381,7 @@ async function main() {
     if (atBob.url) throw new Failure('a cancelled file has a download link');
     const small = randomBytes(64 * 1024);
     const smallSha = createHash('sha256').update(small).digest('hex');
-    await alice.page.setInputFiles('#file-input', { name: 'small.bin', mimeType: 'application/octet-stream', buffer: small });
+    await alice.page.setInputFiles('#file-input', { name: 'small.bin', mimeType: 'application/octet-stream', buffer: small }, { timeout: 60_000 });
     const got = await until('bob: the small file after the cancelled one', () =>
       bob.page.evaluate(async () => {
         const t = Array.from(window.turnpikeDemo.transfers.values()).find((x) => x.dir === 'in' && x.name === 'small.bin');
