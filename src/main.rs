@@ -486,8 +486,9 @@ fn reload(
             if let Some(http) = http {
                 http.reload(&config, ice_config(&config, server, http.addr));
             }
-            if let Some(admin) = admin {
-                admin.reload(&config);
+            let admin_kept = admin.map_or(config.admin.listen.is_none(), |admin| admin.reload(&config));
+            if !admin_kept {
+                warn!("SIGHUP: the change to admin.listen takes effect only after a restart");
             }
             info!(path = %path.display(), "SIGHUP: configuration reloaded; live allocations kept");
             for what in needs_restart {

@@ -11,18 +11,16 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    authenticated_request_as, code_of, free_tcp_port, rest_credential, run_with_timeout, tcp_connect, transaction_id,
-    turnpike_bin, unix_now, CmdOutput, ScratchDir, TestServer,
+    authenticated_request_as, code_of, free_tcp_port, http_exchange, rest_credential, run_with_timeout, tcp_connect,
+    turnpike_bin, udp_request_as, unix_now, CmdOutput, ScratchDir, TestServer,
 };
 use serde_json::Value;
 use turnpike::proto::stun::{attr, method, Message, MessageWriter};
-use turnpike::proto::testkit::{client, Cred};
 
 const KEY: &str = "an-admin-key-for-tests-0123456789";
 const SECRET: &str = "a-shared-secret-for-admin-tests";
@@ -42,26 +40,15 @@ fn start(workers: usize) -> (TestServer, SocketAddr) {
 /// Status and JSON body of one request to the admin API, with `key` as
 /// the bearer token if given.
 fn call(admin: SocketAddr, method: &str, path: &str, key: Option<&str>, body: Option<&str>) -> (u16, Value) {
-    let mut stream = TcpStream::connect_timeout(&admin, Duration::from_secs(5)).expect("connect to the admin API");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
     let body = body.unwrap_or("");
-    write!(
-        stream,
+    let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .expect("send");
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status in {response:?}"));
-    let text = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(text).unwrap_or(Value::Null))
+    );
+    let (status, text) = http_exchange(admin, &request);
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 fn get(admin: SocketAddr, path: &str) -> Value {
@@ -83,24 +70,11 @@ fn allocate_build(w: &mut MessageWriter<'_>) {
 
 /// An authenticated request of `method` over UDP from `socket`.
 fn udp_request(socket: &UdpSocket, server: SocketAddr, user: &str, password: &str, method: u16) -> Vec<u8> {
-    let build = |w: &mut MessageWriter<'_>| {
+    udp_request_as(socket, server, (user, password), method, |w| {
         if method == method::ALLOCATE {
             allocate_build(w);
         }
-    };
-    client::authenticated(
-        method,
-        build,
-        transaction_id,
-        |realm| Cred::new(user, realm, password),
-        |request| {
-            socket.send_to(request, server)?;
-            let mut buf = [0u8; 1500];
-            let (n, _) = socket.recv_from(&mut buf)?;
-            Ok::<_, std::io::Error>(buf[..n].to_vec())
-        },
-    )
-    .expect("an answer over UDP")
+    })
 }
 
 fn udp_socket() -> UdpSocket {
@@ -410,4 +384,26 @@ fn turnpike_admin_commands_list_end_and_revoke() {
     );
     let out = turnpike(&["admin", "--url", "http://127.0.0.1:1", "list"], Some(KEY));
     assert!(!out.success() && out.stderr.contains("cannot reach"), "{out:?}");
+}
+
+#[test]
+fn a_reload_replaces_the_key() {
+    let (server, admin) = start(1);
+    let new_key = "a-new-admin-key-after-the-reload-42";
+    let path = server.config_path();
+    let text = std::fs::read_to_string(path).expect("read config");
+    std::fs::write(path, text.replace(KEY, new_key)).expect("write config");
+    let reloaded = server.stderr_log().matches("configuration reloaded").count();
+    server.sighup();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while server.stderr_log().matches("configuration reloaded").count() == reloaded {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reload:\n{}",
+            server.stderr_log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(call(admin, "GET", "/v1/allocations", Some(KEY), None).0, 401);
+    assert_eq!(call(admin, "GET", "/v1/allocations", Some(new_key), None).0, 200);
 }

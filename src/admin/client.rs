@@ -68,12 +68,17 @@ impl AdminClient {
         let mut answer = Vec::new();
         stream.take(MAX_ANSWER).read_to_end(&mut answer)?;
         let (status, body) = parse_answer(&answer).ok_or(ClientError::BadAnswer)?;
-        let json: Value = serde_json::from_slice(&body).map_err(|_| ClientError::BadAnswer)?;
+        let json = serde_json::from_slice::<Value>(&body);
         if !(200..300).contains(&status) {
-            let message = json["error"].as_str().unwrap_or("no reason given").to_owned();
+            // The API's own errors are JSON; a body it could not read is
+            // refused by axum in plain text.
+            let message = match &json {
+                Ok(json) => json["error"].as_str().unwrap_or("no reason given").to_owned(),
+                Err(_) => String::from_utf8_lossy(&body).trim().chars().take(200).collect(),
+            };
             return Err(ClientError::Status { status, message });
         }
-        Ok(json)
+        json.map_err(|_| ClientError::BadAnswer)
     }
 
     fn connect(&self) -> Result<TcpStream, ClientError> {

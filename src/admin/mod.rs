@@ -67,6 +67,8 @@ pub enum AdminStartError {
 pub struct AdminServer {
     /// The bound address (port 0 resolved).
     pub addr: SocketAddr,
+    /// `admin.listen` as started with.
+    configured: SocketAddr,
     key: Arc<RwLock<Secret>>,
     stop: tokio::sync::watch::Sender<bool>,
     thread: JoinHandle<()>,
@@ -74,11 +76,13 @@ pub struct AdminServer {
 
 impl AdminServer {
     /// Applies a reloaded config: the key (a config without one keeps the
-    /// running key; turning the API off needs a restart).
-    pub fn reload(&self, config: &Config) {
+    /// running key). Returns false if `admin.listen` changed, which takes
+    /// a restart.
+    pub fn reload(&self, config: &Config) -> bool {
         if let Some(key) = &config.admin.resolved_key {
             *self.key.write().unwrap_or_else(|e| e.into_inner()) = key.clone();
         }
+        config.admin.listen == Some(self.configured)
     }
 
     /// Stops accepting, drops every connection and waits for the thread.
@@ -125,6 +129,7 @@ pub fn start(
     info!(addr = %bound, "admin API listening");
     Ok(Some(AdminServer {
         addr: bound,
+        configured: addr,
         key,
         stop,
         thread,
