@@ -182,8 +182,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .listen
                 .http
                 .map_or("HTTP off".to_owned(), |addr| format!("HTTP on {addr}"));
+            let admin = config
+                .admin
+                .listen
+                .map_or("admin API off".to_owned(), |addr| format!("admin API on {addr}"));
             println!(
-                "{}: ok ({} UDP, {} TCP and {} TLS listener(s), {http}, {} user(s), {} shared secret(s))",
+                "{}: ok ({} UDP, {} TCP and {} TLS listener(s), {http}, {admin}, {} user(s), {} shared secret(s))",
                 file.display(),
                 config.listen.udp.len(),
                 config.listen.tcp.len(),

@@ -5,6 +5,9 @@
 //! `{"revocations": […]}`, or `{"error": "…"}` with the status saying what
 //! went wrong (400 bad input, 401 no or wrong key, 404 no such allocation,
 //! 503 a shard did not answer in time, 507 the revocation list is full).
+//! A revocation whose allocations could not all be ended (503) still
+//! holds: those allocations can no longer refresh and end by their
+//! lifetime, or at once with a retried `DELETE /v1/users/{user}/allocations`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -186,7 +189,22 @@ async fn revoke(State(app): State<Arc<AdminApp>>, Json(request): Json<RevokeRequ
             info!(username, until_unix = until, ended, "username revoked by the operator");
             Json(json!({ "username": username, "until_unix": until, "ended": ended })).into_response()
         }
-        Err(e) => shard_error(e),
+        // Refused before anything changed.
+        Err(e @ AdminError::Revoke(_)) => shard_error(e),
+        // The revocation holds (its allocations can no longer refresh), but
+        // some shard did not end them: the caller may retry that part.
+        Err(e) => {
+            info!(
+                username,
+                until_unix = until,
+                "username revoked by the operator; ending its allocations failed"
+            );
+            let message = format!(
+                "the username is revoked, but ending its allocations failed ({e}): \
+                 retry with DELETE /v1/users/{{user}}/allocations"
+            );
+            error(StatusCode::SERVICE_UNAVAILABLE, &message)
+        }
     }
 }
 

@@ -152,3 +152,29 @@ pub(super) async fn inbox_loop(shard: std::rc::Rc<Shard>, mut inbox: mpsc::Recei
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::addr::ShardId;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_shard_times_out_a_full_inbox_is_busy_and_a_stopped_one_says_so() {
+        let (handle, receivers) = inboxes(1, Arc::default());
+        assert_eq!(handle.allocations().await, Err(AdminError::Timeout));
+        // The unanswered command still sits in the inbox; fill the rest.
+        for _ in 1..INBOX {
+            let (reply, _) = oneshot::channel();
+            assert!(handle.inboxes[0].try_send(AdminCommand::List(reply)).is_ok());
+        }
+        assert_eq!(handle.end_user("alice").await, Err(AdminError::Busy));
+        drop(receivers);
+        assert_eq!(handle.allocations().await, Err(AdminError::Stopped));
+        // An id naming a shard that does not run is nobody's.
+        let elsewhere = AllocationId {
+            shard: ShardId(5),
+            serial: 1,
+        };
+        assert_eq!(handle.end_allocation(elsewhere).await, Ok(false));
+    }
+}
