@@ -407,3 +407,26 @@ fn a_reload_replaces_the_key() {
     assert_eq!(call(admin, "GET", "/v1/allocations", Some(KEY), None).0, 401);
     assert_eq!(call(admin, "GET", "/v1/allocations", Some(new_key), None).0, 200);
 }
+
+#[test]
+fn the_admin_port_is_never_a_peer() {
+    // The test base allows loopback peers, so only the service-port rule
+    // stands between a client and the admin API.
+    let (server, admin) = start(1);
+    let (user, password) = rest_credential(SECRET, "frank", unix_now() + 3600);
+    let (socket, _) = udp_allocation(&server, &user, &password);
+    let permit = |peer: SocketAddr| {
+        udp_request_as(
+            &socket,
+            server.addr(),
+            (&user, &password),
+            method::CREATE_PERMISSION,
+            |w| {
+                w.xor_address(attr::XOR_PEER_ADDRESS, peer);
+            },
+        )
+    };
+    assert_eq!(code_of(&permit(admin)), 403);
+    let elsewhere = SocketAddr::from(([127, 0, 0, 1], common::free_udp_port()));
+    assert_eq!(code_of(&permit(elsewhere)), 200);
+}

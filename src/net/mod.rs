@@ -252,7 +252,16 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     // The HTTP port counts as a service port too (port 0 would only be
     // known once bound, and is for tests alone).
     let http = config.listen.http.filter(|a| a.port() != 0);
-    let listeners: Vec<SocketAddr> = udp.iter().chain(&tcp).chain(&tls).chain(&http).copied().collect();
+    // The admin API's port likewise: never a relay, never a peer.
+    let admin = config.admin.listen.filter(|a| a.port() != 0);
+    let listeners: Vec<SocketAddr> = udp
+        .iter()
+        .chain(&tcp)
+        .chain(&tls)
+        .chain(&http)
+        .chain(&admin)
+        .copied()
+        .collect();
     let plan = Arc::new(Plan::new(config, &listeners));
     let quota = Arc::new(AllocationQuota::new(
         config.limits.max_allocations,
