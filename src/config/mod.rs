@@ -15,7 +15,8 @@
 //!    setting that is silently ignored.
 //! 2. [`Config::validate`] checks what the types cannot express (lengths,
 //!    ranges, exactly one of `password` / `key`, ...) and reads
-//!    `auth.secrets_file` into [`AuthSection::resolved_secrets`].
+//!    `auth.secrets_file` into [`AuthSection::resolved_secrets`] and
+//!    `admin.key_file` into [`AdminSection::resolved_key`].
 //!
 //! [`Config::load`] and [`Config::from_toml`] do both; call `validate` on its
 //! own only for a config built or changed in code.

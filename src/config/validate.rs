@@ -86,6 +86,8 @@ impl Config {
     /// digits), secrets non-empty, `auth.credential_ttl` >= 1s,
     /// `auth.nonce_ttl` in 10s..=1h, limits >= 1 with
     /// `limits.max_allocation_lifetime` >= 60s, `log.level` a valid filter,
+    /// `admin.listen` loopback with a key of at least 24 characters (read
+    /// from `admin.key_file` into `admin.resolved_key`),
     /// and no count, rate or duration so large that arithmetic on it could
     /// wrap or panic ([`Config::check_magnitudes`]).
     pub fn validate(&mut self) -> Result<(), ConfigError> {
