@@ -4,6 +4,7 @@
 //! * [`proto`]: the sans-IO protocol core (no sockets, clock or randomness of its own).
 //! * [`net`]: the tokio drivers that run the core in N shards over UDP, TCP, TLS and relay sockets.
 //! * [`http`]: the HTTP surface: `/ws` signaling, `/ice-servers`, the demo page, metrics, health.
+//! * [`admin`]: the operator's admin API (its own loopback listener) and the client of `turnpike admin`.
 //! * [`process`]: process-wide services that net and http share: clock, randomness, TLS, status.
 //! * [`config`]: the TOML schema, its defaults and validation.
 //!
@@ -14,6 +15,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod admin;
 pub mod config;
 pub mod http;
 pub mod net;

@@ -1,4 +1,5 @@
-//! The `turnpike` command: run the server, check a config, mint credentials.
+//! The `turnpike` command: run the server, check a config, mint credentials,
+//! ask the admin API of a running server.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
@@ -13,6 +14,7 @@ use clap::{Parser, Subcommand};
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
+use turnpike::admin;
 use turnpike::config::{Config, LogFormat, Secret};
 use turnpike::http;
 use turnpike::net;
@@ -72,6 +74,50 @@ enum Command {
         #[arg(long)]
         room: Option<String>,
     },
+    /// Ask the admin API of a running server (`[admin]` in its config).
+    Admin(AdminArgs),
+}
+
+/// `turnpike admin`: where the API is, the key, and what to ask.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The API's URL (default: http://<admin.listen of --config>, else
+    /// http://127.0.0.1:8081).
+    #[arg(long)]
+    url: Option<String>,
+    /// A file whose first line is the key (default: TURNPIKE_ADMIN_KEY,
+    /// else admin.key or admin.key_file of --config).
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// Print the API's JSON answer instead of a table or a summary.
+    #[arg(long)]
+    json: bool,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// List the allocations of every shard.
+    List {
+        /// Only those of this username.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// End one allocation by its id (as `list` prints it).
+    End { id: String },
+    /// End every allocation of a username.
+    EndUser { user: String },
+    /// Refuse a username from now on and end its allocations.
+    Revoke {
+        username: String,
+        /// How long the revocation holds (default: a short-lived username's
+        /// own expiry, else auth.max_credential_lifetime).
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// List the revoked usernames.
+    Revocations,
 }
 
 /// Where a command line takes a secret from. An argument is visible to
@@ -136,8 +182,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .listen
                 .http
                 .map_or("HTTP off".to_owned(), |addr| format!("HTTP on {addr}"));
+            let admin = config
+                .admin
+                .listen
+                .map_or("admin API off".to_owned(), |addr| format!("admin API on {addr}"));
             println!(
-                "{}: ok ({} UDP, {} TCP and {} TLS listener(s), {http}, {} user(s), {} shared secret(s))",
+                "{}: ok ({} UDP, {} TCP and {} TLS listener(s), {http}, {admin}, {} user(s), {} shared secret(s))",
                 file.display(),
                 config.listen.udp.len(),
                 config.listen.tcp.len(),
@@ -168,6 +218,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", auth::signaling_token(secret.as_bytes(), expires, room.as_deref()));
             Ok(())
         }
+        Command::Admin(args) => admin_command(args, cli.config.as_deref()),
         Command::Credentials {
             secret,
             user,
@@ -195,6 +246,99 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{entry}");
             Ok(())
         }
+    }
+}
+
+/// `turnpike admin …`: one request to the admin API, its answer printed.
+fn admin_command(args: AdminArgs, config_path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let config = config_path.map(Config::load).transpose()?;
+    let url = match (&args.url, config.as_ref().and_then(|c| c.admin.listen)) {
+        (Some(url), _) => url.clone(),
+        (None, Some(listen)) => format!("http://{listen}"),
+        (None, None) => "http://127.0.0.1:8081".to_owned(),
+    };
+    let key = match (&args.key_file, std::env::var("TURNPIKE_ADMIN_KEY")) {
+        (Some(path), _) => SecretSource {
+            secret: None,
+            secret_file: Some(path.clone()),
+        }
+        .resolve()?,
+        (None, Ok(key)) if !key.is_empty() => Some(key),
+        _ => config
+            .as_ref()
+            .and_then(|c| c.admin.resolved_key.as_ref())
+            .map(|k| k.expose().to_owned()),
+    };
+    let Some(key) = key else {
+        bail!("give --key-file, TURNPIKE_ADMIN_KEY or --config with admin.key or admin.key_file");
+    };
+    let client = admin::client::AdminClient::new(&url, key)?;
+    let encode = admin::client::encode_component;
+    let answer = match &args.command {
+        AdminCommand::List { user } => {
+            let query = user
+                .as_deref()
+                .map_or(String::new(), |u| format!("?user={}", encode(u)));
+            client.request("GET", &format!("/v1/allocations{query}"), None)?
+        }
+        AdminCommand::End { id } => client.request("DELETE", &format!("/v1/allocations/{}", encode(id)), None)?,
+        AdminCommand::EndUser { user } => {
+            client.request("DELETE", &format!("/v1/users/{}/allocations", encode(user)), None)?
+        }
+        AdminCommand::Revoke { username, ttl } => {
+            let body = serde_json::json!({ "username": username, "ttl": ttl });
+            client.request("POST", "/v1/revocations", Some(&body))?
+        }
+        AdminCommand::Revocations => client.request("GET", "/v1/revocations", None)?,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(());
+    }
+    match &args.command {
+        AdminCommand::List { .. } => print_allocations(&answer),
+        AdminCommand::Revocations => {
+            for r in answer["revocations"].as_array().into_iter().flatten() {
+                println!("{}\tuntil {}", r["username"].as_str().unwrap_or(""), r["until_unix"]);
+            }
+        }
+        AdminCommand::Revoke { username, .. } => println!(
+            "revoked {username} until {} (unix); {} allocation(s) ended",
+            answer["until_unix"], answer["ended"]
+        ),
+        AdminCommand::End { .. } | AdminCommand::EndUser { .. } => {
+            println!("{} allocation(s) ended", answer["ended"]);
+        }
+    }
+    Ok(())
+}
+
+/// The allocations of `GET /v1/allocations` as a table.
+fn print_allocations(answer: &serde_json::Value) {
+    println!(
+        "{:<10} {:<28} {:<5} {:<24} {:<24} {:>7} {:>7} {:>12} {:>12}",
+        "ID", "USER", "VIA", "CLIENT", "RELAYS", "AGE_S", "LEFT_S", "BYTES_OUT", "BYTES_IN"
+    );
+    for a in answer["allocations"].as_array().into_iter().flatten() {
+        let text = |key: &str| a[key].as_str().unwrap_or("").to_owned();
+        let relays: Vec<&str> = a["relays"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.as_str())
+            .collect();
+        println!(
+            "{:<10} {:<28} {:<5} {:<24} {:<24} {:>7} {:>7} {:>12} {:>12}",
+            text("id"),
+            text("user"),
+            text("transport"),
+            text("client"),
+            relays.join(","),
+            a["age_s"],
+            a["expires_in_s"],
+            a["to_peer"]["bytes"],
+            a["to_client"]["bytes"]
+        );
     }
 }
 
@@ -250,6 +394,7 @@ fn serve(mut config: Config, config_path: Option<&std::path::Path>) -> anyhow::R
         ),
         None => None,
     };
+    let admin = admin::start(&config, server.admin(), server.status()).context("starting the admin API")?;
     if demo_secret && std::io::stderr().is_terminal() {
         // Printed for the person at the terminal, never into logs.
         if let Some(secret) = config.auth.resolved_secrets.first() {
@@ -279,11 +424,21 @@ fn serve(mut config: Config, config_path: Option<&std::path::Path>) -> anyhow::R
     let generated = demo_secret.then(|| config.auth.resolved_secrets.clone());
     // Every listener is bound and serving: tell systemd (Type=notify).
     systemd_notify(&[sd_notify::NotifyState::Ready]);
-    let reload = || reload(config_path, generated.as_deref(), &server, http.as_ref());
+    let reload = || {
+        reload(
+            config_path,
+            generated.as_deref(),
+            &server,
+            (http.as_ref(), admin.as_ref()),
+        )
+    };
     supervise(signals, &server, config.server.shutdown_grace, reload)?;
     info!("shutting down");
     if let Some(http) = http {
         http.stop();
+    }
+    if let Some(admin) = admin {
+        admin.stop();
     }
     server.stop();
     Ok(())
@@ -311,7 +466,7 @@ fn reload(
     path: Option<&std::path::Path>,
     generated: Option<&[Secret]>,
     server: &net::RunningServer,
-    http: Option<&http::HttpServer>,
+    (http, admin): (Option<&http::HttpServer>, Option<&admin::AdminServer>),
 ) {
     let Some(path) = path else {
         match server.reload_tls() {
@@ -334,6 +489,10 @@ fn reload(
         Ok(needs_restart) => {
             if let Some(http) = http {
                 http.reload(&config, ice_config(&config, server, http.addr));
+            }
+            let admin_kept = admin.map_or(config.admin.listen.is_none(), |admin| admin.reload(&config));
+            if !admin_kept {
+                warn!("SIGHUP: the change to admin.listen takes effect only after a restart");
             }
             info!(path = %path.display(), "SIGHUP: configuration reloaded; live allocations kept");
             for what in needs_restart {

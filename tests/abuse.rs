@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::{read_stun, transaction_id, TestServer, LONG_TERM_USER_TOML, PASSWORD, USER};
 use turnpike::proto::stun::{attr, method, Class, Message, MessageWriter};
-use turnpike::proto::testkit::{client, encode, Challenge, Cred};
+use turnpike::proto::testkit::{encode, Challenge, Cred};
 
 const HONEST: &str = "127.0.0.2";
 
@@ -50,21 +50,9 @@ fn closed_soon(stream: &mut TcpStream) -> bool {
 
 /// An authenticated Allocate over UDP from `socket` as `user`.
 fn udp_allocate(socket: &UdpSocket, server: SocketAddr, user: &str, password: &str) -> Vec<u8> {
-    client::authenticated(
-        method::ALLOCATE,
-        |w: &mut MessageWriter<'_>| {
-            w.bytes(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
-        },
-        transaction_id,
-        |realm| Cred::new(user, realm, password),
-        |request| {
-            socket.send_to(request, server)?;
-            let mut buf = [0u8; 1500];
-            let (n, _) = socket.recv_from(&mut buf)?;
-            Ok::<_, std::io::Error>(buf[..n].to_vec())
-        },
-    )
-    .expect("an answer")
+    common::udp_request_as(socket, server, (user, password), method::ALLOCATE, |w| {
+        w.bytes(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+    })
 }
 
 /// The value of the sample `name` (no labels) in `/metrics`.

@@ -15,7 +15,8 @@
 //!    setting that is silently ignored.
 //! 2. [`Config::validate`] checks what the types cannot express (lengths,
 //!    ranges, exactly one of `password` / `key`, ...) and reads
-//!    `auth.secrets_file` into [`AuthSection::resolved_secrets`].
+//!    `auth.secrets_file` into [`AuthSection::resolved_secrets`] and
+//!    `admin.key_file` into [`AdminSection::resolved_key`].
 //!
 //! [`Config::load`] and [`Config::from_toml`] do both; call `validate` on its
 //! own only for a config built or changed in code.
@@ -72,6 +73,8 @@ pub struct Config {
     pub signaling: SignalingSection,
     /// `[log]`: log filter and format.
     pub log: LogSection,
+    /// `[admin]`: the operator's admin API.
+    pub admin: AdminSection,
 }
 
 /// `[server]`
@@ -578,6 +581,31 @@ impl Default for SignalingSection {
     }
 }
 
+/// `[admin]`: the operator's admin API (`crate::admin`), off by default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSection {
+    /// Address of the admin API (HTTP/1.1, JSON, no TLS): lists
+    /// allocations, ends them, revokes usernames. Must be a loopback
+    /// address: the key travels in clear, so reach it from another host
+    /// through SSH or a TLS-terminating proxy on this one. Set, `key` or
+    /// `key_file` is required. Default: unset (off).
+    pub listen: Option<SocketAddr>,
+    /// The key callers present as `Authorization: Bearer <key>`; at least
+    /// 24 characters (e.g. `openssl rand -base64 32`). Exactly one of
+    /// `key` and `key_file` when `listen` is set; reloaded on SIGHUP.
+    /// Default: unset.
+    pub key: Option<Secret>,
+    /// File whose first line is the key, to keep it out of the TOML. A
+    /// relative path is taken from the config file's directory. Default:
+    /// unset.
+    pub key_file: Option<PathBuf>,
+    /// The key from `key` or `key_file`. Filled by [`Config::validate`]
+    /// and not a TOML key.
+    #[serde(skip)]
+    pub resolved_key: Option<Secret>,
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -627,10 +655,13 @@ impl Config {
         let origin = path.display().to_string();
         let mut config = Config::parse(&text, &origin)?;
         if let Some(dir) = path.parent() {
-            for file in [&mut config.auth.secrets_file, &mut config.tls.cert, &mut config.tls.key]
-                .into_iter()
-                .flatten()
-            {
+            let files = [
+                &mut config.auth.secrets_file,
+                &mut config.tls.cert,
+                &mut config.tls.key,
+                &mut config.admin.key_file,
+            ];
+            for file in files.into_iter().flatten() {
                 if file.is_relative() {
                     *file = dir.join(&*file);
                 }
@@ -763,6 +794,8 @@ mod tests {
             "[log]",
             "level",
             "format",
+            "[admin]",
+            "key_file",
         ];
         for key in keys {
             assert!(EXAMPLE.contains(key), "config.example.toml lacks {key}");

@@ -66,6 +66,9 @@ const MAX_SIGNALING_COUNT: usize = 1 << 20;
 const MIN_OUTBOX_BYTES: usize = 1 << 16;
 const MAX_OUTBOX_BYTES: usize = 1 << 26;
 
+/// Shortest `admin.key`: a bearer token must not be guessable.
+pub const MIN_ADMIN_KEY: usize = 24;
+
 /// Lower bound of `limits.max_allocation_lifetime`.
 const MIN_ALLOCATION_LIFETIME: Duration = Duration::from_secs(60);
 
@@ -83,6 +86,8 @@ impl Config {
     /// digits), secrets non-empty, `auth.credential_ttl` >= 1s,
     /// `auth.nonce_ttl` in 10s..=1h, limits >= 1 with
     /// `limits.max_allocation_lifetime` >= 60s, `log.level` a valid filter,
+    /// `admin.listen` loopback with a key of at least 24 characters (read
+    /// from `admin.key_file` into `admin.resolved_key`),
     /// and no count, rate or duration so large that arithmetic on it could
     /// wrap or panic ([`Config::check_magnitudes`]).
     pub fn validate(&mut self) -> Result<(), ConfigError> {
@@ -95,7 +100,9 @@ impl Config {
         self.check_signaling()?;
         self.check_log()?;
         self.check_magnitudes()?;
+        let admin_key = self.admin_key()?;
         self.auth.resolved_secrets = self.read_secrets()?;
+        self.admin.resolved_key = admin_key;
         Ok(())
     }
 
@@ -126,6 +133,7 @@ impl Config {
         let secret_files = [
             ("auth.secrets_file", &self.auth.secrets_file),
             ("tls.key", &self.tls.key),
+            ("admin.key_file", &self.admin.key_file),
         ];
         for (key, path) in secret_files {
             let Some(path) = path else { continue };
@@ -650,6 +658,64 @@ impl Config {
         Ok(())
     }
 
+    /// The admin API's key, from `admin.key` or `admin.key_file`: required
+    /// when `admin.listen` is set, which must be loopback (the API has no
+    /// TLS, see SECURITY.md).
+    fn admin_key(&self) -> Result<Option<Secret>, ConfigError> {
+        let admin = &self.admin;
+        let key = match (&admin.key, &admin.key_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "admin.key",
+                    "give admin.key or admin.key_file, not both",
+                ))
+            }
+            (Some(key), None) => Some(key.clone()),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::invalid("admin.key_file", format!("cannot read {}: {e}", path.display()))
+                })?;
+                let line = text.lines().map(str::trim).find(|l| !l.is_empty());
+                match line {
+                    Some(line) => Some(Secret::new(line)),
+                    None => {
+                        return Err(ConfigError::invalid(
+                            "admin.key_file",
+                            format!("{} holds no key", path.display()),
+                        ))
+                    }
+                }
+            }
+            (None, None) => None,
+        };
+        let Some(listen) = admin.listen else {
+            return Ok(key);
+        };
+        if !listen.ip().to_canonical().is_loopback() {
+            return Err(ConfigError::invalid(
+                "admin.listen",
+                format!(
+                    "{listen} is not a loopback address: the admin API has no TLS, reach it through SSH or a \
+                     TLS-terminating proxy on this host"
+                ),
+            ));
+        }
+        let Some(key) = key else {
+            return Err(ConfigError::invalid(
+                "admin.key",
+                "admin.listen is set: give admin.key or admin.key_file",
+            ));
+        };
+        check_not_placeholder("admin.key", &key)?;
+        if key.expose().len() < MIN_ADMIN_KEY {
+            return Err(ConfigError::invalid(
+                "admin.key",
+                format!("is shorter than {MIN_ADMIN_KEY} characters: generate one, e.g. `openssl rand -base64 32`"),
+            ));
+        }
+        Ok(Some(key))
+    }
+
     /// `auth.secrets` followed by the secrets in `auth.secrets_file`.
     fn read_secrets(&self) -> Result<Vec<Secret>, ConfigError> {
         let mut secrets = self.auth.secrets.clone();
@@ -1128,6 +1194,55 @@ mod tests {
         config.auth.secrets_file = Some(PathBuf::from("/nonexistent/turnpike/secrets"));
         assert!(config.validate().is_err());
         assert_eq!(config.auth.resolved_secrets.len(), 1);
+    }
+
+    #[test]
+    fn the_admin_api_needs_a_long_key_and_a_loopback_address() {
+        let key = "k".repeat(MIN_ADMIN_KEY);
+        let on = |listen: &str, key: &str| format!("[admin]\nlisten = \"{listen}\"\n{key}");
+        let config = parse(&on("127.0.0.1:8081", &format!("key = \"{key}\"\n"))).unwrap();
+        assert_eq!(
+            config.admin.resolved_key.as_ref().map(Secret::expose),
+            Some(key.as_str())
+        );
+        assert!(parse(&on("[::1]:8081", &format!("key = \"{key}\"\n"))).is_ok());
+        assert_eq!(invalid_key(&on("127.0.0.1:8081", "")), "admin.key");
+        assert_eq!(invalid_key(&on("127.0.0.1:8081", "key = \"short-key\"\n")), "admin.key");
+        assert_eq!(
+            invalid_key(&on("0.0.0.0:8081", &format!("key = \"{key}\"\n"))),
+            "admin.listen"
+        );
+        assert_eq!(
+            invalid_key(&on("192.0.2.1:8081", &format!("key = \"{key}\"\n"))),
+            "admin.listen"
+        );
+        let both = format!("key = \"{key}\"\nkey_file = \"/nonexistent\"\n");
+        assert_eq!(invalid_key(&on("127.0.0.1:8081", &both)), "admin.key");
+        assert_eq!(
+            invalid_key(&on(
+                "127.0.0.1:8081",
+                "key_file = \"/nonexistent/turnpike/admin.key\"\n"
+            )),
+            "admin.key_file"
+        );
+        // Off by default, and a key alone turns nothing on.
+        assert!(parse("").unwrap().admin.listen.is_none());
+        assert!(parse(&format!("[admin]\nkey = \"{key}\"\n")).is_ok());
+    }
+
+    #[test]
+    fn the_admin_key_is_read_from_the_first_line_of_its_file() {
+        let dir = std::env::temp_dir().join(format!("turnpike-admin-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("admin.key");
+        std::fs::write(&file, format!("\n  {}  \nignored\n", "x".repeat(32))).unwrap();
+        let text = format!("[admin]\nlisten = \"127.0.0.1:0\"\nkey_file = \"{}\"\n", file.display());
+        let config = parse(&text).unwrap();
+        assert_eq!(
+            config.admin.resolved_key.as_ref().map(Secret::expose),
+            Some("x".repeat(32).as_str())
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

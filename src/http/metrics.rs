@@ -24,7 +24,7 @@ use super::limits::{ConnectionTable, Refusal};
 use super::signaling::protocol::ErrorCode;
 use super::signaling::session::Hub;
 use super::signaling::switchboard::MESSAGE_KINDS;
-use crate::process::status::ServerStatus;
+use crate::process::status::{ServerStatus, ADMIN_OUTCOMES};
 use crate::proto::stats::{
     Traffic, AUTH_FAILURES, CODES, END_REASONS, FAMILIES, METHODS, RATE_LIMITS, REFUSALS, TRANSPORTS,
 };
@@ -236,7 +236,7 @@ impl Collector for TurnpikeCollector {
         family(
             e,
             "turnpike_allocations_ended",
-            "Allocations ended, by reason (expired, deleted by the client, connection closed), transport and family",
+            "Allocations ended, by reason (expired, deleted by the client, connection closed, ended by the operator), transport and family",
             None,
             Counter,
             ended,
@@ -264,6 +264,26 @@ impl Collector for TurnpikeCollector {
             None,
             Gauge,
             one(snapshot.peer_connections),
+        )?;
+        let admin = ADMIN_OUTCOMES
+            .iter()
+            .zip(self.status.admin_requests())
+            .map(|(outcome, v)| (vec![("outcome", (*outcome).to_owned())], v));
+        family(
+            e,
+            "turnpike_admin_requests",
+            "Admin API requests answered, by outcome",
+            None,
+            Counter,
+            admin,
+        )?;
+        family(
+            e,
+            "turnpike_revoked_usernames",
+            "Usernames revoked through the admin API (expired ones are forgotten lazily)",
+            None,
+            Gauge,
+            one(self.status.revoked_usernames() as u64),
         )?;
 
         let (to_peer, to_client): (Traffic, Traffic) = (snapshot.to_peer, snapshot.to_client);

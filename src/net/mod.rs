@@ -23,7 +23,7 @@
 //! the reserved EVEN-PORT partner sockets, the count of stream
 //! connections and the per-source stream table (so that stream limits
 //! hold for the process, not per shard), the inboxes of handed
-//! connections, the nonce key, and the [`ServerStatus`] they publish to.
+//! connections and of admin commands, the revoked usernames, the nonce key, and the [`ServerStatus`] they publish to.
 //! Everything else a shard owns.
 //!
 //! * `socket`: how every socket is opened;
@@ -36,11 +36,14 @@
 //! * `handoff`: relay-to-relay payloads for another shard;
 //! * `stream` and `stream_conn`: TCP and TLS connections;
 //! * `stream_handoff`: moving a data connection to its peer connection's
-//!   shard.
+//!   shard;
+//! * `admin`: the operator's commands to every shard, and the revoked
+//!   usernames they share.
 //!
 //! This file holds [`start`], the body of every shard's thread
 //! (`run_shard`), and the [`RunningServer`] it returns.
 
+mod admin;
 mod handoff;
 mod plan;
 mod port_pool;
@@ -53,6 +56,7 @@ mod stream_conn;
 mod stream_handoff;
 mod udp_io;
 
+pub use admin::{AdminError, AdminHandle, REPLY_TIMEOUT};
 pub use socket::BindError;
 
 use std::net::SocketAddr;
@@ -74,6 +78,7 @@ use crate::proto::bandwidth_watch::BandwidthWatch;
 use crate::proto::live_relays::LiveRelays;
 use crate::proto::peer_filter::PeerFilter;
 use crate::proto::quota::AllocationQuota;
+use crate::proto::revocations::Revocations;
 use crate::proto::server::Server;
 use plan::{reloadable, Plan};
 use port_pool::PortPool;
@@ -113,6 +118,7 @@ pub struct RunningServer {
     /// The config the server started with (what a reload cannot change).
     started_with: Config,
     listeners: Vec<SocketAddr>,
+    admin: AdminHandle,
 }
 
 impl RunningServer {
@@ -158,6 +164,11 @@ impl RunningServer {
     /// serves HTTPS with it, and a reload applies to both).
     pub fn certificates(&self) -> Option<Arc<tls::TlsCertificates>> {
         self.certificates.clone()
+    }
+
+    /// What the operator's admin API asks the shards through.
+    pub fn admin(&self) -> AdminHandle {
+        self.admin.clone()
     }
 
     /// Stops every shard and waits for their threads to end.
@@ -226,6 +237,7 @@ struct ShardContext {
     handoffs: Arc<Handoffs>,
     connections: ConnectionCount,
     status: ServerStatus,
+    revocations: Arc<Revocations>,
 }
 
 /// Binds every listener and starts the shards. Returns once all of them
@@ -242,7 +254,16 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     // The HTTP port counts as a service port too (port 0 would only be
     // known once bound, and is for tests alone).
     let http = config.listen.http.filter(|a| a.port() != 0);
-    let listeners: Vec<SocketAddr> = udp.iter().chain(&tcp).chain(&tls).chain(&http).copied().collect();
+    // The admin API's port likewise: never a relay, never a peer.
+    let admin = config.admin.listen.filter(|a| a.port() != 0);
+    let listeners: Vec<SocketAddr> = udp
+        .iter()
+        .chain(&tcp)
+        .chain(&tls)
+        .chain(&http)
+        .chain(&admin)
+        .copied()
+        .collect();
     let plan = Arc::new(Plan::new(config, &listeners));
     let quota = Arc::new(AllocationQuota::new(
         config.limits.max_allocations,
@@ -251,7 +272,9 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     quota.set_user_rate(config.limits.user_bytes_per_second);
     quota.set_source_limit(config.limits.max_allocations_per_source);
     let connections = ConnectionCount::default();
-    let status = ServerStatus::new(workers, quota.clone(), connections.clone());
+    let revocations = Arc::new(Revocations::default());
+    let status = ServerStatus::new(workers, quota.clone(), connections.clone()).with_revocations(revocations.clone());
+    let (admin, admin_inboxes) = admin::inboxes(workers, revocations.clone());
     let (reload, reloads) = watch::channel(plan.clone());
     let (stop, stopped) = watch::channel(false);
     let (ready, ready_rx) = mpsc::channel();
@@ -282,15 +305,17 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         handoffs: Arc::new(handoffs),
         connections,
         status: status.clone(),
+        revocations,
     };
 
     let mut handles = Vec::new();
     let links = handoff::links(workers);
-    for (index, ((shard_sockets, inbox), links)) in sockets.into_iter().zip(inboxes).zip(links).enumerate() {
+    let shard_inputs = sockets.into_iter().zip(inboxes).zip(links).zip(admin_inboxes);
+    for (index, (((shard_sockets, inbox), links), admin_inbox)) in shard_inputs.enumerate() {
         let context = context.clone();
         let handle = std::thread::Builder::new()
             .name(format!("turnpike-shard-{index}"))
-            .spawn(move || run_shard(index, shard_sockets, inbox, links, context))
+            .spawn(move || run_shard(index, shard_sockets, (inbox, admin_inbox), links, context))
             .map_err(StartError::Thread)?;
         handles.push(handle);
     }
@@ -317,6 +342,7 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         reload,
         started_with: config.clone(),
         listeners,
+        admin,
     })
 }
 
@@ -380,14 +406,17 @@ fn relay_port_pool(config: &Config, listeners: &[SocketAddr]) -> PortPool {
 
 /// The body of shard `index`'s thread: a current-thread runtime whose
 /// `LocalSet` runs the shard, its stream listeners, the `inbox` of
-/// connections other shards hand it, a task that applies reloaded plans
+/// connections other shards hand it, the inbox of admin commands, a task that applies reloaded plans
 /// and one that publishes the heartbeat. `links` are its ends of the
 /// relay-to-relay hand-off. Reports on `ready` once serving (or why it
 /// cannot), then runs until stopped.
 fn run_shard(
     index: usize,
     sockets: StdSockets,
-    inbox: tokio::sync::mpsc::Receiver<HandedStream>,
+    (inbox, admin_inbox): (
+        tokio::sync::mpsc::Receiver<HandedStream>,
+        tokio::sync::mpsc::Receiver<admin::AdminCommand>,
+    ),
     (relay_inbox, outboxes): handoff::Links,
     context: ShardContext,
 ) {
@@ -406,6 +435,7 @@ fn run_shard(
         handoffs,
         connections,
         status,
+        revocations,
     } = context;
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
@@ -437,7 +467,9 @@ fn run_shard(
         let shard_id = ShardId(u8::try_from(index).unwrap_or(u8::MAX));
         let shard = shard::Shard::start(
             |sockets| {
-                Server::new(server_config, credentials, filter, quota, live, sockets, random_bytes()).on_shard(shard_id)
+                Server::new(server_config, credentials, filter, quota, live, sockets, random_bytes())
+                    .on_shard(shard_id)
+                    .with_revocations(revocations)
             },
             binder,
             listeners.udp,
@@ -466,6 +498,7 @@ fn run_shard(
             ));
         }
         tokio::task::spawn_local(stream::inbox_loop(shard.clone(), inbox, stream_limits.clone()));
+        tokio::task::spawn_local(admin::inbox_loop(shard.clone(), admin_inbox));
         let reconfigured = shard.clone();
         let plans = reloads.clone();
         tokio::task::spawn_local(async move {

@@ -227,6 +227,15 @@ impl Shard {
         self.core.borrow_mut().reconfigure(config, credentials, filter);
     }
 
+    /// Runs `f` on the core and carries out the effects it queued (for
+    /// the operator's commands, see [`super::admin`]).
+    pub(super) fn with_core<R>(self: &Rc<Self>, f: impl FnOnce(&mut Server<RelaySockets>) -> R) -> R {
+        let mut core = self.core.borrow_mut();
+        let result = f(&mut core);
+        self.after_control(&mut core);
+        result
+    }
+
     /// The core's counters and gauges now (for metrics).
     pub(super) fn snapshot(&self) -> crate::proto::stats::Snapshot {
         self.core.borrow().snapshot(clock::mono())

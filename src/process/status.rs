@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::clock;
 use crate::proto::quota::AllocationQuota;
+use crate::proto::revocations::Revocations;
 use crate::proto::stats::Snapshot;
 
 /// How often each shard proves it is alive and publishes its snapshot.
@@ -33,7 +34,14 @@ pub struct ServerStatus {
     /// Each shard's latest [`Snapshot`], published with its heartbeat.
     snapshots: Arc<Vec<Mutex<Snapshot>>>,
     connections: ConnectionCount,
+    /// The revoked usernames every shard refuses (counted in metrics).
+    revocations: Arc<Revocations>,
+    /// Requests the admin API answered, by [`ADMIN_OUTCOMES`].
+    admin_requests: Arc<[AtomicU64; ADMIN_OUTCOMES.len()]>,
 }
+
+/// How the admin API answered a request (metric label values).
+pub const ADMIN_OUTCOMES: [&str; 4] = ["ok", "unauthorized", "client_error", "server_error"];
 
 impl ServerStatus {
     /// The status of `shards` shards that have not beaten yet.
@@ -46,7 +54,36 @@ impl ServerStatus {
             quota,
             snapshots: Arc::new((0..shards).map(|_| Mutex::new(Snapshot::default())).collect()),
             connections,
+            revocations: Arc::default(),
+            admin_requests: Arc::default(),
         }
+    }
+
+    /// The same status, counting the revoked usernames of `revocations`.
+    pub(crate) fn with_revocations(mut self, revocations: Arc<Revocations>) -> ServerStatus {
+        self.revocations = revocations;
+        self
+    }
+
+    /// Usernames revoked now (expired ones not yet forgotten included).
+    pub fn revoked_usernames(&self) -> usize {
+        self.revocations.len()
+    }
+
+    /// Counts one admin API answer with HTTP status `code`.
+    pub fn count_admin_request(&self, code: u16) {
+        let outcome = match code {
+            200..=399 => 0,
+            401 => 1,
+            400..=499 => 2,
+            _ => 3,
+        };
+        self.admin_requests[outcome].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Admin API answers so far, by [`ADMIN_OUTCOMES`].
+    pub fn admin_requests(&self) -> [u64; ADMIN_OUTCOMES.len()] {
+        std::array::from_fn(|i| self.admin_requests[i].load(Ordering::Relaxed))
     }
 
     /// Called by shard `shard` on its own event loop every

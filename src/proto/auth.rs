@@ -65,6 +65,13 @@ pub fn ephemeral_password(secret: &[u8], username: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
 }
 
+/// The expiry of `username` read as an ephemeral username
+/// (`<unix-expiry>[:<name>]`), if it has that form.
+pub fn ephemeral_expiry(username: &str) -> Option<u64> {
+    let expiry = username.split(':').next().unwrap_or("");
+    expiry.parse().ok().filter(|_| !expiry.starts_with('+'))
+}
+
 /// A freshly minted ephemeral credential.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Minted {
@@ -229,11 +236,7 @@ impl Credentials {
         if self.secrets.is_empty() {
             return Err(UserError::Unknown);
         }
-        let expiry = username.split(':').next().unwrap_or("");
-        match expiry.parse() {
-            Ok(e) if !expiry.starts_with('+') => Ok(e),
-            _ => Err(UserError::Unknown),
-        }
+        ephemeral_expiry(username).ok_or(UserError::Unknown)
     }
 
     fn ephemeral_keys(&self, username: &str) -> Vec<LongTermKey> {

@@ -10,8 +10,8 @@
 //! * [`server`]: the STUN/TURN state machine, one per shard;
 //! * [`auth`]: long-term and shared-secret credentials, nonces;
 //! * [`peer_filter`]: which peers may be relayed to;
-//! * [`quota`], [`live_relays`]: what every shard shares (allocation
-//!   counts, the relays live now);
+//! * [`quota`], [`live_relays`], [`revocations`]: what every shard shares
+//!   (allocation counts, the relays live now, the revoked usernames);
 //! * [`addr`], [`method`], [`source`]: the vocabulary; [`stats`]: what
 //!   is counted;
 //! * [`token_bucket`], [`rate_table`], [`xorshift`]: small tools;
@@ -26,6 +26,7 @@ pub mod method;
 pub mod peer_filter;
 pub mod quota;
 pub mod rate_table;
+pub mod revocations;
 pub mod server;
 pub mod source;
 pub mod stats;

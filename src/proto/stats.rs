@@ -31,13 +31,14 @@ pub const CODES: [u16; 17] = [
 
 /// Why authentication failed (label values). A first request without
 /// credentials is the normal challenge and is not counted.
-pub const AUTH_FAILURES: [&str; 6] = [
+pub const AUTH_FAILURES: [&str; 7] = [
     "unknown_user",
     "expired_credential",
     "bad_integrity",
     "stale_nonce",
     "credential_too_long",
     "rate_limited",
+    "revoked",
 ];
 
 /// Index into [`AUTH_FAILURES`].
@@ -52,6 +53,8 @@ pub enum AuthFailure {
     /// Too many failures from the source or for the username lately: the
     /// request was refused without a look at its credentials.
     RateLimited = 5,
+    /// A username the operator revoked (`proto::revocations`).
+    Revoked = 6,
 }
 
 /// Which limit refused a request, or an RFC 6062 peer connecting in
@@ -107,7 +110,7 @@ pub const TRANSPORTS: [&str; 3] = [
 /// Relay families of an allocation (label values).
 pub const FAMILIES: [&str; 3] = ["ipv4", "ipv6", "dual"];
 /// Why an allocation ended (label values).
-pub const END_REASONS: [&str; 3] = ["expired", "deleted", "connection_closed"];
+pub const END_REASONS: [&str; 4] = ["expired", "deleted", "connection_closed", "operator"];
 
 /// Index into [`END_REASONS`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,6 +118,8 @@ pub enum EndReason {
     Expired = 0,
     Deleted = 1,
     ConnectionClosed = 2,
+    /// Ended through the admin API, or its username revoked.
+    Operator = 3,
 }
 
 /// Packets and bytes.

@@ -228,6 +228,50 @@ pub fn code_of(answer: &[u8]) -> u16 {
     }
 }
 
+/// Sends `request` (a whole HTTP/1.1 request that asks for `Connection:
+/// close`) to `addr` and returns the status and body of the answer, read
+/// to its end within 5 s.
+pub fn http_exchange(addr: SocketAddr, request: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to HTTP");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {response:?}"));
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    (status, body)
+}
+
+/// An authenticated request of `method`, its attributes written by
+/// `build`, over UDP from `socket` to `server` as `user`: the 401 dance,
+/// each answer awaited within the socket's read timeout.
+pub fn udp_request_as(
+    socket: &UdpSocket,
+    server: SocketAddr,
+    (user, password): (&str, &str),
+    method: u16,
+    build: impl Fn(&mut turnpike::proto::stun::MessageWriter<'_>),
+) -> Vec<u8> {
+    use turnpike::proto::testkit::{client, Cred};
+    client::authenticated(
+        method,
+        build,
+        transaction_id,
+        |realm| Cred::new(user, realm, password),
+        |request| {
+            socket.send_to(request, server)?;
+            let mut buf = [0u8; 1500];
+            let (n, _) = socket.recv_from(&mut buf)?;
+            Ok::<_, std::io::Error>(buf[..n].to_vec())
+        },
+    )
+    .expect("an answer over UDP")
+}
+
 /// A UDP port on 127.0.0.1 that was free a moment ago.
 pub fn free_udp_port() -> u16 {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
@@ -548,22 +592,10 @@ impl TestServer {
 
     /// Status and body of `GET path` on the HTTP endpoint.
     pub fn http_get(&self, path: &str) -> (u16, String) {
-        let mut stream = std::net::TcpStream::connect(self.http_addr).expect("connect to HTTP");
-        stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        http_exchange(
+            self.http_addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
         )
-        .expect("send");
-        let mut response = String::new();
-        let _ = stream.read_to_string(&mut response);
-        let status = response
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no HTTP status in {response:?}"));
-        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
-        (status, body)
     }
 
     /// The config file the server was started with.

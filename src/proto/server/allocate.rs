@@ -111,9 +111,11 @@ impl<B: RelayBinder> Server<B> {
 
         info!(%client, user = auth.username, %relays, lifetime_s = lifetime.as_secs(), "allocation created");
         self.counters.allocations_created[client.transport as usize][relays.family_index()] += 1;
+        let id = self.next_allocation_id();
         self.insert_allocation(
             client,
             Allocation {
+                id,
                 relays,
                 protocol: request.protocol,
                 connections: Vec::new(),

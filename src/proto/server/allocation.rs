@@ -95,6 +95,8 @@ impl fmt::Display for Relays {
 }
 
 pub(super) struct Allocation {
+    /// Its name for the operator (see [`super::admin`]).
+    pub(super) id: super::AllocationId,
     pub(super) relays: Relays,
     pub(super) protocol: RelayProtocol,
     /// Ids of its TCP peer connections; mirrors `Server::connections`.
@@ -239,6 +241,7 @@ impl<B: RelayBinder> Server<B> {
         self.quota.release(&a.username);
         self.quota.release_source(super::source_key(client));
         info!(
+            id = %a.id,
             %client,
             user = a.username,
             relays = %a.relays,

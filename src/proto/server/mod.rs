@@ -26,6 +26,7 @@
 //! * [`binding`] — Binding;
 //! * [`allocate`] — Allocate and Refresh (RFC 8656 §7);
 //! * [`allocation`] — the allocation model and its indexes;
+//! * [`admin`] — the operator's list of allocations, and ending them;
 //! * [`permissions`] — CreatePermission and ChannelBind (§9, §12);
 //! * [`data_plane`] — Send/Data indications and ChannelData (§11, §12);
 //! * [`tcp_relay`] — Connect, ConnectionBind and peer connections (RFC 6062);
@@ -43,6 +44,7 @@
 //!   (claimed or not: forgetting a claimed one is a no-op), and one
 //!   `Timer::Connection` per pending peer connection (see [`tcp_relay`]).
 
+mod admin;
 mod allocate;
 mod allocation;
 mod answer;
@@ -66,6 +68,7 @@ use std::time::{Duration, Instant};
 use ring::hmac;
 use tracing::{debug, trace};
 
+pub use self::admin::{AllocationId, AllocationSummary, BadAllocationId};
 pub use self::allocate::{DEFAULT_ALLOCATION_LIFETIME, RESERVATION_LIFETIME};
 pub use self::allocation::PERMISSION_LIFETIME;
 pub use self::answer::ErrorCode;
@@ -89,6 +92,7 @@ use super::method::Method;
 use super::peer_filter::PeerFilter;
 use super::quota::AllocationQuota;
 use super::rate_table::RateTable;
+use super::revocations::Revocations;
 use super::source::SourceKey;
 use super::stats::{AuthFailure, Counters, EndReason, Refusal, Snapshot};
 use super::stun::{self, Class, Message, TransactionId};
@@ -178,6 +182,10 @@ pub struct Server<B> {
     /// allocation's `connections`.
     connections: HashMap<ConnectionId, PeerConnection>,
     next_connection: u32,
+    /// Serial of the last [`AllocationId`] this core handed out.
+    allocation_serial: u64,
+    /// Usernames the operator revoked, shared by every shard.
+    revocations: Arc<Revocations>,
     timers: BTreeSet<(Instant, Timer)>,
     effects: VecDeque<Effect>,
     /// Keyed PRF for reservation tokens, so they cannot be guessed.
@@ -225,6 +233,8 @@ impl<B: RelayBinder> Server<B> {
             by_relay: HashMap::new(),
             connections: HashMap::new(),
             next_connection: 0,
+            allocation_serial: 0,
+            revocations: Arc::default(),
             timers: BTreeSet::new(),
             effects: VecDeque::new(),
             token_key: hmac::Key::new(hmac::HMAC_SHA256, &seed),
@@ -241,6 +251,13 @@ impl<B: RelayBinder> Server<B> {
     /// The core of shard `shard` (the default is shard 0).
     pub fn on_shard(mut self, shard: ShardId) -> Self {
         self.shard = shard;
+        self
+    }
+
+    /// The revoked usernames this core refuses (by default an empty set
+    /// of its own); every shard of a process shares one.
+    pub fn with_revocations(mut self, revocations: Arc<Revocations>) -> Self {
+        self.revocations = revocations;
         self
     }
 
@@ -506,6 +523,14 @@ impl<B: RelayBinder> Server<B> {
         if !self.failures.allows(&source, username, now.mono) {
             debug!(%client, username, "authentication refused: too many failures lately");
             self.count_auth_failure(AuthFailure::RateLimited);
+            return Err(Failure::Challenge(ErrorCode::Unauthorized));
+        }
+        // Refused like a bad credential (401, RFC 8489 §9.2.4), after as
+        // much work as a real check, and not counted as a guess.
+        if self.revocations.is_revoked(username, now.unix_secs) {
+            let _ = msg.verify_integrity(&self.unknown_user_key);
+            debug!(%client, username, "authentication refused: username revoked");
+            self.count_auth_failure(AuthFailure::Revoked);
             return Err(Failure::Challenge(ErrorCode::Unauthorized));
         }
         // An allocation may keep refreshing on the credential that created

@@ -13,6 +13,7 @@
 //!
 //! Peer addresses such as 8.8.8.8 are mere values: nothing leaves memory.
 
+mod admin;
 mod allocate;
 mod authentication;
 mod binding;

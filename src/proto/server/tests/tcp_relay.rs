@@ -282,6 +282,20 @@ fn closing_the_control_connection_closes_its_peer_connections() {
     assert_eq!(h.binder().releases.len(), 1);
 }
 
+#[test]
+fn an_allocation_the_operator_ends_closes_its_peer_connections_and_keeps_the_control_connection() {
+    let mut h = Harness::new();
+    let c = tcp_client(1);
+    let id = h.pending_connection(c, peer_a());
+    let allocation = h.server.allocation_summaries(h.now().mono)[0].id;
+    assert!(h.server.end_allocation(allocation, h.now().mono));
+    assert_eq!(h.server.poll_effect(), Some(Effect::ClosePeerConnection { id }));
+    h.assert_quiet();
+    assert_eq!(h.binder().releases.len(), 1);
+    // The control connection is the client's: it is told 437 on it.
+    h.refresh(c, &alice(), None).assert_code(437);
+}
+
 /// The data connection's ConnectionBind signed with the nonce of the
 /// control connection (as coturn's uclient sends it) binds at once: a 438
 /// there broke clients that read the data connection as raw bytes.
