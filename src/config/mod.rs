@@ -138,6 +138,17 @@ pub struct ListenSection {
     /// only this machine reaches it until you choose otherwise.
     #[serde(deserialize_with = "addr_or_off")]
     pub http: Option<SocketAddr>,
+    /// CIDRs of the load balancers in front of the TCP, TLS and HTTP
+    /// listeners, e.g. `["10.0.0.0/8"]`. A connection from one of them must
+    /// start with a PROXY protocol header (haproxy's `send-proxy` or
+    /// `send-proxy-v2`, detected) within `limits.connection_setup_timeout`
+    /// (the HTTP listener: 10 s), else it is closed; the client it names is
+    /// then the connection's address everywhere (auth, nonces, per-source
+    /// limits, logs). A connection from anywhere else that starts with a
+    /// PROXY header is closed. UDP is never proxied. Changed by a restart
+    /// only. Default: `[]`.
+    #[serde(deserialize_with = "cidrs")]
+    pub proxy_protocol_from: Vec<Cidr>,
 }
 
 impl Default for ListenSection {
@@ -147,6 +158,7 @@ impl Default for ListenSection {
             tcp: vec![SocketAddr::from((Ipv4Addr::UNSPECIFIED, 3478))],
             tls: Vec::new(),
             http: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 8080))),
+            proxy_protocol_from: Vec::new(),
         }
     }
 }

@@ -136,6 +136,12 @@ impl Config {
             }
         }
         let listen = &self.listen;
+        if let Some(everyone) = listen.proxy_protocol_from.iter().find(|c| c.prefix() < 8) {
+            warnings.push(format!(
+                "listen.proxy_protocol_from has {everyone}: every address in it may claim to be any \
+                 client; list only your load balancers"
+            ));
+        }
         let listeners = listen
             .udp
             .iter()

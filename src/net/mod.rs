@@ -65,6 +65,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::process::proxy_protocol::ProxyProtocol;
 use crate::process::random::random_bytes;
 use crate::process::status::{ConnectionCount, ServerStatus, HEARTBEAT_INTERVAL};
 use crate::process::tls;
@@ -249,7 +250,8 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     quota.set_user_rate(config.limits.user_bytes_per_second);
     quota.set_source_limit(config.limits.max_allocations_per_source);
     let connections = ConnectionCount::default();
-    let status = ServerStatus::new(workers, quota.clone(), connections.clone());
+    let proxy_protocol = ProxyProtocol::new(config.listen.proxy_protocol_from.clone());
+    let status = ServerStatus::new(workers, quota.clone(), connections.clone(), Arc::new(proxy_protocol));
     let (reload, reloads) = watch::channel(plan.clone());
     let (stop, stopped) = watch::channel(false);
     let (ready, ready_rx) = mpsc::channel();
@@ -459,6 +461,7 @@ fn run_shard(
                     sources: stream_sources.clone(),
                     count: connections.clone(),
                     handoffs: handoffs.clone(),
+                    proxy: status.proxy_protocol(),
                 },
             ));
         }

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::clock;
+use super::proxy_protocol::ProxyProtocol;
 use crate::proto::quota::AllocationQuota;
 use crate::proto::stats::Snapshot;
 
@@ -33,11 +34,17 @@ pub struct ServerStatus {
     /// Each shard's latest [`Snapshot`], published with its heartbeat.
     snapshots: Arc<Vec<Mutex<Snapshot>>>,
     connections: ConnectionCount,
+    proxy_protocol: Arc<ProxyProtocol>,
 }
 
 impl ServerStatus {
     /// The status of `shards` shards that have not beaten yet.
-    pub(crate) fn new(shards: usize, quota: Arc<AllocationQuota>, connections: ConnectionCount) -> ServerStatus {
+    pub(crate) fn new(
+        shards: usize,
+        quota: Arc<AllocationQuota>,
+        connections: ConnectionCount,
+        proxy_protocol: Arc<ProxyProtocol>,
+    ) -> ServerStatus {
         ServerStatus {
             heartbeats: Arc::new(Heartbeats {
                 origin: clock::mono(),
@@ -46,6 +53,7 @@ impl ServerStatus {
             quota,
             snapshots: Arc::new((0..shards).map(|_| Mutex::new(Snapshot::default())).collect()),
             connections,
+            proxy_protocol,
         }
     }
 
@@ -92,6 +100,12 @@ impl ServerStatus {
             sum.merge(&shard.lock().unwrap_or_else(|e| e.into_inner()));
         }
         sum
+    }
+
+    /// The PROXY protocol step every stream and HTTP listener shares, with
+    /// its counts.
+    pub fn proxy_protocol(&self) -> Arc<ProxyProtocol> {
+        self.proxy_protocol.clone()
     }
 
     /// TCP and TLS connections open now.
