@@ -9,7 +9,8 @@
 //! Allocate works through it, per-source limits of the TCP and HTTP
 //! listeners count the real clients (not haproxy as one source), a PROXY
 //! header sent directly from an untrusted address is refused, a trusted
-//! address without a header is refused, and `/metrics` counts both.
+//! address without a header is refused, `/metrics` counts both, and a
+//! reload changes the trusted sources for new connections.
 
 // Black-box tests wait for conditions with real deadlines; the clock ban
 // is for the sans-IO core.
@@ -256,4 +257,33 @@ fn a_header_from_an_untrusted_source_and_none_from_a_trusted_one_are_refused() {
         3
     );
     assert_eq!(metric(&server, "turnpike_proxy_headers_total{outcome=\"invalid\"}"), 2);
+}
+
+#[test]
+fn a_reload_changes_the_trusted_sources_for_new_connections() {
+    let server = server("");
+    let haproxy = Haproxy::start(&[(server.addr(), "send-proxy-v2")]);
+    let mut kept = tcp_connect(haproxy.frontends[0]);
+    assert_eq!(stream_binding(&mut kept), Some(kept.local_addr().unwrap()));
+    // haproxy is trusted no more: its headers are refused, while the
+    // connection accepted before keeps its client.
+    let config = std::fs::read_to_string(server.config_path()).expect("read config");
+    let untrusting = config.replace(TRUST_HAPROXY, "proxy_protocol_from = [\"127.0.0.3/32\"]\n");
+    std::fs::write(server.config_path(), untrusting).expect("write config");
+    server.sighup();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.stderr_log().contains("configuration reloaded") {
+        assert!(Instant::now() < deadline, "no reload");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut refused = tcp_connect(haproxy.frontends[0]);
+    refused.write_all(&binding_request(&transaction_id())).expect("send");
+    assert!(closed_by_server(&mut refused), "haproxy's header is untrusted now");
+    assert_eq!(
+        metric(&server, "turnpike_proxy_headers_total{outcome=\"untrusted\"}"),
+        1
+    );
+    assert_eq!(stream_binding(&mut kept), Some(kept.local_addr().unwrap()));
+    let log = server.stderr_log();
+    assert!(!log.contains("only after a restart"), "nothing needs a restart");
 }

@@ -145,8 +145,8 @@ pub struct ListenSection {
     /// (the HTTP listener: 10 s), else it is closed; the client it names is
     /// then the connection's address everywhere (auth, nonces, per-source
     /// limits, logs). A connection from anywhere else that starts with a
-    /// PROXY header is closed. UDP is never proxied. Changed by a restart
-    /// only. Default: `[]`.
+    /// PROXY header is closed. UDP is never proxied. A reload (SIGHUP)
+    /// applies a change to the connections accepted after it. Default: `[]`.
     #[serde(deserialize_with = "cidrs")]
     pub proxy_protocol_from: Vec<Cidr>,
 }
@@ -462,7 +462,8 @@ pub struct SignalingSection {
     /// as soon as it is accepted. Keeps one address from taking
     /// `max_connections` (and monitoring with it); requests for monitoring
     /// count too, so scrape from another address. Behind a reverse proxy
-    /// every client has the proxy's address: raise it to `max_connections`
+    /// every client has the proxy's address (unless it is listed in
+    /// `listen.proxy_protocol_from`): raise it to `max_connections`
     /// there. From 1 to 1048576; above `max_connections` it has no effect.
     /// Default: 64.
     pub max_connections_per_source: usize,

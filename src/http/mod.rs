@@ -12,7 +12,9 @@
 //!
 //! Bounds: at most `signaling.max_connections` HTTP connections, WebSockets
 //! included, and `signaling.max_connections_per_source` from one source
-//! (one beyond is closed at accept), plus [`limits::MONITORING_SLOTS`] kept
+//! (one beyond is closed at accept; from a proxy of
+//! `listen.proxy_protocol_from`, by the client its PROXY header names,
+//! once read: see [`ProxyProtocol::accept`]), plus [`limits::MONITORING_SLOTS`] kept
 //! back for `/metrics`, `/healthz` and `/readyz` (see [`limits`]); 10 s to
 //! finish a TLS handshake or send request headers (an idle keep-alive
 //! connection is closed after as long; 2 s on a monitoring slot); and the

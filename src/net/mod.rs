@@ -22,7 +22,8 @@
 //! connections), the set of live relays (which the peer filter consults),
 //! the reserved EVEN-PORT partner sockets, the count of stream
 //! connections and the per-source stream table (so that stream limits
-//! hold for the process, not per shard), the inboxes of handed
+//! hold for the process, not per shard), the PROXY protocol step and its
+//! counts (in the [`ServerStatus`]), the inboxes of handed
 //! connections, the nonce key, and the [`ServerStatus`] they publish to.
 //! Everything else a shard owns.
 //!
@@ -126,7 +127,8 @@ impl RunningServer {
     }
 
     /// Applies a reloaded config (SIGHUP): users, shared secrets, realm,
-    /// nonce lifetime, SOFTWARE, the peer filter, the allocation,
+    /// nonce lifetime, SOFTWARE, the peer filter, the PROXY protocol's
+    /// trusted sources (for the HTTP listener too), the allocation,
     /// permission, channel, peer connection and lifetime limits, and the
     /// TLS certificate.
     /// Live allocations stay. Returns what changed but needs a restart
@@ -142,6 +144,9 @@ impl RunningServer {
         );
         quota.set_user_rate(effective.limits.user_bytes_per_second);
         quota.set_source_limit(effective.limits.max_allocations_per_source);
+        self.status
+            .proxy_protocol()
+            .set_trusted(effective.listen.proxy_protocol_from.clone());
         // The core takes credentials, filter and limits from the plan; the
         // relay part is the running one, since `effective` kept it.
         let _ = self.reload.send(Arc::new(Plan::new(&effective, &self.listeners)));

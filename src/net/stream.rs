@@ -24,6 +24,13 @@
 //!   ([`StreamSlot`]), so it is counted once wherever it is served;
 //! * TLS handshakes per source are budgeted over all shards (the same
 //!   table);
+//! * a connection from a source of `listen.proxy_protocol_from` must start
+//!   with a PROXY header within `setup_timeout`; the client it names is
+//!   the connection's remote address, and its per-source places and
+//!   handshake budget are taken under that client once the header is read
+//!   (the proxy is no source of its own). A PROXY header from any other
+//!   source closes the connection ([`ProxyProtocol::accept`], before TLS
+//!   and framing); two connections naming one 5-tuple are one too many;
 //! * the TLS handshake and the first complete frame must both be done
 //!   within `setup_timeout` of the accept;
 //! * without an allocation, `idle_timeout` of silence closes it;

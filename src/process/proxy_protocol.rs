@@ -34,6 +34,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
@@ -86,23 +87,32 @@ impl Outcome {
 /// listeners of every shard and the HTTP listener share it).
 #[derive(Debug, Default)]
 pub struct ProxyProtocol {
-    trusted: Vec<Cidr>,
+    /// Replaced whole on reload; read once per accepted connection (the
+    /// lock guards a plain list, so a poisoned one is still used).
+    trusted: RwLock<Arc<[Cidr]>>,
     counts: [AtomicU64; Outcome::LABELS.len()],
 }
 
 impl ProxyProtocol {
     pub fn new(trusted: Vec<Cidr>) -> ProxyProtocol {
         ProxyProtocol {
-            trusted,
+            trusted: RwLock::new(trusted.into()),
             counts: Default::default(),
         }
+    }
+
+    /// Replaces the trusted sources (reload). A connection accepted
+    /// before keeps the verdict it had.
+    pub fn set_trusted(&self, trusted: Vec<Cidr>) {
+        *self.trusted.write().unwrap_or_else(|e| e.into_inner()) = trusted.into();
     }
 
     /// Must a connection from `ip` start with a PROXY header? An
     /// IPv4-mapped address (a dual-stack listener) counts as its IPv4.
     pub fn trusts(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
-        self.trusted.iter().any(|cidr| cidr.contains(ip))
+        let trusted = self.trusted.read().unwrap_or_else(|e| e.into_inner()).clone();
+        trusted.iter().any(|cidr| cidr.contains(ip))
     }
 
     /// Connections seen, by outcome, labelled as `/metrics` shows them.
