@@ -849,6 +849,21 @@ mod tests {
     }
 
     #[test]
+    fn proxy_sources_parse_as_cidrs_and_a_wide_one_is_warned_about() {
+        let config = parse("[listen]\nproxy_protocol_from = [\"10.0.0.5\", \"2001:db8::/48\"]\n").expect("valid");
+        assert_eq!(config.listen.proxy_protocol_from.len(), 2);
+        assert!(config.listen.proxy_protocol_from[0].contains("10.0.0.5".parse().unwrap()));
+        assert!(!config.warnings().iter().any(|w| w.contains("proxy_protocol_from")));
+        let err = parse("[listen]\nproxy_protocol_from = [\"10.0.0.0/33\"]\n").expect_err("no such network");
+        assert!(err.to_string().contains("\"10.0.0.0/33\""), "{err}");
+        let config = parse("[listen]\nproxy_protocol_from = [\"0.0.0.0/0\"]\n").expect("valid");
+        assert!(config
+            .warnings()
+            .iter()
+            .any(|w| w.starts_with("listen.proxy_protocol_from has 0.0.0.0/0")));
+    }
+
+    #[test]
     fn check_config_warns_about_a_listener_inside_the_relay_range() {
         let mut config = Config::default();
         config.relay.ports = PortRange { low: 8000, high: 9000 };

@@ -227,6 +227,19 @@ struct Accepted<S> {
     slot: StreamSlot,
 }
 
+impl<S> Accepted<S> {
+    /// A connection this shard accepted, nothing of it read yet.
+    fn fresh(stream: S, client: ClientAddr, setup_deadline: tokio::time::Instant, slot: StreamSlot) -> Accepted<S> {
+        Accepted {
+            stream,
+            client,
+            buffered: Vec::new(),
+            setup_deadline,
+            slot,
+        }
+    }
+}
+
 /// Accepts connections on one shard's `SO_REUSEPORT` sibling of a TCP or
 /// TLS listener and serves each on this shard, unless it turns out to be
 /// the data connection of another shard's peer connection (see
@@ -292,39 +305,26 @@ pub(super) async fn accept_loop(
                 _count: slot,
                 _source: source,
             };
+            let transport = match security {
+                Security::Plain => Transport::Tcp,
+                Security::Tls(_) => Transport::Tls,
+            };
+            let client = ClientAddr {
+                transport,
+                local,
+                remote,
+            };
             let stream = HomedTcp::Here(stream);
             match &security {
                 Security::Plain => {
-                    let client = ClientAddr {
-                        transport: Transport::Tcp,
-                        local,
-                        remote,
-                    };
-                    let accepted = Accepted {
-                        stream,
-                        client,
-                        buffered: Vec::new(),
-                        setup_deadline,
-                        slot,
-                    };
+                    let accepted = Accepted::fresh(stream, client, setup_deadline, slot);
                     serve(shard, limits, handoffs, accepted).await;
                 }
                 Security::Tls(certificates) => {
-                    let client = ClientAddr {
-                        transport: Transport::Tls,
-                        local,
-                        remote,
-                    };
                     let acceptor = certificates.acceptor();
                     match tokio::time::timeout_at(setup_deadline, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
-                            let accepted = Accepted {
-                                stream,
-                                client,
-                                buffered: Vec::new(),
-                                setup_deadline,
-                                slot,
-                            };
+                            let accepted = Accepted::fresh(stream, client, setup_deadline, slot);
                             serve(shard, limits, handoffs, accepted).await;
                         }
                         Ok(Err(e)) => debug!(%client, error = %e, "TLS handshake failed"),
