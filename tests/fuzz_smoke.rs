@@ -4,8 +4,8 @@
 //! `fuzz/README.md`); these tests are their cheap, deterministic cousin:
 //! a fixed xorshift stream mutates valid seed messages (bit flips, byte
 //! inserts and deletes, length-field rewrites, truncation) and feeds them
-//! to the STUN and ChannelData parsers and to a [`Server`]. Nothing may
-//! panic, and everything the server sends must be well-formed. A mutated
+//! to the STUN, ChannelData and PROXY header parsers and to a [`Server`].
+//! Nothing may panic, and everything the server sends must be well-formed. A mutated
 //! request that still parses is re-signed with valid credentials before it
 //! reaches the server, so mutated attributes get past authentication too.
 //!
@@ -545,4 +545,32 @@ fn mutated_packets_never_panic_the_server_and_every_answer_parses() {
     // (re-signed) got through authentication and succeeded too.
     eprintln!("{successes} authenticated successes");
     assert!(successes > 6 * blocks + ITERATIONS / 50, "only {successes} successes");
+}
+
+#[test]
+fn mutated_proxy_headers_never_panic_the_parser() {
+    use turnpike::proto::proxy_header::{parse, Parse, V2_SIGNATURE};
+    let mut v2 = V2_SIGNATURE.to_vec();
+    v2.extend([
+        0x21, 0x11, 0x00, 0x11, 192, 0, 2, 1, 192, 0, 2, 2, 0x13, 0x88, 0x0d, 0x96,
+    ]);
+    v2.extend([0x01, 0x00, 0x02, b'h', b'2']);
+    let seeds = [
+        b"PROXY TCP4 192.0.2.1 192.0.2.2 5000 3478\r\n".to_vec(),
+        b"PROXY TCP6 2001:db8::1 2001:db8::2 5000 3478\r\n".to_vec(),
+        v2,
+    ];
+    let mut rng = Rng::new(0xD1B5_4A32_D192_ED03);
+    let mut parsed = 0;
+    for _ in 0..ITERATIONS {
+        let seed = &seeds[rng.below(seeds.len())];
+        let packet = mutate(&mut rng, seed);
+        if let Parse::Parsed(header) = parse(&packet) {
+            parsed += 1;
+            assert!(header.len <= packet.len(), "{header:?}");
+            assert_eq!(parse(&packet[..header.len]), Parse::Parsed(header), "the header alone");
+        }
+    }
+    eprintln!("{parsed} of {ITERATIONS} mutants parsed");
+    assert!(parsed > ITERATIONS / 50, "only {parsed} mutants parsed");
 }

@@ -14,6 +14,7 @@
 //!   get past the long-term credential check.
 //! * [`program`]: builds such programs, for seeds and tests.
 //! * [`signal`]: signaling protocol v1 client messages.
+//! * [`proxy`]: the PROXY protocol header a load balancer sends first.
 //! * [`session`]: the signaling state machine (sessions, rooms, outboxes)
 //!   driven by a byte program of several sessions.
 
@@ -21,6 +22,7 @@ pub mod channel;
 pub mod filter;
 pub mod message;
 pub mod program;
+pub mod proxy;
 pub mod server;
 pub mod session;
 pub mod signal;

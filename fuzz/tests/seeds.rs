@@ -6,7 +6,7 @@ use turnpike::proto::stun::method;
 use turnpike_fuzz::program::{self, Attrs, Program};
 use turnpike_fuzz::server::{flag, Harness};
 use turnpike_fuzz::session;
-use turnpike_fuzz::{channel, filter, message, signal};
+use turnpike_fuzz::{channel, filter, message, proxy, signal};
 
 #[test]
 fn every_seed_passes_its_target() {
@@ -31,6 +31,24 @@ fn every_seed_passes_its_target() {
     for s in session::seeds() {
         session::fuzz_program(&s);
     }
+    for s in proxy::seeds() {
+        proxy::fuzz_parse(&s);
+    }
+}
+
+#[test]
+fn proxy_header_seeds_reach_every_kind_of_answer() {
+    use turnpike::proto::proxy_header::{parse, Parse};
+    let outcomes: Vec<Parse> = proxy::seeds().iter().map(|s| parse(s)).collect();
+    let parsed_with_addresses = outcomes
+        .iter()
+        .filter(|o| matches!(o, Parse::Parsed(h) if h.addresses.is_some()))
+        .count();
+    assert_eq!(parsed_with_addresses, 5, "{outcomes:?}");
+    assert!(outcomes
+        .iter()
+        .any(|o| matches!(o, Parse::Parsed(h) if h.addresses.is_none())));
+    assert!(outcomes.iter().any(|o| matches!(o, Parse::Invalid(_))));
 }
 
 #[test]

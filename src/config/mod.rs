@@ -144,6 +144,17 @@ pub struct ListenSection {
     /// only this machine reaches it until you choose otherwise.
     #[serde(deserialize_with = "addr_or_off")]
     pub http: Option<SocketAddr>,
+    /// CIDRs of the load balancers in front of the TCP, TLS and HTTP
+    /// listeners, e.g. `["10.0.0.0/8"]`. A connection from one of them must
+    /// start with a PROXY protocol header (haproxy's `send-proxy` or
+    /// `send-proxy-v2`, detected) within `limits.connection_setup_timeout`
+    /// (the HTTP listener: 10 s), else it is closed; the client it names is
+    /// then the connection's address everywhere (auth, nonces, per-source
+    /// limits, logs). A connection from anywhere else that starts with a
+    /// PROXY header is closed. UDP is never proxied. A reload (SIGHUP)
+    /// applies a change to the connections accepted after it. Default: `[]`.
+    #[serde(deserialize_with = "cidrs")]
+    pub proxy_protocol_from: Vec<Cidr>,
 }
 
 impl Default for ListenSection {
@@ -153,6 +164,7 @@ impl Default for ListenSection {
             tcp: vec![SocketAddr::from((Ipv4Addr::UNSPECIFIED, 3478))],
             tls: Vec::new(),
             http: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 8080))),
+            proxy_protocol_from: Vec::new(),
         }
     }
 }
@@ -482,7 +494,8 @@ pub struct SignalingSection {
     /// as soon as it is accepted. Keeps one address from taking
     /// `max_connections` (and monitoring with it); requests for monitoring
     /// count too, so scrape from another address. Behind a reverse proxy
-    /// every client has the proxy's address: raise it to `max_connections`
+    /// every client has the proxy's address (unless it is listed in
+    /// `listen.proxy_protocol_from`): raise it to `max_connections`
     /// there. From 1 to 1048576; above `max_connections` it has no effect.
     /// Default: 64.
     pub max_connections_per_source: usize,

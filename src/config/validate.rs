@@ -145,6 +145,12 @@ impl Config {
             }
         }
         let listen = &self.listen;
+        if let Some(everyone) = listen.proxy_protocol_from.iter().find(|c| c.prefix() < 8) {
+            warnings.push(format!(
+                "listen.proxy_protocol_from has {everyone}: every address in it may claim to be any \
+                 client; list only your load balancers"
+            ));
+        }
         let listeners = listen
             .udp
             .iter()
@@ -972,6 +978,21 @@ mod tests {
         assert!(config.warnings().iter().any(|w| w.contains("shorter than 16")));
         let config = parse("[auth]\nsecrets = [\"a-shared-secret-of-32-characters\"]\n").expect("valid");
         assert!(!config.warnings().iter().any(|w| w.contains("shorter than 16")));
+    }
+
+    #[test]
+    fn proxy_sources_parse_as_cidrs_and_a_wide_one_is_warned_about() {
+        let config = parse("[listen]\nproxy_protocol_from = [\"10.0.0.5\", \"2001:db8::/48\"]\n").expect("valid");
+        assert_eq!(config.listen.proxy_protocol_from.len(), 2);
+        assert!(config.listen.proxy_protocol_from[0].contains("10.0.0.5".parse().unwrap()));
+        assert!(!config.warnings().iter().any(|w| w.contains("proxy_protocol_from")));
+        let err = parse("[listen]\nproxy_protocol_from = [\"10.0.0.0/33\"]\n").expect_err("no such network");
+        assert!(err.to_string().contains("\"10.0.0.0/33\""), "{err}");
+        let config = parse("[listen]\nproxy_protocol_from = [\"0.0.0.0/0\"]\n").expect("valid");
+        assert!(config
+            .warnings()
+            .iter()
+            .any(|w| w.starts_with("listen.proxy_protocol_from has 0.0.0.0/0")));
     }
 
     #[test]

@@ -441,6 +441,19 @@ impl Collector for TurnpikeCollector {
             Counter,
             refused,
         )?;
+        let proxy = self.status.proxy_protocol();
+        family(
+            e,
+            "turnpike_proxy_headers",
+            "TCP, TLS and HTTP connections seen by the PROXY protocol step, by outcome (a trusted source's header \
+             accepted, or local: it kept its own address; untrusted: a header from another source, refused; \
+             invalid or timeout: a trusted source's header missing, malformed or late, refused)",
+            None,
+            Counter,
+            proxy
+                .counts()
+                .map(|(outcome, n)| (vec![("outcome", outcome.to_owned())], n)),
+        )?;
         Ok(())
     }
 }

@@ -12,7 +12,9 @@
 //!
 //! Bounds: at most `signaling.max_connections` HTTP connections, WebSockets
 //! included, and `signaling.max_connections_per_source` from one source
-//! (one beyond is closed at accept), plus [`limits::MONITORING_SLOTS`] kept
+//! (one beyond is closed at accept; from a proxy of
+//! `listen.proxy_protocol_from`, by the client its PROXY header names,
+//! once read: see [`ProxyProtocol::accept`]), plus [`limits::MONITORING_SLOTS`] kept
 //! back for `/metrics`, `/healthz` and `/readyz` (see [`limits`]); 10 s to
 //! finish a TLS handshake or send request headers (an idle keep-alive
 //! connection is closed after as long; 2 s on a monitoring slot); and the
@@ -55,6 +57,7 @@ use tracing::{debug, info, warn};
 pub use ice::IceConfig;
 
 use crate::config::Config;
+use crate::process::proxy_protocol::ProxyProtocol;
 use crate::process::status::ServerStatus;
 use crate::process::tls::TlsCertificates;
 use crate::proto::source::SourceKey;
@@ -149,6 +152,7 @@ pub fn start(
         signaling.max_connections,
         signaling.max_connections_per_source,
     )));
+    let proxy = status.proxy_protocol();
     let app = Arc::new(App {
         metrics: metrics::registry(status.clone(), hub.clone(), connections.clone()),
         hub,
@@ -165,7 +169,7 @@ pub fn start(
                 Err(e) => return warn!("HTTP runtime failed to start: {e}"),
             };
             runtime.spawn(app.hub.clone().run_timers());
-            runtime.block_on(accept_loop(listener, router(app), tls, connections, stopped));
+            runtime.block_on(accept_loop(listener, router(app), tls, connections, proxy, stopped));
         })
         .map_err(HttpError::Thread)?;
     info!(addr = %bound, tls = signaling.tls, "signaling and demo page listening");
@@ -195,6 +199,7 @@ async fn accept_loop(
     router: Router,
     tls: Option<Arc<TlsCertificates>>,
     connections: Arc<Mutex<ConnectionTable>>,
+    proxy: Arc<ProxyProtocol>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
@@ -214,26 +219,34 @@ async fn accept_loop(
             },
             _ = stopped.changed() => return,
         };
-        let source = SourceKey::from(remote.ip());
-        let admitted = connections.lock().unwrap_or_else(|e| e.into_inner()).admit(source);
-        let admission = match admitted {
-            Ok(admission) => admission,
-            Err(refusal) => {
-                // Dropping the stream closes it: nothing is read or kept.
-                debug!(%remote, ?refusal, "HTTP connection refused at accept");
-                continue;
-            }
-        };
         let Ok(local) = stream.local_addr() else {
             continue;
         };
-        let slot = ConnectionSlot::new(connections.clone(), source, admission, local);
-        let timeout = match admission {
-            Admission::General => HANDSHAKE_TIMEOUT,
-            Admission::Monitoring => MONITORING_TIMEOUT,
+        // A trusted proxy is no source of its own: its connections take
+        // their places under the client its header names, once read.
+        let early = match proxy.trusts(remote.ip()) {
+            true => None,
+            false => match admit(&connections, remote, local) {
+                Some(slot) => Some(slot),
+                None => continue,
+            },
         };
-        let (router, tls) = (router.clone(), tls.clone());
+        let (router, tls, proxy, connections) = (router.clone(), tls.clone(), proxy.clone(), connections.clone());
         tokio::spawn(async move {
+            let mut stream = stream;
+            let header_timeout = early
+                .as_ref()
+                .map_or(HANDSHAKE_TIMEOUT, |slot| timeout_of(slot.admission()));
+            let deadline = tokio::time::Instant::now() + header_timeout;
+            // Before TLS and hyper: nothing past the header is read.
+            let remote = match proxy.accept(&mut stream, remote, deadline).await {
+                Ok(client) => client,
+                Err(e) => return debug!(%remote, error = %e, "HTTP connection refused (PROXY protocol)"),
+            };
+            let Some(slot) = early.or_else(|| admit(&connections, remote, local)) else {
+                return;
+            };
+            let timeout = timeout_of(slot.admission());
             let _ = stream.set_nodelay(true);
             match tls {
                 None => serve_connection(stream, router, slot, timeout).await,
@@ -245,6 +258,29 @@ async fn accept_loop(
                 },
             }
         });
+    }
+}
+
+/// A place in the connection table for a connection from `remote` to
+/// `local`, or `None` (logged; dropping the stream closes it, nothing is
+/// read or kept).
+fn admit(connections: &Arc<Mutex<ConnectionTable>>, remote: SocketAddr, local: SocketAddr) -> Option<ConnectionSlot> {
+    let source = SourceKey::from(remote.ip());
+    let admitted = connections.lock().unwrap_or_else(|e| e.into_inner()).admit(source);
+    match admitted {
+        Ok(admission) => Some(ConnectionSlot::new(connections.clone(), source, admission, local)),
+        Err(refusal) => {
+            debug!(%remote, ?refusal, "HTTP connection refused at accept");
+            None
+        }
+    }
+}
+
+/// Time to finish a TLS handshake and send request headers.
+fn timeout_of(admission: Admission) -> Duration {
+    match admission {
+        Admission::General => HANDSHAKE_TIMEOUT,
+        Admission::Monitoring => MONITORING_TIMEOUT,
     }
 }
 

@@ -22,8 +22,10 @@
 //! connections), the set of live relays (which the peer filter consults),
 //! the reserved EVEN-PORT partner sockets, the count of stream
 //! connections and the per-source stream table (so that stream limits
-//! hold for the process, not per shard), the inboxes of handed
-//! connections and of admin commands, the revoked usernames, the nonce key, and the [`ServerStatus`] they publish to.
+//! hold for the process, not per shard), the PROXY protocol step and its
+//! counts (in the [`ServerStatus`]), the inboxes of handed connections and
+//! of admin commands, the revoked usernames, the nonce key, and the
+//! [`ServerStatus`] they publish to.
 //! Everything else a shard owns.
 //!
 //! * `socket`: how every socket is opened;
@@ -70,6 +72,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::process::clock;
+use crate::process::proxy_protocol::ProxyProtocol;
 use crate::process::random::random_bytes;
 use crate::process::status::{ConnectionCount, ServerStatus, HEARTBEAT_INTERVAL};
 use crate::process::tls;
@@ -133,7 +136,8 @@ impl RunningServer {
     }
 
     /// Applies a reloaded config (SIGHUP): users, shared secrets, realm,
-    /// nonce lifetime, SOFTWARE, the peer filter, the allocation,
+    /// nonce lifetime, SOFTWARE, the peer filter, the PROXY protocol's
+    /// trusted sources (for the HTTP listener too), the allocation,
     /// permission, channel, peer connection and lifetime limits, and the
     /// TLS certificate.
     /// Live allocations stay. Returns what changed but needs a restart
@@ -149,6 +153,9 @@ impl RunningServer {
         );
         quota.set_user_rate(effective.limits.user_bytes_per_second);
         quota.set_source_limit(effective.limits.max_allocations_per_source);
+        self.status
+            .proxy_protocol()
+            .set_trusted(effective.listen.proxy_protocol_from.clone());
         // The core takes credentials, filter and limits from the plan; the
         // relay part is the running one, since `effective` kept it.
         let _ = self.reload.send(Arc::new(Plan::new(&effective, &self.listeners)));
@@ -273,7 +280,9 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     quota.set_source_limit(config.limits.max_allocations_per_source);
     let connections = ConnectionCount::default();
     let revocations = Arc::new(Revocations::default());
-    let status = ServerStatus::new(workers, quota.clone(), connections.clone()).with_revocations(revocations.clone());
+    let proxy_protocol = ProxyProtocol::new(config.listen.proxy_protocol_from.clone());
+    let status = ServerStatus::new(workers, quota.clone(), connections.clone(), Arc::new(proxy_protocol))
+        .with_revocations(revocations.clone());
     let (admin, admin_inboxes) = admin::inboxes(workers, revocations.clone());
     let (reload, reloads) = watch::channel(plan.clone());
     let (stop, stopped) = watch::channel(false);
@@ -494,6 +503,7 @@ fn run_shard(
                     sources: stream_sources.clone(),
                     count: connections.clone(),
                     handoffs: handoffs.clone(),
+                    proxy: status.proxy_protocol(),
                 },
             ));
         }

@@ -177,8 +177,14 @@ pub(super) fn reloadable(running: &Config, new: &Config) -> (Config, Vec<&'stati
             l.max_frame_size,
         )
     };
+    // The PROXY protocol's sources are applied by a reload
+    // (`ProxyProtocol::set_trusted`); the listeners are not.
+    let listeners = |config: &Config| crate::config::ListenSection {
+        proxy_protocol_from: Vec::new(),
+        ..config.listen.clone()
+    };
     let restart_only = [
-        ("listen", running.listen != new.listen),
+        ("listen", listeners(running) != listeners(new)),
         ("relay", running.relay != new.relay),
         ("server.workers", running.server.workers != new.server.workers),
         (

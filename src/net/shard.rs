@@ -205,8 +205,17 @@ impl Shard {
         }
     }
 
-    pub(super) fn add_stream(&self, client: ClientAddr, conn: Rc<StreamConn>) {
-        self.streams.borrow_mut().insert(client, conn);
+    /// Registers a connection; false, and nothing changed, if its 5-tuple
+    /// is served already. The kernel never accepts two alike, but a PROXY
+    /// header names the client, and two proxies can name the same one.
+    pub(super) fn add_stream(&self, client: ClientAddr, conn: Rc<StreamConn>) -> bool {
+        match self.streams.borrow_mut().entry(client) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert(conn);
+                true
+            }
+        }
     }
 
     /// Forgets a closed connection and deletes its allocation.

@@ -24,6 +24,13 @@
 //!   ([`StreamSlot`]), so it is counted once wherever it is served;
 //! * TLS handshakes per source are budgeted over all shards (the same
 //!   table);
+//! * a connection from a source of `listen.proxy_protocol_from` must start
+//!   with a PROXY header within `setup_timeout`; the client it names is
+//!   the connection's remote address, and its per-source places and
+//!   handshake budget are taken under that client once the header is read
+//!   (the proxy is no source of its own). A PROXY header from any other
+//!   source closes the connection ([`ProxyProtocol::accept`], before TLS
+//!   and framing); two connections naming one 5-tuple are one too many;
 //! * the TLS handshake and the first complete frame must both be done
 //!   within `setup_timeout` of the accept;
 //! * without an allocation, `idle_timeout` of silence closes it;
@@ -59,6 +66,7 @@ use super::shard::Shard;
 use super::stream_conn::{Splice, StreamConn};
 use super::stream_handoff::{AnyStream, HandedStream, Handoffs, HomedTcp, Movable};
 use crate::process::clock;
+use crate::process::proxy_protocol::ProxyProtocol;
 use crate::process::status::ConnectionCount;
 use crate::process::tls::TlsCertificates;
 use crate::proto::addr::{ClientAddr, ConnectionId, ShardId, Transport};
@@ -205,6 +213,8 @@ pub(super) struct StreamsShared {
     /// Open connections, against `max_connections`.
     pub(super) count: ConnectionCount,
     pub(super) handoffs: Arc<Handoffs>,
+    /// The PROXY protocol step, with its trusted sources.
+    pub(super) proxy: Arc<ProxyProtocol>,
 }
 
 /// A connection as its shard serves it.
@@ -215,6 +225,19 @@ struct Accepted<S> {
     buffered: Vec<u8>,
     setup_deadline: tokio::time::Instant,
     slot: StreamSlot,
+}
+
+impl<S> Accepted<S> {
+    /// A connection this shard accepted, nothing of it read yet.
+    fn fresh(stream: S, client: ClientAddr, setup_deadline: tokio::time::Instant, slot: StreamSlot) -> Accepted<S> {
+        Accepted {
+            stream,
+            client,
+            buffered: Vec::new(),
+            setup_deadline,
+            slot,
+        }
+    }
 }
 
 /// Accepts connections on one shard's `SO_REUSEPORT` sibling of a TCP or
@@ -233,6 +256,7 @@ pub(super) async fn accept_loop(
         sources,
         count,
         handoffs,
+        proxy,
     } = shared;
     loop {
         let (stream, remote) = match listener.accept().await {
@@ -250,67 +274,87 @@ pub(super) async fn accept_loop(
             drop((stream, slot));
             continue;
         }
-        let source_key = SourceKey::from(remote.ip());
-        let Some(source) = SourceSlot::take(&sources, source_key, limits.max_per_source) else {
-            debug!(%local, %remote, "connection limit of the source reached; closing");
-            drop((stream, slot));
-            continue;
-        };
-        if matches!(security, Security::Tls(_)) && !sources.may_handshake(source_key) {
-            debug!(%local, %remote, "TLS handshake rate of the source reached; closing");
-            drop((stream, slot, source));
-            continue;
-        }
-        let slot = StreamSlot {
-            _count: slot,
-            _source: source,
+        let tls = matches!(security, Security::Tls(_));
+        // A trusted proxy is no source of its own: its connections take
+        // their places under the client its header names, once read.
+        let early = match proxy.trusts(remote.ip()) {
+            true => None,
+            false => match admit_source(&sources, &limits, tls, local, remote) {
+                Some(source) => Some(source),
+                None => {
+                    drop((stream, slot));
+                    continue;
+                }
+            },
         };
         let _ = stream.set_nodelay(true);
-        let stream = HomedTcp::Here(stream);
         let setup_deadline = tokio::time::Instant::now() + limits.setup_timeout;
         let (shard, limits, handoffs) = (shard.clone(), limits.clone(), Some(handoffs.clone()));
-        match &security {
-            Security::Plain => {
-                let client = ClientAddr {
-                    transport: Transport::Tcp,
-                    local,
-                    remote,
-                };
-                let accepted = Accepted {
-                    stream,
-                    client,
-                    buffered: Vec::new(),
-                    setup_deadline,
-                    slot,
-                };
-                tokio::task::spawn_local(serve(shard, limits, handoffs, accepted));
-            }
-            Security::Tls(certificates) => {
-                let client = ClientAddr {
-                    transport: Transport::Tls,
-                    local,
-                    remote,
-                };
-                let acceptor = certificates.acceptor();
-                tokio::task::spawn_local(async move {
+        let (sources, proxy, security) = (sources.clone(), proxy.clone(), security.clone());
+        tokio::task::spawn_local(async move {
+            let mut stream = stream;
+            // Before TLS and framing: nothing past the header is read.
+            let remote = match proxy.accept(&mut stream, remote, setup_deadline).await {
+                Ok(client) => client,
+                Err(e) => return debug!(%local, %remote, error = %e, "connection refused (PROXY protocol)"),
+            };
+            let Some(source) = early.or_else(|| admit_source(&sources, &limits, tls, local, remote)) else {
+                return;
+            };
+            let slot = StreamSlot {
+                _count: slot,
+                _source: source,
+            };
+            let transport = match security {
+                Security::Plain => Transport::Tcp,
+                Security::Tls(_) => Transport::Tls,
+            };
+            let client = ClientAddr {
+                transport,
+                local,
+                remote,
+            };
+            let stream = HomedTcp::Here(stream);
+            match &security {
+                Security::Plain => {
+                    let accepted = Accepted::fresh(stream, client, setup_deadline, slot);
+                    serve(shard, limits, handoffs, accepted).await;
+                }
+                Security::Tls(certificates) => {
+                    let acceptor = certificates.acceptor();
                     match tokio::time::timeout_at(setup_deadline, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
-                            let accepted = Accepted {
-                                stream,
-                                client,
-                                buffered: Vec::new(),
-                                setup_deadline,
-                                slot,
-                            };
+                            let accepted = Accepted::fresh(stream, client, setup_deadline, slot);
                             serve(shard, limits, handoffs, accepted).await;
                         }
                         Ok(Err(e)) => debug!(%client, error = %e, "TLS handshake failed"),
                         Err(_) => debug!(%client, "TLS handshake not done in time"),
                     }
-                });
+                }
             }
-        }
+        });
     }
+}
+
+/// `remote`'s place among the open connections and, on a TLS listener,
+/// a handshake of its budget; `None` (logged) if it has used them up.
+fn admit_source(
+    sources: &Arc<StreamSources>,
+    limits: &StreamLimits,
+    tls: bool,
+    local: SocketAddr,
+    remote: SocketAddr,
+) -> Option<SourceSlot> {
+    let source_key = SourceKey::from(remote.ip());
+    let Some(source) = SourceSlot::take(sources, source_key, limits.max_per_source) else {
+        debug!(%local, %remote, "connection limit of the source reached; closing");
+        return None;
+    };
+    if tls && !sources.may_handshake(source_key) {
+        debug!(%local, %remote, "TLS handshake rate of the source reached; closing");
+        return None;
+    }
+    Some(source)
 }
 
 /// Serves the connections other shards hand to this one (see
@@ -395,7 +439,9 @@ async fn serve<S: AsyncRead + AsyncWrite + Movable + Unpin + 'static>(
         closed: Cell::new(false),
         splice: RefCell::new(None),
     });
-    shard.add_stream(client, conn.clone());
+    if !shard.add_stream(client, conn.clone()) {
+        return debug!(%client, "connection refused: its 5-tuple is served already (a PROXY header named it twice)");
+    }
     let here = shard.id();
     debug!(%client, shard = here.0, "connection open");
     // Dropping the writer future when reading ends loses nothing: what it

@@ -6,6 +6,8 @@
 //! * [`logging`]: how log lines look on a terminal, in a file, in the journal;
 //! * [`random`]: the operating system's random source;
 //! * [`tls`]: the certificate both TLS listeners and HTTPS serve;
+//! * [`proxy_protocol`]: the PROXY header step of every stream and HTTP
+//!   accept, and its counts;
 //! * [`status`]: what the rest of the process may ask the running shards.
 //!
 //! Nothing here imports `net` or `http`; it builds on [`crate::proto`] and
@@ -13,6 +15,7 @@
 
 pub mod clock;
 pub mod logging;
+pub mod proxy_protocol;
 pub mod random;
 pub mod status;
 pub mod tls;

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::clock;
+use super::proxy_protocol::ProxyProtocol;
 use crate::proto::quota::AllocationQuota;
 use crate::proto::revocations::Revocations;
 use crate::proto::stats::Snapshot;
@@ -38,6 +39,7 @@ pub struct ServerStatus {
     revocations: Arc<Revocations>,
     /// Requests the admin API answered, by [`ADMIN_OUTCOMES`].
     admin_requests: Arc<[AtomicU64; ADMIN_OUTCOMES.len()]>,
+    proxy_protocol: Arc<ProxyProtocol>,
 }
 
 /// How the admin API answered a request (metric label values).
@@ -45,7 +47,12 @@ pub const ADMIN_OUTCOMES: [&str; 4] = ["ok", "unauthorized", "client_error", "se
 
 impl ServerStatus {
     /// The status of `shards` shards that have not beaten yet.
-    pub(crate) fn new(shards: usize, quota: Arc<AllocationQuota>, connections: ConnectionCount) -> ServerStatus {
+    pub(crate) fn new(
+        shards: usize,
+        quota: Arc<AllocationQuota>,
+        connections: ConnectionCount,
+        proxy_protocol: Arc<ProxyProtocol>,
+    ) -> ServerStatus {
         ServerStatus {
             heartbeats: Arc::new(Heartbeats {
                 origin: clock::mono(),
@@ -56,6 +63,7 @@ impl ServerStatus {
             connections,
             revocations: Arc::default(),
             admin_requests: Arc::default(),
+            proxy_protocol,
         }
     }
 
@@ -129,6 +137,12 @@ impl ServerStatus {
             sum.merge(&shard.lock().unwrap_or_else(|e| e.into_inner()));
         }
         sum
+    }
+
+    /// The PROXY protocol step every stream and HTTP listener shares, with
+    /// its counts.
+    pub fn proxy_protocol(&self) -> Arc<ProxyProtocol> {
+        self.proxy_protocol.clone()
     }
 
     /// TCP and TLS connections open now.

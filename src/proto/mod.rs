@@ -7,6 +7,7 @@
 //! independent cores (one per shard) run side by side.
 //!
 //! * [`stun`], [`channel_data`], [`stream_framing`]: the wire codecs;
+//!   [`proxy_header`]: the PROXY protocol header a load balancer sends;
 //! * [`server`]: the STUN/TURN state machine, one per shard;
 //! * [`auth`]: long-term and shared-secret credentials, nonces;
 //! * [`peer_filter`]: which peers may be relayed to;
@@ -24,6 +25,7 @@ pub mod channel_data;
 pub mod live_relays;
 pub mod method;
 pub mod peer_filter;
+pub mod proxy_header;
 pub mod quota;
 pub mod rate_table;
 pub mod revocations;

@@ -336,6 +336,9 @@ pub fn turnpike_bin() -> &'static str {
 pub struct ServerSetup<'a> {
     /// Keys added to `[server]` (`workers` among them replaces the base's 2).
     pub server_keys: &'a str,
+    /// Keys added to `[listen]` (not the listener addresses, which are
+    /// picked here).
+    pub listen_keys: &'a str,
     /// The whole `[peers]` section; by default [`LOOPBACK_PEERS_TOML`].
     pub peers_toml: &'a str,
     /// TOML after the base, typically `[auth]` or `[limits]` settings.
@@ -355,6 +358,7 @@ impl Default for ServerSetup<'_> {
     fn default() -> Self {
         ServerSetup {
             server_keys: "",
+            listen_keys: "",
             peers_toml: LOOPBACK_PEERS_TOML,
             extra_toml: "",
             relay_ports: None,
@@ -418,6 +422,7 @@ impl TestServer {
     pub fn start_setup(setup: &ServerSetup<'_>) -> TestServer {
         let ServerSetup {
             server_keys,
+            listen_keys,
             peers_toml,
             extra_toml,
             ref relay_ports,
@@ -443,7 +448,7 @@ impl TestServer {
             pki.write_leaf("turnpike test server", &cert_path, &key_path);
             let config = format!(
                 "[server]\n{workers}{server_keys}\n\n[listen]\nudp = [\"{listen_ip}:{port}\", \"[::1]:{port}\"]\n\
-                 tcp = [\"{listen_ip}:{port}\", \"[::1]:{port}\"]\ntls = [\"127.0.0.1:{tls_port}\"]\nhttp = \"127.0.0.1:{http_port}\"\n\n\
+                 tcp = [\"{listen_ip}:{port}\", \"[::1]:{port}\"]\ntls = [\"127.0.0.1:{tls_port}\"]\nhttp = \"127.0.0.1:{http_port}\"\n{listen_keys}\n\n\
                  [tls]\ncert = \"{}\"\nkey = \"{}\"\n\n\
                  [relay]\nipv4 = \"127.0.0.1\"\nipv6 = \"::1\"\nports = \"{}-{}\"\n\n\
                  {peers_toml}\n\n{extra_toml}",
@@ -667,8 +672,8 @@ pub fn require_tool(name: &str) -> PathBuf {
         .find(|candidate| candidate.is_file())
         .unwrap_or_else(|| {
             panic!(
-                "`{name}` is not installed: install Debian's `coturn` package \
-                 (`apt-get install coturn`), which provides the turnutils_* tools"
+                "`{name}` is not installed: `./scripts/test.sh` installs the Debian packages the \
+                 tests drive (`coturn` for the turnutils_* tools, `haproxy`, `redis-server`, …)"
             )
         })
 }
