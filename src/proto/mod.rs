@@ -7,6 +7,8 @@
 //! independent cores (one per shard) run side by side.
 //!
 //! * [`stun`], [`channel_data`], [`stream_framing`]: the wire codecs;
+//! * [`first_bytes`]: TURN or HTTP on the shared TLS port, by ALPN or by
+//!   the first bytes;
 //! * [`server`]: the STUN/TURN state machine, one per shard;
 //! * [`auth`]: long-term and shared-secret credentials, nonces;
 //! * [`peer_filter`]: which peers may be relayed to;
@@ -20,6 +22,7 @@
 pub mod addr;
 pub mod auth;
 pub mod channel_data;
+pub mod first_bytes;
 pub mod live_relays;
 pub mod method;
 pub mod peer_filter;
