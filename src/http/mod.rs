@@ -16,13 +16,19 @@
 //! back for `/metrics`, `/healthz` and `/readyz` (see [`limits`]); 10 s to
 //! finish a TLS handshake or send request headers (an idle keep-alive
 //! connection is closed after as long; 2 s on a monitoring slot); and the
-//! per-session limits of `signaling::switchboard`.
+//! per-session limits of `signaling::switchboard`. The HTTP connections
+//! of a TLS port shared with TURN (`signaling.share_tls_port`), handed
+//! over by the shards after their handshake, are held to the same table
+//! and deadlines from when they arrive here (`handed`).
 //!
 //! * [`signaling`]: `/ws`, its rooms and sessions;
 //! * `ice_servers`: `GET /ice-servers`; `ice`: the `iceServers` list it
 //!   and `/ws` hand out;
 //! * `page`: the demo call page; `metrics`: `/metrics`; `health`:
 //!   `/healthz` and `/readyz`;
+//! * `handed`: the HTTP connections of TLS ports shared with TURN
+//!   (`signaling.share_tls_port`), which the shards hand over after the
+//!   handshake and which are then served as those of the listener;
 //! * `app`: what every handler is given; [`limits`]: the per-source
 //!   connection table; `origin`: the same-origin rule of `/ws`.
 //!
@@ -30,6 +36,7 @@
 //! [`start`], [`HttpServer::reload`] and [`HttpServer::stop`].
 
 mod app;
+mod handed;
 mod health;
 mod ice;
 mod ice_servers;
@@ -55,6 +62,7 @@ use tracing::{debug, info, warn};
 pub use ice::IceConfig;
 
 use crate::config::Config;
+use crate::process::http_handoff::HttpInbox;
 use crate::process::status::ServerStatus;
 use crate::process::tls::TlsCertificates;
 use crate::proto::source::SourceKey;
@@ -83,8 +91,9 @@ pub enum HttpError {
 
 /// The running HTTP endpoint.
 pub struct HttpServer {
-    /// The bound address (port 0 resolved).
-    pub addr: SocketAddr,
+    /// The bound address of `listen.http` (port 0 resolved); `None` when
+    /// it serves only the connections of shared TLS ports.
+    pub addr: Option<SocketAddr>,
     app: Arc<App>,
     stop: tokio::sync::watch::Sender<bool>,
     thread: JoinHandle<()>,
@@ -106,26 +115,42 @@ impl HttpServer {
     }
 }
 
-/// Binds `addr` and serves it. `ice` describes the TURN side to hand
-/// out; `certificates` is required when `signaling.tls` is on.
+/// Where the HTTP endpoint takes its connections from: a listener of
+/// its own (`listen.http`), the HTTP connections of shared TLS ports
+/// (`signaling.share_tls_port`, see [`handed`]), or both.
+pub struct HttpSources {
+    pub listen: Option<SocketAddr>,
+    pub handed: Option<HttpInbox>,
+}
+
+/// Binds `sources.listen` and serves it and `sources.handed`. `ice`
+/// describes the TURN side to hand out; `certificates` is required when
+/// `signaling.tls` is on and there is a listener.
 pub fn start(
     config: &Config,
-    addr: SocketAddr,
+    sources: HttpSources,
     ice: IceConfig,
     certificates: Option<Arc<TlsCertificates>>,
     status: ServerStatus,
 ) -> Result<HttpServer, HttpError> {
     let signaling = &config.signaling;
-    let tls = match signaling.tls {
+    let HttpSources { listen, handed } = sources;
+    let tls = match signaling.tls && listen.is_some() {
         true => Some(certificates.ok_or(HttpError::NoCertificate)?),
         false => None,
     };
-    let listener = std::net::TcpListener::bind(addr)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .map_err(|source| HttpError::Bind { addr, source })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| HttpError::Bind { addr, source })?;
+    let listener = listen
+        .map(|addr| {
+            let listener = std::net::TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(|source| HttpError::Bind { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| HttpError::Bind { addr, source })?;
+            Ok((listener, bound))
+        })
+        .transpose()?;
+    let bound = listener.as_ref().map(|(_, bound)| *bound);
     let limits = Limits {
         room_size: signaling.room_size,
         max_rooms: signaling.max_rooms,
@@ -150,7 +175,12 @@ pub fn start(
         signaling.max_connections_per_source,
     )));
     let app = Arc::new(App {
-        metrics: metrics::registry(status.clone(), hub.clone(), connections.clone()),
+        metrics: metrics::registry(
+            status.clone(),
+            hub.clone(),
+            connections.clone(),
+            handed.as_ref().map(|h| h.counts.clone()),
+        ),
         hub,
         status,
         access: RwLock::new(Arc::new(Access::from_config(config))),
@@ -165,10 +195,23 @@ pub fn start(
                 Err(e) => return warn!("HTTP runtime failed to start: {e}"),
             };
             runtime.spawn(app.hub.clone().run_timers());
-            runtime.block_on(accept_loop(listener, router(app), tls, connections, stopped));
+            let router = router(app);
+            let listening = async {
+                if let Some((listener, _)) = listener {
+                    accept_loop(listener, router.clone(), tls, connections.clone(), stopped.clone()).await;
+                }
+            };
+            let handing = async {
+                if let Some(handed) = handed {
+                    handed::serve(handed.queue, router.clone(), connections.clone(), stopped.clone()).await;
+                }
+            };
+            runtime.block_on(async { tokio::join!(listening, handing) });
         })
         .map_err(HttpError::Thread)?;
-    info!(addr = %bound, tls = signaling.tls, "signaling and demo page listening");
+    if let Some(addr) = bound {
+        info!(%addr, tls = signaling.tls, "signaling and demo page listening");
+    }
     Ok(HttpServer {
         addr: bound,
         app: handle,
@@ -214,23 +257,12 @@ async fn accept_loop(
             },
             _ = stopped.changed() => return,
         };
-        let source = SourceKey::from(remote.ip());
-        let admitted = connections.lock().unwrap_or_else(|e| e.into_inner()).admit(source);
-        let admission = match admitted {
-            Ok(admission) => admission,
-            Err(refusal) => {
-                // Dropping the stream closes it: nothing is read or kept.
-                debug!(%remote, ?refusal, "HTTP connection refused at accept");
-                continue;
-            }
-        };
         let Ok(local) = stream.local_addr() else {
             continue;
         };
-        let slot = ConnectionSlot::new(connections.clone(), source, admission, local);
-        let timeout = match admission {
-            Admission::General => HANDSHAKE_TIMEOUT,
-            Admission::Monitoring => MONITORING_TIMEOUT,
+        // Dropping the stream when refused closes it: nothing is read or kept.
+        let Some((slot, timeout)) = admit(&connections, remote, local) else {
+            continue;
         };
         let (router, tls) = (router.clone(), tls.clone());
         tokio::spawn(async move {
@@ -246,6 +278,33 @@ async fn accept_loop(
             }
         });
     }
+}
+
+/// A place in `connections` for a connection from `remote` that reached
+/// `local`, and the time it has for its handshake and request headers;
+/// `None` if refused (the caller closes it).
+fn admit(
+    connections: &Arc<Mutex<ConnectionTable>>,
+    remote: SocketAddr,
+    local: SocketAddr,
+) -> Option<(ConnectionSlot, Duration)> {
+    let source = SourceKey::from(remote.ip());
+    let admitted = connections.lock().unwrap_or_else(|e| e.into_inner()).admit(source);
+    let admission = match admitted {
+        Ok(admission) => admission,
+        Err(refusal) => {
+            debug!(%remote, ?refusal, "HTTP connection refused at accept");
+            return None;
+        }
+    };
+    let timeout = match admission {
+        Admission::General => HANDSHAKE_TIMEOUT,
+        Admission::Monitoring => MONITORING_TIMEOUT,
+    };
+    Some((
+        ConnectionSlot::new(connections.clone(), source, admission, local),
+        timeout,
+    ))
 }
 
 /// Serves one connection. On a monitoring slot only [`MONITORING_PATHS`]

@@ -56,9 +56,11 @@ use tokio::sync::{mpsc, Notify};
 use tracing::debug;
 
 use super::shard::Shard;
+use super::shared_port;
 use super::stream_conn::{Splice, StreamConn};
 use super::stream_handoff::{AnyStream, HandedStream, Handoffs, HomedTcp, Movable};
 use crate::process::clock;
+use crate::process::http_handoff::HttpHandoff;
 use crate::process::status::ConnectionCount;
 use crate::process::tls::TlsCertificates;
 use crate::proto::addr::{ClientAddr, ConnectionId, ShardId, Transport};
@@ -195,7 +197,9 @@ pub(super) struct StreamSlot {
 #[derive(Clone)]
 pub(super) enum Security {
     Plain,
-    Tls(Arc<TlsCertificates>),
+    /// TLS; with an [`HttpHandoff`] the port is shared with HTTP
+    /// ([`super::shared_port`]).
+    Tls(Arc<TlsCertificates>, Option<HttpHandoff>),
 }
 
 /// What the accept loops of every shard share.
@@ -256,7 +260,7 @@ pub(super) async fn accept_loop(
             drop((stream, slot));
             continue;
         };
-        if matches!(security, Security::Tls(_)) && !sources.may_handshake(source_key) {
+        if matches!(security, Security::Tls(..)) && !sources.may_handshake(source_key) {
             debug!(%local, %remote, "TLS handshake rate of the source reached; closing");
             drop((stream, slot, source));
             continue;
@@ -285,20 +289,33 @@ pub(super) async fn accept_loop(
                 };
                 tokio::task::spawn_local(serve(shard, limits, handoffs, accepted));
             }
-            Security::Tls(certificates) => {
+            Security::Tls(certificates, http) => {
                 let client = ClientAddr {
                     transport: Transport::Tls,
                     local,
                     remote,
                 };
-                let acceptor = certificates.acceptor();
+                let acceptor = match http {
+                    Some(_) => certificates.shared_acceptor(),
+                    None => certificates.acceptor(),
+                };
+                let http = http.clone();
                 tokio::task::spawn_local(async move {
                     match tokio::time::timeout_at(setup_deadline, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
+                            // A port shared with HTTP: TURN stays, with what
+                            // was read to tell; HTTP leaves for its thread.
+                            let (stream, buffered) = match &http {
+                                None => (stream, Vec::new()),
+                                Some(http) => match shared_port::dispatch(stream, client, setup_deadline, http).await {
+                                    Some(turn) => turn,
+                                    None => return,
+                                },
+                            };
                             let accepted = Accepted {
                                 stream,
                                 client,
-                                buffered: Vec::new(),
+                                buffered,
                                 setup_deadline,
                                 slot,
                             };

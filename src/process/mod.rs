@@ -6,12 +6,15 @@
 //! * [`logging`]: how log lines look on a terminal, in a file, in the journal;
 //! * [`random`]: the operating system's random source;
 //! * [`tls`]: the certificate both TLS listeners and HTTPS serve;
-//! * [`status`]: what the rest of the process may ask the running shards.
+//! * [`status`]: what the rest of the process may ask the running shards;
+//! * [`http_handoff`]: HTTP connections of a shared TLS port, from the
+//!   shard that accepted them to the HTTP thread.
 //!
 //! Nothing here imports `net` or `http`; it builds on [`crate::proto`] and
 //! [`crate::config`] only.
 
 pub mod clock;
+pub mod http_handoff;
 pub mod logging;
 pub mod random;
 pub mod status;
