@@ -12,6 +12,9 @@
 // bound their waits with the real clock.
 #![allow(clippy::disallowed_methods)]
 
+pub mod call_summary;
+pub mod shared_port;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
@@ -108,6 +111,25 @@ impl TestPki {
         fs::write(key_path, key).expect("write key");
     }
 
+    /// A client config trusting only this CA, limited to `versions`,
+    /// offering the ALPN protocols `alpn` (none if empty).
+    pub fn client_config(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        alpn: &[&[u8]],
+    ) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der()).expect("trust the test CA");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    }
+
     /// A TLS client connection to `addr` trusting only this CA, limited to
     /// `versions`; blocking, so the stream helpers below work on it.
     pub fn connect(
@@ -115,16 +137,19 @@ impl TestPki {
         addr: SocketAddr,
         versions: &[&'static rustls::SupportedProtocolVersion],
     ) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca_der()).expect("trust the test CA");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(versions)
-            .expect("protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        self.connect_alpn(addr, versions, &[])
+    }
+
+    /// [`TestPki::connect`], offering the ALPN protocols `alpn`.
+    pub fn connect_alpn(
+        &self,
+        addr: SocketAddr,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        alpn: &[&[u8]],
+    ) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
+        let config = self.client_config(versions, alpn);
         let name = rustls::pki_types::ServerName::try_from("localhost").expect("server name");
-        let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(std::io::Error::other)?;
+        let conn = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
         let tcp = std::net::TcpStream::connect(addr)?;
         tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
         let mut stream = rustls::StreamOwned::new(conn, tcp);
@@ -544,20 +569,7 @@ impl TestServer {
     pub fn http_get(&self, path: &str) -> (u16, String) {
         let mut stream = std::net::TcpStream::connect(self.http_addr).expect("connect to HTTP");
         stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        )
-        .expect("send");
-        let mut response = String::new();
-        let _ = stream.read_to_string(&mut response);
-        let status = response
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no HTTP status in {response:?}"));
-        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
-        (status, body)
+        http_get_on(&mut stream, path)
     }
 
     /// The config file the server was started with.
@@ -608,6 +620,28 @@ impl Drop for TestServer {
             );
         }
     }
+}
+
+/// Status and body of `GET path` sent on `stream` with `Connection:
+/// close`: what arrived until the server closed it (an error at the end,
+/// such as TLS without close_notify, keeps what came before).
+pub fn http_get_on(stream: &mut (impl Read + Write), path: &str) -> (u16, String) {
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    stream.flush().expect("flush");
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {response:?}"));
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    (status, body)
 }
 
 /// A child process killed when dropped (e.g. `turnutils_peer`).
