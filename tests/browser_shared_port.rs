@@ -6,13 +6,17 @@
 //! (`tests/browser/call.mjs`) must get video through relays allocated over
 //! TLS on that port.
 //!
-//! Chromium and the test certificate: the page and its WebSocket are
-//! accepted by `--ignore-certificate-errors` (in `harness.mjs`'s flags).
-//! Chromium's TURN client does its TLS in the network service with the
-//! browser's certificate verifier, the same one, so the flag covers the
-//! `turns:` connection too: no CA has to be put in an NSS database. It
-//! sends no ALPN on a `turns:` connection, so the server tells it from the
-//! page's connections by its first bytes (a STUN Allocate, against `GET`).
+//! Chromium and the test certificate, as found by trying (Debian's
+//! Chromium, headless): its TURN client verifies the `turns:` server's
+//! certificate like a page's. Without `--ignore-certificate-errors` a
+//! relay-only `RTCPeerConnection` to this server gets no relay candidate:
+//! Chromium aborts the handshake with a `certificate_unknown` alert (the
+//! server logs "TLS handshake failed") and reports ICE candidate error 701.
+//! With the flag (in `harness.mjs`'s flags, for the page and its
+//! WebSocket) the same connection is accepted, so no test CA has to be
+//! put in an NSS database. It sends no ALPN on a `turns:` connection,
+//! so the server tells it from the page's connections by its first bytes
+//! (a STUN Allocate, against `GET`).
 //!
 //! Needs what `browser_call.rs` needs (Node.js, Debian's `chromium`,
 //! `npm ci --prefix tests/browser`); fails, never skips, without them.

@@ -2,51 +2,18 @@
 //! a JSON summary of each page's side of the call), checked the same way
 //! by every test that runs one, and the server log line that backs it.
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{json_summary, run_with_timeout, BrowserSetup};
+use super::{run_browser_script, BrowserSetup};
 
 /// Runs `call.mjs` on the demo page at `base_url` (a room of its own)
 /// within `limit`, and returns its summary once both pages are checked
 /// ([`check_side`]) and agree on each other's relay.
 pub fn run_call(setup: &BrowserSetup, base_url: &str, limit: Duration) -> Value {
-    let BrowserSetup {
-        dir,
-        chromium,
-        artifacts,
-    } = setup;
     let room = format!("browser-call-{}", std::process::id());
-    let started = Instant::now();
-    let out = run_with_timeout(
-        Command::new("node")
-            .arg(dir.join("call.mjs"))
-            .arg(base_url)
-            .arg(&room)
-            .arg(artifacts)
-            .env("CHROMIUM", chromium)
-            .env("TURNPIKE_BROWSER_VERBOSE", "1")
-            .current_dir(dir),
-        limit,
-    );
-    eprintln!(
-        "browser call ran for {:.1} s; screenshots in {}",
-        started.elapsed().as_secs_f64(),
-        artifacts.display()
-    );
-    assert!(
-        out.success(),
-        "the browser call failed ({}):\n{}",
-        out.status
-            .map_or_else(|| format!("killed after {limit:?}"), |s| s.to_string()),
-        out.combined()
-    );
-    eprintln!("---- call.mjs stderr ----\n{}---- end ----", out.stderr);
-    let summary = json_summary(&out, "call.mjs");
-    eprintln!("summary: {summary}");
-    assert_eq!(summary["ok"], Value::Bool(true), "summary: {summary}");
+    let summary = run_browser_script(setup, "call.mjs", base_url, &room, limit, true);
     check_side(&summary, "alice");
     check_side(&summary, "bob");
     let (alice, bob) = (&summary["alice"], &summary["bob"]);

@@ -427,20 +427,7 @@ impl TestServer {
                 relay_ports.start(),
                 relay_ports.end()
             );
-            let config_path = dir.path().join("turnpike.toml");
-            let stderr_path = dir.path().join("stderr.log");
-            fs::write(&config_path, config).expect("write config");
-            let stderr = fs::File::create(&stderr_path).expect("create log file");
-            let child = die_with_test(&mut Command::new(turnpike_bin()))
-                .arg("--config")
-                .arg(&config_path)
-                .env("RUST_LOG", log_filter)
-                .env("NO_COLOR", "1")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(stderr)
-                .spawn()
-                .expect("spawn turnpike");
+            let (child, config_path, stderr_path) = spawn_turnpike(&dir, &config, log_filter);
             let server = TestServer {
                 child: Mutex::new(child),
                 addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
@@ -454,19 +441,12 @@ impl TestServer {
                 relay_ports: relay_ports.clone(),
                 _dir: dir,
             };
-            if server.wait_ready(Duration::from_secs(5)) {
+            let ready = server.wait_ready(Duration::from_secs(5));
+            if ready_or_retry(ready, server.is_running(), "answer a Binding request", || {
+                server.stderr_log()
+            }) {
                 return server;
             }
-            if server.is_running() {
-                panic!(
-                    "turnpike did not answer a Binding request within 5 s; log:\n{}",
-                    server.stderr_log()
-                );
-            }
-            eprintln!(
-                "turnpike exited at start (port {port} taken?), retrying; log:\n{}",
-                server.stderr_log()
-            );
         }
         panic!("turnpike failed to start three times");
     }
@@ -609,17 +589,58 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
-        let _ = child.kill();
-        let _ = child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "---- turnpike config ({}) ----\n{}\n---- turnpike log ----\n{}\n---- end of turnpike log ----",
-                self.config_path.display(),
-                fs::read_to_string(&self.config_path).unwrap_or_default(),
-                self.stderr_log()
-            );
-        }
+        stop_and_report(child, &self.config_path, &self.stderr_path);
     }
+}
+
+/// Kills a server started by [`spawn_turnpike`] and, if the test is
+/// failing, prints its config and log.
+pub fn stop_and_report(child: &mut Child, config_path: &Path, stderr_path: &Path) {
+    let _ = child.kill();
+    let _ = child.wait();
+    if std::thread::panicking() {
+        eprintln!(
+            "---- turnpike config ({}) ----\n{}\n---- turnpike log ----\n{}\n---- end of turnpike log ----",
+            config_path.display(),
+            fs::read_to_string(config_path).unwrap_or_default(),
+            fs::read_to_string(stderr_path).unwrap_or_default()
+        );
+    }
+}
+
+/// Writes `config` into `dir` and starts `turnpike` on it with
+/// `RUST_LOG=log_filter` and its stderr in a file of `dir`; returns the
+/// child, the config's path and the log's.
+pub fn spawn_turnpike(dir: &ScratchDir, config: &str, log_filter: &str) -> (Child, PathBuf, PathBuf) {
+    let config_path = dir.path().join("turnpike.toml");
+    let stderr_path = dir.path().join("stderr.log");
+    fs::write(&config_path, config).expect("write config");
+    let stderr = fs::File::create(&stderr_path).expect("create log file");
+    let child = die_with_test(&mut Command::new(turnpike_bin()))
+        .arg("--config")
+        .arg(&config_path)
+        .env("RUST_LOG", log_filter)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn turnpike");
+    (child, config_path, stderr_path)
+}
+
+/// After one attempt to start a server on probed ports: true if it is
+/// `ready`; false if it exited, to be tried again on fresh ports (another
+/// socket may have taken one); a panic with its `log` if it runs but did
+/// not get ready (`waited_for`) in time.
+fn ready_or_retry(ready: bool, running: bool, waited_for: &str, log: impl FnOnce() -> String) -> bool {
+    if ready {
+        return true;
+    }
+    let log = log();
+    assert!(!running, "turnpike did not {waited_for} within 5 s; log:\n{log}");
+    eprintln!("turnpike exited at start (a port taken?), retrying; log:\n{log}");
+    false
 }
 
 /// Status and body of `GET path` sent on `stream` with `Connection:
@@ -1016,6 +1037,57 @@ pub fn browser_setup(name: &str) -> BrowserSetup {
         chromium,
         artifacts,
     }
+}
+
+/// Runs browser script `script` of `tests/browser` on the demo page at
+/// `base_url` in `room` within `limit` (with the browser console on
+/// stderr when `verbose`), and returns its JSON summary, which must say
+/// `"ok": true`.
+pub fn run_browser_script(
+    setup: &BrowserSetup,
+    script: &str,
+    base_url: &str,
+    room: &str,
+    limit: Duration,
+    verbose: bool,
+) -> serde_json::Value {
+    let BrowserSetup {
+        dir,
+        chromium,
+        artifacts,
+    } = setup;
+    let mut command = Command::new("node");
+    command
+        .arg(dir.join(script))
+        .arg(base_url)
+        .arg(room)
+        .arg(artifacts)
+        .env("CHROMIUM", chromium)
+        .current_dir(dir);
+    if verbose {
+        command.env("TURNPIKE_BROWSER_VERBOSE", "1");
+    }
+    let started = Instant::now();
+    let out = run_with_timeout(&mut command, limit);
+    eprintln!(
+        "{script} ran for {:.1} s; screenshots in {}",
+        started.elapsed().as_secs_f64(),
+        artifacts.display()
+    );
+    assert!(
+        out.success(),
+        "{script} failed ({}):\n{}",
+        out.status
+            .map_or_else(|| format!("killed after {limit:?}"), |s| s.to_string()),
+        out.combined()
+    );
+    if verbose {
+        eprintln!("---- {script} stderr ----\n{}---- end ----", out.stderr);
+    }
+    let summary = json_summary(&out, script);
+    eprintln!("summary: {summary}");
+    assert_eq!(summary["ok"], serde_json::Value::Bool(true), "summary: {summary}");
+    summary
 }
 
 /// The last stdout line of browser script `script` that is a JSON object.

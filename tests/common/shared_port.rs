@@ -7,10 +7,12 @@
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use super::{die_with_test, free_tcp_port, http_get_on, next_relay_ports, turnpike_bin, ScratchDir, TestPki};
+use super::{
+    free_tcp_port, http_get_on, next_relay_ports, ready_or_retry, spawn_turnpike, stop_and_report, ScratchDir, TestPki,
+};
 
 pub struct SharedPortServer {
     child: Child,
@@ -31,10 +33,8 @@ impl SharedPortServer {
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port()));
             let dir = ScratchDir::new("shared-port");
             let pki = TestPki::new();
-            let (cert, key, _) = pki.leaf("turnpike shared port");
             let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-            fs::write(&cert_path, cert).expect("write cert");
-            fs::write(&key_path, key).expect("write key");
+            pki.write_leaf("turnpike shared port", &cert_path, &key_path);
             let config = format!(
                 "[server]\nworkers = 2\n\n[listen]\nudp = []\ntcp = []\ntls = [\"{addr}\"]\nhttp = \"off\"\n\n\
                  [tls]\ncert = \"{}\"\nkey = \"{}\"\n\n\
@@ -46,19 +46,7 @@ impl SharedPortServer {
                 relay_ports.start(),
                 relay_ports.end()
             );
-            let config_path = dir.path().join("turnpike.toml");
-            let stderr_path = dir.path().join("stderr.log");
-            fs::write(&config_path, config).expect("write config");
-            let child = die_with_test(&mut Command::new(turnpike_bin()))
-                .arg("--config")
-                .arg(&config_path)
-                .env("RUST_LOG", "turnpike=debug,info")
-                .env("NO_COLOR", "1")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(fs::File::create(&stderr_path).expect("create log file"))
-                .spawn()
-                .expect("spawn turnpike");
+            let (child, config_path, stderr_path) = spawn_turnpike(&dir, &config, "turnpike=debug,info");
             let mut server = SharedPortServer {
                 child,
                 addr,
@@ -67,19 +55,13 @@ impl SharedPortServer {
                 stderr_path,
                 _dir: dir,
             };
-            if server.wait_ready(Duration::from_secs(5)) {
+            let ready = server.wait_ready(Duration::from_secs(5));
+            let running = server.is_running();
+            if ready_or_retry(ready, running, "answer /healthz on its shared TLS port", || {
+                server.stderr_log()
+            }) {
                 return server;
             }
-            if server.is_running() {
-                panic!(
-                    "turnpike did not answer /healthz on its shared TLS port within 5 s; log:\n{}",
-                    server.stderr_log()
-                );
-            }
-            eprintln!(
-                "turnpike exited at start (port taken?), retrying; log:\n{}",
-                server.stderr_log()
-            );
         }
         panic!("turnpike with a shared TLS port failed to start three times");
     }
@@ -127,16 +109,7 @@ impl SharedPortServer {
 
 impl Drop for SharedPortServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "---- turnpike config ({}) ----\n{}\n---- turnpike log ----\n{}\n---- end of turnpike log ----",
-                self.config_path.display(),
-                fs::read_to_string(&self.config_path).unwrap_or_default(),
-                self.stderr_log()
-            );
-        }
+        stop_and_report(&mut self.child, &self.config_path, &self.stderr_path);
     }
 }
 
