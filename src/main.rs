@@ -136,6 +136,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .listen
                 .http
                 .map_or("HTTP off".to_owned(), |addr| format!("HTTP on {addr}"));
+            let http = match config.signaling.share_tls_port {
+                true => format!("{http}, HTTPS on the TLS port(s) too"),
+                false => http,
+            };
             println!(
                 "{}: ok ({} UDP, {} TCP and {} TLS listener(s), {http}, {} user(s), {} shared secret(s))",
                 file.display(),

@@ -432,9 +432,14 @@ pub struct SignalingSection {
     /// carries `turns:`, the page and `wss://…/ws`. A connection is told
     /// apart by ALPN (`stun.turn`, RFC 7443, or `http/1.1`) or, with none,
     /// by its first bytes (STUN or an HTTP method; anything else is
-    /// closed). `listen.http` may then be `"off"`, or stay as it is.
-    /// HTTP connections of the TLS port count against
-    /// `signaling.max_connections` like those of `listen.http`. Needs
+    /// closed). `listen.http` may then be `"off"`, or stay as it is
+    /// (`signaling.tls` still says whether it is HTTPS). Until its service
+    /// is known a connection is the TLS listener's: its handshake and
+    /// first bytes are held to `limits.connection_setup_timeout`,
+    /// `limits.tls_handshakes_per_source` and the stream connection
+    /// limits; from then on an HTTP one counts against
+    /// `signaling.max_connections` like those of `listen.http`. The
+    /// `turns:` URL handed out names the first TLS listener's port. Needs
     /// `listen.tls`; read at start. Default: `false`.
     pub share_tls_port: bool,
     /// Most peers in one room; a join beyond gets `room-full`. Every peer

@@ -28,26 +28,21 @@ pub(super) async fn serve(
     mut stopped: watch::Receiver<bool>,
 ) {
     loop {
-        let handed = tokio::select! {
+        let mut handed = tokio::select! {
             handed = queue.recv() => match handed {
                 Some(handed) => handed,
                 None => return,
             },
             _ = stopped.changed() => return,
         };
-        let HandedHttp {
-            mut stream,
-            remote,
-            local,
-        } = handed;
-        if let Err(e) = stream.attach() {
-            debug!(%remote, error = %e, "handed HTTP connection lost");
+        if let Err(e) = handed.stream.attach() {
+            debug!(remote = %handed.remote, error = %e, "handed HTTP connection lost");
             continue;
         }
         // Dropping the stream when refused closes it.
-        let Some((slot, timeout)) = super::admit(&connections, remote, local) else {
+        let Some((slot, timeout)) = super::admit(&connections, handed.remote, handed.local) else {
             continue;
         };
-        tokio::spawn(super::serve_connection(stream, router.clone(), slot, timeout));
+        tokio::spawn(super::serve_connection(handed.stream, router.clone(), slot, timeout));
     }
 }
