@@ -45,8 +45,21 @@ fn two_browsers_call_over_one_tls_port_for_page_signaling_and_relay() {
     let port = server.addr().port();
     let summary = run_call(&setup, &format!("https://{}/", server.addr()), CALL_LIMIT);
     for who in ["alice", "bob"] {
+        let side = &summary[who];
+        // Everything on the one port: the page, its signaling, its only
+        // ICE server.
+        let origin = format!("https://127.0.0.1:{port}/");
+        assert!(text(side, "pageUrl").starts_with(&origin), "{who}: {side}");
+        let ws = format!("wss://127.0.0.1:{port}/ws");
+        assert!(text(side, "wsUrl").starts_with(&ws), "{who}: {side}");
+        let turns = format!("turns:127.0.0.1:{port}?transport=tcp");
         assert_eq!(
-            text(&summary[who], "relayProtocol"),
+            side["iceUrls"],
+            serde_json::json!([turns]),
+            "{who}: the ICE servers of the page"
+        );
+        assert_eq!(
+            text(side, "relayProtocol"),
             "tls",
             "{who}: the relay candidate was not allocated over TLS: {summary}"
         );
