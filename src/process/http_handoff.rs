@@ -119,3 +119,40 @@ impl HttpHandoff {
         sent
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection with no socket under it.
+    impl HandedConnection for tokio::io::DuplexStream {
+        fn attach(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn handed() -> HandedHttp {
+        HandedHttp {
+            stream: Box::new(tokio::io::duplex(1).0),
+            remote: "192.0.2.1:4000".parse().unwrap(),
+            local: "192.0.2.2:443".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_full_queue_or_a_gone_http_thread_closes_and_counts_the_connection() {
+        let (handoff, inbox) = channel();
+        for _ in 0..INBOX {
+            handoff.send(handed()).unwrap();
+        }
+        assert_eq!(handoff.send(handed()).err(), Some(HttpHandoffError::Full));
+        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        assert_eq!(
+            (load(&inbox.counts.http), load(&inbox.counts.closed)),
+            (INBOX as u64, 1)
+        );
+        drop(inbox);
+        assert_eq!(handoff.send(handed()).err(), Some(HttpHandoffError::Gone));
+        assert_eq!(load(&handoff.counts.closed), 2);
+    }
+}
