@@ -35,6 +35,9 @@
 //!   server queue for it).
 //!
 //! The connection code is generic over the byte stream so TLS can wrap it.
+//! On a TLS listener shared with HTTP, one step between the handshake and
+//! [`serve`] keeps the connection here as TURN or hands it to the HTTP
+//! thread ([`super::shared_port`]).
 //!
 //! A connection that binds a TCP allocation's peer connection
 //! (ConnectionBind, RFC 6062 §5.4) stops carrying frames after the answer:
