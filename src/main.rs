@@ -186,6 +186,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .admin
                 .listen
                 .map_or("admin API off".to_owned(), |addr| format!("admin API on {addr}"));
+            let http = match config.signaling.share_tls_port {
+                true => format!("{http}, HTTPS on the TLS port(s) too"),
+                false => http,
+            };
             println!(
                 "{}: ok ({} UDP, {} TCP and {} TLS listener(s), {http}, {admin}, {} user(s), {} shared secret(s))",
                 file.display(),
@@ -380,19 +384,23 @@ fn serve(mut config: Config, config_path: Option<&std::path::Path>) -> anyhow::R
     // Caught before anything serves, so that a signal during the start is
     // handled once it serves instead of killing the process.
     let signals = Signals::catch().context("signal handlers")?;
-    let server = net::start(&config).context("starting the server")?;
-    let http = match config.listen.http {
-        Some(addr) => Some(
+    let mut server = net::start(&config).context("starting the server")?;
+    let sources = http::HttpSources {
+        listen: config.listen.http,
+        handed: server.take_http_inbox(),
+    };
+    let http = match sources.listen.is_some() || sources.handed.is_some() {
+        true => Some(
             http::start(
                 &config,
-                addr,
-                ice_config(&config, &server, addr),
+                sources,
+                ice_config(&config, &server, config.listen.http),
                 server.certificates(),
                 server.status(),
             )
             .context("starting the HTTP endpoint")?,
         ),
-        None => None,
+        false => None,
     };
     let admin = admin::start(&config, server.admin(), server.status()).context("starting the admin API")?;
     if demo_secret && std::io::stderr().is_terminal() {
@@ -411,12 +419,16 @@ fn serve(mut config: Config, config_path: Option<&std::path::Path>) -> anyhow::R
             );
         }
     }
-    if let Some(http) = &http {
-        let scheme = if config.signaling.tls { "https" } else { "http" };
-        info!(
-            "demo call page: {scheme}://{}/ (open it in two tabs and join one room)",
-            http.addr
-        );
+    let page = http
+        .as_ref()
+        .and_then(|h| h.addr)
+        .map(|addr| match config.signaling.tls {
+            true => format!("https://{addr}/"),
+            false => format!("http://{addr}/"),
+        });
+    let shared = server.tls.first().filter(|_| config.signaling.share_tls_port);
+    if let Some(page) = page.or_else(|| shared.map(|addr| format!("https://{addr}/"))) {
+        info!("demo call page: {page} (open it in two tabs and join one room)");
     }
     if config_path.is_none() {
         info!("running on built-in defaults; see config.example.toml for every option");
@@ -444,11 +456,13 @@ fn serve(mut config: Config, config_path: Option<&std::path::Path>) -> anyhow::R
     Ok(())
 }
 
-/// What the signaling endpoint hands out, for `config` on `server`.
-fn ice_config(config: &Config, server: &net::RunningServer, http: std::net::SocketAddr) -> http::IceConfig {
+/// What the signaling endpoint hands out, for `config` on `server`, whose
+/// HTTP listener is `http` (or, without one, a shared TLS port).
+fn ice_config(config: &Config, server: &net::RunningServer, http: Option<std::net::SocketAddr>) -> http::IceConfig {
+    let reached = http.or_else(|| server.tls.first().copied());
     http::IceConfig {
         turn_host: config.signaling.turn_host.clone(),
-        fallback_host: http::IceConfig::fallback_host_for(http),
+        fallback_host: reached.map_or_else(|| "127.0.0.1".to_owned(), http::IceConfig::fallback_host_for),
         udp_port: server.udp.first().map(|a| a.port()),
         tcp_port: server.tcp.first().map(|a| a.port()),
         tls_port: server.tls.first().map(|a| a.port()),

@@ -240,7 +240,10 @@ async fn above_its_bandwidth_an_instance_sheds_new_allocations_until_the_rate_fa
             break;
         }
         assert_eq!(code, 200);
-        assert!(Instant::now() < deadline, "not shedding after 10 s of relaying above the threshold");
+        assert!(
+            Instant::now() < deadline,
+            "not shedding after 10 s of relaying above the threshold"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Once idle, the measured rate falls below the threshold within about

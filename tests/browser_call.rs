@@ -15,59 +15,15 @@
 #![allow(clippy::disallowed_methods)]
 
 mod common;
+use common::call_summary::{allocation_line, run_call, text};
 use common::*;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-use serde_json::Value;
 
 /// The signaling endpoint mints TURN credentials under this secret.
 const AUTH_TOML: &str = "[auth]\nsecrets = [\"browser-test-secret\"]\n";
 /// call.mjs stops itself after 90 s; this is the outer bound.
 const CALL_LIMIT: Duration = Duration::from_secs(120);
-
-fn text<'a>(side: &'a Value, key: &str) -> &'a str {
-    side[key]
-        .as_str()
-        .unwrap_or_else(|| panic!("summary has no string {key:?}: {side}"))
-}
-
-/// Asserts what one page saw: video frames decoded and growing, over a
-/// relay <-> relay pair, and a badge that says so.
-fn check_side(summary: &Value, who: &str) {
-    let side = &summary[who];
-    let frames: Vec<u64> = side["framesDecoded"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{who}: no framesDecoded samples in {summary}"))
-        .iter()
-        .map(|v| v.as_u64().unwrap_or(0))
-        .collect();
-    assert!(
-        frames.len() == 2 && frames[0] > 0 && frames[1] > frames[0],
-        "{who}: remote video framesDecoded did not grow between two samples: {frames:?}"
-    );
-    assert_eq!(text(side, "localType"), "relay", "{who}: local candidate type");
-    assert_eq!(text(side, "remoteType"), "relay", "{who}: remote candidate type");
-    assert!(
-        text(side, "badge").contains("relay"),
-        "{who}: the connection badge does not show relay: {side}"
-    );
-    for key in ["localAddress", "remoteAddress"] {
-        assert!(
-            text(side, key).starts_with("127.0.0.1:"),
-            "{who}: {key} is not a loopback relay address: {side}"
-        );
-    }
-}
-
-/// The `allocation created` line of the server log for peer `id` (its
-/// TURN username is `<expiry>:<id>`) whose relay is `relay`.
-fn allocation_line<'a>(log: &'a str, id: &str, relay: &str) -> Option<&'a str> {
-    let user = format!(":{id}\"");
-    log.lines()
-        .find(|line| line.contains("allocation created") && line.contains(&user) && line.contains(relay))
-}
 
 /// The number after `key=` in a log line.
 fn counter(line: &str, key: &str) -> Option<u64> {
@@ -77,57 +33,12 @@ fn counter(line: &str, key: &str) -> Option<u64> {
 
 #[test]
 fn two_browsers_call_each_other_through_the_turn_relay() {
-    let BrowserSetup {
-        dir: browser_dir,
-        chromium,
-        artifacts,
-    } = browser_setup("browser");
-
+    let setup = browser_setup("browser");
     let server = TestServer::start(AUTH_TOML);
     let base_url = format!("http://{}/", server.http_addr());
-    let room = format!("browser-call-{}", std::process::id());
-
-    let started = Instant::now();
-    let out = run_with_timeout(
-        Command::new("node")
-            .arg(browser_dir.join("call.mjs"))
-            .arg(&base_url)
-            .arg(&room)
-            .arg(&artifacts)
-            .env("CHROMIUM", &chromium)
-            .env("TURNPIKE_BROWSER_VERBOSE", "1")
-            .current_dir(&browser_dir),
-        CALL_LIMIT,
-    );
-    eprintln!(
-        "browser call ran for {:.1} s; screenshots in {}",
-        started.elapsed().as_secs_f64(),
-        artifacts.display()
-    );
-    assert!(
-        out.success(),
-        "the browser call failed ({}):\n{}",
-        out.status
-            .map_or_else(|| format!("killed after {CALL_LIMIT:?}"), |s| s.to_string()),
-        out.combined()
-    );
-    eprintln!("---- call.mjs stderr ----\n{}---- end ----", out.stderr);
-    let summary = json_summary(&out, "call.mjs");
-    eprintln!("summary: {summary}");
-    assert_eq!(summary["ok"], Value::Bool(true), "summary: {summary}");
-    check_side(&summary, "alice");
-    check_side(&summary, "bob");
+    let summary = run_call(&setup, &base_url, CALL_LIMIT);
     let (alice, bob) = (&summary["alice"], &summary["bob"]);
-    assert_eq!(
-        text(alice, "localAddress"),
-        text(bob, "remoteAddress"),
-        "the two pages disagree on alice's relay"
-    );
-    assert_eq!(
-        text(bob, "localAddress"),
-        text(alice, "remoteAddress"),
-        "the two pages disagree on bob's relay"
-    );
+    let artifacts = &setup.artifacts;
     for name in ["call-alice.png", "call-bob.png", "after-leave.png"] {
         assert!(artifacts.join(name).is_file(), "no screenshot {name}");
     }

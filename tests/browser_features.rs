@@ -19,8 +19,7 @@
 mod common;
 use common::*;
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -38,41 +37,12 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
 
 #[test]
 fn chat_files_screen_sharing_stats_and_a_resumed_socket_in_a_relayed_call() {
-    let BrowserSetup {
-        dir: browser_dir,
-        chromium,
-        artifacts,
-    } = browser_setup("browser-features");
-
+    let setup = browser_setup("browser-features");
     let server = TestServer::start(SERVER_TOML);
     let base_url = format!("http://{}/", server.http_addr());
     let room = format!("browser-features-{}", std::process::id());
-    let started = Instant::now();
-    let out = run_with_timeout(
-        Command::new("node")
-            .arg(browser_dir.join("features.mjs"))
-            .arg(&base_url)
-            .arg(&room)
-            .arg(&artifacts)
-            .env("CHROMIUM", &chromium)
-            .current_dir(&browser_dir),
-        WALK_LIMIT,
-    );
-    eprintln!(
-        "browser walk ran for {:.1} s; screenshots in {}",
-        started.elapsed().as_secs_f64(),
-        artifacts.display()
-    );
-    assert!(
-        out.success(),
-        "the browser walk failed ({}):\n{}",
-        out.status
-            .map_or_else(|| format!("killed after {WALK_LIMIT:?}"), |s| s.to_string()),
-        out.combined()
-    );
-    let summary = json_summary(&out, "features.mjs");
-    eprintln!("summary: {summary}");
-    assert_eq!(summary["ok"], Value::Bool(true));
+    let summary = run_browser_script(&setup, "features.mjs", &base_url, &room, WALK_LIMIT, false);
+    let artifacts = &setup.artifacts;
 
     // What the pages saw, checked again.
     assert_eq!(str_at(&summary, "/chat/atBob/name"), "Alice");

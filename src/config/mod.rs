@@ -470,6 +470,22 @@ pub struct SignalingSection {
     /// certificate, which browsers need for getUserMedia anywhere but on
     /// localhost. Needs `tls.cert` and `tls.key`. Default: `false`.
     pub tls: bool,
+    /// Also serve everything of `listen.http` (signaling, the demo page,
+    /// `/ice-servers`, `/metrics`, health) on every `listen.tls` address,
+    /// for networks that let only HTTPS out: one TLS port (443) then
+    /// carries `turns:`, the page and `wss://…/ws`. A connection is told
+    /// apart by ALPN (`stun.turn`, RFC 7443, or `http/1.1`) or, with none,
+    /// by its first bytes (STUN or an HTTP method; anything else is
+    /// closed). `listen.http` may then be `"off"`, or stay as it is
+    /// (`signaling.tls` still says whether it is HTTPS). Until its service
+    /// is known a connection is the TLS listener's: its handshake and
+    /// first bytes are held to `limits.connection_setup_timeout`,
+    /// `limits.tls_handshakes_per_source` and the stream connection
+    /// limits; from then on an HTTP one counts against
+    /// `signaling.max_connections` like those of `listen.http`. The
+    /// `turns:` URL handed out names the first TLS listener's port. Needs
+    /// `listen.tls`; read at start. Default: `false`.
+    pub share_tls_port: bool,
     /// Most peers in one room; a join beyond gets `room-full`. Every peer
     /// connects to every other (full mesh), so each uploads its media
     /// `room_size - 1` times. From 2 to 64. Default: 6.
@@ -575,6 +591,7 @@ impl Default for SignalingSection {
     fn default() -> Self {
         SignalingSection {
             tls: false,
+            share_tls_port: false,
             room_size: 6,
             max_rooms: 1000,
             max_rooms_per_source: 16,
@@ -790,6 +807,7 @@ mod tests {
             "bytes_per_second",
             "http",
             "[signaling]",
+            "share_tls_port",
             "room_size",
             "max_rooms",
             "max_rooms_per_source",

@@ -110,10 +110,17 @@ impl Config {
     /// logged at start and printed by `check-config`.
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
-        if let Some(http) = self.listen.http {
-            if !http.ip().is_loopback() && self.signaling.token_secret.is_none() {
+        let shared = self.listen.tls.iter().filter(|_| self.signaling.share_tls_port);
+        for (key, addr) in self
+            .listen
+            .http
+            .iter()
+            .map(|a| ("listen.http", a))
+            .chain(shared.map(|a| ("listen.tls", a)))
+        {
+            if !addr.ip().is_loopback() && self.signaling.token_secret.is_none() {
                 warnings.push(format!(
-                    "listen.http {http} is not loopback and signaling.token_secret is unset: \
+                    "{key} {addr} serves signaling, is not loopback and signaling.token_secret is unset: \
                      anyone who reaches it can join rooms and get TURN credentials"
                 ));
             }
@@ -565,6 +572,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "signaling.tls",
                 "needs a certificate and key: set tls.cert and tls.key",
+            ));
+        }
+        if signaling.share_tls_port && self.listen.tls.is_empty() {
+            return Err(ConfigError::invalid(
+                "signaling.share_tls_port",
+                "needs a TLS listener to share: set listen.tls (and tls.cert, tls.key)",
             ));
         }
         let ranges = [
@@ -1308,6 +1321,7 @@ mod tests {
             ),
             ("[signaling]\nturn_host = \"a b\"", "signaling.turn_host"),
             ("[signaling]\ntls = true", "signaling.tls"),
+            ("[signaling]\nshare_tls_port = true", "signaling.share_tls_port"),
         ] {
             assert_eq!(invalid_key(text), key, "{text}");
         }

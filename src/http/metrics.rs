@@ -24,13 +24,19 @@ use super::limits::{ConnectionTable, Refusal};
 use super::signaling::protocol::ErrorCode;
 use super::signaling::session::Hub;
 use super::signaling::switchboard::MESSAGE_KINDS;
+use crate::process::http_handoff::SharedPortCounts;
 use crate::process::status::{ServerStatus, ADMIN_OUTCOMES};
 use crate::proto::stats::{
     Traffic, AUTH_FAILURES, CODES, END_REASONS, FAMILIES, METHODS, RATE_LIMITS, REFUSALS, TRANSPORTS,
 };
 
 /// The registry `/metrics` encodes.
-pub fn registry(status: ServerStatus, hub: Arc<Hub>, connections: Arc<Mutex<ConnectionTable>>) -> Registry {
+pub fn registry(
+    status: ServerStatus,
+    hub: Arc<Hub>,
+    connections: Arc<Mutex<ConnectionTable>>,
+    shared_port: Option<Arc<SharedPortCounts>>,
+) -> Registry {
     let mut registry = Registry::default();
     registry.register(
         "turnpike_build",
@@ -41,6 +47,7 @@ pub fn registry(status: ServerStatus, hub: Arc<Hub>, connections: Arc<Mutex<Conn
         status,
         hub,
         connections,
+        shared_port,
     }));
     registry
 }
@@ -69,6 +76,8 @@ struct TurnpikeCollector {
     status: ServerStatus,
     hub: Arc<Hub>,
     connections: Arc<Mutex<ConnectionTable>>,
+    /// With a TLS port shared with HTTP: where its connections went.
+    shared_port: Option<Arc<SharedPortCounts>>,
 }
 
 impl std::fmt::Debug for TurnpikeCollector {
@@ -454,6 +463,24 @@ impl Collector for TurnpikeCollector {
                 .counts()
                 .map(|(outcome, n)| (vec![("outcome", outcome.to_owned())], n)),
         )?;
+        if let Some(shared) = &self.shared_port {
+            let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+            let dispatched = [
+                ("turn", &shared.turn),
+                ("http", &shared.http),
+                ("closed", &shared.closed),
+            ]
+            .map(|(to, n)| (vec![("to", to.to_owned())], load(n)));
+            family(
+                e,
+                "turnpike_shared_tls_port_connections",
+                "Connections of TLS ports shared with HTTP after their handshake, by where they went \
+                 (served as TURN, handed to HTTP, or closed: neither, silent, or the HTTP queue full)",
+                None,
+                Counter,
+                dispatched,
+            )?;
+        }
         Ok(())
     }
 }

@@ -18,13 +18,19 @@
 //! back for `/metrics`, `/healthz` and `/readyz` (see [`limits`]); 10 s to
 //! finish a TLS handshake or send request headers (an idle keep-alive
 //! connection is closed after as long; 2 s on a monitoring slot); and the
-//! per-session limits of `signaling::switchboard`.
+//! per-session limits of `signaling::switchboard`. The HTTP connections
+//! of a TLS port shared with TURN (`signaling.share_tls_port`), handed
+//! over by the shards after their handshake, are held to the same table
+//! and deadlines from when they arrive here (`handed`).
 //!
 //! * [`signaling`]: `/ws`, its rooms and sessions;
 //! * `ice_servers`: `GET /ice-servers`; `ice`: the `iceServers` list it
 //!   and `/ws` hand out;
 //! * `page`: the demo call page; `metrics`: `/metrics`; `health`:
 //!   `/healthz` and `/readyz`;
+//! * `handed`: the HTTP connections of TLS ports shared with TURN
+//!   (`signaling.share_tls_port`), which the shards hand over after the
+//!   handshake and which are then served as those of the listener;
 //! * `app`: what every handler is given; [`limits`]: the per-source
 //!   connection table; `origin`: the same-origin rule of `/ws`.
 //!
@@ -32,6 +38,7 @@
 //! [`start`], [`HttpServer::reload`] and [`HttpServer::stop`].
 
 mod app;
+mod handed;
 mod health;
 mod ice;
 mod ice_servers;
@@ -57,6 +64,7 @@ use tracing::{debug, info, warn};
 pub use ice::IceConfig;
 
 use crate::config::Config;
+use crate::process::http_handoff::HttpInbox;
 use crate::process::proxy_protocol::ProxyProtocol;
 use crate::process::status::ServerStatus;
 use crate::process::tls::TlsCertificates;
@@ -86,8 +94,9 @@ pub enum HttpError {
 
 /// The running HTTP endpoint.
 pub struct HttpServer {
-    /// The bound address (port 0 resolved).
-    pub addr: SocketAddr,
+    /// The bound address of `listen.http` (port 0 resolved); `None` when
+    /// it serves only the connections of shared TLS ports.
+    pub addr: Option<SocketAddr>,
     app: Arc<App>,
     stop: tokio::sync::watch::Sender<bool>,
     thread: JoinHandle<()>,
@@ -109,26 +118,42 @@ impl HttpServer {
     }
 }
 
-/// Binds `addr` and serves it. `ice` describes the TURN side to hand
-/// out; `certificates` is required when `signaling.tls` is on.
+/// Where the HTTP endpoint takes its connections from: a listener of
+/// its own (`listen.http`), the HTTP connections of shared TLS ports
+/// (`signaling.share_tls_port`, see [`handed`]), or both.
+pub struct HttpSources {
+    pub listen: Option<SocketAddr>,
+    pub handed: Option<HttpInbox>,
+}
+
+/// Binds `sources.listen` and serves it and `sources.handed`. `ice`
+/// describes the TURN side to hand out; `certificates` is required when
+/// `signaling.tls` is on and there is a listener.
 pub fn start(
     config: &Config,
-    addr: SocketAddr,
+    sources: HttpSources,
     ice: IceConfig,
     certificates: Option<Arc<TlsCertificates>>,
     status: ServerStatus,
 ) -> Result<HttpServer, HttpError> {
     let signaling = &config.signaling;
-    let tls = match signaling.tls {
+    let HttpSources { listen, handed } = sources;
+    let tls = match signaling.tls && listen.is_some() {
         true => Some(certificates.ok_or(HttpError::NoCertificate)?),
         false => None,
     };
-    let listener = std::net::TcpListener::bind(addr)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .map_err(|source| HttpError::Bind { addr, source })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| HttpError::Bind { addr, source })?;
+    let listener = listen
+        .map(|addr| {
+            let listener = std::net::TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(|source| HttpError::Bind { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| HttpError::Bind { addr, source })?;
+            Ok((listener, bound))
+        })
+        .transpose()?;
+    let bound = listener.as_ref().map(|(_, bound)| *bound);
     let limits = Limits {
         room_size: signaling.room_size,
         max_rooms: signaling.max_rooms,
@@ -154,7 +179,12 @@ pub fn start(
     )));
     let proxy = status.proxy_protocol();
     let app = Arc::new(App {
-        metrics: metrics::registry(status.clone(), hub.clone(), connections.clone()),
+        metrics: metrics::registry(
+            status.clone(),
+            hub.clone(),
+            connections.clone(),
+            handed.as_ref().map(|h| h.counts.clone()),
+        ),
         hub,
         status,
         access: RwLock::new(Arc::new(Access::from_config(config))),
@@ -169,10 +199,31 @@ pub fn start(
                 Err(e) => return warn!("HTTP runtime failed to start: {e}"),
             };
             runtime.spawn(app.hub.clone().run_timers());
-            runtime.block_on(accept_loop(listener, router(app), tls, connections, proxy, stopped));
+            let router = router(app);
+            let listening = async {
+                if let Some((listener, _)) = listener {
+                    accept_loop(
+                        listener,
+                        router.clone(),
+                        tls,
+                        connections.clone(),
+                        proxy,
+                        stopped.clone(),
+                    )
+                    .await;
+                }
+            };
+            let handing = async {
+                if let Some(handed) = handed {
+                    handed::serve(handed.queue, router.clone(), connections.clone(), stopped.clone()).await;
+                }
+            };
+            runtime.block_on(async { tokio::join!(listening, handing) });
         })
         .map_err(HttpError::Thread)?;
-    info!(addr = %bound, tls = signaling.tls, "signaling and demo page listening");
+    if let Some(addr) = bound {
+        info!(%addr, tls = signaling.tls, "signaling and demo page listening");
+    }
     Ok(HttpServer {
         addr: bound,
         app: handle,

@@ -40,7 +40,9 @@
 //! * `stream_handoff`: moving a data connection to its peer connection's
 //!   shard;
 //! * `admin`: the operator's commands to every shard, and the revoked
-//!   usernames they share.
+//!   usernames they share;
+//! * `shared_port` (with `prefixed`): a TLS port shared with HTTP, whose
+//!   HTTP connections are handed to the HTTP thread after the handshake.
 //!
 //! This file holds [`start`], the body of every shard's thread
 //! (`run_shard`), and the [`RunningServer`] it returns.
@@ -49,9 +51,11 @@ mod admin;
 mod handoff;
 mod plan;
 mod port_pool;
+mod prefixed;
 mod relay_poll;
 mod relay_sockets;
 mod shard;
+mod shared_port;
 mod socket;
 mod stream;
 mod stream_conn;
@@ -72,6 +76,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::process::clock;
+use crate::process::http_handoff::{self, HttpHandoff, HttpInbox};
 use crate::process::proxy_protocol::ProxyProtocol;
 use crate::process::random::random_bytes;
 use crate::process::status::{ConnectionCount, ServerStatus, HEARTBEAT_INTERVAL};
@@ -122,9 +127,18 @@ pub struct RunningServer {
     started_with: Config,
     listeners: Vec<SocketAddr>,
     admin: AdminHandle,
+    /// The HTTP connections of shared TLS ports, until the HTTP endpoint
+    /// takes them.
+    http_inbox: Option<HttpInbox>,
 }
 
 impl RunningServer {
+    /// Where the HTTP connections of the TLS listeners arrive, when they
+    /// are shared with HTTP (`signaling.share_tls_port`); `Some` once.
+    pub fn take_http_inbox(&mut self) -> Option<HttpInbox> {
+        self.http_inbox.take()
+    }
+
     /// Re-reads the TLS certificate and key (SIGHUP). New handshakes use
     /// them; live connections and allocations are untouched. On error the
     /// previous certificate stays.
@@ -257,7 +271,14 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     let certificates = tls::TlsCertificates::from_config(config)?.map(Arc::new);
     let mut sockets: Vec<StdSockets> = (0..workers).map(|_| StdSockets::default()).collect();
     let udp = bind_udp_listeners(config, &mut sockets)?;
-    let (tcp, tls) = bind_stream_listeners(config, certificates.as_ref(), &mut sockets)?;
+    let (http_handoff, http_inbox) = match config.signaling.share_tls_port {
+        true => {
+            let (handoff, inbox) = http_handoff::channel();
+            (Some(handoff), Some(inbox))
+        }
+        false => (None, None),
+    };
+    let (tcp, tls) = bind_stream_listeners(config, certificates.as_ref(), http_handoff, &mut sockets)?;
     // The HTTP port counts as a service port too (port 0 would only be
     // known once bound, and is for tests alone).
     let http = config.listen.http.filter(|a| a.port() != 0);
@@ -352,6 +373,7 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         started_with: config.clone(),
         listeners,
         admin,
+        http_inbox,
     })
 }
 
@@ -372,22 +394,28 @@ fn bind_udp_listeners(config: &Config, sockets: &mut [StdSockets]) -> Result<Vec
 
 /// Binds every TCP and TLS listener once per shard (`sockets` has one
 /// entry per shard), as UDP listeners are; returns the bound TCP and TLS
-/// addresses. TLS listeners need `certificates`.
+/// addresses. TLS listeners need `certificates`, and are shared with HTTP
+/// when given `http`.
 fn bind_stream_listeners(
     config: &Config,
     certificates: Option<&Arc<tls::TlsCertificates>>,
+    http: Option<HttpHandoff>,
     sockets: &mut [StdSockets],
 ) -> Result<(Vec<SocketAddr>, Vec<SocketAddr>), BindError> {
     let mut tcp = Vec::new();
     let mut tls = Vec::new();
     let plain = config.listen.tcp.iter().map(|a| (*a, Security::Plain));
-    let secure = certificates
-        .into_iter()
-        .flat_map(|c| config.listen.tls.iter().map(|a| (*a, Security::Tls(c.clone()))));
+    let secure = certificates.into_iter().flat_map(|c| {
+        config
+            .listen
+            .tls
+            .iter()
+            .map(|a| (*a, Security::Tls(c.clone(), http.clone())))
+    });
     for (wanted, security) in plain.chain(secure) {
         let (proto, bound_list) = match security {
             Security::Plain => ("TCP", &mut tcp),
-            Security::Tls(_) => ("TLS", &mut tls),
+            Security::Tls(..) => ("TLS", &mut tls),
         };
         // The kernel spreads connections over the siblings; a data
         // connection that lands on the wrong shard is handed on (see
@@ -562,7 +590,12 @@ fn log_started(
         info!(%addr, workers, "listening for STUN/TURN over TCP");
     }
     for addr in tls {
-        info!(%addr, workers, "listening for STUN/TURN over TLS");
+        match config.signaling.share_tls_port {
+            true => {
+                info!(%addr, workers, "listening for STUN/TURN and HTTPS over TLS (one port, told apart by ALPN or the first bytes)")
+            }
+            false => info!(%addr, workers, "listening for STUN/TURN over TLS"),
+        }
     }
     info!(
         relay_ip = %plan.relay_advertised,

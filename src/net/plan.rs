@@ -193,6 +193,10 @@ pub(super) fn reloadable(running: &Config, new: &Config) -> (Config, Vec<&'stati
         ),
         ("tls.cert/tls.key", running.tls != new.tls),
         (
+            "signaling.share_tls_port",
+            running.signaling.share_tls_port != new.signaling.share_tls_port,
+        ),
+        (
             "limits.max_connections (in all and per source), tls_handshakes_per_source, the connection timeouts and max_frame_size",
             connection_limits(old) != connection_limits(fresh),
         ),

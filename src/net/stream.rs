@@ -42,6 +42,9 @@
 //!   server queue for it).
 //!
 //! The connection code is generic over the byte stream so TLS can wrap it.
+//! On a TLS listener shared with HTTP, one step between the handshake and
+//! [`serve`] keeps the connection here as TURN or hands it to the HTTP
+//! thread ([`super::shared_port`]).
 //!
 //! A connection that binds a TCP allocation's peer connection
 //! (ConnectionBind, RFC 6062 §5.4) stops carrying frames after the answer:
@@ -63,9 +66,11 @@ use tokio::sync::{mpsc, Notify};
 use tracing::debug;
 
 use super::shard::Shard;
+use super::shared_port;
 use super::stream_conn::{Splice, StreamConn};
 use super::stream_handoff::{AnyStream, HandedStream, Handoffs, HomedTcp, Movable};
 use crate::process::clock;
+use crate::process::http_handoff::HttpHandoff;
 use crate::process::proxy_protocol::ProxyProtocol;
 use crate::process::status::ConnectionCount;
 use crate::process::tls::TlsCertificates;
@@ -203,7 +208,9 @@ pub(super) struct StreamSlot {
 #[derive(Clone)]
 pub(super) enum Security {
     Plain,
-    Tls(Arc<TlsCertificates>),
+    /// TLS; with an [`HttpHandoff`] the port is shared with HTTP
+    /// ([`super::shared_port`]).
+    Tls(Arc<TlsCertificates>, Option<HttpHandoff>),
 }
 
 /// What the accept loops of every shard share.
@@ -274,7 +281,7 @@ pub(super) async fn accept_loop(
             drop((stream, slot));
             continue;
         }
-        let tls = matches!(security, Security::Tls(_));
+        let tls = matches!(security, Security::Tls(..));
         // A trusted proxy is no source of its own: its connections take
         // their places under the client its header names, once read.
         let early = match proxy.trusts(remote.ip()) {
@@ -307,7 +314,7 @@ pub(super) async fn accept_loop(
             };
             let transport = match security {
                 Security::Plain => Transport::Tcp,
-                Security::Tls(_) => Transport::Tls,
+                Security::Tls(..) => Transport::Tls,
             };
             let client = ClientAddr {
                 transport,
@@ -320,11 +327,29 @@ pub(super) async fn accept_loop(
                     let accepted = Accepted::fresh(stream, client, setup_deadline, slot);
                     serve(shard, limits, handoffs, accepted).await;
                 }
-                Security::Tls(certificates) => {
-                    let acceptor = certificates.acceptor();
+                Security::Tls(certificates, http) => {
+                    let acceptor = match http {
+                        Some(_) => certificates.shared_acceptor(),
+                        None => certificates.acceptor(),
+                    };
                     match tokio::time::timeout_at(setup_deadline, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
-                            let accepted = Accepted::fresh(stream, client, setup_deadline, slot);
+                            // A port shared with HTTP: TURN stays, with what
+                            // was read to tell; HTTP leaves for its thread.
+                            let (stream, buffered) = match http {
+                                None => (stream, Vec::new()),
+                                Some(http) => match shared_port::dispatch(stream, client, setup_deadline, http).await {
+                                    Some(turn) => turn,
+                                    None => return,
+                                },
+                            };
+                            let accepted = Accepted {
+                                stream,
+                                client,
+                                buffered,
+                                setup_deadline,
+                                slot,
+                            };
                             serve(shard, limits, handoffs, accepted).await;
                         }
                         Ok(Err(e)) => debug!(%client, error = %e, "TLS handshake failed"),

@@ -65,7 +65,7 @@ pub(super) enum HomedTcp {
 impl HomedTcp {
     /// Takes the socket off the current runtime's reactor. On an error
     /// the socket is gone (closed), and the connection with it.
-    fn detach(&mut self) -> io::Result<()> {
+    pub(super) fn detach(&mut self) -> io::Result<()> {
         match std::mem::replace(self, HomedTcp::InFlight(None)) {
             HomedTcp::Here(stream) => *self = HomedTcp::InFlight(Some(stream.into_std()?)),
             in_flight => *self = in_flight,
@@ -74,7 +74,7 @@ impl HomedTcp {
     }
 
     /// Registers the socket with the current runtime's reactor.
-    fn attach(&mut self) -> io::Result<()> {
+    pub(super) fn attach(&mut self) -> io::Result<()> {
         match self {
             HomedTcp::Here(_) => Ok(()),
             HomedTcp::InFlight(stream) => {

@@ -8,12 +8,15 @@
 //! * [`tls`]: the certificate both TLS listeners and HTTPS serve;
 //! * [`proxy_protocol`]: the PROXY header step of every stream and HTTP
 //!   accept, and its counts;
-//! * [`status`]: what the rest of the process may ask the running shards.
+//! * [`status`]: what the rest of the process may ask the running shards;
+//! * [`http_handoff`]: HTTP connections of a shared TLS port, from the
+//!   shard that accepted them to the HTTP thread.
 //!
 //! Nothing here imports `net` or `http`; it builds on [`crate::proto`] and
 //! [`crate::config`] only.
 
 pub mod clock;
+pub mod http_handoff;
 pub mod logging;
 pub mod proxy_protocol;
 pub mod random;

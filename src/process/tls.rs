@@ -7,6 +7,13 @@
 //! swaps the configuration used for *new* handshakes; established
 //! connections and their allocations are untouched. A reload that fails
 //! keeps the previous certificate.
+//!
+//! Two configurations are built from each load: the one `listen.tls` and
+//! HTTPS serve (no ALPN: a client's offer is ignored, as before), and the
+//! one of a TLS port shared with HTTP (`signaling.share_tls_port`), which
+//! advertises [`ALPN_OFFERED`] (RFC 7301), so a client that offers ALPN
+//! names the service it wants, and rustls refuses one that offers only
+//! protocols served by neither (`no_application_protocol`, RFC 7301 §3.2).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -14,6 +21,8 @@ use std::sync::{Arc, RwLock};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
+
+use crate::proto::first_bytes::ALPN_OFFERED;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -33,7 +42,27 @@ pub enum TlsError {
 pub struct TlsCertificates {
     cert: PathBuf,
     key: PathBuf,
-    current: RwLock<Arc<rustls::ServerConfig>>,
+    current: RwLock<Configs>,
+}
+
+/// What one load of the files gives: both configurations share the
+/// certificate and are swapped together.
+struct Configs {
+    plain: Arc<rustls::ServerConfig>,
+    /// With ALPN, for a TLS port shared with HTTP.
+    shared: Arc<rustls::ServerConfig>,
+}
+
+impl Configs {
+    fn load(cert: &Path, key: &Path) -> Result<Configs, TlsError> {
+        let plain = server_config(cert, key)?;
+        let mut shared = (*plain).clone();
+        shared.alpn_protocols = ALPN_OFFERED.iter().map(|p| p.to_vec()).collect();
+        Ok(Configs {
+            plain,
+            shared: Arc::new(shared),
+        })
+    }
 }
 
 impl TlsCertificates {
@@ -52,13 +81,13 @@ impl TlsCertificates {
         Ok(TlsCertificates {
             cert: cert.to_owned(),
             key: key.to_owned(),
-            current: RwLock::new(server_config(cert, key)?),
+            current: RwLock::new(Configs::load(cert, key)?),
         })
     }
 
     /// Re-reads the files; on error the previous certificate stays.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let fresh = server_config(&self.cert, &self.key)?;
+        let fresh = Configs::load(&self.cert, &self.key)?;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         Ok(())
     }
@@ -66,7 +95,13 @@ impl TlsCertificates {
     /// An acceptor with the current certificate (one per connection: the
     /// lock is taken once per accepted connection, never per packet).
     pub(crate) fn acceptor(&self) -> TlsAcceptor {
-        TlsAcceptor::from(self.current.read().unwrap_or_else(|e| e.into_inner()).clone())
+        TlsAcceptor::from(self.current.read().unwrap_or_else(|e| e.into_inner()).plain.clone())
+    }
+
+    /// The same for a TLS port shared with HTTP: it advertises
+    /// [`ALPN_OFFERED`].
+    pub(crate) fn shared_acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.current.read().unwrap_or_else(|e| e.into_inner()).shared.clone())
     }
 }
 

@@ -8,6 +8,8 @@
 //!
 //! * [`stun`], [`channel_data`], [`stream_framing`]: the wire codecs;
 //!   [`proxy_header`]: the PROXY protocol header a load balancer sends;
+//! * [`first_bytes`]: TURN or HTTP on the shared TLS port, by ALPN or by
+//!   the first bytes;
 //! * [`server`]: the STUN/TURN state machine, one per shard;
 //! * [`auth`]: long-term and shared-secret credentials, nonces;
 //! * [`peer_filter`]: which peers may be relayed to;
@@ -22,6 +24,7 @@ pub mod addr;
 pub mod auth;
 pub mod bandwidth_watch;
 pub mod channel_data;
+pub mod first_bytes;
 pub mod live_relays;
 pub mod method;
 pub mod peer_filter;

@@ -6,7 +6,8 @@
 // same room with "relay only" on, and waits until on both sides the remote
 // video is being decoded (framesDecoded grows) and the selected ICE
 // candidate pair is relay <-> relay, as pc.getStats() reports it and as the
-// page's badge shows it. Saves screenshots, closes bob, and checks that
+// page's badge shows it (with the page's URL, its signaling URL and the
+// ICE server URLs its peer connection was given). Saves screenshots, closes bob, and checks that
 // alice's page drops bob's tile. Prints one JSON summary line on stdout;
 // exits 0 on success, 1 with a reason on stderr otherwise. Every wait is
 // bounded, and the whole run is limited to OVERALL_MS.
@@ -65,9 +66,10 @@ function readStats(page) {
         localAddress: local ? `${local.address}:${local.port}` : null,
         remoteAddress: remote ? `${remote.address}:${remote.port}` : null,
         badge: tile ? tile.querySelector('.badge')?.textContent || '' : null,
+        iceUrls: (peer.pc.getConfiguration().iceServers || []).flatMap((s) => [].concat(s.urls)),
       });
     }
-    return { myId: demo.myId, peers: out };
+    return { myId: demo.myId, pageUrl: location.href, wsUrl: demo.ws ? demo.ws.url : null, peers: out };
   });
 }
 
@@ -151,6 +153,9 @@ async function main() {
       const peer = p.last.peers[0];
       return {
         id: p.last.myId,
+        pageUrl: p.last.pageUrl,
+        wsUrl: p.last.wsUrl,
+        iceUrls: peer.iceUrls,
         framesDecoded: p.samples.slice(-2).map((s) => s.framesDecoded),
         localType: peer.localType,
         remoteType: peer.remoteType,

@@ -12,6 +12,9 @@
 // bound their waits with the real clock.
 #![allow(clippy::disallowed_methods)]
 
+pub mod call_summary;
+pub mod shared_port;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
@@ -108,6 +111,25 @@ impl TestPki {
         fs::write(key_path, key).expect("write key");
     }
 
+    /// A client config trusting only this CA, limited to `versions`,
+    /// offering the ALPN protocols `alpn` (none if empty).
+    pub fn client_config(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        alpn: &[&[u8]],
+    ) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der()).expect("trust the test CA");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    }
+
     /// A TLS client connection to `addr` trusting only this CA, limited to
     /// `versions`; blocking, so the stream helpers below work on it.
     pub fn connect(
@@ -115,16 +137,19 @@ impl TestPki {
         addr: SocketAddr,
         versions: &[&'static rustls::SupportedProtocolVersion],
     ) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca_der()).expect("trust the test CA");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(versions)
-            .expect("protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        self.connect_alpn(addr, versions, &[])
+    }
+
+    /// [`TestPki::connect`], offering the ALPN protocols `alpn`.
+    pub fn connect_alpn(
+        &self,
+        addr: SocketAddr,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        alpn: &[&[u8]],
+    ) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
+        let config = self.client_config(versions, alpn);
         let name = rustls::pki_types::ServerName::try_from("localhost").expect("server name");
-        let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(std::io::Error::other)?;
+        let conn = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
         let tcp = std::net::TcpStream::connect(addr)?;
         tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
         let mut stream = rustls::StreamOwned::new(conn, tcp);
@@ -235,8 +260,16 @@ pub fn http_exchange(addr: SocketAddr, request: &str) -> (u16, String) {
     let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to HTTP");
     stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
     stream.write_all(request.as_bytes()).expect("send");
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
+    read_http_response(&mut stream)
+}
+
+/// Status and body of what arrives on `stream` until the server closes it
+/// (an error at the end, such as TLS without close_notify, keeps what came
+/// before).
+fn read_http_response(stream: &mut impl Read) -> (u16, String) {
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response).into_owned();
     let status = response
         .split(' ')
         .nth(1)
@@ -457,20 +490,7 @@ impl TestServer {
                 relay_ports.start(),
                 relay_ports.end()
             );
-            let config_path = dir.path().join("turnpike.toml");
-            let stderr_path = dir.path().join("stderr.log");
-            fs::write(&config_path, config).expect("write config");
-            let stderr = fs::File::create(&stderr_path).expect("create log file");
-            let child = die_with_test(&mut Command::new(turnpike_bin()))
-                .arg("--config")
-                .arg(&config_path)
-                .env("RUST_LOG", log_filter)
-                .env("NO_COLOR", "1")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(stderr)
-                .spawn()
-                .expect("spawn turnpike");
+            let (child, config_path, stderr_path) = spawn_turnpike(&dir, &config, log_filter);
             let server = TestServer {
                 child: Mutex::new(child),
                 addr: SocketAddr::from((listen_ip, port)),
@@ -484,19 +504,12 @@ impl TestServer {
                 relay_ports: relay_ports.clone(),
                 _dir: dir,
             };
-            if server.wait_ready(Duration::from_secs(5)) {
+            let ready = server.wait_ready(Duration::from_secs(5));
+            if ready_or_retry(ready, server.is_running(), "answer a Binding request", || {
+                server.stderr_log()
+            }) {
                 return server;
             }
-            if server.is_running() {
-                panic!(
-                    "turnpike did not answer a Binding request within 5 s; log:\n{}",
-                    server.stderr_log()
-                );
-            }
-            eprintln!(
-                "turnpike exited at start (port {port} taken?), retrying; log:\n{}",
-                server.stderr_log()
-            );
         }
         panic!("turnpike failed to start three times");
     }
@@ -640,17 +653,70 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
-        let _ = child.kill();
-        let _ = child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "---- turnpike config ({}) ----\n{}\n---- turnpike log ----\n{}\n---- end of turnpike log ----",
-                self.config_path.display(),
-                fs::read_to_string(&self.config_path).unwrap_or_default(),
-                self.stderr_log()
-            );
-        }
+        stop_and_report(child, &self.config_path, &self.stderr_path);
     }
+}
+
+/// Kills a server started by [`spawn_turnpike`] and, if the test is
+/// failing, prints its config and log.
+pub fn stop_and_report(child: &mut Child, config_path: &Path, stderr_path: &Path) {
+    let _ = child.kill();
+    let _ = child.wait();
+    if std::thread::panicking() {
+        eprintln!(
+            "---- turnpike config ({}) ----\n{}\n---- turnpike log ----\n{}\n---- end of turnpike log ----",
+            config_path.display(),
+            fs::read_to_string(config_path).unwrap_or_default(),
+            fs::read_to_string(stderr_path).unwrap_or_default()
+        );
+    }
+}
+
+/// Writes `config` into `dir` and starts `turnpike` on it with
+/// `RUST_LOG=log_filter` and its stderr in a file of `dir`; returns the
+/// child, the config's path and the log's.
+pub fn spawn_turnpike(dir: &ScratchDir, config: &str, log_filter: &str) -> (Child, PathBuf, PathBuf) {
+    let config_path = dir.path().join("turnpike.toml");
+    let stderr_path = dir.path().join("stderr.log");
+    fs::write(&config_path, config).expect("write config");
+    let stderr = fs::File::create(&stderr_path).expect("create log file");
+    let child = die_with_test(&mut Command::new(turnpike_bin()))
+        .arg("--config")
+        .arg(&config_path)
+        .env("RUST_LOG", log_filter)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn turnpike");
+    (child, config_path, stderr_path)
+}
+
+/// After one attempt to start a server on probed ports: true if it is
+/// `ready`; false if it exited, to be tried again on fresh ports (another
+/// socket may have taken one); a panic with its `log` if it runs but did
+/// not get ready (`waited_for`) in time.
+fn ready_or_retry(ready: bool, running: bool, waited_for: &str, log: impl FnOnce() -> String) -> bool {
+    if ready {
+        return true;
+    }
+    let log = log();
+    assert!(!running, "turnpike did not {waited_for} within 5 s; log:\n{log}");
+    eprintln!("turnpike exited at start (a port taken?), retrying; log:\n{log}");
+    false
+}
+
+/// Status and body of `GET path` sent on `stream` with `Connection:
+/// close`.
+pub fn http_get_on(stream: &mut (impl Read + Write), path: &str) -> (u16, String) {
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    stream.flush().expect("flush");
+    read_http_response(stream)
 }
 
 /// A child process killed when dropped (e.g. `turnutils_peer`).
@@ -1058,6 +1124,57 @@ pub fn browser_setup(name: &str) -> BrowserSetup {
         chromium,
         artifacts,
     }
+}
+
+/// Runs browser script `script` of `tests/browser` on the demo page at
+/// `base_url` in `room` within `limit` (with the browser console on
+/// stderr when `verbose`), and returns its JSON summary, which must say
+/// `"ok": true`.
+pub fn run_browser_script(
+    setup: &BrowserSetup,
+    script: &str,
+    base_url: &str,
+    room: &str,
+    limit: Duration,
+    verbose: bool,
+) -> serde_json::Value {
+    let BrowserSetup {
+        dir,
+        chromium,
+        artifacts,
+    } = setup;
+    let mut command = Command::new("node");
+    command
+        .arg(dir.join(script))
+        .arg(base_url)
+        .arg(room)
+        .arg(artifacts)
+        .env("CHROMIUM", chromium)
+        .current_dir(dir);
+    if verbose {
+        command.env("TURNPIKE_BROWSER_VERBOSE", "1");
+    }
+    let started = Instant::now();
+    let out = run_with_timeout(&mut command, limit);
+    eprintln!(
+        "{script} ran for {:.1} s; screenshots in {}",
+        started.elapsed().as_secs_f64(),
+        artifacts.display()
+    );
+    assert!(
+        out.success(),
+        "{script} failed ({}):\n{}",
+        out.status
+            .map_or_else(|| format!("killed after {limit:?}"), |s| s.to_string()),
+        out.combined()
+    );
+    if verbose {
+        eprintln!("---- {script} stderr ----\n{}---- end ----", out.stderr);
+    }
+    let summary = json_summary(&out, script);
+    eprintln!("summary: {summary}");
+    assert_eq!(summary["ok"], serde_json::Value::Bool(true), "summary: {summary}");
+    summary
 }
 
 /// The last stdout line of browser script `script` that is a JSON object.

@@ -1,0 +1,49 @@
+//! The HTTP connections of TLS ports shared with TURN
+//! (`signaling.share_tls_port`): a shard accepted each, did its TLS
+//! handshake and found it speaks HTTP (`net/shared_port.rs`), then sent it
+//! here through [`crate::process::http_handoff`].
+//!
+//! Each is registered with this thread's reactor and served exactly as a
+//! connection of `listen.http` is, by the same [`super::serve_connection`]
+//! with a place in the same [`ConnectionTable`]: the same limits, the same
+//! monitoring reserve (a connection refused there is closed at once), the
+//! same header deadline, counted from its arrival here (its handshake was
+//! bounded by the shard's setup deadline). The bytes the shard read to
+//! classify it are read first, so the request reaches hyper whole.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use tokio::sync::{mpsc, watch};
+use tracing::debug;
+
+use super::limits::ConnectionTable;
+use crate::process::http_handoff::HandedHttp;
+
+/// Serves what arrives on `queue` until `stopped`.
+pub(super) async fn serve(
+    mut queue: mpsc::Receiver<HandedHttp>,
+    router: Router,
+    connections: Arc<Mutex<ConnectionTable>>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        let mut handed = tokio::select! {
+            handed = queue.recv() => match handed {
+                Some(handed) => handed,
+                None => return,
+            },
+            _ = stopped.changed() => return,
+        };
+        if let Err(e) = handed.stream.attach() {
+            debug!(remote = %handed.remote, error = %e, "handed HTTP connection lost");
+            continue;
+        }
+        // Dropping the stream when refused closes it.
+        let Some(slot) = super::admit(&connections, handed.remote, handed.local) else {
+            continue;
+        };
+        let timeout = super::timeout_of(slot.admission());
+        tokio::spawn(super::serve_connection(handed.stream, router.clone(), slot, timeout));
+    }
+}
