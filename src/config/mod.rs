@@ -31,6 +31,7 @@
 //! [`ConfigError`], through which both steps report.
 
 mod error;
+mod fleet;
 mod validate;
 mod value;
 
@@ -42,6 +43,7 @@ use serde::Deserialize;
 
 pub use crate::proto::peer_filter::Cidr;
 pub use error::ConfigError;
+pub use fleet::{is_fleet_name, FleetSection};
 pub use validate::{is_valid_host, MAX_WORKERS};
 use value::{addr_or_off, cidrs, ipv6_or_off};
 pub use value::{PortRange, PortRangeError, Secret};
@@ -69,6 +71,8 @@ pub struct Config {
     pub signaling: SignalingSection,
     /// `[log]`: log filter and format.
     pub log: LogSection,
+    /// `[fleet]`: signaling rooms shared with other instances through Redis.
+    pub fleet: FleetSection,
 }
 
 /// `[server]`
@@ -730,6 +734,11 @@ mod tests {
             "[log]",
             "level",
             "format",
+            "[fleet]",
+            "redis_url",
+            "instance_id",
+            "membership_ttl",
+            "key_prefix",
         ];
         for key in keys {
             assert!(EXAMPLE.contains(key), "config.example.toml lacks {key}");

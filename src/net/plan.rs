@@ -181,6 +181,7 @@ pub(super) fn reloadable(running: &Config, new: &Config) -> (Config, Vec<&'stati
             running.server.external_ip != new.server.external_ip,
         ),
         ("tls.cert/tls.key", running.tls != new.tls),
+        ("fleet", !running.fleet.same_as(&new.fleet)),
         (
             "limits.max_connections (in all and per source), tls_handshakes_per_source, the connection timeouts and max_frame_size",
             connection_limits(old) != connection_limits(fresh),
