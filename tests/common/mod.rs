@@ -25,6 +25,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 
+pub mod redis_server;
+
 /// The long-term user of [`LONG_TERM_USER_TOML`].
 pub const USER: &str = "user";
 /// The password of [`USER`].
@@ -629,8 +631,9 @@ pub fn require_tool(name: &str) -> PathBuf {
         .find(|candidate| candidate.is_file())
         .unwrap_or_else(|| {
             panic!(
-                "`{name}` is not installed: install Debian's `coturn` package \
-                 (`apt-get install coturn`), which provides the turnutils_* tools"
+                "`{name}` is not installed: install the Debian package that provides it \
+                 (`coturn` for the turnutils_* tools, `redis-server`, `haproxy`); \
+                 scripts/test.sh installs them all"
             )
         })
 }
