@@ -21,7 +21,7 @@ use common::redis_server::RedisServer;
 use common::TestServer;
 
 /// Membership lifetime of the test fleets: peers of a dead instance leave
-/// within four thirds of it.
+/// within it.
 const TTL_SECS: u64 = 3;
 /// Bound of any wait for a message that must come.
 const WAIT: Duration = Duration::from_secs(5);
@@ -122,16 +122,21 @@ impl Peer {
     }
 }
 
-#[tokio::test]
-async fn two_instances_share_a_room_with_joins_signals_and_leaves() {
+/// A Redis and two instances of rooms of six on it, both connected.
+async fn two_instances() -> (RedisServer, TestServer, TestServer) {
     let redis = RedisServer::start();
     let (one, two) = (instance(&redis, "one", 6), instance(&redis, "two", 6));
     wait_redis(&one, "up").await;
     wait_redis(&two, "up").await;
+    (redis, one, two)
+}
 
-    let (mut alice, before) = Peer::join(&one, "standup", "Alice").await;
+/// Alice joins `room` on `one`, then Bob on `two`: Bob's `joined` lists
+/// Alice, and Alice hears that Bob joined.
+async fn meet(one: &TestServer, two: &TestServer, room: &str) -> (Peer, Peer) {
+    let (mut alice, before) = Peer::join(one, room, "Alice").await;
     assert!(before.is_empty());
-    let (mut bob, before) = Peer::join(&two, "standup", "Bob").await;
+    let (bob, before) = Peer::join(two, room, "Bob").await;
     assert_eq!(
         before,
         [alice.id.clone()],
@@ -141,6 +146,13 @@ async fn two_instances_share_a_room_with_joins_signals_and_leaves() {
         alice.take().await,
         json!({"type": "peer-joined", "id": bob.id, "name": "Bob"})
     );
+    (alice, bob)
+}
+
+#[tokio::test]
+async fn two_instances_share_a_room_with_joins_signals_and_leaves() {
+    let (_redis, one, two) = two_instances().await;
+    let (mut alice, mut bob) = meet(&one, &two, "standup").await;
 
     let offer = json!({"description": {"type": "offer", "sdp": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n"}});
     bob.signal(&alice.id, offer.clone()).await;
@@ -213,33 +225,24 @@ async fn three_instances_make_a_full_mesh_and_the_room_size_holds_fleet_wide() {
 
 #[tokio::test]
 async fn the_peers_of_an_instance_killed_mid_call_leave_within_the_membership_expiry() {
-    let redis = RedisServer::start();
-    let (one, two) = (instance(&redis, "one", 6), instance(&redis, "two", 6));
-    wait_redis(&one, "up").await;
-    wait_redis(&two, "up").await;
-    let (mut alice, _) = Peer::join(&one, "call", "Alice").await;
-    let (mut bob, _) = Peer::join(&two, "call", "Bob").await;
-    assert_eq!(alice.take().await["type"], "peer-joined");
+    let (_redis, one, two) = two_instances().await;
+    let (mut alice, mut bob) = meet(&one, &two, "call").await;
     bob.signal(&alice.id, json!("hello")).await;
     alice.expect_signal(&bob.id, json!("hello")).await;
 
-    two.signal(libc::SIGKILL);
-    assert!(two.wait_exit(WAIT).is_some(), "instance two did not die");
     let killed = std::time::Instant::now();
-    // Four thirds of the lifetime, and a second for the sweep to run.
-    let bound = Duration::from_millis(TTL_SECS * 4000 / 3 + 1000);
-    let left = alice.maybe(bound + Duration::from_secs(2)).await;
+    two.signal(libc::SIGKILL);
+    // The wait is the bound: the lifetime, and a second for the sweep to
+    // run and deliver on a busy machine.
+    let bound = Duration::from_secs(TTL_SECS + 1);
+    let left = alice.maybe(bound).await;
     assert_eq!(
         left,
         Some(json!({"type": "peer-left", "id": bob.id})),
         "alice was not told bob left within {bound:?} of his instance dying"
     );
-    let waited = killed.elapsed();
-    eprintln!("peer-left {waited:?} after the SIGKILL");
-    assert!(
-        waited <= bound + Duration::from_millis(500),
-        "peer-left came {waited:?} after the kill"
-    );
+    eprintln!("peer-left {:?} after the SIGKILL", killed.elapsed());
+    assert!(two.wait_exit(WAIT).is_some(), "instance two did not die");
     // The room is alice's alone again.
     let (_, before) = Peer::join(&one, "call", "Carol").await;
     assert_eq!(before, [alice.id.clone()]);
@@ -247,13 +250,8 @@ async fn the_peers_of_an_instance_killed_mid_call_leave_within_the_membership_ex
 
 #[tokio::test]
 async fn rooms_go_on_through_a_redis_restart_and_signals_flow_again() {
-    let mut redis = RedisServer::start();
-    let (one, two) = (instance(&redis, "one", 6), instance(&redis, "two", 6));
-    wait_redis(&one, "up").await;
-    wait_redis(&two, "up").await;
-    let (mut alice, _) = Peer::join(&one, "blip", "Alice").await;
-    let (mut bob, _) = Peer::join(&two, "blip", "Bob").await;
-    assert_eq!(alice.take().await["type"], "peer-joined");
+    let (mut redis, one, two) = two_instances().await;
+    let (mut alice, mut bob) = meet(&one, &two, "blip").await;
 
     redis.stop();
     wait_redis(&one, "down").await;

@@ -29,8 +29,9 @@ pub struct FleetSection {
     pub instance_id: Option<String>,
     /// How long a peer's membership lasts in Redis unless its instance
     /// refreshes it (every third of this). The peers of an instance that
-    /// dies are seen leaving by the others between this and four thirds of
-    /// it later. From 3s to 5m. Default: `"10s"`.
+    /// dies are seen leaving by the others within this (a record whose
+    /// instance missed two refreshes counts as gone). From 3s to 5m.
+    /// Default: `"10s"`.
     #[serde(with = "humantime_serde")]
     pub membership_ttl: Duration,
     /// Start of every Redis key and channel name of this fleet, so that

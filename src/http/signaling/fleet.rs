@@ -22,8 +22,9 @@
 //! the driver refreshes its peers' records (re-creating any that Redis
 //! lost) and reads the members of each room it has peers in: remote
 //! members it did not know are announced, and known ones whose records
-//! lapsed get `peer-left` (so at most four thirds of the lifetime after
-//! their instance died). For one lifetime after (re)connecting it does not
+//! lapsed, or are overdue (two refreshes missed: less than a third of the
+//! lifetime left), get `peer-left`, so at most one lifetime after their
+//! instance died. For one lifetime after (re)connecting it does not
 //! conclude that anyone left, so that the other instances have time to
 //! re-publish after a Redis restart.
 //!
@@ -69,7 +70,11 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Reads the live members of a room (`KEYS[1]`), dropping lapsed ones,
 /// and, when `ARGV[2]` names a peer, adds it unless the room is full.
 /// ARGV: peer key prefix, peer id or "", its record, lifetime in ms, room
-/// size, most members read. Answers `{"full"}` or `{"ok", id, record, …}`.
+/// size, most members read, the lifetime left (ms) below which a record is
+/// overdue. Answers `{"full"}` or `{"ok", id, record, …}`. A record whose
+/// instance missed two refreshes in a row is overdue and counts as gone,
+/// so that its peers are seen leaving within one lifetime of their
+/// instance's death rather than four thirds of it.
 /// The peer keys are computed inside, so this suits a single Redis (or
 /// replicas), not Redis Cluster.
 const ROOM_SCRIPT: &str = r"
@@ -77,13 +82,13 @@ local ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[6]) - 1)
 local out = {'ok'}
 local live = 0
 for _, id in ipairs(ids) do
-  local v = redis.call('GET', ARGV[1] .. id)
-  if v then
+  local left = redis.call('PTTL', ARGV[1] .. id)
+  if left == -2 then
+    redis.call('ZREM', KEYS[1], id)
+  elseif left < 0 or left >= tonumber(ARGV[7]) then
     live = live + 1
     out[#out + 1] = id
-    out[#out + 1] = v
-  else
-    redis.call('ZREM', KEYS[1], id)
+    out[#out + 1] = redis.call('GET', ARGV[1] .. id)
   end
 end
 if ARGV[2] == '' then return out end
@@ -506,6 +511,7 @@ impl<'a> Link<'a> {
             .arg(settings.ttl_ms())
             .arg(settings.room_size)
             .arg(MAX_READ_MEMBERS)
+            .arg(settings.ttl_ms() / 3)
             .to_owned();
         let answer: Vec<Vec<u8>> = bounded(command.query_async(&mut self.conn)).await?;
         let Some((status, pairs)) = answer.split_first() else {

@@ -435,6 +435,16 @@ mod tests {
         joined
     }
 
+    /// A fleet board where `a` joined `r` with `members` there before.
+    fn joined_with(members: Vec<RemoteMember>) -> Board {
+        let mut b = fleet_board();
+        b.connect("a", None);
+        b.join("a", "r");
+        assert!(answer(&mut b, "a", FleetJoin::Members(members)));
+        events(&mut b);
+        b
+    }
+
     fn data(text: &str) -> Box<RawValue> {
         RawValue::from_string(text.to_owned()).unwrap()
     }
@@ -553,11 +563,7 @@ mod tests {
 
     #[test]
     fn signals_to_other_instances_beyond_the_queue_bound_are_dropped_and_counted() {
-        let mut b = fleet_board();
-        b.connect("a", None);
-        b.join("a", "r");
-        assert!(answer(&mut b, "a", FleetJoin::Members(vec![remote("x", "i2")])));
-        events(&mut b);
+        let mut b = joined_with(vec![remote("x", "i2")]);
         for _ in 0..MAX_FLEET_EVENTS + 3 {
             b.board
                 .handle_text("a", r#"{"type":"signal","to":"x","data":0}"#, b.now, |_| Vec::new());
