@@ -291,4 +291,49 @@ mod tests {
         };
         assert_eq!(Membership::parse(m.encode().as_bytes(), 4096), Ok(m));
     }
+
+    /// Bounded mutation of valid messages and records (bytes flipped,
+    /// dropped, duplicated, cut): parsing never panics, and whatever is
+    /// accepted has a valid room, ids, instance and name, and encodes to
+    /// what parses back the same.
+    #[test]
+    fn mutated_messages_never_panic_and_what_is_accepted_is_valid() {
+        let seeds = [
+            r#"{"t":"join","room":"r-1","id":"ab12cd34ef56ab78","name":"Ann","inst":"i.1"}"#,
+            r#"{"t":"leave","room":"r-1","id":"ab12cd34ef56ab78"}"#,
+            r#"{"t":"signal","room":"r","from":"a1","to":"b2","data":{"sdp":"v=0\r\n","x":[null,1.5e3,"\u00e9"]}}"#,
+            r#"{"room":"standup","inst":"turn-2","name":"Bob"}"#,
+        ];
+        let mut rng = crate::proto::xorshift::XorShift::new(0xf1ee_7001);
+        let mut accepted = 0;
+        for round in 0..20_000u32 {
+            let mut bytes = seeds[round as usize % seeds.len()].as_bytes().to_vec();
+            for _ in 0..1 + rng.next_u64() % 4 {
+                let at = (rng.next_u64() as usize) % bytes.len().max(1);
+                match rng.next_u64() % 4 {
+                    0 => bytes[at] = rng.next_u64() as u8,
+                    1 => drop(bytes.remove(at)),
+                    2 => bytes.insert(at, bytes[at]),
+                    _ => bytes.truncate(at),
+                }
+                if bytes.is_empty() {
+                    break;
+                }
+            }
+            if let Ok(message) = WireMessage::parse(&bytes, 4096) {
+                accepted += 1;
+                let text = message.encode();
+                assert_eq!(
+                    WireMessage::parse(text.as_bytes(), 4096).as_ref(),
+                    Ok(&message),
+                    "{text}"
+                );
+            }
+            if let Ok(record) = Membership::parse(&bytes, 512) {
+                assert!(is_valid_room(&record.room) && is_fleet_name(&record.inst, MAX_INSTANCE_LEN));
+                assert_eq!(Membership::parse(record.encode().as_bytes(), 512).as_ref(), Ok(&record));
+            }
+        }
+        assert!(accepted > 100, "the mutations reach accepted messages ({accepted})");
+    }
 }
