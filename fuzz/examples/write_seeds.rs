@@ -9,7 +9,7 @@ use turnpike_fuzz::program;
 
 fn main() -> std::io::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
-    let targets: [(&str, Vec<Vec<u8>>); 7] = [
+    let targets: [(&str, Vec<Vec<u8>>); 8] = [
         ("stun_message", program::stun_seeds()),
         ("channel_data", program::channel_data_seeds()),
         ("server_client_packet", program::server_seeds()),
@@ -17,6 +17,7 @@ fn main() -> std::io::Result<()> {
         ("cidr_parse", program::cidr_seeds()),
         ("signal_message", turnpike_fuzz::signal::seeds()),
         ("signal_session", turnpike_fuzz::session::seeds()),
+        ("fleet_message", turnpike_fuzz::fleet::seeds()),
     ];
     for (target, seeds) in targets {
         let dir = root.join(target);

@@ -14,11 +14,14 @@
 //!   get past the long-term credential check.
 //! * [`program`]: builds such programs, for seeds and tests.
 //! * [`signal`]: signaling protocol v1 client messages.
+//! * [`fleet`]: the messages and records instances of a fleet read from
+//!   Redis.
 //! * [`session`]: the signaling state machine (sessions, rooms, outboxes)
 //!   driven by a byte program of several sessions.
 
 pub mod channel;
 pub mod filter;
+pub mod fleet;
 pub mod message;
 pub mod program;
 pub mod server;

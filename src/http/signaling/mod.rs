@@ -21,7 +21,7 @@
 
 pub mod fleet;
 mod fleet_view;
-mod fleet_wire;
+pub mod fleet_wire;
 mod outbox;
 pub mod protocol;
 mod rooms;
