@@ -6,6 +6,10 @@
 //! and then the server's side: the selected relay addresses are
 //! allocations turnpike made for those two peers.
 //!
+//! A second call puts each page on its own instance of a fleet (`[fleet]`,
+//! rooms shared through a real `redis-server`), so signaling crosses
+//! instances and each side is relayed by its own instance.
+//!
 //! Needs Node.js, Debian's `chromium` and `npm ci --prefix tests/browser`
 //! (scripts/test.sh does all of that). Screenshots go to
 //! `target/test-artifacts/browser/`.
@@ -33,21 +37,55 @@ fn counter(line: &str, key: &str) -> Option<u64> {
 
 #[test]
 fn two_browsers_call_each_other_through_the_turn_relay() {
-    let setup = browser_setup("browser");
     let server = TestServer::start(AUTH_TOML);
-    let base_url = format!("http://{}/", server.http_addr());
-    let summary = run_call(&setup, &base_url, CALL_LIMIT);
+    call_and_check("browser", &server, &server);
+}
+
+/// The same call with each page on its own instance of a fleet (rooms
+/// shared through a real `redis-server`): alice signals through instance
+/// one and is relayed by it, bob through and by instance two.
+#[test]
+fn two_browsers_on_two_instances_of_a_fleet_call_each_other() {
+    let redis = common::redis_server::RedisServer::start();
+    let fleet = format!(
+        "{AUTH_TOML}\n[fleet]\nredis_url = \"{}\"\nkey_prefix = \"browser{}\"\n",
+        redis.url(),
+        std::process::id()
+    );
+    let (one, two) = (TestServer::start(&fleet), TestServer::start(&fleet));
+    for server in [&one, &two] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !server.http_get("/readyz").1.contains("redis: up") {
+            assert!(Instant::now() < deadline, "an instance never reached Redis");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    call_and_check("browser-fleet", &one, &two);
+}
+
+/// Runs call.mjs with alice's page on `alice_server` and bob's on
+/// `bob_server` (screenshots in `target/test-artifacts/<name>/`), checks
+/// its summary, and that each page's selected relay is an allocation its
+/// own server made for its peer id and relayed media through.
+fn call_and_check(name: &str, alice_server: &TestServer, bob_server: &TestServer) {
+    // Two Chromium calls at once on a small machine starve each other's
+    // pages (getStats then misses its bound): one at a time.
+    static ONE_CALL_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_CALL_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let setup = browser_setup(name);
+    let base_url = |server: &TestServer| format!("http://{}/", server.http_addr());
+    let summary = run_call(&setup, &base_url(alice_server), Some(&base_url(bob_server)), CALL_LIMIT);
     let (alice, bob) = (&summary["alice"], &summary["bob"]);
-    let artifacts = &setup.artifacts;
     for name in ["call-alice.png", "call-bob.png", "after-leave.png"] {
-        assert!(artifacts.join(name).is_file(), "no screenshot {name}");
+        assert!(setup.artifacts.join(name).is_file(), "no screenshot {name}");
     }
 
     // The server's side: each page's selected local candidate is a relay
-    // that turnpike allocated for that page's peer id.
-    let log = server.stderr_log();
+    // that its server allocated for that page's peer id.
+    let sides = [(alice, alice_server), (bob, bob_server)];
     let mut lines = Vec::new();
-    for side in [alice, bob] {
+    for (side, server) in sides {
+        let log = server.stderr_log();
         let (id, relay) = (text(side, "id"), text(side, "localAddress"));
         let line = allocation_line(&log, id, relay).unwrap_or_else(|| {
             panic!("the server log has no `allocation created` of relay {relay} for peer {id}; log:\n{log}")
@@ -62,12 +100,13 @@ fn two_browsers_call_each_other_through_the_turn_relay() {
     // should show up; each one that does must show media both ways.
     let deadline = Instant::now() + Duration::from_secs(5);
     let totals = loop {
-        let log = server.stderr_log();
-        let found: Vec<String> = [alice, bob]
+        let found: Vec<String> = sides
             .iter()
-            .filter_map(|side| {
+            .filter_map(|(side, server)| {
                 let relay = text(side, "localAddress");
-                log.lines()
+                server
+                    .stderr_log()
+                    .lines()
                     .find(|l| l.contains("allocation deleted") && l.contains(relay))
                     .map(str::to_owned)
             })
@@ -77,9 +116,11 @@ fn two_browsers_call_each_other_through_the_turn_relay() {
         }
         assert!(
             Instant::now() < deadline,
-            "the server logged no totals for relays {} and {} within 5 s of the call; log:\n{log}",
+            "the servers logged no totals for relays {} and {} within 5 s of the call; logs:\n{}\n{}",
             text(alice, "localAddress"),
-            text(bob, "localAddress")
+            text(bob, "localAddress"),
+            alice_server.stderr_log(),
+            bob_server.stderr_log()
         );
         std::thread::sleep(Duration::from_millis(100));
     };
@@ -90,5 +131,8 @@ fn two_browsers_call_each_other_through_the_turn_relay() {
         }
     }
     eprintln!("relay totals:\n{}", totals.join("\n"));
-    assert!(server.is_running(), "turnpike exited during the call");
+    assert!(
+        alice_server.is_running() && bob_server.is_running(),
+        "turnpike exited during the call"
+    );
 }

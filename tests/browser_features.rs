@@ -41,7 +41,7 @@ fn chat_files_screen_sharing_stats_and_a_resumed_socket_in_a_relayed_call() {
     let server = TestServer::start(SERVER_TOML);
     let base_url = format!("http://{}/", server.http_addr());
     let room = format!("browser-features-{}", std::process::id());
-    let summary = run_browser_script(&setup, "features.mjs", &base_url, &room, WALK_LIMIT, false);
+    let summary = run_browser_script(&setup, "features.mjs", &base_url, &room, WALK_LIMIT, false, &[]);
     let artifacts = &setup.artifacts;
 
     // What the pages saw, checked again.

@@ -43,7 +43,7 @@ fn two_browsers_call_over_one_tls_port_for_page_signaling_and_relay() {
     let setup = browser_setup("browser-shared-port");
     let mut server = SharedPortServer::start(AUTH_TOML);
     let port = server.addr().port();
-    let summary = run_call(&setup, &format!("https://{}/", server.addr()), CALL_LIMIT);
+    let summary = run_call(&setup, &format!("https://{}/", server.addr()), None, CALL_LIMIT);
     for who in ["alice", "bob"] {
         let side = &summary[who];
         // Everything on the one port: the page, its signaling, its only

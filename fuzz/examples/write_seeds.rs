@@ -18,6 +18,7 @@ fn main() -> std::io::Result<()> {
         ("signal_message", turnpike_fuzz::signal::seeds()),
         ("signal_session", turnpike_fuzz::session::seeds()),
         ("proxy_header", turnpike_fuzz::proxy::seeds()),
+        ("fleet_message", turnpike_fuzz::fleet::seeds()),
     ];
     for (target, seeds) in targets {
         let dir = root.join(target);

@@ -15,11 +15,14 @@
 //! * [`program`]: builds such programs, for seeds and tests.
 //! * [`signal`]: signaling protocol v1 client messages.
 //! * [`proxy`]: the PROXY protocol header a load balancer sends first.
+//! * [`fleet`]: the messages and records instances of a fleet read from
+//!   Redis.
 //! * [`session`]: the signaling state machine (sessions, rooms, outboxes)
 //!   driven by a byte program of several sessions.
 
 pub mod channel;
 pub mod filter;
+pub mod fleet;
 pub mod message;
 pub mod program;
 pub mod proxy;

@@ -6,7 +6,7 @@ use turnpike::proto::stun::method;
 use turnpike_fuzz::program::{self, Attrs, Program};
 use turnpike_fuzz::server::{flag, Harness};
 use turnpike_fuzz::session;
-use turnpike_fuzz::{channel, filter, message, proxy, signal};
+use turnpike_fuzz::{channel, filter, fleet, message, proxy, signal};
 
 #[test]
 fn every_seed_passes_its_target() {
@@ -27,6 +27,9 @@ fn every_seed_passes_its_target() {
     }
     for s in signal::seeds() {
         signal::fuzz_parse(&s);
+    }
+    for s in fleet::seeds() {
+        fleet::fuzz_parse(&s);
     }
     for s in session::seeds() {
         session::fuzz_program(&s);

@@ -32,6 +32,7 @@
 //! [`ConfigError`], through which both steps report.
 
 mod error;
+mod fleet;
 mod validate;
 mod value;
 
@@ -43,6 +44,7 @@ use serde::Deserialize;
 
 pub use crate::proto::peer_filter::Cidr;
 pub use error::ConfigError;
+pub use fleet::{is_fleet_name, FleetSection};
 pub use validate::{is_valid_host, MAX_WORKERS};
 use value::{addr_or_off, cidrs, ipv6_or_off};
 pub use value::{PortRange, PortRangeError, Secret};
@@ -75,6 +77,8 @@ pub struct Config {
     pub log: LogSection,
     /// `[admin]`: the operator's admin API.
     pub admin: AdminSection,
+    /// `[fleet]`: signaling rooms shared with other instances through Redis.
+    pub fleet: FleetSection,
 }
 
 /// `[server]`
@@ -827,6 +831,11 @@ mod tests {
             "format",
             "[admin]",
             "key_file",
+            "[fleet]",
+            "redis_url",
+            "instance_id",
+            "membership_ttl",
+            "key_prefix",
         ];
         for key in keys {
             assert!(EXAMPLE.contains(key), "config.example.toml lacks {key}");

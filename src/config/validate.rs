@@ -68,6 +68,13 @@ const MAX_OUTBOX_BYTES: usize = 1 << 26;
 
 /// Shortest `admin.key`: a bearer token must not be guessable.
 pub const MIN_ADMIN_KEY: usize = 24;
+/// Longest `fleet.instance_id` and `fleet.key_prefix`.
+const MAX_FLEET_NAME: usize = 64;
+const MAX_FLEET_PREFIX: usize = 32;
+/// Bounds of `fleet.membership_ttl`: its third, the refresh, is at least a
+/// second; at most, a dead instance's peers linger five minutes.
+const MIN_MEMBERSHIP_TTL: Duration = Duration::from_secs(3);
+const MAX_MEMBERSHIP_TTL: Duration = Duration::from_secs(300);
 
 /// Lower bound of `limits.max_allocation_lifetime`.
 const MIN_ALLOCATION_LIFETIME: Duration = Duration::from_secs(60);
@@ -99,6 +106,7 @@ impl Config {
         self.check_alternate()?;
         self.check_signaling()?;
         self.check_log()?;
+        self.check_fleet()?;
         self.check_magnitudes()?;
         let admin_key = self.admin_key()?;
         self.auth.resolved_secrets = self.read_secrets()?;
@@ -663,6 +671,43 @@ impl Config {
         Ok(())
     }
 
+    /// `[fleet]`: a `redis://` URL, names that fit in a Redis key, and a
+    /// membership lifetime whose third (the refresh) is at least a second.
+    fn check_fleet(&self) -> Result<(), ConfigError> {
+        let fleet = &self.fleet;
+        if let Some(url) = &fleet.redis_url {
+            // The reason never quotes the URL: it may hold a password.
+            let rest = url.expose().strip_prefix("redis://").ok_or_else(|| {
+                ConfigError::invalid(
+                    "fleet.redis_url",
+                    "must start with redis:// (TLS to Redis is not supported)",
+                )
+            })?;
+            let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            if host.is_empty() || host.starts_with('/') || host.starts_with(':') {
+                return Err(ConfigError::invalid("fleet.redis_url", "names no host"));
+            }
+        }
+        if let Some(id) = &fleet.instance_id {
+            if !super::is_fleet_name(id, MAX_FLEET_NAME) {
+                return Err(ConfigError::invalid(
+                    "fleet.instance_id",
+                    format!("must be 1 to {MAX_FLEET_NAME} characters of A-Z, a-z, 0-9, '_', '.' and '-'"),
+                ));
+            }
+        }
+        if !super::is_fleet_name(&fleet.key_prefix, MAX_FLEET_PREFIX) {
+            return Err(ConfigError::invalid(
+                "fleet.key_prefix",
+                format!("must be 1 to {MAX_FLEET_PREFIX} characters of A-Z, a-z, 0-9, '_', '.' and '-'"),
+            ));
+        }
+        if !(MIN_MEMBERSHIP_TTL..=MAX_MEMBERSHIP_TTL).contains(&fleet.membership_ttl) {
+            return Err(ConfigError::invalid("fleet.membership_ttl", "must be from 3s to 5m"));
+        }
+        Ok(())
+    }
+
     fn check_log(&self) -> Result<(), ConfigError> {
         let level = &self.log.level;
         if level.trim().is_empty() {
@@ -1125,6 +1170,29 @@ mod tests {
         assert_eq!(invalid_key("[auth]\nnonce_ttl = \"2h\"\n"), "auth.nonce_ttl");
         assert!(parse("[auth]\nnonce_ttl = \"10s\"\n").is_ok());
         assert!(parse("[auth]\nnonce_ttl = \"1h\"\n").is_ok());
+    }
+
+    #[test]
+    fn fleet_keys_are_checked_without_quoting_the_redis_url() {
+        let ok = parse(
+            "[fleet]\nredis_url = \"redis://:pw@127.0.0.1:6379/0\"\ninstance_id = \"a-1.x\"\nmembership_ttl = \"3s\"\n",
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+        let err = parse("[fleet]\nredis_url = \"http://:hunter2@h\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("fleet.redis_url") && !err.contains("hunter2"), "{err}");
+        assert_eq!(invalid_key("[fleet]\nredis_url = \"redis://\"\n"), "fleet.redis_url");
+        assert_eq!(invalid_key("[fleet]\ninstance_id = \"a b\"\n"), "fleet.instance_id");
+        assert_eq!(invalid_key("[fleet]\nkey_prefix = \"\"\n"), "fleet.key_prefix");
+        assert_eq!(
+            invalid_key("[fleet]\nmembership_ttl = \"2s\"\n"),
+            "fleet.membership_ttl"
+        );
+        assert_eq!(
+            invalid_key("[fleet]\nmembership_ttl = \"6m\"\n"),
+            "fleet.membership_ttl"
+        );
     }
 
     #[test]

@@ -6,6 +6,12 @@
 //! Liveness (`/healthz`) fails only when a shard's loop has stalled;
 //! readiness (`/readyz`) fails as well while draining, so a balancer stops
 //! sending new clients before the process goes away.
+//!
+//! With `[fleet]` configured, `/readyz` adds a line `redis: up` or
+//! `redis: down` to its body, and stays 200 while Redis is down: TURN and
+//! local rooms still work, and taking every instance out of a balancer
+//! because their shared Redis is down would end every call instead of
+//! only the cross-instance signaling.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,8 +40,12 @@ pub(super) async fn readyz(State(app): State<Arc<App>>) -> Response {
     if app.status.draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
     }
-    match app.status.responsive(STALL_LIMIT) {
-        true => (StatusCode::OK, "ready\n").into_response(),
-        false => (StatusCode::SERVICE_UNAVAILABLE, "an event loop is stalled\n").into_response(),
+    if !app.status.responsive(STALL_LIMIT) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "an event loop is stalled\n").into_response();
+    }
+    match app.hub.fleet_status().map(|fleet| fleet.up()) {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(true) => (StatusCode::OK, "ready\nredis: up\n").into_response(),
+        Some(false) => (StatusCode::OK, "ready\nredis: down\n").into_response(),
     }
 }

@@ -21,6 +21,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::app::App;
 use super::limits::{ConnectionTable, Refusal};
+use super::signaling::fleet::FleetCounts;
 use super::signaling::protocol::ErrorCode;
 use super::signaling::session::Hub;
 use super::signaling::switchboard::MESSAGE_KINDS;
@@ -426,6 +427,9 @@ impl Collector for TurnpikeCollector {
             Counter,
             one(counters.grace_expiries),
         )?;
+        if let Some(fleet) = self.hub.fleet_status() {
+            encode_fleet(e, fleet.counts(), counters.fleet_dropped, self.hub.remote_count())?;
+        }
         let (live, refused) = {
             let table = self.connections.lock().unwrap_or_else(|e| e.into_inner());
             (table.live(), table.refused())
@@ -483,4 +487,48 @@ impl Collector for TurnpikeCollector {
         }
         Ok(())
     }
+}
+
+/// The `[fleet]` families, written only when a fleet is configured (so
+/// the output of a lone instance is unchanged).
+fn encode_fleet(e: &mut DescriptorEncoder, fleet: FleetCounts, undeliverable: u64, remote: usize) -> std::fmt::Result {
+    use MetricType::{Counter, Gauge};
+    family(
+        e,
+        "turnpike_fleet_redis_up",
+        "1 while the fleet's Redis is reachable (rooms span the fleet), 0 while rooms are local",
+        None,
+        Gauge,
+        one(u64::from(fleet.up)),
+    )?;
+    family(
+        e,
+        "turnpike_fleet_remote_peers",
+        "Peers of other instances in this instance's rooms now",
+        None,
+        Gauge,
+        one(remote as u64),
+    )?;
+    family(
+        e,
+        "turnpike_fleet_messages",
+        "Messages published to other instances (sent) and read from this instance's channel (received)",
+        None,
+        Counter,
+        [("sent", fleet.sent), ("received", fleet.received)].map(|(d, n)| (vec![("direction", d.to_owned())], n)),
+    )?;
+    family(
+        e,
+        "turnpike_fleet_dropped",
+        "Fleet messages dropped: refused as invalid, for a peer not in that room here or over the queue bound \
+         (undeliverable), or not sent while Redis was down (outage)",
+        None,
+        Counter,
+        [
+            ("invalid", fleet.invalid),
+            ("undeliverable", undeliverable),
+            ("outage", fleet.outage_drops),
+        ]
+        .map(|(r, n)| (vec![("reason", r.to_owned())], n)),
+    )
 }

@@ -71,6 +71,7 @@ use crate::process::tls::TlsCertificates;
 use crate::proto::source::SourceKey;
 use app::{Access, App, ConnectionSlot};
 use limits::{Admission, ConnectionTable, MONITORING_PATHS};
+use signaling::fleet::{FleetSettings, FleetStatus};
 use signaling::session::{Hub, SessionLimits};
 use signaling::switchboard::Limits;
 
@@ -172,7 +173,9 @@ pub fn start(
         heartbeat_timeout: signaling.heartbeat_timeout,
         resume_grace: signaling.resume_grace,
     };
-    let hub = Arc::new(Hub::new(limits, session, ice));
+    let fleet = fleet_settings(config);
+    let fleet_status = fleet.as_ref().map(|_| Arc::new(FleetStatus::default()));
+    let hub = Arc::new(Hub::new(limits, session, ice, fleet_status.clone()));
     let connections = Arc::new(Mutex::new(ConnectionTable::new(
         signaling.max_connections,
         signaling.max_connections_per_source,
@@ -199,6 +202,10 @@ pub fn start(
                 Err(e) => return warn!("HTTP runtime failed to start: {e}"),
             };
             runtime.spawn(app.hub.clone().run_timers());
+            if let (Some(settings), Some(status)) = (fleet, fleet_status) {
+                info!(instance = %settings.instance, prefix = %settings.key_prefix, "signaling rooms span the fleet through Redis");
+                runtime.spawn(signaling::fleet::run(app.hub.clone(), settings, status));
+            }
             let router = router(app);
             let listening = async {
                 if let Some((listener, _)) = listener {
@@ -229,6 +236,27 @@ pub fn start(
         app: handle,
         stop,
         thread,
+    })
+}
+
+/// The checked `[fleet]` settings, if Redis is configured; the instance
+/// id is drawn at random when none is set.
+fn fleet_settings(config: &Config) -> Option<FleetSettings> {
+    let fleet = &config.fleet;
+    let redis_url = fleet.redis_url.clone()?;
+    let instance = fleet.instance_id.clone().unwrap_or_else(|| {
+        let bytes: [u8; 8] = crate::process::random::random_bytes();
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    });
+    Some(FleetSettings {
+        redis_url,
+        instance,
+        membership_ttl: fleet.membership_ttl,
+        key_prefix: fleet.key_prefix.clone(),
+        room_size: config.signaling.room_size,
+        // A signal carries a client message of up to max_message_size
+        // (its data) in an envelope of names and ids.
+        max_message_bytes: config.signaling.max_message_size.saturating_add(1024),
     })
 }
 

@@ -192,6 +192,7 @@ pub(super) fn reloadable(running: &Config, new: &Config) -> (Config, Vec<&'stati
             running.server.external_ip != new.server.external_ip,
         ),
         ("tls.cert/tls.key", running.tls != new.tls),
+        ("fleet", !running.fleet.same_as(&new.fleet)),
         (
             "signaling.share_tls_port",
             running.signaling.share_tls_port != new.signaling.share_tls_port,

@@ -1,7 +1,9 @@
 // A two-party call through turnpike's demo page in headless Chromium.
 //
-//   node tests/browser/call.mjs <base-url> <room> <artifacts-dir>
+//   node tests/browser/call.mjs <base-url> <room> <artifacts-dir> [<bob-base-url>]
 //
+// With a second URL, bob's page is opened on that instance of a fleet
+// (rooms shared through Redis) while alice's uses the first.
 // Opens the page in two fresh browser contexts (alice, then bob), joins the
 // same room with "relay only" on, and waits until on both sides the remote
 // video is being decoded (framesDecoded grows) and the selected ICE
@@ -27,8 +29,8 @@ const run = new Run('call.mjs');
 const { room, artifacts } = run;
 const elapsed = () => run.elapsed();
 
-async function openParticipant(label) {
-  const p = await run.openParticipant(label, run.baseUrl, { width: 1280, height: 800 });
+async function openParticipant(label, base) {
+  const p = await run.openParticipant(label, base, { width: 1280, height: 800 });
   return { ...p, samples: [], last: null };
 }
 
@@ -101,8 +103,8 @@ async function main() {
     args: CHROMIUM_ARGS,
     timeout: 30_000,
   });
-  const alice = await openParticipant('alice');
-  const bob = await openParticipant('bob');
+  const alice = await openParticipant('alice', run.baseUrl);
+  const bob = await openParticipant('bob', run.secondUrl);
   const everyone = [alice, bob];
   try {
     // Alice first, so that bob is the newcomer who makes the offer.

@@ -34,16 +34,18 @@ export const CHROMIUM_ARGS = [
   '--disable-sync',
 ];
 
-/** One script's run: `node <script> <base-url> <room> <artifacts-dir>`. */
+/** One script's run: `node <script> <base-url> <room> <artifacts-dir> [<second-base-url>]`;
+ * the second URL, when given, is another instance of a fleet for the
+ * second participant (`secondUrl`, else the first). */
 export class Run {
   constructor(script) {
-    const [baseUrl, room, artifacts] = process.argv.slice(2);
+    const [baseUrl, room, artifacts, second] = process.argv.slice(2);
     if (!baseUrl || !room || !artifacts) {
-      console.error(`usage: node ${script} <base-url> <room> <artifacts-dir>`);
+      console.error(`usage: node ${script} <base-url> <room> <artifacts-dir> [<second-base-url>]`);
       process.exit(2);
     }
     mkdirSync(artifacts, { recursive: true });
-    Object.assign(this, { baseUrl, room, artifacts });
+    Object.assign(this, { baseUrl, room, artifacts, secondUrl: second || baseUrl });
     this.started = Date.now();
     this.consoleLines = [];
     this.pageErrors = [];

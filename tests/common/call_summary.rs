@@ -11,9 +11,10 @@ use super::{run_browser_script, BrowserSetup};
 /// Runs `call.mjs` on the demo page at `base_url` (a room of its own)
 /// within `limit`, and returns its summary once both pages are checked
 /// ([`check_side`]) and agree on each other's relay.
-pub fn run_call(setup: &BrowserSetup, base_url: &str, limit: Duration) -> Value {
+pub fn run_call(setup: &BrowserSetup, base_url: &str, bob_url: Option<&str>, limit: Duration) -> Value {
     let room = format!("browser-call-{}", std::process::id());
-    let summary = run_browser_script(setup, "call.mjs", base_url, &room, limit, true);
+    let bob: Vec<&str> = bob_url.into_iter().collect();
+    let summary = run_browser_script(setup, "call.mjs", base_url, &room, limit, true, &bob);
     check_side(&summary, "alice");
     check_side(&summary, "bob");
     let (alice, bob) = (&summary["alice"], &summary["bob"]);

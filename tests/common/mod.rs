@@ -28,6 +28,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 
+pub mod redis_server;
+
 /// The long-term user of [`LONG_TERM_USER_TOML`].
 pub const USER: &str = "user";
 /// The password of [`USER`].
@@ -1137,6 +1139,7 @@ pub fn run_browser_script(
     room: &str,
     limit: Duration,
     verbose: bool,
+    extra_args: &[&str],
 ) -> serde_json::Value {
     let BrowserSetup {
         dir,
@@ -1149,6 +1152,7 @@ pub fn run_browser_script(
         .arg(base_url)
         .arg(room)
         .arg(artifacts)
+        .args(extra_args)
         .env("CHROMIUM", chromium)
         .current_dir(dir);
     if verbose {

@@ -14,8 +14,14 @@
 //!   (plain data, no I/O);
 //! * `rooms`: who is in which room (plain data, no I/O);
 //! * `session`: the tokio driver of one WebSocket session, and the hub
-//!   that connects sessions.
+//!   that connects sessions;
+//! * [`fleet`]: the tokio driver of rooms that span a fleet of instances
+//!   (`[fleet]`, Redis); `fleet_view` the remote members of local rooms
+//!   and `fleet_wire` what instances send each other (plain data, no I/O).
 
+pub mod fleet;
+mod fleet_view;
+pub mod fleet_wire;
 mod outbox;
 pub mod protocol;
 mod rooms;

@@ -138,6 +138,11 @@ impl Rooms {
         self.rooms.get(room).map_or(&[], |r| r.members.as_slice())
     }
 
+    /// Every room and its members.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[PeerInfo])> {
+        self.rooms.iter().map(|(name, r)| (name.as_str(), r.members.as_slice()))
+    }
+
     /// Rooms opened from `source` that exist now.
     pub fn opened_by(&self, source: SourceKey) -> usize {
         self.opened.get(&source).copied().unwrap_or(0)

@@ -38,8 +38,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::fleet::FleetStatus;
 use super::protocol::{ErrorCode, IceServer};
-use super::switchboard::{Counters, Limits, Mint, Outgoing, Switchboard};
+use super::switchboard::{Counters, FleetEvent, Limits, Mint, Outgoing, Switchboard, MAX_FLEET_EVENTS};
 use crate::http::ice::IceConfig;
 use crate::process::clock;
 use crate::proto::source::SourceKey;
@@ -89,11 +90,15 @@ pub struct Hub {
     ice: std::sync::RwLock<Arc<IceConfig>>,
     /// Wakes [`Hub::run_timers`] when an earlier deadline appears.
     timer: Notify,
+    /// Wakes the fleet driver when the switchboard has events for it.
+    pub(super) fleet_wake: Notify,
+    /// The fleet driver's state, with `[fleet]` configured.
+    fleet: Option<Arc<FleetStatus>>,
 }
 
 /// The [`Mint`] of live sessions: credentials from the current ICE config,
 /// tokens from the process's randomness.
-struct LiveMint {
+pub(super) struct LiveMint {
     ice: Arc<IceConfig>,
 }
 
@@ -108,17 +113,50 @@ impl Mint for LiveMint {
 }
 
 impl Hub {
-    pub fn new(limits: Limits, session: SessionLimits, ice: IceConfig) -> Hub {
+    /// With `fleet`, rooms span the fleet: the switchboard waits for the
+    /// fleet driver, which reports through it.
+    pub fn new(limits: Limits, session: SessionLimits, ice: IceConfig, fleet: Option<Arc<FleetStatus>>) -> Hub {
+        let board = Switchboard::new(limits).with_resume_grace(session.resume_grace);
+        let board = match fleet {
+            Some(_) => board.with_fleet(),
+            None => board,
+        };
         Hub {
             state: Mutex::new(HubState {
-                board: Switchboard::new(limits).with_resume_grace(session.resume_grace),
+                board,
                 wakers: HashMap::new(),
                 armed: None,
             }),
             limits: session,
             ice: std::sync::RwLock::new(Arc::new(ice)),
             timer: Notify::new(),
+            fleet_wake: Notify::new(),
+            fleet,
         }
+    }
+
+    /// The fleet driver's state, with `[fleet]` configured.
+    pub fn fleet_status(&self) -> Option<&FleetStatus> {
+        self.fleet.as_deref()
+    }
+
+    /// Remote peers known now.
+    pub fn remote_count(&self) -> usize {
+        self.lock().board.remote_count()
+    }
+
+    /// What the switchboard asked of the fleet, at most
+    /// [`MAX_FLEET_EVENTS`] at a time.
+    pub(super) fn drain_fleet(&self) -> Vec<FleetEvent> {
+        let mut state = self.lock();
+        std::iter::from_fn(|| state.board.poll_fleet())
+            .take(MAX_FLEET_EVENTS)
+            .collect()
+    }
+
+    /// A [`Mint`] for calls into the switchboard.
+    pub(super) fn mint(&self) -> LiveMint {
+        LiveMint { ice: self.ice() }
     }
 
     /// What `iceServers` are made of now.
@@ -149,13 +187,16 @@ impl Hub {
 
     /// Runs `f` on the switchboard, then wakes the connections it named,
     /// and the timer task if the next deadline moved earlier.
-    fn with<R>(&self, f: impl FnOnce(&mut Switchboard) -> R) -> R {
+    pub(super) fn with<R>(&self, f: impl FnOnce(&mut Switchboard) -> R) -> R {
         let mut state = self.lock();
         let result = f(&mut state.board);
         while let Some(id) = state.board.poll_woken() {
             if let Some(waker) = state.wakers.get(&id) {
                 waker.notify_one();
             }
+        }
+        if state.board.has_fleet_events() {
+            self.fleet_wake.notify_one();
         }
         let next = state.board.poll_timeout();
         if next.is_some_and(|next| state.armed.is_none_or(|armed| next < armed)) {

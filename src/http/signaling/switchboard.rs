@@ -39,6 +39,10 @@
 //!   twice that) and `max_message_size` before they are parsed;
 //! - detached sessions and timers: see `resume`.
 //!
+//! Rooms across a fleet of instances (`[fleet]`, Redis) are in the child
+//! module `fleet`, a third `impl Switchboard`: remote members, pending
+//! joins and what the fleet driver must publish, with their bounds.
+//!
 //! Invariants ([`Switchboard::check`], which walks them all): those of
 //! [`Rooms`], of every outbox and history (`outbox`) and of `resume`; an
 //! outbox and its history together hold at most `max_outbox_bytes`; an
@@ -52,14 +56,19 @@ use std::time::{Duration, Instant};
 use serde_json::value::RawValue;
 use tracing::debug;
 
+use super::fleet_view;
 use super::outbox::{cost, Outbox, Queued};
 use super::protocol::{ClientMessage, ErrorCode, IceServer, PeerInfo, ResumeGrant, ServerMessage};
 use super::rooms::{JoinRefused, Rooms};
 use crate::proto::source::SourceKey;
 use crate::proto::token_bucket::TokenBucket;
+use fleet::{Fleet, PendingJoin};
 use resume::Resume;
 
+mod fleet;
 mod resume;
+
+pub use fleet::{FleetEvent, FleetJoin, MAX_FLEET_EVENTS};
 
 pub use super::outbox::MESSAGE_OVERHEAD;
 
@@ -126,6 +135,9 @@ pub struct Counters {
     pub resumes: u64,
     /// Detached sessions whose grace period ran out.
     pub grace_expiries: u64,
+    /// Signals to or from other instances dropped: the queue to the fleet
+    /// driver was full, or the fleet named a peer not in that room here.
+    pub fleet_dropped: u64,
 }
 
 #[derive(Debug)]
@@ -170,6 +182,8 @@ pub struct Switchboard {
     /// evicted or replaced. May name one twice.
     woken: Vec<String>,
     counters: Counters,
+    /// Rooms across a fleet, when configured (`fleet`).
+    fleet: Option<Fleet>,
 }
 
 impl Switchboard {
@@ -186,6 +200,7 @@ impl Switchboard {
             refreshes: BTreeSet::new(),
             woken: Vec::new(),
             counters: Counters::default(),
+            fleet: None,
         }
     }
 
@@ -473,7 +488,7 @@ impl Switchboard {
         if in_rooms != peers {
             return Err("a peer in a room has no session");
         }
-        Ok(())
+        self.check_fleet()
     }
 
     fn debug_check(&self) {
@@ -513,33 +528,75 @@ impl Switchboard {
         if session.room_grant.as_deref().is_some_and(|granted| granted != room) {
             return self.reply_error(id, ErrorCode::Unauthorized, "this token is for another room");
         }
+        if self.rooms.room_of(id).is_some() || self.join_pending(id) {
+            return self.reply_error(id, ErrorCode::BadMessage, "already in a room; send leave first");
+        }
+        let join = PendingJoin {
+            room: room.to_owned(),
+            name,
+            resume,
+            ice_refresh,
+        };
+        // With a fleet, the join waits for Redis; without (or with Redis
+        // down) it is done here and now.
+        if let Err(join) = self.fleet_join(id, join) {
+            self.complete_join(id, &join, &[], now, mint);
+        }
+        self.debug_check();
+    }
+
+    /// Puts `id` into the room of `join`, whose fleet-wide members before
+    /// it are `members` (none without a fleet), and answers `joined`;
+    /// false (with the error answered) if it could not be let in.
+    fn complete_join(
+        &mut self,
+        id: &str,
+        join: &PendingJoin,
+        members: &[fleet_view::RemoteMember],
+        now: Instant,
+        mint: &mut impl Mint,
+    ) -> bool {
+        let Some(session) = self.sessions.get(id) else {
+            return false;
+        };
+        let room = join.room.as_str();
         let source = session.source;
         let host = session.host.clone();
         let me = PeerInfo {
             id: id.to_owned(),
-            name,
+            name: join.name.clone(),
         };
-        let peers = match self.rooms.join(me.clone(), source, room) {
+        // Room size counts remote members too (Redis checked it too, but
+        // a join during an outage sees only what is known here).
+        let fleet_new = members
+            .iter()
+            .filter(|m| !self.sessions.contains_key(&m.id) && self.fleet_room_of(&m.id).is_none())
+            .count();
+        let remote = self.remote_in_room(room) + fleet_new;
+        if self.rooms.members(room).len() + remote >= self.limits.room_size {
+            self.reply_error(id, ErrorCode::RoomFull, "the room is full");
+            return false;
+        }
+        let local = match self.rooms.join(me.clone(), source, room) {
             Ok(peers) => peers,
-            Err(JoinRefused::RoomFull) => return self.reply_error(id, ErrorCode::RoomFull, "the room is full"),
-            Err(JoinRefused::TooManyRooms) => {
-                return self.reply_error(
-                    id,
-                    ErrorCode::RoomFull,
-                    "no room can be opened: the server is at its room limit",
-                )
-            }
-            Err(JoinRefused::SourceRooms) => {
-                let message = format!(
-                    "no room can be opened: {} rooms opened from this address are still open",
-                    self.rooms.opened_by(source)
-                );
-                return self.reply_error(id, ErrorCode::RoomFull, &message);
-            }
-            Err(JoinRefused::AlreadyInRoom) => {
-                return self.reply_error(id, ErrorCode::BadMessage, "already in a room; send leave first")
+            Err(refused) => {
+                let message = match refused {
+                    JoinRefused::RoomFull => "the room is full".to_owned(),
+                    JoinRefused::TooManyRooms => "no room can be opened: the server is at its room limit".to_owned(),
+                    JoinRefused::SourceRooms => format!(
+                        "no room can be opened: {} rooms opened from this address are still open",
+                        self.rooms.opened_by(source)
+                    ),
+                    JoinRefused::AlreadyInRoom => {
+                        self.reply_error(id, ErrorCode::BadMessage, "already in a room; send leave first");
+                        return false;
+                    }
+                };
+                self.reply_error(id, ErrorCode::RoomFull, &message);
+                return false;
             }
         };
+        let peers = self.fleet_peer_list(room, id, members, &local);
         let joined: Arc<str> = ServerMessage::PeerJoined {
             id,
             name: me.name.as_deref(),
@@ -547,11 +604,11 @@ impl Switchboard {
         .to_json()
         .into();
         let mut evict = Vec::new();
-        for peer in &peers {
+        for peer in &local {
             self.push(&peer.id, joined.clone(), &mut evict);
         }
         let (ice_servers, ttl) = mint.ice_servers(host.as_deref(), id);
-        let token = match resume && !self.resume_grace.is_zero() {
+        let token = match join.resume && !self.resume_grace.is_zero() {
             true => mint.resume_token(),
             false => None,
         };
@@ -572,16 +629,19 @@ impl Switchboard {
                 session.resume = Some(Resume::new(token));
             }
         }
-        if ice_refresh {
+        if join.ice_refresh {
             self.schedule_refresh(id, now, ttl);
         }
         self.evict_all(evict);
-        self.debug_check();
+        true
     }
 
     fn signal(&mut self, id: &str, to: &str, data: &RawValue) {
-        if self.rooms.room_of(id).is_none() {
+        let Some(room) = self.rooms.room_of(id).map(str::to_owned) else {
             return self.reply_error(id, ErrorCode::NotInRoom, "join a room before signaling");
+        };
+        if to != id && self.fleet_signal(&room, id, to, data) {
+            return;
         }
         if to == id || !self.rooms.same_room(id, to) {
             return self.reply_error(id, ErrorCode::UnknownPeer, "no such peer in this room");
@@ -594,7 +654,8 @@ impl Switchboard {
     /// none. Ends its resume and refresh: a leave is final.
     fn leave(&mut self, id: &str) -> bool {
         let mut evict = Vec::new();
-        let left = self.announce_leave(id, &mut evict);
+        let cancelled = self.cancel_pending_join(id);
+        let left = self.announce_leave(id, &mut evict) || cancelled;
         self.forget_extras(id);
         self.evict_all(evict);
         left
@@ -618,13 +679,15 @@ impl Switchboard {
     }
 
     fn announce_leave(&mut self, id: &str, evict: &mut Vec<String>) -> bool {
-        if self.rooms.room_of(id).is_none() {
+        let Some(room) = self.rooms.room_of(id).map(str::to_owned) else {
             return false;
-        }
+        };
         let left: Arc<str> = ServerMessage::PeerLeft { id }.to_json().into();
-        for other in self.rooms.leave(id) {
-            self.push(&other, left.clone(), evict);
+        let others = self.rooms.leave(id);
+        for other in &others {
+            self.push(other, left.clone(), evict);
         }
+        self.fleet_leave(&room, id, !others.is_empty());
         true
     }
 
@@ -711,7 +774,7 @@ mod tests {
 
     use super::*;
 
-    fn limits() -> Limits {
+    pub(super) fn limits() -> Limits {
         Limits {
             room_size: 3,
             max_rooms: 4,
@@ -722,9 +785,9 @@ mod tests {
         }
     }
 
-    struct Board {
-        board: Switchboard,
-        now: Instant,
+    pub(super) struct Board {
+        pub(super) board: Switchboard,
+        pub(super) now: Instant,
     }
 
     fn src(n: u8) -> SourceKey {
@@ -732,25 +795,25 @@ mod tests {
     }
 
     impl Board {
-        fn new(limits: Limits) -> Board {
+        pub(super) fn new(limits: Limits) -> Board {
             Board {
                 board: Switchboard::new(limits),
                 now: crate::process::clock::mono(),
             }
         }
 
-        fn connect(&mut self, id: &str, grant: Option<&str>) {
+        pub(super) fn connect(&mut self, id: &str, grant: Option<&str>) {
             assert!(self.board.connect(id, src(1), grant.map(str::to_owned), self.now));
         }
 
-        fn send(&mut self, id: &str, text: &str) {
+        pub(super) fn send(&mut self, id: &str, text: &str) {
             self.now += Duration::from_millis(1);
             self.board.handle_text(id, text, self.now, |_| Vec::new());
             assert_eq!(self.board.check(), Ok(()));
         }
 
         /// Everything queued for `id`, as JSON.
-        fn read(&mut self, id: &str) -> Vec<serde_json::Value> {
+        pub(super) fn read(&mut self, id: &str) -> Vec<serde_json::Value> {
             let mut out = Vec::new();
             while let Outgoing::Message(m) = self.board.poll_outgoing(id) {
                 out.push(serde_json::from_str(&m).unwrap());
@@ -758,7 +821,7 @@ mod tests {
             out
         }
 
-        fn join(&mut self, id: &str, room: &str) {
+        pub(super) fn join(&mut self, id: &str, room: &str) {
             self.send(id, &format!(r#"{{"type":"join","room":"{room}"}}"#));
         }
     }

@@ -1,0 +1,339 @@
+//! What instances of a fleet write to each other through Redis: the
+//! messages published to an instance's channel (`<prefix>:inst:<id>`) and
+//! the membership record of a peer (the value of `<prefix>:peer:<id>`).
+//! JSON, so that an operator can read them with `redis-cli`.
+//!
+//! | message | meaning |
+//! | --- | --- |
+//! | `{"t":"join","room":R,"id":P,"name":N?,"inst":I}` | peer P of instance I joined R |
+//! | `{"t":"leave","room":R,"id":P}` | P left R |
+//! | `{"t":"signal","room":R,"from":F,"to":P,"data":ANY}` | relay `data` to P, verbatim |
+//!
+//! A membership record is `{"room":R,"inst":I,"name":N?}`.
+//!
+//! Everything read from Redis is treated as untrusted input: a message
+//! longer than its bound, not JSON, or with a room, id, instance or name
+//! that a client could not have sent is refused with a [`WireError`] (the
+//! driver counts and drops it); nothing here panics.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::protocol::{is_valid_room, MAX_NAME_LEN};
+use crate::config::is_fleet_name;
+
+/// Longest instance id (as `fleet.instance_id` allows).
+const MAX_INSTANCE_LEN: usize = 64;
+/// Longest peer id accepted (ours are 16 hex digits).
+const MAX_PEER_ID_LEN: usize = 64;
+
+/// Why a message from Redis was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("fleet message over its size bound")]
+    TooLarge,
+    #[error("fleet message is not valid JSON of a known shape")]
+    Malformed,
+    #[error("fleet message has an invalid room, id, instance or name")]
+    Invalid,
+}
+
+/// A message published to an instance's channel.
+#[derive(Debug, Clone)]
+pub enum WireMessage {
+    Join {
+        room: String,
+        id: String,
+        name: Option<String>,
+        instance: String,
+    },
+    Leave {
+        room: String,
+        id: String,
+    },
+    Signal {
+        room: String,
+        from: String,
+        to: String,
+        data: Box<RawValue>,
+    },
+}
+
+/// Equal when they encode alike (`data` is compared as its JSON text).
+impl PartialEq for WireMessage {
+    fn eq(&self, other: &WireMessage) -> bool {
+        self.encode() == other.encode()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    t: &'a str,
+    room: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    inst: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    to: Option<String>,
+    /// `Some` for any JSON value, `null` included (a plain `Option`
+    /// would read `null` as absent).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    data: Option<&'a RawValue>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(deserializer).map(Some)
+}
+
+impl WireMessage {
+    /// The JSON published for this message.
+    pub fn encode(&self) -> String {
+        let mut envelope = Envelope {
+            t: "",
+            room: String::new(),
+            id: None,
+            name: None,
+            inst: None,
+            from: None,
+            to: None,
+            data: None,
+        };
+        match self {
+            WireMessage::Join {
+                room,
+                id,
+                name,
+                instance,
+            } => {
+                envelope.t = "join";
+                envelope.room.clone_from(room);
+                envelope.id = Some(id.clone());
+                envelope.name.clone_from(name);
+                envelope.inst = Some(instance.clone());
+            }
+            WireMessage::Leave { room, id } => {
+                envelope.t = "leave";
+                envelope.room.clone_from(room);
+                envelope.id = Some(id.clone());
+            }
+            WireMessage::Signal { room, from, to, data } => {
+                envelope.t = "signal";
+                envelope.room.clone_from(room);
+                envelope.from = Some(from.clone());
+                envelope.to = Some(to.clone());
+                envelope.data = Some(data);
+            }
+        }
+        // Strings and raw JSON only: serializing cannot fail.
+        serde_json::to_string(&envelope).unwrap_or_default()
+    }
+
+    /// Parses a published message of at most `max` bytes.
+    pub fn parse(bytes: &[u8], max: usize) -> Result<WireMessage, WireError> {
+        if bytes.len() > max {
+            return Err(WireError::TooLarge);
+        }
+        let e: Envelope<'_> = serde_json::from_slice(bytes).map_err(|_| WireError::Malformed)?;
+        if !is_valid_room(&e.room) {
+            return Err(WireError::Invalid);
+        }
+        let message = match e.t {
+            "join" => WireMessage::Join {
+                id: peer_id(e.id)?,
+                name: display_name(e.name)?,
+                instance: instance(e.inst)?,
+                room: e.room,
+            },
+            "leave" => WireMessage::Leave {
+                id: peer_id(e.id)?,
+                room: e.room,
+            },
+            "signal" => WireMessage::Signal {
+                from: peer_id(e.from)?,
+                to: peer_id(e.to)?,
+                data: e.data.ok_or(WireError::Malformed)?.to_owned(),
+                room: e.room,
+            },
+            _ => return Err(WireError::Malformed),
+        };
+        Ok(message)
+    }
+}
+
+/// The membership record of a peer in Redis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    pub room: String,
+    pub inst: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl Membership {
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Parses a record of at most `max` bytes, checked as a message is.
+    pub fn parse(bytes: &[u8], max: usize) -> Result<Membership, WireError> {
+        if bytes.len() > max {
+            return Err(WireError::TooLarge);
+        }
+        let m: Membership = serde_json::from_slice(bytes).map_err(|_| WireError::Malformed)?;
+        if !is_valid_room(&m.room) || !is_fleet_name(&m.inst, MAX_INSTANCE_LEN) {
+            return Err(WireError::Invalid);
+        }
+        let name = display_name(m.name)?;
+        Ok(Membership { name, ..m })
+    }
+}
+
+/// True for an id a peer of ours could have: 1 to 64 ASCII letters and
+/// digits.
+pub fn is_peer_id(id: &str) -> bool {
+    (1..=MAX_PEER_ID_LEN).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+fn peer_id(id: Option<String>) -> Result<String, WireError> {
+    id.filter(|id| is_peer_id(id)).ok_or(WireError::Invalid)
+}
+
+fn instance(inst: Option<String>) -> Result<String, WireError> {
+    inst.filter(|i| is_fleet_name(i, MAX_INSTANCE_LEN))
+        .ok_or(WireError::Invalid)
+}
+
+fn display_name(name: Option<String>) -> Result<Option<String>, WireError> {
+    match name {
+        Some(n) if n.chars().count() > MAX_NAME_LEN || n.chars().any(char::is_control) => Err(WireError::Invalid),
+        other => Ok(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_with_data_verbatim() {
+        let data = RawValue::from_string(r#"{"sdp": "v=0\r\n", "n": [1, 2]}"#.to_owned()).unwrap();
+        let messages = [
+            WireMessage::Join {
+                room: "r".into(),
+                id: "ab12".into(),
+                name: Some("Ann".into()),
+                instance: "i-1".into(),
+            },
+            WireMessage::Leave {
+                room: "r".into(),
+                id: "ab12".into(),
+            },
+            WireMessage::Signal {
+                room: "r".into(),
+                from: "ab12".into(),
+                to: "cd34".into(),
+                data,
+            },
+        ];
+        let null = WireMessage::Signal {
+            room: "r".into(),
+            from: "a".into(),
+            to: "b".into(),
+            data: RawValue::from_string("null".to_owned()).unwrap(),
+        };
+        for m in messages.into_iter().chain([null]) {
+            let text = m.encode();
+            let back = WireMessage::parse(text.as_bytes(), 4096).unwrap();
+            assert_eq!(back.encode(), text);
+            if let (WireMessage::Signal { data: sent, .. }, WireMessage::Signal { data, .. }) = (&m, &back) {
+                assert_eq!(data.get(), sent.get(), "data is kept byte for byte");
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_messages_are_refused_without_panicking() {
+        let cases: [(&[u8], WireError); 7] = [
+            (b"not json", WireError::Malformed),
+            (br#"{"t":"join","room":"r","id":"a"}"#, WireError::Invalid),
+            (
+                br#"{"t":"join","room":"bad room","id":"a","inst":"i"}"#,
+                WireError::Invalid,
+            ),
+            (br#"{"t":"leave","room":"r","id":"a:b"}"#, WireError::Invalid),
+            (
+                br#"{"t":"signal","room":"r","from":"a","to":"b"}"#,
+                WireError::Malformed,
+            ),
+            (br#"{"t":"shout","room":"r"}"#, WireError::Malformed),
+            (&[b'x'; 100], WireError::TooLarge),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(
+                WireMessage::parse(bytes, 99),
+                Err(want),
+                "{}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        let name = format!(r#"{{"room":"r","inst":"i","name":"{}"}}"#, "n".repeat(65));
+        assert_eq!(Membership::parse(name.as_bytes(), 4096), Err(WireError::Invalid));
+        let m = Membership {
+            room: "r".into(),
+            inst: "i".into(),
+            name: None,
+        };
+        assert_eq!(Membership::parse(m.encode().as_bytes(), 4096), Ok(m));
+    }
+
+    /// Bounded mutation of valid messages and records (bytes flipped,
+    /// dropped, duplicated, cut): parsing never panics, and whatever is
+    /// accepted has a valid room, ids, instance and name, and encodes to
+    /// what parses back the same.
+    #[test]
+    fn mutated_messages_never_panic_and_what_is_accepted_is_valid() {
+        let seeds = [
+            r#"{"t":"join","room":"r-1","id":"ab12cd34ef56ab78","name":"Ann","inst":"i.1"}"#,
+            r#"{"t":"leave","room":"r-1","id":"ab12cd34ef56ab78"}"#,
+            r#"{"t":"signal","room":"r","from":"a1","to":"b2","data":{"sdp":"v=0\r\n","x":[null,1.5e3,"\u00e9"]}}"#,
+            r#"{"room":"standup","inst":"turn-2","name":"Bob"}"#,
+        ];
+        let mut rng = crate::proto::xorshift::XorShift::new(0xf1ee_7001);
+        let mut accepted = 0;
+        for round in 0..20_000u32 {
+            let mut bytes = seeds[round as usize % seeds.len()].as_bytes().to_vec();
+            for _ in 0..1 + rng.next_u64() % 4 {
+                let at = (rng.next_u64() as usize) % bytes.len().max(1);
+                match rng.next_u64() % 4 {
+                    0 => bytes[at] = rng.next_u64() as u8,
+                    1 => drop(bytes.remove(at)),
+                    2 => bytes.insert(at, bytes[at]),
+                    _ => bytes.truncate(at),
+                }
+                if bytes.is_empty() {
+                    break;
+                }
+            }
+            if let Ok(message) = WireMessage::parse(&bytes, 4096) {
+                accepted += 1;
+                let text = message.encode();
+                assert_eq!(
+                    WireMessage::parse(text.as_bytes(), 4096).as_ref(),
+                    Ok(&message),
+                    "{text}"
+                );
+            }
+            if let Ok(record) = Membership::parse(&bytes, 512) {
+                assert!(is_valid_room(&record.room) && is_fleet_name(&record.inst, MAX_INSTANCE_LEN));
+                assert_eq!(Membership::parse(record.encode().as_bytes(), 512).as_ref(), Ok(&record));
+            }
+        }
+        assert!(accepted > 100, "the mutations reach accepted messages ({accepted})");
+    }
+}

@@ -1,0 +1,68 @@
+//! A real `redis-server` for the fleet tests: Debian's, on a free loopback
+//! port, with persistence off (a restart starts empty, as after a crash
+//! without a snapshot), killed with the test.
+
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{die_with_test, free_tcp_port, require_tool, ChildGuard};
+
+pub struct RedisServer {
+    port: u16,
+    child: Option<ChildGuard>,
+}
+
+impl RedisServer {
+    /// Starts one and waits until it takes connections.
+    pub fn start() -> RedisServer {
+        let mut redis = RedisServer {
+            port: free_tcp_port(),
+            child: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    /// `redis://127.0.0.1:<port>/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Kills it (SIGKILL, as a crash).
+    pub fn stop(&mut self) {
+        self.child = None;
+    }
+
+    /// Starts it again on the same port (empty), waiting until it takes
+    /// connections; panics after 5 s.
+    pub fn restart(&mut self) {
+        self.stop();
+        let binary = require_tool("redis-server");
+        let child = die_with_test(&mut Command::new(binary))
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(ChildGuard(child));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not listen on {} within 5 s",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A connection for looking at what the instances wrote.
+    pub fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
+            .expect("connect to the test redis-server")
+    }
+}
