@@ -9,7 +9,7 @@ use turnpike_fuzz::program;
 
 fn main() -> std::io::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
-    let targets: [(&str, Vec<Vec<u8>>); 8] = [
+    let targets: [(&str, Vec<Vec<u8>>); 9] = [
         ("stun_message", program::stun_seeds()),
         ("channel_data", program::channel_data_seeds()),
         ("server_client_packet", program::server_seeds()),
