@@ -61,6 +61,10 @@ enum Command {
         /// Port to put in the TURN URL.
         #[arg(long, default_value_t = 3478)]
         port: u16,
+        /// Password form: sha1 (coturn's) or sha256 (default: the first
+        /// of auth.secret_algorithms of --config, else sha1).
+        #[arg(long, value_parser = parse_algorithm)]
+        algorithm: Option<auth::SecretAlgorithm>,
     },
     /// Print a token for `/ws?token=` when `signaling.token_secret` is set.
     Token {
@@ -229,10 +233,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ttl,
             host,
             port,
+            algorithm,
         } => {
-            let secret = match (secret.resolve()?, &cli.config) {
+            let loaded = match &cli.config {
+                Some(path) => Some((path, Config::load(path)?)),
+                None => None,
+            };
+            let algorithm = algorithm
+                .or_else(|| loaded.as_ref().map(|(_, c)| c.auth.minting_algorithm()))
+                .unwrap_or_default();
+            let secret = match (secret.resolve()?, &loaded) {
                 (Some(s), _) => s,
-                (None, Some(path)) => match Config::load(path)?.auth.minting_secret() {
+                (None, Some((path, config))) => match config.auth.minting_secret() {
                     Some(s) => s.expose().to_owned(),
                     None => bail!("{} has no shared secret (auth.secrets)", path.display()),
                 },
@@ -241,7 +253,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if user.as_deref().is_some_and(|u| u.contains(':')) {
                 bail!("--user must not contain ':'");
             }
-            let minted = auth::mint(secret.as_bytes(), user.as_deref(), process::clock::unix_secs(), ttl);
+            let minted = auth::mint(
+                algorithm,
+                secret.as_bytes(),
+                user.as_deref(),
+                process::clock::unix_secs(),
+                ttl,
+            );
             let entry = serde_json::json!({
                 "urls": [format!("turn:{host}:{port}?transport=udp")],
                 "username": minted.username,
@@ -407,6 +425,7 @@ fn serve(mut config: Config, config_path: Option<&std::path::Path>) -> anyhow::R
         // Printed for the person at the terminal, never into logs.
         if let Some(secret) = config.auth.resolved_secrets.first() {
             let minted = auth::mint(
+                config.auth.minting_algorithm(),
                 secret.expose().as_bytes(),
                 Some("demo"),
                 process::clock::unix_secs(),
@@ -467,6 +486,7 @@ fn ice_config(config: &Config, server: &net::RunningServer, http: Option<std::ne
         tcp_port: server.tcp.first().map(|a| a.port()),
         tls_port: server.tls.first().map(|a| a.port()),
         secret: config.auth.minting_secret().cloned(),
+        algorithm: config.auth.minting_algorithm(),
         ttl: config.auth.credential_ttl,
     }
 }
@@ -630,4 +650,13 @@ fn reloading() -> Vec<sd_notify::NotifyState<'static>> {
     let mut state = vec![sd_notify::NotifyState::Reloading];
     state.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
     state
+}
+
+/// `--algorithm`: the names `auth.secret_algorithms` takes.
+fn parse_algorithm(name: &str) -> Result<auth::SecretAlgorithm, String> {
+    match name {
+        "sha1" => Ok(auth::SecretAlgorithm::Sha1),
+        "sha256" => Ok(auth::SecretAlgorithm::Sha256),
+        _ => Err(format!("{name:?} is not sha1 or sha256")),
+    }
 }

@@ -226,6 +226,7 @@ fn credentials() -> Credentials {
         realm: REALM.into(),
         users: vec![(USER.into(), auth::long_term_key(USER, REALM, PASSWORD))],
         secrets: vec![b"secret".to_vec()],
+        secret_algorithms: vec![auth::SecretAlgorithm::Sha1],
         nonce_ttl: Duration::from_secs(3600),
         nonce_key: NONCE_KEY,
         older_nonce_keys: Vec::new(),

@@ -267,6 +267,7 @@ impl Harness {
             realm: REALM.to_owned(),
             users: vec![(USER.to_owned(), auth::long_term_key(USER, REALM, PASSWORD))],
             secrets: vec![SECRET.to_vec()],
+            secret_algorithms: vec![auth::SecretAlgorithm::Sha1],
             nonce_ttl: NONCE_TTL,
             nonce_key: [0x42; 32],
             older_nonce_keys: Vec::new(),

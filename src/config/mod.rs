@@ -42,6 +42,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::proto::auth::SecretAlgorithm;
 pub use crate::proto::peer_filter::Cidr;
 pub use error::ConfigError;
 pub use fleet::{is_fleet_name, FleetSection};
@@ -237,6 +238,14 @@ pub struct AuthSection {
     /// secrets and no users the server generates a random secret at start,
     /// for the demo. Default: `[]`.
     pub secrets: Vec<Secret>,
+    /// The HMAC of short-lived credentials' passwords: `"sha1"` (coturn's
+    /// format, what TURN REST API backends compute) or `"sha256"`
+    /// (base64(HMAC-SHA256(secret, username)), for policies without
+    /// SHA-1). The first mints (`turnpike credentials`, signaling) and all
+    /// of them verify, so `["sha256", "sha1"]` moves a fleet and its
+    /// backends over without a flag day. Non-empty, no repeats. Default:
+    /// `["sha1"]`.
+    pub secret_algorithms: Vec<SecretAlgorithm>,
     /// File with more shared secrets, appended after `secrets`: one secret
     /// per line, surrounding whitespace trimmed, empty lines and lines
     /// starting with `#` skipped. Keeps secrets out of the TOML. A relative
@@ -279,6 +288,7 @@ impl Default for AuthSection {
     fn default() -> Self {
         AuthSection {
             secrets: Vec::new(),
+            secret_algorithms: vec![SecretAlgorithm::Sha1],
             secrets_file: None,
             credential_ttl: Duration::from_secs(24 * 3600),
             max_credential_lifetime: Duration::from_secs(7 * 24 * 3600),
@@ -295,6 +305,11 @@ impl AuthSection {
     /// [`resolved_secrets`](Self::resolved_secrets), if any.
     pub fn minting_secret(&self) -> Option<&Secret> {
         self.resolved_secrets.first()
+    }
+
+    /// The password form new short-lived credentials are minted in.
+    pub fn minting_algorithm(&self) -> SecretAlgorithm {
+        self.secret_algorithms.first().copied().unwrap_or_default()
     }
 }
 
@@ -781,6 +796,7 @@ mod tests {
             "[auth]",
             "secrets",
             "secrets_file",
+            "secret_algorithms",
             "credential_ttl",
             "max_credential_lifetime",
             "nonce_ttl",

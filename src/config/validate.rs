@@ -318,6 +318,19 @@ impl Config {
             }
             check_not_placeholder(&format!("auth.secrets[{i}]"), secret)?;
         }
+        let algorithms = &auth.secret_algorithms;
+        if algorithms.is_empty() {
+            return Err(ConfigError::invalid(
+                "auth.secret_algorithms",
+                "is empty; name \"sha1\" (the default), \"sha256\" or both",
+            ));
+        }
+        if algorithms.iter().enumerate().any(|(i, a)| algorithms[..i].contains(a)) {
+            return Err(ConfigError::invalid(
+                "auth.secret_algorithms",
+                "names an algorithm twice",
+            ));
+        }
         if auth.credential_ttl < Duration::from_secs(1) {
             return Err(ConfigError::invalid(
                 "auth.credential_ttl",
@@ -978,6 +991,22 @@ mod tests {
             invalid_key("[auth]\ncredential_ttl = \"20years\"\nmax_credential_lifetime = \"20years\"\n"),
             "auth.max_credential_lifetime"
         );
+    }
+
+    #[test]
+    fn secret_algorithms_are_sha1_or_sha256_at_least_one_no_repeats() {
+        let both = parse("[auth]\nsecret_algorithms = [\"sha256\", \"sha1\"]\n").expect("valid");
+        assert_eq!(both.auth.minting_algorithm(), auth::SecretAlgorithm::Sha256);
+        assert_eq!(Config::default().auth.minting_algorithm(), auth::SecretAlgorithm::Sha1);
+        assert_eq!(
+            invalid_key("[auth]\nsecret_algorithms = []\n"),
+            "auth.secret_algorithms"
+        );
+        assert_eq!(
+            invalid_key("[auth]\nsecret_algorithms = [\"sha1\", \"sha1\"]\n"),
+            "auth.secret_algorithms"
+        );
+        assert!(parse("[auth]\nsecret_algorithms = [\"md5\"]\n").is_err());
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub struct IceConfig {
     pub tls_port: Option<u16>,
     /// The secret that mints; without one only STUN is offered.
     pub secret: Option<Secret>,
+    /// The password form it mints (`auth.secret_algorithms`, the first).
+    pub algorithm: auth::SecretAlgorithm,
     /// Lifetime of minted credentials.
     pub ttl: Duration,
 }
@@ -66,7 +68,13 @@ impl IceConfig {
             ];
             let urls: Vec<String> = turn.into_iter().flatten().collect();
             if !urls.is_empty() {
-                let minted = auth::mint(secret.expose().as_bytes(), Some(name), now_unix, self.ttl);
+                let minted = auth::mint(
+                    self.algorithm,
+                    secret.expose().as_bytes(),
+                    Some(name),
+                    now_unix,
+                    self.ttl,
+                );
                 servers.push(IceServer {
                     urls,
                     username: Some(minted.username),
@@ -101,6 +109,7 @@ mod tests {
             tcp_port: Some(3479),
             tls_port: Some(5349),
             secret: secret.map(Secret::new),
+            algorithm: auth::SecretAlgorithm::Sha1,
             ttl: Duration::from_secs(600),
         }
     }
@@ -120,7 +129,16 @@ mod tests {
         assert_eq!(servers[1].username.as_deref(), Some("1600:p1"));
         assert_eq!(
             servers[1].credential.as_deref(),
-            Some(auth::ephemeral_password(b"s", "1600:p1").as_str())
+            Some(auth::ephemeral_password(auth::SecretAlgorithm::Sha1, b"s", "1600:p1").as_str())
+        );
+        let sha256 = IceConfig {
+            algorithm: auth::SecretAlgorithm::Sha256,
+            ..config(Some("s"))
+        };
+        let servers = sha256.ice_servers(None, "p1", 1000);
+        assert_eq!(
+            servers[1].credential.as_deref(),
+            Some(auth::ephemeral_password(auth::SecretAlgorithm::Sha256, b"s", "1600:p1").as_str())
         );
     }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::socket::interface_ips;
 use crate::config::{Config, LimitsSection};
-use crate::proto::auth::{Credentials, CredentialsConfig};
+use crate::proto::auth::{Credentials, CredentialsConfig, SecretAlgorithm};
 use crate::proto::peer_filter::{self, PeerRules};
 use crate::proto::server::{Alternates, RelayHairpin, ServerConfig};
 
@@ -21,6 +21,7 @@ pub(super) struct Plan {
     nonce_ttl: Duration,
     users: Vec<(String, [u8; 16])>,
     secrets: Vec<Vec<u8>>,
+    secret_algorithms: Vec<SecretAlgorithm>,
     pub(super) rules: PeerRules,
     pub(super) relay_bind: Ipv4Addr,
     pub(super) relay_advertised: Ipv4Addr,
@@ -47,6 +48,7 @@ impl Plan {
             realm: self.realm.clone(),
             users: self.users.clone(),
             secrets: self.secrets.clone(),
+            secret_algorithms: self.secret_algorithms.clone(),
             nonce_ttl: self.nonce_ttl,
             nonce_key,
             older_nonce_keys,
@@ -144,6 +146,7 @@ impl Plan {
                 .iter()
                 .map(|s| s.expose().as_bytes().to_vec())
                 .collect(),
+            secret_algorithms: config.auth.secret_algorithms.clone(),
             rules: PeerRules {
                 allow: config.peers.allow.clone(),
                 deny: config.peers.deny.clone(),

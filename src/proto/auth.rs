@@ -4,9 +4,11 @@
 //! * A configured user has a key `MD5(username ":" realm ":" password)`,
 //!   given either as the password or precomputed (coturn's `turnadmin -k`).
 //! * An ephemeral username is `<unix-expiry>[:<name>]`; its password is
-//!   `base64(HMAC-SHA1(secret, username))`. Several secrets verify at once
-//!   so they can be rotated; [`mint`] uses whichever one the caller passes
-//!   (the first configured one). The same function mints for the CLI and the
+//!   `base64(HMAC-SHA1(secret, username))`, or, in the optional
+//!   [`SecretAlgorithm::Sha256`] form, `base64(HMAC-SHA256(secret,
+//!   username))` (44 characters instead of 28). Several secrets and
+//!   algorithms verify at once so that either can be rotated; [`mint`] uses
+//!   whichever the caller passes (the first configured ones). The same function mints for the CLI and the
 //!   signaling endpoint, so what is handed out is what is verified here.
 //! * Nonces are stateless: `base64url(expiry mod 2^16 || HMAC(nonce_key,
 //!   expiry, client)[..4])`, 8 characters, where `expiry` is in unix
@@ -58,9 +60,30 @@ pub fn long_term_key(username: &str, realm: &str, password: &str) -> LongTermKey
     h.finalize().into()
 }
 
+/// The HMAC that turns a shared secret and an ephemeral username into
+/// its password. SHA-1 is the format coturn and every TURN REST API
+/// backend speak; SHA-256 is for deployments that may not use SHA-1 at
+/// all (HMAC-SHA1 is not broken as a MAC, but policies forbid it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretAlgorithm {
+    #[default]
+    Sha1,
+    Sha256,
+}
+
+impl SecretAlgorithm {
+    fn hmac(self) -> hmac::Algorithm {
+        match self {
+            SecretAlgorithm::Sha1 => hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+            SecretAlgorithm::Sha256 => hmac::HMAC_SHA256,
+        }
+    }
+}
+
 /// The password of an ephemeral username under `secret`.
-pub fn ephemeral_password(secret: &[u8], username: &str) -> String {
-    let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret);
+pub fn ephemeral_password(algorithm: SecretAlgorithm, secret: &[u8], username: &str) -> String {
+    let key = hmac::Key::new(algorithm.hmac(), secret);
     let tag = hmac::sign(&key, username.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
 }
@@ -93,13 +116,13 @@ impl fmt::Debug for Minted {
 /// Mints an ephemeral credential valid until `now_unix + ttl`.
 /// `name` must not contain ':' to keep the username unambiguous; callers
 /// validate it (the name is informational only, it grants nothing).
-pub fn mint(secret: &[u8], name: Option<&str>, now_unix: u64, ttl: Duration) -> Minted {
+pub fn mint(algorithm: SecretAlgorithm, secret: &[u8], name: Option<&str>, now_unix: u64, ttl: Duration) -> Minted {
     let expires_unix = now_unix.saturating_add(ttl.as_secs());
     let username = match name {
         Some(n) if !n.is_empty() => format!("{expires_unix}:{n}"),
         _ => expires_unix.to_string(),
     };
-    let password = ephemeral_password(secret, &username);
+    let password = ephemeral_password(algorithm, secret, &username);
     Minted {
         username,
         password,
@@ -113,6 +136,9 @@ pub struct CredentialsConfig {
     pub users: Vec<(String, LongTermKey)>,
     /// Shared secrets for ephemeral credentials; all of them verify.
     pub secrets: Vec<Vec<u8>>,
+    /// The password forms of ephemeral credentials that verify (each with
+    /// every secret); never empty in a validated config.
+    pub secret_algorithms: Vec<SecretAlgorithm>,
     pub nonce_ttl: Duration,
     /// The key new nonces are made with: random bytes from the driver, so
     /// that nonces from another process or an earlier run are stale (which
@@ -167,6 +193,7 @@ pub struct Credentials {
     realm: String,
     users: HashMap<String, LongTermKey>,
     secrets: Vec<Vec<u8>>,
+    secret_algorithms: Vec<SecretAlgorithm>,
     /// Makes nonces and checks them; `older_nonce_keys` check them too.
     nonce_key: hmac::Key,
     older_nonce_keys: Vec<hmac::Key>,
@@ -190,6 +217,7 @@ impl Credentials {
             realm: config.realm,
             users: config.users.into_iter().collect(),
             secrets: config.secrets,
+            secret_algorithms: config.secret_algorithms,
             nonce_key: hmac::Key::new(hmac::HMAC_SHA256, &config.nonce_key),
             older_nonce_keys: config
                 .older_nonce_keys
@@ -240,11 +268,13 @@ impl Credentials {
     }
 
     fn ephemeral_keys(&self, username: &str) -> Vec<LongTermKey> {
-        self.secrets
+        self.secret_algorithms
             .iter()
-            .map(|secret| {
-                let password = ephemeral_password(secret, username);
-                long_term_key(username, &self.realm, &password)
+            .flat_map(|algorithm| {
+                self.secrets.iter().map(|secret| {
+                    let password = ephemeral_password(*algorithm, secret, username);
+                    long_term_key(username, &self.realm, &password)
+                })
             })
             .collect()
     }
@@ -363,6 +393,7 @@ mod tests {
             realm: "turnpike".into(),
             users: vec![("alice".into(), long_term_key("alice", "turnpike", "s3cret"))],
             secrets: secrets.iter().map(|s| s.as_bytes().to_vec()).collect(),
+            secret_algorithms: vec![SecretAlgorithm::Sha1],
             nonce_ttl: Duration::from_secs(600),
             nonce_key: [7; 32],
             older_nonce_keys: Vec::new(),
@@ -382,8 +413,46 @@ mod tests {
     fn ephemeral_password_matches_coturn_rest_api_format() {
         // echo -n '1700000000:bob' | openssl dgst -sha1 -hmac secret -binary | base64
         assert_eq!(
-            ephemeral_password(b"secret", "1700000000:bob"),
+            ephemeral_password(SecretAlgorithm::Sha1, b"secret", "1700000000:bob"),
             "YeMuUjjOaxvglmPbYS9o30UEIYg="
+        );
+        // echo -n '1700000000:bob' | openssl dgst -sha256 -hmac secret -binary | base64
+        assert_eq!(
+            ephemeral_password(SecretAlgorithm::Sha256, b"secret", "1700000000:bob"),
+            "qZWbvdrJmVRuW8RVbd4+pVCN3MqtXwlYhRnJEzDRnrw="
+        );
+    }
+
+    #[test]
+    fn every_configured_algorithm_verifies_with_every_secret_and_no_other() {
+        let mut c = credentials(&["new", "old"]);
+        let sha256 = mint(
+            SecretAlgorithm::Sha256,
+            b"old",
+            Some("bob"),
+            1000,
+            Duration::from_secs(60),
+        );
+        let sha256_key = long_term_key(&sha256.username, "turnpike", &sha256.password);
+        assert!(
+            !c.keys_for(&sha256.username, 1000).unwrap().contains(&sha256_key),
+            "SHA-1 only by default"
+        );
+        c.secret_algorithms = vec![SecretAlgorithm::Sha256, SecretAlgorithm::Sha1];
+        let keys = c.keys_for(&sha256.username, 1000).unwrap();
+        assert_eq!(keys.len(), 4, "two algorithms times two secrets");
+        assert!(keys.contains(&sha256_key));
+        let sha1 = mint(
+            SecretAlgorithm::Sha1,
+            b"new",
+            Some("bob"),
+            1000,
+            Duration::from_secs(60),
+        );
+        let sha1_key = long_term_key(&sha1.username, "turnpike", &sha1.password);
+        assert!(
+            c.keys_for(&sha1.username, 1000).unwrap().contains(&sha1_key),
+            "SHA-1 still verifies"
         );
     }
 
@@ -400,7 +469,13 @@ mod tests {
     #[test]
     fn ephemeral_username_is_valid_until_its_expiry_under_every_secret() {
         let c = credentials(&["new", "old"]);
-        let minted = mint(b"old", Some("bob"), 1000, Duration::from_secs(60));
+        let minted = mint(
+            SecretAlgorithm::Sha1,
+            b"old",
+            Some("bob"),
+            1000,
+            Duration::from_secs(60),
+        );
         assert_eq!(minted.username, "1060:bob");
         let keys = c.keys_for(&minted.username, 1059).unwrap();
         let expected = long_term_key(&minted.username, "turnpike", &minted.password);
@@ -424,6 +499,7 @@ mod tests {
             realm: "turnpike".into(),
             users: Vec::new(),
             secrets: Vec::new(),
+            secret_algorithms: vec![SecretAlgorithm::Sha1],
             nonce_ttl: Duration::from_secs(600),
             nonce_key: [key; 32],
             older_nonce_keys: older.iter().map(|k| [*k; 32]).collect(),
@@ -495,7 +571,7 @@ mod tests {
 
     #[test]
     fn minted_password_is_redacted_in_debug_output() {
-        let m = mint(b"s", None, 0, Duration::from_secs(1));
+        let m = mint(SecretAlgorithm::Sha1, b"s", None, 0, Duration::from_secs(1));
         assert!(!format!("{m:?}").contains(&m.password));
     }
 

@@ -987,8 +987,18 @@ pub fn sync_with_server(socket: &UdpSocket, server: SocketAddr) -> Vec<Vec<u8>> 
 /// of the server: username `<expiry>:<name>`, password
 /// base64(HMAC-SHA1(secret, username)).
 pub fn rest_credential(secret: &str, name: &str, expiry: u64) -> (String, String) {
+    rest_credential_with(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret, name, expiry)
+}
+
+/// [`rest_credential`] with another HMAC (`auth.secret_algorithms`).
+pub fn rest_credential_with(
+    algorithm: ring::hmac::Algorithm,
+    secret: &str,
+    name: &str,
+    expiry: u64,
+) -> (String, String) {
     let username = format!("{expiry}:{name}");
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
+    let key = ring::hmac::Key::new(algorithm, secret.as_bytes());
     let tag = ring::hmac::sign(&key, username.as_bytes());
     let password = base64::engine::general_purpose::STANDARD.encode(tag.as_ref());
     (username, password)

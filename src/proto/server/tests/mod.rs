@@ -71,7 +71,13 @@ fn carol() -> Cred {
 }
 
 fn ephemeral(secret: &str, now_unix: u64, ttl_secs: u64) -> Cred {
-    let minted = auth::mint(secret.as_bytes(), Some("bob"), now_unix, Duration::from_secs(ttl_secs));
+    let minted = auth::mint(
+        auth::SecretAlgorithm::Sha1,
+        secret.as_bytes(),
+        Some("bob"),
+        now_unix,
+        Duration::from_secs(ttl_secs),
+    );
     Cred::new(&minted.username, REALM, &minted.password)
 }
 
@@ -347,6 +353,7 @@ impl Harness {
                 ("carol".to_owned(), CAROL_KEY),
             ],
             secrets: SECRETS.iter().map(|s| s.as_bytes().to_vec()).collect(),
+            secret_algorithms: vec![auth::SecretAlgorithm::Sha1],
             nonce_ttl: Duration::from_secs(NONCE_TTL),
             nonce_key: [3; 32],
             older_nonce_keys: Vec::new(),

@@ -16,6 +16,7 @@ fn reconfigure_keeps_allocations_and_judges_new_requests_by_the_new_rules() {
             ("carol".to_owned(), CAROL_KEY),
         ],
         secrets: Vec::new(),
+        secret_algorithms: vec![auth::SecretAlgorithm::Sha1],
         nonce_ttl: Duration::from_secs(NONCE_TTL),
         nonce_key: [3; 32],
         older_nonce_keys: Vec::new(),
