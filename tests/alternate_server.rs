@@ -14,11 +14,10 @@ use std::time::{Duration, Instant};
 
 use common::{
     assert_relay_round_trips, browser_setup, code_of, enter_private_network, json_summary, require_tool,
-    rest_credential, run_with_timeout, transaction_id, turn_client, unix_now, BrowserSetup, EchoPeer, ServerSetup,
+    rest_credential, run_with_timeout, turn_client, udp_request_as, unix_now, BrowserSetup, EchoPeer, ServerSetup,
     TestServer,
 };
-use turnpike::proto::stun::{attr, method, Class};
-use turnpike::proto::testkit::{encode, Challenge, Cred};
+use turnpike::proto::stun::{attr, method};
 
 const SECRET: &str = "fleet-secret-shared-by-both";
 const NONCE_KEY: &str = "fleet-nonce-key-shared-by-both";
@@ -117,27 +116,18 @@ fn turnutils_uclient_follows_alternate_server_to_the_sibling_and_relays_there() 
 fn allocate_once(server: SocketAddr, user: &str, password: &str) -> (UdpSocket, u16) {
     let socket = UdpSocket::bind("0.0.0.0:0").expect("client socket");
     socket.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
-    let allocate = |auth: Option<(&Cred, &Challenge)>| {
-        encode(
-            Class::Request,
-            method::ALLOCATE,
-            transaction_id(),
-            |w| {
-                w.bytes(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
-            },
-            auth,
-        )
-    };
-    let exchange = |request: Vec<u8>| {
-        let mut buf = [0u8; 1500];
-        socket.send_to(&request, server).expect("send");
-        let (n, _) = socket.recv_from(&mut buf).expect("an answer");
-        buf[..n].to_vec()
-    };
-    let challenge = Challenge::of(&exchange(allocate(None))).expect("a 401 with REALM and NONCE");
-    let cred = Cred::new(user, challenge.realm(), password);
-    let answer = exchange(allocate(Some((&cred, &challenge))));
+    let answer = udp_request_as(&socket, server, (user, password), method::ALLOCATE, |w| {
+        w.bytes(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+    });
     (socket, code_of(&answer))
+}
+
+/// [`allocate_once`] from async code; the allocation is not kept.
+async fn allocate_code(server: SocketAddr, user: &str, password: &str) -> u16 {
+    let (user, password) = (user.to_owned(), password.to_owned());
+    tokio::task::spawn_blocking(move || allocate_once(server, &user, &password).1)
+        .await
+        .expect("allocate")
 }
 
 #[test]
@@ -232,10 +222,7 @@ async fn above_its_bandwidth_an_instance_sheds_new_allocations_until_the_rate_fa
     loop {
         assert_relay_round_trips(&relay, &peer, 10, &format!("load {round}")).await;
         round += 1;
-        let (u, p) = (user.clone(), password.clone());
-        let code = tokio::task::spawn_blocking(move || allocate_once(server, &u, &p).1)
-            .await
-            .expect("allocate");
+        let code = allocate_code(server, &user, &password).await;
         if code == 300 {
             break;
         }
@@ -251,10 +238,7 @@ async fn above_its_bandwidth_an_instance_sheds_new_allocations_until_the_rate_fa
     let (user, password) = rest_credential(SECRET, "later", unix_now() + 600);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (u, p) = (user.clone(), password.clone());
-        let code = tokio::task::spawn_blocking(move || allocate_once(server, &u, &p).1)
-            .await
-            .expect("allocate");
+        let code = allocate_code(server, &user, &password).await;
         if code == 200 {
             break;
         }
