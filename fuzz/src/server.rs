@@ -765,10 +765,22 @@ impl Harness {
         for attempt in 0..2 {
             let unix = self.now().unix_secs;
             let (username, password) = if flags & flag::EXPIRED != 0 {
-                let m = auth::mint(SECRET, Some("old"), unix - 7200, Duration::from_secs(3600));
+                let m = auth::mint(
+                    auth::SecretAlgorithm::Sha1,
+                    SECRET,
+                    Some("old"),
+                    unix - 7200,
+                    Duration::from_secs(3600),
+                );
                 (m.username, m.password)
             } else if flags & flag::EPHEMERAL != 0 {
-                let m = auth::mint(SECRET, Some("fuzz"), unix, Duration::from_secs(3600));
+                let m = auth::mint(
+                    auth::SecretAlgorithm::Sha1,
+                    SECRET,
+                    Some("fuzz"),
+                    unix,
+                    Duration::from_secs(3600),
+                );
                 (m.username, m.password)
             } else {
                 (USER.to_owned(), PASSWORD.to_owned())
