@@ -420,8 +420,8 @@ fn serve(mut config: Config, config_path: Option<&std::path::Path>) -> anyhow::R
         ),
         false => None,
     };
-    let revocation_fleet =
-        admin::fleet::start(&config, server.admin()).context("starting the fleet's revocation sharing")?;
+    let revocation_fleet = admin::fleet::start(&config, server.admin(), server.status())
+        .context("starting the fleet's revocation sharing")?;
     let admin = admin::start(
         &config,
         server.admin(),

@@ -30,13 +30,12 @@
 //! 100 ms to [`MAX_BACKOFF`].
 //!
 //! Bounds: messages and entries over their size or of a bad shape are
-//! counted and dropped; the queue from the admin API holds [`QUEUE`]
+//! counted (`turnpike_fleet_revocations_total{outcome="invalid"}`) and
+//! dropped; the queue from the admin API holds [`QUEUE`]
 //! revocations (beyond it, [`RevocationSharer::share`] says false); every
 //! command has a [`COMMAND_TIMEOUT`].
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -49,6 +48,7 @@ use super::fleet_wire::SharedRevocation;
 use crate::config::{Config, Secret};
 use crate::net::{AdminError, AdminHandle};
 use crate::process::clock;
+use crate::process::status::{FleetRevocation, ServerStatus};
 
 /// Longest any one Redis command may take before Redis counts as down.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -92,28 +92,11 @@ pub enum RevocationFleetError {
     SubscriptionEnded,
 }
 
-/// Counters of the driver.
-#[derive(Debug, Default)]
-pub struct RevocationFleetStatus {
-    /// Revocations heard from Redis (messages and loaded entries) and applied.
-    pub applied: AtomicU64,
-    /// Messages and entries from Redis that were refused.
-    pub invalid: AtomicU64,
-    /// Revocations written to Redis.
-    pub shared: AtomicU64,
-    /// Revocations not shared (queue full, or pending beyond its bound).
-    pub dropped: AtomicU64,
-}
-
-fn count(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
-}
-
 /// The admin API's side: hands a revocation made here to the driver.
 #[derive(Clone)]
 pub struct RevocationSharer {
     queue: mpsc::Sender<SharedRevocation>,
-    status: Arc<RevocationFleetStatus>,
+    status: ServerStatus,
 }
 
 impl RevocationSharer {
@@ -126,7 +109,7 @@ impl RevocationSharer {
         };
         let queued = self.queue.try_send(revocation).is_ok();
         if !queued {
-            count(&self.status.dropped);
+            self.status.count_fleet_revocation(FleetRevocation::Dropped);
         }
         queued
     }
@@ -144,10 +127,6 @@ impl RevocationFleet {
         self.sharer.clone()
     }
 
-    pub fn status(&self) -> &Arc<RevocationFleetStatus> {
-        &self.sharer.status
-    }
-
     /// Stops the driver and waits for its thread.
     pub fn stop(self) {
         let _ = self.stop.send(true);
@@ -163,7 +142,7 @@ struct Names {
 }
 
 /// Starts the driver if `[fleet] redis_url` is set.
-pub fn start(config: &Config, shards: AdminHandle) -> std::io::Result<Option<RevocationFleet>> {
+pub fn start(config: &Config, shards: AdminHandle, status: ServerStatus) -> std::io::Result<Option<RevocationFleet>> {
     let Some(redis_url) = config.fleet.redis_url.clone() else {
         return Ok(None);
     };
@@ -172,7 +151,6 @@ pub fn start(config: &Config, shards: AdminHandle) -> std::io::Result<Option<Rev
         set: format!("{prefix}:revoked"),
         channel: format!("{prefix}:revocations"),
     };
-    let status = Arc::new(RevocationFleetStatus::default());
     let (queue, requests) = mpsc::channel(QUEUE);
     let (stop, stopped) = watch::channel(false);
     let driver_status = status.clone();
@@ -203,7 +181,7 @@ pub fn start(config: &Config, shards: AdminHandle) -> std::io::Result<Option<Rev
 struct Driver {
     shards: AdminHandle,
     names: Names,
-    status: Arc<RevocationFleetStatus>,
+    status: ServerStatus,
     requests: mpsc::Receiver<SharedRevocation>,
     /// Revocations made here and not yet written to Redis, oldest first.
     pending: VecDeque<SharedRevocation>,
@@ -273,7 +251,7 @@ impl Driver {
     fn hold(&mut self, request: SharedRevocation) {
         if self.pending.len() >= MAX_PENDING {
             self.pending.pop_front();
-            count(&self.status.dropped);
+            self.status.count_fleet_revocation(FleetRevocation::Dropped);
         }
         self.pending.push_back(request);
     }
@@ -316,7 +294,7 @@ impl Driver {
         let mut loaded = 0usize;
         for pair in answer.chunks(2).take(MAX_SHARED) {
             let [member, score] = pair else {
-                count(&self.status.invalid);
+                self.status.count_fleet_revocation(FleetRevocation::Invalid);
                 continue;
             };
             match SharedRevocation::parse_entry(member, score) {
@@ -327,7 +305,7 @@ impl Driver {
                     loaded += 1;
                 }
                 Err(error) => {
-                    count(&self.status.invalid);
+                    self.status.count_fleet_revocation(FleetRevocation::Invalid);
                     debug!(%error, "revocation entry from Redis dropped");
                 }
             }
@@ -381,7 +359,7 @@ impl Driver {
             .arg(revocation.encode())
             .to_owned();
         let _: i64 = bounded(command.query_async(conn)).await?;
-        count(&self.status.shared);
+        self.status.count_fleet_revocation(FleetRevocation::Shared);
         Ok(())
     }
 
@@ -390,7 +368,7 @@ impl Driver {
         match SharedRevocation::parse(payload) {
             Ok(revocation) => self.apply(&revocation, true).await,
             Err(error) => {
-                count(&self.status.invalid);
+                self.status.count_fleet_revocation(FleetRevocation::Invalid);
                 debug!(%error, bytes = payload.len(), "revocation message dropped");
             }
         }
@@ -412,7 +390,7 @@ impl Driver {
                 .map_err(AdminError::from),
         };
         match result {
-            Ok(()) => count(&self.status.applied),
+            Ok(()) => self.status.count_fleet_revocation(FleetRevocation::Applied),
             // Refused before anything changed (the list is full).
             Err(error @ AdminError::Revoke(_)) => {
                 warn!(%error, "a revocation from the fleet could not be held here");
@@ -420,7 +398,7 @@ impl Driver {
             // It holds; the allocations end by their lifetime (they can no
             // longer refresh).
             Err(error) => {
-                count(&self.status.applied);
+                self.status.count_fleet_revocation(FleetRevocation::Applied);
                 warn!(%error, "a revocation from the fleet holds, but ending its allocations failed");
             }
         }
