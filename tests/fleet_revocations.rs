@@ -165,4 +165,17 @@ fn without_redis_a_revocation_still_holds_locally() {
     redis.restart();
     let (b, _b_admin) = instance(&redis, "rev-late");
     wait_refused(&b, cred, "an instance started once Redis is back");
+    // A said once that revocations were not shared, whatever its retries.
+    // (It logs that it is back just after writing, so that may come last.)
+    let deadline = Instant::now() + WAIT;
+    let log = loop {
+        let log = a.stderr_log();
+        if log.contains("revocations are shared with the fleet again") {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "A never said Redis was back: {log}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let warned = log.matches("revocations are not shared with the fleet while Redis is down");
+    assert_eq!(warned.count(), 1, "{log}");
 }

@@ -213,7 +213,7 @@ impl Driver {
                 Ok((conn, messages)) => {
                     backoff = MIN_BACKOFF;
                     match outage {
-                        true => info!("Redis is reachable again: revocations are shared with the fleet"),
+                        true => info!("revocations: Redis is back, revocations are shared with the fleet again"),
                         false => debug!("revocations: connected to Redis"),
                     }
                     outage = false;
@@ -226,7 +226,7 @@ impl Driver {
             };
             match outage {
                 false => {
-                    warn!(%error, "Redis is unreachable: revocations are not shared with the fleet until it is back")
+                    warn!(%error, "revocations are not shared with the fleet while Redis is down (they still hold here)")
                 }
                 true => debug!(%error, "Redis still unreachable"),
             }
