@@ -46,12 +46,13 @@ use tracing::{debug, info, warn};
 
 use super::fleet_wire::SharedRevocation;
 use crate::config::{Config, Secret};
+// The rooms' driver's error and command bound: the same Redis, the same
+// rules for when it counts as down.
+use crate::http::signaling::fleet::{bounded, FleetError, COMMAND_TIMEOUT};
 use crate::net::{AdminError, AdminHandle};
 use crate::process::clock;
 use crate::process::status::{FleetRevocation, ServerStatus};
 
-/// Longest any one Redis command may take before Redis counts as down.
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most entries kept in, and loaded from, `P:revoked`.
 pub const MAX_SHARED: usize = 10_000;
 /// Most revocations made during an outage that are written once Redis is
@@ -80,17 +81,6 @@ end
 redis.call('PUBLISH', ARGV[5], ARGV[6])
 return n
 ";
-
-/// Why Redis counts as down.
-#[derive(Debug, thiserror::Error)]
-pub enum RevocationFleetError {
-    #[error("Redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("Redis did not answer within {COMMAND_TIMEOUT:?}")]
-    Timeout,
-    #[error("the Redis subscription ended")]
-    SubscriptionEnded,
-}
 
 /// The admin API's side: hands a revocation made here to the driver.
 #[derive(Clone)]
@@ -187,16 +177,6 @@ struct Driver {
     pending: VecDeque<SharedRevocation>,
 }
 
-/// `future` within [`COMMAND_TIMEOUT`].
-async fn bounded<T>(
-    future: impl std::future::Future<Output = redis::RedisResult<T>>,
-) -> Result<T, RevocationFleetError> {
-    match tokio::time::timeout(COMMAND_TIMEOUT, future).await {
-        Ok(result) => Ok(result?),
-        Err(_) => Err(RevocationFleetError::Timeout),
-    }
-}
-
 impl Driver {
     async fn run(mut self, redis_url: Secret, mut stopped: watch::Receiver<bool>) {
         let client = match redis::Client::open(redis_url.expose()) {
@@ -260,7 +240,7 @@ impl Driver {
     async fn connect(
         &mut self,
         client: &redis::Client,
-    ) -> Result<(MultiplexedConnection, redis::aio::PubSubStream), RevocationFleetError> {
+    ) -> Result<(MultiplexedConnection, redis::aio::PubSubStream), FleetError> {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(COMMAND_TIMEOUT))
             .set_response_timeout(Some(COMMAND_TIMEOUT));
@@ -279,7 +259,7 @@ impl Driver {
     }
 
     /// Reads the live entries of the set and applies them.
-    async fn load(&mut self, conn: &mut MultiplexedConnection) -> Result<(), RevocationFleetError> {
+    async fn load(&mut self, conn: &mut MultiplexedConnection) -> Result<(), FleetError> {
         let now = clock::unix_secs();
         let command = redis::cmd("ZRANGEBYSCORE")
             .arg(&self.names.set)
@@ -320,12 +300,12 @@ impl Driver {
         mut conn: MultiplexedConnection,
         mut messages: redis::aio::PubSubStream,
         stopped: &mut watch::Receiver<bool>,
-    ) -> Result<(), RevocationFleetError> {
+    ) -> Result<(), FleetError> {
         loop {
             tokio::select! {
                 message = messages.next() => match message {
                     Some(message) => self.on_message(message.get_payload_bytes()).await,
-                    None => return Err(RevocationFleetError::SubscriptionEnded),
+                    None => return Err(FleetError::SubscriptionEnded),
                 },
                 request = self.requests.recv() => match request {
                     Some(request) => {
@@ -342,11 +322,7 @@ impl Driver {
     }
 
     /// Writes and publishes one revocation made here.
-    async fn record(
-        &self,
-        conn: &mut MultiplexedConnection,
-        revocation: &SharedRevocation,
-    ) -> Result<(), RevocationFleetError> {
+    async fn record(&self, conn: &mut MultiplexedConnection, revocation: &SharedRevocation) -> Result<(), FleetError> {
         let command = redis::cmd("EVAL")
             .arg(RECORD_SCRIPT)
             .arg(1)
