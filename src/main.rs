@@ -420,7 +420,15 @@ fn serve(mut config: Config, config_path: Option<&std::path::Path>) -> anyhow::R
         ),
         false => None,
     };
-    let admin = admin::start(&config, server.admin(), server.status()).context("starting the admin API")?;
+    let revocation_fleet = admin::fleet::start(&config, server.admin(), server.status())
+        .context("starting the fleet's revocation sharing")?;
+    let admin = admin::start(
+        &config,
+        server.admin(),
+        server.status(),
+        revocation_fleet.as_ref().map(admin::fleet::RevocationFleet::sharer),
+    )
+    .context("starting the admin API")?;
     if demo_secret && std::io::stderr().is_terminal() {
         // Printed for the person at the terminal, never into logs.
         if let Some(secret) = config.auth.resolved_secrets.first() {
@@ -470,6 +478,9 @@ fn serve(mut config: Config, config_path: Option<&std::path::Path>) -> anyhow::R
     }
     if let Some(admin) = admin {
         admin.stop();
+    }
+    if let Some(fleet) = revocation_fleet {
+        fleet.stop();
     }
     server.stop();
     Ok(())

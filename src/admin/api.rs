@@ -21,7 +21,7 @@ use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::Secret;
 use crate::net::{AdminError, AdminHandle};
@@ -44,6 +44,8 @@ pub(super) struct AdminApp {
     /// How long a revocation of a username that is not short-lived holds
     /// when the request gives no `ttl` (`auth.max_credential_lifetime`).
     pub(super) default_revocation: Duration,
+    /// Shares revocations with the fleet (`[fleet] redis_url`).
+    pub(super) fleet: Option<super::fleet::RevocationSharer>,
 }
 
 pub(super) fn router(app: Arc<AdminApp>) -> Router {
@@ -184,7 +186,12 @@ async fn revoke(State(app): State<Arc<AdminApp>>, Json(request): Json<RevokeRequ
     }
     let now_unix = clock::unix_secs();
     let until = revocations::until_for(&username, now_unix, request.ttl, app.default_revocation);
-    match app.shards.revoke(&username, until).await {
+    let result = app.shards.revoke(&username, until).await;
+    // Held here (even if ending its allocations failed): tell the fleet.
+    if !matches!(result, Err(AdminError::Revoke(_))) {
+        share(&app, &username, until);
+    }
+    match result {
         Ok(ended) => {
             info!(username, until_unix = until, ended, "username revoked by the operator");
             Json(json!({ "username": username, "until_unix": until, "ended": ended })).into_response()
@@ -204,6 +211,18 @@ async fn revoke(State(app): State<Arc<AdminApp>>, Json(request): Json<RevokeRequ
                  retry with DELETE /v1/users/{{user}}/allocations"
             );
             error(StatusCode::SERVICE_UNAVAILABLE, &message)
+        }
+    }
+}
+
+/// Hands a revocation held here to the fleet driver, if there is one.
+fn share(app: &AdminApp, username: &str, until: u64) {
+    if let Some(fleet) = &app.fleet {
+        if !fleet.share(username, until) {
+            warn!(
+                username,
+                "the fleet queue is full: this revocation holds on this instance only"
+            );
         }
     }
 }

@@ -13,6 +13,8 @@
 //!   every transport and shard from now on (401, as a bad credential) and
 //!   ends its allocations; `GET /v1/revocations` lists what is revoked
 //!   (see [`crate::proto::revocations`] for how long an entry holds).
+//!   With `[fleet] redis_url`, the revocation is also shared with every
+//!   instance of the fleet ([`fleet`]).
 //!
 //! Access: every route wants `Authorization: Bearer <admin.key>`, compared
 //! in constant time; without it, or with another key, the answer is 401
@@ -34,6 +36,8 @@
 
 mod api;
 pub mod client;
+pub mod fleet;
+pub mod fleet_wire;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -97,6 +101,7 @@ pub fn start(
     config: &Config,
     shards: AdminHandle,
     status: ServerStatus,
+    fleet: Option<fleet::RevocationSharer>,
 ) -> Result<Option<AdminServer>, AdminStartError> {
     let Some(addr) = config.admin.listen else {
         return Ok(None);
@@ -114,6 +119,7 @@ pub fn start(
         shards,
         status,
         default_revocation: config.auth.max_credential_lifetime,
+        fleet,
     });
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let thread = std::thread::Builder::new()

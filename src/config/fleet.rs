@@ -18,8 +18,9 @@ pub struct FleetSection {
     /// Redis server that holds room membership and carries signals
     /// between instances, as `redis://[user:password@]host[:port][/db]`.
     /// Every instance of a fleet names the same server and `key_prefix`.
-    /// It may hold a password, so it is never logged. Unset, rooms stay in
-    /// this process. Default: unset.
+    /// It also shares the admin API's revocations (`crate::admin::fleet`).
+    /// It may hold a password, so it is never logged. Unset, rooms and
+    /// revocations stay in this process. Default: unset.
     pub redis_url: Option<Secret>,
     /// This instance's name in the fleet: which instance holds a peer, and
     /// the Redis channel (`<key_prefix>:inst:<instance_id>`) signals for

@@ -26,7 +26,7 @@ use super::signaling::protocol::ErrorCode;
 use super::signaling::session::Hub;
 use super::signaling::switchboard::MESSAGE_KINDS;
 use crate::process::http_handoff::SharedPortCounts;
-use crate::process::status::{ServerStatus, ADMIN_OUTCOMES};
+use crate::process::status::{ServerStatus, ADMIN_OUTCOMES, FLEET_REVOCATION_OUTCOMES};
 use crate::proto::stats::{
     Traffic, AUTH_FAILURES, CODES, END_REASONS, FAMILIES, METHODS, RATE_LIMITS, REFUSALS, TRANSPORTS,
 };
@@ -286,6 +286,18 @@ impl Collector for TurnpikeCollector {
             None,
             Counter,
             admin,
+        )?;
+        let fleet_revocations = FLEET_REVOCATION_OUTCOMES
+            .iter()
+            .zip(self.status.fleet_revocations())
+            .map(|(outcome, v)| (vec![("outcome", (*outcome).to_owned())], v));
+        family(
+            e,
+            "turnpike_fleet_revocations",
+            "Revocations shared through the fleet's Redis, by outcome (shared: written; applied: heard and held here; invalid: refused input; dropped: never shared)",
+            None,
+            Counter,
+            fleet_revocations,
         )?;
         family(
             e,

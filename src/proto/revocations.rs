@@ -17,8 +17,9 @@
 //!
 //! Cost on the hot path: one relaxed atomic load while the set is empty,
 //! else a read lock and one hash lookup. The set sits behind this small API
-//! (`revoke`, `is_revoked`, `list`) so that it can later be shared by the
-//! instances of a fleet without the core noticing.
+//! (`revoke`, `is_revoked`, `list`) so that the instances of a fleet can
+//! share it (`crate::admin::fleet`, which calls `revoke` for what the
+//! others revoked) without the core noticing.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -36,6 +36,24 @@ impl XorShift {
             *b = self.byte();
         }
     }
+
+    /// Up to `edits` random edits of `bytes` (a byte changed, dropped or
+    /// doubled, or the rest cut off), at least one: the tests' seeded
+    /// mutation of valid input. Stops early once `bytes` is empty.
+    pub fn mutate(&mut self, bytes: &mut Vec<u8>, edits: u64) {
+        for _ in 0..1 + self.below(edits) {
+            if bytes.is_empty() {
+                return;
+            }
+            let at = (self.next_u64() as usize) % bytes.len();
+            match self.next_u64() % 4 {
+                0 => bytes[at] = self.byte(),
+                1 => drop(bytes.remove(at)),
+                2 => bytes.insert(at, bytes[at]),
+                _ => bytes.truncate(at),
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -272,7 +272,9 @@ async fn connect(client: &redis::Client, settings: &FleetSettings) -> Result<Con
 }
 
 /// `future` within [`COMMAND_TIMEOUT`].
-async fn bounded<T>(future: impl std::future::Future<Output = redis::RedisResult<T>>) -> Result<T, FleetError> {
+pub(crate) async fn bounded<T>(
+    future: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, FleetError> {
     match tokio::time::timeout(COMMAND_TIMEOUT, future).await {
         Ok(result) => Ok(result?),
         Err(_) => Err(FleetError::Timeout),

@@ -308,18 +308,7 @@ mod tests {
         let mut accepted = 0;
         for round in 0..20_000u32 {
             let mut bytes = seeds[round as usize % seeds.len()].as_bytes().to_vec();
-            for _ in 0..1 + rng.next_u64() % 4 {
-                let at = (rng.next_u64() as usize) % bytes.len().max(1);
-                match rng.next_u64() % 4 {
-                    0 => bytes[at] = rng.next_u64() as u8,
-                    1 => drop(bytes.remove(at)),
-                    2 => bytes.insert(at, bytes[at]),
-                    _ => bytes.truncate(at),
-                }
-                if bytes.is_empty() {
-                    break;
-                }
-            }
+            rng.mutate(&mut bytes, 4);
             if let Ok(message) = WireMessage::parse(&bytes, 4096) {
                 accepted += 1;
                 let text = message.encode();
