@@ -48,6 +48,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Config, Secret};
 use crate::net::AdminHandle;
+use crate::process::accept::accept_until_stopped;
 use crate::process::status::ServerStatus;
 
 /// Connections served at once.
@@ -162,17 +163,8 @@ async fn accept_loop(
             },
             _ = stopped.changed() => return,
         };
-        let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    debug!("admin accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stopped.changed() => return,
+        let Some((stream, remote)) = accept_until_stopped(&listener, &mut stopped, "admin").await else {
+            return;
         };
         let router = router.clone();
         tokio::spawn(async move {

@@ -64,6 +64,7 @@ use tracing::{debug, info, warn};
 pub use ice::IceConfig;
 
 use crate::config::Config;
+use crate::process::accept::accept_until_stopped;
 use crate::process::http_handoff::HttpInbox;
 use crate::process::proxy_protocol::ProxyProtocol;
 use crate::process::status::ServerStatus;
@@ -286,17 +287,8 @@ async fn accept_loop(
         Err(e) => return warn!("HTTP listener: {e}"),
     };
     loop {
-        let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    debug!("HTTP accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stopped.changed() => return,
+        let Some((stream, remote)) = accept_until_stopped(&listener, &mut stopped, "HTTP").await else {
+            return;
         };
         let Ok(local) = stream.local_addr() else {
             continue;

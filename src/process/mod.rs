@@ -2,6 +2,7 @@
 //! HTTP endpoint of [`crate::http`] both use, kept apart from either so
 //! that neither reaches into the other.
 //!
+//! * [`accept`]: the accept step of the HTTP and admin listeners;
 //! * [`clock`]: the only place the clock is read;
 //! * [`logging`]: how log lines look on a terminal, in a file, in the journal;
 //! * [`random`]: the operating system's random source;
@@ -15,6 +16,7 @@
 //! Nothing here imports `net` or `http`; it builds on [`crate::proto`] and
 //! [`crate::config`] only.
 
+pub mod accept;
 pub mod clock;
 pub mod http_handoff;
 pub mod logging;
