@@ -30,7 +30,9 @@
 // Every wait is bounded, and the whole run is limited to OVERALL_MS.
 
 import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
@@ -53,6 +55,18 @@ const { baseUrl, room, artifacts } = run;
 const elapsed = () => run.elapsed();
 const steps = {};
 let proxy = null;
+// Files are handed to the page by path, so Chromium reads them from disk.
+// Given as a buffer, they would be decoded from base64 on the page's main
+// thread, which held it for seconds on a loaded machine and delayed the
+// page's WebSocket messages (a credential refresh seen late).
+const fileDir = mkdtempSync(join(tmpdir(), 'turnpike-features-'));
+
+/** Writes `bytes` to a file called `name` and returns its path. */
+function fileOf(name, bytes) {
+  const path = join(fileDir, name);
+  writeFileSync(path, bytes);
+  return path;
+}
 
 
 /** Polls `probe` (in node) until it returns a truthy value, at most `ms`. */
@@ -297,8 +311,7 @@ async function main() {
     await alice.page.click('.side-tab[data-tab="files"]');
     await bob.page.click('.side-tab[data-tab="files"]');
     await alice.page.selectOption('#file-to', bob.id);
-    // The bytes cross the DevTools protocol in base64: seconds on a loaded machine.
-    await alice.page.setInputFiles('#file-input', { name: 'random.bin', mimeType: 'application/octet-stream', buffer: bytes }, { timeout: 60_000 });
+    await alice.page.setInputFiles('#file-input', fileOf('random.bin', bytes));
     const transfer = (p, dir) =>
       p.page.evaluate((d) => {
         const t = Array.from(window.turnpikeDemo.transfers.values()).find((x) => x.dir === d);
@@ -347,7 +360,7 @@ async function main() {
   // the cancelled one is not taken for it).
   const cancel = await step('cancel', async () => {
     const big = randomBytes(CANCEL_BYTES);
-    await alice.page.setInputFiles('#file-input', { name: 'big.bin', mimeType: 'application/octet-stream', buffer: big }, { timeout: 60_000 });
+    await alice.page.setInputFiles('#file-input', fileOf('big.bin', big));
     const stoppedAt = await alice.page.evaluate(
       (ms) =>
         new Promise((resolve, reject) => {
@@ -381,7 +394,7 @@ async function main() {
     if (atBob.url) throw new Failure('a cancelled file has a download link');
     const small = randomBytes(64 * 1024);
     const smallSha = createHash('sha256').update(small).digest('hex');
-    await alice.page.setInputFiles('#file-input', { name: 'small.bin', mimeType: 'application/octet-stream', buffer: small }, { timeout: 60_000 });
+    await alice.page.setInputFiles('#file-input', fileOf('small.bin', small));
     const got = await until('bob: the small file after the cancelled one', () =>
       bob.page.evaluate(async () => {
         const t = Array.from(window.turnpikeDemo.transfers.values()).find((x) => x.dir === 'in' && x.name === 'small.bin');
@@ -584,5 +597,6 @@ await run.finish('the whole walk', OVERALL_MS, main, {
   },
   onEnd: () => {
     if (proxy) proxy.close();
+    rmSync(fileDir, { recursive: true, force: true });
   },
 });
