@@ -648,7 +648,10 @@
     state.peers.set(id, peer);
 
     pc.onicecandidate = (ev) => {
-      if (ev.candidate && !peer.closed) signal(id, { candidate: ev.candidate.toJSON() });
+      if (!ev.candidate || peer.closed) return;
+      const c = ev.candidate;
+      if (c.type) log('local candidate', id, c.type, c.protocol || '', `${c.address || ''}:${c.port || ''}`);
+      signal(id, { candidate: c.toJSON() });
     };
     pc.onicecandidateerror = (ev) => {
       log('ice candidate error', id, ev.url || '', ev.errorCode, ev.errorText || '', `${ev.address || ''}:${ev.port || ''}`);

@@ -236,7 +236,7 @@ async function shot(p, name) {
 
 async function dumpPage(p) {
   try {
-    const events = await p.page.evaluate(() => window.turnpikeDemo.events.slice(-80));
+    const events = await p.page.evaluate(() => window.turnpikeDemo.events.slice(-150));
     console.error(`---- ${p.label}: page events ----\n${events.join('\n')}`);
     console.error(`---- ${p.label}: peers ----\n${JSON.stringify(await peersOf(p))}`);
   } catch (e) {
