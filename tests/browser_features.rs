@@ -5,8 +5,9 @@
 //! receiving side, a cancelled one and a file after it, screen sharing and
 //! back, a microphone switch, a WebSocket cut and resumed
 //! (protocol v1.1) with no peer-left and no signal lost, fresh TURN
-//! credentials pushed before expiry and used by an ICE restart after the
-//! first ones expired, and a room of three. The script checks the pages;
+//! credentials pushed before expiry, the relays of the first ones ended
+//! once they expired (the admin API, as when a TURN server goes away) and
+//! the pages' own ICE restart onto fresh relays, and a room of three. The script checks the pages;
 //! this test checks its summary again and the server's side: the relays
 //! after the restart were allocated with a refreshed credential.
 //!
@@ -25,7 +26,9 @@ use serde_json::Value;
 
 /// Short-lived TURN credentials, so that the walk outlives the first ones
 /// (refreshed at three quarters: 15 s after a join).
-const SERVER_TOML: &str = "[auth]\nsecrets = [\"browser-features-secret\"]\ncredential_ttl = \"20s\"\n";
+const AUTH_TOML: &str = "[auth]\nsecrets = [\"browser-features-secret\"]\ncredential_ttl = \"20s\"\n";
+/// The admin API's key, with which the walk ends alice's first relays.
+const ADMIN_KEY: &str = "browser-features-admin-key-0123456789";
 /// features.mjs stops itself after 150 s; this is the outer bound.
 const WALK_LIMIT: Duration = Duration::from_secs(200);
 
@@ -38,10 +41,15 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
 #[test]
 fn chat_files_screen_sharing_stats_and_a_resumed_socket_in_a_relayed_call() {
     let setup = browser_setup("browser-features");
-    let server = TestServer::start(SERVER_TOML);
+    let admin = format!("127.0.0.1:{}", free_tcp_port());
+    let server = TestServer::start(&format!(
+        "{AUTH_TOML}\n[admin]\nlisten = \"{admin}\"\nkey = \"{ADMIN_KEY}\"\n"
+    ));
     let base_url = format!("http://{}/", server.http_addr());
     let room = format!("browser-features-{}", std::process::id());
-    let summary = run_browser_script(&setup, "features.mjs", &base_url, &room, WALK_LIMIT, false, &[]);
+    let admin_args = [format!("--admin=http://{admin}/"), format!("--admin-key={ADMIN_KEY}")];
+    let admin_args: Vec<&str> = admin_args.iter().map(String::as_str).collect();
+    let summary = run_browser_script(&setup, "features.mjs", &base_url, &room, WALK_LIMIT, false, &admin_args);
     let artifacts = &setup.artifacts;
 
     // What the pages saw, checked again.
@@ -78,6 +86,11 @@ fn chat_files_screen_sharing_stats_and_a_resumed_socket_in_a_relayed_call() {
     );
     assert_eq!(str_at(&summary, "/blip/before/id"), str_at(&summary, "/blip/after/id"));
     assert_eq!(summary["blip"]["after"]["resumes"], 1);
+    assert!(
+        summary["refresh"]["ended"].as_u64().is_some_and(|n| n >= 1),
+        "the admin API ended none of alice's first relays: {}",
+        summary["refresh"]
+    );
     assert_ne!(
         str_at(&summary, "/refresh/oldRelay"),
         str_at(&summary, "/refresh/newRelay"),

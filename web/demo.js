@@ -77,6 +77,11 @@
   const SEND_BURST = 40;
   const MAX_PENDING_CANDIDATES = 200;
   const MAX_ICE_RESTARTS = 2;
+  // A connection still 'disconnected' after this long is restarted:
+  // Chromium takes far longer to call it 'failed', and a relay that went
+  // away (a TURN server restarted, an allocation ended) never comes back.
+  // Shorter blips recover by themselves.
+  const DISCONNECTED_RESTART_MS = 5000;
   const STATS_INTERVAL_MS = 1000;
   // Resume: frames kept for a resend, messages queued while the socket is
   // down, and the waits between reconnection attempts.
@@ -455,7 +460,7 @@
     notify('Reconnected to the server.', 'ok', 3000);
     // A peer connection that failed meanwhile gets an ICE restart now.
     for (const peer of state.peers.values()) {
-      if (peer.pc.iceConnectionState === 'failed') recoverPeer(peer);
+      if (isBroken(peer)) recoverPeer(peer);
     }
   }
 
@@ -626,6 +631,7 @@
       queue: Promise.resolve(), // signals of this peer, handled one at a time
       tracksAdded: false,
       restarts: 0,
+      disconnectedTimer: null,
       closed: false,
       statsTimer: null,
       statsBusy: false,
@@ -824,9 +830,28 @@
     log('ice state', peer.id, s);
     renderIceState(peer);
     if (s === 'connected' || s === 'completed') peer.restarts = 0;
-    if (s !== 'failed' || peer.closed) return;
+    clearTimeout(peer.disconnectedTimer);
+    peer.disconnectedTimer = null;
+    if (peer.closed) return;
+    if (s === 'disconnected') {
+      peer.disconnectedTimer = setTimeout(() => {
+        peer.disconnectedTimer = null;
+        if (peer.closed || peer.pc.iceConnectionState !== 'disconnected') return;
+        log('still disconnected', peer.id);
+        if (!state.reconnecting) recoverPeer(peer);
+      }, DISCONNECTED_RESTART_MS);
+      return;
+    }
+    if (s !== 'failed') return;
     if (state.reconnecting) return; // recovered once the signaling is back
     recoverPeer(peer);
+  }
+
+  // A connection that needs a restart: failed, or disconnected for longer
+  // than DISCONNECTED_RESTART_MS.
+  function isBroken(peer) {
+    const s = peer.pc.iceConnectionState;
+    return s === 'failed' || (s === 'disconnected' && !peer.disconnectedTimer);
   }
 
   // A failed peer connection: the offerer restarts ICE; the answerer asks
@@ -844,6 +869,11 @@
   // the current iceServers (fresh TURN credentials included).
   function restartIce(peer, why) {
     if (peer.closed) return;
+    // Both sides may ask at once; one restart in flight is enough.
+    if (peer.pc.signalingState !== 'stable') {
+      log('ice restart already under way', peer.id);
+      return;
+    }
     if (peer.restarts >= MAX_ICE_RESTARTS) {
       notify(`Could not connect to ${peerLabel(peer)}.`, 'error', 8000);
       return;
@@ -866,6 +896,7 @@
     if (!peer) return;
     peer.closed = true;
     clearInterval(peer.statsTimer);
+    clearTimeout(peer.disconnectedTimer);
     closeTransfersOf(peer);
     try {
       peer.pc.close();

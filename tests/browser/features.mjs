@@ -1,7 +1,7 @@
 // One walk through the demo page's call features in headless Chromium,
 // every peer connection forced onto turnpike's TURN relay:
 //
-//   node tests/browser/features.mjs <base-url> <room> <artifacts-dir>
+//   node tests/browser/features.mjs <base-url> <room> <artifacts-dir> --admin=<url> --admin-key=<key>
 //
 // alice and bob join (bob's page through a TCP proxy this script runs, so
 // that it can cut his WebSocket), then, in order:
@@ -21,8 +21,10 @@
 //      bob's page resumes: nobody saw a peer-left and both signals arrive;
 //   6. fresh TURN credentials (short credential_ttl) arrive before the
 //      first ones expire and are applied with setConfiguration; once the
-//      first ones have expired, an ICE restart gathers new relays with the
-//      fresh ones and media flows again over relay <-> relay;
+//      first ones have expired, the server's admin API ends alice's relays
+//      (as a TURN server that went away would): the pages see the call
+//      disconnected, restart ICE by themselves, gather new relays with the
+//      fresh credentials, and media flows again over relay <-> relay;
 //   7. carol joins: a chat message from her reaches both, and one from
 //      alice reaches both others.
 // Screenshots of each state go to the artifacts dir. Prints one JSON
@@ -192,7 +194,7 @@ function peersOf(p) {
  * with `extra` true: more frames decoded than when all that first held (a
  * shared screen may send few frames a second, so not between two polls).
  */
-async function mediaFlows(p, peerId, what, extra = () => true) {
+async function mediaFlows(p, peerId, what, extra = () => true, ms = STEP_MS) {
   let baseline = null;
   return until(`${p.label}: ${what}`, async () => {
     const peers = await peersOf(p);
@@ -208,7 +210,22 @@ async function mediaFlows(p, peerId, what, extra = () => true) {
       return { ok: false, baseline, ...peer };
     }
     return peer.framesDecoded > baseline ? peer : { ok: false, baseline, ...peer };
+  }, ms);
+}
+
+/** Ends every allocation of TURN user `user` through the server's admin
+ * API (`--admin=<url> --admin-key=<key>`); the number ended. */
+async function endAllocationsOf(user) {
+  const { admin, 'admin-key': key } = run.options;
+  if (!admin || !key) throw new Failure('features.mjs needs --admin=<url> and --admin-key=<key>');
+  const response = await fetch(new URL(`/v1/users/${encodeURIComponent(user)}/allocations`, admin), {
+    method: 'DELETE',
+    headers: { authorization: `Bearer ${key}` },
+    signal: AbortSignal.timeout(10_000),
   });
+  const body = await response.json();
+  if (!response.ok) throw new Failure(`admin API: ${response.status} ${JSON.stringify(body)}`);
+  return body.ended;
 }
 
 function chatOf(p) {
@@ -521,16 +538,20 @@ async function main() {
     if (!applied.some((u) => u && pushedUsers.includes(u))) {
       throw new Failure(`setConfiguration not applied: ${applied} vs ${pushedUsers}`);
     }
-    // Bob (the offerer) restarts ICE once the first credentials of both
-    // pages have expired: the new relays can only come from fresh ones.
+    // Once the first credentials of both pages have expired, the relays
+    // alice got with hers are ended (the admin API), as when a TURN server
+    // goes away: the pages see the call disconnected and restart ICE by
+    // themselves, and the new relays can only come from fresh credentials.
     const bobUser = bob.joinedIce.find((s) => s.username).username;
     const expiredAt = Math.max(firstExpiry, Number(bobUser.split(':')[0]) * 1000) + 1000;
     await until('bob: fresh iceServers', () => bob.page.evaluate(() => window.turnpikeDemo.iceRefreshes[0] || null), 40_000);
     if (Date.now() < expiredAt) await sleep(expiredAt - Date.now());
     const oldRelay = (await peersOf(alice))[bob.id].localAddress;
     await mediaFlows(alice, bob.id, 'video from bob after the first credential expired');
-    await bob.page.evaluate((id) => window.turnpikeDemo.restartIce(id), alice.id);
-    const restarted = await mediaFlows(alice, bob.id, 'video over new relays after the ICE restart', (p) => p.localAddress !== oldRelay);
+    const ended = await endAllocationsOf(firstUser);
+    if (!(ended >= 1)) throw new Failure(`the admin API ended ${ended} allocations of ${firstUser}`);
+    await until('alice: the call disconnected', async () => (await peersOf(alice))[bob.id]?.ice !== 'connected');
+    const restarted = await mediaFlows(alice, bob.id, 'video over new relays after the ICE restart', (p) => p.localAddress !== oldRelay, 40_000);
     await mediaFlows(bob, alice.id, 'video at bob after the ICE restart');
     const refreshedUsers = {
       alice: await alice.page.evaluate(() => window.turnpikeDemo.iceRefreshes.map((r) => r.username)),
@@ -538,7 +559,7 @@ async function main() {
     };
     await alice.page.click('.side-tab[data-tab="stats"]');
     await shot(alice, '6-refreshed-alice');
-    return { firstUser, pushed, applied, oldRelay, newRelay: restarted.localAddress, refreshedUsers };
+    return { firstUser, pushed, applied, ended, oldRelay, newRelay: restarted.localAddress, refreshedUsers };
   });
 
   // 7. A room of three.

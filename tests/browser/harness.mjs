@@ -34,18 +34,25 @@ export const CHROMIUM_ARGS = [
   '--disable-sync',
 ];
 
-/** One script's run: `node <script> <base-url> <room> <artifacts-dir> [<second-base-url>]`;
+/** One script's run: `node <script> <base-url> <room> <artifacts-dir> [<second-base-url>] [--name=value ...]`;
  * the second URL, when given, is another instance of a fleet for the
- * second participant (`secondUrl`, else the first). */
+ * second participant (`secondUrl`, else the first); the `--name=value`
+ * arguments are the script's own (`options`). */
 export class Run {
   constructor(script) {
-    const [baseUrl, room, artifacts, second] = process.argv.slice(2);
+    const args = process.argv.slice(2);
+    const options = {};
+    for (const arg of args.filter((a) => a.startsWith('--'))) {
+      const [name, ...value] = arg.slice(2).split('=');
+      options[name] = value.join('=');
+    }
+    const [baseUrl, room, artifacts, second] = args.filter((a) => !a.startsWith('--'));
     if (!baseUrl || !room || !artifacts) {
-      console.error(`usage: node ${script} <base-url> <room> <artifacts-dir> [<second-base-url>]`);
+      console.error(`usage: node ${script} <base-url> <room> <artifacts-dir> [<second-base-url>] [--name=value ...]`);
       process.exit(2);
     }
     mkdirSync(artifacts, { recursive: true });
-    Object.assign(this, { baseUrl, room, artifacts, secondUrl: second || baseUrl });
+    Object.assign(this, { baseUrl, room, artifacts, secondUrl: second || baseUrl, options });
     this.started = Date.now();
     this.consoleLines = [];
     this.pageErrors = [];
