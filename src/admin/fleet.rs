@@ -51,6 +51,7 @@ use crate::config::{Config, Secret};
 use crate::http::signaling::fleet::{bounded, FleetError, COMMAND_TIMEOUT};
 use crate::net::{AdminError, AdminHandle};
 use crate::process::clock;
+use crate::process::runtime_thread;
 use crate::process::status::{FleetRevocation, ServerStatus};
 
 /// Most entries kept in, and loaded from, `P:revoked`.
@@ -144,22 +145,16 @@ pub fn start(config: &Config, shards: AdminHandle, status: ServerStatus) -> std:
     let (queue, requests) = mpsc::channel(QUEUE);
     let (stop, stopped) = watch::channel(false);
     let driver_status = status.clone();
-    let thread = std::thread::Builder::new()
-        .name("turnpike-revocations".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => runtime,
-                Err(e) => return warn!("revocation sharing runtime failed to start: {e}"),
-            };
-            let driver = Driver {
-                shards,
-                names,
-                status: driver_status,
-                requests,
-                pending: VecDeque::new(),
-            };
-            runtime.block_on(driver.run(redis_url, stopped));
-        })?;
+    let driver = Driver {
+        shards,
+        names,
+        status: driver_status,
+        requests,
+        pending: VecDeque::new(),
+    };
+    let thread = runtime_thread::spawn("turnpike-revocations", "revocation sharing", move |runtime| {
+        runtime.block_on(driver.run(redis_url, stopped));
+    })?;
     info!(prefix = %prefix, "revocations are shared with the fleet through Redis");
     Ok(Some(RevocationFleet {
         sharer: RevocationSharer { queue, status },

@@ -49,6 +49,7 @@ use tracing::{debug, info, warn};
 use crate::config::{Config, Secret};
 use crate::net::AdminHandle;
 use crate::process::accept::accept_until_stopped;
+use crate::process::runtime_thread;
 use crate::process::status::ServerStatus;
 
 /// Connections served at once.
@@ -123,16 +124,10 @@ pub fn start(
         fleet,
     });
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let thread = std::thread::Builder::new()
-        .name("turnpike-admin".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => runtime,
-                Err(e) => return warn!("admin runtime failed to start: {e}"),
-            };
-            runtime.block_on(accept_loop(listener, api::router(app), stopped));
-        })
-        .map_err(AdminStartError::Thread)?;
+    let thread = runtime_thread::spawn("turnpike-admin", "admin", move |runtime| {
+        runtime.block_on(accept_loop(listener, api::router(app), stopped));
+    })
+    .map_err(AdminStartError::Thread)?;
     info!(addr = %bound, "admin API listening");
     Ok(Some(AdminServer {
         addr: bound,

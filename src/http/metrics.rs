@@ -141,6 +141,19 @@ fn by_transport_family<'a>(
     out
 }
 
+/// One sample per value of label `name`, `counts` in the order of `values`.
+fn by_label<'a>(
+    name: &'a str,
+    values: &[&str],
+    counts: impl IntoIterator<Item = u64>,
+) -> Vec<(Vec<(&'a str, String)>, u64)> {
+    values
+        .iter()
+        .zip(counts)
+        .map(|(value, count)| (vec![(name, (*value).to_owned())], count))
+        .collect()
+}
+
 fn directions<'a>(to_peer: u64, to_client: u64) -> Vec<(Vec<(&'a str, String)>, u64)> {
     vec![
         (vec![("direction", "to_peer".to_owned())], to_peer),
@@ -174,10 +187,7 @@ impl Collector for TurnpikeCollector {
             Counter,
             requests,
         )?;
-        let auth = AUTH_FAILURES
-            .iter()
-            .zip(c.auth_failures)
-            .map(|(reason, v)| (vec![("reason", (*reason).to_owned())], v));
+        let auth = by_label("reason", &AUTH_FAILURES, c.auth_failures);
         family(
             e,
             "turnpike_auth_failures",
@@ -186,10 +196,7 @@ impl Collector for TurnpikeCollector {
             Counter,
             auth,
         )?;
-        let refusals = REFUSALS
-            .iter()
-            .zip(c.refusals)
-            .map(|(limit, v)| (vec![("limit", (*limit).to_owned())], v));
+        let refusals = by_label("limit", &REFUSALS, c.refusals);
         family(
             e,
             "turnpike_quota_refusals",
@@ -275,10 +282,7 @@ impl Collector for TurnpikeCollector {
             Gauge,
             one(snapshot.peer_connections),
         )?;
-        let admin = ADMIN_OUTCOMES
-            .iter()
-            .zip(self.status.admin_requests())
-            .map(|(outcome, v)| (vec![("outcome", (*outcome).to_owned())], v));
+        let admin = by_label("outcome", &ADMIN_OUTCOMES, self.status.admin_requests());
         family(
             e,
             "turnpike_admin_requests",
@@ -287,10 +291,7 @@ impl Collector for TurnpikeCollector {
             Counter,
             admin,
         )?;
-        let fleet_revocations = FLEET_REVOCATION_OUTCOMES
-            .iter()
-            .zip(self.status.fleet_revocations())
-            .map(|(outcome, v)| (vec![("outcome", (*outcome).to_owned())], v));
+        let fleet_revocations = by_label("outcome", &FLEET_REVOCATION_OUTCOMES, self.status.fleet_revocations());
         family(
             e,
             "turnpike_fleet_revocations",
@@ -391,10 +392,7 @@ impl Collector for TurnpikeCollector {
             one(sessions as u64),
         )?;
         let counters = self.hub.counters();
-        let messages = MESSAGE_KINDS
-            .iter()
-            .zip(counters.messages)
-            .map(|(kind, v)| (vec![("type", (*kind).to_owned())], v));
+        let messages = by_label("type", &MESSAGE_KINDS, counters.messages);
         family(
             e,
             "turnpike_signaling_messages",
@@ -403,10 +401,7 @@ impl Collector for TurnpikeCollector {
             Counter,
             messages,
         )?;
-        let errors = ErrorCode::ALL
-            .iter()
-            .zip(counters.errors)
-            .map(|(code, v)| (vec![("code", (*code).to_owned())], v));
+        let errors = by_label("code", &ErrorCode::ALL, counters.errors);
         family(
             e,
             "turnpike_signaling_errors",
@@ -454,10 +449,7 @@ impl Collector for TurnpikeCollector {
             Gauge,
             [("general", live.0), ("monitoring", live.1)].map(|(pool, n)| (vec![("pool", pool.to_owned())], n as u64)),
         )?;
-        let refused = Refusal::ALL
-            .iter()
-            .zip(refused)
-            .map(|(reason, v)| (vec![("reason", (*reason).to_owned())], v));
+        let refused = by_label("reason", &Refusal::ALL, refused);
         family(
             e,
             "turnpike_http_connections_refused",

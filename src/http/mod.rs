@@ -67,6 +67,7 @@ use crate::config::Config;
 use crate::process::accept::accept_until_stopped;
 use crate::process::http_handoff::HttpInbox;
 use crate::process::proxy_protocol::ProxyProtocol;
+use crate::process::runtime_thread;
 use crate::process::status::ServerStatus;
 use crate::process::tls::TlsCertificates;
 use crate::proto::source::SourceKey;
@@ -195,40 +196,34 @@ pub fn start(
     });
     let handle = app.clone();
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let thread = std::thread::Builder::new()
-        .name("turnpike-http".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => runtime,
-                Err(e) => return warn!("HTTP runtime failed to start: {e}"),
-            };
-            runtime.spawn(app.hub.clone().run_timers());
-            if let (Some(settings), Some(status)) = (fleet, fleet_status) {
-                info!(instance = %settings.instance, prefix = %settings.key_prefix, "signaling rooms span the fleet through Redis");
-                runtime.spawn(signaling::fleet::run(app.hub.clone(), settings, status));
+    let thread = runtime_thread::spawn("turnpike-http", "HTTP", move |runtime| {
+        runtime.spawn(app.hub.clone().run_timers());
+        if let (Some(settings), Some(status)) = (fleet, fleet_status) {
+            info!(instance = %settings.instance, prefix = %settings.key_prefix, "signaling rooms span the fleet through Redis");
+            runtime.spawn(signaling::fleet::run(app.hub.clone(), settings, status));
+        }
+        let router = router(app);
+        let listening = async {
+            if let Some((listener, _)) = listener {
+                accept_loop(
+                    listener,
+                    router.clone(),
+                    tls,
+                    connections.clone(),
+                    proxy,
+                    stopped.clone(),
+                )
+                .await;
             }
-            let router = router(app);
-            let listening = async {
-                if let Some((listener, _)) = listener {
-                    accept_loop(
-                        listener,
-                        router.clone(),
-                        tls,
-                        connections.clone(),
-                        proxy,
-                        stopped.clone(),
-                    )
-                    .await;
-                }
-            };
-            let handing = async {
-                if let Some(handed) = handed {
-                    handed::serve(handed.queue, router.clone(), connections.clone(), stopped.clone()).await;
-                }
-            };
-            runtime.block_on(async { tokio::join!(listening, handing) });
-        })
-        .map_err(HttpError::Thread)?;
+        };
+        let handing = async {
+            if let Some(handed) = handed {
+                handed::serve(handed.queue, router.clone(), connections.clone(), stopped.clone()).await;
+            }
+        };
+        runtime.block_on(async { tokio::join!(listening, handing) });
+    })
+    .map_err(HttpError::Thread)?;
     if let Some(addr) = bound {
         info!(%addr, tls = signaling.tls, "signaling and demo page listening");
     }

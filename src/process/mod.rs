@@ -22,5 +22,6 @@ pub mod http_handoff;
 pub mod logging;
 pub mod proxy_protocol;
 pub mod random;
+pub mod runtime_thread;
 pub mod status;
 pub mod tls;
