@@ -3,7 +3,9 @@
 //!
 //! * [`proto`]: the sans-IO protocol core (no sockets, clock or randomness of its own).
 //! * [`net`]: the tokio drivers that run the core in N shards over UDP, TCP, TLS and relay sockets.
-//! * [`http`]: the HTTP surface: `/ws` signaling, `/ice-servers`, the demo page, metrics, health.
+//! * [`http`]: the HTTP surface: the `/ws` upgrade, `/ice-servers`, the demo page, metrics, health.
+//! * [`signaling`]: WebSocket signaling rooms, a sans-IO switchboard and its drivers.
+//! * [`fleet`]: every byte to and from Redis: rooms and revocations shared by a fleet.
 //! * [`admin`]: the operator's admin API (its own loopback listener) and the client of `turnpike admin`.
 //! * [`process`]: process-wide services that net and http share: clock, randomness, TLS, status.
 //! * [`config`]: the TOML schema, its defaults and validation.
@@ -17,7 +19,9 @@
 
 pub mod admin;
 pub mod config;
+pub mod fleet;
 pub mod http;
 pub mod net;
 pub mod process;
 pub mod proto;
+pub mod signaling;

@@ -6,6 +6,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -16,10 +17,12 @@ use tracing_subscriber::EnvFilter;
 
 use turnpike::admin;
 use turnpike::config::{Config, LogFormat, Secret};
+use turnpike::fleet::{self, Fleet, FleetSettings};
 use turnpike::http;
 use turnpike::net;
 use turnpike::process::{self, logging};
 use turnpike::proto::auth;
+use turnpike::signaling::{self, Hub, IceConfig};
 
 #[derive(Parser)]
 #[command(
@@ -209,7 +212,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token { secret, ttl, room } => {
-            if let Some(room) = room.as_deref().filter(|r| !http::signaling::protocol::is_valid_room(r)) {
+            if let Some(room) = room.as_deref().filter(|r| !signaling::protocol::is_valid_room(r)) {
                 bail!("--room {room:?}: a room is 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'");
             }
             let secret = match (secret.resolve()?, &cli.config) {
@@ -407,26 +410,33 @@ fn serve(mut config: Config, config_path: Option<&std::path::Path>) -> anyhow::R
         listen: config.listen.http,
         handed: server.take_http_inbox(),
     };
-    let http = match sources.listen.is_some() || sources.handed.is_some() {
-        true => Some(
+    let hub = (sources.listen.is_some() || sources.handed.is_some()).then(|| {
+        Arc::new(Hub::from_config(
+            &config,
+            ice_config(&config, &server, config.listen.http),
+        ))
+    });
+    let fleet = fleet::start(FleetSettings::from_config(&config), hub.clone(), server.admin())
+        .context("starting the fleet's link to Redis")?;
+    let http = hub
+        .map(|hub| {
+            let fleet_status = fleet.as_ref().map(Fleet::status);
             http::start(
                 &config,
                 sources,
-                ice_config(&config, &server, config.listen.http),
+                hub,
+                fleet_status,
                 server.certificates(),
                 server.status(),
             )
-            .context("starting the HTTP endpoint")?,
-        ),
-        false => None,
-    };
-    let revocation_fleet = admin::fleet::start(&config, server.admin(), server.status())
-        .context("starting the fleet's revocation sharing")?;
+        })
+        .transpose()
+        .context("starting the HTTP endpoint")?;
     let admin = admin::start(
         &config,
         server.admin(),
         server.status(),
-        revocation_fleet.as_ref().map(admin::fleet::RevocationFleet::sharer),
+        fleet.as_ref().map(Fleet::sharer),
     )
     .context("starting the admin API")?;
     if demo_secret && std::io::stderr().is_terminal() {
@@ -479,7 +489,7 @@ fn serve(mut config: Config, config_path: Option<&std::path::Path>) -> anyhow::R
     if let Some(admin) = admin {
         admin.stop();
     }
-    if let Some(fleet) = revocation_fleet {
+    if let Some(fleet) = fleet {
         fleet.stop();
     }
     server.stop();
@@ -488,11 +498,11 @@ fn serve(mut config: Config, config_path: Option<&std::path::Path>) -> anyhow::R
 
 /// What the signaling endpoint hands out, for `config` on `server`, whose
 /// HTTP listener is `http` (or, without one, a shared TLS port).
-fn ice_config(config: &Config, server: &net::RunningServer, http: Option<std::net::SocketAddr>) -> http::IceConfig {
+fn ice_config(config: &Config, server: &net::RunningServer, http: Option<std::net::SocketAddr>) -> IceConfig {
     let reached = http.or_else(|| server.tls.first().copied());
-    http::IceConfig {
+    IceConfig {
         turn_host: config.signaling.turn_host.clone(),
-        fallback_host: reached.map_or_else(|| "127.0.0.1".to_owned(), http::IceConfig::fallback_host_for),
+        fallback_host: reached.map_or_else(|| "127.0.0.1".to_owned(), IceConfig::fallback_host_for),
         udp_port: server.udp.first().map(|a| a.port()),
         tcp_port: server.tcp.first().map(|a| a.port()),
         tls_port: server.tls.first().map(|a| a.port()),

@@ -1,7 +1,7 @@
 //! The `fleet_message` target: what instances of a fleet read from Redis
-//! (`http::signaling::fleet_wire`), untrusted input.
+//! (`signaling::switchboard::fleet_wire`), untrusted input.
 
-use turnpike::http::signaling::fleet_wire::{Membership, WireMessage};
+use turnpike::signaling::switchboard::fleet_wire::{Membership, WireMessage};
 
 /// The bound the fuzzed messages and records are read with.
 const BOUND: usize = 1024;

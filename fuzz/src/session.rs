@@ -39,8 +39,8 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use turnpike::http::signaling::protocol::{ErrorCode, IceServer};
-use turnpike::http::signaling::switchboard::{Limits, Outgoing, Switchboard};
+use turnpike::signaling::protocol::{ErrorCode, IceServer};
+use turnpike::signaling::switchboard::{Limits, Outgoing, Switchboard};
 use turnpike::proto::source::SourceKey;
 
 /// Sessions a program can use.

@@ -1,7 +1,7 @@
 //! The `signal_message` target: signaling protocol v1 (and v1.1) client
 //! messages.
 
-use turnpike::http::signaling::protocol::{is_valid_room, ClientMessage, ServerMessage, MAX_NAME_LEN, MAX_TOKEN_LEN};
+use turnpike::signaling::protocol::{is_valid_room, ClientMessage, ServerMessage, MAX_NAME_LEN, MAX_TOKEN_LEN};
 
 /// Parses `data` (as text, lossily) as a client message. Whatever parses
 /// must satisfy the protocol's rules, and a relayed `data` must come out of

@@ -45,7 +45,7 @@ pub(super) struct AdminApp {
     /// when the request gives no `ttl` (`auth.max_credential_lifetime`).
     pub(super) default_revocation: Duration,
     /// Shares revocations with the fleet (`[fleet] redis_url`).
-    pub(super) fleet: Option<super::fleet::RevocationSharer>,
+    pub(super) fleet: Option<crate::fleet::RevocationSharer>,
 }
 
 pub(super) fn router(app: Arc<AdminApp>) -> Router {

@@ -14,7 +14,7 @@
 //!   ends its allocations; `GET /v1/revocations` lists what is revoked
 //!   (see [`crate::proto::revocations`] for how long an entry holds).
 //!   With `[fleet] redis_url`, the revocation is also shared with every
-//!   instance of the fleet ([`fleet`]).
+//!   instance of the fleet ([`crate::fleet`]).
 //!
 //! Access: every route wants `Authorization: Bearer <admin.key>`, compared
 //! in constant time; without it, or with another key, the answer is 401
@@ -36,8 +36,6 @@
 
 mod api;
 pub mod client;
-pub mod fleet;
-pub mod fleet_wire;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -47,6 +45,7 @@ use std::time::Duration;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, Secret};
+use crate::fleet::RevocationSharer;
 use crate::net::AdminHandle;
 use crate::process::accept::accept_until_stopped;
 use crate::process::runtime_thread;
@@ -103,7 +102,7 @@ pub fn start(
     config: &Config,
     shards: AdminHandle,
     status: ServerStatus,
-    fleet: Option<fleet::RevocationSharer>,
+    fleet: Option<RevocationSharer>,
 ) -> Result<Option<AdminServer>, AdminStartError> {
     let Some(addr) = config.admin.listen else {
         return Ok(None);

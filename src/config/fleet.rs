@@ -18,7 +18,7 @@ pub struct FleetSection {
     /// Redis server that holds room membership and carries signals
     /// between instances, as `redis://[user:password@]host[:port][/db]`.
     /// Every instance of a fleet names the same server and `key_prefix`.
-    /// It also shares the admin API's revocations (`crate::admin::fleet`).
+    /// It also shares the admin API's revocations (`crate::fleet`).
     /// It may hold a password, so it is never logged. Unset, rooms and
     /// revocations stay in this process. Default: unset.
     pub redis_url: Option<Secret>,

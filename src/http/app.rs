@@ -14,14 +14,17 @@ use axum::http::HeaderValue;
 use prometheus_client::registry::Registry;
 
 use super::limits::{Admission, ConnectionTable};
-use super::signaling::session::Hub;
 use crate::config::{Config, Secret};
+use crate::fleet::FleetStatus;
 use crate::process::status::ServerStatus;
 use crate::proto::source::SourceKey;
+use crate::signaling::Hub;
 
 /// What the handlers share.
 pub(super) struct App {
     pub(super) hub: Arc<Hub>,
+    /// With `[fleet]`: whether Redis is up, and the fleet's counters.
+    pub(super) fleet: Option<Arc<FleetStatus>>,
     pub(super) status: ServerStatus,
     pub(super) metrics: Registry,
     /// Swapped whole on reload; a request takes a cheap clone of the Arc.

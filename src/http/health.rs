@@ -43,7 +43,7 @@ pub(super) async fn readyz(State(app): State<Arc<App>>) -> Response {
     if !app.status.responsive(STALL_LIMIT) {
         return (StatusCode::SERVICE_UNAVAILABLE, "an event loop is stalled\n").into_response();
     }
-    match app.hub.fleet_status().map(|fleet| fleet.up()) {
+    match app.fleet.as_ref().map(|fleet| fleet.up()) {
         None => (StatusCode::OK, "ready\n").into_response(),
         Some(true) => (StatusCode::OK, "ready\nredis: up\n").into_response(),
         Some(false) => (StatusCode::OK, "ready\nredis: down\n").into_response(),

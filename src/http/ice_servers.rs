@@ -16,9 +16,9 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::app::{Access, App};
-use super::signaling::protocol;
 use crate::process::clock;
 use crate::proto::auth;
+use crate::signaling::protocol;
 
 /// `GET /ice-servers`: `{"iceServers":[…],"ttl":S}` for the holder of
 /// `signaling.api_key`; 404 when no key is configured.

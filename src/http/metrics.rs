@@ -21,20 +21,21 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::app::App;
 use super::limits::{ConnectionTable, Refusal};
-use super::signaling::fleet::FleetCounts;
-use super::signaling::protocol::ErrorCode;
-use super::signaling::session::Hub;
-use super::signaling::switchboard::MESSAGE_KINDS;
+use crate::fleet::{FleetStatus, RoomCounts, REVOCATION_OUTCOMES};
 use crate::process::http_handoff::SharedPortCounts;
-use crate::process::status::{ServerStatus, ADMIN_OUTCOMES, FLEET_REVOCATION_OUTCOMES};
+use crate::process::status::{ServerStatus, ADMIN_OUTCOMES};
 use crate::proto::stats::{
     Traffic, AUTH_FAILURES, CODES, END_REASONS, FAMILIES, METHODS, RATE_LIMITS, REFUSALS, TRANSPORTS,
 };
+use crate::signaling::protocol::ErrorCode;
+use crate::signaling::switchboard::MESSAGE_KINDS;
+use crate::signaling::Hub;
 
 /// The registry `/metrics` encodes.
 pub fn registry(
     status: ServerStatus,
     hub: Arc<Hub>,
+    fleet: Option<Arc<FleetStatus>>,
     connections: Arc<Mutex<ConnectionTable>>,
     shared_port: Option<Arc<SharedPortCounts>>,
 ) -> Registry {
@@ -47,6 +48,7 @@ pub fn registry(
     registry.register_collector(Box::new(TurnpikeCollector {
         status,
         hub,
+        fleet,
         connections,
         shared_port,
     }));
@@ -76,6 +78,8 @@ pub(super) async fn text(State(app): State<Arc<App>>) -> Response {
 struct TurnpikeCollector {
     status: ServerStatus,
     hub: Arc<Hub>,
+    /// With `[fleet]`.
+    fleet: Option<Arc<FleetStatus>>,
     connections: Arc<Mutex<ConnectionTable>>,
     /// With a TLS port shared with HTTP: where its connections went.
     shared_port: Option<Arc<SharedPortCounts>>,
@@ -291,7 +295,8 @@ impl Collector for TurnpikeCollector {
             Counter,
             admin,
         )?;
-        let fleet_revocations = by_label("outcome", &FLEET_REVOCATION_OUTCOMES, self.status.fleet_revocations());
+        let revocations = self.fleet.as_ref().map(|fleet| fleet.revocations()).unwrap_or_default();
+        let fleet_revocations = by_label("outcome", &REVOCATION_OUTCOMES, revocations);
         family(
             e,
             "turnpike_fleet_revocations",
@@ -434,8 +439,8 @@ impl Collector for TurnpikeCollector {
             Counter,
             one(counters.grace_expiries),
         )?;
-        if let Some(fleet) = self.hub.fleet_status() {
-            encode_fleet(e, fleet.counts(), counters.fleet_dropped, self.hub.remote_count())?;
+        if let Some(fleet) = &self.fleet {
+            encode_fleet(e, fleet.room_counts(), counters.fleet_dropped, self.hub.remote_count())?;
         }
         let (live, refused) = {
             let table = self.connections.lock().unwrap_or_else(|e| e.into_inner());
@@ -495,7 +500,7 @@ impl Collector for TurnpikeCollector {
 
 /// The `[fleet]` families, written only when a fleet is configured (so
 /// the output of a lone instance is unchanged).
-fn encode_fleet(e: &mut DescriptorEncoder, fleet: FleetCounts, undeliverable: u64, remote: usize) -> std::fmt::Result {
+fn encode_fleet(e: &mut DescriptorEncoder, fleet: RoomCounts, undeliverable: u64, remote: usize) -> std::fmt::Result {
     use MetricType::{Counter, Gauge};
     family(
         e,

@@ -40,13 +40,12 @@
 mod app;
 mod handed;
 mod health;
-mod ice;
 mod ice_servers;
 pub mod limits;
 mod metrics;
 mod origin;
 mod page;
-pub mod signaling;
+mod ws;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -61,9 +60,8 @@ use axum::Router;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, info, warn};
 
-pub use ice::IceConfig;
-
 use crate::config::Config;
+use crate::fleet::FleetStatus;
 use crate::process::accept::accept_until_stopped;
 use crate::process::http_handoff::HttpInbox;
 use crate::process::proxy_protocol::ProxyProtocol;
@@ -71,11 +69,9 @@ use crate::process::runtime_thread;
 use crate::process::status::ServerStatus;
 use crate::process::tls::TlsCertificates;
 use crate::proto::source::SourceKey;
+use crate::signaling::{Hub, IceConfig};
 use app::{Access, App, ConnectionSlot};
 use limits::{Admission, ConnectionTable, MONITORING_PATHS};
-use signaling::fleet::{FleetSettings, FleetStatus};
-use signaling::session::{Hub, SessionLimits};
-use signaling::switchboard::Limits;
 
 /// Time a client has to finish its TLS handshake and send its request
 /// headers.
@@ -129,13 +125,15 @@ pub struct HttpSources {
     pub handed: Option<HttpInbox>,
 }
 
-/// Binds `sources.listen` and serves it and `sources.handed`. `ice`
-/// describes the TURN side to hand out; `certificates` is required when
+/// Binds `sources.listen` and serves it and `sources.handed`, with the
+/// signaling rooms of `hub` at `/ws`, and `fleet` (with `[fleet]`) for
+/// `/readyz` and `/metrics`; `certificates` is required when
 /// `signaling.tls` is on and there is a listener.
 pub fn start(
     config: &Config,
     sources: HttpSources,
-    ice: IceConfig,
+    hub: Arc<Hub>,
+    fleet: Option<Arc<FleetStatus>>,
     certificates: Option<Arc<TlsCertificates>>,
     status: ServerStatus,
 ) -> Result<HttpServer, HttpError> {
@@ -157,27 +155,6 @@ pub fn start(
         })
         .transpose()?;
     let bound = listener.as_ref().map(|(_, bound)| *bound);
-    let limits = Limits {
-        room_size: signaling.room_size,
-        max_rooms: signaling.max_rooms,
-        max_rooms_per_source: signaling.max_rooms_per_source,
-        max_message_size: signaling.max_message_size,
-        messages_per_second: signaling.messages_per_second,
-        // Two messages of the largest size always fit (each costs its
-        // length + 64).
-        max_outbox_bytes: signaling
-            .max_outbox_bytes
-            .max(signaling.max_message_size.saturating_add(64).saturating_mul(2)),
-    };
-    let session = SessionLimits {
-        max_message_size: signaling.max_message_size,
-        ping_interval: signaling.ping_interval,
-        heartbeat_timeout: signaling.heartbeat_timeout,
-        resume_grace: signaling.resume_grace,
-    };
-    let fleet = fleet_settings(config);
-    let fleet_status = fleet.as_ref().map(|_| Arc::new(FleetStatus::default()));
-    let hub = Arc::new(Hub::new(limits, session, ice, fleet_status.clone()));
     let connections = Arc::new(Mutex::new(ConnectionTable::new(
         signaling.max_connections,
         signaling.max_connections_per_source,
@@ -187,10 +164,12 @@ pub fn start(
         metrics: metrics::registry(
             status.clone(),
             hub.clone(),
+            fleet.clone(),
             connections.clone(),
             handed.as_ref().map(|h| h.counts.clone()),
         ),
         hub,
+        fleet,
         status,
         access: RwLock::new(Arc::new(Access::from_config(config))),
     });
@@ -198,10 +177,6 @@ pub fn start(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let thread = runtime_thread::spawn("turnpike-http", "HTTP", move |runtime| {
         runtime.spawn(app.hub.clone().run_timers());
-        if let (Some(settings), Some(status)) = (fleet, fleet_status) {
-            info!(instance = %settings.instance, prefix = %settings.key_prefix, "signaling rooms span the fleet through Redis");
-            runtime.spawn(signaling::fleet::run(app.hub.clone(), settings, status));
-        }
         let router = router(app);
         let listening = async {
             if let Some((listener, _)) = listener {
@@ -235,33 +210,12 @@ pub fn start(
     })
 }
 
-/// The checked `[fleet]` settings, if Redis is configured; the instance
-/// id is drawn at random when none is set.
-fn fleet_settings(config: &Config) -> Option<FleetSettings> {
-    let fleet = &config.fleet;
-    let redis_url = fleet.redis_url.clone()?;
-    let instance = fleet.instance_id.clone().unwrap_or_else(|| {
-        let bytes: [u8; 8] = crate::process::random::random_bytes();
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    });
-    Some(FleetSettings {
-        redis_url,
-        instance,
-        membership_ttl: fleet.membership_ttl,
-        key_prefix: fleet.key_prefix.clone(),
-        room_size: config.signaling.room_size,
-        // A signal carries a client message of up to max_message_size
-        // (its data) in an envelope of names and ids.
-        max_message_bytes: config.signaling.max_message_size.saturating_add(1024),
-    })
-}
-
 fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", get(page::index))
         .route("/demo.js", get(page::script))
         .route("/demo.css", get(page::style))
-        .route("/ws", get(signaling::ws))
+        .route("/ws", get(ws::ws))
         .route("/ice-servers", get(ice_servers::list).options(ice_servers::preflight))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

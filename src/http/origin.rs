@@ -19,7 +19,7 @@
 
 use std::net::IpAddr;
 
-use super::ice::host_of;
+use crate::signaling::ice::host_of;
 
 /// True when `origin` (the Origin header) names the same host and port as
 /// `host` (the Host header); `reached_loopback` says the connection came in

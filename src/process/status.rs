@@ -39,26 +39,7 @@ pub struct ServerStatus {
     revocations: Arc<Revocations>,
     /// Requests the admin API answered, by [`ADMIN_OUTCOMES`].
     admin_requests: Arc<[AtomicU64; ADMIN_OUTCOMES.len()]>,
-    /// What the fleet's revocation sharing did, by [`FleetRevocation`].
-    fleet_revocations: Arc<[AtomicU64; FLEET_REVOCATION_OUTCOMES.len()]>,
     proxy_protocol: Arc<ProxyProtocol>,
-}
-
-/// What became of a revocation shared through the fleet's Redis (metric
-/// label values, in [`FleetRevocation`] order).
-pub const FLEET_REVOCATION_OUTCOMES: [&str; 4] = ["shared", "applied", "invalid", "dropped"];
-
-/// One outcome of [`FLEET_REVOCATION_OUTCOMES`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FleetRevocation {
-    /// Made here and written to Redis.
-    Shared = 0,
-    /// Heard from Redis (message or loaded entry) and applied here.
-    Applied = 1,
-    /// A message or entry from Redis that was refused.
-    Invalid = 2,
-    /// Made here and never shared (queue or outage buffer full).
-    Dropped = 3,
 }
 
 /// How the admin API answered a request (metric label values).
@@ -82,7 +63,6 @@ impl ServerStatus {
             connections,
             revocations: Arc::default(),
             admin_requests: Arc::default(),
-            fleet_revocations: Arc::default(),
             proxy_protocol,
         }
     }
@@ -112,16 +92,6 @@ impl ServerStatus {
     /// Admin API answers so far, by [`ADMIN_OUTCOMES`].
     pub fn admin_requests(&self) -> [u64; ADMIN_OUTCOMES.len()] {
         std::array::from_fn(|i| self.admin_requests[i].load(Ordering::Relaxed))
-    }
-
-    /// Counts one outcome of the fleet's revocation sharing.
-    pub fn count_fleet_revocation(&self, outcome: FleetRevocation) {
-        self.fleet_revocations[outcome as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Fleet revocation outcomes so far, by [`FLEET_REVOCATION_OUTCOMES`].
-    pub fn fleet_revocations(&self) -> [u64; FLEET_REVOCATION_OUTCOMES.len()] {
-        std::array::from_fn(|i| self.fleet_revocations[i].load(Ordering::Relaxed))
     }
 
     /// Called by shard `shard` on its own event loop every

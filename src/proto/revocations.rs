@@ -18,7 +18,7 @@
 //! Cost on the hot path: one relaxed atomic load while the set is empty,
 //! else a read lock and one hash lookup. The set sits behind this small API
 //! (`revoke`, `is_revoked`, `list`) so that the instances of a fleet can
-//! share it (`crate::admin::fleet`, which calls `revoke` for what the
+//! share it (`crate::fleet`, which calls `revoke` for what the
 //! others revoked) without the core noticing.
 
 use std::collections::HashMap;

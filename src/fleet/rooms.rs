@@ -1,8 +1,8 @@
-//! The fleet driver: Redis I/O for signaling rooms that span instances
-//! (`[fleet]`; the design is in `docs/signaling.md`, "Rooms across a
-//! fleet"). One task on the HTTP thread's runtime; the rules are the
-//! switchboard's (`switchboard::fleet`), this only carries them to Redis
-//! and back.
+//! The rooms channel: signaling rooms that span instances (`[fleet]`;
+//! the design is in `docs/signaling.md`, "Rooms across a fleet"). The
+//! rules are the switchboard's (`signaling::switchboard::fleet`); this
+//! carries them to Redis and back over the fleet's one [`super::link`],
+//! driving the switchboard through the [`Hub`] as a session does.
 //!
 //! Redis holds, under `fleet.key_prefix` (`P`):
 //! - `P:peer:<id>`: the membership record of a peer (`fleet_wire`), with
@@ -28,44 +28,39 @@
 //! conclude that anyone left, so that the other instances have time to
 //! re-publish after a Redis restart.
 //!
-//! Outage: any failed or timed-out command, or the subscription ending,
-//! marks Redis down: `/readyz` says `redis: down`, one warning is logged
-//! per outage (not per message), the switchboard joins locally, and what
-//! it asks of the fleet meanwhile is answered locally (joins) or dropped
-//! and counted (signals, leaves). Reconnection backs off from 100 ms to a
-//! third of the lifetime at most, so every instance is back within a third
-//! of it, and re-publishes its whole membership at once.
+//! Outage: while the link has no session (Redis down), `/readyz` says
+//! `redis: down`, the switchboard joins locally, and what it asks of the
+//! fleet meanwhile is answered locally (joins) or dropped and counted
+//! (signals, leaves). A failed or timed-out command is handed to the link,
+//! which warns once per outage and reconnects within a third of the
+//! lifetime at most, so every instance is back within a third of it; on a
+//! new session this re-publishes its whole membership at once.
 //!
 //! Bounds: what comes from Redis is untrusted input: messages and records
 //! over their size bound or of a bad shape are dropped and counted
 //! (`fleet_wire`), at most [`MAX_READ_MEMBERS`] members of a room are read,
-//! every command has a [`COMMAND_TIMEOUT`], and the queue from the
+//! every command has the link's timeout, and the queue from the
 //! switchboard is bounded there.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::debug;
 
-use super::fleet_view::{RemoteMember, MAX_REMOTE_PER_ROOM};
-use super::fleet_wire::{is_peer_id, Membership, WireMessage};
-use super::session::Hub;
-use super::switchboard::{FleetEvent, FleetJoin};
-use crate::config::Secret;
+use super::link::{bounded, FleetError, LinkHandle, Session};
+use super::status::{FleetStatus, RoomCounter};
+use super::FleetSettings;
 use crate::process::clock;
+use crate::signaling::switchboard::fleet_wire::{is_peer_id, Membership, WireMessage};
+use crate::signaling::switchboard::{FleetEvent, FleetJoin, RemoteMember, MAX_REMOTE_PER_ROOM};
+use crate::signaling::Hub;
 
-/// Longest any one Redis command may take before Redis counts as down.
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most members of one room read from Redis.
 pub const MAX_READ_MEMBERS: usize = 2 * MAX_REMOTE_PER_ROOM;
 /// Longest membership record accepted.
 const MAX_RECORD_BYTES: usize = 512;
-/// First reconnection delay; it doubles up to a third of the lifetime.
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Reads the live members of a room (`KEYS[1]`), dropping lapsed ones,
 /// and, when `ARGV[2]` names a peer, adds it unless the room is full.
@@ -102,189 +97,96 @@ redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]) * 3)
 return out
 ";
 
-/// Why Redis counts as down.
-#[derive(Debug, thiserror::Error)]
-pub enum FleetError {
-    #[error("Redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("Redis did not answer within {COMMAND_TIMEOUT:?}")]
-    Timeout,
-    #[error("the Redis subscription ended")]
-    SubscriptionEnded,
-}
-
-/// What `[fleet]` says, checked.
-#[derive(Debug, Clone)]
-pub struct FleetSettings {
-    pub redis_url: Secret,
-    pub instance: String,
-    pub membership_ttl: Duration,
-    pub key_prefix: String,
-    pub room_size: usize,
-    /// Longest message accepted from another instance.
-    pub max_message_bytes: usize,
-}
-
-impl FleetSettings {
-    fn peer_prefix(&self) -> String {
-        format!("{}:peer:", self.key_prefix)
-    }
-
-    fn room_key(&self, room: &str) -> String {
-        format!("{}:room:{room}", self.key_prefix)
-    }
-
-    fn channel(&self, instance: &str) -> String {
-        format!("{}:inst:{instance}", self.key_prefix)
-    }
-
-    fn refresh_interval(&self) -> Duration {
-        self.membership_ttl / 3
-    }
-
-    fn ttl_ms(&self) -> u64 {
-        u64::try_from(self.membership_ttl.as_millis()).unwrap_or(u64::MAX)
-    }
-}
-
-/// What `/readyz` and `/metrics` read of the driver.
-#[derive(Debug, Default)]
-pub struct FleetStatus {
-    up: AtomicBool,
-    sent: AtomicU64,
-    received: AtomicU64,
-    /// Messages and records from Redis that were refused.
-    invalid: AtomicU64,
-    /// Signals and leaves that could not be sent (Redis down).
-    outage_drops: AtomicU64,
-}
-
-/// A snapshot of [`FleetStatus`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FleetCounts {
-    pub up: bool,
-    pub sent: u64,
-    pub received: u64,
-    pub invalid: u64,
-    pub outage_drops: u64,
-}
-
-impl FleetStatus {
-    pub fn up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
-    }
-
-    pub fn counts(&self) -> FleetCounts {
-        FleetCounts {
-            up: self.up(),
-            sent: self.sent.load(Ordering::Relaxed),
-            received: self.received.load(Ordering::Relaxed),
-            invalid: self.invalid.load(Ordering::Relaxed),
-            outage_drops: self.outage_drops.load(Ordering::Relaxed),
-        }
-    }
-
-    fn count(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Runs the driver for as long as the HTTP side runs.
-pub async fn run(hub: Arc<Hub>, settings: FleetSettings, status: Arc<FleetStatus>) {
-    let client = match redis::Client::open(settings.redis_url.expose()) {
-        Ok(client) => client,
-        Err(e) => {
-            // The error kind only: the URL may hold a password.
-            return warn!(kind = ?e.kind(), "fleet.redis_url cannot be used; rooms stay local");
-        }
-    };
-    let max_backoff = settings.refresh_interval().max(MIN_BACKOFF);
-    let mut backoff = MIN_BACKOFF;
-    let mut outage = false;
+/// Carries the rooms of `hub` to the fleet for as long as the process
+/// runs: through each session of `link`, and locally between them.
+/// `messages` is what this instance's channel hears.
+pub async fn run(
+    hub: Arc<Hub>,
+    settings: Arc<FleetSettings>,
+    mut link: LinkHandle,
+    mut messages: mpsc::Receiver<Vec<u8>>,
+    status: Arc<FleetStatus>,
+) {
     loop {
-        match connect(&client, &settings).await {
-            Ok(link) => {
-                backoff = MIN_BACKOFF;
-                match outage {
-                    true => {
-                        info!(instance = %settings.instance, "Redis is reachable again; re-publishing room membership")
-                    }
-                    false => info!(instance = %settings.instance, "fleet: connected to Redis"),
-                }
-                status.up.store(true, Ordering::Relaxed);
-                hub.with(|board| board.set_fleet_up(true));
-                let error = Link::new(link, &hub, &settings, &status).serve().await;
-                status.up.store(false, Ordering::Relaxed);
-                hub.with(|board| board.set_fleet_up(false));
-                warn!(%error, "Redis is unreachable: rooms are local until it is back");
-                outage = true;
-            }
-            Err(error) if !outage => {
-                warn!(%error, "Redis is unreachable: rooms are local until it is back");
-                outage = true;
-            }
-            Err(error) => debug!(%error, "Redis still unreachable"),
+        let Some(session) = link.current() else {
+            hub.with(|board| board.set_fleet_up(false));
+            local_until_changed(&hub, &settings, &status, &mut link, &mut messages).await;
+            continue;
+        };
+        hub.with(|board| board.set_fleet_up(true));
+        let epoch = session.epoch;
+        let spell = Spell::new(session, &hub, &settings, &status);
+        if let Some(error) = spell.serve(&mut link, &mut messages).await {
+            // Joins in flight are done locally.
+            hub.with(|board| board.set_fleet_up(false));
+            answer_locally(&hub, &status);
+            link.fail(epoch, error);
+            link.changed().await;
         }
-        answer_locally_until(&hub, &status, Instant::now() + backoff).await;
-        backoff = (backoff * 2).min(max_backoff);
     }
 }
 
 /// While Redis is down: joins asked of the fleet are done locally, the
-/// rest is dropped (and counted), until `until`.
-async fn answer_locally_until(hub: &Hub, status: &FleetStatus, until: Instant) {
+/// rest is dropped (and counted); what the channel still hears is taken.
+async fn local_until_changed(
+    hub: &Hub,
+    settings: &FleetSettings,
+    status: &FleetStatus,
+    link: &mut LinkHandle,
+    messages: &mut mpsc::Receiver<Vec<u8>>,
+) {
     loop {
-        for event in hub.drain_fleet() {
-            match event {
-                FleetEvent::Join { peer, .. } => {
-                    let mut mint = hub.mint();
-                    hub.with(|board| {
-                        board.handle_fleet_joined(&peer, FleetJoin::Unavailable, clock::mono(), &mut mint)
-                    });
-                }
-                FleetEvent::Leave { .. } | FleetEvent::Publish { .. } => FleetStatus::count(&status.outage_drops),
-            }
-        }
+        answer_locally(hub, status);
         tokio::select! {
-            () = tokio::time::sleep_until(until) => return,
+            () = link.changed() => return,
             () = hub.fleet_wake.notified() => {}
+            Some(message) = messages.recv() => on_message(hub, settings, status, &message),
         }
     }
 }
 
-/// A command connection and the subscription to this instance's channel.
-struct Connected {
-    conn: MultiplexedConnection,
-    messages: redis::aio::PubSubStream,
-}
-
-async fn connect(client: &redis::Client, settings: &FleetSettings) -> Result<Connected, FleetError> {
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(COMMAND_TIMEOUT))
-        .set_response_timeout(Some(COMMAND_TIMEOUT));
-    let conn = bounded(client.get_multiplexed_async_connection_with_config(&config)).await?;
-    let mut pubsub = bounded(client.get_async_pubsub()).await?;
-    bounded(pubsub.subscribe(settings.channel(&settings.instance))).await?;
-    Ok(Connected {
-        conn,
-        messages: pubsub.into_on_message(),
-    })
-}
-
-/// `future` within [`COMMAND_TIMEOUT`].
-pub(crate) async fn bounded<T>(
-    future: impl std::future::Future<Output = redis::RedisResult<T>>,
-) -> Result<T, FleetError> {
-    match tokio::time::timeout(COMMAND_TIMEOUT, future).await {
-        Ok(result) => Ok(result?),
-        Err(_) => Err(FleetError::Timeout),
+/// Answers what the switchboard asked of the fleet without it.
+fn answer_locally(hub: &Hub, status: &FleetStatus) {
+    for event in hub.drain_fleet() {
+        match event {
+            FleetEvent::Join { peer, .. } => {
+                let mut mint = hub.mint();
+                hub.with(|board| board.handle_fleet_joined(&peer, FleetJoin::Unavailable, clock::mono(), &mut mint));
+            }
+            FleetEvent::Leave { .. } | FleetEvent::Publish { .. } => status.count_room(RoomCounter::OutageDrop),
+        }
     }
 }
 
-/// One connected spell.
-struct Link<'a> {
+/// A message published to this instance.
+fn on_message(hub: &Hub, settings: &FleetSettings, status: &FleetStatus, payload: &[u8]) {
+    let message = match WireMessage::parse(payload, settings.max_message_bytes) {
+        Ok(message) => message,
+        Err(error) => {
+            status.count_room(RoomCounter::Invalid);
+            return debug!(%error, bytes = payload.len(), "fleet message dropped");
+        }
+    };
+    status.count_room(RoomCounter::Received);
+    match message {
+        WireMessage::Join {
+            room,
+            id,
+            name,
+            instance,
+        } => hub.with(|board| {
+            board.handle_remote_join(&room, RemoteMember { id, name, instance });
+        }),
+        WireMessage::Leave { room, id } => hub.with(|board| board.handle_remote_leave(&room, &id)),
+        WireMessage::Signal { room, from, to, data } => {
+            hub.with(|board| board.handle_remote_signal(&room, &from, &to, &data));
+        }
+    }
+}
+
+/// One session of the link, seen from the rooms.
+struct Spell<'a> {
     conn: MultiplexedConnection,
-    messages: redis::aio::PubSubStream,
     hub: &'a Hub,
     settings: &'a FleetSettings,
     status: &'a FleetStatus,
@@ -292,11 +194,10 @@ struct Link<'a> {
     trust_absence_at: Instant,
 }
 
-impl<'a> Link<'a> {
-    fn new(link: Connected, hub: &'a Hub, settings: &'a FleetSettings, status: &'a FleetStatus) -> Link<'a> {
-        Link {
-            conn: link.conn,
-            messages: link.messages,
+impl<'a> Spell<'a> {
+    fn new(session: Session, hub: &'a Hub, settings: &'a FleetSettings, status: &'a FleetStatus) -> Spell<'a> {
+        Spell {
+            conn: session.conn,
             hub,
             settings,
             status,
@@ -304,54 +205,24 @@ impl<'a> Link<'a> {
         }
     }
 
-    /// Serves until Redis fails; the error says how.
-    async fn serve(mut self) -> FleetError {
+    /// Serves until a command fails (the error says how) or the link
+    /// ends the session (`None`).
+    async fn serve(mut self, link: &mut LinkHandle, messages: &mut mpsc::Receiver<Vec<u8>>) -> Option<FleetError> {
         // The first tick is at once: re-publish what is held here.
         let mut tick = tokio::time::interval(self.settings.refresh_interval());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let step = tokio::select! {
-                message = self.messages.next() => match message {
-                    Some(message) => {
-                        self.on_message(message.get_payload_bytes());
-                        Ok(())
-                    }
-                    None => Err(FleetError::SubscriptionEnded),
-                },
+                () = link.changed() => return None,
+                Some(message) = messages.recv() => {
+                    on_message(self.hub, self.settings, self.status, &message);
+                    Ok(())
+                }
                 () = self.hub.fleet_wake.notified() => self.run_events().await,
                 _ = tick.tick() => self.refresh_and_sweep().await,
             };
             if let Err(error) = step {
-                // Joins in flight are done locally.
-                answer_locally_until(self.hub, self.status, Instant::now()).await;
-                return error;
-            }
-        }
-    }
-
-    /// A message published to this instance.
-    fn on_message(&mut self, payload: &[u8]) {
-        let message = match WireMessage::parse(payload, self.settings.max_message_bytes) {
-            Ok(message) => message,
-            Err(error) => {
-                FleetStatus::count(&self.status.invalid);
-                return debug!(%error, bytes = payload.len(), "fleet message dropped");
-            }
-        };
-        FleetStatus::count(&self.status.received);
-        match message {
-            WireMessage::Join {
-                room,
-                id,
-                name,
-                instance,
-            } => self.hub.with(|board| {
-                board.handle_remote_join(&room, RemoteMember { id, name, instance });
-            }),
-            WireMessage::Leave { room, id } => self.hub.with(|board| board.handle_remote_leave(&room, &id)),
-            WireMessage::Signal { room, from, to, data } => {
-                self.hub
-                    .with(|board| board.handle_remote_signal(&room, &from, &to, &data));
+                return Some(error);
             }
         }
     }
@@ -440,7 +311,7 @@ impl<'a> Link<'a> {
             .arg(message.encode())
             .to_owned();
         bounded(command.query_async::<i64>(&mut self.conn)).await?;
-        FleetStatus::count(&self.status.sent);
+        self.status.count_room(RoomCounter::Sent);
         Ok(())
     }
 
@@ -517,7 +388,7 @@ impl<'a> Link<'a> {
             .to_owned();
         let answer: Vec<Vec<u8>> = bounded(command.query_async(&mut self.conn)).await?;
         let Some((status, pairs)) = answer.split_first() else {
-            FleetStatus::count(&self.status.invalid);
+            self.status.count_room(RoomCounter::Invalid);
             return Ok(Some(Vec::new()));
         };
         if status.as_slice() == b"full" {
@@ -528,7 +399,7 @@ impl<'a> Link<'a> {
             match self.member(room, pair) {
                 Some(member) if member.instance != settings.instance => members.push(member),
                 Some(_) => {}
-                None => FleetStatus::count(&self.status.invalid),
+                None => self.status.count_room(RoomCounter::Invalid),
             }
         }
         Ok(Some(members))

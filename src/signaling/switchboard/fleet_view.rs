@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::protocol::PeerInfo;
+use crate::signaling::protocol::PeerInfo;
 
 /// Most remote members one room may hold here: the largest `room_size`.
 /// A fleet whose instances race past their room size stays within it.

@@ -19,8 +19,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::protocol::{is_valid_room, MAX_NAME_LEN};
 use crate::config::is_fleet_name;
+use crate::signaling::protocol::{is_valid_room, MAX_NAME_LEN};
 
 /// Longest instance id (as `fleet.instance_id` allows).
 const MAX_INSTANCE_LEN: usize = 64;

@@ -1,9 +1,9 @@
-//! Revocations shared across a fleet through Redis (`[fleet] redis_url`):
-//! a username revoked through the admin API of one instance is refused by
-//! every instance. The wire format is [`super::fleet_wire`]; this is the
-//! Redis I/O, on a thread of its own with a current-thread runtime (it
-//! runs whether or not this instance serves the admin API or HTTP, since
-//! every instance must hear revocations).
+//! The revocations channel: a username revoked through the admin API of
+//! one instance is refused by every instance (`[fleet] redis_url`). The
+//! wire format is [`super::revocation_wire`]; this is its Redis I/O, over
+//! the fleet's one [`super::link`] (it runs whether or not this instance
+//! serves the admin API or HTTP, since every instance must hear
+//! revocations).
 //!
 //! Redis holds, under `fleet.key_prefix` (`P`):
 //! - `P:revoked`: a sorted set, username → unix second until which it is
@@ -24,35 +24,30 @@
 //! most [`MAX_SHARED`] entries), so that an instance started after a
 //! revocation, or cut off during it, still refuses the username.
 //!
-//! Outage: a failed or timed-out command, or the subscription ending,
-//! marks Redis down; one warning says revocations are not shared until it
-//! is back (not one per revocation), and reconnection backs off from
-//! 100 ms to [`MAX_BACKOFF`].
+//! Outage: while the link has no session, revocations made here are held
+//! (at most [`MAX_PENDING`]); a failed or timed-out command is handed to
+//! the link, which warns once per outage (not once per revocation) and
+//! reconnects, backing off to [`MAX_BACKOFF`] at most.
 //!
 //! Bounds: messages and entries over their size or of a bad shape are
 //! counted (`turnpike_fleet_revocations_total{outcome="invalid"}`) and
 //! dropped; the queue from the admin API holds [`QUEUE`]
 //! revocations (beyond it, [`RevocationSharer::share`] says false); every
-//! command has a [`COMMAND_TIMEOUT`].
+//! command has the link's timeout.
 
 use std::collections::VecDeque;
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
-use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
 
-use super::fleet_wire::SharedRevocation;
-use crate::config::{Config, Secret};
-// The rooms' driver's error and command bound: the same Redis, the same
-// rules for when it counts as down.
-use crate::http::signaling::fleet::{bounded, FleetError, COMMAND_TIMEOUT};
+use super::link::{bounded, FleetError, LinkHandle};
+use super::revocation_wire::SharedRevocation;
+use super::status::{FleetStatus, RevocationOutcome};
 use crate::net::{AdminError, AdminHandle};
 use crate::process::clock;
-use crate::process::runtime_thread;
-use crate::process::status::{FleetRevocation, ServerStatus};
 
 /// Most entries kept in, and loaded from, `P:revoked`.
 pub const MAX_SHARED: usize = 10_000;
@@ -61,8 +56,7 @@ pub const MAX_SHARED: usize = 10_000;
 pub const MAX_PENDING: usize = 1024;
 /// Revocations waiting between the admin API and the driver.
 pub const QUEUE: usize = 64;
-/// First reconnection delay, doubled up to [`MAX_BACKOFF`].
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest reconnection delay of the link.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Records a revocation (KEYS[1]: the set) and publishes it. ARGV:
@@ -87,7 +81,7 @@ return n
 #[derive(Clone)]
 pub struct RevocationSharer {
     queue: mpsc::Sender<SharedRevocation>,
-    status: ServerStatus,
+    status: Arc<FleetStatus>,
 }
 
 impl RevocationSharer {
@@ -100,125 +94,79 @@ impl RevocationSharer {
         };
         let queued = self.queue.try_send(revocation).is_ok();
         if !queued {
-            self.status.count_fleet_revocation(FleetRevocation::Dropped);
+            self.status.count_revocation(RevocationOutcome::Dropped);
         }
         queued
     }
 }
 
-/// The running driver.
-pub struct RevocationFleet {
-    sharer: RevocationSharer,
-    stop: watch::Sender<bool>,
-    thread: JoinHandle<()>,
+/// Keys and channel of the fleet's revocations.
+pub(super) struct Names {
+    pub set: String,
+    pub channel: String,
 }
 
-impl RevocationFleet {
-    pub fn sharer(&self) -> RevocationSharer {
-        self.sharer.clone()
-    }
-
-    /// Stops the driver and waits for its thread.
-    pub fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = self.thread.join();
+impl Names {
+    pub(super) fn new(prefix: &str) -> Names {
+        Names {
+            set: format!("{prefix}:revoked"),
+            channel: format!("{prefix}:revocations"),
+        }
     }
 }
 
-/// Keys and channel of the fleet.
-#[derive(Clone)]
-struct Names {
-    set: String,
-    channel: String,
-}
-
-/// Starts the driver if `[fleet] redis_url` is set.
-pub fn start(config: &Config, shards: AdminHandle, status: ServerStatus) -> std::io::Result<Option<RevocationFleet>> {
-    let Some(redis_url) = config.fleet.redis_url.clone() else {
-        return Ok(None);
-    };
-    let prefix = &config.fleet.key_prefix;
-    let names = Names {
-        set: format!("{prefix}:revoked"),
-        channel: format!("{prefix}:revocations"),
-    };
-    let (queue, requests) = mpsc::channel(QUEUE);
-    let (stop, stopped) = watch::channel(false);
-    let driver_status = status.clone();
-    let driver = Driver {
-        shards,
-        names,
-        status: driver_status,
-        requests,
-        pending: VecDeque::new(),
-    };
-    let thread = runtime_thread::spawn("turnpike-revocations", "revocation sharing", move |runtime| {
-        runtime.block_on(driver.run(redis_url, stopped));
-    })?;
-    info!(prefix = %prefix, "revocations are shared with the fleet through Redis");
-    Ok(Some(RevocationFleet {
-        sharer: RevocationSharer { queue, status },
-        stop,
-        thread,
-    }))
-}
-
-struct Driver {
+/// The channel's state: what it applies to, and what waits for Redis.
+pub(super) struct Revocations {
     shards: AdminHandle,
     names: Names,
-    status: ServerStatus,
+    status: Arc<FleetStatus>,
     requests: mpsc::Receiver<SharedRevocation>,
     /// Revocations made here and not yet written to Redis, oldest first.
     pending: VecDeque<SharedRevocation>,
 }
 
-impl Driver {
-    async fn run(mut self, redis_url: Secret, mut stopped: watch::Receiver<bool>) {
-        let client = match redis::Client::open(redis_url.expose()) {
-            Ok(client) => client,
-            Err(e) => {
-                // The error kind only: the URL may hold a password.
-                return warn!(kind = ?e.kind(), "fleet.redis_url cannot be used; revocations stay local");
-            }
+impl Revocations {
+    /// The channel and the admin API's side of it.
+    pub(super) fn new(shards: AdminHandle, names: Names, status: Arc<FleetStatus>) -> (Revocations, RevocationSharer) {
+        let (queue, requests) = mpsc::channel(QUEUE);
+        let sharer = RevocationSharer {
+            queue,
+            status: status.clone(),
         };
-        let mut backoff = MIN_BACKOFF;
-        let mut outage = false;
+        let channel = Revocations {
+            shards,
+            names,
+            status,
+            requests,
+            pending: VecDeque::new(),
+        };
+        (channel, sharer)
+    }
+
+    /// Shares and applies revocations for as long as the process runs:
+    /// through each session of `link`, holding them between sessions.
+    /// `messages` is what the revocations channel hears.
+    pub(super) async fn run(mut self, mut link: LinkHandle, mut messages: mpsc::Receiver<Vec<u8>>) {
         loop {
-            let error = match self.connect(&client).await {
-                Ok((conn, messages)) => {
-                    backoff = MIN_BACKOFF;
-                    match outage {
-                        true => info!("revocations: Redis is back, revocations are shared with the fleet again"),
-                        false => debug!("revocations: connected to Redis"),
-                    }
-                    outage = false;
-                    match self.serve(conn, messages, &mut stopped).await {
-                        Ok(()) => return,
-                        Err(error) => error,
+            let Some(session) = link.current() else {
+                loop {
+                    tokio::select! {
+                        () = link.changed() => break,
+                        Some(request) = self.requests.recv() => self.hold(request),
+                        Some(message) = messages.recv() => self.on_message(&message).await,
                     }
                 }
-                Err(error) => error,
+                continue;
             };
-            match outage {
-                false => {
-                    warn!(%error, "revocations are not shared with the fleet while Redis is down (they still hold here)")
-                }
-                true => debug!(%error, "Redis still unreachable"),
+            let mut conn = session.conn;
+            let served = match self.catch_up(&mut conn).await {
+                Ok(()) => self.serve(&mut conn, &mut link, &mut messages).await,
+                Err(error) => Err(error),
+            };
+            if let Err(error) = served {
+                link.fail(session.epoch, error);
+                link.changed().await;
             }
-            outage = true;
-            let wait = tokio::time::sleep(backoff);
-            tokio::pin!(wait);
-            loop {
-                tokio::select! {
-                    () = &mut wait => break,
-                    request = self.requests.recv() => match request {
-                        Some(request) => self.hold(request),
-                        None => return,
-                    },
-                    _ = stopped.changed() => return,
-                }
-            }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
@@ -226,31 +174,21 @@ impl Driver {
     fn hold(&mut self, request: SharedRevocation) {
         if self.pending.len() >= MAX_PENDING {
             self.pending.pop_front();
-            self.status.count_fleet_revocation(FleetRevocation::Dropped);
+            self.status.count_revocation(RevocationOutcome::Dropped);
         }
         self.pending.push_back(request);
     }
 
-    /// Connects, subscribes, writes what is pending, and loads the set.
-    async fn connect(
-        &mut self,
-        client: &redis::Client,
-    ) -> Result<(MultiplexedConnection, redis::aio::PubSubStream), FleetError> {
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(COMMAND_TIMEOUT))
-            .set_response_timeout(Some(COMMAND_TIMEOUT));
-        let mut conn = bounded(client.get_multiplexed_async_connection_with_config(&config)).await?;
-        let mut pubsub = bounded(client.get_async_pubsub()).await?;
-        // Subscribed before loading: a revocation published in between is
-        // heard, not lost between the two.
-        bounded(pubsub.subscribe(&self.names.channel)).await?;
+    /// Writes what is pending, then loads the set. The link subscribed
+    /// before the session began, so a revocation published in between is
+    /// heard, not lost between the two.
+    async fn catch_up(&mut self, conn: &mut MultiplexedConnection) -> Result<(), FleetError> {
         while let Some(request) = self.pending.front() {
             let request = request.clone();
-            self.record(&mut conn, &request).await?;
+            self.record(conn, &request).await?;
             self.pending.pop_front();
         }
-        self.load(&mut conn).await?;
-        Ok((conn, pubsub.into_on_message()))
+        self.load(conn).await
     }
 
     /// Reads the live entries of the set and applies them.
@@ -269,7 +207,7 @@ impl Driver {
         let mut loaded = 0usize;
         for pair in answer.chunks(2).take(MAX_SHARED) {
             let [member, score] = pair else {
-                self.status.count_fleet_revocation(FleetRevocation::Invalid);
+                self.status.count_revocation(RevocationOutcome::Invalid);
                 continue;
             };
             match SharedRevocation::parse_entry(member, score) {
@@ -280,7 +218,7 @@ impl Driver {
                     loaded += 1;
                 }
                 Err(error) => {
-                    self.status.count_fleet_revocation(FleetRevocation::Invalid);
+                    self.status.count_revocation(RevocationOutcome::Invalid);
                     debug!(%error, "revocation entry from Redis dropped");
                 }
             }
@@ -289,29 +227,23 @@ impl Driver {
         Ok(())
     }
 
-    /// Until stopped, or until Redis fails.
+    /// Until Redis fails (the error) or the link ends the session.
     async fn serve(
         &mut self,
-        mut conn: MultiplexedConnection,
-        mut messages: redis::aio::PubSubStream,
-        stopped: &mut watch::Receiver<bool>,
+        conn: &mut MultiplexedConnection,
+        link: &mut LinkHandle,
+        messages: &mut mpsc::Receiver<Vec<u8>>,
     ) -> Result<(), FleetError> {
         loop {
             tokio::select! {
-                message = messages.next() => match message {
-                    Some(message) => self.on_message(message.get_payload_bytes()).await,
-                    None => return Err(FleetError::SubscriptionEnded),
-                },
-                request = self.requests.recv() => match request {
-                    Some(request) => {
-                        if let Err(error) = self.record(&mut conn, &request).await {
-                            self.hold(request);
-                            return Err(error);
-                        }
+                () = link.changed() => return Ok(()),
+                Some(message) = messages.recv() => self.on_message(&message).await,
+                Some(request) = self.requests.recv() => {
+                    if let Err(error) = self.record(conn, &request).await {
+                        self.hold(request);
+                        return Err(error);
                     }
-                    None => return Ok(()),
-                },
-                _ = stopped.changed() => return Ok(()),
+                }
             }
         }
     }
@@ -330,7 +262,7 @@ impl Driver {
             .arg(revocation.encode())
             .to_owned();
         let _: i64 = bounded(command.query_async(conn)).await?;
-        self.status.count_fleet_revocation(FleetRevocation::Shared);
+        self.status.count_revocation(RevocationOutcome::Shared);
         Ok(())
     }
 
@@ -339,7 +271,7 @@ impl Driver {
         match SharedRevocation::parse(payload) {
             Ok(revocation) => self.apply(&revocation, true).await,
             Err(error) => {
-                self.status.count_fleet_revocation(FleetRevocation::Invalid);
+                self.status.count_revocation(RevocationOutcome::Invalid);
                 debug!(%error, bytes = payload.len(), "revocation message dropped");
             }
         }
@@ -361,7 +293,7 @@ impl Driver {
                 .map_err(AdminError::from),
         };
         match result {
-            Ok(()) => self.status.count_fleet_revocation(FleetRevocation::Applied),
+            Ok(()) => self.status.count_revocation(RevocationOutcome::Applied),
             // Refused before anything changed (the list is full).
             Err(error @ AdminError::Revoke(_)) => {
                 warn!(%error, "a revocation from the fleet could not be held here");
@@ -369,7 +301,7 @@ impl Driver {
             // It holds; the allocations end by their lifetime (they can no
             // longer refresh).
             Err(error) => {
-                self.status.count_fleet_revocation(FleetRevocation::Applied);
+                self.status.count_revocation(RevocationOutcome::Applied);
                 warn!(%error, "a revocation from the fleet holds, but ending its allocations failed");
             }
         }

@@ -1,32 +1,8 @@
-//! WebSocket signaling at `/ws` (DESIGN.md, "Signaling protocol v1"; the
-//! whole protocol with its v1.1 additions is in `docs/signaling.md`):
-//! rooms whose peers relay offers, answers and ICE candidates to each
-//! other, each peer handed fresh TURN credentials when it joins.
-//!
-//! This file is the `/ws` endpoint: the checks before the upgrade (the
-//! Origin, by `super::origin` unless `signaling.allowed_origins` is set;
-//! the token, which may bind the session to one room).
-//!
-//! * [`protocol`]: the JSON messages, parsed and encoded;
-//! * [`switchboard`]: sessions, outboxes and rooms, the sans-IO state
-//!   machine, with its resume and timers in `switchboard::resume`;
-//! * `outbox`: a session's outbox and history and their byte accounting
-//!   (plain data, no I/O);
-//! * `rooms`: who is in which room (plain data, no I/O);
-//! * `session`: the tokio driver of one WebSocket session, and the hub
-//!   that connects sessions;
-//! * [`fleet`]: the tokio driver of rooms that span a fleet of instances
-//!   (`[fleet]`, Redis); `fleet_view` the remote members of local rooms
-//!   and `fleet_wire` what instances send each other (plain data, no I/O).
-
-pub mod fleet;
-mod fleet_view;
-pub mod fleet_wire;
-mod outbox;
-pub mod protocol;
-mod rooms;
-pub(super) mod session;
-pub mod switchboard;
+//! `GET /ws`: the door to WebSocket signaling (`crate::signaling`, the
+//! protocol in `docs/signaling.md`). The checks before the upgrade: the
+//! Origin (by `super::origin` unless `signaling.allowed_origins` is set)
+//! and the token (which may bind the session to one room). Everything
+//! after the upgrade is the signaling session's.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,7 +15,7 @@ use axum::Extension;
 use super::app::{App, ConnectionSlot};
 use crate::process::clock;
 use crate::proto::auth;
-use session::Authorization;
+use crate::signaling::session::{self, Authorization};
 
 /// `GET /ws`: checks the Origin and the token, then upgrades to a
 /// [`session`], which keeps the connection's slot until it ends. A missing

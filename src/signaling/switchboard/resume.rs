@@ -29,9 +29,9 @@ use std::time::{Duration, Instant};
 
 use tracing::debug;
 
-use super::super::outbox::{cost, History, Queued};
-use super::super::protocol::{ErrorCode, ResumeGrant, ServerMessage};
+use super::outbox::{cost, History, Queued};
 use super::{Mint, Switchboard};
+use crate::signaling::protocol::{ErrorCode, ResumeGrant, ServerMessage};
 
 /// The resume state of a session that was granted it.
 #[derive(Debug)]

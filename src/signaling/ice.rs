@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::config::{is_valid_host, Secret};
 use crate::proto::auth;
 
-use super::signaling::protocol::IceServer;
+use super::protocol::IceServer;
 
 /// What goes into every `iceServers` list.
 #[derive(Debug, Clone)]
@@ -89,7 +89,7 @@ impl IceConfig {
 /// The host part of a Host header (`name`, `name:port`, `[v6]:port`), if
 /// it is a well-formed host; anything else is ignored rather than copied
 /// into a URL.
-pub(super) fn host_of(header: &str) -> Option<String> {
+pub fn host_of(header: &str) -> Option<String> {
     let host = match header.strip_prefix('[') {
         Some(rest) => rest.split_once(']')?.0,
         None => header.rsplit_once(':').map_or(header, |(h, _)| h),

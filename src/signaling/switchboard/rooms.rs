@@ -13,8 +13,8 @@
 
 use std::collections::HashMap;
 
-use super::protocol::PeerInfo;
 use crate::proto::source::SourceKey;
+use crate::signaling::protocol::PeerInfo;
 
 /// Why a join was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

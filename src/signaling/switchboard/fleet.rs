@@ -1,6 +1,6 @@
 //! Rooms that span a fleet (`[fleet]`, `docs/signaling.md`, "Rooms across
-//! a fleet"): a third `impl Switchboard`, still sans-IO. The fleet driver
-//! (`signaling::fleet`, Redis) feeds in what other instances did
+//! a fleet"): a third `impl Switchboard`, still sans-IO. The fleet's rooms
+//! channel (`crate::fleet`, Redis) feeds in what other instances did
 //! (`handle_remote_join`, `handle_remote_leave`, `handle_remote_signal`,
 //! `handle_remote_members`) and the answers to the joins it was asked to
 //! write (`handle_fleet_joined`); it drains what this instance must tell
@@ -31,10 +31,10 @@ use std::time::Instant;
 
 use serde_json::value::RawValue;
 
-use super::super::fleet_view::{FleetView, RemoteMember};
-use super::super::fleet_wire::WireMessage;
-use super::super::protocol::{ErrorCode, PeerInfo, ServerMessage};
+use super::fleet_view::{FleetView, RemoteMember};
+use super::fleet_wire::WireMessage;
 use super::{Mint, Switchboard};
+use crate::signaling::protocol::{ErrorCode, PeerInfo, ServerMessage};
 
 /// Most events queued for the fleet driver.
 pub const MAX_FLEET_EVENTS: usize = 4096;

@@ -1,0 +1,203 @@
+//! The fleet: every byte to and from Redis (`[fleet] redis_url`). Several
+//! instances behind one name share signaling rooms and revocations through
+//! one Redis; `docs/fleet.md` says how to run one, `docs/signaling.md`
+//! ("Rooms across a fleet", "Revocations across a fleet") what is stored.
+//!
+//! * [`link`]: the one connection to Redis: open, subscribe, bounded
+//!   commands, backoff, one warning per outage, one up/down answer;
+//! * [`rooms`]: the rooms channel, which carries the signaling
+//!   switchboard's fleet events to Redis and back;
+//! * [`revocations`]: the revocations channel, with its wire format in
+//!   [`revocation_wire`];
+//! * [`status`]: what `/readyz` and `/metrics` read.
+//!
+//! Everything runs on one thread of its own with a current-thread runtime
+//! (`turnpike-fleet`), apart from the shards and the HTTP thread: a slow
+//! Redis never holds a relayed packet or a page load. The channels reach
+//! the rest of the process only through what they are given: the
+//! signaling [`Hub`] (rooms) and the shards' [`AdminHandle`]
+//! (revocations). Nothing outside this folder speaks Redis, and what Redis
+//! says is untrusted input, bounded and validated here.
+
+mod link;
+pub mod revocation_wire;
+mod revocations;
+mod rooms;
+mod status;
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tracing::info;
+
+use crate::config::{Config, Secret};
+use crate::net::AdminHandle;
+use crate::process::runtime_thread;
+use crate::signaling::Hub;
+pub use link::{FleetError, COMMAND_TIMEOUT};
+use link::{Link, Subscription, Wording, QUEUE};
+pub use revocations::{RevocationSharer, MAX_BACKOFF, MAX_PENDING, MAX_SHARED};
+pub use rooms::MAX_READ_MEMBERS;
+pub use status::{FleetStatus, RevocationOutcome, RoomCounts, REVOCATION_OUTCOMES};
+
+/// What `[fleet]` says, checked, with the instance's name drawn when none
+/// is configured.
+#[derive(Debug, Clone)]
+pub struct FleetSettings {
+    pub redis_url: Secret,
+    pub instance: String,
+    pub membership_ttl: Duration,
+    pub key_prefix: String,
+    pub room_size: usize,
+    /// Longest room message accepted from another instance.
+    pub max_message_bytes: usize,
+}
+
+impl FleetSettings {
+    /// The settings of `config`, if Redis is configured; the instance id
+    /// is drawn at random when none is set.
+    pub fn from_config(config: &Config) -> Option<FleetSettings> {
+        let fleet = &config.fleet;
+        let redis_url = fleet.redis_url.clone()?;
+        let instance = fleet.instance_id.clone().unwrap_or_else(|| {
+            let bytes: [u8; 8] = crate::process::random::random_bytes();
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        });
+        Some(FleetSettings {
+            redis_url,
+            instance,
+            membership_ttl: fleet.membership_ttl,
+            key_prefix: fleet.key_prefix.clone(),
+            room_size: config.signaling.room_size,
+            // A signal carries a client message of up to max_message_size
+            // (its data) in an envelope of names and ids.
+            max_message_bytes: config.signaling.max_message_size.saturating_add(1024),
+        })
+    }
+
+    fn peer_prefix(&self) -> String {
+        format!("{}:peer:", self.key_prefix)
+    }
+
+    fn room_key(&self, room: &str) -> String {
+        format!("{}:room:{room}", self.key_prefix)
+    }
+
+    fn channel(&self, instance: &str) -> String {
+        format!("{}:inst:{instance}", self.key_prefix)
+    }
+
+    fn refresh_interval(&self) -> Duration {
+        self.membership_ttl / 3
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        u64::try_from(self.membership_ttl.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// The running fleet thread.
+pub struct Fleet {
+    status: Arc<FleetStatus>,
+    sharer: RevocationSharer,
+    stop: watch::Sender<bool>,
+    thread: JoinHandle<()>,
+}
+
+impl Fleet {
+    /// Up/down and the counters, for `/readyz` and `/metrics`.
+    pub fn status(&self) -> Arc<FleetStatus> {
+        self.status.clone()
+    }
+
+    /// The admin API's way to share a revocation made here.
+    pub fn sharer(&self) -> RevocationSharer {
+        self.sharer.clone()
+    }
+
+    /// Stops the link and its channels and waits for the thread.
+    pub fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.thread.join();
+    }
+}
+
+/// Starts the fleet if `settings` is set: the revocations channel always,
+/// the rooms channel when there are rooms (`hub`, which must have been
+/// made to span the fleet).
+pub fn start(
+    settings: Option<FleetSettings>,
+    hub: Option<Arc<Hub>>,
+    shards: AdminHandle,
+) -> std::io::Result<Option<Fleet>> {
+    let Some(settings) = settings else {
+        return Ok(None);
+    };
+    let settings = Arc::new(settings);
+    let status = Arc::new(FleetStatus::default());
+    let (revocations, sharer) =
+        revocations::Revocations::new(shards, revocations::Names::new(&settings.key_prefix), status.clone());
+    let (revocation_queue, revocation_messages) = mpsc::channel(QUEUE);
+    let mut subscriptions = vec![Subscription {
+        channel: revocations::Names::new(&settings.key_prefix).channel,
+        max_bytes: revocation_wire::MAX_MESSAGE_BYTES,
+        refused: |status| status.count_revocation(RevocationOutcome::Invalid),
+        queue: revocation_queue,
+    }];
+    let revocations_line = "revocations are not shared with the fleet while Redis is down (they still hold here)";
+    let mut wording = Wording {
+        down: revocations_line.to_owned(),
+        back: "revocations are shared with the fleet again".to_owned(),
+    };
+    let mut max_backoff = MAX_BACKOFF;
+    let rooms = hub.map(|hub| {
+        let (queue, messages) = mpsc::channel(QUEUE);
+        subscriptions.push(Subscription {
+            channel: settings.channel(&settings.instance),
+            max_bytes: settings.max_message_bytes,
+            refused: |status| status.count_room(status::RoomCounter::Invalid),
+            queue,
+        });
+        wording = Wording {
+            down: format!("rooms are local until it is back; {revocations_line}"),
+            back: "re-publishing room membership; revocations are shared with the fleet again".to_owned(),
+        };
+        // Every instance is back within a third of the membership lifetime.
+        max_backoff = max_backoff.min(settings.refresh_interval());
+        (hub, messages)
+    });
+    let (link, handle) = Link::new(
+        settings.redis_url.clone(),
+        subscriptions,
+        status.clone(),
+        wording,
+        max_backoff,
+    );
+    let (stop, mut stopped) = watch::channel(false);
+    let thread_status = status.clone();
+    let thread_settings = settings.clone();
+    let thread = runtime_thread::spawn("turnpike-fleet", "fleet", move |runtime| {
+        let rooms = async {
+            if let Some((hub, messages)) = rooms {
+                info!(instance = %thread_settings.instance, prefix = %thread_settings.key_prefix, "signaling rooms span the fleet through Redis");
+                rooms::run(hub, thread_settings.clone(), handle.clone(), messages, thread_status).await;
+            }
+        };
+        let work = async { tokio::join!(link.run(), rooms, revocations.run(handle.clone(), revocation_messages)) };
+        runtime.block_on(async {
+            tokio::select! {
+                _ = work => {}
+                _ = stopped.changed() => {}
+            }
+        });
+    })?;
+    info!(prefix = %settings.key_prefix, "revocations are shared with the fleet through Redis");
+    Ok(Some(Fleet {
+        status,
+        sharer,
+        stop,
+        thread,
+    }))
+}
