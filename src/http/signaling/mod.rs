@@ -1,4 +1,4 @@
-//! WebSocket signaling at `/ws` (DESIGN.md, "Signaling protocol v1"; the
+//! WebSocket signaling at `/ws` (docs/design.md, "Signaling protocol v1"; the
 //! whole protocol with its v1.1 additions is in `docs/signaling.md`):
 //! rooms whose peers relay offers, answers and ICE candidates to each
 //! other, each peer handed fresh TURN credentials when it joins.
