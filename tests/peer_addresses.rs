@@ -1,4 +1,4 @@
-//! The peer filter, black-box (DESIGN.md "Security defaults", issue 10):
+//! The peer filter, black-box (docs/design.md, "Peer filter", issue 10):
 //! over UDP, TCP and TLS client connections, every peer form the filter
 //! must refuse gets 403 from CreatePermission, ChannelBind and RFC 6062
 //! Connect, and neither Send indications nor ChannelData reach loopback

@@ -3,7 +3,7 @@
 //! The server reads one TOML file in which every section and every key is
 //! optional; whatever is left out takes the default written on its field
 //! here, and the defaults are meant to be safe on a public server. Key names
-//! follow the configuration sketch in the project's design doc (DESIGN.md),
+//! follow the configuration sketch in the project's design doc (docs/design.md),
 //! which documentation, examples and external tests rely on. The doc comment
 //! on each field is the reference for that key; `config.example.toml` repeats
 //! it for operators and a test keeps the two in step.

@@ -1,5 +1,5 @@
 //! `GET /ice-servers`, for applications that bring their own signaling
-//! (DESIGN.md): the holder of `signaling.api_key` (as `Authorization:
+//! (docs/design.md, "Who gets credentials"): the holder of `signaling.api_key` (as `Authorization:
 //! Bearer`) gets `{"iceServers":[…],"ttl":S}` with a fresh credential,
 //! built by [`super::ice`] as the list a `/ws` peer gets when it joins.
 //!

@@ -1,5 +1,5 @@
 //! Per-source limits of the HTTP listener: the table that admits or refuses
-//! a connection at accept, by its [`SourceKey`] (DESIGN.md, "Per-source
+//! a connection at accept, by its [`SourceKey`] (docs/design.md, "Per-source
 //! limits in bounded tables").
 //!
 //! Plain data, no I/O: the accept loop asks [`ConnectionTable::admit`] and

@@ -1,4 +1,4 @@
-//! The HTTP side: WebSocket signaling rooms at `/ws` (DESIGN.md,
+//! The HTTP side: WebSocket signaling rooms at `/ws` (docs/design.md,
 //! "Signaling protocol v1"), `GET /ice-servers` for application
 //! backends, the demo call page at `/`, `/metrics` for Prometheus, and
 //! `/healthz` and `/readyz` for load balancers and orchestrators.

@@ -1,4 +1,4 @@
-//! The same-origin rule of `/ws` (DESIGN.md, "Signaling is same-origin by
+//! The same-origin rule of `/ws` (docs/design.md, "Signaling is same-origin by
 //! default"): with no `signaling.allowed_origins`, a WebSocket upgrade whose
 //! Origin is present is allowed only when that Origin names the host the
 //! request was sent to, so a page of another site open in the same browser

@@ -1,7 +1,7 @@
 //! The relays of this server that are live now, on every shard: a set of
 //! (family, protocol, port) the cores write when an allocation gains or
 //! loses a relay and the peer filter reads for every packet sent to one of
-//! the server's own addresses (DESIGN.md, "Peer filter"). A port of the
+//! the server's own addresses (docs/design.md, "Peer filter"). A port of the
 //! relay range that holds no live relay is not a relay: whatever else
 //! listens there is the host's, and must stay out of reach.
 //!

@@ -1,5 +1,5 @@
 //! Who a request or connection counts against in every per-source limit
-//! (DESIGN.md, "Per-source limits in bounded tables"): an IPv4 address, or
+//! (docs/design.md, "Per-source limits in bounded tables"): an IPv4 address, or
 //! the /64 prefix of an IPv6 one. One host commonly holds a whole /64, so
 //! counting its addresses apart would give it 2^64 budgets. IPv4-mapped
 //! IPv6 addresses count as the IPv4 address.

@@ -1,8 +1,9 @@
 //! WebSocket signaling: rooms whose peers relay offers, answers and ICE
 //! candidates to each other, each peer handed fresh TURN credentials when
 //! it joins. The protocol (v1 and its v1.1 additions) is in
-//! `docs/signaling.md`; the demo page's `web/signaling.js` is a client of
-//! it.
+//! `docs/signaling.md`, why it is shaped so in `docs/design.md`
+//! ("Signaling protocol v1"); the demo page's `web/signaling.js` is a
+//! client of it.
 //!
 //! A second service beside TURN, with the TURN core's shape: a sans-IO
 //! state machine and thin drivers. HTTP touches it in two places only:

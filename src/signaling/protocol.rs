@@ -1,4 +1,4 @@
-//! Signaling protocol v1 and v1.1: the JSON messages of `/ws` (DESIGN.md,
+//! Signaling protocol v1 and v1.1: the JSON messages of `/ws` (docs/design.md,
 //! "Signaling protocol v1"; `docs/signaling.md` for both).
 //!
 //! Client messages are parsed leniently (unknown fields are ignored, so a

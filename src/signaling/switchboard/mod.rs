@@ -1,4 +1,4 @@
-//! The switchboard: the whole state machine of `/ws` signaling (DESIGN.md,
+//! The switchboard: the whole state machine of `/ws` signaling (docs/design.md,
 //! "Signaling protocol v1", and its v1.1 additions in `docs/signaling.md`),
 //! sans-IO. It holds the sessions, their outboxes and the [`Rooms`]; the
 //! tokio driver (`session`) feeds it client frames with the time

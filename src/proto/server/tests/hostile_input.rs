@@ -112,7 +112,7 @@ fn peer_packets_without_room_for_their_framing_are_dropped_not_panicking() {
 // Reflection: answers to unauthenticated sources stay small
 
 /// A spoofed source must not get a much larger answer than it sent
-/// (DESIGN.md, security defaults): whatever an unauthenticated request
+/// (docs/design.md, "Unauthenticated clients"): whatever an unauthenticated request
 /// carries, the answer is a fixed-size challenge or error of at most 100
 /// bytes, so even the smallest (20-byte) request is amplified less than 5x.
 #[test]
