@@ -257,10 +257,7 @@ fn fleet_settings(config: &Config) -> Option<FleetSettings> {
 }
 
 fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/", get(page::index))
-        .route("/demo.js", get(page::script))
-        .route("/demo.css", get(page::style))
+    page::routes(Router::new())
         .route("/ws", get(signaling::ws))
         .route("/ice-servers", get(ice_servers::list).options(ice_servers::preflight))
         .route("/healthz", get(health::healthz))
