@@ -9,7 +9,8 @@
 // - join(room, name) opens ws[s]://<this host>/ws (with the page's
 //   ?token=…, "Transport") and sends, as its first frame,
 //   {type: 'join', room, name, resume: true, iceRefresh: true}: it asks for
-//   both v1.1 additions. It sends nothing else until `joined`.
+//   both v1.1 additions. Nothing else may be sent until `joined` (the
+//   page has nothing to send before it: its peers come from `joined`).
 // - Every server message is handed to the page in the order read:
 //   `joined` to on.joined, fresh credentials (`ice-servers`, "Fresh TURN
 //   credentials") to on.iceServers, and the rest (peer-joined, peer-left,
@@ -45,7 +46,8 @@
 // The callbacks (all optional): on.open() (the socket is open, `join` is
 // being sent), on.joined(msg), on.message(msg), on.iceServers(list),
 // on.reconnecting(graceSeconds), on.resumed(msg), on.resumeFailed(text),
-// on.closed(why, reason). An exception in one is logged, not thrown.
+// on.closed(why, reason). An exception in a callback run for a server
+// message is logged ("error handling …"), and the next message is read.
 
 import { describeError, log } from './log.js';
 
@@ -107,7 +109,7 @@ export class SignalingClient {
     this.outbox.length = 0;
     ws.onopen = () => {
       if (this.ws !== ws || generation !== this.generation) return;
-      this.#call('open');
+      this.#emit('open');
       this.#sendJoin();
     };
     ws.onmessage = (ev) => {
@@ -177,14 +179,14 @@ export class SignalingClient {
     this.outbox.length = 0;
   }
 
-  #call(name, ...args) {
+  #emit(name, ...args) {
     const handler = this.on[name];
     if (handler) handler(...args);
   }
 
   #end(why, reason) {
     this.close();
-    this.#call('closed', why, reason);
+    this.#emit('closed', why, reason);
   }
 
   #sendJoin() {
@@ -251,7 +253,7 @@ export class SignalingClient {
         this.#onResumed(msg);
         break;
       case 'ice-servers':
-        if (Array.isArray(msg.iceServers)) this.#call('iceServers', msg.iceServers);
+        if (Array.isArray(msg.iceServers)) this.#emit('iceServers', msg.iceServers);
         break;
       case 'error':
         if (msg.code === 'resume-failed') {
@@ -259,11 +261,11 @@ export class SignalingClient {
           log('server error', msg.code, text);
           this.#onResumeFailed(text);
         } else {
-          this.#call('message', msg);
+          this.#emit('message', msg);
         }
         break;
       default:
-        this.#call('message', msg);
+        this.#emit('message', msg);
     }
   }
 
@@ -281,7 +283,7 @@ export class SignalingClient {
         this.send({ type: 'ack', seq: this.rx });
       }
     }, ACK_INTERVAL_MS);
-    this.#call('joined', msg);
+    this.#emit('joined', msg);
   }
 
   // The socket dropped while in a call: resume the session on a new
@@ -291,7 +293,7 @@ export class SignalingClient {
     this.reconnecting = true;
     this.counting = false;
     const deadline = Date.now() + Math.max(1, this.resume.grace - 1) * 1000;
-    this.#call('reconnecting', this.resume.grace);
+    this.#emit('reconnecting', this.resume.grace);
     log('reconnecting; resume grace', this.resume.grace, 's');
     let attempt = 0;
     const retry = () => setTimeout(tryOnce, RECONNECT_DELAYS_MS[Math.min(attempt++, RECONNECT_DELAYS_MS.length - 1)]);
@@ -349,7 +351,7 @@ export class SignalingClient {
     this.outbox.unshift(...unread);
     log('resumed as', msg.id, '; resending', unread.length, 'frames, then', this.outbox.length - unread.length, 'queued');
     this.#drain();
-    this.#call('resumed', msg);
+    this.#emit('resumed', msg);
   }
 
   // A resume that the server refused: start over in the same room.
@@ -357,7 +359,7 @@ export class SignalingClient {
     log('resume refused', text);
     this.reconnecting = false;
     this.resume = null;
-    this.#call('resumeFailed', text);
+    this.#emit('resumeFailed', text);
     this.phase = 'joining';
     this.outbox.length = 0;
     this.#sendJoin();
