@@ -211,10 +211,7 @@ pub fn start(
 }
 
 fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/", get(page::index))
-        .route("/demo.js", get(page::script))
-        .route("/demo.css", get(page::style))
+    page::routes(Router::new())
         .route("/ws", get(ws::ws))
         .route("/ice-servers", get(ice_servers::list).options(ice_servers::preflight))
         .route("/healthz", get(health::healthz))
