@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 
 use turnpike::proto::addr::RelayProtocol;
 use turnpike::proto::live_relays::LiveRelays;
-use turnpike::proto::peer_filter::{normalise, Cidr, PeerFilter, PeerRules, Refusal};
+use turnpike::proto::peer_filter::{normalise, Cidr, PeerFilter, PeerRules, PeerRefusal};
 
 use crate::server::{RELAY_PORTS, RELAY_V4, RELAY_V6, SERVICE_PORT};
 
@@ -45,7 +45,7 @@ fn v6_rules() -> PeerRules {
 static NONE_LIVE: LazyLock<LiveRelays> = LazyLock::new(LiveRelays::default);
 
 /// The check of a UDP peer with no relay live.
-fn check(filter: &PeerFilter, peer: SocketAddr) -> Result<(), Refusal> {
+fn check(filter: &PeerFilter, peer: SocketAddr) -> Result<(), PeerRefusal> {
     filter.check(peer, RelayProtocol::Udp, &NONE_LIVE)
 }
 

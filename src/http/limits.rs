@@ -45,14 +45,14 @@ pub enum Admission {
 
 /// Why a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub enum ConnectionRefusal {
     /// Its source holds `max_per_source` connections.
     SourceLimit,
     /// `max_total` connections and every monitoring slot are taken.
     Full,
 }
 
-impl Refusal {
+impl ConnectionRefusal {
     /// Every reason, as metric label values, in discriminant order.
     pub const ALL: [&'static str; 2] = ["source", "total"];
 }
@@ -65,8 +65,8 @@ pub struct ConnectionTable {
     general: usize,
     reserved: usize,
     per_source: HashMap<SourceKey, usize>,
-    /// Connections refused, by [`Refusal::ALL`] index.
-    refused: [u64; Refusal::ALL.len()],
+    /// Connections refused, by [`ConnectionRefusal::ALL`] index.
+    refused: [u64; ConnectionRefusal::ALL.len()],
 }
 
 impl ConnectionTable {
@@ -77,15 +77,15 @@ impl ConnectionTable {
             general: 0,
             reserved: 0,
             per_source: HashMap::new(),
-            refused: [0; Refusal::ALL.len()],
+            refused: [0; ConnectionRefusal::ALL.len()],
         }
     }
 
     /// Lets a connection from `source` in, or says why not.
-    pub fn admit(&mut self, source: SourceKey) -> Result<Admission, Refusal> {
+    pub fn admit(&mut self, source: SourceKey) -> Result<Admission, ConnectionRefusal> {
         let held = self.per_source.get(&source).copied().unwrap_or(0);
         let admission = if held >= self.max_per_source {
-            Err(Refusal::SourceLimit)
+            Err(ConnectionRefusal::SourceLimit)
         } else if self.general < self.max_total {
             self.general += 1;
             Ok(Admission::General)
@@ -93,7 +93,7 @@ impl ConnectionTable {
             self.reserved += 1;
             Ok(Admission::Monitoring)
         } else {
-            Err(Refusal::Full)
+            Err(ConnectionRefusal::Full)
         };
         match admission {
             Ok(_) => *self.per_source.entry(source).or_insert(0) += 1,
@@ -132,8 +132,8 @@ impl ConnectionTable {
         self.per_source.len()
     }
 
-    /// Connections refused so far, by [`Refusal::ALL`] index.
-    pub fn refused(&self) -> [u64; Refusal::ALL.len()] {
+    /// Connections refused so far, by [`ConnectionRefusal::ALL`] index.
+    pub fn refused(&self) -> [u64; ConnectionRefusal::ALL.len()] {
         self.refused
     }
 
@@ -165,7 +165,7 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(table.admit(key("192.0.2.1")), Ok(Admission::General));
         }
-        assert_eq!(table.admit(key("192.0.2.1")), Err(Refusal::SourceLimit));
+        assert_eq!(table.admit(key("192.0.2.1")), Err(ConnectionRefusal::SourceLimit));
         assert_eq!(table.admit(key("192.0.2.2")), Ok(Admission::General));
         table.release(key("192.0.2.1"), Admission::General);
         assert_eq!(table.admit(key("192.0.2.1")), Ok(Admission::General));
@@ -188,7 +188,7 @@ mod tests {
             assert_eq!(table.admit(s), Ok(Admission::Monitoring));
             sources.push((s, Admission::Monitoring));
         }
-        assert_eq!(table.admit(next.next().unwrap()), Err(Refusal::Full));
+        assert_eq!(table.admit(next.next().unwrap()), Err(ConnectionRefusal::Full));
         for (s, a) in sources {
             table.release(s, a);
         }

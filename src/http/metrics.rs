@@ -20,7 +20,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::app::App;
-use super::limits::{ConnectionTable, Refusal};
+use super::limits::{ConnectionRefusal, ConnectionTable};
 use crate::fleet::{FleetStatus, RoomCounts, REVOCATION_OUTCOMES};
 use crate::process::http_handoff::SharedPortCounts;
 use crate::process::status::{ServerStatus, ADMIN_OUTCOMES};
@@ -454,7 +454,7 @@ impl Collector for TurnpikeCollector {
             Gauge,
             [("general", live.0), ("monitoring", live.1)].map(|(pool, n)| (vec![("pool", pool.to_owned())], n as u64)),
         )?;
-        let refused = by_label("reason", &Refusal::ALL, refused);
+        let refused = by_label("reason", &ConnectionRefusal::ALL, refused);
         family(
             e,
             "turnpike_http_connections_refused",

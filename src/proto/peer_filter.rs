@@ -29,20 +29,20 @@
 //! "Own" means one of the server's own addresses, any loopback address, or
 //! the unspecified address (which reaches the local host when sent to).
 //!
-//! 1. operator `deny` matches → [`Refusal::ConfiguredDeny`];
+//! 1. operator `deny` matches → [`PeerRefusal::ConfiguredDeny`];
 //! 2. own address on a port of the relay range: allowed if it is exactly a
 //!    live relay of this server (an advertised relay address, that port and
 //!    protocol, on any shard: see [`LiveRelays`]), the usual path when both
-//!    ends of a call are relay-only; otherwise [`Refusal::NotARelay`], even
+//!    ends of a call are relay-only; otherwise [`PeerRefusal::NotARelay`], even
 //!    if the operator allows the address, since whatever listens on a free
 //!    relay-range port is the host's (Linux's ephemeral ports overlap the
 //!    default range);
-//! 3. own address on a service port → [`Refusal::ServerService`], even if
+//! 3. own address on a service port → [`PeerRefusal::ServerService`], even if
 //!    the operator allows the address;
 //! 4. operator `allow` matches → allowed;
-//! 5. own address → [`Refusal::ServerAddress`];
+//! 5. own address → [`PeerRefusal::ServerAddress`];
 //! 6. a special-purpose range that is not globally reachable (RFC 6890 and
-//!    the IANA special-purpose address registries) → [`Refusal::Reserved`];
+//!    the IANA special-purpose address registries) → [`PeerRefusal::Reserved`];
 //! 7. otherwise allowed.
 
 use std::fmt;
@@ -203,7 +203,7 @@ impl std::error::Error for CidrError {}
 
 /// Why a peer was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
+pub enum PeerRefusal {
     /// The operator's `[peers] deny` list names the peer.
     ConfiguredDeny,
     /// The peer is one of this server's own listeners (STUN/TURN, HTTP,
@@ -221,20 +221,20 @@ pub enum Refusal {
     Reserved(&'static str),
 }
 
-impl Refusal {
+impl PeerRefusal {
     /// A short, fixed explanation for logs.
     pub fn reason(&self) -> &'static str {
         match self {
-            Refusal::ConfiguredDeny => "peer is in the operator's deny list",
-            Refusal::ServerService => "peer is one of this server's own service ports",
-            Refusal::ServerAddress => "peer is this server's own address",
-            Refusal::NotARelay => "peer is this server's own address on a relay port that holds no relay",
-            Refusal::Reserved(range) => range,
+            PeerRefusal::ConfiguredDeny => "peer is in the operator's deny list",
+            PeerRefusal::ServerService => "peer is one of this server's own service ports",
+            PeerRefusal::ServerAddress => "peer is this server's own address",
+            PeerRefusal::NotARelay => "peer is this server's own address on a relay port that holds no relay",
+            PeerRefusal::Reserved(range) => range,
         }
     }
 }
 
-impl fmt::Display for Refusal {
+impl fmt::Display for PeerRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.reason())
     }
@@ -309,33 +309,33 @@ impl PeerFilter {
 
     /// `Ok(())` if the client may relay to `peer`.
     /// `live` is the set of this server's live relays (see the rules).
-    pub fn check(&self, peer: SocketAddr, protocol: RelayProtocol, live: &LiveRelays) -> Result<(), Refusal> {
+    pub fn check(&self, peer: SocketAddr, protocol: RelayProtocol, live: &LiveRelays) -> Result<(), PeerRefusal> {
         let raw = peer.ip();
         let ip = normalise(raw);
         let port = peer.port();
         let listed = |list: &[Cidr]| list.iter().any(|c| c.contains(ip) || c.contains(raw));
 
         if listed(&self.deny) {
-            return Err(Refusal::ConfiguredDeny);
+            return Err(PeerRefusal::ConfiguredDeny);
         }
         let own = self.is_own(ip);
         if own && self.relay_ports.contains(&port) {
             return match self.is_live_relay(peer, protocol, live) {
                 true => Ok(()),
-                false => Err(Refusal::NotARelay),
+                false => Err(PeerRefusal::NotARelay),
             };
         }
         if own && self.service_ports.contains(&port) {
-            return Err(Refusal::ServerService);
+            return Err(PeerRefusal::ServerService);
         }
         if listed(&self.allow) {
             return Ok(());
         }
         if own {
-            return Err(Refusal::ServerAddress);
+            return Err(PeerRefusal::ServerAddress);
         }
         if let Some(range) = reserved_range(ip) {
-            return Err(Refusal::Reserved(range));
+            return Err(PeerRefusal::Reserved(range));
         }
         Ok(())
     }
@@ -546,11 +546,11 @@ mod tests {
 
     /// The check for a UDP peer under [`LIVE`].
     trait CheckUdp {
-        fn check_udp(&self, peer: SocketAddr) -> Result<(), Refusal>;
+        fn check_udp(&self, peer: SocketAddr) -> Result<(), PeerRefusal>;
     }
 
     impl CheckUdp for PeerFilter {
-        fn check_udp(&self, peer: SocketAddr) -> Result<(), Refusal> {
+        fn check_udp(&self, peer: SocketAddr) -> Result<(), PeerRefusal> {
             self.check(peer, RelayProtocol::Udp, &LIVE)
         }
     }
@@ -567,8 +567,8 @@ mod tests {
         })
     }
 
-    fn reserved(name: &'static str) -> Result<(), Refusal> {
-        Err(Refusal::Reserved(name))
+    fn reserved(name: &'static str) -> Result<(), PeerRefusal> {
+        Err(PeerRefusal::Reserved(name))
     }
 
     // ---- default ranges -------------------------------------------------
@@ -705,9 +705,9 @@ mod tests {
         for (text, expected) in IPV4_RANGE_EDGES.iter().chain(IPV6_RANGE_EDGES) {
             let peer = ip(text);
             let want = if peer.is_loopback() || peer.is_unspecified() {
-                Err(Refusal::ServerAddress)
+                Err(PeerRefusal::ServerAddress)
             } else {
-                expected.map_or(Ok(()), |name| Err(Refusal::Reserved(name)))
+                expected.map_or(Ok(()), |name| Err(PeerRefusal::Reserved(name)))
             };
             assert_eq!(filter.check_udp(SocketAddr::new(peer, PLAIN_PORT)), want, "{text}");
         }
@@ -763,7 +763,7 @@ mod tests {
     fn ipv4_mapped_loopback_is_refused_as_server_address() {
         assert_eq!(
             filter().check_udp(at("::ffff:127.0.0.1", PLAIN_PORT)),
-            Err(Refusal::ServerAddress)
+            Err(PeerRefusal::ServerAddress)
         );
     }
 
@@ -772,7 +772,7 @@ mod tests {
         let filter = filter();
         assert_eq!(normalise(ip("::10.0.0.1")), ip("10.0.0.1"));
         assert_eq!(filter.check_udp(at("::10.0.0.1", 80)), reserved("RFC 1918 private"));
-        assert_eq!(filter.check_udp(at("::127.0.0.1", 80)), Err(Refusal::ServerAddress));
+        assert_eq!(filter.check_udp(at("::127.0.0.1", 80)), Err(PeerRefusal::ServerAddress));
         assert_eq!(filter.check_udp(at("::1.1.1.1", 53)), Ok(()));
         // The lowest non-special compatible address is "this network".
         assert_eq!(normalise(ip("::2")), ip("0.0.0.2"));
@@ -783,8 +783,8 @@ mod tests {
         assert_eq!(normalise(ip("::")), ip("::"));
         assert_eq!(normalise(ip("::1")), ip("::1"));
         let filter = filter();
-        assert_eq!(filter.check_udp(at("::1", PLAIN_PORT)), Err(Refusal::ServerAddress));
-        assert_eq!(filter.check_udp(at("::", PLAIN_PORT)), Err(Refusal::ServerAddress));
+        assert_eq!(filter.check_udp(at("::1", PLAIN_PORT)), Err(PeerRefusal::ServerAddress));
+        assert_eq!(filter.check_udp(at("::", PLAIN_PORT)), Err(PeerRefusal::ServerAddress));
     }
 
     #[test]
@@ -818,7 +818,10 @@ mod tests {
         // 2002:AABB:CCDD:: carries AA.BB.CC.DD.
         assert_eq!(normalise(ip("2002:a00:1::1")), ip("10.0.0.1"));
         assert_eq!(filter.check_udp(at("2002:a00:1::1", 80)), reserved("RFC 1918 private"));
-        assert_eq!(filter.check_udp(at("2002:7f00:1::1", 80)), Err(Refusal::ServerAddress));
+        assert_eq!(
+            filter.check_udp(at("2002:7f00:1::1", 80)),
+            Err(PeerRefusal::ServerAddress)
+        );
         assert_eq!(
             filter.check_udp(at("2002:a9fe:a9fe::", 80)),
             reserved("cloud metadata service (RFC 3927 link-local)")
@@ -836,7 +839,7 @@ mod tests {
         // Client 127.0.0.1 inverted: 80ff:fffe.
         assert_eq!(
             filter.check_udp(at("2001:0:808:808:0:0:80ff:fffe", 80)),
-            Err(Refusal::ServerAddress)
+            Err(PeerRefusal::ServerAddress)
         );
         // Client 169.254.169.254 inverted: 5601:5601.
         assert_eq!(
@@ -891,7 +894,7 @@ mod tests {
             if v4 == OWN_IPV4 {
                 for form in &forms {
                     let peer = SocketAddr::new(IpAddr::V6(*form), RELAY_PORT);
-                    assert_eq!(filter.check_udp(peer), Err(Refusal::NotARelay), "{peer}");
+                    assert_eq!(filter.check_udp(peer), Err(PeerRefusal::NotARelay), "{peer}");
                 }
             }
         }
@@ -919,26 +922,26 @@ mod tests {
         // The live relay is UDP: a TCP peer connection to it is not a relay.
         assert_eq!(
             filter.check(live_v4, RelayProtocol::Tcp, &LIVE),
-            Err(Refusal::NotARelay)
+            Err(PeerRefusal::NotARelay)
         );
         // Free ports of the range, and own addresses that are not an
         // advertised relay address, reach whatever the host runs there.
         assert_eq!(
             filter.check_udp(SocketAddr::new(IpAddr::V6(OWN_IPV6), 49152)),
-            Err(Refusal::NotARelay)
+            Err(PeerRefusal::NotARelay)
         );
-        assert_eq!(filter.check_udp(at("127.0.0.1", 65535)), Err(Refusal::NotARelay));
-        assert_eq!(filter.check_udp(at("::1", RELAY_PORT)), Err(Refusal::NotARelay));
+        assert_eq!(filter.check_udp(at("127.0.0.1", 65535)), Err(PeerRefusal::NotARelay));
+        assert_eq!(filter.check_udp(at("::1", RELAY_PORT)), Err(PeerRefusal::NotARelay));
         assert_eq!(
             filter.check_udp(at("127.0.0.1", PLAIN_PORT)),
-            Err(Refusal::ServerAddress)
+            Err(PeerRefusal::ServerAddress)
         );
     }
 
     #[test]
     fn a_free_relay_port_stays_refused_when_the_operator_allows_loopback() {
         let filter = filter_with(&["127.0.0.0/8"], &[]);
-        assert_eq!(filter.check_udp(at("127.0.0.1", 65535)), Err(Refusal::NotARelay));
+        assert_eq!(filter.check_udp(at("127.0.0.1", 65535)), Err(PeerRefusal::NotARelay));
         assert_eq!(filter.check_udp(at("127.0.0.1", PLAIN_PORT)), Ok(()));
     }
 
@@ -971,7 +974,10 @@ mod tests {
         assert!(filter.still_reachable(relay, RelayProtocol::Udp, &live));
         live.remove(Family::V4, RelayProtocol::Udp, 50_002);
         assert!(!filter.still_reachable(relay, RelayProtocol::Udp, &live));
-        assert_eq!(filter.check(relay, RelayProtocol::Udp, &live), Err(Refusal::NotARelay));
+        assert_eq!(
+            filter.check(relay, RelayProtocol::Udp, &live),
+            Err(PeerRefusal::NotARelay)
+        );
         // Any other peer stays reachable without a look at the set.
         assert!(filter.still_reachable(at("8.8.8.8", 50_002), RelayProtocol::Udp, &live));
     }
@@ -979,10 +985,10 @@ mod tests {
     #[test]
     fn own_public_ip_on_a_non_relay_port_is_refused_unless_allowed() {
         let peer = SocketAddr::new(IpAddr::V4(OWN_IPV4), PLAIN_PORT);
-        assert_eq!(filter().check_udp(peer), Err(Refusal::ServerAddress));
+        assert_eq!(filter().check_udp(peer), Err(PeerRefusal::ServerAddress));
         assert_eq!(filter_with(&["5.6.7.8/32"], &[]).check_udp(peer), Ok(()));
         let peer_v6 = SocketAddr::new(IpAddr::V6(OWN_IPV6), 49151);
-        assert_eq!(filter().check_udp(peer_v6), Err(Refusal::ServerAddress));
+        assert_eq!(filter().check_udp(peer_v6), Err(PeerRefusal::ServerAddress));
     }
 
     #[test]
@@ -996,12 +1002,12 @@ mod tests {
             at("::1", 5349),
             at("0.0.0.0", TURN_PORT),
         ] {
-            assert_eq!(everything.check_udp(peer), Err(Refusal::ServerService), "{peer}");
+            assert_eq!(everything.check_udp(peer), Err(PeerRefusal::ServerService), "{peer}");
         }
         let loopback = filter_with(&["127.0.0.0/8"], &[]);
         assert_eq!(
             loopback.check_udp(at("127.0.0.1", TURN_PORT)),
-            Err(Refusal::ServerService)
+            Err(PeerRefusal::ServerService)
         );
     }
 
@@ -1018,25 +1024,28 @@ mod tests {
         });
         assert_eq!(
             configured_mapped.check_udp(at("5.6.7.8", PLAIN_PORT)),
-            Err(Refusal::ServerAddress)
+            Err(PeerRefusal::ServerAddress)
         );
         assert_eq!(configured_mapped.check_udp(at("5.6.7.8", RELAY_PORT)), Ok(()));
         assert_eq!(
             filter().check_udp(at("::ffff:5.6.7.8", PLAIN_PORT)),
-            Err(Refusal::ServerAddress)
+            Err(PeerRefusal::ServerAddress)
         );
         assert_eq!(
             filter().check_udp(at("2002:506:708::", TURN_PORT)),
-            Err(Refusal::ServerService)
+            Err(PeerRefusal::ServerService)
         );
     }
 
     #[test]
     fn unspecified_peer_counts_as_the_server_itself() {
         let filter = filter();
-        assert_eq!(filter.check_udp(at("0.0.0.0", PLAIN_PORT)), Err(Refusal::ServerAddress));
-        assert_eq!(filter.check_udp(at("0.0.0.0", RELAY_PORT)), Err(Refusal::NotARelay));
-        assert_eq!(filter.check_udp(at("::", TURN_PORT)), Err(Refusal::ServerService));
+        assert_eq!(
+            filter.check_udp(at("0.0.0.0", PLAIN_PORT)),
+            Err(PeerRefusal::ServerAddress)
+        );
+        assert_eq!(filter.check_udp(at("0.0.0.0", RELAY_PORT)), Err(PeerRefusal::NotARelay));
+        assert_eq!(filter.check_udp(at("::", TURN_PORT)), Err(PeerRefusal::ServerService));
     }
 
     #[test]
@@ -1044,7 +1053,7 @@ mod tests {
         let filter = PeerFilter::new(PeerRules::default());
         assert_eq!(
             filter.check_udp(at("127.0.0.1", RELAY_PORT)),
-            Err(Refusal::ServerAddress)
+            Err(PeerRefusal::ServerAddress)
         );
         assert_eq!(
             filter.check_udp(at("10.0.0.1", RELAY_PORT)),
@@ -1077,17 +1086,17 @@ mod tests {
         let own = SocketAddr::new(IpAddr::V4(OWN_IPV4), RELAY_PORT);
         assert_eq!(
             filter_with(&[], &["5.6.7.8/32"]).check_udp(own),
-            Err(Refusal::ConfiguredDeny)
+            Err(PeerRefusal::ConfiguredDeny)
         );
         assert_eq!(
             filter_with(&[], &["127.0.0.0/8"]).check_udp(at("127.0.0.1", RELAY_PORT)),
-            Err(Refusal::ConfiguredDeny)
+            Err(PeerRefusal::ConfiguredDeny)
         );
         let deny_all = filter_with(&["0.0.0.0/0"], &["0.0.0.0/0"]);
-        assert_eq!(deny_all.check_udp(at("8.8.8.8", 53)), Err(Refusal::ConfiguredDeny));
+        assert_eq!(deny_all.check_udp(at("8.8.8.8", 53)), Err(PeerRefusal::ConfiguredDeny));
         assert_eq!(
             deny_all.check_udp(at("127.0.0.1", TURN_PORT)),
-            Err(Refusal::ConfiguredDeny)
+            Err(PeerRefusal::ConfiguredDeny)
         );
     }
 
@@ -1096,23 +1105,31 @@ mod tests {
         let by_prefix = filter_with(&[], &["2002::/16"]);
         assert_eq!(
             by_prefix.check_udp(at("2002:808:808::1", 53)),
-            Err(Refusal::ConfiguredDeny)
+            Err(PeerRefusal::ConfiguredDeny)
         );
         assert_eq!(by_prefix.check_udp(at("8.8.8.8", 53)), Ok(()));
 
         let by_ipv4 = filter_with(&[], &["8.8.8.0/24"]);
         for peer in ["8.8.8.8", "::ffff:8.8.8.8", "64:ff9b::8.8.8.8", "2002:808:808::"] {
-            assert_eq!(by_ipv4.check_udp(at(peer, 53)), Err(Refusal::ConfiguredDeny), "{peer}");
+            assert_eq!(
+                by_ipv4.check_udp(at(peer, 53)),
+                Err(PeerRefusal::ConfiguredDeny),
+                "{peer}"
+            );
         }
         assert_eq!(by_ipv4.check_udp(at("8.8.4.4", 53)), Ok(()));
     }
 
-    // ---- Refusal --------------------------------------------------------
+    // ---- PeerRefusal --------------------------------------------------------
 
     #[test]
     fn refusal_reasons_are_fixed_text_and_name_the_range() {
-        assert_eq!(Refusal::Reserved("RFC 1918 private").reason(), "RFC 1918 private");
-        for refusal in [Refusal::ConfiguredDeny, Refusal::ServerService, Refusal::ServerAddress] {
+        assert_eq!(PeerRefusal::Reserved("RFC 1918 private").reason(), "RFC 1918 private");
+        for refusal in [
+            PeerRefusal::ConfiguredDeny,
+            PeerRefusal::ServerService,
+            PeerRefusal::ServerAddress,
+        ] {
             assert!(!refusal.reason().is_empty());
             assert_eq!(refusal.to_string(), refusal.reason());
         }

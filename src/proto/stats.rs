@@ -75,7 +75,7 @@ pub const REFUSALS: [&str; 11] = [
 
 /// Index into [`REFUSALS`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
+pub enum LimitRefusal {
     AllocationsPerUser = 0,
     AllocationsTotal = 1,
     Draining = 2,

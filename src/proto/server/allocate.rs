@@ -14,7 +14,7 @@ use super::request::{AllocateRequest, RefreshRequest};
 use super::{Authenticated, PortWant, RelayBinder, Server, Timer};
 use crate::proto::addr::{ClientAddr, Family, RelayAddr};
 use crate::proto::quota::{rate_bucket, QuotaExceeded};
-use crate::proto::stats::{EndReason, Refusal, Traffic};
+use crate::proto::stats::{EndReason, LimitRefusal, Traffic};
 use crate::proto::stun::{attr, Class, Message, MessageWriter};
 
 /// RFC 8656 §3.2 and §7.2: default and bounds of allocation lifetimes.
@@ -54,11 +54,11 @@ impl<B: RelayBinder> Server<B> {
             return Err(ErrorCode::AddressFamilyNotSupported.into());
         }
         if self.quota.is_saturated() {
-            return Err(self.shed(Refusal::Bandwidth, client));
+            return Err(self.shed(LimitRefusal::Bandwidth, client));
         }
         let source = super::source_key(client);
         if !self.quota.try_acquire_source(source) {
-            return Err(self.refuse(Refusal::AllocationsPerSource));
+            return Err(self.refuse(LimitRefusal::AllocationsPerSource));
         }
         let acquired = match request.reservation {
             Some(token) => self.quota.try_acquire_claiming(auth.username, token, now),
@@ -88,7 +88,7 @@ impl<B: RelayBinder> Server<B> {
                 self.quota.end_reservation(token);
             }
             debug!(%client, "allocation refused: no relay port");
-            return Err(self.shed(Refusal::RelayPorts, client));
+            return Err(self.shed(LimitRefusal::RelayPorts, client));
         };
         if let Some(token) = new_token {
             self.timers
@@ -269,10 +269,10 @@ impl<B: RelayBinder> Server<B> {
     }
 }
 
-fn quota_refusal(e: QuotaExceeded) -> Refusal {
+fn quota_refusal(e: QuotaExceeded) -> LimitRefusal {
     match e {
-        QuotaExceeded::User => Refusal::AllocationsPerUser,
-        QuotaExceeded::Total => Refusal::AllocationsTotal,
-        QuotaExceeded::Closed => Refusal::Draining,
+        QuotaExceeded::User => LimitRefusal::AllocationsPerUser,
+        QuotaExceeded::Total => LimitRefusal::AllocationsTotal,
+        QuotaExceeded::Closed => LimitRefusal::Draining,
     }
 }

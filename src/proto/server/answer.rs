@@ -12,14 +12,19 @@
 //! SOFTWARE (if configured), MESSAGE-INTEGRITY under the user's key, and
 //! FINGERPRINT.
 
+use std::net::SocketAddr;
+
 use ring::hmac;
 
-use super::try_alternate::Redirect;
 use super::{RelayBinder, Server};
 use crate::proto::addr::ClientAddr;
 use crate::proto::method::Method;
-use crate::proto::stats::Refusal;
+use crate::proto::stats::LimitRefusal;
 use crate::proto::stun::{attr, Class, Message, MessageWriter};
+
+/// Where a 300 sends the client (`super::try_alternate`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Redirect(pub(super) SocketAddr);
 
 /// An error answer, before it is encoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,16 +115,18 @@ impl<B: RelayBinder> Server<B> {
 
     /// Counts a refusal by a limit and names its code: 486 for the
     /// per-user and per-source quotas, 508 for every other capacity.
-    pub(super) fn refuse(&mut self, why: Refusal) -> Failure {
+    pub(super) fn refuse(&mut self, why: LimitRefusal) -> Failure {
         self.count_refusal(why);
         match why {
-            Refusal::AllocationsPerUser | Refusal::AllocationsPerSource => ErrorCode::AllocationQuotaReached.into(),
+            LimitRefusal::AllocationsPerUser | LimitRefusal::AllocationsPerSource => {
+                ErrorCode::AllocationQuotaReached.into()
+            }
             _ => ErrorCode::InsufficientCapacity.into(),
         }
     }
 
     /// Counts a refusal by a limit, of a request or of a peer connecting in.
-    pub(super) fn count_refusal(&mut self, why: Refusal) {
+    pub(super) fn count_refusal(&mut self, why: LimitRefusal) {
         self.counters.refusals[why as usize] += 1;
     }
 

@@ -94,7 +94,7 @@ use super::quota::AllocationQuota;
 use super::rate_table::RateTable;
 use super::revocations::Revocations;
 use super::source::SourceKey;
-use super::stats::{AuthFailure, Counters, EndReason, Refusal, Snapshot};
+use super::stats::{AuthFailure, Counters, EndReason, LimitRefusal, Snapshot};
 use super::stun::{self, Class, Message, TransactionId};
 use super::xorshift::XorShift;
 use super::Now;
@@ -429,7 +429,7 @@ impl<B: RelayBinder> Server<B> {
                         .challenges
                         .try_take(&source_key(client).octets(), answer.len() as u64, now.mono)
                 {
-                    self.counters.refusals[Refusal::ChallengeBudget as usize] += 1;
+                    self.counters.refusals[LimitRefusal::ChallengeBudget as usize] += 1;
                     trace!(%client, "challenge budget of the source spent; request dropped");
                     return None;
                 }

@@ -13,7 +13,7 @@ use super::answer::{ErrorCode, Failure};
 use super::request::{ChannelBindRequest, CreatePermissionRequest};
 use super::{Authenticated, RelayBinder, Server};
 use crate::proto::addr::{ClientAddr, Family, RelayProtocol};
-use crate::proto::stats::Refusal;
+use crate::proto::stats::LimitRefusal;
 use crate::proto::stun::Message;
 
 /// RFC 8656 §12: channel bindings last 600 s.
@@ -70,7 +70,7 @@ impl<B: RelayBinder> Server<B> {
             .filter(|ip| !allocation.permissions.iter().any(|p| p.ip == **ip))
             .count();
         if allocation.permissions.len() + new > max {
-            return Err(self.refuse(Refusal::Permissions));
+            return Err(self.refuse(LimitRefusal::Permissions));
         }
         for ip in ips {
             allocation.permit(ip, now);
@@ -114,8 +114,8 @@ impl<B: RelayBinder> Server<B> {
         let channels_full = index.is_none() && allocation.channels.len() >= max_channels;
         if channels_full || needs_permission && allocation.permissions.len() >= max_permissions {
             return Err(self.refuse(match channels_full {
-                true => Refusal::Channels,
-                false => Refusal::Permissions,
+                true => LimitRefusal::Channels,
+                false => LimitRefusal::Permissions,
             }));
         }
         let expires = now + CHANNEL_LIFETIME;

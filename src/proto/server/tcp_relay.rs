@@ -29,7 +29,7 @@
 //!
 //! Beyond the caps a Connect gets 508 (the 508 of RFC 8656 §19, as for
 //! permissions and channels) and a peer connecting in is refused before
-//! the client hears of it; both are counted by [`Refusal`].
+//! the client hears of it; both are counted by [`LimitRefusal`].
 
 use std::time::{Duration, Instant};
 
@@ -44,7 +44,7 @@ use crate::proto::addr::{ClientAddr, ConnectionId, Family, PeerAddr, RelayAddr, 
 use crate::proto::auth::NonceCheck;
 use crate::proto::method::Method;
 use crate::proto::quota::MIN_BURST;
-use crate::proto::stats::{Refusal, REFUSALS};
+use crate::proto::stats::{LimitRefusal, REFUSALS};
 use crate::proto::stun::{attr, method, Class, Message, MessageWriter, TransactionId};
 
 /// RFC 6062 §5.2/§5.3: a peer connection must be bound to a data
@@ -386,13 +386,13 @@ impl<B: RelayBinder> Server<B> {
     /// its place in the count of the whole server (shared by every shard,
     /// see [`crate::proto::quota`]), which [`Self::insert_connection`],
     /// called right after, then holds.
-    fn reserve_connection(&self, client: ClientAddr) -> Result<(), Refusal> {
+    fn reserve_connection(&self, client: ClientAddr) -> Result<(), LimitRefusal> {
         let held = self.allocations.get(&client).map_or(0, |a| a.connections.len());
         if held >= self.config.max_peer_connections_per_allocation {
-            return Err(Refusal::PeerConnectionsPerAllocation);
+            return Err(LimitRefusal::PeerConnectionsPerAllocation);
         }
         if !self.quota.try_acquire_peer_connection(self.config.max_peer_connections) {
-            return Err(Refusal::PeerConnectionsTotal);
+            return Err(LimitRefusal::PeerConnectionsTotal);
         }
         Ok(())
     }

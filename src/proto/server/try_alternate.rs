@@ -29,10 +29,10 @@
 
 use std::net::SocketAddr;
 
-use super::answer::Failure;
+use super::answer::{Failure, Redirect};
 use super::{RelayBinder, Server};
 use crate::proto::addr::{ClientAddr, Transport};
-use crate::proto::stats::Refusal;
+use crate::proto::stats::LimitRefusal;
 use crate::proto::stun::{attr, MessageWriter};
 
 /// The configured siblings, and the TLS name they share.
@@ -62,19 +62,18 @@ impl Alternates {
     }
 }
 
-/// Where a 300 sends the client.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Redirect(pub(super) SocketAddr);
-
 impl<B: RelayBinder> Server<B> {
     /// The answer to an Allocate refused for `why`: 300 towards a sibling
     /// if this refusal is one that a sibling can relieve and one is
     /// configured for the client's family; the refusal's own code
     /// otherwise. Counted either way, as `why` and under its code.
-    pub(super) fn shed(&mut self, why: Refusal, client: ClientAddr) -> Failure {
+    pub(super) fn shed(&mut self, why: LimitRefusal, client: ClientAddr) -> Failure {
         let sheddable = matches!(
             why,
-            Refusal::AllocationsTotal | Refusal::Draining | Refusal::RelayPorts | Refusal::Bandwidth
+            LimitRefusal::AllocationsTotal
+                | LimitRefusal::Draining
+                | LimitRefusal::RelayPorts
+                | LimitRefusal::Bandwidth
         );
         let target = sheddable
             .then(|| self.config.alternates.pick(client.remote, self.alternate_turn))

@@ -535,7 +535,7 @@ fn one_source_address_holds_at_most_its_share_of_allocations_whatever_the_userna
     h.allocate_as(from(1001), &carol());
     h.request(from(1002), &alice(), method::ALLOCATE, udp).assert_code(486);
     let refusals = h.server.snapshot(h.now().mono).counters.refusals;
-    assert_eq!(refusals[stats::Refusal::AllocationsPerSource as usize], 1);
+    assert_eq!(refusals[stats::LimitRefusal::AllocationsPerSource as usize], 1);
     // Another address is not affected, and a freed place comes back.
     h.allocate(client(1));
     h.refresh(from(1000), &alice(), Some(0)).assert_success();

@@ -221,7 +221,7 @@ fn challenges_to_one_source_stop_when_its_budget_is_spent_and_others_still_get_t
     }
     assert!((50..=80).contains(&answered), "{answered} challenges answered");
     let refusals = h.server.snapshot(h.now().mono).counters.refusals;
-    assert_eq!(refusals[stats::Refusal::ChallengeBudget as usize], 200 - answered);
+    assert_eq!(refusals[stats::LimitRefusal::ChallengeBudget as usize], 200 - answered);
     // Another source is challenged as usual, and so is the first one a
     // second later (1000 bytes: about 15 more).
     h.challenge(client(2), method::ALLOCATE, udp);

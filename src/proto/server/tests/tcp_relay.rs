@@ -335,7 +335,7 @@ fn a_bound_connection_lends_no_nonce() {
     only_answer(&h.effects_of(tcp_client(5), &alice(), method::CONNECTION_BIND, bind(id))).assert_challenge(438);
 }
 
-fn refusals(h: &Harness, why: stats::Refusal) -> u64 {
+fn refusals(h: &Harness, why: stats::LimitRefusal) -> u64 {
     h.server.snapshot(h.now().mono).counters.refusals[why as usize]
 }
 
@@ -361,7 +361,7 @@ fn connects_beyond_the_allocation_cap_get_508_until_a_connection_ends() {
     let answer = only_answer(&refused);
     answer.assert_code(508);
     assert!(answer.msg().verify_integrity(&stun::integrity_key(&alice().key)));
-    assert_eq!(refusals(&h, stats::Refusal::PeerConnectionsPerAllocation), 1);
+    assert_eq!(refusals(&h, stats::LimitRefusal::PeerConnectionsPerAllocation), 1);
     // A failed connect frees its slot, as does a closed connection.
     assert!(!h.server.handle_peer_connect_result(connecting[0], false, h.now().mono));
     let _ = h.server.poll_effect();
@@ -376,7 +376,7 @@ fn connects_beyond_the_allocation_cap_get_508_until_a_connection_ends() {
         Some(Effect::ClosePeerConnection { id: pending })
     );
     h.connect(c, peer_at(5));
-    assert_eq!(refusals(&h, stats::Refusal::PeerConnectionsPerAllocation), 1);
+    assert_eq!(refusals(&h, stats::LimitRefusal::PeerConnectionsPerAllocation), 1);
 }
 
 #[test]
@@ -402,7 +402,7 @@ fn the_total_cap_refuses_connects_and_peers_connecting_in() {
         w.xor_address(attr::XOR_PEER_ADDRESS, peer_at(2));
     });
     only_answer(&refused).assert_code(508);
-    assert_eq!(refusals(&h, stats::Refusal::PeerConnectionsTotal), 1);
+    assert_eq!(refusals(&h, stats::LimitRefusal::PeerConnectionsTotal), 1);
     // Peers connecting in are refused before the client hears of them:
     // by the total cap, and by the allocation's own cap first.
     let now = h.now().mono;
@@ -417,8 +417,8 @@ fn the_total_cap_refuses_connects_and_peers_connecting_in() {
         None
     );
     h.assert_quiet();
-    assert_eq!(refusals(&h, stats::Refusal::PeerConnectionsTotal), 2);
-    assert_eq!(refusals(&h, stats::Refusal::PeerConnectionsPerAllocation), 1);
+    assert_eq!(refusals(&h, stats::LimitRefusal::PeerConnectionsTotal), 2);
+    assert_eq!(refusals(&h, stats::LimitRefusal::PeerConnectionsPerAllocation), 1);
     assert_eq!(h.server.snapshot(now).peer_connections, 5);
     // An allocation that goes frees its connections for everyone.
     h.server.handle_connection_closed(full, now);

@@ -2,7 +2,7 @@
 //! and what the 300 carries.
 
 use super::*;
-use crate::proto::stats::Refusal;
+use crate::proto::stats::LimitRefusal;
 
 const SIBLING: &str = "192.0.2.50:3478";
 const SIBLING_V6: &str = "[2001:db8::50]:3478";
@@ -44,7 +44,7 @@ fn a_full_server_sends_an_authenticated_allocate_to_a_sibling_instead_of_508() {
     assert_eq!(h.binder().binds.len(), 1);
     assert_eq!(h.quota.total(), 1);
     let refusals = h.server.snapshot(h.now().mono).counters.refusals;
-    assert_eq!(refusals[Refusal::AllocationsTotal as usize], 1);
+    assert_eq!(refusals[LimitRefusal::AllocationsTotal as usize], 1);
 }
 
 #[test]
