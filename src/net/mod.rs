@@ -32,10 +32,13 @@
 //! * `plan`: what the shards share, derived from the config, and what a
 //!   reload may change;
 //! * `shard`: one shard's event loop;
-//! * `udp_io`: batched UDP receive and send (`recvmmsg`, GSO, `sendmmsg`);
-//! * `relay_sockets`: the relay sockets a shard opens for its allocations,
-//!   and `relay_poll`, the epoll set through which it reads the UDP ones;
-//! * `handoff`: relay-to-relay payloads for another shard;
+//! * `udp`: batched UDP receive and send (`udp::batch`: `recvmmsg`, GSO,
+//!   `sendmmsg`) and the epoll set through which a shard reads its UDP
+//!   relay sockets (`udp::relay_poll`);
+//! * `relay`: the relay sockets a shard opens for its allocations
+//!   (`relay::sockets`), the free ports of the relay range
+//!   (`relay::port_pool`), and relay-to-relay packets for another shard
+//!   (`relay::cross_shard`);
 //! * `stream` and `stream_conn`: TCP and TLS connections;
 //! * `stream_handoff`: moving a data connection to its peer connection's
 //!   shard;
@@ -48,19 +51,16 @@
 //! (`run_shard`), and the [`RunningServer`] it returns.
 
 mod admin;
-mod handoff;
 mod plan;
-mod port_pool;
 mod prefixed;
-mod relay_poll;
-mod relay_sockets;
+mod relay;
 mod shard;
 mod shared_port;
 mod socket;
 mod stream;
 mod stream_conn;
 mod stream_handoff;
-mod udp_io;
+mod udp;
 
 pub use admin::{AdminError, AdminHandle, REPLY_TIMEOUT};
 pub use socket::BindError;
@@ -89,8 +89,9 @@ use crate::proto::quota::AllocationQuota;
 use crate::proto::revocations::Revocations;
 use crate::proto::server::Server;
 use plan::{reloadable, Plan};
-use port_pool::PortPool;
-use relay_sockets::{RelaySocketsConfig, ReservedSockets};
+use relay::cross_shard;
+use relay::port_pool::PortPool;
+use relay::sockets::{RelaySocketsConfig, ReservedSockets};
 use socket::{bind_per_shard, bind_tcp, bind_udp, UdpRole};
 use stream::{Security, StreamLimits, StreamSources};
 use stream_handoff::{HandedStream, Handoffs};
@@ -211,7 +212,7 @@ struct StdSockets {
 
 /// The same sockets, registered with the shard's runtime.
 struct ShardSockets {
-    udp: Vec<(SocketAddr, udp_io::UdpSock)>,
+    udp: Vec<(SocketAddr, udp::batch::UdpSock)>,
     /// TCP and TLS listeners.
     streams: Vec<(SocketAddr, tokio::net::TcpListener, Security)>,
 }
@@ -223,7 +224,7 @@ impl StdSockets {
             udp: self
                 .udp
                 .into_iter()
-                .map(|(a, s)| Ok((a, udp_io::register(s)?)))
+                .map(|(a, s)| Ok((a, udp::batch::register(s)?)))
                 .collect::<std::io::Result<_>>()?,
             streams: self
                 .streams
@@ -339,7 +340,7 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     };
 
     let mut handles = Vec::new();
-    let links = handoff::links(workers);
+    let links = cross_shard::links(workers);
     let shard_inputs = sockets.into_iter().zip(inboxes).zip(links).zip(admin_inboxes);
     for (index, (((shard_sockets, inbox), links), admin_inbox)) in shard_inputs.enumerate() {
         let context = context.clone();
@@ -454,7 +455,7 @@ fn run_shard(
         tokio::sync::mpsc::Receiver<HandedStream>,
         tokio::sync::mpsc::Receiver<admin::AdminCommand>,
     ),
-    (relay_inbox, outboxes): handoff::Links,
+    (relay_inbox, outboxes): cross_shard::Links,
     context: ShardContext,
 ) {
     let ShardContext {
@@ -510,7 +511,7 @@ fn run_shard(
             },
             binder,
             listeners.udp,
-            (relay_inbox, handoff::Outboxes::new(outboxes)),
+            (relay_inbox, cross_shard::Outboxes::new(outboxes)),
         );
         let shard = match shard {
             Ok(shard) => shard,

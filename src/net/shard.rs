@@ -4,7 +4,7 @@
 //! own sibling of each stream listener, and the RFC 6062 data connections
 //! other shards handed it because this core holds their peer connection)
 //! and the relay sockets of the allocations it created (opened by
-//! [`super::relay_sockets`]).
+//! [`super::relay::sockets`]).
 //!
 //! The kernel hashes a UDP client's 5-tuple to one of the sibling sockets
 //! every time, and a stream client stays on one shard for as long as its
@@ -15,7 +15,7 @@
 //!
 //! Every UDP socket is read the same way: wait for readiness, then read it
 //! in batches of `recvmmsg` into the shard's buffers (with headroom in
-//! front, so relayed data is framed in place, see [`super::udp_io`]). What
+//! front, so relayed data is framed in place, see [`super::udp::batch`]). What
 //! a batch relays is queued and sent when the batch is done, in as few
 //! syscalls as the kernel allows (GSO trains, `sendmmsg`). A send that
 //! would block drops the datagram, as a congested router would; nothing
@@ -24,7 +24,7 @@
 //!
 //! A payload for one of this server's own relays never crosses the kernel:
 //! the shard that owns that relay gets it directly (this one at once, any
-//! other through [`super::handoff`]), as if that relay's socket had
+//! other through [`super::relay::cross_shard`]), as if that relay's socket had
 //! received it from the sender's relay.
 
 use std::cell::{Cell, RefCell};
@@ -38,11 +38,11 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tracing::{debug, trace};
 
-use super::handoff::{Handoff, Inbox, Outboxes};
-use super::relay_poll::{RelayPoll, RelaySocket, READY_MAX};
-use super::relay_sockets::{RelaySockets, RelaySocketsConfig, UdpRelays};
+use super::relay::cross_shard::{Handoff, Inbox, Outboxes};
+use super::relay::sockets::{RelaySockets, RelaySocketsConfig, TcpAcceptLoops, UdpRelays};
 use super::stream_conn::{Splice, StreamConn};
-use super::udp_io::{Kernel, RecvBatch, TxQueue, UdpSock, RECV_BATCH};
+use super::udp::batch::{Kernel, RecvBatch, TxQueue, UdpSock, RECV_BATCH};
+use super::udp::relay_poll::{RelayPoll, RelaySocket, READY_MAX};
 use crate::process::clock;
 use crate::proto::addr::{ClientAddr, ConnectionId, PeerAddr, RelayAddr, ShardId, Transport};
 use crate::proto::server::{
@@ -104,7 +104,7 @@ impl Shard {
         let poll = Rc::new(RelayPoll::new()?);
         let shard = Rc::new_cyclic(|weak: &Weak<Shard>| {
             let tcp_shard = weak.clone();
-            let tcp_accept: super::relay_sockets::TcpAcceptLoops = Box::new(move |relay, listener| {
+            let tcp_accept: TcpAcceptLoops = Box::new(move |relay, listener| {
                 tokio::task::spawn_local(tcp_relay_accept_loop(tcp_shard.clone(), listener, relay)).abort_handle()
             });
             let sockets = RelaySockets::new(binder, poll.clone(), tcp_accept, relays.clone());

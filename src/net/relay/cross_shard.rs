@@ -26,9 +26,9 @@ use tokio::sync::Notify;
 use crate::proto::addr::{RelayAddr, ShardId};
 
 /// Payloads a shard's inbox holds.
-pub(super) const INBOX_SLOTS: usize = 1024;
+pub(in crate::net) const INBOX_SLOTS: usize = 1024;
 /// Largest payload carried inline in a queue slot.
-pub(super) const INLINE_PAYLOAD: usize = 1500;
+pub(in crate::net) const INLINE_PAYLOAD: usize = 1500;
 
 // The inline variant is the point: the queue's slots are the storage.
 #[allow(clippy::large_enum_variant)]
@@ -39,14 +39,14 @@ enum Bytes {
 
 /// One payload for relay `to` of the receiving shard, sent by our relay
 /// `from`.
-pub(super) struct Handoff {
+pub(in crate::net) struct Handoff {
     pub to: RelayAddr,
     pub from: RelayAddr,
     bytes: Bytes,
 }
 
 impl Handoff {
-    pub(super) fn new(to: RelayAddr, from: RelayAddr, payload: &[u8]) -> Handoff {
+    pub(in crate::net) fn new(to: RelayAddr, from: RelayAddr, payload: &[u8]) -> Handoff {
         let bytes = match u16::try_from(payload.len()) {
             Ok(len) if payload.len() <= INLINE_PAYLOAD => {
                 let mut data = [0u8; INLINE_PAYLOAD];
@@ -58,7 +58,7 @@ impl Handoff {
         Handoff { to, from, bytes }
     }
 
-    pub(super) fn payload(&self) -> &[u8] {
+    pub(in crate::net) fn payload(&self) -> &[u8] {
         match &self.bytes {
             Bytes::Inline { len, data } => &data[..usize::from(*len)],
             Bytes::Boxed(b) => b,
@@ -67,7 +67,7 @@ impl Handoff {
 }
 
 /// A shard's receiving end.
-pub(super) struct Inbox {
+pub(in crate::net) struct Inbox {
     rx: Receiver<Handoff>,
     notify: Arc<Notify>,
 }
@@ -75,18 +75,18 @@ pub(super) struct Inbox {
 impl Inbox {
     /// Waits until a sender has woken this inbox (at once if one did since
     /// the last wait).
-    pub(super) async fn woken(&self) {
+    pub(in crate::net) async fn woken(&self) {
         self.notify.notified().await;
     }
 
     /// The next queued payload, if any.
-    pub(super) fn next(&self) -> Option<Handoff> {
+    pub(in crate::net) fn next(&self) -> Option<Handoff> {
         self.rx.try_recv().ok()
     }
 }
 
 /// A shard's sending ends, one per shard (its own included, unused).
-pub(super) struct Outboxes {
+pub(in crate::net) struct Outboxes {
     links: Vec<(SyncSender<Handoff>, Arc<Notify>)>,
     /// Shards sent to since the last [`Self::wake`].
     pending: Vec<Cell<bool>>,
@@ -94,19 +94,19 @@ pub(super) struct Outboxes {
 
 /// Why a payload was not queued.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum NotQueued {
+pub(in crate::net) enum NotQueued {
     Full,
     NoSuchShard,
 }
 
 impl Outboxes {
-    pub(super) fn new(links: Vec<(SyncSender<Handoff>, Arc<Notify>)>) -> Outboxes {
+    pub(in crate::net) fn new(links: Vec<(SyncSender<Handoff>, Arc<Notify>)>) -> Outboxes {
         let pending = links.iter().map(|_| Cell::new(false)).collect();
         Outboxes { links, pending }
     }
 
     /// Queues `handoff` for `shard`; it is woken by the next [`Self::wake`].
-    pub(super) fn send(&self, shard: ShardId, handoff: Handoff) -> Result<(), NotQueued> {
+    pub(in crate::net) fn send(&self, shard: ShardId, handoff: Handoff) -> Result<(), NotQueued> {
         let index = usize::from(shard.0);
         let (tx, _) = self.links.get(index).ok_or(NotQueued::NoSuchShard)?;
         match tx.try_send(handoff) {
@@ -120,7 +120,7 @@ impl Outboxes {
     }
 
     /// Wakes every shard sent to since the last call.
-    pub(super) fn wake(&self) {
+    pub(in crate::net) fn wake(&self) {
         for ((_, notify), pending) in self.links.iter().zip(&self.pending) {
             if pending.replace(false) {
                 notify.notify_one();
@@ -130,10 +130,10 @@ impl Outboxes {
 }
 
 /// A shard's inbox and its senders to every shard (for [`Outboxes::new`]).
-pub(super) type Links = (Inbox, Vec<(SyncSender<Handoff>, Arc<Notify>)>);
+pub(in crate::net) type Links = (Inbox, Vec<(SyncSender<Handoff>, Arc<Notify>)>);
 
 /// The links of `shards` shards: entry `i` is shard `i`'s.
-pub(super) fn links(shards: usize) -> Vec<Links> {
+pub(in crate::net) fn links(shards: usize) -> Vec<Links> {
     let ends: Vec<_> = (0..shards)
         .map(|_| {
             let (tx, rx) = sync_channel(INBOX_SLOTS);
