@@ -14,8 +14,8 @@
 //! not stay where it landed is an RFC 6062 data connection: it has to
 //! meet its peer connection, which the core of another shard may hold. A
 //! CONNECTION-ID names the shard that issued it, so the accepting shard
-//! hands such a connection over before its ConnectionBind is handled
-//! (`stream_handoff`); nothing else crosses shards per connection.
+//! transfers such a connection before its ConnectionBind is handled
+//! (`stream::transfer`); nothing else crosses shards per connection.
 //!
 //! Shards share only what is set up here: the plan (replaced whole on
 //! reload), the allocation quota (with the count of RFC 6062 peer
@@ -23,7 +23,7 @@
 //! the reserved EVEN-PORT partner sockets, the count of stream
 //! connections and the per-source stream table (so that stream limits
 //! hold for the process, not per shard), the PROXY protocol step and its
-//! counts (in the [`ServerStatus`]), the inboxes of handed connections and
+//! counts (in the [`ServerStatus`]), the inboxes of transferred connections and
 //! of admin commands, the revoked usernames, the nonce key, and the
 //! [`ServerStatus`] they publish to.
 //! Everything else a shard owns.
@@ -39,27 +39,22 @@
 //!   (`relay::sockets`), the free ports of the relay range
 //!   (`relay::port_pool`), and relay-to-relay packets for another shard
 //!   (`relay::cross_shard`);
-//! * `stream` and `stream_conn`: TCP and TLS connections;
-//! * `stream_handoff`: moving a data connection to its peer connection's
-//!   shard;
+//! * `stream`: TCP and TLS connections: accepting and serving them, their
+//!   limits, frames and splices, a data connection's transfer to the shard
+//!   of its peer connection, and a TLS port shared with HTTP
+//!   (`stream::shared_port`);
 //! * `admin`: the operator's commands to every shard, and the revoked
 //!   usernames they share;
-//! * `shared_port` (with `prefixed`): a TLS port shared with HTTP, whose
-//!   HTTP connections are handed to the HTTP thread after the handshake.
 //!
 //! This file holds [`start`], the body of every shard's thread
 //! (`run_shard`), and the [`RunningServer`] it returns.
 
 mod admin;
 mod plan;
-mod prefixed;
 mod relay;
 mod shard;
-mod shared_port;
 mod socket;
 mod stream;
-mod stream_conn;
-mod stream_handoff;
 mod udp;
 
 pub use admin::{AdminError, AdminHandle, REPLY_TIMEOUT};
@@ -93,8 +88,9 @@ use relay::cross_shard;
 use relay::port_pool::PortPool;
 use relay::sockets::{RelaySocketsConfig, ReservedSockets};
 use socket::{bind_per_shard, bind_tcp, bind_udp, UdpRole};
-use stream::{Security, StreamLimits, StreamSources};
-use stream_handoff::{HandedStream, Handoffs};
+use stream::admission::{StreamLimits, StreamSources};
+use stream::listener::{Security, StreamsShared};
+use stream::transfer::{ConnectionTransfer, TransferredConnection};
 
 /// Connections a TCP or TLS listener holds before they are accepted.
 const STREAM_BACKLOG: i32 = 1024;
@@ -256,7 +252,7 @@ struct ShardContext {
     /// The per-source stream limits, one table for every shard.
     stream_sources: Arc<StreamSources>,
     /// Where a shard sends a connection that belongs to another.
-    handoffs: Arc<Handoffs>,
+    transfer: Arc<ConnectionTransfer>,
     connections: ConnectionCount,
     status: ServerStatus,
     revocations: Arc<Revocations>,
@@ -309,7 +305,7 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     let (reload, reloads) = watch::channel(plan.clone());
     let (stop, stopped) = watch::channel(false);
     let (ready, ready_rx) = mpsc::channel();
-    let (handoffs, inboxes) = Handoffs::new(workers);
+    let (transfer, inboxes) = ConnectionTransfer::new(workers);
     let stream_limits = StreamLimits {
         max_connections: config.limits.max_connections,
         max_per_source: config
@@ -333,7 +329,7 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         reserved: ReservedSockets::default(),
         stream_sources: Arc::new(StreamSources::new(&stream_limits, random_bytes())),
         stream_limits,
-        handoffs: Arc::new(handoffs),
+        transfer: Arc::new(transfer),
         connections,
         status: status.clone(),
         revocations,
@@ -420,7 +416,7 @@ fn bind_stream_listeners(
         };
         // The kernel spreads connections over the siblings; a data
         // connection that lands on the wrong shard is handed on (see
-        // `stream_handoff`).
+        // `stream::transfer`).
         let bind = |addr, reuse_port| bind_tcp(addr, reuse_port, STREAM_BACKLOG);
         let (bound, per_shard) = bind_per_shard(proto, wanted, sockets.len(), bind, std::net::TcpListener::local_addr)?;
         for (shard, listener) in sockets.iter_mut().zip(per_shard) {
@@ -452,7 +448,7 @@ fn run_shard(
     index: usize,
     sockets: StdSockets,
     (inbox, admin_inbox): (
-        tokio::sync::mpsc::Receiver<HandedStream>,
+        tokio::sync::mpsc::Receiver<TransferredConnection>,
         tokio::sync::mpsc::Receiver<admin::AdminCommand>,
     ),
     (relay_inbox, outboxes): cross_shard::Links,
@@ -470,7 +466,7 @@ fn run_shard(
         reserved,
         stream_limits,
         stream_sources,
-        handoffs,
+        transfer,
         connections,
         status,
         revocations,
@@ -522,21 +518,25 @@ fn run_shard(
         };
         let stream_limits = Rc::new(stream_limits);
         for (addr, listener, security) in listeners.streams {
-            tokio::task::spawn_local(stream::accept_loop(
+            tokio::task::spawn_local(stream::listener::accept_loop(
                 shard.clone(),
                 listener,
                 addr,
                 security,
                 stream_limits.clone(),
-                stream::StreamsShared {
+                StreamsShared {
                     sources: stream_sources.clone(),
                     count: connections.clone(),
-                    handoffs: handoffs.clone(),
+                    transfer: transfer.clone(),
                     proxy: status.proxy_protocol(),
                 },
             ));
         }
-        tokio::task::spawn_local(stream::inbox_loop(shard.clone(), inbox, stream_limits.clone()));
+        tokio::task::spawn_local(stream::listener::serve_transferred(
+            shard.clone(),
+            inbox,
+            stream_limits.clone(),
+        ));
         tokio::task::spawn_local(admin::inbox_loop(shard.clone(), admin_inbox));
         let reconfigured = shard.clone();
         let plans = reloads.clone();

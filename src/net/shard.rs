@@ -40,7 +40,7 @@ use tracing::{debug, trace};
 
 use super::relay::cross_shard::{Handoff, Inbox, Outboxes};
 use super::relay::sockets::{RelaySockets, RelaySocketsConfig, TcpAcceptLoops, UdpRelays};
-use super::stream_conn::{Splice, StreamConn};
+use super::stream::conn::{Splice, StreamConn};
 use super::udp::batch::{Kernel, RecvBatch, TxQueue, UdpSock, RECV_BATCH};
 use super::udp::relay_poll::{RelayPoll, RelaySocket, READY_MAX};
 use crate::process::clock;

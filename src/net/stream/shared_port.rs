@@ -23,7 +23,7 @@
 //! the stream limits, the handshake budget, handshakes spread over every
 //! core, no hand-off for TURN), and only the few HTTP connections (a page
 //! load, one WebSocket per peer) cross threads, once, the way
-//! [`super::stream_handoff`] already moves a TLS connection: its socket is
+//! `transfer` already moves a TLS connection: its socket is
 //! detached from the shard's reactor and the whole `tokio_rustls` stream,
 //! session included, is sent over a bounded queue
 //! ([`crate::process::http_handoff`]) to be attached on the HTTP thread's
@@ -49,8 +49,8 @@ use tokio::io::AsyncReadExt;
 use tokio_rustls::server::TlsStream;
 use tracing::debug;
 
+use super::movable::HomedTcp;
 use super::prefixed::Prefixed;
-use super::stream_handoff::HomedTcp;
 use crate::process::http_handoff::{HandedConnection, HandedHttp, HttpHandoff};
 use crate::proto::addr::ClientAddr;
 use crate::proto::first_bytes::{self, Peek, Service};
