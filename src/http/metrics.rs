@@ -25,7 +25,7 @@ use super::signaling::fleet::FleetCounts;
 use super::signaling::protocol::ErrorCode;
 use super::signaling::session::Hub;
 use super::signaling::switchboard::MESSAGE_KINDS;
-use crate::process::http_handoff::SharedPortCounts;
+use crate::process::http_handover::SharedPortCounts;
 use crate::process::status::{ServerStatus, ADMIN_OUTCOMES, FLEET_REVOCATION_OUTCOMES};
 use crate::proto::stats::{
     Traffic, AUTH_FAILURES, CODES, END_REASONS, FAMILIES, METHODS, RATE_LIMITS, REFUSALS, TRANSPORTS,

@@ -71,7 +71,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::process::clock;
-use crate::process::http_handoff::{self, HttpHandoff, HttpInbox};
+use crate::process::http_handover::{self, HttpHandover, HttpInbox};
 use crate::process::proxy_protocol::ProxyProtocol;
 use crate::process::random::random_bytes;
 use crate::process::status::{ConnectionCount, ServerStatus, HEARTBEAT_INTERVAL};
@@ -268,14 +268,14 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     let certificates = tls::TlsCertificates::from_config(config)?.map(Arc::new);
     let mut sockets: Vec<StdSockets> = (0..workers).map(|_| StdSockets::default()).collect();
     let udp = bind_udp_listeners(config, &mut sockets)?;
-    let (http_handoff, http_inbox) = match config.signaling.share_tls_port {
+    let (http_handover, http_inbox) = match config.signaling.share_tls_port {
         true => {
-            let (handoff, inbox) = http_handoff::channel();
-            (Some(handoff), Some(inbox))
+            let (handover, inbox) = http_handover::channel();
+            (Some(handover), Some(inbox))
         }
         false => (None, None),
     };
-    let (tcp, tls) = bind_stream_listeners(config, certificates.as_ref(), http_handoff, &mut sockets)?;
+    let (tcp, tls) = bind_stream_listeners(config, certificates.as_ref(), http_handover, &mut sockets)?;
     // The HTTP port counts as a service port too (port 0 would only be
     // known once bound, and is for tests alone).
     let http = config.listen.http.filter(|a| a.port() != 0);
@@ -336,7 +336,7 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     };
 
     let mut handles = Vec::new();
-    let links = cross_shard::links(workers);
+    let links = cross_shard::packet_links(workers);
     let shard_inputs = sockets.into_iter().zip(inboxes).zip(links).zip(admin_inboxes);
     for (index, (((shard_sockets, inbox), links), admin_inbox)) in shard_inputs.enumerate() {
         let context = context.clone();
@@ -396,7 +396,7 @@ fn bind_udp_listeners(config: &Config, sockets: &mut [StdSockets]) -> Result<Vec
 fn bind_stream_listeners(
     config: &Config,
     certificates: Option<&Arc<tls::TlsCertificates>>,
-    http: Option<HttpHandoff>,
+    http: Option<HttpHandover>,
     sockets: &mut [StdSockets],
 ) -> Result<(Vec<SocketAddr>, Vec<SocketAddr>), BindError> {
     let mut tcp = Vec::new();
@@ -451,7 +451,7 @@ fn run_shard(
         tokio::sync::mpsc::Receiver<TransferredConnection>,
         tokio::sync::mpsc::Receiver<admin::AdminCommand>,
     ),
-    (relay_inbox, outboxes): cross_shard::Links,
+    (relay_inbox, outboxes): cross_shard::PacketLinks,
     context: ShardContext,
 ) {
     let ShardContext {
@@ -507,7 +507,7 @@ fn run_shard(
             },
             binder,
             listeners.udp,
-            (relay_inbox, cross_shard::Outboxes::new(outboxes)),
+            (relay_inbox, cross_shard::PacketOutboxes::new(outboxes)),
         );
         let shard = match shard {
             Ok(shard) => shard,

@@ -38,7 +38,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tracing::{debug, trace};
 
-use super::relay::cross_shard::{Handoff, Inbox, Outboxes};
+use super::relay::cross_shard::{CrossShardPacket, PacketInbox, PacketOutboxes};
 use super::relay::sockets::{RelaySockets, RelaySocketsConfig, TcpAcceptLoops, UdpRelays};
 use super::stream::conn::{Splice, StreamConn};
 use super::udp::batch::{Kernel, RecvBatch, TxQueue, UdpSock, RECV_BATCH};
@@ -54,8 +54,8 @@ use crate::proto::Now;
 /// `recvmmsg` batches handled per socket wake-up before yielding to other
 /// tasks.
 const ROUNDS: usize = 2;
-/// Hand-offs from other shards handled per wake-up before yielding.
-const HANDOFF_BUDGET: usize = 64;
+/// Packets from other shards handled per wake-up before yielding.
+const CROSS_SHARD_BUDGET: usize = 64;
 /// Largest datagram read: anything a UDP socket can carry.
 const MAX_DATAGRAM: usize = 65_535;
 
@@ -79,7 +79,7 @@ pub(super) struct Shard {
     tx: RefCell<TxQueue<RelaySocket>>,
     /// Where a payload for one of our relays is framed for its client.
     scratch: RefCell<Box<[u8]>>,
-    outboxes: Outboxes,
+    outboxes: PacketOutboxes,
     /// Deadline the timer task sleeps until; a handler that makes the
     /// core's next deadline earlier wakes it through `timer_changed`.
     next_wake: Cell<Option<Instant>>,
@@ -98,7 +98,7 @@ impl Shard {
         core_with: impl FnOnce(RelaySockets) -> Server<RelaySockets>,
         binder: RelaySocketsConfig,
         listeners: Vec<(SocketAddr, UdpSock)>,
-        (inbox, outboxes): (Inbox, Outboxes),
+        (inbox, outboxes): (PacketInbox, PacketOutboxes),
     ) -> io::Result<Rc<Shard>> {
         let relays = UdpRelays::default();
         let poll = Rc::new(RelayPoll::new()?);
@@ -127,7 +127,7 @@ impl Shard {
             tokio::task::spawn_local(listener_loop(shard.clone(), socket.clone(), *local));
         }
         tokio::task::spawn_local(timer_loop(shard.clone()));
-        tokio::task::spawn_local(inbox_loop(shard.clone(), inbox));
+        tokio::task::spawn_local(cross_shard_loop(shard.clone(), inbox));
         tokio::task::spawn_local(relay_loop(Rc::downgrade(&shard), poll));
         Ok(shard)
     }
@@ -172,7 +172,10 @@ impl Shard {
             }
             Some(shard) if shard == core.shard() => self.relay_to_relay(core, to, route.relay, route.payload, now),
             Some(shard) => {
-                if let Err(why) = self.outboxes.send(shard, Handoff::new(to, route.relay, route.payload)) {
+                if let Err(why) = self
+                    .outboxes
+                    .send(shard, CrossShardPacket::new(to, route.relay, route.payload))
+                {
                     trace!(?why, shard = shard.0, "relay-to-relay payload dropped");
                     core.count_relay_handoff_drop();
                 }
@@ -181,9 +184,9 @@ impl Shard {
     }
 
     /// Delivers a payload another shard handed over for one of our relays.
-    fn deliver(&self, handoff: &Handoff) {
+    fn deliver(&self, packet: &CrossShardPacket) {
         let mut core = self.core.borrow_mut();
-        self.relay_to_relay(&mut core, handoff.to, handoff.from, handoff.payload(), clock::mono());
+        self.relay_to_relay(&mut core, packet.to, packet.from, packet.payload(), clock::mono());
     }
 
     /// Hands `payload`, which our relay `from` sent to our relay `to`, to
@@ -511,20 +514,20 @@ async fn relay_loop(shard: Weak<Shard>, poll: Rc<RelayPoll>) {
 }
 
 /// Delivers what other shards handed over for this shard's relays.
-async fn inbox_loop(shard: Rc<Shard>, inbox: Inbox) {
+async fn cross_shard_loop(shard: Rc<Shard>, inbox: PacketInbox) {
     loop {
         inbox.woken().await;
         loop {
             let mut handled = 0;
-            while handled < HANDOFF_BUDGET {
-                let Some(handoff) = inbox.next() else {
+            while handled < CROSS_SHARD_BUDGET {
+                let Some(packet) = inbox.next() else {
                     break;
                 };
-                shard.deliver(&handoff);
+                shard.deliver(&packet);
                 handled += 1;
             }
             shard.flush();
-            if handled < HANDOFF_BUDGET {
+            if handled < CROSS_SHARD_BUDGET {
                 break;
             }
             tokio::task::yield_now().await;

@@ -48,7 +48,7 @@ use super::shared_port;
 use super::splice::splice_streams;
 use super::transfer::{ConnectionTransfer, TransferredConnection};
 use crate::net::shard::Shard;
-use crate::process::http_handoff::HttpHandoff;
+use crate::process::http_handover::HttpHandover;
 use crate::process::proxy_protocol::ProxyProtocol;
 use crate::process::status::ConnectionCount;
 use crate::process::tls::TlsCertificates;
@@ -58,9 +58,9 @@ use crate::proto::addr::{ClientAddr, Transport};
 #[derive(Clone)]
 pub(in crate::net) enum Security {
     Plain,
-    /// TLS; with an [`HttpHandoff`] the port is shared with HTTP
+    /// TLS; with an [`HttpHandover`] the port is shared with HTTP
     /// (`shared_port`).
-    Tls(Arc<TlsCertificates>, Option<HttpHandoff>),
+    Tls(Arc<TlsCertificates>, Option<HttpHandover>),
 }
 
 /// What the accept loops of every shard share.
