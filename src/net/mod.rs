@@ -28,10 +28,12 @@
 //! [`ServerStatus`] they publish to.
 //! Everything else a shard owns.
 //!
-//! * `socket`: how every socket is opened;
+//! * `socket`: how every socket is opened, and `listeners`: every
+//!   listener bound once per shard;
 //! * `plan`: what the shards share, derived from the config, and what a
 //!   reload may change;
-//! * `shard`: one shard's event loop;
+//! * `shard_thread`: the body of every shard's thread, and `shard`: one
+//!   shard's event loop;
 //! * `udp`: batched UDP receive and send (`udp::batch`: `recvmmsg`, GSO,
 //!   `sendmmsg`) and the epoll set through which a shard reads its UDP
 //!   relay sockets (`udp::relay_poll`);
@@ -46,13 +48,19 @@
 //! * `admin`: the operator's commands to every shard, and the revoked
 //!   usernames they share;
 //!
-//! This file holds [`start`], the body of every shard's thread
-//! (`run_shard`), and the [`RunningServer`] it returns.
+//! This file holds [`start`] and the [`RunningServer`] it returns.
+//!
+//! Imports point down this list and never back up: `start` → `listeners`,
+//! `shard_thread` → `stream::listener` → `shard` → `udp`, `relay`,
+//! `stream::conn`; `admin` → `shard`. (A kernel fast path would be one
+//! more family beside `udp/`, say `xdp/`, under the shard like it.)
 
 mod admin;
+mod listeners;
 mod plan;
 mod relay;
 mod shard;
+mod shard_thread;
 mod socket;
 mod stream;
 mod udp;
@@ -61,7 +69,6 @@ pub use admin::{AdminError, AdminHandle, REPLY_TIMEOUT};
 pub use socket::BindError;
 
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -70,30 +77,21 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::process::clock;
-use crate::process::http_handover::{self, HttpHandover, HttpInbox};
+use crate::process::http_handover::{self, HttpInbox};
 use crate::process::proxy_protocol::ProxyProtocol;
 use crate::process::random::random_bytes;
-use crate::process::status::{ConnectionCount, ServerStatus, HEARTBEAT_INTERVAL};
+use crate::process::status::{ConnectionCount, ServerStatus};
 use crate::process::tls;
-use crate::proto::addr::ShardId;
-use crate::proto::bandwidth_watch::BandwidthWatch;
-use crate::proto::live_relays::LiveRelays;
-use crate::proto::peer_filter::PeerFilter;
 use crate::proto::quota::AllocationQuota;
 use crate::proto::revocations::Revocations;
-use crate::proto::server::Server;
+use listeners::{bind_stream_listeners, bind_udp_listeners, StdSockets};
 use plan::{reloadable, Plan};
 use relay::cross_shard;
 use relay::port_pool::PortPool;
-use relay::sockets::{RelaySocketsConfig, ReservedSockets};
-use socket::{bind_per_shard, bind_tcp, bind_udp, UdpRole};
+use relay::sockets::ReservedSockets;
+use shard_thread::{run_shard, ShardContext};
 use stream::admission::{StreamLimits, StreamSources};
-use stream::listener::{Security, StreamsShared};
-use stream::transfer::{ConnectionTransfer, TransferredConnection};
-
-/// Connections a TCP or TLS listener holds before they are accepted.
-const STREAM_BACKLOG: i32 = 1024;
+use stream::transfer::ConnectionTransfer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -196,66 +194,6 @@ impl RunningServer {
             let _ = w.join();
         }
     }
-}
-
-/// One shard's listening sockets, bound by [`start`] before the shard's
-/// runtime exists.
-#[derive(Default)]
-struct StdSockets {
-    udp: Vec<(SocketAddr, std::net::UdpSocket)>,
-    streams: Vec<(SocketAddr, std::net::TcpListener, Security)>,
-}
-
-/// The same sockets, registered with the shard's runtime.
-struct ShardSockets {
-    udp: Vec<(SocketAddr, udp::batch::UdpSock)>,
-    /// TCP and TLS listeners.
-    streams: Vec<(SocketAddr, tokio::net::TcpListener, Security)>,
-}
-
-impl StdSockets {
-    /// Registers the sockets with the current (the shard's) runtime.
-    fn adopt(self) -> std::io::Result<ShardSockets> {
-        Ok(ShardSockets {
-            udp: self
-                .udp
-                .into_iter()
-                .map(|(a, s)| Ok((a, udp::batch::register(s)?)))
-                .collect::<std::io::Result<_>>()?,
-            streams: self
-                .streams
-                .into_iter()
-                .map(|(a, l, security)| Ok((a, tokio::net::TcpListener::from_std(l)?, security)))
-                .collect::<std::io::Result<_>>()?,
-        })
-    }
-}
-
-/// What every shard thread gets from [`start`] besides its own sockets.
-#[derive(Clone)]
-struct ShardContext {
-    plan: Arc<Plan>,
-    /// The plans of later reloads.
-    reloads: watch::Receiver<Arc<Plan>>,
-    stopped: watch::Receiver<bool>,
-    /// Where a shard reports that it serves, or why it cannot.
-    ready: mpsc::Sender<Result<(), String>>,
-    quota: Arc<AllocationQuota>,
-    live: Arc<LiveRelays>,
-    /// One for the process: a nonce stays valid on every shard and across
-    /// reloads.
-    nonce_key: [u8; 32],
-    /// The free relay ports.
-    ports: Arc<Mutex<PortPool>>,
-    reserved: ReservedSockets,
-    stream_limits: StreamLimits,
-    /// The per-source stream limits, one table for every shard.
-    stream_sources: Arc<StreamSources>,
-    /// Where a shard sends a connection that belongs to another.
-    transfer: Arc<ConnectionTransfer>,
-    connections: ConnectionCount,
-    status: ServerStatus,
-    revocations: Arc<Revocations>,
 }
 
 /// Binds every listener and starts the shards. Returns once all of them
@@ -374,59 +312,6 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     })
 }
 
-/// Binds every UDP listener once per shard (`sockets` has one entry per
-/// shard); returns the bound addresses.
-fn bind_udp_listeners(config: &Config, sockets: &mut [StdSockets]) -> Result<Vec<SocketAddr>, BindError> {
-    let mut udp = Vec::new();
-    for &wanted in &config.listen.udp {
-        let bind = |addr, reuse_port| bind_udp(addr, UdpRole::Listener { reuse_port });
-        let (bound, per_shard) = bind_per_shard("UDP", wanted, sockets.len(), bind, std::net::UdpSocket::local_addr)?;
-        for (shard, socket) in sockets.iter_mut().zip(per_shard) {
-            shard.udp.push((bound, socket));
-        }
-        udp.push(bound);
-    }
-    Ok(udp)
-}
-
-/// Binds every TCP and TLS listener once per shard (`sockets` has one
-/// entry per shard), as UDP listeners are; returns the bound TCP and TLS
-/// addresses. TLS listeners need `certificates`, and are shared with HTTP
-/// when given `http`.
-fn bind_stream_listeners(
-    config: &Config,
-    certificates: Option<&Arc<tls::TlsCertificates>>,
-    http: Option<HttpHandover>,
-    sockets: &mut [StdSockets],
-) -> Result<(Vec<SocketAddr>, Vec<SocketAddr>), BindError> {
-    let mut tcp = Vec::new();
-    let mut tls = Vec::new();
-    let plain = config.listen.tcp.iter().map(|a| (*a, Security::Plain));
-    let secure = certificates.into_iter().flat_map(|c| {
-        config
-            .listen
-            .tls
-            .iter()
-            .map(|a| (*a, Security::Tls(c.clone(), http.clone())))
-    });
-    for (wanted, security) in plain.chain(secure) {
-        let (proto, bound_list) = match security {
-            Security::Plain => ("TCP", &mut tcp),
-            Security::Tls(..) => ("TLS", &mut tls),
-        };
-        // The kernel spreads connections over the siblings; a data
-        // connection that lands on the wrong shard is handed on (see
-        // `stream::transfer`).
-        let bind = |addr, reuse_port| bind_tcp(addr, reuse_port, STREAM_BACKLOG);
-        let (bound, per_shard) = bind_per_shard(proto, wanted, sockets.len(), bind, std::net::TcpListener::local_addr)?;
-        for (shard, listener) in sockets.iter_mut().zip(per_shard) {
-            shard.streams.push((bound, listener, security.clone()));
-        }
-        bound_list.push(bound);
-    }
-    Ok((tcp, tls))
-}
-
 /// The free relay ports: the range, less every port a listener holds (an
 /// overlap is allowed, since a test or a probe may pick a free port that
 /// falls in the range, but such a port is never a relay).
@@ -436,143 +321,6 @@ fn relay_port_pool(config: &Config, listeners: &[SocketAddr]) -> PortPool {
         pool.exclude(addr.port());
     }
     pool
-}
-
-/// The body of shard `index`'s thread: a current-thread runtime whose
-/// `LocalSet` runs the shard, its stream listeners, the `inbox` of
-/// connections other shards hand it, the inbox of admin commands, a task that applies reloaded plans
-/// and one that publishes the heartbeat. `links` are its ends of the
-/// relay-to-relay hand-off. Reports on `ready` once serving (or why it
-/// cannot), then runs until stopped.
-fn run_shard(
-    index: usize,
-    sockets: StdSockets,
-    (inbox, admin_inbox): (
-        tokio::sync::mpsc::Receiver<TransferredConnection>,
-        tokio::sync::mpsc::Receiver<admin::AdminCommand>,
-    ),
-    (relay_inbox, outboxes): cross_shard::PacketLinks,
-    context: ShardContext,
-) {
-    let ShardContext {
-        plan,
-        mut reloads,
-        mut stopped,
-        ready,
-        quota,
-        live,
-        nonce_key,
-        ports,
-        reserved,
-        stream_limits,
-        stream_sources,
-        transfer,
-        connections,
-        status,
-        revocations,
-    } = context;
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = ready.send(Err(e.to_string()));
-            return;
-        }
-    };
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async move {
-        let listeners = match sockets.adopt() {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = ready.send(Err(e.to_string()));
-                return;
-            }
-        };
-        let credentials = plan.credentials(nonce_key);
-        let binder = RelaySocketsConfig {
-            v4: (plan.relay_bind, plan.relay_advertised),
-            v6: plan.relay_v6,
-            pool: ports,
-            reserved,
-        };
-        let filter = PeerFilter::new(plan.rules.clone());
-        let server_config = plan.server.clone();
-        let gate = quota.clone();
-        // Fewer than MAX_WORKERS (256) shards are started, see `start`.
-        let shard_id = ShardId(u8::try_from(index).unwrap_or(u8::MAX));
-        let shard = shard::Shard::start(
-            |sockets| {
-                Server::new(server_config, credentials, filter, quota, live, sockets, random_bytes())
-                    .on_shard(shard_id)
-                    .with_revocations(revocations)
-            },
-            binder,
-            listeners.udp,
-            (relay_inbox, cross_shard::PacketOutboxes::new(outboxes)),
-        );
-        let shard = match shard {
-            Ok(shard) => shard,
-            Err(e) => {
-                let _ = ready.send(Err(e.to_string()));
-                return;
-            }
-        };
-        let stream_limits = Rc::new(stream_limits);
-        for (addr, listener, security) in listeners.streams {
-            tokio::task::spawn_local(stream::listener::accept_loop(
-                shard.clone(),
-                listener,
-                addr,
-                security,
-                stream_limits.clone(),
-                StreamsShared {
-                    sources: stream_sources.clone(),
-                    count: connections.clone(),
-                    transfer: transfer.clone(),
-                    proxy: status.proxy_protocol(),
-                },
-            ));
-        }
-        tokio::task::spawn_local(stream::listener::serve_transferred(
-            shard.clone(),
-            inbox,
-            stream_limits.clone(),
-        ));
-        tokio::task::spawn_local(admin::inbox_loop(shard.clone(), admin_inbox));
-        let reconfigured = shard.clone();
-        let plans = reloads.clone();
-        tokio::task::spawn_local(async move {
-            reloads.mark_unchanged();
-            while reloads.changed().await.is_ok() {
-                let plan = reloads.borrow_and_update().clone();
-                reconfigured.reconfigure(
-                    plan.server.clone(),
-                    plan.credentials(nonce_key),
-                    PeerFilter::new(plan.rules.clone()),
-                );
-            }
-        });
-        tokio::task::spawn_local(async move {
-            // One shard watches the whole server's relayed rate for
-            // `alternate.bytes_per_second`.
-            let mut bandwidth = (index == 0).then(|| BandwidthWatch::new(0));
-            loop {
-                status.publish(index, shard.snapshot());
-                if let Some(watch) = &mut bandwidth {
-                    watch.set_threshold(plans.borrow().shed_above_bytes_per_second);
-                    let relayed = status.snapshot();
-                    let total = relayed.to_peer.bytes.saturating_add(relayed.to_client.bytes);
-                    gate.set_saturated(watch.sample(clock::mono(), total));
-                }
-                tokio::time::sleep(HEARTBEAT_INTERVAL).await;
-            }
-        });
-        let _ = ready.send(Ok(()));
-        while !*stopped.borrow() {
-            if stopped.changed().await.is_err() {
-                break;
-            }
-        }
-    });
 }
 
 /// What the server listens on and relays from, once every shard serves.
