@@ -14,7 +14,7 @@
 //!   removed and a slot reused since is ignored, never delivered to the
 //!   wrong relay;
 //! * the runtime's readiness of the epoll descriptor is cleared only by a
-//!   caller that saw every ready socket drained (see `shard::relay_loop`):
+//!   caller that saw every ready socket drained (see `receive::relay_loop`):
 //!   an event that came in since is kept by tokio, so none is lost.
 
 use std::cell::RefCell;
