@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use super::socket::{bind_per_shard, bind_tcp, bind_udp, BindError, UdpRole};
 use super::stream::listener::Security;
-use super::udp;
+use super::udp::batch::{self, UdpSock};
 use crate::config::Config;
 use crate::process::http_handover::HttpHandover;
 use crate::process::tls;
@@ -33,7 +33,7 @@ pub(super) struct StdSockets {
 
 /// The same sockets, registered with the shard's runtime.
 pub(super) struct ShardSockets {
-    pub(super) udp: Vec<(SocketAddr, udp::batch::UdpSock)>,
+    pub(super) udp: Vec<(SocketAddr, UdpSock)>,
     /// TCP and TLS listeners.
     pub(super) streams: Vec<(SocketAddr, tokio::net::TcpListener, Security)>,
 }
@@ -45,7 +45,7 @@ impl StdSockets {
             udp: self
                 .udp
                 .into_iter()
-                .map(|(a, s)| Ok((a, udp::batch::register(s)?)))
+                .map(|(a, s)| Ok((a, batch::register(s)?)))
                 .collect::<std::io::Result<_>>()?,
             streams: self
                 .streams

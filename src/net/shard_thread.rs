@@ -21,9 +21,8 @@ use super::relay::cross_shard;
 use super::relay::port_pool::PortPool;
 use super::relay::sockets::{RelaySocketsConfig, ReservedSockets};
 use super::shard::Shard;
-use super::stream;
 use super::stream::admission::{StreamLimits, StreamSources};
-use super::stream::listener::StreamsShared;
+use super::stream::listener::{accept_loop, serve_transferred, StreamsShared};
 use super::stream::transfer::{ConnectionTransfer, TransferredConnection};
 use crate::process::clock;
 use crate::process::random::random_bytes;
@@ -144,7 +143,7 @@ pub(super) fn run_shard(
         };
         let stream_limits = Rc::new(stream_limits);
         for (addr, listener, security) in listeners.streams {
-            tokio::task::spawn_local(stream::listener::accept_loop(
+            tokio::task::spawn_local(accept_loop(
                 shard.clone(),
                 listener,
                 addr,
@@ -158,11 +157,7 @@ pub(super) fn run_shard(
                 },
             ));
         }
-        tokio::task::spawn_local(stream::listener::serve_transferred(
-            shard.clone(),
-            inbox,
-            stream_limits.clone(),
-        ));
+        tokio::task::spawn_local(serve_transferred(shard.clone(), inbox, stream_limits.clone()));
         tokio::task::spawn_local(admin::inbox_loop(shard.clone(), admin_inbox));
         let reconfigured = shard.clone();
         let plans = reloads.clone();
