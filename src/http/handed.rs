@@ -1,7 +1,7 @@
 //! The HTTP connections of TLS ports shared with TURN
 //! (`signaling.share_tls_port`): a shard accepted each, did its TLS
-//! handshake and found it speaks HTTP (`net/shared_port.rs`), then sent it
-//! here through [`crate::process::http_handoff`].
+//! handshake and found it speaks HTTP (`net/stream/shared_port.rs`), then sent it
+//! here through [`crate::process::http_handover`].
 //!
 //! Each is registered with this thread's reactor and served exactly as a
 //! connection of `listen.http` is, by the same [`super::serve_connection`]
@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::debug;
 
 use super::limits::ConnectionTable;
-use crate::process::http_handoff::HandedHttp;
+use crate::process::http_handover::HandedHttp;
 
 /// Serves what arrives on `queue` until `stopped`.
 pub(super) async fn serve(

@@ -22,7 +22,7 @@ use prometheus_client::registry::{Registry, Unit};
 use super::app::App;
 use super::limits::{ConnectionRefusal, ConnectionTable};
 use crate::fleet::{FleetStatus, RoomCounts, REVOCATION_OUTCOMES};
-use crate::process::http_handoff::SharedPortCounts;
+use crate::process::http_handover::SharedPortCounts;
 use crate::process::status::{ServerStatus, ADMIN_OUTCOMES};
 use crate::proto::stats::{
     Traffic, AUTH_FAILURES, CODES, END_REASONS, FAMILIES, METHODS, RATE_LIMITS, REFUSALS, TRANSPORTS,

@@ -63,7 +63,7 @@ use tracing::{debug, info, warn};
 use crate::config::Config;
 use crate::fleet::FleetStatus;
 use crate::process::accept::accept_until_stopped;
-use crate::process::http_handoff::HttpInbox;
+use crate::process::http_handover::HttpInbox;
 use crate::process::proxy_protocol::ProxyProtocol;
 use crate::process::runtime_thread;
 use crate::process::status::ServerStatus;

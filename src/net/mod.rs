@@ -14,8 +14,8 @@
 //! not stay where it landed is an RFC 6062 data connection: it has to
 //! meet its peer connection, which the core of another shard may hold. A
 //! CONNECTION-ID names the shard that issued it, so the accepting shard
-//! hands such a connection over before its ConnectionBind is handled
-//! (`stream_handoff`); nothing else crosses shards per connection.
+//! transfers such a connection before its ConnectionBind is handled
+//! (`stream::transfer`); nothing else crosses shards per connection.
 //!
 //! Shards share only what is set up here: the plan (replaced whole on
 //! reload), the allocation quota (with the count of RFC 6062 peer
@@ -23,50 +23,52 @@
 //! the reserved EVEN-PORT partner sockets, the count of stream
 //! connections and the per-source stream table (so that stream limits
 //! hold for the process, not per shard), the PROXY protocol step and its
-//! counts (in the [`ServerStatus`]), the inboxes of handed connections and
+//! counts (in the [`ServerStatus`]), the inboxes of transferred connections and
 //! of admin commands, the revoked usernames, the nonce key, and the
 //! [`ServerStatus`] they publish to.
 //! Everything else a shard owns.
 //!
-//! * `socket`: how every socket is opened;
+//! * `socket`: how every socket is opened, and `listeners`: every
+//!   listener bound once per shard;
 //! * `plan`: what the shards share, derived from the config, and what a
 //!   reload may change;
-//! * `shard`: one shard's event loop;
-//! * `udp_io`: batched UDP receive and send (`recvmmsg`, GSO, `sendmmsg`);
-//! * `relay_sockets`: the relay sockets a shard opens for its allocations,
-//!   and `relay_poll`, the epoll set through which it reads the UDP ones;
-//! * `handoff`: relay-to-relay payloads for another shard;
-//! * `stream` and `stream_conn`: TCP and TLS connections;
-//! * `stream_handoff`: moving a data connection to its peer connection's
-//!   shard;
+//! * `shard_thread`: the body of every shard's thread, and `shard`: one
+//!   shard's event loop;
+//! * `udp`: batched UDP receive and send (`udp::batch`: `recvmmsg`, GSO,
+//!   `sendmmsg`) and the epoll set through which a shard reads its UDP
+//!   relay sockets (`udp::relay_poll`);
+//! * `relay`: the relay sockets a shard opens for its allocations
+//!   (`relay::sockets`), the free ports of the relay range
+//!   (`relay::port_pool`), and relay-to-relay packets for another shard
+//!   (`relay::cross_shard`);
+//! * `stream`: TCP and TLS connections: accepting and serving them, their
+//!   limits, frames and splices, a data connection's transfer to the shard
+//!   of its peer connection, and a TLS port shared with HTTP
+//!   (`stream::shared_port`);
 //! * `admin`: the operator's commands to every shard, and the revoked
 //!   usernames they share;
-//! * `shared_port` (with `prefixed`): a TLS port shared with HTTP, whose
-//!   HTTP connections are handed to the HTTP thread after the handshake.
 //!
-//! This file holds [`start`], the body of every shard's thread
-//! (`run_shard`), and the [`RunningServer`] it returns.
+//! This file holds [`start`] and the [`RunningServer`] it returns.
+//!
+//! Imports point down this list and never back up: `start` → `listeners`,
+//! `shard_thread` → `stream::listener` → `shard` → `udp`, `relay`,
+//! `stream::conn`; `admin` → `shard`. (A kernel fast path would be one
+//! more family beside `udp/`, say `xdp/`, under the shard like it.)
 
 mod admin;
-mod handoff;
+mod listeners;
 mod plan;
-mod port_pool;
-mod prefixed;
-mod relay_poll;
-mod relay_sockets;
+mod relay;
 mod shard;
-mod shared_port;
+mod shard_thread;
 mod socket;
 mod stream;
-mod stream_conn;
-mod stream_handoff;
-mod udp_io;
+mod udp;
 
 pub use admin::{AdminError, AdminHandle, REPLY_TIMEOUT};
 pub use socket::BindError;
 
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -75,28 +77,21 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::process::clock;
-use crate::process::http_handoff::{self, HttpHandoff, HttpInbox};
+use crate::process::http_handover::{self, HttpInbox};
 use crate::process::proxy_protocol::ProxyProtocol;
 use crate::process::random::random_bytes;
-use crate::process::status::{ConnectionCount, ServerStatus, HEARTBEAT_INTERVAL};
+use crate::process::status::{ConnectionCount, ServerStatus};
 use crate::process::tls;
-use crate::proto::addr::ShardId;
-use crate::proto::bandwidth_watch::BandwidthWatch;
-use crate::proto::live_relays::LiveRelays;
-use crate::proto::peer_filter::PeerFilter;
 use crate::proto::quota::AllocationQuota;
 use crate::proto::revocations::Revocations;
-use crate::proto::server::Server;
+use listeners::{bind_stream_listeners, bind_udp_listeners, StdSockets};
 use plan::{reloadable, Plan};
-use port_pool::PortPool;
-use relay_sockets::{RelaySocketsConfig, ReservedSockets};
-use socket::{bind_per_shard, bind_tcp, bind_udp, UdpRole};
-use stream::{Security, StreamLimits, StreamSources};
-use stream_handoff::{HandedStream, Handoffs};
-
-/// Connections a TCP or TLS listener holds before they are accepted.
-const STREAM_BACKLOG: i32 = 1024;
+use relay::cross_shard;
+use relay::port_pool::PortPool;
+use relay::sockets::ReservedSockets;
+use shard_thread::{run_shard, ShardContext};
+use stream::admission::{StreamLimits, StreamSources};
+use stream::transfer::ConnectionTransfer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -201,66 +196,6 @@ impl RunningServer {
     }
 }
 
-/// One shard's listening sockets, bound by [`start`] before the shard's
-/// runtime exists.
-#[derive(Default)]
-struct StdSockets {
-    udp: Vec<(SocketAddr, std::net::UdpSocket)>,
-    streams: Vec<(SocketAddr, std::net::TcpListener, Security)>,
-}
-
-/// The same sockets, registered with the shard's runtime.
-struct ShardSockets {
-    udp: Vec<(SocketAddr, udp_io::UdpSock)>,
-    /// TCP and TLS listeners.
-    streams: Vec<(SocketAddr, tokio::net::TcpListener, Security)>,
-}
-
-impl StdSockets {
-    /// Registers the sockets with the current (the shard's) runtime.
-    fn adopt(self) -> std::io::Result<ShardSockets> {
-        Ok(ShardSockets {
-            udp: self
-                .udp
-                .into_iter()
-                .map(|(a, s)| Ok((a, udp_io::register(s)?)))
-                .collect::<std::io::Result<_>>()?,
-            streams: self
-                .streams
-                .into_iter()
-                .map(|(a, l, security)| Ok((a, tokio::net::TcpListener::from_std(l)?, security)))
-                .collect::<std::io::Result<_>>()?,
-        })
-    }
-}
-
-/// What every shard thread gets from [`start`] besides its own sockets.
-#[derive(Clone)]
-struct ShardContext {
-    plan: Arc<Plan>,
-    /// The plans of later reloads.
-    reloads: watch::Receiver<Arc<Plan>>,
-    stopped: watch::Receiver<bool>,
-    /// Where a shard reports that it serves, or why it cannot.
-    ready: mpsc::Sender<Result<(), String>>,
-    quota: Arc<AllocationQuota>,
-    live: Arc<LiveRelays>,
-    /// One for the process: a nonce stays valid on every shard and across
-    /// reloads.
-    nonce_key: [u8; 32],
-    /// The free relay ports.
-    ports: Arc<Mutex<PortPool>>,
-    reserved: ReservedSockets,
-    stream_limits: StreamLimits,
-    /// The per-source stream limits, one table for every shard.
-    stream_sources: Arc<StreamSources>,
-    /// Where a shard sends a connection that belongs to another.
-    handoffs: Arc<Handoffs>,
-    connections: ConnectionCount,
-    status: ServerStatus,
-    revocations: Arc<Revocations>,
-}
-
 /// Binds every listener and starts the shards. Returns once all of them
 /// are serving.
 pub fn start(config: &Config) -> Result<RunningServer, StartError> {
@@ -271,14 +206,14 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     let certificates = tls::TlsCertificates::from_config(config)?.map(Arc::new);
     let mut sockets: Vec<StdSockets> = (0..workers).map(|_| StdSockets::default()).collect();
     let udp = bind_udp_listeners(config, &mut sockets)?;
-    let (http_handoff, http_inbox) = match config.signaling.share_tls_port {
+    let (http_handover, http_inbox) = match config.signaling.share_tls_port {
         true => {
-            let (handoff, inbox) = http_handoff::channel();
-            (Some(handoff), Some(inbox))
+            let (handover, inbox) = http_handover::channel();
+            (Some(handover), Some(inbox))
         }
         false => (None, None),
     };
-    let (tcp, tls) = bind_stream_listeners(config, certificates.as_ref(), http_handoff, &mut sockets)?;
+    let (tcp, tls) = bind_stream_listeners(config, certificates.as_ref(), http_handover, &mut sockets)?;
     // The HTTP port counts as a service port too (port 0 would only be
     // known once bound, and is for tests alone).
     let http = config.listen.http.filter(|a| a.port() != 0);
@@ -308,7 +243,7 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     let (reload, reloads) = watch::channel(plan.clone());
     let (stop, stopped) = watch::channel(false);
     let (ready, ready_rx) = mpsc::channel();
-    let (handoffs, inboxes) = Handoffs::new(workers);
+    let (transfer, inboxes) = ConnectionTransfer::new(workers);
     let stream_limits = StreamLimits {
         max_connections: config.limits.max_connections,
         max_per_source: config
@@ -332,14 +267,14 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         reserved: ReservedSockets::default(),
         stream_sources: Arc::new(StreamSources::new(&stream_limits, random_bytes())),
         stream_limits,
-        handoffs: Arc::new(handoffs),
+        transfer: Arc::new(transfer),
         connections,
         status: status.clone(),
         revocations,
     };
 
     let mut handles = Vec::new();
-    let links = handoff::links(workers);
+    let links = cross_shard::packet_links(workers);
     let shard_inputs = sockets.into_iter().zip(inboxes).zip(links).zip(admin_inboxes);
     for (index, (((shard_sockets, inbox), links), admin_inbox)) in shard_inputs.enumerate() {
         let context = context.clone();
@@ -377,59 +312,6 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     })
 }
 
-/// Binds every UDP listener once per shard (`sockets` has one entry per
-/// shard); returns the bound addresses.
-fn bind_udp_listeners(config: &Config, sockets: &mut [StdSockets]) -> Result<Vec<SocketAddr>, BindError> {
-    let mut udp = Vec::new();
-    for &wanted in &config.listen.udp {
-        let bind = |addr, reuse_port| bind_udp(addr, UdpRole::Listener { reuse_port });
-        let (bound, per_shard) = bind_per_shard("UDP", wanted, sockets.len(), bind, std::net::UdpSocket::local_addr)?;
-        for (shard, socket) in sockets.iter_mut().zip(per_shard) {
-            shard.udp.push((bound, socket));
-        }
-        udp.push(bound);
-    }
-    Ok(udp)
-}
-
-/// Binds every TCP and TLS listener once per shard (`sockets` has one
-/// entry per shard), as UDP listeners are; returns the bound TCP and TLS
-/// addresses. TLS listeners need `certificates`, and are shared with HTTP
-/// when given `http`.
-fn bind_stream_listeners(
-    config: &Config,
-    certificates: Option<&Arc<tls::TlsCertificates>>,
-    http: Option<HttpHandoff>,
-    sockets: &mut [StdSockets],
-) -> Result<(Vec<SocketAddr>, Vec<SocketAddr>), BindError> {
-    let mut tcp = Vec::new();
-    let mut tls = Vec::new();
-    let plain = config.listen.tcp.iter().map(|a| (*a, Security::Plain));
-    let secure = certificates.into_iter().flat_map(|c| {
-        config
-            .listen
-            .tls
-            .iter()
-            .map(|a| (*a, Security::Tls(c.clone(), http.clone())))
-    });
-    for (wanted, security) in plain.chain(secure) {
-        let (proto, bound_list) = match security {
-            Security::Plain => ("TCP", &mut tcp),
-            Security::Tls(..) => ("TLS", &mut tls),
-        };
-        // The kernel spreads connections over the siblings; a data
-        // connection that lands on the wrong shard is handed on (see
-        // `stream_handoff`).
-        let bind = |addr, reuse_port| bind_tcp(addr, reuse_port, STREAM_BACKLOG);
-        let (bound, per_shard) = bind_per_shard(proto, wanted, sockets.len(), bind, std::net::TcpListener::local_addr)?;
-        for (shard, listener) in sockets.iter_mut().zip(per_shard) {
-            shard.streams.push((bound, listener, security.clone()));
-        }
-        bound_list.push(bound);
-    }
-    Ok((tcp, tls))
-}
-
 /// The free relay ports: the range, less every port a listener holds (an
 /// overlap is allowed, since a test or a probe may pick a free port that
 /// falls in the range, but such a port is never a relay).
@@ -439,139 +321,6 @@ fn relay_port_pool(config: &Config, listeners: &[SocketAddr]) -> PortPool {
         pool.exclude(addr.port());
     }
     pool
-}
-
-/// The body of shard `index`'s thread: a current-thread runtime whose
-/// `LocalSet` runs the shard, its stream listeners, the `inbox` of
-/// connections other shards hand it, the inbox of admin commands, a task that applies reloaded plans
-/// and one that publishes the heartbeat. `links` are its ends of the
-/// relay-to-relay hand-off. Reports on `ready` once serving (or why it
-/// cannot), then runs until stopped.
-fn run_shard(
-    index: usize,
-    sockets: StdSockets,
-    (inbox, admin_inbox): (
-        tokio::sync::mpsc::Receiver<HandedStream>,
-        tokio::sync::mpsc::Receiver<admin::AdminCommand>,
-    ),
-    (relay_inbox, outboxes): handoff::Links,
-    context: ShardContext,
-) {
-    let ShardContext {
-        plan,
-        mut reloads,
-        mut stopped,
-        ready,
-        quota,
-        live,
-        nonce_key,
-        ports,
-        reserved,
-        stream_limits,
-        stream_sources,
-        handoffs,
-        connections,
-        status,
-        revocations,
-    } = context;
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = ready.send(Err(e.to_string()));
-            return;
-        }
-    };
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async move {
-        let listeners = match sockets.adopt() {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = ready.send(Err(e.to_string()));
-                return;
-            }
-        };
-        let credentials = plan.credentials(nonce_key);
-        let binder = RelaySocketsConfig {
-            v4: (plan.relay_bind, plan.relay_advertised),
-            v6: plan.relay_v6,
-            pool: ports,
-            reserved,
-        };
-        let filter = PeerFilter::new(plan.rules.clone());
-        let server_config = plan.server.clone();
-        let gate = quota.clone();
-        // Fewer than MAX_WORKERS (256) shards are started, see `start`.
-        let shard_id = ShardId(u8::try_from(index).unwrap_or(u8::MAX));
-        let shard = shard::Shard::start(
-            |sockets| {
-                Server::new(server_config, credentials, filter, quota, live, sockets, random_bytes())
-                    .on_shard(shard_id)
-                    .with_revocations(revocations)
-            },
-            binder,
-            listeners.udp,
-            (relay_inbox, handoff::Outboxes::new(outboxes)),
-        );
-        let shard = match shard {
-            Ok(shard) => shard,
-            Err(e) => {
-                let _ = ready.send(Err(e.to_string()));
-                return;
-            }
-        };
-        let stream_limits = Rc::new(stream_limits);
-        for (addr, listener, security) in listeners.streams {
-            tokio::task::spawn_local(stream::accept_loop(
-                shard.clone(),
-                listener,
-                addr,
-                security,
-                stream_limits.clone(),
-                stream::StreamsShared {
-                    sources: stream_sources.clone(),
-                    count: connections.clone(),
-                    handoffs: handoffs.clone(),
-                    proxy: status.proxy_protocol(),
-                },
-            ));
-        }
-        tokio::task::spawn_local(stream::inbox_loop(shard.clone(), inbox, stream_limits.clone()));
-        tokio::task::spawn_local(admin::inbox_loop(shard.clone(), admin_inbox));
-        let reconfigured = shard.clone();
-        let plans = reloads.clone();
-        tokio::task::spawn_local(async move {
-            reloads.mark_unchanged();
-            while reloads.changed().await.is_ok() {
-                let plan = reloads.borrow_and_update().clone();
-                reconfigured.reconfigure(
-                    plan.server.clone(),
-                    plan.credentials(nonce_key),
-                    PeerFilter::new(plan.rules.clone()),
-                );
-            }
-        });
-        tokio::task::spawn_local(async move {
-            // One shard watches the whole server's relayed rate for
-            // `alternate.bytes_per_second`.
-            let mut bandwidth = (index == 0).then(|| BandwidthWatch::new(0));
-            loop {
-                status.publish(index, shard.snapshot());
-                if let Some(watch) = &mut bandwidth {
-                    watch.set_threshold(plans.borrow().shed_above_bytes_per_second);
-                    let relayed = status.snapshot();
-                    let total = relayed.to_peer.bytes.saturating_add(relayed.to_client.bytes);
-                    gate.set_saturated(watch.sample(clock::mono(), total));
-                }
-                tokio::time::sleep(HEARTBEAT_INTERVAL).await;
-            }
-        });
-        let _ = ready.send(Ok(()));
-        while !*stopped.borrow() {
-            if stopped.changed().await.is_err() {
-                break;
-            }
-        }
-    });
 }
 
 /// What the server listens on and relays from, once every shard serves.

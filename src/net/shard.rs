@@ -2,9 +2,10 @@
 //! its `SO_REUSEPORT` sibling of every UDP listener, the TCP and TLS
 //! connections it serves (see [`super::stream`]: those it accepted on its
 //! own sibling of each stream listener, and the RFC 6062 data connections
-//! other shards handed it because this core holds their peer connection)
+//! other shards transferred to it because this core holds their peer
+//! connection)
 //! and the relay sockets of the allocations it created (opened by
-//! [`super::relay_sockets`]).
+//! [`super::relay::sockets`]).
 //!
 //! The kernel hashes a UDP client's 5-tuple to one of the sibling sockets
 //! every time, and a stream client stays on one shard for as long as its
@@ -13,24 +14,25 @@
 //! threads: the core sits in a `RefCell` and is borrowed for the length of
 //! one synchronous handler call, never across an `.await`.
 //!
-//! Every UDP socket is read the same way: wait for readiness, then read it
-//! in batches of `recvmmsg` into the shard's buffers (with headroom in
-//! front, so relayed data is framed in place, see [`super::udp_io`]). What
-//! a batch relays is queued and sent when the batch is done, in as few
-//! syscalls as the kernel allows (GSO trains, `sendmmsg`). A send that
-//! would block drops the datagram, as a congested router would; nothing
-//! queues beyond one batch. A wake-up handles at most [`ROUNDS`] batches
-//! before yielding so one busy socket cannot starve the others.
+//! Every UDP socket is read the same way (see [`super::udp::receive`],
+//! whose loops this shard spawns and feeds through [`Datagrams`]): wait
+//! for readiness, then read it in batches of `recvmmsg` into the shard's
+//! buffers (with headroom in front, so relayed data is framed in place,
+//! see [`super::udp::batch`]). What a batch relays is queued and sent when
+//! the batch is done, in as few syscalls as the kernel allows (GSO trains,
+//! `sendmmsg`). A send that would block drops the datagram, as a congested
+//! router would; nothing queues beyond one batch.
 //!
 //! A payload for one of this server's own relays never crosses the kernel:
 //! the shard that owns that relay gets it directly (this one at once, any
-//! other through [`super::handoff`]), as if that relay's socket had
-//! received it from the sender's relay.
+//! other through [`super::relay::cross_shard`]), as if that relay's socket
+//! had received it from the sender's relay.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::rc::{Rc, Weak};
 use std::time::Instant;
 
@@ -38,11 +40,12 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tracing::{debug, trace};
 
-use super::handoff::{Handoff, Inbox, Outboxes};
-use super::relay_poll::{RelayPoll, RelaySocket, READY_MAX};
-use super::relay_sockets::{RelaySockets, RelaySocketsConfig, UdpRelays};
-use super::stream_conn::{Splice, StreamConn};
-use super::udp_io::{Kernel, RecvBatch, TxQueue, UdpSock, RECV_BATCH};
+use super::relay::cross_shard::{CrossShardPacket, PacketInbox, PacketOutboxes};
+use super::relay::sockets::{RelaySockets, RelaySocketsConfig, TcpAcceptLoops, UdpRelays};
+use super::stream::conn::{Splice, StreamConn};
+use super::udp::batch::{Kernel, RecvBatch, TxQueue, UdpSock};
+use super::udp::receive::{listener_loop, relay_loop, Datagrams, Source};
+use super::udp::relay_poll::{RelayPoll, RelaySocket};
 use crate::process::clock;
 use crate::proto::addr::{ClientAddr, ConnectionId, PeerAddr, RelayAddr, ShardId, Transport};
 use crate::proto::server::{
@@ -51,11 +54,8 @@ use crate::proto::server::{
 };
 use crate::proto::Now;
 
-/// `recvmmsg` batches handled per socket wake-up before yielding to other
-/// tasks.
-const ROUNDS: usize = 2;
-/// Hand-offs from other shards handled per wake-up before yielding.
-const HANDOFF_BUDGET: usize = 64;
+/// Packets from other shards handled per wake-up before yielding.
+const CROSS_SHARD_BUDGET: usize = 64;
 /// Largest datagram read: anything a UDP socket can carry.
 const MAX_DATAGRAM: usize = 65_535;
 
@@ -79,7 +79,7 @@ pub(super) struct Shard {
     tx: RefCell<TxQueue<RelaySocket>>,
     /// Where a payload for one of our relays is framed for its client.
     scratch: RefCell<Box<[u8]>>,
-    outboxes: Outboxes,
+    outboxes: PacketOutboxes,
     /// Deadline the timer task sleeps until; a handler that makes the
     /// core's next deadline earlier wakes it through `timer_changed`.
     next_wake: Cell<Option<Instant>>,
@@ -98,13 +98,13 @@ impl Shard {
         core_with: impl FnOnce(RelaySockets) -> Server<RelaySockets>,
         binder: RelaySocketsConfig,
         listeners: Vec<(SocketAddr, UdpSock)>,
-        (inbox, outboxes): (Inbox, Outboxes),
+        (inbox, outboxes): (PacketInbox, PacketOutboxes),
     ) -> io::Result<Rc<Shard>> {
         let relays = UdpRelays::default();
         let poll = Rc::new(RelayPoll::new()?);
         let shard = Rc::new_cyclic(|weak: &Weak<Shard>| {
             let tcp_shard = weak.clone();
-            let tcp_accept: super::relay_sockets::TcpAcceptLoops = Box::new(move |relay, listener| {
+            let tcp_accept: TcpAcceptLoops = Box::new(move |relay, listener| {
                 tokio::task::spawn_local(tcp_relay_accept_loop(tcp_shard.clone(), listener, relay)).abort_handle()
             });
             let sockets = RelaySockets::new(binder, poll.clone(), tcp_accept, relays.clone());
@@ -127,7 +127,7 @@ impl Shard {
             tokio::task::spawn_local(listener_loop(shard.clone(), socket.clone(), *local));
         }
         tokio::task::spawn_local(timer_loop(shard.clone()));
-        tokio::task::spawn_local(inbox_loop(shard.clone(), inbox));
+        tokio::task::spawn_local(cross_shard_loop(shard.clone(), inbox));
         tokio::task::spawn_local(relay_loop(Rc::downgrade(&shard), poll));
         Ok(shard)
     }
@@ -172,7 +172,10 @@ impl Shard {
             }
             Some(shard) if shard == core.shard() => self.relay_to_relay(core, to, route.relay, route.payload, now),
             Some(shard) => {
-                if let Err(why) = self.outboxes.send(shard, Handoff::new(to, route.relay, route.payload)) {
+                if let Err(why) = self
+                    .outboxes
+                    .send(shard, CrossShardPacket::new(to, route.relay, route.payload))
+                {
                     trace!(?why, shard = shard.0, "relay-to-relay payload dropped");
                     core.count_relay_handoff_drop();
                 }
@@ -181,9 +184,9 @@ impl Shard {
     }
 
     /// Delivers a payload another shard handed over for one of our relays.
-    fn deliver(&self, handoff: &Handoff) {
+    fn deliver(&self, packet: &CrossShardPacket) {
         let mut core = self.core.borrow_mut();
-        self.relay_to_relay(&mut core, handoff.to, handoff.from, handoff.payload(), clock::mono());
+        self.relay_to_relay(&mut core, packet.to, packet.from, packet.payload(), clock::mono());
     }
 
     /// Hands `payload`, which our relay `from` sent to our relay `to`, to
@@ -368,163 +371,57 @@ fn send_or_drop(socket: &UdpSock, bytes: &[u8], to: SocketAddr) {
     }
 }
 
-/// What a UDP socket's reader does with each datagram of a batch.
-trait OnDatagram {
-    fn on_datagram(
-        &self,
-        shard: &Rc<Shard>,
-        buf: &mut [u8],
-        payload: std::ops::Range<usize>,
-        from: SocketAddr,
-        now: Now,
-    );
-}
-
-/// A listener: datagrams come from clients.
-struct FromClients(SocketAddr);
-
-impl OnDatagram for FromClients {
-    fn on_datagram(
-        &self,
-        shard: &Rc<Shard>,
-        buf: &mut [u8],
-        payload: std::ops::Range<usize>,
-        from: SocketAddr,
-        now: Now,
-    ) {
-        let client = ClientAddr {
-            transport: Transport::Udp,
-            local: self.0,
-            remote: from,
-        };
-        shard.queue_client_packet(client, &buf[payload], now);
+impl Datagrams for Shard {
+    fn recv_batch(&self) -> &RefCell<RecvBatch> {
+        &self.recv
     }
-}
 
-/// A relay socket: datagrams come from peers.
-struct FromPeers(RelayAddr);
-
-impl OnDatagram for FromPeers {
-    fn on_datagram(
-        &self,
-        shard: &Rc<Shard>,
-        buf: &mut [u8],
-        payload: std::ops::Range<usize>,
-        from: SocketAddr,
-        now: Now,
-    ) {
-        let route = shard
-            .core
-            .borrow_mut()
-            .handle_peer_packet(self.0, PeerAddr(from), buf, payload, now.mono);
-        if let Some(ToClient { client, range }) = route {
-            shard.queue_to_client(client, &buf[range]);
-        }
-    }
-}
-
-/// Reads one wake-up's worth of `socket`: up to [`ROUNDS`] batches, each
-/// handled and flushed before the next. Returns whether the socket was
-/// drained (false: the budget ran out first). A batch shorter than
-/// [`RECV_BATCH`] counts as drained: the kernel had no more, and the
-/// caller's readiness, which tokio keeps if an event came in since, tells
-/// about anything newer; the `recvmmsg` that would only say "would block"
-/// is saved.
-fn read_batches(shard: &Rc<Shard>, socket: &std::net::UdpSocket, each: &impl OnDatagram) -> bool {
-    for _ in 0..ROUNDS {
-        let mut batch = shard.recv.borrow_mut();
-        let n = match batch.recv(socket) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-            Err(e) => {
-                // ICMP errors surface here on some systems; the socket stays usable.
-                trace!(error = %e, "recv error");
-                continue;
+    fn on_datagram(self: &Rc<Self>, source: Source, buf: &mut [u8], payload: Range<usize>, from: SocketAddr, now: Now) {
+        match source {
+            Source::Listener(local) => {
+                let client = ClientAddr {
+                    transport: Transport::Udp,
+                    local,
+                    remote: from,
+                };
+                self.queue_client_packet(client, &buf[payload], now);
             }
-        };
-        let now = clock::now();
-        shard.in_batch.set(true);
-        for i in 0..n {
-            let (buf, payload, from) = batch.datagram(i);
-            if let Some(from) = from {
-                each.on_datagram(shard, buf, payload, from, now);
+            Source::Relay(relay) => {
+                let route = self
+                    .core
+                    .borrow_mut()
+                    .handle_peer_packet(relay, PeerAddr(from), buf, payload, now.mono);
+                if let Some(ToClient { client, range }) = route {
+                    self.queue_to_client(client, &buf[range]);
+                }
             }
         }
-        shard.in_batch.set(false);
-        drop(batch);
-        shard.flush();
-        if n < RECV_BATCH {
-            return true;
-        }
     }
-    false
-}
 
-async fn listener_loop(shard: Rc<Shard>, socket: Rc<UdpSock>, local: SocketAddr) {
-    let each = FromClients(local);
-    loop {
-        let mut guard = match socket.readable().await {
-            Ok(guard) => guard,
-            Err(e) => {
-                debug!(%local, error = %e, "listener closed");
-                return;
-            }
-        };
-        if read_batches(&shard, socket.get_ref(), &each) {
-            guard.clear_ready();
-        } else {
-            drop(guard);
-            tokio::task::yield_now().await;
-        }
+    fn set_in_batch(&self, in_batch: bool) {
+        self.in_batch.set(in_batch);
     }
-}
 
-/// Reads every UDP relay socket of the shard, as `poll` names them.
-async fn relay_loop(shard: Weak<Shard>, poll: Rc<RelayPoll>) {
-    let mut ready = Vec::with_capacity(READY_MAX);
-    loop {
-        let Ok(mut guard) = poll.readable().await else {
-            return;
-        };
-        let Some(shard) = shard.upgrade() else {
-            return;
-        };
-        let events = match poll.ready(&mut ready) {
-            Ok(n) => n,
-            Err(e) => {
-                debug!(error = %e, "relay poll failed");
-                0
-            }
-        };
-        let mut drained = events < READY_MAX;
-        for (relay, socket) in ready.drain(..) {
-            drained &= read_batches(&shard, &socket, &FromPeers(relay));
-        }
-        drop(shard);
-        if drained {
-            guard.clear_ready();
-        } else {
-            drop(guard);
-            tokio::task::yield_now().await;
-        }
+    fn flush_batch(&self) {
+        self.flush();
     }
 }
 
 /// Delivers what other shards handed over for this shard's relays.
-async fn inbox_loop(shard: Rc<Shard>, inbox: Inbox) {
+async fn cross_shard_loop(shard: Rc<Shard>, inbox: PacketInbox) {
     loop {
         inbox.woken().await;
         loop {
             let mut handled = 0;
-            while handled < HANDOFF_BUDGET {
-                let Some(handoff) = inbox.next() else {
+            while handled < CROSS_SHARD_BUDGET {
+                let Some(packet) = inbox.next() else {
                     break;
                 };
-                shard.deliver(&handoff);
+                shard.deliver(&packet);
                 handled += 1;
             }
             shard.flush();
-            if handled < HANDOFF_BUDGET {
+            if handled < CROSS_SHARD_BUDGET {
                 break;
             }
             tokio::task::yield_now().await;

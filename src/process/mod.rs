@@ -10,7 +10,7 @@
 //! * [`proxy_protocol`]: the PROXY header step of every stream and HTTP
 //!   accept, and its counts;
 //! * [`status`]: what the rest of the process may ask the running shards;
-//! * [`http_handoff`]: HTTP connections of a shared TLS port, from the
+//! * [`http_handover`]: HTTP connections of a shared TLS port, from the
 //!   shard that accepted them to the HTTP thread.
 //!
 //! Nothing here imports `net` or `http`; it builds on [`crate::proto`] and
@@ -18,7 +18,7 @@
 
 pub mod accept;
 pub mod clock;
-pub mod http_handoff;
+pub mod http_handover;
 pub mod logging;
 pub mod proxy_protocol;
 pub mod random;

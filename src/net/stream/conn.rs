@@ -1,6 +1,6 @@
 //! A TCP or TLS connection as its shard sees it: the bounded outbox the
 //! shard writes whole frames into and the connection's task drains (see
-//! [`super::stream`]), and the peer stream ConnectionBind hands over
+//! `listener` and `frames`), and the peer stream ConnectionBind hands over
 //! (RFC 6062 §5.4).
 //!
 //! Shard and task share it on one thread, through `Rc`, so its cells are
@@ -18,30 +18,30 @@ use crate::proto::addr::ConnectionId;
 
 /// Bytes a connection may have waiting to be written before more relayed
 /// data for it is dropped.
-pub(super) const OUT_CAP: usize = 256 * 1024;
+pub(in crate::net) const OUT_CAP: usize = 256 * 1024;
 
 /// The write side of a connection as the shard sees it.
-pub(super) struct StreamConn {
-    pub(super) out: RefCell<Vec<u8>>,
-    pub(super) wake: Notify,
-    pub(super) closed: Cell<bool>,
+pub(in crate::net) struct StreamConn {
+    pub(in crate::net) out: RefCell<Vec<u8>>,
+    pub(in crate::net) wake: Notify,
+    pub(in crate::net) closed: Cell<bool>,
     /// Set by ConnectionBind: what to splice with.
-    pub(super) splice: RefCell<Option<Splice>>,
+    pub(in crate::net) splice: RefCell<Option<Splice>>,
 }
 
 /// A peer connection a data connection is to be spliced with.
-pub(super) struct Splice {
+pub(in crate::net) struct Splice {
     /// The core's name for it, under which every read is reported.
-    pub(super) id: ConnectionId,
-    pub(super) peer: tokio::net::TcpStream,
+    pub(in crate::net) id: ConnectionId,
+    pub(in crate::net) peer: tokio::net::TcpStream,
     /// Notified when the core closes the peer connection.
-    pub(super) close: Rc<Notify>,
+    pub(in crate::net) close: Rc<Notify>,
 }
 
 impl StreamConn {
     /// Queues `bytes` (one whole frame) for writing, or drops it if the
     /// connection's buffer is full or it is closing.
-    pub(super) fn send(&self, bytes: &[u8]) {
+    pub(in crate::net) fn send(&self, bytes: &[u8]) {
         let mut out = self.out.borrow_mut();
         if self.closed.get() || out.len() + bytes.len() > OUT_CAP {
             trace!(len = bytes.len(), "stream frame dropped: buffer full");
@@ -53,7 +53,7 @@ impl StreamConn {
 
     /// Turns this connection into the data connection of a peer stream
     /// once the frame being handled has been answered.
-    pub(super) fn splice_with(&self, splice: Splice) {
+    pub(in crate::net) fn splice_with(&self, splice: Splice) {
         *self.splice.borrow_mut() = Some(splice);
     }
 }

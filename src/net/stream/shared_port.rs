@@ -21,12 +21,12 @@
 //! the busy ones. Accepting on the shards keeps their path exactly that of
 //! a `turns:` listener that is not shared (the `SO_REUSEPORT` siblings,
 //! the stream limits, the handshake budget, handshakes spread over every
-//! core, no hand-off for TURN), and only the few HTTP connections (a page
-//! load, one WebSocket per peer) cross threads, once, the way
-//! [`super::stream_handoff`] already moves a TLS connection: its socket is
-//! detached from the shard's reactor and the whole `tokio_rustls` stream,
+//! core, no transfer for TURN), and only the few HTTP connections (a page
+//! load, one WebSocket per peer) are handed over to another thread, once,
+//! the way `transfer` moves a TLS connection: its socket is detached from
+//! the shard's reactor and the whole `tokio_rustls` stream,
 //! session included, is sent over a bounded queue
-//! ([`crate::process::http_handoff`]) to be attached on the HTTP thread's
+//! ([`crate::process::http_handover`]) to be attached on the HTTP thread's
 //! reactor. Accepting on the HTTP thread would put every TURN handshake on
 //! one thread and send every TURN connection across.
 //!
@@ -39,7 +39,7 @@
 //! * nothing is classified twice or read beyond what is needed: with ALPN
 //!   nothing is read here at all.
 //!
-//! Counted in [`SharedPortCounts`](crate::process::http_handoff::SharedPortCounts)
+//! Counted in [`SharedPortCounts`](crate::process::http_handover::SharedPortCounts)
 //! (`/metrics`: `turnpike_shared_tls_port_connections_total{to=…}`).
 
 use std::io;
@@ -49,9 +49,9 @@ use tokio::io::AsyncReadExt;
 use tokio_rustls::server::TlsStream;
 use tracing::debug;
 
+use super::movable::HomedTcp;
 use super::prefixed::Prefixed;
-use super::stream_handoff::HomedTcp;
-use crate::process::http_handoff::{HandedConnection, HandedHttp, HttpHandoff};
+use crate::process::http_handover::{HandedConnection, HandedHttp, HttpHandover};
 use crate::proto::addr::ClientAddr;
 use crate::proto::first_bytes::{self, Peek, Service};
 
@@ -69,7 +69,7 @@ pub(super) async fn dispatch(
     mut stream: Tls,
     client: ClientAddr,
     deadline: tokio::time::Instant,
-    http: &HttpHandoff,
+    http: &HttpHandover,
 ) -> Option<(Tls, Vec<u8>)> {
     let negotiated = stream.get_ref().1.alpn_protocol().map(first_bytes::by_alpn);
     let mut read = Vec::new();
@@ -113,7 +113,7 @@ async fn first_service(stream: &mut Tls, read: &mut Vec<u8>, deadline: tokio::ti
     }
 }
 
-fn hand_to_http(mut stream: Tls, read: Vec<u8>, client: ClientAddr, http: &HttpHandoff) {
+fn hand_to_http(mut stream: Tls, read: Vec<u8>, client: ClientAddr, http: &HttpHandover) {
     if let Err(e) = stream.get_mut().0.detach() {
         http.counts.closed.fetch_add(1, Ordering::Relaxed);
         return debug!(%client, error = %e, "connection lost in its hand-off to HTTP");

@@ -1,13 +1,17 @@
-//! The way from a packet shard to the HTTP thread for a connection of a
-//! TLS port shared with HTTP (`signaling.share_tls_port`).
+//! The handover of HTTP connections from a packet shard to the HTTP
+//! thread, for a TLS port shared with HTTP (`signaling.share_tls_port`).
+//! (Not to be confused with the other two things that cross threads:
+//! stream connections transferred to the shard that owns them,
+//! `net/stream/transfer.rs`, and relay-to-relay packets for another shard,
+//! `net/relay/cross_shard.rs`.)
 //!
 //! A shard accepts the connection and does its TLS handshake (as for any
 //! `turns:` connection, so handshakes stay spread over the shards); when
-//! ALPN or the first bytes say HTTP (`net/shared_port.rs`), the decrypted
-//! connection is taken off the shard's reactor and sent here, with the
-//! bytes already read in front of it, to the HTTP thread, which registers
-//! it with its own reactor and serves it as a connection of `listen.http`
-//! (`http/handed.rs`).
+//! ALPN or the first bytes say HTTP (`net/stream/shared_port.rs`), the
+//! decrypted connection is taken off the shard's reactor and sent here,
+//! with the bytes already read in front of it, to the HTTP thread, which
+//! registers it with its own reactor and serves it as a connection of
+//! `listen.http` (`http/handed.rs`).
 //!
 //! Neither side knows the other's types: what crosses is a
 //! [`HandedConnection`], a byte stream that can [`attach`] itself to the
@@ -67,7 +71,7 @@ pub struct SharedPortCounts {
 
 /// Why a connection could not be sent on (it is closed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum HttpHandoffError {
+pub enum HttpHandoverError {
     #[error("the HTTP thread's queue is full")]
     Full,
     #[error("the HTTP thread is gone")]
@@ -76,7 +80,7 @@ pub enum HttpHandoffError {
 
 /// The shards' end: cheap to clone, one per TLS listener sibling.
 #[derive(Clone)]
-pub struct HttpHandoff {
+pub struct HttpHandover {
     queue: mpsc::Sender<HandedHttp>,
     pub counts: Arc<SharedPortCounts>,
 }
@@ -88,11 +92,11 @@ pub struct HttpInbox {
 }
 
 /// A fresh queue and its counters.
-pub fn channel() -> (HttpHandoff, HttpInbox) {
+pub fn channel() -> (HttpHandover, HttpInbox) {
     let (queue, receiver) = mpsc::channel(INBOX);
     let counts = Arc::new(SharedPortCounts::default());
     (
-        HttpHandoff {
+        HttpHandover {
             queue,
             counts: counts.clone(),
         },
@@ -103,13 +107,13 @@ pub fn channel() -> (HttpHandoff, HttpInbox) {
     )
 }
 
-impl HttpHandoff {
+impl HttpHandover {
     /// Queues `handed` for the HTTP thread, counted as dispatched to HTTP;
     /// on an error it is dropped (closed) and counted as closed.
-    pub fn send(&self, handed: HandedHttp) -> Result<(), HttpHandoffError> {
+    pub fn send(&self, handed: HandedHttp) -> Result<(), HttpHandoverError> {
         let sent = self.queue.try_send(handed).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => HttpHandoffError::Full,
-            mpsc::error::TrySendError::Closed(_) => HttpHandoffError::Gone,
+            mpsc::error::TrySendError::Full(_) => HttpHandoverError::Full,
+            mpsc::error::TrySendError::Closed(_) => HttpHandoverError::Gone,
         });
         let counter = match sent {
             Ok(()) => &self.counts.http,
@@ -141,18 +145,18 @@ mod tests {
 
     #[test]
     fn a_full_queue_or_a_gone_http_thread_closes_and_counts_the_connection() {
-        let (handoff, inbox) = channel();
+        let (handover, inbox) = channel();
         for _ in 0..INBOX {
-            handoff.send(handed()).unwrap();
+            handover.send(handed()).unwrap();
         }
-        assert_eq!(handoff.send(handed()).err(), Some(HttpHandoffError::Full));
+        assert_eq!(handover.send(handed()).err(), Some(HttpHandoverError::Full));
         let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
         assert_eq!(
             (load(&inbox.counts.http), load(&inbox.counts.closed)),
             (INBOX as u64, 1)
         );
         drop(inbox);
-        assert_eq!(handoff.send(handed()).err(), Some(HttpHandoffError::Gone));
-        assert_eq!(load(&handoff.counts.closed), 2);
+        assert_eq!(handover.send(handed()).err(), Some(HttpHandoverError::Gone));
+        assert_eq!(load(&handover.counts.closed), 2);
     }
 }

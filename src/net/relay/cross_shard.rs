@@ -1,10 +1,12 @@
-//! Relay-to-relay payloads between shards, without the kernel.
+//! Relay-to-relay packets crossing shards, without the kernel: a
+//! [`CrossShardPacket`] is a payload one of our relays sent to a relay
+//! that another shard owns.
 //!
 //! When a client sends to a peer that is a live relay of this server (the
 //! common case when both sides of a call are relayed by it), the core marks
 //! the route with the relay's owning shard (`ToPeer::local`, from
 //! `proto::live_relays`). The same shard delivers it at once; another shard
-//! gets it through that shard's [`Inbox`]: a bounded lock-free queue
+//! gets it through that shard's [`PacketInbox`]: a bounded lock-free queue
 //! (`std::sync::mpsc::sync_channel`) and a [`Notify`].
 //!
 //! Invariants:
@@ -12,8 +14,8 @@
 //!   it full is dropped and counted (`turnpike_relay_handoff_drops`), as a
 //!   congested link would drop it; nothing blocks;
 //! * a sender wakes a receiving shard at most once per batch of its own
-//!   input ([`Outboxes::wake`]), not once per payload, and a wake-up is
-//!   never lost: `Notify` keeps a permit for a receiver not yet waiting;
+//!   input ([`PacketOutboxes::wake`]), not once per payload, and a wake-up
+//!   is never lost: `Notify` keeps a permit for a receiver not yet waiting;
 //! * payloads up to [`INLINE_PAYLOAD`] bytes travel in the queue's slot
 //!   with no allocation; larger ones (rare: beyond any MTU) are boxed.
 
@@ -26,9 +28,9 @@ use tokio::sync::Notify;
 use crate::proto::addr::{RelayAddr, ShardId};
 
 /// Payloads a shard's inbox holds.
-pub(super) const INBOX_SLOTS: usize = 1024;
+pub(in crate::net) const INBOX_SLOTS: usize = 1024;
 /// Largest payload carried inline in a queue slot.
-pub(super) const INLINE_PAYLOAD: usize = 1500;
+pub(in crate::net) const INLINE_PAYLOAD: usize = 1500;
 
 // The inline variant is the point: the queue's slots are the storage.
 #[allow(clippy::large_enum_variant)]
@@ -39,14 +41,14 @@ enum Bytes {
 
 /// One payload for relay `to` of the receiving shard, sent by our relay
 /// `from`.
-pub(super) struct Handoff {
+pub(in crate::net) struct CrossShardPacket {
     pub to: RelayAddr,
     pub from: RelayAddr,
     bytes: Bytes,
 }
 
-impl Handoff {
-    pub(super) fn new(to: RelayAddr, from: RelayAddr, payload: &[u8]) -> Handoff {
+impl CrossShardPacket {
+    pub(in crate::net) fn new(to: RelayAddr, from: RelayAddr, payload: &[u8]) -> CrossShardPacket {
         let bytes = match u16::try_from(payload.len()) {
             Ok(len) if payload.len() <= INLINE_PAYLOAD => {
                 let mut data = [0u8; INLINE_PAYLOAD];
@@ -55,10 +57,10 @@ impl Handoff {
             }
             _ => Bytes::Boxed(payload.into()),
         };
-        Handoff { to, from, bytes }
+        CrossShardPacket { to, from, bytes }
     }
 
-    pub(super) fn payload(&self) -> &[u8] {
+    pub(in crate::net) fn payload(&self) -> &[u8] {
         match &self.bytes {
             Bytes::Inline { len, data } => &data[..usize::from(*len)],
             Bytes::Boxed(b) => b,
@@ -67,49 +69,49 @@ impl Handoff {
 }
 
 /// A shard's receiving end.
-pub(super) struct Inbox {
-    rx: Receiver<Handoff>,
+pub(in crate::net) struct PacketInbox {
+    rx: Receiver<CrossShardPacket>,
     notify: Arc<Notify>,
 }
 
-impl Inbox {
+impl PacketInbox {
     /// Waits until a sender has woken this inbox (at once if one did since
     /// the last wait).
-    pub(super) async fn woken(&self) {
+    pub(in crate::net) async fn woken(&self) {
         self.notify.notified().await;
     }
 
     /// The next queued payload, if any.
-    pub(super) fn next(&self) -> Option<Handoff> {
+    pub(in crate::net) fn next(&self) -> Option<CrossShardPacket> {
         self.rx.try_recv().ok()
     }
 }
 
 /// A shard's sending ends, one per shard (its own included, unused).
-pub(super) struct Outboxes {
-    links: Vec<(SyncSender<Handoff>, Arc<Notify>)>,
+pub(in crate::net) struct PacketOutboxes {
+    links: Vec<(SyncSender<CrossShardPacket>, Arc<Notify>)>,
     /// Shards sent to since the last [`Self::wake`].
     pending: Vec<Cell<bool>>,
 }
 
 /// Why a payload was not queued.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum NotQueued {
+pub(in crate::net) enum NotQueued {
     Full,
     NoSuchShard,
 }
 
-impl Outboxes {
-    pub(super) fn new(links: Vec<(SyncSender<Handoff>, Arc<Notify>)>) -> Outboxes {
+impl PacketOutboxes {
+    pub(in crate::net) fn new(links: Vec<(SyncSender<CrossShardPacket>, Arc<Notify>)>) -> PacketOutboxes {
         let pending = links.iter().map(|_| Cell::new(false)).collect();
-        Outboxes { links, pending }
+        PacketOutboxes { links, pending }
     }
 
-    /// Queues `handoff` for `shard`; it is woken by the next [`Self::wake`].
-    pub(super) fn send(&self, shard: ShardId, handoff: Handoff) -> Result<(), NotQueued> {
+    /// Queues `packet` for `shard`; it is woken by the next [`Self::wake`].
+    pub(in crate::net) fn send(&self, shard: ShardId, packet: CrossShardPacket) -> Result<(), NotQueued> {
         let index = usize::from(shard.0);
         let (tx, _) = self.links.get(index).ok_or(NotQueued::NoSuchShard)?;
-        match tx.try_send(handoff) {
+        match tx.try_send(packet) {
             Ok(()) => {
                 self.pending[index].set(true);
                 Ok(())
@@ -120,7 +122,7 @@ impl Outboxes {
     }
 
     /// Wakes every shard sent to since the last call.
-    pub(super) fn wake(&self) {
+    pub(in crate::net) fn wake(&self) {
         for ((_, notify), pending) in self.links.iter().zip(&self.pending) {
             if pending.replace(false) {
                 notify.notify_one();
@@ -129,11 +131,11 @@ impl Outboxes {
     }
 }
 
-/// A shard's inbox and its senders to every shard (for [`Outboxes::new`]).
-pub(super) type Links = (Inbox, Vec<(SyncSender<Handoff>, Arc<Notify>)>);
+/// A shard's inbox and its senders to every shard (for [`PacketOutboxes::new`]).
+pub(in crate::net) type PacketLinks = (PacketInbox, Vec<(SyncSender<CrossShardPacket>, Arc<Notify>)>);
 
 /// The links of `shards` shards: entry `i` is shard `i`'s.
-pub(super) fn links(shards: usize) -> Vec<Links> {
+pub(in crate::net) fn packet_links(shards: usize) -> Vec<PacketLinks> {
     let ends: Vec<_> = (0..shards)
         .map(|_| {
             let (tx, rx) = sync_channel(INBOX_SLOTS);
@@ -142,7 +144,7 @@ pub(super) fn links(shards: usize) -> Vec<Links> {
         .collect();
     let senders: Vec<_> = ends.iter().map(|(tx, _, n)| (tx.clone(), n.clone())).collect();
     ends.into_iter()
-        .map(|(_, rx, notify)| (Inbox { rx, notify }, senders.clone()))
+        .map(|(_, rx, notify)| (PacketInbox { rx, notify }, senders.clone()))
         .collect()
 }
 
@@ -155,21 +157,23 @@ mod tests {
         RelayAddr(SocketAddr::from(([127, 0, 0, 1], port)))
     }
 
-    fn pair() -> (Inbox, Outboxes) {
-        let mut all = links(2);
+    fn pair() -> (PacketInbox, PacketOutboxes) {
+        let mut all = packet_links(2);
         let (_, to_all) = all.remove(0);
         let (inbox1, _) = all.remove(0);
-        (inbox1, Outboxes::new(to_all))
+        (inbox1, PacketOutboxes::new(to_all))
     }
 
     #[test]
     fn payloads_arrive_in_order_inline_or_boxed() {
         let (inbox, out) = pair();
         let big = vec![7u8; INLINE_PAYLOAD + 1];
-        out.send(ShardId(1), Handoff::new(relay(2), relay(1), b"first"))
+        out.send(ShardId(1), CrossShardPacket::new(relay(2), relay(1), b"first"))
             .unwrap();
-        out.send(ShardId(1), Handoff::new(relay(2), relay(1), &big)).unwrap();
-        out.send(ShardId(1), Handoff::new(relay(2), relay(1), &[])).unwrap();
+        out.send(ShardId(1), CrossShardPacket::new(relay(2), relay(1), &big))
+            .unwrap();
+        out.send(ShardId(1), CrossShardPacket::new(relay(2), relay(1), &[]))
+            .unwrap();
         let got: Vec<_> = std::iter::from_fn(|| inbox.next()).collect();
         assert_eq!(got.len(), 3);
         assert_eq!(got[0].payload(), b"first");
@@ -182,14 +186,15 @@ mod tests {
     fn a_full_inbox_refuses_and_an_unknown_shard_is_no_target() {
         let (inbox, out) = pair();
         for _ in 0..INBOX_SLOTS {
-            out.send(ShardId(1), Handoff::new(relay(2), relay(1), b"x")).unwrap();
+            out.send(ShardId(1), CrossShardPacket::new(relay(2), relay(1), b"x"))
+                .unwrap();
         }
         assert_eq!(
-            out.send(ShardId(1), Handoff::new(relay(2), relay(1), b"x")),
+            out.send(ShardId(1), CrossShardPacket::new(relay(2), relay(1), b"x")),
             Err(NotQueued::Full)
         );
         assert_eq!(
-            out.send(ShardId(9), Handoff::new(relay(2), relay(1), b"x")),
+            out.send(ShardId(9), CrossShardPacket::new(relay(2), relay(1), b"x")),
             Err(NotQueued::NoSuchShard)
         );
         assert!(inbox.next().is_some(), "the queued ones are still there");
@@ -198,7 +203,8 @@ mod tests {
     #[tokio::test]
     async fn a_wake_after_sending_is_kept_for_a_receiver_not_yet_waiting() {
         let (inbox, out) = pair();
-        out.send(ShardId(1), Handoff::new(relay(2), relay(1), b"x")).unwrap();
+        out.send(ShardId(1), CrossShardPacket::new(relay(2), relay(1), b"x"))
+            .unwrap();
         out.wake();
         // Sent and woken before the receiver waits: the permit is kept.
         tokio::time::timeout(std::time::Duration::from_secs(5), inbox.woken())
@@ -234,7 +240,7 @@ mod tests {
         });
         for batch in 0..10 {
             for _ in 0..10 {
-                out.send(ShardId(1), Handoff::new(relay(2), relay(1), &[batch]))
+                out.send(ShardId(1), CrossShardPacket::new(relay(2), relay(1), &[batch]))
                     .unwrap();
             }
             out.wake();

@@ -14,7 +14,7 @@
 //!   removed and a slot reused since is ignored, never delivered to the
 //!   wrong relay;
 //! * the runtime's readiness of the epoll descriptor is cleared only by a
-//!   caller that saw every ready socket drained (see `shard::relay_loop`):
+//!   caller that saw every ready socket drained (see `receive::relay_loop`):
 //!   an event that came in since is kept by tokio, so none is lost.
 
 use std::cell::RefCell;
@@ -28,11 +28,11 @@ use tokio::io::Interest;
 use crate::proto::addr::RelayAddr;
 
 /// A UDP relay socket (non-blocking).
-pub(super) type RelaySocket = Rc<std::net::UdpSocket>;
+pub(in crate::net) type RelaySocket = Rc<std::net::UdpSocket>;
 
 /// Names a watched socket: slot index and generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Token(u64);
+pub(in crate::net) struct Token(u64);
 
 impl Token {
     fn new(index: u32, generation: u32) -> Token {
@@ -60,17 +60,17 @@ struct Slots {
     free: Vec<u32>,
 }
 
-pub(super) struct RelayPoll {
+pub(in crate::net) struct RelayPoll {
     epoll: AsyncFd<OwnedFd>,
     slots: RefCell<Slots>,
 }
 
 /// Sockets named per [`RelayPoll::ready`] call.
-pub(super) const READY_MAX: usize = 64;
+pub(in crate::net) const READY_MAX: usize = 64;
 
 impl RelayPoll {
     /// A new, empty set, registered with the current runtime.
-    pub(super) fn new() -> io::Result<RelayPoll> {
+    pub(in crate::net) fn new() -> io::Result<RelayPoll> {
         // SAFETY: epoll_create1 has no preconditions; a non-negative result
         // is a new descriptor that nothing else owns.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
@@ -89,7 +89,7 @@ impl RelayPoll {
     }
 
     /// Watches `socket`, the socket of `relay`, for datagrams.
-    pub(super) fn add(&self, relay: RelayAddr, socket: &RelaySocket) -> io::Result<Token> {
+    pub(in crate::net) fn add(&self, relay: RelayAddr, socket: &RelaySocket) -> io::Result<Token> {
         let mut slots = self.slots.borrow_mut();
         let index = match slots.free.pop() {
             Some(index) => index,
@@ -124,7 +124,7 @@ impl RelayPoll {
 
     /// Stops watching the socket of `token`; its slot is reused later
     /// under a new generation.
-    pub(super) fn remove(&self, token: Token) {
+    pub(in crate::net) fn remove(&self, token: Token) {
         let mut slots = self.slots.borrow_mut();
         let Some(slot) = slots.entries.get_mut(token.index()) else {
             return;
@@ -149,14 +149,14 @@ impl RelayPoll {
     }
 
     /// Waits until some watched socket may be readable.
-    pub(super) async fn readable(&self) -> io::Result<AsyncFdReadyGuard<'_, OwnedFd>> {
+    pub(in crate::net) async fn readable(&self) -> io::Result<AsyncFdReadyGuard<'_, OwnedFd>> {
         self.epoll.readable().await
     }
 
     /// Puts the relays whose sockets are readable now into `ready` (at most
     /// [`READY_MAX`]), without blocking; returns how many events the kernel
     /// gave (stale ones included, so `READY_MAX` means there may be more).
-    pub(super) fn ready(&self, ready: &mut Vec<(RelayAddr, RelaySocket)>) -> io::Result<usize> {
+    pub(in crate::net) fn ready(&self, ready: &mut Vec<(RelayAddr, RelaySocket)>) -> io::Result<usize> {
         ready.clear();
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; READY_MAX];
         // SAFETY: `events` has room for READY_MAX events; timeout 0 never

@@ -41,12 +41,12 @@ use tracing::{debug, trace};
 /// A UDP listener registered with the shard's runtime: read by readiness
 /// guard (so a short batch can clear readiness without another syscall),
 /// written with plain non-blocking syscalls through the shared socket.
-pub(super) type UdpSock = tokio::io::unix::AsyncFd<std::rc::Rc<std::net::UdpSocket>>;
+pub(in crate::net) type UdpSock = tokio::io::unix::AsyncFd<std::rc::Rc<std::net::UdpSocket>>;
 
 /// Registers `socket` (non-blocking) with the current runtime for
 /// readability only: the shards never wait to write, and a writable
 /// interest would wake the reactor as send buffers drain.
-pub(super) fn register(socket: std::net::UdpSocket) -> io::Result<UdpSock> {
+pub(in crate::net) fn register(socket: std::net::UdpSocket) -> io::Result<UdpSock> {
     // SAFETY: the AsyncFd owns the socket, so its descriptor stays open
     // and names the same socket for as long as the AsyncFd lives.
     unsafe { UdpSock::register_with_interest(std::rc::Rc::new(socket), tokio::io::Interest::READABLE) }
@@ -54,10 +54,10 @@ pub(super) fn register(socket: std::net::UdpSocket) -> io::Result<UdpSock> {
 }
 
 /// Datagrams read per `recvmmsg`.
-pub(super) const RECV_BATCH: usize = 32;
+pub(in crate::net) const RECV_BATCH: usize = 32;
 /// Most segments in one GSO send (the kernel's `UDP_MAX_SEGMENTS` on the
 /// oldest kernels that have GSO).
-pub(super) const MAX_SEGMENTS: usize = 64;
+pub(in crate::net) const MAX_SEGMENTS: usize = 64;
 /// Most bytes in one GSO send: its IP packet must stay below 64 KiB.
 const MAX_GSO_BYTES: usize = 60_000;
 /// Largest segment sent with GSO: a datagram that fits a 1500-byte MTU in
@@ -68,12 +68,12 @@ const MAX_ENTRIES: usize = 64;
 /// Bytes queued before a forced flush.
 const QUEUE_BYTES: usize = 256 * 1024;
 /// GSO refusals after which a queue sends single datagrams only.
-pub(super) const GSO_FAILURES_BEFORE_OFF: u32 = 8;
+pub(in crate::net) const GSO_FAILURES_BEFORE_OFF: u32 = 8;
 
 /// One datagram (or, with `segment`, a GSO train of datagrams of that
 /// size, the last possibly shorter) for [`Transmit::send_batch`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Datagram<'a> {
+pub(in crate::net) struct Datagram<'a> {
     pub to: SocketAddr,
     pub bytes: &'a [u8],
     pub segment: Option<u16>,
@@ -81,12 +81,12 @@ pub(super) struct Datagram<'a> {
 
 /// The send syscall: sends a prefix of `batch` through socket `fd` and
 /// says how many it sent, or fails for the first one (`sendmmsg`).
-pub(super) trait Transmit {
+pub(in crate::net) trait Transmit {
     fn send_batch(&mut self, fd: RawFd, batch: &[Datagram<'_>]) -> io::Result<usize>;
 }
 
 /// The real kernel.
-pub(super) struct Kernel;
+pub(in crate::net) struct Kernel;
 
 #[repr(C, align(8))]
 struct SegmentCmsg([u8; 32]);
@@ -137,7 +137,7 @@ impl Transmit for Kernel {
 }
 
 /// Buffers for one `recvmmsg`.
-pub(super) struct RecvBatch {
+pub(in crate::net) struct RecvBatch {
     bufs: Vec<Box<[u8]>>,
     headroom: usize,
     max: usize,
@@ -147,7 +147,7 @@ pub(super) struct RecvBatch {
 impl RecvBatch {
     /// Room for [`RECV_BATCH`] datagrams of up to `max` bytes, each with
     /// `headroom` bytes before it and `tailroom` after.
-    pub(super) fn new(headroom: usize, max: usize, tailroom: usize) -> RecvBatch {
+    pub(in crate::net) fn new(headroom: usize, max: usize, tailroom: usize) -> RecvBatch {
         RecvBatch {
             bufs: (0..RECV_BATCH)
                 .map(|_| vec![0u8; headroom + max + tailroom].into_boxed_slice())
@@ -160,7 +160,7 @@ impl RecvBatch {
 
     /// Reads what `socket` has, up to [`RECV_BATCH`] datagrams, without
     /// blocking; returns how many (a would-block error when none).
-    pub(super) fn recv(&mut self, socket: &impl AsRawFd) -> io::Result<usize> {
+    pub(in crate::net) fn recv(&mut self, socket: &impl AsRawFd) -> io::Result<usize> {
         let mut names: [MaybeUninit<socket2::SockAddrStorage>; RECV_BATCH] =
             [const { MaybeUninit::uninit() }; RECV_BATCH];
         let mut iovs: [MaybeUninit<libc::iovec>; RECV_BATCH] = [const { MaybeUninit::uninit() }; RECV_BATCH];
@@ -210,7 +210,7 @@ impl RecvBatch {
     /// Datagram `i` of the last [`Self::recv`]: its buffer, where in it
     /// the datagram is, and its sender (`None` if it was cut short or had
     /// no IP sender: to be dropped).
-    pub(super) fn datagram(&mut self, i: usize) -> (&mut [u8], Range<usize>, Option<SocketAddr>) {
+    pub(in crate::net) fn datagram(&mut self, i: usize) -> (&mut [u8], Range<usize>, Option<SocketAddr>) {
         let (len, from) = self.got[i];
         (&mut self.bufs[i], self.headroom..self.headroom + len, from)
     }
@@ -233,12 +233,12 @@ struct Entry<S> {
 
 /// What the kernel would not take, for the caller's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct Dropped(pub u64);
+pub(in crate::net) struct Dropped(pub u64);
 
 /// Datagrams waiting for the end of the batch (see the module doc). `S`
 /// keeps each socket open until its datagrams are sent (an allocation
 /// deleted mid-batch closes its socket only when the last clone goes).
-pub(super) struct TxQueue<S> {
+pub(in crate::net) struct TxQueue<S> {
     bytes: Vec<u8>,
     entries: Vec<Entry<S>>,
     gso: bool,
@@ -246,7 +246,7 @@ pub(super) struct TxQueue<S> {
 }
 
 impl<S: AsRawFd> TxQueue<S> {
-    pub(super) fn new() -> TxQueue<S> {
+    pub(in crate::net) fn new() -> TxQueue<S> {
         TxQueue {
             bytes: Vec::with_capacity(QUEUE_BYTES),
             entries: Vec::with_capacity(MAX_ENTRIES),
@@ -255,13 +255,13 @@ impl<S: AsRawFd> TxQueue<S> {
         }
     }
 
-    pub(super) fn is_empty(&self) -> bool {
+    pub(in crate::net) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// Queues `bytes` for `to` through `socket` (a clone of the caller's
     /// handle), flushing first if the queue is full.
-    pub(super) fn push(&mut self, tx: &mut impl Transmit, socket: &S, to: SocketAddr, bytes: &[u8]) -> Dropped
+    pub(in crate::net) fn push(&mut self, tx: &mut impl Transmit, socket: &S, to: SocketAddr, bytes: &[u8]) -> Dropped
     where
         S: Clone,
     {
@@ -304,7 +304,7 @@ impl<S: AsRawFd> TxQueue<S> {
     }
 
     /// Sends everything queued; returns how many datagrams were dropped.
-    pub(super) fn flush(&mut self, tx: &mut impl Transmit) -> Dropped {
+    pub(in crate::net) fn flush(&mut self, tx: &mut impl Transmit) -> Dropped {
         let mut dropped = 0;
         let mut first = 0;
         while first < self.entries.len() {

@@ -21,7 +21,7 @@ use crate::proto::addr::Family;
 use crate::proto::server::PortWant;
 
 #[derive(Debug)]
-pub(super) struct PortPool {
+pub(in crate::net) struct PortPool {
     range: RangeInclusive<u16>,
     /// Per family (IPv4, IPv6): bit `p - low` set when port `p` is free.
     free: [Vec<u64>; 2],
@@ -40,7 +40,7 @@ fn slot(family: Family) -> usize {
 
 impl PortPool {
     /// Every port of `range` free.
-    pub(super) fn new(range: RangeInclusive<u16>) -> PortPool {
+    pub(in crate::net) fn new(range: RangeInclusive<u16>) -> PortPool {
         let len = range.clone().count();
         let mut bits = vec![u64::MAX; len.div_ceil(64)];
         if len % 64 != 0 {
@@ -60,7 +60,7 @@ impl PortPool {
     /// Takes a free port that suits `want` (for a pair, the odd partner
     /// too), searching from `start` (a random number, so ports are
     /// unpredictable as RFC 8656 §7.2 asks). `None` if there is none.
-    pub(super) fn take(&mut self, family: Family, want: PortWant, start: u64) -> Option<u16> {
+    pub(in crate::net) fn take(&mut self, family: Family, want: PortWant, start: u64) -> Option<u16> {
         let found = self.find(family, want, start).or_else(|| {
             // Dry: cooling ports are better than none, and ports other
             // processes held may be free again.
@@ -84,14 +84,14 @@ impl PortPool {
 
     /// Takes `port` out of the pool for good, in both families: a port of
     /// the server's own listeners is never a relay, whatever the protocol.
-    pub(super) fn exclude(&mut self, port: u16) {
+    pub(in crate::net) fn exclude(&mut self, port: u16) {
         for s in 0..2 {
             self.set(s, port, false);
         }
     }
 
     /// A port taken earlier is no longer used; it cools before it is free.
-    pub(super) fn give_back(&mut self, family: Family, port: u16) {
+    pub(in crate::net) fn give_back(&mut self, family: Family, port: u16) {
         let s = slot(family);
         self.cooling[s].push_back(port);
         while self.cooling[s].len() > self.cooling_cap {
@@ -102,7 +102,7 @@ impl PortPool {
     }
 
     /// A taken port could not be bound: another process holds it.
-    pub(super) fn foreign(&mut self, family: Family, port: u16) {
+    pub(in crate::net) fn foreign(&mut self, family: Family, port: u16) {
         self.foreign[slot(family)].push(port);
     }
 

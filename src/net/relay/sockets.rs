@@ -30,8 +30,8 @@ use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
 
 use super::port_pool::PortPool;
-use super::relay_poll::{RelayPoll, RelaySocket, Token};
-use super::socket::{bind_tcp, bind_udp, UdpRole};
+use crate::net::socket::{bind_tcp, bind_udp, UdpRole};
+use crate::net::udp::relay_poll::{RelayPoll, RelaySocket, Token};
 use crate::process::random;
 use crate::proto::addr::{Family, RelayAddr, RelayProtocol};
 use crate::proto::server::{PortWant, RelayBindError, RelayBinder};
@@ -45,13 +45,13 @@ const TCP_RELAY_BACKLOG: i32 = 128;
 /// may arrive on another 5-tuple and so in another shard, which then
 /// adopts the socket into its own event loop. Locked only when a
 /// reservation is made, claimed or expires.
-pub(super) type ReservedSockets = std::sync::Arc<std::sync::Mutex<HashMap<u64, Reserved>>>;
-pub(super) type Reserved = (Family, u16, std::net::UdpSocket);
+pub(in crate::net) type ReservedSockets = std::sync::Arc<std::sync::Mutex<HashMap<u64, Reserved>>>;
+pub(in crate::net) type Reserved = (Family, u16, std::net::UdpSocket);
 
 /// How relay sockets are opened: where they bind, which ports they use and
 /// what address they advertise.
 #[derive(Clone, Debug)]
-pub(super) struct RelaySocketsConfig {
+pub(in crate::net) struct RelaySocketsConfig {
     /// Bind and advertised address of IPv4 relays.
     pub v4: (std::net::Ipv4Addr, std::net::Ipv4Addr),
     /// The same for IPv6 relays, if IPv6 relaying is on.
@@ -63,16 +63,16 @@ pub(super) struct RelaySocketsConfig {
 
 /// Starts the shard's loop that accepts peers connecting to a TCP relay
 /// (RFC 6062 §5.3); returns the handle that stops it on release.
-pub(super) type TcpAcceptLoops = Box<dyn Fn(RelayAddr, TcpListener) -> AbortHandle>;
+pub(in crate::net) type TcpAcceptLoops = Box<dyn Fn(RelayAddr, TcpListener) -> AbortHandle>;
 
 /// A live UDP relay's socket, and its token in the shard's [`RelayPoll`].
-pub(super) struct UdpRelay {
+pub(in crate::net) struct UdpRelay {
     pub socket: RelaySocket,
     token: Token,
 }
 
 /// The UDP relays of a shard by advertised address.
-pub(super) type UdpRelays = Rc<RefCell<HashMap<RelayAddr, UdpRelay>>>;
+pub(in crate::net) type UdpRelays = Rc<RefCell<HashMap<RelayAddr, UdpRelay>>>;
 
 /// Ports tried per bind before the range counts as exhausted.
 const BIND_ATTEMPTS: usize = 8;
@@ -85,7 +85,7 @@ struct Unbound {
 
 /// The driver's [`RelayBinder`] for one shard: UDP and TCP relay sockets
 /// from the configured port range, each with a receive loop on the shard.
-pub(super) struct RelaySockets {
+pub(in crate::net) struct RelaySockets {
     config: RelaySocketsConfig,
     poll: Rc<RelayPoll>,
     tcp_accept: TcpAcceptLoops,
@@ -97,7 +97,7 @@ pub(super) struct RelaySockets {
 impl RelaySockets {
     /// `sockets` is the shard's map of UDP relays, which the binder fills
     /// and empties.
-    pub(super) fn new(
+    pub(in crate::net) fn new(
         config: RelaySocketsConfig,
         poll: Rc<RelayPoll>,
         tcp_accept: TcpAcceptLoops,
@@ -127,7 +127,7 @@ impl RelaySockets {
     }
 
     /// The local address a relay's sockets are bound to.
-    pub(super) fn bind_addr(&self, relay: RelayAddr) -> Option<SocketAddr> {
+    pub(in crate::net) fn bind_addr(&self, relay: RelayAddr) -> Option<SocketAddr> {
         let (bind, _) = self.ips(Family::of(relay.0))?;
         Some(SocketAddr::new(bind, relay.0.port()))
     }
