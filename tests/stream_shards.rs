@@ -2,7 +2,7 @@
 //! kernel spreads connections over the shards' listener siblings, each
 //! shard serves its own, and an RFC 6062 data connection that lands on
 //! another shard than its peer connection is handed there (see
-//! `src/net/stream_handoff.rs`). Which shard served a connection is read
+//! `src/net/stream/transfer.rs`). Which shard served a connection is read
 //! from the server's log ("connection open" carries a `shard` field, a
 //! hand-off logs its own line).
 //!

@@ -2,8 +2,8 @@
 //!
 //! Both steps of loading report through it: reading and parsing the TOML
 //! (`Read`, `Parse`, made in `mod.rs`) and validation (`Invalid`,
-//! `SecretsFile`, made in `validate.rs` without an origin, which the loader
-//! that knows the file adds). The messages are the interface operators and
+//! `SecretsFile`, made by each section's `check` without an origin, which
+//! the loader that knows the file adds). The messages are the interface operators and
 //! tests see: each names the file when there is one and the key or line at
 //! fault, and none quotes a secret.
 

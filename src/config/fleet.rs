@@ -4,12 +4,26 @@
 //!
 //! Every key is read at start: a reload does not change them (the log
 //! says so when they differ).
+//!
+//! This file holds the section's struct, its defaults, the doc comment on
+//! each field that is the reference for its key, and [`check`]: a
+//! `redis://` URL (never quoted in an error: it may hold a password),
+//! names that fit in a Redis key, and a membership lifetime whose third
+//! (the refresh) is at least a second.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::Secret;
+use super::{ConfigError, Secret};
+
+/// Longest `fleet.instance_id` and `fleet.key_prefix`.
+const MAX_FLEET_NAME: usize = 64;
+const MAX_FLEET_PREFIX: usize = 32;
+/// Bounds of `fleet.membership_ttl`: its third, the refresh, is at least a
+/// second; at most, a dead instance's peers linger five minutes.
+const MIN_MEMBERSHIP_TTL: Duration = Duration::from_secs(3);
+const MAX_MEMBERSHIP_TTL: Duration = Duration::from_secs(300);
 
 /// `[fleet]`
 #[derive(Debug, Clone, Deserialize)]
@@ -71,4 +85,68 @@ pub fn is_fleet_name(name: &str, max: usize) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// `[fleet]`: a `redis://` URL, names that fit in a Redis key, and a
+/// membership lifetime whose third (the refresh) is at least a second.
+pub(super) fn check(fleet: &FleetSection) -> Result<(), ConfigError> {
+    if let Some(url) = &fleet.redis_url {
+        // The reason never quotes the URL: it may hold a password.
+        let rest = url.expose().strip_prefix("redis://").ok_or_else(|| {
+            ConfigError::invalid(
+                "fleet.redis_url",
+                "must start with redis:// (TLS to Redis is not supported)",
+            )
+        })?;
+        let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+        if host.is_empty() || host.starts_with('/') || host.starts_with(':') {
+            return Err(ConfigError::invalid("fleet.redis_url", "names no host"));
+        }
+    }
+    if let Some(id) = &fleet.instance_id {
+        if !is_fleet_name(id, MAX_FLEET_NAME) {
+            return Err(ConfigError::invalid(
+                "fleet.instance_id",
+                format!("must be 1 to {MAX_FLEET_NAME} characters of A-Z, a-z, 0-9, '_', '.' and '-'"),
+            ));
+        }
+    }
+    if !is_fleet_name(&fleet.key_prefix, MAX_FLEET_PREFIX) {
+        return Err(ConfigError::invalid(
+            "fleet.key_prefix",
+            format!("must be 1 to {MAX_FLEET_PREFIX} characters of A-Z, a-z, 0-9, '_', '.' and '-'"),
+        ));
+    }
+    if !(MIN_MEMBERSHIP_TTL..=MAX_MEMBERSHIP_TTL).contains(&fleet.membership_ttl) {
+        return Err(ConfigError::invalid("fleet.membership_ttl", "must be from 3s to 5m"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::{invalid_key, parse};
+
+    #[test]
+    fn fleet_keys_are_checked_without_quoting_the_redis_url() {
+        let ok = parse(
+            "[fleet]\nredis_url = \"redis://:pw@127.0.0.1:6379/0\"\ninstance_id = \"a-1.x\"\nmembership_ttl = \"3s\"\n",
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+        let err = parse("[fleet]\nredis_url = \"http://:hunter2@h\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("fleet.redis_url") && !err.contains("hunter2"), "{err}");
+        assert_eq!(invalid_key("[fleet]\nredis_url = \"redis://\"\n"), "fleet.redis_url");
+        assert_eq!(invalid_key("[fleet]\ninstance_id = \"a b\"\n"), "fleet.instance_id");
+        assert_eq!(invalid_key("[fleet]\nkey_prefix = \"\"\n"), "fleet.key_prefix");
+        assert_eq!(
+            invalid_key("[fleet]\nmembership_ttl = \"2s\"\n"),
+            "fleet.membership_ttl"
+        );
+        assert_eq!(
+            invalid_key("[fleet]\nmembership_ttl = \"6m\"\n"),
+            "fleet.membership_ttl"
+        );
+    }
 }

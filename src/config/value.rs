@@ -2,19 +2,23 @@
 //! [`Secret`], [`PortRange`], an address or `"off"`, a list of CIDRs.
 //!
 //! They refuse malformed text while serde parses it, so the error comes with
-//! toml's line and column; rules that involve other keys are left to
-//! `validate.rs`. Invariants: a `Secret` never shows its value in `Debug`
-//! and has no `Display`; a parsed `PortRange` has 1 <= low <= high.
+//! toml's line and column; rules that involve other keys are left to the
+//! section's `check` (or `cross.rs`). Two checks of a value's shape that
+//! several sections share are here too: [`is_valid_host`] and
+//! `check_not_placeholder` (a secret copied from an example).
+//!
+//! Invariants: a `Secret` never shows its value in `Debug` and has no
+//! `Display`; a parsed `PortRange` has 1 <= low <= high.
 
 use std::fmt;
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::str::FromStr;
 
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
-use super::Cidr;
+use super::{Cidr, ConfigError};
 
 /// A secret string (shared secret, password, precomputed key).
 ///
@@ -184,6 +188,51 @@ pub(super) fn cidrs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Ci
         .collect()
 }
 
+/// Secrets that are someone's example or a default, not a secret: a
+/// server that verifies with one hands TURN access to anyone who read the
+/// same documentation.
+const PLACEHOLDER_SECRETS: [&str; 10] = [
+    "change-me",
+    "changeme",
+    "change_me",
+    "replace-me",
+    "replaceme",
+    "secret",
+    "password",
+    "example",
+    "turnpike",
+    "your-secret",
+];
+
+pub(super) fn check_not_placeholder(key: &str, secret: &Secret) -> Result<(), ConfigError> {
+    let text = secret.expose().trim();
+    match PLACEHOLDER_SECRETS.iter().any(|p| p.eq_ignore_ascii_case(text)) {
+        true => Err(ConfigError::invalid(
+            key,
+            "is a placeholder from an example, not a secret: generate one, e.g. `openssl rand -base64 32`",
+        )),
+        false => Ok(()),
+    }
+}
+
+/// True for a DNS name (letters, digits, `-` and `.`), an IPv4 address or
+/// an IPv6 address, which is what may go into a STUN/TURN URL (RFC 7064,
+/// RFC 7065) as its host.
+pub fn is_valid_host(host: &str) -> bool {
+    if host.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,5 +283,15 @@ mod tests {
         let msg = parse("[peers]\n\nallow = [\"10.0.0.0/99\"]\n").unwrap_err().to_string();
         assert!(msg.contains("line 3"), "{msg}");
         assert!(msg.contains("10.0.0.0/99"), "{msg}");
+    }
+
+    #[test]
+    fn hosts_for_urls() {
+        for good in ["turn.example.org", "localhost", "a-b.c", "192.0.2.1", "2001:db8::1"] {
+            assert!(is_valid_host(good), "{good}");
+        }
+        for bad in ["", "a b", "-a.b", "a..b", "a/b", "[::1]", "é.example", "a.b:80"] {
+            assert!(!is_valid_host(bad), "{bad}");
+        }
     }
 }

@@ -7,7 +7,7 @@
 //!
 //! The same table says which shard owns each live relay, so a packet one
 //! client sends to another client's relay can be handed to that relay's
-//! shard inside the process (see `net::handoff`).
+//! shard inside the process (see `net::relay::cross_shard`).
 //!
 //! One atomic slot per (family, protocol, port): a lookup is one relaxed
 //! load, with no lock, from any shard. Relaxed is enough: a relay that

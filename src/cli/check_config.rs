@@ -1,0 +1,44 @@
+//! `turnpike check-config FILE`: load a config the way `run` would and
+//! say what it would serve, without binding anything.
+//!
+//! Contract: exit 0 with one `FILE: ok (…)` line on stdout (the listeners,
+//! users and secrets it holds) and each of [`Config::warnings`] as
+//! `warning: …` on stderr; or an error with the reason, the same one
+//! `run` would stop with. Beyond the schema it loads the TLS certificate
+//! and key, so a bad PEM file is caught here too.
+
+use std::path::Path;
+
+use turnpike::config::Config;
+use turnpike::process;
+
+/// Checks `file` and prints the summary and warnings.
+pub fn check_config(file: &Path) -> anyhow::Result<()> {
+    let config = Config::load(file)?;
+    process::tls::TlsCertificates::from_config(&config)?;
+    let http = config
+        .listen
+        .http
+        .map_or("HTTP off".to_owned(), |addr| format!("HTTP on {addr}"));
+    let admin = config
+        .admin
+        .listen
+        .map_or("admin API off".to_owned(), |addr| format!("admin API on {addr}"));
+    let http = match config.signaling.share_tls_port {
+        true => format!("{http}, HTTPS on the TLS port(s) too"),
+        false => http,
+    };
+    println!(
+        "{}: ok ({} UDP, {} TCP and {} TLS listener(s), {http}, {admin}, {} user(s), {} shared secret(s))",
+        file.display(),
+        config.listen.udp.len(),
+        config.listen.tcp.len(),
+        config.listen.tls.len(),
+        config.auth.users.len(),
+        config.auth.resolved_secrets.len()
+    );
+    for warning in config.warnings() {
+        eprintln!("warning: {warning}");
+    }
+    Ok(())
+}

@@ -1,0 +1,260 @@
+//! The rules that span sections, in one place: the TLS certificate a TLS
+//! listener or HTTPS needs, the ceiling on every count, rate and duration,
+//! and the start-up [`Config::warnings`] (most of which weigh one section
+//! against another).
+//!
+//! Contract: the checks report like a section's own (the first broken
+//! rule, naming its key, nothing changed); `Config::validate` calls each
+//! at the point where its key's section is checked, so that a file with
+//! several faults reports the same one first whatever file a rule is
+//! written in. Warnings never refuse a config; their order is the order
+//! `check-config` prints them in.
+
+use std::time::Duration;
+
+use super::server::REFLECTION_SAFE_REALM;
+use super::{Config, ConfigError};
+
+/// `listen.tls` needs `tls.cert` and `tls.key`. Checked before `[listen]`'s
+/// own rules.
+pub(super) fn check_listen_tls(config: &Config) -> Result<(), ConfigError> {
+    if !config.listen.tls.is_empty() && (config.tls.cert.is_none() || config.tls.key.is_none()) {
+        return Err(ConfigError::invalid(
+            "listen.tls",
+            "needs a certificate and key: set tls.cert and tls.key",
+        ));
+    }
+    Ok(())
+}
+
+/// `signaling.tls` needs `tls.cert` and `tls.key`, and
+/// `signaling.share_tls_port` a TLS listener. Checked before
+/// `[signaling]`'s own rules.
+pub(super) fn check_signaling_tls(config: &Config) -> Result<(), ConfigError> {
+    if config.signaling.tls && (config.tls.cert.is_none() || config.tls.key.is_none()) {
+        return Err(ConfigError::invalid(
+            "signaling.tls",
+            "needs a certificate and key: set tls.cert and tls.key",
+        ));
+    }
+    if config.signaling.share_tls_port && config.listen.tls.is_empty() {
+        return Err(ConfigError::invalid(
+            "signaling.share_tls_port",
+            "needs a TLS listener to share: set listen.tls (and tls.cert, tls.key)",
+        ));
+    }
+    Ok(())
+}
+
+/// A ceiling on every count, rate and duration, whatever its own rule:
+/// a time added to `Instant::now()` must not overflow, a count must fit
+/// what tokio's semaphores and the atomics take, and no limit is so
+/// large it is no limit. Each bound is far beyond any real deployment.
+pub(super) fn check_magnitudes(config: &Config) -> Result<(), ConfigError> {
+    const MAX_COUNT: u64 = 100_000_000;
+    const MAX_RATE: u64 = 1 << 40;
+    const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+    let (limits, signaling) = (&config.limits, &config.signaling);
+    let counts = [
+        ("limits.max_allocations", limits.max_allocations as u64),
+        (
+            "limits.max_allocations_per_user",
+            limits.max_allocations_per_user as u64,
+        ),
+        (
+            "limits.max_permissions_per_allocation",
+            limits.max_permissions_per_allocation as u64,
+        ),
+        ("limits.max_connections", limits.max_connections as u64),
+        ("signaling.max_rooms", signaling.max_rooms as u64),
+        ("signaling.max_connections", signaling.max_connections as u64),
+    ];
+    for (key, value) in counts {
+        if value > MAX_COUNT {
+            return Err(ConfigError::invalid(key, format!("{value} is more than {MAX_COUNT}")));
+        }
+    }
+    let rates = [
+        ("limits.allocation_bytes_per_second", limits.allocation_bytes_per_second),
+        ("limits.user_bytes_per_second", limits.user_bytes_per_second),
+        ("limits.challenge_bytes_per_second", limits.challenge_bytes_per_second),
+        ("limits.tls_handshakes_per_source", limits.tls_handshakes_per_source),
+        (
+            "signaling.messages_per_second",
+            u64::from(signaling.messages_per_second),
+        ),
+    ];
+    for (key, value) in rates {
+        if value > MAX_RATE {
+            return Err(ConfigError::invalid(key, format!("{value} is more than {MAX_RATE}")));
+        }
+    }
+    let durations = [
+        ("limits.connection_idle_timeout", limits.connection_idle_timeout),
+        ("signaling.ping_interval", signaling.ping_interval),
+        ("signaling.heartbeat_timeout", signaling.heartbeat_timeout),
+    ];
+    for (key, value) in durations {
+        if value > MAX_DURATION {
+            return Err(ConfigError::invalid(
+                key,
+                format!("{} is longer than 10 years", humantime::format_duration(value)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Settings that are valid but probably not what a public server wants;
+    /// logged at start and printed by `check-config`.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let shared = self.listen.tls.iter().filter(|_| self.signaling.share_tls_port);
+        for (key, addr) in self
+            .listen
+            .http
+            .iter()
+            .map(|a| ("listen.http", a))
+            .chain(shared.map(|a| ("listen.tls", a)))
+        {
+            if !addr.ip().is_loopback() && self.signaling.token_secret.is_none() {
+                warnings.push(format!(
+                    "{key} {addr} serves signaling, is not loopback and signaling.token_secret is unset: \
+                     anyone who reaches it can join rooms and get TURN credentials"
+                ));
+            }
+        }
+        // Before validation only the inline secrets are known.
+        let secrets = match self.auth.resolved_secrets.is_empty() {
+            true => &self.auth.secrets,
+            false => &self.auth.resolved_secrets,
+        };
+        let short = secrets.iter().filter(|s| s.expose().len() < 16).count();
+        if short > 0 {
+            warnings.push(format!(
+                "{short} of auth.secrets shorter than 16 characters: a guessable shared secret mints \
+                 credentials for anyone; generate one, e.g. `openssl rand -base64 32`"
+            ));
+        }
+        let secret_files = [
+            ("auth.secrets_file", &self.auth.secrets_file),
+            ("tls.key", &self.tls.key),
+            ("admin.key_file", &self.admin.key_file),
+        ];
+        for (key, path) in secret_files {
+            let Some(path) = path else { continue };
+            if let Some(mode) = readable_by_others(path) {
+                warnings.push(format!(
+                    "{key} {} is readable by its group or by everyone (mode {mode:o}): chmod 600 it",
+                    path.display()
+                ));
+            }
+        }
+        let listen = &self.listen;
+        if let Some(everyone) = listen.proxy_protocol_from.iter().find(|c| c.prefix() < 8) {
+            warnings.push(format!(
+                "listen.proxy_protocol_from has {everyone}: every address in it may claim to be any \
+                 client; list only your load balancers"
+            ));
+        }
+        let listeners = listen
+            .udp
+            .iter()
+            .chain(&listen.tcp)
+            .chain(&listen.tls)
+            .chain(&listen.http);
+        for addr in listeners.filter(|a| self.relay.ports.as_range().contains(&a.port())) {
+            warnings.push(format!(
+                "listener {addr} is inside relay.ports {}: that port is never handed to a relay",
+                self.relay.ports
+            ));
+        }
+        if self.server.realm.len() > REFLECTION_SAFE_REALM {
+            warnings.push(format!(
+                "server.realm is {} bytes: above {REFLECTION_SAFE_REALM}, the 401 to the smallest Allocate \
+                 is more than twice its size (see SECURITY.md, amplification)",
+                self.server.realm.len()
+            ));
+        }
+        warnings
+    }
+}
+
+/// The permission bits of `path` if its group or others may read it.
+fn readable_by_others(path: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o044 != 0).then_some(mode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::{invalid_key, parse};
+    use crate::config::PortRange;
+
+    #[test]
+    fn counts_rates_and_durations_too_large_to_compute_with_are_refused() {
+        assert_eq!(
+            invalid_key("[signaling]\nmax_connections = 18446744073709551615\n"),
+            "signaling.max_connections"
+        );
+        assert_eq!(
+            invalid_key("[limits]\nconnection_idle_timeout = \"1000years\"\n"),
+            "limits.connection_idle_timeout"
+        );
+        assert_eq!(
+            invalid_key("[limits]\nuser_bytes_per_second = 18446744073709551615\n"),
+            "limits.user_bytes_per_second"
+        );
+        assert_eq!(
+            invalid_key("[auth]\ncredential_ttl = \"20years\"\nmax_credential_lifetime = \"20years\"\n"),
+            "auth.max_credential_lifetime"
+        );
+    }
+
+    #[test]
+    fn check_config_warns_about_a_secrets_file_others_can_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("turnpike-perm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("secrets");
+        std::fs::write(&file, "a-long-enough-secret\n").unwrap();
+        let mut config = Config::default();
+        config.auth.secrets_file = Some(file.clone());
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(config
+            .warnings()
+            .iter()
+            .any(|w| w.starts_with("auth.secrets_file") && w.contains("644")));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(!config.warnings().iter().any(|w| w.starts_with("auth.secrets_file")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn placeholder_secrets_are_refused_and_short_ones_warned_about() {
+        assert_eq!(invalid_key("[auth]\nsecrets = [\"Change-Me\"]\n"), "auth.secrets[0]");
+        assert_eq!(invalid_key("[signaling]\napi_key = \"secret\"\n"), "signaling.api_key");
+        let config = parse("[auth]\nsecrets = [\"s1\"]\n").expect("a short secret is accepted");
+        assert!(config.warnings().iter().any(|w| w.contains("shorter than 16")));
+        let config = parse("[auth]\nsecrets = [\"a-shared-secret-of-32-characters\"]\n").expect("valid");
+        assert!(!config.warnings().iter().any(|w| w.contains("shorter than 16")));
+    }
+
+    #[test]
+    fn check_config_warns_about_a_listener_inside_the_relay_range() {
+        let mut config = Config::default();
+        config.relay.ports = PortRange { low: 8000, high: 9000 };
+        assert!(
+            config.validate().is_ok(),
+            "a start must not depend on a probed free port"
+        );
+        assert!(config
+            .warnings()
+            .iter()
+            .any(|w| w
+                == "listener 127.0.0.1:8080 is inside relay.ports 8000-9000: that port is never handed to a relay"));
+    }
+}
