@@ -25,3 +25,6 @@ pub mod net;
 pub mod process;
 pub mod proto;
 pub mod signaling;
+
+#[cfg(test)]
+mod layers;
