@@ -21,8 +21,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    authenticated_request, code_of, read_stun, tcp_connect, transaction_id, EchoPeer, TcpEcho, TestServer,
-    LONG_TERM_USER_TOML,
+    authenticated_request, code_of, read_stun, stream_allocate, stream_connect, tcp_connect, transaction_id, EchoPeer,
+    TcpEcho, TestServer, LONG_TERM_USER_TOML,
 };
 use rustls::version::TLS13;
 use turnpike::proto::stun::{attr, method, Class, Message, MessageWriter};
@@ -59,20 +59,7 @@ fn connect(server: &TestServer, tls: bool) -> Box<dyn Stream> {
 /// Allocates a relay of `transport` (17 UDP, 6 TCP) and permits `peer`;
 /// returns the relayed address.
 fn allocate(stream: &mut Box<dyn Stream>, transport: u8, peer: SocketAddr) -> SocketAddr {
-    let answer = authenticated_request(stream, method::ALLOCATE, |w| {
-        w.bytes(attr::REQUESTED_TRANSPORT, &[transport, 0, 0, 0]);
-    });
-    let msg = Message::parse(&answer).expect("an Allocate answer");
-    assert_eq!(msg.class(), Class::Success, "Allocate failed: {answer:02x?}");
-    let relay = msg
-        .xor_address(attr::XOR_RELAYED_ADDRESS)
-        .expect("XOR-RELAYED-ADDRESS")
-        .expect("valid");
-    let answer = authenticated_request(stream, method::CREATE_PERMISSION, |w| {
-        w.xor_address(attr::XOR_PEER_ADDRESS, peer);
-    });
-    assert_eq!(code_of(&answer), 200, "CreatePermission");
-    relay
+    stream_allocate(stream, transport, peer)
 }
 
 /// Sends `payload` to `peer` in a Send indication and returns what comes
@@ -147,15 +134,7 @@ fn tcp_and_tls_clients_are_served_by_several_shards_and_all_relay() {
 
 /// Connect (RFC 6062 §5.2) on `control`: the CONNECTION-ID.
 fn connect_peer(control: &mut Box<dyn Stream>, peer: SocketAddr) -> u32 {
-    let answer = authenticated_request(control, method::CONNECT, |w| {
-        w.xor_address(attr::XOR_PEER_ADDRESS, peer);
-    });
-    assert_eq!(code_of(&answer), 200, "Connect to {peer}");
-    Message::parse(&answer)
-        .ok()
-        .and_then(|m| m.u32_attr(attr::CONNECTION_ID))
-        .and_then(Result::ok)
-        .expect("CONNECTION-ID")
+    stream_connect(control, peer).unwrap_or_else(|code| panic!("Connect to {peer}: {code}"))
 }
 
 /// Binds peer connection `id` from a new connection (RFC 6062 §5.4);

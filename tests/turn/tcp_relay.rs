@@ -16,9 +16,10 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    authenticated_request, closed_by_server, code_of, tcp_connect, TcpEcho, TestServer, LONG_TERM_USER_TOML,
+    authenticated_request, closed_by_server, code_of, stream_allocate, stream_connect, tcp_connect, TcpEcho,
+    TestServer, LONG_TERM_USER_TOML,
 };
-use turnpike::proto::stun::{attr, method, Class, Message};
+use turnpike::proto::stun::{attr, method, Class};
 
 /// Bound for conditions the server should reach within a moment; a test
 /// waits for the condition, never for this long.
@@ -34,36 +35,14 @@ impl TcpAllocation {
     /// Allocates a TCP relay and permits 127.0.0.1 as peer.
     fn new(server: &TestServer) -> TcpAllocation {
         let mut control = tcp_connect(server.addr());
-        let answer = authenticated_request(&mut control, method::ALLOCATE, |w| {
-            w.bytes(attr::REQUESTED_TRANSPORT, &[6, 0, 0, 0]);
-        });
-        let msg = Message::parse(&answer).expect("an Allocate answer");
-        assert_eq!(msg.class(), Class::Success, "TCP Allocate failed: {answer:02x?}");
-        let relay = msg
-            .xor_address(attr::XOR_RELAYED_ADDRESS)
-            .expect("XOR-RELAYED-ADDRESS")
-            .expect("valid");
         let loopback: SocketAddr = "127.0.0.1:9".parse().expect("addr");
-        let answer = authenticated_request(&mut control, method::CREATE_PERMISSION, |w| {
-            w.xor_address(attr::XOR_PEER_ADDRESS, loopback);
-        });
-        assert_eq!(code_of(&answer), 200, "CreatePermission");
+        let relay = stream_allocate(&mut control, 6, loopback);
         TcpAllocation { control, relay }
     }
 
     /// Connect (RFC 6062 §5.2): the CONNECTION-ID, or the error code.
     fn connect(&mut self, peer: SocketAddr) -> Result<u32, u16> {
-        let answer = authenticated_request(&mut self.control, method::CONNECT, |w| {
-            w.xor_address(attr::XOR_PEER_ADDRESS, peer);
-        });
-        match code_of(&answer) {
-            200 => Ok(Message::parse(&answer)
-                .ok()
-                .and_then(|m| m.u32_attr(attr::CONNECTION_ID))
-                .and_then(Result::ok)
-                .expect("CONNECTION-ID")),
-            code => Err(code),
-        }
+        stream_connect(&mut self.control, peer)
     }
 }
 

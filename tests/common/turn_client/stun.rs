@@ -234,3 +234,40 @@ pub fn sync_with_server(socket: &UdpSocket, server: SocketAddr) -> Vec<Vec<u8>> 
     }
     panic!("server {server} answered none of 5 Binding requests");
 }
+
+/// Allocates a relay of `transport` (17 UDP, 6 TCP) on `stream` and
+/// permits `peer`; returns the relayed address.
+pub fn stream_allocate(stream: &mut (impl Read + Write), transport: u8, peer: SocketAddr) -> SocketAddr {
+    use turnpike::proto::stun::{attr, method, Class, Message};
+    let answer = authenticated_request(stream, method::ALLOCATE, |w| {
+        w.bytes(attr::REQUESTED_TRANSPORT, &[transport, 0, 0, 0]);
+    });
+    let msg = Message::parse(&answer).expect("an Allocate answer");
+    assert_eq!(msg.class(), Class::Success, "Allocate failed: {answer:02x?}");
+    let relay = msg
+        .xor_address(attr::XOR_RELAYED_ADDRESS)
+        .expect("XOR-RELAYED-ADDRESS")
+        .expect("valid");
+    let answer = authenticated_request(stream, method::CREATE_PERMISSION, |w| {
+        w.xor_address(attr::XOR_PEER_ADDRESS, peer);
+    });
+    assert_eq!(code_of(&answer), 200, "CreatePermission");
+    relay
+}
+
+/// Connect (RFC 6062 §5.2) on the control connection `stream`: the
+/// CONNECTION-ID, or the error code.
+pub fn stream_connect(stream: &mut (impl Read + Write), peer: SocketAddr) -> Result<u32, u16> {
+    use turnpike::proto::stun::{attr, method, Message};
+    let answer = authenticated_request(stream, method::CONNECT, |w| {
+        w.xor_address(attr::XOR_PEER_ADDRESS, peer);
+    });
+    match code_of(&answer) {
+        200 => Ok(Message::parse(&answer)
+            .ok()
+            .and_then(|m| m.u32_attr(attr::CONNECTION_ID))
+            .and_then(Result::ok)
+            .expect("CONNECTION-ID")),
+        code => Err(code),
+    }
+}
