@@ -1,7 +1,7 @@
 // Chromium's TURN client and 300 Try Alternate: a page gathers relay
 // candidates relay-only from the one TURN server it is given, which is
 // full and names a sibling in ALTERNATE-SERVER; the candidates it prints
-// show where Chromium got its relay. Run by tests/alternate_server.rs:
+// show where Chromium got its relay. Run by tests/fleet/alternate_server.rs:
 //   node alternate.mjs <page-url> <turn-url> <username> <credential>
 // Prints one JSON line: {"relays": ["ip:port", ...], "state": "..."}.
 

@@ -1,0 +1,252 @@
+//! Load shedding with 300 Try Alternate (issue 12): a full instance sends
+//! an authenticated Allocate to a sibling named in ALTERNATE-SERVER, and
+//! real clients follow it: coturn's `turnutils_uclient` and Chromium's
+//! TURN client, each given only the full instance. Two servers on
+//! loopback sharing a secret and a nonce key, as a fleet would.
+
+#![allow(clippy::disallowed_methods)] // waits use the real clock
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::{
+    assert_relay_round_trips, browser_setup, code_of, enter_private_network, json_summary, require_tool,
+    rest_credential, run_with_timeout, turn_client, udp_request_as, unix_now, BrowserSetup, EchoPeer, ServerSetup,
+    TestServer,
+};
+use turnpike::proto::stun::{attr, method};
+
+const SECRET: &str = "fleet-secret-shared-by-both";
+const NONCE_KEY: &str = "fleet-nonce-key-shared-by-both";
+
+fn fleet_auth() -> String {
+    format!("[auth]\nsecrets = [\"{SECRET}\"]\nnonce_keys = [\"{NONCE_KEY}\"]\n")
+}
+
+/// The sibling that takes the shed Allocates, and the full instance
+/// (room for one allocation, which `turnutils_uclient`'s EVEN-PORT
+/// reservation or the test itself takes) that names it.
+fn full_instance_and_sibling(full_at: usize) -> (TestServer, TestServer) {
+    let sibling = TestServer::start(&fleet_auth());
+    let full = TestServer::start(&format!(
+        "{}\n[limits]\nmax_allocations = {full_at}\n\n[alternate]\nservers = [\"{}\"]\n",
+        fleet_auth(),
+        sibling.addr()
+    ));
+    (full, sibling)
+}
+
+/// The value of the Prometheus sample `name{labels}` in `text`, 0 if absent.
+fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|line| line.starts_with(name) && labels.iter().all(|l| line.contains(l)))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn allocate_answers(server: &TestServer, code: &str) -> f64 {
+    let (status, metrics) = server.http_get("/metrics");
+    assert_eq!(status, 200);
+    sample(
+        &metrics,
+        "turnpike_requests_total",
+        &["method=\"allocate\"", &format!("code=\"{code}\"")],
+    )
+}
+
+fn in_relay_range(server: &TestServer, relay: &str) -> bool {
+    relay
+        .parse::<SocketAddr>()
+        .is_ok_and(|a| a.ip().is_loopback() && server.relay_ports().contains(&a.port()))
+}
+
+#[test]
+fn turnutils_uclient_follows_alternate_server_to_the_sibling_and_relays_there() {
+    let tool = require_tool("turnutils_uclient");
+    let (full, sibling) = full_instance_and_sibling(1);
+    let out = run_with_timeout(
+        Command::new(tool).args([
+            "-W",
+            SECRET,
+            "-u",
+            "shed",
+            "-y",
+            "-m",
+            "2",
+            "-n",
+            "20",
+            "-l",
+            "120",
+            "-p",
+            &full.addr().port().to_string(),
+            "127.0.0.1",
+        ]),
+        Duration::from_secs(60),
+    );
+    let text = out.combined();
+    assert!(out.success(), "turnutils_uclient failed:\n{text}");
+    assert!(text.contains("error 300"), "uclient was never told 300:\n{text}");
+    let received = text
+        .lines()
+        .filter_map(|l| l.split("tot_recv_msgs=").nth(1))
+        .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    assert!(received > 0, "nothing was relayed at the sibling:\n{text}");
+    let created = |s: &TestServer| {
+        s.stderr_log()
+            .lines()
+            .filter(|l| l.contains("allocation created") && l.contains(":shed\""))
+            .count()
+    };
+    assert_eq!(created(&full), 0, "the full instance allocated anyway");
+    assert!(
+        created(&sibling) >= 2,
+        "the sibling has not got both clients' allocations"
+    );
+    let redirected = allocate_answers(&full, "300");
+    assert!(redirected >= 1.0, "the full instance counted {redirected} answers 300");
+}
+
+/// An Allocate of `user` on `server` from a socket of its own, which
+/// holds the allocation if there is one: the socket and the answer's code.
+fn allocate_once(server: SocketAddr, user: &str, password: &str) -> (UdpSocket, u16) {
+    let socket = UdpSocket::bind("0.0.0.0:0").expect("client socket");
+    socket.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    let answer = udp_request_as(&socket, server, (user, password), method::ALLOCATE, |w| {
+        w.bytes(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+    });
+    (socket, code_of(&answer))
+}
+
+/// [`allocate_once`] from async code; the allocation is not kept.
+async fn allocate_code(server: SocketAddr, user: &str, password: &str) -> u16 {
+    let (user, password) = (user.to_owned(), password.to_owned());
+    tokio::task::spawn_blocking(move || allocate_once(server, &user, &password).1)
+        .await
+        .expect("allocate")
+}
+
+#[test]
+fn chromium_follows_alternate_server_and_needs_no_second_challenge() {
+    let BrowserSetup {
+        dir,
+        chromium,
+        artifacts: _,
+    } = browser_setup("alternate");
+    // Chromium refuses a redirection to a loopback address, so the two
+    // instances listen on other addresses, in a namespace of the test's.
+    let (full_ip, sibling_ip) = (Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 18, 0, 2));
+    enter_private_network(&[full_ip, sibling_ip]);
+    let auth = fleet_auth();
+    let sibling = TestServer::start_setup(&ServerSetup {
+        extra_toml: &auth,
+        listen_ip: sibling_ip,
+        ..ServerSetup::default()
+    });
+    let full_toml = format!(
+        "{auth}\n[limits]\nmax_allocations = 1\n\n[alternate]\nservers = [\"{}\"]\n",
+        sibling.addr()
+    );
+    let full = TestServer::start_setup(&ServerSetup {
+        extra_toml: &full_toml,
+        listen_ip: full_ip,
+        ..ServerSetup::default()
+    });
+    let (user, password) = rest_credential(SECRET, "holder", unix_now() + 600);
+    let (_holder, code) = allocate_once(full.addr(), &user, &password);
+    assert_eq!(code, 200, "the first allocation fits");
+
+    let (user, password) = rest_credential(SECRET, "chromium", unix_now() + 600);
+    let out = run_with_timeout(
+        Command::new("node")
+            .arg(dir.join("alternate.mjs"))
+            .arg(format!("http://{}/", sibling.http_addr()))
+            .arg(format!("turn:{}?transport=udp", full.addr()))
+            .arg(&user)
+            .arg(&password)
+            .env("CHROMIUM", &chromium)
+            .current_dir(&dir),
+        Duration::from_secs(60),
+    );
+    assert!(out.success(), "the candidate gathering failed:\n{}", out.combined());
+    let summary = json_summary(&out, "alternate.mjs");
+    let relays: Vec<&str> = summary["relays"]
+        .as_array()
+        .expect("relays")
+        .iter()
+        .filter_map(|r| r.as_str())
+        .collect();
+    assert!(
+        !relays.is_empty() && relays.iter().all(|r| in_relay_range(&sibling, r)),
+        "Chromium's relay candidates {relays:?} are not the sibling's (ports {:?}); full instance log:\n{}",
+        sibling.relay_ports(),
+        full.stderr_log()
+    );
+    assert!(allocate_answers(&full, "300") >= 1.0, "the full instance sent no 300");
+    assert!(allocate_answers(&sibling, "200") >= 1.0);
+    // The 300 carried REALM and a NONCE of the shared key, which Chromium
+    // took: its first Allocate at the sibling was already signed and good.
+    assert_eq!(
+        allocate_answers(&sibling, "401"),
+        0.0,
+        "the sibling challenged Chromium again"
+    );
+    assert_eq!(
+        allocate_answers(&sibling, "438"),
+        0.0,
+        "the sibling refused the nonce of the 300"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn above_its_bandwidth_an_instance_sheds_new_allocations_until_the_rate_falls() {
+    let sibling = TestServer::start(&fleet_auth());
+    let busy = TestServer::start(&format!(
+        "{}\n[alternate]\nservers = [\"{}\"]\nbytes_per_second = 2000\n",
+        fleet_auth(),
+        sibling.addr()
+    ));
+    let (user, password) = rest_credential(SECRET, "busy", unix_now() + 600);
+    let (client, _socket) = turn_client(busy.addr(), &user, &password).await;
+    let relay = client.allocate().await.expect("an allocation while idle");
+    let peer = EchoPeer::start();
+    let server = busy.addr();
+    // Some 10 kB/s each way, well above 2000 B/s, until a new Allocate is
+    // shed (the rate is judged over the last second of heartbeats).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut round = 0;
+    loop {
+        assert_relay_round_trips(&relay, &peer, 10, &format!("load {round}")).await;
+        round += 1;
+        let code = allocate_code(server, &user, &password).await;
+        if code == 300 {
+            break;
+        }
+        assert_eq!(code, 200);
+        assert!(
+            Instant::now() < deadline,
+            "not shedding after 10 s of relaying above the threshold"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Once idle, the measured rate falls below the threshold within about
+    // a second, and the instance takes allocations again.
+    let (user, password) = rest_credential(SECRET, "later", unix_now() + 600);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let code = allocate_code(server, &user, &password).await;
+        if code == 200 {
+            break;
+        }
+        assert_eq!(code, 300);
+        assert!(
+            Instant::now() < deadline,
+            "still shedding 10 s after the traffic stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let refusals = busy.http_get("/metrics").1;
+    assert!(sample(&refusals, "turnpike_quota_refusals_total", &["limit=\"bandwidth\""]) >= 1.0);
+}

@@ -1,0 +1,10 @@
+//! Several instances together: shared nonce keys, revocations and rooms
+//! through a real Redis, ALTERNATE-SERVER to a sibling.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod alternate_server;
+mod nonces;
+mod revocations;
+mod rooms;

@@ -1,0 +1,179 @@
+//! Revocations across a fleet (`[fleet]` and `[admin]`): instances share
+//! one real `redis-server` on loopback and one shared secret. A minted
+//! username revoked through the admin API of instance A is refused (401)
+//! by instance B within a bounded wait, B's allocation of that user made
+//! before is ended (its Refresh gets 437), and an instance started after
+//! the revocation refuses it too (it loads the set on connecting).
+
+#![allow(clippy::disallowed_methods)] // waits use the real clock
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use crate::common::redis_server::RedisServer;
+use crate::common::{code_of, free_tcp_port, http_exchange, rest_credential, udp_request_as, unix_now, TestServer};
+use serde_json::Value;
+use turnpike::proto::stun::{attr, method};
+
+const KEY: &str = "an-admin-key-for-fleet-tests-0123456789";
+const SECRET: &str = "a-shared-secret-for-fleet-revocations";
+/// Bound of every wait for something that must happen.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// An instance on `redis` named `name`, with its admin API. Each probe of
+/// [`wait_refused`] that is let through leaves an allocation, so the
+/// per-user quota is above what a whole wait can make.
+fn instance(redis: &RedisServer, name: &str) -> (TestServer, SocketAddr) {
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
+    let server = TestServer::start(&format!(
+        "[auth]\nsecrets = [\"{SECRET}\"]\n\n[limits]\nmax_allocations_per_user = 1000\n\n[admin]\nlisten = \"{admin}\"\nkey = \"{KEY}\"\n\n\
+         [fleet]\nredis_url = \"{}\"\ninstance_id = \"{name}\"\nkey_prefix = \"r{}\"\n",
+        redis.url(),
+        std::process::id()
+    ));
+    (server, admin)
+}
+
+fn call(admin: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, text) = http_exchange(admin, &request);
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn udp_socket() -> UdpSocket {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    socket
+}
+
+/// The code of a signed `method` from `socket` to `server` as `user`.
+fn request(socket: &UdpSocket, server: &TestServer, (user, password): (&str, &str), method: u16) -> u16 {
+    code_of(&udp_request_as(socket, server.addr(), (user, password), method, |w| {
+        if method == method::ALLOCATE {
+            w.bytes(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+        }
+    }))
+}
+
+/// Waits until a fresh Allocate as `user` on `server` is refused with 401.
+fn wait_refused(server: &TestServer, user: (&str, &str), who: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let code = request(&udp_socket(), server, user, method::ALLOCATE);
+        if code == 401 {
+            return;
+        }
+        assert_eq!(code, 200, "{who}: an Allocate is either allowed or refused");
+        assert!(
+            Instant::now() < deadline,
+            "{who} still allows the revoked username after {WAIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn allocations_of(admin: SocketAddr, user: &str) -> usize {
+    let (status, body) = call(admin, "GET", &format!("/v1/allocations?user={user}"), "");
+    assert_eq!(status, 200, "{body}");
+    body["allocations"].as_array().expect("a list").len()
+}
+
+#[test]
+fn a_revocation_made_on_one_instance_is_refused_by_the_whole_fleet() {
+    let redis = RedisServer::start();
+    let (a, a_admin) = instance(&redis, "rev-a");
+    let (b, b_admin) = instance(&redis, "rev-b");
+    let (user, password) = rest_credential(SECRET, "mallory", unix_now() + 3600);
+    let (other, other_pw) = rest_credential(SECRET, "trent", unix_now() + 3600);
+    let cred = (user.as_str(), password.as_str());
+
+    // Before: B serves the user, and A does too.
+    let held = udp_socket();
+    assert_eq!(request(&held, &b, cred, method::ALLOCATE), 200);
+    assert_eq!(request(&udp_socket(), &a, cred, method::ALLOCATE), 200);
+    assert_eq!(allocations_of(b_admin, &user), 1);
+
+    let body = serde_json::json!({ "username": user }).to_string();
+    let (status, answer) = call(a_admin, "POST", "/v1/revocations", &body);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["ended"], 1, "A's own allocation ended: {answer}");
+
+    // B hears of it: new Allocates are refused, its old allocation ended.
+    wait_refused(&b, cred, "instance B");
+    let deadline = Instant::now() + WAIT;
+    while allocations_of(b_admin, &user) != 0 {
+        assert!(Instant::now() < deadline, "B's allocation of the user was not ended");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // No allocation left for this 5-tuple: 437 before any credential check.
+    assert_eq!(request(&held, &b, cred, method::REFRESH), 437);
+    let (status, listed) = call(b_admin, "GET", "/v1/revocations", "");
+    assert_eq!(status, 200);
+    assert_eq!(listed["revocations"][0]["username"], user.as_str(), "{listed}");
+    // Another user is untouched.
+    assert_eq!(request(&udp_socket(), &b, (&other, &other_pw), method::ALLOCATE), 200);
+
+    // Redis holds it, bounded by the username's own expiry.
+    let mut redis_conn = redis.connection();
+    let score: Option<f64> = redis::cmd("ZSCORE")
+        .arg(format!("r{}:revoked", std::process::id()))
+        .arg(&user)
+        .query(&mut redis_conn)
+        .expect("ZSCORE");
+    let expiry: u64 = user.split(':').next().and_then(|e| e.parse().ok()).expect("an expiry");
+    assert_eq!(score, Some(expiry as f64));
+
+    // B applied what it heard; A wrote it to Redis.
+    let (_, metrics) = b.http_get("/metrics");
+    assert!(
+        metrics.contains("turnpike_fleet_revocations_total{outcome=\"applied\"} 1"),
+        "{metrics}"
+    );
+    let (_, metrics) = a.http_get("/metrics");
+    assert!(
+        metrics.contains("turnpike_fleet_revocations_total{outcome=\"shared\"} 1"),
+        "{metrics}"
+    );
+
+    // An instance started after the revocation loads it.
+    let (c, _c_admin) = instance(&redis, "rev-c");
+    wait_refused(&c, cred, "instance C, started after the revocation");
+    assert_eq!(request(&udp_socket(), &c, (&other, &other_pw), method::ALLOCATE), 200);
+    drop(a);
+}
+
+#[test]
+fn without_redis_a_revocation_still_holds_locally() {
+    // Redis is configured but down: the admin API still revokes here.
+    let mut redis = RedisServer::start();
+    redis.stop();
+    let (a, a_admin) = instance(&redis, "rev-lone");
+    let (user, password) = rest_credential(SECRET, "eve", unix_now() + 3600);
+    let cred = (user.as_str(), password.as_str());
+    assert_eq!(request(&udp_socket(), &a, cred, method::ALLOCATE), 200);
+    let body = serde_json::json!({ "username": user }).to_string();
+    let (status, answer) = call(a_admin, "POST", "/v1/revocations", &body);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(request(&udp_socket(), &a, cred, method::ALLOCATE), 401);
+    // Once Redis is back, what was revoked meanwhile reaches the fleet.
+    redis.restart();
+    let (b, _b_admin) = instance(&redis, "rev-late");
+    wait_refused(&b, cred, "an instance started once Redis is back");
+    // A said once that revocations were not shared, whatever its retries.
+    // (It logs that it is back just after writing, so that may come last.)
+    let deadline = Instant::now() + WAIT;
+    let log = loop {
+        let log = a.stderr_log();
+        if log.contains("revocations are shared with the fleet again") {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "A never said Redis was back: {log}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let warned = log.matches("revocations are not shared with the fleet while Redis is down");
+    assert_eq!(warned.count(), 1, "{log}");
+}

@@ -1,0 +1,11 @@
+//! Hostile clients: abuse from one source, malformed input, amplification,
+//! rate limits, and a fuzz smoke of the parsers and the core.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod abuse;
+mod amplification;
+mod fuzz_smoke;
+mod malformed_input;
+mod rate_limits;

@@ -1,0 +1,11 @@
+//! Other clients against the server: coturn's tools, aiortc, headless
+//! Chromium.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod aiortc;
+mod browser_call;
+mod browser_features;
+mod browser_shared_port;
+mod coturn_tools;

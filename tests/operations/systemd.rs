@@ -1,0 +1,204 @@
+//! The systemd integration: the unit file and the sysusers entry pass
+//! systemd's own tools, and the binary speaks the sd_notify protocol:
+//! READY=1 only once its ports accept, WATCHDOG=1 under `WATCHDOG_USEC`,
+//! RELOADING=1 then READY=1 around SIGHUP, STOPPING=1 on SIGTERM, and then
+//! a clean exit.
+
+#![allow(clippy::disallowed_methods)] // waits in black-box tests use the real clock
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{
+    die_with_test, free_tcp_port, free_udp_port, run_with_timeout, stun_binding, turnpike_bin, ChildGuard, ScratchDir,
+};
+
+const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/turnpike.service");
+const SYSUSERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/turnpike.sysusers");
+
+/// `systemd-analyze`, installed by the test script with Debian's `systemd`.
+fn systemd_tool(name: &str) -> std::path::PathBuf {
+    let path = Path::new("/usr/bin").join(name);
+    assert!(
+        path.is_file(),
+        "`{name}` is missing: install Debian's `systemd` package (scripts/test.sh does)"
+    );
+    path
+}
+
+#[test]
+fn the_unit_file_passes_systemd_analyze_verify() {
+    let unit = std::fs::read_to_string(UNIT).expect("read the unit");
+    for line in [
+        "Type=notify",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "WatchdogSec=",
+        "User=turnpike",
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+        "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "SystemCallFilter=@system-service",
+        "MemoryDenyWriteExecute=yes",
+        "LimitNOFILE=",
+    ] {
+        assert!(unit.lines().any(|l| l.starts_with(line)), "the unit lacks {line}");
+    }
+    // verify insists that ExecStart's binary exists: point it at the one
+    // cargo built, and the config at the example.
+    let dir = ScratchDir::new("unit");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
+    let local = unit
+        .replace("/usr/local/bin/turnpike", turnpike_bin())
+        .replace("/etc/turnpike/turnpike.toml", example);
+    let path = dir.path().join("turnpike.service");
+    std::fs::write(&path, local).expect("write the unit");
+    let output = run_with_timeout(
+        Command::new(systemd_tool("systemd-analyze")).arg("verify").arg(&path),
+        Duration::from_secs(30),
+    );
+    assert!(
+        output.success(),
+        "systemd-analyze verify failed:\n{}",
+        output.combined()
+    );
+    // Unknown keys and bad values are only warnings (exit 0): none allowed.
+    assert_eq!(output.combined().trim(), "", "systemd-analyze verify warned");
+}
+
+#[test]
+fn the_sysusers_entry_creates_the_service_user() {
+    let root = ScratchDir::new("sysusers");
+    std::fs::create_dir_all(root.path().join("etc")).expect("mkdir etc");
+    let output = run_with_timeout(
+        Command::new(systemd_tool("systemd-sysusers"))
+            .arg(format!("--root={}", root.path().display()))
+            .arg(SYSUSERS),
+        Duration::from_secs(30),
+    );
+    assert!(output.success(), "{}", output.combined());
+    let passwd = std::fs::read_to_string(root.path().join("etc/passwd")).expect("passwd written");
+    let entry = passwd
+        .lines()
+        .find(|l| l.starts_with("turnpike:"))
+        .unwrap_or_else(|| panic!("no turnpike user in {passwd}"));
+    assert!(entry.ends_with(":/usr/sbin/nologin"), "{entry}");
+}
+
+/// A notify socket the way systemd provides one: a datagram socket whose
+/// path is passed in NOTIFY_SOCKET.
+struct NotifySocket {
+    socket: UnixDatagram,
+    _dir: ScratchDir,
+    path: std::path::PathBuf,
+}
+
+impl NotifySocket {
+    fn new() -> NotifySocket {
+        let dir = ScratchDir::new("notify");
+        let path = dir.path().join("notify.sock");
+        let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
+        NotifySocket {
+            socket,
+            _dir: dir,
+            path,
+        }
+    }
+
+    /// The next notification's lines, or `None` after `wait`.
+    fn next(&self, wait: Duration) -> Option<Vec<String>> {
+        self.socket.set_read_timeout(Some(wait)).expect("read timeout");
+        let mut buf = [0u8; 4096];
+        let n = self.socket.recv(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).lines().map(str::to_owned).collect())
+    }
+
+    /// Waits (bounded) for a notification holding `line`; returns the
+    /// notifications seen before it.
+    fn wait_for(&self, line: &str, limit: Duration) -> Vec<Vec<String>> {
+        let deadline = Instant::now() + limit;
+        let mut before = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.next(left) {
+                Some(lines) if lines.iter().any(|l| l == line) => return before,
+                Some(lines) => before.push(lines),
+                None => break,
+            }
+        }
+        panic!("no {line} within {limit:?}; got {before:?}");
+    }
+}
+
+fn signal(child: &std::process::Child, signal: libc::c_int) {
+    // SAFETY: kill(2) on a child we spawned and still hold.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
+}
+
+#[test]
+fn ready_after_the_ports_accept_watchdog_while_alive_stopping_on_sigterm() {
+    let notify = NotifySocket::new();
+    let dir = ScratchDir::new("notify-server");
+    let (port, http) = (free_udp_port(), free_tcp_port());
+    let config = dir.path().join("turnpike.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nworkers = 2\n[listen]\nudp = [\"127.0.0.1:{port}\"]\ntcp = [\"127.0.0.1:{port}\"]\n\
+             http = \"127.0.0.1:{http}\"\n[auth]\nsecrets = [\"s\"]\n"
+        ),
+    )
+    .expect("write config");
+    let log = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
+    let mut guard = ChildGuard(
+        die_with_test(&mut Command::new(turnpike_bin()))
+            .arg("--config")
+            .arg(&config)
+            .env("NOTIFY_SOCKET", &notify.path)
+            .env("WATCHDOG_USEC", "600000")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn turnpike"),
+    );
+    let server_log = || std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+
+    let before = notify.wait_for("READY=1", Duration::from_secs(10));
+    assert!(before.is_empty(), "notifications before READY=1: {before:?}");
+    // The moment READY=1 arrives, every port must already answer: one try
+    // each, no retry.
+    let probe = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let server = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(
+        stun_binding(&probe, server, Duration::from_secs(2)).is_some(),
+        "READY=1 before UDP answers\n{}",
+        server_log()
+    );
+    std::net::TcpStream::connect(server).expect("READY=1 before TCP accepts");
+    std::net::TcpStream::connect(("127.0.0.1", http)).expect("READY=1 before HTTP accepts");
+
+    // WATCHDOG_USEC=600000: a ping every 200 ms while the loops turn.
+    let started = Instant::now();
+    for _ in 0..3 {
+        notify.wait_for("WATCHDOG=1", Duration::from_secs(2));
+    }
+    assert!(started.elapsed() < Duration::from_secs(2), "watchdog pings too slow");
+
+    signal(&guard.0, libc::SIGHUP);
+    notify.wait_for("RELOADING=1", Duration::from_secs(5));
+    notify.wait_for("READY=1", Duration::from_secs(5));
+
+    signal(&guard.0, libc::SIGTERM);
+    notify.wait_for("STOPPING=1", Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = guard.0.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "still running 10 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status:?}\n{}", server_log());
+}

@@ -1,0 +1,16 @@
+//! STUN and TURN over UDP, TCP and TLS against the real binary: allocations,
+//! relaying (UDP, RFC 6062 TCP, relay to relay), IPv6, the peer filter, the
+//! shards, credentials.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod ipv6;
+mod peer_addresses;
+mod relay_to_relay;
+mod secret_algorithms;
+mod stream_shards;
+mod tcp;
+mod tcp_relay;
+mod tls;
+mod udp;
