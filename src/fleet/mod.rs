@@ -3,13 +3,13 @@
 //! one Redis; `docs/fleet.md` says how to run one, `docs/signaling.md`
 //! ("Rooms across a fleet", "Revocations across a fleet") what is stored.
 //!
-//! * [`link`]: the one connection to Redis: open, subscribe, bounded
+//! * `link`: the one connection to Redis: open, subscribe, bounded
 //!   commands, backoff, one warning per outage, one up/down answer;
-//! * [`rooms`]: the rooms channel, which carries the signaling
+//! * `rooms`: the rooms channel, which carries the signaling
 //!   switchboard's fleet events to Redis and back;
-//! * [`revocations`]: the revocations channel, with its wire format in
+//! * `revocations`: the revocations channel, with its wire format in
 //!   [`revocation_wire`];
-//! * [`status`]: what `/readyz` and `/metrics` read.
+//! * `status`: what `/readyz` and `/metrics` read.
 //!
 //! Everything runs on one thread of its own with a current-thread runtime
 //! (`turnpike-fleet`), apart from the shards and the HTTP thread: a slow

@@ -1,5 +1,5 @@
 //! What instances of a fleet tell each other about revoked usernames
-//! through Redis (sans-IO; the driver is [`super::fleet`]).
+//! through Redis (sans-IO; the channel is `super::revocations`).
 //!
 //! - The message published on `<prefix>:revocations`:
 //!   `{"t":"revoke","user":U,"until":N}`: refuse username `U` until unix

@@ -1,5 +1,5 @@
-//! The HTTP side: WebSocket signaling rooms at `/ws` (docs/design.md,
-//! "Signaling protocol v1"), `GET /ice-servers` for application
+//! The HTTP server: the door to WebSocket signaling at `/ws` (the rooms
+//! themselves are `crate::signaling`), `GET /ice-servers` for application
 //! backends, the demo call page at `/`, `/metrics` for Prometheus, and
 //! `/healthz` and `/readyz` for load balancers and orchestrators.
 //!
@@ -18,14 +18,15 @@
 //! back for `/metrics`, `/healthz` and `/readyz` (see [`limits`]); 10 s to
 //! finish a TLS handshake or send request headers (an idle keep-alive
 //! connection is closed after as long; 2 s on a monitoring slot); and the
-//! per-session limits of `signaling::switchboard`. The HTTP connections
+//! per-session limits of `crate::signaling::switchboard`. The HTTP connections
 //! of a TLS port shared with TURN (`signaling.share_tls_port`), handed
 //! over by the shards after their handshake, are held to the same table
 //! and deadlines from when they arrive here (`handed`).
 //!
-//! * [`signaling`]: `/ws`, its rooms and sessions;
-//! * `ice_servers`: `GET /ice-servers`; `ice`: the `iceServers` list it
-//!   and `/ws` hand out;
+//! * `ws`: `GET /ws`, the Origin and token checks and the upgrade to a
+//!   signaling session;
+//! * `ice_servers`: `GET /ice-servers` (the list is
+//!   `crate::signaling::ice`, which `/ws` hands out too);
 //! * `page`: the demo call page; `metrics`: `/metrics`; `health`:
 //!   `/healthz` and `/readyz`;
 //! * `handed`: the HTTP connections of TLS ports shared with TURN
