@@ -11,14 +11,7 @@ use std::time::Duration;
 use turnpike::proto::stun::{method, Class, Message, MessageWriter};
 
 use crate::procfs::pin_to;
-use crate::turn::{new_tid, PASS, REALM, USER};
-
-/// Relay ports of both servers (they never run at the same time): wide
-/// enough for the idle-allocation figure and the Allocate burst, and below
-/// Linux's default ephemeral range (32768-60999), where the generator's
-/// peers get their ports: turnpike refuses a peer on one of its own
-/// addresses on a relay-range port unless it is a live relay.
-pub const RELAY_PORTS: (u16, u16) = (12000, 31999);
+use crate::turn::{new_tid, PASS, REALM, RELAY_PORTS, USER};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Kind {

@@ -35,6 +35,13 @@ pub fn client_ip(i: usize) -> Ipv4Addr {
 
 pub const PEER_OCTET: u8 = 100;
 
+/// Relay ports of both servers (they never run at the same time): wide
+/// enough for the idle-allocation figure and the Allocate burst, and below
+/// Linux's default ephemeral range (32768-60999), where the generator's
+/// peers get their ports: turnpike refuses a peer on one of its own
+/// addresses on a relay-range port unless it is a live relay.
+pub const RELAY_PORTS: (u16, u16) = (12000, 31999);
+
 /// A transaction id unique within this run.
 pub fn new_tid(seq: u32) -> TransactionId {
     static COUNTER: AtomicU32 = AtomicU32::new(1);
@@ -293,7 +300,7 @@ pub struct UdpFlow {
 /// A peer socket on 127.0.0.100 on a port outside the relay range (a
 /// loopback peer on a relay-range port would have to be a live relay).
 pub fn peer_socket() -> Result<UdpSocket, String> {
-    let (low, high) = crate::servers::RELAY_PORTS;
+    let (low, high) = RELAY_PORTS;
     for _ in 0..100 {
         let s = udp_socket(lo(PEER_OCTET), None)?;
         let port = s.local_addr().map_err(|e| e.to_string())?.port();
