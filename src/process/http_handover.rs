@@ -111,15 +111,18 @@ impl HttpHandover {
     /// Queues `handed` for the HTTP thread, counted as dispatched to HTTP;
     /// on an error it is dropped (closed) and counted as closed.
     pub fn send(&self, handed: HandedHttp) -> Result<(), HttpHandoverError> {
+        // Counted before it is queued: once queued, the HTTP thread may
+        // answer on it before this thread runs again, and whoever reads
+        // the answer and then `/metrics` must see it counted.
+        self.counts.http.fetch_add(1, Ordering::Relaxed);
         let sent = self.queue.try_send(handed).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => HttpHandoverError::Full,
             mpsc::error::TrySendError::Closed(_) => HttpHandoverError::Gone,
         });
-        let counter = match sent {
-            Ok(()) => &self.counts.http,
-            Err(_) => &self.counts.closed,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        if sent.is_err() {
+            self.counts.http.fetch_sub(1, Ordering::Relaxed);
+            self.counts.closed.fetch_add(1, Ordering::Relaxed);
+        }
         sent
     }
 }
