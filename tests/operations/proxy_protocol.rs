@@ -50,7 +50,9 @@ impl Haproxy {
         let haproxy = require_tool("haproxy");
         let dir = ScratchDir::new("haproxy");
         let mut cfg = String::from(
-            "global\n    maxconn 256\n\ndefaults\n    mode tcp\n    timeout connect 5s\n    \
+            // retries 0: one client connection is one connection to us, so
+            // that what the server counts is what the test made.
+            "global\n    maxconn 256\n\ndefaults\n    mode tcp\n    timeout connect 5s\n    retries 0\n    \
              timeout client 30s\n    timeout server 30s\n\n",
         );
         let mut frontends = Vec::new();
