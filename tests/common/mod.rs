@@ -5,6 +5,7 @@
 //! * [`turn_client`]: the TURN client (UDP, TCP, TLS; one-shot STUN
 //!   exchanges; the `turn` crate) and [`ws_client`]: the signaling client;
 //! * [`echo`]: UDP and TCP echo peers;
+//! * [`metrics`]: one sample of `/metrics`, and bounded waits for them;
 //! * [`credentials`], [`ports`], [`pki`], [`http`], [`scratch`],
 //!   [`process`]: what those are built of;
 //! * [`browser`], [`call_summary`], [`private_network`], [`redis_server`]:
@@ -24,6 +25,7 @@ pub mod call_summary;
 pub mod credentials;
 pub mod echo;
 pub mod http;
+pub mod metrics;
 pub mod pki;
 pub mod ports;
 pub mod private_network;
@@ -39,6 +41,7 @@ pub use browser::*;
 pub use credentials::*;
 pub use echo::*;
 pub use http::*;
+pub use metrics::*;
 pub use pki::*;
 pub use ports::*;
 pub use private_network::*;

@@ -37,19 +37,8 @@ fn full_instance_and_sibling(full_at: usize) -> (TestServer, TestServer) {
     (full, sibling)
 }
 
-/// The value of the Prometheus sample `name{labels}` in `text`, 0 if absent.
-fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|line| line.starts_with(name) && labels.iter().all(|l| line.contains(l)))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 fn allocate_answers(server: &TestServer, code: &str) -> f64 {
-    let (status, metrics) = server.http_get("/metrics");
-    assert_eq!(status, 200);
-    sample(
-        &metrics,
+    server.metric_sum(
         "turnpike_requests_total",
         &["method=\"allocate\"", &format!("code=\"{code}\"")],
     )
@@ -247,6 +236,5 @@ async fn above_its_bandwidth_an_instance_sheds_new_allocations_until_the_rate_fa
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let refusals = busy.http_get("/metrics").1;
-    assert!(sample(&refusals, "turnpike_quota_refusals_total", &["limit=\"bandwidth\""]) >= 1.0);
+    assert!(busy.metric_sum("turnpike_quota_refusals_total", &["limit=\"bandwidth\""]) >= 1.0);
 }
