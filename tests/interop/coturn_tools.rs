@@ -364,25 +364,22 @@ fn uclient_client_to_client_through_an_unreachable_external_ip_loses_nothing() {
 /// control connection and are handed on.
 #[test]
 fn uclient_tcp_relay_client_to_client_loses_nothing() {
-    let server = TestServer::start_with("workers = 4", LONG_TERM_USER_TOML);
-    let how = (Control::TcpRelay, Family::V4);
-    assert_uclient_relays_without_loss(
-        &server,
-        &["-u", USER, "-w", PASSWORD],
-        how,
-        Traffic::ClientToClient,
-        false,
-    );
+    assert_tcp_relay_client_to_client_loses_nothing(Control::TcpRelay);
 }
 
 #[test]
 fn uclient_tcp_relay_over_tls_client_to_client_loses_nothing() {
+    assert_tcp_relay_client_to_client_loses_nothing(Control::TlsTcpRelay);
+}
+
+/// uclient's clients, with their control connection as `control` says,
+/// relay to each other through a server of four shards.
+fn assert_tcp_relay_client_to_client_loses_nothing(control: Control) {
     let server = TestServer::start_with("workers = 4", LONG_TERM_USER_TOML);
-    let how = (Control::TlsTcpRelay, Family::V4);
     assert_uclient_relays_without_loss(
         &server,
         &["-u", USER, "-w", PASSWORD],
-        how,
+        (control, Family::V4),
         Traffic::ClientToClient,
         false,
     );
