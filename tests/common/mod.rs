@@ -8,6 +8,7 @@
 //! * [`metrics`]: one sample of `/metrics`, and bounded waits for them;
 //! * [`credentials`], [`ports`], [`pki`], [`http`], [`scratch`],
 //!   [`process`]: what those are built of;
+//! * [`uclient`]: the summary coturn's `turnutils_uclient` prints;
 //! * [`browser`], [`call_summary`], [`private_network`], [`redis_server`]:
 //!   headless Chromium, the network namespace it needs, a real Redis.
 //!
@@ -35,6 +36,7 @@ pub mod scratch;
 pub mod server;
 pub mod shared_port;
 pub mod turn_client;
+pub mod uclient;
 pub mod ws_client;
 
 pub use browser::*;

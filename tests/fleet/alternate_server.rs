@@ -10,6 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::common::uclient::parse_uclient_summary;
 use crate::common::{
     assert_relay_round_trips, browser_setup, code_of, enter_private_network, json_summary, require_tool,
     rest_credential, run_with_timeout, turn_client, udp_request_as, unix_now, BrowserSetup, EchoPeer, ServerSetup,
@@ -76,12 +77,7 @@ fn turnutils_uclient_follows_alternate_server_to_the_sibling_and_relays_there() 
     let text = out.combined();
     assert!(out.success(), "turnutils_uclient failed:\n{text}");
     assert!(text.contains("error 300"), "uclient was never told 300:\n{text}");
-    let received = text
-        .lines()
-        .filter_map(|l| l.split("tot_recv_msgs=").nth(1))
-        .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u64>().ok())
-        .max()
-        .unwrap_or(0);
+    let received = parse_uclient_summary(&text).map_or(0, |summary| summary.received);
     assert!(received > 0, "nothing was relayed at the sibling:\n{text}");
     let created = |s: &TestServer| {
         s.stderr_log()
