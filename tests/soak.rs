@@ -43,7 +43,7 @@ use turnpike::proto::channel_data::{self, ChannelNumber};
 use turnpike::proto::stun::{attr, method, Class, Message, MessageWriter};
 use turnpike::proto::testkit::{encode, Challenge, Cred};
 
-use common::{transaction_id, EchoPeer, ServerSetup, TestServer, LONG_TERM_USER_TOML, PASSWORD, USER};
+use common::{samples_sum, transaction_id, EchoPeer, ServerSetup, TestServer, LONG_TERM_USER_TOML, PASSWORD, USER};
 
 /// Allocation lifetime: `limits.max_allocation_lifetime` caps every grant,
 /// and 60 s is the least it accepts.
@@ -561,7 +561,7 @@ impl Sample {
         // the scrape when its answer has arrived.
         let (relay_sockets, fds, rss_kib) = (relay_sockets(pid), server.fd_count() as u64, server.rss_kib());
         Sample {
-            allocations: metric(&scrape(server), "turnpike_allocations", ""),
+            allocations: server.metric_sum("turnpike_allocations", &[]) as u64,
             relay_sockets,
             fds,
             rss_kib,
@@ -576,27 +576,6 @@ impl Sample {
             rss_kib: self.rss_kib.max(other.rss_kib),
         }
     }
-}
-
-fn scrape(server: &TestServer) -> String {
-    let (status, text) = server.http_get("/metrics");
-    assert_eq!(status, 200, "GET /metrics: {text}");
-    text
-}
-
-/// The sum of the samples of `name` whose labels contain `label` (e.g.
-/// `reason="expired"`; `""` matches all).
-fn metric(text: &str, name: &str, label: &str) -> u64 {
-    text.lines()
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let labels = series.strip_prefix(name)?.strip_prefix('{')?;
-            if !labels.contains(label) {
-                return None;
-            }
-            value.parse::<u64>().ok()
-        })
-        .sum()
 }
 
 /// UDP sockets of process `pid` on a port of [`RELAY_PORTS`]: the socket
@@ -756,10 +735,10 @@ fn allocations_left_to_expire_leave_no_socket_descriptor_or_memory_behind() {
         )
     });
     let bindable_after = bindable_relay_ports();
-    let text = scrape(&server);
-    let created_total = metric(&text, "turnpike_allocations_created_total", "");
-    let expired_total = metric(&text, "turnpike_allocations_ended_total", "reason=\"expired\"");
-    let deleted_total = metric(&text, "turnpike_allocations_ended_total", "reason=\"deleted\"");
+    let text = server.metrics();
+    let created_total = samples_sum(&text, "turnpike_allocations_created_total", &[]) as u64;
+    let expired_total = samples_sum(&text, "turnpike_allocations_ended_total", &["reason=\"expired\""]) as u64;
+    let deleted_total = samples_sum(&text, "turnpike_allocations_ended_total", &["reason=\"deleted\""]) as u64;
 
     let rss_growth = growth(end.rss_kib, baseline.rss_kib);
     let row = |name: &str, value: fn(&Sample) -> u64| {

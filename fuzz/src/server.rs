@@ -51,7 +51,7 @@ use turnpike::proto::quota::AllocationQuota;
 use turnpike::proto::server::{Effect, Server, ServerConfig, ToPeer, PEER_HEADROOM, PEER_TAILROOM};
 use turnpike::proto::stats;
 use turnpike::proto::stun::{self, attr, method, Class, Message, MessageWriter, TransactionId};
-use turnpike::proto::testkit::{Cred, FakeBinder};
+use turnpike::proto::testkit::{self, Cred, FakeBinder};
 use turnpike::proto::Now;
 
 use crate::hex;
@@ -62,8 +62,8 @@ pub const USER: &str = "alice";
 pub const PASSWORD: &str = "alice-pw";
 pub const SECRET: &[u8] = b"fuzz-shared-secret";
 pub const SOFTWARE: &str = "turnpike-fuzz";
-pub const RELAY_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
-pub const RELAY_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7);
+pub const RELAY_V4: Ipv4Addr = testkit::RELAY_IP_V4;
+pub const RELAY_V6: Ipv6Addr = testkit::RELAY_IP_V6;
 pub const RELAY_PORTS: RangeInclusive<u16> = 50_000..=50_100;
 pub const SERVICE_PORT: u16 = 3478;
 pub const UNIX_START: u64 = 1_700_000_000;
@@ -264,28 +264,18 @@ impl Default for Harness {
 impl Harness {
     pub fn new() -> Harness {
         let credentials = Credentials::new(CredentialsConfig {
-            realm: REALM.to_owned(),
             users: vec![(USER.to_owned(), auth::long_term_key(USER, REALM, PASSWORD))],
             secrets: vec![SECRET.to_vec()],
-            secret_algorithms: vec![auth::SecretAlgorithm::Sha1],
             nonce_ttl: NONCE_TTL,
             nonce_key: [0x42; 32],
-            older_nonce_keys: Vec::new(),
-            max_credential_lifetime: Duration::from_secs(7 * 24 * 3600),
+            ..testkit::core_credentials(REALM)
         });
         let config = ServerConfig {
             software: Some(SOFTWARE.to_owned()),
-            relay_ip_v4: Some(RELAY_V4),
-            relay_ip_v6: Some(RELAY_V6),
             max_allocation_lifetime: MAX_LIFETIME,
             max_permissions: MAX_PERMISSIONS,
             max_channels: MAX_CHANNELS,
-            hairpin: Default::default(),
-            allocation_rate: 0,
-            challenge_rate: 0,
-            max_peer_connections_per_allocation: 4,
-            max_peer_connections: 16,
-            alternates: Default::default(),
+            ..testkit::core_config()
         };
         let quota = Arc::new(AllocationQuota::new(MAX_TOTAL_ALLOCATIONS, MAX_ALLOCATIONS_PER_USER));
         let filter = PeerFilter::new(crate::filter::v4_rules());

@@ -5,8 +5,10 @@
 //! * [`turn_client`]: the TURN client (UDP, TCP, TLS; one-shot STUN
 //!   exchanges; the `turn` crate) and [`ws_client`]: the signaling client;
 //! * [`echo`]: UDP and TCP echo peers;
+//! * [`metrics`]: one sample of `/metrics`, and bounded waits for them;
 //! * [`credentials`], [`ports`], [`pki`], [`http`], [`scratch`],
 //!   [`process`]: what those are built of;
+//! * [`uclient`]: the summary coturn's `turnutils_uclient` prints;
 //! * [`browser`], [`call_summary`], [`private_network`], [`redis_server`]:
 //!   headless Chromium, the network namespace it needs, a real Redis.
 //!
@@ -24,6 +26,7 @@ pub mod call_summary;
 pub mod credentials;
 pub mod echo;
 pub mod http;
+pub mod metrics;
 pub mod pki;
 pub mod ports;
 pub mod private_network;
@@ -33,12 +36,14 @@ pub mod scratch;
 pub mod server;
 pub mod shared_port;
 pub mod turn_client;
+pub mod uclient;
 pub mod ws_client;
 
 pub use browser::*;
 pub use credentials::*;
 pub use echo::*;
 pub use http::*;
+pub use metrics::*;
 pub use pki::*;
 pub use ports::*;
 pub use private_network::*;

@@ -25,6 +25,13 @@ impl ScratchDir {
     pub fn path(&self) -> &Path {
         &self.0
     }
+
+    /// Writes `toml` as `turnpike.toml` here and returns its path.
+    pub fn write_config(&self, toml: &str) -> PathBuf {
+        let path = self.0.join("turnpike.toml");
+        fs::write(&path, toml).expect("write config");
+        path
+    }
 }
 
 impl Drop for ScratchDir {

@@ -329,21 +329,29 @@ pub fn stop_and_report(child: &mut Child, config_path: &Path, stderr_path: &Path
 /// `RUST_LOG=log_filter` and its stderr in a file of `dir`; returns the
 /// child, the config's path and the log's.
 pub fn spawn_turnpike(dir: &ScratchDir, config: &str, log_filter: &str) -> (Child, PathBuf, PathBuf) {
-    let config_path = dir.path().join("turnpike.toml");
+    let config_path = dir.write_config(config);
     let stderr_path = dir.path().join("stderr.log");
-    fs::write(&config_path, config).expect("write config");
-    let stderr = fs::File::create(&stderr_path).expect("create log file");
-    let child = die_with_test(&mut Command::new(turnpike_bin()))
-        .arg("--config")
-        .arg(&config_path)
+    let child = turnpike_command(&config_path, &stderr_path)
         .env("RUST_LOG", log_filter)
         .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
         .spawn()
         .expect("spawn turnpike");
     (child, config_path, stderr_path)
+}
+
+/// `turnpike --config <config>`, killed if the test dies, with no stdin,
+/// stdout thrown away and stderr written to a new file at `stderr_path`;
+/// the caller adds the environment and spawns it.
+pub fn turnpike_command(config: &Path, stderr_path: &Path) -> Command {
+    let stderr = fs::File::create(stderr_path).expect("create log file");
+    let mut command = Command::new(turnpike_bin());
+    die_with_test(&mut command)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    command
 }
 
 /// After one attempt to start a server on probed ports: true if it is

@@ -116,10 +116,6 @@ impl Drop for SharedPortServer {
 /// The count of connections of shared TLS ports that went `to` ("turn",
 /// "http", "closed"), from the `/metrics` text `metrics`.
 pub fn dispatched(metrics: &str, to: &str) -> u64 {
-    let name = format!("turnpike_shared_tls_port_connections_total{{to=\"{to}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&name))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{metrics}"))
+    let sample = format!("turnpike_shared_tls_port_connections_total{{to=\"{to}\"}}");
+    super::sample_value(metrics, &sample).unwrap_or_else(|| panic!("no {sample} in /metrics:\n{metrics}")) as u64
 }

@@ -10,6 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::common::uclient::parse_uclient_summary;
 use crate::common::{
     assert_relay_round_trips, browser_setup, code_of, enter_private_network, json_summary, require_tool,
     rest_credential, run_with_timeout, turn_client, udp_request_as, unix_now, BrowserSetup, EchoPeer, ServerSetup,
@@ -37,19 +38,8 @@ fn full_instance_and_sibling(full_at: usize) -> (TestServer, TestServer) {
     (full, sibling)
 }
 
-/// The value of the Prometheus sample `name{labels}` in `text`, 0 if absent.
-fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|line| line.starts_with(name) && labels.iter().all(|l| line.contains(l)))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 fn allocate_answers(server: &TestServer, code: &str) -> f64 {
-    let (status, metrics) = server.http_get("/metrics");
-    assert_eq!(status, 200);
-    sample(
-        &metrics,
+    server.metric_sum(
         "turnpike_requests_total",
         &["method=\"allocate\"", &format!("code=\"{code}\"")],
     )
@@ -87,12 +77,7 @@ fn turnutils_uclient_follows_alternate_server_to_the_sibling_and_relays_there() 
     let text = out.combined();
     assert!(out.success(), "turnutils_uclient failed:\n{text}");
     assert!(text.contains("error 300"), "uclient was never told 300:\n{text}");
-    let received = text
-        .lines()
-        .filter_map(|l| l.split("tot_recv_msgs=").nth(1))
-        .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u64>().ok())
-        .max()
-        .unwrap_or(0);
+    let received = parse_uclient_summary(&text).map_or(0, |summary| summary.received);
     assert!(received > 0, "nothing was relayed at the sibling:\n{text}");
     let created = |s: &TestServer| {
         s.stderr_log()
@@ -247,6 +232,5 @@ async fn above_its_bandwidth_an_instance_sheds_new_allocations_until_the_rate_fa
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let refusals = busy.http_get("/metrics").1;
-    assert!(sample(&refusals, "turnpike_quota_refusals_total", &["limit=\"bandwidth\""]) >= 1.0);
+    assert!(busy.metric_sum("turnpike_quota_refusals_total", &["limit=\"bandwidth\""]) >= 1.0);
 }

@@ -127,17 +127,12 @@ fn a_revocation_made_on_one_instance_is_refused_by_the_whole_fleet() {
     let expiry: u64 = user.split(':').next().and_then(|e| e.parse().ok()).expect("an expiry");
     assert_eq!(score, Some(expiry as f64));
 
-    // B applied what it heard; A wrote it to Redis.
-    let (_, metrics) = b.http_get("/metrics");
-    assert!(
-        metrics.contains("turnpike_fleet_revocations_total{outcome=\"applied\"} 1"),
-        "{metrics}"
-    );
-    let (_, metrics) = a.http_get("/metrics");
-    assert!(
-        metrics.contains("turnpike_fleet_revocations_total{outcome=\"shared\"} 1"),
-        "{metrics}"
-    );
+    // B applied what it heard; A wrote it to Redis. Each is counted just
+    // after the allocations are ended, so wait for it.
+    let applied = r#"turnpike_fleet_revocations_total{outcome="applied"}"#;
+    assert_eq!(b.wait_metric(applied, WAIT, |n| n >= 1.0), Some(1.0), "{}", b.metrics());
+    let shared = r#"turnpike_fleet_revocations_total{outcome="shared"}"#;
+    assert_eq!(a.wait_metric(shared, WAIT, |n| n >= 1.0), Some(1.0), "{}", a.metrics());
 
     // An instance started after the revocation loads it.
     let (c, _c_admin) = instance(&redis, "rev-c");

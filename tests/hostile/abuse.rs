@@ -53,13 +53,6 @@ fn udp_allocate(socket: &UdpSocket, server: SocketAddr, user: &str, password: &s
     })
 }
 
-/// The value of the sample `name` (no labels) in `/metrics`.
-fn metric(server: &TestServer, sample: &str) -> Option<f64> {
-    let (_, text) = server.http_get("/metrics");
-    text.lines()
-        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
-}
-
 fn is_success(answer: &[u8]) -> bool {
     Message::parse(answer).is_ok_and(|m| m.class() == Class::Success)
 }
@@ -75,11 +68,11 @@ fn idle_connections_from_one_source_cannot_take_the_slots_of_others() {
     // Every shard accepts on its own listener sibling, so connections are
     // taken in no set order: the 40 must all be in before the 41st comes,
     // or a later one could take the place of an earlier one.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while metric(&server, "turnpike_stream_connections") != Some(40.0) {
-        assert!(Instant::now() < deadline, "the 40 connections were not all accepted");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert_eq!(
+        server.wait_metric("turnpike_stream_connections", Duration::from_secs(5), |n| n == 40.0),
+        Some(40.0),
+        "the 40 connections were not all accepted"
+    );
     let mut refused = 0;
     for _ in 40..1_500 {
         let mut stream = tcp_from("127.0.0.1", server.addr()).expect("connect");
@@ -215,18 +208,15 @@ fn password_guessing_is_stopped_and_a_stolen_nonce_is_stale_elsewhere() {
     honest.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
     assert!(is_success(&udp_allocate(&honest, server.addr(), "other", "other-pw")));
     // The shards publish their counters four times a second.
-    let counted = || {
-        server
-            .http_get("/metrics")
-            .1
-            .lines()
-            .any(|l| l.contains("reason=\"rate_limited\"") && !l.ends_with(" 0") && !l.starts_with('#'))
-    };
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !counted() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(counted(), "rate-limited authentications are counted");
+    let counted = server.wait_metric(
+        r#"turnpike_auth_failures_total{reason="rate_limited"}"#,
+        Duration::from_secs(3),
+        |n| n > 0.0,
+    );
+    assert!(
+        counted > Some(0.0),
+        "rate-limited authentications are counted: {counted:?}"
+    );
 
     // A nonce given to one address is stale from another.
     let thief = UdpSocket::bind(format!("{HONEST}:0")).expect("bind");

@@ -223,14 +223,10 @@ fn seeds(auth: Option<&Auth>) -> Vec<Vec<u8>> {
 
 fn credentials() -> Credentials {
     Credentials::new(CredentialsConfig {
-        realm: REALM.into(),
         users: vec![(USER.into(), auth::long_term_key(USER, REALM, PASSWORD))],
         secrets: vec![b"secret".to_vec()],
-        secret_algorithms: vec![auth::SecretAlgorithm::Sha1],
-        nonce_ttl: Duration::from_secs(3600),
         nonce_key: NONCE_KEY,
-        older_nonce_keys: Vec::new(),
-        max_credential_lifetime: Duration::from_secs(7 * 24 * 3600),
+        ..testkit::core_credentials(REALM)
     })
 }
 
@@ -252,17 +248,7 @@ impl Rig {
         let quota = Arc::new(AllocationQuota::new(4, 4));
         let config = ServerConfig {
             software: Some("smoke".into()),
-            relay_ip_v4: Some([203, 0, 113, 7].into()),
-            relay_ip_v6: Some("2001:db8::7".parse().unwrap()),
-            max_allocation_lifetime: Duration::from_secs(3600),
-            max_permissions: 4,
-            max_channels: 4,
-            hairpin: Default::default(),
-            allocation_rate: 0,
-            challenge_rate: 0,
-            max_peer_connections_per_allocation: 4,
-            max_peer_connections: 16,
-            alternates: Default::default(),
+            ..testkit::core_config()
         };
         let filter = PeerFilter::new(PeerRules {
             allow: vec!["127.0.0.0/8".parse().unwrap()],

@@ -6,6 +6,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::common::uclient::{parse_uclient_summary, UclientSummary};
 use crate::common::{
     die_with_test, free_udp_port, require_tool, rest_credential, run_with_timeout, unix_now, ChildGuard, TestServer,
     LONG_TERM_USER_TOML, PASSWORD, USER,
@@ -15,37 +16,6 @@ use crate::common::{
 const TOOL_LIMIT: Duration = Duration::from_secs(60);
 
 const SECRETS_TOML: &str = "[auth]\nsecrets = [\"s1\", \"s2\"]\n";
-
-/// The final counters `turnutils_uclient` prints.
-#[derive(Debug, PartialEq, Eq)]
-struct UclientSummary {
-    sent: u64,
-    received: u64,
-    lost: u64,
-}
-
-/// The digits right after `key` in `text`.
-fn number_after(text: &str, key: &str) -> Option<u64> {
-    let rest = &text[text.find(key)? + key.len()..];
-    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-    rest[..end].parse().ok()
-}
-
-/// Reads the summary of a `turnutils_uclient` run: the last
-/// `start_mclient: tot_send_msgs=N, tot_recv_msgs=M` line (not the periodic
-/// `msz=` progress lines) and the last `Total lost packets L (...)` line.
-fn parse_uclient_summary(output: &str) -> Option<UclientSummary> {
-    let totals = output
-        .lines()
-        .filter_map(|line| line.split_once("start_mclient: ").map(|(_, rest)| rest))
-        .rfind(|rest| rest.starts_with("tot_send_msgs="))?;
-    let lost = output.lines().rfind(|line| line.contains("Total lost packets "))?;
-    Some(UclientSummary {
-        sent: number_after(totals, "tot_send_msgs=")?,
-        received: number_after(totals, "tot_recv_msgs=")?,
-        lost: number_after(lost, "Total lost packets ")?,
-    })
-}
 
 #[test]
 fn uclient_summary_parser_reads_the_final_counts() {
@@ -364,25 +334,22 @@ fn uclient_client_to_client_through_an_unreachable_external_ip_loses_nothing() {
 /// control connection and are handed on.
 #[test]
 fn uclient_tcp_relay_client_to_client_loses_nothing() {
-    let server = TestServer::start_with("workers = 4", LONG_TERM_USER_TOML);
-    let how = (Control::TcpRelay, Family::V4);
-    assert_uclient_relays_without_loss(
-        &server,
-        &["-u", USER, "-w", PASSWORD],
-        how,
-        Traffic::ClientToClient,
-        false,
-    );
+    assert_tcp_relay_client_to_client_loses_nothing(Control::TcpRelay);
 }
 
 #[test]
 fn uclient_tcp_relay_over_tls_client_to_client_loses_nothing() {
+    assert_tcp_relay_client_to_client_loses_nothing(Control::TlsTcpRelay);
+}
+
+/// uclient's clients, with their control connection as `control` says,
+/// relay to each other through a server of four shards.
+fn assert_tcp_relay_client_to_client_loses_nothing(control: Control) {
     let server = TestServer::start_with("workers = 4", LONG_TERM_USER_TOML);
-    let how = (Control::TlsTcpRelay, Family::V4);
     assert_uclient_relays_without_loss(
         &server,
         &["-u", USER, "-w", PASSWORD],
-        how,
+        (control, Family::V4),
         Traffic::ClientToClient,
         false,
     );

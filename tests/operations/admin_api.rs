@@ -153,7 +153,7 @@ fn the_admin_api_wants_its_key_and_says_nothing_without_it() {
         404
     );
     // The refusals are counted.
-    assert_metric_becomes(&server, r#"turnpike_admin_requests_total{outcome="unauthorized"}"#, 15);
+    server.assert_metrics_settle(&[(r#"turnpike_admin_requests_total{outcome="unauthorized"}"#, 15.0)]);
 }
 
 #[test]
@@ -288,29 +288,9 @@ fn a_revoked_username_is_refused_on_every_transport_and_shard() {
     );
     // Another user is untouched.
     let (_other, _) = udp_allocation(&server, &dave, &dave_pw);
-    assert_metric_becomes(&server, "turnpike_revoked_usernames", 1);
+    server.assert_metrics_settle(&[("turnpike_revoked_usernames", 1.0)]);
     // 8 + 1 UDP clients, one TCP and one TLS: each signed Allocate refused.
-    assert_metric_becomes(&server, r#"turnpike_auth_failures_total{reason="revoked"}"#, 11);
-}
-
-/// Waits (at most 5 s: shards publish every 250 ms) until `/metrics` has
-/// `sample` with `value`.
-fn assert_metric_becomes(server: &TestServer, sample: &str, value: u64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let (_, metrics) = server.http_get("/metrics");
-        let seen = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse::<u64>().ok());
-        if seen == Some(value) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{sample} is {seen:?}, not {value}:\n{metrics}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    server.assert_metrics_settle(&[(r#"turnpike_auth_failures_total{reason="revoked"}"#, 11.0)]);
 }
 
 /// Runs `turnpike` with `args`; it must finish within 10 s.

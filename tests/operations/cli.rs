@@ -25,7 +25,7 @@ struct ConfigFile {
 impl ConfigFile {
     fn new(text: &str) -> ConfigFile {
         let dir = ScratchDir::new("cli");
-        std::fs::write(dir.path().join("turnpike.toml"), text).expect("write config");
+        dir.write_config(text);
         ConfigFile { dir }
     }
 

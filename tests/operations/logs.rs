@@ -77,31 +77,20 @@ async fn json_logs_carry_one_line_per_allocation_event_and_no_secret() {
 fn start_log(dir: &crate::common::ScratchDir, env: &[(&str, String)]) -> String {
     let port = crate::common::free_udp_port();
     let ports = crate::common::next_relay_ports();
-    let config = dir.path().join("turnpike.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[listen]\nudp = [\"127.0.0.1:{port}\"]\ntcp = []\nhttp = \"off\"\n\n[relay]\nipv4 = \"127.0.0.1\"\nports = \"{}-{}\"\n\n[log]\nlevel = \"info\"\n",
-            ports.start(),
-            ports.end()
-        ),
-    )
-    .expect("write config");
+    let config = dir.write_config(&format!(
+        "[listen]\nudp = [\"127.0.0.1:{port}\"]\ntcp = []\nhttp = \"off\"\n\n[relay]\nipv4 = \"127.0.0.1\"\nports = \"{}-{}\"\n\n[log]\nlevel = \"info\"\n",
+        ports.start(),
+        ports.end()
+    ));
     let log_path = dir.path().join("stderr.log");
-    let log = std::fs::File::create(&log_path).expect("log file");
-    let mut cmd = std::process::Command::new(crate::common::turnpike_bin());
-    cmd.arg("--config")
-        .arg(&config)
-        .env_remove("NO_COLOR")
+    let mut cmd = crate::common::turnpike_command(&config, &log_path);
+    cmd.env_remove("NO_COLOR")
         .env_remove("JOURNAL_STREAM")
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(log);
+        .env_remove("RUST_LOG");
     for (key, value) in env {
         cmd.env(key, value);
     }
-    let _child = crate::common::ChildGuard(crate::common::die_with_test(&mut cmd).spawn().expect("spawn turnpike"));
+    let _child = crate::common::ChildGuard(cmd.spawn().expect("spawn turnpike"));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let text = std::fs::read_to_string(&log_path).unwrap_or_default();

@@ -21,8 +21,7 @@ use crate::common::{
 /// Every sample of the scrape, keyed `name{label="value",...}` with labels
 /// sorted, as the Python OpenMetrics parser reads them.
 fn scrape(server: &TestServer) -> BTreeMap<String, f64> {
-    let (status, text) = server.http_get("/metrics");
-    assert_eq!(status, 200, "{text}");
+    let text = server.metrics();
     const PARSE: &str = r#"
 import json, sys
 from prometheus_client.openmetrics.parser import text_string_to_metric_families

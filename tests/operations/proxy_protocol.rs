@@ -117,16 +117,6 @@ fn server(extra_toml: &str) -> TestServer {
     })
 }
 
-/// The value of `sample` (name and labels as the text shows them) in
-/// `/metrics`, 0 if absent.
-fn metric(server: &TestServer, sample: &str) -> u64 {
-    let (status, body) = server.http_get("/metrics");
-    assert_eq!(status, 200);
-    body.lines()
-        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn binding_and_allocate_through_haproxy_see_the_real_client_with_v1_and_v2() {
     let server = server(&format!(
@@ -161,7 +151,7 @@ fn binding_and_allocate_through_haproxy_see_the_real_client_with_v1_and_v2() {
         closed_by_server(&mut second),
         "a second connection of 127.0.0.3 is over its limit"
     );
-    assert!(metric(&server, "turnpike_proxy_headers_total{outcome=\"accepted\"}") >= 6);
+    assert!(server.metric("turnpike_proxy_headers_total{outcome=\"accepted\"}") >= Some(6.0));
 }
 
 #[test]
@@ -205,11 +195,15 @@ fn the_http_listener_limits_each_real_client_behind_haproxy() {
     let mut other = from(4);
     assert_eq!(healthz(&mut other).as_deref(), Some("HTTP/1.1 200 OK"));
     // 127.0.0.3 holds its one connection (keep-alive).
-    let refused_before = metric(&server, "turnpike_http_connections_refused_total{reason=\"source\"}");
+    let refused_before = server
+        .metric("turnpike_http_connections_refused_total{reason=\"source\"}")
+        .unwrap_or(0.0);
     let mut second = from(3);
     assert_eq!(healthz(&mut second), None, "over the limit of 127.0.0.3");
-    let refused = metric(&server, "turnpike_http_connections_refused_total{reason=\"source\"}");
-    assert_eq!(refused, refused_before + 1);
+    let refused = server
+        .metric("turnpike_http_connections_refused_total{reason=\"source\"}")
+        .unwrap_or(0.0);
+    assert_eq!(refused, refused_before + 1.0);
     drop(first);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -253,10 +247,13 @@ fn a_header_from_an_untrusted_source_and_none_from_a_trusted_one_are_refused() {
         );
     }
     assert_eq!(
-        metric(&server, "turnpike_proxy_headers_total{outcome=\"untrusted\"}"),
-        3
+        server.metric("turnpike_proxy_headers_total{outcome=\"untrusted\"}"),
+        Some(3.0)
     );
-    assert_eq!(metric(&server, "turnpike_proxy_headers_total{outcome=\"invalid\"}"), 2);
+    assert_eq!(
+        server.metric("turnpike_proxy_headers_total{outcome=\"invalid\"}"),
+        Some(2.0)
+    );
 }
 
 #[test]
@@ -280,8 +277,8 @@ fn a_reload_changes_the_trusted_sources_for_new_connections() {
     refused.write_all(&binding_request(&transaction_id())).expect("send");
     assert!(closed_by_server(&mut refused), "haproxy's header is untrusted now");
     assert_eq!(
-        metric(&server, "turnpike_proxy_headers_total{outcome=\"untrusted\"}"),
-        1
+        server.metric("turnpike_proxy_headers_total{outcome=\"untrusted\"}"),
+        Some(1.0)
     );
     assert_eq!(stream_binding(&mut kept), Some(kept.local_addr().unwrap()));
     let log = server.stderr_log();

@@ -8,11 +8,12 @@
 
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    die_with_test, free_tcp_port, free_udp_port, run_with_timeout, stun_binding, turnpike_bin, ChildGuard, ScratchDir,
+    free_tcp_port, free_udp_port, run_with_timeout, stun_binding, turnpike_bin, turnpike_command, ChildGuard,
+    ScratchDir,
 };
 
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/turnpike.service");
@@ -141,25 +142,14 @@ fn ready_after_the_ports_accept_watchdog_while_alive_stopping_on_sigterm() {
     let notify = NotifySocket::new();
     let dir = ScratchDir::new("notify-server");
     let (port, http) = (free_udp_port(), free_tcp_port());
-    let config = dir.path().join("turnpike.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nworkers = 2\n[listen]\nudp = [\"127.0.0.1:{port}\"]\ntcp = [\"127.0.0.1:{port}\"]\n\
-             http = \"127.0.0.1:{http}\"\n[auth]\nsecrets = [\"s\"]\n"
-        ),
-    )
-    .expect("write config");
-    let log = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
+    let config = dir.write_config(&format!(
+        "[server]\nworkers = 2\n[listen]\nudp = [\"127.0.0.1:{port}\"]\ntcp = [\"127.0.0.1:{port}\"]\n\
+         http = \"127.0.0.1:{http}\"\n[auth]\nsecrets = [\"s\"]\n"
+    ));
     let mut guard = ChildGuard(
-        die_with_test(&mut Command::new(turnpike_bin()))
-            .arg("--config")
-            .arg(&config)
+        turnpike_command(&config, &dir.path().join("stderr.log"))
             .env("NOTIFY_SOCKET", &notify.path)
             .env("WATCHDOG_USEC", "600000")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
             .spawn()
             .expect("spawn turnpike"),
     );

@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::common::ws_client::{connect, cut};
+use crate::common::ws_client::{connect, cut, WsClient};
 use crate::common::{id_of, unix_now, TestServer};
 
 fn server(auth: &str, signaling: &str) -> TestServer {
@@ -30,14 +30,28 @@ fn token_of(message: &Value) -> String {
     message["resume"]["token"].as_str().expect("a resume token").to_owned()
 }
 
+/// Alice joins `room` with `alice_joins`, then Bob with `bob_joins`, and
+/// Alice hears him join: the two clients and their `joined` messages.
+async fn alice_then_bob(
+    server: &TestServer,
+    room: &str,
+    alice_joins: Value,
+    bob_joins: Value,
+) -> (WsClient, WsClient, Value, Value) {
+    let mut alice = connect(server).await;
+    let mut bob = connect(server).await;
+    let a = alice.join(room, alice_joins).await;
+    let b = bob.join(room, bob_joins).await;
+    let heard = alice.recv().await;
+    assert_eq!(heard["type"], "peer-joined", "{heard}");
+    assert_eq!(heard["id"], id_of(&b), "{heard}");
+    (alice, bob, a, b)
+}
+
 #[tokio::test]
 async fn a_signal_whose_data_is_null_is_relayed_verbatim() {
     let server = server("", "");
-    let mut alice = connect(&server).await;
-    let mut bob = connect(&server).await;
-    let a = alice.join("nulls", json!({})).await;
-    let b = bob.join("nulls", json!({})).await;
-    alice.recv().await; // peer-joined
+    let (mut alice, mut bob, a, b) = alice_then_bob(&server, "nulls", json!({}), json!({})).await;
     for data in ["null", "0", "false", "\"\"", "[]", "{}"] {
         bob.send_text(&format!(r#"{{"type":"signal","to":"{}","data":{data}}}"#, id_of(&a)))
             .await;
@@ -56,11 +70,7 @@ async fn a_signal_whose_data_is_null_is_relayed_verbatim() {
 #[tokio::test]
 async fn a_text_frame_that_is_not_utf8_closes_with_1007() {
     let server = server("", "");
-    let mut alice = connect(&server).await;
-    let mut bob = connect(&server).await;
-    alice.join("utf8", json!({})).await;
-    bob.join("utf8", json!({})).await;
-    alice.recv().await;
+    let (mut alice, mut bob, _, _) = alice_then_bob(&server, "utf8", json!({}), json!({})).await;
     let frame = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
     bob.ws.send(Message::Frame(frame)).await.expect("send a raw frame");
     assert_eq!(bob.close_code().await, Some(1007));
@@ -71,12 +81,8 @@ async fn a_text_frame_that_is_not_utf8_closes_with_1007() {
 #[tokio::test]
 async fn a_v1_client_gets_no_resume_and_a_dropped_socket_is_a_leave_at_once() {
     let server = server("", "");
-    let mut alice = connect(&server).await;
-    let mut bob = connect(&server).await;
-    alice.join("v1", json!({})).await;
-    let b = bob.join("v1", json!({})).await;
+    let (mut alice, bob, _, b) = alice_then_bob(&server, "v1", json!({}), json!({})).await;
     assert!(b.get("resume").is_none(), "{b}");
-    alice.recv().await;
     let started = Instant::now();
     cut(bob);
     assert_eq!(alice.recv().await, json!({"type": "peer-left", "id": id_of(&b)}));
@@ -86,14 +92,10 @@ async fn a_v1_client_gets_no_resume_and_a_dropped_socket_is_a_leave_at_once() {
 #[tokio::test]
 async fn a_dropped_socket_resumes_with_no_peer_left_and_every_signal_in_order() {
     let server = server("", "resume_grace = \"10s\"");
-    let mut alice = connect(&server).await;
-    let mut bob = connect(&server).await;
-    let a = alice.join("blip", json!({})).await;
-    let b = bob.join("blip", json!({"resume": true})).await;
+    let (mut alice, mut bob, a, b) = alice_then_bob(&server, "blip", json!({}), json!({"resume": true})).await;
     assert_eq!(b["resume"]["grace"], 10, "{b}");
     let token = token_of(&b);
     assert!(token.len() >= 22, "a token of 128 bits at least: {token}");
-    alice.recv().await; // peer-joined
     let (a_id, b_id) = (id_of(&a), id_of(&b));
 
     alice.signal(&b_id, json!(1)).await;
@@ -146,11 +148,7 @@ async fn a_dropped_socket_resumes_with_no_peer_left_and_every_signal_in_order() 
 #[tokio::test]
 async fn the_room_hears_peer_left_once_the_grace_period_runs_out() {
     let server = server("", "resume_grace = \"1s\"");
-    let mut alice = connect(&server).await;
-    let mut bob = connect(&server).await;
-    alice.join("grace", json!({})).await;
-    let b = bob.join("grace", json!({"resume": true})).await;
-    alice.recv().await;
+    let (mut alice, bob, _, b) = alice_then_bob(&server, "grace", json!({}), json!({"resume": true})).await;
     let cut_at = Instant::now();
     cut(bob);
     let left = alice.recv().await;
@@ -169,11 +167,7 @@ async fn the_room_hears_peer_left_once_the_grace_period_runs_out() {
 #[tokio::test]
 async fn a_resume_takes_over_a_socket_that_still_looks_alive() {
     let server = server("", "");
-    let mut alice = connect(&server).await;
-    let mut old = connect(&server).await;
-    alice.join("takeover", json!({})).await;
-    let b = old.join("takeover", json!({"resume": true})).await;
-    alice.recv().await;
+    let (mut alice, mut old, _, b) = alice_then_bob(&server, "takeover", json!({}), json!({"resume": true})).await;
     let mut new = connect(&server).await;
     new.send(json!({"type": "resume", "token": token_of(&b), "last": 0}))
         .await;
@@ -187,16 +181,13 @@ async fn a_resume_takes_over_a_socket_that_still_looks_alive() {
 #[tokio::test]
 async fn fresh_ice_servers_are_pushed_before_the_credential_expires() {
     let server = server("credential_ttl = \"4s\"", "");
-    let mut alice = connect(&server).await;
-    let mut v1 = connect(&server).await;
-    let joined = alice.join("refresh", json!({"iceRefresh": true})).await;
-    v1.join("refresh", json!({})).await;
+    let (mut alice, mut v1, joined, _) =
+        alice_then_bob(&server, "refresh", json!({"iceRefresh": true}), json!({})).await;
     let expiry = |servers: &Value| -> u64 {
         let user = servers[1]["username"].as_str().expect("a TURN username");
         user.split_once(':').expect("expiry:name").0.parse().expect("a number")
     };
     let first = expiry(&joined["iceServers"]);
-    assert_eq!(alice.recv().await["type"], "peer-joined");
     let started = Instant::now();
     let refresh = alice.recv().await;
     let after = started.elapsed();
@@ -215,11 +206,7 @@ async fn fresh_ice_servers_are_pushed_before_the_credential_expires() {
 #[tokio::test]
 async fn a_clean_close_is_a_leave_even_for_a_resumable_session() {
     let server = server("", "resume_grace = \"30s\"");
-    let mut alice = connect(&server).await;
-    let mut bob = connect(&server).await;
-    alice.join("closing", json!({})).await;
-    let b = bob.join("closing", json!({"resume": true})).await;
-    alice.recv().await;
+    let (mut alice, mut bob, _, b) = alice_then_bob(&server, "closing", json!({}), json!({"resume": true})).await;
     let started = Instant::now();
     bob.ws.close(None).await.expect("close");
     assert_eq!(alice.recv().await, json!({"type": "peer-left", "id": id_of(&b)}));

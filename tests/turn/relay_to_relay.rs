@@ -16,7 +16,7 @@
 #![allow(clippy::disallowed_methods)] // waits use the real clock
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::{ServerSetup, Source, TestServer, Transport, TurnClient as Client, LONG_TERM_USER_TOML};
 
@@ -35,13 +35,6 @@ fn channel_payloads(client: &mut Client, want: usize, limit: Duration) -> Vec<Ve
         .filter(|arrival| arrival.source == Source::Channel(CHANNEL))
         .map(|arrival| arrival.payload)
         .collect()
-}
-
-fn metric(server: &TestServer, name: &str) -> f64 {
-    let (_, text) = server.http_get("/metrics");
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
 }
 
 #[test]
@@ -102,12 +95,8 @@ fn payloads_between_relays_of_this_server_are_delivered_inside_the_process() {
     assert_eq!(d.take_arrivals(QUIET), [], "relayed without a permission");
 
     let relayed = (2 * PAIRS * PACKETS + 1) as f64;
-    let deadline = Instant::now() + WAIT;
-    while metric(&server, "turnpike_relayed_in_process_packets_total") < relayed && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let in_process = metric(&server, "turnpike_relayed_in_process_packets_total");
+    let in_process = server.wait_metric("turnpike_relayed_in_process_packets_total", WAIT, |n| n >= relayed);
     // The unpermitted one was handed over too, then dropped by D's core.
-    assert_eq!(in_process, relayed + 1.0, "payloads relayed in-process");
-    assert_eq!(metric(&server, "turnpike_relay_handoff_drops_total"), 0.0);
+    assert_eq!(in_process, Some(relayed + 1.0), "payloads relayed in-process");
+    assert_eq!(server.metric("turnpike_relay_handoff_drops_total"), Some(0.0));
 }

@@ -147,16 +147,36 @@ fn connection_bind(server: &TestServer, tls: bool, id: u32) -> (u16, Box<dyn Str
     (code_of(&answer), data)
 }
 
+/// A TCP allocation (control over TCP or TLS) on `server` with a peer
+/// connection to each of `n` new echo peers: the control connection, the
+/// peers (kept while the test runs) and the connection ids, in order.
+fn allocation_with_peer_connections(
+    server: &TestServer,
+    tls: bool,
+    n: usize,
+) -> (Box<dyn Stream>, Vec<TcpEcho>, Vec<u32>) {
+    let peers: Vec<TcpEcho> = (0..n).map(|_| TcpEcho::start()).collect();
+    let mut control = connect(server, tls);
+    allocate(&mut control, 6, peers[0].addr);
+    let ids = peers.iter().map(|p| connect_peer(&mut control, p.addr)).collect();
+    (control, peers, ids)
+}
+
+/// Reads `payload` back whole from a data connection spliced with an echo
+/// peer (splice number `i`).
+fn assert_echoed(stream: &mut Box<dyn Stream>, payload: &str, i: usize) {
+    let mut back = vec![0u8; payload.len()];
+    stream.read_exact(&mut back).expect("the echo through the splice");
+    assert_eq!(back, payload.as_bytes(), "splice {i}");
+}
+
 /// One TCP allocation (control over TCP or TLS) connects to 16 peers, and
 /// 16 new connections bind them: every bind and every splice works, and
 /// some of the data connections were handed to the control connection's
 /// shard.
 fn assert_many_data_connections_meet_their_peer_connections(tls: bool) {
     let server = server();
-    let peers: Vec<TcpEcho> = (0..16).map(|_| TcpEcho::start()).collect();
-    let mut control = connect(&server, tls);
-    allocate(&mut control, 6, peers[0].addr);
-    let ids: Vec<u32> = peers.iter().map(|p| connect_peer(&mut control, p.addr)).collect();
+    let (_control, _peers, ids) = allocation_with_peer_connections(&server, tls, 16);
     let shards: BTreeSet<u32> = ids.iter().map(|id| id >> 24).collect();
     assert_eq!(shards.len(), 1, "one core issued every id: {ids:08x?}");
     let mut data: Vec<Box<dyn Stream>> = ids
@@ -173,9 +193,7 @@ fn assert_many_data_connections_meet_their_peer_connections(tls: bool) {
             .write_all(payload.as_bytes())
             .expect("write to the data connection");
         stream.flush().expect("flush");
-        let mut back = vec![0u8; payload.len()];
-        stream.read_exact(&mut back).expect("the echo through the splice");
-        assert_eq!(back, payload.as_bytes(), "splice {i}");
+        assert_echoed(stream, &payload, i);
     }
     assert!(
         handoffs_logged(&server) > 0,
@@ -201,10 +219,7 @@ fn tls_data_connections_meet_their_peer_connection_on_its_shard() {
 fn assert_bytes_behind_a_connection_bind_cross_the_handoff(tls: bool) {
     use turnpike::proto::testkit::client::{encode, Challenge, Cred};
     let server = server();
-    let peers: Vec<TcpEcho> = (0..8).map(|_| TcpEcho::start()).collect();
-    let mut control = connect(&server, tls);
-    allocate(&mut control, 6, peers[0].addr);
-    let ids: Vec<u32> = peers.iter().map(|p| connect_peer(&mut control, p.addr)).collect();
+    let (mut control, _peers, ids) = allocation_with_peer_connections(&server, tls, 8);
     // The control connection's nonce, from a challenged Refresh.
     let unsigned = encode(Class::Request, method::REFRESH, transaction_id(), |_| {}, None);
     control.write_all(&unsigned).expect("Refresh");
@@ -228,9 +243,7 @@ fn assert_bytes_behind_a_connection_bind_cross_the_handoff(tls: bool) {
         data.write_all(&bytes).expect("ConnectionBind and data");
         data.flush().expect("flush");
         assert_eq!(code_of(&read_stun(&mut data)), 200, "ConnectionBind {id:08x}");
-        let mut back = vec![0u8; payload.len()];
-        data.read_exact(&mut back).expect("the echo through the splice");
-        assert_eq!(back, payload.as_bytes(), "splice {i}");
+        assert_echoed(&mut data, &payload, i);
     }
     assert!(handoffs_logged(&server) > 0, "no data connection was handed on");
 }

@@ -66,37 +66,6 @@ fn round_trip(data: &mut TcpStream, payload: &[u8]) {
     assert_eq!(back, payload, "the splice altered the bytes");
 }
 
-/// The value of the sample `name{labels}` exactly as written in `/metrics`.
-fn metric(server: &TestServer, sample: &str) -> Option<f64> {
-    let (_, text) = server.http_get("/metrics");
-    text.lines()
-        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
-}
-
-/// Waits (bounded) until every sample has its value: shards publish their
-/// counts every 250 ms.
-fn assert_metrics_settle(server: &TestServer, expected: &[(&str, f64)]) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let wrong: Vec<String> = expected
-            .iter()
-            .filter_map(|(sample, value)| {
-                let scraped = metric(server, sample);
-                (scraped != Some(*value)).then(|| format!("{sample}: expected {value}, scraped {scraped:?}"))
-            })
-            .collect();
-        if wrong.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "metrics do not settle:\n{}",
-            wrong.join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn a_connect_flood_beyond_the_caps_gets_508_while_an_honest_relay_keeps_relaying() {
     let server = TestServer::start(&format!(
@@ -141,23 +110,20 @@ fn a_connect_flood_beyond_the_caps_gets_508_while_an_honest_relay_keeps_relaying
         "a peer connection beyond the cap was kept"
     );
 
-    assert_metrics_settle(
-        &server,
-        &[
-            ("turnpike_peer_connections", 8.0),
-            (
-                r#"turnpike_quota_refusals_total{limit="peer_connections_per_allocation"}"#,
-                2.0,
-            ),
-            (r#"turnpike_quota_refusals_total{limit="peer_connections_total"}"#, 10.0),
-            (r#"turnpike_requests_total{method="connect",code="508"}"#, 11.0),
-        ],
-    );
+    server.assert_metrics_settle(&[
+        ("turnpike_peer_connections", 8.0),
+        (
+            r#"turnpike_quota_refusals_total{limit="peer_connections_per_allocation"}"#,
+            2.0,
+        ),
+        (r#"turnpike_quota_refusals_total{limit="peer_connections_total"}"#, 10.0),
+        (r#"turnpike_requests_total{method="connect",code="508"}"#, 11.0),
+    ]);
     round_trip(&mut data, b"after the flood");
 
     // The flood ends with its control connections: the slots come back.
     drop(answers);
-    assert_metrics_settle(&server, &[("turnpike_peer_connections", 1.0)]);
+    server.assert_metrics_settle(&[("turnpike_peer_connections", 1.0)]);
     let extra = TcpEcho::start();
     let id = honest.connect(extra.addr).expect("a Connect after the flood");
     round_trip(&mut data_connection(&server, id), b"a second peer");
@@ -258,11 +224,11 @@ fn connects_outliving_their_allocation_leave_no_descriptor_behind() {
         tcp.control.write_all(&connect).expect("send Connect");
     }
     let connects_sent = Instant::now();
-    assert_metrics_settle(&server, &[("turnpike_peer_connections", 5.0)]);
+    server.assert_metrics_settle(&[("turnpike_peer_connections", 5.0)]);
     assert!(server.fd_count() >= baseline + 5, "the connects hold no socket?");
 
     drop(tcp);
-    assert_metrics_settle(&server, &[("turnpike_peer_connections", 0.0)]);
+    server.assert_metrics_settle(&[("turnpike_peer_connections", 0.0)]);
     for peer in &mut peers {
         peer.release();
     }
@@ -303,14 +269,11 @@ fn spliced_bytes_are_counted_in_metrics_and_the_allocation_log_line() {
         sent += len;
     }
     assert_eq!(sent, 10_000);
-    assert_metrics_settle(
-        &server,
-        &[
-            (r#"turnpike_relayed_bytes_total{direction="to_peer"}"#, 10_000.0),
-            (r#"turnpike_relayed_bytes_total{direction="to_client"}"#, 10_000.0),
-            (r#"turnpike_rate_limited_bytes_total{limit="allocation"}"#, 0.0),
-        ],
-    );
+    server.assert_metrics_settle(&[
+        (r#"turnpike_relayed_bytes_total{direction="to_peer"}"#, 10_000.0),
+        (r#"turnpike_relayed_bytes_total{direction="to_client"}"#, 10_000.0),
+        (r#"turnpike_rate_limited_bytes_total{limit="allocation"}"#, 0.0),
+    ]);
     drop(tcp);
     let deadline = Instant::now() + PATIENCE;
     loop {
@@ -364,11 +327,8 @@ fn a_splice_is_slowed_to_the_allocation_byte_rate_and_loses_nothing() {
         (expected * 0.8..expected * 1.5 + 0.5).contains(&took),
         "took {took:.2} s, expected about {expected:.2} s"
     );
-    assert_metrics_settle(
-        &server,
-        &[
-            (r#"turnpike_relayed_bytes_total{direction="to_peer"}"#, 300_000.0),
-            (r#"turnpike_relayed_bytes_total{direction="to_client"}"#, 300_000.0),
-        ],
-    );
+    server.assert_metrics_settle(&[
+        (r#"turnpike_relayed_bytes_total{direction="to_peer"}"#, 300_000.0),
+        (r#"turnpike_relayed_bytes_total{direction="to_client"}"#, 300_000.0),
+    ]);
 }

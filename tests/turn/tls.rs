@@ -131,16 +131,11 @@ fn server_refuses_to_start_with_a_missing_or_mismatched_certificate() {
         (&missing, &key_path, missing.display().to_string()),
         (&cert_path, &key_path, "not usable together".to_owned()),
     ] {
-        let config = dir.path().join("turnpike.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[listen]\nudp = []\ntcp = []\ntls = [\"127.0.0.1:0\"]\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
-                cert.display(),
-                key.display()
-            ),
-        )
-        .unwrap();
+        let config = dir.write_config(&format!(
+            "[listen]\nudp = []\ntcp = []\ntls = [\"127.0.0.1:0\"]\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ));
         // Bounded: a server that wrongly starts would otherwise run forever.
         for subcommand in ["run", "check-config"] {
             let mut command = Command::new(turnpike_bin());

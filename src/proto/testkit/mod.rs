@@ -4,6 +4,8 @@
 //! crate's own dev-dependency on itself turns on for `tests/` and
 //! `benches/`), never into the shipped binary.
 //!
+//! * [`core_config`] and [`core_credentials`]: the test core's
+//!   configuration, which each test changes with struct-update syntax;
 //! * [`client`]: long-term credentials as a client holds them, a message
 //!   encoder that signs with them, and the 401/438 challenge dance over any
 //!   transport;
@@ -19,6 +21,8 @@
 pub mod client;
 mod fake_binder;
 pub mod rfc5769;
+mod test_core;
 
 pub use client::{encode, Challenge, Cred};
 pub use fake_binder::{FakeBinder, FakeBinderState};
+pub use test_core::{core_config, core_credentials, RELAY_IP_V4, RELAY_IP_V6};

@@ -44,8 +44,8 @@ use crate::proto::Now;
 
 const REALM: &str = "example.org";
 const SOFTWARE: &str = "turnpike-test";
-const RELAY_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
-const RELAY_IP_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7);
+const RELAY_IP: Ipv4Addr = testkit::RELAY_IP_V4;
+const RELAY_IP_V6: Ipv6Addr = testkit::RELAY_IP_V6;
 /// The fake binder hands out `FIRST_PORT..FIRST_PORT + PORTS`; the first
 /// port is odd so that EVEN-PORT visibly skips it.
 const FIRST_PORT: u16 = 50_001;
@@ -58,6 +58,15 @@ const CAROL_KEY: LongTermKey = [
     0x0b, 0x55, 0x30, 0x83, 0xef, 0x25, 0x17, 0x70, 0x17, 0xe8, 0xec, 0xf2, 0x47, 0xd7, 0xc3, 0x43,
 ];
 const UDP: [u8; 4] = [17, 0, 0, 0];
+
+/// The configured users: alice with `alice_password`, carol with her
+/// precomputed key.
+fn users(alice_password: &str) -> Vec<(String, LongTermKey)> {
+    vec![
+        ("alice".to_owned(), auth::long_term_key("alice", REALM, alice_password)),
+        ("carol".to_owned(), CAROL_KEY),
+    ]
+}
 const IPV6_FAMILY: [u8; 4] = [2, 0, 0, 0];
 
 // Clients, credentials, messages
@@ -334,9 +343,7 @@ impl Harness {
     fn with(s: Settings) -> Harness {
         let config = ServerConfig {
             software: s.software.map(str::to_owned),
-            relay_ip_v4: Some(RELAY_IP),
             relay_ip_v6: s.relay_ip_v6,
-            max_allocation_lifetime: Duration::from_secs(3600),
             max_permissions: s.max_permissions,
             max_channels: s.max_channels,
             hairpin: s.hairpin,
@@ -345,19 +352,13 @@ impl Harness {
             max_peer_connections_per_allocation: s.max_peer_connections_per_allocation,
             max_peer_connections: s.max_peer_connections,
             alternates: s.alternates,
+            ..testkit::core_config()
         };
         let credentials = Credentials::new(CredentialsConfig {
-            realm: REALM.to_owned(),
-            users: vec![
-                ("alice".to_owned(), auth::long_term_key("alice", REALM, "alice-pw")),
-                ("carol".to_owned(), CAROL_KEY),
-            ],
+            users: users("alice-pw"),
             secrets: SECRETS.iter().map(|s| s.as_bytes().to_vec()).collect(),
-            secret_algorithms: vec![auth::SecretAlgorithm::Sha1],
             nonce_ttl: Duration::from_secs(NONCE_TTL),
-            nonce_key: [3; 32],
-            older_nonce_keys: Vec::new(),
-            max_credential_lifetime: Duration::from_secs(7 * 24 * 3600),
+            ..testkit::core_credentials(REALM)
         });
         let quota = Arc::new(AllocationQuota::new(s.max_total, s.max_per_user));
         let live = Arc::new(LiveRelays::default());

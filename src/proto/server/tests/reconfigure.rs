@@ -10,17 +10,9 @@ fn reconfigure_keeps_allocations_and_judges_new_requests_by_the_new_rules() {
     // Reload: alice's password changes, peer_b's network is denied, and an
     // allocation may hold one permission.
     let credentials = Credentials::new(CredentialsConfig {
-        realm: REALM.to_owned(),
-        users: vec![
-            ("alice".to_owned(), auth::long_term_key("alice", REALM, "new-pw")),
-            ("carol".to_owned(), CAROL_KEY),
-        ],
-        secrets: Vec::new(),
-        secret_algorithms: vec![auth::SecretAlgorithm::Sha1],
+        users: users("new-pw"),
         nonce_ttl: Duration::from_secs(NONCE_TTL),
-        nonce_key: [3; 32],
-        older_nonce_keys: Vec::new(),
-        max_credential_lifetime: Duration::from_secs(7 * 24 * 3600),
+        ..testkit::core_credentials(REALM)
     });
     let rules = PeerRules {
         deny: vec!["1.1.1.0/24".parse().expect("cidr")],
@@ -28,17 +20,12 @@ fn reconfigure_keeps_allocations_and_judges_new_requests_by_the_new_rules() {
     };
     let config = ServerConfig {
         software: h.software.map(str::to_owned),
-        relay_ip_v4: Some(RELAY_IP),
         relay_ip_v6: None,
-        max_allocation_lifetime: Duration::from_secs(3600),
         max_permissions: 1,
         max_channels: 1,
-        hairpin: RelayHairpin::default(),
-        allocation_rate: 0,
-        challenge_rate: 0,
         max_peer_connections_per_allocation: 1,
         max_peer_connections: 1,
-        alternates: Default::default(),
+        ..testkit::core_config()
     };
     h.server.reconfigure(config, credentials, PeerFilter::new(rules));
     assert!(h.server.has_allocation(&client(1)), "the allocation survived");
