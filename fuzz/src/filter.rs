@@ -1,15 +1,20 @@
 //! The `peer_filter` and `cidr_parse` targets.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::str::FromStr;
-
 use std::sync::LazyLock;
 
 use turnpike::proto::addr::RelayProtocol;
 use turnpike::proto::live_relays::LiveRelays;
-use turnpike::proto::peer_filter::{normalise, Cidr, PeerFilter, PeerRules, PeerRefusal};
+use turnpike::proto::peer_filter::{normalise, Cidr, PeerFilter, PeerRefusal, PeerRules};
+use turnpike::proto::testkit;
 
-use crate::server::{RELAY_PORTS, RELAY_V4, RELAY_V6, SERVICE_PORT};
+/// The fuzzed server's own addresses, as its peer filter knows them.
+pub const RELAY_V4: Ipv4Addr = testkit::RELAY_IP_V4;
+pub const RELAY_V6: Ipv6Addr = testkit::RELAY_IP_V6;
+pub const RELAY_PORTS: RangeInclusive<u16> = 50_000..=50_100;
+pub const SERVICE_PORT: u16 = 3478;
 
 /// The rules the server harness uses too: operator lists hold IPv4
 /// networks only, so an IPv6 address that embeds an IPv4 one must be

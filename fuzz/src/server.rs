@@ -38,7 +38,6 @@
 //! `handle_timeout(now)` no timer is due.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,6 +53,7 @@ use turnpike::proto::stun::{self, attr, method, Class, Message, MessageWriter, T
 use turnpike::proto::testkit::{self, Cred, FakeBinder};
 use turnpike::proto::Now;
 
+use crate::filter::{v4_rules, RELAY_PORTS, RELAY_V4, RELAY_V6, SERVICE_PORT};
 use crate::hex;
 use crate::message::{self, KNOWN_TYPES, XOR_TYPES};
 
@@ -62,10 +62,6 @@ pub const USER: &str = "alice";
 pub const PASSWORD: &str = "alice-pw";
 pub const SECRET: &[u8] = b"fuzz-shared-secret";
 pub const SOFTWARE: &str = "turnpike-fuzz";
-pub const RELAY_V4: Ipv4Addr = testkit::RELAY_IP_V4;
-pub const RELAY_V6: Ipv6Addr = testkit::RELAY_IP_V6;
-pub const RELAY_PORTS: RangeInclusive<u16> = 50_000..=50_100;
-pub const SERVICE_PORT: u16 = 3478;
 pub const UNIX_START: u64 = 1_700_000_000;
 pub const NONCE_TTL: Duration = Duration::from_secs(3600);
 pub const MAX_LIFETIME: Duration = Duration::from_secs(3600);
@@ -278,7 +274,7 @@ impl Harness {
             ..testkit::core_config()
         };
         let quota = Arc::new(AllocationQuota::new(MAX_TOTAL_ALLOCATIONS, MAX_ALLOCATIONS_PER_USER));
-        let filter = PeerFilter::new(crate::filter::v4_rules());
+        let filter = PeerFilter::new(v4_rules());
         let live = Arc::new(LiveRelays::default());
         let server = Server::new(
             config,

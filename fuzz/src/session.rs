@@ -39,9 +39,9 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use turnpike::proto::source::SourceKey;
 use turnpike::signaling::protocol::{ErrorCode, IceServer};
 use turnpike::signaling::switchboard::{Limits, Outgoing, Switchboard};
-use turnpike::proto::source::SourceKey;
 
 /// Sessions a program can use.
 pub const SESSIONS: usize = 6;
