@@ -3,7 +3,6 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{run_with_timeout, CmdOutput};
@@ -73,9 +72,8 @@ pub fn run_browser_script(
         command.env("TURNPIKE_BROWSER_VERBOSE", "1");
     }
     // Two Chromium runs at once on a small machine starve each other's
-    // pages (getStats then misses its bound): one at a time per binary.
-    static ONE_BROWSER_AT_A_TIME: Mutex<()> = Mutex::new(());
-    let _turn = ONE_BROWSER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // pages (getStats then misses its bound), as does other load.
+    let _alone = super::machine::alone();
     let started = Instant::now();
     let out = run_with_timeout(&mut command, limit);
     eprintln!(

@@ -10,7 +10,8 @@
 //!   [`process`]: what those are built of;
 //! * [`uclient`]: the summary coturn's `turnutils_uclient` prints;
 //! * [`browser`], [`call_summary`], [`private_network`], [`redis_server`]:
-//!   headless Chromium, the network namespace it needs, a real Redis.
+//!   headless Chromium, the network namespace it needs, a real Redis;
+//! * [`machine`]: which calls run alone, and which beside others.
 //!
 //! Everything stays on 127.0.0.1 (or in a namespace of the test's own),
 //! and every wait is bounded in time and in count.
@@ -26,6 +27,7 @@ pub mod call_summary;
 pub mod credentials;
 pub mod echo;
 pub mod http;
+pub mod machine;
 pub mod metrics;
 pub mod pki;
 pub mod ports;

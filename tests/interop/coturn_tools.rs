@@ -6,6 +6,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::common::machine;
 use crate::common::uclient::{parse_uclient_summary, UclientSummary};
 use crate::common::{
     die_with_test, free_udp_port, require_tool, rest_credential, run_with_timeout, unix_now, ChildGuard, TestServer,
@@ -130,6 +131,7 @@ fn assert_uclient_relays_messages_without_loss(
     send_indications: bool,
     length: usize,
 ) {
+    let _beside = machine::beside_others();
     let tool = require_tool("turnutils_uclient");
     let port = match control {
         Control::Tls | Control::TlsTcpRelay => server.tls_addr().port(),
@@ -195,6 +197,7 @@ fn assert_long_term_user_relays_without_loss(how: (Control, Family), traffic: Tr
 /// `turnutils_stunclient` against the server at `loopback`: the reflexive
 /// address it reports is its own, on loopback.
 fn assert_stunclient_learns_its_reflexive_address(loopback: &str) {
+    let _beside = machine::beside_others();
     let tool = require_tool("turnutils_stunclient");
     let server = TestServer::start(LONG_TERM_USER_TOML);
     let output = run_with_timeout(
