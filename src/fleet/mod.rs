@@ -36,11 +36,11 @@ use crate::config::{Config, Secret};
 use crate::net::AdminHandle;
 use crate::process::runtime_thread;
 use crate::signaling::Hub;
-pub use link::{FleetError, COMMAND_TIMEOUT};
 use link::{Link, Subscription, Wording, QUEUE};
-pub use revocations::{RevocationSharer, MAX_BACKOFF, MAX_PENDING, MAX_SHARED};
-pub use rooms::MAX_READ_MEMBERS;
-pub use status::{FleetStatus, RevocationOutcome, RoomCounts, REVOCATION_OUTCOMES};
+pub use revocations::RevocationSharer;
+use revocations::MAX_BACKOFF;
+use status::RevocationOutcome;
+pub use status::{FleetStatus, RoomCounts, REVOCATION_OUTCOMES};
 
 /// What `[fleet]` says, checked, with the instance's name drawn when none
 /// is configured.
@@ -137,11 +137,12 @@ pub fn start(
     };
     let settings = Arc::new(settings);
     let status = Arc::new(FleetStatus::default());
-    let (revocations, sharer) =
-        revocations::Revocations::new(shards, revocations::Names::new(&settings.key_prefix), status.clone());
+    let names = revocations::Names::new(&settings.key_prefix);
+    let revocation_channel = names.channel.clone();
+    let (revocations, sharer) = revocations::Revocations::new(shards, names, status.clone());
     let (revocation_queue, revocation_messages) = mpsc::channel(QUEUE);
     let mut subscriptions = vec![Subscription {
-        channel: revocations::Names::new(&settings.key_prefix).channel,
+        channel: revocation_channel,
         max_bytes: revocation_wire::MAX_MESSAGE_BYTES,
         refused: |status| status.count_revocation(RevocationOutcome::Invalid),
         queue: revocation_queue,
