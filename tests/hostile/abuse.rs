@@ -12,7 +12,10 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::{read_stun, transaction_id, TestServer, LONG_TERM_USER_TOML, PASSWORD, USER};
+use crate::common::uclient::parse_uclient_summary;
+use crate::common::{
+    read_stun, require_tool, run_with_timeout, transaction_id, TestServer, LONG_TERM_USER_TOML, PASSWORD, USER,
+};
 use turnpike::proto::stun::{attr, method, Class, Message, MessageWriter};
 use turnpike::proto::testkit::{encode, Challenge, Cred};
 
@@ -187,7 +190,8 @@ fn password_guessing_is_stopped_and_a_stolen_nonce_is_stale_elsewhere() {
     let server = TestServer::start("[[auth.users]]\nname = \"user\"\npassword = \"pass\"\n[[auth.users]]\nname = \"other\"\npassword = \"other-pw\"\n");
     let guesser = UdpSocket::bind("127.0.0.1:0").expect("bind");
     guesser.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
-    // One username's budget (30 a minute) runs out first...
+    // One address gets five guesses a minute at one username (then it is
+    // refused unseen)...
     for i in 0..35 {
         assert!(!is_success(&udp_allocate(
             &guesser,
@@ -196,8 +200,8 @@ fn password_guessing_is_stopped_and_a_stolen_nonce_is_stale_elsewhere() {
             &format!("guess-{i}")
         )));
     }
-    // ...then the source's (60 a minute) over other usernames.
-    for i in 0..40 {
+    // ...and sixty a minute over all usernames.
+    for i in 0..60 {
         let user = format!("user-{i}");
         assert!(!is_success(&udp_allocate(&guesser, server.addr(), &user, "guess")));
     }
@@ -284,4 +288,119 @@ fn a_peer_flooding_a_relay_port_without_permission_reaches_nobody_and_relaying_g
         .expect("send");
     let (n, _) = client.recv_from(&mut buf).expect("a Binding answer");
     assert_eq!(Message::parse(&buf[..n]).expect("parses").transaction_id(), id);
+}
+
+/// `reason`'s count in `turnpike_auth_failures_total`, once the shards
+/// have published what they counted (four times a second).
+fn auth_failures(server: &TestServer, reason: &str, done: impl Fn(f64) -> bool) -> f64 {
+    let sample = format!(r#"turnpike_auth_failures_total{{reason="{reason}"}}"#);
+    server
+        .wait_metric(&sample, Duration::from_secs(3), done)
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_stale_turnutils_client_does_not_lock_the_shared_user_out() {
+    // One shard, so that every address meets the same tables.
+    let server = TestServer::start_with("workers = 1", LONG_TERM_USER_TOML);
+    let uclient = require_tool("turnutils_uclient");
+    let port = server.addr().port().to_string();
+    // A client left with an old password for the user every client shares:
+    // coturn's client retries at once, over and over.
+    let stale = run_with_timeout(
+        std::process::Command::new(&uclient).args([
+            "-u",
+            USER,
+            "-w",
+            "old-password",
+            "-p",
+            &port,
+            "-n",
+            "1",
+            "-m",
+            "1",
+            "-y",
+            "127.0.0.1",
+        ]),
+        Duration::from_secs(20),
+    );
+    assert!(!stale.success(), "the stale password worked: {}", stale.combined());
+    let looked_at = auth_failures(&server, "bad_integrity", |n| n >= 5.0);
+    let refused = auth_failures(&server, "rate_limited", |n| n > 0.0);
+    assert!(
+        looked_at + refused > 30.0,
+        "the stale client tried more often than the username's budget: {looked_at} + {refused}"
+    );
+    assert_eq!(looked_at, 5.0, "one address gets five guesses at one username");
+    // The other clients of the user, from addresses of their own, relay.
+    let honest = run_with_timeout(
+        std::process::Command::new(&uclient).args([
+            "-u",
+            USER,
+            "-w",
+            PASSWORD,
+            "-p",
+            &port,
+            "-n",
+            "20",
+            "-m",
+            "2",
+            "-y",
+            "-L",
+            HONEST,
+            "127.0.0.1",
+        ]),
+        Duration::from_secs(20),
+    );
+    let summary = parse_uclient_summary(&honest.stdout);
+    assert!(
+        honest.success() && summary.is_some_and(|s| s.sent > 0 && s.lost == 0),
+        "an honest client was locked out: {}",
+        honest.combined()
+    );
+    let another = UdpSocket::bind("127.0.0.3:0").expect("bind 127.0.0.3");
+    another.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    assert!(is_success(&udp_allocate(&another, server.addr(), USER, PASSWORD)));
+}
+
+#[test]
+fn guesses_spread_over_many_addresses_get_only_the_usernames_budget() {
+    let server = TestServer::start_with("workers = 1", LONG_TERM_USER_TOML);
+    // A client of the user, before the guessing starts.
+    let known = UdpSocket::bind(format!("{HONEST}:0")).expect("bind");
+    known.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    assert!(is_success(&udp_allocate(&known, server.addr(), USER, PASSWORD)));
+    // Three guesses from each of 100 addresses.
+    for i in 0..100u8 {
+        let guesser = UdpSocket::bind(format!("127.0.1.{}:0", i + 1)).expect("bind");
+        guesser.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+        for j in 0..3 {
+            assert!(!is_success(&udp_allocate(
+                &guesser,
+                server.addr(),
+                USER,
+                &format!("guess-{i}-{j}")
+            )));
+        }
+    }
+    let refused = auth_failures(&server, "rate_limited", |n| n >= 270.0);
+    let looked_at = auth_failures(&server, "bad_integrity", |n| n >= 30.0);
+    assert_eq!(
+        (looked_at, refused),
+        (30.0, 270.0),
+        "of 300 guesses, the username's budget (30 a minute) was looked at"
+    );
+    // While the budget is spent, a new address is refused even with the
+    // right password (the trade-off SECURITY.md states)...
+    let newcomer = UdpSocket::bind("127.0.2.1:0").expect("bind");
+    newcomer
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    assert!(!is_success(&udp_allocate(&newcomer, server.addr(), USER, PASSWORD)));
+    // ...but the address that authenticated as the user lately goes on.
+    let known_again = UdpSocket::bind(format!("{HONEST}:0")).expect("bind");
+    known_again
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    assert!(is_success(&udp_allocate(&known_again, server.addr(), USER, PASSWORD)));
 }

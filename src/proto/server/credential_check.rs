@@ -56,9 +56,10 @@ impl<B: RelayBinder> Server<B> {
     }
 
     /// Long-term credential check in the order of RFC 8489 §9.2.4, with
-    /// failures limited per source and per username (a guesser gets 401s
-    /// without a look at its guesses once over the limit), and the same
-    /// work for a username that does not exist as for one that does.
+    /// failures limited per source, per source and username, and per
+    /// username (`failure_limits`: a guesser gets 401s without a look at
+    /// its guesses once over a limit), and the same work for a username
+    /// that does not exist as for one that does.
     pub(super) fn authenticate<'m>(
         &mut self,
         client: ClientAddr,
@@ -110,6 +111,7 @@ impl<B: RelayBinder> Server<B> {
                 for long_term in keys {
                     let key = stun::integrity_key(&long_term);
                     if msg.verify_integrity(&key) {
+                        self.failures.record_success(&source, username, now.mono);
                         return Ok(Authenticated { username, key });
                     }
                 }
@@ -129,7 +131,7 @@ impl<B: RelayBinder> Server<B> {
         };
         debug!(%client, username, reason, "authentication failed");
         self.count_auth_failure(failure);
-        self.failures.record(&source, username, now.mono);
+        self.failures.record_failure(&source, username, now.mono);
         Err(Failure::Challenge(ErrorCode::Unauthorized))
     }
 

@@ -137,28 +137,62 @@ fn a_credential_that_lives_beyond_the_longest_accepted_lifetime_is_refused() {
 }
 
 #[test]
-fn failures_are_limited_per_source_and_per_username_and_over_the_limit_even_the_right_password_is_refused() {
+fn a_client_with_a_stale_password_is_stopped_without_locking_out_the_others() {
     let mut h = Harness::new();
-    // 30 wrong guesses for alice from one address use up her minute.
-    let wrong = Cred::new("alice", REALM, "guess");
-    for _ in 0..30 {
+    // A client left with an old password for the shared user alice gets
+    // five guesses a minute; then even the right password from it is
+    // refused, without a look.
+    let wrong = Cred::new("alice", REALM, "old-password");
+    for _ in 0..5 {
         h.request(client(1), &wrong, method::ALLOCATE, udp)
             .assert_challenge(401);
     }
     h.request(client(1), &alice(), method::ALLOCATE, udp)
         .assert_challenge(401);
-    // From another address too: the limit is alice's.
-    h.request(client(2), &alice(), method::ALLOCATE, udp)
+    // Everyone else with the right password gets in (the harness allows
+    // alice two allocations).
+    h.allocate(client(2));
+    let failures = h.server.snapshot(h.now().mono).counters.auth_failures;
+    assert_eq!(failures[stats::AuthFailure::BadIntegrity as usize], 5);
+    assert_eq!(failures[stats::AuthFailure::RateLimited as usize], 1);
+    // It has one guess back after twelve seconds (five a minute).
+    h.elapsed += Duration::from_secs(12);
+    h.allocate(client(1));
+}
+
+#[test]
+fn guesses_from_many_addresses_get_the_usernames_budget_and_its_recent_clients_stay_in() {
+    let mut h = Harness::new();
+    h.allocate(client(1));
+    // Thirty guesses at alice, five from each of six addresses, spend her
+    // minute: a seventh address is refused without a look.
+    let wrong = Cred::new("alice", REALM, "guess");
+    for n in 10..16 {
+        for _ in 0..5 {
+            h.request(client(n), &wrong, method::ALLOCATE, udp)
+                .assert_challenge(401);
+        }
+    }
+    h.request(client(20), &wrong, method::ALLOCATE, udp)
+        .assert_challenge(401);
+    h.request(client(21), &alice(), method::ALLOCATE, udp)
         .assert_challenge(401);
     let failures = h.server.snapshot(h.now().mono).counters.auth_failures;
     assert_eq!(failures[stats::AuthFailure::BadIntegrity as usize], 30);
     assert_eq!(failures[stats::AuthFailure::RateLimited as usize], 2);
-    // carol is not affected, and alice has one failure's worth back after
-    // two seconds (30 a minute).
+    // The address that authenticated as alice lately goes on: another of
+    // its ports allocates, and carol is not affected.
+    let again = ClientAddr {
+        remote: SocketAddr::new(client(1).remote.ip(), 50_000),
+        ..client(1)
+    };
+    h.allocate(again);
     h.allocate_as(client(3), &carol());
-    h.elapsed += Duration::from_secs(2);
-    h.allocate(client(1));
-    // One source guessing many usernames is stopped after 60.
+}
+
+#[test]
+fn one_source_guessing_many_usernames_is_stopped_after_sixty() {
+    let mut h = Harness::new();
     for i in 0..60 {
         let guess = Cred::new(&format!("user{i}"), REALM, "x");
         h.request(client(4), &guess, method::ALLOCATE, udp)
@@ -166,6 +200,7 @@ fn failures_are_limited_per_source_and_per_username_and_over_the_limit_even_the_
     }
     h.request(client(4), &carol(), method::ALLOCATE, udp)
         .assert_challenge(401);
+    h.allocate_as(client(5), &carol());
 }
 
 #[test]
