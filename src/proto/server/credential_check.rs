@@ -2,9 +2,9 @@
 //! requests earn a 401 challenge at all ([`Server::challengeable`], so
 //! that a spoofed source cannot make the server send 401s towards someone
 //! else), and the check of a signed one in the RFC's order
-//! ([`Server::authenticate`]), with failures limited per source and per
-//! username (`failure_limits`) and the same work for a username that does
-//! not exist as for one that does.
+//! ([`Server::authenticate`]), with failures limited per source, per source
+//! and username, and per username (`failure_limits`), and the same work
+//! for a username that does not exist as for one that does.
 
 use ring::hmac;
 use tracing::debug;
