@@ -161,8 +161,10 @@ impl RecvBatch {
     /// Reads what `socket` has, up to [`RECV_BATCH`] datagrams, without
     /// blocking; returns how many (a would-block error when none).
     pub(in crate::net) fn recv(&mut self, socket: &impl AsRawFd) -> io::Result<usize> {
+        // Zeroed, not uninitialised: the kernel writes only `msg_namelen`
+        // bytes of each, and the whole storage is read back below.
         let mut names: [MaybeUninit<socket2::SockAddrStorage>; RECV_BATCH] =
-            [const { MaybeUninit::uninit() }; RECV_BATCH];
+            [const { MaybeUninit::zeroed() }; RECV_BATCH];
         let mut iovs: [MaybeUninit<libc::iovec>; RECV_BATCH] = [const { MaybeUninit::uninit() }; RECV_BATCH];
         let mut hdrs: [MaybeUninit<libc::mmsghdr>; RECV_BATCH] = [const { MaybeUninit::uninit() }; RECV_BATCH];
         for (i, buf) in self.bufs.iter_mut().enumerate() {
@@ -196,8 +198,9 @@ impl RecvBatch {
             // SAFETY: the kernel filled the first `n` headers.
             let hdr = unsafe { hdrs[i].assume_init_ref() };
             let truncated = hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-            // SAFETY: the kernel wrote `msg_namelen` bytes of an address
-            // into the storage, which is `sockaddr_storage` underneath.
+            // SAFETY: every byte of the storage is initialised (zeroed,
+            // then `msg_namelen` of them written by the kernel), and it is
+            // `sockaddr_storage` underneath.
             let from = unsafe {
                 let storage = names[i].assume_init_read();
                 socket2::SockAddr::new(storage, hdr.msg_hdr.msg_namelen).as_socket()
@@ -312,7 +315,8 @@ impl<S: AsRawFd> TxQueue<S> {
             let end = self.entries[first..]
                 .iter()
                 .position(|e| e.fd != fd)
-                .map_or(self.entries.len(), |p| first + p);
+                .map_or(self.entries.len(), |p| first + p)
+                .min(first + MAX_ENTRIES);
             let mut batch: [MaybeUninit<Datagram<'_>>; MAX_ENTRIES] = [const { MaybeUninit::uninit() }; MAX_ENTRIES];
             for (slot, e) in batch.iter_mut().zip(&self.entries[first..end]) {
                 slot.write(Datagram {
@@ -321,8 +325,8 @@ impl<S: AsRawFd> TxQueue<S> {
                     segment: (e.count > 1).then_some(e.segment as u16),
                 });
             }
-            // SAFETY: the first `end - first` (at most MAX_ENTRIES, the
-            // queue's cap) slots were just written.
+            // SAFETY: the first `end - first` slots were just written
+            // (`end` is at most MAX_ENTRIES past `first`, the batch's size).
             let batch = unsafe { std::slice::from_raw_parts(batch.as_ptr() as *const Datagram<'_>, end - first) };
             dropped += send_all(tx, fd, batch, &mut self.gso, &mut self.gso_failures);
             first = end;
