@@ -185,3 +185,38 @@ fn sender_tag(client: ClientAddr) -> u16 {
 fn rate_and_burst(rate: u64) -> (u64, u64) {
     (rate, rate.saturating_mul(4).max(512))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn udp_from(remote: &str) -> ClientAddr {
+        ClientAddr {
+            transport: Transport::Udp,
+            local: SocketAddr::from(([192, 0, 2, 1], 3478)),
+            remote: remote.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn memory_is_fixed_whatever_the_number_of_sources() {
+        #[allow(clippy::disallowed_methods)]
+        let t0 = Instant::now();
+        assert!(size_of::<Grace>() <= 64, "{} bytes a slot", size_of::<Grace>());
+        let mut budget = ChallengeBudget::new(&[1; 32], 100);
+        for i in 0u32..20_000 {
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i);
+            budget.admit(udp_from(&format!("{ip}:{}", 1024 + i % 1000)), 1_000, t0);
+        }
+        assert_eq!(budget.graces.len(), CHALLENGE_SLOTS);
+    }
+
+    #[test]
+    fn the_ports_of_one_ipv4_address_are_told_apart() {
+        let tags: std::collections::HashSet<u16> = (0..=u16::MAX)
+            .map(|port| sender_tag(udp_from(&format!("198.51.100.7:{port}"))))
+            .collect();
+        assert_eq!(tags.len(), 1 << 16);
+    }
+}
