@@ -106,11 +106,14 @@ pub struct LimitsSection {
     /// applies to users with no allocation yet. Default: 0.
     pub user_bytes_per_second: u64,
     /// Bytes a second of 401 and 438 challenges one source address may
-    /// get, on each worker, with four seconds of it in a burst; beyond it
-    /// unauthenticated requests from that address go unanswered (a real
-    /// client retransmits). Bounds what a spoofed source can reflect at a
-    /// victim. A challenge is about 60 bytes, so the default passes some
-    /// 270 a second from one address (a large NAT). 0: no limit.
+    /// get over UDP, on each worker, with four seconds of it in a burst;
+    /// beyond it unauthenticated requests from that address go unanswered
+    /// but for one grace challenge a second, given in turn to senders
+    /// (ports) that have not had one lately, which a real client's
+    /// retransmission gets. Bounds what a spoofed source can reflect at a
+    /// victim. TCP and TLS (not spoofable) neither need nor spend it. A
+    /// challenge is about 60 bytes, so the default passes some 270 a
+    /// second from one address (a large NAT). 0: no limit.
     /// Default: 16384.
     pub challenge_bytes_per_second: u64,
 }

@@ -22,6 +22,8 @@
 //! * this file: the API, request dispatch, and timers;
 //! * [`credential_check`] — the long-term credential check (RFC 8489
 //!   §9.2.4) and which unsigned requests are challenged at all;
+//! * [`challenge_budget`] — which challenges are sent: streams always,
+//!   UDP within a per-source budget and an occasional grace beyond it;
 //! * [`request`] — requests parsed into typed values;
 //! * [`answer`] — error codes and how answers are encoded and counted;
 //! * [`binding`] — Binding;
@@ -50,6 +52,7 @@ mod allocate;
 mod allocation;
 mod answer;
 mod binding;
+mod challenge_budget;
 mod credential_check;
 mod data_plane;
 mod failure_limits;
@@ -85,6 +88,7 @@ pub use self::try_alternate::Alternates;
 
 use self::allocation::Allocation;
 use self::answer::Failure;
+use self::challenge_budget::{Admission, ChallengeBudget};
 use self::credential_check::Authenticated;
 use self::failure_limits::FailureLimits;
 use self::tcp_relay::PeerConnection;
@@ -94,7 +98,6 @@ use super::live_relays::LiveRelays;
 use super::method::Method;
 use super::peer_filter::PeerFilter;
 use super::quota::AllocationQuota;
-use super::rate_table::RateTable;
 use super::revocations::Revocations;
 use super::source::SourceKey;
 use super::stats::{Counters, EndReason, LimitRefusal, Snapshot};
@@ -192,8 +195,8 @@ pub struct Server<B> {
     /// ConnectionAttempt): they carry no security meaning but should not
     /// repeat.
     indication_ids: XorShift,
-    /// What each source address may still get in challenges.
-    challenges: RateTable,
+    /// Which challenges are sent (per-source budget and grace over UDP).
+    challenges: ChallengeBudget,
     failures: FailureLimits,
     /// Checked against a request whose username has no key, so that it
     /// costs what a real check costs.
@@ -217,7 +220,7 @@ impl<B: RelayBinder> Server<B> {
     ) -> Server<B> {
         let mut ids_seed = [0u8; 8];
         ids_seed.copy_from_slice(&seed[..8]);
-        let challenges = challenge_budget(&seed, config.challenge_rate);
+        let challenges = ChallengeBudget::new(&seed, config.challenge_rate);
         Server {
             config,
             credentials,
@@ -290,8 +293,7 @@ impl<B: RelayBinder> Server<B> {
         self.config.max_permissions = config.max_permissions;
         self.config.max_channels = config.max_channels;
         self.config.allocation_rate = config.allocation_rate;
-        let (rate, burst) = challenge_rate_and_burst(config.challenge_rate);
-        self.challenges.set_rate(rate, burst);
+        self.challenges.set_rate(config.challenge_rate);
         self.config.challenge_rate = config.challenge_rate;
         self.config.max_peer_connections_per_allocation = config.max_peer_connections_per_allocation;
         self.config.max_peer_connections = config.max_peer_connections;
@@ -419,16 +421,19 @@ impl<B: RelayBinder> Server<B> {
             Err(failure) => {
                 debug!(%client, method = msg.method(), ?failure, "request refused");
                 let (answer, code) = self.encode_failure(client, msg, failure, key.as_ref(), now.unix_secs);
-                // Challenges to one source spend its budget; beyond it the
-                // request goes unanswered, and a real client retransmits.
-                if matches!(failure, Failure::Challenge(_))
-                    && !self
-                        .challenges
-                        .try_take(&source_key(client).octets(), answer.len() as u64, now.mono)
-                {
-                    self.counters.refusals[LimitRefusal::ChallengeBudget as usize] += 1;
-                    trace!(%client, "challenge budget of the source spent; request dropped");
-                    return None;
+                // Over UDP, challenges to one source spend its budget; beyond
+                // it the request goes unanswered but for a grace now and
+                // then, which a real client's retransmission gets.
+                if let Failure::Challenge(_) = failure {
+                    match self.challenges.admit(client, answer.len() as u64, now.mono) {
+                        Admission::Refused => {
+                            self.counters.refusals[LimitRefusal::ChallengeBudget as usize] += 1;
+                            trace!(%client, "challenge budget of the source spent; request dropped");
+                            return None;
+                        }
+                        Admission::Grace => trace!(%client, "challenge budget of the source spent; a grace"),
+                        Admission::Stream | Admission::Budget => {}
+                    }
                 }
                 self.counters.request(method, code.code());
                 Some(answer)
@@ -465,22 +470,6 @@ const MAX_USERNAME_BYTES: usize = 513;
 /// Who `client` counts against in the per-source limits.
 pub(super) fn source_key(client: ClientAddr) -> SourceKey {
     SourceKey::from(client.remote.ip())
-}
-
-/// Slots of the per-source challenge budget: fixed memory (about 64 KiB a
-/// shard) however many sources there are.
-const CHALLENGE_SLOTS: usize = 1024;
-
-/// The per-source challenge budget: `rate` bytes a second, and four
-/// seconds of it (at least a few challenges) at once.
-fn challenge_budget(seed: &[u8; 32], rate: u64) -> RateTable {
-    let key = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, seed), b"challenge budget");
-    let (rate, burst) = challenge_rate_and_burst(rate);
-    RateTable::new(key.as_ref(), CHALLENGE_SLOTS, rate, burst)
-}
-
-fn challenge_rate_and_burst(rate: u64) -> (u64, u64) {
-    (rate, rate.saturating_mul(4).max(512))
 }
 
 /// A fresh transaction id for an indication the server sends. A free

@@ -17,6 +17,7 @@ mod admin;
 mod allocate;
 mod authentication;
 mod binding;
+mod challenge_budget;
 mod data_plane;
 mod hostile_input;
 mod permissions;
