@@ -7,9 +7,16 @@
 //! connection of `listen.http` is, by the same [`super::serve_connection`]
 //! with a place in the same [`ConnectionTable`]: the same limits, the same
 //! monitoring reserve (a connection refused there is closed at once), the
-//! same header deadline, counted from its arrival here (its handshake was
-//! bounded by the shard's setup deadline). The bytes the shard read to
-//! classify it are read first, so the request reaches hyper whole.
+//! same deadline for its first request's headers (10 s, 2 s on a
+//! monitoring slot), counted from its arrival here: a [`HandedHttp`]
+//! does not carry the time the shard accepted it. Before that, the
+//! shard held its PROXY header, handshake and first bytes to one setup
+//! deadline from its accept (`limits.connection_setup_timeout`, 10 s by
+//! default), and the queue holds it only as long as this thread takes to
+//! take it off; so from the shard's accept to its first request's headers
+//! a handed connection is held at most `connection_setup_timeout` + 10 s
+//! (plus that queue wait). The bytes the shard read to classify it are
+//! read first, so the request reaches hyper whole.
 
 use std::sync::{Arc, Mutex};
 
@@ -43,7 +50,7 @@ pub(super) async fn serve(
         let Some(slot) = super::admit(&connections, handed.remote, handed.local) else {
             continue;
         };
-        let timeout = super::timeout_of(slot.admission());
-        tokio::spawn(super::serve_connection(handed.stream, router.clone(), slot, timeout));
+        let deadline = tokio::time::Instant::now() + super::timeout_of(slot.admission());
+        tokio::spawn(super::serve_connection(handed.stream, router.clone(), slot, deadline));
     }
 }

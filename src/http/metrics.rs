@@ -396,6 +396,14 @@ impl Collector for TurnpikeCollector {
             Gauge,
             one(sessions as u64),
         )?;
+        family(
+            e,
+            "turnpike_signaling_detached_sessions",
+            "Signaling sessions kept for resume after their socket dropped, each holding its connection's slot",
+            None,
+            Gauge,
+            one(self.hub.detached_count() as u64),
+        )?;
         let counters = self.hub.counters();
         let messages = by_label("type", &MESSAGE_KINDS, counters.messages);
         family(

@@ -15,13 +15,19 @@
 //! (one beyond is closed at accept; from a proxy of
 //! `listen.proxy_protocol_from`, by the client its PROXY header names,
 //! once read: see [`ProxyProtocol::accept`]), plus [`limits::MONITORING_SLOTS`] kept
-//! back for `/metrics`, `/healthz` and `/readyz` (see [`limits`]); 10 s to
-//! finish a TLS handshake or send request headers (an idle keep-alive
-//! connection is closed after as long; 2 s on a monitoring slot); and the
-//! per-session limits of `crate::signaling::switchboard`. The HTTP connections
-//! of a TLS port shared with TURN (`signaling.share_tls_port`), handed
-//! over by the shards after their handshake, are held to the same table
-//! and deadlines from when they arrive here (`handed`).
+//! back for `/metrics`, `/healthz` and `/readyz` (see [`limits`]); one
+//! deadline of 10 s from accept (2 s on a monitoring slot) for everything
+//! before the first request is served: the PROXY header from a listed
+//! proxy, the TLS handshake and the first request's headers together, not
+//! each in turn (the next requests of a keep-alive connection then get as
+//! long each for their headers, counted from when hyper starts reading
+//! them, so an idle one is closed after as long); and the per-session
+//! limits of `crate::signaling::switchboard`, whose sessions kept for
+//! resume keep their connection's place in the table until they are
+//! resumed or their grace ends (`ws`). The HTTP connections of a TLS port
+//! shared with TURN (`signaling.share_tls_port`), handed over by the
+//! shards after their handshake, are held to the same table and
+//! deadlines, counted from when they arrive here (`handed`).
 //!
 //! * `ws`: `GET /ws`, the Origin and token checks and the upgrade to a
 //!   signaling session;
@@ -50,6 +56,7 @@ mod ws;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -74,8 +81,10 @@ use crate::signaling::{Hub, IceConfig};
 use app::{Access, App, ConnectionSlot};
 use limits::{Admission, ConnectionTable, MONITORING_PATHS};
 
-/// Time a client has to finish its TLS handshake and send its request
-/// headers.
+/// Time from accept a client has to send its PROXY header (from a listed
+/// proxy), finish its TLS handshake and send its first request's headers,
+/// all together; then, on a keep-alive connection, to send each next
+/// request's headers.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The same on a monitoring slot, which must not be held long: a scraper
@@ -237,6 +246,9 @@ async fn accept_loop(
         let Some((stream, remote)) = accept_until_stopped(&listener, &mut stopped, "HTTP").await else {
             return;
         };
+        // The one deadline of everything before the first request starts
+        // now.
+        let accepted = tokio::time::Instant::now();
         let Ok(local) = stream.local_addr() else {
             continue;
         };
@@ -252,28 +264,29 @@ async fn accept_loop(
         let (router, tls, proxy, connections) = (router.clone(), tls.clone(), proxy.clone(), connections.clone());
         tokio::spawn(async move {
             let mut stream = stream;
-            let header_timeout = early
-                .as_ref()
-                .map_or(HANDSHAKE_TIMEOUT, |slot| timeout_of(slot.admission()));
-            let deadline = tokio::time::Instant::now() + header_timeout;
+            // Until the header names the client, a trusted proxy's
+            // connection has no slot: it gets the general deadline, and the
+            // monitoring one is checked once it has a slot.
+            let header_deadline = accepted + early.as_ref().map_or(HANDSHAKE_TIMEOUT, |s| timeout_of(s.admission()));
             // Before TLS and hyper: nothing past the header is read.
-            let remote = match proxy.accept(&mut stream, remote, deadline).await {
+            let remote = match proxy.accept(&mut stream, remote, header_deadline).await {
                 Ok(client) => client,
                 Err(e) => return debug!(%remote, error = %e, "HTTP connection refused (PROXY protocol)"),
             };
             let Some(slot) = early.or_else(|| admit(&connections, remote, local)) else {
                 return;
             };
-            let timeout = timeout_of(slot.admission());
+            let deadline = accepted + timeout_of(slot.admission());
             let _ = stream.set_nodelay(true);
             match tls {
-                None => serve_connection(stream, router, slot, timeout).await,
-                Some(certificates) => match tokio::time::timeout(timeout, certificates.acceptor().accept(stream)).await
-                {
-                    Ok(Ok(stream)) => serve_connection(stream, router, slot, timeout).await,
-                    Ok(Err(e)) => debug!(%remote, "HTTPS handshake failed: {e}"),
-                    Err(_) => debug!(%remote, "HTTPS handshake timed out"),
-                },
+                None => serve_connection(stream, router, slot, deadline).await,
+                Some(certificates) => {
+                    match tokio::time::timeout_at(deadline, certificates.acceptor().accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, router, slot, deadline).await,
+                        Ok(Err(e)) => debug!(%remote, "HTTPS handshake failed: {e}"),
+                        Err(_) => debug!(%remote, "HTTPS handshake timed out"),
+                    }
+                }
             }
         });
     }
@@ -294,7 +307,8 @@ fn admit(connections: &Arc<Mutex<ConnectionTable>>, remote: SocketAddr, local: S
     }
 }
 
-/// Time to finish a TLS handshake and send request headers.
+/// Time from accept to the first request's headers, and then for each
+/// next request's headers.
 fn timeout_of(admission: Admission) -> Duration {
     match admission {
         Admission::General => HANDSHAKE_TIMEOUT,
@@ -302,26 +316,35 @@ fn timeout_of(admission: Admission) -> Duration {
     }
 }
 
-/// Serves one connection. On a monitoring slot only [`MONITORING_PATHS`]
-/// are answered (anything else gets 503) and the connection closes after
-/// one request.
-async fn serve_connection<S>(stream: S, router: Router, slot: ConnectionSlot, timeout: Duration)
+/// Serves one connection, whose first request's headers must be read by
+/// `first_by` (the connection is closed then otherwise). On a monitoring
+/// slot only [`MONITORING_PATHS`] are answered (anything else gets 503)
+/// and the connection closes after one request.
+async fn serve_connection<S>(stream: S, router: Router, slot: ConnectionSlot, first_by: tokio::time::Instant)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let monitoring_only = slot.admission() == Admission::Monitoring;
-    let service = hyper::service::service_fn(move |mut request: axum::http::Request<hyper::body::Incoming>| {
-        request.extensions_mut().insert(slot.clone());
-        let mut router = router.clone();
-        async move {
-            if monitoring_only && !MONITORING_PATHS.contains(&request.uri().path()) {
-                let busy = (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the server is at its connection limit\n",
-                );
-                return Ok::<_, Infallible>(busy.into_response());
+    let timeout = timeout_of(slot.admission());
+    // Set when hyper has read the first request's headers (it calls the
+    // service right after).
+    let started = Arc::new(AtomicBool::new(false));
+    let service = hyper::service::service_fn({
+        let started = started.clone();
+        move |mut request: axum::http::Request<hyper::body::Incoming>| {
+            started.store(true, Ordering::Relaxed);
+            request.extensions_mut().insert(slot.clone());
+            let mut router = router.clone();
+            async move {
+                if monitoring_only && !MONITORING_PATHS.contains(&request.uri().path()) {
+                    let busy = (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the server is at its connection limit\n",
+                    );
+                    return Ok::<_, Infallible>(busy.into_response());
+                }
+                tower::Service::call(&mut router, request).await
             }
-            tower::Service::call(&mut router, request).await
         }
     });
     let connection = hyper::server::conn::http1::Builder::new()
@@ -330,7 +353,17 @@ where
         .keep_alive(!monitoring_only)
         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
         .with_upgrades();
-    if let Err(e) = connection.await {
+    tokio::pin!(connection);
+    // hyper's own header timeout starts afresh when it starts reading a
+    // request; the first one's headers are also held to `first_by`.
+    let ended = tokio::select! {
+        ended = &mut connection => ended,
+        () = tokio::time::sleep_until(first_by) => match started.load(Ordering::Relaxed) {
+            true => connection.await,
+            false => return debug!("HTTP request headers not read by the deadline from accept; closing"),
+        },
+    };
+    if let Err(e) = ended {
         debug!("HTTP connection ended: {e}");
     }
 }

@@ -18,7 +18,8 @@ use crate::proto::auth;
 use crate::signaling::session::{self, Authorization};
 
 /// `GET /ws`: checks the Origin and the token, then upgrades to a
-/// [`session`], which keeps the connection's slot until it ends. A missing
+/// [`session`], which keeps the connection's slot until it ends, and
+/// beyond while it is kept for resume. A missing
 /// or bad token is still upgraded, so that the client reads an
 /// `unauthorized` error before the close.
 pub(super) async fn ws(
@@ -52,7 +53,8 @@ pub(super) async fn ws(
         .max_message_size(hard_limit)
         .max_frame_size(hard_limit)
         .on_upgrade(move |socket| async move {
-            session::run(socket, hub, host, source, authorization).await;
-            drop(slot);
+            // The session gives the slot back when it ends, or the hub
+            // keeps it while the session is detached for resume.
+            session::run(socket, hub, host, source, authorization, Box::new(slot)).await;
         })
 }

@@ -4,8 +4,16 @@
 //!
 //! Sessions ([`super::session`]) reach each other only through the hub,
 //! held for a few map operations per message (signaling is a few messages
-//! a second per peer, so one lock is plenty). Lock order: the hub's state,
-//! then nothing; the ICE config is read before the state is locked.
+//! a second per peer, so one lock is plenty). Nothing is locked while the
+//! hub's state is, and the ICE config is read before it is locked.
+//!
+//! A session detached for resume keeps the place its connection held in
+//! the HTTP side's connection table (a [`ConnectionPlace`], opaque here)
+//! until the switchboard releases it (resumed, grace over, evicted or
+//! ended), so that connections and detached sessions together stay
+//! within `signaling.max_connections` (and `max_connections_per_source`
+//! for their source). Places are given back after the hub's lock is let
+//! go (giving one back takes the connection table's lock).
 //!
 //! [`Hub::run_timers`] sleeps until the switchboard's next deadline (a
 //! grace period's end, a credential refresh) and is woken when an earlier
@@ -39,10 +47,21 @@ pub struct SessionLimits {
     pub resume_grace: Duration,
 }
 
+/// The place a connection holds in the HTTP side's connection table
+/// (`signaling.max_connections`, `max_connections_per_source`), opaque
+/// here: dropping it gives the place back. A session detached for resume
+/// keeps its connection's place in the hub until it is resumed (the new
+/// connection holds a place of its own) or its grace ends.
+pub type ConnectionPlace = Box<dyn std::any::Any + Send>;
+
 struct HubState {
     board: Switchboard,
     /// Connection id → its wake-up; one per running driver.
     wakers: HashMap<String, Arc<Notify>>,
+    /// Peer id of a detached session → the place its connection held;
+    /// exactly the detached sessions kept by [`Hub::disconnect`] (the
+    /// switchboard names each released one, and it is dropped then).
+    places: HashMap<String, ConnectionPlace>,
     /// The deadline the timer task sleeps until.
     armed: Option<std::time::Instant>,
 }
@@ -113,6 +132,7 @@ impl Hub {
             state: Mutex::new(HubState {
                 board,
                 wakers: HashMap::new(),
+                places: HashMap::new(),
                 armed: None,
             }),
             limits: session,
@@ -168,24 +188,45 @@ impl Hub {
     }
 
     /// Runs `f` on the switchboard, then wakes the connections it named,
-    /// and the timer task if the next deadline moved earlier.
+    /// and the timer task if the next deadline moved earlier; the places
+    /// of the detached sessions it released are given back once the lock
+    /// is let go.
     pub fn with<R>(&self, f: impl FnOnce(&mut Switchboard) -> R) -> R {
-        let mut state = self.lock();
-        let result = f(&mut state.board);
-        while let Some(id) = state.board.poll_woken() {
-            if let Some(waker) = state.wakers.get(&id) {
-                waker.notify_one();
+        self.with_state(|state| f(&mut state.board))
+    }
+
+    fn with_state<R>(&self, f: impl FnOnce(&mut HubState) -> R) -> R {
+        let mut released = Vec::new();
+        let result = {
+            let mut state = self.lock();
+            let result = f(&mut state);
+            while let Some(id) = state.board.poll_woken() {
+                if let Some(waker) = state.wakers.get(&id) {
+                    waker.notify_one();
+                }
             }
-        }
-        if state.board.has_fleet_events() {
-            self.fleet_wake.notify_one();
-        }
-        let next = state.board.poll_timeout();
-        if next.is_some_and(|next| state.armed.is_none_or(|armed| next < armed)) {
-            state.armed = next;
-            self.timer.notify_one();
-        }
+            while let Some(peer) = state.board.poll_released() {
+                released.extend(state.places.remove(&peer));
+            }
+            if state.board.has_fleet_events() {
+                self.fleet_wake.notify_one();
+            }
+            let next = state.board.poll_timeout();
+            if next.is_some_and(|next| state.armed.is_none_or(|armed| next < armed)) {
+                state.armed = next;
+                self.timer.notify_one();
+            }
+            result
+        };
+        // Dropped here, not under the hub's lock: giving a place back
+        // takes the connection table's.
+        drop(released);
         result
+    }
+
+    /// Sessions kept for resume that hold their connection's place now.
+    pub fn detached_count(&self) -> usize {
+        self.lock().places.len()
     }
 
     /// Runs the switchboard's timers (grace periods, credential refreshes)
@@ -238,18 +279,33 @@ impl Hub {
     }
 
     /// The socket of connection `id` ended (`clean`: with the client's
-    /// close frame, which is a leave); true if a resume elsewhere had taken
-    /// it over.
-    pub(super) fn disconnect(&self, id: &str, clean: bool) -> bool {
-        let (counts, replaced) = self.with(|board| {
+    /// close frame, which is a leave); `place` is the connection's place in
+    /// the connection table, kept while its session is detached for resume
+    /// and given back otherwise. True if a resume elsewhere had taken it
+    /// over.
+    pub(super) fn disconnect(&self, id: &str, clean: bool, place: ConnectionPlace) -> bool {
+        let (counts, replaced, replaced_place) = self.with_state(|state| {
+            let board = &mut state.board;
             let replaced = board.was_replaced(id);
-            match clean {
-                true => board.disconnect(id),
+            let peer = board.peer_of(id).map(str::to_owned);
+            let kept = match clean {
+                true => {
+                    board.disconnect(id);
+                    false
+                }
                 false => board.disconnect_at(id, clock::mono()),
-            }
-            (board.counts(), replaced)
+            };
+            let counts = board.counts();
+            state.wakers.remove(id);
+            // Kept in the same call that detached it, so no release can
+            // come in between.
+            let replaced_place = match (kept, peer) {
+                (true, Some(peer)) => state.places.insert(peer, place),
+                _ => Some(place),
+            };
+            (counts, replaced, replaced_place)
         });
-        self.lock().wakers.remove(id);
+        drop(replaced_place);
         let (rooms, peers, sessions) = counts;
         debug!(conn = id, rooms, peers, sessions, "signaling connection ended");
         replaced
@@ -268,4 +324,104 @@ fn resume_token() -> String {
 fn peer_id() -> String {
     let bytes: [u8; 8] = crate::process::random::random_bytes();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::signaling::switchboard::{Limits, Outgoing};
+
+    /// A place that counts its drops (given back) in a shared counter.
+    struct Place(Arc<AtomicUsize>);
+
+    impl Drop for Place {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    const GRACE: Duration = Duration::from_secs(10);
+
+    fn hub() -> Hub {
+        let limits = Limits {
+            room_size: 6,
+            max_rooms: 10,
+            max_rooms_per_source: 10,
+            max_message_size: 4096,
+            messages_per_second: 1000,
+            max_outbox_bytes: 65536,
+        };
+        let session = SessionLimits {
+            max_message_size: 4096,
+            ping_interval: Duration::from_secs(20),
+            heartbeat_timeout: Duration::from_secs(30),
+            resume_grace: GRACE,
+        };
+        let ice = IceConfig {
+            turn_host: None,
+            fallback_host: "192.0.2.1".into(),
+            udp_port: Some(3478),
+            tcp_port: None,
+            tls_port: None,
+            secret: None,
+            algorithm: crate::proto::auth::SecretAlgorithm::Sha1,
+            ttl: Duration::from_secs(600),
+        };
+        Hub::new(limits, session, ice, false)
+    }
+
+    fn source() -> SourceKey {
+        SourceKey::from(std::net::IpAddr::from([192, 0, 2, 9]))
+    }
+
+    /// A connection that joined `room` asking for resume; its id and token.
+    fn joined(hub: &Hub, room: &str) -> (String, String) {
+        let (id, _) = hub.connect(source(), None, None);
+        let join = format!(r#"{{"type":"join","room":"{room}","resume":true}}"#);
+        let mut mint = hub.mint();
+        hub.with(|board| board.handle_text_with(&id, &join, clock::mono(), &mut mint));
+        let Outgoing::Message(text) = hub.with(|board| board.poll_outgoing(&id)) else {
+            panic!("no joined");
+        };
+        let joined: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        let token = joined["resume"]["token"].as_str().expect("a resume token").to_owned();
+        (id, token)
+    }
+
+    #[test]
+    fn a_detached_session_keeps_its_place_until_its_grace_ends_or_it_is_resumed() {
+        let hub = hub();
+        let given_back = Arc::new(AtomicUsize::new(0));
+        let place = || -> ConnectionPlace { Box::new(Place(given_back.clone())) };
+        let (_other, _) = joined(&hub, "r");
+        // A clean close gives the place back at once.
+        let (leaver, _) = joined(&hub, "r");
+        hub.disconnect(&leaver, true, place());
+        assert_eq!(given_back.load(Ordering::Relaxed), 1);
+        // A dropped socket: kept while detached, given back at the grace's end.
+        let (dropped, _) = joined(&hub, "r");
+        hub.disconnect(&dropped, false, place());
+        assert_eq!((given_back.load(Ordering::Relaxed), hub.detached_count()), (1, 1));
+        let mut mint = hub.mint();
+        let later = clock::mono() + GRACE / 2;
+        hub.with(|board| board.handle_timeout(later, &mut mint));
+        assert_eq!((given_back.load(Ordering::Relaxed), hub.detached_count()), (1, 1));
+        hub.with(|board| board.handle_timeout(later + GRACE, &mut mint));
+        assert_eq!((given_back.load(Ordering::Relaxed), hub.detached_count()), (2, 0));
+        // Resumed on a new connection, which holds its own place: the
+        // detached one's is given back then.
+        let (dropped, token) = joined(&hub, "r");
+        hub.disconnect(&dropped, false, place());
+        let (new, _) = hub.connect(source(), None, None);
+        let resume = format!(r#"{{"type":"resume","token":"{token}","last":0}}"#);
+        hub.with(|board| board.handle_text_with(&new, &resume, clock::mono(), &mut mint));
+        assert_eq!(hub.with(|board| board.peer_of(&new).map(str::to_owned)), Some(dropped));
+        assert_eq!((given_back.load(Ordering::Relaxed), hub.detached_count()), (3, 0));
+        // A v1 session (no resume) gives it back at once, however it ends.
+        let (v1, _) = hub.connect(source(), None, None);
+        hub.disconnect(&v1, false, place());
+        assert_eq!((given_back.load(Ordering::Relaxed), hub.detached_count()), (4, 0));
+    }
 }

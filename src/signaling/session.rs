@@ -17,7 +17,8 @@
 //! a resume token (v1.1) and the socket ended without the client's close
 //! frame (a reset, an error, a missed heartbeat: what a network blip looks
 //! like): then [`Switchboard::disconnect_at`] keeps it for the grace
-//! period. A close frame (a tab closed sends 1001) is a leave.
+//! period, and the hub keeps the connection's place in the connection
+//! table for it. A close frame (a tab closed sends 1001) is a leave.
 //!
 //! A text frame that is not UTF-8 closes the socket with 1007 (RFC 6455
 //! §7.4.1), as the protocol has no way to answer it.
@@ -30,7 +31,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::hub::Hub;
+use super::hub::{ConnectionPlace, Hub};
 use super::protocol::ErrorCode;
 use super::switchboard::Outgoing;
 #[cfg(doc)]
@@ -60,13 +61,16 @@ pub enum Authorization {
 
 /// Runs one session until the client leaves or is dropped. `host` is the
 /// request's Host header (for the ICE server URLs), `source` the address
-/// it counts against.
+/// it counts against, `place` the connection's place in the connection
+/// table: given back when the session ends, or kept by the hub while the
+/// session is detached for resume.
 pub async fn run(
     mut socket: WebSocket,
     hub: Arc<Hub>,
     host: Option<String>,
     source: SourceKey,
     authorization: Authorization,
+    place: ConnectionPlace,
 ) {
     let limits = hub.limits.clone();
     let write_limit = limits.heartbeat_timeout;
@@ -166,7 +170,7 @@ pub async fn run(
             }
         }
     }
-    let replaced = hub.disconnect(&id, clean_close);
+    let replaced = hub.disconnect(&id, clean_close, place);
     if replaced {
         close = Some(CloseFrame {
             code: CLOSE_NORMAL,

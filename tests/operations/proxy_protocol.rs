@@ -10,7 +10,9 @@
 //! listeners count the real clients (not haproxy as one source), a PROXY
 //! header sent directly from an untrusted address is refused, a trusted
 //! address without a header is refused, `/metrics` counts both, and a
-//! reload changes the trusted sources for new connections.
+//! reload changes the trusted sources for new connections, and on the HTTP
+//! listener the PROXY header, the TLS handshake and the first request's
+//! headers share one deadline from accept.
 
 // Black-box tests wait for conditions with real deadlines; the clock ban
 // is for the sans-IO core.
@@ -283,4 +285,74 @@ fn a_reload_changes_the_trusted_sources_for_new_connections() {
     assert_eq!(stream_binding(&mut kept), Some(kept.local_addr().unwrap()));
     let log = server.stderr_log();
     assert!(!log.contains("only after a restart"), "nothing needs a restart");
+}
+
+/// The HTTP listener's one deadline from accept (`src/http/mod.rs`,
+/// docs/signaling.md "Limits"): everything before the first request is
+/// served, the PROXY header, the TLS handshake and the request headers
+/// together, within 10 s.
+const HTTP_FIRST_REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+
+/// What the test allows past a documented deadline for the server to act
+/// on it (scheduling on a loaded machine).
+const SLACK: Duration = Duration::from_secs(3);
+
+/// True once `stream` is closed by the server (end of stream, a reset, or
+/// TLS's end without close_notify), false if `stream`'s read timeout
+/// passes first.
+fn closed_within_read_timeout(stream: &mut impl Read) -> bool {
+    let mut buf = [0u8; 512];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+#[test]
+fn the_http_listener_holds_proxy_header_handshake_and_headers_to_one_deadline_from_accept() {
+    let server = TestServer::start_setup(&ServerSetup {
+        listen_keys: TRUST_HAPROXY,
+        extra_toml: "[signaling]\ntls = true\n",
+        ..ServerSetup::default()
+    });
+    // The slowest path a listed proxy's client may take: each step well
+    // within 10 s of the one before, 8 s in all before the first header
+    // line, and the headers never finished.
+    let step = Duration::from_secs(3);
+    let mut tcp = connect_from(PROXY_SOURCE, server.http_addr()).expect("connect from 127.0.0.2");
+    let connected = Instant::now();
+    std::thread::sleep(step);
+    let port = server.http_addr().port();
+    tcp.write_all(format!("PROXY TCP4 192.0.2.7 127.0.0.1 40000 {port}\r\n").as_bytes())
+        .expect("send the PROXY header");
+    std::thread::sleep(step);
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("server name");
+    let config = server.ca().client_config(&[&rustls::version::TLS13], &[]);
+    let conn = rustls::ClientConnection::new(config, name).expect("a TLS client");
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn
+            .complete_io(&mut tls.sock)
+            .expect("the TLS handshake, 6 s after accept");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    tls.write_all(b"GET /healthz HTTP/1.1\r\n")
+        .expect("the first header line, 8 s after accept");
+    tls.flush().expect("flush");
+    tls.sock
+        .set_read_timeout(Some(HTTP_FIRST_REQUEST_DEADLINE + SLACK * 2))
+        .expect("read timeout");
+    let closed = closed_within_read_timeout(&mut tls);
+    let held = connected.elapsed();
+    assert!(closed, "the connection is still open {held:?} after accept");
+    assert!(
+        held <= HTTP_FIRST_REQUEST_DEADLINE + SLACK,
+        "closed {held:?} after accept, not by its deadline of {HTTP_FIRST_REQUEST_DEADLINE:?} (+ {SLACK:?})"
+    );
 }

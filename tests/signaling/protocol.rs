@@ -861,6 +861,77 @@ async fn monitoring_answers_when_every_connection_slot_is_taken() {
     assert_pair_served(&mut alice, &mut bob, &bob_id, 1).await;
 }
 
+/// Waits (at most [`PATIENCE`]) until the server has logged `n` sockets
+/// whose session it kept for resume.
+fn wait_kept_for_resume(server: &TestServer, n: usize) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let kept = server.stderr_log().matches("session kept for resume").count();
+        if kept >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{kept} of {n} sessions kept for resume");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A WebSocket from `from`, retried for a while: a slot given back is
+/// free a moment after the event that frees it is seen.
+async fn ws_from_soon(server: &TestServer, from: IpAddr) -> TcpClient {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match ws_from(server, from, None).await {
+            Ok(client) => return client,
+            Err(e) => assert!(Instant::now() < deadline, "{from} still refused: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn sessions_kept_for_resume_hold_their_connection_slots_until_their_grace_ends() {
+    let server = server("max_connections = 4\nmax_connections_per_source = 2\nresume_grace = \"4s\"");
+    let mut alice = ws_from(&server, loopback(21), None).await.expect("alice");
+    alice.join("kept", "alice").await;
+    // Two sessions of 127.0.0.22 join with resume and lose their sockets
+    // without a close frame: kept for resume, each in its slot.
+    for name in ["b1", "b2"] {
+        let mut peer = ws_from(&server, loopback(22), None).await.expect(name);
+        peer.join("kept", json!({"name": name, "resume": true})).await;
+        assert_eq!(alice.recv().await["type"], "peer-joined");
+        drop(peer.ws.into_inner());
+    }
+    wait_kept_for_resume(&server, 2);
+    // Its source holds max_connections_per_source = 2 detached sessions.
+    assert!(
+        ws_from(&server, loopback(22), None).await.is_err(),
+        "127.0.0.22 got a third place"
+    );
+    // One connection and two detached sessions leave one place of four.
+    let mut fourth = ws_from(&server, loopback(23), None).await.expect("the fourth place");
+    fourth.assert_usable().await;
+    assert!(
+        ws_from(&server, loopback(24), None).await.is_err(),
+        "a fifth place beyond max_connections = 4"
+    );
+    let (_, metrics) = get_from(&server, loopback(24), "/metrics").await;
+    assert!(
+        metrics.contains("turnpike_http_connections{pool=\"general\"} 4"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("turnpike_signaling_detached_sessions 2"), "{metrics}");
+    // The grace periods end: the room hears it, and the places come back.
+    for _ in 0..2 {
+        assert_eq!(alice.recv().await["type"], "peer-left");
+    }
+    let mut again = ws_from_soon(&server, loopback(22)).await;
+    again.assert_usable().await;
+    let mut fifth = ws_from_soon(&server, loopback(24)).await;
+    fifth.assert_usable().await;
+    let (_, metrics) = get_from(&server, loopback(25), "/metrics").await;
+    assert!(metrics.contains("turnpike_signaling_detached_sessions 0"), "{metrics}");
+}
+
 #[tokio::test]
 async fn a_receiver_that_never_reads_is_dropped_and_server_memory_stays_bounded() {
     const MUTES: usize = 4;

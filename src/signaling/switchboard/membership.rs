@@ -177,7 +177,7 @@ impl Switchboard {
         self.leave(id);
         if let Some(session) = self.sessions.remove(id) {
             if let Some(until) = session.grace_until {
-                self.graces.remove(&(until, id.to_owned()));
+                self.end_grace(until, id);
             }
             if let Some(conn) = session.conn {
                 // Still driven: its driver sees `Gone` and disconnects.

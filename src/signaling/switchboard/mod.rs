@@ -185,6 +185,11 @@ pub struct Switchboard {
     /// Connections to wake: their outbox went from empty to not, they were
     /// evicted or replaced. May name one twice.
     woken: Vec<String>,
+    /// Sessions that were detached and are no longer (resumed, their grace
+    /// ran out, evicted or ended): the driver gives back the connection
+    /// place each kept (`resume`). Each names a session once per
+    /// detachment.
+    released: Vec<String>,
     counters: Counters,
     /// Rooms across a fleet, when configured (`fleet`).
     fleet: Option<Fleet>,
@@ -203,6 +208,7 @@ impl Switchboard {
             graces: BTreeSet::new(),
             refreshes: BTreeSet::new(),
             woken: Vec::new(),
+            released: Vec::new(),
             counters: Counters::default(),
             fleet: None,
         }
@@ -265,11 +271,13 @@ impl Switchboard {
 
     /// Connection `id`'s socket ended at `now` without a `leave`: a session
     /// that holds a resume token and is in a room is kept, detached, for
-    /// the grace period; any other ends as with [`Self::disconnect`].
-    pub fn disconnect_at(&mut self, id: &str, now: Instant) {
+    /// the grace period (true: the driver keeps the connection's place
+    /// until [`Self::poll_released`] names the session); any other ends as
+    /// with [`Self::disconnect`] (false).
+    pub fn disconnect_at(&mut self, id: &str, now: Instant) -> bool {
         self.replaced.remove(id);
         let Some(peer) = self.links.remove(id) else {
-            return;
+            return false;
         };
         let in_room = self.rooms.room_of(&peer).is_some();
         let until = now + self.resume_grace;
@@ -278,9 +286,16 @@ impl Switchboard {
                 session.conn = None;
                 session.grace_until = Some(until);
                 self.graces.insert((until, peer.clone()));
+                // Detached again before its driver heard of the last
+                // release: the place kept now replaces the one kept then.
+                self.released.retain(|released| *released != peer);
                 debug!(peer = %peer, "signaling socket ended; session kept for resume");
+                true
             }
-            _ => self.end_session(&peer),
+            _ => {
+                self.end_session(&peer);
+                false
+            }
         }
     }
 
@@ -379,6 +394,20 @@ impl Switchboard {
     #[must_use]
     pub fn poll_woken(&mut self) -> Option<String> {
         self.woken.pop()
+    }
+
+    /// A session that was detached ([`Self::disconnect_at`] said true) and
+    /// is no longer: resumed, its grace ran out, evicted or ended. Its
+    /// driver gives back the connection place it kept; drain after every
+    /// call.
+    #[must_use]
+    pub fn poll_released(&mut self) -> Option<String> {
+        self.released.pop()
+    }
+
+    /// True while peer `id`'s session is detached, kept for resume.
+    pub fn is_detached(&self, id: &str) -> bool {
+        self.sessions.get(id).is_some_and(|s| s.grace_until.is_some())
     }
 
     /// True once connection `id`'s session was evicted or taken over, or
@@ -483,6 +512,9 @@ impl Switchboard {
         if self.links.len() != self.sessions.len() - detached {
             return Err("links do not mirror the attached sessions");
         }
+        if self.released.iter().any(|id| self.is_detached(id)) {
+            return Err("a session released from its grace is still detached");
+        }
         let (_, peers, _) = self.counts();
         let in_rooms = self
             .sessions
@@ -583,7 +615,7 @@ impl Switchboard {
                 // No driver will come to disconnect it.
                 if let Some(session) = self.sessions.remove(&id) {
                     if let Some(until) = session.grace_until {
-                        self.graces.remove(&(until, id.clone()));
+                        self.end_grace(until, &id);
                     }
                 }
             }

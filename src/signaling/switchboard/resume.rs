@@ -16,13 +16,20 @@
 //! socket still looks alive takes it over: the old connection is told
 //! `Gone`.
 //!
-//! Bounds: detached sessions are bounded by the sessions that existed (a
-//! session is detached instead of removed) and each by `resume_grace`; at
-//! most one timer of each kind per session.
+//! Bounds: a detached session keeps the place its connection held in the
+//! HTTP side's connection table (`signaling.max_connections` and
+//! `max_connections_per_source`) until it is resumed or its grace ends:
+//! [`Switchboard::disconnect_at`] says it was kept, and
+//! [`Switchboard::poll_released`] names it when it is no longer detached,
+//! so the driver gives that place back then (`hub`). Detached and connected
+//! sessions together are therefore at most `max_connections`, and each is
+//! detached for at most `resume_grace`; at most one timer of each kind per
+//! session.
 //!
 //! Invariants (checked by [`Switchboard::check`]): `tokens` mirrors the
 //! sessions' resume tokens; `graces` holds exactly the detached sessions,
-//! `refreshes` exactly the sessions with a refresh due.
+//! `refreshes` exactly the sessions with a refresh due; what waits in
+//! `released` is detached no more.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -81,7 +88,7 @@ impl Switchboard {
             if until > now {
                 break;
             }
-            self.graces.remove(&(until, peer.clone()));
+            self.end_grace(until, &peer);
             if let Some(session) = self.sessions.get_mut(&peer) {
                 session.grace_until = None;
             }
@@ -192,10 +199,11 @@ impl Switchboard {
         });
         let replayed = replay.len() - 1;
         session.outbox.prepend(replay);
-        if let Some(until) = session.grace_until.take() {
-            self.graces.remove(&(until, target.clone()));
-        }
+        let grace = session.grace_until.take();
         let old_conn = session.conn.replace(conn.to_owned());
+        if let Some(until) = grace {
+            self.end_grace(until, &target);
+        }
         self.tokens.remove(&old_token);
         self.tokens.insert(new_token, target.clone());
         // The connection's own fresh session is dropped: it was in no room.
@@ -217,6 +225,16 @@ impl Switchboard {
             return self.reply_error(id, ErrorCode::BadMessage, "ack without resume");
         };
         resume.history.ack(seq);
+    }
+
+    /// Ends detached session `id`'s grace period (that ends `until`): its
+    /// timer goes, and its driver is told to give back the connection
+    /// place it kept ([`Switchboard::poll_released`]). The caller clears
+    /// or removes the session's `grace_until`.
+    pub(super) fn end_grace(&mut self, until: Instant, id: &str) {
+        if self.graces.remove(&(until, id.to_owned())) {
+            self.released.push(id.to_owned());
+        }
     }
 
     /// Drops `id`'s resume token and refresh timer.

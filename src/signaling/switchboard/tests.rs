@@ -483,6 +483,99 @@ fn a_detached_session_whose_queue_overflows_is_dropped_at_once() {
     assert_eq!(b.board.poll_timeout(), None);
 }
 
+/// Everything [`Switchboard::poll_released`] names now.
+fn released(b: &mut Board) -> Vec<String> {
+    std::iter::from_fn(|| b.board.poll_released()).collect()
+}
+
+#[test]
+fn a_detached_session_is_released_once_when_resumed_out_of_grace_evicted_or_ended() {
+    let mut b = Board::resumable(limits());
+    let mut mint = FakeMint::new(Duration::ZERO);
+    b.connect("a", None);
+    b.join("a", "r");
+    b.connect("x", None);
+    assert!(!b.board.disconnect_at("x", b.now), "in no room: not kept");
+    b.connect("v1", None);
+    b.join("v1", "r");
+    assert!(!b.board.disconnect_at("v1", b.now), "a v1 session is not kept");
+    b.read("a");
+    b.connect("b", None);
+    // Resumed: released once, when the resume takes it.
+    let token = b.join_resumable("b", "r", &mut mint);
+    assert!(b.board.disconnect_at("b", b.now), "kept for resume");
+    assert!(b.board.is_detached("b"));
+    assert_eq!(released(&mut b), Vec::<String>::new(), "held while detached");
+    b.advance(GRACE / 2, &mut mint);
+    assert_eq!(released(&mut b), Vec::<String>::new());
+    b.connect("b2", None);
+    b.send_with(
+        "b2",
+        &format!(r#"{{"type":"resume","token":"{token}","last":0}}"#),
+        &mut mint,
+    );
+    assert_eq!(b.board.peer_of("b2"), Some("b"));
+    assert_eq!(released(&mut b), ["b"], "the new connection holds its own place");
+    // Its grace runs out: released at its end, not before.
+    assert!(b.board.disconnect_at("b2", b.now));
+    b.advance(GRACE - Duration::from_millis(1), &mut mint);
+    assert_eq!(released(&mut b), Vec::<String>::new());
+    b.advance(Duration::from_millis(1), &mut mint);
+    assert_eq!(released(&mut b), ["b"]);
+    assert!(!b.board.is_detached("b"));
+    // Evicted while detached.
+    b.connect("c", None);
+    b.join("c", "s");
+    b.connect("d", None);
+    b.join_resumable("d", "s", &mut mint);
+    b.read("c");
+    assert!(b.board.disconnect_at("d", b.now));
+    let big = format!("\"{}\"", "x".repeat(900));
+    for _ in 0..5 {
+        b.signal("c", "d", &big);
+    }
+    assert_eq!(released(&mut b), ["d"], "evicted");
+    // Ended by a resume that cannot be replayed.
+    b.read("c");
+    b.connect("e", None);
+    let token = b.join_resumable("e", "s", &mut mint);
+    b.read("c");
+    assert!(b.board.disconnect_at("e", b.now));
+    b.connect("e2", None);
+    b.send_with(
+        "e2",
+        &format!(r#"{{"type":"resume","token":"{token}","last":7}}"#),
+        &mut mint,
+    );
+    assert_eq!(b.read("e2")[0]["code"], "resume-failed");
+    assert_eq!(released(&mut b), ["e"], "ended");
+    assert_eq!(b.board.poll_timeout(), None);
+}
+
+#[test]
+fn detached_again_before_the_release_was_heard_the_release_is_withdrawn() {
+    let mut b = Board::resumable(limits());
+    let mut mint = FakeMint::new(Duration::ZERO);
+    b.connect("a", None);
+    b.join("a", "r");
+    b.connect("b", None);
+    let token = b.join_resumable("b", "r", &mut mint);
+    assert!(b.board.disconnect_at("b", b.now));
+    b.connect("b2", None);
+    b.send_with(
+        "b2",
+        &format!(r#"{{"type":"resume","token":"{token}","last":0}}"#),
+        &mut mint,
+    );
+    // Not drained: the driver still holds the first place when the
+    // session is detached again and keeps a second; one is kept.
+    assert!(b.board.disconnect_at("b2", b.now));
+    assert_eq!(b.board.check(), Ok(()));
+    assert_eq!(released(&mut b), Vec::<String>::new());
+    b.advance(GRACE, &mut mint);
+    assert_eq!(released(&mut b), ["b"]);
+}
+
 #[test]
 fn fresh_ice_servers_are_pushed_at_three_quarters_of_their_lifetime() {
     let mut b = Board::resumable(limits());
@@ -533,6 +626,8 @@ fn random_programs_with_resume_keep_the_invariants_and_leak_nothing() {
         let mut tokens: Vec<Option<(String, u64)>> = vec![None; 5];
         let mut resumed_from = [0u64; 5];
         let mut fresh = 0u32;
+        // The places the driver would keep: peer ids of detached sessions.
+        let mut places: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
         for _ in 0..120 {
             let i = next(5) as usize;
             match next(12) {
@@ -611,7 +706,10 @@ fn random_programs_with_resume_keep_the_invariants_and_leak_nothing() {
                 }
                 7 => {
                     if let Some(id) = conns[i].take() {
-                        b.board.disconnect_at(&id, b.now);
+                        let peer = b.board.peer_of(&id).map(str::to_owned);
+                        if b.board.disconnect_at(&id, b.now) {
+                            places.insert(peer.expect("a kept session had a peer"));
+                        }
                         assert_eq!(b.board.check(), Ok(()));
                     }
                 }
@@ -652,11 +750,29 @@ fn random_programs_with_resume_keep_the_invariants_and_leak_nothing() {
                 _ => b.advance(Duration::from_millis(next(2000)), &mut mint),
             }
             let _ = std::iter::from_fn(|| b.board.poll_woken()).count();
+            for peer in released(&mut b) {
+                assert!(places.remove(&peer), "{peer} released without a place kept");
+            }
+            let detached: std::collections::BTreeSet<String> = b
+                .board
+                .sessions
+                .iter()
+                .filter(|(_, s)| s.conn.is_none())
+                .map(|(id, _)| id.clone())
+                .collect();
+            assert_eq!(places, detached, "a place is kept exactly for each detached session");
         }
         for id in conns.iter().flatten() {
-            b.board.disconnect_at(id, b.now);
+            let peer = b.board.peer_of(id).map(str::to_owned);
+            if b.board.disconnect_at(id, b.now) {
+                places.insert(peer.expect("a kept session had a peer"));
+            }
         }
         b.advance(GRACE + Duration::from_secs(1), &mut mint);
+        for peer in released(&mut b) {
+            assert!(places.remove(&peer), "{peer} released without a place kept");
+        }
+        assert!(places.is_empty(), "program {program} kept places: {places:?}");
         resumes += b.board.counters().resumes;
         expiries += b.board.counters().grace_expiries;
         assert_eq!(b.board.counts(), (0, 0, 0), "program {program} leaked");
