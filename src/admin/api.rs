@@ -4,7 +4,8 @@
 //! Every answer is JSON: `{"allocations": […]}`, `{"ended": N}`,
 //! `{"revocations": […]}`, or `{"error": "…"}` with the status saying what
 //! went wrong (400 bad input, 401 no or wrong key, 404 no such allocation,
-//! 503 a shard did not answer in time, 507 the revocation list is full).
+//! 503 a shard did not answer in time, 507 the operator's revocation list
+//! is full: 100 000 usernames, with those heard from the fleet held apart).
 //! A revocation whose allocations could not all be ended (503) still
 //! holds: those allocations can no longer refresh and end by their
 //! lifetime, or at once with a retried `DELETE /v1/users/{user}/allocations`.

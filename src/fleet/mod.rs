@@ -53,6 +53,9 @@ pub struct FleetSettings {
     pub room_size: usize,
     /// Longest room message accepted from another instance.
     pub max_message_bytes: usize,
+    /// Longest a revocation heard from Redis is held here
+    /// (`auth.max_credential_lifetime`, as read at start).
+    pub max_revocation: Duration,
 }
 
 impl FleetSettings {
@@ -74,6 +77,7 @@ impl FleetSettings {
             // A signal carries a client message of up to max_message_size
             // (its data) in an envelope of names and ids.
             max_message_bytes: config.signaling.max_message_size.saturating_add(1024),
+            max_revocation: config.auth.max_credential_lifetime,
         })
     }
 
@@ -139,7 +143,7 @@ pub fn start(
     let status = Arc::new(FleetStatus::default());
     let names = revocations::Names::new(&settings.key_prefix);
     let revocation_channel = names.channel.clone();
-    let (revocations, sharer) = revocations::Revocations::new(shards, names, status.clone());
+    let (revocations, sharer) = revocations::Revocations::new(shards, names, settings.max_revocation, status.clone());
     let (revocation_queue, revocation_messages) = mpsc::channel(QUEUE);
     let mut subscriptions = vec![Subscription {
         channel: revocation_channel,

@@ -16,9 +16,15 @@
 //!
 //! Invariants: a revocation is always applied locally first (by the admin
 //! API, through [`crate::net::AdminHandle::revoke`]); sharing it is best
-//! effort and never undoes or delays the local one. A message heard,
-//! our own echo included, is applied with the same `AdminHandle::revoke`,
-//! which also ends the user's allocations on every shard. On every
+//! effort and never undoes or delays the local one. What is heard
+//! (message or loaded entry, our own echo included) is untrusted: its
+//! bound is clamped to `auth.max_credential_lifetime` from now and a
+//! short-lived username's own expiry
+//! ([`crate::proto::revocations::clamp_shared`]), a username already held
+//! as long is left alone (read lock only, no shard asked), and the rest
+//! is applied with [`crate::net::AdminHandle::revoke_shared`]: into the
+//! set's fleet part, which the operator's own never compete with, and the
+//! user's allocations ended on every shard if it was not refused yet. On every
 //! (re)connection the instance first writes what was revoked here while
 //! Redis was down (at most [`MAX_PENDING`]), and then loads the set (at
 //! most [`MAX_SHARED`] entries), so that an instance started after a
@@ -31,9 +37,14 @@
 //!
 //! Bounds: messages and entries over their size or of a bad shape are
 //! counted (`turnpike_fleet_revocations_total{outcome="invalid"}`) and
-//! dropped; the queue from the admin API holds [`QUEUE`]
-//! revocations (beyond it, [`RevocationSharer::share`] says false); every
-//! command has the link's timeout.
+//! dropped; what would change the set passes a token bucket of
+//! [`APPLY_RATE`] a second and a burst of [`APPLY_BURST`], and the set's
+//! fleet part holds `proto::revocations::MAX_FLEET_REVOCATIONS` usernames:
+//! beyond either, a revocation is counted (`outcome="limited"`) and
+//! dropped, so a flood published into Redis costs at most that many set
+//! writes and rounds of the shards a second; the queue from the admin API
+//! holds [`QUEUE`] revocations (beyond it, [`RevocationSharer::share`]
+//! says false); every command has the link's timeout.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -48,6 +59,8 @@ use super::revocation_wire::SharedRevocation;
 use super::status::{FleetStatus, RevocationOutcome};
 use crate::net::{AdminError, AdminHandle};
 use crate::process::clock;
+use crate::proto::revocations::clamp_shared;
+use crate::proto::token_bucket::TokenBucket;
 
 /// Most entries kept in, and loaded from, `P:revoked`.
 pub const MAX_SHARED: usize = 10_000;
@@ -58,6 +71,12 @@ pub const MAX_PENDING: usize = 1024;
 pub const QUEUE: usize = 64;
 /// Longest reconnection delay of the link.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Revocations from Redis that may change the set, a second: far above
+/// what operators revoke, and a bound on what a flood costs.
+pub const APPLY_RATE: u64 = 200;
+/// Burst of [`APPLY_RATE`]: a whole set of [`MAX_SHARED`] entries, loaded
+/// on (re)connection, is applied at once from a full bucket.
+pub const APPLY_BURST: u64 = MAX_SHARED as u64;
 
 /// Records a revocation (KEYS[1]: the set) and publishes it. ARGV:
 /// username, until, now, most entries, channel, message. Written for a
@@ -123,11 +142,20 @@ pub(super) struct Revocations {
     requests: mpsc::Receiver<SharedRevocation>,
     /// Revocations made here and not yet written to Redis, oldest first.
     pending: VecDeque<SharedRevocation>,
+    /// Longest a revocation heard is held here.
+    max_lifetime: Duration,
+    /// What is heard and would change the set: [`APPLY_RATE`].
+    budget: TokenBucket,
 }
 
 impl Revocations {
     /// The channel and the admin API's side of it.
-    pub(super) fn new(shards: AdminHandle, names: Names, status: Arc<FleetStatus>) -> (Revocations, RevocationSharer) {
+    pub(super) fn new(
+        shards: AdminHandle,
+        names: Names,
+        max_lifetime: Duration,
+        status: Arc<FleetStatus>,
+    ) -> (Revocations, RevocationSharer) {
         let (queue, requests) = mpsc::channel(QUEUE);
         let sharer = RevocationSharer {
             queue,
@@ -139,6 +167,8 @@ impl Revocations {
             status,
             requests,
             pending: VecDeque::new(),
+            max_lifetime,
+            budget: TokenBucket::new(APPLY_RATE, APPLY_BURST, clock::mono()),
         };
         (channel, sharer)
     }
@@ -212,9 +242,7 @@ impl Revocations {
             };
             match SharedRevocation::parse_entry(member, score) {
                 Ok(revocation) => {
-                    // Already held here: its allocations were ended then.
-                    let known = self.shards.revocations().is_revoked(&revocation.username, now);
-                    self.apply(&revocation, !known).await;
+                    self.apply(&revocation).await;
                     loaded += 1;
                 }
                 Err(error) => {
@@ -267,9 +295,9 @@ impl Revocations {
     }
 
     /// A revocation published by some instance (maybe this one).
-    async fn on_message(&self, payload: &[u8]) {
+    async fn on_message(&mut self, payload: &[u8]) {
         match SharedRevocation::parse(payload) {
-            Ok(revocation) => self.apply(&revocation, true).await,
+            Ok(revocation) => self.apply(&revocation).await,
             Err(error) => {
                 self.status.count_revocation(RevocationOutcome::Invalid);
                 debug!(%error, bytes = payload.len(), "revocation message dropped");
@@ -277,26 +305,30 @@ impl Revocations {
         }
     }
 
-    /// Refuses the username here, and ends its allocations if `end`.
-    async fn apply(&self, revocation: &SharedRevocation, end: bool) {
-        let now = clock::unix_secs();
-        if revocation.until_unix <= now {
+    /// Refuses the username here, clamped, within the rate and the fleet
+    /// part's bound; ends its allocations if it was not refused yet.
+    async fn apply(&mut self, revocation: &SharedRevocation) {
+        let SharedRevocation { username, until_unix } = revocation;
+        let Some(until) = clamp_shared(username, *until_unix, clock::unix_secs(), self.max_lifetime) else {
+            // Past: nothing to hold.
+            return;
+        };
+        if self.shards.revocations().holds(username, until) {
+            // Held as long already (our own echo, or heard before).
+            self.status.count_revocation(RevocationOutcome::Applied);
             return;
         }
-        let SharedRevocation { username, until_unix } = revocation;
-        let result = match end {
-            true => self.shards.revoke(username, *until_unix).await.map(|_| ()),
-            false => self
-                .shards
-                .revocations()
-                .revoke(username, *until_unix, now)
-                .map_err(AdminError::from),
-        };
-        match result {
-            Ok(()) => self.status.count_revocation(RevocationOutcome::Applied),
-            // Refused before anything changed (the list is full).
+        if !self.budget.try_take(1, clock::mono()) {
+            self.status.count_revocation(RevocationOutcome::Limited);
+            debug!(username, "revocation from the fleet over the apply rate: dropped");
+            return;
+        }
+        match self.shards.revoke_shared(username, until).await {
+            Ok(_) => self.status.count_revocation(RevocationOutcome::Applied),
+            // Refused before anything changed: the fleet's part is full.
             Err(error @ AdminError::Revoke(_)) => {
-                warn!(%error, "a revocation from the fleet could not be held here");
+                self.status.count_revocation(RevocationOutcome::Limited);
+                debug!(%error, username, "revocation from the fleet not held here");
             }
             // It holds; the allocations end by their lifetime (they can no
             // longer refresh).

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// What became of a revocation shared through the fleet's Redis (metric
 /// label values, in [`RevocationOutcome`] order).
-pub const REVOCATION_OUTCOMES: [&str; 4] = ["shared", "applied", "invalid", "dropped"];
+pub const REVOCATION_OUTCOMES: [&str; 5] = ["shared", "applied", "invalid", "dropped", "limited"];
 
 /// One outcome of [`REVOCATION_OUTCOMES`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +23,10 @@ pub enum RevocationOutcome {
     Invalid = 2,
     /// Made here and never shared (queue or outage buffer full).
     Dropped = 3,
+    /// Heard from Redis, valid, and not held here: over the rate at which
+    /// revocations from Redis are applied, or the fleet's part of the set
+    /// is full.
+    Limited = 4,
 }
 
 /// The fleet's state, shared by the link, its channels and the readers.

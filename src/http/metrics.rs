@@ -300,7 +300,7 @@ impl Collector for TurnpikeCollector {
         family(
             e,
             "turnpike_fleet_revocations",
-            "Revocations shared through the fleet's Redis, by outcome (shared: written; applied: heard and held here; invalid: refused input; dropped: never shared)",
+            "Revocations shared through the fleet's Redis, by outcome (shared: written; applied: heard and held here; invalid: refused input; dropped: never shared; limited: heard, not held here: over the apply rate or the fleet's part full)",
             None,
             Counter,
             fleet_revocations,

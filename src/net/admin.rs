@@ -13,7 +13,10 @@
 //!
 //! A revocation is put in the shared [`Revocations`] first and only then
 //! are the user's allocations ended, so no shard can let the user make a
-//! new one in between.
+//! new one in between. One heard from the fleet
+//! ([`AdminHandle::revoke_shared`]) goes to the set's fleet part, and asks
+//! the shards to end allocations only when the username was not refused
+//! already (they were ended then).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::shard::Shard;
 use crate::process::clock;
-use crate::proto::revocations::{Revocations, RevokeError};
+use crate::proto::revocations::{Revocations, RevokeError, SharedChange};
 use crate::proto::server::{AllocationId, AllocationSummary};
 
 /// Commands waiting for one shard.
@@ -102,6 +105,21 @@ impl AdminHandle {
     pub async fn revoke(&self, username: &str, until_unix: u64) -> Result<usize, AdminError> {
         self.revocations.revoke(username, until_unix, clock::unix_secs())?;
         self.end_user(username).await
+    }
+
+    /// A revocation heard from the fleet, its bound already clamped
+    /// (`proto::revocations::clamp_shared`): held in the set's fleet part,
+    /// then, if the username was not refused before, its allocations ended
+    /// on every shard. One held already at least as long changes nothing
+    /// and asks no shard.
+    pub async fn revoke_shared(&self, username: &str, until_unix: u64) -> Result<SharedChange, AdminError> {
+        let change = self
+            .revocations
+            .revoke_shared(username, until_unix, clock::unix_secs())?;
+        if change == SharedChange::Added {
+            self.end_user(username).await?;
+        }
+        Ok(change)
     }
 
     /// The revoked usernames, shared by every shard.

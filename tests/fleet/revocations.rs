@@ -3,7 +3,10 @@
 //! username revoked through the admin API of instance A is refused (401)
 //! by instance B within a bounded wait, B's allocation of that user made
 //! before is ended (its Refresh gets 437), and an instance started after
-//! the revocation refuses it too (it loads the set on connecting).
+//! the revocation refuses it too (it loads the set on connecting). Junk
+//! written straight into that Redis (as anyone who can write to it could)
+//! is clamped to `auth.max_credential_lifetime`, applied at a bounded rate,
+//! and never keeps the operator from revoking.
 
 #![allow(clippy::disallowed_methods)] // waits use the real clock
 
@@ -24,9 +27,14 @@ const WAIT: Duration = Duration::from_secs(10);
 /// [`wait_refused`] that is let through leaves an allocation, so the
 /// per-user quota is above what a whole wait can make.
 fn instance(redis: &RedisServer, name: &str) -> (TestServer, SocketAddr) {
+    instance_with(redis, name, "")
+}
+
+/// [`instance`] with more lines of `[auth]`.
+fn instance_with(redis: &RedisServer, name: &str, auth: &str) -> (TestServer, SocketAddr) {
     let admin = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
     let server = TestServer::start(&format!(
-        "[auth]\nsecrets = [\"{SECRET}\"]\n\n[limits]\nmax_allocations_per_user = 1000\n\n[admin]\nlisten = \"{admin}\"\nkey = \"{KEY}\"\n\n\
+        "[auth]\nsecrets = [\"{SECRET}\"]\n{auth}\n[limits]\nmax_allocations_per_user = 1000\n\n[admin]\nlisten = \"{admin}\"\nkey = \"{KEY}\"\n\n\
          [fleet]\nredis_url = \"{}\"\ninstance_id = \"{name}\"\nkey_prefix = \"r{}\"\n",
         redis.url(),
         std::process::id()
@@ -171,4 +179,145 @@ fn without_redis_a_revocation_still_holds_locally() {
     };
     let warned = log.matches("revocations are not shared with the fleet while Redis is down");
     assert_eq!(warned.count(), 1, "{log}");
+}
+
+/// Unix second 100 000 000 000, in the year 5138: the issue's junk.
+const YEAR_5138: u64 = 100_000_000_000;
+/// `auth.max_credential_lifetime` of [`junk_from_redis_is_clamped_rate_limited_and_never_crowds_out_the_operator`].
+const MAX_LIFETIME: u64 = 7200;
+/// `fleet::revocations::MAX_SHARED`, `APPLY_BURST` and `APPLY_RATE`.
+const MAX_SHARED: u64 = 10_000;
+const APPLY_RATE: u64 = 200;
+/// How long an instance may take to load and apply a whole set.
+const LOAD_WAIT: Duration = Duration::from_secs(120);
+
+fn revocation_outcome(server: &TestServer, outcome: &str) -> f64 {
+    let sample = format!("turnpike_fleet_revocations_total{{outcome=\"{outcome}\"}}");
+    server.metric(&sample).unwrap_or(0.0)
+}
+
+#[test]
+fn junk_from_redis_is_clamped_rate_limited_and_never_crowds_out_the_operator() {
+    let redis = RedisServer::start();
+    let prefix = format!("r{}", std::process::id());
+    let now = unix_now();
+    let soon = format!("{}:soon", now + 1800);
+    let gone = format!("{}:gone", now - 5);
+    // The set: more junk than an instance loads (10 000), held until the
+    // year 5138, and two short-lived usernames (which sort first).
+    let mut conn = redis.connection();
+    let mut junk = redis::pipe();
+    for i in 0..12_000 {
+        junk.cmd("ZADD")
+            .arg(format!("{prefix}:revoked"))
+            .arg(YEAR_5138)
+            .arg(format!("junk-{i:05}"))
+            .ignore();
+    }
+    for username in [&soon, &gone] {
+        junk.cmd("ZADD")
+            .arg(format!("{prefix}:revoked"))
+            .arg(YEAR_5138)
+            .arg(username)
+            .ignore();
+    }
+    let () = junk.query(&mut conn).expect("ZADD the junk");
+
+    let started = Instant::now();
+    let auth = format!("credential_ttl = \"1h\"\nmax_credential_lifetime = \"{MAX_LIFETIME}s\"\n");
+    let (a, a_admin) = instance_with(&redis, "junk-a", &auth);
+    let (b, b_admin) = instance_with(&redis, "junk-b", &auth);
+    for (server, who) in [(&a, "A"), (&b, "B")] {
+        let applied = r#"turnpike_fleet_revocations_total{outcome="applied"}"#;
+        let loaded = server.wait_metric(applied, LOAD_WAIT, |n| n >= MAX_SHARED as f64);
+        assert_eq!(loaded, Some(MAX_SHARED as f64), "{who} loads the set's first 10 000");
+    }
+
+    // Then a flood on the channel, each a new username until 5138.
+    const FLOOD: u64 = 5_000;
+    let mut flood = redis::pipe();
+    for i in 0..FLOOD {
+        let message = serde_json::json!({ "t": "revoke", "user": format!("flood-{i}"), "until": YEAR_5138 });
+        flood
+            .cmd("PUBLISH")
+            .arg(format!("{prefix}:revocations"))
+            .arg(message.to_string())
+            .ignore();
+    }
+    let () = flood.query(&mut conn).expect("PUBLISH the flood");
+    // Every one is counted once, one way or another (applied, limited, or
+    // invalid when the channel's queue was full).
+    for (server, who) in [(&a, "A"), (&b, "B")] {
+        let deadline = Instant::now() + LOAD_WAIT;
+        while server.metric_sum("turnpike_fleet_revocations_total", &[]) < (MAX_SHARED + FLOOD) as f64 {
+            assert!(
+                Instant::now() < deadline,
+                "{who} never heard the flood: {}",
+                server.metrics()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // What was applied stayed within the rate: a burst of a whole set, and
+    // 200 a second since the instances started.
+    let bound = (MAX_SHARED + APPLY_RATE * (started.elapsed().as_secs() + 1)) as f64;
+    for (server, who) in [(&a, "A"), (&b, "B")] {
+        let applied = revocation_outcome(server, "applied");
+        let limited = revocation_outcome(server, "limited");
+        assert!(
+            applied <= bound,
+            "{who} applied {applied} > {bound}: {}",
+            server.metrics()
+        );
+        eprintln!("{who}: applied {applied}, limited {limited}");
+    }
+
+    // The operator's own revocations still fit, on both instances.
+    let (user, password) = rest_credential(SECRET, "mallory", unix_now() + 3600);
+    let (other, other_pw) = rest_credential(SECRET, "trent", unix_now() + 3600);
+    for (admin, username) in [(a_admin, &user), (b_admin, &other)] {
+        let body = serde_json::json!({ "username": username }).to_string();
+        let (status, answer) = call(admin, "POST", "/v1/revocations", &body);
+        assert_eq!(status, 200, "{answer}");
+    }
+    assert_eq!(request(&udp_socket(), &a, (&user, &password), method::ALLOCATE), 401);
+    assert_eq!(request(&udp_socket(), &b, (&other, &other_pw), method::ALLOCATE), 401);
+    // … and still reach the fleet.
+    wait_refused(&b, (&user, &password), "instance B after the flood");
+    wait_refused(&a, (&other, &other_pw), "instance A after the flood");
+
+    // Nothing from Redis is held beyond the credential lifetime, nor a
+    // short-lived username beyond its own expiry (one just past: only
+    // long enough to end its allocations).
+    for (admin, who) in [(a_admin, "A"), (b_admin, "B")] {
+        let (status, listed) = call(admin, "GET", "/v1/revocations", "");
+        assert_eq!(status, 200, "{who}");
+        let listed = listed["revocations"].as_array().expect("a list").clone();
+        let until_of = |name: &str| {
+            listed
+                .iter()
+                .find(|r| r["username"] == name)
+                .and_then(|r| r["until_unix"].as_u64())
+        };
+        let latest = unix_now() + MAX_LIFETIME;
+        for entry in &listed {
+            let until = entry["until_unix"].as_u64().expect("until_unix");
+            assert!(until <= latest, "{who} holds {entry} beyond {latest}");
+        }
+        assert!(until_of("junk-00000").is_some(), "{who} loaded the junk, clamped");
+        assert_eq!(until_of(&soon), Some(now + 1800), "{who}: its own expiry");
+        assert!(
+            until_of(&gone).is_none_or(|until| until <= unix_now() + 60),
+            "{who}: {gone}"
+        );
+    }
+
+    // Honest clients are served.
+    let (honest, honest_pw) = rest_credential(SECRET, "honest", unix_now() + 3600);
+    for server in [&a, &b] {
+        assert_eq!(
+            request(&udp_socket(), server, (&honest, &honest_pw), method::ALLOCATE),
+            200
+        );
+    }
 }
