@@ -1,8 +1,9 @@
 //! Signaling rooms across a fleet (`[fleet]`): two and three real
 //! instances share one real `redis-server` on loopback, and WebSocket
 //! clients (tokio-tungstenite) on different instances meet in one room:
-//! peer lists, joins, signals and leaves cross instances, the room size
-//! holds fleet-wide, the peers of an instance killed with SIGKILL are seen
+//! peer lists (in join order across instances), joins, signals and leaves
+//! cross instances, the room size holds fleet-wide (also between instances
+//! of different membership lifetimes and room sizes), the peers of an instance killed with SIGKILL are seen
 //! leaving once their membership lapses, and rooms go on through a Redis
 //! restart (local rooms work meanwhile; afterwards membership is
 //! re-published and signals flow again).
