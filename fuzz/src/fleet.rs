@@ -29,6 +29,8 @@ pub fn seeds() -> Vec<Vec<u8>> {
         r#"{"t":"signal","room":"standup","from":"9427a16ee09700c0","to":"bd1b2c3d4e5f6071","data":{"description":{"type":"offer","sdp":"v=0\r\n"}}}"#,
         r#"{"t":"signal","room":"r","from":"a","to":"b","data":null}"#,
         r#"{"room":"standup","inst":"turn-1","name":"Bob"}"#,
+        r#"{"room":"standup","inst":"turn-1","name":"Bob","ttl_ms":10000,"size":6}"#,
+        r#"{"room":"standup","inst":"turn-1","ttl_ms":1e400,"size":65}"#,
         r#"{"t":"join","room":"a b","id":"x","inst":"i"}"#,
         r#"{"t":"signal","room":"r","from":"a","to":"b"}"#,
     ]

@@ -20,10 +20,6 @@ use super::{ConfigError, Secret};
 /// Longest `fleet.instance_id` and `fleet.key_prefix`.
 const MAX_FLEET_NAME: usize = 64;
 const MAX_FLEET_PREFIX: usize = 32;
-/// Bounds of `fleet.membership_ttl`: its third, the refresh, is at least a
-/// second; at most, a dead instance's peers linger five minutes.
-const MIN_MEMBERSHIP_TTL: Duration = Duration::from_secs(3);
-const MAX_MEMBERSHIP_TTL: Duration = Duration::from_secs(300);
 
 /// `[fleet]`
 #[derive(Debug, Clone, Deserialize)]
@@ -46,7 +42,8 @@ pub struct FleetSection {
     /// refreshes it (every third of this). The peers of an instance that
     /// dies are seen leaving by the others within this (a record whose
     /// instance missed two refreshes counts as gone). From 3s to 5m.
-    /// Default: `"10s"`.
+    /// Instances may differ: each record carries its writer's lifetime
+    /// and is judged by it. Default: `"10s"`.
     #[serde(with = "humantime_serde")]
     pub membership_ttl: Duration,
     /// Start of every Redis key and channel name of this fleet, so that
@@ -67,6 +64,13 @@ impl Default for FleetSection {
 }
 
 impl FleetSection {
+    /// Bounds of `fleet.membership_ttl`: its third, the refresh, is at
+    /// least a second; at most, a dead instance's peers linger five
+    /// minutes. A membership record carries its writer's lifetime, and one
+    /// outside these bounds is invalid (`fleet_wire`).
+    pub const MIN_MEMBERSHIP_TTL: Duration = Duration::from_secs(3);
+    pub const MAX_MEMBERSHIP_TTL: Duration = Duration::from_secs(300);
+
     /// True if `other` says the same (a reload compares them: the section
     /// takes effect only at start).
     pub fn same_as(&self, other: &FleetSection) -> bool {
@@ -117,7 +121,7 @@ pub(super) fn check(fleet: &FleetSection) -> Result<(), ConfigError> {
             format!("must be 1 to {MAX_FLEET_PREFIX} characters of A-Z, a-z, 0-9, '_', '.' and '-'"),
         ));
     }
-    if !(MIN_MEMBERSHIP_TTL..=MAX_MEMBERSHIP_TTL).contains(&fleet.membership_ttl) {
+    if !(FleetSection::MIN_MEMBERSHIP_TTL..=FleetSection::MAX_MEMBERSHIP_TTL).contains(&fleet.membership_ttl) {
         return Err(ConfigError::invalid("fleet.membership_ttl", "must be from 3s to 5m"));
     }
     Ok(())

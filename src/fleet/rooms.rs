@@ -6,27 +6,35 @@
 //!
 //! Redis holds, under `fleet.key_prefix` (`P`):
 //! - `P:peer:<id>`: the membership record of a peer (`fleet_wire`), with
-//!   a lifetime of `membership_ttl`, refreshed by its instance every third
-//!   of it. An instance that dies stops refreshing, and its peers lapse;
+//!   a lifetime of its instance's `membership_ttl`, refreshed by its
+//!   instance every third of it. An instance that dies stops refreshing,
+//!   and its peers lapse. The record carries that lifetime and the
+//!   instance's `room_size`, so that instances configured differently
+//!   still agree: each record is judged by its writer's lifetime, and a
+//!   room holds at most the smallest size of its members' instances and
+//!   the newcomer's;
 //! - `P:room:<room>`: a sorted set of the room's peer ids, scored in join
-//!   order; an id whose record has lapsed is removed by whoever reads it;
+//!   order (the fleet-wide order `joined` lists, local peers among the
+//!   others); an id whose record has lapsed is removed by whoever reads
+//!   it. It lives [`ROOM_KEY_LIFETIME`] past its last write, longer than
+//!   any instance's refresh, whatever lifetime each has;
 //! - `P:inst:<instance>`: the pub/sub channel of an instance, where the
 //!   others publish joins, leaves and signals for its peers.
 //!
 //! A join runs one Lua script that drops lapsed members, refuses the join
-//! if `room_size` live peers are in the room, and otherwise writes the
-//! record and the set entry, all atomically: the room size holds
-//! fleet-wide. The race accepted: joins done locally during an outage are
+//! if the room holds as many live peers as the smallest `room_size` among
+//! theirs and the newcomer's, and otherwise writes the record and the set
+//! entry, all atomically: the room size holds fleet-wide. The race accepted: joins done locally during an outage are
 //! published when Redis is back, and may then make a room larger than
 //! `room_size` fleet-wide (until peers leave). Every third of the lifetime
 //! the driver refreshes its peers' records (re-creating any that Redis
 //! lost) and reads the members of each room it has peers in: remote
 //! members it did not know are announced, and known ones whose records
 //! lapsed, or are overdue (two refreshes missed: less than a third of the
-//! lifetime left), get `peer-left`, so at most one lifetime after their
-//! instance died. For one lifetime after (re)connecting it does not
-//! conclude that anyone left, so that the other instances have time to
-//! re-publish after a Redis restart.
+//! lifetime its record carries left), get `peer-left`, so at most one of
+//! their instance's lifetimes after it died. For one lifetime after
+//! (re)connecting it does not conclude that anyone left, so that the other
+//! instances have time to re-publish after a Redis restart.
 //!
 //! Outage: while the link has no session (Redis down), `/readyz` says
 //! `redis: down`, the switchboard joins locally, and what it asks of the
@@ -38,62 +46,105 @@
 //!
 //! Bounds: what comes from Redis is untrusted input: messages and records
 //! over their size bound or of a bad shape are dropped and counted
-//! (`fleet_wire`), at most [`MAX_READ_MEMBERS`] members of a room are read,
+//! (`fleet_wire`; the script does not even read a record over
+//! [`MAX_RECORD_BYTES`] or one that is no string, and takes a lifetime or
+//! size from a record only within the bounds an instance may be
+//! configured with), at most [`MAX_READ_MEMBERS`] members of a room are read,
 //! every command has the link's timeout, and the queue from the
 //! switchboard is bounded there.
 
+use std::cell::Cell;
 use std::sync::Arc;
+use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::link::{bounded, FleetError, LinkHandle, Session};
 use super::status::{FleetStatus, RoomCounter};
 use super::FleetSettings;
+use crate::config::FleetSection;
 use crate::process::clock;
-use crate::signaling::switchboard::fleet_wire::{is_peer_id, Membership, WireMessage};
-use crate::signaling::switchboard::{FleetEvent, FleetJoin, RemoteMember, MAX_REMOTE_PER_ROOM};
+use crate::signaling::switchboard::fleet_wire::{
+    is_peer_id, record_ttl_bounds, Membership, WireMessage, MAX_RECORD_BYTES, MIN_RECORD_SIZE,
+};
+use crate::signaling::switchboard::{FleetEvent, FleetJoin, Listed, RemoteMember, MAX_REMOTE_PER_ROOM};
 use crate::signaling::Hub;
 
 /// Most members of one room read from Redis.
 pub const MAX_READ_MEMBERS: usize = 2 * MAX_REMOTE_PER_ROOM;
-/// Longest membership record accepted.
-const MAX_RECORD_BYTES: usize = 512;
+/// Longest peer id the script reads from a room's set (ours are 16).
+const MAX_ID_BYTES: usize = 64;
+/// How long a room's set outlives its last write: three of the longest
+/// membership lifetime, so that it outlives the refresh of every instance
+/// whatever lifetime each has.
+pub const ROOM_KEY_LIFETIME: Duration = Duration::from_secs(3 * FleetSection::MAX_MEMBERSHIP_TTL.as_secs());
 
 /// Reads the live members of a room (`KEYS[1]`), dropping lapsed ones,
 /// and, when `ARGV[2]` names a peer, adds it unless the room is full.
-/// ARGV: peer key prefix, peer id or "", its record, lifetime in ms, room
-/// size, most members read, the lifetime left (ms) below which a record is
-/// overdue. Answers `{"full"}` or `{"ok", id, record, …}`. A record whose
-/// instance missed two refreshes in a row is overdue and counts as gone,
-/// so that its peers are seen leaving within one lifetime of their
-/// instance's death rather than four thirds of it.
+/// ARGV: 1 peer key prefix, 2 peer id or "", 3 its record, 4 its lifetime
+/// in ms, 5 its room size, 6 most members read, 7 and 8 the bounds of a
+/// lifetime a record may carry (ms), 9 and 10 those of a size, 11 the
+/// longest record read, 12 the longest id, 13 the room set's lifetime
+/// (ms). Answers `{"full"}` or `{"ok", id, record, …}` in join
+/// order.
+///
+/// Each record is judged by the lifetime it carries (the reader's for a
+/// record without one): one whose instance missed two refreshes in a row
+/// (less than a third of it left) is overdue and counts as gone, so that
+/// its peers are seen leaving within one lifetime of their instance's
+/// death rather than four thirds of it. The room is full when it holds as
+/// many live members as the smallest room size among those their records
+/// carry and the newcomer's. A record that is no string, is over its
+/// bound or carries no valid lifetime or size counts as live, with the
+/// reader's lifetime, and its size is not taken (the driver then refuses
+/// it as invalid); an id over its bound is dropped like a lapsed one.
 /// The peer keys are computed inside, so this suits a single Redis (or
 /// replicas), not Redis Cluster.
 const ROOM_SCRIPT: &str = r"
 local ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[6]) - 1)
+local min_ttl, max_ttl = tonumber(ARGV[7]), tonumber(ARGV[8])
+local min_size, max_size = tonumber(ARGV[9]), tonumber(ARGV[10])
+local max_record = tonumber(ARGV[11])
+local size = tonumber(ARGV[5])
 local out = {'ok'}
 local live = 0
 for _, id in ipairs(ids) do
-  local left = redis.call('PTTL', ARGV[1] .. id)
+  local key = ARGV[1] .. id
+  local left = -2
+  if #id <= tonumber(ARGV[12]) then left = redis.call('PTTL', key) end
   if left == -2 then
     redis.call('ZREM', KEYS[1], id)
-  elseif left < 0 or left >= tonumber(ARGV[7]) then
-    live = live + 1
-    out[#out + 1] = id
-    out[#out + 1] = redis.call('GET', ARGV[1] .. id)
+  else
+    local record, ttl, cap = '', tonumber(ARGV[4]), nil
+    local bytes = redis.pcall('STRLEN', key)
+    if type(bytes) == 'number' and bytes <= max_record then
+      record = redis.call('GET', key)
+      local ok, fields = pcall(cjson.decode, record)
+      if ok and type(fields) == 'table' then
+        local t, s = fields['ttl_ms'], fields['size']
+        if type(t) == 'number' and t >= min_ttl and t <= max_ttl then ttl = t end
+        if type(s) == 'number' and s >= min_size and s <= max_size and s == math.floor(s) then cap = s end
+      end
+    end
+    if left < 0 or left >= ttl / 3 then
+      live = live + 1
+      if cap and cap < size then size = cap end
+      out[#out + 1] = id
+      out[#out + 1] = record
+    end
   end
 end
 if ARGV[2] == '' then return out end
-if live >= tonumber(ARGV[5]) then return {'full'} end
+if live >= size then return {'full'} end
 local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 local score = 1
 if top[2] then score = tonumber(top[2]) + 1 end
 redis.call('SET', ARGV[1] .. ARGV[2], ARGV[3], 'PX', ARGV[4])
 redis.call('ZADD', KEYS[1], score, ARGV[2])
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]) * 3)
+redis.call('PEXPIRE', KEYS[1], ARGV[13])
 return out
 ";
 
@@ -192,6 +243,8 @@ struct Spell<'a> {
     status: &'a FleetStatus,
     /// Until then no lapsed member is taken for gone (see the module doc).
     trust_absence_at: Instant,
+    /// Whether a record of another lifetime or room size was logged.
+    mismatch_logged: Cell<bool>,
 }
 
 impl<'a> Spell<'a> {
@@ -202,6 +255,7 @@ impl<'a> Spell<'a> {
             settings,
             status,
             trust_absence_at: Instant::now() + settings.membership_ttl,
+            mismatch_logged: Cell::new(false),
         }
     }
 
@@ -240,11 +294,7 @@ impl<'a> Spell<'a> {
     }
 
     async fn join(&mut self, room: &str, peer: &str, name: Option<String>) -> Result<(), FleetError> {
-        let record = Membership {
-            room: room.to_owned(),
-            inst: self.settings.instance.clone(),
-            name: name.clone(),
-        };
+        let record = self.record(room, name.clone());
         let answer = self.room_script(room, peer, &record.encode()).await;
         let (outcome, members) = match &answer {
             Ok(Some(members)) => (FleetJoin::Members(members.clone()), members.clone()),
@@ -252,7 +302,10 @@ impl<'a> Spell<'a> {
             Err(_) => (FleetJoin::Unavailable, Vec::new()),
         };
         let written = matches!(answer, Ok(Some(_)));
-        let instances = instances_of(&members);
+        let instances = instances_of(members.iter().filter_map(|m| match m {
+            Listed::There(m) => Some(m),
+            Listed::Here(_) => None,
+        }));
         // Told before `joined` is written, so the newcomer's first signal
         // reaches instances that know it.
         let announce = WireMessage::Join {
@@ -324,11 +377,7 @@ impl<'a> Spell<'a> {
         let mut pipe = redis::pipe();
         let mut rooms: Vec<&str> = Vec::new();
         for (room, peer, name) in &local {
-            let record = Membership {
-                room: room.clone(),
-                inst: settings.instance.clone(),
-                name: name.clone(),
-            };
+            let record = self.record(room, name.clone());
             let room_key = settings.room_key(room);
             pipe.cmd("SET")
                 .arg(format!("{}{peer}", settings.peer_prefix()))
@@ -344,7 +393,7 @@ impl<'a> Spell<'a> {
                 .ignore()
                 .cmd("PEXPIRE")
                 .arg(&room_key)
-                .arg(settings.ttl_ms().saturating_mul(3))
+                .arg(ROOM_KEY_LIFETIME.as_millis())
                 .ignore();
             if !rooms.contains(&room.as_str()) {
                 rooms.push(room);
@@ -358,22 +407,37 @@ impl<'a> Spell<'a> {
             let Some(members) = self.room_script(room, "", "").await? else {
                 continue;
             };
+            let members = members
+                .into_iter()
+                .filter_map(|m| match m {
+                    Listed::There(m) => Some(m),
+                    Listed::Here(_) => None,
+                })
+                .collect();
             self.hub
                 .with(|board| board.handle_remote_members(room, members, remove_missing));
         }
         Ok(())
     }
 
+    /// This instance's membership record of a peer in `room`.
+    fn record(&self, room: &str, name: Option<String>) -> Membership {
+        Membership {
+            room: room.to_owned(),
+            inst: self.settings.instance.clone(),
+            name,
+            ttl_ms: Some(self.settings.ttl_ms()),
+            size: Some(self.settings.room_size),
+        }
+    }
+
     /// Runs [`ROOM_SCRIPT`] for `room` (adding `peer` with `record`, unless
-    /// `peer` is empty): the live members of other instances before it, in
-    /// join order, or `None` if the room is full.
-    async fn room_script(
-        &mut self,
-        room: &str,
-        peer: &str,
-        record: &str,
-    ) -> Result<Option<Vec<RemoteMember>>, FleetError> {
+    /// `peer` is empty): the live members before it, fleet-wide and in
+    /// join order (this instance's own as [`Listed::Here`]), or `None` if
+    /// the room is full.
+    async fn room_script(&mut self, room: &str, peer: &str, record: &str) -> Result<Option<Vec<Listed>>, FleetError> {
         let settings = self.settings;
+        let (min_ttl, max_ttl) = record_ttl_bounds();
         let command = redis::cmd("EVAL")
             .arg(ROOM_SCRIPT)
             .arg(1)
@@ -384,7 +448,13 @@ impl<'a> Spell<'a> {
             .arg(settings.ttl_ms())
             .arg(settings.room_size)
             .arg(MAX_READ_MEMBERS)
-            .arg(settings.ttl_ms() / 3)
+            .arg(min_ttl)
+            .arg(max_ttl)
+            .arg(MIN_RECORD_SIZE)
+            .arg(MAX_REMOTE_PER_ROOM)
+            .arg(MAX_RECORD_BYTES)
+            .arg(MAX_ID_BYTES)
+            .arg(ROOM_KEY_LIFETIME.as_millis())
             .to_owned();
         let answer: Vec<Vec<u8>> = bounded(command.query_async(&mut self.conn)).await?;
         let Some((status, pairs)) = answer.split_first() else {
@@ -397,8 +467,8 @@ impl<'a> Spell<'a> {
         let mut members = Vec::new();
         for pair in pairs.chunks(2).take(MAX_READ_MEMBERS) {
             match self.member(room, pair) {
-                Some(member) if member.instance != settings.instance => members.push(member),
-                Some(_) => {}
+                Some(member) if member.instance == settings.instance => members.push(Listed::Here(member.id)),
+                Some(member) => members.push(Listed::There(member)),
                 None => self.status.count_room(RoomCounter::Invalid),
             }
         }
@@ -412,16 +482,44 @@ impl<'a> Spell<'a> {
         };
         let id = std::str::from_utf8(id).ok().filter(|id| is_peer_id(id))?;
         let record = Membership::parse(record, MAX_RECORD_BYTES).ok()?;
-        (record.room == room).then(|| RemoteMember {
+        if record.room != room {
+            return None;
+        }
+        self.log_mismatch(&record);
+        Some(RemoteMember {
             id: id.to_owned(),
             name: record.name,
             instance: record.inst,
         })
     }
+
+    /// Logs, once a session, a record of another instance written with
+    /// another lifetime or room size than this instance's: allowed (each
+    /// record is judged by its own lifetime, a room holds the smallest
+    /// size), but worth an operator's look.
+    fn log_mismatch(&self, record: &Membership) {
+        let settings = self.settings;
+        let ttl = record.ttl_ms.filter(|t| *t != settings.ttl_ms());
+        let size = record.size.filter(|s| *s != settings.room_size);
+        if self.mismatch_logged.get() || record.inst == settings.instance || (ttl.is_none() && size.is_none()) {
+            return;
+        }
+        self.mismatch_logged.set(true);
+        warn!(
+            instance = %record.inst,
+            membership_ttl_ms = record.ttl_ms,
+            room_size = record.size,
+            own_membership_ttl_ms = settings.ttl_ms(),
+            own_room_size = settings.room_size,
+            "another instance of the fleet has another fleet.membership_ttl or signaling.room_size: \
+             each peer's membership is judged by its own instance's lifetime, and a room holds \
+             the smallest room size of its members' instances"
+        );
+    }
 }
 
 /// The instances of `members`, each once.
-fn instances_of(members: &[RemoteMember]) -> Vec<String> {
+fn instances_of<'m>(members: impl Iterator<Item = &'m RemoteMember>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for m in members {
         if !out.contains(&m.instance) {

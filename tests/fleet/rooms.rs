@@ -1,8 +1,9 @@
 //! Signaling rooms across a fleet (`[fleet]`): two and three real
 //! instances share one real `redis-server` on loopback, and WebSocket
 //! clients (tokio-tungstenite) on different instances meet in one room:
-//! peer lists, joins, signals and leaves cross instances, the room size
-//! holds fleet-wide, the peers of an instance killed with SIGKILL are seen
+//! peer lists (in join order across instances), joins, signals and leaves
+//! cross instances, the room size holds fleet-wide (also between instances
+//! of different membership lifetimes and room sizes), the peers of an instance killed with SIGKILL are seen
 //! leaving once their membership lapses, and rooms go on through a Redis
 //! restart (local rooms work meanwhile; afterwards membership is
 //! re-published and signals flow again).
@@ -25,9 +26,15 @@ const WAIT: Duration = Duration::from_secs(5);
 
 /// An instance of the fleet on `redis`, named `name`.
 fn instance(redis: &RedisServer, name: &str, room_size: usize) -> TestServer {
+    instance_with_ttl(redis, name, room_size, TTL_SECS)
+}
+
+/// An instance of the fleet on `redis` whose membership lifetime is
+/// `ttl_secs`.
+fn instance_with_ttl(redis: &RedisServer, name: &str, room_size: usize, ttl_secs: u64) -> TestServer {
     TestServer::start(&format!(
         "[auth]\nsecrets = [\"fleet-rooms-secret\"]\n\n[signaling]\nroom_size = {room_size}\n\n\
-         [fleet]\nredis_url = \"{}\"\ninstance_id = \"{name}\"\nmembership_ttl = \"{TTL_SECS}s\"\n\
+         [fleet]\nredis_url = \"{}\"\ninstance_id = \"{name}\"\nmembership_ttl = \"{ttl_secs}s\"\n\
          key_prefix = \"t{}\"\n",
         redis.url(),
         std::process::id()
@@ -182,6 +189,103 @@ async fn three_instances_make_a_full_mesh_and_the_room_size_holds_fleet_wide() {
         let log = server.stderr_log();
         assert!(!log.contains("Redis is unreachable"), "{log}");
     }
+}
+
+/// Joins in `order` (`'a'` on `one`, `'b'` on `two`) to `room`: each
+/// newcomer's `joined` lists everyone before it, of both instances, in
+/// the order they joined, and each of them hears the newcomer.
+async fn join_in_order(one: &TestServer, two: &TestServer, room: &str, order: &str) {
+    let mut peers: Vec<Peer> = Vec::new();
+    for (i, side) in order.chars().enumerate() {
+        let server = if side == 'a' { one } else { two };
+        let (peer, before) = Peer::join(server, room, &format!("{side}{i}")).await;
+        let ids: Vec<String> = peers.iter().map(|p| p.id.clone()).collect();
+        assert_eq!(
+            before, ids,
+            "joins {order:?}: the newcomer {i} lists the others in join order"
+        );
+        for earlier in &mut peers {
+            assert_eq!(
+                earlier.recv().await,
+                json!({"type": "peer-joined", "id": peer.id, "name": format!("{side}{i}")})
+            );
+        }
+        peers.push(peer);
+    }
+}
+
+#[tokio::test]
+async fn joined_lists_the_peers_of_both_instances_in_join_order() {
+    let (_redis, one, two) = two_instances().await;
+    for (n, order) in ["aba", "bab", "aab", "abb", "baa", "abab", "abba", "bbaa", "aabba"]
+        .iter()
+        .enumerate()
+    {
+        join_in_order(&one, &two, &format!("order{n}"), order).await;
+    }
+}
+
+/// `fleet.membership_ttl` of 4 s on one instance and 30 s on the other:
+/// each record is judged by its writer's lifetime, so both see each
+/// other's peers, signals flow both ways, and the room size (3) holds for
+/// a fourth join on either.
+#[tokio::test]
+async fn instances_with_different_membership_lifetimes_share_rooms_and_the_room_size() {
+    let redis = RedisServer::start();
+    let (one, two) = (
+        instance_with_ttl(&redis, "short", 3, 4),
+        instance_with_ttl(&redis, "long", 3, 30),
+    );
+    wait_redis(&one, "up").await;
+    wait_redis(&two, "up").await;
+    let (mut alice, mut bob) = meet(&one, &two, "mixed").await;
+    let (mut carol, before) = Peer::join(&one, "mixed", "Carol").await;
+    assert_eq!(before, [alice.id.clone(), bob.id.clone()]);
+    assert_eq!(alice.recv().await["id"], carol.id.as_str());
+    assert_eq!(bob.recv().await["id"], carol.id.as_str());
+    // Longer than the short lifetime: the long-lived instance still counts
+    // the short-lived one's peers (refreshed every third of their own 4 s).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for server in [&two, &one] {
+        let mut late = connect(server).await;
+        late.send(json!({"type": "join", "room": "mixed"})).await;
+        late.expect_error("room-full").await;
+    }
+    for (from, to) in [(0, 1), (1, 0), (1, 2), (2, 1)] {
+        let peers = [&mut alice, &mut bob, &mut carol];
+        let from_id = peers[from].id.clone();
+        let to_id = peers[to].id.clone();
+        peers[from].signal(&to_id, json!({"from": from, "to": to})).await;
+        peers[to].expect_signal(&from_id, json!({"from": from, "to": to})).await;
+    }
+    for peer in [&mut alice, &mut bob, &mut carol] {
+        peer.quiet("nobody left").await;
+    }
+}
+
+/// `signaling.room_size` of 2 on one instance and 6 on the other: a room
+/// holding a peer of the instance of 2 takes no more than 2 peers, on
+/// either instance (the smallest size of its members wins).
+#[tokio::test]
+async fn the_smallest_room_size_of_a_rooms_members_holds_fleet_wide() {
+    let redis = RedisServer::start();
+    let (small, large) = (instance(&redis, "small", 2), instance(&redis, "large", 6));
+    wait_redis(&small, "up").await;
+    wait_redis(&large, "up").await;
+    let (_alice, _bob) = meet(&small, &large, "pair").await;
+    for server in [&large, &small] {
+        let mut late = connect(server).await;
+        late.send(json!({"type": "join", "room": "pair"})).await;
+        late.expect_error("room-full").await;
+    }
+    // A room of the large instance's peers alone takes its six.
+    let mut six = Vec::new();
+    for i in 0..6 {
+        six.push(Peer::join(&large, "six", &format!("p{i}")).await.0);
+    }
+    let mut late = connect(&small).await;
+    late.send(json!({"type": "join", "room": "six"})).await;
+    late.expect_error("room-full").await;
 }
 
 #[tokio::test]

@@ -64,12 +64,30 @@ pub enum FleetEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FleetJoin {
     /// Written; these were in the room before, fleet-wide, in the order
-    /// they joined (this instance's own peers among them).
-    Members(Vec<RemoteMember>),
+    /// they joined (Redis's), this instance's own peers among them.
+    Members(Vec<Listed>),
     /// The room holds `room_size` peers fleet-wide; nothing written.
     Full,
     /// Redis could not be asked: join locally.
     Unavailable,
+}
+
+/// A member of a room as Redis lists it, in the fleet-wide join order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listed {
+    /// A peer whose record names this instance: only its place in the
+    /// order is taken, for the local peer of that id (a record of a peer
+    /// no longer here, or of an earlier run under the same instance id,
+    /// is ignored).
+    Here(String),
+    /// A peer of another instance.
+    There(RemoteMember),
+}
+
+impl From<RemoteMember> for Listed {
+    fn from(member: RemoteMember) -> Listed {
+        Listed::There(member)
+    }
 }
 
 /// A join waiting for the fleet driver.
@@ -307,35 +325,40 @@ impl Switchboard {
     }
 
     /// The peers `joined` lists for a join of `room` by `peer` whose fleet
-    /// members (before it, in order) are `members`, once `local` (the
-    /// local peers before it) are in: fleet order first, then local peers
-    /// and remote ones known here that Redis did not list (joined during
-    /// an outage).
+    /// members (before it, in join order) are `members`, once `local` (the
+    /// local peers before it) are in: local and remote peers together in
+    /// the fleet's join order, then local peers and remote ones known here
+    /// that Redis did not list (joined during an outage).
     pub(super) fn fleet_peer_list(
         &mut self,
         room: &str,
         peer: &str,
-        members: &[RemoteMember],
+        members: &[Listed],
         local: &[PeerInfo],
     ) -> Vec<PeerInfo> {
         let mut listed: Vec<PeerInfo> = Vec::new();
         let mut view = self.fleet.as_mut().map(|f| &mut f.view);
-        for m in members.iter().filter(|m| m.id != peer) {
-            if listed.iter().any(|p| p.id == m.id) {
+        for listed_member in members {
+            let (id, remote) = match listed_member {
+                Listed::Here(id) => (id, None),
+                Listed::There(m) => (&m.id, Some(m)),
+            };
+            if id == peer || listed.iter().any(|p| p.id == *id) {
                 continue;
             }
-            if local.iter().any(|p| p.id == m.id) {
-                listed.push(m.info());
+            if let Some(p) = local.iter().find(|p| p.id == *id) {
+                listed.push(p.clone());
                 continue;
             }
             // A local session elsewhere is no remote member (ids are ours).
-            let Some(view) = view.as_deref_mut().filter(|_| !self.sessions.contains_key(&m.id)) else {
+            let (Some(m), Some(view)) = (remote, view.as_deref_mut().filter(|_| !self.sessions.contains_key(id)))
+            else {
                 continue;
             };
-            if view.room_of(&m.id).is_none() {
+            if view.room_of(id).is_none() {
                 view.add(room, m.clone());
             }
-            if view.room_of(&m.id) == Some(room) {
+            if view.room_of(id) == Some(room) {
                 listed.push(m.info());
             }
         }
@@ -352,9 +375,13 @@ impl Switchboard {
         listed
     }
 
-    /// The room remote peer `id` is known in.
-    pub(super) fn fleet_room_of(&self, id: &str) -> Option<&str> {
-        self.fleet.as_ref()?.view.room_of(id)
+    /// How many of `members` are remote peers not known here yet.
+    pub(super) fn fleet_new_members(&self, members: &[Listed]) -> usize {
+        let known = |id: &str| self.fleet.as_ref().is_some_and(|f| f.view.room_of(id).is_some());
+        members
+            .iter()
+            .filter(|m| matches!(m, Listed::There(m) if !self.sessions.contains_key(&m.id) && !known(&m.id)))
+            .count()
     }
 
     /// Remote members of `room` known here.
@@ -405,7 +432,7 @@ mod tests {
     use serde_json::json;
 
     use super::super::tests::{limits, Board};
-    use super::super::IceOnly;
+    use super::super::{IceOnly, Limits};
     use super::*;
 
     fn remote(id: &str, instance: &str) -> RemoteMember {
@@ -414,6 +441,15 @@ mod tests {
             name: Some(id.to_uppercase()),
             instance: instance.to_owned(),
         }
+    }
+
+    /// The driver's answer listing `members`, all of other instances.
+    fn there(members: Vec<RemoteMember>) -> FleetJoin {
+        FleetJoin::Members(members.into_iter().map(Listed::from).collect())
+    }
+
+    fn here(id: &str) -> Listed {
+        Listed::Here(id.to_owned())
     }
 
     fn fleet_board() -> Board {
@@ -440,7 +476,7 @@ mod tests {
         let mut b = fleet_board();
         b.connect("a", None);
         b.join("a", "r");
-        assert!(answer(&mut b, "a", FleetJoin::Members(members)));
+        assert!(answer(&mut b, "a", there(members)));
         events(&mut b);
         b
     }
@@ -463,11 +499,7 @@ mod tests {
         assert_eq!(events(&mut b), [join]);
         b.send("a", r#"{"type":"signal","to":"x","data":1}"#);
         assert_eq!(b.read("a")[0]["code"], "not-in-room", "pending is not in a room");
-        assert!(answer(
-            &mut b,
-            "a",
-            FleetJoin::Members(vec![remote("x", "i2"), remote("y", "i3")])
-        ));
+        assert!(answer(&mut b, "a", there(vec![remote("x", "i2"), remote("y", "i3")])));
         let joined = b.read("a");
         assert_eq!(
             joined[0]["peers"],
@@ -502,6 +534,56 @@ mod tests {
         };
         assert_eq!(events(&mut b), [leave]);
         assert_eq!(b.board.remote_count(), 0, "a room without local peers is forgotten");
+    }
+
+    /// `joined` lists local and remote peers together in the fleet's join
+    /// order, as Redis answered it; a record of this instance for a peer
+    /// that is not here is ignored, and peers Redis did not list (joined
+    /// during an outage) come last.
+    #[test]
+    fn joined_lists_local_and_remote_peers_in_the_fleets_join_order() {
+        let mut b = fleet_board();
+        b.board = Switchboard::new(Limits {
+            room_size: 6,
+            ..limits()
+        })
+        .with_fleet();
+        b.board.set_fleet_up(true);
+        b.connect("a1", None);
+        b.join("a1", "r");
+        assert!(answer(&mut b, "a1", FleetJoin::Members(Vec::new())));
+        b.read("a1");
+        b.connect("a2", None);
+        b.join("a2", "r");
+        let b1 = Listed::There(remote("b1", "i2"));
+        let order = vec![here("gone"), here("a1"), b1.clone(), here("a2")];
+        assert!(answer(&mut b, "a2", FleetJoin::Members(order)));
+        assert_eq!(
+            b.read("a2")[0]["peers"],
+            json!([{"id": "a1"}, {"id": "b1", "name": "B1"}]),
+            "joins a1 (here), b1 (there), a2: a2 lists a1 then b1"
+        );
+        assert_eq!(
+            b.board.remote_count(),
+            1,
+            "a stale record of this instance is no remote peer"
+        );
+        // b2 there joined before a3 here; c1 joined during an outage (known
+        // here, not in Redis); a2's record was lost (not listed): it comes
+        // after the fleet's order.
+        b.board.handle_remote_join("r", remote("c1", "i3"));
+        b.connect("a3", None);
+        b.join("a3", "r");
+        let order = vec![here("a1"), b1, Listed::There(remote("b2", "i2"))];
+        assert!(answer(&mut b, "a3", FleetJoin::Members(order)));
+        let ids: Vec<String> = b.read("a3")[0]["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids, ["a1", "b1", "b2", "a2", "c1"]);
+        assert_eq!(b.board.check(), Ok(()));
     }
 
     #[test]
@@ -546,7 +628,7 @@ mod tests {
         // room_size is 3: three remote members fill the room.
         b.join("a", "r");
         let three = vec![remote("x", "i2"), remote("y", "i2"), remote("z", "i3")];
-        assert!(!answer(&mut b, "a", FleetJoin::Members(three)));
+        assert!(!answer(&mut b, "a", there(three)));
         assert_eq!(b.read("a")[0]["code"], "room-full");
         b.join("a", "r");
         assert!(answer(&mut b, "a", FleetJoin::Unavailable));

@@ -9,7 +9,13 @@
 //! | `{"t":"leave","room":R,"id":P}` | P left R |
 //! | `{"t":"signal","room":R,"from":F,"to":P,"data":ANY}` | relay `data` to P, verbatim |
 //!
-//! A membership record is `{"room":R,"inst":I,"name":N?}`.
+//! A membership record is `{"room":R,"inst":I,"name":N?,"ttl_ms":T,"size":S}`:
+//! the writer's `fleet.membership_ttl` in milliseconds (3 000 to 300 000)
+//! and its `signaling.room_size` (2 to 64), so that every instance judges
+//! the record by its writer's lifetime and holds the room to the smallest
+//! size among its members, whatever its own settings say. Records of
+//! versions without them are judged by the reader's own. A record is at
+//! most [`MAX_RECORD_BYTES`]; the room script does not read longer ones.
 //!
 //! Everything read from Redis is treated as untrusted input: a message
 //! longer than its bound, not JSON, or with a room, id, instance or name
@@ -19,8 +25,17 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::config::is_fleet_name;
+use super::fleet_view::MAX_REMOTE_PER_ROOM;
+use crate::config::{is_fleet_name, FleetSection};
 use crate::signaling::protocol::{is_valid_room, MAX_NAME_LEN};
+
+/// Longest membership record accepted: the longest an instance writes
+/// (a room and an instance of 64 characters, a name of 64 characters of
+/// four bytes, the lifetime and the size) fits.
+pub const MAX_RECORD_BYTES: usize = 512;
+/// Smallest room size a record may carry (as `signaling.room_size`); the
+/// largest is [`MAX_REMOTE_PER_ROOM`].
+pub const MIN_RECORD_SIZE: usize = 2;
 
 /// Longest instance id (as `fleet.instance_id` allows).
 const MAX_INSTANCE_LEN: usize = 64;
@@ -173,6 +188,13 @@ pub struct Membership {
     pub inst: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The writer's membership lifetime, in milliseconds (absent in
+    /// records of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+    /// The writer's room size (absent in records of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<usize>,
 }
 
 impl Membership {
@@ -180,7 +202,9 @@ impl Membership {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// Parses a record of at most `max` bytes, checked as a message is.
+    /// Parses a record of at most `max` bytes, checked as a message is:
+    /// a lifetime or a size outside what an instance may be configured
+    /// with is invalid.
     pub fn parse(bytes: &[u8], max: usize) -> Result<Membership, WireError> {
         if bytes.len() > max {
             return Err(WireError::TooLarge);
@@ -189,9 +213,26 @@ impl Membership {
         if !is_valid_room(&m.room) || !is_fleet_name(&m.inst, MAX_INSTANCE_LEN) {
             return Err(WireError::Invalid);
         }
+        let (min_ttl, max_ttl) = record_ttl_bounds();
+        if m.ttl_ms.is_some_and(|t| !(min_ttl..=max_ttl).contains(&t))
+            || m.size
+                .is_some_and(|s| !(MIN_RECORD_SIZE..=MAX_REMOTE_PER_ROOM).contains(&s))
+        {
+            return Err(WireError::Invalid);
+        }
         let name = display_name(m.name)?;
         Ok(Membership { name, ..m })
     }
+}
+
+/// The lifetimes (ms) a record may carry: those `fleet.membership_ttl`
+/// allows.
+pub fn record_ttl_bounds() -> (u64, u64) {
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    (
+        ms(FleetSection::MIN_MEMBERSHIP_TTL),
+        ms(FleetSection::MAX_MEMBERSHIP_TTL),
+    )
 }
 
 /// True for an id a peer of ours could have: 1 to 64 ASCII letters and
@@ -288,8 +329,51 @@ mod tests {
             room: "r".into(),
             inst: "i".into(),
             name: None,
+            ttl_ms: None,
+            size: None,
         };
-        assert_eq!(Membership::parse(m.encode().as_bytes(), 4096), Ok(m));
+        assert_eq!(Membership::parse(m.encode().as_bytes(), 4096), Ok(m.clone()));
+        for (field, value) in [
+            ("ttl_ms", "2999"),
+            ("ttl_ms", "300001"),
+            ("ttl_ms", "-1"),
+            ("ttl_ms", "1e400"),
+            ("ttl_ms", "\"10000\""),
+            ("size", "1"),
+            ("size", "65"),
+            ("size", "2.5"),
+        ] {
+            let record = format!(r#"{{"room":"r","inst":"i","{field}":{value}}}"#);
+            assert!(Membership::parse(record.as_bytes(), 4096).is_err(), "{record}");
+        }
+        for (ttl, size) in [(3000, 2), (300_000, 64), (10_000, 6)] {
+            let full = Membership {
+                ttl_ms: Some(ttl),
+                size: Some(size),
+                ..m.clone()
+            };
+            assert_eq!(Membership::parse(full.encode().as_bytes(), 4096), Ok(full));
+        }
+    }
+
+    /// The longest record an instance writes fits in [`MAX_RECORD_BYTES`]:
+    /// a room and an instance of 64 characters, a name of 64 characters of
+    /// four bytes (or of 64 quotes, each escaped), the longest lifetime and
+    /// the largest size.
+    #[test]
+    fn the_longest_record_fits_its_bound() {
+        for name in ["\u{1F600}".repeat(MAX_NAME_LEN), "\"".repeat(MAX_NAME_LEN)] {
+            let m = Membership {
+                room: "r".repeat(64),
+                inst: "i".repeat(MAX_INSTANCE_LEN),
+                name: Some(name),
+                ttl_ms: Some(record_ttl_bounds().1),
+                size: Some(MAX_REMOTE_PER_ROOM),
+            };
+            let text = m.encode();
+            assert!(text.len() <= MAX_RECORD_BYTES, "{} bytes: {text}", text.len());
+            assert_eq!(Membership::parse(text.as_bytes(), MAX_RECORD_BYTES), Ok(m));
+        }
     }
 
     /// Bounded mutation of valid messages and records (bytes flipped,
@@ -303,6 +387,7 @@ mod tests {
             r#"{"t":"leave","room":"r-1","id":"ab12cd34ef56ab78"}"#,
             r#"{"t":"signal","room":"r","from":"a1","to":"b2","data":{"sdp":"v=0\r\n","x":[null,1.5e3,"\u00e9"]}}"#,
             r#"{"room":"standup","inst":"turn-2","name":"Bob"}"#,
+            r#"{"room":"standup","inst":"turn-2","name":"Bob","ttl_ms":30000,"size":6}"#,
         ];
         let mut rng = crate::proto::xorshift::XorShift::new(0xf1ee_7001);
         let mut accepted = 0;

@@ -12,8 +12,7 @@ use std::time::Instant;
 
 use serde_json::value::RawValue;
 
-use super::fleet::PendingJoin;
-use super::fleet_view::RemoteMember;
+use super::fleet::{Listed, PendingJoin};
 use super::resume::Resume;
 use super::rooms::JoinRefused;
 use super::{Mint, Switchboard};
@@ -55,13 +54,13 @@ impl Switchboard {
     }
 
     /// Puts `id` into the room of `join`, whose fleet-wide members before
-    /// it are `members` (none without a fleet), and answers `joined`;
+    /// it are `members` (in join order, none without a fleet), and answers `joined`;
     /// false (with the error answered) if it could not be let in.
     pub(super) fn complete_join(
         &mut self,
         id: &str,
         join: &PendingJoin,
-        members: &[RemoteMember],
+        members: &[Listed],
         now: Instant,
         mint: &mut impl Mint,
     ) -> bool {
@@ -77,11 +76,7 @@ impl Switchboard {
         };
         // Room size counts remote members too (Redis checked it too, but
         // a join during an outage sees only what is known here).
-        let fleet_new = members
-            .iter()
-            .filter(|m| !self.sessions.contains_key(&m.id) && self.fleet_room_of(&m.id).is_none())
-            .count();
-        let remote = self.remote_in_room(room) + fleet_new;
+        let remote = self.remote_in_room(room) + self.fleet_new_members(members);
         if self.rooms.members(room).len() + remote >= self.limits.room_size {
             self.reply_error(id, ErrorCode::RoomFull, "the room is full");
             return false;

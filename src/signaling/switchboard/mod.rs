@@ -71,7 +71,7 @@ mod outbox;
 mod resume;
 mod rooms;
 
-pub use fleet::{FleetEvent, FleetJoin, MAX_FLEET_EVENTS};
+pub use fleet::{FleetEvent, FleetJoin, Listed, MAX_FLEET_EVENTS};
 pub use fleet_view::{RemoteMember, MAX_REMOTE_PER_ROOM};
 
 pub use outbox::MESSAGE_OVERHEAD;
