@@ -65,17 +65,21 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
-/// Lets a request with `Authorization: Bearer <admin.key>` through;
-/// anything else gets a bare 401.
-async fn authorize(State(app): State<Arc<AdminApp>>, headers: HeaderMap, request: Request, next: Next) -> Response {
+/// Whether `headers` carry `Authorization: Bearer <key>`, compared in
+/// constant time.
+pub(super) fn presents_key(key: &RwLock<Secret>, headers: &HeaderMap) -> bool {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "));
-    let matches = {
-        let key = app.key.read().unwrap_or_else(|e| e.into_inner());
-        presented.is_some_and(|p| auth::secrets_equal(p.as_bytes(), key.expose().as_bytes()))
-    };
+    let key = key.read().unwrap_or_else(|e| e.into_inner());
+    presented.is_some_and(|p| auth::secrets_equal(p.as_bytes(), key.expose().as_bytes()))
+}
+
+/// Lets a request with `Authorization: Bearer <admin.key>` through;
+/// anything else gets a bare 401.
+async fn authorize(State(app): State<Arc<AdminApp>>, headers: HeaderMap, request: Request, next: Next) -> Response {
+    let matches = presents_key(&app.key, &headers);
     if !matches {
         let mut response = error(
             StatusCode::UNAUTHORIZED,

@@ -1,13 +1,17 @@
 //! The client side of the admin API, for `turnpike admin …`: one blocking
-//! HTTP/1.1 request per call over a `std` TCP stream (`Connection:
-//! close`), so the command line needs no runtime and no HTTP client crate.
+//! HTTP/1.1 request per call over a `std` TCP stream or Unix socket
+//! (`Connection: close`), so the command line needs no runtime and no HTTP
+//! client crate.
 //!
-//! Only `http://host:port` URLs: the API listens on loopback and has no
-//! TLS. Every wait is bounded (connect 5 s, each read or write 10 s) and an
-//! answer larger than [`MAX_ANSWER`] is refused.
+//! Only `http://host:port` URLs (the API listens on loopback and has no
+//! TLS) and `unix:/absolute/path` for `admin.socket`. Every wait is
+//! bounded (connect 5 s, each read or write 10 s) and an answer larger
+//! than [`MAX_ANSWER`] is refused.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -19,7 +23,7 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("{0:?} is not an http://host:port URL")]
+    #[error("{0:?} is neither an http://host:port nor a unix:/absolute/path URL")]
     BadUrl(String),
     #[error("cannot reach the admin API at {addr}: {source}")]
     Connect { addr: String, source: std::io::Error },
@@ -33,22 +37,46 @@ pub enum ClientError {
 
 /// Where the API is and the key to present.
 pub struct AdminClient {
-    /// `host:port`.
-    authority: String,
+    target: Target,
     key: String,
 }
 
+enum Target {
+    /// `host:port`.
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+/// A connection to the API, TCP or Unix.
+trait Stream: Read + Write {}
+impl<T: Read + Write> Stream for T {}
+
 impl AdminClient {
+    /// `url` is `http://host:port` or `unix:/absolute/path`.
     pub fn new(url: &str, key: String) -> Result<AdminClient, ClientError> {
+        if let Some(path) = url.strip_prefix("unix:") {
+            return match path.starts_with('/') {
+                true => Ok(AdminClient::unix(PathBuf::from(path), key)),
+                false => Err(ClientError::BadUrl(url.to_owned())),
+            };
+        }
         let authority = url
             .strip_prefix("http://")
             .map(|rest| rest.trim_end_matches('/'))
             .filter(|a| !a.is_empty() && !a.contains('/'))
             .ok_or_else(|| ClientError::BadUrl(url.to_owned()))?;
         Ok(AdminClient {
-            authority: authority.to_owned(),
+            target: Target::Tcp(authority.to_owned()),
             key,
         })
+    }
+
+    /// The API on the Unix socket at `path` (`admin.socket`).
+    pub fn unix(path: PathBuf, key: String) -> AdminClient {
+        AdminClient {
+            target: Target::Unix(path),
+            key,
+        }
     }
 
     /// Sends `method path` with `body` and returns the JSON answer of a
@@ -60,7 +88,10 @@ impl AdminClient {
         let request = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\
              Accept: application/json\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.authority,
+            match &self.target {
+                Target::Tcp(authority) => authority.as_str(),
+                Target::Unix(_) => "localhost",
+            },
             self.key,
             body.len()
         );
@@ -81,19 +112,31 @@ impl AdminClient {
         json.map_err(|_| ClientError::BadAnswer)
     }
 
-    fn connect(&self) -> Result<TcpStream, ClientError> {
+    fn connect(&self) -> Result<Box<dyn Stream>, ClientError> {
+        let authority = match &self.target {
+            Target::Tcp(authority) => authority,
+            Target::Unix(path) => {
+                let stream = UnixStream::connect(path).map_err(|source| ClientError::Connect {
+                    addr: format!("unix:{}", path.display()),
+                    source,
+                })?;
+                stream.set_read_timeout(Some(IO_TIMEOUT))?;
+                stream.set_write_timeout(Some(IO_TIMEOUT))?;
+                return Ok(Box::new(stream));
+            }
+        };
         let error = |source| ClientError::Connect {
-            addr: self.authority.clone(),
+            addr: authority.clone(),
             source,
         };
-        let addrs = self.authority.to_socket_addrs().map_err(error)?;
+        let addrs = authority.to_socket_addrs().map_err(error)?;
         let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
         for addr in addrs {
             match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
                 Ok(stream) => {
                     stream.set_read_timeout(Some(IO_TIMEOUT))?;
                     stream.set_write_timeout(Some(IO_TIMEOUT))?;
-                    return Ok(stream);
+                    return Ok(Box::new(stream));
                 }
                 Err(e) => last = e,
             }
@@ -167,10 +210,19 @@ mod tests {
     }
 
     #[test]
-    fn only_http_urls_without_a_path_are_taken() {
+    fn only_http_urls_without_a_path_and_absolute_unix_paths_are_taken() {
         assert!(AdminClient::new("http://127.0.0.1:8081", String::new()).is_ok());
         assert!(AdminClient::new("http://127.0.0.1:8081/", String::new()).is_ok());
-        for bad in ["https://127.0.0.1:8081", "127.0.0.1:8081", "http://", "http://h/v1"] {
+        let unix = AdminClient::new("unix:/run/turnpike/admin.sock", String::new()).unwrap();
+        assert!(matches!(&unix.target, Target::Unix(p) if p == std::path::Path::new("/run/turnpike/admin.sock")));
+        for bad in [
+            "https://127.0.0.1:8081",
+            "127.0.0.1:8081",
+            "http://",
+            "http://h/v1",
+            "unix:admin.sock",
+            "unix:",
+        ] {
             assert!(AdminClient::new(bad, String::new()).is_err(), "{bad}");
         }
     }

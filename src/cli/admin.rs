@@ -3,12 +3,14 @@
 //!
 //! The HTTP client is the library's (`turnpike::admin::client`); this file
 //! only finds the URL and the key, maps a command to a request, and
-//! prints. Contract: the URL is `--url`, else `http://<admin.listen>` of
-//! `--config`, else `http://127.0.0.1:8081`; the key is `--key-file`, else
+//! prints. Contract: the URL is `--url`, else `admin.socket` of `--config`
+//! (the socket first: no other local user can reach or crowd it), else
+//! `http://<admin.listen>` of `--config`, else `http://127.0.0.1:8081`;
+//! the key is `--key-file`, else
 //! TURNPIKE_ADMIN_KEY, else `admin.key`/`admin.key_file` of `--config`,
 //! and is never printed. An error answer of the API is an error here.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use turnpike::admin::client::{encode_component, AdminClient};
@@ -16,13 +18,22 @@ use turnpike::config::Config;
 
 use super::args::{AdminArgs, AdminCommand, SecretSource};
 
+/// Where the API is: a URL as given, or `admin.socket` as configured (a
+/// path need not be UTF-8).
+enum Target {
+    Url(String),
+    Socket(PathBuf),
+}
+
 /// Sends the request `args` names and prints the answer.
 pub fn admin_command(args: AdminArgs, config_path: Option<&Path>) -> anyhow::Result<()> {
     let config = config_path.map(Config::load).transpose()?;
-    let url = match (&args.url, config.as_ref().and_then(|c| c.admin.listen)) {
-        (Some(url), _) => url.clone(),
-        (None, Some(listen)) => format!("http://{listen}"),
-        (None, None) => "http://127.0.0.1:8081".to_owned(),
+    let admin = config.as_ref().map(|c| &c.admin);
+    let target = match (&args.url, admin.and_then(|a| a.socket.as_ref()), admin.and_then(|a| a.listen)) {
+        (Some(url), _, _) => Target::Url(url.clone()),
+        (None, Some(socket), _) => Target::Socket(socket.clone()),
+        (None, None, Some(listen)) => Target::Url(format!("http://{listen}")),
+        (None, None, None) => Target::Url("http://127.0.0.1:8081".to_owned()),
     };
     let key = match (&args.key_file, std::env::var("TURNPIKE_ADMIN_KEY")) {
         (Some(path), _) => SecretSource {
@@ -39,7 +50,10 @@ pub fn admin_command(args: AdminArgs, config_path: Option<&Path>) -> anyhow::Res
     let Some(key) = key else {
         bail!("give --key-file, TURNPIKE_ADMIN_KEY or --config with admin.key or admin.key_file");
     };
-    let client = AdminClient::new(&url, key)?;
+    let client = match target {
+        Target::Url(url) => AdminClient::new(&url, key)?,
+        Target::Socket(path) => AdminClient::unix(path, key),
+    };
     let encode = encode_component;
     let answer = match &args.command {
         AdminCommand::List { user } => {

@@ -84,8 +84,9 @@ pub struct CredentialsArgs {
 /// `turnpike admin`: where the API is, the key, and what to ask.
 #[derive(clap::Args)]
 pub struct AdminArgs {
-    /// The API's URL (default: http://<admin.listen of --config>, else
-    /// http://127.0.0.1:8081).
+    /// The API's URL: http://host:port, or unix:/path for a Unix socket
+    /// (default: admin.socket of --config, else http://<admin.listen of
+    /// --config>, else http://127.0.0.1:8081).
     #[arg(long)]
     pub url: Option<String>,
     /// A file whose first line is the key (default: TURNPIKE_ADMIN_KEY,

@@ -2,12 +2,17 @@
 //!
 //! This file holds the section's struct, the doc comment on each field
 //! that is the reference for its key, and [`resolve_key`], its check:
-//! `admin.listen` loopback (the API has no TLS), and then a key of at least
-//! [`MIN_ADMIN_KEY`] characters from exactly one of `key` and `key_file`.
+//! `admin.listen` loopback (the API has no TLS), `admin.socket` an absolute
+//! path of at most [`MAX_SOCKET_PATH`] bytes, and then, when either is
+//! set, a key of at least [`MIN_ADMIN_KEY`] characters from exactly one of
+//! `key` and `key_file`. (What the socket's directory must be is checked
+//! when it is bound, by `crate::admin`: the directory may not exist yet
+//! where the file is checked.)
 //! It returns the key rather than storing it, so that `Config::validate`
 //! changes nothing until every rule holds.
 
 use std::net::SocketAddr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -17,6 +22,10 @@ use super::{ConfigError, Secret};
 
 /// Shortest `admin.key`: a bearer token must not be guessable.
 pub const MIN_ADMIN_KEY: usize = 24;
+
+/// Longest `admin.socket` in bytes: a Unix socket's name and its NUL fill
+/// the 108 bytes of `sockaddr_un.sun_path` on Linux.
+pub const MAX_SOCKET_PATH: usize = 107;
 
 /// `[admin]`: the operator's admin API (`crate::admin`), off by default.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -28,6 +37,16 @@ pub struct AdminSection {
     /// through SSH or a TLS-terminating proxy on this one. Set, `key` or
     /// `key_file` is required. Default: unset (off).
     pub listen: Option<SocketAddr>,
+    /// A Unix socket for the admin API (the same routes and key), e.g.
+    /// `/run/turnpike/admin.sock`: created with mode 0600, so only this
+    /// user (and root) can connect, which no other local user can crowd
+    /// out. An absolute path of at most 107 bytes, whose directory must be
+    /// owned by this user or root and writable by nobody else (checked at
+    /// start); a stale socket left there is replaced, one another process
+    /// listens on is refused, and it is removed at stop. With `listen`,
+    /// both are served. Set, `key` or `key_file` is required. Default:
+    /// unset.
+    pub socket: Option<PathBuf>,
     /// The key callers present as `Authorization: Bearer <key>`; at least
     /// 24 characters (e.g. `openssl rand -base64 32`). Exactly one of
     /// `key` and `key_file` when `listen` is set; reloaded on SIGHUP.
@@ -44,8 +63,9 @@ pub struct AdminSection {
 }
 
 /// The admin API's key, from `admin.key` or `admin.key_file`: required
-/// when `admin.listen` is set, which must be loopback (the API has no
-/// TLS, see SECURITY.md).
+/// when `admin.listen` or `admin.socket` is set; `listen` must be loopback
+/// (the API has no TLS, see SECURITY.md) and `socket` an absolute path of
+/// at most [`MAX_SOCKET_PATH`] bytes.
 pub(super) fn resolve_key(admin: &AdminSection) -> Result<Option<Secret>, ConfigError> {
     let key = match (&admin.key, &admin.key_file) {
         (Some(_), Some(_)) => {
@@ -71,10 +91,10 @@ pub(super) fn resolve_key(admin: &AdminSection) -> Result<Option<Secret>, Config
         }
         (None, None) => None,
     };
-    let Some(listen) = admin.listen else {
+    if admin.listen.is_none() && admin.socket.is_none() {
         return Ok(key);
-    };
-    if !listen.ip().to_canonical().is_loopback() {
+    }
+    if let Some(listen) = admin.listen.filter(|l| !l.ip().to_canonical().is_loopback()) {
         return Err(ConfigError::invalid(
             "admin.listen",
             format!(
@@ -83,10 +103,25 @@ pub(super) fn resolve_key(admin: &AdminSection) -> Result<Option<Secret>, Config
             ),
         ));
     }
+    if let Some(socket) = &admin.socket {
+        if !socket.is_absolute() || socket.file_name().is_none() {
+            return Err(ConfigError::invalid(
+                "admin.socket",
+                format!("{} is not an absolute path to a file", socket.display()),
+            ));
+        }
+        let len = socket.as_os_str().as_bytes().len();
+        if len > MAX_SOCKET_PATH {
+            return Err(ConfigError::invalid(
+                "admin.socket",
+                format!("is {len} bytes long: a Unix socket's path has at most {MAX_SOCKET_PATH}"),
+            ));
+        }
+    }
     let Some(key) = key else {
         return Err(ConfigError::invalid(
             "admin.key",
-            "admin.listen is set: give admin.key or admin.key_file",
+            "admin.listen or admin.socket is set: give admin.key or admin.key_file",
         ));
     };
     check_not_placeholder("admin.key", &key)?;
@@ -136,6 +171,31 @@ mod tests {
         // Off by default, and a key alone turns nothing on.
         assert!(parse("").unwrap().admin.listen.is_none());
         assert!(parse(&format!("[admin]\nkey = \"{key}\"\n")).is_ok());
+    }
+
+    #[test]
+    fn the_admin_socket_is_an_absolute_path_that_fits_a_socket_address_and_wants_the_key() {
+        let key = format!("key = \"{}\"\n", "k".repeat(MIN_ADMIN_KEY));
+        let on = |socket: &str, key: &str| format!("[admin]\nsocket = \"{socket}\"\n{key}");
+        let config = parse(&on("/run/turnpike/admin.sock", &key)).unwrap();
+        assert_eq!(
+            config.admin.socket.as_deref(),
+            Some(std::path::Path::new("/run/turnpike/admin.sock"))
+        );
+        assert!(config.admin.listen.is_none() && config.admin.resolved_key.is_some());
+        // The key is still required: the socket's mode is one defence, the key another.
+        assert_eq!(invalid_key(&on("/run/turnpike/admin.sock", "")), "admin.key");
+        assert_eq!(invalid_key(&on("admin.sock", &key)), "admin.socket");
+        assert_eq!(invalid_key(&on("/", &key)), "admin.socket");
+        // The bound: 107 bytes fit, 108 do not.
+        let longest = format!("/{}", "s".repeat(MAX_SOCKET_PATH - 1));
+        assert!(parse(&on(&longest, &key)).is_ok());
+        assert_eq!(invalid_key(&on(&format!("{longest}s"), &key)), "admin.socket");
+        // With listen, both are served; listen is still held to loopback.
+        let both = format!("[admin]\nsocket = \"/run/a.sock\"\nlisten = \"127.0.0.1:8081\"\n{key}");
+        assert!(parse(&both).is_ok());
+        let public = format!("[admin]\nsocket = \"/run/a.sock\"\nlisten = \"0.0.0.0:8081\"\n{key}");
+        assert_eq!(invalid_key(&public), "admin.listen");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The operator's admin API (`[admin]`) against a running server: its key
 //! check, the list of allocations against what the clients saw, ending an
 //! allocation by id and all of a user's, revoking a username on every
-//! transport and shard, and the `turnpike admin` commands.
+//! transport and shard, the `turnpike admin` commands, connection slots
+//! that callers without the key cannot hold against a key holder, and the
+//! API on a Unix socket (`admin.socket`).
 //!
 //! HTTP is spoken by hand here (one request per connection), not with the
 //! server's own client, so that a mistake in one is not hidden by the
@@ -9,7 +11,11 @@
 
 #![allow(clippy::disallowed_methods)] // waits in black-box tests use the real clock
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -407,4 +413,137 @@ fn the_admin_port_is_never_a_peer() {
     assert_eq!(code_of(&permit(admin)), 403);
     let elsewhere = SocketAddr::from(([127, 0, 0, 1], crate::common::free_udp_port()));
     assert_eq!(code_of(&permit(elsewhere)), 200);
+}
+
+/// The head of one HTTP/1.1 answer on `stream` and its body, read by its
+/// Content-Length (the connection stays open for the next request).
+fn read_one_answer(stream: &mut impl Read) -> (u16, String) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).expect("read an answer's head"), 1, "closed mid-answer");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).expect("UTF-8 head");
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status");
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+        .and_then(|v| v.parse().ok())
+        .expect("a content-length");
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).expect("read the body");
+    (status, String::from_utf8(body).expect("UTF-8 body"))
+}
+
+/// Whether the server has closed `stream` (EOF or reset), waiting up to 5 s
+/// for it.
+fn closed_by_server(stream: &mut TcpStream) -> bool {
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    match stream.read(&mut [0u8; 1]) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+    }
+}
+
+/// Whether `stream` is still open now: nothing to read and no EOF.
+fn still_open(stream: &TcpStream) -> bool {
+    stream.set_nonblocking(true).expect("nonblocking");
+    let open = matches!((&*stream).read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    stream.set_nonblocking(false).expect("blocking");
+    open
+}
+
+#[test]
+fn callers_without_the_key_cannot_keep_a_key_holder_out() {
+    use turnpike::admin::{MAX_CONNECTIONS, MAX_UNPROVEN};
+    let (_server, admin) = start(1);
+    // A key holder on a keep-alive connection: proven by its first request.
+    let mut holder = TcpStream::connect(admin).expect("connect");
+    holder.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let keep_alive = format!("GET /v1/revocations HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n\r\n");
+    holder.write_all(keep_alive.as_bytes()).expect("send");
+    assert_eq!(read_one_answer(&mut holder).0, 200);
+
+    // Any local user fills every slot with connections that never send a
+    // byte (before, they held all 16 until the 10 s header timeout, and a
+    // key holder waited in the backlog).
+    let mut idle: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+        .map(|_| TcpStream::connect(admin).expect("connect"))
+        .collect();
+    // A key holder's request is answered at once, while those callers'
+    // header timeout is still running: the idle ones still open prove it.
+    let (status, body) = call(admin, "GET", "/v1/allocations", Some(KEY), None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["allocations"], serde_json::json!([]));
+    // The documented bound: at most MAX_UNPROVEN connections without the
+    // key are held; the oldest were closed to make room, one more for the
+    // key holder's connection, and the newest are still open.
+    let closed = MAX_CONNECTIONS - MAX_UNPROVEN + 1;
+    for (n, stream) in idle.iter_mut().enumerate().skip(closed) {
+        assert!(still_open(stream), "idle connection {n} closed");
+    }
+    for (n, stream) in idle.iter_mut().enumerate().take(closed) {
+        assert!(closed_by_server(stream), "idle connection {n} still held");
+    }
+    // The proven connection was never evicted: it is answered again.
+    holder.write_all(keep_alive.as_bytes()).expect("send");
+    assert_eq!(read_one_answer(&mut holder).0, 200);
+}
+
+#[test]
+fn the_admin_api_on_a_unix_socket_is_owner_only_and_turnpike_admin_uses_it() {
+    let dir = ScratchDir::new("admin-socket");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let socket = dir.path().join("admin.sock");
+    // A socket file left by a crashed server: replaced at start.
+    drop(std::os::unix::net::UnixListener::bind(&socket).expect("a stale socket"));
+    let server = TestServer::start_with(
+        "workers = 2\n",
+        &format!(
+            "[auth]\nsecrets = [\"{SECRET}\"]\n\n[admin]\nsocket = \"{}\"\nkey = \"{KEY}\"\n",
+            socket.display()
+        ),
+    );
+    let meta = std::fs::symlink_metadata(&socket).expect("the socket exists");
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "owner only");
+    let (gina, gina_pw) = rest_credential(SECRET, "gina", unix_now() + 3600);
+    let (_udp, relay) = udp_allocation(&server, &gina, &gina_pw);
+
+    // The same routes and the same key check.
+    let over_socket = |method: &str, path: &str, key: Option<&str>| {
+        let mut stream = UnixStream::connect(&socket).expect("connect to the socket");
+        stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+        write!(stream, "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}\r\n").expect("send");
+        let (status, body) = read_one_answer(&mut stream);
+        (status, serde_json::from_str::<Value>(&body).unwrap_or(Value::Null))
+    };
+    assert_eq!(over_socket("GET", "/v1/allocations", None).0, 401);
+    assert_eq!(over_socket("GET", "/v1/allocations", Some("wrong-key-wrong-key-wrong-key-00")).0, 401);
+    let (status, list) = over_socket("GET", "/v1/allocations", Some(KEY));
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["allocations"][0]["relays"][0], relay.to_string(), "{list}");
+
+    // `turnpike admin` over it, by --url and from the server's config
+    // (which names only the socket).
+    let url = format!("unix:{}", socket.display());
+    let out = turnpike(&["admin", "--url", &url, "list"], Some(KEY));
+    assert!(out.success() && out.stdout.contains(&gina), "{out:?}");
+    let out = turnpike(&["admin", "--url", &url, "list"], Some("not-the-key-not-the-key-0000"));
+    assert!(!out.success() && out.stderr.contains("401"), "{out:?}");
+    let config = server.config_path().to_str().expect("UTF-8 path");
+    let out = turnpike(&["--config", config, "admin", "end-user", &gina], None);
+    assert!(out.success() && out.stdout.contains("1 allocation(s) ended"), "{out:?}");
+    let missing = dir.path().join("none.sock");
+    let out = turnpike(&["admin", "--url", &format!("unix:{}", missing.display()), "list"], Some(KEY));
+    assert!(!out.success() && out.stderr.contains("cannot reach"), "{out:?}");
+
+    // Removed at stop.
+    server.signal(libc::SIGTERM);
+    let status = server.wait_exit(Duration::from_secs(10)).expect("exit on SIGTERM");
+    assert!(status.success(), "{status:?}\n{}", server.stderr_log());
+    assert!(!Path::new(&socket).exists(), "the socket outlived the server");
 }
