@@ -56,7 +56,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{oneshot, watch, Notify};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::config::{Config, Secret};
 use crate::fleet::RevocationSharer;
@@ -64,8 +64,8 @@ use crate::net::AdminHandle;
 use crate::process::accept::{accept_until_stopped, Accept};
 use crate::process::runtime_thread;
 use crate::process::status::ServerStatus;
-pub use slots::{MAX_CONNECTIONS, MAX_UNPROVEN, RESERVED_FOR_KEY};
 use slots::{Admission, SlotId, SlotTable};
+pub use slots::{MAX_CONNECTIONS, MAX_UNPROVEN, RESERVED_FOR_KEY};
 pub use unix_socket::SocketError;
 
 /// Largest request body (a revocation is a few hundred bytes).
@@ -167,8 +167,16 @@ pub fn start(
     let served_key = key.clone();
     let thread = runtime_thread::spawn("turnpike-admin", "admin", move |runtime| {
         runtime.block_on(async move {
-            let tcp = tcp.and_then(|(listener, _)| tokio::net::TcpListener::from_std(listener).ok());
-            let unix = unix.and_then(|listener| tokio::net::UnixListener::from_std(listener).ok());
+            let tcp = tcp.and_then(|(listener, _)| {
+                tokio::net::TcpListener::from_std(listener)
+                    .inspect_err(|e| warn!("admin listener: {e}"))
+                    .ok()
+            });
+            let unix = unix.and_then(|listener| {
+                tokio::net::UnixListener::from_std(listener)
+                    .inspect_err(|e| warn!("admin socket: {e}"))
+                    .ok()
+            });
             let tcp = async {
                 if let Some(listener) = tcp {
                     serve(listener, "admin", router.clone(), served_key.clone(), stopped.clone()).await;
@@ -176,7 +184,14 @@ pub fn start(
             };
             let unix = async {
                 if let Some(listener) = unix {
-                    serve(listener, "admin socket", router.clone(), served_key.clone(), stopped.clone()).await;
+                    serve(
+                        listener,
+                        "admin socket",
+                        router.clone(),
+                        served_key.clone(),
+                        stopped.clone(),
+                    )
+                    .await;
                 }
             };
             tokio::join!(tcp, unix);

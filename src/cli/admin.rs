@@ -29,7 +29,11 @@ enum Target {
 pub fn admin_command(args: AdminArgs, config_path: Option<&Path>) -> anyhow::Result<()> {
     let config = config_path.map(Config::load).transpose()?;
     let admin = config.as_ref().map(|c| &c.admin);
-    let target = match (&args.url, admin.and_then(|a| a.socket.as_ref()), admin.and_then(|a| a.listen)) {
+    let target = match (
+        &args.url,
+        admin.and_then(|a| a.socket.as_ref()),
+        admin.and_then(|a| a.listen),
+    ) {
         (Some(url), _, _) => Target::Url(url.clone()),
         (None, Some(socket), _) => Target::Socket(socket.clone()),
         (None, None, Some(listen)) => Target::Url(format!("http://{listen}")),

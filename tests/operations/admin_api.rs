@@ -421,14 +421,22 @@ fn read_one_answer(stream: &mut impl Read) -> (u16, String) {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(stream.read(&mut byte).expect("read an answer's head"), 1, "closed mid-answer");
+        assert_eq!(
+            stream.read(&mut byte).expect("read an answer's head"),
+            1,
+            "closed mid-answer"
+        );
         head.push(byte[0]);
     }
     let head = String::from_utf8(head).expect("UTF-8 head");
     let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status");
     let length: usize = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_owned())
+        })
         .and_then(|v| v.parse().ok())
         .expect("a content-length");
     let mut body = vec![0; length];
@@ -522,7 +530,10 @@ fn the_admin_api_on_a_unix_socket_is_owner_only_and_turnpike_admin_uses_it() {
         (status, serde_json::from_str::<Value>(&body).unwrap_or(Value::Null))
     };
     assert_eq!(over_socket("GET", "/v1/allocations", None).0, 401);
-    assert_eq!(over_socket("GET", "/v1/allocations", Some("wrong-key-wrong-key-wrong-key-00")).0, 401);
+    assert_eq!(
+        over_socket("GET", "/v1/allocations", Some("wrong-key-wrong-key-wrong-key-00")).0,
+        401
+    );
     let (status, list) = over_socket("GET", "/v1/allocations", Some(KEY));
     assert_eq!(status, 200, "{list}");
     assert_eq!(list["allocations"][0]["relays"][0], relay.to_string(), "{list}");
@@ -538,7 +549,10 @@ fn the_admin_api_on_a_unix_socket_is_owner_only_and_turnpike_admin_uses_it() {
     let out = turnpike(&["--config", config, "admin", "end-user", &gina], None);
     assert!(out.success() && out.stdout.contains("1 allocation(s) ended"), "{out:?}");
     let missing = dir.path().join("none.sock");
-    let out = turnpike(&["admin", "--url", &format!("unix:{}", missing.display()), "list"], Some(KEY));
+    let out = turnpike(
+        &["admin", "--url", &format!("unix:{}", missing.display()), "list"],
+        Some(KEY),
+    );
     assert!(!out.success() && out.stderr.contains("cannot reach"), "{out:?}");
 
     // Removed at stop.
