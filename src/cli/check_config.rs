@@ -20,10 +20,17 @@ pub fn check_config(file: &Path) -> anyhow::Result<()> {
         .listen
         .http
         .map_or("HTTP off".to_owned(), |addr| format!("HTTP on {addr}"));
-    let admin = config
+    let admin_on: Vec<String> = config
         .admin
         .listen
-        .map_or("admin API off".to_owned(), |addr| format!("admin API on {addr}"));
+        .map(|addr| addr.to_string())
+        .into_iter()
+        .chain(config.admin.socket.as_ref().map(|path| path.display().to_string()))
+        .collect();
+    let admin = match admin_on.is_empty() {
+        true => "admin API off".to_owned(),
+        false => format!("admin API on {}", admin_on.join(" and ")),
+    };
     let http = match config.signaling.share_tls_port {
         true => format!("{http}, HTTPS on the TLS port(s) too"),
         false => http,

@@ -19,8 +19,8 @@
 //!    status.
 //! 4. the **HTTP endpoint** (`/ws`, `/ice-servers`, the demo page,
 //!    metrics, health) around the hub.
-//! 5. the **admin API**, if `admin.listen` is set: last, because it shares
-//!    what it revokes through the fleet's sharer.
+//! 5. the **admin API**, if `admin.listen` or `admin.socket` is set:
+//!    last, because it shares what it revokes through the fleet's sharer.
 //!
 //! Then the start is announced (the demo credential on a terminal, the
 //! demo page's URL) and systemd is told READY=1: every listener is bound.
@@ -101,7 +101,7 @@ pub fn serve(mut config: Config, config_path: Option<&Path>) -> anyhow::Result<(
 /// if they are dropped rather than stopped (an error return) the last
 /// started goes first.
 struct Parts {
-    /// 5. The admin API, when `admin.listen` is set.
+    /// 5. The admin API, when `admin.listen` or `admin.socket` is set.
     admin: Option<admin::AdminServer>,
     /// 4. The HTTP endpoint, when it has a listener or a shared TLS port.
     http: Option<http::HttpServer>,
@@ -187,12 +187,12 @@ impl Parts {
                 if let Some(http) = &self.http {
                     http.reload(&config, ice_config(&config, &self.server, http.addr));
                 }
-                let admin_kept = self
-                    .admin
-                    .as_ref()
-                    .map_or(config.admin.listen.is_none(), |admin| admin.reload(&config));
+                let admin_kept = self.admin.as_ref().map_or(
+                    config.admin.listen.is_none() && config.admin.socket.is_none(),
+                    |admin| admin.reload(&config),
+                );
                 if !admin_kept {
-                    warn!("SIGHUP: the change to admin.listen takes effect only after a restart");
+                    warn!("SIGHUP: the change to admin.listen or admin.socket takes effect only after a restart");
                 }
                 info!(path = %path.display(), "SIGHUP: configuration reloaded; live allocations kept");
                 for what in needs_restart {
