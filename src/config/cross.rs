@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use super::server::REFLECTION_SAFE_REALM;
 use super::{Config, ConfigError};
+use crate::proto::addr::Transport;
 
 /// `listen.tls` needs `tls.cert` and `tls.key`. Checked before `[listen]`'s
 /// own rules.
@@ -170,6 +171,23 @@ impl Config {
                 self.relay.ports
             ));
         }
+        let siblings = &self.alternate.servers;
+        let transports = [
+            (Transport::Udp, "udp", &listen.udp),
+            (Transport::Tcp, "tcp", &listen.tcp),
+            (Transport::Tls, "tls", &listen.tls),
+        ];
+        for (transport, name, listeners) in transports {
+            let unserved = !listeners.is_empty() && !siblings.is_empty();
+            if unserved && siblings.iter().all(|s| s.address(transport).is_none()) {
+                warnings.push(format!(
+                    "alternate.servers has no {name} address for any sibling: {} clients are not shed and \
+                     get 508 (a plain address is a sibling's UDP and TCP port; write {{ udp = \"…\", \
+                     tcp = \"…\", tls = \"…\" }})",
+                    name.to_uppercase()
+                ));
+            }
+        }
         if self.server.realm.len() > REFLECTION_SAFE_REALM {
             warnings.push(format!(
                 "server.realm is {} bytes: above {REFLECTION_SAFE_REALM}, the 401 to the smallest Allocate \
@@ -256,5 +274,33 @@ mod tests {
             .iter()
             .any(|w| w
                 == "listener 127.0.0.1:8080 is inside relay.ports 8000-9000: that port is never handed to a relay"));
+    }
+
+    #[test]
+    fn check_config_warns_when_the_clients_of_a_listener_have_no_sibling_to_be_sent_to() {
+        use crate::proto::server::Sibling;
+        let mut config = Config::default();
+        config.listen.tls = vec!["0.0.0.0:443".parse().unwrap()];
+        let tls_warning = |config: &Config| {
+            config
+                .warnings()
+                .into_iter()
+                .filter(|w| w.starts_with("alternate.servers"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            tls_warning(&config),
+            Vec::<String>::new(),
+            "no [alternate], nothing to say"
+        );
+        config.alternate.servers = vec![Sibling::plain("192.0.2.2:3478".parse().unwrap())];
+        let warnings = tls_warning(&config);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("no tls address for any sibling: TLS clients are not shed"),
+            "{warnings:?}"
+        );
+        config.alternate.servers[0].tls = Some("192.0.2.2:443".parse().unwrap());
+        assert_eq!(tls_warning(&config), Vec::<String>::new());
     }
 }

@@ -2,7 +2,11 @@
 //! an authenticated Allocate to a sibling named in ALTERNATE-SERVER, and
 //! real clients follow it: coturn's `turnutils_uclient` and Chromium's
 //! TURN client, each given only the full instance. Two servers on
-//! loopback sharing a secret and a nonce key, as a fleet would.
+//! loopback sharing a secret and a nonce key, as a fleet would. The 300
+//! names the sibling's port of the client's transport (issue 19): over
+//! UDP, TCP and TLS `turnutils_uclient` allocates at the sibling, and a
+//! TLS client of the test's own checks the sibling's certificate against
+//! ALTERNATE-DOMAIN.
 
 #![allow(clippy::disallowed_methods)] // waits use the real clock
 
@@ -12,11 +16,12 @@ use std::time::{Duration, Instant};
 
 use crate::common::uclient::parse_uclient_summary;
 use crate::common::{
-    assert_relay_round_trips, browser_setup, code_of, enter_private_network, json_summary, require_tool,
-    rest_credential, run_with_timeout, turn_client, udp_request_as, unix_now, BrowserSetup, EchoPeer, ServerSetup,
-    TestServer,
+    assert_relay_round_trips, authenticated_request_as, browser_setup, code_of, enter_private_network, json_summary,
+    require_tool, rest_credential, run_with_timeout, turn_client, udp_request_as, unix_now, BrowserSetup, EchoPeer,
+    ServerSetup, TestServer, REQUESTED_UDP,
 };
-use turnpike::proto::stun::{attr, method};
+use rustls::version::TLS13;
+use turnpike::proto::stun::{attr, method, Message};
 
 const SECRET: &str = "fleet-secret-shared-by-both";
 const NONCE_KEY: &str = "fleet-nonce-key-shared-by-both";
@@ -92,6 +97,120 @@ fn turnutils_uclient_follows_alternate_server_to_the_sibling_and_relays_there() 
     );
     let redirected = allocate_answers(&full, "300");
     assert!(redirected >= 1.0, "the full instance counted {redirected} answers 300");
+}
+
+/// The sibling, and a full instance naming its UDP, TCP and TLS ports
+/// (`{ udp, tcp, tls }`) and `localhost` as ALTERNATE-DOMAIN; the socket
+/// that holds the full instance's one allocation comes with them.
+fn full_instance_and_sibling_per_transport() -> (TestServer, TestServer, UdpSocket) {
+    let sibling = TestServer::start(&fleet_auth());
+    let full = TestServer::start(&format!(
+        "{}\n[limits]\nmax_allocations = 1\n\n[alternate]\n\
+         servers = [{{ udp = \"{plain}\", tcp = \"{plain}\", tls = \"{tls}\" }}]\ndomain = \"localhost\"\n",
+        fleet_auth(),
+        plain = sibling.addr(),
+        tls = sibling.tls_addr(),
+    ));
+    let (user, password) = rest_credential(SECRET, "holder", unix_now() + 600);
+    let (holder, code) = allocate_once(full.addr(), &user, &password);
+    assert_eq!(code, 200, "the one allocation of the full instance");
+    (full, sibling, holder)
+}
+
+/// The allocations of users named `name` the log of `server` shows created.
+fn created_for(server: &TestServer, name: &str) -> usize {
+    server
+        .stderr_log()
+        .lines()
+        .filter(|l| l.contains("allocation created") && l.contains(&format!(":{name}\"")))
+        .count()
+}
+
+#[test]
+fn turnutils_uclient_over_udp_tcp_and_tls_is_sent_to_the_sibling_port_of_its_transport() {
+    let tool = require_tool("turnutils_uclient");
+    let (full, sibling, _holder) = full_instance_and_sibling_per_transport();
+    let plain_port = full.addr().port().to_string();
+    let tls_port = full.tls_addr().port().to_string();
+    let runs: [(&str, &[&str], &str); 3] = [
+        ("udp", &[], &plain_port),
+        ("tcp", &["-t"], &plain_port),
+        ("tls", &["-t", "-S"], &tls_port),
+    ];
+    for (transport, flags, port) in runs {
+        let name = format!("shed-{transport}");
+        let mut args = vec![
+            "-W", SECRET, "-u", &name, "-y", "-m", "2", "-n", "20", "-l", "120", "-p", port,
+        ];
+        args.extend(flags);
+        args.push("127.0.0.1");
+        let out = run_with_timeout(Command::new(&tool).args(&args), Duration::from_secs(60));
+        let text = out.combined();
+        assert!(out.success(), "turnutils_uclient over {transport} failed:\n{text}");
+        assert!(
+            text.contains("error 300"),
+            "uclient over {transport} was never told 300:\n{text}"
+        );
+        let received = parse_uclient_summary(&text).map_or(0, |summary| summary.received);
+        assert!(
+            received > 0,
+            "nothing was relayed at the sibling over {transport}:\n{text}"
+        );
+        assert_eq!(
+            created_for(&full, &name),
+            0,
+            "the full instance allocated for {transport}"
+        );
+        assert!(
+            created_for(&sibling, &name) >= 2,
+            "the sibling has not got both {transport} clients' allocations:\n{text}"
+        );
+    }
+    assert!(allocate_answers(&full, "300") >= 3.0);
+}
+
+/// The plain address in an address attribute (ALTERNATE-SERVER).
+fn plain_address(value: &[u8]) -> SocketAddr {
+    let port = u16::from_be_bytes([value[2], value[3]]);
+    match value[1] {
+        1 => SocketAddr::from((<[u8; 4]>::try_from(&value[4..8]).expect("IPv4"), port)),
+        _ => SocketAddr::from((<[u8; 16]>::try_from(&value[4..20]).expect("IPv6"), port)),
+    }
+}
+
+#[test]
+fn a_tls_client_follows_the_300_to_the_sibling_tls_port_and_checks_its_certificate_by_alternate_domain() {
+    let (full, sibling, _holder) = full_instance_and_sibling_per_transport();
+    let (user, password) = rest_credential(SECRET, "tls", unix_now() + 600);
+    let allocate = |stream: &mut _| {
+        authenticated_request_as(stream, &user, &password, method::ALLOCATE, |w| {
+            w.bytes(attr::REQUESTED_TRANSPORT, &REQUESTED_UDP);
+        })
+    };
+    let mut first = full
+        .ca()
+        .connect(full.tls_addr(), &[&TLS13])
+        .expect("TLS to the full instance");
+    let answer = allocate(&mut first);
+    assert_eq!(code_of(&answer), 300);
+    let message = Message::parse(&answer).expect("a STUN answer");
+    let to = plain_address(message.get(attr::ALTERNATE_SERVER).expect("ALTERNATE-SERVER"));
+    assert_eq!(
+        to,
+        sibling.tls_addr(),
+        "a TLS client sent to {to}, not to the sibling's TLS port (its UDP and TCP port is {})",
+        sibling.addr()
+    );
+    let domain = message.get(attr::ALTERNATE_DOMAIN).expect("ALTERNATE-DOMAIN");
+    assert_eq!(
+        domain, b"localhost",
+        "the name to check the sibling's certificate against"
+    );
+    // The client's TLS verifies the sibling's certificate for `localhost`
+    // (the name ALTERNATE-DOMAIN gave) and allocates there.
+    let mut second = sibling.ca().connect(to, &[&TLS13]).expect("TLS to the sibling");
+    assert_eq!(code_of(&allocate(&mut second)), 200, "the Allocate at the sibling");
+    assert_eq!(created_for(&sibling, "tls"), 1);
 }
 
 /// An Allocate of `user` on `server` from a socket of its own, which

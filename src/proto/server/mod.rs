@@ -84,7 +84,7 @@ pub use self::relay_binder::{PortWant, RelayBindError, RelayBinder};
 pub use self::tcp_relay::{
     connection_bind_shard, SpliceDirection, SpliceVerdict, CONNECTION_BIND_TIMEOUT, MAX_SPLICE_CHUNK,
 };
-pub use self::try_alternate::Alternates;
+pub use self::try_alternate::{Alternates, Sibling};
 
 use self::allocation::Allocation;
 use self::answer::Failure;

@@ -10,8 +10,12 @@
 //!   forge one to send clients elsewhere (RFC 8489 §10 lets the client
 //!   skip the check, but a checking client is protected);
 //! * ALTERNATE-SERVER has the family of the client's own address (§10:
-//!   the client must be able to reach it the way it reached us); with no
-//!   sibling of that family the Allocate gets its 508 as before;
+//!   the client must be able to reach it the way it reached us) and is
+//!   the sibling's address for the request's transport ([`Sibling`]): a
+//!   UDP client gets a UDP port, a TCP client a TCP port, and a TLS client
+//!   a TLS port, never a plain one, where its handshake would find no TLS;
+//!   with no sibling of that family and transport the Allocate gets its
+//!   508 as before;
 //! * over TLS the 300 also carries ALTERNATE-DOMAIN (§14.16), the name the
 //!   client checks the sibling's certificate against;
 //! * it carries REALM and a fresh NONCE, as a 401 would: a client that
@@ -35,30 +39,67 @@ use crate::proto::addr::{ClientAddr, Transport};
 use crate::proto::stats::LimitRefusal;
 use crate::proto::stun::{attr, MessageWriter};
 
+/// One sibling instance: where the clients of each transport reach it.
+/// A transport it has no address for is never sent to it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sibling {
+    /// Its UDP listener.
+    pub udp: Option<SocketAddr>,
+    /// Its TCP listener.
+    pub tcp: Option<SocketAddr>,
+    /// Its TLS listener.
+    pub tls: Option<SocketAddr>,
+}
+
+impl Sibling {
+    /// A sibling reached at `addr` over UDP and TCP (a TLS listener needs
+    /// a port of its own, so it has none).
+    pub fn plain(addr: SocketAddr) -> Sibling {
+        Sibling {
+            udp: Some(addr),
+            tcp: Some(addr),
+            tls: None,
+        }
+    }
+
+    /// Its address for clients of `transport`.
+    pub fn address(&self, transport: Transport) -> Option<SocketAddr> {
+        match transport {
+            Transport::Udp => self.udp,
+            Transport::Tcp => self.tcp,
+            Transport::Tls => self.tls,
+        }
+    }
+}
+
 /// The configured siblings, and the TLS name they share.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Alternates {
-    servers: Vec<SocketAddr>,
+    servers: Vec<Sibling>,
     domain: Option<String>,
 }
 
 impl Alternates {
-    pub fn new(servers: Vec<SocketAddr>, domain: Option<String>) -> Alternates {
+    pub fn new(servers: Vec<Sibling>, domain: Option<String>) -> Alternates {
         Alternates { servers, domain }
     }
 
-    /// The `turn`-th sibling (wrapping) of the family of `client`.
-    fn pick(&self, client: SocketAddr, turn: usize) -> Option<SocketAddr> {
+    /// The `turn`-th (wrapping) of the siblings' addresses for a client at
+    /// `client` over `transport`: of that transport and of the client's
+    /// family.
+    fn pick(&self, client: SocketAddr, transport: Transport, turn: usize) -> Option<SocketAddr> {
         let v6 = client.ip().to_canonical().is_ipv6();
-        let count = self.servers.iter().filter(|s| s.is_ipv6() == v6).count();
+        let fits = || {
+            self.servers
+                .iter()
+                .filter_map(move |s| s.address(transport))
+                .filter(move |a| a.is_ipv6() == v6)
+        };
+        let count = fits().count();
         if count == 0 {
             return None;
         }
-        self.servers
-            .iter()
-            .filter(|s| s.is_ipv6() == v6)
-            .nth(turn % count)
-            .copied()
+        fits().nth(turn % count)
     }
 }
 
@@ -76,7 +117,11 @@ impl<B: RelayBinder> Server<B> {
                 | LimitRefusal::Bandwidth
         );
         let target = sheddable
-            .then(|| self.config.alternates.pick(client.remote, self.alternate_turn))
+            .then(|| {
+                self.config
+                    .alternates
+                    .pick(client.remote, client.transport, self.alternate_turn)
+            })
             .flatten();
         match target {
             Some(server) => {
@@ -105,26 +150,53 @@ impl<B: RelayBinder> Server<B> {
 mod tests {
     use super::*;
 
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
     #[test]
     fn siblings_of_the_client_family_are_taken_in_turn() {
-        let a: SocketAddr = "192.0.2.1:3478".parse().unwrap();
-        let b: SocketAddr = "192.0.2.2:3478".parse().unwrap();
-        let v6: SocketAddr = "[2001:db8::1]:3478".parse().unwrap();
-        let alternates = Alternates::new(vec![a, v6, b], None);
-        let client4: SocketAddr = "198.51.100.7:5000".parse().unwrap();
-        let mapped: SocketAddr = "[::ffff:198.51.100.7]:5000".parse().unwrap();
-        let client6: SocketAddr = "[2001:db8:1::7]:5000".parse().unwrap();
-        assert_eq!(alternates.pick(client4, 0), Some(a));
-        assert_eq!(alternates.pick(client4, 1), Some(b));
-        assert_eq!(alternates.pick(client4, 2), Some(a));
+        let (a, b, v6) = (
+            addr("192.0.2.1:3478"),
+            addr("192.0.2.2:3478"),
+            addr("[2001:db8::1]:3478"),
+        );
+        let alternates = Alternates::new(vec![Sibling::plain(a), Sibling::plain(v6), Sibling::plain(b)], None);
+        let client4 = addr("198.51.100.7:5000");
+        let mapped = addr("[::ffff:198.51.100.7]:5000");
+        let client6 = addr("[2001:db8:1::7]:5000");
+        let udp = Transport::Udp;
+        assert_eq!(alternates.pick(client4, udp, 0), Some(a));
+        assert_eq!(alternates.pick(client4, udp, 1), Some(b));
+        assert_eq!(alternates.pick(client4, udp, 2), Some(a));
         assert_eq!(
-            alternates.pick(mapped, 1),
+            alternates.pick(mapped, udp, 1),
             Some(b),
             "a v4-mapped client is an IPv4 client"
         );
-        assert_eq!(alternates.pick(client6, 5), Some(v6));
-        let only_v4 = Alternates::new(vec![a], None);
-        assert_eq!(only_v4.pick(client6, 0), None);
-        assert_eq!(Alternates::default().pick(client4, 0), None);
+        assert_eq!(alternates.pick(client6, Transport::Tcp, 5), Some(v6));
+        let only_v4 = Alternates::new(vec![Sibling::plain(a)], None);
+        assert_eq!(only_v4.pick(client6, udp, 0), None);
+        assert_eq!(Alternates::default().pick(client4, udp, 0), None);
+    }
+
+    #[test]
+    fn each_transport_gets_its_own_port_and_a_plain_sibling_gets_no_tls_client() {
+        let full = Sibling {
+            udp: Some(addr("192.0.2.1:3478")),
+            tcp: Some(addr("192.0.2.1:3479")),
+            tls: Some(addr("192.0.2.1:443")),
+        };
+        let plain = Sibling::plain(addr("192.0.2.2:3478"));
+        let alternates = Alternates::new(vec![plain, full], None);
+        let client = addr("198.51.100.7:5000");
+        assert_eq!(alternates.pick(client, Transport::Udp, 1), full.udp);
+        assert_eq!(alternates.pick(client, Transport::Tcp, 1), full.tcp);
+        for turn in 0..3 {
+            assert_eq!(alternates.pick(client, Transport::Tls, turn), full.tls);
+        }
+        let plain_only = Alternates::new(vec![plain], None);
+        assert_eq!(plain_only.pick(client, Transport::Tls, 0), None);
+        assert_eq!(plain_only.pick(client, Transport::Tcp, 0), plain.tcp);
     }
 }

@@ -2,17 +2,41 @@
 //! and what the 300 carries.
 
 use super::*;
+use crate::proto::server::Sibling;
 use crate::proto::stats::LimitRefusal;
 
 const SIBLING: &str = "192.0.2.50:3478";
+const SIBLING_TCP: &str = "192.0.2.50:3479";
+const SIBLING_TLS: &str = "192.0.2.50:443";
 const SIBLING_V6: &str = "[2001:db8::50]:3478";
+const SIBLING_V6_TLS: &str = "[2001:db8::50]:5349";
+
+/// A sibling of each family, with an address per transport (as
+/// `alternate.servers = [{ udp = …, tcp = …, tls = … }, …]` gives).
+fn siblings() -> Vec<Sibling> {
+    vec![
+        Sibling {
+            udp: Some(addr(SIBLING)),
+            tcp: Some(addr(SIBLING_TCP)),
+            tls: Some(addr(SIBLING_TLS)),
+        },
+        Sibling {
+            tls: Some(addr(SIBLING_V6_TLS)),
+            ..Sibling::plain(addr(SIBLING_V6))
+        },
+    ]
+}
 
 fn shedding(max_total: usize) -> Harness {
     Harness::with(Settings {
         max_total,
-        alternates: Alternates::new(vec![addr(SIBLING), addr(SIBLING_V6)], Some("turn2.example.org".into())),
+        alternates: Alternates::new(siblings(), Some("turn2.example.org".into())),
         ..Settings::default()
     })
+}
+
+fn over(transport: Transport, n: u8) -> ClientAddr {
+    ClientAddr { transport, ..client(n) }
 }
 
 /// The address of a plain (not XOR) address attribute.
@@ -92,7 +116,21 @@ fn quotas_of_one_user_or_source_are_not_shed() {
 }
 
 #[test]
-fn an_ipv6_client_is_sent_to_an_ipv6_sibling_and_tls_gets_alternate_domain() {
+fn udp_tcp_and_tls_clients_each_get_the_sibling_address_of_their_transport() {
+    let mut h = shedding(0);
+    let udp_answer = h.request(over(Transport::Udp, 1), &alice(), method::ALLOCATE, udp);
+    assert_redirect(&udp_answer, SIBLING);
+    assert_eq!(udp_answer.attr(attr::ALTERNATE_DOMAIN), None);
+    let tcp_answer = h.request(over(Transport::Tcp, 2), &alice(), method::ALLOCATE, udp);
+    assert_redirect(&tcp_answer, SIBLING_TCP);
+    assert_eq!(tcp_answer.attr(attr::ALTERNATE_DOMAIN), None);
+    let tls_answer = h.request(over(Transport::Tls, 3), &alice(), method::ALLOCATE, udp);
+    assert_redirect(&tls_answer, SIBLING_TLS);
+    assert_eq!(tls_answer.attr(attr::ALTERNATE_DOMAIN), Some(&b"turn2.example.org"[..]));
+}
+
+#[test]
+fn an_ipv6_tls_client_is_sent_to_the_tls_port_of_an_ipv6_sibling_with_alternate_domain() {
     let mut h = shedding(0);
     let v6_tls = ClientAddr {
         transport: Transport::Tls,
@@ -100,15 +138,36 @@ fn an_ipv6_client_is_sent_to_an_ipv6_sibling_and_tls_gets_alternate_domain() {
         remote: addr("[2001:db8:7::9]:40000"),
     };
     let answer = h.request(v6_tls, &alice(), method::ALLOCATE, udp);
-    assert_redirect(&answer, SIBLING_V6);
+    assert_redirect(&answer, SIBLING_V6_TLS);
     assert_eq!(answer.attr(attr::ALTERNATE_DOMAIN), Some(&b"turn2.example.org"[..]));
+}
+
+#[test]
+fn a_tls_client_is_never_sent_to_a_plain_port() {
+    // The siblings of `alternate.servers = ["192.0.2.50:3478"]`: UDP and
+    // TCP only. A TLS client gets its 508, not a port without TLS.
+    let mut h = Harness::with(Settings {
+        max_total: 0,
+        alternates: Alternates::new(vec![Sibling::plain(addr(SIBLING))], Some("turn2.example.org".into())),
+        ..Settings::default()
+    });
+    h.request(over(Transport::Tls, 1), &alice(), method::ALLOCATE, udp)
+        .assert_code(508);
+    assert_redirect(
+        &h.request(over(Transport::Tcp, 2), &alice(), method::ALLOCATE, udp),
+        SIBLING,
+    );
+    assert_redirect(
+        &h.request(over(Transport::Udp, 3), &alice(), method::ALLOCATE, udp),
+        SIBLING,
+    );
 }
 
 #[test]
 fn without_a_sibling_of_the_client_family_the_answer_stays_508() {
     let mut h = Harness::with(Settings {
         max_total: 0,
-        alternates: Alternates::new(vec![addr(SIBLING_V6)], None),
+        alternates: Alternates::new(vec![Sibling::plain(addr(SIBLING_V6))], None),
         ..Settings::default()
     });
     h.request(client(1), &alice(), method::ALLOCATE, udp).assert_code(508);
@@ -119,7 +178,7 @@ fn siblings_take_the_shed_allocates_in_turn() {
     let second = "192.0.2.51:3478";
     let mut h = Harness::with(Settings {
         max_total: 0,
-        alternates: Alternates::new(vec![addr(SIBLING), addr(second)], None),
+        alternates: Alternates::new(vec![Sibling::plain(addr(SIBLING)), Sibling::plain(addr(second))], None),
         ..Settings::default()
     });
     assert_redirect(&h.request(client(1), &alice(), method::ALLOCATE, udp), SIBLING);
