@@ -158,16 +158,14 @@ pub(super) fn check(alternate: &AlternateSection) -> Result<(), ConfigError> {
              (listen.tcp and listen.tls cannot share one), give its listen.tls address as tls"
         ));
     }
-    if alternate.domain.is_some() && alternate.servers.iter().all(|s| s.tls.is_none()) {
-        let message = match alternate.servers.is_empty() {
-            true => "needs alternate.servers to send clients to",
-            false => {
-                "is sent to TLS clients only, and no sibling in alternate.servers has a tls address \
-                 (a plain address is a sibling's UDP and TCP port): write each sibling as \
-                 { udp = \"…\", tcp = \"…\", tls = \"…\" } with its listen.tls address"
-            }
-        };
-        return Err(ConfigError::invalid("alternate.domain", message));
+    // With siblings but none with a tls address, the domain is never
+    // sent: a warning (`Config::warnings`), so that a config written for
+    // the plain form still starts.
+    if alternate.domain.is_some() && alternate.servers.is_empty() {
+        return Err(ConfigError::invalid(
+            "alternate.domain",
+            "needs alternate.servers to send clients to",
+        ));
     }
     if alternate.bytes_per_second > 0 && alternate.servers.is_empty() {
         return Err(ConfigError::invalid(
@@ -297,15 +295,20 @@ mod tests {
             twice.contains("192.0.2.2:443 is listed twice (as a tls address)"),
             "{twice}"
         );
-        // The worked example's old shape: TLS clients could only be sent
-        // to a port without TLS.
-        let no_tls = refusal(
-            "servers = [\"192.0.2.2:3478\"]\ndomain = \"turn.example.com\"",
-            "alternate.domain",
-        );
+        // The worked example's old shape (TLS clients could only be sent
+        // to a port without TLS) still starts: it is warned about instead.
+        let config = crate::config::Config::from_toml(
+            "[alternate]\nservers = [\"192.0.2.2:3478\"]\ndomain = \"turn.example.com\"\n",
+            "test.toml",
+        )
+        .expect("the plain form with a domain is accepted");
         assert!(
-            no_tls.contains("no sibling in alternate.servers has a tls address"),
-            "{no_tls}"
+            config
+                .warnings()
+                .iter()
+                .any(|w| w.contains("alternate.domain is sent to TLS clients only")),
+            "{:?}",
+            config.warnings()
         );
         for unknown in [
             "servers = [{ udp = \"192.0.2.2:3478\", dtls = \"192.0.2.2:443\" }]",

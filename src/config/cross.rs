@@ -188,6 +188,14 @@ impl Config {
                 ));
             }
         }
+        if self.alternate.domain.is_some() && !siblings.is_empty() && siblings.iter().all(|s| s.tls.is_none()) {
+            warnings.push(
+                "alternate.domain is sent to TLS clients only, and no sibling in alternate.servers has a tls \
+                 address (a plain address is a sibling's UDP and TCP port): TLS clients are not shed; write \
+                 each sibling as { udp = \"…\", tcp = \"…\", tls = \"…\" } with its listen.tls address"
+                    .to_owned(),
+            );
+        }
         if self.server.realm.len() > REFLECTION_SAFE_REALM {
             warnings.push(format!(
                 "server.realm is {} bytes: above {REFLECTION_SAFE_REALM}, the 401 to the smallest Allocate \
