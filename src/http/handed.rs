@@ -6,17 +6,16 @@
 //! Each is registered with this thread's reactor and served exactly as a
 //! connection of `listen.http` is, by the same [`super::serve_connection`]
 //! with a place in the same [`ConnectionTable`]: the same limits, the same
-//! monitoring reserve (a connection refused there is closed at once), the
-//! same deadline for its first request's headers (10 s, 2 s on a
-//! monitoring slot), counted from its arrival here: a [`HandedHttp`]
-//! does not carry the time the shard accepted it. Before that, the
-//! shard held its PROXY header, handshake and first bytes to one setup
-//! deadline from its accept (`limits.connection_setup_timeout`, 10 s by
-//! default), and the queue holds it only as long as this thread takes to
-//! take it off; so from the shard's accept to its first request's headers
-//! a handed connection is held at most `connection_setup_timeout` + 10 s
-//! (plus that queue wait). The bytes the shard read to classify it are
-//! read first, so the request reaches hyper whole.
+//! monitoring reserve (a connection refused there is closed at once), and
+//! the same one deadline for everything before its first request is
+//! served (10 s, 2 s on a monitoring slot), counted from the same moment:
+//! its accept, which the shard did ([`HandedHttp::accepted`]). So the
+//! PROXY header, handshake and first bytes on the shard (which held them
+//! to its own setup deadline, `limits.connection_setup_timeout`), the
+//! wait in the queue and the first request's headers here together take
+//! at most 10 s from the shard's accept; one that arrives here with its
+//! deadline passed is closed at once. The bytes the shard read to classify
+//! it are read first, so the request reaches hyper whole.
 
 use std::sync::{Arc, Mutex};
 
@@ -50,7 +49,7 @@ pub(super) async fn serve(
         let Some(slot) = super::admit(&connections, handed.remote, handed.local) else {
             continue;
         };
-        let deadline = tokio::time::Instant::now() + super::timeout_of(slot.admission());
+        let deadline = tokio::time::Instant::from_std(handed.accepted) + super::timeout_of(slot.admission());
         tokio::spawn(super::serve_connection(handed.stream, router.clone(), slot, deadline));
     }
 }

@@ -27,7 +27,7 @@
 //! resumed or their grace ends (`ws`). The HTTP connections of a TLS port
 //! shared with TURN (`signaling.share_tls_port`), handed over by the
 //! shards after their handshake, are held to the same table and
-//! deadlines, counted from when they arrive here (`handed`).
+//! deadline, counted from the shard's accept (`handed`).
 //!
 //! * `ws`: `GET /ws`, the Origin and token checks and the upgrade to a
 //!   signaling session;

@@ -1,8 +1,10 @@
 //! `GET /ws`: the door to WebSocket signaling (`crate::signaling`, the
 //! protocol in `docs/signaling.md`). The checks before the upgrade: the
 //! Origin (by `super::origin` unless `signaling.allowed_origins` is set)
-//! and the token (which may bind the session to one room). Everything
-//! after the upgrade is the signaling session's.
+//! and the token (which may bind the session to one room). The Origin is
+//! also handed to the session: a resume (v1.1) is refused from another
+//! Origin than the one the session joined with. Everything after the
+//! upgrade is the signaling session's.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use axum::Extension;
 use super::app::{App, ConnectionSlot};
 use crate::process::clock;
 use crate::proto::auth;
-use crate::signaling::session::{self, Authorization};
+use crate::signaling::session::{self, Authorization, Handshake};
 
 /// `GET /ws`: checks the Origin and the token, then upgrades to a
 /// [`session`], which keeps the connection's slot until it ends, and
@@ -43,7 +45,15 @@ pub(super) async fn ws(
                 room: grant.room,
             }),
     };
-    let host = host_header.map(str::to_owned);
+    // The session remembers the Origin: a resume must come with the same
+    // one. (One that is not visible ASCII was refused above.)
+    let handshake = Handshake {
+        host: host_header.map(str::to_owned),
+        origin: headers
+            .get(header::ORIGIN)
+            .and_then(|origin| origin.to_str().ok())
+            .map(str::to_owned),
+    };
     // Over the soft limit a message is refused with `too-large`; this
     // hard limit bounds what is read at all.
     let hard_limit = app.hub.limits.max_message_size.saturating_mul(4);
@@ -55,6 +65,6 @@ pub(super) async fn ws(
         .on_upgrade(move |socket| async move {
             // The session gives the slot back when it ends, or the hub
             // keeps it while the session is detached for resume.
-            session::run(socket, hub, host, source, authorization, Box::new(slot)).await;
+            session::run(socket, hub, handshake, source, authorization, Box::new(slot)).await;
         })
 }

@@ -23,10 +23,14 @@
 //! `sendmmsg`). A send that would block drops the datagram, as a congested
 //! router would; nothing queues beyond one batch.
 //!
-//! A payload for one of this server's own relays never crosses the kernel:
-//! the shard that owns that relay gets it directly (this one at once, any
+//! A payload for one of this server's own relays skips the kernel: the
+//! shard that owns that relay gets it directly (this one at once, any
 //! other through [`super::relay::cross_shard`]), as if that relay's socket
-//! had received it from the sender's relay.
+//! had received it from the sender's relay. When the other shard's inbox
+//! is full, the payload takes the kernel path instead, exactly as it would
+//! without the shortcut (the sender's relay socket sends it to the
+//! receiver's relay socket), so that one flow's flood fills its own relay
+//! socket's queue, not the inbox every other flow to that shard shares.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -40,7 +44,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tracing::{debug, trace};
 
-use super::relay::cross_shard::{CrossShardPacket, PacketInbox, PacketOutboxes};
+use super::relay::cross_shard::{CrossShardPacket, NotQueued, PacketInbox, PacketOutboxes};
 use super::relay::sockets::{RelaySockets, RelaySocketsConfig, TcpAcceptLoops, UdpRelays};
 use super::stream::conn::{Splice, StreamConn};
 use super::udp::batch::{Kernel, RecvBatch, TxQueue, UdpSock};
@@ -58,6 +62,9 @@ use crate::proto::Now;
 const CROSS_SHARD_BUDGET: usize = 64;
 /// Largest datagram read: anything a UDP socket can carry.
 const MAX_DATAGRAM: usize = 65_535;
+/// How often at most a shard logs the relay-to-relay payloads it sent
+/// through the kernel because another shard's inbox was full.
+const FALLBACK_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub(super) struct Shard {
     core: RefCell<Server<RelaySockets>>,
@@ -80,6 +87,9 @@ pub(super) struct Shard {
     /// Where a payload for one of our relays is framed for its client.
     scratch: RefCell<Box<[u8]>>,
     outboxes: PacketOutboxes,
+    /// Relay-to-relay payloads sent through the kernel since the last log
+    /// of them (another shard's inbox was full), and when that log was.
+    fallbacks: Cell<(u64, Option<Instant>)>,
     /// Deadline the timer task sleeps until; a handler that makes the
     /// core's next deadline earlier wakes it through `timer_changed`.
     next_wake: Cell<Option<Instant>>,
@@ -118,6 +128,7 @@ impl Shard {
                 tx: RefCell::new(TxQueue::new()),
                 scratch: RefCell::new(vec![0u8; PEER_HEADROOM + MAX_DATAGRAM + PEER_TAILROOM].into_boxed_slice()),
                 outboxes,
+                fallbacks: Cell::new((0, None)),
                 next_wake: Cell::new(None),
                 in_batch: Cell::new(false),
                 timer_changed: Notify::new(),
@@ -155,6 +166,25 @@ impl Shard {
             }
         }
         self.outboxes.wake();
+        self.log_fallbacks();
+    }
+
+    /// Logs the payloads [`Self::forward`] sent through the kernel since
+    /// the last log, at most once per [`FALLBACK_LOG_EVERY`].
+    fn log_fallbacks(&self) {
+        let (count, last) = self.fallbacks.get();
+        if count == 0 {
+            return;
+        }
+        let now = clock::mono();
+        if last.is_some_and(|at| now.saturating_duration_since(at) < FALLBACK_LOG_EVERY) {
+            return;
+        }
+        debug!(
+            relay_handoff_fallbacks = count,
+            "relay-to-relay payloads sent through the kernel: the receiving shard's inbox was full"
+        );
+        self.fallbacks.set((0, Some(now)));
     }
 
     /// Queues a client's payload for its peer: through the relay socket,
@@ -171,16 +201,37 @@ impl Shard {
                 }
             }
             Some(shard) if shard == core.shard() => self.relay_to_relay(core, to, route.relay, route.payload, now),
-            Some(shard) => {
-                if let Err(why) = self
-                    .outboxes
-                    .send(shard, CrossShardPacket::new(to, route.relay, route.payload))
-                {
+            Some(shard) => match self
+                .outboxes
+                .send(shard, CrossShardPacket::new(to, route.relay, route.payload))
+            {
+                Ok(()) => {}
+                Err(NotQueued::Full) => self.through_kernel(core, to, route.relay, route.payload),
+                Err(why @ NotQueued::NoSuchShard) => {
                     trace!(?why, shard = shard.0, "relay-to-relay payload dropped");
                     core.count_relay_handoff_drop();
                 }
-            }
+            },
         }
+    }
+
+    /// Sends `payload`, which our relay `from` sent to our relay `to` of a
+    /// shard whose inbox is full, the way it goes without the in-process
+    /// shortcut: a datagram from `from`'s socket to `to`'s (at the address
+    /// it is bound to, which a 1:1 NAT's advertised address may not
+    /// hairpin; its core maps the source back, `RelayHairpin`). Queued
+    /// for [`Self::flush`]; a full socket buffer then drops it, as any
+    /// datagram. Counted apart from the drops ([`Self::log_fallbacks`]).
+    fn through_kernel(&self, core: &mut Server<RelaySockets>, to: RelayAddr, from: RelayAddr, payload: &[u8]) {
+        let dest = core.binder().bind_addr(to).unwrap_or(to.0);
+        let Some(relay) = self.relays.borrow().get(&from).map(|r| r.socket.clone()) else {
+            trace!(relay = %from.0, "relay-to-relay payload dropped: the sending relay is gone");
+            core.count_relay_handoff_drop();
+            return;
+        };
+        self.tx.borrow_mut().push(&mut Kernel, &relay, dest, payload);
+        let (count, last) = self.fallbacks.get();
+        self.fallbacks.set((count + 1, last));
     }
 
     /// Delivers a payload another shard handed over for one of our relays.

@@ -33,6 +33,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
@@ -54,6 +55,11 @@ pub struct HandedHttp {
     pub remote: SocketAddr,
     /// The TLS listener address it reached.
     pub local: SocketAddr,
+    /// When the shard accepted it: the HTTP thread's one deadline for
+    /// everything before its first request (PROXY header, handshake, first
+    /// bytes, queue wait and the request's headers) counts from here, as
+    /// for a connection of `listen.http`.
+    pub accepted: Instant,
 }
 
 /// How the connections of the shared TLS ports were dispatched, for
@@ -143,6 +149,7 @@ mod tests {
             stream: Box::new(tokio::io::duplex(1).0),
             remote: "192.0.2.1:4000".parse().unwrap(),
             local: "192.0.2.2:443".parse().unwrap(),
+            accepted: crate::process::clock::mono(),
         }
     }
 

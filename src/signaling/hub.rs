@@ -32,7 +32,7 @@ use tracing::debug;
 
 use super::ice::IceConfig;
 use super::protocol::IceServer;
-use super::switchboard::{Counters, FleetEvent, Limits, Mint, Switchboard, MAX_FLEET_EVENTS};
+use super::switchboard::{Counters, FleetEvent, Handshake, Limits, Mint, Switchboard, MAX_FLEET_EVENTS};
 use crate::config::Config;
 use crate::process::clock;
 use crate::proto::source::SourceKey;
@@ -261,7 +261,7 @@ impl Hub {
         &self,
         source: SourceKey,
         room_grant: Option<String>,
-        host: Option<String>,
+        handshake: Handshake,
     ) -> (String, Arc<Notify>) {
         let waker = Arc::new(Notify::new());
         let mut state = self.lock();
@@ -269,7 +269,7 @@ impl Hub {
             let id = peer_id();
             if state
                 .board
-                .connect_with_host(&id, source, room_grant.clone(), host.clone(), clock::mono())
+                .connect_with(&id, source, room_grant.clone(), handshake.clone(), clock::mono())
             {
                 break id;
             }
@@ -378,7 +378,7 @@ mod tests {
 
     /// A connection that joined `room` asking for resume; its id and token.
     fn joined(hub: &Hub, room: &str) -> (String, String) {
-        let (id, _) = hub.connect(source(), None, None);
+        let (id, _) = hub.connect(source(), None, Handshake::default());
         let join = format!(r#"{{"type":"join","room":"{room}","resume":true}}"#);
         let mut mint = hub.mint();
         hub.with(|board| board.handle_text_with(&id, &join, clock::mono(), &mut mint));
@@ -414,13 +414,13 @@ mod tests {
         // detached one's is given back then.
         let (dropped, token) = joined(&hub, "r");
         hub.disconnect(&dropped, false, place());
-        let (new, _) = hub.connect(source(), None, None);
+        let (new, _) = hub.connect(source(), None, Handshake::default());
         let resume = format!(r#"{{"type":"resume","token":"{token}","last":0}}"#);
         hub.with(|board| board.handle_text_with(&new, &resume, clock::mono(), &mut mint));
         assert_eq!(hub.with(|board| board.peer_of(&new).map(str::to_owned)), Some(dropped));
         assert_eq!((given_back.load(Ordering::Relaxed), hub.detached_count()), (3, 0));
         // A v1 session (no resume) gives it back at once, however it ends.
-        let (v1, _) = hub.connect(source(), None, None);
+        let (v1, _) = hub.connect(source(), None, Handshake::default());
         hub.disconnect(&v1, false, place());
         assert_eq!((given_back.load(Ordering::Relaxed), hub.detached_count()), (4, 0));
     }

@@ -33,6 +33,7 @@ use tracing::debug;
 
 use super::hub::{ConnectionPlace, Hub};
 use super::protocol::ErrorCode;
+pub use super::switchboard::Handshake;
 use super::switchboard::Outgoing;
 #[cfg(doc)]
 use super::switchboard::Switchboard;
@@ -59,15 +60,16 @@ pub enum Authorization {
     Granted { room: Option<String> },
 }
 
-/// Runs one session until the client leaves or is dropped. `host` is the
-/// request's Host header (for the ICE server URLs), `source` the address
+/// Runs one session until the client leaves or is dropped. `handshake`
+/// is what the upgrade request said: its Host header (for the ICE server
+/// URLs) and its Origin (a resume must come with the same), `source` the address
 /// it counts against, `place` the connection's place in the connection
 /// table: given back when the session ends, or kept by the hub while the
 /// session is detached for resume.
 pub async fn run(
     mut socket: WebSocket,
     hub: Arc<Hub>,
-    host: Option<String>,
+    handshake: Handshake,
     source: SourceKey,
     authorization: Authorization,
     place: ConnectionPlace,
@@ -91,7 +93,7 @@ pub async fn run(
             return;
         }
     };
-    let (id, wake) = hub.connect(source, room_grant, host.clone());
+    let (id, wake) = hub.connect(source, room_grant, handshake);
     let mut ping = tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
     let heartbeat = tokio::time::sleep(limits.heartbeat_timeout);
     tokio::pin!(heartbeat);

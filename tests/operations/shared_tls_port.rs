@@ -2,7 +2,9 @@
 //! apart by ALPN (`stun.turn`, RFC 7443, or `http/1.1`, RFC 7301) and, when
 //! the client offers none, by the first bytes: an independent rustls
 //! client speaks STUN/TURN, plain HTTP requests and a WebSocket over the
-//! one port, and what is neither is closed. The Chromium call over that
+//! one port, and what is neither is closed; an HTTP connection is held to
+//! one deadline from the shard's accept (not from its hand-over to the
+//! HTTP thread). The Chromium call over that
 //! one port is in `interop/browser_shared_port.rs`.
 
 // Black-box tests bound their waits with the real clock.
@@ -221,4 +223,83 @@ fn with_listen_http_off_the_tls_port_serves_both_alone() {
         .connect_alpn(server.addr(), &[&TLS13], &[b"stun.turn"])
         .expect("TLS handshake");
     assert!(stream_binding(&mut turn).is_some());
+}
+
+/// The HTTP side's one deadline for everything before a first request.
+const HTTP_DEADLINE: Duration = Duration::from_secs(10);
+/// When the late connections start their handshake, after their accept:
+/// within the shard's setup deadline (20 s here), near the HTTP one.
+const LATE_HANDSHAKE: Duration = Duration::from_secs(8);
+/// Scheduling slack on the HTTP deadline.
+const SLACK: Duration = Duration::from_secs(3);
+
+/// A TLS client offering `http/1.1` over an already connected `tcp`, its
+/// handshake driven to the end.
+fn handshake_on(server: &TestServer, tcp: TcpStream) -> Tls {
+    let config = server.ca().client_config(&[&TLS13], &[b"http/1.1"]);
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("server name");
+    let conn = rustls::ClientConnection::new(config, name).expect("a client connection");
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    while stream.conn.is_handshaking() {
+        stream
+            .conn
+            .complete_io(&mut stream.sock)
+            .expect("a late handshake, within the setup deadline");
+    }
+    stream
+}
+
+#[test]
+fn a_handed_http_connection_gets_one_deadline_from_the_shards_accept() {
+    let server = TestServer::start(&format!(
+        "{LONG_TERM_USER_TOML}\n[limits]\nconnection_setup_timeout = \"20s\"\n{SHARED}"
+    ));
+    // Two connections accepted now, silent until late in the HTTP
+    // deadline: one then asks at once (and is served), the other sends
+    // its request's headers a byte at a time and never ends them.
+    let slow = TcpStream::connect(server.tls_addr()).expect("connect");
+    let accepted = Instant::now();
+    let prompt = TcpStream::connect(server.tls_addr()).expect("connect");
+    std::thread::sleep(LATE_HANDSHAKE);
+    let mut prompt = handshake_on(&server, prompt);
+    let mut slow = handshake_on(&server, slow);
+    assert_eq!(
+        http_get_on(&mut prompt, "/healthz").0,
+        200,
+        "a request within the deadline is served"
+    );
+    slow.sock
+        .set_read_timeout(Some(Duration::from_millis(250)))
+        .expect("timeout");
+    let _ = write!(slow, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n").and_then(|()| slow.flush());
+    let header = b"X-Slow: a header that never ends";
+    let mut closed_after = None;
+    for byte in header.iter().cycle().take(200) {
+        if slow.write_all(&[*byte]).and_then(|()| slow.flush()).is_err() {
+            closed_after = Some(accepted.elapsed());
+            break;
+        }
+        let mut buf = [0u8; 64];
+        match slow.read(&mut buf) {
+            Ok(_) => {
+                // An answer (408, or an end of stream): the server gave up.
+                closed_after = Some(accepted.elapsed());
+                break;
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => {
+                closed_after = Some(accepted.elapsed());
+                break;
+            }
+        }
+        if accepted.elapsed() > HTTP_DEADLINE + SLACK {
+            break;
+        }
+    }
+    let closed_after = closed_after.unwrap_or_else(|| accepted.elapsed());
+    assert!(
+        closed_after <= HTTP_DEADLINE + SLACK,
+        "a connection handed over {LATE_HANDSHAKE:?} after its accept was still open \
+         {closed_after:?} after it, past the {HTTP_DEADLINE:?} deadline from accept"
+    );
 }

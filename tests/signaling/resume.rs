@@ -2,8 +2,8 @@
 //! independent WebSocket client (tokio-tungstenite): a socket that drops
 //! and resumes with its token (no `peer-left` seen by the room, what was
 //! sent meanwhile replayed in order, nothing lost), a grace period that
-//! runs out, a resume that takes over a socket that still looks alive,
-//! fresh `iceServers` pushed before the credential expires; and the two
+//! runs out, a resume that takes over a socket that still looks alive, a
+//! resume from another Origin than the session joined with refused, fresh `iceServers` pushed before the credential expires; and the two
 //! conformance fixes of v1 (a `data` of `null` is relayed, a text frame
 //! that is not UTF-8 closes with 1007).
 
@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::common::ws_client::{connect, cut, WsClient};
+use crate::common::ws_client::{connect, connect_with, cut, WsClient};
 use crate::common::{id_of, unix_now, TestServer};
 
 fn server(auth: &str, signaling: &str) -> TestServer {
@@ -211,4 +211,54 @@ async fn a_clean_close_is_a_leave_even_for_a_resumable_session() {
     bob.ws.close(None).await.expect("close");
     assert_eq!(alice.recv().await, json!({"type": "peer-left", "id": id_of(&b)}));
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_resume_from_another_origin_than_the_join_is_refused() {
+    const APP: &str = "https://app.example";
+    let server = server(
+        "",
+        &format!("resume_grace = \"10s\"\nallowed_origins = [\"{APP}\", \"https://other.example\"]"),
+    );
+    let mut alice = connect(&server).await;
+    alice.join("origins", json!({})).await;
+    let mut bob = connect_with(&server, &[("Origin", APP)]).await.expect("upgraded");
+    let b = bob.join("origins", json!({"resume": true})).await;
+    assert_eq!(alice.recv().await["type"], "peer-joined");
+    let (b_id, token) = (id_of(&b), token_of(&b));
+    cut(bob);
+    alice.signal(&b_id, json!("while away")).await;
+    let resume = json!({"type": "resume", "token": token, "last": 0});
+
+    // Another allowed origin, and no Origin at all: both refused, and the
+    // session stays as it was.
+    let mut other = connect_with(&server, &[("Origin", "https://other.example")])
+        .await
+        .expect("upgraded");
+    other.send(resume.clone()).await;
+    assert_eq!(other.recv().await["code"], "resume-failed");
+    let mut bare = connect(&server).await;
+    bare.send(resume.clone()).await;
+    assert_eq!(bare.recv().await["code"], "resume-failed");
+    alice.quiet("alice: no peer-left").await;
+
+    // The origin it joined with resumes it, with what it missed.
+    let mut bob = connect_with(&server, &[("Origin", APP)]).await.expect("upgraded");
+    bob.send(resume).await;
+    let resumed = bob.recv().await;
+    assert_eq!(resumed["type"], "resumed", "{resumed}");
+    assert_eq!(resumed["id"], b_id.as_str());
+    assert_eq!(bob.recv().await["data"], "while away");
+
+    // A session that joined with no Origin resumes only without one.
+    let mut carol = connect(&server).await;
+    let c = carol.join("origins-none", json!({"resume": true})).await;
+    cut(carol);
+    let resume = json!({"type": "resume", "token": token_of(&c), "last": 0});
+    let mut framed = connect_with(&server, &[("Origin", APP)]).await.expect("upgraded");
+    framed.send(resume.clone()).await;
+    assert_eq!(framed.recv().await["code"], "resume-failed");
+    let mut carol = connect(&server).await;
+    carol.send(resume).await;
+    assert_eq!(carol.recv().await["type"], "resumed");
 }

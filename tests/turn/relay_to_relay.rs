@@ -11,14 +11,21 @@
 //!   indication whose XOR-PEER-ADDRESS is the sender's relayed address;
 //! * the receiver's permissions still apply: one without a permission for
 //!   the sender gets nothing;
-//! * `/metrics` counts the payloads relayed in-process and no drops.
+//! * `/metrics` counts the payloads relayed in-process and no drops;
+//! * one pair's burst across shards, larger than the receiving shard's
+//!   inbox (1024), costs another pair crossing to the same shard nothing:
+//!   what finds the inbox full goes through the kernel, to the receiving
+//!   relay's own socket, instead of being dropped.
 
 #![allow(clippy::disallowed_methods)] // waits use the real clock
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::common::{ServerSetup, Source, TestServer, Transport, TurnClient as Client, LONG_TERM_USER_TOML};
+use crate::common::{
+    free_tcp_port, http_exchange, ServerSetup, Source, TestServer, Transport, TurnClient as Client, LONG_TERM_USER_TOML,
+};
 
 const PAIRS: usize = 16;
 const PACKETS: usize = 5;
@@ -99,4 +106,136 @@ fn payloads_between_relays_of_this_server_are_delivered_inside_the_process() {
     // The unpermitted one was handed over too, then dropped by D's core.
     assert_eq!(in_process, Some(relayed + 1.0), "payloads relayed in-process");
     assert_eq!(server.metric("turnpike_relay_handoff_drops_total"), Some(0.0));
+}
+
+const ADMIN_KEY: &str = "an-admin-key-for-relay-tests-0123456789";
+/// Clients allocated while looking for two on each of the two shards.
+const MAX_CLIENTS: usize = 40;
+/// The burst of the flooding pair: above the receiving shard's inbox (1024
+/// payloads), and small enough datagrams that the sending shard's listener
+/// socket (4 MiB asked) holds all of it while the server is stopped.
+const FLOOD: usize = 4000;
+/// The quiet pair's payloads, sent among the second half of the burst.
+const QUIET_PACKETS: usize = 50;
+
+/// The shard of each allocation's relay, from the admin API's ids
+/// (`<shard>-<serial>`).
+fn relay_shards(admin: SocketAddr) -> BTreeMap<SocketAddr, u32> {
+    let request = format!(
+        "GET /v1/allocations HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ADMIN_KEY}\r\nConnection: close\r\n\r\n"
+    );
+    let (status, body) = http_exchange(admin, &request);
+    assert_eq!(status, 200, "GET /v1/allocations: {body}");
+    let list: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let mut shards = BTreeMap::new();
+    for allocation in list["allocations"].as_array().expect("an allocations list") {
+        let id = allocation["id"].as_str().expect("an id");
+        let shard = id
+            .split('-')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .expect("<shard>-<serial>");
+        for relay in allocation["relays"].as_array().expect("relays") {
+            shards.insert(relay.as_str().expect("a relay").parse().expect("an address"), shard);
+        }
+    }
+    shards
+}
+
+/// Waits until every thread of process `pid` is stopped (state `T`).
+fn wait_stopped(pid: u32) {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/<pid>/stat");
+        // The state follows the command name in parentheses.
+        if stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T')) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("the server did not stop");
+}
+
+#[test]
+fn a_burst_beyond_a_shards_inbox_costs_another_pair_to_that_shard_nothing() {
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
+    let server = TestServer::start_setup(&ServerSetup {
+        server_keys: "workers = 2\n",
+        peers_toml: "",
+        extra_toml: &format!(
+            "{LONG_TERM_USER_TOML}\n[limits]\nmax_allocations_per_user = 100\n\n\
+             [admin]\nlisten = \"{admin}\"\nkey = \"{ADMIN_KEY}\"\n"
+        ),
+        // Not a line per packet.
+        log_filter: "turnpike=debug",
+        ..ServerSetup::default()
+    });
+
+    // Two clients whose relays are on one shard (the senders) and two on
+    // the other (the receivers): the kernel spreads clients over the
+    // shards by their 5-tuple, so allocate until both have two.
+    let mut by_shard: BTreeMap<u32, Vec<(Client, SocketAddr)>> = BTreeMap::new();
+    for _ in 0..MAX_CLIENTS {
+        let mut client = Client::open(&server, Transport::Udp);
+        let relay = client.allocate_udp();
+        let shard = relay_shards(admin)[&relay];
+        by_shard.entry(shard).or_default().push((client, relay));
+        if by_shard.len() == 2 && by_shard.values().all(|c| c.len() >= 2) {
+            break;
+        }
+    }
+    assert!(
+        by_shard.len() == 2 && by_shard.values().all(|c| c.len() >= 2),
+        "{MAX_CLIENTS} clients did not give two relays on each of two shards"
+    );
+    let mut shards = by_shard.into_values();
+    let mut senders = shards.next().unwrap().into_iter();
+    let mut receivers = shards.next().unwrap().into_iter();
+    let ((mut flooder, flooder_relay), (mut quiet, quiet_relay)) = (senders.next().unwrap(), senders.next().unwrap());
+    let ((mut flooded, flooded_relay), (mut listener, listener_relay)) =
+        (receivers.next().unwrap(), receivers.next().unwrap());
+    assert_eq!(flooder.channel_bind(flooded_relay), (CHANNEL, Ok(())));
+    assert_eq!(flooded.channel_bind(flooder_relay), (CHANNEL, Ok(())));
+    assert_eq!(quiet.channel_bind(listener_relay), (CHANNEL, Ok(())));
+    assert_eq!(listener.channel_bind(quiet_relay), (CHANNEL, Ok(())));
+
+    // The burst waits in the senders' listener socket while the server is
+    // stopped, the quiet pair's payloads among its second half, so the
+    // sending shard hands them over right after more than the receiving
+    // shard's inbox holds.
+    server.signal(libc::SIGSTOP);
+    wait_stopped(server.pid());
+    let stride = FLOOD / 2 / QUIET_PACKETS;
+    let mut quiet_sent = Vec::new();
+    for i in 0..FLOOD {
+        // Two sizes, so that the receiving shard's sends to the flooded
+        // client are not one GSO train.
+        flooder.channel_data(CHANNEL, &[0xf1; 16][..12 + 4 * (i % 2)]);
+        if i >= FLOOD / 2 && (i - FLOOD / 2) % stride == 0 && quiet_sent.len() < QUIET_PACKETS {
+            let payload = format!("quiet-{}", quiet_sent.len()).into_bytes();
+            quiet.channel_data(CHANNEL, &payload);
+            quiet_sent.push(payload);
+        }
+    }
+    server.signal(libc::SIGCONT);
+    assert_eq!(quiet_sent.len(), QUIET_PACKETS);
+
+    let mut got = channel_payloads(&mut listener, QUIET_PACKETS, WAIT);
+    got.sort();
+    quiet_sent.sort();
+    assert_eq!(
+        got.len(),
+        QUIET_PACKETS,
+        "the quiet pair lost {} of {QUIET_PACKETS} payloads to the other pair's burst",
+        QUIET_PACKETS - got.len().min(QUIET_PACKETS)
+    );
+    assert_eq!(got, quiet_sent, "the quiet pair's payloads");
+    // Nothing was dropped at the hand-over; what the flooded client lost,
+    // if anything, was lost at its own sockets. And the burst did go
+    // beyond the inbox: some of it took the kernel path.
+    assert_eq!(server.metric("turnpike_relay_handoff_drops_total"), Some(0.0));
+    assert!(
+        server.stderr_log().contains("relay_handoff_fallbacks="),
+        "the burst never found the inbox full"
+    );
 }

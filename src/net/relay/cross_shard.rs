@@ -10,9 +10,15 @@
 //! (`std::sync::mpsc::sync_channel`) and a [`Notify`].
 //!
 //! Invariants:
-//! * a queue holds at most [`INBOX_SLOTS`] payloads; a payload that finds
-//!   it full is dropped and counted (`turnpike_relay_handoff_drops`), as a
-//!   congested link would drop it; nothing blocks;
+//! * a queue holds at most [`INBOX_SLOTS`] payloads, shared by every flow
+//!   to that shard; a payload that finds it full is refused
+//!   ([`NotQueued::Full`]) and the sending shard sends it through the
+//!   kernel instead, from the sender's relay socket to the receiver's, as
+//!   it would go without this shortcut: one flow's flood then fills its
+//!   own relay socket's queue, not everyone's inbox. Those are logged as
+//!   `relay_handoff_fallbacks`; only a payload with no way at all (no
+//!   such shard) is dropped and counted (`turnpike_relay_handoff_drops`).
+//!   Nothing blocks;
 //! * a sender wakes a receiving shard at most once per batch of its own
 //!   input ([`PacketOutboxes::wake`]), not once per payload, and a wake-up
 //!   is never lost: `Notify` keeps a permit for a receiver not yet waiting;

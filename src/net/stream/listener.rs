@@ -146,7 +146,10 @@ pub(in crate::net) async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
-        let setup_deadline = tokio::time::Instant::now() + limits.setup_timeout;
+        // When it was accepted: its setup deadline counts from here, and
+        // so does the HTTP thread's, if it is handed there.
+        let accepted_at = tokio::time::Instant::now();
+        let setup_deadline = accepted_at + limits.setup_timeout;
         let (shard, limits, transfer) = (shard.clone(), limits.clone(), Some(transfer.clone()));
         let (sources, proxy, security) = (sources.clone(), proxy.clone(), security.clone());
         tokio::task::spawn_local(async move {
@@ -186,10 +189,14 @@ pub(in crate::net) async fn accept_loop(
                             // was read to tell; HTTP leaves for its thread.
                             let (stream, buffered) = match http {
                                 None => (stream, Vec::new()),
-                                Some(http) => match shared_port::dispatch(stream, client, setup_deadline, http).await {
-                                    Some(turn) => turn,
-                                    None => return,
-                                },
+                                Some(http) => {
+                                    match shared_port::dispatch(stream, client, (accepted_at, setup_deadline), http)
+                                        .await
+                                    {
+                                        Some(turn) => turn,
+                                        None => return,
+                                    }
+                                }
                             };
                             let accepted = Accepted {
                                 stream,

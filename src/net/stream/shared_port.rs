@@ -65,10 +65,12 @@ type Tls = TlsStream<HomedTcp>;
 /// Classifies a shared port's connection after its handshake: a TURN
 /// connection comes back with the bytes read from it; an HTTP one is
 /// handed to the HTTP thread, and anything else closed (`None` for both).
+/// `accepted` is when the shard accepted it (the HTTP thread's deadline
+/// counts from then), `deadline` its setup deadline.
 pub(super) async fn dispatch(
     mut stream: Tls,
     client: ClientAddr,
-    deadline: tokio::time::Instant,
+    (accepted, deadline): (tokio::time::Instant, tokio::time::Instant),
     http: &HttpHandover,
 ) -> Option<(Tls, Vec<u8>)> {
     let negotiated = stream.get_ref().1.alpn_protocol().map(first_bytes::by_alpn);
@@ -87,7 +89,7 @@ pub(super) async fn dispatch(
             Some((stream, read))
         }
         Service::Http => {
-            hand_to_http(stream, read, client, http);
+            hand_to_http(stream, read, client, accepted, http);
             None
         }
         Service::Unknown => {
@@ -113,7 +115,13 @@ async fn first_service(stream: &mut Tls, read: &mut Vec<u8>, deadline: tokio::ti
     }
 }
 
-fn hand_to_http(mut stream: Tls, read: Vec<u8>, client: ClientAddr, http: &HttpHandover) {
+fn hand_to_http(
+    mut stream: Tls,
+    read: Vec<u8>,
+    client: ClientAddr,
+    accepted: tokio::time::Instant,
+    http: &HttpHandover,
+) {
     if let Err(e) = stream.get_mut().0.detach() {
         http.counts.closed.fetch_add(1, Ordering::Relaxed);
         return debug!(%client, error = %e, "connection lost in its hand-off to HTTP");
@@ -122,6 +130,7 @@ fn hand_to_http(mut stream: Tls, read: Vec<u8>, client: ClientAddr, http: &HttpH
         stream: Box::new(Prefixed::new(read, stream)),
         remote: client.remote,
         local: client.local,
+        accepted: accepted.into_std(),
     };
     if let Err(e) = http.send(handed) {
         debug!(%client, error = %e, "HTTP connection of the shared TLS port closed");

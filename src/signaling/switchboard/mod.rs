@@ -152,6 +152,9 @@ struct Session {
     room_grant: Option<String>,
     /// The Host header its client used (for the ICE URLs of a refresh).
     host: Option<String>,
+    /// The Origin header its client's WebSocket came with (`None`: none):
+    /// a resume must come with the same.
+    origin: Option<String>,
     /// The connection that drives it; `None` while detached.
     conn: Option<String>,
     outbox: Outbox,
@@ -162,6 +165,15 @@ struct Session {
     grace_until: Option<Instant>,
     /// When fresh `iceServers` are due (mirrored in `refreshes`).
     refresh_at: Option<Instant>,
+}
+
+/// What a client's WebSocket handshake said, as its driver read it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Handshake {
+    /// The Host header.
+    pub host: Option<String>,
+    /// The Origin header (`None`: the request had none).
+    pub origin: Option<String>,
 }
 
 /// Sessions, rooms and outboxes.
@@ -226,18 +238,21 @@ impl Switchboard {
     /// connected from `source`; with `room_grant` it may join only that
     /// room. False (and nothing done) if `id` is taken.
     pub fn connect(&mut self, id: &str, source: SourceKey, room_grant: Option<String>, now: Instant) -> bool {
-        self.connect_with_host(id, source, room_grant, None, now)
+        self.connect_with(id, source, room_grant, Handshake::default(), now)
     }
 
-    /// [`Self::connect`], remembering the Host header the client used.
-    pub fn connect_with_host(
+    /// [`Self::connect`], remembering what the client's WebSocket
+    /// handshake said: its Host (for the ICE URLs) and its Origin (which a
+    /// resume of this session must repeat).
+    pub fn connect_with(
         &mut self,
         id: &str,
         source: SourceKey,
         room_grant: Option<String>,
-        host: Option<String>,
+        handshake: Handshake,
         now: Instant,
     ) -> bool {
+        let Handshake { host, origin } = handshake;
         if self.sessions.contains_key(id) || self.links.contains_key(id) || self.replaced.contains(id) {
             return false;
         }
@@ -248,6 +263,7 @@ impl Switchboard {
                 source,
                 room_grant,
                 host,
+                origin,
                 conn: Some(id.to_owned()),
                 outbox: Outbox::default(),
                 bucket: TokenBucket::new(rate, rate.saturating_mul(2), now),

@@ -16,6 +16,12 @@
 //! socket still looks alive takes it over: the old connection is told
 //! `Gone`.
 //!
+//! A resume must come with the Origin header the session's own WebSocket
+//! came with (none if it had none; compared as the HTTP door compares
+//! `allowed_origins`, ASCII case aside): the driver passes it in at
+//! connect ([`super::Handshake`]); any other is `resume-failed` and leaves
+//! the session as it was.
+//!
 //! Bounds: a detached session keeps the place its connection held in the
 //! HTTP side's connection table (`signaling.max_connections` and
 //! `max_connections_per_source`) until it is resumed or its grace ends:
@@ -154,6 +160,16 @@ impl Switchboard {
         if self.rooms.room_of(current).is_some() {
             return self.reply_error(current, ErrorCode::BadMessage, "already in a room; send leave first");
         }
+        // A token is bound to the Origin its session joined with: one
+        // leaked to another page (or to a client sending none) is no use
+        // there. Refused before anything of the session changes.
+        let origin_of = |id: &str| self.sessions.get(id).map(|s| s.origin.as_deref());
+        if let (Some(mine), Some(theirs)) = (origin_of(current), origin_of(&target)) {
+            if !same_origin(mine, theirs) {
+                debug!(peer = %target, "signaling resume refused: another origin");
+                return failed(self, "that session joined from another origin; join again");
+            }
+        }
         let Some(session) = self.sessions.get_mut(&target) else {
             return failed(self, "unknown or expired resume token; join again");
         };
@@ -248,5 +264,13 @@ impl Switchboard {
         if let Some(due) = session.refresh_at.take() {
             self.refreshes.remove(&(due, id.to_owned()));
         }
+    }
+}
+
+/// Whether two Origin headers (or their absence) name the same origin.
+fn same_origin(a: Option<&str>, b: Option<&str>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+        (a, b) => a.is_none() && b.is_none(),
     }
 }

@@ -35,6 +35,15 @@ impl Board {
         assert!(self.board.connect(id, src(1), grant.map(str::to_owned), self.now));
     }
 
+    /// Connects `id` whose WebSocket came with Origin `origin`.
+    pub(super) fn connect_from(&mut self, id: &str, origin: Option<&str>) {
+        let handshake = Handshake {
+            host: None,
+            origin: origin.map(str::to_owned),
+        };
+        assert!(self.board.connect_with(id, src(1), None, handshake, self.now));
+    }
+
     pub(super) fn send(&mut self, id: &str, text: &str) {
         self.now += Duration::from_millis(1);
         self.board.handle_text(id, text, self.now, |_| Vec::new());
@@ -390,6 +399,57 @@ fn a_resume_while_the_old_socket_still_looks_alive_takes_it_over() {
     assert!(!b.board.was_replaced("b"));
     assert_eq!(b.board.room_of("b"), Some("r"));
     assert_eq!(b.board.check(), Ok(()));
+}
+
+#[test]
+fn a_resume_from_another_origin_fails_and_leaves_the_session_as_it_was() {
+    let mut b = Board::resumable(limits());
+    let mut mint = FakeMint::new(Duration::ZERO);
+    b.connect("a", None);
+    b.connect_from("b", Some("https://app.example"));
+    b.join("a", "r");
+    let token = b.join_resumable("b", "r", &mut mint);
+    b.read("a");
+    b.board.disconnect_at("b", b.now);
+    let grace_ends = b.now + GRACE;
+    b.signal("a", "b", "1");
+    let resume = format!(r#"{{"type":"resume","token":"{token}","last":0}}"#);
+    // Another origin, and none at all: both refused, nothing spent.
+    for (conn, origin) in [
+        ("evil", Some("https://evil.example")),
+        ("bare", None),
+        ("sub", Some("https://app.example.evil")),
+    ] {
+        b.connect_from(conn, origin);
+        b.send_with(conn, &resume, &mut mint);
+        let got = b.read(conn);
+        assert_eq!(got.len(), 1, "{conn}: {got:?}");
+        assert_eq!(got[0]["code"], "resume-failed", "{conn}: {got:?}");
+        assert_eq!(b.board.peer_of(conn), Some(conn), "{conn} keeps its own session");
+    }
+    assert_eq!(b.board.counters().resumes, 0);
+    assert_eq!(b.board.poll_timeout(), Some(grace_ends), "still detached");
+    // The session's own origin (ASCII case aside, as the door compares)
+    // still resumes it, with what it missed.
+    b.connect_from("b2", Some("https://APP.example"));
+    b.send_with("b2", &resume, &mut mint);
+    let got = b.read("b2");
+    assert_eq!(got[0]["type"], "resumed", "{got:?}");
+    assert_eq!(data_of(&got), [serde_json::json!(1)]);
+    assert_eq!(b.board.peer_of("b2"), Some("b"));
+
+    // A session that joined with no Origin is resumed only without one.
+    b.connect("c", None);
+    let token = b.join_resumable("c", "r", &mut mint);
+    b.board.disconnect_at("c", b.now);
+    let resume = format!(r#"{{"type":"resume","token":"{token}","last":0}}"#);
+    b.connect_from("c-origin", Some("https://app.example"));
+    b.send_with("c-origin", &resume, &mut mint);
+    assert_eq!(b.read("c-origin")[0]["code"], "resume-failed");
+    b.connect_from("c2", None);
+    b.send_with("c2", &resume, &mut mint);
+    assert_eq!(b.read("c2")[0]["type"], "resumed");
+    assert_eq!(b.board.counters().resumes, 2);
 }
 
 #[test]
