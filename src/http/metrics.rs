@@ -228,7 +228,7 @@ impl Collector for TurnpikeCollector {
         family(
             e,
             "turnpike_relay_handoff_drops",
-            "Relay-to-relay packets dropped because the receiving shard's hand-off queue was full",
+            "Relay-to-relay packets that had no way to their shard (no such shard, or the sending relay is gone); a full queue falls back to the kernel instead",
             None,
             Counter,
             one(c.relay_handoff_drops),

@@ -158,8 +158,9 @@ impl<B: RelayBinder> Server<B> {
         self.handle_peer_packet(to, PeerAddr(from.0), buf, payload, now)
     }
 
-    /// Counts a relay-to-relay payload the driver could not hand to its
-    /// shard (that shard's queue was full).
+    /// Counts a relay-to-relay payload the driver could not deliver at all
+    /// (no such shard, or the sending relay is gone; a full queue falls
+    /// back to the kernel and is not counted here).
     pub fn count_relay_handoff_drop(&mut self) {
         self.counters.relay_handoff_drops += 1;
     }
