@@ -13,10 +13,12 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use crate::common::redis_server::RedisServer;
+use crate::common::redis_server::{fleet_secret_line, RedisServer, FLEET_SECRET};
 use crate::common::{code_of, free_tcp_port, http_exchange, rest_credential, udp_request_as, unix_now, TestServer};
 use serde_json::Value;
+use turnpike::fleet::revocation_wire::SharedRevocation;
 use turnpike::proto::stun::{attr, method};
+use turnpike::signaling::switchboard::fleet_seal::{FleetKeys, Stamp};
 
 const KEY: &str = "an-admin-key-for-fleet-tests-0123456789";
 const SECRET: &str = "a-shared-secret-for-fleet-revocations";
@@ -35,9 +37,10 @@ fn instance_with(redis: &RedisServer, name: &str, auth: &str) -> (TestServer, So
     let admin = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
     let server = TestServer::start(&format!(
         "[auth]\nsecrets = [\"{SECRET}\"]\n{auth}\n[limits]\nmax_allocations_per_user = 1000\n\n[admin]\nlisten = \"{admin}\"\nkey = \"{KEY}\"\n\n\
-         [fleet]\nredis_url = \"{}\"\ninstance_id = \"{name}\"\nkey_prefix = \"r{}\"\n",
+         [fleet]\nredis_url = \"{}\"\ninstance_id = \"{name}\"\nkey_prefix = \"r{}\"\n{}",
         redis.url(),
-        std::process::id()
+        std::process::id(),
+        fleet_secret_line()
     ));
     (server, admin)
 }
@@ -196,10 +199,31 @@ fn revocation_outcome(server: &TestServer, outcome: &str) -> f64 {
     server.metric(&sample).unwrap_or(0.0)
 }
 
+/// What a rogue instance holding the fleet's secret writes: `username`
+/// refused until `until`, sealed for `place` (the channel, or the set for
+/// an entry), stamped now with sequence `seq`.
+fn signed_revocation(prefix: &str, place: &str, username: &str, until: u64, seq: u64) -> String {
+    let keys = FleetKeys::new(&[FLEET_SECRET]).expect("a secret");
+    let revocation = SharedRevocation {
+        username: username.to_owned(),
+        until_unix: until,
+    };
+    let stamp = Stamp {
+        ts: unix_now() * 1000,
+        boot: 5138,
+        seq,
+    };
+    revocation.seal(&keys, prefix, place, "rogue", stamp)
+}
+
+/// Junk in the set and on the channel, as a rogue instance would write it
+/// (signed with the fleet's secret: unsigned junk is refused outright, see
+/// `tests/fleet/signed.rs`).
 #[test]
 fn junk_from_redis_is_clamped_rate_limited_and_never_crowds_out_the_operator() {
     let redis = RedisServer::start();
     let prefix = format!("r{}", std::process::id());
+    let (set, signed) = (format!("{prefix}:revoked"), format!("{prefix}:revoked:signed"));
     let now = unix_now();
     let soon = format!("{}:soon", now + 1800);
     let gone = format!("{}:gone", now - 5);
@@ -207,19 +231,11 @@ fn junk_from_redis_is_clamped_rate_limited_and_never_crowds_out_the_operator() {
     // year 5138, and two short-lived usernames (which sort first).
     let mut conn = redis.connection();
     let mut junk = redis::pipe();
-    for i in 0..12_000 {
-        junk.cmd("ZADD")
-            .arg(format!("{prefix}:revoked"))
-            .arg(YEAR_5138)
-            .arg(format!("junk-{i:05}"))
-            .ignore();
-    }
-    for username in [&soon, &gone] {
-        junk.cmd("ZADD")
-            .arg(format!("{prefix}:revoked"))
-            .arg(YEAR_5138)
-            .arg(username)
-            .ignore();
+    let names = (0..12_000).map(|i| format!("junk-{i:05}"));
+    for (i, username) in names.chain([soon.clone(), gone.clone()]).enumerate() {
+        let entry = signed_revocation(&prefix, &set, &username, YEAR_5138, i as u64);
+        junk.cmd("ZADD").arg(&set).arg(YEAR_5138).arg(&username).ignore();
+        junk.cmd("HSET").arg(&signed).arg(&username).arg(entry).ignore();
     }
     let () = junk.query(&mut conn).expect("ZADD the junk");
 
@@ -236,13 +252,10 @@ fn junk_from_redis_is_clamped_rate_limited_and_never_crowds_out_the_operator() {
     // Then a flood on the channel, each a new username until 5138.
     const FLOOD: u64 = 5_000;
     let mut flood = redis::pipe();
+    let channel = format!("{prefix}:revocations");
     for i in 0..FLOOD {
-        let message = serde_json::json!({ "t": "revoke", "user": format!("flood-{i}"), "until": YEAR_5138 });
-        flood
-            .cmd("PUBLISH")
-            .arg(format!("{prefix}:revocations"))
-            .arg(message.to_string())
-            .ignore();
+        let message = signed_revocation(&prefix, &channel, &format!("flood-{i}"), YEAR_5138, 100_000 + i);
+        flood.cmd("PUBLISH").arg(&channel).arg(message).ignore();
     }
     let () = flood.query(&mut conn).expect("PUBLISH the flood");
     // Every one is counted once, one way or another (applied, limited, or
