@@ -334,3 +334,140 @@ fn junk_from_redis_is_clamped_rate_limited_and_never_crowds_out_the_operator() {
         );
     }
 }
+
+/// What a raw subscriber of `channel` hears from now on.
+fn capture(redis: &RedisServer, channel: &str) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (heard, captured) = std::sync::mpsc::channel();
+    let (ready, subscribed) = std::sync::mpsc::channel();
+    let mut conn = redis.connection();
+    let channel = channel.to_owned();
+    std::thread::spawn(move || {
+        let mut pubsub = conn.as_pubsub();
+        pubsub.subscribe(&channel).expect("SUBSCRIBE");
+        ready.send(()).expect("the test waits");
+        while let Ok(message) = pubsub.get_message() {
+            if heard.send(message.get_payload_bytes().to_vec()).is_err() {
+                return;
+            }
+        }
+    });
+    subscribed.recv_timeout(WAIT).expect("subscribed");
+    captured
+}
+
+/// Issue 19, item 2: whoever writes to Redis without the fleet's secret
+/// cannot revoke. Set entries that are unsigned, signed for another
+/// fleet's key_prefix or with another secret, or copied to another
+/// username, and messages unsigned, of another fleet, or a replay of a
+/// real one captured with SUBSCRIBE, are all refused and counted; the
+/// usernames they name are still served, while real revocations made
+/// after them reach the other instance.
+#[test]
+fn a_redis_writer_without_the_secret_cannot_revoke() {
+    let redis = RedisServer::start();
+    // The prefix `instance` gives its instances.
+    let prefix = format!("r{}", std::process::id());
+    let (set, signed, channel) = (
+        format!("{prefix}:revoked"),
+        format!("{prefix}:revoked:signed"),
+        format!("{prefix}:revocations"),
+    );
+    let expiry = unix_now() + 3600;
+    let victims: Vec<(String, String)> = (0..6)
+        .map(|i| rest_credential(SECRET, &format!("victim{i}"), expiry))
+        .collect();
+    let theirs = FleetKeys::new(&["the-secret-of-another-fleet-0123"]).expect("a secret");
+    let ours = FleetKeys::new(&[FLEET_SECRET]).expect("a secret");
+    let revocation = |user: &str| SharedRevocation {
+        username: user.to_owned(),
+        until_unix: expiry,
+    };
+    let stamp = |seq| Stamp {
+        ts: unix_now() * 1000,
+        boot: 666,
+        seq,
+    };
+    // In the set before the instances start (they load it on connecting).
+    let mut conn = redis.connection();
+    let entries = [
+        (&victims[0].0, None),
+        (
+            &victims[1].0,
+            Some(format!(
+                r#"{{"t":"revoke","user":"{}","until":{expiry}}}"#,
+                victims[1].0
+            )),
+        ),
+        (
+            &victims[2].0,
+            Some(revocation(&victims[2].0).seal(&ours, "other", "other:revoked", "evil", stamp(1))),
+        ),
+        (
+            &victims[3].0,
+            Some(revocation(&victims[3].0).seal(&theirs, &prefix, &set, "evil", stamp(2))),
+        ),
+        (
+            &victims[4].0,
+            Some(revocation("someone-else").seal(&ours, &prefix, &set, "evil", stamp(3))),
+        ),
+    ];
+    let mut pipe = redis::pipe();
+    for (user, value) in &entries {
+        pipe.cmd("ZADD").arg(&set).arg(expiry).arg(*user).ignore();
+        if let Some(value) = value {
+            pipe.cmd("HSET").arg(&signed).arg(*user).arg(value).ignore();
+        }
+    }
+    let () = pipe.query(&mut conn).expect("write the fake entries");
+
+    let captured = capture(&redis, &channel);
+    let (a, a_admin) = instance(&redis, "w-a");
+    let (b, _b_admin) = instance(&redis, "w-b");
+    let invalid = r#"turnpike_fleet_revocations_total{outcome="invalid"}"#;
+    for server in [&a, &b] {
+        let loaded = server.wait_metric(invalid, WAIT, |n| n >= 5.0);
+        assert_eq!(loaded, Some(5.0), "the five fake entries: {}", server.metrics());
+    }
+
+    // A real revocation, captured on its way.
+    let (user, password) = rest_credential(SECRET, "mallory", expiry);
+    let body = serde_json::json!({ "username": user }).to_string();
+    assert_eq!(call(a_admin, "POST", "/v1/revocations", &body).0, 200);
+    wait_refused(&b, (&user, &password), "B, the real revocation");
+    let real = captured.recv_timeout(WAIT).expect("the real revocation's message");
+    assert!(real.starts_with(b"v1."), "{}", String::from_utf8_lossy(&real));
+
+    // Messages: unsigned, of another fleet, another secret, and the replay.
+    let unsigned = format!(r#"{{"t":"revoke","user":"{}","until":{expiry}}}"#, victims[5].0);
+    let messages: Vec<Vec<u8>> = vec![
+        unsigned.into_bytes(),
+        revocation(&victims[5].0)
+            .seal(&ours, "other", "other:revocations", "evil", stamp(4))
+            .into_bytes(),
+        revocation(&victims[5].0)
+            .seal(&theirs, &prefix, &channel, "evil", stamp(5))
+            .into_bytes(),
+        real,
+    ];
+    for message in &messages {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg(message)
+            .query(&mut conn)
+            .expect("PUBLISH");
+    }
+    // After them, a real one: once B holds it, B has read them all.
+    let (later, later_pw) = rest_credential(SECRET, "trent", expiry);
+    let body = serde_json::json!({ "username": later }).to_string();
+    assert_eq!(call(a_admin, "POST", "/v1/revocations", &body).0, 200);
+    wait_refused(&b, (&later, &later_pw), "B, the later revocation");
+
+    for server in [&a, &b] {
+        for (victim, pw) in &victims {
+            let code = request(&udp_socket(), server, (victim, pw), method::ALLOCATE);
+            assert_eq!(code, 200, "{victim} is not revoked by a Redis writer");
+        }
+        let seen = server.wait_metric(invalid, WAIT, |n| n >= 9.0);
+        assert_eq!(seen, Some(9.0), "five entries and four messages: {}", server.metrics());
+    }
+}
