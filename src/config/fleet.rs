@@ -8,18 +8,29 @@
 //! This file holds the section's struct, its defaults, the doc comment on
 //! each field that is the reference for its key, and [`check`]: a
 //! `redis://` URL (never quoted in an error: it may hold a password),
-//! names that fit in a Redis key, and a membership lifetime whose third
-//! (the refresh) is at least a second.
+//! names that fit in a Redis key, a membership lifetime whose third
+//! (the refresh) is at least a second, and with `redis_url` the fleet's
+//! secrets (`secrets`, then those of `secrets_file`, read by
+//! [`read_secrets`] into [`FleetSection::resolved_secrets`]): at least
+//! one, each of [`MIN_FLEET_SECRET_CHARS`] or more and no example's
+//! placeholder, never quoted.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::value::check_not_placeholder;
 use super::{ConfigError, Secret};
 
 /// Longest `fleet.instance_id` and `fleet.key_prefix`.
 const MAX_FLEET_NAME: usize = 64;
 const MAX_FLEET_PREFIX: usize = 32;
+/// Shortest fleet secret: 16 characters (as `auth.nonce_keys`); 32 random
+/// ones (`openssl rand -base64 32`) are what the docs ask for.
+pub const MIN_FLEET_SECRET_CHARS: usize = 16;
+/// Most fleet secrets (each is one more MAC tried on what fails).
+pub const MAX_FLEET_SECRETS: usize = 8;
 
 /// `[fleet]`
 #[derive(Debug, Clone, Deserialize)]
@@ -50,6 +61,24 @@ pub struct FleetSection {
     /// several fleets can share one Redis. 1 to 32 of `[A-Za-z0-9_.-]`.
     /// Default: `"turnpike"`.
     pub key_prefix: String,
+    /// The fleet's secrets: every membership record, message and shared
+    /// revocation an instance writes to Redis is signed (HMAC-SHA256) with
+    /// the first, and what it reads must carry the MAC of one of them, so
+    /// that whoever can write to Redis without the secret cannot join
+    /// rooms, read their signals or revoke (`docs/fleet.md`). Several for
+    /// a rotation: add the new one second everywhere, then first, then
+    /// drop the old. The same on every instance; at least 16 characters
+    /// (`openssl rand -base64 32`); never logged. Required with
+    /// `redis_url` (here or in `secrets_file`). Default: none.
+    pub secrets: Vec<Secret>,
+    /// A file of more fleet secrets, one a line (blank lines and `#`
+    /// comments skipped), after those of `secrets`; relative to the
+    /// config file's directory. Default: unset.
+    pub secrets_file: Option<PathBuf>,
+    /// `secrets` then those of `secrets_file`; the first signs. Filled by
+    /// [`Config::validate`](super::Config::validate) (not a config key).
+    #[serde(skip)]
+    pub resolved_secrets: Vec<Secret>,
 }
 
 impl Default for FleetSection {
@@ -59,6 +88,9 @@ impl Default for FleetSection {
             instance_id: None,
             membership_ttl: Duration::from_secs(10),
             key_prefix: "turnpike".to_owned(),
+            secrets: Vec::new(),
+            secrets_file: None,
+            resolved_secrets: Vec::new(),
         }
     }
 }
@@ -78,7 +110,14 @@ impl FleetSection {
             && self.instance_id == other.instance_id
             && self.membership_ttl == other.membership_ttl
             && self.key_prefix == other.key_prefix
+            && self.secrets_file == other.secrets_file
+            && same_secrets(&self.secrets, &other.secrets)
+            && same_secrets(&self.resolved_secrets, &other.resolved_secrets)
     }
+}
+
+fn same_secrets(a: &[Secret], b: &[Secret]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.expose() == b.expose())
 }
 
 /// True for 1 to `max` characters of `[A-Za-z0-9_.-]`: safe inside a
@@ -124,6 +163,64 @@ pub(super) fn check(fleet: &FleetSection) -> Result<(), ConfigError> {
     if !(FleetSection::MIN_MEMBERSHIP_TTL..=FleetSection::MAX_MEMBERSHIP_TTL).contains(&fleet.membership_ttl) {
         return Err(ConfigError::invalid("fleet.membership_ttl", "must be from 3s to 5m"));
     }
+    for (i, secret) in fleet.secrets.iter().enumerate() {
+        check_secret(&format!("fleet.secrets[{i}]"), secret)?;
+    }
+    Ok(())
+}
+
+/// `fleet.secrets` followed by those of `fleet.secrets_file`; with
+/// `redis_url`, at least one and at most [`MAX_FLEET_SECRETS`]. Never
+/// quotes a secret.
+pub(super) fn read_secrets(fleet: &FleetSection) -> Result<Vec<Secret>, ConfigError> {
+    let mut secrets = fleet.secrets.clone();
+    if let Some(path) = &fleet.secrets_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::invalid("fleet.secrets_file", format!("cannot read {}: {e}", path.display())))?;
+        let before = secrets.len();
+        secrets.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                .map(Secret::new),
+        );
+        for secret in &secrets[before..] {
+            check_secret("fleet.secrets_file", secret)?;
+        }
+        if secrets.len() == before {
+            return Err(ConfigError::invalid(
+                "fleet.secrets_file",
+                format!("{} holds no secret", path.display()),
+            ));
+        }
+    }
+    if fleet.redis_url.is_some() && secrets.is_empty() {
+        return Err(ConfigError::invalid(
+            "fleet.secrets",
+            "fleet.redis_url is set: give the fleet's secret in fleet.secrets or fleet.secrets_file, \
+             the same on every instance (e.g. `openssl rand -base64 32`); without it anyone who can \
+             write to Redis could join rooms and read their signals",
+        ));
+    }
+    if secrets.len() > MAX_FLEET_SECRETS {
+        return Err(ConfigError::invalid(
+            "fleet.secrets",
+            format!("{} secrets; at most {MAX_FLEET_SECRETS}", secrets.len()),
+        ));
+    }
+    Ok(secrets)
+}
+
+fn check_secret(key: &str, secret: &Secret) -> Result<(), ConfigError> {
+    check_not_placeholder(key, secret)?;
+    if secret.expose().trim().chars().count() < MIN_FLEET_SECRET_CHARS {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "is shorter than {MIN_FLEET_SECRET_CHARS} characters: generate one, e.g. `openssl rand -base64 32`"
+            ),
+        ));
+    }
     Ok(())
 }
 
@@ -131,13 +228,15 @@ pub(super) fn check(fleet: &FleetSection) -> Result<(), ConfigError> {
 mod tests {
     use crate::config::tests::{invalid_key, parse};
 
+    const SECRET: &str = "secrets = [\"a-fleet-secret-of-32-characters-x\"]\n";
+
     #[test]
     fn fleet_keys_are_checked_without_quoting_the_redis_url() {
-        let ok = parse(
-            "[fleet]\nredis_url = \"redis://:pw@127.0.0.1:6379/0\"\ninstance_id = \"a-1.x\"\nmembership_ttl = \"3s\"\n",
-        );
+        let ok = parse(&format!(
+            "[fleet]\nredis_url = \"redis://:pw@127.0.0.1:6379/0\"\ninstance_id = \"a-1.x\"\nmembership_ttl = \"3s\"\n{SECRET}",
+        ));
         assert!(ok.is_ok(), "{ok:?}");
-        let err = parse("[fleet]\nredis_url = \"http://:hunter2@h\"\n")
+        let err = parse(&format!("[fleet]\nredis_url = \"http://:hunter2@h\"\n{SECRET}"))
             .unwrap_err()
             .to_string();
         assert!(err.contains("fleet.redis_url") && !err.contains("hunter2"), "{err}");
@@ -152,5 +251,44 @@ mod tests {
             invalid_key("[fleet]\nmembership_ttl = \"6m\"\n"),
             "fleet.membership_ttl"
         );
+    }
+
+    /// With `redis_url` a secret is required (an existing config without
+    /// one is refused with a clear reason); short ones, placeholders and
+    /// files without one are refused; none is ever quoted; the file's
+    /// follow those of `secrets`.
+    #[test]
+    fn a_fleet_with_redis_needs_a_secret_that_is_never_quoted() {
+        let url = "[fleet]\nredis_url = \"redis://127.0.0.1:6379/0\"\n";
+        let err = parse(url).unwrap_err().to_string();
+        assert!(err.contains("fleet.secrets") && err.contains("openssl rand"), "{err}");
+        assert!(parse("[fleet]\n").is_ok(), "no Redis, no secret needed");
+        let short = parse(&format!("{url}secrets = [\"hunter2-short\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            short.contains("fleet.secrets[0]") && !short.contains("hunter2"),
+            "{short}"
+        );
+        assert_eq!(
+            invalid_key(&format!("{url}secrets = [\"change-me\"]\n")),
+            "fleet.secrets[0]"
+        );
+        let dir = std::env::temp_dir().join(format!("turnpike-fleet-secrets-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("fleet-secrets");
+        std::fs::write(&file, "# rotation\n\nsecond-secret-from-the-file-0001\n").unwrap();
+        let toml = format!("{url}{SECRET}secrets_file = {:?}\n", file.display().to_string());
+        let config = parse(&toml).unwrap();
+        let resolved: Vec<&str> = config.fleet.resolved_secrets.iter().map(|s| s.expose()).collect();
+        assert_eq!(
+            resolved,
+            ["a-fleet-secret-of-32-characters-x", "second-secret-from-the-file-0001"]
+        );
+        std::fs::write(&file, "# nothing\n").unwrap();
+        assert_eq!(invalid_key(&toml), "fleet.secrets_file");
+        std::fs::remove_file(&file).unwrap();
+        let err = parse(&toml).unwrap_err().to_string();
+        assert!(err.contains("fleet.secrets_file"), "{err}");
     }
 }

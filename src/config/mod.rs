@@ -135,6 +135,7 @@ impl Config {
         cross::check_magnitudes(self)?;
         let admin_key = admin::resolve_key(&self.admin)?;
         self.auth.resolved_secrets = auth::read_secrets(&self.auth)?;
+        self.fleet.resolved_secrets = fleet::read_secrets(&self.fleet)?;
         self.admin.resolved_key = admin_key;
         Ok(())
     }
@@ -158,6 +159,7 @@ impl Config {
                 &mut config.tls.cert,
                 &mut config.tls.key,
                 &mut config.admin.key_file,
+                &mut config.fleet.secrets_file,
             ];
             for file in files.into_iter().flatten() {
                 if file.is_relative() {

@@ -120,6 +120,7 @@ fn example_config_mentions_every_key() {
         "instance_id",
         "membership_ttl",
         "key_prefix",
+        "secrets_file",
     ];
     for key in keys {
         assert!(EXAMPLE.contains(key), "config.example.toml lacks {key}");

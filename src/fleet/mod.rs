@@ -35,6 +35,7 @@ use tracing::info;
 use crate::config::{Config, Secret};
 use crate::net::AdminHandle;
 use crate::process::runtime_thread;
+use crate::signaling::switchboard::fleet_seal::FleetKeys;
 use crate::signaling::Hub;
 use link::{Link, Subscription, Wording, QUEUE};
 pub use revocations::RevocationSharer;
@@ -56,14 +57,21 @@ pub struct FleetSettings {
     /// Longest a revocation heard from Redis is held here
     /// (`auth.max_credential_lifetime`, as read at start).
     pub max_revocation: Duration,
+    /// The fleet's secrets (`fleet.secrets`): what is written to Redis is
+    /// sealed with the first, what is read must open with one of them.
+    pub keys: Arc<FleetKeys>,
 }
 
 impl FleetSettings {
     /// The settings of `config`, if Redis is configured; the instance id
-    /// is drawn at random when none is set.
+    /// is drawn at random when none is set. `None` too for a config with
+    /// Redis and no fleet secret (which `Config::validate` refuses): the
+    /// fleet never runs unsigned.
     pub fn from_config(config: &Config) -> Option<FleetSettings> {
         let fleet = &config.fleet;
         let redis_url = fleet.redis_url.clone()?;
+        let secrets: Vec<&[u8]> = fleet.resolved_secrets.iter().map(|s| s.expose().as_bytes()).collect();
+        let keys = Arc::new(FleetKeys::new(&secrets)?);
         let instance = fleet.instance_id.clone().unwrap_or_else(|| {
             let bytes: [u8; 8] = crate::process::random::random_bytes();
             bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -78,7 +86,13 @@ impl FleetSettings {
             // (its data) in an envelope of names and ids.
             max_message_bytes: config.signaling.max_message_size.saturating_add(1024),
             max_revocation: config.auth.max_credential_lifetime,
+            keys,
         })
+    }
+
+    /// A number drawn at each start of a channel: its messages' `boot`.
+    fn draw_boot() -> u64 {
+        crate::process::random::seed_u64()
     }
 
     fn peer_prefix(&self) -> String {
@@ -141,9 +155,8 @@ pub fn start(
     };
     let settings = Arc::new(settings);
     let status = Arc::new(FleetStatus::default());
-    let names = revocations::Names::new(&settings.key_prefix);
-    let revocation_channel = names.channel.clone();
-    let (revocations, sharer) = revocations::Revocations::new(shards, names, settings.max_revocation, status.clone());
+    let revocation_channel = revocations::Names::new(&settings.key_prefix).channel;
+    let (revocations, sharer) = revocations::Revocations::new(shards, settings.clone(), status.clone());
     let (revocation_queue, revocation_messages) = mpsc::channel(QUEUE);
     let mut subscriptions = vec![Subscription {
         channel: revocation_channel,

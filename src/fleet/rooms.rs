@@ -67,8 +67,9 @@ use super::status::{FleetStatus, RoomCounter};
 use super::FleetSettings;
 use crate::config::FleetSection;
 use crate::process::clock;
+use crate::signaling::switchboard::fleet_seal::{ReplayGuard, Stamper, SEAL_HEADER_BYTES};
 use crate::signaling::switchboard::fleet_wire::{
-    is_peer_id, record_ttl_bounds, Membership, WireMessage, MAX_RECORD_BYTES, MIN_RECORD_SIZE,
+    is_peer_id, record_ttl_bounds, Heard, Membership, WireMessage, MAX_RECORD_BYTES, MIN_RECORD_SIZE,
 };
 use crate::signaling::switchboard::{FleetEvent, FleetJoin, Listed, RemoteMember, MAX_REMOTE_PER_ROOM};
 use crate::signaling::Hub;
@@ -88,8 +89,15 @@ pub const ROOM_KEY_LIFETIME: Duration = Duration::from_secs(3 * FleetSection::MA
 /// in ms, 5 its room size, 6 most members read, 7 and 8 the bounds of a
 /// lifetime a record may carry (ms), 9 and 10 those of a size, 11 the
 /// longest record read, 12 the longest id, 13 the room set's lifetime
-/// (ms). Answers `{"full"}` or `{"ok", id, record, …}` in join
-/// order.
+/// (ms), 14 the bytes of a record's seal (before its JSON). Answers
+/// `{"full"}` or `{"ok", id, record, …}` in join order; a record over its
+/// bound is answered empty, never read (`STRLEN` first), so no reply
+/// holds more than the members read times the longest record.
+///
+/// The script cannot check the seal (Redis holds no secret): a record
+/// counts in the room whatever its signature, and the driver refuses an
+/// unsigned one as invalid; so a Redis writer can fill a room, never be
+/// in it.
 ///
 /// Each record is judged by the lifetime it carries (the reader's for a
 /// record without one): one whose instance missed two refreshes in a row
@@ -122,7 +130,7 @@ for _, id in ipairs(ids) do
     local bytes = redis.pcall('STRLEN', key)
     if type(bytes) == 'number' and bytes <= max_record then
       record = redis.call('GET', key)
-      local ok, fields = pcall(cjson.decode, record)
+      local ok, fields = pcall(cjson.decode, string.sub(record, tonumber(ARGV[14]) + 1))
       if ok and type(fields) == 'table' then
         local t, s = fields['ttl_ms'], fields['size']
         if type(t) == 'number' and t >= min_ttl and t <= max_ttl then ttl = t end
@@ -158,16 +166,18 @@ pub async fn run(
     mut messages: mpsc::Receiver<Vec<u8>>,
     status: Arc<FleetStatus>,
 ) {
+    let mut stamper = Stamper::new(FleetSettings::draw_boot());
+    let mut guard = ReplayGuard::default();
     loop {
         let Some(session) = link.current() else {
             hub.with(|board| board.set_fleet_up(false));
-            local_until_changed(&hub, &settings, &status, &mut link, &mut messages).await;
+            local_until_changed(&hub, &settings, &status, &mut link, (&mut messages, &mut guard)).await;
             continue;
         };
         hub.with(|board| board.set_fleet_up(true));
         let epoch = session.epoch;
-        let spell = Spell::new(session, &hub, &settings, &status);
-        if let Some(error) = spell.serve(&mut link, &mut messages).await {
+        let spell = Spell::new(session, &hub, &settings, &status, &mut stamper);
+        if let Some(error) = spell.serve(&mut link, &mut messages, &mut guard).await {
             // Joins in flight are done locally.
             hub.with(|board| board.set_fleet_up(false));
             answer_locally(&hub, &status);
@@ -184,14 +194,14 @@ async fn local_until_changed(
     settings: &FleetSettings,
     status: &FleetStatus,
     link: &mut LinkHandle,
-    messages: &mut mpsc::Receiver<Vec<u8>>,
+    (messages, guard): (&mut mpsc::Receiver<Vec<u8>>, &mut ReplayGuard),
 ) {
     loop {
         answer_locally(hub, status);
         tokio::select! {
             () = link.changed() => return,
             () = hub.fleet_wake.notified() => {}
-            Some(message) = messages.recv() => on_message(hub, settings, status, &message),
+            Some(message) = messages.recv() => on_message(hub, settings, status, guard, &message),
         }
     }
 }
@@ -209,10 +219,24 @@ fn answer_locally(hub: &Hub, status: &FleetStatus) {
     }
 }
 
-/// A message published to this instance.
-fn on_message(hub: &Hub, settings: &FleetSettings, status: &FleetStatus, payload: &[u8]) {
-    let message = match WireMessage::parse(payload, settings.max_message_bytes) {
-        Ok(message) => message,
+/// A message published to this instance: taken only if sealed with the
+/// fleet's secret for this instance's channel, fresh and not a replay
+/// (`guard`); a join announces a peer of its publisher, and a leave or a
+/// signal counts only from a member whose record names the publisher.
+fn on_message(hub: &Hub, settings: &FleetSettings, status: &FleetStatus, guard: &mut ReplayGuard, payload: &[u8]) {
+    let channel = settings.channel(&settings.instance);
+    let now_ms = clock::unix_secs().saturating_mul(1000);
+    let opened = WireMessage::open(
+        payload,
+        settings.max_message_bytes,
+        &settings.keys,
+        &settings.key_prefix,
+        &channel,
+        guard,
+        now_ms,
+    );
+    let Heard { src, message, .. } = match opened {
+        Ok(heard) => heard,
         Err(error) => {
             status.count_room(RoomCounter::Invalid);
             return debug!(%error, bytes = payload.len(), "fleet message dropped");
@@ -228,9 +252,9 @@ fn on_message(hub: &Hub, settings: &FleetSettings, status: &FleetStatus, payload
         } => hub.with(|board| {
             board.handle_remote_join(&room, RemoteMember { id, name, instance });
         }),
-        WireMessage::Leave { room, id } => hub.with(|board| board.handle_remote_leave(&room, &id)),
+        WireMessage::Leave { room, id } => hub.with(|board| board.handle_published_leave(&room, &id, &src)),
         WireMessage::Signal { room, from, to, data } => {
-            hub.with(|board| board.handle_remote_signal(&room, &from, &to, &data));
+            hub.with(|board| board.handle_remote_signal(&room, &from, &to, &data, &src));
         }
     }
 }
@@ -245,11 +269,20 @@ struct Spell<'a> {
     trust_absence_at: Instant,
     /// Whether a record of another lifetime or room size was logged.
     mismatch_logged: Cell<bool>,
+    /// The stamps of what this instance publishes.
+    stamper: &'a mut Stamper,
 }
 
 impl<'a> Spell<'a> {
-    fn new(session: Session, hub: &'a Hub, settings: &'a FleetSettings, status: &'a FleetStatus) -> Spell<'a> {
+    fn new(
+        session: Session,
+        hub: &'a Hub,
+        settings: &'a FleetSettings,
+        status: &'a FleetStatus,
+        stamper: &'a mut Stamper,
+    ) -> Spell<'a> {
         Spell {
+            stamper,
             conn: session.conn,
             hub,
             settings,
@@ -261,7 +294,12 @@ impl<'a> Spell<'a> {
 
     /// Serves until a command fails (the error says how) or the link
     /// ends the session (`None`).
-    async fn serve(mut self, link: &mut LinkHandle, messages: &mut mpsc::Receiver<Vec<u8>>) -> Option<FleetError> {
+    async fn serve(
+        mut self,
+        link: &mut LinkHandle,
+        messages: &mut mpsc::Receiver<Vec<u8>>,
+        guard: &mut ReplayGuard,
+    ) -> Option<FleetError> {
         // The first tick is at once: re-publish what is held here.
         let mut tick = tokio::time::interval(self.settings.refresh_interval());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -269,7 +307,7 @@ impl<'a> Spell<'a> {
             let step = tokio::select! {
                 () = link.changed() => return None,
                 Some(message) = messages.recv() => {
-                    on_message(self.hub, self.settings, self.status, &message);
+                    on_message(self.hub, self.settings, self.status, guard, &message);
                     Ok(())
                 }
                 () = self.hub.fleet_wake.notified() => self.run_events().await,
@@ -294,8 +332,8 @@ impl<'a> Spell<'a> {
     }
 
     async fn join(&mut self, room: &str, peer: &str, name: Option<String>) -> Result<(), FleetError> {
-        let record = self.record(room, name.clone());
-        let answer = self.room_script(room, peer, &record.encode()).await;
+        let record = self.record(room, peer, name.clone());
+        let answer = self.room_script(room, peer, &record).await;
         let (outcome, members) = match &answer {
             Ok(Some(members)) => (FleetJoin::Members(members.clone()), members.clone()),
             Ok(None) => (FleetJoin::Full, Vec::new()),
@@ -359,10 +397,17 @@ impl<'a> Spell<'a> {
     }
 
     async fn publish(&mut self, instance: &str, message: &WireMessage) -> Result<(), FleetError> {
-        let command = redis::cmd("PUBLISH")
-            .arg(self.settings.channel(instance))
-            .arg(message.encode())
-            .to_owned();
+        let settings = self.settings;
+        let channel = settings.channel(instance);
+        let stamp = self.stamper.next(clock::unix_secs().saturating_mul(1000));
+        let sealed = message.seal(
+            &settings.keys,
+            &settings.key_prefix,
+            &channel,
+            &settings.instance,
+            stamp,
+        );
+        let command = redis::cmd("PUBLISH").arg(channel).arg(sealed).to_owned();
         bounded(command.query_async::<i64>(&mut self.conn)).await?;
         self.status.count_room(RoomCounter::Sent);
         Ok(())
@@ -377,11 +422,11 @@ impl<'a> Spell<'a> {
         let mut pipe = redis::pipe();
         let mut rooms: Vec<&str> = Vec::new();
         for (room, peer, name) in &local {
-            let record = self.record(room, name.clone());
+            let record = self.record(room, peer, name.clone());
             let room_key = settings.room_key(room);
             pipe.cmd("SET")
                 .arg(format!("{}{peer}", settings.peer_prefix()))
-                .arg(record.encode())
+                .arg(record)
                 .arg("PX")
                 .arg(settings.ttl_ms())
                 .ignore()
@@ -420,15 +465,20 @@ impl<'a> Spell<'a> {
         Ok(())
     }
 
-    /// This instance's membership record of a peer in `room`.
-    fn record(&self, room: &str, name: Option<String>) -> Membership {
-        Membership {
+    /// This instance's membership record of `peer` in `room`, sealed for
+    /// its key.
+    fn record(&self, room: &str, peer: &str, name: Option<String>) -> String {
+        let settings = self.settings;
+        let record = Membership {
             room: room.to_owned(),
-            inst: self.settings.instance.clone(),
+            inst: settings.instance.clone(),
             name,
-            ttl_ms: Some(self.settings.ttl_ms()),
-            size: Some(self.settings.room_size),
-        }
+            ttl_ms: Some(settings.ttl_ms()),
+            size: Some(settings.room_size),
+            ts: clock::unix_secs().saturating_mul(1000),
+        };
+        let key = format!("{}{peer}", settings.peer_prefix());
+        record.seal(&settings.keys, &settings.key_prefix, &key)
     }
 
     /// Runs [`ROOM_SCRIPT`] for `room` (adding `peer` with `record`, unless
@@ -455,6 +505,7 @@ impl<'a> Spell<'a> {
             .arg(MAX_RECORD_BYTES)
             .arg(MAX_ID_BYTES)
             .arg(ROOM_KEY_LIFETIME.as_millis())
+            .arg(SEAL_HEADER_BYTES)
             .to_owned();
         let answer: Vec<Vec<u8>> = bounded(command.query_async(&mut self.conn)).await?;
         let Some((status, pairs)) = answer.split_first() else {
@@ -475,16 +526,33 @@ impl<'a> Spell<'a> {
         Ok(Some(members))
     }
 
-    /// A member of `room` from an (id, record) pair, if it checks out.
+    /// A member of `room` from an (id, record) pair, if it checks out:
+    /// the record sealed with the fleet's secret for that peer's key, fresh,
+    /// and of that room.
     fn member(&self, room: &str, pair: &[Vec<u8>]) -> Option<RemoteMember> {
         let [id, record] = pair else {
             return None;
         };
         let id = std::str::from_utf8(id).ok().filter(|id| is_peer_id(id))?;
-        let record = Membership::parse(record, MAX_RECORD_BYTES).ok()?;
-        if record.room != room {
-            return None;
-        }
+        let settings = self.settings;
+        let key = format!("{}{id}", settings.peer_prefix());
+        let now_ms = clock::unix_secs().saturating_mul(1000);
+        let opened = Membership::open(
+            record,
+            MAX_RECORD_BYTES,
+            &settings.keys,
+            (&settings.key_prefix, &key),
+            settings.ttl_ms(),
+            now_ms,
+        );
+        let record = match opened {
+            Ok(record) if record.room == room => record,
+            Ok(_) => return None,
+            Err(error) => {
+                debug!(%error, id, bytes = record.len(), "fleet membership record refused");
+                return None;
+            }
+        };
         self.log_mismatch(&record);
         Some(RemoteMember {
             id: id.to_owned(),

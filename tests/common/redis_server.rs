@@ -8,6 +8,15 @@ use std::time::{Duration, Instant};
 
 use super::{die_with_test, free_tcp_port, require_tool, ChildGuard};
 
+/// The fleet secret (`[fleet] secrets`) of the test fleets: every
+/// instance of a fleet signs what it writes to Redis with it.
+pub const FLEET_SECRET: &str = "the-test-fleet-secret-0123456789abcdef";
+
+/// The `secrets` line of a `[fleet]` section with [`FLEET_SECRET`].
+pub fn fleet_secret_line() -> String {
+    format!("secrets = [\"{FLEET_SECRET}\"]\n")
+}
+
 pub struct RedisServer {
     port: u16,
     child: Option<ChildGuard>,

@@ -8,3 +8,4 @@ mod alternate_server;
 mod nonces;
 mod revocations;
 mod rooms;
+mod signed;

@@ -13,10 +13,12 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use crate::common::redis_server::RedisServer;
+use crate::common::redis_server::{fleet_secret_line, RedisServer, FLEET_SECRET};
 use crate::common::{code_of, free_tcp_port, http_exchange, rest_credential, udp_request_as, unix_now, TestServer};
 use serde_json::Value;
+use turnpike::fleet::revocation_wire::SharedRevocation;
 use turnpike::proto::stun::{attr, method};
+use turnpike::signaling::switchboard::fleet_seal::{FleetKeys, Stamp};
 
 const KEY: &str = "an-admin-key-for-fleet-tests-0123456789";
 const SECRET: &str = "a-shared-secret-for-fleet-revocations";
@@ -35,9 +37,10 @@ fn instance_with(redis: &RedisServer, name: &str, auth: &str) -> (TestServer, So
     let admin = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
     let server = TestServer::start(&format!(
         "[auth]\nsecrets = [\"{SECRET}\"]\n{auth}\n[limits]\nmax_allocations_per_user = 1000\n\n[admin]\nlisten = \"{admin}\"\nkey = \"{KEY}\"\n\n\
-         [fleet]\nredis_url = \"{}\"\ninstance_id = \"{name}\"\nkey_prefix = \"r{}\"\n",
+         [fleet]\nredis_url = \"{}\"\ninstance_id = \"{name}\"\nkey_prefix = \"r{}\"\n{}",
         redis.url(),
-        std::process::id()
+        std::process::id(),
+        fleet_secret_line()
     ));
     (server, admin)
 }
@@ -196,10 +199,31 @@ fn revocation_outcome(server: &TestServer, outcome: &str) -> f64 {
     server.metric(&sample).unwrap_or(0.0)
 }
 
+/// What a rogue instance holding the fleet's secret writes: `username`
+/// refused until `until`, sealed for `place` (the channel, or the set for
+/// an entry), stamped now with sequence `seq`.
+fn signed_revocation(prefix: &str, place: &str, username: &str, until: u64, seq: u64) -> String {
+    let keys = FleetKeys::new(&[FLEET_SECRET]).expect("a secret");
+    let revocation = SharedRevocation {
+        username: username.to_owned(),
+        until_unix: until,
+    };
+    let stamp = Stamp {
+        ts: unix_now() * 1000,
+        boot: 5138,
+        seq,
+    };
+    revocation.seal(&keys, prefix, place, "rogue", stamp)
+}
+
+/// Junk in the set and on the channel, as a rogue instance would write it
+/// (signed with the fleet's secret: unsigned junk is refused outright, see
+/// `tests/fleet/signed.rs`).
 #[test]
 fn junk_from_redis_is_clamped_rate_limited_and_never_crowds_out_the_operator() {
     let redis = RedisServer::start();
     let prefix = format!("r{}", std::process::id());
+    let (set, signed) = (format!("{prefix}:revoked"), format!("{prefix}:revoked:signed"));
     let now = unix_now();
     let soon = format!("{}:soon", now + 1800);
     let gone = format!("{}:gone", now - 5);
@@ -207,19 +231,11 @@ fn junk_from_redis_is_clamped_rate_limited_and_never_crowds_out_the_operator() {
     // year 5138, and two short-lived usernames (which sort first).
     let mut conn = redis.connection();
     let mut junk = redis::pipe();
-    for i in 0..12_000 {
-        junk.cmd("ZADD")
-            .arg(format!("{prefix}:revoked"))
-            .arg(YEAR_5138)
-            .arg(format!("junk-{i:05}"))
-            .ignore();
-    }
-    for username in [&soon, &gone] {
-        junk.cmd("ZADD")
-            .arg(format!("{prefix}:revoked"))
-            .arg(YEAR_5138)
-            .arg(username)
-            .ignore();
+    let names = (0..12_000).map(|i| format!("junk-{i:05}"));
+    for (i, username) in names.chain([soon.clone(), gone.clone()]).enumerate() {
+        let entry = signed_revocation(&prefix, &set, &username, YEAR_5138, i as u64);
+        junk.cmd("ZADD").arg(&set).arg(YEAR_5138).arg(&username).ignore();
+        junk.cmd("HSET").arg(&signed).arg(&username).arg(entry).ignore();
     }
     let () = junk.query(&mut conn).expect("ZADD the junk");
 
@@ -236,13 +252,10 @@ fn junk_from_redis_is_clamped_rate_limited_and_never_crowds_out_the_operator() {
     // Then a flood on the channel, each a new username until 5138.
     const FLOOD: u64 = 5_000;
     let mut flood = redis::pipe();
+    let channel = format!("{prefix}:revocations");
     for i in 0..FLOOD {
-        let message = serde_json::json!({ "t": "revoke", "user": format!("flood-{i}"), "until": YEAR_5138 });
-        flood
-            .cmd("PUBLISH")
-            .arg(format!("{prefix}:revocations"))
-            .arg(message.to_string())
-            .ignore();
+        let message = signed_revocation(&prefix, &channel, &format!("flood-{i}"), YEAR_5138, 100_000 + i);
+        flood.cmd("PUBLISH").arg(&channel).arg(message).ignore();
     }
     let () = flood.query(&mut conn).expect("PUBLISH the flood");
     // Every one is counted once, one way or another (applied, limited, or
@@ -319,5 +332,142 @@ fn junk_from_redis_is_clamped_rate_limited_and_never_crowds_out_the_operator() {
             request(&udp_socket(), server, (&honest, &honest_pw), method::ALLOCATE),
             200
         );
+    }
+}
+
+/// What a raw subscriber of `channel` hears from now on.
+fn capture(redis: &RedisServer, channel: &str) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (heard, captured) = std::sync::mpsc::channel();
+    let (ready, subscribed) = std::sync::mpsc::channel();
+    let mut conn = redis.connection();
+    let channel = channel.to_owned();
+    std::thread::spawn(move || {
+        let mut pubsub = conn.as_pubsub();
+        pubsub.subscribe(&channel).expect("SUBSCRIBE");
+        ready.send(()).expect("the test waits");
+        while let Ok(message) = pubsub.get_message() {
+            if heard.send(message.get_payload_bytes().to_vec()).is_err() {
+                return;
+            }
+        }
+    });
+    subscribed.recv_timeout(WAIT).expect("subscribed");
+    captured
+}
+
+/// Issue 19, item 2: whoever writes to Redis without the fleet's secret
+/// cannot revoke. Set entries that are unsigned, signed for another
+/// fleet's key_prefix or with another secret, or copied to another
+/// username, and messages unsigned, of another fleet, or a replay of a
+/// real one captured with SUBSCRIBE, are all refused and counted; the
+/// usernames they name are still served, while real revocations made
+/// after them reach the other instance.
+#[test]
+fn a_redis_writer_without_the_secret_cannot_revoke() {
+    let redis = RedisServer::start();
+    // The prefix `instance` gives its instances.
+    let prefix = format!("r{}", std::process::id());
+    let (set, signed, channel) = (
+        format!("{prefix}:revoked"),
+        format!("{prefix}:revoked:signed"),
+        format!("{prefix}:revocations"),
+    );
+    let expiry = unix_now() + 3600;
+    let victims: Vec<(String, String)> = (0..6)
+        .map(|i| rest_credential(SECRET, &format!("victim{i}"), expiry))
+        .collect();
+    let theirs = FleetKeys::new(&["the-secret-of-another-fleet-0123"]).expect("a secret");
+    let ours = FleetKeys::new(&[FLEET_SECRET]).expect("a secret");
+    let revocation = |user: &str| SharedRevocation {
+        username: user.to_owned(),
+        until_unix: expiry,
+    };
+    let stamp = |seq| Stamp {
+        ts: unix_now() * 1000,
+        boot: 666,
+        seq,
+    };
+    // In the set before the instances start (they load it on connecting).
+    let mut conn = redis.connection();
+    let entries = [
+        (&victims[0].0, None),
+        (
+            &victims[1].0,
+            Some(format!(
+                r#"{{"t":"revoke","user":"{}","until":{expiry}}}"#,
+                victims[1].0
+            )),
+        ),
+        (
+            &victims[2].0,
+            Some(revocation(&victims[2].0).seal(&ours, "other", "other:revoked", "evil", stamp(1))),
+        ),
+        (
+            &victims[3].0,
+            Some(revocation(&victims[3].0).seal(&theirs, &prefix, &set, "evil", stamp(2))),
+        ),
+        (
+            &victims[4].0,
+            Some(revocation("someone-else").seal(&ours, &prefix, &set, "evil", stamp(3))),
+        ),
+    ];
+    let mut pipe = redis::pipe();
+    for (user, value) in &entries {
+        pipe.cmd("ZADD").arg(&set).arg(expiry).arg(*user).ignore();
+        if let Some(value) = value {
+            pipe.cmd("HSET").arg(&signed).arg(*user).arg(value).ignore();
+        }
+    }
+    let () = pipe.query(&mut conn).expect("write the fake entries");
+
+    let captured = capture(&redis, &channel);
+    let (a, a_admin) = instance(&redis, "w-a");
+    let (b, _b_admin) = instance(&redis, "w-b");
+    let invalid = r#"turnpike_fleet_revocations_total{outcome="invalid"}"#;
+    for server in [&a, &b] {
+        let loaded = server.wait_metric(invalid, WAIT, |n| n >= 5.0);
+        assert_eq!(loaded, Some(5.0), "the five fake entries: {}", server.metrics());
+    }
+
+    // A real revocation, captured on its way.
+    let (user, password) = rest_credential(SECRET, "mallory", expiry);
+    let body = serde_json::json!({ "username": user }).to_string();
+    assert_eq!(call(a_admin, "POST", "/v1/revocations", &body).0, 200);
+    wait_refused(&b, (&user, &password), "B, the real revocation");
+    let real = captured.recv_timeout(WAIT).expect("the real revocation's message");
+    assert!(real.starts_with(b"v1."), "{}", String::from_utf8_lossy(&real));
+
+    // Messages: unsigned, of another fleet, another secret, and the replay.
+    let unsigned = format!(r#"{{"t":"revoke","user":"{}","until":{expiry}}}"#, victims[5].0);
+    let messages: Vec<Vec<u8>> = vec![
+        unsigned.into_bytes(),
+        revocation(&victims[5].0)
+            .seal(&ours, "other", "other:revocations", "evil", stamp(4))
+            .into_bytes(),
+        revocation(&victims[5].0)
+            .seal(&theirs, &prefix, &channel, "evil", stamp(5))
+            .into_bytes(),
+        real,
+    ];
+    for message in &messages {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg(message)
+            .query(&mut conn)
+            .expect("PUBLISH");
+    }
+    // After them, a real one: once B holds it, B has read them all.
+    let (later, later_pw) = rest_credential(SECRET, "trent", expiry);
+    let body = serde_json::json!({ "username": later }).to_string();
+    assert_eq!(call(a_admin, "POST", "/v1/revocations", &body).0, 200);
+    wait_refused(&b, (&later, &later_pw), "B, the later revocation");
+
+    for server in [&a, &b] {
+        for (victim, pw) in &victims {
+            let code = request(&udp_socket(), server, (victim, pw), method::ALLOCATE);
+            assert_eq!(code, 200, "{victim} is not revoked by a Redis writer");
+        }
+        let seen = server.wait_metric(invalid, WAIT, |n| n >= 9.0);
+        assert_eq!(seen, Some(9.0), "five entries and four messages: {}", server.metrics());
     }
 }

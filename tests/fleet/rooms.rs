@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::common::redis_server::RedisServer;
+use crate::common::redis_server::{fleet_secret_line, RedisServer};
 use crate::common::ws_client::connect;
 use crate::common::{id_of, TestServer, WsClient};
 
@@ -35,9 +35,10 @@ fn instance_with_ttl(redis: &RedisServer, name: &str, room_size: usize, ttl_secs
     TestServer::start(&format!(
         "[auth]\nsecrets = [\"fleet-rooms-secret\"]\n\n[signaling]\nroom_size = {room_size}\n\n\
          [fleet]\nredis_url = \"{}\"\ninstance_id = \"{name}\"\nmembership_ttl = \"{ttl_secs}s\"\n\
-         key_prefix = \"t{}\"\n",
+         key_prefix = \"t{}\"\n{}",
         redis.url(),
-        std::process::id()
+        std::process::id(),
+        fleet_secret_line()
     ))
 }
 

@@ -47,9 +47,10 @@ fn two_browsers_call_each_other_through_the_turn_relay() {
 fn two_browsers_on_two_instances_of_a_fleet_call_each_other() {
     let redis = crate::common::redis_server::RedisServer::start();
     let fleet = format!(
-        "{AUTH_TOML}\n[fleet]\nredis_url = \"{}\"\nkey_prefix = \"browser{}\"\n",
+        "{AUTH_TOML}\n[fleet]\nredis_url = \"{}\"\nkey_prefix = \"browser{}\"\n{}",
         redis.url(),
-        std::process::id()
+        std::process::id(),
+        crate::common::redis_server::fleet_secret_line()
     );
     let (one, two) = (TestServer::start(&fleet), TestServer::start(&fleet));
     for server in [&one, &two] {

@@ -196,6 +196,16 @@ impl Switchboard {
         self.debug_check();
     }
 
+    /// Instance `publisher` says its peer `id` left `room`: taken only if
+    /// the member known here is of that instance (as its signed record or
+    /// join named it), so that no instance speaks for another's peers.
+    pub fn handle_published_leave(&mut self, room: &str, id: &str, publisher: &str) {
+        let known = self.fleet.as_ref().and_then(|f| f.view.member(room, id));
+        if known.is_some_and(|m| m.instance == publisher) {
+            self.handle_remote_leave(room, id);
+        }
+    }
+
     /// Remote peer `id` left `room`.
     pub fn handle_remote_leave(&mut self, room: &str, id: &str) {
         let Some(fleet) = &mut self.fleet else {
@@ -207,9 +217,16 @@ impl Switchboard {
         self.debug_check();
     }
 
-    /// Remote peer `from` of `room` signals local peer `to`.
-    pub fn handle_remote_signal(&mut self, room: &str, from: &str, to: &str, data: &RawValue) {
-        let known = self.fleet.as_ref().is_some_and(|f| f.view.room_of(from) == Some(room));
+    /// Remote peer `from` of `room` signals local peer `to`, in a message
+    /// instance `publisher` published: delivered only if `from` is known
+    /// in `room` as a peer of `publisher` (its signed record or join named
+    /// that instance), so that no one answers as a peer of another.
+    pub fn handle_remote_signal(&mut self, room: &str, from: &str, to: &str, data: &RawValue, publisher: &str) {
+        let known = self
+            .fleet
+            .as_ref()
+            .and_then(|f| f.view.member(room, from))
+            .is_some_and(|m| m.instance == publisher);
         if !known || self.rooms.room_of(to) != Some(room) {
             self.counters.fleet_dropped += 1;
             return;
@@ -515,16 +532,19 @@ mod tests {
             message.encode(),
             r#"{"t":"signal","room":"r","from":"a","to":"x","data":{"sdp":"o"}}"#
         );
-        b.board.handle_remote_signal("r", "y", "a", &data(r#"{"c":1}"#));
+        b.board.handle_remote_signal("r", "y", "a", &data(r#"{"c":1}"#), "i3");
         assert_eq!(b.read("a"), [json!({"type": "signal", "from": "y", "data": {"c": 1}})]);
-        b.board.handle_remote_signal("r", "z", "a", &data("1"));
-        b.board.handle_remote_signal("other", "y", "a", &data("1"));
+        b.board.handle_remote_signal("r", "z", "a", &data("1"), "i3");
+        b.board.handle_remote_signal("other", "y", "a", &data("1"), "i3");
+        b.board.handle_remote_signal("r", "y", "a", &data("1"), "i2");
         assert!(
             b.read("a").is_empty(),
-            "signals from unknown peers or rooms are dropped"
+            "signals from unknown peers or rooms, or published by another instance than the peer's, are dropped"
         );
-        assert_eq!(b.board.counters().fleet_dropped, 2);
-        b.board.handle_remote_leave("r", "x");
+        assert_eq!(b.board.counters().fleet_dropped, 3);
+        b.board.handle_published_leave("r", "x", "i3");
+        assert!(b.read("a").is_empty(), "i3 does not speak for a peer of i2");
+        b.board.handle_published_leave("r", "x", "i2");
         assert_eq!(b.read("a"), [json!({"type": "peer-left", "id": "x"})]);
         b.send("a", r#"{"type":"leave"}"#);
         let leave = FleetEvent::Leave {

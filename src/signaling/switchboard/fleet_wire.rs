@@ -5,34 +5,43 @@
 //!
 //! | message | meaning |
 //! | --- | --- |
-//! | `{"t":"join","room":R,"id":P,"name":N?,"inst":I}` | peer P of instance I joined R |
-//! | `{"t":"leave","room":R,"id":P}` | P left R |
-//! | `{"t":"signal","room":R,"from":F,"to":P,"data":ANY}` | relay `data` to P, verbatim |
+//! | `{"t":"join","room":R,"id":P,"name":N?,"inst":I,…}` | peer P of instance I joined R |
+//! | `{"t":"leave","room":R,"id":P,…}` | P left R |
+//! | `{"t":"signal","room":R,"from":F,"to":P,"data":ANY,…}` | relay `data` to P, verbatim |
 //!
-//! A membership record is `{"room":R,"inst":I,"name":N?,"ttl_ms":T,"size":S}`:
-//! the writer's `fleet.membership_ttl` in milliseconds (3 000 to 300 000)
-//! and its `signaling.room_size` (2 to 64), so that every instance judges
-//! the record by its writer's lifetime and holds the room to the smallest
-//! size among its members, whatever its own settings say. Records of
-//! versions without them are judged by the reader's own. A record is at
-//! most [`MAX_RECORD_BYTES`]; the room script does not read longer ones.
+//! where `…` is `"src":S,"ts":T,"boot":B,"seq":N`: the publishing
+//! instance and its [`Stamp`]. A membership record is
+//! `{"room":R,"inst":I,"name":N?,"ttl_ms":L,"size":S,"ts":T}`: the
+//! writer's `fleet.membership_ttl` in milliseconds (3 000 to 300 000), its
+//! `signaling.room_size` (2 to 64), so that every instance judges the
+//! record by its writer's lifetime and holds the room to the smallest
+//! size among its members, whatever its own settings say, and when it was
+//! written (unix ms). A record is at most [`MAX_RECORD_BYTES`]; the room
+//! script does not read longer ones.
 //!
-//! Everything read from Redis is treated as untrusted input: a message
-//! longer than its bound, not JSON, or with a room, id, instance or name
-//! that a client could not have sent is refused with a [`WireError`] (the
-//! driver counts and drops it); nothing here panics.
+//! Both are written sealed (`fleet_seal`: `v1.<MAC>.<JSON>`) for the key
+//! or channel they go to, with the fleet's secret, and read with
+//! [`Membership::open`] and [`WireMessage::open`]: an unsigned text, one
+//! signed for another key, channel or fleet, a record older than its
+//! lifetime (plus the clock skew allowed), a stale or replayed message, or
+//! a join announcing a peer of an instance other than its publisher is
+//! refused. Everything read from Redis is untrusted input: a text longer
+//! than its bound, not JSON, or with a room, id, instance or name that a
+//! client could not have sent is refused with a [`WireError`] (the driver
+//! counts and drops it); nothing here panics.
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::fleet_seal::{is_fresh, FleetKeys, ReplayGuard, SealError, Stamp, SEAL_OVERHEAD_BYTES};
 use super::fleet_view::MAX_REMOTE_PER_ROOM;
 use crate::config::{is_fleet_name, FleetSection};
 use crate::signaling::protocol::{is_valid_room, MAX_NAME_LEN};
 
 /// Longest membership record accepted: the longest an instance writes
-/// (a room and an instance of 64 characters, a name of 64 characters of
-/// four bytes, the lifetime and the size) fits.
-pub const MAX_RECORD_BYTES: usize = 512;
+/// (its seal, a room and an instance of 64 characters, a name of 64
+/// characters of four bytes, the lifetime, the size and the time) fits.
+pub const MAX_RECORD_BYTES: usize = 512 + SEAL_OVERHEAD_BYTES;
 /// Smallest room size a record may carry (as `signaling.room_size`); the
 /// largest is [`MAX_REMOTE_PER_ROOM`].
 pub const MIN_RECORD_SIZE: usize = 2;
@@ -51,6 +60,17 @@ pub enum WireError {
     Malformed,
     #[error("fleet message has an invalid room, id, instance or name")]
     Invalid,
+    #[error("fleet message refused: {0}")]
+    Seal(#[from] SealError),
+}
+
+/// A verified message and who published it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Heard {
+    /// The publishing instance.
+    pub src: String,
+    pub stamp: Stamp,
+    pub message: WireMessage,
 }
 
 /// A message published to an instance's channel.
@@ -100,6 +120,14 @@ struct Envelope<'a> {
     /// would read `null` as absent).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     data: Option<&'a RawValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    src: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ts: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    boot: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -107,8 +135,50 @@ fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<&
 }
 
 impl WireMessage {
-    /// The JSON published for this message.
+    /// The JSON of this message alone, unsigned (what [`Self::parse`]
+    /// reads; compared by `PartialEq`).
     pub fn encode(&self) -> String {
+        self.encode_with(None)
+    }
+
+    /// What instance `src` publishes on `channel` of the fleet of
+    /// `prefix`: the message with `src` and `stamp`, sealed.
+    pub fn seal(&self, keys: &FleetKeys, prefix: &str, channel: &str, src: &str, stamp: Stamp) -> String {
+        keys.seal(prefix, channel, &self.encode_with(Some((src, stamp))))
+    }
+
+    /// Opens what `channel` of the fleet of `prefix` heard: at most
+    /// `max` bytes, sealed with one of `keys`, of a known shape, fresh at
+    /// `now_ms` and not taken by `guard` before; a join must announce a
+    /// peer of its publisher.
+    pub fn open(
+        bytes: &[u8],
+        max: usize,
+        keys: &FleetKeys,
+        prefix: &str,
+        channel: &str,
+        guard: &mut ReplayGuard,
+        now_ms: u64,
+    ) -> Result<Heard, WireError> {
+        if bytes.len() > max {
+            return Err(WireError::TooLarge);
+        }
+        let body = keys.open(prefix, channel, bytes)?;
+        let (message, src, stamp) = WireMessage::parse_with(body, max)?;
+        let (Some(src), Some(stamp)) = (src, stamp) else {
+            return Err(WireError::Malformed);
+        };
+        if !is_fleet_name(&src, MAX_INSTANCE_LEN) {
+            return Err(WireError::Invalid);
+        }
+        if matches!(&message, WireMessage::Join { instance, .. } if *instance != src) {
+            return Err(WireError::Invalid);
+        }
+        guard.take(&src, stamp, now_ms)?;
+        Ok(Heard { src, stamp, message })
+    }
+
+    fn encode_with(&self, meta: Option<(&str, Stamp)>) -> String {
         let mut envelope = Envelope {
             t: "",
             room: String::new(),
@@ -118,6 +188,10 @@ impl WireMessage {
             from: None,
             to: None,
             data: None,
+            src: meta.map(|(src, _)| src.to_owned()),
+            ts: meta.map(|(_, s)| s.ts),
+            boot: meta.map(|(_, s)| s.boot),
+            seq: meta.map(|(_, s)| s.seq),
         };
         match self {
             WireMessage::Join {
@@ -149,12 +223,23 @@ impl WireMessage {
         serde_json::to_string(&envelope).unwrap_or_default()
     }
 
-    /// Parses a published message of at most `max` bytes.
+    /// Parses the JSON of a message of at most `max` bytes, unsigned (the
+    /// body of what [`Self::open`] takes).
     pub fn parse(bytes: &[u8], max: usize) -> Result<WireMessage, WireError> {
+        WireMessage::parse_with(bytes, max).map(|(message, _, _)| message)
+    }
+
+    /// The message, its `src` and its stamp (if complete).
+    fn parse_with(bytes: &[u8], max: usize) -> Result<(WireMessage, Option<String>, Option<Stamp>), WireError> {
         if bytes.len() > max {
             return Err(WireError::TooLarge);
         }
         let e: Envelope<'_> = serde_json::from_slice(bytes).map_err(|_| WireError::Malformed)?;
+        let stamp = match (e.ts, e.boot, e.seq) {
+            (Some(ts), Some(boot), Some(seq)) => Some(Stamp { ts, boot, seq }),
+            _ => None,
+        };
+        let src = e.src;
         if !is_valid_room(&e.room) {
             return Err(WireError::Invalid);
         }
@@ -177,7 +262,7 @@ impl WireMessage {
             },
             _ => return Err(WireError::Malformed),
         };
-        Ok(message)
+        Ok((message, src, stamp))
     }
 }
 
@@ -195,11 +280,42 @@ pub struct Membership {
     /// The writer's room size (absent in records of older versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<usize>,
+    /// When it was written, unix ms (0 when absent: then never fresh).
+    #[serde(default)]
+    pub ts: u64,
 }
 
 impl Membership {
+    /// Its JSON, unsigned.
     pub fn encode(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// What is written at `key` of the fleet of `prefix`: sealed.
+    pub fn seal(&self, keys: &FleetKeys, prefix: &str, key: &str) -> String {
+        keys.seal(prefix, key, &self.encode())
+    }
+
+    /// Opens the record read at `key` of the fleet of `prefix`: at most
+    /// `max` bytes, sealed for that key with one of `keys`, checked as
+    /// [`Self::parse`] does, and written no longer ago than its lifetime
+    /// (`default_ttl_ms` if it carries none) plus the clock skew allowed.
+    pub fn open(
+        bytes: &[u8],
+        max: usize,
+        keys: &FleetKeys,
+        (prefix, key): (&str, &str),
+        default_ttl_ms: u64,
+        now_ms: u64,
+    ) -> Result<Membership, WireError> {
+        if bytes.len() > max {
+            return Err(WireError::TooLarge);
+        }
+        let record = Membership::parse(keys.open(prefix, key, bytes)?, max)?;
+        match is_fresh(record.ts, record.ttl_ms.unwrap_or(default_ttl_ms), now_ms) {
+            true => Ok(record),
+            false => Err(WireError::Seal(SealError::Stale)),
+        }
     }
 
     /// Parses a record of at most `max` bytes, checked as a message is:
@@ -331,6 +447,7 @@ mod tests {
             name: None,
             ttl_ms: None,
             size: None,
+            ts: 0,
         };
         assert_eq!(Membership::parse(m.encode().as_bytes(), 4096), Ok(m.clone()));
         for (field, value) in [
@@ -356,12 +473,13 @@ mod tests {
         }
     }
 
-    /// The longest record an instance writes fits in [`MAX_RECORD_BYTES`]:
-    /// a room and an instance of 64 characters, a name of 64 characters of
-    /// four bytes (or of 64 quotes, each escaped), the longest lifetime and
-    /// the largest size.
+    /// The longest record an instance writes, sealed, fits in
+    /// [`MAX_RECORD_BYTES`]: a room and an instance of 64 characters, a
+    /// name of 64 characters of four bytes (or of 64 quotes, each escaped),
+    /// the longest lifetime, the largest size and the latest time.
     #[test]
     fn the_longest_record_fits_its_bound() {
+        let keys = keys();
         for name in ["\u{1F600}".repeat(MAX_NAME_LEN), "\"".repeat(MAX_NAME_LEN)] {
             let m = Membership {
                 room: "r".repeat(64),
@@ -369,11 +487,123 @@ mod tests {
                 name: Some(name),
                 ttl_ms: Some(record_ttl_bounds().1),
                 size: Some(MAX_REMOTE_PER_ROOM),
+                ts: u64::MAX,
             };
-            let text = m.encode();
+            let text = m.seal(&keys, "P", "P:peer:x");
             assert!(text.len() <= MAX_RECORD_BYTES, "{} bytes: {text}", text.len());
-            assert_eq!(Membership::parse(text.as_bytes(), MAX_RECORD_BYTES), Ok(m));
+            let opened = Membership::open(text.as_bytes(), MAX_RECORD_BYTES, &keys, ("P", "P:peer:x"), 0, u64::MAX);
+            assert_eq!(opened, Ok(m));
         }
+    }
+
+    fn keys() -> FleetKeys {
+        FleetKeys::new(&["a-fleet-secret-for-the-tests"]).unwrap()
+    }
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    /// A record opens only where it was written (key and fleet), with the
+    /// fleet's secret, and while it is fresh.
+    #[test]
+    fn a_record_opens_only_at_its_key_of_its_fleet_and_while_fresh() {
+        let keys = keys();
+        let m = Membership {
+            room: "r".into(),
+            inst: "i".into(),
+            name: Some("Ann".into()),
+            ttl_ms: Some(10_000),
+            size: Some(6),
+            ts: NOW,
+        };
+        let text = m.seal(&keys, "P", "P:peer:ab12");
+        let open = |bytes: &[u8], place: (&str, &str), now: u64| {
+            Membership::open(bytes, MAX_RECORD_BYTES, &keys, place, 10_000, now)
+        };
+        assert_eq!(open(text.as_bytes(), ("P", "P:peer:ab12"), NOW), Ok(m.clone()));
+        let refused = |e: SealError| Err(WireError::Seal(e));
+        assert_eq!(
+            open(text.as_bytes(), ("P", "P:peer:cd34"), NOW),
+            refused(SealError::BadSignature)
+        );
+        assert_eq!(
+            open(text.as_bytes(), ("Q", "Q:peer:ab12"), NOW),
+            refused(SealError::BadSignature)
+        );
+        assert_eq!(
+            open(m.encode().as_bytes(), ("P", "P:peer:ab12"), NOW),
+            refused(SealError::Unsigned)
+        );
+        let late = NOW + 10_000 + super::super::fleet_seal::MAX_CLOCK_SKEW_MS + 1;
+        assert_eq!(
+            open(text.as_bytes(), ("P", "P:peer:ab12"), late),
+            refused(SealError::Stale)
+        );
+        let foreign = FleetKeys::new(&["the-secret-of-another-fleet"]).unwrap();
+        let forged = m.seal(&foreign, "P", "P:peer:ab12");
+        assert_eq!(
+            open(forged.as_bytes(), ("P", "P:peer:ab12"), NOW),
+            refused(SealError::BadSignature)
+        );
+        let huge = vec![b' '; MAX_RECORD_BYTES + 1];
+        assert_eq!(open(&huge, ("P", "P:peer:ab12"), NOW), Err(WireError::TooLarge));
+    }
+
+    /// A message opens only on its channel of its fleet, once, while fresh,
+    /// and a join only for a peer of its publisher.
+    #[test]
+    fn a_message_opens_once_on_its_channel_and_a_join_names_its_publisher() {
+        let keys = keys();
+        let mut guard = ReplayGuard::default();
+        let mut stamper = super::super::fleet_seal::Stamper::new(42);
+        let join = WireMessage::Join {
+            room: "r".into(),
+            id: "ab12".into(),
+            name: None,
+            instance: "one".into(),
+        };
+        let text = join.seal(&keys, "P", "P:inst:two", "one", stamper.next(NOW));
+        let open = |bytes: &[u8], channel: &str, guard: &mut ReplayGuard| {
+            WireMessage::open(bytes, 4096, &keys, "P", channel, guard, NOW)
+        };
+        let heard = open(text.as_bytes(), "P:inst:two", &mut guard).unwrap();
+        assert_eq!((heard.src.as_str(), &heard.message), ("one", &join));
+        let refused = |e: SealError| Err(WireError::Seal(e));
+        assert_eq!(
+            open(text.as_bytes(), "P:inst:two", &mut guard),
+            refused(SealError::Replayed)
+        );
+        assert_eq!(
+            open(text.as_bytes(), "P:inst:three", &mut guard),
+            refused(SealError::BadSignature)
+        );
+        assert_eq!(
+            open(join.encode().as_bytes(), "P:inst:two", &mut guard),
+            refused(SealError::Unsigned)
+        );
+        let impostor = join.seal(&keys, "P", "P:inst:two", "three", stamper.next(NOW));
+        assert_eq!(
+            open(impostor.as_bytes(), "P:inst:two", &mut guard),
+            Err(WireError::Invalid)
+        );
+        let old = join.seal(&keys, "P", "P:inst:two", "one", stamper.next(NOW - 60_000));
+        assert_eq!(
+            open(old.as_bytes(), "P:inst:two", &mut guard),
+            refused(SealError::Stale)
+        );
+        let unstamped = keys.seal("P", "P:inst:two", &join.encode());
+        assert_eq!(
+            open(unstamped.as_bytes(), "P:inst:two", &mut guard),
+            Err(WireError::Malformed)
+        );
+        let leave = WireMessage::Leave {
+            room: "r".into(),
+            id: "ab12".into(),
+        };
+        let text = leave.seal(&keys, "P", "P:inst:two", "one", stamper.next(NOW));
+        assert_eq!(
+            open(text.as_bytes(), "P:inst:two", &mut guard).map(|h| h.message),
+            Ok(leave)
+        );
     }
 
     /// Bounded mutation of valid messages and records (bytes flipped,
@@ -409,5 +639,34 @@ mod tests {
             }
         }
         assert!(accepted > 100, "the mutations reach accepted messages ({accepted})");
+    }
+
+    /// Bounded mutation of sealed messages and records: opening never
+    /// panics, and whatever is changed is refused (a mutation that leaves
+    /// the bytes as they were is the only one that opens).
+    #[test]
+    fn mutated_sealed_texts_are_refused() {
+        let keys = keys();
+        let mut stamper = super::super::fleet_seal::Stamper::new(1);
+        let signal = WireMessage::parse(
+            br#"{"t":"signal","room":"r","from":"a1","to":"b2","data":{"sdp":"v=0"}}"#,
+            4096,
+        )
+        .unwrap();
+        let record = Membership::parse(br#"{"room":"r","inst":"i","ttl_ms":10000,"size":6}"#, 512).unwrap();
+        let record = Membership { ts: NOW, ..record };
+        let mut rng = crate::proto::xorshift::XorShift::new(0x5ea1);
+        for round in 0..5_000u32 {
+            let message = signal.seal(&keys, "P", "P:inst:i", "i", stamper.next(NOW)).into_bytes();
+            let sealed = record.seal(&keys, "P", "P:peer:x").into_bytes();
+            let (mut m, mut r) = (message.clone(), sealed.clone());
+            rng.mutate(&mut m, 1 + u64::from(round % 4));
+            rng.mutate(&mut r, 1 + u64::from(round % 4));
+            let mut guard = ReplayGuard::default();
+            let heard = WireMessage::open(&m, 4096, &keys, "P", "P:inst:i", &mut guard, NOW);
+            assert_eq!(heard.is_ok(), m == message, "{}", String::from_utf8_lossy(&m));
+            let opened = Membership::open(&r, MAX_RECORD_BYTES, &keys, ("P", "P:peer:x"), 10_000, NOW);
+            assert_eq!(opened.is_ok(), r == sealed, "{}", String::from_utf8_lossy(&r));
+        }
     }
 }

@@ -65,6 +65,7 @@ use rooms::Rooms;
 
 mod check;
 mod fleet;
+pub mod fleet_seal;
 mod fleet_view;
 pub mod fleet_wire;
 mod membership;
