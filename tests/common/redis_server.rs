@@ -74,4 +74,25 @@ impl RedisServer {
             .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
             .expect("connect to the test redis-server")
     }
+
+    /// What a raw subscriber of `channel` hears from now on (subscribed
+    /// before this returns).
+    pub fn capture(&self, channel: &str) -> std::sync::mpsc::Receiver<Vec<u8>> {
+        let (heard, captured) = std::sync::mpsc::channel();
+        let (ready, subscribed) = std::sync::mpsc::channel();
+        let mut conn = self.connection();
+        let channel = channel.to_owned();
+        std::thread::spawn(move || {
+            let mut pubsub = conn.as_pubsub();
+            pubsub.subscribe(&channel).expect("SUBSCRIBE");
+            ready.send(()).expect("the test waits");
+            while let Ok(message) = pubsub.get_message() {
+                if heard.send(message.get_payload_bytes().to_vec()).is_err() {
+                    return;
+                }
+            }
+        });
+        subscribed.recv_timeout(Duration::from_secs(10)).expect("subscribed");
+        captured
+    }
 }

@@ -11,9 +11,9 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use crate::common::{code_of, transaction_id, TestServer, LONG_TERM_USER_TOML, PASSWORD, USER};
-use turnpike::proto::stun::{attr, method, Class, Message};
-use turnpike::proto::testkit::{encode, Challenge, Cred};
+use crate::common::{allocate_request, code_of, TestServer, LONG_TERM_USER_TOML, PASSWORD, USER};
+use turnpike::proto::stun::{Class, Message};
+use turnpike::proto::testkit::{Challenge, Cred};
 
 const KEY_ONE: &str = "fleet-nonce-key-number-one";
 const KEY_TWO: &str = "fleet-nonce-key-number-two";
@@ -47,23 +47,11 @@ fn exchange(socket: &UdpSocket, to: SocketAddr, request: &[u8]) -> Vec<u8> {
     panic!("no answer from {to}");
 }
 
-fn allocate(cred: Option<(&Cred, &Challenge)>) -> Vec<u8> {
-    encode(
-        Class::Request,
-        method::ALLOCATE,
-        transaction_id(),
-        |w| {
-            w.bytes(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
-        },
-        cred,
-    )
-}
-
 /// A client socket and the challenge `challenger` gave it.
 fn challenged_by(challenger: &TestServer) -> (UdpSocket, Challenge) {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("client socket");
     socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-    let answer = exchange(&socket, challenger.addr(), &allocate(None));
+    let answer = exchange(&socket, challenger.addr(), &allocate_request(None));
     let challenge = Challenge::of(&answer).expect("a 401 with REALM and NONCE");
     (socket, challenge)
 }
@@ -71,7 +59,7 @@ fn challenged_by(challenger: &TestServer) -> (UdpSocket, Challenge) {
 /// The answer of `server` to an Allocate signed with `challenge`.
 fn signed_allocate(socket: &UdpSocket, server: &TestServer, challenge: &Challenge) -> Vec<u8> {
     let cred = Cred::new(USER, challenge.realm(), PASSWORD);
-    exchange(socket, server.addr(), &allocate(Some((&cred, challenge))))
+    exchange(socket, server.addr(), &allocate_request(Some((&cred, challenge))))
 }
 
 fn assert_allocated(answer: &[u8], what: &str) {

@@ -335,26 +335,6 @@ fn junk_from_redis_is_clamped_rate_limited_and_never_crowds_out_the_operator() {
     }
 }
 
-/// What a raw subscriber of `channel` hears from now on.
-fn capture(redis: &RedisServer, channel: &str) -> std::sync::mpsc::Receiver<Vec<u8>> {
-    let (heard, captured) = std::sync::mpsc::channel();
-    let (ready, subscribed) = std::sync::mpsc::channel();
-    let mut conn = redis.connection();
-    let channel = channel.to_owned();
-    std::thread::spawn(move || {
-        let mut pubsub = conn.as_pubsub();
-        pubsub.subscribe(&channel).expect("SUBSCRIBE");
-        ready.send(()).expect("the test waits");
-        while let Ok(message) = pubsub.get_message() {
-            if heard.send(message.get_payload_bytes().to_vec()).is_err() {
-                return;
-            }
-        }
-    });
-    subscribed.recv_timeout(WAIT).expect("subscribed");
-    captured
-}
-
 /// Issue 19, item 2: whoever writes to Redis without the fleet's secret
 /// cannot revoke. Set entries that are unsigned, signed for another
 /// fleet's key_prefix or with another secret, or copied to another
@@ -420,7 +400,7 @@ fn a_redis_writer_without_the_secret_cannot_revoke() {
     }
     let () = pipe.query(&mut conn).expect("write the fake entries");
 
-    let captured = capture(&redis, &channel);
+    let captured = redis.capture(&channel);
     let (a, a_admin) = instance(&redis, "w-a");
     let (b, _b_admin) = instance(&redis, "w-b");
     let invalid = r#"turnpike_fleet_revocations_total{outcome="invalid"}"#;

@@ -17,7 +17,6 @@
 
 #![allow(clippy::disallowed_methods)] // waits use the real clock
 
-use std::sync::mpsc;
 use std::time::Duration;
 
 use redis::Commands;
@@ -66,26 +65,6 @@ fn invalid_rooms(server: &TestServer) -> f64 {
     server.metric_sum("turnpike_fleet_dropped_total", &["reason=\"invalid\""])
 }
 
-/// What `channel` carries from now on, as a raw subscriber hears it.
-fn capture(redis: &RedisServer, channel: &str) -> mpsc::Receiver<Vec<u8>> {
-    let (heard, captured) = mpsc::channel();
-    let (ready, subscribed) = mpsc::channel();
-    let mut conn = redis.connection();
-    let channel = channel.to_owned();
-    std::thread::spawn(move || {
-        let mut pubsub = conn.as_pubsub();
-        pubsub.subscribe(&channel).expect("SUBSCRIBE");
-        ready.send(()).expect("the test waits");
-        while let Ok(message) = pubsub.get_message() {
-            if heard.send(message.get_payload_bytes().to_vec()).is_err() {
-                return;
-            }
-        }
-    });
-    subscribed.recv_timeout(WAIT).expect("subscribed");
-    captured
-}
-
 fn keys(secret: &str) -> FleetKeys {
     FleetKeys::new(&[secret]).expect("a secret")
 }
@@ -113,7 +92,7 @@ async fn a_redis_writer_without_the_secret_neither_joins_nor_reads_nor_answers()
     wait_up(&one);
     wait_up(&two);
     let channel = format!("{prefix}:inst:one");
-    let captured = capture(&redis, &channel);
+    let captured = redis.capture(&channel);
 
     let mut alice = connect(&one).await;
     let alice_id = id_of(&alice.join("standup", "Alice").await);

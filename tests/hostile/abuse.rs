@@ -145,15 +145,7 @@ fn an_unauthenticated_allocate_flood_is_answered_within_its_budget_while_others_
     let started = Instant::now();
     let mut sent_bytes = 0;
     for i in 0..5_000 {
-        let request = encode(
-            Class::Request,
-            method::ALLOCATE,
-            transaction_id(),
-            |w| {
-                w.bytes(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
-            },
-            None,
-        );
+        let request = crate::common::allocate_request(None);
         sent_bytes += request.len();
         flooder.send_to(&request, server.addr()).expect("send");
         if i == 2_500 {

@@ -22,11 +22,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    authenticated_request, code_of, read_stun, tcp_connect, transaction_id, TestServer, LONG_TERM_USER_TOML, PASSWORD,
-    USER,
+    allocate_request, authenticated_request, code_of, read_stun, tcp_connect, transaction_id, TestServer,
+    LONG_TERM_USER_TOML, PASSWORD, USER,
 };
-use turnpike::proto::stun::{attr, method, Class, Message};
-use turnpike::proto::testkit::{client, encode, Challenge, Cred};
+use turnpike::proto::stun::{attr, method, Message};
+use turnpike::proto::testkit::{client, Challenge, Cred};
 
 /// The flood's address, and the honest clients'.
 const ADDRESS: &str = "127.0.0.1";
@@ -36,18 +36,6 @@ const BURST: u64 = 512;
 const FLOOD_MAX: usize = 60_000;
 /// ...one every millisecond at most, until the honest clients are done.
 const FLOOD_PACE: Duration = Duration::from_millis(1);
-
-fn unsigned_allocate() -> Vec<u8> {
-    encode(
-        Class::Request,
-        method::ALLOCATE,
-        transaction_id(),
-        |w| {
-            w.bytes(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
-        },
-        None,
-    )
-}
 
 /// Sends `request` from `socket` and waits for its answer as an RFC 8489
 /// §6.2.1 client does with the defaults: RTO 500 ms doubling, seven tries
@@ -105,7 +93,7 @@ fn flood(socket: UdpSocket, server: SocketAddr, stop: Arc<AtomicBool>) -> FloodR
         }
     };
     while !stop.load(Ordering::Relaxed) && report.sent < FLOOD_MAX {
-        if socket.send_to(&unsigned_allocate(), server).is_ok() {
+        if socket.send_to(&allocate_request(None), server).is_ok() {
             report.sent += 1;
         }
         drain(&mut report);
@@ -128,7 +116,7 @@ fn a_udp_flood_spoofing_an_address_leaves_its_owner_a_challenge_and_tcp_untouche
     // The flood starts by spending the address's budget: these are ahead
     // of anything the honest clients send in the listener's queue.
     for _ in 0..20 {
-        flooder.send_to(&unsigned_allocate(), server.addr()).expect("send");
+        flooder.send_to(&allocate_request(None), server.addr()).expect("send");
     }
     let stop = Arc::new(AtomicBool::new(false));
     let flooding = {
@@ -161,7 +149,7 @@ fn a_udp_flood_spoofing_an_address_leaves_its_owner_a_challenge_and_tcp_untouche
     // a second the address gets over UDP), and it allocates.
     let mut tcp = tcp_connect(server.addr());
     for _ in 0..5 {
-        let request = unsigned_allocate();
+        let request = allocate_request(None);
         tcp.write_all(&request).expect("send over TCP");
         let answer = read_stun(&mut tcp);
         assert!(Challenge::of(&answer).is_some(), "a 401 over TCP: {answer:02x?}");

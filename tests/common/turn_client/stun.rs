@@ -8,6 +8,22 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::common::{PASSWORD, USER};
+use turnpike::proto::stun::{attr, method, Class};
+use turnpike::proto::testkit::{encode, Challenge, Cred};
+
+/// An Allocate for a UDP relay: unsigned, or signed with `cred` for the
+/// realm and nonce of `challenge`.
+pub fn allocate_request(cred: Option<(&Cred, &Challenge)>) -> Vec<u8> {
+    encode(
+        Class::Request,
+        method::ALLOCATE,
+        transaction_id(),
+        |w| {
+            w.bytes(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+        },
+        cred,
+    )
+}
 
 /// STUN magic cookie (RFC 8489 §5).
 pub const MAGIC_COOKIE: u32 = 0x2112_A442;
