@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::value::check_not_placeholder;
+use super::value::{check_not_placeholder, secret_lines};
 use super::{Config, ConfigError, Secret, SecretAlgorithm};
 use crate::proto::auth;
 
@@ -227,22 +227,7 @@ pub(super) fn read_secrets(auth: &AuthSection) -> Result<Vec<Secret>, ConfigErro
             path: path.clone(),
             error,
         })?;
-        let before = secrets.len();
-        secrets.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|line| !line.is_empty() && !line.starts_with('#'))
-                .map(Secret::new),
-        );
-        for secret in &secrets[before..] {
-            check_not_placeholder("auth.secrets_file", secret)?;
-        }
-        if secrets.len() == before {
-            return Err(ConfigError::invalid(
-                "auth.secrets_file",
-                format!("{} holds no secret", path.display()),
-            ));
-        }
+        secrets.extend(secret_lines("auth.secrets_file", path, &text, check_not_placeholder)?);
     }
     Ok(secrets)
 }

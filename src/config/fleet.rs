@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::value::check_not_placeholder;
+use super::value::{check_not_placeholder, secret_lines};
 use super::{ConfigError, Secret};
 
 /// Longest `fleet.instance_id` and `fleet.key_prefix`.
@@ -177,22 +177,7 @@ pub(super) fn read_secrets(fleet: &FleetSection) -> Result<Vec<Secret>, ConfigEr
     if let Some(path) = &fleet.secrets_file {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::invalid("fleet.secrets_file", format!("cannot read {}: {e}", path.display())))?;
-        let before = secrets.len();
-        secrets.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|line| !line.is_empty() && !line.starts_with('#'))
-                .map(Secret::new),
-        );
-        for secret in &secrets[before..] {
-            check_secret("fleet.secrets_file", secret)?;
-        }
-        if secrets.len() == before {
-            return Err(ConfigError::invalid(
-                "fleet.secrets_file",
-                format!("{} holds no secret", path.display()),
-            ));
-        }
+        secrets.extend(secret_lines("fleet.secrets_file", path, &text, check_secret)?);
     }
     if fleet.redis_url.is_some() && secrets.is_empty() {
         return Err(ConfigError::invalid(

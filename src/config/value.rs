@@ -204,6 +204,30 @@ const PLACEHOLDER_SECRETS: [&str; 10] = [
     "your-secret",
 ];
 
+/// The secrets of a secrets file's `text`: one a line, blank lines and
+/// `#` comments skipped, each passed to `check` under `key`; a file that
+/// holds none is refused (an empty file is a mistake, not "no secret").
+pub(super) fn secret_lines(
+    key: &str,
+    path: &std::path::Path,
+    text: &str,
+    check: impl Fn(&str, &Secret) -> Result<(), ConfigError>,
+) -> Result<Vec<Secret>, ConfigError> {
+    let secrets: Vec<Secret> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(Secret::new)
+        .collect();
+    for secret in &secrets {
+        check(key, secret)?;
+    }
+    match secrets.is_empty() {
+        true => Err(ConfigError::invalid(key, format!("{} holds no secret", path.display()))),
+        false => Ok(secrets),
+    }
+}
+
 pub(super) fn check_not_placeholder(key: &str, secret: &Secret) -> Result<(), ConfigError> {
     let text = secret.expose().trim();
     match PLACEHOLDER_SECRETS.iter().any(|p| p.eq_ignore_ascii_case(text)) {
