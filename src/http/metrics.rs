@@ -233,6 +233,14 @@ impl Collector for TurnpikeCollector {
             Counter,
             one(c.relay_handoff_drops),
         )?;
+        family(
+            e,
+            "turnpike_relay_handoff_fallbacks",
+            "Relay-to-relay packets sent through the kernel because the receiving shard's queue was full",
+            None,
+            Counter,
+            one(c.relay_handoff_fallbacks),
+        )?;
 
         family(
             e,

@@ -62,9 +62,6 @@ use crate::proto::Now;
 const CROSS_SHARD_BUDGET: usize = 64;
 /// Largest datagram read: anything a UDP socket can carry.
 const MAX_DATAGRAM: usize = 65_535;
-/// How often at most a shard logs the relay-to-relay payloads it sent
-/// through the kernel because another shard's inbox was full.
-const FALLBACK_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub(super) struct Shard {
     core: RefCell<Server<RelaySockets>>,
@@ -87,9 +84,6 @@ pub(super) struct Shard {
     /// Where a payload for one of our relays is framed for its client.
     scratch: RefCell<Box<[u8]>>,
     outboxes: PacketOutboxes,
-    /// Relay-to-relay payloads sent through the kernel since the last log
-    /// of them (another shard's inbox was full), and when that log was.
-    fallbacks: Cell<(u64, Option<Instant>)>,
     /// Deadline the timer task sleeps until; a handler that makes the
     /// core's next deadline earlier wakes it through `timer_changed`.
     next_wake: Cell<Option<Instant>>,
@@ -128,7 +122,6 @@ impl Shard {
                 tx: RefCell::new(TxQueue::new()),
                 scratch: RefCell::new(vec![0u8; PEER_HEADROOM + MAX_DATAGRAM + PEER_TAILROOM].into_boxed_slice()),
                 outboxes,
-                fallbacks: Cell::new((0, None)),
                 next_wake: Cell::new(None),
                 in_batch: Cell::new(false),
                 timer_changed: Notify::new(),
@@ -166,25 +159,6 @@ impl Shard {
             }
         }
         self.outboxes.wake();
-        self.log_fallbacks();
-    }
-
-    /// Logs the payloads [`Self::forward`] sent through the kernel since
-    /// the last log, at most once per [`FALLBACK_LOG_EVERY`].
-    fn log_fallbacks(&self) {
-        let (count, last) = self.fallbacks.get();
-        if count == 0 {
-            return;
-        }
-        let now = clock::mono();
-        if last.is_some_and(|at| now.saturating_duration_since(at) < FALLBACK_LOG_EVERY) {
-            return;
-        }
-        debug!(
-            relay_handoff_fallbacks = count,
-            "relay-to-relay payloads sent through the kernel: the receiving shard's inbox was full"
-        );
-        self.fallbacks.set((0, Some(now)));
     }
 
     /// Queues a client's payload for its peer: through the relay socket,
@@ -221,7 +195,8 @@ impl Shard {
     /// it is bound to, which a 1:1 NAT's advertised address may not
     /// hairpin; its core maps the source back, `RelayHairpin`). Queued
     /// for [`Self::flush`]; a full socket buffer then drops it, as any
-    /// datagram. Counted apart from the drops ([`Self::log_fallbacks`]).
+    /// datagram. Counted apart from the drops
+    /// (`turnpike_relay_handoff_fallbacks_total`).
     fn through_kernel(&self, core: &mut Server<RelaySockets>, to: RelayAddr, from: RelayAddr, payload: &[u8]) {
         let dest = core.binder().bind_addr(to).unwrap_or(to.0);
         let Some(relay) = self.relays.borrow().get(&from).map(|r| r.socket.clone()) else {
@@ -230,8 +205,7 @@ impl Shard {
             return;
         };
         self.tx.borrow_mut().push(&mut Kernel, &relay, dest, payload);
-        let (count, last) = self.fallbacks.get();
-        self.fallbacks.set((count + 1, last));
+        core.count_relay_handoff_fallback();
     }
 
     /// Delivers a payload another shard handed over for one of our relays.

@@ -155,6 +155,9 @@ pub struct Counters {
     /// kernel, and those dropped because the owning shard's queue was full.
     pub relayed_in_process: u64,
     pub relay_handoff_drops: u64,
+    /// Relay-to-relay payloads sent through the kernel because the owning
+    /// shard's queue was full.
+    pub relay_handoff_fallbacks: u64,
     /// `[transport][family]`.
     pub allocations_created: [[u64; FAMILIES.len()]; TRANSPORTS.len()],
     /// `[reason][transport][family]`.
@@ -206,6 +209,7 @@ impl Snapshot {
         a.peer_refusals += b.peer_refusals;
         a.relayed_in_process += b.relayed_in_process;
         a.relay_handoff_drops += b.relay_handoff_drops;
+        a.relay_handoff_fallbacks += b.relay_handoff_fallbacks;
         for (x, y) in a.rate_limited.iter_mut().zip(&b.rate_limited) {
             x.add(*y);
         }

@@ -15,8 +15,8 @@
 //!   ([`NotQueued::Full`]) and the sending shard sends it through the
 //!   kernel instead, from the sender's relay socket to the receiver's, as
 //!   it would go without this shortcut: one flow's flood then fills its
-//!   own relay socket's queue, not everyone's inbox. Those are logged as
-//!   `relay_handoff_fallbacks`; only a payload with no way at all (no
+//!   own relay socket's queue, not everyone's inbox. Those are counted
+//!   (`turnpike_relay_handoff_fallbacks`); only a payload with no way at all (no
 //!   such shard) is dropped and counted (`turnpike_relay_handoff_drops`).
 //!   Nothing blocks;
 //! * a sender wakes a receiving shard at most once per batch of its own

@@ -165,6 +165,12 @@ impl<B: RelayBinder> Server<B> {
         self.counters.relay_handoff_drops += 1;
     }
 
+    /// Counts a relay-to-relay payload the driver sent through the kernel
+    /// because its shard's queue was full.
+    pub fn count_relay_handoff_fallback(&mut self) {
+        self.counters.relay_handoff_fallbacks += 1;
+    }
+
     /// Handles a datagram that relay socket `relay` received from `peer`.
     /// The payload is `buf[payload]`; `buf` must have [`PEER_HEADROOM`]
     /// bytes before it and [`PEER_TAILROOM`] after it. On success the
