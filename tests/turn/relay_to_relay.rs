@@ -199,6 +199,31 @@ fn a_burst_beyond_a_shards_inbox_costs_another_pair_to_that_shard_nothing() {
     assert_eq!(quiet.channel_bind(listener_relay), (CHANNEL, Ok(())));
     assert_eq!(listener.channel_bind(quiet_relay), (CHANNEL, Ok(())));
 
+    // Whether the receiving shard's inbox fills depends on how the two
+    // shards are scheduled once the server resumes: on a loaded machine
+    // the receiver may keep up. Up to three bursts, until one overflows;
+    // every one of them must cost the quiet pair nothing.
+    let mut fallbacks = Some(0.0);
+    for _burst in 0..3 {
+        burst_beside_a_quiet_pair(&server, (&mut flooder, &mut quiet), &mut listener);
+        // Nothing was dropped at the hand-over; what the flooded client
+        // lost, if anything, was lost at its own sockets.
+        assert_eq!(server.metric("turnpike_relay_handoff_drops_total"), Some(0.0));
+        fallbacks = server.wait_metric("turnpike_relay_handoff_fallbacks_total", Duration::from_secs(1), |n| {
+            n > 0.0
+        });
+        if fallbacks > Some(0.0) {
+            break;
+        }
+    }
+    // The burst did go beyond the inbox: some of it took the kernel path.
+    assert!(fallbacks > Some(0.0), "the burst never found the inbox full");
+}
+
+/// One burst of [`FLOOD`] payloads from `flooder`, with the quiet pair's
+/// [`QUIET_PACKETS`] among its second half, queued while the server is
+/// stopped; checks that `listener` gets every quiet payload.
+fn burst_beside_a_quiet_pair(server: &TestServer, (flooder, quiet): (&mut Client, &mut Client), listener: &mut Client) {
     // The burst waits in the senders' listener socket while the server is
     // stopped, the quiet pair's payloads among its second half, so the
     // sending shard hands them over right after more than the receiving
@@ -220,7 +245,7 @@ fn a_burst_beyond_a_shards_inbox_costs_another_pair_to_that_shard_nothing() {
     server.signal(libc::SIGCONT);
     assert_eq!(quiet_sent.len(), QUIET_PACKETS);
 
-    let mut got = channel_payloads(&mut listener, QUIET_PACKETS, WAIT);
+    let mut got = channel_payloads(listener, QUIET_PACKETS, WAIT);
     got.sort();
     quiet_sent.sort();
     assert_eq!(
@@ -230,10 +255,4 @@ fn a_burst_beyond_a_shards_inbox_costs_another_pair_to_that_shard_nothing() {
         QUIET_PACKETS - got.len().min(QUIET_PACKETS)
     );
     assert_eq!(got, quiet_sent, "the quiet pair's payloads");
-    // Nothing was dropped at the hand-over; what the flooded client lost,
-    // if anything, was lost at its own sockets. And the burst did go
-    // beyond the inbox: some of it took the kernel path.
-    assert_eq!(server.metric("turnpike_relay_handoff_drops_total"), Some(0.0));
-    let fallbacks = server.wait_metric("turnpike_relay_handoff_fallbacks_total", WAIT, |n| n > 0.0);
-    assert!(fallbacks > Some(0.0), "the burst never found the inbox full");
 }
