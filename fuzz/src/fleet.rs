@@ -50,7 +50,10 @@ pub fn fuzz_parse(data: &[u8]) {
     let forged = Membership::open(data, BOUND, &keys, (PREFIX, PEER_KEY), 10_000, NOW);
     assert!(forged.is_err() || data == sealed[1], "fuzz input opened as a record");
     let forged = SharedRevocation::open_message(data, &keys, (PREFIX, REVOCATIONS), &mut guard, NOW);
-    assert!(forged.is_err() || data == sealed[2], "fuzz input opened as a revocation");
+    assert!(
+        forged.is_err() || data == sealed[2],
+        "fuzz input opened as a revocation"
+    );
 
     for (i, text) in sealed.into_iter().enumerate() {
         let mutated = mutate(&text, data);
@@ -60,7 +63,11 @@ pub fn fuzz_parse(data: &[u8]) {
             1 => Membership::open(&mutated, BOUND, &keys, (PREFIX, PEER_KEY), 10_000, NOW).is_ok(),
             _ => SharedRevocation::open_message(&mutated, &keys, (PREFIX, REVOCATIONS), &mut guard, NOW).is_ok(),
         };
-        assert_eq!(opened, mutated == text, "sealed text {i}: a mutation opened, or the original did not");
+        assert_eq!(
+            opened,
+            mutated == text,
+            "sealed text {i}: a mutation opened, or the original did not"
+        );
     }
 }
 

@@ -17,6 +17,8 @@
 //! * [`proxy`]: the PROXY protocol header a load balancer sends first.
 //! * [`fleet`]: the messages and records instances of a fleet read from
 //!   Redis.
+//! * [`redis_push`]: what Redis sends on the fleet's subscribed
+//!   connection.
 //! * [`session`]: the signaling state machine (sessions, rooms, outboxes)
 //!   driven by a byte program of several sessions.
 
@@ -26,6 +28,7 @@ pub mod fleet;
 pub mod message;
 pub mod program;
 pub mod proxy;
+pub mod redis_push;
 pub mod server;
 pub mod session;
 pub mod signal;

@@ -6,7 +6,7 @@ use turnpike::proto::stun::method;
 use turnpike_fuzz::program::{self, Attrs, Program};
 use turnpike_fuzz::server::{flag, Harness};
 use turnpike_fuzz::session;
-use turnpike_fuzz::{channel, filter, fleet, message, proxy, signal};
+use turnpike_fuzz::{channel, filter, fleet, message, proxy, redis_push, signal};
 
 #[test]
 fn every_seed_passes_its_target() {
@@ -36,6 +36,9 @@ fn every_seed_passes_its_target() {
     }
     for s in proxy::seeds() {
         proxy::fuzz_parse(&s);
+    }
+    for s in redis_push::seeds() {
+        redis_push::fuzz_read(&s);
     }
 }
 
@@ -218,5 +221,14 @@ fn mutated_session_programs_raise_no_false_alarm() {
     let mut rng = 0x2545_F491_4F6C_DD1Du64;
     for _ in 0..3000 {
         session::Harness::run(&mutated(&seeds, &mut rng, 6, true));
+    }
+}
+
+#[test]
+fn mutated_redis_streams_raise_no_false_alarm() {
+    let seeds = redis_push::seeds();
+    let mut rng = 0x3C6E_F372_FE94_F82Bu64;
+    for _ in 0..20_000 {
+        redis_push::fuzz_read(&mutated(&seeds, &mut rng, 8, true));
     }
 }

@@ -19,19 +19,23 @@
 //! password and is never logged (only the kind of a client error is).
 //!
 //! Bounds: what Redis sends is untrusted. Every command runs within
-//! [`COMMAND_TIMEOUT`] ([`bounded`]); a message over its channel's
-//! `max_bytes`, or arriving while the channel's queue of [`QUEUE`] is full,
-//! is dropped and counted by the channel's `refused` hook.
+//! [`COMMAND_TIMEOUT`] ([`bounded`], [`within`]); the subscription is read
+//! by a [`Subscriber`] of its own, which skips a message longer than the
+//! longest channel's `max_bytes` without holding it; a message over its
+//! channel's `max_bytes`, or arriving while the channel's queue of
+//! [`QUEUE`] is full, is dropped and counted by the channel's `refused`
+//! hook.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use super::push_reader::{Payload, Push, RespError};
 use super::status::FleetStatus;
+use super::subscriber::Subscriber;
 use crate::config::Secret;
 
 /// Longest any one Redis command may take before Redis counts as down.
@@ -46,18 +50,38 @@ pub const QUEUE: usize = 256;
 pub enum FleetError {
     #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("Redis subscription: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("Redis subscription: {0}")]
+    Resp(#[from] RespError),
+    #[error("Redis refused: {0}")]
+    Refused(String),
+    #[error("fleet.redis_url names a kind of address the subscription cannot reach")]
+    Unsupported,
     #[error("Redis did not answer within {COMMAND_TIMEOUT:?}")]
     Timeout,
     #[error("the Redis subscription ended")]
     SubscriptionEnded,
 }
 
+impl FleetError {
+    /// Redis's error line, cut short: it names the error (`WRONGPASS`,
+    /// `NOPERM`, …) and never holds the password.
+    pub fn refused(line: &[u8]) -> FleetError {
+        FleetError::Refused(String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned())
+    }
+}
+
 /// `future` within [`COMMAND_TIMEOUT`].
 pub async fn bounded<T>(future: impl std::future::Future<Output = redis::RedisResult<T>>) -> Result<T, FleetError> {
-    match tokio::time::timeout(COMMAND_TIMEOUT, future).await {
-        Ok(result) => Ok(result?),
-        Err(_) => Err(FleetError::Timeout),
-    }
+    within(async { Ok(future.await?) }).await
+}
+
+/// `future`, which says how it fails, within [`COMMAND_TIMEOUT`].
+pub async fn within<T>(future: impl std::future::Future<Output = Result<T, FleetError>>) -> Result<T, FleetError> {
+    tokio::time::timeout(COMMAND_TIMEOUT, future)
+        .await
+        .unwrap_or(Err(FleetError::Timeout))
 }
 
 /// One connected spell: its connection, and a number that names it so
@@ -172,7 +196,7 @@ impl Link {
         let mut epoch = 0;
         loop {
             let error = match self.connect(&client).await {
-                Ok((conn, messages)) => {
+                Ok((conn, subscriber)) => {
                     backoff = MIN_BACKOFF;
                     match outage {
                         true => info!("Redis is reachable again: {}", self.wording.back),
@@ -182,7 +206,7 @@ impl Link {
                     epoch += 1;
                     self.status.set_up(true);
                     self.sessions.send_replace(Some(Session { epoch, conn }));
-                    let error = self.serve(epoch, messages).await;
+                    let error = self.serve(epoch, subscriber).await;
                     self.status.set_up(false);
                     self.sessions.send_replace(None);
                     error
@@ -199,29 +223,40 @@ impl Link {
         }
     }
 
-    async fn connect(
-        &self,
-        client: &redis::Client,
-    ) -> Result<(MultiplexedConnection, redis::aio::PubSubStream), FleetError> {
+    /// The command connection, and the subscription once Redis has
+    /// confirmed every channel (a message that comes first is passed on).
+    async fn connect(&self, client: &redis::Client) -> Result<(MultiplexedConnection, Subscriber), FleetError> {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(COMMAND_TIMEOUT))
             .set_response_timeout(Some(COMMAND_TIMEOUT));
         let conn = bounded(client.get_multiplexed_async_connection_with_config(&config)).await?;
-        let mut pubsub = bounded(client.get_async_pubsub()).await?;
-        for subscription in &self.subscriptions {
-            bounded(pubsub.subscribe(&subscription.channel)).await?;
-        }
-        Ok((conn, pubsub.into_on_message()))
+        let longest = self.subscriptions.iter().map(|s| s.max_bytes).max().unwrap_or(0);
+        let mut subscriber = within(Subscriber::connect(client.get_connection_info(), longest)).await?;
+        let channels: Vec<&str> = self.subscriptions.iter().map(|s| s.channel.as_str()).collect();
+        within(async {
+            subscriber.subscribe(&channels).await?;
+            let mut unconfirmed = channels.len();
+            while unconfirmed > 0 {
+                match subscriber.next().await? {
+                    Push::Subscribed => unconfirmed -= 1,
+                    push => self.take(push)?,
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        Ok((conn, subscriber))
     }
 
     /// Passes messages on until session `epoch` fails; the error says how.
-    async fn serve(&mut self, epoch: u64, mut messages: redis::aio::PubSubStream) -> FleetError {
+    async fn serve(&mut self, epoch: u64, mut subscriber: Subscriber) -> FleetError {
         loop {
             tokio::select! {
-                message = messages.next() => match message {
-                    Some(message) => self.dispatch(message.get_channel_name(), message.get_payload_bytes()),
-                    None => return FleetError::SubscriptionEnded,
-                },
+                push = subscriber.next() => {
+                    if let Err(error) = push.and_then(|push| self.take(push)) {
+                        return error;
+                    }
+                }
                 failure = self.failures.recv() => match failure {
                     Some((failed, error)) if failed == epoch => return error,
                     // A late report of an earlier session.
@@ -233,16 +268,36 @@ impl Link {
         }
     }
 
-    fn dispatch(&self, channel: &str, payload: &[u8]) {
-        let Some(subscription) = self.subscriptions.iter().find(|s| s.channel == channel) else {
+    /// Passes a message on to its channel; an error reply ends the
+    /// session.
+    fn take(&self, push: Push) -> Result<(), FleetError> {
+        match push {
+            Push::Message { channel, payload } => self.dispatch(&channel, payload),
+            Push::Refused(line) => return Err(FleetError::refused(&line)),
+            Push::Subscribed | Push::Other => {}
+        }
+        Ok(())
+    }
+
+    fn dispatch(&self, channel: &[u8], payload: Payload) {
+        let Some(subscription) = self.subscriptions.iter().find(|s| s.channel.as_bytes() == channel) else {
             return;
         };
-        if payload.len() > subscription.max_bytes || subscription.queue.try_send(payload.to_vec()).is_err() {
+        let bytes = match &payload {
+            Payload::Bytes(bytes) => bytes.len() as u64,
+            Payload::TooLong(len) => *len,
+        };
+        let passed = match payload {
+            Payload::Bytes(bytes) if bytes.len() <= subscription.max_bytes => {
+                subscription.queue.try_send(bytes).is_ok()
+            }
+            _ => false,
+        };
+        if !passed {
             (subscription.refused)(&self.status);
             debug!(
-                channel,
-                bytes = payload.len(),
-                "fleet message dropped before its channel read it"
+                channel = subscription.channel,
+                bytes, "fleet message dropped before its channel read it"
             );
         }
     }

@@ -3,8 +3,10 @@
 //! one Redis; `docs/fleet.md` says how to run one, `docs/signaling.md`
 //! ("Rooms across a fleet", "Revocations across a fleet") what is stored.
 //!
-//! * `link`: the one connection to Redis: open, subscribe, bounded
+//! * `link`: the one link to Redis: open, subscribe, bounded
 //!   commands, backoff, one warning per outage, one up/down answer;
+//!   its subscription is a `subscriber` connection of its own, read by
+//!   the sans-IO `push_reader`, which never holds an oversized message;
 //! * `rooms`: the rooms channel, which carries the signaling
 //!   switchboard's fleet events to Redis and back;
 //! * `revocations`: the revocations channel, with its wire format in
@@ -20,10 +22,12 @@
 //! says is untrusted input, bounded and validated here.
 
 mod link;
+pub mod push_reader;
 pub mod revocation_wire;
 mod revocations;
 mod rooms;
 mod status;
+mod subscriber;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;

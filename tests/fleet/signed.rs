@@ -336,3 +336,59 @@ async fn records_of_20_mib_are_invalid_never_an_outage() {
         clean_peak / MIB
     );
 }
+
+/// Issue 19, item 4, "under the connection": messages of 20 MiB published
+/// on an instance's own channel and on the revocations channel are
+/// skipped as they stream past, never held: each is counted invalid once,
+/// the fleet stays up with no outage in the log, a real signal published
+/// after them still arrives, and the peak memory stays within a few MiB
+/// of that of an instance that heard none of them. (20 MiB stays under
+/// Redis's own 32 MiB output limit for a subscriber, past which Redis
+/// itself would cut the connection.)
+#[tokio::test]
+async fn published_messages_of_20_mib_are_skipped_unread() {
+    let redis = RedisServer::start();
+    let prefix = format!("pub{}", std::process::id());
+    let big = instance(&redis, "big", &prefix);
+    let clean = instance(&redis, "clean", &format!("{prefix}clean"));
+    let other = instance(&redis, "other", &prefix);
+    for server in [&big, &clean, &other] {
+        wait_up(server);
+    }
+    let mut alice = connect(&big).await;
+    alice.join("room", "Alice").await;
+
+    let mut conn = redis.connection();
+    let huge = vec![b'{'; 20 * MIB];
+    let invalid_revocations = r#"turnpike_fleet_revocations_total{outcome="invalid"}"#;
+    for round in 1..=2 {
+        let () = conn.publish(format!("{prefix}:inst:big"), &huge).expect("publish");
+        let rooms = big.wait_metric(r#"turnpike_fleet_dropped_total{reason="invalid"}"#, WAIT, |n| {
+            n >= f64::from(round)
+        });
+        assert_eq!(rooms, Some(f64::from(round)), "{}", big.metrics());
+        let () = conn.publish(format!("{prefix}:revocations"), &huge).expect("publish");
+        let revocations = big.wait_metric(invalid_revocations, WAIT, |n| n >= f64::from(round));
+        assert_eq!(revocations, Some(f64::from(round)), "{}", big.metrics());
+    }
+    drop(huge);
+
+    // The subscription goes on: a join on the other instance reaches Alice.
+    let mut bob = connect(&other).await;
+    bob.join("room", "Bob").await;
+    let joined = alice.try_recv(WAIT).await.expect("Bob's join reaches Alice");
+    assert_eq!(joined["type"], "peer-joined", "{joined}");
+    assert_eq!(joined["name"], "Bob", "{joined}");
+
+    let (_, body) = big.http_get("/readyz");
+    assert!(body.contains("redis: up"), "{body}");
+    let log = big.stderr_log();
+    assert!(!log.contains("Redis is unreachable"), "{log}");
+    let (big_peak, clean_peak) = (peak_rss(&big), peak_rss(&clean));
+    assert!(
+        big_peak < clean_peak + 16 * MIB,
+        "peak RSS {} MiB after the huge messages, {} MiB without",
+        big_peak / MIB,
+        clean_peak / MIB
+    );
+}
