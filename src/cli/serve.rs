@@ -262,12 +262,13 @@ fn announce(config: &Config, parts: &Parts, demo_secret: bool, config_path: Opti
 /// HTTP listener is `http` (or, without one, a shared TLS port).
 fn ice_config(config: &Config, server: &net::RunningServer, http: Option<std::net::SocketAddr>) -> IceConfig {
     let reached = http.or_else(|| server.tls.first().copied());
+    let advertised = config.signaling.turn_ports;
     IceConfig {
         turn_host: config.signaling.turn_host.clone(),
         fallback_host: reached.map_or_else(|| "127.0.0.1".to_owned(), IceConfig::fallback_host_for),
-        udp_port: server.udp.first().map(|a| a.port()),
-        tcp_port: server.tcp.first().map(|a| a.port()),
-        tls_port: server.tls.first().map(|a| a.port()),
+        udp_port: server.udp.first().map(|a| advertised.udp.unwrap_or(a.port())),
+        tcp_port: server.tcp.first().map(|a| advertised.tcp.unwrap_or(a.port())),
+        tls_port: server.tls.first().map(|a| advertised.tls.unwrap_or(a.port())),
         secret: config.auth.minting_secret().cloned(),
         algorithm: config.auth.minting_algorithm(),
         ttl: config.auth.credential_ttl,

@@ -196,6 +196,7 @@ impl Config {
                     .to_owned(),
             );
         }
+        warnings.extend(super::external_ip::warnings(self));
         if self.server.realm.len() > REFLECTION_SAFE_REALM {
             warnings.push(format!(
                 "server.realm is {} bytes: above {REFLECTION_SAFE_REALM}, the 401 to the smallest Allocate \

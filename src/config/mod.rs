@@ -24,7 +24,7 @@
 //! Secrets are held in [`Secret`], whose `Debug` is redacted, so a config can
 //! be logged with `{:?}`, and no error message ever quotes a secret.
 //!
-//! Files: one per section (`server.rs`, `listen.rs`, `tls.rs`, `relay.rs`,
+//! Files: one per section (`server.rs` with `external_ip.rs`, `listen.rs`, `tls.rs`, `relay.rs`,
 //! `auth.rs`, `peers.rs`, `limits.rs`, `alternate.rs`, `signaling.rs`,
 //! `log.rs`, `admin.rs`, `fleet.rs`), each holding the section's struct,
 //! its defaults, the doc comment that is the reference for each key, and
@@ -41,6 +41,7 @@ mod alternate;
 mod auth;
 mod cross;
 mod error;
+mod external_ip;
 mod fleet;
 mod limits;
 mod listen;
@@ -65,6 +66,7 @@ pub use admin::AdminSection;
 pub use alternate::AlternateSection;
 pub use auth::{AuthSection, User};
 pub use error::ConfigError;
+pub use external_ip::{ExternalIp, ExternalIps};
 pub use fleet::{is_fleet_name, FleetSection};
 pub use limits::LimitsSection;
 pub use listen::ListenSection;
@@ -72,7 +74,7 @@ pub use log::{LogFormat, LogSection};
 pub use peers::PeersSection;
 pub use relay::RelaySection;
 pub use server::{ServerSection, MAX_WORKERS};
-pub use signaling::SignalingSection;
+pub use signaling::{SignalingSection, TurnPorts};
 pub use tls::TlsSection;
 pub use value::{is_valid_host, PortRange, PortRangeError, Secret};
 
@@ -125,6 +127,7 @@ impl Config {
         cross::check_listen_tls(self)?;
         listen::check(&self.listen)?;
         relay::check(&self.relay)?;
+        external_ip::check(&self.server.external_ip, &self.relay)?;
         auth::check(&self.auth)?;
         limits::check(&self.limits)?;
         alternate::check(&self.alternate)?;

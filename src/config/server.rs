@@ -8,12 +8,11 @@
 //! about a realm long enough to amplify a 401 is with the other start-up
 //! warnings in `cross.rs`.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::{ConfigError, ExternalIps};
 
 /// Most event-loop shards `server.workers` may ask for.
 pub const MAX_WORKERS: usize = 256;
@@ -39,14 +38,20 @@ pub struct ServerSection {
     /// attribute out. Fewer than 128 characters, no control characters.
     /// Default: `"turnpike/"` followed by the version.
     pub software: String,
-    /// Relay IP advertised in XOR-RELAYED-ADDRESS instead of the address the
-    /// relay sockets are bound to, for a server behind a 1:1 NAT (a cloud VM
-    /// whose public IP maps onto a private one). It also counts as one of
-    /// this server's own addresses for relay-to-relay delivery. Must be a
-    /// unicast IPv4 address while relays are IPv4 only. Default: unset:
-    /// `relay.ipv4` is advertised, or, when that is `0.0.0.0`, the first
-    /// non-loopback IPv4 address of this host's interfaces.
-    pub external_ip: Option<IpAddr>,
+    /// Public addresses of a server behind a 1:1 NAT or a load balancer
+    /// (a cloud VM whose public IP maps onto a private one), one per
+    /// family: `"203.0.113.7"`, or a list such as `["203.0.113.7",
+    /// "2001:db8::7"]`. Relays advertise the one of their family in
+    /// XOR-RELAYED-ADDRESS instead of the address they are bound to, and
+    /// each counts as one of this server's own addresses for relay-to-relay
+    /// delivery. `"PUBLIC/LOCAL"` (coturn's form) also names the local
+    /// address the public one maps onto, where this host's relays reach
+    /// each other; it must be the relays' bind address of its family
+    /// (`relay.ipv4`, `relay.ipv6`) unless that is the wildcard. An IPv6
+    /// entry needs `relay.ipv6` on. Default: unset: `relay.ipv4` is
+    /// advertised, or, when that is `0.0.0.0`, the first non-loopback IPv4
+    /// address of this host's interfaces (for IPv6, see `relay.ipv6`).
+    pub external_ip: ExternalIps,
     /// Number of event-loop shards; 0 means one per CPU core. At most 256.
     /// Default: 0.
     pub workers: usize,
@@ -63,7 +68,7 @@ impl Default for ServerSection {
         ServerSection {
             realm: "turnpike".to_owned(),
             software: concat!("turnpike/", env!("CARGO_PKG_VERSION")).to_owned(),
-            external_ip: None,
+            external_ip: ExternalIps::default(),
             workers: 0,
             shutdown_grace: Duration::from_secs(30),
         }
@@ -79,20 +84,6 @@ pub(super) fn check(server: &ServerSection) -> Result<(), ConfigError> {
     }
     check_text("server.realm", &server.realm)?;
     check_text("server.software", &server.software)?;
-    if let Some(ip) = server.external_ip {
-        let reason = match ip {
-            IpAddr::V6(_) => Some(
-                "must be an IPv4 address: relays are IPv4 only, and clients would \
-                 be sent an address of the wrong family",
-            ),
-            ip if ip.is_unspecified() => Some("must be a real address, not unspecified"),
-            ip if ip.is_multicast() || ip == IpAddr::V4(Ipv4Addr::BROADCAST) => Some("must be a unicast address"),
-            _ => None,
-        };
-        if let Some(reason) = reason {
-            return Err(ConfigError::invalid("server.external_ip", format!("{ip} {reason}")));
-        }
-    }
     if server.shutdown_grace > Duration::from_secs(3600) {
         return Err(ConfigError::invalid("server.shutdown_grace", "must be at most 1h"));
     }
@@ -136,13 +127,5 @@ mod tests {
             "server.software"
         );
         assert_eq!(invalid_key("[server]\nworkers = 257\n"), "server.workers");
-        assert_eq!(
-            invalid_key("[server]\nexternal_ip = \"0.0.0.0\"\n"),
-            "server.external_ip"
-        );
-        assert_eq!(
-            invalid_key("[server]\nexternal_ip = \"2001:db8::1\"\n"),
-            "server.external_ip"
-        );
     }
 }

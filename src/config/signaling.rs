@@ -150,6 +150,22 @@ pub struct SignalingSection {
     /// is used, which is right when both run on one machine under one
     /// name. Default: unset.
     pub turn_host: Option<String>,
+    /// Ports put in the STUN/TURN URLs handed to clients, per transport,
+    /// where they differ from the listening ones: behind a load balancer
+    /// or port forward that takes TLS on 443 to `listen.tls` on 5349,
+    /// `turn_ports = { tls = 443 }`. Each one unset is the port of the
+    /// first listener of its transport; a transport with no listener is
+    /// never offered. Ports 1-65535. Default: `{}`.
+    pub turn_ports: TurnPorts,
+}
+
+/// `signaling.turn_ports`: the advertised port of each transport.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TurnPorts {
+    pub udp: Option<u16>,
+    pub tcp: Option<u16>,
+    pub tls: Option<u16>,
 }
 
 impl Default for SignalingSection {
@@ -172,6 +188,7 @@ impl Default for SignalingSection {
             api_key: None,
             allowed_origins: Vec::new(),
             turn_host: None,
+            turn_ports: TurnPorts::default(),
         }
     }
 }
@@ -246,6 +263,15 @@ pub(super) fn check(signaling: &SignalingSection) -> Result<(), ConfigError> {
             return Err(ConfigError::invalid(
                 format!("signaling.allowed_origins[{i}]"),
                 format!("{origin:?} is not an origin like \"https://app.example.org\""),
+            ));
+        }
+    }
+    let ports = signaling.turn_ports;
+    for (transport, port) in [("udp", ports.udp), ("tcp", ports.tcp), ("tls", ports.tls)] {
+        if port == Some(0) {
+            return Err(ConfigError::invalid(
+                format!("signaling.turn_ports.{transport}"),
+                "must be a port, 1-65535",
             ));
         }
     }

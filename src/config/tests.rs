@@ -3,7 +3,7 @@
 //! own file; the helpers [`parse`] and [`invalid_key`] are shared with
 //! them.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -177,8 +177,8 @@ fn full_config_is_read_into_typed_fields() {
     assert_eq!(config.server.realm, "example.org");
     assert_eq!(config.server.software, "");
     assert_eq!(
-        config.server.external_ip,
-        Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)))
+        config.server.external_ip.public_v4(),
+        Some(Ipv4Addr::new(203, 0, 113, 7))
     );
     assert_eq!(config.server.workers, 4);
     assert_eq!(config.listen.udp.len(), 2);

@@ -356,7 +356,11 @@ fn log_started(
         Some((bind, advertised)) => info!(relay_ip = %advertised, %bind, "relaying IPv6"),
         None => info!("not relaying IPv6 (relay.ipv6 is off or the host has no global IPv6 address)"),
     }
-    if plan.relay_advertised.is_loopback() && config.server.external_ip.is_none() {
-        warn!("relay address is loopback: only clients on this machine can use the relays; set relay.ipv4 or server.external_ip");
+    if config.server.external_ip.is_empty() {
+        if plan.relay_advertised.is_loopback() {
+            warn!("relay address is loopback: only clients on this machine can use the relays; set relay.ipv4 or server.external_ip");
+        } else if plan.relay_advertised.is_private() {
+            info!(relay_ip = %plan.relay_advertised, "the relay address is private: if clients reach this server through NAT, set server.external_ip to its public address");
+        }
     }
 }

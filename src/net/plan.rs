@@ -60,10 +60,11 @@ impl Plan {
     pub(super) fn new(config: &Config, listeners: &[SocketAddr]) -> Plan {
         let interfaces = interface_ips();
         let relay_bind = config.relay.ipv4;
-        let relay_advertised = match config.server.external_ip {
-            Some(IpAddr::V4(ip)) => ip,
-            _ if !relay_bind.is_unspecified() => relay_bind,
-            _ => interfaces
+        let external = &config.server.external_ip;
+        let relay_advertised = match external.public_v4() {
+            Some(public) => public,
+            None if !relay_bind.is_unspecified() => relay_bind,
+            None => interfaces
                 .iter()
                 .find_map(|ip| match ip {
                     IpAddr::V4(v4) if !v4.is_loopback() => Some(*v4),
@@ -72,13 +73,14 @@ impl Plan {
                 .unwrap_or(Ipv4Addr::LOCALHOST),
         };
         let relay_v6 = config.relay.ipv6.and_then(|bind| {
-            let advertised = match bind.is_unspecified() {
-                false => Some(bind),
+            let advertised = match (external.public_v6(), bind.is_unspecified()) {
+                (Some(public), _) => Some(public),
+                (None, false) => Some(bind),
                 // Only a global address is advertised by default: loopback,
                 // link-local and unique local (fc00::/7) ones cannot be
                 // reached from the internet, and the default peer policy
                 // itself refuses them as peers.
-                true => interfaces.iter().find_map(|ip| match ip {
+                (None, true) => interfaces.iter().find_map(|ip| match ip {
                     IpAddr::V6(v6) if peer_filter::is_global(*ip) => Some(*v6),
                     _ => None,
                 }),
@@ -88,22 +90,25 @@ impl Plan {
         let mut own_ips: Vec<IpAddr> = interfaces.clone();
         own_ips.push(IpAddr::V4(relay_advertised));
         own_ips.extend(relay_v6.map(|(_, advertised)| IpAddr::V6(advertised)));
-        own_ips.extend(config.server.external_ip);
+        own_ips.extend(external.public());
         own_ips.extend(listeners.iter().map(|a| a.ip()));
         let software = Some(config.server.software.clone()).filter(|s| !s.is_empty());
-        // external_ip may not be reachable from this host (no hairpin
-        // NAT): our relays reach each other on the bind address instead.
-        let local_v4 = match relay_bind.is_unspecified() {
-            true => Ipv4Addr::LOCALHOST,
-            false => relay_bind,
-        };
-        let hairpin = RelayHairpin::new(
-            config
-                .server
-                .external_ip
-                .map(|external| (external, IpAddr::V4(local_v4))),
-            config.relay.ports.as_range(),
-        );
+        // A public address may not be reachable from this host (no hairpin
+        // NAT): our relays reach each other on the local address instead:
+        // the one named, else the bind address, else loopback.
+        let hairpin_pairs = external.v4().into_iter().chain(external.v6()).map(|entry| {
+            let bind = match entry.public {
+                IpAddr::V4(_) => IpAddr::V4(relay_bind),
+                IpAddr::V6(_) => relay_v6.map_or(IpAddr::V6(Ipv6Addr::LOCALHOST), |(bind, _)| IpAddr::V6(bind)),
+            };
+            let local = entry.local.unwrap_or(match bind.is_unspecified() {
+                true if bind.is_ipv4() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                true => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                false => bind,
+            });
+            (entry.public, local)
+        });
+        let hairpin = RelayHairpin::new(hairpin_pairs, config.relay.ports.as_range());
         Plan {
             realm: config.server.realm.clone(),
             nonce_ttl: config.auth.nonce_ttl,
@@ -207,7 +212,7 @@ pub(super) fn reloadable(running: &Config, new: &Config) -> (Config, Vec<&'stati
     ];
     let mut effective = new.clone();
     effective.relay = running.relay.clone();
-    effective.server.external_ip = running.server.external_ip;
+    effective.server.external_ip = running.server.external_ip.clone();
     let differ = restart_only.iter().filter(|(_, d)| *d).map(|(name, _)| *name).collect();
     (effective, differ)
 }

@@ -18,7 +18,8 @@ pub struct IceConfig {
     pub turn_host: Option<String>,
     /// Used when neither `turn_host` nor a usable Host header is there.
     pub fallback_host: String,
-    /// Ports of the first UDP, TCP and TLS listener, if any.
+    /// Ports of the first UDP, TCP and TLS listener, if any, or the ones
+    /// `signaling.turn_ports` advertises instead.
     pub udp_port: Option<u16>,
     pub tcp_port: Option<u16>,
     pub tls_port: Option<u16>,

@@ -523,6 +523,33 @@ async fn request_on(
     (status, headers, body.to_owned())
 }
 
+/// Behind a load balancer (issue 20): the URLs name `turn_host` and the
+/// ports of `turn_ports`, not the listening ones; a transport left out of
+/// `turn_ports` keeps its listening port.
+#[tokio::test]
+async fn ice_servers_name_the_advertised_host_and_ports() {
+    let server = server("api_key = \"k\"\nturn_host = \"turn.example.org\"\nturn_ports = { udp = 3478, tls = 443 }");
+    let (status, _, body) = http_get(&server, "/ice-servers", &[("Authorization", "Bearer k")]).await;
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).expect("JSON body");
+    assert_eq!(body["iceServers"][0]["urls"], json!(["stun:turn.example.org:3478"]));
+    let tcp = server.addr().port();
+    assert_eq!(
+        body["iceServers"][1]["urls"],
+        json!([
+            "turn:turn.example.org:3478?transport=udp",
+            format!("turn:turn.example.org:{tcp}?transport=tcp"),
+            "turns:turn.example.org:443?transport=tcp"
+        ])
+    );
+    // `joined` hands out the same list.
+    let mut alice = connect(&server).await;
+    let joined = alice.join("lb", "Alice").await;
+    for i in 0..2 {
+        assert_eq!(joined["iceServers"][i]["urls"], body["iceServers"][i]["urls"]);
+    }
+}
+
 #[tokio::test]
 async fn ice_servers_endpoint_needs_the_api_key() {
     let without_key = server("");
@@ -561,6 +588,11 @@ async fn ice_servers_endpoint_needs_the_api_key() {
     assert_eq!(name, "app-backend");
     let (_, password) = rest_credential(SECRET, name, expiry.parse().expect("expiry"));
     assert_eq!(turn["credential"], password.as_str());
+    assert_eq!(
+        turn["urls"][0],
+        format!("turn:127.0.0.1:{}?transport=udp", server.addr().port()),
+        "without turn_host nor turn_ports: the Host and the listening ports"
+    );
 
     // CORS: preflight from the allowed origin only.
     let mut stream = tokio::net::TcpStream::connect(server.http_addr())

@@ -123,3 +123,45 @@ fn ipv4_allocation_refuses_ipv6_peers_with_443() {
     let peer6 = EchoPeer::start_on("[::1]:0");
     assert_eq!(error_code(&create_permission(&mut stream, peer6.addr())), Some(443));
 }
+
+/// `server.external_ip` with an IPv6 entry (issue 20): IPv6 relays
+/// advertise it, and two allocations of this server reach each other on
+/// the advertised addresses, which this host never routes (a unique local
+/// address no interface has): the hairpin sends them to the relays' bind
+/// address (`::1`), so nothing leaves the machine. The IPv4 entry is
+/// advertised by the IPv4 relay of the same dual allocation.
+#[test]
+fn an_ipv6_external_ip_is_advertised_and_its_relays_reach_each_other_through_it() {
+    let server = TestServer::start_with("external_ip = [\"127.0.0.2\", \"fd00:7::7\"]", LONG_TERM_USER_TOML);
+    let (mut a, mut b) = (tcp_connect(server.addr()), tcp_connect(server.addr()));
+    let dual = relays(&allocate(&mut a, |w| {
+        w.bytes(attr::ADDITIONAL_ADDRESS_FAMILY, &IPV6);
+    }));
+    assert_eq!(dual[0].ip().to_string(), "127.0.0.2", "{dual:?}");
+    assert_eq!(dual[1].ip().to_string(), "fd00:7::7", "{dual:?}");
+    let other = relays(&allocate(&mut b, |w| {
+        w.bytes(attr::REQUESTED_ADDRESS_FAMILY, &IPV6);
+    }))[0];
+    assert_eq!(other.ip().to_string(), "fd00:7::7");
+    assert_eq!(error_code(&create_permission(&mut a, other)), None);
+    assert_eq!(error_code(&create_permission(&mut b, dual[1])), None);
+
+    let mut buf = Vec::new();
+    let mut w = MessageWriter::new(&mut buf, Class::Indication, method::SEND, transaction_id());
+    w.xor_address(attr::XOR_PEER_ADDRESS, other)
+        .bytes(attr::DATA, b"across");
+    w.finish(None, false);
+    a.write_all(&buf).expect("send indication");
+    let data = read_stun(&mut b);
+    let msg = Message::parse(&data).expect("a Data indication");
+    assert_eq!((msg.class(), msg.method()), (Class::Indication, method::DATA));
+    let from = msg
+        .xor_address(attr::XOR_PEER_ADDRESS)
+        .expect("XOR-PEER-ADDRESS")
+        .unwrap();
+    assert_eq!(
+        (from, msg.get(attr::DATA)),
+        (dual[1], Some(&b"across"[..])),
+        "seen as from A's advertised relay"
+    );
+}

@@ -43,6 +43,7 @@ fn signaling_settings_are_checked() {
             "signaling.allowed_origins[0]",
         ),
         ("[signaling]\nturn_host = \"a b\"", "signaling.turn_host"),
+        ("[signaling]\nturn_ports = { tls = 0 }", "signaling.turn_ports.tls"),
         ("[signaling]\ntls = true", "signaling.tls"),
         ("[signaling]\nshare_tls_port = true", "signaling.share_tls_port"),
     ] {
