@@ -59,14 +59,17 @@ fn cgroup_hierarchies() -> Vec<PathBuf> {
     }
 }
 
-/// The pid of a child of `parent`, if it has one yet.
-fn child_of(parent: u32) -> Option<u32> {
+/// The container's systemd: the child of `parent` (nspawn) that runs
+/// `systemd`, once it does (before, that child is nspawn setting up).
+fn systemd_child_of(parent: u32) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
         let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
         let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-        // "pid (comm) state ppid …": comm may hold spaces, so from the last ')'.
-        let ppid: u32 = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
-        (ppid == parent).then_some(pid)
+        // "pid (comm) state ppid …": comm may hold spaces, so split at the
+        // last ')'.
+        let (head, tail) = stat.rsplit_once(')')?;
+        let ppid: u32 = tail.split_whitespace().nth(1)?.parse().ok()?;
+        (ppid == parent && head.ends_with("(systemd")).then_some(pid)
     })
 }
 
@@ -155,9 +158,9 @@ impl Container {
         let nspawn = container.nspawn.insert(nspawn.spawn().expect("start systemd-nspawn"));
         let nspawn_pid = nspawn.id();
 
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         container.leader = loop {
-            if let Some(leader) = child_of(nspawn_pid) {
+            if let Some(leader) = systemd_child_of(nspawn_pid) {
                 break leader;
             }
             let exited = container.nspawn.as_mut().and_then(|n| n.try_wait().ok().flatten());
@@ -169,14 +172,21 @@ impl Container {
             std::thread::sleep(Duration::from_millis(20));
         };
         // "running", or "degraded" if a unit of the image failed: either
-        // way its systemd has finished starting up.
-        let state = container.run(&["systemctl", "is-system-running", "--wait"]);
-        let state = state.stdout.trim();
-        assert!(
-            state == "running" || state == "degraded",
-            "the container's systemd is {state:?}:\n{}",
-            container.console_log()
-        );
+        // way its systemd has finished starting up. Before its socket is
+        // there, systemctl answers at once ("offline"): asked again.
+        loop {
+            let state = container.run(&["systemctl", "is-system-running", "--wait"]);
+            let state = state.stdout.trim();
+            if state == "running" || state == "degraded" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the container's systemd is {state:?}:\n{}",
+                container.console_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         container
     }
 
@@ -249,6 +259,14 @@ impl Drop for Container {
             );
             eprintln!("--- the container's journal of turnpike:\n{}", journal.combined());
         }
+        if self.leader != 0 {
+            // A service still draining live allocations would hold the
+            // halt up to its shutdown_grace.
+            let _ = run_with_timeout(
+                &mut self.command(&["systemctl", "kill", "--signal=SIGKILL", "turnpike"]),
+                COMMAND_LIMIT,
+            );
+        }
         if let Some(mut nspawn) = self.nspawn.take() {
             // SAFETY: kill(2) on our own child, not yet reaped.
             unsafe { libc::kill(nspawn.id() as libc::pid_t, libc::SIGTERM) };
@@ -271,7 +289,8 @@ impl Drop for Container {
     }
 }
 
-/// Removes a cgroup and what nspawn made under it, deepest first. A cgroup
+/// Removes a cgroup and what nspawn made under it, deepest first, killing
+/// what is left in it (a container whose halt did not finish). A cgroup
 /// whose last process is still exiting refuses for a moment: retried.
 fn remove_cgroup(cgroup: &Path) {
     fn dirs_deepest_first(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -288,6 +307,13 @@ fn remove_cgroup(cgroup: &Path) {
     loop {
         let mut dirs = Vec::new();
         dirs_deepest_first(cgroup, &mut dirs);
+        for dir in &dirs {
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|p| p.trim().parse::<libc::pid_t>().ok()) {
+                // SAFETY: kill(2); the pid was in the container's cgroup.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
         let left = dirs.iter().filter(|d| std::fs::remove_dir(d).is_err()).count();
         if left == 0 || !cgroup.exists() || Instant::now() >= deadline {
             if cgroup.exists() {

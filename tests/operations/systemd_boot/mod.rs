@@ -80,15 +80,15 @@ async fn story(c: &Container, share: &Path, deb: &str) {
     let secret = a_fresh_install_runs_and_is_never_open(c, &pki).await;
     let edited = the_readme_edits_apply(c, share, &pki);
     an_upgrade_keeps_config_and_secret(c, &deb, &edited, &secret);
-    let (tls, new_secret) = a_reload_swaps_secret_and_certificate_under_live_allocations(c, share, &pki, &secret).await;
-    stop_drains(c, tls, &new_secret).await;
+    let new_secret = a_reload_swaps_secret_and_certificate_under_live_allocations(c, share, &pki, &secret).await;
+    stop_drains(c, &pki, &new_secret).await;
     the_watchdog_restarts_a_hung_process(c);
     purge_removes_what_install_created(c);
 }
 
 /// The unit's properties systemd reports.
 fn unit(c: &Container) -> HashMap<String, String> {
-    let props = "Type,ActiveState,SubState,UnitFileState,LoadState,NRestarts,MainPID,InvocationID,Result,ExecStart";
+    let props = "Type,ActiveState,SubState,UnitFileState,LoadState,NRestarts,MainPID,InvocationID,Result";
     c.ok(&["systemctl", "show", "--property", props, "turnpike"])
         .lines()
         .filter_map(|l| l.split_once('='))
@@ -159,6 +159,14 @@ fn credential(secret: &str, name: &str) -> (String, String) {
     rest_credential(secret, name, unix_now() + 600)
 }
 
+/// An echo peer on the container's loopback, on a port outside the relay
+/// range (49152-65535 as packaged), where the peer filter takes any own
+/// address for a relay of this server (and refuses it unless it is a live
+/// one). The namespace is the test's own: the port is free.
+fn echo_peer() -> EchoPeer {
+    EchoPeer::start_on("127.0.0.1:4000")
+}
+
 /// An allocation by the `turn` crate's client over UDP: its error, if
 /// refused (the message holds the code).
 async fn allocate_udp(secret: &str, name: &str) -> Result<(turn::client::Client, impl webrtc_util::Conn), String> {
@@ -178,11 +186,9 @@ async fn a_fresh_install_runs_and_is_never_open(c: &Container, pki: &TestPki) ->
         "{props:?}"
     );
     assert!(active(&props), "not running after dpkg -i: {props:?}");
-    assert!(
-        props["ExecStart"].contains("path=/usr/bin/turnpike"),
-        "the unit runs {}",
-        props["ExecStart"]
-    );
+    // The unit names the bare `turnpike`; systemd found the package's.
+    let exe = c.ok(&["readlink", &format!("/proc/{}/exe", props["MainPID"])]);
+    assert_eq!(exe.trim(), "/usr/bin/turnpike", "{props:?}");
     assert_eq!(
         owners(
             c,
@@ -230,7 +236,7 @@ async fn a_fresh_install_runs_and_is_never_open(c: &Container, pki: &TestPki) ->
     let (user, pass) = credential(&secret, "alice");
     let mut client = TurnClient::open_at(UDP, Transport::Udp, pki).signed_as(&user, &pass);
     client.allocate_udp();
-    let peer = EchoPeer::start();
+    let peer = echo_peer();
     assert_eq!(client.create_permission(peer.addr()), Err(403), "a loopback peer as packaged");
     client.delete_allocation().expect("delete the allocation");
     secret
@@ -252,7 +258,7 @@ fn the_readme_edits_apply(c: &Container, share: &Path, pki: &TestPki) -> String 
     let edited = edit(
         SERVICE_CONFIG,
         &[
-            ("realm = \"turnpike\"", "realm = \"turn.example.test\""),
+            ("realm = \"turnpike\"", "realm = \"example.org\""),
             ("# external_ip = \"203.0.113.7\"", "external_ip = \"127.0.0.1\""),
             ("# tls = [\"0.0.0.0:5349\"]", "tls = [\"0.0.0.0:5349\"]"),
             ("# cert = \"/etc/turnpike/cert.pem\"", "cert = \"/etc/turnpike/cert.pem\""),
@@ -315,13 +321,36 @@ fn served_certificate(pki: &TestPki) -> Vec<u8> {
     stream.conn.peer_certificates().expect("a certificate")[0].to_vec()
 }
 
+/// Installs `lines` as the secrets file (the service's own, 0600), as an
+/// operator rotating secrets does.
+fn install_secrets(c: &Container, share: &Path, lines: &[&str]) {
+    std::fs::write(share.join("secrets.new"), lines.join("\n") + "\n").expect("write the secrets");
+    c.ok(&["install", "-m", "600", "-o", "turnpike", "-g", "turnpike", "/test/secrets.new", "/etc/turnpike/secrets"]);
+}
+
+/// `systemctl reload`, then waits for the service to say it reloaded
+/// (systemd 252 returns before): a reload, not a restart.
+fn reload(c: &Container) {
+    let reloaded = "SIGHUP: configuration reloaded";
+    let seen = journal(c).matches(reloaded).count();
+    let pid = unit(c)["MainPID"].clone();
+    c.ok(&["systemctl", "reload", "turnpike"]);
+    wait_journal(c, reloaded, seen + 1);
+    let props = unit(c);
+    assert!(active(&props) && props["MainPID"] == pid, "a reload is no restart: {props:?}");
+}
+
+/// The rotation the config's comment describes: the new secret first and
+/// the old one kept, with a new certificate, under a UDP and a TLS
+/// allocation that keep relaying; then, once those ended, the old secret
+/// dropped. Returns the new secret.
 async fn a_reload_swaps_secret_and_certificate_under_live_allocations(
     c: &Container,
     share: &Path,
     pki: &TestPki,
     old_secret: &str,
-) -> ((TurnClient, u16), String) {
-    let peer = EchoPeer::start();
+) -> String {
+    let peer = echo_peer();
     let (_udp_client, udp_relay) = allocate_udp(old_secret, "udp").await.expect("allocate over UDP");
     assert_relay_round_trips(&udp_relay, &peer, 3, "before the reload").await;
     let (user, pass) = credential(old_secret, "tls");
@@ -335,34 +364,38 @@ async fn a_reload_swaps_secret_and_certificate_under_live_allocations(
     let mut random = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random).expect("random bytes");
     let new_secret = base64::engine::general_purpose::STANDARD.encode(random);
-    std::fs::write(share.join("secrets.new"), format!("{new_secret}\n")).expect("write the new secret");
-    let (_, _, second_leaf) = {
-        let (cert, key, der) = pki.leaf("after");
-        std::fs::write(share.join("cert.new"), &cert).expect("write cert");
-        std::fs::write(share.join("key.new"), &key).expect("write key");
-        (cert, key, der)
-    };
+    let (cert, key, second_leaf) = pki.leaf("after");
+    std::fs::write(share.join("cert.new"), cert).expect("write cert");
+    std::fs::write(share.join("key.new"), key).expect("write key");
     assert_ne!(first_leaf, second_leaf);
-    c.ok(&["install", "-m", "600", "-o", "turnpike", "-g", "turnpike", "/test/secrets.new", "/etc/turnpike/secrets"]);
+    install_secrets(c, share, &[&new_secret, old_secret]);
     install_certificate(c, "/test/cert.new", "/test/key.new");
-    let reloaded = "SIGHUP: configuration reloaded";
-    let seen = journal(c).matches(reloaded).count();
-    let pid = unit(c)["MainPID"].clone();
-    c.ok(&["systemctl", "reload", "turnpike"]);
-    wait_journal(c, reloaded, seen + 1);
-    let props = unit(c);
-    assert!(active(&props) && props["MainPID"] == pid, "a reload is no restart: {props:?}");
+    reload(c);
 
     assert_relay_round_trips(&udp_relay, &peer, 3, "after the reload").await;
     channel_round_trip(&mut tls, channel, "after the reload");
     assert_eq!(served_certificate(pki), second_leaf, "new handshakes get the new certificate");
-    let refused = allocate_udp(old_secret, "late").await.err();
-    assert!(refused.as_deref().is_some_and(|e| e.contains("401")), "the old secret: {refused:?}");
     let (_client, relay) = allocate_udp(&new_secret, "late").await.expect("the new secret");
     assert_relay_round_trips(&relay, &peer, 3, "with the new secret").await;
+    // The service mints with the new secret now.
+    let minted = c.ok(&[
+        "turnpike", "credentials", "--config", "/etc/turnpike/turnpike.toml", "--user", "bob",
+    ]);
+    let minted: serde_json::Value = serde_json::from_str(&minted).unwrap_or_else(|e| panic!("{e}: {minted}"));
+    let username = minted["username"].as_str().expect("username");
+    let expiry = username.split_once(':').and_then(|(e, _)| e.parse().ok()).expect("<expiry>:bob");
+    assert_eq!(minted["credential"], rest_credential(&new_secret, "bob", expiry).1.as_str(), "{minted}");
+
+    // The old secret still verifies: its allocations end themselves.
     webrtc_util::Conn::close(&relay).await.expect("delete the new allocation");
     webrtc_util::Conn::close(&udp_relay).await.expect("delete the UDP allocation");
-    ((tls, channel), new_secret)
+    tls.delete_allocation().expect("delete the TLS allocation");
+    wait_allocations(0.0);
+    install_secrets(c, share, &[&new_secret]);
+    reload(c);
+    let refused = allocate_udp(old_secret, "later").await.err();
+    assert!(refused.as_deref().is_some_and(|e| e.contains("401")), "the dropped secret: {refused:?}");
+    new_secret
 }
 
 /// The number of live allocations `/metrics` reports.
@@ -375,18 +408,28 @@ fn allocations() -> f64 {
     samples_sum(&text, "turnpike_allocations", &[])
 }
 
-/// `(mut tls, channel)`: a client whose allocation is the last one live,
-/// and its channel to an echo peer; `secret` mints.
-async fn stop_drains(c: &Container, (mut tls, channel): (TurnClient, u16), secret: &str) {
-    // Only the TLS allocation is left (the shards publish every 250 ms).
+/// Waits (bounded) until `/metrics` reports `want` live allocations (the
+/// shards publish every 250 ms).
+fn wait_allocations(want: f64) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while allocations() != 1.0 {
-        assert!(Instant::now() < deadline, "allocations: {}", allocations());
+    while allocations() != want {
+        assert!(Instant::now() < deadline, "allocations: {}, not {want}", allocations());
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// `systemctl stop` under one live allocation over TLS; `secret` mints.
+async fn stop_drains(c: &Container, pki: &TestPki, secret: &str) {
+    let peer = echo_peer();
+    let (user, pass) = credential(secret, "draining");
+    let mut tls = TurnClient::open_at(TLS, Transport::Tls, pki).signed_as(&user, &pass);
+    tls.allocate_udp();
+    let (channel, bound) = tls.channel_bind(peer.addr());
+    bound.expect("ChannelBind over TLS");
+    wait_allocations(1.0);
     c.ok(&["systemctl", "stop", "--no-block", "turnpike"]);
-    let journal = wait_journal(c, "draining: new allocations are refused", 1);
-    let draining = journal.lines().rfind(|l| l.contains("draining:")).expect("the drain line");
+    let log = wait_journal(c, "draining: new allocations are refused", 1);
+    let draining = log.lines().rfind(|l| l.contains("draining:")).expect("the drain line");
     assert!(draining.contains("allocations=1"), "{draining}");
     let props = unit(c);
     assert_eq!(props["ActiveState"], "deactivating", "{props:?}");
