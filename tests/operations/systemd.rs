@@ -88,7 +88,10 @@ fn the_service_config_passes_check_config_without_a_warning_and_is_never_open() 
         .map(|l| l.split(" = ").next().unwrap_or_default())
         .collect();
     assert_eq!(keys, ["realm", "udp", "tcp", "http", "ports", "secrets_file"]);
-    assert!(config.contains("\nhttp = \"127.0.0.1:8080\"\n"), "signaling must stay on loopback");
+    assert!(
+        config.contains("\nhttp = \"127.0.0.1:8080\"\n"),
+        "signaling must stay on loopback"
+    );
     assert!(config.contains("\nsecrets_file = \"/etc/turnpike/secrets\"\n"));
     // The secret as the postinst makes it: the service's own, mode 0600.
     let dir = ScratchDir::new("service-config");

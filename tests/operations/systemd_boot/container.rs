@@ -53,7 +53,10 @@ fn cgroup_hierarchies() -> Vec<PathBuf> {
     let base = Path::new("/sys/fs/cgroup");
     let hybrid = [base.join("unified"), base.join("systemd")];
     if hybrid[0].join("cgroup.procs").is_file() {
-        hybrid.into_iter().filter(|h| h.join("cgroup.procs").is_file()).collect()
+        hybrid
+            .into_iter()
+            .filter(|h| h.join("cgroup.procs").is_file())
+            .collect()
     } else {
         vec![base.to_path_buf()]
     }
@@ -141,7 +144,14 @@ impl Container {
         nspawn
             .arg("--directory")
             .arg(root)
-            .args(["--machine", &name, "--register=no", "--keep-unit", "--volatile=overlay", "--boot"])
+            .args([
+                "--machine",
+                &name,
+                "--register=no",
+                "--keep-unit",
+                "--volatile=overlay",
+                "--boot",
+            ])
             .arg(format!(
                 "--network-namespace-path={}",
                 container.netns.as_ref().expect("made above").display()
@@ -221,7 +231,11 @@ impl Container {
     /// Runs `args` inside; it must succeed. Returns its stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(out.success(), "{args:?} failed inside the container:\n{}", out.combined());
+        assert!(
+            out.success(),
+            "{args:?} failed inside the container:\n{}",
+            out.combined()
+        );
         out.stdout
     }
 

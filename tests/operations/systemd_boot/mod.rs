@@ -104,7 +104,10 @@ fn wait_unit(c: &Container, what: &str, done: impl Fn(&HashMap<String, String>) 
         if done(&props) {
             return props;
         }
-        assert!(Instant::now() < deadline, "the unit is not {what} after {UNIT_WAIT:?}: {props:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the unit is not {what} after {UNIT_WAIT:?}: {props:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -127,7 +130,10 @@ fn wait_journal(c: &Container, line: &str, count: usize) -> String {
         if journal.matches(line).count() >= count {
             return journal;
         }
-        assert!(Instant::now() < deadline, "no {line:?} (x{count}) in the journal:\n{journal}");
+        assert!(
+            Instant::now() < deadline,
+            "no {line:?} (x{count}) in the journal:\n{journal}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -135,11 +141,19 @@ fn wait_journal(c: &Container, line: &str, count: usize) -> String {
 /// The lines the service logged at warning or worse in its current run.
 fn warnings_of_this_run(c: &Container) -> Vec<String> {
     let invocation = format!("_SYSTEMD_INVOCATION_ID={}", unit(c)["InvocationID"]);
-    c.ok(&["journalctl", &invocation, "--priority", "warning", "--output", "cat", "--no-pager"])
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with("-- "))
-        .map(str::to_owned)
-        .collect()
+    c.ok(&[
+        "journalctl",
+        &invocation,
+        "--priority",
+        "warning",
+        "--output",
+        "cat",
+        "--no-pager",
+    ])
+    .lines()
+    .filter(|l| !l.trim().is_empty() && !l.starts_with("-- "))
+    .map(str::to_owned)
+    .collect()
 }
 
 /// `mode owner:group` of each path, inside.
@@ -192,7 +206,12 @@ async fn a_fresh_install_runs_and_is_never_open(c: &Container, pki: &TestPki) ->
     assert_eq!(
         owners(
             c,
-            &["/etc/turnpike", "/etc/turnpike/turnpike.toml", "/etc/turnpike/secrets", "/var/lib/turnpike"]
+            &[
+                "/etc/turnpike",
+                "/etc/turnpike/turnpike.toml",
+                "/etc/turnpike/secrets",
+                "/var/lib/turnpike"
+            ]
         ),
         [
             "/etc/turnpike 750 root:turnpike",
@@ -206,7 +225,10 @@ async fn a_fresh_install_runs_and_is_never_open(c: &Container, pki: &TestPki) ->
     let ps = c.ok(&["ps", "--no-headers", "-o", "user=", "-p", &unit(c)["MainPID"]]);
     assert_eq!(ps.trim(), "turnpike", "the service's user");
     let config = std::fs::read_to_string(c.path("/etc/turnpike/turnpike.toml")).expect("read the config");
-    assert_eq!(config, SERVICE_CONFIG, "the installed config is not systemd/turnpike.toml");
+    assert_eq!(
+        config, SERVICE_CONFIG,
+        "the installed config is not systemd/turnpike.toml"
+    );
 
     let secret = read_secret(c);
     let bytes = base64::engine::general_purpose::STANDARD
@@ -230,14 +252,21 @@ async fn a_fresh_install_runs_and_is_never_open(c: &Container, pki: &TestPki) ->
     // Never open: STUN answers, TURN only with the generated secret, and
     // no relaying into loopback with the packaged peer filter.
     let probe = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    assert!(stun_binding(&probe, UDP, Duration::from_secs(5)).is_some(), "no STUN answer on {UDP}");
+    assert!(
+        stun_binding(&probe, UDP, Duration::from_secs(5)).is_some(),
+        "no STUN answer on {UDP}"
+    );
     let refused = allocate_udp("a secret of nobody's", "mallory").await.err();
     assert!(refused.as_deref().is_some_and(|e| e.contains("401")), "{refused:?}");
     let (user, pass) = credential(&secret, "alice");
     let mut client = TurnClient::open_at(UDP, Transport::Udp, pki).signed_as(&user, &pass);
     client.allocate_udp();
     let peer = echo_peer();
-    assert_eq!(client.create_permission(peer.addr()), Err(403), "a loopback peer as packaged");
+    assert_eq!(
+        client.create_permission(peer.addr()),
+        Err(403),
+        "a loopback peer as packaged"
+    );
     client.delete_allocation().expect("delete the allocation");
     secret
 }
@@ -261,13 +290,24 @@ fn the_readme_edits_apply(c: &Container, share: &Path, pki: &TestPki) -> String 
             ("realm = \"turnpike\"", "realm = \"example.org\""),
             ("# external_ip = \"203.0.113.7\"", "external_ip = \"127.0.0.1\""),
             ("# tls = [\"0.0.0.0:5349\"]", "tls = [\"0.0.0.0:5349\"]"),
-            ("# cert = \"/etc/turnpike/cert.pem\"", "cert = \"/etc/turnpike/cert.pem\""),
+            (
+                "# cert = \"/etc/turnpike/cert.pem\"",
+                "cert = \"/etc/turnpike/cert.pem\"",
+            ),
             ("# key = \"/etc/turnpike/key.pem\"", "key = \"/etc/turnpike/key.pem\""),
         ],
     ) + "\n# The test's echo peer is on loopback.\n[peers]\nallow = [\"127.0.0.0/8\"]\n";
     std::fs::write(share.join("turnpike.toml"), &edited).expect("write the edited config");
     pki.write_leaf("before", &share.join("cert.pem"), &share.join("key.pem"));
-    c.ok(&["install", "-m", "640", "-g", "turnpike", "/test/turnpike.toml", "/etc/turnpike/turnpike.toml"]);
+    c.ok(&[
+        "install",
+        "-m",
+        "640",
+        "-g",
+        "turnpike",
+        "/test/turnpike.toml",
+        "/etc/turnpike/turnpike.toml",
+    ]);
     install_certificate(c, "/test/cert.pem", "/test/key.pem");
 
     let check = c.ok(&["turnpike", "check-config", "/etc/turnpike/turnpike.toml"]);
@@ -284,7 +324,17 @@ fn the_readme_edits_apply(c: &Container, share: &Path, pki: &TestPki) -> String 
 /// The certificate as the docs say: the key the service's own, mode 0600.
 fn install_certificate(c: &Container, cert: &str, key: &str) {
     c.ok(&["install", "-m", "644", cert, "/etc/turnpike/cert.pem"]);
-    c.ok(&["install", "-m", "600", "-o", "turnpike", "-g", "turnpike", key, "/etc/turnpike/key.pem"]);
+    c.ok(&[
+        "install",
+        "-m",
+        "600",
+        "-o",
+        "turnpike",
+        "-g",
+        "turnpike",
+        key,
+        "/etc/turnpike/key.pem",
+    ]);
 }
 
 fn an_upgrade_keeps_config_and_secret(c: &Container, deb: &str, edited: &str, secret: &str) {
@@ -325,7 +375,17 @@ fn served_certificate(pki: &TestPki) -> Vec<u8> {
 /// operator rotating secrets does.
 fn install_secrets(c: &Container, share: &Path, lines: &[&str]) {
     std::fs::write(share.join("secrets.new"), lines.join("\n") + "\n").expect("write the secrets");
-    c.ok(&["install", "-m", "600", "-o", "turnpike", "-g", "turnpike", "/test/secrets.new", "/etc/turnpike/secrets"]);
+    c.ok(&[
+        "install",
+        "-m",
+        "600",
+        "-o",
+        "turnpike",
+        "-g",
+        "turnpike",
+        "/test/secrets.new",
+        "/etc/turnpike/secrets",
+    ]);
 }
 
 /// `systemctl reload`, then waits for the service to say it reloaded
@@ -337,7 +397,10 @@ fn reload(c: &Container) {
     c.ok(&["systemctl", "reload", "turnpike"]);
     wait_journal(c, reloaded, seen + 1);
     let props = unit(c);
-    assert!(active(&props) && props["MainPID"] == pid, "a reload is no restart: {props:?}");
+    assert!(
+        active(&props) && props["MainPID"] == pid,
+        "a reload is no restart: {props:?}"
+    );
 }
 
 /// The rotation the config's comment describes: the new secret first and
@@ -374,27 +437,50 @@ async fn a_reload_swaps_secret_and_certificate_under_live_allocations(
 
     assert_relay_round_trips(&udp_relay, &peer, 3, "after the reload").await;
     channel_round_trip(&mut tls, channel, "after the reload");
-    assert_eq!(served_certificate(pki), second_leaf, "new handshakes get the new certificate");
+    assert_eq!(
+        served_certificate(pki),
+        second_leaf,
+        "new handshakes get the new certificate"
+    );
     let (_client, relay) = allocate_udp(&new_secret, "late").await.expect("the new secret");
     assert_relay_round_trips(&relay, &peer, 3, "with the new secret").await;
     // The service mints with the new secret now.
     let minted = c.ok(&[
-        "turnpike", "credentials", "--config", "/etc/turnpike/turnpike.toml", "--user", "bob",
+        "turnpike",
+        "credentials",
+        "--config",
+        "/etc/turnpike/turnpike.toml",
+        "--user",
+        "bob",
     ]);
     let minted: serde_json::Value = serde_json::from_str(&minted).unwrap_or_else(|e| panic!("{e}: {minted}"));
     let username = minted["username"].as_str().expect("username");
-    let expiry = username.split_once(':').and_then(|(e, _)| e.parse().ok()).expect("<expiry>:bob");
-    assert_eq!(minted["credential"], rest_credential(&new_secret, "bob", expiry).1.as_str(), "{minted}");
+    let expiry = username
+        .split_once(':')
+        .and_then(|(e, _)| e.parse().ok())
+        .expect("<expiry>:bob");
+    assert_eq!(
+        minted["credential"],
+        rest_credential(&new_secret, "bob", expiry).1.as_str(),
+        "{minted}"
+    );
 
     // The old secret still verifies: its allocations end themselves.
-    webrtc_util::Conn::close(&relay).await.expect("delete the new allocation");
-    webrtc_util::Conn::close(&udp_relay).await.expect("delete the UDP allocation");
+    webrtc_util::Conn::close(&relay)
+        .await
+        .expect("delete the new allocation");
+    webrtc_util::Conn::close(&udp_relay)
+        .await
+        .expect("delete the UDP allocation");
     tls.delete_allocation().expect("delete the TLS allocation");
     wait_allocations(0.0);
     install_secrets(c, share, &[&new_secret]);
     reload(c);
     let refused = allocate_udp(old_secret, "later").await.err();
-    assert!(refused.as_deref().is_some_and(|e| e.contains("401")), "the dropped secret: {refused:?}");
+    assert!(
+        refused.as_deref().is_some_and(|e| e.contains("401")),
+        "the dropped secret: {refused:?}"
+    );
     new_secret
 }
 
@@ -459,7 +545,10 @@ fn the_watchdog_restarts_a_hung_process(c: &Container) {
     let abort = format!("Killing process {pid} (turnpike) with signal SIGABRT");
     assert!(journal.contains(&abort), "no {abort:?} in:\n{journal}");
     let probe = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    assert!(stun_binding(&probe, UDP, Duration::from_secs(5)).is_some(), "no STUN answer after the restart");
+    assert!(
+        stun_binding(&probe, UDP, Duration::from_secs(5)).is_some(),
+        "no STUN answer after the restart"
+    );
 }
 
 fn purge_removes_what_install_created(c: &Container) {
@@ -470,9 +559,20 @@ fn purge_removes_what_install_created(c: &Container) {
         ("not-found", "inactive"),
         "{props:?}"
     );
-    assert!(!c.run(&["pgrep", "-x", "turnpike"]).success(), "a turnpike process is left");
-    assert!(!c.run(&["dpkg", "--status", "turnpike"]).success(), "still known to dpkg");
-    for gone in ["/usr/bin/turnpike", "/var/lib/turnpike", "/etc/turnpike/secrets", "/etc/turnpike/turnpike.toml"] {
+    assert!(
+        !c.run(&["pgrep", "-x", "turnpike"]).success(),
+        "a turnpike process is left"
+    );
+    assert!(
+        !c.run(&["dpkg", "--status", "turnpike"]).success(),
+        "still known to dpkg"
+    );
+    for gone in [
+        "/usr/bin/turnpike",
+        "/var/lib/turnpike",
+        "/etc/turnpike/secrets",
+        "/etc/turnpike/turnpike.toml",
+    ] {
         assert!(!c.path(gone).exists(), "{gone} is left after the purge");
     }
     let overrides = c.ok(&["dpkg-statoverride", "--list"]);

@@ -40,7 +40,13 @@ pub fn build_deb(out: &Path) -> String {
     let output = run_with_timeout(
         Command::new(cargo)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["deb", "--no-build", "--fast", "--profile", &profile_of(Path::new(turnpike_bin()))])
+            .args([
+                "deb",
+                "--no-build",
+                "--fast",
+                "--profile",
+                &profile_of(Path::new(turnpike_bin())),
+            ])
             .arg("--output")
             .arg(out),
         Duration::from_secs(300),

@@ -68,7 +68,10 @@ fn host_sources() -> PathBuf {
 /// settings (a snapshot mirror needs them off), which mmdebstrap does not
 /// read from the host's apt.conf.d.
 fn host_apt_options() -> Vec<String> {
-    let dump = run_with_timeout(&mut Command::new(require_tool("apt-config")).arg("dump"), Duration::from_secs(30));
+    let dump = run_with_timeout(
+        Command::new(require_tool("apt-config")).arg("dump"),
+        Duration::from_secs(30),
+    );
     assert!(dump.success(), "apt-config dump: {}", dump.combined());
     dump.stdout
         .lines()
