@@ -89,7 +89,9 @@ fn help_of(args: &[&str]) -> (Vec<String>, Vec<String>) {
 /// the next heading of its level.
 fn doc_section(path: &str, from: &str) -> String {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).expect("read the doc");
-    let (_, rest) = text.split_once(from).unwrap_or_else(|| panic!("{path} has no {from:?}"));
+    let (_, rest) = text
+        .split_once(from)
+        .unwrap_or_else(|| panic!("{path} has no {from:?}"));
     rest.split("\n## ").next().unwrap_or_default().to_owned()
 }
 
@@ -98,7 +100,12 @@ fn doc_section(path: &str, from: &str) -> String {
 fn documents(docs: &str, words: &[&str]) -> bool {
     docs.lines()
         .filter_map(|l| l.find("turnpike ").map(|at| &l[at..]))
-        .any(|line| line.split_whitespace().collect::<Vec<_>>().windows(words.len()).any(|w| w == words))
+        .any(|line| {
+            line.split_whitespace()
+                .collect::<Vec<_>>()
+                .windows(words.len())
+                .any(|w| w == words)
+        })
 }
 
 #[test]

@@ -27,36 +27,29 @@
 
 #![allow(clippy::disallowed_methods)] // waits in black-box tests use the real clock
 
+mod clients;
 mod container;
 mod package;
 mod root;
+mod unit;
 
-use std::collections::HashMap;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
-use rustls::version::TLS13;
 
 use crate::common::{
-    assert_relay_round_trips, http_exchange, rest_credential, samples_sum, stun_binding, turn_client, unix_now,
-    EchoPeer, ScratchDir, Source, TestPki, Transport, TurnClient,
+    assert_relay_round_trips, rest_credential, stun_binding, ScratchDir, TestPki, Transport, TurnClient,
+};
+use clients::{
+    allocate_udp, channel_round_trip, credential, echo_peer, served_certificate, wait_allocations, TLS, UDP,
 };
 use container::Container;
+use unit::{active, journal, owners, reload, unit, wait_journal, wait_unit, warnings_of_this_run};
 
 /// What the package installs as /etc/turnpike/turnpike.toml.
 const SERVICE_CONFIG: &str = include_str!("../../../systemd/turnpike.toml");
-
-/// The service's listeners as packaged (and, for TLS, as the test's edit
-/// opens it), on the container's loopback.
-const UDP: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 3478);
-const TLS: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 5349);
-const HTTP: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
-
-/// How long systemd may take to get the unit where a step puts it (the
-/// watchdog alone takes up to WatchdogSec=15s, plus RestartSec=2s).
-const UNIT_WAIT: Duration = Duration::from_secs(60);
 
 #[test]
 fn the_debian_package_under_a_real_systemd() {
@@ -86,110 +79,10 @@ async fn story(c: &Container, share: &Path, deb: &str) {
     purge_removes_what_install_created(c);
 }
 
-/// The unit's properties systemd reports.
-fn unit(c: &Container) -> HashMap<String, String> {
-    let props = "Type,ActiveState,SubState,UnitFileState,LoadState,NRestarts,MainPID,InvocationID,Result";
-    c.ok(&["systemctl", "show", "--property", props, "turnpike"])
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-}
-
-/// Polls the unit until `done` holds, for at most [`UNIT_WAIT`].
-fn wait_unit(c: &Container, what: &str, done: impl Fn(&HashMap<String, String>) -> bool) -> HashMap<String, String> {
-    let deadline = Instant::now() + UNIT_WAIT;
-    loop {
-        let props = unit(c);
-        if done(&props) {
-            return props;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the unit is not {what} after {UNIT_WAIT:?}: {props:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn active(props: &HashMap<String, String>) -> bool {
-    props["ActiveState"] == "active" && props["SubState"] == "running"
-}
-
-/// The unit's journal (systemd's lines about it and the service's own).
-fn journal(c: &Container) -> String {
-    c.ok(&["journalctl", "--unit", "turnpike", "--output", "cat", "--no-pager"])
-}
-
-/// Polls the journal until `line` is there `count` times (systemd's
-/// `reload` and `stop --no-block` return before the service acts).
-fn wait_journal(c: &Container, line: &str, count: usize) -> String {
-    let deadline = Instant::now() + UNIT_WAIT;
-    loop {
-        let journal = journal(c);
-        if journal.matches(line).count() >= count {
-            return journal;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {line:?} (x{count}) in the journal:\n{journal}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The lines the service logged at warning or worse in its current run.
-fn warnings_of_this_run(c: &Container) -> Vec<String> {
-    let invocation = format!("_SYSTEMD_INVOCATION_ID={}", unit(c)["InvocationID"]);
-    c.ok(&[
-        "journalctl",
-        &invocation,
-        "--priority",
-        "warning",
-        "--output",
-        "cat",
-        "--no-pager",
-    ])
-    .lines()
-    .filter(|l| !l.trim().is_empty() && !l.starts_with("-- "))
-    .map(str::to_owned)
-    .collect()
-}
-
-/// `mode owner:group` of each path, inside.
-fn owners(c: &Container, paths: &[&str]) -> Vec<String> {
-    let mut args = vec!["stat", "--format", "%n %a %U:%G"];
-    args.extend_from_slice(paths);
-    c.ok(&args).lines().map(str::to_owned).collect()
-}
-
 /// The first line of the secrets file, read out of the container.
 fn read_secret(c: &Container) -> String {
     let text = std::fs::read_to_string(c.path("/etc/turnpike/secrets")).expect("read the generated secret");
     text.lines().next().expect("a secret line").trim().to_owned()
-}
-
-fn credential(secret: &str, name: &str) -> (String, String) {
-    rest_credential(secret, name, unix_now() + 600)
-}
-
-/// An echo peer on the container's loopback, on a port outside the relay
-/// range (49152-65535 as packaged), where the peer filter takes any own
-/// address for a relay of this server (and refuses it unless it is a live
-/// one). The namespace is the test's own: the port is free.
-fn echo_peer() -> EchoPeer {
-    EchoPeer::start_on("127.0.0.1:4000")
-}
-
-/// An allocation by the `turn` crate's client over UDP: its error, if
-/// refused (the message holds the code).
-async fn allocate_udp(secret: &str, name: &str) -> Result<(turn::client::Client, impl webrtc_util::Conn), String> {
-    let (user, pass) = credential(secret, name);
-    let (client, _) = turn_client(UDP, &user, &pass).await;
-    match client.allocate().await {
-        Ok(relay) => Ok((client, relay)),
-        Err(e) => Err(e.to_string()),
-    }
 }
 
 async fn a_fresh_install_runs_and_is_never_open(c: &Container, pki: &TestPki) -> String {
@@ -351,26 +244,6 @@ fn an_upgrade_keeps_config_and_secret(c: &Container, deb: &str, edited: &str, se
     assert_eq!(props["NRestarts"], "0", "{props:?}");
 }
 
-/// A ChannelData round trip through `client`'s allocation and the echo
-/// peer bound to `channel`.
-fn channel_round_trip(client: &mut TurnClient, channel: u16, tag: &str) {
-    let payload = format!("{tag}: through the TLS allocation").into_bytes();
-    client.channel_data(channel, &payload);
-    let arrivals = client.wait_arrivals(1, Duration::from_secs(5));
-    assert!(
-        arrivals
-            .iter()
-            .any(|a| a.source == Source::Channel(channel) && a.payload == payload),
-        "{tag}: {arrivals:?}"
-    );
-}
-
-/// The leaf certificate a new TLS handshake with the service sees.
-fn served_certificate(pki: &TestPki) -> Vec<u8> {
-    let stream = pki.connect(TLS, &[&TLS13]).expect("TLS handshake");
-    stream.conn.peer_certificates().expect("a certificate")[0].to_vec()
-}
-
 /// Installs `lines` as the secrets file (the service's own, 0600), as an
 /// operator rotating secrets does.
 fn install_secrets(c: &Container, share: &Path, lines: &[&str]) {
@@ -386,21 +259,6 @@ fn install_secrets(c: &Container, share: &Path, lines: &[&str]) {
         "/test/secrets.new",
         "/etc/turnpike/secrets",
     ]);
-}
-
-/// `systemctl reload`, then waits for the service to say it reloaded
-/// (systemd 252 returns before): a reload, not a restart.
-fn reload(c: &Container) {
-    let reloaded = "SIGHUP: configuration reloaded";
-    let seen = journal(c).matches(reloaded).count();
-    let pid = unit(c)["MainPID"].clone();
-    c.ok(&["systemctl", "reload", "turnpike"]);
-    wait_journal(c, reloaded, seen + 1);
-    let props = unit(c);
-    assert!(
-        active(&props) && props["MainPID"] == pid,
-        "a reload is no restart: {props:?}"
-    );
 }
 
 /// The rotation the config's comment describes: the new secret first and
@@ -482,26 +340,6 @@ async fn a_reload_swaps_secret_and_certificate_under_live_allocations(
         "the dropped secret: {refused:?}"
     );
     new_secret
-}
-
-/// The number of live allocations `/metrics` reports.
-fn allocations() -> f64 {
-    let (status, text) = http_exchange(
-        HTTP,
-        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
-    );
-    assert_eq!(status, 200, "GET /metrics: {text}");
-    samples_sum(&text, "turnpike_allocations", &[])
-}
-
-/// Waits (bounded) until `/metrics` reports `want` live allocations (the
-/// shards publish every 250 ms).
-fn wait_allocations(want: f64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while allocations() != want {
-        assert!(Instant::now() < deadline, "allocations: {}, not {want}", allocations());
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// `systemctl stop` under one live allocation over TLS; `secret` mints.
