@@ -10,9 +10,11 @@
 //!   none relaying into loopback as packaged;
 //! * the README's edits (realm, external_ip, TLS) pass `check-config`, a
 //!   restart and an upgrade (reinstall), which keeps config and secret;
-//! * `systemctl reload` swaps the secret and the certificate under a UDP
-//!   and a TLS allocation that keep relaying, while new allocations need
-//!   the new secret and new handshakes see the new certificate;
+//! * `systemctl reload` rotates the secret (the new one first, the old one
+//!   kept) and swaps the certificate under a UDP and a TLS allocation that
+//!   keep relaying, while new handshakes see the new certificate and the
+//!   service mints with the new secret; a second reload drops the old
+//!   secret, which then gets 401;
 //! * `systemctl stop` drains: the journal shows the drain waiting for the
 //!   live allocation, which still relays, new ones get 508, and the
 //!   service ends cleanly once it is gone;
