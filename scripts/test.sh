@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README's second command. It installs what
 # the tests need on a fresh Debian machine (coturn's client tools, Chromium,
-# systemd's verify tools, Redis and haproxy (started by the fleet tests), Node's playwright-core, Python's aiortc), then runs formatting and lint
-# checks and every test. CI (.ci/run) calls exactly this.
+# systemd's verify tools, Redis and haproxy (started by the fleet tests),
+# systemd-nspawn, mmdebstrap and cargo-deb (the Debian package under a real
+# systemd), Node's playwright-core, Python's aiortc), then runs formatting
+# and lint checks and every test. CI (.ci/run) calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,10 +17,24 @@ command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
+# The Debian package test boots a real systemd in a container
+# (tests/operations/systemd_boot/): systemd-nspawn, and mmdebstrap to make
+# its root once (cached in /var/cache/turnpike-tests).
+command -v systemd-nspawn >/dev/null 2>&1 || need_apt+=(systemd-container)
+command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]} (Debian packages the tests drive)"
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# cargo-deb makes the package that test installs, from the binary `cargo
+# test` builds (--no-build: no release build). About 4 minutes to compile,
+# once per machine. 3.8.0 is the version the packaging was written for
+# (newer ones may refuse to package a dev-profile binary).
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "==> cargo install cargo-deb (the Debian package test)"
+  cargo install cargo-deb --version 3.8.0 --locked --quiet
 fi
 
 if [ ! -d tests/browser/node_modules/playwright-core ]; then

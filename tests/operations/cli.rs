@@ -1,5 +1,6 @@
-//! The command line: `--version`, `check-config`, `credentials`, and how
-//! configuration errors are reported.
+//! The command line: `--version`, `--help` against the docs,
+//! `check-config`, `credentials`, and how configuration errors are
+//! reported.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -53,6 +54,92 @@ fn version_flag_prints_the_version() {
     let output = turnpike(&["--version"]);
     assert!(output.success(), "{output:?}");
     assert_eq!(output.stdout.trim(), format!("turnpike {}", env!("CARGO_PKG_VERSION")));
+}
+
+/// The commands and the long options `turnpike <args> --help` lists
+/// (without `help` and `--help`).
+fn help_of(args: &[&str]) -> (Vec<String>, Vec<String>) {
+    let mut args = args.to_vec();
+    args.push("--help");
+    let output = turnpike(&args);
+    assert!(output.success(), "{output:?}");
+    let section = |title: &str| -> Vec<String> {
+        let text = output.stdout.split_once(title).map_or("", |(_, rest)| rest);
+        text.lines()
+            .skip(1)
+            .take_while(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let commands = section("Commands:")
+        .iter()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .filter(|c| c != "help")
+        .collect();
+    let options = section("Options:")
+        .iter()
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("--")))
+        .map(|o| o.trim_end_matches(',').to_owned())
+        .filter(|o| o != "--help" && o != "--version")
+        .collect();
+    (commands, options)
+}
+
+/// The text of `path` (from the repository) from the heading `from` to
+/// the next heading of its level.
+fn doc_section(path: &str, from: &str) -> String {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).expect("read the doc");
+    let (_, rest) = text
+        .split_once(from)
+        .unwrap_or_else(|| panic!("{path} has no {from:?}"));
+    rest.split("\n## ").next().unwrap_or_default().to_owned()
+}
+
+/// Whether a command line of `docs` (one starting with `turnpike`) runs
+/// `words` (e.g. ["admin", "list"]) in that order.
+fn documents(docs: &str, words: &[&str]) -> bool {
+    docs.lines()
+        .filter_map(|l| l.find("turnpike ").map(|at| &l[at..]))
+        .any(|line| {
+            line.split_whitespace()
+                .collect::<Vec<_>>()
+                .windows(words.len())
+                .any(|w| w == words)
+        })
+}
+
+#[test]
+fn every_command_and_option_that_help_lists_is_in_the_docs() {
+    let usage = doc_section("docs/usage.md", "## The command line");
+    let admin_docs = doc_section("docs/operations.md", "## The admin API");
+    let (commands, options) = help_of(&[]);
+    assert!(commands.len() >= 5, "{commands:?}");
+    let mut missing = Vec::new();
+    for option in options {
+        if !usage.contains(&option) {
+            missing.push(format!("turnpike {option} (docs/usage.md)"));
+        }
+    }
+    for command in &commands {
+        let docs = if command == "admin" { &admin_docs } else { &usage };
+        if !documents(docs, &[command]) {
+            missing.push(format!("turnpike {command}"));
+        }
+        let (subcommands, options) = help_of(&[command]);
+        for option in options.iter().filter(|o| !docs.contains(*o)) {
+            missing.push(format!("turnpike {command} {option}"));
+        }
+        for sub in subcommands {
+            if !documents(docs, &[command, &sub]) {
+                missing.push(format!("turnpike {command} {sub}"));
+            }
+            let (_, options) = help_of(&[command, &sub]);
+            for option in options.iter().filter(|o| !docs.contains(*o)) {
+                missing.push(format!("turnpike {command} {sub} {option}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "`--help` lists what the docs do not: {missing:?}");
 }
 
 #[test]

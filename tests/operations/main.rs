@@ -1,5 +1,6 @@
 //! Running the server: the admin API, metrics, logs, reload, shutdown,
-//! systemd, the CLI, PROXY protocol, one TLS port shared with HTTPS.
+//! systemd (and the Debian package under a real one), the CLI, PROXY
+//! protocol, one TLS port shared with HTTPS.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -13,3 +14,4 @@ mod reload;
 mod shared_tls_port;
 mod shutdown;
 mod systemd;
+mod systemd_boot;

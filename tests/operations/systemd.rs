@@ -1,5 +1,6 @@
 //! The systemd integration: the unit file and the sysusers entry pass
-//! systemd's own tools, and the binary speaks the sd_notify protocol:
+//! systemd's own tools, the service's config passes `check-config` and is
+//! never open, and the binary speaks the sd_notify protocol:
 //! READY=1 only once its ports accept, WATCHDOG=1 under `WATCHDOG_USEC`,
 //! RELOADING=1 then READY=1 around SIGHUP, STOPPING=1 on SIGTERM, and then
 //! a clean exit.
@@ -18,6 +19,7 @@ use crate::common::{
 
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/turnpike.service");
 const SYSUSERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/turnpike.sysusers");
+const SERVICE_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/turnpike.toml");
 
 /// `systemd-analyze`, installed by the test script with Debian's `systemd`.
 fn systemd_tool(name: &str) -> std::path::PathBuf {
@@ -44,15 +46,21 @@ fn the_unit_file_passes_systemd_analyze_verify() {
         "SystemCallFilter=@system-service",
         "MemoryDenyWriteExecute=yes",
         "LimitNOFILE=",
+        "StateDirectory=turnpike",
     ] {
         assert!(unit.lines().any(|l| l.starts_with(line)), "the unit lacks {line}");
+    }
+    // The binary is a bare name, which systemd looks up in /usr/local/bin
+    // and /usr/bin: one unit for the package and a manual install.
+    for exec in ["ExecStartPre=turnpike check-config ", "ExecStart=turnpike --config "] {
+        assert!(unit.lines().any(|l| l.starts_with(exec)), "the unit lacks {exec}");
     }
     // verify insists that ExecStart's binary exists: point it at the one
     // cargo built, and the config at the example.
     let dir = ScratchDir::new("unit");
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
     let local = unit
-        .replace("/usr/local/bin/turnpike", turnpike_bin())
+        .replace("=turnpike ", &format!("={} ", turnpike_bin()))
         .replace("/etc/turnpike/turnpike.toml", example);
     let path = dir.path().join("turnpike.service");
     std::fs::write(&path, local).expect("write the unit");
@@ -67,6 +75,37 @@ fn the_unit_file_passes_systemd_analyze_verify() {
     );
     // Unknown keys and bad values are only warnings (exit 0): none allowed.
     assert_eq!(output.combined().trim(), "", "systemd-analyze verify warned");
+}
+
+#[test]
+fn the_service_config_passes_check_config_without_a_warning_and_is_never_open() {
+    let config = std::fs::read_to_string(SERVICE_CONFIG).expect("read systemd/turnpike.toml");
+    // Never open: short-lived credentials from the generated secret only,
+    // signaling on loopback, no admin API, the default peer filter.
+    let keys: Vec<&str> = config
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains(" = "))
+        .map(|l| l.split(" = ").next().unwrap_or_default())
+        .collect();
+    assert_eq!(keys, ["realm", "udp", "tcp", "http", "ports", "secrets_file"]);
+    assert!(
+        config.contains("\nhttp = \"127.0.0.1:8080\"\n"),
+        "signaling must stay on loopback"
+    );
+    assert!(config.contains("\nsecrets_file = \"/etc/turnpike/secrets\"\n"));
+    // The secret as the postinst makes it: the service's own, mode 0600.
+    let dir = ScratchDir::new("service-config");
+    let secrets = dir.path().join("secrets");
+    std::fs::write(&secrets, "a random secret of 32 bytes, in base64\n").expect("write the secret");
+    std::fs::set_permissions(&secrets, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    let path = dir.write_config(&config.replace("/etc/turnpike/secrets", secrets.to_str().expect("UTF-8")));
+    let output = run_with_timeout(
+        Command::new(turnpike_bin()).arg("check-config").arg(&path),
+        Duration::from_secs(30),
+    );
+    assert!(output.success(), "{}", output.combined());
+    assert!(output.stdout.contains("1 shared secret(s)"), "{}", output.stdout);
+    assert!(!output.combined().contains("warning"), "{}", output.combined());
 }
 
 #[test]

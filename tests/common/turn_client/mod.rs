@@ -22,7 +22,7 @@ use turnpike::proto::stream_framing;
 use turnpike::proto::stun::{attr, method, Class, Message, MessageWriter, TransactionId};
 use turnpike::proto::testkit::{encode, Challenge, Cred};
 
-use crate::common::{TestServer, PASSWORD, USER};
+use crate::common::{TestPki, TestServer, PASSWORD, USER};
 
 /// How long a request may take to be answered.
 pub const ANSWER_WAIT: Duration = Duration::from_secs(5);
@@ -63,11 +63,14 @@ pub struct Arrival {
 }
 
 /// One control connection to the server (one 5-tuple, so at most one
-/// allocation), signing its requests as [`USER`] with the last challenge
-/// it was handed.
+/// allocation), signing its requests as [`USER`] (or whom
+/// [`TurnClient::signed_as`] names) with the last challenge it was handed.
 pub struct TurnClient {
     pub transport: Transport,
     wire: Wire,
+    /// Username and password of the signatures.
+    user: String,
+    password: String,
     /// Stream bytes not yet cut into frames.
     pending: Vec<u8>,
     challenge: Option<Challenge>,
@@ -82,28 +85,42 @@ fn is_timeout(e: &io::Error) -> bool {
 
 impl TurnClient {
     pub fn open(server: &TestServer, transport: Transport) -> TurnClient {
+        let addr = match transport {
+            Transport::Tls => server.tls_addr(),
+            Transport::Udp | Transport::Tcp => server.addr(),
+        };
+        TurnClient::open_at(addr, transport, server.ca())
+    }
+
+    /// A client of the server at `addr` (a test server's or another's),
+    /// trusting `ca` over TLS.
+    pub fn open_at(addr: SocketAddr, transport: Transport, ca: &TestPki) -> TurnClient {
         let wire = match transport {
             Transport::Udp => {
                 let socket = UdpSocket::bind("127.0.0.1:0").expect("bind a client socket");
-                socket.connect(server.addr()).expect("connect the client socket");
+                socket.connect(addr).expect("connect the client socket");
                 Wire::Udp(socket)
             }
-            Transport::Tcp => Wire::Tcp(tcp_connect(server.addr())),
-            Transport::Tls => Wire::Tls(Box::new(
-                server
-                    .ca()
-                    .connect(server.tls_addr(), &[&TLS13])
-                    .expect("TLS handshake"),
-            )),
+            Transport::Tcp => Wire::Tcp(tcp_connect(addr)),
+            Transport::Tls => Wire::Tls(Box::new(ca.connect(addr, &[&TLS13]).expect("TLS handshake"))),
         };
         TurnClient {
             transport,
             wire,
+            user: USER.to_owned(),
+            password: PASSWORD.to_owned(),
             pending: Vec::new(),
             challenge: None,
             arrivals: Vec::new(),
             next_channel: 0x4000,
         }
+    }
+
+    /// Signs from now on as `user` with `password` (e.g. a short-lived
+    /// credential) instead of [`USER`].
+    pub fn signed_as(mut self, user: &str, password: &str) -> TurnClient {
+        (self.user, self.password) = (user.to_owned(), password.to_owned());
+        self
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
@@ -208,7 +225,7 @@ impl TurnClient {
             let signed = self
                 .challenge
                 .clone()
-                .map(|challenge| (Cred::new(USER, challenge.realm(), PASSWORD), challenge));
+                .map(|challenge| (Cred::new(&self.user, challenge.realm(), &self.password), challenge));
             let request = encode(
                 Class::Request,
                 method,
