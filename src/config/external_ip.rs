@@ -219,7 +219,9 @@ pub(super) fn warnings(config: &Config) -> Vec<String> {
         .filter(|(_, ip)| is_unreachable_from_outside(*ip))
         .map(|(key, ip)| {
             format!(
-                "{key} {ip} is a loopback or private address, but listener {listener} takes clients from                  anywhere: clients elsewhere cannot reach it; set server.external_ip to this server's                  public address (\"PUBLIC/LOCAL\" behind 1:1 NAT)"
+                "{key} {ip} is a loopback or private address, but listener {listener} takes clients from \
+                 anywhere: clients elsewhere cannot reach it; set server.external_ip to this server's \
+                 public address (\"PUBLIC/LOCAL\" behind 1:1 NAT)"
             )
         })
         .collect()

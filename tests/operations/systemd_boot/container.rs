@@ -27,6 +27,10 @@ use std::time::{Duration, Instant};
 
 use crate::common::{require_tool, run_with_timeout, CmdOutput};
 
+/// The address the container's network namespace gives this "host" besides
+/// loopback: a documentation address (RFC 5737), local to the namespace.
+pub const PUBLIC_IP: &str = "203.0.113.7";
+
 /// How long one command inside may take (dpkg, a start that drains).
 const COMMAND_LIMIT: Duration = Duration::from_secs(90);
 
@@ -128,6 +132,17 @@ impl Container {
         container.host(Command::new(&ip).args(["netns", "add", &name]));
         container.netns = Some(Path::new("/run/netns").join(&name));
         container.host(Command::new(&ip).args(["-n", &name, "link", "set", "lo", "up"]));
+        // The host's public address, as on a VM: a documentation address on
+        // one end of a veth pair whose both ends are in the namespace (this
+        // kernel has no dummy interfaces), so packets to it stay inside.
+        for args in [
+            &["link", "add", "public0", "type", "veth", "peer", "name", "public1"][..],
+            &["addr", "add", &format!("{PUBLIC_IP}/32"), "dev", "public0"],
+            &["link", "set", "public0", "up"],
+            &["link", "set", "public1", "up"],
+        ] {
+            container.host(Command::new(&ip).args(["-n", &name]).args(args));
+        }
 
         for hierarchy in cgroup_hierarchies() {
             let cgroup = hierarchy.join(&name);

@@ -47,7 +47,7 @@ use crate::common::{
 use clients::{
     allocate_udp, channel_round_trip, credential, echo_peer, served_certificate, wait_allocations, TLS, UDP,
 };
-use container::Container;
+use container::{Container, PUBLIC_IP};
 use unit::{active, journal, owners, reload, unit, wait_journal, wait_unit, warnings_of_this_run};
 
 /// What the package installs as /etc/turnpike/turnpike.toml.
@@ -136,13 +136,10 @@ async fn a_fresh_install_runs_and_is_never_open(c: &Container, pki: &TestPki) ->
         journal.contains("listening for STUN/TURN over UDP addr=0.0.0.0:3478"),
         "{journal}"
     );
-    // As packaged, the one warning is the loopback relay address: this
-    // namespace has no other (the README's external_ip edit follows).
+    // As packaged, no warning: the relays advertise the namespace's
+    // public address.
     let warnings = warnings_of_this_run(c);
-    assert!(
-        warnings.iter().all(|w| w.contains("relay address is loopback")),
-        "{warnings:?}"
-    );
+    assert!(warnings.is_empty(), "{warnings:?}");
 
     // Never open: STUN answers, TURN only with the generated secret, and
     // no relaying into loopback with the packaged peer filter.
@@ -183,7 +180,10 @@ fn the_readme_edits_apply(c: &Container, share: &Path, pki: &TestPki) -> String 
         SERVICE_CONFIG,
         &[
             ("realm = \"turnpike\"", "realm = \"example.org\""),
-            ("# external_ip = \"203.0.113.7\"", "external_ip = \"127.0.0.1\""),
+            (
+                "# external_ip = \"203.0.113.7\"",
+                &format!("external_ip = \"{PUBLIC_IP}\""),
+            ),
             ("# tls = [\"0.0.0.0:5349\"]", "tls = [\"0.0.0.0:5349\"]"),
             (
                 "# cert = \"/etc/turnpike/cert.pem\"",
