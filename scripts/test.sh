@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README's second command. It installs what
 # the tests need on a fresh Debian machine (coturn's client tools, Chromium,
-# systemd's verify tools, Redis and haproxy (started by the fleet tests), Node's playwright-core, Python's aiortc), then runs formatting and lint
+# systemd's verify tools, Redis and haproxy (started by the fleet tests), Pebble (the ACME tests' CA), Node's playwright-core, Python's aiortc), then runs formatting and lint
 # checks and every test. CI (.ci/run) calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,7 @@ command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
+command -v pebble >/dev/null 2>&1 || need_apt+=(pebble)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]} (Debian packages the tests drive)"
   as_root apt-get update -qq

@@ -206,9 +206,7 @@ fn check_directory(directory: &str) -> Result<(), String> {
         .parse()
         .map_err(|e| format!("{directory:?} is not a URL: {e}"))?;
     if uri.scheme_str() != Some("https") {
-        return Err(format!(
-            "{directory:?} is not https: (RFC 8555 §6.1 requires HTTPS)"
-        ));
+        return Err(format!("{directory:?} is not https: (RFC 8555 §6.1 requires HTTPS)"));
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(format!("{directory:?} has no host"));
@@ -244,7 +242,15 @@ mod tests {
     fn domains_must_be_dns_names_a_challenge_can_prove() {
         let with = |domains: &str| format!("[listen]\ntls = [\"0.0.0.0:443\"]\n\n[tls.acme]\ndomains = {domains}\n");
         assert_eq!(invalid_key(&with("[]")), "tls.acme.domains");
-        for bad in ["*.example.org", "192.0.2.1", "localhost", "bad_name.org", "a..b", "x.123", ""] {
+        for bad in [
+            "*.example.org",
+            "192.0.2.1",
+            "localhost",
+            "bad_name.org",
+            "a..b",
+            "x.123",
+            "",
+        ] {
             assert_eq!(
                 invalid_key(&with(&format!("[\"{bad}\"]"))),
                 "tls.acme.domains[0]",

@@ -20,11 +20,7 @@ pub(super) async fn http_01(State(app): State<Arc<App>>, Path(token): Path<Strin
     match acme.and_then(|acme| acme.challenges.http(&token)) {
         Some(key_authorization) => {
             tracing::debug!(%token, "ACME: HTTP-01 validation answered");
-            (
-                [(header::CONTENT_TYPE, "application/octet-stream")],
-                key_authorization,
-            )
-                .into_response()
+            ([(header::CONTENT_TYPE, "application/octet-stream")], key_authorization).into_response()
         }
         None => (StatusCode::NOT_FOUND, "no such ACME challenge\n").into_response(),
     }

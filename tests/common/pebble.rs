@@ -76,13 +76,31 @@ impl Pebble {
         let log_path = dir.path().join("pebble.log");
         let log = {
             let log_path = log_path.clone();
-            move || fs::File::options().create(true).append(true).open(&log_path).expect("pebble log")
+            move || {
+                fs::File::options()
+                    .create(true)
+                    .append(true)
+                    .open(&log_path)
+                    .expect("pebble log")
+            }
         };
         // Only its DNS server: the challenge servers it also has are
         // turnpike's job here.
         let challtestsrv = die_with_test(&mut Command::new(challtestsrv_bin))
-            .args(["-dns01", &dns.to_string(), "-http01", "", "-https01", "", "-tlsalpn01", ""])
-            .args(["-management", &SocketAddr::from(([127, 0, 0, 1], free_tcp_port())).to_string()])
+            .args([
+                "-dns01",
+                &dns.to_string(),
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+            ])
+            .args([
+                "-management",
+                &SocketAddr::from(([127, 0, 0, 1], free_tcp_port())).to_string(),
+            ])
             .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
             .stdin(Stdio::null())
             .stdout(log())

@@ -143,7 +143,13 @@ impl TestServer {
             let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
             pki.write_leaf("turnpike test server", &cert_path, &key_path);
             let tls_toml = tls_toml.map_or_else(
-                || format!("[tls]\ncert = \"{}\"\nkey = \"{}\"\n", cert_path.display(), key_path.display()),
+                || {
+                    format!(
+                        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+                        cert_path.display(),
+                        key_path.display()
+                    )
+                },
                 str::to_owned,
             );
             let config = format!(

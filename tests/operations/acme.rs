@@ -131,9 +131,14 @@ fn tls_alpn_01_on_a_shared_tls_port_issues_a_certificate_a_restart_reuses() {
     let root = {
         let server = start(ports, &tls, shared);
         wait_issued(&server, 1.0);
+        let log = server.stderr_log();
         assert!(
-            server.stderr_log().contains("self-signed placeholder"),
+            log.contains("self-signed placeholder"),
             "the placeholder until the first certificate is logged"
+        );
+        assert!(
+            log.contains("ACME: TLS-ALPN-01 validation answered"),
+            "pebble validated on the shared TLS port"
         );
         let root = pebble.issuing_root();
         let (mut client, leaf) = verified(&server, &root);
@@ -142,7 +147,10 @@ fn tls_alpn_01_on_a_shared_tls_port_issues_a_certificate_a_restart_reuses() {
         relays(&mut client, &peer, b"over a certificate pebble issued");
         let (status, ready) = server.http_get("/readyz");
         assert_eq!(status, 200);
-        assert!(ready.contains("acme: ok (serving the certificate valid until"), "{ready}");
+        assert!(
+            ready.contains("acme: ok (serving the certificate valid until"),
+            "{ready}"
+        );
         let expiry = server
             .metric("turnpike_tls_certificate_expiry_timestamp_seconds")
             .expect("the expiry metric");
@@ -182,14 +190,19 @@ fn http_01_on_listen_http_issues_a_certificate() {
     let cache = pebble.dir().join("acme-cache");
     let tls = acme_toml(&pebble.directory_url(), pebble.https_ca_path(), &cache, "http-01");
     let server = start(ports, &tls, "");
-    assert_eq!(server.http_get("/.well-known/acme-challenge/not-a-pending-token").0, 404);
+    assert_eq!(
+        server.http_get("/.well-known/acme-challenge/not-a-pending-token").0,
+        404
+    );
     wait_issued(&server, 1.0);
     let (mut client, _) = verified(&server, &pebble.issuing_root());
     let peer = EchoPeer::start();
     allocate_to(&mut client, &peer);
     relays(&mut client, &peer, b"over a certificate validated by HTTP-01");
     assert!(
-        pebble.log().contains("Attempting to validate w/ HTTP: http://turn.test:"),
+        pebble
+            .log()
+            .contains("Attempting to validate w/ HTTP: http://turn.test:"),
         "pebble validated with HTTP-01:\n{}",
         pebble.log()
     );
@@ -211,7 +224,11 @@ fn a_short_lived_certificate_is_renewed_under_a_live_allocation_and_kept_when_th
     wait_issued(&server, 2.0);
     let (_, second) = verified(&server, &root);
     assert_ne!(first, second, "a new handshake gets the renewed certificate");
-    relays(&mut client, &peer, b"after the renewal, on the first certificate's connection");
+    relays(
+        &mut client,
+        &peer,
+        b"after the renewal, on the first certificate's connection",
+    );
     // The CA goes away: the next renewal fails, and the renewed
     // certificate is still what new handshakes get.
     pebble.stop();
@@ -226,7 +243,9 @@ fn a_short_lived_certificate_is_renewed_under_a_live_allocation_and_kept_when_th
         ready.contains("acme: failing (") && ready.contains("serving the certificate valid until"),
         "{ready}"
     );
-    assert!(server.metric("turnpike_acme_consecutive_failures").is_some_and(|n| n >= 1.0));
+    assert!(server
+        .metric("turnpike_acme_consecutive_failures")
+        .is_some_and(|n| n >= 1.0));
     assert!(server.stderr_log().contains("keeping the certificate valid until"));
     relays(&mut client, &peer, b"while renewal fails");
 }
@@ -242,7 +261,10 @@ fn a_ca_that_is_down_is_retried_with_a_doubling_wait_while_the_server_runs() {
     let tls = acme_toml(&directory, &ca_path, &dir.path().join("cache"), "tls-alpn-01");
     let server = start((free_tcp_port(), free_tcp_port()), &tls, "");
     let failures = server.wait_metric(FAILURE, Duration::from_secs(30), |n| n >= 3.0);
-    assert!(failures.is_some_and(|n| n >= 3.0), "three failed attempts: {failures:?}");
+    assert!(
+        failures.is_some_and(|n| n >= 3.0),
+        "three failed attempts: {failures:?}"
+    );
     // Still serving: TURN, readiness.
     let mut udp = TurnClient::open(&server, crate::common::turn_client::Transport::Udp);
     udp.allocate_udp();

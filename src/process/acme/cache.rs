@@ -158,11 +158,18 @@ mod tests {
             Some(("CHAIN".to_owned(), "KEY".to_owned()))
         );
         cache.store_certificate("CHAIN2", "KEY2").expect("replace");
-        assert_eq!(cache.certificate().expect("read").map(|c| c.0), Some("CHAIN2".to_owned()));
+        assert_eq!(
+            cache.certificate().expect("read").map(|c| c.0),
+            Some("CHAIN2".to_owned())
+        );
         for file in [CHAIN, KEY] {
             assert_eq!(mode(&cache.dir().join(file)), 0o600, "{file}");
         }
-        let leftovers: Vec<_> = fs::read_dir(cache.dir()).expect("list").flatten().map(|e| e.file_name()).collect();
+        let leftovers: Vec<_> = fs::read_dir(cache.dir())
+            .expect("list")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         assert_eq!(leftovers.len(), 2, "{leftovers:?}");
         fs::write(cache.dir().join(ACCOUNT), "{not json").expect("write");
         assert!(matches!(cache.account("https://ca/dir"), Err(CacheError::Json { .. })));

@@ -44,7 +44,11 @@ impl Challenges {
     /// The configuration that answers a TLS-ALPN-01 validation of
     /// `domain`, while one is pending.
     pub fn tls_alpn(&self, domain: &str) -> Option<Arc<rustls::ServerConfig>> {
-        self.tls_alpn.lock().unwrap_or_else(|e| e.into_inner()).get(domain).cloned()
+        self.tls_alpn
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(domain)
+            .cloned()
     }
 
     /// The key authorization of HTTP-01 `token`, while it is pending.
@@ -150,7 +154,9 @@ mod tests {
         let challenges = Challenges::default();
         {
             let mut pending = Pending::new(&challenges);
-            pending.tls_alpn("Turn.Example.org", &[7; 32]).expect("challenge certificate");
+            pending
+                .tls_alpn("Turn.Example.org", &[7; 32])
+                .expect("challenge certificate");
             pending.http("token-1", "token-1.thumbprint");
             let config = challenges.tls_alpn("turn.example.org").expect("answered");
             assert_eq!(config.alpn_protocols, [b"acme-tls/1".to_vec()]);

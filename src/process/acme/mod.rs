@@ -186,7 +186,9 @@ async fn run(acme: Arc<Acme>, certificates: Arc<TlsCertificates>, mut stopped: t
         next = match outcome {
             Ok(due) => {
                 acme.status.succeeded();
-                due
+                // A CA that issues certificates already past two thirds
+                // of their lifetime must not make this loop spin.
+                due.max(clock::wall() + acme.settings.retry_interval)
             }
             Err(error) => {
                 let failures = acme.status.failed(error.clone());

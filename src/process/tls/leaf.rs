@@ -23,7 +23,8 @@ pub struct Leaf {
 impl Leaf {
     /// Reads `der`; the error says what is wrong with it.
     pub fn parse(der: &CertificateDer<'_>) -> Result<Leaf, String> {
-        let (_, cert) = X509Certificate::from_der(der.as_ref()).map_err(|e| format!("not an X.509 certificate: {e}"))?;
+        let (_, cert) =
+            X509Certificate::from_der(der.as_ref()).map_err(|e| format!("not an X.509 certificate: {e}"))?;
         let validity = cert.validity();
         let names = match cert.subject_alternative_name() {
             Ok(Some(san)) => san
@@ -69,8 +70,8 @@ mod tests {
 
     #[test]
     fn reads_the_validity_and_the_dns_names() {
-        let mut params = rcgen::CertificateParams::new(vec!["Turn.Example.org".to_owned(), "192.0.2.1".to_owned()])
-            .expect("params");
+        let mut params =
+            rcgen::CertificateParams::new(vec!["Turn.Example.org".to_owned(), "192.0.2.1".to_owned()]).expect("params");
         params.not_before = rcgen::date_time_ymd(2030, 1, 2);
         params.not_after = rcgen::date_time_ymd(2030, 4, 2);
         let key = rcgen::KeyPair::generate().expect("key");

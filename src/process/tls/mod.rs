@@ -87,7 +87,11 @@ struct Configs {
 }
 
 impl Configs {
-    fn new(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>, leaf: Option<Leaf>) -> Result<Configs, rustls::Error> {
+    fn new(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        leaf: Option<Leaf>,
+    ) -> Result<Configs, rustls::Error> {
         let plain = server_config(chain, key)?;
         let mut shared = plain.clone();
         shared.alpn_protocols = ALPN_OFFERED.iter().map(|p| p.to_vec()).collect();
@@ -110,7 +114,9 @@ impl Configs {
             .map_err(pem_error(cert))?
             .collect::<Result<_, _>>()
             .map_err(pem_error(cert))?;
-        let first = chain.first().ok_or_else(|| TlsError::NoCertificate { path: cert.to_owned() })?;
+        let first = chain
+            .first()
+            .ok_or_else(|| TlsError::NoCertificate { path: cert.to_owned() })?;
         // Only for the expiry metric: rustls judges the certificate.
         let leaf = Leaf::parse(first).ok();
         let private_key = PrivateKeyDer::from_pem_file(key).map_err(pem_error(key))?;
@@ -258,7 +264,9 @@ impl TlsCertificates {
     {
         let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
         let hello = start.client_hello();
-        let validation = hello.alpn().is_some_and(|mut offered| offered.any(|p| p == ACME_TLS_ALPN));
+        let validation = hello
+            .alpn()
+            .is_some_and(|mut offered| offered.any(|p| p == ACME_TLS_ALPN));
         let acme = self.acme().filter(|_| validation);
         let Some(acme) = acme else {
             return start.into_stream(self.config(shared)).await.map(Some);
