@@ -11,9 +11,12 @@
 //! to the caller, which is what the server needs: TLS-ALPN-01 answered by
 //! the server's own TLS accept (including the TLS port shared with
 //! HTTPS), HTTP-01 by its own HTTP endpoint, its own metrics and
-//! readiness. `rustls-acme`, the other maintained crate, owns the TLS
-//! acceptor and the loop itself, answers only TLS-ALPN-01 through its own
-//! acceptor and brings a second HTTP client stack.
+//! readiness. `rustls-acme`, the other maintained crate, runs its own
+//! state machine with its own certificate resolver and acceptor (which
+//! the shared port's accept would have to be bent around), and brings a
+//! second HTTP client stack (async-io, futures-rustls). instant-acme 0.8
+//! builds with the project's toolchain (rustc 1.95) and pulls in no
+//! aws-lc.
 //!
 //! **Lifecycle.**
 //! * At start ([`crate::process::tls::TlsCertificates`]) the cached

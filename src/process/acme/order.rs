@@ -51,8 +51,8 @@ pub(super) struct Issued {
     pub key: String,
 }
 
-/// The account to order with: `cached` if the attempt before logged in,
-/// else the one in the cache, else a new one (stored in the cache).
+/// The account to order with: the one in the cache, else a new one
+/// (stored in the cache). The caller keeps it for the next attempts.
 pub(super) async fn login(acme: &Acme, cache: &Cache) -> Result<Account, OrderError> {
     let settings = &acme.settings;
     let builder = || match &settings.directory_ca {
