@@ -3,7 +3,7 @@
 # the tests need on a fresh Debian machine (coturn's client tools, Chromium,
 # systemd's verify tools, Redis and haproxy (started by the fleet tests),
 # systemd-nspawn, mmdebstrap and cargo-deb (the Debian package under a real
-# systemd), Node's playwright-core, Python's aiortc), then runs formatting
+# systemd), Pebble (the ACME tests' CA), Node's playwright-core, Python's aiortc), then runs formatting
 # and lint checks and every test. CI (.ci/run) calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +22,7 @@ command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
 # its root once (cached in /var/cache/turnpike-tests).
 command -v systemd-nspawn >/dev/null 2>&1 || need_apt+=(systemd-container)
 command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
+command -v pebble >/dev/null 2>&1 || need_apt+=(pebble)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]} (Debian packages the tests drive)"
   as_root apt-get update -qq

@@ -2,7 +2,9 @@
 //! say what it would serve, without binding anything.
 //!
 //! Contract: exit 0 with one `FILE: ok (…)` line on stdout (the listeners,
-//! users and secrets it holds) and each of [`Config::warnings`] as
+//! users and secrets it holds), with `[tls.acme]` a `tls.acme: …` line
+//! after it (domains, directory, challenge, cache and what it holds), and
+//! each of [`Config::warnings`] as
 //! `warning: …` on stderr; or an error with the reason, the same one
 //! `run` would stop with. Beyond the schema it loads the TLS certificate
 //! and key, so a bad PEM file is caught here too.
@@ -15,7 +17,7 @@ use turnpike::process;
 /// Checks `file` and prints the summary and warnings.
 pub fn check_config(file: &Path) -> anyhow::Result<()> {
     let config = Config::load(file)?;
-    process::tls::TlsCertificates::from_config(&config)?;
+    let certificates = process::tls::TlsCertificates::from_config(&config)?;
     let http = config
         .listen
         .http
@@ -44,6 +46,22 @@ pub fn check_config(file: &Path) -> anyhow::Result<()> {
         config.auth.users.len(),
         config.auth.resolved_secrets.len()
     );
+    if let Some(acme) = &config.tls.acme {
+        let cached = match certificates.as_ref().and_then(|c| c.leaf()) {
+            Some(leaf) => format!(
+                "cached certificate valid until {}",
+                humantime::format_rfc3339_seconds(leaf.not_after)
+            ),
+            None => "no usable cached certificate: one is requested at start".to_owned(),
+        };
+        println!(
+            "tls.acme: certificate for {} from {} by {}, cache {} ({cached})",
+            acme.domains.join(", "),
+            acme.directory,
+            acme.challenge.name(),
+            acme.cache_dir.display()
+        );
+    }
     for warning in config.warnings() {
         eprintln!("warning: {warning}");
     }

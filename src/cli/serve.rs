@@ -9,6 +9,10 @@
 //!    counters), the admin handle to the shards, the TLS certificates and
 //!    the inbox of HTTP connections arriving on shared TLS ports; and the
 //!    bound ports the signaling endpoint hands out.
+//!    Right after it, the **ACME client** (`process::acme`), with
+//!    `[tls.acme]`: it obtains and renews the certificate the core's TLS
+//!    listeners already serve (the cached one, or a placeholder), and
+//!    answers its TLS-ALPN-01 challenges through them.
 //! 2. the **signaling hub** (rooms, sessions), if there will be an HTTP
 //!    endpoint (`listen.http` set or a TLS port shared): plain state, no
 //!    thread of its own.
@@ -39,7 +43,8 @@
 //! HTTP endpoint first (the front door: no new session or credential),
 //! then the admin API (it calls into the shards and the fleet's sharer),
 //! then the fleet (nobody shares through it any more, and no session is
-//! left in its rooms), the core last: every other part holds one of its
+//! left in its rooms), the ACME client (an attempt under way is
+//! abandoned), the core last: every other part holds one of its
 //! handles, and its shards are what the drain waited for.
 //!
 //! The calls into the library's service modules (`net`, `signaling`,
@@ -108,6 +113,8 @@ struct Parts {
     /// 3. The link to Redis and its channels, with `fleet.redis_url`.
     //  (2, the hub, is held by the HTTP endpoint and the fleet.)
     fleet: Option<Fleet>,
+    /// 1b. The ACME client, with `[tls.acme]`.
+    acme: Option<process::acme::AcmeClient>,
     /// 1. The TURN core: listeners and shards.
     server: net::RunningServer,
 }
@@ -117,6 +124,7 @@ impl Parts {
     /// the part that failed, and drops those already started.
     fn start(config: &Config) -> anyhow::Result<Parts> {
         let mut server = net::start(config).context("starting the server")?;
+        let acme = process::acme::start(server.certificates()).context("starting the ACME client")?;
         let sources = http::HttpSources {
             listen: config.listen.http,
             handed: server.take_http_inbox(),
@@ -154,6 +162,7 @@ impl Parts {
             admin,
             http,
             fleet,
+            acme,
             server,
         })
     }
@@ -214,6 +223,9 @@ impl Parts {
         }
         if let Some(fleet) = self.fleet {
             fleet.stop();
+        }
+        if let Some(acme) = self.acme {
+            acme.stop();
         }
         self.server.stop();
     }

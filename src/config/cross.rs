@@ -13,29 +13,36 @@
 use std::time::Duration;
 
 use super::server::REFLECTION_SAFE_REALM;
+use super::tls::AcmeChallenge;
 use super::{Config, ConfigError};
 use crate::proto::addr::Transport;
 
-/// `listen.tls` needs `tls.cert` and `tls.key`. Checked before `[listen]`'s
-/// own rules.
+/// True if `[tls]` gives a certificate: both files, or ACME.
+fn has_certificate(config: &Config) -> bool {
+    let tls = &config.tls;
+    tls.acme.is_some() || (tls.cert.is_some() && tls.key.is_some())
+}
+
+/// `listen.tls` needs `tls.cert` and `tls.key`, or `[tls.acme]`. Checked
+/// before `[listen]`'s own rules.
 pub(super) fn check_listen_tls(config: &Config) -> Result<(), ConfigError> {
-    if !config.listen.tls.is_empty() && (config.tls.cert.is_none() || config.tls.key.is_none()) {
+    if !config.listen.tls.is_empty() && !has_certificate(config) {
         return Err(ConfigError::invalid(
             "listen.tls",
-            "needs a certificate and key: set tls.cert and tls.key",
+            "needs a certificate and key: set tls.cert and tls.key, or [tls.acme]",
         ));
     }
     Ok(())
 }
 
-/// `signaling.tls` needs `tls.cert` and `tls.key`, and
+/// `signaling.tls` needs `tls.cert` and `tls.key` (or `[tls.acme]`), and
 /// `signaling.share_tls_port` a TLS listener. Checked before
 /// `[signaling]`'s own rules.
 pub(super) fn check_signaling_tls(config: &Config) -> Result<(), ConfigError> {
-    if config.signaling.tls && (config.tls.cert.is_none() || config.tls.key.is_none()) {
+    if config.signaling.tls && !has_certificate(config) {
         return Err(ConfigError::invalid(
             "signaling.tls",
-            "needs a certificate and key: set tls.cert and tls.key",
+            "needs a certificate and key: set tls.cert and tls.key, or [tls.acme]",
         ));
     }
     if config.signaling.share_tls_port && config.listen.tls.is_empty() {
@@ -45,6 +52,36 @@ pub(super) fn check_signaling_tls(config: &Config) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+/// `[tls.acme]` needs something that serves its certificate, and the
+/// listener its challenge is answered on: TLS-ALPN-01 a TLS port
+/// (`listen.tls`, or `listen.http` with `signaling.tls`), HTTP-01 a plain
+/// `listen.http`. Checked after `[signaling]`'s rules.
+pub(super) fn check_acme(config: &Config) -> Result<(), ConfigError> {
+    let Some(acme) = &config.tls.acme else {
+        return Ok(());
+    };
+    let https = config.signaling.tls && config.listen.http.is_some();
+    if config.listen.tls.is_empty() && !https {
+        return Err(ConfigError::invalid(
+            "tls.acme",
+            "nothing serves TLS: set listen.tls, or listen.http with signaling.tls",
+        ));
+    }
+    match acme.challenge {
+        AcmeChallenge::TlsAlpn01 => Ok(()),
+        AcmeChallenge::Http01 if config.listen.http.is_none() => Err(ConfigError::invalid(
+            "tls.acme.challenge",
+            "http-01 is answered on listen.http, which is off: set listen.http (reached on port 80) or use \
+             tls-alpn-01",
+        )),
+        AcmeChallenge::Http01 if config.signaling.tls => Err(ConfigError::invalid(
+            "tls.acme.challenge",
+            "http-01 is answered over plain HTTP, and listen.http is HTTPS (signaling.tls): use tls-alpn-01",
+        )),
+        AcmeChallenge::Http01 => Ok(()),
+    }
 }
 
 /// A ceiling on every count, rate and duration, whatever its own rule:
@@ -152,6 +189,9 @@ impl Config {
                 ));
             }
         }
+        if let Some(acme) = &self.tls.acme {
+            warnings.extend(acme_warnings(self, acme));
+        }
         let listen = &self.listen;
         if let Some(everyone) = listen.proxy_protocol_from.iter().find(|c| c.prefix() < 8) {
             warnings.push(format!(
@@ -206,6 +246,37 @@ impl Config {
         }
         warnings
     }
+}
+
+/// `[tls.acme]`'s warnings: a cache others can read, and a challenge
+/// listener on another port than the one the CA connects to.
+fn acme_warnings(config: &Config, acme: &crate::config::AcmeSection) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut warnings = Vec::new();
+    let mode = std::fs::metadata(&acme.cache_dir).map_or(0, |m| m.permissions().mode() & 0o777);
+    if mode & 0o077 != 0 {
+        warnings.push(format!(
+            "tls.acme.cache_dir {} is open to its group or to everyone (mode {mode:o}): it holds private keys; \
+             chmod 700 it",
+            acme.cache_dir.display()
+        ));
+    }
+    let (port, listeners, needed) = match acme.challenge {
+        AcmeChallenge::TlsAlpn01 => {
+            let https = config.listen.http.filter(|_| config.signaling.tls);
+            let ports: Vec<u16> = config.listen.tls.iter().chain(&https).map(|a| a.port()).collect();
+            (443, ports, "listen.tls")
+        }
+        AcmeChallenge::Http01 => (80, config.listen.http.iter().map(|a| a.port()).collect(), "listen.http"),
+    };
+    if !listeners.is_empty() && !listeners.contains(&port) {
+        warnings.push(format!(
+            "tls.acme.challenge {} is validated by the CA on port {port}, and no {needed} listens on {port}: \
+             forward {port} to it, or validation fails",
+            acme.challenge.name()
+        ));
+    }
+    warnings
 }
 
 /// The permission bits of `path` if its group or others may read it.

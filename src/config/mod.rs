@@ -75,7 +75,7 @@ pub use peers::PeersSection;
 pub use relay::RelaySection;
 pub use server::{ServerSection, MAX_WORKERS};
 pub use signaling::{SignalingSection, TurnPorts};
-pub use tls::TlsSection;
+pub use tls::{AcmeChallenge, AcmeSection, TlsSection, LETS_ENCRYPT_DIRECTORY};
 pub use value::{is_valid_host, PortRange, PortRangeError, Secret};
 
 /// The whole configuration file.
@@ -86,7 +86,7 @@ pub struct Config {
     pub server: ServerSection,
     /// `[listen]`: addresses clients reach the server on.
     pub listen: ListenSection,
-    /// `[tls]`: certificate and key for `listen.tls`.
+    /// `[tls]`: certificate and key for `listen.tls`, or `[tls.acme]`.
     pub tls: TlsSection,
     /// `[relay]`: where relayed transport addresses are allocated.
     pub relay: RelaySection,
@@ -124,6 +124,7 @@ impl Config {
     /// name; the order decides which fault a file with several reports.
     pub fn validate(&mut self) -> Result<(), ConfigError> {
         server::check(&self.server)?;
+        tls::check(&self.tls)?;
         cross::check_listen_tls(self)?;
         listen::check(&self.listen)?;
         relay::check(&self.relay)?;
@@ -133,6 +134,7 @@ impl Config {
         alternate::check(&self.alternate)?;
         cross::check_signaling_tls(self)?;
         signaling::check(&self.signaling)?;
+        cross::check_acme(self)?;
         log::check(&self.log)?;
         fleet::check(&self.fleet)?;
         cross::check_magnitudes(self)?;
@@ -164,7 +166,12 @@ impl Config {
                 &mut config.admin.key_file,
                 &mut config.fleet.secrets_file,
             ];
-            for file in files.into_iter().flatten() {
+            let mut paths: Vec<&mut std::path::PathBuf> = files.into_iter().flatten().collect();
+            if let Some(acme) = config.tls.acme.as_mut() {
+                paths.push(&mut acme.cache_dir);
+                paths.extend(acme.directory_ca.as_mut());
+            }
+            for file in paths {
                 if file.is_relative() {
                     *file = dir.join(&*file);
                 }

@@ -17,6 +17,7 @@ use super::limits::{Admission, ConnectionTable};
 use crate::config::{Config, Secret};
 use crate::fleet::FleetStatus;
 use crate::process::status::ServerStatus;
+use crate::process::tls::TlsCertificates;
 use crate::proto::source::SourceKey;
 use crate::signaling::Hub;
 
@@ -26,6 +27,10 @@ pub(super) struct App {
     /// With `[fleet]`: whether Redis is up, and the fleet's counters.
     pub(super) fleet: Option<Arc<FleetStatus>>,
     pub(super) status: ServerStatus,
+    /// The TLS certificate, when one is served: its expiry for
+    /// `/metrics`, and with `[tls.acme]` the client's state for `/readyz`
+    /// and the HTTP-01 answers.
+    pub(super) certificates: Option<Arc<TlsCertificates>>,
     pub(super) metrics: Registry,
     /// Swapped whole on reload; a request takes a cheap clone of the Arc.
     pub(super) access: RwLock<Arc<Access>>,

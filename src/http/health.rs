@@ -12,6 +12,13 @@
 //! local rooms still work, and taking every instance out of a balancer
 //! because their shared Redis is down would end every call instead of
 //! only the cross-instance signaling.
+//!
+//! With `[tls.acme]`, it adds a line `acme: ok (…)`, `acme: pending (…)`
+//! (no certificate issued yet) or `acme: failing (…)` (the last attempt
+//! failed; the previous certificate is still served), and stays 200 for
+//! the same reason: the certificate being served still works until it
+//! expires, and a balancer that took the instance out could keep the CA's
+//! validation from reaching it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,9 +50,17 @@ pub(super) async fn readyz(State(app): State<Arc<App>>) -> Response {
     if !app.status.responsive(STALL_LIMIT) {
         return (StatusCode::SERVICE_UNAVAILABLE, "an event loop is stalled\n").into_response();
     }
+    let mut body = "ready\n".to_owned();
     match app.fleet.as_ref().map(|fleet| fleet.up()) {
-        None => (StatusCode::OK, "ready\n").into_response(),
-        Some(true) => (StatusCode::OK, "ready\nredis: up\n").into_response(),
-        Some(false) => (StatusCode::OK, "ready\nredis: down\n").into_response(),
+        None => {}
+        Some(true) => body.push_str("redis: up\n"),
+        Some(false) => body.push_str("redis: down\n"),
     }
+    if let Some(certificates) = &app.certificates {
+        if let Some(acme) = certificates.acme() {
+            body.push_str(&acme.status.summary(certificates.leaf().as_ref()));
+            body.push('\n');
+        }
+    }
+    (StatusCode::OK, body).into_response()
 }

@@ -22,8 +22,10 @@ use prometheus_client::registry::{Registry, Unit};
 use super::app::App;
 use super::limits::{ConnectionRefusal, ConnectionTable};
 use crate::fleet::{FleetStatus, RoomCounts, REVOCATION_OUTCOMES};
+use crate::process::acme::status::OUTCOMES as ACME_OUTCOMES;
 use crate::process::http_handover::SharedPortCounts;
 use crate::process::status::{ServerStatus, ADMIN_OUTCOMES};
+use crate::process::tls::TlsCertificates;
 use crate::proto::stats::{
     Traffic, AUTH_FAILURES, CODES, END_REASONS, FAMILIES, METHODS, RATE_LIMITS, REFUSALS, TRANSPORTS,
 };
@@ -38,6 +40,7 @@ pub fn registry(
     fleet: Option<Arc<FleetStatus>>,
     connections: Arc<Mutex<ConnectionTable>>,
     shared_port: Option<Arc<SharedPortCounts>>,
+    certificates: Option<Arc<TlsCertificates>>,
 ) -> Registry {
     let mut registry = Registry::default();
     registry.register(
@@ -51,6 +54,7 @@ pub fn registry(
         fleet,
         connections,
         shared_port,
+        certificates,
     }));
     registry
 }
@@ -83,6 +87,9 @@ struct TurnpikeCollector {
     connections: Arc<Mutex<ConnectionTable>>,
     /// With a TLS port shared with HTTP: where its connections went.
     shared_port: Option<Arc<SharedPortCounts>>,
+    /// When a certificate is served: its expiry, and the ACME client's
+    /// counts.
+    certificates: Option<Arc<TlsCertificates>>,
 }
 
 impl std::fmt::Debug for TurnpikeCollector {
@@ -492,6 +499,9 @@ impl Collector for TurnpikeCollector {
                 .counts()
                 .map(|(outcome, n)| (vec![("outcome", outcome.to_owned())], n)),
         )?;
+        if let Some(certificates) = &self.certificates {
+            encode_tls(e, certificates)?;
+        }
         if let Some(shared) = &self.shared_port {
             let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
             let dispatched = [
@@ -512,6 +522,51 @@ impl Collector for TurnpikeCollector {
         }
         Ok(())
     }
+}
+
+/// The certificate's families, written only when one is served: its
+/// expiry, and with `[tls.acme]` the client's attempts.
+fn encode_tls(e: &mut DescriptorEncoder, certificates: &TlsCertificates) -> std::fmt::Result {
+    use MetricType::{Counter, Gauge};
+    let expiry = certificates.leaf().map_or(0, |leaf| leaf.expiry_unix_secs());
+    family(
+        e,
+        "turnpike_tls_certificate_expiry_timestamp_seconds",
+        "When the TLS certificate served now expires (Unix time; 0 while ACME serves its self-signed placeholder)",
+        None,
+        Gauge,
+        one(expiry),
+    )?;
+    let Some(acme) = certificates.acme() else {
+        return Ok(());
+    };
+    family(
+        e,
+        "turnpike_acme_renewals",
+        "Attempts to obtain a certificate from the ACME CA (the first one included), by outcome",
+        None,
+        Counter,
+        by_label("outcome", &ACME_OUTCOMES, acme.status.attempts()),
+    )?;
+    family(
+        e,
+        "turnpike_acme_consecutive_failures",
+        "Failed ACME attempts since the last success (0: the last attempt succeeded or none failed yet)",
+        None,
+        Gauge,
+        one(u64::from(acme.status.failures_in_a_row())),
+    )?;
+    let next = acme.status.next_attempt().map_or(0, |at| {
+        at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    });
+    family(
+        e,
+        "turnpike_acme_next_attempt_timestamp_seconds",
+        "When the ACME client next asks for a certificate (Unix time): the renewal date, or the retry after a failure",
+        None,
+        Gauge,
+        one(next),
+    )
 }
 
 /// The `[fleet]` families, written only when a fleet is configured (so

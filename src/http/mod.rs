@@ -34,7 +34,8 @@
 //! * `ice_servers`: `GET /ice-servers` (the list is
 //!   `crate::signaling::ice`, which `/ws` hands out too);
 //! * `page`: the demo call page; `metrics`: `/metrics`; `health`:
-//!   `/healthz` and `/readyz`;
+//!   `/healthz` and `/readyz`; `acme`: the ACME HTTP-01 answers at
+//!   `/.well-known/acme-challenge/<token>`;
 //! * `handed`: the HTTP connections of TLS ports shared with TURN
 //!   (`signaling.share_tls_port`), which the shards hand over after the
 //!   handshake and which are then served as those of the listener;
@@ -44,6 +45,7 @@
 //! This file holds the listener and its connection slots, the router, and
 //! [`start`], [`HttpServer::reload`] and [`HttpServer::stop`].
 
+mod acme;
 mod app;
 mod handed;
 mod health;
@@ -150,7 +152,7 @@ pub fn start(
     let signaling = &config.signaling;
     let HttpSources { listen, handed } = sources;
     let tls = match signaling.tls && listen.is_some() {
-        true => Some(certificates.ok_or(HttpError::NoCertificate)?),
+        true => Some(certificates.clone().ok_or(HttpError::NoCertificate)?),
         false => None,
     };
     let listener = listen
@@ -177,10 +179,12 @@ pub fn start(
             fleet.clone(),
             connections.clone(),
             handed.as_ref().map(|h| h.counts.clone()),
+            certificates.clone(),
         ),
         hub,
         fleet,
         status,
+        certificates: certificates.clone(),
         access: RwLock::new(Arc::new(Access::from_config(config))),
     });
     let handle = app.clone();
@@ -227,6 +231,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::text))
+        .route("/.well-known/acme-challenge/{token}", get(acme::http_01))
         .with_state(app)
 }
 
@@ -281,8 +286,10 @@ async fn accept_loop(
             match tls {
                 None => serve_connection(stream, router, slot, deadline).await,
                 Some(certificates) => {
-                    match tokio::time::timeout_at(deadline, certificates.acceptor().accept(stream)).await {
-                        Ok(Ok(stream)) => serve_connection(stream, router, slot, deadline).await,
+                    match tokio::time::timeout_at(deadline, certificates.accept(stream, false)).await {
+                        Ok(Ok(Some(stream))) => serve_connection(stream, router, slot, deadline).await,
+                        // The CA's TLS-ALPN-01 validation, answered.
+                        Ok(Ok(None)) => {}
                         Ok(Err(e)) => debug!(%remote, "HTTPS handshake failed: {e}"),
                         Err(_) => debug!(%remote, "HTTPS handshake timed out"),
                     }

@@ -199,7 +199,7 @@ pub(super) fn reloadable(running: &Config, new: &Config) -> (Config, Vec<&'stati
             "server.external_ip",
             running.server.external_ip != new.server.external_ip,
         ),
-        ("tls.cert/tls.key", running.tls != new.tls),
+        ("tls.cert/tls.key/[tls.acme]", running.tls != new.tls),
         ("fleet", !running.fleet.same_as(&new.fleet)),
         (
             "signaling.share_tls_port",

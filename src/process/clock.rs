@@ -24,3 +24,9 @@ pub fn mono() -> std::time::Instant {
 pub fn unix_secs() -> u64 {
     now().unix_secs
 }
+
+/// The wall clock, for what is dated in it (certificates' validity).
+#[allow(clippy::disallowed_methods)]
+pub fn wall() -> std::time::SystemTime {
+    std::time::SystemTime::now()
+}

@@ -7,6 +7,8 @@
 //! * [`logging`]: how log lines look on a terminal, in a file, in the journal;
 //! * [`random`]: the operating system's random source;
 //! * [`tls`]: the certificate both TLS listeners and HTTPS serve;
+//! * [`acme`]: that certificate obtained and renewed from an ACME CA
+//!   (`[tls.acme]`), on a thread of its own;
 //! * [`proxy_protocol`]: the PROXY header step of every stream and HTTP
 //!   accept, and its counts;
 //! * [`status`]: what the rest of the process may ask the running shards;
@@ -17,6 +19,7 @@
 //! [`crate::config`] only.
 
 pub mod accept;
+pub mod acme;
 pub mod clock;
 pub mod http_handover;
 pub mod logging;

@@ -9,8 +9,9 @@
 //! * [`credentials`], [`ports`], [`pki`], [`http`], [`scratch`],
 //!   [`process`]: what those are built of;
 //! * [`uclient`]: the summary coturn's `turnutils_uclient` prints;
-//! * [`browser`], [`call_summary`], [`private_network`], [`redis_server`]:
-//!   headless Chromium, the network namespace it needs, a real Redis;
+//! * [`browser`], [`call_summary`], [`private_network`], [`redis_server`],
+//!   [`pebble`]: headless Chromium, the network namespace it needs, a real
+//!   Redis, a real ACME CA;
 //! * [`machine`]: which calls run alone, and which beside others.
 //!
 //! Everything stays on 127.0.0.1 (or in a namespace of the test's own),
@@ -29,6 +30,7 @@ pub mod echo;
 pub mod http;
 pub mod machine;
 pub mod metrics;
+pub mod pebble;
 pub mod pki;
 pub mod ports;
 pub mod private_network;

@@ -83,16 +83,39 @@ impl TestPki {
         versions: &[&'static rustls::SupportedProtocolVersion],
         alpn: &[&[u8]],
     ) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
-        let config = self.client_config(versions, alpn);
-        let name = rustls::pki_types::ServerName::try_from("localhost").expect("server name");
-        let conn = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
-        let tcp = std::net::TcpStream::connect(addr)?;
-        tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let mut stream = rustls::StreamOwned::new(conn, tcp);
-        // Drive the handshake now so that failures show here.
-        while stream.conn.is_handshaking() {
-            stream.conn.complete_io(&mut stream.sock)?;
-        }
-        Ok(stream)
+        tls_connect(self.client_config(versions, alpn), "localhost", addr)
     }
+}
+
+/// A TLS 1.3 client config trusting only `root`, as a client of a server
+/// whose certificate a public CA (here, an ACME test CA) issued.
+pub fn client_config_trusting(root: rustls::pki_types::CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root).expect("trust the root");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// A TLS client connection to `addr` for server name `name` with
+/// `config`, its handshake done; blocking.
+pub fn tls_connect(
+    config: Arc<rustls::ClientConfig>,
+    name: &str,
+    addr: SocketAddr,
+) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
+    let name = rustls::pki_types::ServerName::try_from(name.to_owned()).map_err(std::io::Error::other)?;
+    let conn = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+    let tcp = std::net::TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    // Drive the handshake now so that failures show here.
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock)?;
+    }
+    Ok(stream)
 }

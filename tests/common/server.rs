@@ -38,6 +38,13 @@ pub struct ServerSetup<'a> {
     /// 127.0.0.1 (another one exists only in a namespace of
     /// [`enter_private_network`]).
     pub listen_ip: Ipv4Addr,
+    /// The whole `[tls]` section (e.g. `[tls.acme]`); by default the
+    /// certificate and key of [`TestServer::ca`].
+    pub tls_toml: Option<&'a str>,
+    /// The ports of the TLS and HTTP listeners, when the test has to know
+    /// them before the server starts (an ACME CA validates on them); by
+    /// default probed free ports.
+    pub stream_ports: Option<(u16, u16)>,
 }
 
 impl Default for ServerSetup<'_> {
@@ -50,6 +57,8 @@ impl Default for ServerSetup<'_> {
             relay_ports: None,
             log_filter: "turnpike=trace,debug",
             listen_ip: Ipv4Addr::LOCALHOST,
+            tls_toml: None,
+            stream_ports: None,
         }
     }
 }
@@ -114,6 +123,8 @@ impl TestServer {
             ref relay_ports,
             log_filter,
             listen_ip,
+            tls_toml,
+            stream_ports,
         } = *setup;
         let relay_ports = relay_ports.clone().unwrap_or_else(next_relay_ports);
         // The listen port is picked by probing, so another socket can take it
@@ -126,20 +137,27 @@ impl TestServer {
         };
         for _attempt in 0..3 {
             let port = free_udp_port();
-            let tls_port = free_tcp_port();
-            let http_port = free_tcp_port();
+            let (tls_port, http_port) = stream_ports.unwrap_or_else(|| (free_tcp_port(), free_tcp_port()));
             let dir = ScratchDir::new("server");
             let pki = TestPki::new();
             let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
             pki.write_leaf("turnpike test server", &cert_path, &key_path);
+            let tls_toml = tls_toml.map_or_else(
+                || {
+                    format!(
+                        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+                        cert_path.display(),
+                        key_path.display()
+                    )
+                },
+                str::to_owned,
+            );
             let config = format!(
                 "[server]\n{workers}{server_keys}\n\n[listen]\nudp = [\"{listen_ip}:{port}\", \"[::1]:{port}\"]\n\
                  tcp = [\"{listen_ip}:{port}\", \"[::1]:{port}\"]\ntls = [\"127.0.0.1:{tls_port}\"]\nhttp = \"127.0.0.1:{http_port}\"\n{listen_keys}\n\n\
-                 [tls]\ncert = \"{}\"\nkey = \"{}\"\n\n\
+                 {tls_toml}\n\
                  [relay]\nipv4 = \"127.0.0.1\"\nipv6 = \"::1\"\nports = \"{}-{}\"\n\n\
                  {peers_toml}\n\n{extra_toml}",
-                cert_path.display(),
-                key_path.display(),
                 relay_ports.start(),
                 relay_ports.end()
             );

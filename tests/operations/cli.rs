@@ -337,3 +337,45 @@ fn a_secret_can_come_from_a_file_or_the_environment_instead_of_the_command_line(
         "{refused:?}"
     );
 }
+
+#[test]
+fn check_config_says_what_acme_will_ask_for_and_refuses_what_cannot_work() {
+    let acme = "[listen]\ntls = [\"127.0.0.1:5349\"]\n\n[tls.acme]\ndomains = [\"turn.example.org\"]\n\
+                directory = \"https://ca.invalid/dir\"\ncache_dir = \"acme\"\n";
+    let config = ConfigFile::new(acme);
+    let output = turnpike(&["check-config", config.path().to_str().expect("path")]);
+    assert!(output.success(), "{output:?}");
+    // The cache is taken from the config file's folder, and nothing was
+    // asked of the CA.
+    let cache = config.dir.path().join("acme");
+    assert!(
+        output.stdout.contains(&format!(
+            "tls.acme: certificate for turn.example.org from https://ca.invalid/dir by tls-alpn-01, cache {} \
+             (no usable cached certificate: one is requested at start)",
+            cache.display()
+        )),
+        "{output:?}"
+    );
+    assert!(
+        output
+            .stderr
+            .contains("warning: tls.acme.challenge tls-alpn-01 is validated by the CA on port 443"),
+        "{output:?}"
+    );
+    assert!(!cache.exists(), "check-config created the cache folder");
+    // With certificate files too, or HTTP-01 without an HTTP listener:
+    // refused, naming the key.
+    let both = ConfigFile::new(&format!("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n\n{acme}"));
+    let stderr = check_config_error(&both.path());
+    assert!(
+        stderr.contains("tls.acme: the certificate comes either from ACME or from files"),
+        "{stderr}"
+    );
+    let http_01 = "[listen]\ntls = [\"127.0.0.1:5349\"]\nhttp = \"off\"\n\n[tls.acme]\n\
+                   domains = [\"turn.example.org\"]\nchallenge = \"http-01\"\n";
+    let stderr = check_config_error(&ConfigFile::new(http_01).path());
+    assert!(
+        stderr.contains("tls.acme.challenge: http-01 is answered on listen.http, which is off"),
+        "{stderr}"
+    );
+}

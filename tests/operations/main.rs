@@ -1,10 +1,11 @@
 //! Running the server: the admin API, metrics, logs, reload, shutdown,
 //! systemd (and the Debian package under a real one), the CLI, PROXY
-//! protocol, one TLS port shared with HTTPS.
+//! protocol, one TLS port shared with HTTPS, certificates from an ACME CA.
 
 #[path = "../common/mod.rs"]
 mod common;
 
+mod acme;
 mod admin_api;
 mod cli;
 mod logs;

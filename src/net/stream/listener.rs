@@ -179,12 +179,9 @@ pub(in crate::net) async fn accept_loop(
                     serve(shard, limits, transfer, accepted).await;
                 }
                 Security::Tls(certificates, http) => {
-                    let acceptor = match http {
-                        Some(_) => certificates.shared_acceptor(),
-                        None => certificates.acceptor(),
-                    };
-                    match tokio::time::timeout_at(setup_deadline, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => {
+                    let handshake = certificates.accept(stream, http.is_some());
+                    match tokio::time::timeout_at(setup_deadline, handshake).await {
+                        Ok(Ok(Some(stream))) => {
                             // A port shared with HTTP: TURN stays, with what
                             // was read to tell; HTTP leaves for its thread.
                             let (stream, buffered) = match http {
@@ -207,6 +204,8 @@ pub(in crate::net) async fn accept_loop(
                             };
                             serve(shard, limits, transfer, accepted).await;
                         }
+                        // The CA's TLS-ALPN-01 validation, answered.
+                        Ok(Ok(None)) => {}
                         Ok(Err(e)) => debug!(%client, error = %e, "TLS handshake failed"),
                         Err(_) => debug!(%client, "TLS handshake not done in time"),
                     }

@@ -39,7 +39,7 @@ pub enum Transport {
     Tls,
 }
 
-type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 enum Wire {
     Udp(UdpSocket),
@@ -104,6 +104,17 @@ impl TurnClient {
             Transport::Tcp => Wire::Tcp(tcp_connect(addr)),
             Transport::Tls => Wire::Tls(Box::new(ca.connect(addr, &[&TLS13]).expect("TLS handshake"))),
         };
+        TurnClient::on(transport, wire)
+    }
+
+    /// A TLS client on `stream`, a connection to the server's TLS port
+    /// whose handshake is done (e.g. with a certificate an ACME CA
+    /// issued, verified against that CA's root).
+    pub fn over_tls(stream: TlsStream) -> TurnClient {
+        TurnClient::on(Transport::Tls, Wire::Tls(Box::new(stream)))
+    }
+
+    fn on(transport: Transport, wire: Wire) -> TurnClient {
         TurnClient {
             transport,
             wire,

@@ -15,7 +15,7 @@ use crate::common::{
 /// The service's listeners as packaged (and, for TLS, as the test's edit
 /// opens it), on the container's loopback.
 pub const UDP: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 3478);
-pub const TLS: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 5349);
+pub const TLS: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 443);
 pub const HTTP: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
 
 /// A short-lived credential minted from `secret`, valid for 10 minutes.
