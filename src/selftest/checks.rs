@@ -397,6 +397,8 @@ struct Path {
     target: SocketAddr,
     name: &'static str,
     relay_echo: Option<RelayEcho>,
+    /// The local peer, echoing for as long as the path is used.
+    _peer: Option<EchoPeer>,
 }
 
 /// Tries the local peer, then relay ↔ relay; reports the permission and
@@ -448,6 +450,7 @@ async fn find_path(
                                 target: peer_addr,
                                 name: "peer",
                                 relay_echo: None,
+                                _peer: Some(peer),
                             });
                         }
                         Ok(_) => {
@@ -522,6 +525,7 @@ async fn find_path(
                 target: second,
                 name: "relay",
                 relay_echo: Some(echo),
+                _peer: None,
             })
         }
         other => {

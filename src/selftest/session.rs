@@ -42,11 +42,11 @@ const MAX_ARRIVALS: usize = 4096;
 pub enum StepError {
     #[error("no answer within {}", secs(*.0))]
     NoAnswer(Duration),
-    #[error("credential refused ({code} {reason})")]
+    #[error("credential refused ({})", phrase(*.code, .reason))]
     CredentialRefused { code: u16, reason: String },
-    #[error("the server asks for a credential ({code} {reason}) and none was given")]
+    #[error("the server asks for a credential ({}) and none was given", phrase(*.code, .reason))]
     NoCredential { code: u16, reason: String },
-    #[error("refused: {code} {reason}")]
+    #[error("refused ({})", phrase(*.code, .reason))]
     Refused { code: u16, reason: String },
     #[error("answer not understood: {0}")]
     Malformed(&'static str),
@@ -276,6 +276,33 @@ impl Session {
     }
 }
 
+/// `code` and its reason phrase; the registry's name for the code when
+/// the server sent none (RFC 8489 §18.4, RFC 8656 §19).
+fn phrase(code: u16, reason: &str) -> String {
+    let reason = reason.trim();
+    if !reason.is_empty() {
+        return format!("{code} {reason}");
+    }
+    let name = match code {
+        300 => "Try Alternate",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        420 => "Unknown Attribute",
+        437 => "Allocation Mismatch",
+        438 => "Stale Nonce",
+        440 => "Address Family not Supported",
+        441 => "Wrong Credentials",
+        442 => "Unsupported Transport Protocol",
+        443 => "Peer Address Family Mismatch",
+        486 => "Allocation Quota Reached",
+        500 => "Server Error",
+        508 => "Insufficient Capacity",
+        _ => return code.to_string(),
+    };
+    format!("{code} {name}")
+}
+
 /// An error answer as a [`StepError`].
 fn refusal(msg: &Message<'_>) -> StepError {
     match error_code(msg) {
@@ -286,4 +313,27 @@ fn refusal(msg: &Message<'_>) -> StepError {
 
 fn transaction_id() -> TransactionId {
     random_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_read_with_their_reason_or_the_registered_name() {
+        let refused = |code: u16, reason: &str| StepError::Refused {
+            code,
+            reason: reason.to_owned(),
+        };
+        assert_eq!(refused(403, "Forbidden by policy").to_string(), "refused (403 Forbidden by policy)");
+        assert_eq!(refused(403, "").to_string(), "refused (403 Forbidden)");
+        assert_eq!(refused(499, " ").to_string(), "refused (499)");
+        let wrong = StepError::CredentialRefused {
+            code: 401,
+            reason: String::new(),
+        };
+        assert_eq!(wrong.to_string(), "credential refused (401 Unauthorized)");
+        assert!(!StepError::NoAnswer(Duration::from_secs(1)).server_answered());
+        assert!(refused(403, "").server_answered());
+    }
 }

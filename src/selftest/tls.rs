@@ -222,6 +222,11 @@ fn certificate_refusal(error: &rustls::Error, leaf: Option<&CertificateInfo>, ho
             "certificate not trusted: its issuer ({}) is not among the trusted roots",
             leaf.issuer
         ),
+        #[allow(deprecated)] // what webpki still returns for a chain that does not verify
+        (CertificateError::BadSignature, Some(leaf)) => format!(
+            "certificate not trusted: it is not signed by the trusted CA named like its issuer ({})",
+            leaf.issuer
+        ),
         (CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }, _) => {
             format!("certificate not valid for {host:?}: {certificate}")
         }

@@ -34,6 +34,8 @@ pub enum WireError {
     Io(#[from] io::Error),
     #[error("the server closed the connection")]
     Closed,
+    #[error("nothing listens on the server's port (ICMP port unreachable)")]
+    Unreachable,
     #[error("the server sent something that is not STUN: {0}")]
     Framing(#[from] FrameError),
 }
@@ -94,7 +96,7 @@ impl Wire {
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), WireError> {
         match &mut self.kind {
             Kind::Udp(socket) => {
-                socket.send(bytes).await?;
+                socket.send(bytes).await.map_err(udp_error)?;
             }
             Kind::Stream(stream) => {
                 stream.write_all(bytes).await?;
@@ -109,7 +111,7 @@ impl Wire {
         loop {
             let stream = match &mut self.kind {
                 Kind::Udp(socket) => {
-                    let n = socket.recv(&mut self.chunk).await?;
+                    let n = socket.recv(&mut self.chunk).await.map_err(udp_error)?;
                     return Ok(self.chunk[..n].to_vec());
                 }
                 Kind::Stream(stream) => stream,
@@ -123,6 +125,15 @@ impl Wire {
             }
             self.pending.extend_from_slice(&self.chunk[..n]);
         }
+    }
+}
+
+/// A connected UDP socket reports the ICMP error of an earlier datagram
+/// on its next call as "connection refused".
+fn udp_error(e: io::Error) -> WireError {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => WireError::Unreachable,
+        _ => WireError::Io(e),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Running the server: the admin API, metrics, logs, reload, shutdown,
-//! systemd, the CLI, PROXY protocol, one TLS port shared with HTTPS.
+//! systemd, the CLI, PROXY protocol, one TLS port shared with HTTPS,
+//! `turnpike selftest`.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -10,6 +11,7 @@ mod logs;
 mod metrics;
 mod proxy_protocol;
 mod reload;
+mod selftest;
 mod shared_tls_port;
 mod shutdown;
 mod systemd;
