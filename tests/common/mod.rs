@@ -9,6 +9,8 @@
 //! * [`credentials`], [`ports`], [`pki`], [`http`], [`scratch`],
 //!   [`process`]: what those are built of;
 //! * [`uclient`]: the summary coturn's `turnutils_uclient` prints;
+//!   [`coturn`]: coturn's `turnserver`, a second TURN server;
+//!   [`selftest_run`]: `turnpike selftest` run and its JSON report read;
 //! * [`browser`], [`call_summary`], [`private_network`], [`redis_server`]:
 //!   headless Chromium, the network namespace it needs, a real Redis;
 //! * [`machine`]: which calls run alone, and which beside others.
@@ -24,6 +26,7 @@
 
 pub mod browser;
 pub mod call_summary;
+pub mod coturn;
 pub mod credentials;
 pub mod echo;
 pub mod http;
@@ -35,6 +38,7 @@ pub mod private_network;
 pub mod process;
 pub mod redis_server;
 pub mod scratch;
+pub mod selftest_run;
 pub mod server;
 pub mod shared_port;
 pub mod turn_client;

@@ -5,63 +5,10 @@
 //! password), with the exit codes scripts rely on.
 
 use std::net::{TcpListener, UdpSocket};
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-use crate::common::{
-    run_with_timeout, turnpike_bin, CmdOutput, ScratchDir, TestPki, TestServer, LONG_TERM_USER_TOML, PASSWORD, USER,
-};
-
-/// The longest a run may take; one with every step timing out at 1 s
-/// takes a few seconds.
-const RUN_LIMIT: Duration = Duration::from_secs(120);
-
-/// Runs `turnpike <args>` and returns its output, asserting it ended.
-fn turnpike(args: &[&str]) -> CmdOutput {
-    let output = run_with_timeout(Command::new(turnpike_bin()).args(args), RUN_LIMIT);
-    assert!(output.status.is_some(), "turnpike {args:?} still running: {output:?}");
-    output
-}
-
-/// `turnpike selftest <args> --json`: the exit code and the report.
-fn selftest_json(args: &[&str]) -> (i32, Value) {
-    let mut all = vec!["selftest", "--json"];
-    all.extend_from_slice(args);
-    let output = turnpike(&all);
-    let code = output.status.and_then(|s| s.code()).expect("an exit code");
-    let report = serde_json::from_str(output.stdout.trim())
-        .unwrap_or_else(|e| panic!("selftest printed no JSON report ({e}): {output:?}"));
-    (code, report)
-}
-
-/// The check `name` of the URL `url` in `report`.
-fn check<'a>(report: &'a Value, url: &str, name: &str) -> &'a Value {
-    report["checks"]
-        .as_array()
-        .expect("a checks array")
-        .iter()
-        .find(|c| c["url"] == url && c["check"] == name)
-        .unwrap_or_else(|| panic!("no check {name} of {url} in {report:#}"))
-}
-
-/// The verdict and the detail of a check.
-fn verdict<'a>(report: &'a Value, url: &str, name: &str) -> (&'a str, &'a str) {
-    let found = check(report, url, name);
-    (
-        found["verdict"].as_str().expect("a verdict"),
-        found["detail"].as_str().expect("a detail"),
-    )
-}
-
-/// The CA of `pki` in a PEM file, for `--ca`.
-fn ca_file(dir: &ScratchDir, pki: &TestPki) -> PathBuf {
-    let path = dir.path().join("ca.pem");
-    std::fs::write(&path, pki.ca_pem()).expect("write the CA file");
-    path
-}
+use crate::common::selftest_run::{ca_file, check, selftest_json, turnpike, verdict};
+use crate::common::{ScratchDir, TestPki, TestServer, LONG_TERM_USER_TOML, PASSWORD, USER};
 
 fn udp_url(server: &TestServer) -> String {
     format!("turn:{}?transport=udp", server.addr())
