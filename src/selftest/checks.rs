@@ -107,7 +107,12 @@ pub async fn check_url(url: &TurnUrl, plan: &Plan) -> Vec<Check> {
         Ok(addrs) => addrs,
         Err(e) => {
             let step = checks.next_step();
-            checks.push(step, Verdict::Fail, format!("cannot resolve {}: {e}", url.host), Map::new());
+            checks.push(
+                step,
+                Verdict::Fail,
+                format!("cannot resolve {}: {e}", url.host),
+                Map::new(),
+            );
             return checks.skip_rest("the host has no address");
         }
     };
@@ -189,11 +194,19 @@ pub async fn check_url(url: &TurnUrl, plan: &Plan) -> Vec<Check> {
                 _ => String::new(),
             };
             let (verdict, what) = match found.received() {
-                0 => (Verdict::Fail, format!("none of {} packets answered within {}", found.sent, secs(plan.timeout))),
+                0 => (
+                    Verdict::Fail,
+                    format!("none of {} packets answered within {}", found.sent, secs(plan.timeout)),
+                ),
                 n if n == found.sent => (Verdict::Pass, format!("{n} of {n} packets answered")),
                 n => (
                     Verdict::Warn,
-                    format!("{} of {} packets lost ({:.0}%)", found.sent - n, found.sent, found.loss_percent()),
+                    format!(
+                        "{} of {} packets lost ({:.0}%)",
+                        found.sent - n,
+                        found.sent,
+                        found.loss_percent()
+                    ),
                 ),
             };
             checks.push(Step::Loss, verdict, format!("{what}{rtt}"), stats);
@@ -288,7 +301,12 @@ async fn connect(url: &TurnUrl, addrs: &[SocketAddr], plan: &Plan) -> Result<(Wi
         return Ok((Wire::stream(tcp, local), reported));
     }
     let Some(tls) = &plan.tls else {
-        reported.push((Step::Tls, Verdict::Fail, "no trusted roots loaded".to_owned(), Map::new()));
+        reported.push((
+            Step::Tls,
+            Verdict::Fail,
+            "no trusted roots loaded".to_owned(),
+            Map::new(),
+        ));
         return Err(reported);
     };
     let handshake = match tokio::time::timeout(plan.timeout, tls.handshake(tcp, &url.host)).await {
@@ -366,7 +384,10 @@ fn report_allocation(checks: &mut Checks, allocation: &Allocation, plan: &Plan) 
 fn report_relayed_address(checks: &mut Checks, allocation: &Allocation, addrs: &[SocketAddr], plan: &Plan) {
     let relayed = allocation.relayed.ip();
     let (expected, source): (Vec<IpAddr>, &str) = match plan.expect_relay_ips.is_empty() {
-        true => (addrs.iter().map(|a| a.ip()).collect(), "the address clients reach the server at"),
+        true => (
+            addrs.iter().map(|a| a.ip()).collect(),
+            "the address clients reach the server at",
+        ),
         false => (plan.expect_relay_ips.clone(), "--expect-relay-ip"),
     };
     let list = expected.iter().map(IpAddr::to_string).collect::<Vec<_>>().join(", ");
@@ -421,7 +442,9 @@ async fn find_path(
     let mut permitted: Option<String> = None;
     let peer_failure;
     let peer = match peer_ip.is_ipv4() == allocation.relayed.is_ipv4() {
-        true => EchoPeer::start(peer_ip).await.map_err(|e| format!("cannot open the local peer: {e}")),
+        true => EchoPeer::start(peer_ip)
+            .await
+            .map_err(|e| format!("cannot open the local peer: {e}")),
         false => Err(format!("the reflexive address {peer_ip} is not of the relay's family")),
     };
     match peer {
@@ -454,7 +477,8 @@ async fn find_path(
                             });
                         }
                         Ok(_) => {
-                            peer_failure = format!("no echo from the local peer {peer_addr} within {}", secs(plan.timeout))
+                            peer_failure =
+                                format!("no echo from the local peer {peer_addr} within {}", secs(plan.timeout))
                         }
                         Err(e) => peer_failure = format!("the local peer {peer_addr}: {e}"),
                     }
@@ -490,7 +514,12 @@ async fn find_path(
         Err(Fallback::Other(reason)) => {
             match &permitted {
                 Some(granted) => checks.push(Step::Permission, Verdict::Pass, granted.clone(), Map::new()),
-                None => checks.push(Step::Permission, Verdict::Fail, format!("refused for {peer_failure}"), Map::new()),
+                None => checks.push(
+                    Step::Permission,
+                    Verdict::Fail,
+                    format!("refused for {peer_failure}"),
+                    Map::new(),
+                ),
             }
             if permitted.is_some() {
                 let detail = format!("{peer_failure}; relay ↔ relay not possible: {reason}");
@@ -559,7 +588,9 @@ async fn relay_to_relay(
     plan: &Plan,
 ) -> Result<(SocketAddr, RelayEcho), Fallback> {
     let (wire, _) = connect(url, addrs, plan).await.map_err(|reported| {
-        let why = reported.last().map_or_else(String::new, |(_, _, detail, _)| detail.clone());
+        let why = reported
+            .last()
+            .map_or_else(String::new, |(_, _, detail, _)| detail.clone());
         Fallback::Other(format!("a second connection failed: {why}"))
     })?;
     let mut second = Session::new(wire, plan.credential.clone(), plan.timeout);

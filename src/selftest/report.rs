@@ -206,12 +206,20 @@ mod tests {
     fn the_worst_verdict_decides_and_only_a_failure_exits_non_zero() {
         let mut report = Report::default();
         assert_eq!(report.verdict(), Verdict::Fail, "nothing shown to work");
-        report.checks.push(check("turn:a:1?transport=udp", Step::Binding, Verdict::Pass));
+        report
+            .checks
+            .push(check("turn:a:1?transport=udp", Step::Binding, Verdict::Pass));
         assert_eq!((report.verdict(), report.exit_code()), (Verdict::Pass, 0));
-        report.checks.push(check("turn:a:1?transport=udp", Step::Loss, Verdict::Warn));
+        report
+            .checks
+            .push(check("turn:a:1?transport=udp", Step::Loss, Verdict::Warn));
         assert_eq!((report.verdict(), report.exit_code()), (Verdict::Warn, 0));
-        report.checks.push(check("turn:b:1?transport=udp", Step::Allocate, Verdict::Fail));
-        report.checks.push(check("turn:b:1?transport=udp", Step::Echo, Verdict::Skip));
+        report
+            .checks
+            .push(check("turn:b:1?transport=udp", Step::Allocate, Verdict::Fail));
+        report
+            .checks
+            .push(check("turn:b:1?transport=udp", Step::Echo, Verdict::Skip));
         assert_eq!((report.verdict(), report.exit_code()), (Verdict::Fail, 1));
     }
 
@@ -227,8 +235,14 @@ mod tests {
         report.checks[2].values.insert("days_left".into(), 3.into());
         let text = report.render();
         assert!(text.starts_with("turn:a:1?transport=udp\n  PASS binding "), "{text}");
-        assert!(text.contains("  FAIL echo            echo detail\n\nturns:b:2"), "{text}");
-        assert!(text.ends_with("FAIL: 1 passed, 1 warned, 1 failed, 0 skipped\n"), "{text}");
+        assert!(
+            text.contains("  FAIL echo            echo detail\n\nturns:b:2"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("FAIL: 1 passed, 1 warned, 1 failed, 0 skipped\n"),
+            "{text}"
+        );
 
         let json = report.to_json();
         assert_eq!(json["verdict"], "fail");

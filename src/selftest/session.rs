@@ -138,7 +138,11 @@ impl Session {
             relayed,
             mapped: msg.xor_address(attr::XOR_MAPPED_ADDRESS).and_then(Result::ok),
             lifetime_secs: msg.u32_attr(attr::LIFETIME).and_then(Result::ok),
-            realm: self.signing.as_ref().map(|(_, c)| c.realm().to_owned()).unwrap_or_default(),
+            realm: self
+                .signing
+                .as_ref()
+                .map(|(_, c)| c.realm().to_owned())
+                .unwrap_or_default(),
         })
     }
 
@@ -259,7 +263,8 @@ impl Session {
         match msg.class() {
             Class::Success | Class::Error if Some(msg.transaction_id()) == id => {}
             Class::Indication if msg.method() == method::DATA => {
-                if let (Some(Ok(from)), Some(payload)) = (msg.xor_address(attr::XOR_PEER_ADDRESS), msg.get(attr::DATA)) {
+                if let (Some(Ok(from)), Some(payload)) = (msg.xor_address(attr::XOR_PEER_ADDRESS), msg.get(attr::DATA))
+                {
                     if self.arrivals.len() < MAX_ARRIVALS {
                         self.arrivals.push_back(Arrival {
                             from,
@@ -325,7 +330,10 @@ mod tests {
             code,
             reason: reason.to_owned(),
         };
-        assert_eq!(refused(403, "Forbidden by policy").to_string(), "refused (403 Forbidden by policy)");
+        assert_eq!(
+            refused(403, "Forbidden by policy").to_string(),
+            "refused (403 Forbidden by policy)"
+        );
         assert_eq!(refused(403, "").to_string(), "refused (403 Forbidden)");
         assert_eq!(refused(499, " ").to_string(), "refused (499)");
         let wrong = StepError::CredentialRefused {

@@ -249,7 +249,9 @@ struct Recording {
 
 impl std::fmt::Debug for Seen {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Seen").field("error", &self.error).finish_non_exhaustive()
+        f.debug_struct("Seen")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
     }
 }
 

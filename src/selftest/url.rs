@@ -112,7 +112,11 @@ impl TurnUrl {
                 true => TLS_PORT,
                 false => PORT,
             },
-            Some(port) => port.parse().ok().filter(|p| *p != 0).ok_or_else(|| bad(UrlError::BadPort))?,
+            Some(port) => port
+                .parse()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| bad(UrlError::BadPort))?,
         };
         let transport = match query.map(|q| q.to_ascii_lowercase()) {
             None => match scheme {
@@ -206,13 +210,19 @@ mod tests {
             parsed("turns:example.org"),
             (Scheme::Turns, "example.org".into(), 5349, Transport::Tcp)
         );
-        assert_eq!(parsed("stun:1.2.3.4"), (Scheme::Stun, "1.2.3.4".into(), 3478, Transport::Udp));
+        assert_eq!(
+            parsed("stun:1.2.3.4"),
+            (Scheme::Stun, "1.2.3.4".into(), 3478, Transport::Udp)
+        );
         assert_eq!(parsed("stuns:h"), (Scheme::Stuns, "h".into(), 5349, Transport::Tcp));
         assert_eq!(
             parsed("TURN:h:443?transport=TCP"),
             (Scheme::Turn, "h".into(), 443, Transport::Tcp)
         );
-        assert_eq!(parsed("turn:[::1]:3479"), (Scheme::Turn, "::1".into(), 3479, Transport::Udp));
+        assert_eq!(
+            parsed("turn:[::1]:3479"),
+            (Scheme::Turn, "::1".into(), 3479, Transport::Udp)
+        );
         assert_eq!(parsed("turn:[::1]"), (Scheme::Turn, "::1".into(), 3478, Transport::Udp));
     }
 
@@ -222,14 +232,21 @@ mod tests {
             let url = TurnUrl::parse(text).unwrap();
             assert_eq!(TurnUrl::parse(&url.to_string()).unwrap(), url, "{text}");
         }
-        assert_eq!(TurnUrl::parse("turn:h").unwrap().to_string(), "turn:h:3478?transport=udp");
-        assert_eq!(TurnUrl::parse("turns:[::1]").unwrap().to_string(), "turns:[::1]:5349?transport=tcp");
+        assert_eq!(
+            TurnUrl::parse("turn:h").unwrap().to_string(),
+            "turn:h:3478?transport=udp"
+        );
+        assert_eq!(
+            TurnUrl::parse("turns:[::1]").unwrap().to_string(),
+            "turns:[::1]:5349?transport=tcp"
+        );
         assert_eq!(TurnUrl::parse("stuns:h").unwrap().to_string(), "stuns:h:5349");
     }
 
     #[test]
     fn malformed_urls_say_what_is_wrong() {
-        let cases: [(&str, fn(String) -> UrlError); 12] = [
+        type Make = fn(String) -> UrlError;
+        let cases: [(&str, Make); 12] = [
             ("http://h", UrlError::Scheme),
             ("h:3478", UrlError::Scheme),
             ("turn:", UrlError::NoHost),

@@ -182,7 +182,9 @@ mod tests {
         let mut wire = Wire::stream(client, "127.0.0.1:1".parse().unwrap());
         // A Binding request header with 4 bytes of attributes, in pieces,
         // then a padded ChannelData frame, then a byte that is neither.
-        let stun = [0x00, 0x01, 0x00, 0x04, 0x21, 0x12, 0xA4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0, 0, 0, 0];
+        let stun = [
+            0x00, 0x01, 0x00, 0x04, 0x21, 0x12, 0xA4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0, 0, 0, 0,
+        ];
         server.write_all(&stun[..7]).await.unwrap();
         let reader = tokio::spawn(async move {
             let first = wire.recv().await.unwrap();
@@ -192,11 +194,17 @@ mod tests {
         });
         tokio::task::yield_now().await;
         server.write_all(&stun[7..]).await.unwrap();
-        server.write_all(&[0x40, 0x00, 0x00, 0x01, 0xAA, 0, 0, 0, 0xC0, 0, 0, 0]).await.unwrap();
+        server
+            .write_all(&[0x40, 0x00, 0x00, 0x01, 0xAA, 0, 0, 0, 0xC0, 0, 0, 0])
+            .await
+            .unwrap();
         let (first, second, third) = reader.await.unwrap();
         assert_eq!(first, stun);
         assert_eq!(second, [0x40, 0x00, 0x00, 0x01, 0xAA, 0, 0, 0]);
-        assert!(matches!(third, Err(WireError::Framing(FrameError::NotTurn))), "{third:?}");
+        assert!(
+            matches!(third, Err(WireError::Framing(FrameError::NotTurn))),
+            "{third:?}"
+        );
     }
 
     #[tokio::test]

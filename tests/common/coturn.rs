@@ -44,7 +44,11 @@ impl CoturnServer {
             let stderr = stdout.try_clone().expect("clone the log handle");
             let child = die_with_test(&mut Command::new(&tool))
                 .args(["-n", "--no-cli", "--no-dtls", "--simple-log", "--log-file=stdout"])
-                .args(["--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", "--allow-loopback-peers"])
+                .args([
+                    "--listening-ip=127.0.0.1",
+                    "--relay-ip=127.0.0.1",
+                    "--allow-loopback-peers",
+                ])
                 .arg(format!("--listening-port={port}"))
                 .arg(format!("--tls-listening-port={tls_port}"))
                 .arg(format!("--min-port={}", relays.start()))
@@ -119,7 +123,10 @@ impl CoturnServer {
 impl Drop for CoturnServer {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("---- turnserver log ----\n{}\n---- end of turnserver log ----", self.log_text());
+            eprintln!(
+                "---- turnserver log ----\n{}\n---- end of turnserver log ----",
+                self.log_text()
+            );
         }
     }
 }

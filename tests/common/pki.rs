@@ -51,7 +51,11 @@ impl TestPki {
         (cert, key)
     }
 
-    fn leaf_with(&self, common_name: &str, change: impl FnOnce(&mut rcgen::CertificateParams)) -> (String, String, Vec<u8>) {
+    fn leaf_with(
+        &self,
+        common_name: &str,
+        change: impl FnOnce(&mut rcgen::CertificateParams),
+    ) -> (String, String, Vec<u8>) {
         let mut params =
             rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("leaf params");
         params.distinguished_name.push(rcgen::DnType::CommonName, common_name);

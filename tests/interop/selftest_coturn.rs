@@ -26,7 +26,14 @@ fn selftest_passes_against_coturn_on_udp_tcp_and_tls_and_names_a_wrong_secret() 
     assert_eq!(report["counts"]["fail"], 0, "{report:#}");
     assert_eq!(report["counts"]["skip"], 0, "{report:#}");
     for url in &urls {
-        for name in ["binding", "allocate", "relayed_address", "permission", "echo", "refresh"] {
+        for name in [
+            "binding",
+            "allocate",
+            "relayed_address",
+            "permission",
+            "echo",
+            "refresh",
+        ] {
             assert_eq!(verdict(&report, url, name).0, "pass", "{name} of {url}: {report:#}");
         }
         assert_eq!(check(&report, url, "allocate")["realm"], COTURN_REALM, "{report:#}");

@@ -4,6 +4,8 @@
 //! should (the relayed address, the peer filter, the certificate, the
 //! password), with the exit codes scripts rely on.
 
+#![allow(clippy::disallowed_methods)] // waits in black-box tests use the real clock
+
 use std::net::{TcpListener, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -37,7 +39,14 @@ fn every_check_passes_on_udp_tcp_and_tls_through_a_local_peer() {
     assert_eq!(report["counts"]["skip"], 0, "{report:#}");
     assert_eq!(report["checks"].as_array().unwrap().len(), 7 + 8 + 9, "{report:#}");
     for url in &urls {
-        for name in ["binding", "allocate", "relayed_address", "permission", "echo", "refresh"] {
+        for name in [
+            "binding",
+            "allocate",
+            "relayed_address",
+            "permission",
+            "echo",
+            "refresh",
+        ] {
             assert_eq!(verdict(&report, url, name).0, "pass", "{name} of {url}: {report:#}");
         }
         // Loopback peers are allowed: the echo comes from the local peer.
@@ -61,7 +70,10 @@ fn every_check_passes_on_udp_tcp_and_tls_through_a_local_peer() {
     let tls = check(&report, &urls[2], "tls");
     assert_eq!(tls["verdict"], "pass", "{report:#}");
     assert!(tls["days_left"].as_i64().unwrap() > 14, "{report:#}");
-    assert!(tls["issuer"].as_str().unwrap().contains("turnpike test CA"), "{report:#}");
+    assert!(
+        tls["issuer"].as_str().unwrap().contains("turnpike test CA"),
+        "{report:#}"
+    );
     assert_eq!(verdict(&report, &urls[1], "connect").0, "pass");
 }
 
@@ -88,15 +100,24 @@ fn from_a_config_it_mints_a_credential_and_falls_back_to_relay_to_relay() {
     ] {
         assert!(text.contains(&format!("{url}\n")), "{url} not checked:\n{text}");
     }
-    let echoes = text.lines().filter(|l| l.starts_with("  PASS echo ")).collect::<Vec<_>>();
+    let echoes = text
+        .lines()
+        .filter(|l| l.starts_with("  PASS echo "))
+        .collect::<Vec<_>>();
     assert_eq!(echoes.len(), 5, "{text}");
     assert!(echoes.iter().all(|l| l.contains("relay ↔ relay")), "{text}");
-    let permissions = text.lines().filter(|l| l.starts_with("  PASS permission ")).collect::<Vec<_>>();
+    let permissions = text
+        .lines()
+        .filter(|l| l.starts_with("  PASS permission "))
+        .collect::<Vec<_>>();
     assert_eq!(permissions.len(), 5, "{text}");
     // Over IPv4 the local peer was named and refused by the peer filter.
     assert!(permissions.iter().any(|l| l.contains("refused (403")), "{text}");
     // Reached over ::1, an IPv4 relay cannot be compared with the host.
-    let compared = text.lines().filter(|l| l.starts_with("  WARN relayed_address ")).count();
+    let compared = text
+        .lines()
+        .filter(|l| l.starts_with("  WARN relayed_address "))
+        .count();
     assert_eq!(compared, 2, "{text}");
     let last = text.lines().last().unwrap_or_default();
     assert!(last.starts_with("WARN: ") && last.contains(" 0 failed"), "{text}");
@@ -143,7 +164,11 @@ fn a_peer_filter_denying_the_relay_range_fails_the_permission_with_the_reason() 
     assert_eq!(detail.matches("403 Forbidden").count(), 2, "{detail}");
     for name in ["echo", "loss", "refresh"] {
         let (skipped, why) = verdict(&report, &url, name);
-        assert_eq!((skipped, why), ("skip", "not run: no echo through the relay"), "{report:#}");
+        assert_eq!(
+            (skipped, why),
+            ("skip", "not run: no echo through the relay"),
+            "{report:#}"
+        );
     }
     assert_eq!(verdict(&report, &url, "allocate").0, "pass");
 }
@@ -162,7 +187,10 @@ fn an_untrusted_or_expired_certificate_fails_the_tls_check_with_the_reason() {
     assert_eq!(code, 1, "{report:#}");
     let (tls, detail) = verdict(&report, &url, "tls");
     assert_eq!(tls, "fail", "{report:#}");
-    assert!(detail.contains("not trusted") && detail.contains("turnpike test CA"), "{detail}");
+    assert!(
+        detail.contains("not trusted") && detail.contains("turnpike test CA"),
+        "{detail}"
+    );
     assert_eq!(verdict(&report, &url, "binding").0, "skip", "nothing is sent over it");
 
     let (cert, key) = server.ca().expired_leaf("expired");
@@ -170,7 +198,11 @@ fn an_untrusted_or_expired_certificate_fails_the_tls_check_with_the_reason() {
     server.sighup();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !server.stderr_log().contains("configuration reloaded") {
-        assert!(Instant::now() < deadline, "no reload within 10 s:\n{}", server.stderr_log());
+        assert!(
+            Instant::now() < deadline,
+            "no reload within 10 s:\n{}",
+            server.stderr_log()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let ca = ca_file(&dir, server.ca());
@@ -211,7 +243,11 @@ fn a_server_that_does_not_answer_fails_within_the_timeout() {
     let (code, report) = selftest_json(&[&udp, &tcp, "--user", "u", "--password", "p", "--timeout", "1s"]);
     assert_eq!(code, 1, "{report:#}");
     for url in [&udp, &tcp] {
-        assert_eq!(verdict(&report, url, "binding"), ("fail", "no answer within 1 s"), "{report:#}");
+        assert_eq!(
+            verdict(&report, url, "binding"),
+            ("fail", "no answer within 1 s"),
+            "{report:#}"
+        );
         assert_eq!(
             verdict(&report, url, "allocate"),
             ("skip", "not run: the server did not answer")
@@ -227,7 +263,16 @@ fn usage_and_config_errors_exit_2_before_any_check() {
         &["selftest", "http://host", "--user", "u", "--password", "p"],
         &["selftest", "turn:127.0.0.1:9"],
         &["selftest", "turn:127.0.0.1:9", "--user", "u"],
-        &["selftest", "turns:127.0.0.1:9", "--user", "u", "--password", "p", "--ca", "/nonexistent/ca.pem"],
+        &[
+            "selftest",
+            "turns:127.0.0.1:9",
+            "--user",
+            "u",
+            "--password",
+            "p",
+            "--ca",
+            "/nonexistent/ca.pem",
+        ],
         &["--config", "/nonexistent/turnpike.toml", "selftest"],
     ];
     for args in cases {
