@@ -10,6 +10,8 @@
 //! `proto::testkit`. Nothing here trusts an answer: [`Challenge::of`] and
 //! [`error_code`] read validated messages and give `None` for anything else.
 
+use std::net::SocketAddr;
+
 use ring::hmac;
 
 use crate::proto::auth::{self, LongTermKey};
@@ -106,6 +108,20 @@ pub fn encode(
         None => w.finish(None, true),
     }
     buf
+}
+
+/// A Send indication (RFC 8656 §11.1) carrying `payload` to `peer`; it
+/// needs no signature (indications are not authenticated).
+pub fn send_indication(id: TransactionId, peer: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    encode(
+        Class::Indication,
+        stun::method::SEND,
+        id,
+        |w| {
+            w.xor_address(attr::XOR_PEER_ADDRESS, peer).bytes(attr::DATA, payload);
+        },
+        None,
+    )
 }
 
 /// The long-term credential dance: sends the request of `method` unsigned;

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use super::wire::{secs, Wire, WireError};
 use super::Credential;
 use crate::process::random::random_bytes;
-use crate::proto::client::{encode, error_code, Challenge, Cred};
+use crate::proto::client::{encode, error_code, send_indication, Challenge, Cred};
 use crate::proto::stun::{attr, method, Class, Message, MessageWriter, TransactionId};
 
 /// REQUESTED-TRANSPORT: UDP (RFC 8656 §18.7).
@@ -166,16 +166,9 @@ impl Session {
 
     /// A Send indication of `payload` to `peer` (no answer comes).
     pub async fn send_to(&mut self, peer: SocketAddr, payload: &[u8]) -> Result<(), StepError> {
-        let indication = encode(
-            Class::Indication,
-            method::SEND,
-            transaction_id(),
-            |w| {
-                w.xor_address(attr::XOR_PEER_ADDRESS, peer).bytes(attr::DATA, payload);
-            },
-            None,
-        );
-        self.wire.send(&indication).await?;
+        self.wire
+            .send(&send_indication(transaction_id(), peer, payload))
+            .await?;
         Ok(())
     }
 

@@ -3,13 +3,13 @@
 //! servers too: shared-secret credentials, UDP and TCP on one port, TLS
 //! on another, relays on 127.0.0.1, loopback peers allowed.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{
-    die_with_test, free_tcp_port, free_udp_port, next_relay_ports, require_tool, stun_binding, ChildGuard, ScratchDir,
-    TestPki,
+    die_with_test, free_tcp_port, free_udp_port, next_relay_ports, require_tool, wait_answering, ChildGuard,
+    ScratchDir, TestPki,
 };
 
 /// The realm the coturn server names.
@@ -83,21 +83,8 @@ impl CoturnServer {
     /// Binding over UDP answered, then a TCP connection to the TLS port
     /// accepted; false if the child exits or `limit` passes first.
     fn wait_ready(&mut self, limit: Duration) -> bool {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind a probe socket");
-        let deadline = Instant::now() + limit;
-        let running = |server: &mut CoturnServer| matches!(server.child.0.try_wait(), Ok(None));
-        while Instant::now() < deadline && running(self) {
-            if stun_binding(&socket, self.addr, Duration::from_millis(100)).is_some() {
-                break;
-            }
-        }
-        while Instant::now() < deadline && running(self) {
-            if std::net::TcpStream::connect_timeout(&self.tls_addr, Duration::from_millis(100)).is_ok() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        let (udp, tls) = (self.addr, self.tls_addr);
+        wait_answering(udp, tls, limit, || matches!(self.child.0.try_wait(), Ok(None)))
     }
 
     /// UDP and TCP listen on this address.

@@ -55,3 +55,26 @@ pub fn ca_file(dir: &ScratchDir, pki: &TestPki) -> PathBuf {
     std::fs::write(&path, pki.ca_pem()).expect("write the CA file");
     path
 }
+
+/// Asserts that every TURN check of `url` in `report` passed, the echo
+/// on `path` ("peer" or "relay"), and that the loss burst was answered
+/// (a loaded machine may drop a loopback datagram: a warning, not a
+/// failure).
+pub fn assert_relaying_works(report: &Value, url: &str, path: &str) {
+    for name in [
+        "binding",
+        "allocate",
+        "relayed_address",
+        "permission",
+        "echo",
+        "refresh",
+    ] {
+        assert_eq!(verdict(report, url, name).0, "pass", "{name} of {url}: {report:#}");
+    }
+    assert_eq!(check(report, url, "echo")["path"], path, "{report:#}");
+    let loss = check(report, url, "loss");
+    assert_ne!(loss["verdict"], "fail", "{report:#}");
+    assert!(loss["sent"].as_u64().unwrap() > 0, "{report:#}");
+    assert!(loss["received"].as_u64().unwrap() > 0, "{report:#}");
+    assert!(loss["rtt_median_ms"].is_number(), "{report:#}");
+}

@@ -9,7 +9,7 @@
 use std::net::{TcpListener, UdpSocket};
 use std::time::{Duration, Instant};
 
-use crate::common::selftest_run::{ca_file, check, selftest_json, turnpike, verdict};
+use crate::common::selftest_run::{assert_relaying_works, ca_file, check, selftest_json, turnpike, verdict};
 use crate::common::{ScratchDir, TestPki, TestServer, LONG_TERM_USER_TOML, PASSWORD, USER};
 
 fn udp_url(server: &TestServer) -> String {
@@ -39,33 +39,11 @@ fn every_check_passes_on_udp_tcp_and_tls_through_a_local_peer() {
     assert_eq!(report["counts"]["skip"], 0, "{report:#}");
     assert_eq!(report["checks"].as_array().unwrap().len(), 7 + 8 + 9, "{report:#}");
     for url in &urls {
-        for name in [
-            "binding",
-            "allocate",
-            "relayed_address",
-            "permission",
-            "echo",
-            "refresh",
-        ] {
-            assert_eq!(verdict(&report, url, name).0, "pass", "{name} of {url}: {report:#}");
-        }
         // Loopback peers are allowed: the echo comes from the local peer.
-        assert_eq!(check(&report, url, "echo")["path"], "peer", "{report:#}");
-        assert_eq!(
-            check(&report, url, "allocate")["relayed_address"]
-                .as_str()
-                .unwrap()
-                .split(':')
-                .next(),
-            Some("127.0.0.1")
-        );
-        // A loaded machine may drop a loopback datagram: a warning, not a
-        // failure; but the burst was sent and answered.
-        let loss = check(&report, url, "loss");
-        assert_ne!(loss["verdict"], "fail", "{report:#}");
-        assert_eq!(loss["sent"], 20);
-        assert!(loss["received"].as_u64().unwrap() > 0, "{report:#}");
-        assert!(loss["rtt_median_ms"].is_number(), "{report:#}");
+        assert_relaying_works(&report, url, "peer");
+        assert_eq!(check(&report, url, "loss")["sent"], 20);
+        let relayed = check(&report, url, "allocate")["relayed_address"].as_str().unwrap();
+        assert!(relayed.starts_with("127.0.0.1:"), "{report:#}");
     }
     let tls = check(&report, &urls[2], "tls");
     assert_eq!(tls["verdict"], "pass", "{report:#}");
