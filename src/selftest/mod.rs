@@ -29,10 +29,12 @@
 //! Files: [`url`], [`wire`] (UDP and framed streams), [`tls`],
 //! [`session`] (requests, retransmission, the credential dance),
 //! [`probe`] (echo peers and bursts), [`checks`] (the steps of one URL),
+//! `path` (the permission and echo steps: which path the probes take),
 //! [`report`], [`from_config`] (URLs and credential from a config file).
 
 pub mod checks;
 pub mod from_config;
+mod path;
 pub mod probe;
 pub mod report;
 pub mod session;
