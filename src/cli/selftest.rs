@@ -31,6 +31,9 @@ pub fn selftest(args: SelftestArgs, config_path: Option<&Path>) -> anyhow::Resul
         .build()
         .context("cannot start the async runtime")?;
     let report = runtime.block_on(selftest::run(&plan));
+    // A DNS lookup abandoned at its timeout may still hold a blocking
+    // thread; the run is over, so do not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     match json {
         true => println!("{}", report.to_json()),
         false => print!("{}", report.render()),
