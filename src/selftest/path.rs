@@ -106,35 +106,24 @@ pub(super) async fn find_path(
     let fallback = relay_to_relay(session, allocation, url, addrs, plan).await;
     let (second, echo) = match fallback {
         Ok(found) => found,
-        Err(Fallback::Refused(e)) => {
-            let detail = match &permitted {
-                Some(granted) => format!("{granted}, but {peer_failure}; relay ↔ relay refused: {e}"),
-                None => format!("refused for {peer_failure}, and relay ↔ relay: {e}"),
+        Err(failure) => {
+            let relay_failure = match failure {
+                Fallback::Refused(e) => format!("relay ↔ relay: {e}"),
+                Fallback::Other(reason) => format!("relay ↔ relay not possible: {reason}"),
             };
-            let verdict = if permitted.is_some() {
-                Verdict::Pass
-            } else {
-                Verdict::Fail
-            };
-            checks.push(Step::Permission, verdict, detail, Map::new());
-            if permitted.is_some() {
-                checks.push(Step::Echo, Verdict::Fail, peer_failure, Map::new());
-            }
-            return None;
-        }
-        Err(Fallback::Other(reason)) => {
-            match &permitted {
-                Some(granted) => checks.push(Step::Permission, Verdict::Pass, granted.clone(), Map::new()),
-                None => checks.push(
-                    Step::Permission,
-                    Verdict::Fail,
-                    format!("refused for {peer_failure}"),
-                    Map::new(),
-                ),
-            }
-            if permitted.is_some() {
-                let detail = format!("{peer_failure}; relay ↔ relay not possible: {reason}");
-                checks.push(Step::Echo, Verdict::Fail, detail, Map::new());
+            let both = format!("{peer_failure}; {relay_failure}");
+            match permitted {
+                Some(granted) => {
+                    checks.push(Step::Permission, Verdict::Pass, granted, Map::new());
+                    checks.push(Step::Echo, Verdict::Fail, both, Map::new());
+                }
+                None => {
+                    let hint = match both.matches("(403 ").count() {
+                        0 => "",
+                        _ => " (403: the server's peer filter refuses the address)",
+                    };
+                    checks.push(Step::Permission, Verdict::Fail, format!("{both}{hint}"), Map::new());
+                }
             }
             return None;
         }
