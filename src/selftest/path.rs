@@ -120,7 +120,7 @@ pub(super) async fn find_path(
                 None => {
                     let hint = match both.matches("(403 ").count() {
                         0 => "",
-                        _ => " (403: the server's peer filter refuses the address)",
+                        _ => ": the server's peer filter refuses these addresses",
                     };
                     checks.push(Step::Permission, Verdict::Fail, format!("{both}{hint}"), Map::new());
                 }
