@@ -15,10 +15,11 @@ use std::path::{Path, PathBuf};
 /// Each library module and what it may use besides itself, lowest first:
 /// a module appears after everything it uses, so the order is the
 /// layering. The binary's `cli/` may use everything and is not listed.
-const LAYERS: [(&str, &[&str]); 8] = [
+const LAYERS: [(&str, &[&str]); 9] = [
     ("proto", &[]),
     ("config", &["proto"]),
     ("process", &["config", "proto"]),
+    ("selftest", &["process", "config", "proto"]),
     ("net", &["process", "config", "proto"]),
     ("signaling", &["process", "config", "proto"]),
     ("fleet", &["signaling", "net", "process", "config", "proto"]),

@@ -9,6 +9,7 @@
 //! * [`admin`]: the operator's admin API (its own loopback listener) and the client of `turnpike admin`.
 //! * [`process`]: process-wide services that net and http share: clock, randomness, TLS, status.
 //! * [`config`]: the TOML schema, its defaults and validation.
+//! * [`selftest`]: a TURN client that checks a deployment (`turnpike selftest`).
 //!
 //! Nothing outside tests may `unwrap`, `expect` or `panic!`: input from the
 //! network never takes the server down. The lint below enforces it; the one
@@ -24,6 +25,7 @@ pub mod http;
 pub mod net;
 pub mod process;
 pub mod proto;
+pub mod selftest;
 pub mod signaling;
 
 #[cfg(test)]

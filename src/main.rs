@@ -2,8 +2,10 @@
 //! ask the admin API of a running server.
 //!
 //! This file only parses the command line, hands it to [`cli::run`] and
-//! turns the outcome into the exit code: 0, or 1 with `Error: {e:#}` (the
-//! whole chain of causes) on stderr. Everything else is in `cli/`.
+//! turns the outcome into the exit code: the command's (0, or 1 for a
+//! failed `selftest` check), or on an error `Error: {e:#}` (the whole
+//! chain of causes) on stderr and 2 for a [`cli::UsageError`], else 1.
+//! Everything else is in `cli/`.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
@@ -16,10 +18,13 @@ use clap::Parser;
 fn main() -> ExitCode {
     let args = cli::args::Cli::parse();
     match cli::run(args) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("Error: {e:#}");
-            ExitCode::FAILURE
+            match e.is::<cli::UsageError>() {
+                true => ExitCode::from(2),
+                false => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -9,6 +9,7 @@
 //! never required on the command line ([`SecretSource`] also takes a file
 //! or the environment); no value parsed here is checked again elsewhere.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -55,6 +56,11 @@ pub enum Command {
     },
     /// Ask the admin API of a running server (`[admin]` in its config).
     Admin(AdminArgs),
+    /// Check a TURN deployment from here: Binding, Allocate, a permission,
+    /// an echo through the relay, loss and round trip, the relayed
+    /// address, the TLS certificate. Exit 0: no check failed, 1: a check
+    /// failed, 2: a usage or config error.
+    Selftest(SelftestArgs),
 }
 
 /// `turnpike credentials`: the secret, the username and the URL to print.
@@ -79,6 +85,55 @@ pub struct CredentialsArgs {
     /// of auth.secret_algorithms of --config, else sha1).
     #[arg(long, value_parser = parse_algorithm)]
     pub algorithm: Option<auth::SecretAlgorithm>,
+}
+
+/// `turnpike selftest`: what to check, with which credential, and how.
+#[derive(clap::Args)]
+pub struct SelftestArgs {
+    /// turn:, turns:, stun: or stuns: URLs (RFC 7065, RFC 7064), e.g.
+    /// turn:turn.example.org:3478?transport=tcp (default: every listener
+    /// of --config).
+    pub urls: Vec<String>,
+    /// Long-term credential: the user name (with --password).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Long-term credential: the password; prefer TURNPIKE_PASSWORD,
+    /// which other users of the machine cannot see in the process list.
+    #[arg(long, env = "TURNPIKE_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Shared secret to mint a short-lived credential with (default: the
+    /// first secret of --config, else its first user).
+    #[command(flatten)]
+    pub secret: SecretSource,
+    /// Password form of the minted credential: sha1 or sha256 (default:
+    /// the first of auth.secret_algorithms of --config, else sha1).
+    #[arg(long, value_parser = parse_algorithm)]
+    pub algorithm: Option<auth::SecretAlgorithm>,
+    /// The host name clients use, for the URLs made from --config's
+    /// listeners (a turns: certificate is checked against it).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Trust only the CA certificates (PEM) of this file for turns:
+    /// (default: the system's roots).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// The relayed address must be this IP (repeat for several; default:
+    /// an address of the URL's host).
+    #[arg(long)]
+    pub expect_relay_ip: Vec<IpAddr>,
+    /// Packets sent through the relay to measure loss and round trip.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub count: u16,
+    /// The longest wait for anything (a connection, a handshake, an
+    /// answer, an echo), e.g. "5s"; at most 60s.
+    #[arg(long, default_value = "5s", value_parser = parse_timeout)]
+    pub timeout: Duration,
+    /// A certificate with fewer days left than this is a warning.
+    #[arg(long, default_value_t = 14)]
+    pub cert_warn_days: u16,
+    /// Print the report as one line of JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `turnpike admin`: where the API is, the key, and what to ask.
@@ -127,7 +182,7 @@ pub enum AdminCommand {
 /// Where a command line takes a secret from. An argument is visible to
 /// every user of the machine (`ps`), so a file or the environment is the
 /// better place.
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct SecretSource {
     /// The secret itself; prefer --secret-file or TURNPIKE_SECRET, which
     /// other users of the machine cannot see in the process list.
@@ -153,6 +208,15 @@ impl SecretSource {
             }
             (None, None) => Ok(None),
         }
+    }
+}
+
+/// `--timeout`: a duration from 100 ms to 60 s.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    match (Duration::from_millis(100)..=Duration::from_secs(60)).contains(&timeout) {
+        true => Ok(timeout),
+        false => Err(format!("{text:?} is not between 100ms and 60s")),
     }
 }
 

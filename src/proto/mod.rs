@@ -12,6 +12,8 @@
 //!   the first bytes;
 //! * [`server`]: the STUN/TURN state machine, one per shard;
 //! * [`auth`]: long-term and shared-secret credentials, nonces;
+//!   [`client`]: the same credentials as a client holds them, and the
+//!   requests it signs (the selftest's and the tests' client);
 //! * [`peer_filter`]: which peers may be relayed to;
 //! * [`quota`], [`live_relays`], [`revocations`]: what every shard shares
 //!   (allocation counts, the relays live now, the revoked usernames);
@@ -24,6 +26,7 @@ pub mod addr;
 pub mod auth;
 pub mod bandwidth_watch;
 pub mod channel_data;
+pub mod client;
 pub mod first_bytes;
 pub mod live_relays;
 pub mod method;

@@ -9,6 +9,8 @@
 //! * [`credentials`], [`ports`], [`pki`], [`http`], [`scratch`],
 //!   [`process`]: what those are built of;
 //! * [`uclient`]: the summary coturn's `turnutils_uclient` prints;
+//!   [`coturn`]: coturn's `turnserver`, a second TURN server;
+//!   [`selftest_run`]: `turnpike selftest` run and its JSON report read;
 //! * [`browser`], [`call_summary`], [`private_network`], [`redis_server`],
 //!   [`pebble`]: headless Chromium, the network namespace it needs, a real
 //!   Redis, a real ACME CA;
@@ -25,6 +27,7 @@
 
 pub mod browser;
 pub mod call_summary;
+pub mod coturn;
 pub mod credentials;
 pub mod echo;
 pub mod http;
@@ -37,6 +40,7 @@ pub mod private_network;
 pub mod process;
 pub mod redis_server;
 pub mod scratch;
+pub mod selftest_run;
 pub mod server;
 pub mod shared_port;
 pub mod turn_client;

@@ -30,12 +30,36 @@ impl TestPki {
         self.ca.der().clone()
     }
 
+    /// The CA certificate as PEM, for a client's `--ca` file.
+    pub fn ca_pem(&self) -> String {
+        self.ca.pem()
+    }
+
     /// A new leaf for `localhost` and 127.0.0.1 signed by this CA, as
     /// (certificate PEM, key PEM, certificate DER).
     pub fn leaf(&self, common_name: &str) -> (String, String, Vec<u8>) {
+        self.leaf_with(common_name, |_| {})
+    }
+
+    /// A leaf as [`TestPki::leaf`] that expired on 1 January 2021 (valid
+    /// through 2020), as (certificate PEM, key PEM).
+    pub fn expired_leaf(&self, common_name: &str) -> (String, String) {
+        let (cert, key, _) = self.leaf_with(common_name, |params| {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        });
+        (cert, key)
+    }
+
+    fn leaf_with(
+        &self,
+        common_name: &str,
+        change: impl FnOnce(&mut rcgen::CertificateParams),
+    ) -> (String, String, Vec<u8>) {
         let mut params =
             rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("leaf params");
         params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
+        change(&mut params);
         let key = rcgen::KeyPair::generate().expect("leaf key");
         let cert = params.signed_by(&key, &self.ca).expect("leaf certificate");
         (cert.pem(), key.serialize_pem(), cert.der().to_vec())

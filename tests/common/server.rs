@@ -185,24 +185,9 @@ impl TestServer {
         panic!("turnpike failed to start three times");
     }
 
-    /// Sends Binding requests until one is answered, then connects to the
-    /// HTTP endpoint until that works; false if the child exits or `limit`
-    /// passes first.
+    /// Waits until it answers Binding and its HTTP endpoint accepts.
     fn wait_ready(&self, limit: Duration) -> bool {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind probe socket");
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline && self.is_running() {
-            if stun_binding(&socket, self.addr, Duration::from_millis(100)).is_some() {
-                break;
-            }
-        }
-        while Instant::now() < deadline && self.is_running() {
-            if std::net::TcpStream::connect_timeout(&self.http_addr, Duration::from_millis(100)).is_ok() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        wait_answering(self.addr, self.http_addr, limit, || self.is_running())
     }
 
     /// The address the server listens on.
@@ -326,6 +311,26 @@ impl Drop for TestServer {
         let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
         stop_and_report(child, &self.config_path, &self.stderr_path);
     }
+}
+
+/// Sends Binding requests to `stun` until one is answered, then connects
+/// to `tcp` until that works; false if `running` turns false or `limit`
+/// passes first.
+pub fn wait_answering(stun: SocketAddr, tcp: SocketAddr, limit: Duration, mut running: impl FnMut() -> bool) -> bool {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind probe socket");
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline && running() {
+        if stun_binding(&socket, stun, Duration::from_millis(100)).is_some() {
+            break;
+        }
+    }
+    while Instant::now() < deadline && running() {
+        if std::net::TcpStream::connect_timeout(&tcp, Duration::from_millis(100)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 /// Kills a server started by [`spawn_turnpike`] and, if the test is

@@ -78,6 +78,9 @@ fn help_of(args: &[&str]) -> (Vec<String>, Vec<String>) {
         .collect();
     let options = section("Options:")
         .iter()
+        // An option's own line starts with it; a description's wrapped
+        // lines may name others.
+        .filter(|l| l.trim_start().starts_with('-'))
         .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("--")))
         .map(|o| o.trim_end_matches(',').to_owned())
         .filter(|o| o != "--help" && o != "--version")
@@ -112,6 +115,7 @@ fn documents(docs: &str, words: &[&str]) -> bool {
 fn every_command_and_option_that_help_lists_is_in_the_docs() {
     let usage = doc_section("docs/usage.md", "## The command line");
     let admin_docs = doc_section("docs/operations.md", "## The admin API");
+    let selftest_docs = usage.clone() + &doc_section("docs/usage.md", "## Checking a deployment");
     let (commands, options) = help_of(&[]);
     assert!(commands.len() >= 5, "{commands:?}");
     let mut missing = Vec::new();
@@ -121,7 +125,11 @@ fn every_command_and_option_that_help_lists_is_in_the_docs() {
         }
     }
     for command in &commands {
-        let docs = if command == "admin" { &admin_docs } else { &usage };
+        let docs = match command.as_str() {
+            "admin" => &admin_docs,
+            "selftest" => &selftest_docs,
+            _ => &usage,
+        };
         if !documents(docs, &[command]) {
             missing.push(format!("turnpike {command}"));
         }

@@ -1,6 +1,7 @@
 //! Running the server: the admin API, metrics, logs, reload, shutdown,
 //! systemd (and the Debian package under a real one), the CLI, PROXY
-//! protocol, one TLS port shared with HTTPS, certificates from an ACME CA.
+//! protocol, one TLS port shared with HTTPS, certificates from an ACME CA,
+//! `turnpike selftest`.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -12,6 +13,7 @@ mod logs;
 mod metrics;
 mod proxy_protocol;
 mod reload;
+mod selftest;
 mod shared_tls_port;
 mod shutdown;
 mod systemd;

@@ -6,9 +6,10 @@
 //!
 //! * [`core_config`] and [`core_credentials`]: the test core's
 //!   configuration, which each test changes with struct-update syntax;
-//! * [`client`]: long-term credentials as a client holds them, a message
-//!   encoder that signs with them, and the 401/438 challenge dance over any
-//!   transport;
+//! * [`client`] (re-exported from [`crate::proto::client`], which
+//!   `selftest` ships): long-term credentials as a client holds them, a
+//!   message encoder that signs with them, and the 401/438 challenge dance
+//!   over any transport;
 //! * [`FakeBinder`]: an in-memory [`RelayBinder`](super::server::RelayBinder)
 //!   that records every bind and release and checks the core's use of it;
 //! * [`rfc5769`]: the RFC 5769 test vectors;
@@ -18,7 +19,7 @@
 // Test code: a broken fixture should stop the test loudly.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-pub mod client;
+pub use super::client;
 mod fake_binder;
 pub mod rfc5769;
 mod test_core;

@@ -328,16 +328,11 @@ impl TurnClient {
     }
 
     pub fn send_indication(&mut self, peer: SocketAddr, payload: &[u8]) {
-        let indication = encode(
-            Class::Indication,
-            method::SEND,
+        self.send(&turnpike::proto::client::send_indication(
             transaction_id(),
-            |w| {
-                w.xor_address(attr::XOR_PEER_ADDRESS, peer).bytes(attr::DATA, payload);
-            },
-            None,
-        );
-        self.send(&indication);
+            peer,
+            payload,
+        ));
     }
 
     /// ChannelData, padded to a multiple of 4 (mandatory on streams,

@@ -4,6 +4,13 @@
 //! retry. Sans-IO: [`authenticated`] takes the transport as a closure, so
 //! the same code drives the core in a unit test and a running server over
 //! UDP, TCP or TLS.
+//!
+//! Shipped (not only in the test kit): `turnpike selftest` is a client of
+//! any TURN server built on it, and the tests share it through
+//! `proto::testkit`. Nothing here trusts an answer: [`Challenge::of`] and
+//! [`error_code`] read validated messages and give `None` for anything else.
+
+use std::net::SocketAddr;
 
 use ring::hmac;
 
@@ -65,6 +72,16 @@ impl Challenge {
     }
 }
 
+/// The ERROR-CODE of an error answer (RFC 8489 §14.8): the code (class
+/// × 100 + number) and its reason phrase; `None` if the attribute is
+/// absent or shorter than its fixed part.
+pub fn error_code(msg: &Message<'_>) -> Option<(u16, String)> {
+    let value = msg.get(attr::ERROR_CODE)?;
+    let [_, _, class, number] = *value.first_chunk::<4>()?;
+    let code = u16::from(class & 0x7) * 100 + u16::from(number);
+    Some((code, String::from_utf8_lossy(&value[4..]).into_owned()))
+}
+
 /// Appends USERNAME, REALM and NONCE to `w` and finishes it with
 /// MESSAGE-INTEGRITY under `cred`'s key, and FINGERPRINT if asked.
 pub fn sign(mut w: MessageWriter<'_>, cred: &Cred, challenge: &Challenge, fingerprint: bool) {
@@ -91,6 +108,20 @@ pub fn encode(
         None => w.finish(None, true),
     }
     buf
+}
+
+/// A Send indication (RFC 8656 §11.1) carrying `payload` to `peer`; it
+/// needs no signature (indications are not authenticated).
+pub fn send_indication(id: TransactionId, peer: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    encode(
+        Class::Indication,
+        stun::method::SEND,
+        id,
+        |w| {
+            w.xor_address(attr::XOR_PEER_ADDRESS, peer).bytes(attr::DATA, payload);
+        },
+        None,
+    )
 }
 
 /// The long-term credential dance: sends the request of `method` unsigned;
@@ -145,5 +176,9 @@ mod tests {
             .bytes(attr::NONCE, b"n0nce");
         w.finish(None, true);
         assert_eq!(Challenge::of(&answer), Some(challenge));
+        let msg = Message::parse(&answer).unwrap();
+        assert_eq!(error_code(&msg), Some((438, "Stale Nonce".to_owned())));
+        let request = Message::parse(&bytes).unwrap();
+        assert_eq!(error_code(&request), None, "no ERROR-CODE in a request");
     }
 }
