@@ -75,16 +75,6 @@ impl ExternalIps {
         ExternalIps(entries)
     }
 
-    /// The IPv4 entry, if any.
-    pub fn v4(&self) -> Option<ExternalIp> {
-        self.0.iter().copied().find(|e| e.public.is_ipv4())
-    }
-
-    /// The IPv6 entry, if any.
-    pub fn v6(&self) -> Option<ExternalIp> {
-        self.0.iter().copied().find(|e| e.public.is_ipv6())
-    }
-
     /// The public IPv4 address, if any.
     pub fn public_v4(&self) -> Option<Ipv4Addr> {
         self.0.iter().find_map(|e| match e.public {
@@ -101,9 +91,14 @@ impl ExternalIps {
         })
     }
 
+    /// Every entry.
+    pub fn entries(&self) -> impl Iterator<Item = ExternalIp> + '_ {
+        self.0.iter().copied()
+    }
+
     /// Every public address.
     pub fn public(&self) -> impl Iterator<Item = IpAddr> + '_ {
-        self.0.iter().map(|e| e.public)
+        self.entries().map(|e| e.public)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -233,16 +228,29 @@ mod tests {
 
     #[test]
     fn one_address_a_list_and_public_local_pairs_are_read() {
-        let config = parse("[server]\nexternal_ip = \"203.0.113.7\"").unwrap();
+        let entries = |text: &str| {
+            let config = parse(&format!("[server]\nexternal_ip = {text}")).unwrap();
+            config
+                .server
+                .external_ip
+                .entries()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(entries("\"203.0.113.7\""), ["203.0.113.7"]);
         assert_eq!(
-            config.server.external_ip.v4().map(|e| e.public.to_string()),
+            entries("[\"2001:db8::7\", \"203.0.113.7/10.0.0.5\"]"),
+            ["2001:db8::7", "203.0.113.7/10.0.0.5"]
+        );
+        let config = parse("[server]\nexternal_ip = [\"2001:db8::7\", \"203.0.113.7\"]").unwrap();
+        assert_eq!(
+            config.server.external_ip.public_v4().map(|ip| ip.to_string()),
             Some("203.0.113.7".into())
         );
-        assert_eq!(config.server.external_ip.v6(), None);
-        let config = parse("[server]\nexternal_ip = [\"2001:db8::7\", \"203.0.113.7/10.0.0.5\"]").unwrap();
-        let v4 = config.server.external_ip.v4().unwrap();
-        assert_eq!(v4.to_string(), "203.0.113.7/10.0.0.5");
-        assert_eq!(config.server.external_ip.v6().unwrap().to_string(), "2001:db8::7");
+        assert_eq!(
+            config.server.external_ip.public_v6().map(|ip| ip.to_string()),
+            Some("2001:db8::7".into())
+        );
     }
 
     #[test]

@@ -96,7 +96,7 @@ impl Plan {
         // A public address may not be reachable from this host (no hairpin
         // NAT): our relays reach each other on the local address instead:
         // the one named, else the bind address, else loopback.
-        let hairpin_pairs = external.v4().into_iter().chain(external.v6()).map(|entry| {
+        let hairpin_pairs = external.entries().map(|entry| {
             let bind = match entry.public {
                 IpAddr::V4(_) => IpAddr::V4(relay_bind),
                 IpAddr::V6(_) => relay_v6.map_or(IpAddr::V6(Ipv6Addr::LOCALHOST), |(bind, _)| IpAddr::V6(bind)),
