@@ -64,6 +64,7 @@ mod shard_thread;
 mod socket;
 mod stream;
 mod udp;
+pub mod xdp;
 
 pub use admin::{AdminError, AdminHandle, REPLY_TIMEOUT};
 pub use socket::BindError;
