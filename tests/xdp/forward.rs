@@ -163,14 +163,14 @@ fn a_refresh_keeps_the_counts_and_a_removal_returns_them_and_stops_forwarding() 
         assert_eq!(x.maps.channel_counts(&route).unwrap(), two);
         assert_eq!(x.maps.remove_channel(&route).unwrap(), two);
         x.expect_pass(&frame, Verdict::PassNoRoute);
-        assert!(x.maps.channel_counts(&route).is_err(), "no counts for a route that is gone");
+        assert!(
+            x.maps.channel_counts(&route).is_err(),
+            "no counts for a route that is gone"
+        );
         // Installed again, it counts from zero.
         x.maps.install_channel(route, out, in_an_hour()).unwrap();
         x.expect_tx(&frame, Verdict::TxToPeer);
-        assert_eq!(
-            x.maps.remove_channel(&route).unwrap(),
-            Counts { packets: 1, bytes: 40 }
-        );
+        assert_eq!(x.maps.remove_channel(&route).unwrap(), Counts { packets: 1, bytes: 40 });
 
         let peer = PeerRoute {
             relay: f.relay,
@@ -202,8 +202,12 @@ fn routes_of_one_client_are_told_apart_by_channel_and_five_tuple() {
             relay: f.other_relay,
             peer: f.peer,
         };
-        x.maps.install_channel(client_route(&f, 0x4001), to_peer, in_an_hour()).unwrap();
-        x.maps.install_channel(client_route(&f, 0x4002), to_other, in_an_hour()).unwrap();
+        x.maps
+            .install_channel(client_route(&f, 0x4001), to_peer, in_an_hour())
+            .unwrap();
+        x.maps
+            .install_channel(client_route(&f, 0x4002), to_other, in_an_hour())
+            .unwrap();
         let first = x.expect_tx(
             &udp(f.client, f.server, &channel_data(0x4001, b"one")),
             Verdict::TxToPeer,

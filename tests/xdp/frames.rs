@@ -129,10 +129,17 @@ pub fn parse_sent(frame: &[u8]) -> Sent {
         NetHeaders::Ipv4(ip, exts) => {
             assert!(exts.is_empty() && ip.options.is_empty(), "no IPv4 options");
             assert_eq!(ip.header_checksum, ip.calc_header_checksum(), "IPv4 header checksum");
-            assert_eq!((ip.dscp.value(), ip.ecn.value()), (0, 0), "DSCP and ECN as a socket sends them");
+            assert_eq!(
+                (ip.dscp.value(), ip.ecn.value()),
+                (0, 0),
+                "DSCP and ECN as a socket sends them"
+            );
             assert!(ip.dont_fragment && !ip.more_fragments, "DF set, not a fragment");
             assert_eq!(ip.fragment_offset.value(), 0);
-            assert_eq!(ip.identification, 0, "the ID Linux gives a DF datagram of an unconnected socket");
+            assert_eq!(
+                ip.identification, 0,
+                "the ID Linux gives a DF datagram of an unconnected socket"
+            );
             assert_eq!(usize::from(ip.total_len), 20 + 8 + payload.len(), "IPv4 total length");
             assert_eq!(
                 udp.checksum,

@@ -17,7 +17,9 @@ fn the_committed_object_is_what_its_source_compiles_to() {
     let scratch = ScratchDir::new("xdp-object");
     let rebuilt = scratch.path().join("relay.bpf.o");
     let out = run_with_timeout(
-        Command::new("bash").arg(root.join("src/net/xdp/build.sh")).arg(&rebuilt),
+        Command::new("bash")
+            .arg(root.join("src/net/xdp/build.sh"))
+            .arg(&rebuilt),
         Duration::from_secs(300),
     );
     assert!(out.success(), "src/net/xdp/build.sh failed: {}", out.combined());

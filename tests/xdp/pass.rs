@@ -50,7 +50,10 @@ fn a_channel_without_a_route_passes() {
         let frame = udp(f.client, f.server, &channel_data(0x4001, &data(20)));
         x.expect_pass(&frame, Verdict::PassNoRoute);
         routes(&mut x, &f);
-        x.expect_pass(&udp(f.client, f.server, &channel_data(0x4002, &data(20))), Verdict::PassNoRoute);
+        x.expect_pass(
+            &udp(f.client, f.server, &channel_data(0x4002, &data(20))),
+            Verdict::PassNoRoute,
+        );
         // Too short to be ChannelData at all.
         x.expect_pass(&udp(f.client, f.server, &[0x40, 0x01, 0x00]), Verdict::PassNoRoute);
     }
@@ -86,7 +89,10 @@ fn padded_or_truncated_channel_data_passes() {
         let mut truncated = channel_data(0x4001, &data(100));
         truncated.truncate(90);
         x.expect_pass(&udp(f.client, f.server, &truncated), Verdict::PassChannelLength);
-        x.expect_pass(&udp(f.client, f.server, &[0x40, 0x01, 0x00, 0x01]), Verdict::PassChannelLength);
+        x.expect_pass(
+            &udp(f.client, f.server, &[0x40, 0x01, 0x00, 0x01]),
+            Verdict::PassChannelLength,
+        );
     }
 }
 
@@ -152,7 +158,10 @@ fn tcp_icmp_and_non_ip_pass() {
     for f in both() {
         routes(&mut x, &f);
         // A TCP or TLS client's bytes on the same addresses and ports.
-        x.expect_pass(&tcp(f.client, f.server, &channel_data(0x4001, &data(40))), Verdict::PassNotUdp);
+        x.expect_pass(
+            &tcp(f.client, f.server, &channel_data(0x4001, &data(40))),
+            Verdict::PassNotUdp,
+        );
         x.expect_pass(&tcp(f.peer, f.relay, &data(40)), Verdict::PassNotUdp);
         // ICMP: protocol 1 in the IPv4 header, next header 58 in IPv6.
         let mut icmp = udp(f.client, f.server, &data(16));

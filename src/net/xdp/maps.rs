@@ -181,18 +181,33 @@ impl RelayMaps {
     /// Removes a client's channel route; returns its final counts.
     pub fn remove_channel(&mut self, route: &ChannelRoute) -> Result<Counts, XdpError> {
         let key = channel_key(route)?;
-        remove(&mut self.channels, &mut self.channel_slots, &mut self.free, &self.counts, &key)
+        remove(
+            &mut self.channels,
+            &mut self.channel_slots,
+            &mut self.free,
+            &self.counts,
+            &key,
+        )
     }
 
     /// Removes a peer route; returns its final counts.
     pub fn remove_peer(&mut self, route: &PeerRoute) -> Result<Counts, XdpError> {
         let key = peer_key(route)?;
-        remove(&mut self.peers, &mut self.peer_slots, &mut self.free, &self.counts, &key)
+        remove(
+            &mut self.peers,
+            &mut self.peer_slots,
+            &mut self.free,
+            &self.counts,
+            &key,
+        )
     }
 
     /// What a channel route has forwarded so far.
     pub fn channel_counts(&self, route: &ChannelRoute) -> Result<Counts, XdpError> {
-        let slot = *self.channel_slots.get(&channel_key(route)?).ok_or(XdpError::NotInstalled)?;
+        let slot = *self
+            .channel_slots
+            .get(&channel_key(route)?)
+            .ok_or(XdpError::NotInstalled)?;
         read_counts(&self.counts, slot)
     }
 
@@ -362,7 +377,10 @@ mod tests {
             relay: addr("[2001:db8::1]:50000"),
             peer: addr("[2001:db8::2]:9"),
         };
-        assert!(matches!(route_value(layout::FAMILY_V4, out, 1), Err(XdpError::MixedFamilies)));
+        assert!(matches!(
+            route_value(layout::FAMILY_V4, out, 1),
+            Err(XdpError::MixedFamilies)
+        ));
     }
 
     #[test]
