@@ -20,7 +20,9 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use turnpike::net::xdp::{RelayMaps, RelayProgram, TestRunResult, Verdict, XdpAction, VERDICTS};
+use turnpike::net::xdp::{
+    ChannelRoute, Outgoing, PeerRoute, RelayMaps, RelayProgram, TestRunResult, Verdict, XdpAction, VERDICTS,
+};
 
 use crate::common::private_network::enter_private_network;
 use crate::common::process::{require_tool, run_with_timeout};
@@ -230,6 +232,31 @@ impl Fixture {
         assert_ne!(ifindex, 0, "{DEVICE} has no index");
         let (program, maps) = RelayProgram::load(MAX_ROUTES).expect("load the XDP program (needs root)");
         Fixture { program, maps, ifindex }
+    }
+
+    /// Installs, for family `f`, the client's channel 0x4001 to the peer
+    /// and the peer's route back on the same channel.
+    pub fn install_both_ways(&mut self, f: &Family) {
+        let channel = ChannelRoute {
+            client: f.client,
+            server: f.server,
+            channel: 0x4001,
+        };
+        let to_peer = Outgoing::ToPeer {
+            relay: f.relay,
+            peer: f.peer,
+        };
+        self.maps.install_channel(channel, to_peer, in_an_hour()).unwrap();
+        let peer = PeerRoute {
+            relay: f.relay,
+            peer: f.peer,
+        };
+        let to_client = Outgoing::ToClient {
+            server: f.server,
+            client: f.client,
+            channel: 0x4001,
+        };
+        self.maps.install_peer(peer, to_client, in_an_hour()).unwrap();
     }
 
     pub fn run(&self, frame: &[u8]) -> TestRunResult {

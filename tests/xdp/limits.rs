@@ -5,34 +5,11 @@
 use std::process::Command;
 use std::time::Duration;
 
-use turnpike::net::xdp::{ChannelRoute, Outgoing, PeerRoute, Verdict};
+use turnpike::net::xdp::Verdict;
 
 use crate::common::process::{require_tool, run_with_timeout};
-use crate::fixture::{both, in_an_hour, Family, Fixture, DEVICE};
+use crate::fixture::{both, Fixture, DEVICE};
 use crate::frames::{channel_data, data, fix_ipv4_checksum, ip_len, parse_sent, udp, ETH};
-
-fn routes(x: &mut Fixture, f: &Family) {
-    let channel = ChannelRoute {
-        client: f.client,
-        server: f.server,
-        channel: 0x4001,
-    };
-    let to_peer = Outgoing::ToPeer {
-        relay: f.relay,
-        peer: f.peer,
-    };
-    x.maps.install_channel(channel, to_peer, in_an_hour()).unwrap();
-    let peer = PeerRoute {
-        relay: f.relay,
-        peer: f.peer,
-    };
-    let to_client = Outgoing::ToClient {
-        server: f.server,
-        client: f.client,
-        channel: 0x4001,
-    };
-    x.maps.install_peer(peer, to_client, in_an_hour()).unwrap();
-}
 
 fn set_u16(frame: &mut [u8], at: usize, value: u16) {
     frame[at..at + 2].copy_from_slice(&value.to_be_bytes());
@@ -46,7 +23,7 @@ fn get_u16(frame: &[u8], at: usize) -> u16 {
 fn malformed_ipv4_passes() {
     let mut x = Fixture::new();
     let f = crate::fixture::v4();
-    routes(&mut x, &f);
+    x.install_both_ways(&f);
     let good = udp(f.client, f.server, &channel_data(0x4001, &data(64)));
     x.expect_tx(&good, Verdict::TxToPeer);
     let mut cases: Vec<(&str, Vec<u8>)> = vec![
@@ -94,7 +71,7 @@ fn malformed_ipv4_passes() {
 fn malformed_ipv6_passes() {
     let mut x = Fixture::new();
     let f = crate::fixture::v6();
-    routes(&mut x, &f);
+    x.install_both_ways(&f);
     let good = udp(f.client, f.server, &channel_data(0x4001, &data(64)));
     x.expect_tx(&good, Verdict::TxToPeer);
     let mut version = good.clone();
@@ -121,7 +98,7 @@ fn ethernet_padding_after_a_small_datagram_is_no_part_of_it() {
     // Frames under 60 bytes arrive padded; the IP length is what counts.
     let mut x = Fixture::new();
     let f = crate::fixture::v4();
-    routes(&mut x, &f);
+    x.install_both_ways(&f);
     let mut frame = udp(f.client, f.server, &channel_data(0x4001, b"hi"));
     assert!(frame.len() < 60);
     frame.resize(60, 0xAA);
@@ -137,7 +114,7 @@ fn ethernet_padding_after_a_small_datagram_is_no_part_of_it() {
 fn datagrams_up_to_the_mtu_are_forwarded_and_larger_ones_passed() {
     let mut x = Fixture::new();
     for f in both() {
-        routes(&mut x, &f);
+        x.install_both_ways(&f);
         // The device's MTU is 1500: the largest IP packet out is 1500.
         let room = 1500 - ip_len(f.server.is_ipv6()) - 8;
         // A client's largest ChannelData (the IP packet in is 1500) and the
@@ -166,7 +143,7 @@ fn the_largest_frame_of_one_buffer_is_forwarded_on_a_jumbo_mtu() {
     );
     assert!(out.success(), "set the MTU: {}", out.combined());
     for f in both() {
-        routes(&mut x, &f);
+        x.install_both_ways(&f);
         let size = LARGEST_FRAME - ETH - ip_len(f.server.is_ipv6()) - 8 - 4;
         let frame = udp(f.client, f.server, &channel_data(0x4001, &data(size)));
         assert_eq!(frame.len(), LARGEST_FRAME);

@@ -4,35 +4,10 @@
 
 use turnpike::net::xdp::{ChannelRoute, Outgoing, PeerRoute, Verdict};
 
-use crate::fixture::{both, in_an_hour, monotonic_ns, sysctl, Family, Fixture, DEVICE, GATEWAY_MAC};
+use crate::fixture::{both, in_an_hour, monotonic_ns, sysctl, Fixture, DEVICE, GATEWAY_MAC};
 use crate::frames::{channel_data, data, fix_ipv4_checksum, ip_len, tcp, udp, ETH};
 
-/// Installs, for family `f`, the client's channel 0x4001 to the peer and
-/// the peer's route back on the same channel.
-fn routes(x: &mut Fixture, f: &Family) {
-    let channel = ChannelRoute {
-        client: f.client,
-        server: f.server,
-        channel: 0x4001,
-    };
-    let to_peer = Outgoing::ToPeer {
-        relay: f.relay,
-        peer: f.peer,
-    };
-    x.maps.install_channel(channel, to_peer, in_an_hour()).unwrap();
-    let peer = PeerRoute {
-        relay: f.relay,
-        peer: f.peer,
-    };
-    let to_client = Outgoing::ToClient {
-        server: f.server,
-        client: f.client,
-        channel: 0x4001,
-    };
-    x.maps.install_peer(peer, to_client, in_an_hour()).unwrap();
-}
-
-/// A STUN message of `method_and_class` with a random-looking
+/// A STUN message of `message_type` with a fixed
 /// transaction id and `attributes` (RFC 8489 §5).
 fn stun(message_type: u16, attributes: &[u8]) -> Vec<u8> {
     let mut out = message_type.to_be_bytes().to_vec();
@@ -49,7 +24,7 @@ fn a_channel_without_a_route_passes() {
     for f in both() {
         let frame = udp(f.client, f.server, &channel_data(0x4001, &data(20)));
         x.expect_pass(&frame, Verdict::PassNoRoute);
-        routes(&mut x, &f);
+        x.install_both_ways(&f);
         x.expect_pass(
             &udp(f.client, f.server, &channel_data(0x4002, &data(20))),
             Verdict::PassNoRoute,
@@ -63,7 +38,7 @@ fn a_channel_without_a_route_passes() {
 fn stun_and_indications_pass() {
     let mut x = Fixture::new();
     for f in both() {
-        routes(&mut x, &f);
+        x.install_both_ways(&f);
         // A Binding request, a Send indication (XOR-PEER-ADDRESS and DATA
         // attributes), a Data indication, and an empty datagram, all on the
         // client's 5-tuple, which has a channel route.
@@ -82,7 +57,7 @@ fn stun_and_indications_pass() {
 fn padded_or_truncated_channel_data_passes() {
     let mut x = Fixture::new();
     for f in both() {
-        routes(&mut x, &f);
+        x.install_both_ways(&f);
         let mut padded = channel_data(0x4001, &data(101));
         padded.extend_from_slice(&[0, 0, 0]);
         x.expect_pass(&udp(f.client, f.server, &padded), Verdict::PassChannelLength);
@@ -100,7 +75,7 @@ fn padded_or_truncated_channel_data_passes() {
 fn a_peer_without_a_route_passes() {
     let mut x = Fixture::new();
     for f in both() {
-        routes(&mut x, &f);
+        x.install_both_ways(&f);
         // Another port of the peer's, and another relayed address: no
         // route (permissions and channels are per peer address).
         let mut other_port = f.peer;
@@ -114,7 +89,7 @@ fn a_peer_without_a_route_passes() {
 fn ip_options_extension_headers_and_fragments_pass() {
     let mut x = Fixture::new();
     for f in both() {
-        routes(&mut x, &f);
+        x.install_both_ways(&f);
     }
     let f = crate::fixture::v4();
     let frame = udp(f.client, f.server, &channel_data(0x4001, &data(64)));
@@ -156,7 +131,7 @@ fn ip_options_extension_headers_and_fragments_pass() {
 fn tcp_icmp_and_non_ip_pass() {
     let mut x = Fixture::new();
     for f in both() {
-        routes(&mut x, &f);
+        x.install_both_ways(&f);
         // A TCP or TLS client's bytes on the same addresses and ports.
         x.expect_pass(
             &tcp(f.client, f.server, &channel_data(0x4001, &data(40))),
@@ -190,7 +165,7 @@ fn tcp_icmp_and_non_ip_pass() {
 fn a_datagram_without_udp_checksum_passes() {
     let mut x = Fixture::new();
     for f in both() {
-        routes(&mut x, &f);
+        x.install_both_ways(&f);
         let mut frame = udp(f.client, f.server, &channel_data(0x4001, &data(40)));
         let check = ETH + ip_len(f.server.is_ipv6()) + 6;
         frame[check..check + 2].fill(0);
@@ -239,7 +214,7 @@ fn an_expired_route_passes() {
 fn nothing_is_forwarded_before_the_ttl_and_hop_limit_are_set() {
     let mut x = Fixture::unconfigured();
     for f in both() {
-        routes(&mut x, &f);
+        x.install_both_ways(&f);
         x.expect_pass(
             &udp(f.client, f.server, &channel_data(0x4001, &data(40))),
             Verdict::PassUnconfigured,
@@ -252,7 +227,7 @@ fn nothing_is_forwarded_before_the_ttl_and_hop_limit_are_set() {
 fn a_frame_for_another_mac_passes() {
     let mut x = Fixture::new();
     for f in both() {
-        routes(&mut x, &f);
+        x.install_both_ways(&f);
         let mut frame = udp(f.client, f.server, &channel_data(0x4001, &data(40)));
         frame[..6].copy_from_slice(&[2, 0, 0, 0, 0, 0x77]);
         x.expect_pass(&frame, Verdict::PassNotForUs);
@@ -289,7 +264,7 @@ fn where_the_kernel_would_route_otherwise_the_frame_passes() {
 fn with_forwarding_off_on_the_device_nothing_is_forwarded() {
     let mut x = Fixture::new();
     for f in both() {
-        routes(&mut x, &f);
+        x.install_both_ways(&f);
     }
     let f = crate::fixture::v4();
     let frame = udp(f.client, f.server, &channel_data(0x4001, &data(40)));
