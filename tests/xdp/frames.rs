@@ -138,7 +138,7 @@ pub fn parse_sent(frame: &[u8]) -> Sent {
             assert_eq!(ip.fragment_offset.value(), 0);
             assert_eq!(
                 ip.identification, 0,
-                "the ID Linux gives a DF datagram of an unconnected socket"
+                "ID 0: an unfragmentable datagram's ID means nothing (RFC 6864 §4.1)"
             );
             assert_eq!(usize::from(ip.total_len), 20 + 8 + payload.len(), "IPv4 total length");
             assert_eq!(

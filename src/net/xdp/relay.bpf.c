@@ -29,9 +29,10 @@
  * (RFC 8656 §14 leaves the IP header fields to the relay; user space
  * takes the socket defaults, the "alternate behavior" of §14.2-14.4, and
  * so does this): TTL / hop limit the host's default (tp_config), DSCP and
- * ECN 0, IPv4 DF set and ID 0 (what Linux gives a DF datagram from an
- * unconnected socket), IPv6 flow label 0 (the one difference: the kernel
- * would compute an automatic label).
+ * ECN 0, IPv4 DF set. Two fields differ from a socket's, both the
+ * sender's to choose: the IPv4 ID is 0 (Linux counts per destination;
+ * an unfragmentable datagram's ID means nothing, RFC 6864 §4.1) and the
+ * IPv6 flow label is 0, "unlabelled" (Linux computes one, RFC 6437).
  *
  * Sending: a FIB lookup, as the kernel routes the datagram, finds the
  * next hop and its MAC; only when that egress is the ingress device is
