@@ -3,7 +3,8 @@
 # the tests need on a fresh Debian machine (coturn's client tools, Chromium,
 # systemd's verify tools, Redis and haproxy (started by the fleet tests),
 # systemd-nspawn, mmdebstrap and cargo-deb (the Debian package under a real
-# systemd), Pebble (the ACME tests' CA), Node's playwright-core, Python's aiortc), then runs formatting
+# systemd), Pebble (the ACME tests' CA), clang-14 (the XDP program's object,
+# rebuilt byte for byte), Node's playwright-core, Python's aiortc), then runs formatting
 # and lint checks and every test. CI (.ci/run) calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,10 @@ command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
 command -v systemd-nspawn >/dev/null 2>&1 || need_apt+=(systemd-container)
 command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
 command -v pebble >/dev/null 2>&1 || need_apt+=(pebble)
+# The XDP program's committed object is rebuilt by tests/xdp/object.rs
+# with the compiler it is pinned to (src/net/xdp/build.sh): Debian
+# bookworm's clang 14.0.6.
+command -v clang-14 >/dev/null 2>&1 || need_apt+=(clang-14)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]} (Debian packages the tests drive)"
   as_root apt-get update -qq

@@ -47,13 +47,16 @@
 //!   (`stream::shared_port`);
 //! * `admin`: the operator's commands to every shard, and the revoked
 //!   usernames they share;
+//! * `xdp`: the kernel fast path (issue 21, `docs/xdp.md`): an XDP
+//!   program that relays the steady state of UDP allocations, its loader
+//!   and its maps; not yet wired (no shard loads it);
 //!
 //! This file holds [`start`] and the [`RunningServer`] it returns.
 //!
 //! Imports point down this list and never back up: `start` → `listeners`,
 //! `shard_thread` → `stream::listener` → `shard` → `udp`, `relay`,
-//! `stream::conn`; `admin` → `shard`. (A kernel fast path would be one
-//! more family beside `udp/`, say `xdp/`, under the shard like it.)
+//! `stream::conn`; `admin` → `shard`; `xdp` will sit under `shard`
+//! beside `udp`.
 
 mod admin;
 mod listeners;
@@ -64,6 +67,7 @@ mod shard_thread;
 mod socket;
 mod stream;
 mod udp;
+pub mod xdp;
 
 pub use admin::{AdminError, AdminHandle, REPLY_TIMEOUT};
 pub use socket::BindError;

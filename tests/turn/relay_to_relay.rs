@@ -236,7 +236,7 @@ fn burst_beside_a_quiet_pair(server: &TestServer, (flooder, quiet): (&mut Client
         // Two sizes, so that the receiving shard's sends to the flooded
         // client are not one GSO train.
         flooder.channel_data(CHANNEL, &[0xf1; 16][..12 + 4 * (i % 2)]);
-        if i >= FLOOD / 2 && (i - FLOOD / 2) % stride == 0 && quiet_sent.len() < QUIET_PACKETS {
+        if i >= FLOOD / 2 && (i - FLOOD / 2).is_multiple_of(stride) && quiet_sent.len() < QUIET_PACKETS {
             let payload = format!("quiet-{}", quiet_sent.len()).into_bytes();
             quiet.channel_data(CHANNEL, &payload);
             quiet_sent.push(payload);

@@ -43,7 +43,7 @@ impl PortPool {
     pub(in crate::net) fn new(range: RangeInclusive<u16>) -> PortPool {
         let len = range.clone().count();
         let mut bits = vec![u64::MAX; len.div_ceil(64)];
-        if len % 64 != 0 {
+        if !len.is_multiple_of(64) {
             if let Some(last) = bits.last_mut() {
                 *last = (1u64 << (len % 64)) - 1;
             }
@@ -127,7 +127,7 @@ impl PortPool {
             }
             if want != PortWant::Any {
                 // Only offsets whose port is even.
-                bits &= if low % 2 == 0 {
+                bits &= if low.is_multiple_of(2) {
                     0x5555_5555_5555_5555
                 } else {
                     0xAAAA_AAAA_AAAA_AAAA
