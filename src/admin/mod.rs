@@ -44,6 +44,9 @@
 
 mod api;
 pub mod client;
+mod console;
+pub mod history;
+mod sampler;
 mod slots;
 mod unix_socket;
 
@@ -65,6 +68,7 @@ use crate::process::accept::{accept_until_stopped, Accept};
 use crate::process::runtime_thread;
 use crate::process::status::ServerStatus;
 use slots::{Admission, SlotId, SlotTable};
+pub use sampler::Sampler;
 pub use slots::{MAX_CONNECTIONS, MAX_UNPROVEN, RESERVED_FOR_KEY};
 pub use unix_socket::SocketError;
 
@@ -121,12 +125,13 @@ impl AdminServer {
 }
 
 /// Binds `admin.listen` and `admin.socket` and serves them, if either is
-/// set.
+/// set, with the console's history read by `sampler`.
 pub fn start(
     config: &Config,
     shards: AdminHandle,
     status: ServerStatus,
     fleet: Option<RevocationSharer>,
+    sampler: Sampler,
 ) -> Result<Option<AdminServer>, AdminStartError> {
     let (listen, socket) = (config.admin.listen, config.admin.socket.clone());
     if listen.is_none() && socket.is_none() {
@@ -154,12 +159,14 @@ pub fn start(
         })
         .transpose()?;
     let key = Arc::new(RwLock::new(key));
+    let history = sampler.history();
     let app = Arc::new(api::AdminApp {
         key: key.clone(),
         shards,
         status,
         default_revocation: config.auth.max_credential_lifetime,
         fleet,
+        history: history.clone(),
     });
     let router = api::router(app);
     let (stop, stopped) = watch::channel(false);
@@ -194,7 +201,7 @@ pub fn start(
                     .await;
                 }
             };
-            tokio::join!(tcp, unix);
+            tokio::join!(tcp, unix, sampler.run(history, stopped.clone()));
         });
     });
     let thread = match thread {
