@@ -1,4 +1,4 @@
-//! Running the server: the admin API, metrics, logs, reload, shutdown,
+//! Running the server: the admin API and its console, metrics, logs, reload, shutdown,
 //! systemd, the CLI, PROXY protocol, one TLS port shared with HTTPS.
 
 #[path = "../common/mod.rs"]
@@ -6,6 +6,7 @@ mod common;
 
 mod admin_api;
 mod cli;
+mod console;
 mod logs;
 mod metrics;
 mod proxy_protocol;

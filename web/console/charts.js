@@ -108,7 +108,7 @@ export class Charts {
       scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] } },
       axes: [
         { ...AXIS },
-        { ...AXIS, size: 72, values: (u, splits) => splits.map((v) => ofUnit(v, unit)) },
+        { ...AXIS, size: 84, values: (u, splits) => splits.map((v) => ofUnit(v, unit)) },
       ],
       series: [
         {},

@@ -81,6 +81,7 @@ export class AllocationTable {
     const tr = document.createElement('tr');
     tr.dataset.id = a.id;
     tr.dataset.user = a.user;
+    tr.dataset.rate = a.rate === null ? '' : String(a.rate);
     const transport = a.relay_protocol === 'tcp' ? `${a.transport} → tcp relay` : a.transport;
     const cells = [
       [a.user, 'user'],
@@ -97,8 +98,10 @@ export class AllocationTable {
       td.className = className;
       tr.append(td);
     }
-    const actions = document.createElement('td');
+    const cell = document.createElement('td');
+    const actions = document.createElement('div');
     actions.className = 'actions';
+    cell.append(actions);
     for (const [action, text, title] of [
       ['end', 'End', 'End this allocation'],
       ['end-user', 'End user’s', `End every allocation of ${a.user}`],
@@ -112,7 +115,7 @@ export class AllocationTable {
       button.title = title;
       actions.append(button);
     }
-    tr.append(actions);
+    tr.append(cell);
     return tr;
   }
 }
