@@ -25,13 +25,37 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; conn
 const ASSETS: &[Asset] = &[
     asset("/console", HTML, include_str!("../../web/console/index.html")),
     asset("/console/demo.css", CSS, include_str!("../../web/demo.css")),
-    asset("/console/console.css", CSS, include_str!("../../web/console/console.css")),
-    asset("/console/main.js", JAVASCRIPT, include_str!("../../web/console/main.js")),
+    asset(
+        "/console/console.css",
+        CSS,
+        include_str!("../../web/console/console.css"),
+    ),
+    asset(
+        "/console/main.js",
+        JAVASCRIPT,
+        include_str!("../../web/console/main.js"),
+    ),
     asset("/console/api.js", JAVASCRIPT, include_str!("../../web/console/api.js")),
-    asset("/console/charts.js", JAVASCRIPT, include_str!("../../web/console/charts.js")),
-    asset("/console/format.js", JAVASCRIPT, include_str!("../../web/console/format.js")),
-    asset("/console/table.js", JAVASCRIPT, include_str!("../../web/console/table.js")),
-    asset("/console/confirm.js", JAVASCRIPT, include_str!("../../web/console/confirm.js")),
+    asset(
+        "/console/charts.js",
+        JAVASCRIPT,
+        include_str!("../../web/console/charts.js"),
+    ),
+    asset(
+        "/console/format.js",
+        JAVASCRIPT,
+        include_str!("../../web/console/format.js"),
+    ),
+    asset(
+        "/console/table.js",
+        JAVASCRIPT,
+        include_str!("../../web/console/table.js"),
+    ),
+    asset(
+        "/console/confirm.js",
+        JAVASCRIPT,
+        include_str!("../../web/console/confirm.js"),
+    ),
     asset(
         "/console/vendor/uPlot.esm.js",
         JAVASCRIPT,

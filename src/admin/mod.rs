@@ -16,9 +16,13 @@
 //!   ends its allocations; `GET /v1/revocations` lists what is revoked
 //!   (see [`crate::proto::revocations`] for how long an entry holds).
 //!   With `[fleet] redis_url`, the revocation is also shared with every
-//!   instance of the fleet ([`crate::fleet`]).
+//!   instance of the fleet ([`crate::fleet`]);
+//! * `GET /v1/history[?since=MS]`: the last hour of the console's charts
+//!   ([`history`], sampled by `sampler`);
+//! * `GET /console` and `/console/…`: the operator console's page and
+//!   modules (`console`), which hold no data and need no key.
 //!
-//! Access: every route wants `Authorization: Bearer <admin.key>`, compared
+//! Access: every API route wants `Authorization: Bearer <admin.key>`, compared
 //! in constant time, on the socket too (its mode is one defence, the key
 //! another); without it, or with another key, the answer is 401 with
 //! nothing else in it. Unknown paths are 404 and wrong methods 405
@@ -40,7 +44,9 @@
 //! from the shards and from the public HTTP endpoint, so that neither a
 //! busy signaling endpoint nor a slow admin script slows the other.
 //! `api` holds the routes, `slots` who may hold a connection,
-//! `unix_socket` how the socket is made, this file the listeners.
+//! `unix_socket` how the socket is made, `console` the console's files,
+//! `history` (sans-IO) and `sampler` (its driver, a task on this thread)
+//! the console's last hour, this file the listeners.
 
 mod api;
 pub mod client;
@@ -67,8 +73,8 @@ use crate::net::AdminHandle;
 use crate::process::accept::{accept_until_stopped, Accept};
 use crate::process::runtime_thread;
 use crate::process::status::ServerStatus;
-use slots::{Admission, SlotId, SlotTable};
 pub use sampler::Sampler;
+use slots::{Admission, SlotId, SlotTable};
 pub use slots::{MAX_CONNECTIONS, MAX_UNPROVEN, RESERVED_FOR_KEY};
 pub use unix_socket::SocketError;
 

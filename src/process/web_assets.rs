@@ -99,7 +99,10 @@ pub mod checks {
                     }
                     let path = resolve(asset.path, reference);
                     if !served(&path) {
-                        missing.push(format!("{} names {reference} ({path}), which is not served", asset.path));
+                        missing.push(format!(
+                            "{} names {reference} ({path}), which is not served",
+                            asset.path
+                        ));
                     }
                 }
             }

@@ -82,9 +82,15 @@ fn the_console_is_served_without_the_key_and_its_history_only_with_it() {
     ] {
         let (status, head, body) = get(admin, path, None);
         assert_eq!(status, 200, "GET {path}");
-        assert!(header(&head, "content-type").is_some_and(|t| t.starts_with(kind)), "{path}: {head}");
+        assert!(
+            header(&head, "content-type").is_some_and(|t| t.starts_with(kind)),
+            "{path}: {head}"
+        );
         let csp = header(&head, "content-security-policy").unwrap_or_else(|| panic!("{path} has no CSP"));
-        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe"), "{path}: {csp}");
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe"),
+            "{path}: {csp}"
+        );
         assert!(!body.is_empty());
     }
     let (_, _, page) = get(admin, "/console", None);
@@ -271,7 +277,11 @@ fn the_console_shows_a_known_load_and_ends_an_allocation_from_its_table() {
     assert_eq!(number(&summary, "/tiles/allocations/value"), RATES.len() as f64);
     about(number(&summary, "/tiles/to_peer/value"), bits, "bits/s to peers");
     about(number(&summary, "/tiles/to_client/value"), bits, "bits/s to clients");
-    about(number(&summary, "/tiles/packets/value"), 2.0 * packets as f64, "packets/s");
+    about(
+        number(&summary, "/tiles/packets/value"),
+        2.0 * packets as f64,
+        "packets/s",
+    );
     assert_eq!(number(&summary, "/tiles/signaling/value"), 1.0);
 
     // The table, sorted by rate: the load's order, each at its rate (both

@@ -100,7 +100,14 @@ pub fn read(sources: &Sources<'_>) -> Vec<Reading> {
     let shards = sources.shards;
     let c = &shards.counters;
     let mut out = Vec::with_capacity(32);
-    let mut push = |chart, label, kind, value| out.push(Reading { chart, label, kind, value });
+    let mut push = |chart, label, kind, value| {
+        out.push(Reading {
+            chart,
+            label,
+            kind,
+            value,
+        })
+    };
 
     let by_transport = shards.allocations.map(|families| families.iter().sum::<u64>());
     push("allocations", "total", Gauge, by_transport.iter().sum());

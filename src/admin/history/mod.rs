@@ -110,7 +110,7 @@ impl History {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.times.len() == 0
+        self.times.is_empty()
     }
 
     /// What the rings take, fixed at [`History::new`]: times and every

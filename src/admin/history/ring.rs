@@ -33,6 +33,10 @@ impl<T: Copy + Default> Ring<T> {
         self.len
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     pub fn capacity(&self) -> usize {
         self.slots.len()
     }
