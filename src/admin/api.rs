@@ -49,6 +49,8 @@ pub(super) struct AdminApp {
     pub(super) fleet: Option<crate::fleet::RevocationSharer>,
     /// The console's last hour, written by [`super::sampler`].
     pub(super) history: super::sampler::SharedHistory,
+    /// The fleet's instances (with `[fleet]`).
+    pub(super) fleet_status: Option<Arc<crate::fleet::FleetStatus>>,
 }
 
 pub(super) fn router(app: Arc<AdminApp>) -> Router {
@@ -58,6 +60,7 @@ pub(super) fn router(app: Arc<AdminApp>) -> Router {
         .route("/v1/users/{user}/allocations", delete(end_user))
         .route("/v1/revocations", get(revocations).post(revoke))
         .route("/v1/history", get(history))
+        .route("/v1/fleet", get(fleet))
         .route_layer(middleware::from_fn_with_state(app.clone(), authorize))
         .layer(middleware::from_fn_with_state(app.clone(), count))
         .layer(DefaultBodyLimit::max(super::MAX_BODY));
@@ -260,4 +263,18 @@ async fn history(State(app): State<Arc<AdminApp>>, Query(query): Query<HashMap<S
     // Copied under the lock, encoded after it.
     let view = app.history.lock().view(since);
     Json(view).into_response()
+}
+
+/// `GET /v1/fleet`: every instance of the fleet as this one last heard
+/// it (404 without `[fleet]`).
+async fn fleet(State(app): State<Arc<AdminApp>>) -> Response {
+    let Some(fleet) = &app.fleet_status else {
+        return error(StatusCode::NOT_FOUND, "no [fleet] is configured");
+    };
+    Json(json!({
+        "instance": fleet.instance(),
+        "redis_up": fleet.up(),
+        "instances": fleet.instances(clock::unix_millis()),
+    }))
+    .into_response()
 }

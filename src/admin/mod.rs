@@ -19,6 +19,8 @@
 //!   instance of the fleet ([`crate::fleet`]);
 //! * `GET /v1/history[?since=MS]`: the last hour of the console's charts
 //!   ([`history`], sampled by `sampler`);
+//! * `GET /v1/fleet`: with `[fleet]`, every instance as this one last
+//!   heard it (its reports: [`crate::fleet::instance_table`]);
 //! * `GET /console` and `/console/…`: the operator console's page and
 //!   modules (`console`), which hold no data and need no key.
 //!
@@ -173,6 +175,7 @@ pub fn start(
         default_revocation: config.auth.max_credential_lifetime,
         fleet,
         history: history.clone(),
+        fleet_status: sampler.fleet(),
     });
     let router = api::router(app);
     let (stop, stopped) = watch::channel(false);

@@ -43,6 +43,11 @@ impl Sampler {
         Sampler { status, hub, fleet }
     }
 
+    /// The fleet's status (with `[fleet]`), for `GET /v1/fleet`.
+    pub fn fleet(&self) -> Option<Arc<FleetStatus>> {
+        self.fleet.clone()
+    }
+
     /// An empty history of the series these sources have.
     pub fn history(&self) -> SharedHistory {
         let layout = self.read();
@@ -69,7 +74,10 @@ impl Sampler {
                 .hub
                 .as_ref()
                 .map_or((0, 0), |hub| (hub.remote_count() as u64, hub.counters().fleet_dropped));
+            let (instances, allocations) = fleet.live_instances(clock::unix_millis());
             Fleet {
+                instances,
+                allocations,
                 redis_up: rooms.up,
                 remote_peers: remote,
                 sent: rooms.sent,

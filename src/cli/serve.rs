@@ -129,8 +129,13 @@ impl Parts {
                 ice_config(config, &server, config.listen.http),
             ))
         });
-        let fleet = fleet::start(FleetSettings::from_config(config), hub.clone(), server.admin())
-            .context("starting the fleet's link to Redis")?;
+        let fleet = fleet::start(
+            FleetSettings::from_config(config),
+            hub.clone(),
+            server.admin(),
+            server.status(),
+        )
+        .context("starting the fleet's link to Redis")?;
         // The console's history reads what /metrics reads.
         let sampler = admin::Sampler::new(server.status(), hub.clone(), fleet.as_ref().map(Fleet::status));
         let http = hub

@@ -21,6 +21,8 @@
 //      confirmation: the row goes, and the admin API no longer lists it;
 //   6. the user is revoked from another row, after a confirmation: the
 //      table empties and the revocation is listed.
+// With --fleet=<a,b,...> (tests/fleet/instances.rs), step 1 is followed
+// only by a look at the fleet table, which must list those instances.
 // No CSP violation and no page error may happen. Screenshots go to the
 // artifacts dir; one JSON summary line on stdout; exit 0 on success.
 
@@ -169,9 +171,11 @@ async function main() {
   if (!/401/.test(refused)) throw new Failure(`the wrong key's message: ${refused}`);
   summary.refused = refused;
 
-  // 2. With the key: the numbers, against /metrics.
   await page.fill('#key', adminKey);
   await page.click('#open');
+  if (options.fleet) return fleetWalk(page, requests);
+
+  // 2. With the key: the numbers, against /metrics.
   await until(
     page,
     `the allocations tile at ${expected}`,
@@ -286,7 +290,35 @@ async function main() {
   summary.revoked = { user, listed: (await listed()).length };
   await page.screenshot({ path: `${artifacts}/5-revoked.png`, fullPage: true });
 
-  // Every data request carried the key; nothing was refused by the CSP.
+  finalChecks(requests);
+}
+
+/** With `--fleet=a,b`: the fleet table lists those instances. */
+async function fleetWalk(page, requests) {
+  const names = options.fleet.split(',');
+  await until(
+    page,
+    `the fleet table listing ${names}`,
+    (names) => {
+      const listed = [...document.querySelectorAll('#fleet-rows tr')].map((tr) => tr.dataset.instance);
+      return !document.getElementById('fleet-panel').hidden && names.every((n) => listed.includes(n));
+    },
+    names,
+  );
+  summary.fleet = await page.evaluate(() =>
+    [...document.querySelectorAll('#fleet-rows tr')].map((tr) => ({
+      instance: tr.dataset.instance,
+      allocations: tr.dataset.allocations,
+      cells: [...tr.cells].map((td) => td.textContent),
+    })),
+  );
+  summary.tiles = await tiles(page);
+  await page.screenshot({ path: `${artifacts}/fleet.png`, fullPage: true });
+  finalChecks(requests);
+}
+
+/** Every data request carried the key; nothing was refused by the CSP. */
+function finalChecks(requests) {
   const data = requests.filter((r) => new URL(r.url).pathname.startsWith('/v1/'));
   summary.requests = { data: data.length, hosts: [...new Set(requests.map((r) => new URL(r.url).host))] };
   const keyless = data.filter((r) => r.auth !== `Bearer ${adminKey}` && !r.auth?.includes('not-the-admin-key'));

@@ -52,6 +52,7 @@ export const api = {
   history: (since) => call('GET', since === undefined ? '/v1/history' : `/v1/history?since=${since}`),
   allocations: () => call('GET', '/v1/allocations'),
   revocations: () => call('GET', '/v1/revocations'),
+  fleet: () => call('GET', '/v1/fleet'),
   endAllocation: (id) => call('DELETE', `/v1/allocations/${encodeURIComponent(id)}`),
   endUser: (user) => call('DELETE', `/v1/users/${encodeURIComponent(user)}/allocations`),
   revoke: (username) => call('POST', '/v1/revocations', { username }),

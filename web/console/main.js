@@ -26,6 +26,9 @@ const ui = {
   revocations: $('revocations'),
   revocationCount: $('revocation-count'),
   noRevocations: $('no-revocations'),
+  fleetPanel: $('fleet-panel'),
+  fleetRows: $('fleet-rows'),
+  fleetCount: $('fleet-count'),
 };
 
 const charts = new Charts($('charts'));
@@ -134,10 +137,14 @@ const TILES = [
   {
     id: 'fleet',
     chart: 'fleet',
-    title: 'Fleet',
-    value: () => latest('fleet', 'redis_up'),
-    text: (v) => (v === null ? '–' : v > 0 ? 'Redis up' : 'Redis down'),
-    sub: () => `remote peers ${si(latest('fleet', 'remote_peers'))}`,
+    title: 'Fleet instances',
+    value: () => latest('fleet', 'instances'),
+    text: (v) => si(v),
+    sub: () => {
+      const up = latest('fleet_link', 'redis_up');
+      const redis = up === null ? 'Redis –' : up > 0 ? 'Redis up' : 'Redis down';
+      return `${redis} · ${si(latest('fleet', 'allocations'))} allocations`;
+    },
   },
 ];
 
@@ -178,9 +185,45 @@ async function refresh() {
     charts.lastTime() === undefined
       ? 'No sample yet: the first comes within seconds of the start.'
       : `A sample every ${view.interval_s} s; the server keeps the last ${minutes} minutes (${view.capacity} samples a series, ${Math.round(view.bytes / 1024)} KiB in all).`;
-  const [allocations, revocations] = await Promise.all([api.allocations(), api.revocations()]);
+  const fleet = charts.has('fleet');
+  const [allocations, revocations, instances] = await Promise.all([
+    api.allocations(),
+    api.revocations(),
+    fleet ? api.fleet() : null,
+  ]);
   table.update(allocations.allocations, Date.now());
   renderRevocations(revocations.revocations);
+  ui.fleetPanel.hidden = !fleet;
+  if (instances) renderFleet(instances.instances);
+}
+
+function renderFleet(list) {
+  ui.fleetRows.replaceChildren(
+    ...list.map((i) => {
+      const tr = document.createElement('tr');
+      tr.dataset.instance = i.instance;
+      tr.dataset.allocations = String(i.allocations);
+      if (i.silent) tr.className = 'silent';
+      const heard = `${i.silent ? 'silent, ' : ''}${Math.round(i.heard_ms_ago / 1000)} s ago`;
+      const cells = [
+        [i.own ? `${i.instance} (this one)` : i.instance, ''],
+        [heard, ''],
+        [si(i.allocations), 'num'],
+        [si(i.to_peer_bps, 'bit/s'), 'num'],
+        [si(i.to_client_bps, 'bit/s'), 'num'],
+        [si(i.sessions), 'num'],
+        [si(i.rooms), 'num'],
+      ];
+      for (const [text, className] of cells) {
+        const td = document.createElement('td');
+        td.textContent = text;
+        td.className = className;
+        tr.append(td);
+      }
+      return tr;
+    }),
+  );
+  ui.fleetCount.textContent = String(list.filter((i) => !i.silent).length);
 }
 
 function renderRevocations(list) {

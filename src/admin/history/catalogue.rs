@@ -19,9 +19,13 @@ pub struct Signaling {
     pub sessions: u64,
 }
 
-/// This instance's side of the fleet (with `[fleet]`).
+/// The fleet (with `[fleet]`): its instances, and this instance's link.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Fleet {
+    /// Instances heard from lately, this one included.
+    pub instances: u64,
+    /// Their allocations together.
+    pub allocations: u64,
     pub redis_up: bool,
     pub remote_peers: u64,
     pub sent: u64,
@@ -60,14 +64,15 @@ pub struct Chart {
 
 /// Every chart, in the console's order (`signaling` and `fleet` only
 /// with those sources).
-pub const CHARTS: [Chart; 7] = [
+pub const CHARTS: [Chart; 8] = [
     chart("allocations", "Allocations", ""),
     chart("relayed_bits", "Relayed bits/s", "bit/s"),
     chart("relayed_packets", "Relayed packets/s and drops", "/s"),
     chart("authentications", "Authentications and failures", "/s"),
     chart("shed", "Shed (300) and refused (486, 508)", "/s"),
     chart("signaling", "Signaling sessions and rooms", ""),
-    chart("fleet", "Fleet (this instance)", ""),
+    chart("fleet", "Fleet: instances and their allocations", ""),
+    chart("fleet_link", "Fleet: this instance's link to Redis", ""),
 ];
 
 const fn chart(id: &'static str, title: &'static str, unit: &'static str) -> Chart {
@@ -143,11 +148,13 @@ pub fn read(sources: &Sources<'_>) -> Vec<Reading> {
         push("signaling", "peers", Gauge, s.peers);
     }
     if let Some(f) = sources.fleet {
-        push("fleet", "redis_up", Gauge, u64::from(f.redis_up));
-        push("fleet", "remote_peers", Gauge, f.remote_peers);
-        push("fleet", "sent", PerSecond, f.sent);
-        push("fleet", "received", PerSecond, f.received);
-        push("fleet", "dropped", PerSecond, f.dropped);
+        push("fleet", "instances", Gauge, f.instances);
+        push("fleet", "allocations", Gauge, f.allocations);
+        push("fleet_link", "redis_up", Gauge, u64::from(f.redis_up));
+        push("fleet_link", "remote_peers", Gauge, f.remote_peers);
+        push("fleet_link", "sent", PerSecond, f.sent);
+        push("fleet_link", "received", PerSecond, f.received);
+        push("fleet_link", "dropped", PerSecond, f.dropped);
     }
     out
 }

@@ -73,7 +73,8 @@ fn the_catalogue_reads_the_snapshot_as_metrics_does() {
     assert_eq!(value("shed", "refused_486"), 10);
     assert_eq!(value("authentications", "bad_integrity"), 10);
     assert_eq!(value("signaling", "sessions"), 4);
-    assert_eq!(value("fleet", "redis_up"), 0);
+    assert_eq!(value("fleet_link", "redis_up"), 0);
+    assert_eq!(value("fleet", "instances"), 0);
     // Without the optional sources, their charts are gone.
     let alone = read(&Sources {
         shards: &snapshot,
@@ -81,7 +82,7 @@ fn the_catalogue_reads_the_snapshot_as_metrics_does() {
         fleet: None,
     });
     assert_eq!(alone.len(), 21);
-    assert_eq!(readings.len(), 29);
+    assert_eq!(readings.len(), 31);
 }
 
 #[test]
@@ -169,10 +170,10 @@ fn hours_of_samples_fill_the_rings_and_never_more() {
     );
     assert_eq!(history.times.storage(), times);
     assert_eq!(history.bytes(), bytes);
-    // 29 series of 720 f32 values, and 720 u64 times.
-    assert_eq!(history.series.len(), 29);
-    assert_eq!(bytes, 29 * CAPACITY * 4 + CAPACITY * 8);
-    assert_eq!(bytes, 89_280);
+    // 31 series of 720 f32 values, and 720 u64 times.
+    assert_eq!(history.series.len(), 31);
+    assert_eq!(bytes, 31 * CAPACITY * 4 + CAPACITY * 8);
+    assert_eq!(bytes, 95_040);
     let view = history.view(None);
     let last = (samples - 1) * INTERVAL.as_secs() * 1000;
     assert_eq!(view.times.first(), Some(&(last - (CAPACITY as u64 - 1) * 5000)));
