@@ -1,6 +1,14 @@
-//! The demo call page: plain HTML, CSS and JavaScript modules from `web/`,
-//! built into the binary so that it needs no files at run time and no
-//! build step. [`ASSETS`] is the whole page; [`routes`] serves it.
+//! The demo call page and the TURN test page (`/test`): plain HTML, CSS
+//! and JavaScript modules from `web/` and `web/test/`, built into the
+//! binary so that they need no files at run time and no build step.
+//! [`ASSETS`] is both pages; [`routes`] serves them.
+//!
+//! The test page gathers relay candidates for each TURN URL (this
+//! server's `/ice-servers`, or any typed in), connects two peer
+//! connections of its own through the relay and pushes data: the TURN
+//! traffic is the browser's, to the servers it is given; the page asks
+//! this server for nothing but its files and, with the API key,
+//! `/ice-servers`.
 
 use axum::Router;
 
@@ -32,6 +40,12 @@ const ASSETS: &[Asset] = &[
     asset("/state.js", JAVASCRIPT, include_str!("../../web/state.js")),
     asset("/stats.js", JAVASCRIPT, include_str!("../../web/stats.js")),
     asset("/ui.js", JAVASCRIPT, include_str!("../../web/ui.js")),
+    // The TURN test page (web/test/), on the demo page's look.
+    asset("/test", HTML, include_str!("../../web/test/index.html")),
+    asset("/test/test.css", CSS, include_str!("../../web/test/test.css")),
+    asset("/test/main.js", JAVASCRIPT, include_str!("../../web/test/main.js")),
+    asset("/test/probe.js", JAVASCRIPT, include_str!("../../web/test/probe.js")),
+    asset("/test/results.js", JAVASCRIPT, include_str!("../../web/test/results.js")),
 ];
 
 /// `router` with a `GET` route for each of [`ASSETS`].
@@ -50,10 +64,12 @@ mod tests {
         assert!(missing.is_empty(), "{missing:#?}");
     }
 
-    /// The CSP forbids inline script and style: the page must have none.
+    /// The CSP forbids inline script and style: the pages must have none.
     #[test]
-    fn the_page_has_no_inline_script_or_style() {
-        assert_eq!(checks::inline_code(ASSETS[0].body), Vec::<&str>::new());
+    fn the_pages_have_no_inline_script_or_style() {
+        for page in ASSETS.iter().filter(|a| a.content_type == HTML) {
+            assert_eq!(checks::inline_code(page.body), Vec::<&str>::new(), "{}", page.path);
+        }
         assert!(!CSP.contains("unsafe"), "{CSP}");
     }
 }
