@@ -45,7 +45,11 @@ const ASSETS: &[Asset] = &[
     asset("/test/test.css", CSS, include_str!("../../web/test/test.css")),
     asset("/test/main.js", JAVASCRIPT, include_str!("../../web/test/main.js")),
     asset("/test/probe.js", JAVASCRIPT, include_str!("../../web/test/probe.js")),
-    asset("/test/results.js", JAVASCRIPT, include_str!("../../web/test/results.js")),
+    asset(
+        "/test/results.js",
+        JAVASCRIPT,
+        include_str!("../../web/test/results.js"),
+    ),
 ];
 
 /// `router` with a `GET` route for each of [`ASSETS`].

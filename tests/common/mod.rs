@@ -9,6 +9,7 @@
 //! * [`credentials`], [`ports`], [`pki`], [`http`], [`scratch`],
 //!   [`process`]: what those are built of;
 //! * [`uclient`]: the summary coturn's `turnutils_uclient` prints;
+//!   [`coturn`]: coturn's own server, to hold both to one client;
 //! * [`browser`], [`call_summary`], [`private_network`], [`redis_server`]:
 //!   headless Chromium, the network namespace it needs, a real Redis;
 //! * [`machine`]: which calls run alone, and which beside others.
@@ -24,6 +25,7 @@
 
 pub mod browser;
 pub mod call_summary;
+pub mod coturn;
 pub mod credentials;
 pub mod echo;
 pub mod http;

@@ -1,5 +1,5 @@
 //! Other clients against the server: coturn's tools, aiortc, headless
-//! Chromium.
+//! Chromium (the demo page, the TURN test page).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -8,4 +8,5 @@ mod aiortc;
 mod browser_call;
 mod browser_features;
 mod browser_shared_port;
+mod browser_turn_test;
 mod coturn_tools;
