@@ -24,12 +24,12 @@ const LAYERS: [(&str, &[&str]); 9] = [
     ("signaling", &["process", "config", "proto"]),
     ("fleet", &["signaling", "net", "process", "config", "proto"]),
     ("http", &["fleet", "signaling", "process", "config", "proto"]),
-    ("admin", &["fleet", "net", "process", "config", "proto"]),
+    ("admin", &["fleet", "signaling", "net", "process", "config", "proto"]),
 ];
 
 /// Folders that are sans-IO: no sockets, clock, threads or runtime of
 /// their own (time and randomness come in as arguments).
-const SANS_IO: [&str; 2] = ["proto", "signaling/switchboard"];
+const SANS_IO: [&str; 3] = ["proto", "signaling/switchboard", "admin/history"];
 
 /// What a sans-IO folder never names.
 const IO: [&str; 9] = [

@@ -47,18 +47,26 @@ pub(super) struct AdminApp {
     pub(super) default_revocation: Duration,
     /// Shares revocations with the fleet (`[fleet] redis_url`).
     pub(super) fleet: Option<crate::fleet::RevocationSharer>,
+    /// The console's last hour, written by [`super::sampler`].
+    pub(super) history: super::sampler::SharedHistory,
+    /// The fleet's instances (with `[fleet]`).
+    pub(super) fleet_status: Option<Arc<crate::fleet::FleetStatus>>,
 }
 
 pub(super) fn router(app: Arc<AdminApp>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/v1/allocations", get(list))
         .route("/v1/allocations/{id}", delete(end))
         .route("/v1/users/{user}/allocations", delete(end_user))
         .route("/v1/revocations", get(revocations).post(revoke))
+        .route("/v1/history", get(history))
+        .route("/v1/fleet", get(fleet))
         .route_layer(middleware::from_fn_with_state(app.clone(), authorize))
         .layer(middleware::from_fn_with_state(app.clone(), count))
-        .layer(DefaultBodyLimit::max(super::MAX_BODY))
-        .with_state(app)
+        .layer(DefaultBodyLimit::max(super::MAX_BODY));
+    // The console's files hold no data: served without the key, and not
+    // counted as API requests.
+    super::console::routes(router).with_state(app)
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -242,4 +250,31 @@ async fn revocations(State(app): State<Arc<AdminApp>>) -> Response {
         .map(|r| json!({ "username": r.username, "until_unix": r.until_unix }))
         .collect();
     Json(json!({ "revocations": list })).into_response()
+}
+
+/// `GET /v1/history[?since=MS]`: the console's samples, all of the last
+/// hour or those taken after unix millisecond `since`.
+async fn history(State(app): State<Arc<AdminApp>>, Query(query): Query<HashMap<String, String>>) -> Response {
+    let since = match query.get("since").map(|since| since.parse::<u64>()) {
+        None => None,
+        Some(Ok(since)) => Some(since),
+        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "since is a time in unix milliseconds"),
+    };
+    // Copied under the lock, encoded after it.
+    let view = app.history.lock().view(since);
+    Json(view).into_response()
+}
+
+/// `GET /v1/fleet`: every instance of the fleet as this one last heard
+/// it (404 without `[fleet]`).
+async fn fleet(State(app): State<Arc<AdminApp>>) -> Response {
+    let Some(fleet) = &app.fleet_status else {
+        return error(StatusCode::NOT_FOUND, "no [fleet] is configured");
+    };
+    Json(json!({
+        "instance": fleet.instance(),
+        "redis_up": fleet.up(),
+        "instances": fleet.instances(clock::unix_millis()),
+    }))
+    .into_response()
 }

@@ -16,9 +16,15 @@
 //!   ends its allocations; `GET /v1/revocations` lists what is revoked
 //!   (see [`crate::proto::revocations`] for how long an entry holds).
 //!   With `[fleet] redis_url`, the revocation is also shared with every
-//!   instance of the fleet ([`crate::fleet`]).
+//!   instance of the fleet ([`crate::fleet`]);
+//! * `GET /v1/history[?since=MS]`: the last hour of the console's charts
+//!   ([`history`], sampled by `sampler`);
+//! * `GET /v1/fleet`: with `[fleet]`, every instance as this one last
+//!   heard it (its reports: [`crate::fleet::instance_table`]);
+//! * `GET /console` and `/console/…`: the operator console's page and
+//!   modules (`console`), which hold no data and need no key.
 //!
-//! Access: every route wants `Authorization: Bearer <admin.key>`, compared
+//! Access: every API route wants `Authorization: Bearer <admin.key>`, compared
 //! in constant time, on the socket too (its mode is one defence, the key
 //! another); without it, or with another key, the answer is 401 with
 //! nothing else in it. Unknown paths are 404 and wrong methods 405
@@ -40,10 +46,15 @@
 //! from the shards and from the public HTTP endpoint, so that neither a
 //! busy signaling endpoint nor a slow admin script slows the other.
 //! `api` holds the routes, `slots` who may hold a connection,
-//! `unix_socket` how the socket is made, this file the listeners.
+//! `unix_socket` how the socket is made, `console` the console's files,
+//! `history` (sans-IO) and `sampler` (its driver, a task on this thread)
+//! the console's last hour, this file the listeners.
 
 mod api;
 pub mod client;
+mod console;
+pub mod history;
+mod sampler;
 mod slots;
 mod unix_socket;
 
@@ -64,6 +75,7 @@ use crate::net::AdminHandle;
 use crate::process::accept::{accept_until_stopped, Accept};
 use crate::process::runtime_thread;
 use crate::process::status::ServerStatus;
+pub use sampler::Sampler;
 use slots::{Admission, SlotId, SlotTable};
 pub use slots::{MAX_CONNECTIONS, MAX_UNPROVEN, RESERVED_FOR_KEY};
 pub use unix_socket::SocketError;
@@ -121,12 +133,13 @@ impl AdminServer {
 }
 
 /// Binds `admin.listen` and `admin.socket` and serves them, if either is
-/// set.
+/// set, with the console's history read by `sampler`.
 pub fn start(
     config: &Config,
     shards: AdminHandle,
     status: ServerStatus,
     fleet: Option<RevocationSharer>,
+    sampler: Sampler,
 ) -> Result<Option<AdminServer>, AdminStartError> {
     let (listen, socket) = (config.admin.listen, config.admin.socket.clone());
     if listen.is_none() && socket.is_none() {
@@ -154,12 +167,15 @@ pub fn start(
         })
         .transpose()?;
     let key = Arc::new(RwLock::new(key));
+    let history = sampler.history();
     let app = Arc::new(api::AdminApp {
         key: key.clone(),
         shards,
         status,
         default_revocation: config.auth.max_credential_lifetime,
         fleet,
+        history: history.clone(),
+        fleet_status: sampler.fleet(),
     });
     let router = api::router(app);
     let (stop, stopped) = watch::channel(false);
@@ -194,7 +210,7 @@ pub fn start(
                     .await;
                 }
             };
-            tokio::join!(tcp, unix);
+            tokio::join!(tcp, unix, sampler.run(history, stopped.clone()));
         });
     });
     let thread = match thread {

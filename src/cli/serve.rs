@@ -24,7 +24,9 @@
 //! 4. the **HTTP endpoint** (`/ws`, `/ice-servers`, the demo page,
 //!    metrics, health) around the hub.
 //! 5. the **admin API**, if `admin.listen` or `admin.socket` is set:
-//!    last, because it shares what it revokes through the fleet's sharer.
+//!    last, because it shares what it revokes through the fleet's sharer;
+//!    its console samples the core's status, the hub and the fleet's
+//!    status.
 //!
 //! Then the start is announced (the demo credential on a terminal, the
 //! demo page's URL) and systemd is told READY=1: every listener is bound.
@@ -135,8 +137,15 @@ impl Parts {
                 ice_config(config, &server, config.listen.http),
             ))
         });
-        let fleet = fleet::start(FleetSettings::from_config(config), hub.clone(), server.admin())
-            .context("starting the fleet's link to Redis")?;
+        let fleet = fleet::start(
+            FleetSettings::from_config(config),
+            hub.clone(),
+            server.admin(),
+            server.status(),
+        )
+        .context("starting the fleet's link to Redis")?;
+        // The console's history reads what /metrics reads.
+        let sampler = admin::Sampler::new(server.status(), hub.clone(), fleet.as_ref().map(Fleet::status));
         let http = hub
             .map(|hub| {
                 let fleet_status = fleet.as_ref().map(Fleet::status);
@@ -156,6 +165,7 @@ impl Parts {
             server.admin(),
             server.status(),
             fleet.as_ref().map(Fleet::sharer),
+            sampler,
         )
         .context("starting the admin API")?;
         Ok(Parts {

@@ -11,18 +11,24 @@
 //!   switchboard's fleet events to Redis and back;
 //! * `revocations`: the revocations channel, with its wire format in
 //!   [`revocation_wire`];
-//! * `status`: what `/readyz` and `/metrics` read.
+//! * `instances`: the reports channel, each instance's numbers for the
+//!   others' consoles, with its wire format in [`report_wire`] and what
+//!   is heard in [`instance_table`];
+//! * `status`: what `/readyz`, `/metrics` and the console read.
 //!
 //! Everything runs on one thread of its own with a current-thread runtime
 //! (`turnpike-fleet`), apart from the shards and the HTTP thread: a slow
 //! Redis never holds a relayed packet or a page load. The channels reach
 //! the rest of the process only through what they are given: the
-//! signaling [`Hub`] (rooms) and the shards' [`AdminHandle`]
-//! (revocations). Nothing outside this folder speaks Redis, and what Redis
+//! signaling [`Hub`] (rooms), the shards' [`AdminHandle`] (revocations)
+//! and their [`ServerStatus`] (reports, read only). Nothing outside this folder speaks Redis, and what Redis
 //! says is untrusted input, bounded and validated here.
 
+pub mod instance_table;
+mod instances;
 mod link;
 pub mod push_reader;
+pub mod report_wire;
 pub mod revocation_wire;
 mod revocations;
 mod rooms;
@@ -39,6 +45,7 @@ use tracing::info;
 use crate::config::{Config, Secret};
 use crate::net::AdminHandle;
 use crate::process::runtime_thread;
+use crate::process::status::ServerStatus;
 use crate::signaling::switchboard::fleet_seal::FleetKeys;
 use crate::signaling::Hub;
 use link::{Link, Subscription, Wording, QUEUE};
@@ -146,28 +153,39 @@ impl Fleet {
     }
 }
 
-/// Starts the fleet if `settings` is set: the revocations channel always,
-/// the rooms channel when there are rooms (`hub`, which must have been
-/// made to span the fleet).
+/// Starts the fleet if `settings` is set: the revocations and reports
+/// channels always, the rooms channel when there are rooms (`hub`, which
+/// must have been made to span the fleet).
 pub fn start(
     settings: Option<FleetSettings>,
     hub: Option<Arc<Hub>>,
     shards: AdminHandle,
+    server: ServerStatus,
 ) -> std::io::Result<Option<Fleet>> {
     let Some(settings) = settings else {
         return Ok(None);
     };
     let settings = Arc::new(settings);
-    let status = Arc::new(FleetStatus::default());
+    let status = Arc::new(FleetStatus::new(&settings.instance));
+    let (report_queue, reports) = mpsc::channel(QUEUE);
+    let instances = instances::Instances::new(settings.clone(), status.clone(), server, hub.clone());
     let revocation_channel = revocations::Names::new(&settings.key_prefix).channel;
     let (revocations, sharer) = revocations::Revocations::new(shards, settings.clone(), status.clone());
     let (revocation_queue, revocation_messages) = mpsc::channel(QUEUE);
-    let mut subscriptions = vec![Subscription {
-        channel: revocation_channel,
-        max_bytes: revocation_wire::MAX_MESSAGE_BYTES,
-        refused: |status| status.count_revocation(RevocationOutcome::Invalid),
-        queue: revocation_queue,
-    }];
+    let mut subscriptions = vec![
+        Subscription {
+            channel: revocation_channel,
+            max_bytes: revocation_wire::MAX_MESSAGE_BYTES,
+            refused: |status| status.count_revocation(RevocationOutcome::Invalid),
+            queue: revocation_queue,
+        },
+        Subscription {
+            channel: instances::channel(&settings.key_prefix),
+            max_bytes: report_wire::MAX_MESSAGE_BYTES,
+            refused: |status| status.count_room(status::RoomCounter::Invalid),
+            queue: report_queue,
+        },
+    ];
     let revocations_line = "revocations are not shared with the fleet while Redis is down (they still hold here)";
     let mut wording = Wording {
         down: revocations_line.to_owned(),
@@ -207,7 +225,14 @@ pub fn start(
                 rooms::run(hub, thread_settings.clone(), handle.clone(), messages, thread_status).await;
             }
         };
-        let work = async { tokio::join!(link.run(), rooms, revocations.run(handle.clone(), revocation_messages)) };
+        let work = async {
+            tokio::join!(
+                link.run(),
+                rooms,
+                revocations.run(handle.clone(), revocation_messages),
+                instances.run(handle.clone(), reports)
+            )
+        };
         runtime.block_on(async {
             tokio::select! {
                 _ = work => {}

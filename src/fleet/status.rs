@@ -4,9 +4,17 @@
 //! by the link and its channels and read by `/metrics`.
 //!
 //! Plain relaxed atomics: each counter is read on its own, and a scrape
-//! that sees one a little ahead of another says nothing wrong.
+//! that sees one a little ahead of another says nothing wrong. The
+//! instances heard lately ([`InstanceTable`]) are behind a lock of their
+//! own, held for a copy.
+//!
+//! [`InstanceTable`]: super::instance_table::InstanceTable
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use super::instance_table::{InstanceTable, InstanceView};
+use super::report_wire::Report;
 
 /// What became of a revocation shared through the fleet's Redis (metric
 /// label values, in [`RevocationOutcome`] order).
@@ -32,6 +40,10 @@ pub enum RevocationOutcome {
 /// The fleet's state, shared by the link, its channels and the readers.
 #[derive(Debug, Default)]
 pub struct FleetStatus {
+    /// This instance's name (`fleet.instance_id`, or drawn at start).
+    instance: String,
+    /// Every instance's last report (`super::instances`).
+    instances: Mutex<InstanceTable>,
     up: AtomicBool,
     /// Room messages published to other instances.
     sent: AtomicU64,
@@ -64,6 +76,40 @@ pub(super) enum RoomCounter {
 }
 
 impl FleetStatus {
+    /// The status of instance `instance`, Redis not reached yet.
+    pub fn new(instance: &str) -> FleetStatus {
+        FleetStatus {
+            instance: instance.to_owned(),
+            ..FleetStatus::default()
+        }
+    }
+
+    /// This instance's name in the fleet.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    fn table(&self) -> MutexGuard<'_, InstanceTable> {
+        // Plain data written whole: a poisoned lock is still used.
+        self.instances.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every instance heard lately, this one included, by name, at unix
+    /// millisecond `now_ms`.
+    pub fn instances(&self, now_ms: u64) -> Vec<InstanceView> {
+        self.table().view(&self.instance, now_ms)
+    }
+
+    /// Instances heard within the last three reports, and their
+    /// allocations together.
+    pub fn live_instances(&self, now_ms: u64) -> (u64, u64) {
+        self.table().live(now_ms)
+    }
+
+    pub(super) fn record_instance(&self, instance: &str, report: Report, at_ms: u64, boot: u64, now_ms: u64) {
+        self.table().record(instance, report, at_ms, boot, now_ms);
+    }
+
     /// Redis is reachable: the link is connected and subscribed.
     pub fn up(&self) -> bool {
         self.up.load(Ordering::Relaxed)

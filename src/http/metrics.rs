@@ -463,7 +463,16 @@ impl Collector for TurnpikeCollector {
             one(counters.grace_expiries),
         )?;
         if let Some(fleet) = &self.fleet {
+            let (instances, _) = fleet.live_instances(crate::process::clock::unix_millis());
             encode_fleet(e, fleet.room_counts(), counters.fleet_dropped, self.hub.remote_count())?;
+            family(
+                e,
+                "turnpike_fleet_instances",
+                "Instances of the fleet heard from in the last 15 s (their reports on Redis), this one included",
+                None,
+                Gauge,
+                one(instances),
+            )?;
         }
         let (live, refused) = {
             let table = self.connections.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,6 +1,7 @@
 //! The HTTP server: the door to WebSocket signaling at `/ws` (the rooms
 //! themselves are `crate::signaling`), `GET /ice-servers` for application
-//! backends, the demo call page at `/`, `/metrics` for Prometheus, and
+//! backends, the demo call page at `/` and the TURN test page at `/test`,
+//! `/metrics` for Prometheus, and
 //! `/healthz` and `/readyz` for load balancers and orchestrators.
 //!
 //! It runs on a thread of its own with a single-threaded tokio runtime,
@@ -33,9 +34,9 @@
 //!   signaling session;
 //! * `ice_servers`: `GET /ice-servers` (the list is
 //!   `crate::signaling::ice`, which `/ws` hands out too);
-//! * `page`: the demo call page; `metrics`: `/metrics`; `health`:
-//!   `/healthz` and `/readyz`; `acme`: the ACME HTTP-01 answers at
-//!   `/.well-known/acme-challenge/<token>`;
+//! * `page`: the demo call page and the TURN test page; `metrics`:
+//!   `/metrics`; `health`: `/healthz` and `/readyz`; `acme`: the ACME
+//!   HTTP-01 answers at `/.well-known/acme-challenge/<token>`;
 //! * `handed`: the HTTP connections of TLS ports shared with TURN
 //!   (`signaling.share_tls_port`), which the shards hand over after the
 //!   handshake and which are then served as those of the listener;

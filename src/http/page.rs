@@ -1,11 +1,18 @@
-//! The demo call page: plain HTML, CSS and JavaScript modules from `web/`,
-//! built into the binary so that it needs no files at run time and no
-//! build step. [`ASSETS`] is the whole page; [`routes`] serves it.
+//! The demo call page and the TURN test page (`/test`): plain HTML, CSS
+//! and JavaScript modules from `web/` and `web/test/`, built into the
+//! binary so that they need no files at run time and no build step.
+//! [`ASSETS`] is both pages; [`routes`] serves them.
+//!
+//! The test page gathers relay candidates for each TURN URL (this
+//! server's `/ice-servers`, or any typed in), connects two peer
+//! connections of its own through the relay and pushes data: the TURN
+//! traffic is the browser's, to the servers it is given; the page asks
+//! this server for nothing but its files and, with the API key,
+//! `/ice-servers`.
 
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::get;
 use axum::Router;
+
+use crate::process::web_assets::{self, asset, Asset, CSS, HTML, JAVASCRIPT};
 
 /// The page may load only its own script and style and talk only to this
 /// server (WebSocket included); media comes from getUserMedia, not URLs.
@@ -13,17 +20,6 @@ use axum::Router;
 /// own (fetched same-origin, so `'self'` covers them).
 const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; object-src 'none'; \
                    base-uri 'none'; frame-ancestors 'none'";
-
-const HTML: &str = "text/html; charset=utf-8";
-const CSS: &str = "text/css; charset=utf-8";
-const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
-
-/// One file of the page: where it is served, as what, and its text.
-struct Asset {
-    path: &'static str,
-    content_type: &'static str,
-    body: &'static str,
-}
 
 /// Every file of the page. `demo.js` is the entry module (index.html
 /// loads it); it and the others import the rest by relative URL, so each
@@ -44,83 +40,39 @@ const ASSETS: &[Asset] = &[
     asset("/state.js", JAVASCRIPT, include_str!("../../web/state.js")),
     asset("/stats.js", JAVASCRIPT, include_str!("../../web/stats.js")),
     asset("/ui.js", JAVASCRIPT, include_str!("../../web/ui.js")),
+    // The TURN test page (web/test/), on the demo page's look.
+    asset("/test", HTML, include_str!("../../web/test/index.html")),
+    asset("/test/test.css", CSS, include_str!("../../web/test/test.css")),
+    asset("/test/main.js", JAVASCRIPT, include_str!("../../web/test/main.js")),
+    asset("/test/probe.js", JAVASCRIPT, include_str!("../../web/test/probe.js")),
+    asset(
+        "/test/results.js",
+        JAVASCRIPT,
+        include_str!("../../web/test/results.js"),
+    ),
 ];
-
-const fn asset(path: &'static str, content_type: &'static str, body: &'static str) -> Asset {
-    Asset {
-        path,
-        content_type,
-        body,
-    }
-}
 
 /// `router` with a `GET` route for each of [`ASSETS`].
 pub fn routes<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
-    ASSETS.iter().fold(router, |router, asset| {
-        router.route(asset.path, get(move || async move { response(asset) }))
-    })
-}
-
-fn response(asset: &'static Asset) -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, asset.content_type),
-            (header::CONTENT_SECURITY_POLICY, CSP),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        asset.body,
-    )
+    web_assets::routes(router, ASSETS, CSP)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::process::web_assets::checks;
 
-    fn served(path: &str) -> bool {
-        ASSETS.iter().any(|a| a.path == path)
-    }
-
-    /// Every `from './x.js'` of every module, and every `src=` of the
-    /// page, names a file that is served.
     #[test]
     fn every_module_the_page_imports_is_served() {
-        for asset in ASSETS {
-            for (at, _) in asset.body.match_indices("from './") {
-                let rest = &asset.body[at + "from './".len()..];
-                let name = &rest[..rest.find('\'').expect("a closing quote")];
-                assert!(
-                    served(&format!("/{name}")),
-                    "{} imports {name}, which is not served",
-                    asset.path
-                );
-            }
-        }
-        let html = ASSETS[0].body;
-        for (at, _) in html.match_indices("src=\"/") {
-            let rest = &html[at + "src=\"".len()..];
-            let path = &rest[..rest.find('"').expect("a closing quote")];
-            assert!(served(path), "index.html loads {path}, which is not served");
-        }
+        let missing = checks::unserved_references(ASSETS);
+        assert!(missing.is_empty(), "{missing:#?}");
     }
 
-    /// The CSP forbids inline script and style: the page must have none.
+    /// The CSP forbids inline script and style: the pages must have none.
     #[test]
-    fn the_page_has_no_inline_script_or_style() {
-        let html = ASSETS[0].body;
-        assert_eq!(
-            html.matches("<script").count(),
-            html.matches("<script type=\"module\" src=").count()
-        );
-        for inline in [
-            "<style",
-            " style=",
-            " onclick=",
-            " onload=",
-            " onsubmit=",
-            "javascript:",
-        ] {
-            assert!(!html.contains(inline), "index.html has {inline}");
+    fn the_pages_have_no_inline_script_or_style() {
+        for page in ASSETS.iter().filter(|a| a.content_type == HTML) {
+            assert_eq!(checks::inline_code(page.body), Vec::<&str>::new(), "{}", page.path);
         }
         assert!(!CSP.contains("unsafe"), "{CSP}");
     }

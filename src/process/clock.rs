@@ -21,6 +21,16 @@ pub fn mono() -> std::time::Instant {
     std::time::Instant::now()
 }
 
+/// Wall-clock milliseconds since the Unix epoch (what a chart's time
+/// axis shows).
+#[allow(clippy::disallowed_methods)]
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 pub fn unix_secs() -> u64 {
     now().unix_secs
 }

@@ -13,9 +13,11 @@
 //!   accept, and its counts;
 //! * [`status`]: what the rest of the process may ask the running shards;
 //! * [`http_handover`]: HTTP connections of a shared TLS port, from the
-//!   shard that accepted them to the HTTP thread.
+//!   shard that accepted them to the HTTP thread;
+//! * [`web_assets`]: the web pages built into the binary (the demo page
+//!   of `http`, the console of `admin`) and how they are served.
 //!
-//! Nothing here imports `net` or `http`; it builds on [`crate::proto`] and
+//! Nothing here imports `net`, `http` or `admin`; it builds on [`crate::proto`] and
 //! [`crate::config`] only.
 
 pub mod accept;
@@ -28,3 +30,4 @@ pub mod random;
 pub mod runtime_thread;
 pub mod status;
 pub mod tls;
+pub mod web_assets;

@@ -1,6 +1,7 @@
 //! coturn's `turnserver` (Debian's `coturn` package) as a second TURN
 //! server on loopback, for clients of ours that must work against other
-//! servers too: shared-secret credentials, UDP and TCP on one port, TLS
+//! servers too (`turnpike selftest`, the `/test` page): shared-secret
+//! credentials or the tests' long-term user, UDP and TCP on one port, TLS
 //! on another, relays on 127.0.0.1, loopback peers allowed.
 
 use std::net::SocketAddr;
@@ -9,11 +10,19 @@ use std::time::Duration;
 
 use super::{
     die_with_test, free_tcp_port, free_udp_port, next_relay_ports, require_tool, wait_answering, ChildGuard,
-    ScratchDir, TestPki,
+    ScratchDir, TestPki, PASSWORD, USER,
 };
 
 /// The realm the coturn server names.
 pub const COTURN_REALM: &str = "coturn-test";
+
+/// How clients authenticate to it.
+pub enum CoturnAuth<'a> {
+    /// Short-lived credentials minted from this secret (`use-auth-secret`).
+    Secret(&'a str),
+    /// The tests' long-term user, [`USER`] with [`PASSWORD`].
+    TestUser,
+}
 
 /// A running `turnserver`, killed on drop (its log printed if the test is
 /// failing).
@@ -22,6 +31,7 @@ pub struct CoturnServer {
     addr: SocketAddr,
     tls_addr: SocketAddr,
     pki: TestPki,
+    cert_pem: String,
     log: std::path::PathBuf,
     _dir: ScratchDir,
 }
@@ -31,6 +41,17 @@ impl CoturnServer {
     /// (`use-auth-secret`) and waits until it answers Binding over UDP and
     /// accepts TLS connections.
     pub fn start(secret: &str) -> CoturnServer {
+        CoturnServer::start_with(CoturnAuth::Secret(secret))
+    }
+
+    /// Starts `turnserver` taking `auth`'s credentials, as [`Self::start`].
+    pub fn start_with(auth: CoturnAuth<'_>) -> CoturnServer {
+        let credentials = match auth {
+            CoturnAuth::Secret(secret) => {
+                vec!["--use-auth-secret".to_owned(), format!("--static-auth-secret={secret}")]
+            }
+            CoturnAuth::TestUser => vec!["--lt-cred-mech".to_owned(), format!("--user={USER}:{PASSWORD}")],
+        };
         let tool = require_tool("turnserver");
         for _attempt in 0..3 {
             let dir = ScratchDir::new("coturn");
@@ -54,7 +75,7 @@ impl CoturnServer {
                 .arg(format!("--min-port={}", relays.start()))
                 .arg(format!("--max-port={}", relays.end()))
                 .arg(format!("--realm={COTURN_REALM}"))
-                .args(["--use-auth-secret", &format!("--static-auth-secret={secret}")])
+                .args(&credentials)
                 .arg(format!("--cert={}", cert.display()))
                 .arg(format!("--pkey={}", key.display()))
                 .arg(format!("--db={}", dir.path().join("turndb").display()))
@@ -64,11 +85,13 @@ impl CoturnServer {
                 .stderr(stderr)
                 .spawn()
                 .expect("spawn turnserver");
+            let cert_pem = std::fs::read_to_string(&cert).expect("read coturn's certificate");
             let mut server = CoturnServer {
                 child: ChildGuard(child),
                 addr: SocketAddr::from(([127, 0, 0, 1], port)),
                 tls_addr: SocketAddr::from(([127, 0, 0, 1], tls_port)),
                 pki,
+                cert_pem,
                 log,
                 _dir: dir,
             };
@@ -95,6 +118,11 @@ impl CoturnServer {
     /// TLS listens here.
     pub fn tls_addr(&self) -> SocketAddr {
         self.tls_addr
+    }
+
+    /// Its TLS certificate (PEM).
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
     }
 
     /// The CA that signed its certificate.

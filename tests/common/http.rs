@@ -8,16 +8,22 @@ use std::time::Duration;
 /// close`) to `addr` and returns the status and body of the answer, read
 /// to its end within 5 s.
 pub fn http_exchange(addr: SocketAddr, request: &str) -> (u16, String) {
+    let (status, _, body) = http_exchange_with_head(addr, request);
+    (status, body)
+}
+
+/// [`http_exchange`], with the answer's head (status line and headers) too.
+pub fn http_exchange_with_head(addr: SocketAddr, request: &str) -> (u16, String, String) {
     let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to HTTP");
     stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
     stream.write_all(request.as_bytes()).expect("send");
     read_http_response(&mut stream)
 }
 
-/// Status and body of what arrives on `stream` until the server closes it
-/// (an error at the end, such as TLS without close_notify, keeps what came
-/// before).
-fn read_http_response(stream: &mut impl Read) -> (u16, String) {
+/// Status, head and body of what arrives on `stream` until the server
+/// closes it (an error at the end, such as TLS without close_notify, keeps
+/// what came before).
+fn read_http_response(stream: &mut impl Read) -> (u16, String, String) {
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
     let response = String::from_utf8_lossy(&response).into_owned();
@@ -26,8 +32,8 @@ fn read_http_response(stream: &mut impl Read) -> (u16, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no HTTP status in {response:?}"));
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
-    (status, body)
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (status, head.to_owned(), body.to_owned())
 }
 
 /// Status and body of `GET path` sent on `stream` with `Connection:
@@ -39,5 +45,6 @@ pub fn http_get_on(stream: &mut (impl Read + Write), path: &str) -> (u16, String
     )
     .expect("send");
     stream.flush().expect("flush");
-    read_http_response(stream)
+    let (status, _, body) = read_http_response(stream);
+    (status, body)
 }

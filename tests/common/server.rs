@@ -190,6 +190,11 @@ impl TestServer {
         wait_answering(self.addr, self.http_addr, limit, || self.is_running())
     }
 
+    /// Its TLS certificate (PEM), a leaf of [`TestServer::ca`].
+    pub fn cert_pem(&self) -> String {
+        fs::read_to_string(&self.cert_path).expect("read the server's certificate")
+    }
+
     /// The address the server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr

@@ -1,6 +1,6 @@
 //! Other clients against the server: coturn's tools, aiortc, headless
-//! Chromium; and ours against another server: `turnpike selftest`
-//! against coturn's `turnserver`.
+//! Chromium (the demo page, the TURN test page); and ours against another
+//! server: `turnpike selftest` against coturn's `turnserver`.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -9,5 +9,6 @@ mod aiortc;
 mod browser_call;
 mod browser_features;
 mod browser_shared_port;
+mod browser_turn_test;
 mod coturn_tools;
 mod selftest_coturn;
