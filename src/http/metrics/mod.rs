@@ -19,10 +19,12 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
+mod fleet;
+mod tls;
+
 use super::app::App;
 use super::limits::{ConnectionRefusal, ConnectionTable};
-use crate::fleet::{FleetStatus, RoomCounts, REVOCATION_OUTCOMES};
-use crate::process::acme::status::OUTCOMES as ACME_OUTCOMES;
+use crate::fleet::{FleetStatus, REVOCATION_OUTCOMES};
 use crate::process::http_handover::SharedPortCounts;
 use crate::process::status::{ServerStatus, ADMIN_OUTCOMES};
 use crate::process::tls::TlsCertificates;
@@ -99,7 +101,7 @@ impl std::fmt::Debug for TurnpikeCollector {
 }
 
 /// Writes one metric family: `samples` are (labels, value).
-fn family<'a>(
+pub(super) fn family<'a>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -122,14 +124,14 @@ fn family<'a>(
     Ok(())
 }
 
-fn sample(encoder: MetricEncoder<'_>, kind: MetricType, value: u64) -> std::fmt::Result {
+pub(super) fn sample(encoder: MetricEncoder<'_>, kind: MetricType, value: u64) -> std::fmt::Result {
     match kind {
         MetricType::Counter => ConstCounter::new(value).encode(encoder),
         _ => ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(encoder),
     }
 }
 
-fn one<'a>(value: u64) -> Vec<(Vec<(&'a str, String)>, u64)> {
+pub(super) fn one<'a>(value: u64) -> Vec<(Vec<(&'a str, String)>, u64)> {
     vec![(Vec::new(), value)]
 }
 
@@ -153,7 +155,7 @@ fn by_transport_family<'a>(
 }
 
 /// One sample per value of label `name`, `counts` in the order of `values`.
-fn by_label<'a>(
+pub(super) fn by_label<'a>(
     name: &'a str,
     values: &[&str],
     counts: impl IntoIterator<Item = u64>,
@@ -464,7 +466,7 @@ impl Collector for TurnpikeCollector {
         )?;
         if let Some(fleet) = &self.fleet {
             let (instances, _) = fleet.live_instances(crate::process::clock::unix_millis());
-            encode_fleet(e, fleet.room_counts(), counters.fleet_dropped, self.hub.remote_count())?;
+            fleet::encode_fleet(e, fleet.room_counts(), counters.fleet_dropped, self.hub.remote_count())?;
             family(
                 e,
                 "turnpike_fleet_instances",
@@ -509,7 +511,7 @@ impl Collector for TurnpikeCollector {
                 .map(|(outcome, n)| (vec![("outcome", outcome.to_owned())], n)),
         )?;
         if let Some(certificates) = &self.certificates {
-            encode_tls(e, certificates)?;
+            tls::encode_tls(e, certificates)?;
         }
         if let Some(shared) = &self.shared_port {
             let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
@@ -531,93 +533,4 @@ impl Collector for TurnpikeCollector {
         }
         Ok(())
     }
-}
-
-/// The certificate's families, written only when one is served: its
-/// expiry, and with `[tls.acme]` the client's attempts.
-fn encode_tls(e: &mut DescriptorEncoder, certificates: &TlsCertificates) -> std::fmt::Result {
-    use MetricType::{Counter, Gauge};
-    let expiry = certificates.leaf().map_or(0, |leaf| leaf.expiry_unix_secs());
-    family(
-        e,
-        "turnpike_tls_certificate_expiry_timestamp_seconds",
-        "When the TLS certificate served now expires (Unix time; 0 while ACME serves its self-signed placeholder)",
-        None,
-        Gauge,
-        one(expiry),
-    )?;
-    let Some(acme) = certificates.acme() else {
-        return Ok(());
-    };
-    family(
-        e,
-        "turnpike_acme_renewals",
-        "Attempts to obtain a certificate from the ACME CA (the first one included), by outcome",
-        None,
-        Counter,
-        by_label("outcome", &ACME_OUTCOMES, acme.status.attempts()),
-    )?;
-    family(
-        e,
-        "turnpike_acme_consecutive_failures",
-        "Failed ACME attempts since the last success (0: the last attempt succeeded or none failed yet)",
-        None,
-        Gauge,
-        one(u64::from(acme.status.failures_in_a_row())),
-    )?;
-    let next = acme.status.next_attempt().map_or(0, |at| {
-        at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-    });
-    family(
-        e,
-        "turnpike_acme_next_attempt_timestamp_seconds",
-        "When the ACME client next asks for a certificate (Unix time): the renewal date, or the retry after a failure",
-        None,
-        Gauge,
-        one(next),
-    )
-}
-
-/// The `[fleet]` families, written only when a fleet is configured (so
-/// the output of a lone instance is unchanged).
-fn encode_fleet(e: &mut DescriptorEncoder, fleet: RoomCounts, undeliverable: u64, remote: usize) -> std::fmt::Result {
-    use MetricType::{Counter, Gauge};
-    family(
-        e,
-        "turnpike_fleet_redis_up",
-        "1 while the fleet's Redis is reachable (rooms span the fleet), 0 while rooms are local",
-        None,
-        Gauge,
-        one(u64::from(fleet.up)),
-    )?;
-    family(
-        e,
-        "turnpike_fleet_remote_peers",
-        "Peers of other instances in this instance's rooms now",
-        None,
-        Gauge,
-        one(remote as u64),
-    )?;
-    family(
-        e,
-        "turnpike_fleet_messages",
-        "Messages published to other instances (sent) and read from this instance's channel (received)",
-        None,
-        Counter,
-        [("sent", fleet.sent), ("received", fleet.received)].map(|(d, n)| (vec![("direction", d.to_owned())], n)),
-    )?;
-    family(
-        e,
-        "turnpike_fleet_dropped",
-        "Fleet messages dropped: refused as invalid, for a peer not in that room here or over the queue bound \
-         (undeliverable), or not sent while Redis was down (outage)",
-        None,
-        Counter,
-        [
-            ("invalid", fleet.invalid),
-            ("undeliverable", undeliverable),
-            ("outage", fleet.outage_drops),
-        ]
-        .map(|(r, n)| (vec![("reason", r.to_owned())], n)),
-    )
 }
