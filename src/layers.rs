@@ -23,7 +23,10 @@ const LAYERS: [(&str, &[&str]); 9] = [
     ("net", &["process", "config", "proto"]),
     ("signaling", &["process", "config", "proto"]),
     ("fleet", &["signaling", "net", "process", "config", "proto"]),
-    ("http", &["fleet", "signaling", "process", "config", "proto"]),
+    (
+        "http",
+        &["fleet", "signaling", "selftest", "process", "config", "proto"],
+    ),
     ("admin", &["fleet", "signaling", "net", "process", "config", "proto"]),
 ];
 

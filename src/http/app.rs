@@ -14,6 +14,7 @@ use axum::http::HeaderValue;
 use prometheus_client::registry::Registry;
 
 use super::limits::{Admission, ConnectionTable};
+use super::self_check::LastCheck;
 use crate::config::{Config, Secret};
 use crate::fleet::FleetStatus;
 use crate::process::status::ServerStatus;
@@ -34,6 +35,8 @@ pub(super) struct App {
     pub(super) metrics: Registry,
     /// Swapped whole on reload; a request takes a cheap clone of the Arc.
     pub(super) access: RwLock<Arc<Access>>,
+    /// `/test/self-check`'s last report, and the lock of its one run.
+    pub(super) self_check: tokio::sync::Mutex<Option<LastCheck>>,
 }
 
 /// Who may use the endpoints; replaced on reload.

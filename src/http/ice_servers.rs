@@ -28,22 +28,9 @@ pub(super) async fn list(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let access = app.access();
-    let Some(key) = &access.api_key else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "));
     let cors = cors_headers(&access, &headers);
-    if !presented.is_some_and(|p| auth::secrets_equal(p.as_bytes(), key.expose().as_bytes())) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            cors,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "a valid Authorization: Bearer <signaling.api_key> is required\n",
-        )
-            .into_response();
+    if let Some(refusal) = refuse_without_key(&access, &headers, cors.clone()) {
+        return refusal;
     }
     let name = match query.get("user") {
         None => "api",
@@ -64,6 +51,31 @@ pub(super) async fn list(
         "ttl": ice.ttl.as_secs(),
     });
     (cors, [(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
+}
+
+/// The answer to a request without `signaling.api_key` (404 when none is
+/// configured, 401 when it is not presented as `Authorization: Bearer`),
+/// or `None` for its holder.
+pub(super) fn refuse_without_key(access: &Access, headers: &HeaderMap, cors: HeaderMap) -> Option<Response> {
+    let Some(key) = &access.api_key else {
+        return Some(StatusCode::NOT_FOUND.into_response());
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "));
+    if presented.is_some_and(|p| auth::secrets_equal(p.as_bytes(), key.expose().as_bytes())) {
+        return None;
+    }
+    Some(
+        (
+            StatusCode::UNAUTHORIZED,
+            cors,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "a valid Authorization: Bearer <signaling.api_key> is required\n",
+        )
+            .into_response(),
+    )
 }
 
 /// The CORS preflight of `GET /ice-servers`.

@@ -37,6 +37,8 @@
 //! * `page`: the demo call page and the TURN test page; `metrics`:
 //!   `/metrics`; `health`: `/healthz` and `/readyz`; `acme`: the ACME
 //!   HTTP-01 answers at `/.well-known/acme-challenge/<token>`;
+//!   `self_check`: `GET /test/self-check`, the test page's view from the
+//!   server itself (`turnpike selftest` against its own `/ice-servers`);
 //! * `handed`: the HTTP connections of TLS ports shared with TURN
 //!   (`signaling.share_tls_port`), which the shards hand over after the
 //!   handshake and which are then served as those of the listener;
@@ -55,6 +57,7 @@ pub mod limits;
 mod metrics;
 mod origin;
 mod page;
+mod self_check;
 mod ws;
 
 use std::convert::Infallible;
@@ -187,6 +190,7 @@ pub fn start(
         status,
         certificates: certificates.clone(),
         access: RwLock::new(Arc::new(Access::from_config(config))),
+        self_check: tokio::sync::Mutex::new(None),
     });
     let handle = app.clone();
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -233,6 +237,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::text))
         .route("/.well-known/acme-challenge/{token}", get(acme::http_01))
+        .route("/test/self-check", get(self_check::self_check))
         .with_state(app)
 }
 

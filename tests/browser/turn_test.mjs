@@ -79,8 +79,23 @@ async function runCase(context, index, c) {
       cells: [...tr.cells].map((td) => td.textContent),
     })),
   );
+  // With the server's own credentials, the server's own check too.
+  const server = await page.evaluate(() => {
+    const panel = document.getElementById('server-panel');
+    if (panel.hidden) return null;
+    return {
+      verdict: document.getElementById('server-summary').dataset.verdict ?? null,
+      summary: document.getElementById('server-summary').textContent,
+      checks: [...document.querySelectorAll('#server-checks tr')].map((tr) => ({
+        url: tr.cells[0].textContent,
+        check: tr.dataset.check,
+        verdict: tr.dataset.verdict,
+        detail: tr.cells[3].textContent,
+      })),
+    };
+  });
   await page.close();
-  return { results: exported.results, table };
+  return { results: exported.results, table, server };
 }
 
 async function main() {

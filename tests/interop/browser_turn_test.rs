@@ -121,6 +121,46 @@ fn the_test_page_is_green_on_every_transport_of_turnpike_and_coturn_and_red_with
             &format!("coturn {transport}"),
         );
     }
+    // Beside them, the server's own check (`/test/self-check`, turnpike
+    // selftest against its own /ice-servers): turn: over UDP and TCP
+    // relays end to end; turns: fails at the certificate, whose test CA
+    // is not among the system's roots the server trusts, as a browser's
+    // would be without the test's trust list. Typed-in servers get none.
+    let server = &summary["cases"]["turnpike"]["server"];
+    let checks = server["checks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no server view: {server}"));
+    for (prefix, transport) in [("turn:", "udp"), ("turn:", "tcp")] {
+        let of_url: Vec<&Value> = checks
+            .iter()
+            .filter(|c| {
+                let url = c["url"].as_str().unwrap_or_default();
+                url.starts_with(prefix) && url.ends_with(&format!("transport={transport}"))
+            })
+            .collect();
+        let echo = of_url.iter().find(|c| c["check"] == "echo");
+        assert_eq!(
+            echo.map(|c| &c["verdict"]),
+            Some(&json!("pass")),
+            "{transport}: {server}"
+        );
+        for check in &of_url {
+            assert!(
+                check["verdict"] == "pass" || check["verdict"] == "warn",
+                "{transport}: {check}"
+            );
+        }
+    }
+    let tls = checks
+        .iter()
+        .find(|c| c["url"].as_str().is_some_and(|u| u.starts_with("turns:")) && c["check"] == "tls");
+    assert_eq!(tls.map(|c| &c["verdict"]), Some(&json!("fail")), "{server}");
+    assert_eq!(server["verdict"], "fail", "{server}");
+    assert!(
+        summary["cases"]["coturn"]["server"].is_null(),
+        "typed-in servers are checked by the browser only"
+    );
+
     // Red, each with its reason.
     for result in results(&summary, "wrong-password", 2) {
         assert_fail(result, "wrong credential", "a wrong password");

@@ -553,8 +553,13 @@ async fn ice_servers_name_the_advertised_host_and_ports() {
 #[tokio::test]
 async fn ice_servers_endpoint_needs_the_api_key() {
     let without_key = server("");
-    let (status, _, _) = http_get(&without_key, "/ice-servers", &[("Authorization", "Bearer x")]).await;
-    assert_eq!(status, 404, "no api_key configured: the endpoint does not exist");
+    for path in ["/ice-servers", "/test/self-check"] {
+        let (status, _, _) = http_get(&without_key, path, &[("Authorization", "Bearer x")]).await;
+        assert_eq!(
+            status, 404,
+            "{path}: no api_key configured: the endpoint does not exist"
+        );
+    }
 
     let server = server("api_key = \"backend-key\"\nallowed_origins = [\"https://app.example\"]");
     for headers in [
@@ -563,8 +568,10 @@ async fn ice_servers_endpoint_needs_the_api_key() {
         vec![("Authorization", "backend-key")],
         vec![("Authorization", "Bearer backend-ke")],
     ] {
-        let (status, _, _) = http_get(&server, "/ice-servers", &headers).await;
-        assert_eq!(status, 401, "{headers:?}");
+        for path in ["/ice-servers", "/test/self-check"] {
+            let (status, _, _) = http_get(&server, path, &headers).await;
+            assert_eq!(status, 401, "{path}: {headers:?}");
+        }
     }
     let (status, headers, body) = http_get(
         &server,

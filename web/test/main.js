@@ -6,7 +6,7 @@
 // from wherever it is served.
 
 import { describe, TestError, testUrl } from './probe.js';
-import { renderResults, exportJson } from './results.js';
+import { renderResults, renderServerChecks, exportJson } from './results.js';
 
 const $ = (id) => document.getElementById(id);
 const ORDER = { udp: 0, tcp: 1, tls: 2 };
@@ -59,6 +59,26 @@ async function plan() {
   return tests.sort((x, y) => transport(x) - transport(y));
 }
 
+/** The same URLs checked by the server itself (`turnpike selftest`, run
+ * by `/test/self-check` against its own `/ice-servers`): whether it
+ * relays at all, beside what this browser saw. */
+async function serverView() {
+  const key = $('api-key').value.trim();
+  setStatus('Asking the server to check itself…', 'connecting');
+  const response = await fetch('/test/self-check', {
+    headers: key ? { Authorization: `Bearer ${key}` } : {},
+    cache: 'no-store',
+    credentials: 'omit',
+  }).catch(() => null);
+  $('server-panel').hidden = false;
+  if (!response || !response.ok) {
+    $('server-summary').textContent = `the server's own check is unavailable (${response ? response.status : 'unreachable'})`;
+    $('server-checks').replaceChildren();
+    return;
+  }
+  renderServerChecks(await response.json());
+}
+
 async function run() {
   if (running) return;
   running = true;
@@ -77,6 +97,7 @@ async function run() {
       results[i] = await testUrl(t.url, t.username, t.credential, results.slice(0, i));
       renderResults(results);
     }
+    if (document.querySelector('input[name="source"]:checked').value === 'server') await serverView();
     const passed = results.filter((r) => r.verdict === 'pass').length;
     setStatus(`Done: ${passed} of ${results.length} passed`, passed === results.length ? 'joined' : 'error');
     $('json').textContent = exportJson(results);

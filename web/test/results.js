@@ -41,6 +41,23 @@ export function renderResults(results) {
   document.getElementById('results').replaceChildren(...rows.flat());
 }
 
+/** Draws `turnpike selftest`'s report of the server checking itself. */
+export function renderServerChecks(report) {
+  const rows = report.checks.map((c) => {
+    const tr = document.createElement('tr');
+    tr.dataset.check = c.check;
+    tr.dataset.verdict = c.verdict;
+    tr.className = `verdict-${c.verdict}`;
+    tr.append(cell(c.url, 'mono'), cell(c.check), cell(c.verdict.toUpperCase(), 'verdict'), cell(c.detail));
+    return tr;
+  });
+  document.getElementById('server-checks').replaceChildren(...rows);
+  const { pass, warn, fail, skip } = report.counts;
+  const summary = document.getElementById('server-summary');
+  summary.textContent = `${report.verdict.toUpperCase()}: ${pass} passed, ${warn} warned, ${fail} failed, ${skip} skipped`;
+  summary.dataset.verdict = report.verdict;
+}
+
 /** The results as a JSON document. */
 export function exportJson(results) {
   return JSON.stringify(
