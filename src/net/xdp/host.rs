@@ -1,0 +1,82 @@
+//! Can this host run the fast path? What `turnpike check-config` asks
+//! with `fast_path = "xdp"`, as warnings: the server starts whatever the
+//! answer (it falls back to user space), so none of it is an error.
+//!
+//! * the capabilities: `CAP_BPF` (or, before Linux 5.8 split it off,
+//!   `CAP_SYS_ADMIN`) to load, `CAP_NET_ADMIN` to attach; checked on the
+//!   process running check-config, which is the server's only when run
+//!   as the same user with the same unit (say so);
+//! * with them, a load: the kernel's verifier accepts the program;
+//! * each interface: it exists (in this network namespace), and IPv4
+//!   forwarding is on for it and IPv6 forwarding for all, without which
+//!   the program's FIB lookups fail and every datagram takes the
+//!   user-space path (`docs/xdp.md`).
+
+use std::path::Path;
+
+use super::attach::ifindex;
+use super::RelayProgram;
+
+/// Capability numbers (`linux/capability.h`).
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_BPF: u32 = 39;
+
+/// What stands between this host and the fast path on `interfaces`;
+/// empty when nothing does.
+pub fn host_warnings(interfaces: &[String]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let effective = effective_capabilities();
+    let has = |cap: u32| effective.is_some_and(|set| set & (1 << cap) != 0);
+    let mut missing = Vec::new();
+    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_BPF");
+    }
+    if !has(CAP_NET_ADMIN) {
+        missing.push("CAP_NET_ADMIN");
+    }
+    if missing.is_empty() {
+        if let Err(e) = RelayProgram::load(1) {
+            warnings.push(format!(
+                "relay.fast_path: this kernel does not load the XDP program ({e}); the server will relay in user space"
+            ));
+        }
+    } else {
+        warnings.push(format!(
+            "relay.fast_path: this process lacks {} (root has them; under systemd, the drop-in of docs/operations.md grants them): a server run the same way relays in user space",
+            missing.join(" and ")
+        ));
+    }
+    let v6_forwarding = sysctl_on(Path::new("/proc/sys/net/ipv6/conf/all/forwarding"));
+    for interface in interfaces {
+        if ifindex(interface).is_none() {
+            warnings.push(format!(
+                "relay.fast_path_interfaces: no interface {interface:?} on this host (in this network namespace)"
+            ));
+            continue;
+        }
+        let v4 = Path::new("/proc/sys/net/ipv4/conf").join(interface).join("forwarding");
+        if !sysctl_on(&v4) {
+            warnings.push(format!(
+                "relay.fast_path_interfaces: IPv4 forwarding is off on {interface} (net.ipv4.conf.{interface}.forwarding): the XDP program's route lookups fail and IPv4 datagrams take the user-space path; turning it on makes the host a router, so keep a firewall forward policy of drop"
+            ));
+        }
+        if !v6_forwarding {
+            warnings.push(format!(
+                "relay.fast_path_interfaces: IPv6 forwarding is off (net.ipv6.conf.all.forwarding): IPv6 datagrams on {interface} take the user-space path"
+            ));
+        }
+    }
+    warnings
+}
+
+/// `CapEff` of `/proc/self/status`.
+fn effective_capabilities() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|line| line.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+fn sysctl_on(path: &Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|value| value.trim() != "0")
+}
