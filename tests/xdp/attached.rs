@@ -1,8 +1,9 @@
 //! `[relay] fast_path = "xdp"` on a running server: the program attached
 //! at start, visible in `/metrics` and to `ip link`, relaying unchanged
 //! (it installs no route yet, so it passes everything to user space),
-//! gone after SIGTERM and after SIGKILL; and an interface that does not
-//! exist, which the server warns about and relays without.
+//! gone after SIGTERM and after SIGKILL; an interface that does not
+//! exist, which the server warns about and relays without; and what
+//! `check-config` says about the host.
 //!
 //! ```text
 //!  the test thread's namespace            tp-xdp-<pid>-<n> (named, removed on drop)
@@ -21,8 +22,8 @@ use std::time::{Duration, Instant};
 use crate::common::private_network::enter_private_network;
 use crate::common::process::{require_tool, run_with_timeout};
 use crate::common::turn_client::{Source, TurnClient};
-use crate::common::{ServerSetup, TestServer, LONG_TERM_USER_TOML};
-use crate::fixture::ip;
+use crate::common::{turnpike_bin, ScratchDir, ServerSetup, TestServer, LONG_TERM_USER_TOML};
+use crate::fixture::{ip, sysctl};
 
 const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 211, 0, 1);
 const CLIENT: &str = "10.211.0.2:0";
@@ -204,4 +205,48 @@ fn an_interface_that_does_not_exist_is_a_warning_and_user_space_relays() {
     assert!(!metrics.contains("turnpike_fast_path_attached"), "{metrics}");
     assert!(!link_details().contains("prog/xdp"), "{}", link_details());
     relay_from(&far, turnpike.addr());
+}
+
+/// `turnpike check-config` on a config with the fast path on
+/// `interfaces`, in the calling thread's namespace: (stdout, stderr).
+fn check_config(interfaces: &str) -> (String, String) {
+    let dir = ScratchDir::new("xdp-check");
+    let path = dir.write_config(&format!(
+        "[relay]\nfast_path = \"xdp\"\nfast_path_interfaces = [{interfaces}]\n"
+    ));
+    let out = run_with_timeout(
+        Command::new(turnpike_bin()).arg("check-config").arg(&path),
+        Duration::from_secs(30),
+    );
+    assert!(out.success(), "check-config: {}", out.combined());
+    (out.stdout, out.stderr)
+}
+
+#[test]
+fn check_config_says_what_stands_in_the_way() {
+    let _far = veth_pair();
+    // A fresh namespace forwards nothing.
+    let (stdout, stderr) = check_config(&format!("\"{SERVER_DEVICE}\", \"tpx-none\""));
+    assert!(
+        stdout.contains("fast_path: xdp on tpx-s, tpx-none: see the warnings"),
+        "{stdout}"
+    );
+    for expected in [
+        "warning: relay.fast_path_interfaces: no interface \"tpx-none\"",
+        "IPv4 forwarding is off on tpx-s",
+        "IPv6 forwarding is off",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} in {stderr}");
+    }
+    // Root holds the capabilities, so those are not in the way.
+    assert!(!stderr.contains("lacks"), "{stderr}");
+
+    sysctl(&format!("net/ipv4/conf/{SERVER_DEVICE}/forwarding"), "1");
+    sysctl("net/ipv6/conf/all/forwarding", "1");
+    let (stdout, stderr) = check_config(&format!("\"{SERVER_DEVICE}\""));
+    assert!(
+        stdout.contains("fast_path: xdp on tpx-s: this host can attach it"),
+        "{stdout}"
+    );
+    assert!(!stderr.contains("warning: relay.fast_path"), "{stderr}");
 }
