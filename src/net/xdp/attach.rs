@@ -2,7 +2,7 @@
 //! attached to each of `relay.fast_path_interfaces`, detached at exit.
 //!
 //! The fast path never stops the server: a load that fails (no
-//! `CAP_BPF`, a kernel too old, a verifier that refuses) or an interface
+//! `CAP_BPF` or `CAP_PERFMON`, a kernel too old, a verifier that refuses) or an interface
 //! it cannot be attached to (none by that name, no `CAP_NET_ADMIN`,
 //! another XDP program already there) is a `warn!` naming the interface
 //! and the reason, and those datagrams take the user-space path, which
@@ -60,7 +60,7 @@ impl FastPath {
             Err(e) => {
                 warn!(
                     reason = %reason(&e),
-                    "fast path off: cannot load the XDP program (it needs CAP_BPF and kernel 5.15 or later); relaying in user space"
+                    "fast path off: cannot load the XDP program (it needs CAP_BPF, CAP_PERFMON and kernel 5.15 or later); relaying in user space"
                 );
                 return None;
             }
@@ -132,8 +132,10 @@ pub fn ifindex(interface: &str) -> Option<u32> {
 }
 
 /// `e` with the chain of errors under it (aya's say "`bpf_link_create`
-/// failed" and keep the errno beneath).
-fn reason(e: &XdpError) -> String {
+/// failed" and keep the errno beneath); of a verifier's log, which runs
+/// to hundreds of lines, only its verdict (the line before its
+/// statistics).
+pub(super) fn reason(e: &XdpError) -> String {
     let inner: Option<&(dyn std::error::Error + 'static)> = match e {
         XdpError::Load(e) => Some(e.as_ref()),
         XdpError::Program(e) => Some(e.as_ref()),
@@ -146,5 +148,16 @@ fn reason(e: &XdpError) -> String {
         text.push_str(&cause.to_string());
         source = cause.source();
     }
-    text
+    match text.split_once("Verifier output:") {
+        Some((head, log)) => {
+            let lines: Vec<&str> = log.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            let end = lines
+                .iter()
+                .position(|l| l.starts_with("verification time"))
+                .unwrap_or(lines.len());
+            let verdict = end.checked_sub(1).and_then(|i| lines.get(i)).unwrap_or(&"");
+            format!("{head}verifier: {verdict}")
+        }
+        None => text,
+    }
 }

@@ -2,10 +2,14 @@
 //! with `fast_path = "xdp"`, as warnings: the server starts whatever the
 //! answer (it falls back to user space), so none of it is an error.
 //!
-//! * the capabilities: `CAP_BPF` (or, before Linux 5.8 split it off,
-//!   `CAP_SYS_ADMIN`) to load, `CAP_NET_ADMIN` to attach; checked on the
-//!   process running check-config, which is the server's only when run
-//!   as the same user with the same unit (say so);
+//! * the capabilities: `CAP_BPF` and `CAP_PERFMON` to load (or
+//!   `CAP_SYS_ADMIN`, which holds both), `CAP_NET_ADMIN` to attach.
+//!   Without `CAP_PERFMON` the verifier refuses the program ("partial
+//!   copy of pointer": it forbids pointer arithmetic that could leak
+//!   kernel addresses to a loader that may not see them; measured on
+//!   6.18). Checked on the process running check-config, which is the
+//!   server's only when run as the same user with the same unit (the
+//!   warning says so);
 //! * with them, a load: the kernel's verifier accepts the program;
 //! * each interface: it exists (in this network namespace), and IPv4
 //!   forwarding is on for it and IPv6 forwarding for all, without which
@@ -14,12 +18,13 @@
 
 use std::path::Path;
 
-use super::attach::ifindex;
+use super::attach::{ifindex, reason};
 use super::RelayProgram;
 
 /// Capability numbers (`linux/capability.h`).
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
 /// What stands between this host and the fast path on `interfaces`;
@@ -29,8 +34,10 @@ pub fn host_warnings(interfaces: &[String]) -> Vec<String> {
     let effective = effective_capabilities();
     let has = |cap: u32| effective.is_some_and(|set| set & (1 << cap) != 0);
     let mut missing = Vec::new();
-    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
-        missing.push("CAP_BPF");
+    for cap in [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")] {
+        if !has(cap.0) && !has(CAP_SYS_ADMIN) {
+            missing.push(cap.1);
+        }
     }
     if !has(CAP_NET_ADMIN) {
         missing.push("CAP_NET_ADMIN");
@@ -38,13 +45,14 @@ pub fn host_warnings(interfaces: &[String]) -> Vec<String> {
     if missing.is_empty() {
         if let Err(e) = RelayProgram::load(1) {
             warnings.push(format!(
-                "relay.fast_path: this kernel does not load the XDP program ({e}); the server will relay in user space"
+                "relay.fast_path: this kernel does not load the XDP program ({}); the server will relay in user space",
+                reason(&e)
             ));
         }
     } else {
         warnings.push(format!(
             "relay.fast_path: this process lacks {} (root has them; under systemd, the drop-in of docs/operations.md grants them): a server run the same way relays in user space",
-            missing.join(" and ")
+            missing.join(", ")
         ));
     }
     let v6_forwarding = sysctl_on(Path::new("/proc/sys/net/ipv6/conf/all/forwarding"));
