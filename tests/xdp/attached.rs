@@ -233,8 +233,8 @@ fn check_config_says_what_stands_in_the_way() {
     );
     for expected in [
         "warning: relay.fast_path_interfaces: no interface \"tpx-none\"",
-        "IPv4 forwarding is off on tpx-s",
-        "IPv6 forwarding is off",
+        "IPv4 forwarding on tpx-s (net.ipv4.conf.tpx-s.forwarding) is off",
+        "IPv6 forwarding (net.ipv6.conf.all.forwarding) is off",
     ] {
         assert!(stderr.contains(expected), "{expected:?} in {stderr}");
     }

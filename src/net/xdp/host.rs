@@ -55,7 +55,7 @@ pub fn host_warnings(interfaces: &[String]) -> Vec<String> {
             missing.join(", ")
         ));
     }
-    let v6_forwarding = sysctl_on(Path::new("/proc/sys/net/ipv6/conf/all/forwarding"));
+    let v6 = Path::new("/proc/sys/net/ipv6/conf/all/forwarding");
     for interface in interfaces {
         if ifindex(interface).is_none() {
             warnings.push(format!(
@@ -64,16 +64,26 @@ pub fn host_warnings(interfaces: &[String]) -> Vec<String> {
             continue;
         }
         let v4 = Path::new("/proc/sys/net/ipv4/conf").join(interface).join("forwarding");
-        if !sysctl_on(&v4) {
-            warnings.push(format!(
-                "relay.fast_path_interfaces: IPv4 forwarding is off on {interface} (net.ipv4.conf.{interface}.forwarding): the XDP program's route lookups fail and IPv4 datagrams take the user-space path; turning it on makes the host a router, so keep a firewall forward policy of drop"
-            ));
+        let off = |path: &Path, what: String, consequence: &str| {
+            match std::fs::read_to_string(path) {
+            Ok(value) if value.trim() != "0" => None,
+            Ok(_) => Some(format!("relay.fast_path_interfaces: {what} is off: {consequence}")),
+            Err(e) => Some(format!(
+                "relay.fast_path_interfaces: cannot tell whether {what} is on ({}: {e}; the systemd unit's ProcSubset=pid hides /proc/sys): if it is off, {consequence}",
+                path.display()
+            )),
         }
-        if !v6_forwarding {
-            warnings.push(format!(
-                "relay.fast_path_interfaces: IPv6 forwarding is off (net.ipv6.conf.all.forwarding): IPv6 datagrams on {interface} take the user-space path"
-            ));
-        }
+        };
+        warnings.extend(off(
+            &v4,
+            format!("IPv4 forwarding on {interface} (net.ipv4.conf.{interface}.forwarding)"),
+            "the XDP program's route lookups fail and IPv4 datagrams take the user-space path; turning it on makes the host a router, so keep a firewall forward policy of drop",
+        ));
+        warnings.extend(off(
+            v6,
+            "IPv6 forwarding (net.ipv6.conf.all.forwarding)".to_owned(),
+            &format!("IPv6 datagrams on {interface} take the user-space path"),
+        ));
     }
     warnings
 }
@@ -83,8 +93,4 @@ fn effective_capabilities() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let hex = status.lines().find_map(|line| line.strip_prefix("CapEff:"))?;
     u64::from_str_radix(hex.trim(), 16).ok()
-}
-
-fn sysctl_on(path: &Path) -> bool {
-    std::fs::read_to_string(path).is_ok_and(|value| value.trim() != "0")
 }
