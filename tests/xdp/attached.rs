@@ -250,3 +250,81 @@ fn check_config_says_what_stands_in_the_way() {
     );
     assert!(!stderr.contains("warning: relay.fast_path"), "{stderr}");
 }
+
+/// Installs, in the calling (forked, not yet exec'd) process, a seccomp
+/// filter that kills the process at `bpf()` and allows everything else,
+/// as systemd's `SystemCallFilter=~@privileged` does.
+fn deny_bpf() -> std::io::Result<()> {
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    const AUDIT_ARCH_AARCH64: u32 = 0xc000_00b7;
+    let arch = if cfg!(target_arch = "aarch64") {
+        AUDIT_ARCH_AARCH64
+    } else {
+        AUDIT_ARCH_X86_64
+    };
+    let stmt = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump = |code: u32, k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    let (ld, jeq, ret) = (
+        libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+        libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+        libc::BPF_RET | libc::BPF_K,
+    );
+    let mut filter = [
+        stmt(ld, 4), // seccomp_data.arch
+        jump(jeq, arch, 1, 0),
+        stmt(ret, libc::SECCOMP_RET_ALLOW),
+        stmt(ld, 0), // seccomp_data.nr
+        jump(jeq, libc::SYS_bpf as u32, 0, 1),
+        stmt(ret, libc::SECCOMP_RET_KILL_PROCESS),
+        stmt(ret, libc::SECCOMP_RET_ALLOW),
+    ];
+    let program = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_mut_ptr(),
+    };
+    // SAFETY: prctl with a filter program that outlives the call.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &program) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn under_a_seccomp_filter_denying_bpf_check_config_says_so_and_does_not_die() {
+    let _far = veth_pair();
+    let dir = ScratchDir::new("xdp-seccomp");
+    let path = dir.write_config(&format!(
+        "[relay]\nfast_path = \"xdp\"\nfast_path_interfaces = [\"{SERVER_DEVICE}\"]\n"
+    ));
+    let mut command = Command::new(turnpike_bin());
+    command.arg("check-config").arg(&path);
+    // SAFETY: the hook only calls prctl, which is async-signal-safe.
+    unsafe { std::os::unix::process::CommandExt::pre_exec(&mut command, deny_bpf) };
+    let out = run_with_timeout(&mut command, Duration::from_secs(30));
+    assert!(
+        out.success(),
+        "check-config under the filter: {:?} {}",
+        out.status,
+        out.combined()
+    );
+    assert!(
+        out.stderr
+            .contains("warning: relay.fast_path: a seccomp filter kills the process at bpf()"),
+        "{}",
+        out.stderr
+    );
+}

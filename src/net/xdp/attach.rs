@@ -1,7 +1,9 @@
 //! `[relay] fast_path = "xdp"`: the program loaded once at start and
 //! attached to each of `relay.fast_path_interfaces`, detached at exit.
 //!
-//! The fast path never stops the server: a load that fails (no
+//! The fast path never stops the server: without the capabilities, or
+//! under a seccomp filter that would kill the process at `bpf()`, it
+//! does not try (`host::cannot_try`); a load that fails (no
 //! `CAP_BPF` or `CAP_PERFMON`, a kernel too old, a verifier that refuses) or an interface
 //! it cannot be attached to (none by that name, no `CAP_NET_ADMIN`,
 //! another XDP program already there) is a `warn!` naming the interface
@@ -27,6 +29,7 @@ use aya::programs::xdp::XdpLinkId;
 use aya::programs::XdpMode;
 use tracing::{info, warn};
 
+use super::host::cannot_try;
 use super::{RelayMaps, RelayProgram, XdpError};
 
 /// Routes per map while nothing installs any (the next increment sizes
@@ -55,6 +58,10 @@ impl FastPath {
     /// `None`, after a warning, if it cannot be loaded or attached
     /// anywhere.
     pub fn start(interfaces: &[String]) -> Option<FastPath> {
+        if let Some(why) = cannot_try() {
+            warn!("fast path off: {why}; relaying in user space");
+            return None;
+        }
         let (program, maps) = match RelayProgram::load(ROUTES) {
             Ok(loaded) => loaded,
             Err(e) => {

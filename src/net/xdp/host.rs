@@ -10,7 +10,10 @@
 //!   6.18). Checked on the process running check-config, which is the
 //!   server's only when run as the same user with the same unit (the
 //!   warning says so);
-//! * with them, a load: the kernel's verifier accepts the program;
+//! * `bpf()` not denied by a seccomp filter (systemd's
+//!   `SystemCallFilter=~@privileged` kills the process at the call, so
+//!   it is tried in a child first);
+//! * with all that, a load: the kernel's verifier accepts the program;
 //! * each interface: it exists (in this network namespace), and IPv4
 //!   forwarding is on for it and IPv6 forwarding for all, without which
 //!   the program's FIB lookups fail and every datagram takes the
@@ -27,10 +30,11 @@ const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
-/// What stands between this host and the fast path on `interfaces`;
-/// empty when nothing does.
-pub fn host_warnings(interfaces: &[String]) -> Vec<String> {
-    let mut warnings = Vec::new();
+/// Why this process cannot load and attach the program before it even
+/// tries: the capabilities it lacks, or a seccomp filter (systemd's
+/// `SystemCallFilter=~@privileged`) that would kill it at its first
+/// `bpf()`. `None`: it may try.
+pub(super) fn cannot_try() -> Option<String> {
     let effective = effective_capabilities();
     let has = |cap: u32| effective.is_some_and(|set| set & (1 << cap) != 0);
     let mut missing = Vec::new();
@@ -42,17 +46,59 @@ pub fn host_warnings(interfaces: &[String]) -> Vec<String> {
     if !has(CAP_NET_ADMIN) {
         missing.push("CAP_NET_ADMIN");
     }
-    if missing.is_empty() {
-        if let Err(e) = RelayProgram::load(1) {
-            warnings.push(format!(
-                "relay.fast_path: this kernel does not load the XDP program ({}); the server will relay in user space",
-                reason(&e)
-            ));
-        }
-    } else {
-        warnings.push(format!(
-            "relay.fast_path: this process lacks {} (root has them; under systemd, the drop-in of docs/operations.md grants them): a server run the same way relays in user space",
+    if !missing.is_empty() {
+        return Some(format!(
+            "this process lacks {} (root has them; under systemd, the drop-in of docs/operations.md grants them)",
             missing.join(", ")
+        ));
+    }
+    if !bpf_syscall_survives() {
+        return Some("a seccomp filter kills the process at bpf() (systemd's SystemCallFilter=~@privileged: the drop-in of docs/operations.md allows it)".to_owned());
+    }
+    None
+}
+
+/// Whether a `bpf()` call leaves the process alive, tried in a child: a
+/// seccomp filter that denies it (systemd's default action) kills the
+/// caller with SIGSYS, which no handler can catch.
+fn bpf_syscall_survives() -> bool {
+    // SAFETY: the child calls only async-signal-safe functions (a raw
+    // syscall, `_exit`) before it exits, so forking a threaded process is
+    // sound; the parent reaps exactly that child.
+    unsafe {
+        match libc::fork() {
+            0 => {
+                // BPF_PROG_GET_NEXT_ID with no attribute: EFAULT or
+                // EINVAL if allowed, touching nothing.
+                libc::syscall(libc::SYS_bpf, 11, std::ptr::null::<u8>(), 0);
+                libc::_exit(0)
+            }
+            -1 => true,
+            child => {
+                let mut status = 0;
+                while libc::waitpid(child, &mut status, 0) == -1 {
+                    if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                        return true;
+                    }
+                }
+                !(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSYS)
+            }
+        }
+    }
+}
+
+/// What stands between this host and the fast path on `interfaces`;
+/// empty when nothing does.
+pub fn host_warnings(interfaces: &[String]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if let Some(why) = cannot_try() {
+        warnings.push(format!(
+            "relay.fast_path: {why}: a server run the same way relays in user space"
+        ));
+    } else if let Err(e) = RelayProgram::load(1) {
+        warnings.push(format!(
+            "relay.fast_path: this kernel does not load the XDP program ({}); the server will relay in user space",
+            reason(&e)
         ));
     }
     let v6 = Path::new("/proc/sys/net/ipv6/conf/all/forwarding");
