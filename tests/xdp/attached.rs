@@ -14,6 +14,8 @@
 //! The client and the peer sit in the other namespace, so every datagram
 //! the server gets arrives on `tpx-s` through the program.
 
+#![allow(clippy::disallowed_methods)] // waits in black-box tests use the real clock
+
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
