@@ -7,11 +7,15 @@
 //! each of [`Config::warnings`] as
 //! `warning: …` on stderr; or an error with the reason, the same one
 //! `run` would stop with. Beyond the schema it loads the TLS certificate
-//! and key, so a bad PEM file is caught here too.
+//! and key, so a bad PEM file is caught here too. With
+//! `relay.fast_path = "xdp"`, a `fast_path: …` line on stdout, and what
+//! stands between this host and the fast path (capabilities, the
+//! interfaces, forwarding) as warnings: the server starts without it.
 
 use std::path::Path;
 
-use turnpike::config::Config;
+use turnpike::config::{Config, FastPath};
+use turnpike::net::xdp;
 use turnpike::process;
 
 /// Checks `file` and prints the summary and warnings.
@@ -62,7 +66,17 @@ pub fn check_config(file: &Path) -> anyhow::Result<()> {
             acme.cache_dir.display()
         );
     }
-    for warning in config.warnings() {
+    let mut warnings = config.warnings();
+    if config.relay.fast_path == FastPath::Xdp {
+        let interfaces = config.relay.fast_path_interfaces.join(", ");
+        let host = xdp::host_warnings(&config.relay.fast_path_interfaces);
+        match host.is_empty() {
+            true => println!("fast_path: xdp on {interfaces}: this host can attach it (capabilities held, the program loads, interfaces present, forwarding on)"),
+            false => println!("fast_path: xdp on {interfaces}: see the warnings; the server relays in user space where it cannot attach"),
+        }
+        warnings.extend(host);
+    }
+    for warning in warnings {
         eprintln!("warning: {warning}");
     }
     Ok(())

@@ -72,7 +72,7 @@ pub use limits::LimitsSection;
 pub use listen::ListenSection;
 pub use log::{LogFormat, LogSection};
 pub use peers::PeersSection;
-pub use relay::RelaySection;
+pub use relay::{FastPath, RelaySection};
 pub use server::{ServerSection, MAX_WORKERS};
 pub use signaling::{SignalingSection, TurnPorts};
 pub use tls::{AcmeChallenge, AcmeSection, TlsSection, LETS_ENCRYPT_DIRECTORY};

@@ -1,9 +1,12 @@
 //! `[relay]`: where relayed transport addresses are allocated: the local
-//! IPv4 and IPv6 addresses relay sockets bind to and their port range.
+//! IPv4 and IPv6 addresses relay sockets bind to and their port range;
+//! and the kernel fast path (`fast_path`, `docs/xdp.md`).
 //!
 //! This file holds the section's struct, its defaults, the doc comment on
 //! each field that is the reference for its key, and [`check`]: unicast
-//! addresses and a range of at least two ports (EVEN-PORT reserves pairs).
+//! addresses, a range of at least two ports (EVEN-PORT reserves pairs),
+//! and with `fast_path = "xdp"` at least one interface, each a name the
+//! kernel could have (shorter than `IFNAMSIZ`, no `/`, no whitespace).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -32,7 +35,32 @@ pub struct RelaySection {
     /// `"49152-65535"`, the IANA dynamic range (RFC 6335), which no
     /// registered service uses.
     pub ports: PortRange,
+    /// The kernel fast path: `"off"`, or `"xdp"` to attach turnpike's XDP
+    /// program to `fast_path_interfaces` at start (native mode, else
+    /// generic) and detach it at exit. Attaching needs `CAP_BPF` and
+    /// `CAP_NET_ADMIN` (root); when it fails the server warns and relays
+    /// in user space, as with `"off"`. `turnpike check-config` says
+    /// whether this host can run it. See `docs/xdp.md`. Default: `"off"`.
+    pub fast_path: FastPath,
+    /// The interfaces the XDP program is attached to, with `fast_path =
+    /// "xdp"` (at least one): those clients' and peers' datagrams arrive
+    /// on. Names as `ip link` shows them, at most 15 bytes. Default: `[]`.
+    pub fast_path_interfaces: Vec<String>,
 }
+
+/// `relay.fast_path`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FastPath {
+    /// Every datagram through user space.
+    #[default]
+    Off,
+    /// The XDP program on `relay.fast_path_interfaces`.
+    Xdp,
+}
+
+/// `IFNAMSIZ`: an interface name and its terminating NUL.
+const IFNAMSIZ: usize = 16;
 
 impl Default for RelaySection {
     fn default() -> Self {
@@ -43,6 +71,8 @@ impl Default for RelaySection {
                 low: 49152,
                 high: 65535,
             },
+            fast_path: FastPath::Off,
+            fast_path_interfaces: Vec::new(),
         }
     }
 }
@@ -68,6 +98,34 @@ pub(super) fn check(relay: &RelaySection) -> Result<(), ConfigError> {
             format!("{ports} holds 1 port; at least 2 are needed since EVEN-PORT reserves pairs"),
         ));
     }
+    check_interfaces(relay)
+}
+
+fn check_interfaces(relay: &RelaySection) -> Result<(), ConfigError> {
+    let key = "relay.fast_path_interfaces";
+    if relay.fast_path == FastPath::Xdp && relay.fast_path_interfaces.is_empty() {
+        return Err(ConfigError::invalid(
+            key,
+            "fast_path = \"xdp\" needs at least one interface to attach to".to_owned(),
+        ));
+    }
+    for (i, name) in relay.fast_path_interfaces.iter().enumerate() {
+        let bad = |why: &str| Err(ConfigError::invalid(key, format!("{name:?} {why}")));
+        if name.is_empty() || name.len() >= IFNAMSIZ {
+            return bad("is not an interface name (1 to 15 bytes)");
+        }
+        if name == "."
+            || name == ".."
+            || name
+                .chars()
+                .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+        {
+            return bad("is not an interface name (no '/', ':', whitespace or control characters, not . or ..)");
+        }
+        if relay.fast_path_interfaces[..i].contains(name) {
+            return bad("is listed twice");
+        }
+    }
     Ok(())
 }
 
@@ -81,5 +139,44 @@ mod tests {
         config.relay.ports = PortRange { low: 0, high: 10 };
         let msg = config.validate().unwrap_err().to_string();
         assert_eq!(msg, "relay.ports: low port 0 is not allowed");
+    }
+
+    fn fast_path_error(toml: &str) -> String {
+        Config::from_toml(&format!("[relay]\n{toml}"), "<test>")
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn xdp_needs_an_interface() {
+        let msg = fast_path_error("fast_path = \"xdp\"");
+        assert!(
+            msg.contains("relay.fast_path_interfaces") && msg.contains("at least one"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn interface_names_are_checked() {
+        for name in ["", "sixteen_bytes_xx", "a/b", "eth0:1", "a b", ".", "..", "a\\u0000b"] {
+            let msg = fast_path_error(&format!("fast_path = \"xdp\"\nfast_path_interfaces = [\"{name}\"]"));
+            assert!(msg.contains("is not an interface name"), "{name:?}: {msg}");
+        }
+        let msg = fast_path_error("fast_path = \"xdp\"\nfast_path_interfaces = [\"eth0\", \"eth0\"]");
+        assert!(msg.contains("listed twice"), "{msg}");
+    }
+
+    #[test]
+    fn fast_path_values() {
+        let config = Config::from_toml(
+            "[relay]\nfast_path = \"xdp\"\nfast_path_interfaces = [\"fifteen_bytes_x\", \"veth0\"]",
+            "<test>",
+        )
+        .unwrap();
+        assert_eq!(config.relay.fast_path, super::FastPath::Xdp);
+        assert_eq!(config.relay.fast_path_interfaces, ["fifteen_bytes_x", "veth0"]);
+        assert_eq!(Config::default().relay.fast_path, super::FastPath::Off);
+        let msg = fast_path_error("fast_path = \"ebpf\"");
+        assert!(msg.contains("unknown variant"), "{msg}");
     }
 }

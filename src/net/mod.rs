@@ -49,7 +49,9 @@
 //!   usernames they share;
 //! * `xdp`: the kernel fast path (issue 21, `docs/xdp.md`): an XDP
 //!   program that relays the steady state of UDP allocations, its loader
-//!   and its maps; not yet wired (no shard loads it);
+//!   and its maps; [`start`] attaches it with `fast_path = "xdp"` and
+//!   [`RunningServer::stop`] detaches it, but no shard installs routes
+//!   yet, so it passes everything;
 //!
 //! This file holds [`start`] and the [`RunningServer`] it returns.
 //!
@@ -80,7 +82,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, FastPath};
 use crate::process::http_handover::{self, HttpInbox};
 use crate::process::proxy_protocol::ProxyProtocol;
 use crate::process::random::random_bytes;
@@ -129,6 +131,8 @@ pub struct RunningServer {
     /// The HTTP connections of shared TLS ports, until the HTTP endpoint
     /// takes them.
     http_inbox: Option<HttpInbox>,
+    /// The XDP program, while attached (`relay.fast_path = "xdp"`).
+    fast_path: Option<xdp::FastPath>,
 }
 
 impl RunningServer {
@@ -191,12 +195,14 @@ impl RunningServer {
         self.admin.clone()
     }
 
-    /// Stops every shard and waits for their threads to end.
+    /// Stops every shard and waits for their threads to end, then
+    /// detaches the fast path.
     pub fn stop(self) {
         let _ = self.stop.send(true);
         for w in self.workers {
             let _ = w.join();
         }
+        drop(self.fast_path);
     }
 }
 
@@ -238,11 +244,21 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     ));
     quota.set_user_rate(config.limits.user_bytes_per_second);
     quota.set_source_limit(config.limits.max_allocations_per_source);
+    // After the listeners are bound (a start that fails there attaches
+    // nothing); the program passes everything until routes are installed.
+    let fast_path = match config.relay.fast_path {
+        FastPath::Xdp => xdp::FastPath::start(&config.relay.fast_path_interfaces),
+        FastPath::Off => None,
+    };
+    let attached = fast_path.as_ref().map_or_else(Vec::new, |f| {
+        f.attachments().into_iter().map(|a| (a.interface, a.mode)).collect()
+    });
     let connections = ConnectionCount::default();
     let revocations = Arc::new(Revocations::default());
     let proxy_protocol = ProxyProtocol::new(config.listen.proxy_protocol_from.clone());
     let status = ServerStatus::new(workers, quota.clone(), connections.clone(), Arc::new(proxy_protocol))
-        .with_revocations(revocations.clone());
+        .with_revocations(revocations.clone())
+        .with_fast_path(attached);
     let (admin, admin_inboxes) = admin::inboxes(workers, revocations.clone());
     let (reload, reloads) = watch::channel(plan.clone());
     let (stop, stopped) = watch::channel(false);
@@ -313,6 +329,7 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         listeners,
         admin,
         http_inbox,
+        fast_path,
     })
 }
 

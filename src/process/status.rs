@@ -40,6 +40,9 @@ pub struct ServerStatus {
     /// Requests the admin API answered, by [`ADMIN_OUTCOMES`].
     admin_requests: Arc<[AtomicU64; ADMIN_OUTCOMES.len()]>,
     proxy_protocol: Arc<ProxyProtocol>,
+    /// The interfaces the XDP fast path is attached to, and in which
+    /// mode (`"native"`, `"generic"`); set once at start.
+    fast_path: Arc<[(String, &'static str)]>,
 }
 
 /// How the admin API answered a request (metric label values).
@@ -64,7 +67,20 @@ impl ServerStatus {
             revocations: Arc::default(),
             admin_requests: Arc::default(),
             proxy_protocol,
+            fast_path: Arc::new([]),
         }
+    }
+
+    /// The same status, with the fast path attached to `attached`
+    /// (interface, mode).
+    pub(crate) fn with_fast_path(mut self, attached: Vec<(String, &'static str)>) -> ServerStatus {
+        self.fast_path = attached.into();
+        self
+    }
+
+    /// The interfaces the XDP fast path is attached to, with the mode.
+    pub fn fast_path(&self) -> &[(String, &'static str)] {
+        &self.fast_path
     }
 
     /// The same status, counting the revoked usernames of `revocations`.

@@ -38,6 +38,11 @@ pub struct ServerSetup<'a> {
     /// 127.0.0.1 (another one exists only in a namespace of
     /// [`enter_private_network`]).
     pub listen_ip: Ipv4Addr,
+    /// `relay.ipv4`; by default 127.0.0.1 (another one, like
+    /// `listen_ip`, only in a namespace of the test's own).
+    pub relay_ip: Ipv4Addr,
+    /// Keys added to `[relay]` (`fast_path`, …).
+    pub relay_keys: &'a str,
     /// The whole `[tls]` section (e.g. `[tls.acme]`); by default the
     /// certificate and key of [`TestServer::ca`].
     pub tls_toml: Option<&'a str>,
@@ -57,6 +62,8 @@ impl Default for ServerSetup<'_> {
             relay_ports: None,
             log_filter: "turnpike=trace,debug",
             listen_ip: Ipv4Addr::LOCALHOST,
+            relay_ip: Ipv4Addr::LOCALHOST,
+            relay_keys: "",
             tls_toml: None,
             stream_ports: None,
         }
@@ -123,6 +130,8 @@ impl TestServer {
             ref relay_ports,
             log_filter,
             listen_ip,
+            relay_ip,
+            relay_keys,
             tls_toml,
             stream_ports,
         } = *setup;
@@ -156,7 +165,7 @@ impl TestServer {
                 "[server]\n{workers}{server_keys}\n\n[listen]\nudp = [\"{listen_ip}:{port}\", \"[::1]:{port}\"]\n\
                  tcp = [\"{listen_ip}:{port}\", \"[::1]:{port}\"]\ntls = [\"127.0.0.1:{tls_port}\"]\nhttp = \"127.0.0.1:{http_port}\"\n{listen_keys}\n\n\
                  {tls_toml}\n\
-                 [relay]\nipv4 = \"127.0.0.1\"\nipv6 = \"::1\"\nports = \"{}-{}\"\n\n\
+                 [relay]\nipv4 = \"{relay_ip}\"\nipv6 = \"::1\"\nports = \"{}-{}\"\n{relay_keys}\n\n\
                  {peers_toml}\n\n{extra_toml}",
                 relay_ports.start(),
                 relay_ports.end()

@@ -109,7 +109,8 @@ pub struct Fixture {
     pub ifindex: u32,
 }
 
-fn ip(args: &[&str]) {
+/// Runs `ip ARGS` in the calling thread's network namespace; panics if it fails.
+pub fn ip(args: &[&str]) {
     let out = run_with_timeout(Command::new(require_tool("ip")).args(args), Duration::from_secs(10));
     assert!(out.success(), "ip {}: {}", args.join(" "), out.combined());
 }

@@ -1,12 +1,16 @@
-//! The XDP fast path's kernel program in isolation (issue 21): the
+//! The XDP fast path (issue 21). Its kernel program in isolation: the
 //! committed object rebuilt byte for byte from its source, and the
 //! program run by the kernel with `BPF_PROG_TEST_RUN` on synthetic
 //! Ethernet frames, every path and family, the rewritten frames read back
 //! with an independent parser (the `etherparse` crate, and the checksums
 //! summed again here from RFC 1071).
 //!
-//! Every test runs in a network namespace of its own thread (a veth pair
-//! with documentation addresses, routes and permanent neighbours, so the
+//! And attached by a running server (`attached`: `[relay] fast_path =
+//! "xdp"` on one end of a veth pair, the client and the peer in a
+//! namespace on the other).
+//!
+//! Every other test runs in a network namespace of its own thread (a veth
+//! pair with documentation addresses, routes and permanent neighbours, so the
 //! program's FIB lookups resolve), loads its own copy of the program, and
 //! attaches it nowhere: `BPF_PROG_TEST_RUN` returns the verdict and the
 //! frame and sends nothing. Needs root (CI runs as root), `ip` and
@@ -15,6 +19,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod attached;
 mod fixture;
 mod forward;
 mod frames;

@@ -330,6 +330,14 @@ impl Collector for TurnpikeCollector {
             Gauge,
             one(self.status.revoked_usernames() as u64),
         )?;
+        let attached = self.status.fast_path();
+        if !attached.is_empty() {
+            let samples = attached
+                .iter()
+                .map(|(interface, mode)| (vec![("interface", interface.clone()), ("mode", (*mode).to_owned())], 1));
+            let help = "1 for each interface the XDP fast path is attached to, by mode (native or generic); absent with relay.fast_path off or when it attached nowhere";
+            family(e, "turnpike_fast_path_attached", help, None, Gauge, samples)?;
+        }
 
         let (to_peer, to_client): (Traffic, Traffic) = (snapshot.to_peer, snapshot.to_client);
         family(

@@ -11,7 +11,11 @@
 //!   nothing attached) and running it once with `BPF_PROG_TEST_RUN`;
 //! * `maps`: installing and removing routes, their counters, the
 //!   program's configuration and verdict counters; `layout`: the maps'
-//!   keys and values, as `relay.h` lays them out.
+//!   keys and values, as `relay.h` lays them out;
+//! * `attach`: `[relay] fast_path = "xdp"`: the program attached to the
+//!   configured interfaces at start (native, else generic, else a warning
+//!   and user space) and detached at exit; `host`: what `check-config`
+//!   says about this host's ability to run it.
 //!
 //! Invariants the program keeps (tested in `tests/xdp/`): it never drops
 //! (everything it does not forward is `XDP_PASS`, untouched); it forwards
@@ -22,11 +26,17 @@
 //! back out of the device the frame came in on, to the next hop the
 //! kernel's FIB names.
 //!
-//! Not yet wired: no shard loads it, and no interface has it attached.
+//! Not yet wired to the core: the server attaches it, but installs no
+//! route, so it passes every datagram to user space.
 
+mod attach;
+mod host;
 mod layout;
 mod maps;
 mod program;
+
+pub use attach::{Attachment, FastPath};
+pub use host::host_warnings;
 
 pub use maps::{ChannelRoute, Counts, Outgoing, PeerRoute, RelayMaps, Verdict, VERDICTS};
 pub use program::{RelayProgram, TestRunResult, XdpAction, OBJECT};

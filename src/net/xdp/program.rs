@@ -7,11 +7,13 @@
 //! verifier; it attaches nothing. [`RelayProgram::test_run`] runs it
 //! once on a frame with `BPF_PROG_TEST_RUN`, which also touches no
 //! interface: the tests use it, and a host check can (a verifier that
-//! accepts the program and a run that returns are what "this kernel can
-//! run the fast path" means). Attaching to an interface is for the
-//! shards' wiring (`[relay] fast_path`), which is still to come.
+//! run the fast path" means). [`RelayProgram::attach`] puts it on an
+//! interface (`[relay] fast_path`, `attach.rs`) through a BPF link,
+//! which the kernel releases when its file descriptor closes: on drop,
+//! and when the process dies however it dies.
 
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::programs::xdp::XdpLinkId;
+use aya::programs::{TestRun, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 
 use super::maps::RelayMaps;
@@ -87,6 +89,32 @@ impl RelayProgram {
         program.load().map_err(|e| XdpError::Program(Box::new(e)))?;
         let maps = RelayMaps::take(&mut ebpf, slots)?;
         Ok((RelayProgram { ebpf }, maps))
+    }
+
+    fn program_mut(&mut self) -> Result<&mut Xdp, XdpError> {
+        self.ebpf
+            .program_mut(PROGRAM)
+            .ok_or(XdpError::Missing(PROGRAM))?
+            .try_into()
+            .map_err(|e| XdpError::Program(Box::new(e)))
+    }
+
+    /// Attaches the program to interface `ifindex` in `mode` (driver or
+    /// generic: `XdpMode::Driver`, `XdpMode::Skb`). Needs `CAP_BPF` and
+    /// `CAP_NET_ADMIN`. Fails, touching nothing, when the interface
+    /// already has an XDP program (the kernel's `EBUSY` or `EEXIST`).
+    pub fn attach(&mut self, ifindex: u32, mode: XdpMode) -> Result<XdpLinkId, XdpError> {
+        self.program_mut()?
+            .attach_to_if_index(ifindex, mode)
+            .map_err(|e| XdpError::Program(Box::new(e)))
+    }
+
+    /// Detaches what [`RelayProgram::attach`] attached (dropping the
+    /// program detaches every link too).
+    pub fn detach(&mut self, link: XdpLinkId) -> Result<(), XdpError> {
+        self.program_mut()?
+            .detach(link)
+            .map_err(|e| XdpError::Program(Box::new(e)))
     }
 
     fn program(&self) -> Result<&Xdp, XdpError> {

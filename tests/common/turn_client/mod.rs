@@ -107,6 +107,15 @@ impl TurnClient {
         TurnClient::on(transport, wire)
     }
 
+    /// A UDP client of the server at `addr` from local address `local`
+    /// (in a network namespace of the test's, where the server is not on
+    /// loopback).
+    pub fn open_udp_from(local: SocketAddr, addr: SocketAddr) -> TurnClient {
+        let socket = UdpSocket::bind(local).expect("bind a client socket");
+        socket.connect(addr).expect("connect the client socket");
+        TurnClient::on(Transport::Udp, Wire::Udp(socket))
+    }
+
     /// A TLS client on `stream`, a connection to the server's TLS port
     /// whose handshake is done (e.g. with a certificate an ACME CA
     /// issued, verified against that CA's root).

@@ -172,6 +172,13 @@ impl Container {
                 container.netns.as_ref().expect("made above").display()
             ))
             .arg(format!("--bind-ro={}:/test", share.display()))
+            // What a host's systemd has and nspawn keeps from a container
+            // by default: the XDP fast path's capabilities and `bpf()`,
+            // which the unit grants with the drop-in of operations.md.
+            .args([
+                "--capability=CAP_BPF,CAP_PERFMON,CAP_NET_ADMIN",
+                "--system-call-filter=bpf",
+            ])
             .stdin(Stdio::null())
             .stdout(console.try_clone().expect("console log"))
             .stderr(console);

@@ -22,6 +22,9 @@
 //!   service ends cleanly once it is gone;
 //! * the watchdog: a stopped (SIGSTOP) main process is killed with
 //!   SIGABRT and restarted (`NRestarts`, the journal);
+//! * `[relay] fast_path = "xdp"`: the unit as packaged runs and warns,
+//!   the drop-in of docs/operations.md attaches the program natively, a
+//!   stop detaches it (`fast_path`);
 //! * `dpkg --purge` removes the unit, the config, the secret, the state
 //!   directory and the statoverrides, and keeps the operator's own files.
 //!
@@ -33,6 +36,7 @@
 
 mod clients;
 mod container;
+mod fast_path;
 mod package;
 mod root;
 mod unit;
@@ -80,6 +84,7 @@ async fn story(c: &Container, share: &Path, deb: &str) {
     let new_secret = a_reload_swaps_secret_and_certificate_under_live_allocations(c, share, &pki, &secret).await;
     stop_drains(c, &pki, &new_secret).await;
     the_watchdog_restarts_a_hung_process(c);
+    fast_path::the_fast_path_needs_the_drop_in(c, share);
     purge_removes_what_install_created(c);
 }
 

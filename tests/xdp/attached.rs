@@ -1,0 +1,332 @@
+//! `[relay] fast_path = "xdp"` on a running server: the program attached
+//! at start, visible in `/metrics` and to `ip link`, relaying unchanged
+//! (it installs no route yet, so it passes everything to user space),
+//! gone after SIGTERM and after SIGKILL; an interface that does not
+//! exist, which the server warns about and relays without; and what
+//! `check-config` says about the host.
+//!
+//! ```text
+//!  the test thread's namespace            tp-xdp-<pid>-<n> (named, removed on drop)
+//!  turnpike on 10.211.0.1 ── tpx-s ═══ veth ═══ tpx-c ── client 10.211.0.2
+//!  (listening and relaying)                               peer   10.211.0.3
+//! ```
+//!
+//! The client and the peer sit in the other namespace, so every datagram
+//! the server gets arrives on `tpx-s` through the program.
+
+#![allow(clippy::disallowed_methods)] // waits in black-box tests use the real clock
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::common::private_network::enter_private_network;
+use crate::common::process::{require_tool, run_with_timeout};
+use crate::common::turn_client::{Source, TurnClient};
+use crate::common::{turnpike_bin, ScratchDir, ServerSetup, TestServer, LONG_TERM_USER_TOML};
+use crate::fixture::{ip, sysctl};
+
+const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 211, 0, 1);
+const CLIENT: &str = "10.211.0.2:0";
+const PEER: &str = "10.211.0.3:0";
+const SERVER_DEVICE: &str = "tpx-s";
+
+/// A named network namespace (`ip netns add`), deleted on drop, so on
+/// every way out of a test (the veth pair goes with it).
+struct Namespace(String);
+
+impl Namespace {
+    fn create() -> Namespace {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("tp-xdp-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        ip(&["netns", "add", &name]);
+        Namespace(name)
+    }
+
+    /// Moves the calling thread into it.
+    fn enter(&self) {
+        let path = format!("/run/netns/{}", self.0);
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // SAFETY: setns on an open namespace file changes only the
+        // calling thread's network namespace.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = run_with_timeout(
+            Command::new(require_tool("ip")).args(["netns", "delete", &self.0]),
+            Duration::from_secs(10),
+        );
+    }
+}
+
+/// The test thread in a namespace of its own with `tpx-s`, its veth peer
+/// in a new named namespace with the client's and the peer's addresses.
+fn veth_pair() -> Namespace {
+    enter_private_network(&[]);
+    let far = Namespace::create();
+    let n = far.0.as_str();
+    ip(&[
+        "link",
+        "add",
+        SERVER_DEVICE,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "tpx-c",
+        "netns",
+        n,
+    ]);
+    ip(&["addr", "add", "10.211.0.1/24", "dev", SERVER_DEVICE]);
+    ip(&["link", "set", SERVER_DEVICE, "up"]);
+    for step in [
+        &["addr", "add", "10.211.0.2/24", "dev", "tpx-c"][..],
+        &["addr", "add", "10.211.0.3/24", "dev", "tpx-c"],
+        &["link", "set", "tpx-c", "up"],
+        &["link", "set", "lo", "up"],
+    ] {
+        ip(&[&["-n", n][..], step].concat());
+    }
+    far
+}
+
+fn server(interfaces: &str) -> TestServer {
+    let relay_keys = format!("fast_path = \"xdp\"\nfast_path_interfaces = [{interfaces}]\n");
+    TestServer::start_setup(&ServerSetup {
+        listen_ip: SERVER_IP,
+        relay_ip: SERVER_IP,
+        relay_keys: &relay_keys,
+        peers_toml: "[peers]\nallow = [\"10.211.0.0/24\"]\n",
+        extra_toml: LONG_TERM_USER_TOML,
+        ..ServerSetup::default()
+    })
+}
+
+/// `ip -d link show` of the server's end.
+fn link_details() -> String {
+    let out = run_with_timeout(
+        Command::new(require_tool("ip")).args(["-d", "link", "show", "dev", SERVER_DEVICE]),
+        Duration::from_secs(10),
+    );
+    assert!(out.success(), "ip link show: {}", out.combined());
+    out.stdout
+}
+
+/// Polls `ip link` until the server's end has no XDP program, for at most
+/// a few seconds; true if it has none.
+fn detached() -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if !link_details().contains("prog/xdp") {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A UDP allocation from the far namespace, a channel to the peer there,
+/// and data both ways: what user space relays, with the program in the
+/// way.
+fn relay_from(far: &Namespace, server: SocketAddr) {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            far.enter();
+            let mut client = TurnClient::open_udp_from(CLIENT.parse().unwrap(), server);
+            let peer = UdpSocket::bind(PEER).expect("bind the peer");
+            peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let relayed = client.allocate_udp();
+            assert_eq!(relayed.ip(), SERVER_IP, "relayed address");
+            let (channel, bound) = client.channel_bind(peer.local_addr().unwrap());
+            assert_eq!(bound, Ok(()), "ChannelBind");
+            client.channel_data(channel, b"to the peer");
+            let mut buf = [0; 64];
+            let (n, from) = peer.recv_from(&mut buf).expect("the peer receives the client's data");
+            assert_eq!((&buf[..n], from), (&b"to the peer"[..], relayed));
+            peer.send_to(b"to the client", relayed).unwrap();
+            let arrivals = client.wait_arrivals(1, Duration::from_secs(5));
+            assert_eq!(arrivals.len(), 1, "the client receives the peer's data");
+            assert_eq!(arrivals[0].source, Source::Channel(channel));
+            assert_eq!(arrivals[0].payload, b"to the client");
+            // So that a SIGTERM's drain has nothing to wait for.
+            assert_eq!(client.delete_allocation(), Ok(()), "Refresh 0");
+        })
+        .join()
+        .expect("the client in the far namespace");
+    });
+}
+
+#[test]
+fn attached_at_start_relays_and_is_gone_after_sigterm_and_sigkill() {
+    let far = veth_pair();
+    let turnpike = server(&format!("\"{SERVER_DEVICE}\""));
+    // veth has native XDP, so the first mode tried is the one it gets.
+    let attached = format!("turnpike_fast_path_attached{{interface=\"{SERVER_DEVICE}\",mode=\"native\"}}");
+    assert_eq!(turnpike.metric(&attached), Some(1.0), "{}", turnpike.metrics());
+    let link = link_details();
+    assert!(
+        link.contains("prog/xdp") && link.contains("name turnpike_relay"),
+        "ip link: {link}"
+    );
+    relay_from(&far, turnpike.addr());
+
+    turnpike.signal(libc::SIGTERM);
+    let exit = turnpike.wait_exit(Duration::from_secs(15));
+    assert!(exit.is_some_and(|s| s.success()), "exit after SIGTERM: {exit:?}");
+    assert!(detached(), "still attached after SIGTERM: {}", link_details());
+    let log = turnpike.stderr_log();
+    assert!(log.contains("XDP program detached"), "{log}");
+
+    // A crash: the kernel closes the link's descriptor, which detaches.
+    let crashed = server(&format!("\"{SERVER_DEVICE}\""));
+    assert!(link_details().contains("prog/xdp"), "attached again after a restart");
+    crashed.signal(libc::SIGKILL);
+    assert!(crashed.wait_exit(Duration::from_secs(15)).is_some(), "killed");
+    assert!(detached(), "still attached after SIGKILL: {}", link_details());
+}
+
+#[test]
+fn an_interface_that_does_not_exist_is_a_warning_and_user_space_relays() {
+    let far = veth_pair();
+    let turnpike = server("\"tpx-none\"");
+    let log = turnpike.stderr_log();
+    assert!(
+        log.contains("cannot attach the XDP program")
+            && log.contains("tpx-none")
+            && log.contains("no interface by that name"),
+        "{log}"
+    );
+    let metrics = turnpike.metrics();
+    assert!(!metrics.contains("turnpike_fast_path_attached"), "{metrics}");
+    assert!(!link_details().contains("prog/xdp"), "{}", link_details());
+    relay_from(&far, turnpike.addr());
+}
+
+/// `turnpike check-config` on a config with the fast path on
+/// `interfaces`, in the calling thread's namespace: (stdout, stderr).
+fn check_config(interfaces: &str) -> (String, String) {
+    let dir = ScratchDir::new("xdp-check");
+    let path = dir.write_config(&format!(
+        "[relay]\nfast_path = \"xdp\"\nfast_path_interfaces = [{interfaces}]\n"
+    ));
+    let out = run_with_timeout(
+        Command::new(turnpike_bin()).arg("check-config").arg(&path),
+        Duration::from_secs(30),
+    );
+    assert!(out.success(), "check-config: {}", out.combined());
+    (out.stdout, out.stderr)
+}
+
+#[test]
+fn check_config_says_what_stands_in_the_way() {
+    let _far = veth_pair();
+    // A fresh namespace forwards nothing.
+    let (stdout, stderr) = check_config(&format!("\"{SERVER_DEVICE}\", \"tpx-none\""));
+    assert!(
+        stdout.contains("fast_path: xdp on tpx-s, tpx-none: see the warnings"),
+        "{stdout}"
+    );
+    for expected in [
+        "warning: relay.fast_path_interfaces: no interface \"tpx-none\"",
+        "IPv4 forwarding on tpx-s (net.ipv4.conf.tpx-s.forwarding) is off",
+        "IPv6 forwarding (net.ipv6.conf.all.forwarding) is off",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} in {stderr}");
+    }
+    // Root holds the capabilities, so those are not in the way.
+    assert!(!stderr.contains("lacks"), "{stderr}");
+
+    sysctl(&format!("net/ipv4/conf/{SERVER_DEVICE}/forwarding"), "1");
+    sysctl("net/ipv6/conf/all/forwarding", "1");
+    let (stdout, stderr) = check_config(&format!("\"{SERVER_DEVICE}\""));
+    assert!(
+        stdout.contains("fast_path: xdp on tpx-s: this host can attach it"),
+        "{stdout}"
+    );
+    assert!(!stderr.contains("warning: relay.fast_path"), "{stderr}");
+}
+
+/// Installs, in the calling (forked, not yet exec'd) process, a seccomp
+/// filter that kills the process at `bpf()` and allows everything else,
+/// as systemd's `SystemCallFilter=~@privileged` does.
+fn deny_bpf() -> std::io::Result<()> {
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    const AUDIT_ARCH_AARCH64: u32 = 0xc000_00b7;
+    let arch = if cfg!(target_arch = "aarch64") {
+        AUDIT_ARCH_AARCH64
+    } else {
+        AUDIT_ARCH_X86_64
+    };
+    let stmt = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump = |code: u32, k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    let (ld, jeq, ret) = (
+        libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+        libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+        libc::BPF_RET | libc::BPF_K,
+    );
+    let mut filter = [
+        stmt(ld, 4), // seccomp_data.arch
+        jump(jeq, arch, 1, 0),
+        stmt(ret, libc::SECCOMP_RET_ALLOW),
+        stmt(ld, 0), // seccomp_data.nr
+        jump(jeq, libc::SYS_bpf as u32, 0, 1),
+        stmt(ret, libc::SECCOMP_RET_KILL_PROCESS),
+        stmt(ret, libc::SECCOMP_RET_ALLOW),
+    ];
+    let program = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_mut_ptr(),
+    };
+    // SAFETY: prctl with a filter program that outlives the call.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &program) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn under_a_seccomp_filter_denying_bpf_check_config_says_so_and_does_not_die() {
+    let _far = veth_pair();
+    let dir = ScratchDir::new("xdp-seccomp");
+    let path = dir.write_config(&format!(
+        "[relay]\nfast_path = \"xdp\"\nfast_path_interfaces = [\"{SERVER_DEVICE}\"]\n"
+    ));
+    let mut command = Command::new(turnpike_bin());
+    command.arg("check-config").arg(&path);
+    // SAFETY: the hook only calls prctl, which is async-signal-safe.
+    unsafe { std::os::unix::process::CommandExt::pre_exec(&mut command, deny_bpf) };
+    let out = run_with_timeout(&mut command, Duration::from_secs(30));
+    assert!(
+        out.success(),
+        "check-config under the filter: {:?} {}",
+        out.status,
+        out.combined()
+    );
+    assert!(
+        out.stderr
+            .contains("warning: relay.fast_path: a seccomp filter kills the process at bpf()"),
+        "{}",
+        out.stderr
+    );
+}
