@@ -43,6 +43,24 @@ impl RedisServer {
         self.child = None;
     }
 
+    /// Freezes it (SIGSTOP): connections stay open and nothing answers, as
+    /// when a Redis hangs or its network goes silent.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a paused one go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("a running redis-server");
+        let pid = libc::pid_t::try_from(child.0.id()).expect("a pid");
+        // SAFETY: kill(2) with a pid of our own child and a valid signal.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill({pid}, {signal})");
+    }
+
     /// Starts it again on the same port (empty), waiting until it takes
     /// connections; panics after 5 s.
     pub fn restart(&mut self) {

@@ -314,6 +314,25 @@ async fn the_peers_of_an_instance_killed_mid_call_leave_within_the_membership_ex
     assert_eq!(before, [alice.id.clone()]);
 }
 
+/// A Redis that hangs without closing a connection (SIGSTOP) counts as
+/// down when the instance's next report (published every 5 s, with the
+/// fleet's 2 s command bound) gets no answer, long before its next
+/// membership sweep (a third of 60 s) would have run into it; and as up
+/// again once Redis answers.
+#[tokio::test]
+async fn a_frozen_redis_counts_as_down_at_the_next_report() {
+    let redis = RedisServer::start();
+    let server = instance_with_ttl(&redis, "frozen", 4, 60);
+    wait_redis(&server, "up").await;
+    redis.pause();
+    wait_redis(&server, "down").await;
+    redis.resume();
+    wait_redis(&server, "up").await;
+    let log = server.stderr_log();
+    assert!(log.contains("Redis is unreachable"), "{log}");
+    assert!(log.contains("Redis is reachable again"), "{log}");
+}
+
 #[tokio::test]
 async fn rooms_go_on_through_a_redis_restart_and_signals_flow_again() {
     let (mut redis, one, two) = two_instances().await;
