@@ -118,7 +118,8 @@ pub struct SelftestArgs {
     #[arg(long)]
     pub ca: Option<PathBuf>,
     /// The relayed address must be this IP (repeat for several; default:
-    /// an address of the URL's host).
+    /// an address of the URL's host, or with --config and neither URLs nor
+    /// --host, the config's server.external_ip when it has one).
     #[arg(long)]
     pub expect_relay_ip: Vec<IpAddr>,
     /// Packets sent through the relay to measure loss and round trip.

@@ -74,6 +74,16 @@ fn plan(args: SelftestArgs, config_path: Option<&Path>) -> anyhow::Result<Plan> 
     plan.credential = credential;
     plan.tls = tls;
     plan.expect_relay_ips = args.expect_relay_ip;
+    // The config's own listeners, named by their (loopback) addresses: the
+    // relays are meant to advertise its external addresses, not those.
+    if let (true, None, true, Some(config)) = (
+        args.urls.is_empty(),
+        &args.host,
+        plan.expect_relay_ips.is_empty(),
+        &config,
+    ) {
+        plan.expect_relay_ips = config.server.external_ip.public().collect();
+    }
     plan.expect_realm = config.as_ref().map(|c| c.server.realm.clone());
     plan.count = usize::from(args.count);
     plan.timeout = args.timeout;

@@ -127,6 +127,18 @@ fn a_relayed_address_other_than_the_servers_fails_while_relaying_works() {
     ]);
     assert_eq!(verdict(&report, &url, "relayed_address").0, "pass", "{report:#}");
     assert_eq!(code, 0, "{report:#}");
+
+    // From the server's own config, its external address is the one meant.
+    let config = server.config_path().to_str().unwrap().to_owned();
+    let output = turnpike(&["--config", &config, "selftest", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&output.stdout).unwrap_or_else(|e| panic!("{e}: {output:?}"));
+    let udp = report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["check"] == "relayed_address" && c["url"].as_str().is_some_and(|u| u.ends_with("transport=udp")))
+        .unwrap_or_else(|| panic!("no relayed_address check: {report:#}"));
+    assert_eq!(udp["verdict"], "pass", "{report:#}");
 }
 
 #[test]
