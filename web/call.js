@@ -73,6 +73,7 @@ export function createPeer(id, name, initiator) {
     queue: Promise.resolve(), // signals of this peer, handled one at a time
     tracksAdded: false,
     restarts: 0,
+    makingOffer: false,
     disconnectedTimer: null,
     closed: false,
     statsTimer: null,
@@ -146,6 +147,10 @@ function addLocalMediaAsOfferer(peer) {
 }
 
 async function makeOffer(peer, iceRestart) {
+  // Until setLocalDescription, signalingState still says 'stable': this
+  // flag keeps a second restart asked for meanwhile (both sides may ask
+  // at once) from making a second offer that crosses the first.
+  peer.makingOffer = true;
   try {
     const offer = await peer.pc.createOffer({ iceRestart });
     if (peer.closed) return;
@@ -157,6 +162,8 @@ async function makeOffer(peer, iceRestart) {
     if (peer.closed) return;
     log('offer failed', peer.id, describeError(e));
     notify(`Could not call ${peerLabel(peer)}: ${describeError(e)}`, 'error');
+  } finally {
+    peer.makingOffer = false;
   }
 }
 
@@ -336,7 +343,7 @@ function recoverPeer(peer) {
 export function restartIce(peer, why) {
   if (peer.closed) return;
   // Both sides may ask at once; one restart in flight is enough.
-  if (peer.pc.signalingState !== 'stable') {
+  if (peer.makingOffer || peer.pc.signalingState !== 'stable') {
     log('ice restart already under way', peer.id);
     return;
   }
