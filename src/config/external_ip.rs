@@ -13,7 +13,8 @@
 //! family; every address unicast and specified; a local address of the
 //! public one's family, and equal to the relay's bind address of that
 //! family when that is not the wildcard (relays cannot be reached on
-//! another one).
+//! another one). [`warnings`] adds the start-up warning about an
+//! advertised address clients elsewhere cannot reach.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -51,11 +51,21 @@ fn create_permission(stream: &mut TcpStream, peer: SocketAddr) -> Vec<u8> {
 /// Sends `payload` to `peer` in a Send indication and returns what comes
 /// back from it in a Data indication (the echo): (peer, payload).
 fn round_trip(stream: &mut TcpStream, peer: SocketAddr, payload: &[u8]) -> (SocketAddr, Vec<u8>) {
+    send(stream, peer, payload);
+    receive(stream)
+}
+
+/// Sends `payload` to `peer` in a Send indication.
+fn send(stream: &mut TcpStream, peer: SocketAddr, payload: &[u8]) {
     let mut buf = Vec::new();
     let mut w = MessageWriter::new(&mut buf, Class::Indication, method::SEND, transaction_id());
     w.xor_address(attr::XOR_PEER_ADDRESS, peer).bytes(attr::DATA, payload);
     w.finish(None, false);
     stream.write_all(&buf).expect("send indication");
+}
+
+/// The next Data indication on `stream`: (peer, payload).
+fn receive(stream: &mut TcpStream) -> (SocketAddr, Vec<u8>) {
     let data = read_stun(stream);
     let msg = Message::parse(&data).expect("a Data indication");
     assert_eq!((msg.class(), msg.method()), (Class::Indication, method::DATA));
@@ -146,22 +156,10 @@ fn an_ipv6_external_ip_is_advertised_and_its_relays_reach_each_other_through_it(
     assert_eq!(error_code(&create_permission(&mut a, other)), None);
     assert_eq!(error_code(&create_permission(&mut b, dual[1])), None);
 
-    let mut buf = Vec::new();
-    let mut w = MessageWriter::new(&mut buf, Class::Indication, method::SEND, transaction_id());
-    w.xor_address(attr::XOR_PEER_ADDRESS, other)
-        .bytes(attr::DATA, b"across");
-    w.finish(None, false);
-    a.write_all(&buf).expect("send indication");
-    let data = read_stun(&mut b);
-    let msg = Message::parse(&data).expect("a Data indication");
-    assert_eq!((msg.class(), msg.method()), (Class::Indication, method::DATA));
-    let from = msg
-        .xor_address(attr::XOR_PEER_ADDRESS)
-        .expect("XOR-PEER-ADDRESS")
-        .unwrap();
+    send(&mut a, other, b"across");
     assert_eq!(
-        (from, msg.get(attr::DATA)),
-        (dual[1], Some(&b"across"[..])),
+        receive(&mut b),
+        (dual[1], b"across".to_vec()),
         "seen as from A's advertised relay"
     );
 }
