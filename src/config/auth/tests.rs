@@ -74,14 +74,16 @@ fn user_key_is_md5_of_name_realm_password() {
         name: "user".to_owned(),
         password: Some(Secret::new("pass")),
         key: None,
+        key_sha256: None,
     };
     // printf 'user:realm:pass' | md5sum
-    let expected = decode_key("8493fbc53ba582fb4c044c456bdc40eb").unwrap();
+    let expected = decode_hex::<16>("8493fbc53ba582fb4c044c456bdc40eb").unwrap();
     assert_eq!(config.user_key(&user), expected);
     let by_key = User {
         name: "user".to_owned(),
         password: None,
         key: Some(Secret::new("8493FBC53BA582FB4C044C456BDC40EB")),
+        key_sha256: None,
     };
     assert_eq!(config.user_key(&by_key), expected);
 }
@@ -93,6 +95,7 @@ fn user_without_usable_credential_gets_an_unguessable_key() {
         name: "user".to_owned(),
         password: None,
         key: None,
+        key_sha256: None,
     };
     assert_eq!(config.try_user_key(&user), None);
     // Not the key of an empty password.
