@@ -86,7 +86,7 @@ use crate::config::{Config, FastPath};
 use crate::process::http_handover::{self, HttpInbox};
 use crate::process::proxy_protocol::ProxyProtocol;
 use crate::process::random::random_bytes;
-use crate::process::status::{ConnectionCount, ServerStatus};
+use crate::process::status::{ConnectionCount, FastPathCounts, FastPathReader, ServerStatus};
 use crate::process::tls;
 use crate::proto::quota::AllocationQuota;
 use crate::proto::revocations::Revocations;
@@ -195,14 +195,15 @@ impl RunningServer {
         self.admin.clone()
     }
 
-    /// Stops every shard and waits for their threads to end, then
-    /// detaches the fast path.
+    /// Detaches the fast path, then stops every shard and waits for
+    /// their threads to end: the kernel must not relay for allocations
+    /// that user space no longer holds.
     pub fn stop(self) {
+        drop(self.fast_path);
         let _ = self.stop.send(true);
         for w in self.workers {
             let _ = w.join();
         }
-        drop(self.fast_path);
     }
 }
 
@@ -253,12 +254,13 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     let attached = fast_path.as_ref().map_or_else(Vec::new, |f| {
         f.attachments().into_iter().map(|a| (a.interface, a.mode)).collect()
     });
+    let fast_path_maps = fast_path.as_ref().map(xdp::FastPath::maps);
     let connections = ConnectionCount::default();
     let revocations = Arc::new(Revocations::default());
     let proxy_protocol = ProxyProtocol::new(config.listen.proxy_protocol_from.clone());
     let status = ServerStatus::new(workers, quota.clone(), connections.clone(), Arc::new(proxy_protocol))
         .with_revocations(revocations.clone())
-        .with_fast_path(attached);
+        .with_fast_path(attached, fast_path_maps.clone().map(fast_path_reader));
     let (admin, admin_inboxes) = admin::inboxes(workers, revocations.clone());
     let (reload, reloads) = watch::channel(plan.clone());
     let (stop, stopped) = watch::channel(false);
@@ -291,6 +293,7 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         connections,
         status: status.clone(),
         revocations,
+        fast_path: fast_path_maps,
     };
 
     let mut handles = Vec::new();
@@ -330,6 +333,24 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
         admin,
         http_inbox,
         fast_path,
+    })
+}
+
+/// Reads the fast path's verdicts and route counts for `/metrics`.
+fn fast_path_reader(maps: Arc<Mutex<xdp::RelayMaps>>) -> FastPathReader {
+    Arc::new(move || {
+        let maps = maps.lock().unwrap_or_else(|e| e.into_inner());
+        let verdicts = maps.verdicts().ok()?;
+        let (channel_routes, peer_routes) = maps.route_counts();
+        Some(FastPathCounts {
+            verdicts: xdp::Verdict::ALL
+                .iter()
+                .zip(verdicts)
+                .map(|(v, n)| (v.label(), n))
+                .collect(),
+            channel_routes: channel_routes as u64,
+            peer_routes: peer_routes as u64,
+        })
     })
 }
 

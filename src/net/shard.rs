@@ -256,12 +256,14 @@ impl Shard {
 
     /// Applies a reloaded configuration to the core.
     pub(super) fn reconfigure(
-        &self,
+        self: &Rc<Self>,
         config: crate::proto::server::ServerConfig,
         credentials: crate::proto::auth::Credentials,
         filter: crate::proto::peer_filter::PeerFilter,
     ) {
-        self.core.borrow_mut().reconfigure(config, credentials, filter);
+        let mut core = self.core.borrow_mut();
+        core.reconfigure(config, credentials, filter, clock::mono());
+        self.after_control(&mut core);
     }
 
     /// Runs `f` on the core and carries out the effects it queued (for

@@ -9,6 +9,7 @@
 //! * everything a shard shares with the others comes in its
 //!   [`ShardContext`]; everything else it builds on its own thread and owns.
 
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -24,6 +25,7 @@ use super::shard::Shard;
 use super::stream::admission::{StreamLimits, StreamSources};
 use super::stream::listener::{accept_loop, serve_transferred, StreamsShared};
 use super::stream::transfer::{ConnectionTransfer, TransferredConnection};
+use super::xdp::{RelayMaps, XdpRoutes};
 use crate::process::clock;
 use crate::process::random::random_bytes;
 use crate::process::status::{ConnectionCount, ServerStatus, HEARTBEAT_INTERVAL};
@@ -60,6 +62,8 @@ pub(super) struct ShardContext {
     pub(super) connections: ConnectionCount,
     pub(super) status: ServerStatus,
     pub(super) revocations: Arc<Revocations>,
+    /// The XDP fast path's maps, while it is attached.
+    pub(super) fast_path: Option<Arc<Mutex<RelayMaps>>>,
 }
 
 /// The body of shard `index`'s thread: a current-thread runtime whose
@@ -95,6 +99,7 @@ pub(super) fn run_shard(
         connections,
         status,
         revocations,
+        fast_path,
     } = context;
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
@@ -113,6 +118,14 @@ pub(super) fn run_shard(
             }
         };
         let credentials = plan.credentials(nonce_key);
+        let routes = fast_path.map(|maps| {
+            let mut relay_ips = vec![(IpAddr::V4(plan.relay_bind), IpAddr::V4(plan.relay_advertised))];
+            relay_ips.extend(
+                plan.relay_v6
+                    .map(|(bind, advertised)| (IpAddr::V6(bind), IpAddr::V6(advertised))),
+            );
+            XdpRoutes::new(maps, relay_ips)
+        });
         let binder = RelaySocketsConfig {
             v4: (plan.relay_bind, plan.relay_advertised),
             v6: plan.relay_v6,
@@ -126,9 +139,13 @@ pub(super) fn run_shard(
         let shard_id = ShardId(u8::try_from(index).unwrap_or(u8::MAX));
         let shard = Shard::start(
             |sockets| {
-                Server::new(server_config, credentials, filter, quota, live, sockets, random_bytes())
+                let core = Server::new(server_config, credentials, filter, quota, live, sockets, random_bytes())
                     .on_shard(shard_id)
-                    .with_revocations(revocations)
+                    .with_revocations(revocations);
+                match routes {
+                    Some(routes) => core.with_fast_path(Box::new(routes)),
+                    None => core,
+                }
             },
             binder,
             listeners.udp,

@@ -43,7 +43,21 @@ pub struct ServerStatus {
     /// The interfaces the XDP fast path is attached to, and in which
     /// mode (`"native"`, `"generic"`); set once at start.
     fast_path: Arc<[(String, &'static str)]>,
+    /// Reads the fast path's own counts at a scrape, while it is on.
+    fast_path_counts: Option<FastPathReader>,
 }
+
+/// What the fast path's maps hold now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FastPathCounts {
+    /// Frames by the program's verdict (metric label, count).
+    pub verdicts: Vec<(&'static str, u64)>,
+    pub channel_routes: u64,
+    pub peer_routes: u64,
+}
+
+/// Reads [`FastPathCounts`]; `None` if the maps cannot be read.
+pub type FastPathReader = Arc<dyn Fn() -> Option<FastPathCounts> + Send + Sync>;
 
 /// How the admin API answered a request (metric label values).
 pub const ADMIN_OUTCOMES: [&str; 4] = ["ok", "unauthorized", "client_error", "server_error"];
@@ -68,14 +82,25 @@ impl ServerStatus {
             admin_requests: Arc::default(),
             proxy_protocol,
             fast_path: Arc::new([]),
+            fast_path_counts: None,
         }
     }
 
     /// The same status, with the fast path attached to `attached`
     /// (interface, mode).
-    pub(crate) fn with_fast_path(mut self, attached: Vec<(String, &'static str)>) -> ServerStatus {
+    pub(crate) fn with_fast_path(
+        mut self,
+        attached: Vec<(String, &'static str)>,
+        counts: Option<FastPathReader>,
+    ) -> ServerStatus {
         self.fast_path = attached.into();
+        self.fast_path_counts = counts;
         self
+    }
+
+    /// The fast path's verdicts and routes now, while it is attached.
+    pub fn fast_path_counts(&self) -> Option<FastPathCounts> {
+        self.fast_path_counts.as_ref().and_then(|read| read())
     }
 
     /// The interfaces the XDP fast path is attached to, with the mode.

@@ -62,6 +62,36 @@ fn a_clients_channel_data_goes_to_its_peer_from_the_relayed_address() {
     }
 }
 
+/// Over UDP a client may pad ChannelData to 4 bytes (RFC 8656 §12.5):
+/// relayed without the padding, whatever its bytes (they leave the
+/// checksum with it), as user space relays it.
+#[test]
+fn padded_channel_data_goes_to_its_peer_without_the_padding() {
+    let mut x = Fixture::new();
+    for f in both() {
+        let route = client_route(&f, 0x4001);
+        let out = Outgoing::ToPeer {
+            relay: f.relay,
+            peer: f.peer,
+        };
+        x.maps.install_channel(route, out, in_an_hour()).unwrap();
+        for size in [1, 2, 3, 101, 1198, 1199] {
+            for fill in [0x00, 0xA5, 0xFF] {
+                let mut message = channel_data(0x4001, &data(size));
+                message.resize(message.len().next_multiple_of(4), fill);
+                let sent = x.expect_tx(&udp(f.client, f.server, &message), Verdict::TxToPeer);
+                let parsed = parse_sent(&sent);
+                assert_eq!(
+                    (parsed.src, parsed.dst),
+                    (f.relay, f.peer),
+                    "{size} bytes, fill {fill:#x}"
+                );
+                assert_eq!(parsed.payload, data(size), "{size} bytes, fill {fill:#x}");
+            }
+        }
+    }
+}
+
 #[test]
 fn a_peers_datagram_reaches_the_client_as_channel_data() {
     let mut x = Fixture::new();

@@ -54,13 +54,17 @@ fn stun_and_indications_pass() {
 }
 
 #[test]
-fn padded_or_truncated_channel_data_passes() {
+fn channel_data_of_another_length_than_its_own_or_padded_passes() {
     let mut x = Fixture::new();
     for f in both() {
         x.install_both_ways(&f);
-        let mut padded = channel_data(0x4001, &data(101));
-        padded.extend_from_slice(&[0, 0, 0]);
-        x.expect_pass(&udp(f.client, f.server, &padded), Verdict::PassChannelLength);
+        // Padded beyond the next multiple of 4.
+        let mut overlong = channel_data(0x4001, &data(101));
+        overlong.extend_from_slice(&[0; 7]);
+        x.expect_pass(&udp(f.client, f.server, &overlong), Verdict::PassChannelLength);
+        let mut four_more = channel_data(0x4001, &data(100));
+        four_more.extend_from_slice(&[0; 4]);
+        x.expect_pass(&udp(f.client, f.server, &four_more), Verdict::PassChannelLength);
         let mut truncated = channel_data(0x4001, &data(100));
         truncated.truncate(90);
         x.expect_pass(&udp(f.client, f.server, &truncated), Verdict::PassChannelLength);

@@ -338,6 +338,18 @@ impl Collector for TurnpikeCollector {
             let help = "1 for each interface the XDP fast path is attached to, by mode (native or generic); absent with relay.fast_path off or when it attached nowhere";
             family(e, "turnpike_fast_path_attached", help, None, Gauge, samples)?;
         }
+        if let Some(counts) = self.status.fast_path_counts() {
+            let verdicts = counts
+                .verdicts
+                .iter()
+                .map(|(verdict, n)| (vec![("verdict", (*verdict).to_owned())], *n));
+            let help = "Frames the XDP fast path saw, by verdict: tx_* relayed in the kernel, pass_* handed to user space and why (docs/xdp.md)";
+            family(e, "turnpike_fast_path_verdicts", help, None, Counter, verdicts)?;
+            let routes = [("channels", counts.channel_routes), ("peers", counts.peer_routes)]
+                .map(|(map, n)| (vec![("map", map.to_owned())], n));
+            let help = "Routes installed in the XDP fast path: clients' channels and peers' addresses";
+            family(e, "turnpike_fast_path_routes", help, None, Gauge, routes)?;
+        }
 
         let (to_peer, to_client): (Traffic, Traffic) = (snapshot.to_peer, snapshot.to_client);
         family(

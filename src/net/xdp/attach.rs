@@ -24,6 +24,7 @@
 //! remove: the attach fails with `EBUSY`, the server warns and runs on.
 
 use std::ffi::CString;
+use std::sync::{Arc, Mutex};
 
 use aya::programs::xdp::XdpLinkId;
 use aya::programs::XdpMode;
@@ -32,9 +33,9 @@ use tracing::{info, warn};
 use super::host::cannot_try;
 use super::{RelayMaps, RelayProgram, XdpError};
 
-/// Routes per map while nothing installs any (the next increment sizes
-/// them from the allocation limits). The route maps are not
-/// preallocated; the counters take 2 × this × 16 bytes per CPU.
+/// Routes per map (the next increment sizes them from the allocation
+/// limits). The route maps are not preallocated; the counters take 2 ×
+/// this × 16 bytes per CPU. A route beyond them stays in user space.
 const ROUTES: u32 = 16_384;
 
 /// An interface the program is attached to, and in which mode.
@@ -48,8 +49,8 @@ pub struct Attachment {
 /// The loaded program and where it is attached; dropping it detaches.
 pub struct FastPath {
     program: RelayProgram,
-    /// Unused until the core installs routes (issue 21's next step).
-    _maps: RelayMaps,
+    /// Shared by every shard's core (see `routes`).
+    maps: Arc<Mutex<RelayMaps>>,
     links: Vec<(Attachment, XdpLinkId)>,
 }
 
@@ -62,7 +63,7 @@ impl FastPath {
             warn!("fast path off: {why}; relaying in user space");
             return None;
         }
-        let (program, maps) = match RelayProgram::load(ROUTES) {
+        let (program, mut maps) = match RelayProgram::load(ROUTES) {
             Ok(loaded) => loaded,
             Err(e) => {
                 warn!(
@@ -72,9 +73,14 @@ impl FastPath {
                 return None;
             }
         };
+        let (ttl, hop_limit) = host_defaults(interfaces);
+        if let Err(e) = maps.configure(ttl, hop_limit) {
+            warn!(reason = %reason(&e), "fast path off: cannot configure the XDP program; relaying in user space");
+            return None;
+        }
         let mut fast_path = FastPath {
             program,
-            _maps: maps,
+            maps: Arc::new(Mutex::new(maps)),
             links: Vec::new(),
         };
         for interface in interfaces {
@@ -114,6 +120,28 @@ impl FastPath {
     pub fn attachments(&self) -> Vec<Attachment> {
         self.links.iter().map(|(a, _)| a.clone()).collect()
     }
+
+    /// The maps, for the shards' cores to install routes in.
+    pub fn maps(&self) -> Arc<Mutex<RelayMaps>> {
+        self.maps.clone()
+    }
+}
+
+/// The TTL and hop limit the host's sockets give what they send (RFC 8656
+/// §14's alternate behaviour, as user space relays): the IPv4 default and
+/// the smallest IPv6 hop limit of the interfaces. Where `/proc/sys` cannot
+/// be read (systemd's `ProcSubset=pid` hides it), Linux's defaults, 64.
+fn host_defaults(interfaces: &[String]) -> (u8, u8) {
+    let read = |path: &str| -> Option<u8> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
+    let ttl = read("/proc/sys/net/ipv4/ip_default_ttl");
+    let hop_limit = interfaces
+        .iter()
+        .filter_map(|i| read(&format!("/proc/sys/net/ipv6/conf/{i}/hop_limit")))
+        .min();
+    if ttl.is_none() || hop_limit.is_none() {
+        info!("fast path: cannot read the host's TTL or hop limit under /proc/sys; using Linux's default, 64");
+    }
+    (ttl.unwrap_or(64), hop_limit.unwrap_or(64))
 }
 
 impl Drop for FastPath {

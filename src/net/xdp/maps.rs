@@ -95,6 +95,54 @@ pub enum Verdict {
 /// How many [`Verdict`]s there are (`TP_VERDICTS`).
 pub const VERDICTS: usize = Verdict::PassHeadroom as usize + 1;
 
+impl Verdict {
+    /// Every verdict, in the order of the map's indexes.
+    pub const ALL: [Verdict; VERDICTS] = [
+        Verdict::TxToPeer,
+        Verdict::TxToClient,
+        Verdict::TxRelayToRelay,
+        Verdict::PassNotIp,
+        Verdict::PassMalformed,
+        Verdict::PassIpOptions,
+        Verdict::PassFragment,
+        Verdict::PassNotUdp,
+        Verdict::PassNoChecksum,
+        Verdict::PassNotChannel,
+        Verdict::PassNoRoute,
+        Verdict::PassChannelLength,
+        Verdict::PassExpired,
+        Verdict::PassBadRoute,
+        Verdict::PassUnconfigured,
+        Verdict::PassFib,
+        Verdict::PassNotForUs,
+        Verdict::PassHeadroom,
+    ];
+
+    /// Its metric label value.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Verdict::TxToPeer => "tx_to_peer",
+            Verdict::TxToClient => "tx_to_client",
+            Verdict::TxRelayToRelay => "tx_relay_to_relay",
+            Verdict::PassNotIp => "pass_not_ip",
+            Verdict::PassMalformed => "pass_malformed",
+            Verdict::PassIpOptions => "pass_ip_options",
+            Verdict::PassFragment => "pass_fragment",
+            Verdict::PassNotUdp => "pass_not_udp",
+            Verdict::PassNoChecksum => "pass_no_checksum",
+            Verdict::PassNotChannel => "pass_not_channel",
+            Verdict::PassNoRoute => "pass_no_route",
+            Verdict::PassChannelLength => "pass_channel_length",
+            Verdict::PassExpired => "pass_expired",
+            Verdict::PassBadRoute => "pass_bad_route",
+            Verdict::PassUnconfigured => "pass_unconfigured",
+            Verdict::PassFib => "pass_fib",
+            Verdict::PassNotForUs => "pass_not_for_us",
+            Verdict::PassHeadroom => "pass_headroom",
+        }
+    }
+}
+
 /// The maps of a loaded [`super::RelayProgram`].
 pub struct RelayMaps {
     channels: HashMap<MapData, ChannelKey, Route>,
@@ -225,6 +273,11 @@ impl RelayMaps {
             *total = self.verdicts.get(&index, 0)?.iter().sum();
         }
         Ok(out)
+    }
+
+    /// Channel routes and peer routes installed.
+    pub fn route_counts(&self) -> (usize, usize) {
+        (self.channel_slots.len(), self.peer_slots.len())
     }
 
     /// Routes installed, of both kinds.

@@ -12,6 +12,8 @@
 //! * `maps`: installing and removing routes, their counters, the
 //!   program's configuration and verdict counters; `layout`: the maps'
 //!   keys and values, as `relay.h` lays them out;
+//! * `routes`: the core's routes (`proto::server::FastRoute`) written
+//!   to the maps by each shard, with addresses as on the wire;
 //! * `attach`: `[relay] fast_path = "xdp"`: the program attached to the
 //!   configured interfaces at start (native, else generic, else a warning
 //!   and user space) and detached at exit; `host`: what `check-config`
@@ -25,21 +27,20 @@
 //! alternate behavior) and correct IP and UDP checksums; it sends only
 //! back out of the device the frame came in on, to the next hop the
 //! kernel's FIB names.
-//!
-//! Not yet wired to the core: the server attaches it, but installs no
-//! route, so it passes every datagram to user space.
 
 mod attach;
 mod host;
 mod layout;
 mod maps;
 mod program;
+mod routes;
 
 pub use attach::{Attachment, FastPath};
 pub use host::host_warnings;
 
 pub use maps::{ChannelRoute, Counts, Outgoing, PeerRoute, RelayMaps, Verdict, VERDICTS};
 pub use program::{RelayProgram, TestRunResult, XdpAction, OBJECT};
+pub use routes::XdpRoutes;
 
 /// Why the fast path could not be loaded or a route installed.
 #[derive(Debug, thiserror::Error)]

@@ -107,6 +107,9 @@ static __always_inline int verdict(enum tp_verdict why, int action)
 
 #define PASS(why) verdict(TP_PASS_##why, XDP_PASS)
 
+/* The most data a padded ChannelData may carry here (see its use). */
+#define TP_MAX_PADDED_DATA 0x3FFF
+
 /* One's complement sums (RFC 1071) of 16-bit words as they lie in
  * memory: the sum is the same in either byte order, so nothing is
  * swapped. Subtracting is adding the complement (RFC 1624). */
@@ -128,6 +131,17 @@ static __always_inline __u32 sub_words(__u32 acc, const void *p, const int words
 	for (int i = 0; i < words; i++)
 		acc += (__u16)~w[i];
 	return acc;
+}
+
+/* Subtracts one byte at `offset` bytes after a word boundary's count:
+ * datagram byte 12 + offset, after the UDP and ChannelData headers. An
+ * even offset is a word's first byte, which as words are summed in
+ * memory order is its low half; an odd one its high half. */
+static __always_inline __u32 sub_byte(__u32 acc, __u8 byte, __u32 offset)
+{
+	__u16 word = (offset & 1) ? (__u16)(byte << 8) : (__u16)byte;
+
+	return acc + (__u16)~word;
 }
 
 static __always_inline __u16 fold(__u32 acc)
@@ -230,6 +244,7 @@ static __always_inline int relay(struct xdp_md *ctx, const int v6)
 	struct tp_route *found = 0;
 	__u32 in_header = 0; /* ChannelData header bytes received */
 	__u32 data_len = payload_len;
+	__u32 pad = 0; /* ChannelData padding received, 0-3 bytes */
 	__be16 old_header[2] = {0, 0};
 	int looks_like_channel = 0;
 	__u8 *payload = data + payload_off;
@@ -258,12 +273,14 @@ static __always_inline int relay(struct xdp_md *ctx, const int v6)
 		if (found) {
 			__u32 len = tp_ntohs(old_header[1]);
 
-			/* Over UDP user space accepts padding and ignores it, but
-			 * an exact length is the common case: the rest passes. */
-			if (len + 4 != payload_len)
+			/* Over UDP the padding to a multiple of 4 is optional
+			 * (RFC 8656 §12.5) and some clients send it: relayed
+			 * without it, as user space does. Any other length passes. */
+			if (len + 4 != payload_len && ((len + 4 + 3) & ~3u) != payload_len)
 				return PASS(CHANNEL_LENGTH);
 			in_header = 4;
 			data_len = len;
+			pad = payload_len - (len + 4);
 		}
 	}
 	if (!found) {
@@ -349,6 +366,29 @@ static __always_inline int relay(struct xdp_md *ctx, const int v6)
 	acc = sub_words(acc, &f.udp_len, 1);
 	if (in_header)
 		acc = sub_words(acc, old_header, 2);
+	if (pad) {
+		/* The padding leaves the checksum too. The verifier follows a
+		 * variable offset into the frame only while it stays under
+		 * 64 KiB with the constant part: no frame of one buffer holds
+		 * more than 16 KiB of data (the mask only tells it so). */
+		if (data_len > TP_MAX_PADDED_DATA)
+			return PASS(CHANNEL_LENGTH);
+		__u8 *p = payload + 4 + (data_len & TP_MAX_PADDED_DATA);
+
+		if ((void *)(p + 1) > end)
+			return PASS(MALFORMED);
+		acc = sub_byte(acc, p[0], data_len);
+		if (pad > 1) {
+			if ((void *)(p + 2) > end)
+				return PASS(MALFORMED);
+			acc = sub_byte(acc, p[1], data_len + 1);
+		}
+		if (pad > 2) {
+			if ((void *)(p + 3) > end)
+				return PASS(MALFORMED);
+			acc = sub_byte(acc, p[2], data_len + 2);
+		}
+	}
 	acc = add_words(acc, route.src_ip, addr_words);
 	acc = add_words(acc, route.dst_ip, addr_words);
 	acc = add_words(acc, &route.src_port, 1);

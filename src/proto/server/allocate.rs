@@ -237,12 +237,14 @@ impl<B: RelayBinder> Server<B> {
                 self.release_relay(relay, protocol);
                 info!(%client, relay = %relay.0, "relay of one family deleted by client");
             }
+            self.sync_routes(client, now);
         } else if lifetime.is_zero() {
             self.remove_allocation(client, EndReason::Deleted, now);
         } else {
             let old = std::mem::replace(&mut allocation.expires, now + lifetime);
             self.timers.remove(&(old, Timer::Allocation(client)));
             self.timers.insert((now + lifetime, Timer::Allocation(client)));
+            self.sync_routes(client, now);
         }
         let mut buf = Vec::with_capacity(64);
         let mut w = MessageWriter::new(&mut buf, Class::Success, msg.method(), msg.transaction_id());

@@ -221,6 +221,11 @@ impl<B: RelayBinder> Server<B> {
     }
 
     pub(super) fn remove_allocation(&mut self, client: ClientAddr, why: EndReason, now: Instant) {
+        if !self.allocations.contains_key(&client) {
+            return;
+        }
+        // While the allocation is there to take the fast path's last counts.
+        self.forget_routes(client);
         let Some(a) = self.allocations.remove(&client).map(|a| *a) else {
             return;
         };

@@ -35,7 +35,8 @@
 //! * [`tcp_relay`] — Connect, ConnectionBind and peer connections (RFC 6062);
 //! * [`hairpin`] — relay ↔ relay behind a 1:1 NAT;
 //! * [`relay_binder`] — the driver's side of relay sockets;
-//! * [`try_alternate`] — 300 Try Alternate towards a sibling instance.
+//! * [`try_alternate`] — 300 Try Alternate towards a sibling instance;
+//! * [`fast_path`] — routes for the kernel's fast path, and its counts.
 //!
 //! Invariants (each stated again where it is kept):
 //! * `by_relay` mirrors `allocations`, and `live` holds exactly the relays
@@ -45,7 +46,9 @@
 //!   allocation, with the allocation's deadline, one
 //!   `(expires, Timer::Reservation(token))` per reservation this core made
 //!   (claimed or not: forgetting a claimed one is a no-op), and one
-//!   `Timer::Connection` per pending peer connection (see [`tcp_relay`]).
+//!   `Timer::Connection` per pending peer connection (see [`tcp_relay`]),
+//!   and one `Timer::FastPathFold` while the fast path has routes (see
+//!   [`fast_path`]).
 
 mod admin;
 mod allocate;
@@ -56,6 +59,7 @@ mod challenge_budget;
 mod credential_check;
 mod data_plane;
 mod failure_limits;
+mod fast_path;
 mod hairpin;
 mod permissions;
 mod relay_binder;
@@ -78,6 +82,7 @@ pub use self::allocate::{DEFAULT_ALLOCATION_LIFETIME, RESERVATION_LIFETIME};
 pub use self::allocation::PERMISSION_LIFETIME;
 pub use self::answer::ErrorCode;
 pub use self::data_plane::{ToClient, ToPeer, PEER_HEADROOM, PEER_TAILROOM};
+pub use self::fast_path::{FastPathRoutes, FastRoute, FOLD_INTERVAL};
 pub use self::hairpin::RelayHairpin;
 pub use self::permissions::{CHANNEL_COOLDOWN, CHANNEL_LIFETIME};
 pub use self::relay_binder::{PortWant, RelayBindError, RelayBinder};
@@ -91,6 +96,7 @@ use self::answer::Failure;
 use self::challenge_budget::{Admission, ChallengeBudget};
 use self::credential_check::Authenticated;
 use self::failure_limits::FailureLimits;
+use self::fast_path::FastPath;
 use self::tcp_relay::PeerConnection;
 use super::addr::{ClientAddr, ConnectionId, PeerAddr, RelayAddr, ShardId};
 use super::auth::Credentials;
@@ -161,6 +167,8 @@ enum Timer {
     Reservation(u64),
     /// A peer connection not bound in time (RFC 6062 §5.2, §5.3).
     Connection(ConnectionId),
+    /// The fast path's counts are due to be folded (see [`fast_path`]).
+    FastPathFold,
 }
 
 pub struct Server<B> {
@@ -204,6 +212,8 @@ pub struct Server<B> {
     counters: Counters,
     /// Which sibling the next 300 names (see [`try_alternate`]).
     alternate_turn: usize,
+    /// The kernel's fast path, if the driver has one (see [`fast_path`]).
+    fast: Option<FastPath>,
 }
 
 impl<B: RelayBinder> Server<B> {
@@ -245,6 +255,7 @@ impl<B: RelayBinder> Server<B> {
             unknown_user_key: hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &seed[..16]),
             counters: Counters::default(),
             alternate_turn: 0,
+            fast: None,
         }
     }
 
@@ -287,7 +298,8 @@ impl<B: RelayBinder> Server<B> {
     /// mapping stay (they are bound to the running sockets). Existing
     /// allocations, permissions and channels are kept, also where they
     /// exceed new limits; new requests are judged by the new rules.
-    pub fn reconfigure(&mut self, config: ServerConfig, credentials: Credentials, filter: PeerFilter) {
+    /// Routes on the fast path are judged again by the new peer filter.
+    pub fn reconfigure(&mut self, config: ServerConfig, credentials: Credentials, filter: PeerFilter, now: Instant) {
         self.config.software = config.software;
         self.config.max_allocation_lifetime = config.max_allocation_lifetime;
         self.config.max_permissions = config.max_permissions;
@@ -300,6 +312,7 @@ impl<B: RelayBinder> Server<B> {
         self.config.alternates = config.alternates;
         self.credentials = credentials;
         self.filter = filter;
+        self.resync_routes(now);
     }
 
     /// The counters and what is live now, for metrics. Walks every
@@ -344,6 +357,7 @@ impl<B: RelayBinder> Server<B> {
                 Timer::Allocation(client) => self.expire_allocation(client, now),
                 Timer::Reservation(token) => self.expire_reservation(token),
                 Timer::Connection(id) => self.expire_pending_connection(id),
+                Timer::FastPathFold => self.fold_routes(now),
             }
         }
     }

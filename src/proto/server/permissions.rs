@@ -75,6 +75,7 @@ impl<B: RelayBinder> Server<B> {
         for ip in ips {
             allocation.permit(ip, now);
         }
+        self.sync_routes(client, now);
         Ok(self.empty_success(msg, &auth.key))
     }
 
@@ -124,6 +125,7 @@ impl<B: RelayBinder> Server<B> {
             None => allocation.channels.push(Channel { number, peer, expires }),
         }
         allocation.permit(peer.0.ip(), now);
+        self.sync_routes(client, now);
         Ok(self.empty_success(msg, &auth.key))
     }
 }

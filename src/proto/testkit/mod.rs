@@ -12,6 +12,9 @@
 //!   over any transport;
 //! * [`FakeBinder`]: an in-memory [`RelayBinder`](super::server::RelayBinder)
 //!   that records every bind and release and checks the core's use of it;
+//! * [`FakeRoutes`]: an in-memory fast path
+//!   ([`FastPathRoutes`](super::server::FastPathRoutes)) whose routes a
+//!   test reads and on which it makes up relayed traffic;
 //! * [`rfc5769`]: the RFC 5769 test vectors;
 //! * seeded randomness is [`super::xorshift::XorShift`], the same generator
 //!   the drivers use.
@@ -21,9 +24,11 @@
 
 pub use super::client;
 mod fake_binder;
+mod fake_routes;
 pub mod rfc5769;
 mod test_core;
 
 pub use client::{encode, Challenge, Cred};
 pub use fake_binder::{FakeBinder, FakeBinderState};
+pub use fake_routes::{FakeRoutes, FakeRoutesState};
 pub use test_core::{core_config, core_credentials, RELAY_IP_V4, RELAY_IP_V6};

@@ -19,6 +19,7 @@ mod authentication;
 mod binding;
 mod challenge_budget;
 mod data_plane;
+mod fast_path;
 mod hostile_input;
 mod permissions;
 mod reconfigure;
@@ -40,7 +41,7 @@ use crate::proto::peer_filter::{PeerFilter, PeerRules};
 use crate::proto::quota::AllocationQuota;
 use crate::proto::stats;
 use crate::proto::stun::{self, attr, method, Class, Message, MessageWriter, TransactionId};
-use crate::proto::testkit::{self, Challenge, Cred, FakeBinder, FakeBinderState};
+use crate::proto::testkit::{self, Challenge, Cred, FakeBinder, FakeBinderState, FakeRoutes};
 use crate::proto::Now;
 
 const REALM: &str = "example.org";
@@ -300,6 +301,8 @@ struct Settings {
     alternates: Alternates,
     /// The shard the core runs on.
     shard: ShardId,
+    /// The fast path the core installs routes in, if any.
+    routes: Option<FakeRoutes>,
 }
 
 impl Default for Settings {
@@ -319,6 +322,7 @@ impl Default for Settings {
             max_peer_connections: 5,
             alternates: Alternates::default(),
             shard: ShardId::default(),
+            routes: None,
         }
     }
 }
@@ -373,6 +377,10 @@ impl Harness {
             [9; 32],
         )
         .on_shard(s.shard);
+        let server = match s.routes {
+            Some(routes) => server.with_fast_path(Box::new(routes)),
+            None => server,
+        };
         // The one real clock read: an arbitrary origin for fake time.
         #[allow(clippy::disallowed_methods)]
         let base = Instant::now();

@@ -27,7 +27,8 @@ fn reconfigure_keeps_allocations_and_judges_new_requests_by_the_new_rules() {
         max_peer_connections: 1,
         ..testkit::core_config()
     };
-    h.server.reconfigure(config, credentials, PeerFilter::new(rules));
+    h.server
+        .reconfigure(config, credentials, PeerFilter::new(rules), h.now().mono);
     assert!(h.server.has_allocation(&client(1)), "the allocation survived");
     // Its traffic still flows through the permission it had.
     let packet = send_indication(peer_a(), b"still here");
