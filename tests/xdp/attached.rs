@@ -78,7 +78,8 @@ fn relay_from(far: &Namespace, server: &TestServer) {
 
 #[test]
 fn attached_at_start_relays_and_is_gone_after_sigterm_and_sigkill() {
-    let Topology { far } = Topology::new();
+    let topology = Topology::new();
+    let far = &topology.far;
     let turnpike = server(&format!("\"{SERVER_DEVICE}\""));
     // veth has native XDP, so the first mode tried is the one it gets.
     let attached = format!("turnpike_fast_path_attached{{interface=\"{SERVER_DEVICE}\",mode=\"native\"}}");
@@ -88,7 +89,7 @@ fn attached_at_start_relays_and_is_gone_after_sigterm_and_sigkill() {
         link.contains("prog/xdp") && link.contains("name turnpike_relay"),
         "ip link: {link}"
     );
-    relay_from(&far, &turnpike);
+    relay_from(far, &turnpike);
 
     turnpike.signal(libc::SIGTERM);
     let exit = turnpike.wait_exit(Duration::from_secs(15));
@@ -107,7 +108,8 @@ fn attached_at_start_relays_and_is_gone_after_sigterm_and_sigkill() {
 
 #[test]
 fn an_interface_that_does_not_exist_is_a_warning_and_user_space_relays() {
-    let Topology { far } = Topology::new();
+    let topology = Topology::new();
+    let far = &topology.far;
     let turnpike = server("\"tpx-none\"");
     let log = turnpike.stderr_log();
     assert!(
@@ -119,7 +121,7 @@ fn an_interface_that_does_not_exist_is_a_warning_and_user_space_relays() {
     let metrics = turnpike.metrics();
     assert!(!metrics.contains("turnpike_fast_path_attached"), "{metrics}");
     assert!(!link_details().contains("prog/xdp"), "{}", link_details());
-    relay_from(&far, &turnpike);
+    relay_from(far, &turnpike);
 }
 
 /// `turnpike check-config` on a config with the fast path on

@@ -18,14 +18,19 @@
 //! counts); and, on the far end, what a physical link gives for free:
 //! checksums computed in software (veth otherwise hands the far side's
 //! datagrams over with the UDP checksum only begun, which the program
-//! would update as if it were whole) and NAPI (GRO on), without which
-//! veth drops what `XDP_TX` sends back. No packet leaves the two
-//! namespaces.
+//! would update as if it were whole) and an XDP program of its own, which
+//! passes everything: veth wakes the receiving end for a frame `XDP_TX`
+//! sent back only when that end has one (without, the frame waits in its
+//! ring until the next ordinary packet comes). That program is turnpike's
+//! own, loaded here with no route. No packet leaves the two namespaces.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+use aya::programs::XdpMode;
+use turnpike::net::xdp::RelayProgram;
 
 use crate::common::private_network::enter_private_network;
 use crate::common::process::{require_tool, run_with_timeout};
@@ -111,6 +116,8 @@ impl Drop for Namespace {
 /// The two namespaces and the veth pair between them.
 pub struct Topology {
     pub far: Namespace,
+    /// The far end's program, with [`Topology::for_the_fast_path`].
+    _far_end: Option<RelayProgram>,
 }
 
 impl Topology {
@@ -148,13 +155,13 @@ impl Topology {
         ] {
             ip(&[&["-n", n][..], step].concat());
         }
-        Topology { far }
+        Topology { far, _far_end: None }
     }
 
     /// [`Topology::new`], made a host the program relays in (the module
     /// doc says why each step).
     pub fn for_the_fast_path() -> Topology {
-        let topology = Topology::new();
+        let mut topology = Topology::new();
         sysctl("net/ipv4/ip_forward", "1");
         for far_ip in [CLIENT_IP, PEER_IP, DENIED_PEER_IP] {
             let far_ip = far_ip.to_string();
@@ -184,15 +191,19 @@ impl Topology {
             "permanent",
         ]);
         let mut ethtool = topology.far.command("ethtool");
-        let out = run_with_timeout(
-            ethtool.args(["-K", FAR_DEVICE, "tx", "off", "gro", "on"]),
-            Duration::from_secs(10),
-        );
-        assert!(
-            out.success(),
-            "ethtool -K {FAR_DEVICE} tx off gro on: {}",
-            out.combined()
-        );
+        let out = run_with_timeout(ethtool.args(["-K", FAR_DEVICE, "tx", "off"]), Duration::from_secs(10));
+        assert!(out.success(), "ethtool -K {FAR_DEVICE} tx off: {}", out.combined());
+        topology._far_end = Some(topology.far.within(|| {
+            let (mut program, _no_routes) = RelayProgram::load(16).expect("load the far end's program");
+            let name = std::ffi::CString::new(FAR_DEVICE).unwrap();
+            // SAFETY: a NUL-terminated name; the call reads nothing else.
+            let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            assert_ne!(ifindex, 0, "{FAR_DEVICE} has no index");
+            program
+                .attach(ifindex, XdpMode::Driver)
+                .expect("attach the far end's program");
+            program
+        }));
         topology
     }
 }

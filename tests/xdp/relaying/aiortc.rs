@@ -15,7 +15,8 @@ use super::{deleted_counts, start, Setup, Verdicts};
 
 #[test]
 fn a_relay_only_aiortc_call_is_relayed_by_the_program() {
-    let Topology { far } = Topology::for_the_fast_path();
+    let topology = Topology::for_the_fast_path();
+    let far = &topology.far;
     let server = start(&Setup {
         workers: 1,
         http_ip: SERVER_IP,

@@ -14,7 +14,8 @@ use super::{start, wait_moved, wait_routes, Call, Setup, Verdicts, SILENCE};
 
 #[test]
 fn a_denied_peer_gets_no_channel_no_route_and_no_datagram() {
-    let Topology { far } = Topology::for_the_fast_path();
+    let topology = Topology::for_the_fast_path();
+    let far = &topology.far;
     let server = start(&Setup::default());
     let addr = server.addr();
     let (mut client, denied) = far.within(|| {
@@ -88,13 +89,14 @@ struct AfterReload {
 /// A call (proven on the fast path when it is on), the reload, then one
 /// datagram each way: what arrived, and the program's verdicts meanwhile.
 fn call_through_a_reload(interfaces: Option<&str>) -> (AfterReload, Verdicts) {
-    let Topology { far } = Topology::for_the_fast_path();
+    let topology = Topology::for_the_fast_path();
+    let far = &topology.far;
     let server = start(&Setup {
         interfaces,
         peers_toml: ALLOWING,
         ..Setup::default()
     });
-    let mut call = Call::open(&server, &far);
+    let mut call = Call::open(&server, far);
     if interfaces.is_some() {
         call.prove_fast_path(&server);
     }

@@ -16,9 +16,10 @@ use super::{deleted_counts, relayed, start, wait_moved, wait_routes, Call, Setup
 
 #[test]
 fn a_channel_is_relayed_by_the_program_both_ways_and_counted_as_relayed() {
-    let Topology { far } = Topology::for_the_fast_path();
+    let topology = Topology::for_the_fast_path();
+    let far = &topology.far;
     let server = start(&Setup::default());
-    let mut call = Call::open(&server, &far);
+    let mut call = Call::open(&server, far);
     // Sends 18 bytes to the peer and 24 back (`prove_fast_path`).
     call.prove_fast_path(&server);
     let deadline = std::time::Instant::now() + METRICS_SETTLE;
@@ -42,7 +43,8 @@ fn a_channel_is_relayed_by_the_program_both_ways_and_counted_as_relayed() {
 /// the other's relayed address, one datagram each way: what the program
 /// sent, and the counts of both `allocation deleted` lines.
 fn relay_to_relay(interfaces: Option<&str>) -> (Verdicts, [[u64; 4]; 2]) {
-    let Topology { far } = Topology::for_the_fast_path();
+    let topology = Topology::for_the_fast_path();
+    let far = &topology.far;
     let server = start(&Setup {
         workers: 1,
         interfaces,

@@ -58,12 +58,13 @@ struct Run {
 }
 
 fn run(interfaces: Option<&str>) -> Run {
-    let Topology { far } = Topology::for_the_fast_path();
+    let topology = Topology::for_the_fast_path();
+    let far = &topology.far;
     let server = start(&Setup {
         interfaces,
         ..Setup::default()
     });
-    let _peer = echo_peer(&far);
+    let _peer = echo_peer(far);
     let _beside = machine::beside_others();
     let mut command = far.command("turnutils_uclient");
     let (port, peer_port) = (server.addr().port().to_string(), PEER_PORT.to_string());
