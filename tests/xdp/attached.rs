@@ -1,14 +1,14 @@
 //! `[relay] fast_path = "xdp"` on a running server: the program attached
 //! at start, visible in `/metrics` and to `ip link`, relaying unchanged
-//! (it installs no route yet, so it passes everything to user space),
+//! (nothing forwards here, so the program's FIB lookups fail and it
+//! passes every routed datagram to user space; `relaying` has it relay),
 //! gone after SIGTERM and after SIGKILL; an interface that does not
 //! exist, which the server warns about and relays without; and what
 //! `check-config` says about the host.
 //!
-//! In the [`Topology`] of `topology.rs`, as it comes: nothing forwards.
-//!
-//! The client and the peer sit in the other namespace, so every datagram
-//! the server gets arrives on `tpx-s` through the program.
+//! In the [`Topology`] of `topology.rs`, as it comes: the client and the
+//! peer sit in the other namespace, so every datagram the server gets
+//! arrives on `tpx-s` through the program.
 
 #![allow(clippy::disallowed_methods)] // waits in black-box tests use the real clock
 

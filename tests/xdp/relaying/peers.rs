@@ -1,7 +1,10 @@
 //! The peer filter holds on the fast path: a denied peer gets no route
 //! and nothing reaches it or comes from it; a reload that denies a peer
 //! with a live channel removes its routes, so the next datagram goes to
-//! user space, which treats it as it would with the fast path off.
+//! user space, which treats it as it would with the fast path off: it
+//! still relays on a channel bound before the reload (docs/operations.md:
+//! live permissions and channels stay, new requests meet the new rules),
+//! so that is compared, not assumed.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
