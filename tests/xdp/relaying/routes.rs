@@ -67,21 +67,8 @@ fn relay_to_relay(interfaces: Option<&str>) -> (Verdicts, [[u64; 4]; 2]) {
     }
 
     let before = Verdicts::of(&server);
-    let wait = Duration::from_secs(5);
-    a.channel_data(to_b, b"from a to b");
-    let got: Vec<_> = b
-        .wait_arrivals(1, wait)
-        .into_iter()
-        .map(|x| (x.source, x.payload))
-        .collect();
-    assert_eq!(got, [(Source::Channel(to_a), b"from a to b".to_vec())], "b's arrival");
-    b.channel_data(to_a, b"from b to a");
-    let got: Vec<_> = a
-        .wait_arrivals(1, wait)
-        .into_iter()
-        .map(|x| (x.source, x.payload))
-        .collect();
-    assert_eq!(got, [(Source::Channel(to_b), b"from b to a".to_vec())], "a's arrival");
+    across(&mut a, &mut b, (to_b, to_a), b"from a to b");
+    across(&mut b, &mut a, (to_a, to_b), b"from b to a");
     let expected = if interfaces.is_some() {
         Verdicts::of_pairs(&[("tx_relay_to_relay", 2)])
     } else {
@@ -94,6 +81,22 @@ fn relay_to_relay(interfaces: Option<&str>) -> (Verdicts, [[u64; 4]; 2]) {
         moved,
         [deleted_counts(&server, relay_a), deleted_counts(&server, relay_b)],
     )
+}
+
+/// `payload` as ChannelData from `from` on the first of `channels`, which
+/// `to` must get on the second.
+fn across(from: &mut TurnClient, to: &mut TurnClient, channels: (u16, u16), payload: &[u8]) {
+    from.channel_data(channels.0, payload);
+    let got: Vec<_> = to
+        .wait_arrivals(1, Duration::from_secs(5))
+        .into_iter()
+        .map(|x| (x.source, x.payload))
+        .collect();
+    assert_eq!(
+        got,
+        [(Source::Channel(channels.1), payload.to_vec())],
+        "what {payload:?} came as"
+    );
 }
 
 #[test]
