@@ -41,6 +41,10 @@ pub struct ServerSetup<'a> {
     /// `relay.ipv4`; by default 127.0.0.1 (another one, like
     /// `listen_ip`, only in a namespace of the test's own).
     pub relay_ip: Ipv4Addr,
+    /// The address of the HTTP listener (signaling, `/metrics`); by
+    /// default 127.0.0.1 (another one, like `listen_ip`, only in a
+    /// namespace of the test's own, for clients in another namespace).
+    pub http_ip: Ipv4Addr,
     /// Keys added to `[relay]` (`fast_path`, …).
     pub relay_keys: &'a str,
     /// The whole `[tls]` section (e.g. `[tls.acme]`); by default the
@@ -63,6 +67,7 @@ impl Default for ServerSetup<'_> {
             log_filter: "turnpike=trace,debug",
             listen_ip: Ipv4Addr::LOCALHOST,
             relay_ip: Ipv4Addr::LOCALHOST,
+            http_ip: Ipv4Addr::LOCALHOST,
             relay_keys: "",
             tls_toml: None,
             stream_ports: None,
@@ -131,6 +136,7 @@ impl TestServer {
             log_filter,
             listen_ip,
             relay_ip,
+            http_ip,
             relay_keys,
             tls_toml,
             stream_ports,
@@ -163,7 +169,7 @@ impl TestServer {
             );
             let config = format!(
                 "[server]\n{workers}{server_keys}\n\n[listen]\nudp = [\"{listen_ip}:{port}\", \"[::1]:{port}\"]\n\
-                 tcp = [\"{listen_ip}:{port}\", \"[::1]:{port}\"]\ntls = [\"127.0.0.1:{tls_port}\"]\nhttp = \"127.0.0.1:{http_port}\"\n{listen_keys}\n\n\
+                 tcp = [\"{listen_ip}:{port}\", \"[::1]:{port}\"]\ntls = [\"127.0.0.1:{tls_port}\"]\nhttp = \"{http_ip}:{http_port}\"\n{listen_keys}\n\n\
                  {tls_toml}\n\
                  [relay]\nipv4 = \"{relay_ip}\"\nipv6 = \"::1\"\nports = \"{}-{}\"\n{relay_keys}\n\n\
                  {peers_toml}\n\n{extra_toml}",
@@ -175,7 +181,7 @@ impl TestServer {
                 child: Mutex::new(child),
                 addr: SocketAddr::from((listen_ip, port)),
                 tls_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, tls_port)),
-                http_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, http_port)),
+                http_addr: SocketAddr::from((http_ip, http_port)),
                 pki,
                 cert_path,
                 key_path,
