@@ -323,3 +323,31 @@ fn turnutils_uclient_knows_nothing_of_rfc8489_and_still_relays() {
     let counted = server.wait_metric(sample, Duration::from_secs(5), |n| n > 0.0);
     assert!(counted.is_some_and(|n| n > 0.0), "{}", server.metrics());
 }
+
+/// SECURITY.md's rows for the offer over UDP, measured: the answer to a
+/// spoofable request never exceeds twice it, and the offer is made from
+/// 44 bytes on (default realm).
+#[test]
+fn over_udp_the_offer_stays_within_twice_the_request() {
+    let server = server();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut bare = Request::allocate(1);
+    bare.attrs.truncate(1);
+    let mut with_lifetime = Request::allocate(2);
+    with_lifetime.attrs.truncate(2);
+    let cases = [
+        (bare, 36, false, 60),
+        (with_lifetime, 44, true, 88),
+        (Request::allocate(3), 68, true, 88),
+    ];
+    for (request, size, offered, answer_size) in cases {
+        let bytes = request.unsigned();
+        assert_eq!(bytes.len(), size);
+        let answer = over_udp(&udp, server.addr(), &bytes);
+        assert_eq!(answer.code(), 401);
+        assert_eq!(answer.get(PASSWORD_ALGORITHMS).is_some(), offered, "{size} bytes in");
+        assert_eq!(answer.bytes.len(), answer_size, "{size} bytes in");
+        assert!(answer.bytes.len() <= 2 * size);
+    }
+}
