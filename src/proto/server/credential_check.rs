@@ -101,7 +101,7 @@ impl<B: RelayBinder> Server<B> {
             Name::Plain(username) => username.len() > MAX_USERNAME_BYTES,
             Name::Hash(hash) => hash.len() != 32,
         };
-        if malformed || msg.has(attr::MESSAGE_INTEGRITY_SHA256) && msg.integrity_sha256_len().is_none() {
+        if malformed || msg.has_integrity_sha256() && msg.integrity_sha256_len().is_none() {
             return Err(Failure::Code(ErrorCode::BadRequest));
         }
         let algorithm = self.password_algorithm(msg, nonce)?;

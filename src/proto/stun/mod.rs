@@ -381,6 +381,12 @@ impl<'a> Message<'a> {
         constant_time_eq(tag.as_ref(), received)
     }
 
+    /// Whether MESSAGE-INTEGRITY-SHA256 is there where it counts, valid
+    /// or not.
+    pub fn has_integrity_sha256(&self) -> bool {
+        self.integrity_sha256_at.is_some()
+    }
+
     /// The length of MESSAGE-INTEGRITY-SHA256 (16 to 32 bytes, a multiple
     /// of 4, RFC 8489 §14.6), if the message has a valid one.
     pub fn integrity_sha256_len(&self) -> Option<usize> {
