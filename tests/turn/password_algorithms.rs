@@ -10,13 +10,12 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::process::Command;
 use std::time::Duration;
 
 use ring::{digest, hmac};
 
-use crate::common::uclient::parse_uclient_summary;
-use crate::common::{require_tool, run_with_timeout, TestServer, PASSWORD, REALM, USER};
+use crate::common::uclient::relay_ten_each;
+use crate::common::{TestServer, PASSWORD, REALM, USER};
 
 const MAGIC: u32 = 0x2112_A442;
 const ALLOCATE: u16 = 0x0003;
@@ -297,28 +296,10 @@ fn an_algorithm_list_tampered_with_on_the_way_is_refused() {
 
 #[test]
 fn turnutils_uclient_knows_nothing_of_rfc8489_and_still_relays() {
-    let tool = require_tool("turnutils_uclient");
     let server = server();
-    let out = run_with_timeout(
-        Command::new(tool).args([
-            "-u",
-            USER,
-            "-w",
-            PASSWORD,
-            "-y",
-            "-m",
-            "2",
-            "-n",
-            "10",
-            "-p",
-            &server.addr().port().to_string(),
-            "127.0.0.1",
-        ]),
-        Duration::from_secs(60),
-    );
-    let summary = parse_uclient_summary(&out.combined()).unwrap_or_else(|| panic!("{}", out.combined()));
-    assert_eq!(summary.lost, 0, "{}", out.combined());
-    assert!(summary.received > 0, "{}", out.combined());
+    let (text, summary) = relay_ten_each(server.addr(), USER, PASSWORD);
+    assert_eq!(summary.lost, 0, "{text}");
+    assert!(summary.received > 0, "{text}");
     let sample = "turnpike_authentications_total{algorithm=\"md5\"}";
     let counted = server.wait_metric(sample, Duration::from_secs(5), |n| n > 0.0);
     assert!(counted.is_some_and(|n| n > 0.0), "{}", server.metrics());
