@@ -90,6 +90,6 @@ fn turnutils_uclient_relays_with_a_sha256_password_and_the_cli_mints_one() {
         (user.clone(), password.clone()),
         rest_credential_with(SHA256, SECRET, "cli", expiry)
     );
-    let (text, summary) = relay_ten_each(server.addr(), &user, &password);
+    let (text, summary) = relay_ten_each(server.addr(), &user, &password, &[]);
     assert!(summary.received > 0, "nothing came back through the relays:\n{text}");
 }

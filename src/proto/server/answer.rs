@@ -14,6 +14,8 @@
 
 use std::net::SocketAddr;
 
+use tracing::trace;
+
 use crate::proto::auth::Features;
 use crate::proto::stun::Integrity;
 
@@ -171,8 +173,10 @@ impl<B: RelayBinder> Server<B> {
             // amplification); streams cannot be spoofed.
             let offer = self.encode_answer(client, msg, failure, code, key, unix_secs, features);
             if client.transport.is_stream() || offer.len() <= 2 * msg.bytes().len() {
+                trace!(%client, "challenge offering RFC 8489 password algorithms");
                 return (offer, code);
             }
+            trace!(%client, request = msg.bytes().len(), "challenge without the RFC 8489 offer: twice the request holds less");
         }
         let answer = self.encode_answer(client, msg, failure, code, key, unix_secs, Features::NONE);
         (answer, code)
