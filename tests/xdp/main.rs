@@ -9,8 +9,8 @@
 //! "xdp"` on one end of a veth pair, the client and the peer in a
 //! namespace on the other, `topology`), and relaying there for real
 //! (`relaying`): coturn's uclient, an aiortc call, every way a route
-//! ends, the peer filter, each against the program's counters and the
-//! same run with the fast path off.
+//! ends, the peer filter, IPv6, each against the program's counters and
+//! the same run with the fast path off.
 //!
 //! Every other test runs in a network namespace of its own thread (a veth
 //! pair with documentation addresses, routes and permanent neighbours, so the

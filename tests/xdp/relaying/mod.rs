@@ -9,23 +9,27 @@
 //! * [`uclient`]: coturn's `turnutils_uclient` through it, and off;
 //! * [`aiortc`]: a relay-only WebRTC call through it;
 //! * [`stops`]: every way a route ends, each at the next datagram;
-//! * [`peers`]: a denied peer never reachable, and a reload denying one.
+//! * [`peers`]: a denied peer never reachable, and a reload denying one;
+//! * [`ipv6`]: an IPv6 client's channel to an IPv6 peer through it, and an
+//!   IPv4 client's to an IPv6 peer (RFC 6156) kept in user space.
 //!
 //! A route exists only for what user space would relay itself: UDP
 //! clients and relays on concrete addresses, no byte-rate limit, one
 //! family, a bound channel with a live permission, a peer the filter
-//! allows; the servers here are made so.
+//! allows; the servers here are made so, in both families (listening and
+//! relaying on 10.211.0.1 and fd21::1).
 
 #![allow(clippy::disallowed_methods)] // waits in black-box tests use the real clock
 
 mod aiortc;
+mod ipv6;
 mod peers;
 mod routes;
 mod stops;
 mod uclient;
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -35,7 +39,7 @@ use crate::common::{
     free_tcp_port, run_with_timeout, sample_value, turnpike_bin, CmdOutput, ServerSetup, TestServer,
     LONG_TERM_USER_TOML, METRICS_SETTLE,
 };
-use crate::topology::{Namespace, CLIENT, PEER, PEERS_TOML, SERVER_DEVICE, SERVER_IP};
+use crate::topology::{Namespace, CLIENT, PEER, PEERS_TOML, SERVER_DEVICE, SERVER_IP, SERVER_IP6};
 
 /// The metric family of the program's verdicts, one sample per verdict
 /// (the snake_case of `Verdict` in src/net/xdp/maps.rs).
@@ -76,7 +80,7 @@ impl Default for Setup<'_> {
 }
 
 /// Starts the server `setup` describes, in the test thread's namespace,
-/// listening and relaying on [`SERVER_IP`]; with the fast path on, it must
+/// listening and relaying on [`SERVER_IP`] and [`SERVER_IP6`]; with the fast path on, it must
 /// have attached the program to `tpx-s`.
 pub fn start(setup: &Setup<'_>) -> TestServer {
     let server = start_unchecked(setup);
@@ -107,6 +111,7 @@ pub fn start_unchecked(setup: &Setup<'_>) -> TestServer {
         server_keys: &format!("workers = {}\n", setup.workers),
         listen_ip: SERVER_IP,
         relay_ip: SERVER_IP,
+        ipv6: SERVER_IP6,
         http_ip: setup.http_ip,
         relay_keys: &relay_keys,
         peers_toml: setup.peers_toml,
@@ -256,6 +261,29 @@ pub fn relayed(text: &str, direction: &str) -> (Option<f64>, Option<f64>) {
     )
 }
 
+/// Waits (at most [`METRICS_SETTLE`]) until the relayed totals (packets,
+/// bytes) are `to_peer` and `to_client`; panics with the scrape if they
+/// are not.
+pub fn wait_relayed(server: &TestServer, to_peer: (f64, f64), to_client: (f64, f64)) {
+    let expected = (
+        (Some(to_peer.0), Some(to_peer.1)),
+        (Some(to_client.0), Some(to_client.1)),
+    );
+    let deadline = Instant::now() + METRICS_SETTLE;
+    loop {
+        let text = server.metrics();
+        let seen = (relayed(&text, "to_peer"), relayed(&text, "to_client"));
+        if seen == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the relayed totals (packets, bytes) to the peer and to the client: {seen:?}, not {expected:?}\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The counts of the `allocation deleted` line of the allocation whose
 /// relay is `relay`: packets and bytes to the peer, then to the client;
 /// waits (at most [`METRICS_SETTLE`]) for the line.
@@ -301,14 +329,29 @@ impl Call {
     }
 
     pub fn open_to(server: &TestServer, far: &Namespace, peer: SocketAddr) -> Call {
-        let addr = server.addr();
+        Call::open_between(server, far, CLIENT, peer)
+    }
+
+    /// A call from a client on `client` to the server's listener of its
+    /// family, with a relay of `peer`'s family (asked for with
+    /// REQUESTED-ADDRESS-FAMILY when it is IPv6).
+    pub fn open_between(server: &TestServer, far: &Namespace, client: SocketAddr, peer: SocketAddr) -> Call {
+        let addr = if client.is_ipv6() {
+            server.addr_v6()
+        } else {
+            server.addr()
+        };
         let (mut client, peer) = far.within(|| {
             let peer = UdpSocket::bind(peer).expect("bind the peer");
-            (TurnClient::open_udp_from(CLIENT, addr), peer)
+            (TurnClient::open_udp_from(client, addr), peer)
         });
         peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let relayed = client.allocate_udp();
-        assert_eq!(relayed.ip(), SERVER_IP, "relayed address");
+        let (relayed, relay_ip) = if peer.local_addr().unwrap().is_ipv6() {
+            (client.allocate_udp_v6(), IpAddr::V6(SERVER_IP6))
+        } else {
+            (client.allocate_udp(), IpAddr::V4(SERVER_IP))
+        };
+        assert_eq!(relayed.ip(), relay_ip, "relayed address");
         let (channel, bound) = client.channel_bind(peer.local_addr().unwrap());
         assert_eq!(bound, Ok(()), "ChannelBind");
         Call {

@@ -9,10 +9,9 @@
 use std::time::Duration;
 
 use crate::common::turn_client::{Source, TurnClient};
-use crate::common::METRICS_SETTLE;
 use crate::topology::{Topology, CLIENT};
 
-use super::{deleted_counts, relayed, start, wait_moved, wait_routes, Call, Setup, Verdicts};
+use super::{deleted_counts, start, wait_moved, wait_relayed, wait_routes, Call, Setup, Verdicts};
 
 #[test]
 fn a_channel_is_relayed_by_the_program_both_ways_and_counted_as_relayed() {
@@ -22,19 +21,7 @@ fn a_channel_is_relayed_by_the_program_both_ways_and_counted_as_relayed() {
     let mut call = Call::open(&server, far);
     // Sends 18 bytes to the peer and 24 back (`prove_fast_path`).
     call.prove_fast_path(&server);
-    let deadline = std::time::Instant::now() + METRICS_SETTLE;
-    loop {
-        let text = server.metrics();
-        let seen = (relayed(&text, "to_peer"), relayed(&text, "to_client"));
-        if seen == ((Some(1.0), Some(18.0)), (Some(1.0), Some(24.0))) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the relayed totals (packets, bytes) to the peer and to the client: {seen:?}\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_relayed(&server, (1.0, 18.0), (1.0, 24.0));
     assert_eq!(call.client.delete_allocation(), Ok(()), "Refresh 0");
     assert_eq!(deleted_counts(&server, call.relayed), [1, 18, 1, 24]);
 }
