@@ -1,4 +1,4 @@
-//! TURN requests parsed once into typed values, so that the handlers read
+//! STUN and TURN requests parsed once into typed values, so that the handlers read
 //! as policy. Each parser checks only what the request's attributes say
 //! on their own (presence, size, values, combinations the RFC forbids) and
 //! answers 400 (or the code the RFC names) for a malformed one; what
@@ -187,6 +187,61 @@ impl ConnectionBindRequest {
     }
 }
 
+/// What a Binding request asks of its answer beyond RFC 8489 (RFC 5780
+/// §6.1, §7): where it leaves from, where it goes, how it is padded.
+/// Which of these attributes a listener understands at all is the
+/// handler's (`super::binding`); this reads their values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct BindingRequest {
+    /// CHANGE-REQUEST's "change IP" (A) and "change port" (B) flags (§7.2).
+    pub change_ip: bool,
+    pub change_port: bool,
+    /// RESPONSE-PORT (§7.5): the port of the request's source IP the
+    /// answer goes to.
+    pub response_port: Option<u16>,
+    /// The length of the request's PADDING (§7.6).
+    pub padding: Option<usize>,
+}
+
+/// CHANGE-REQUEST's flags in the last byte of its 32 bits (RFC 5780 §7.2).
+const CHANGE_IP: u8 = 0x04;
+const CHANGE_PORT: u8 = 0x02;
+
+impl BindingRequest {
+    /// 400 for a CHANGE-REQUEST or RESPONSE-PORT that is not 4 bytes, for
+    /// RESPONSE-PORT 0 (no datagram can go there), and for RESPONSE-PORT
+    /// with PADDING (§6.1: a padded answer redirected elsewhere would be
+    /// an amplifier aimed at the request's source, §10).
+    pub fn parse(msg: &Message<'_>) -> Result<BindingRequest, Failure> {
+        let (change_ip, change_port) = change_flags(msg)?;
+        let response_port = match msg.get(attr::RESPONSE_PORT) {
+            None => None,
+            Some(&[hi, lo, _, _]) if u16::from_be_bytes([hi, lo]) != 0 => Some(u16::from_be_bytes([hi, lo])),
+            Some(_) => return Err(ErrorCode::BadRequest.into()),
+        };
+        let padding = msg.get(attr::PADDING).map(<[u8]>::len);
+        if response_port.is_some() && padding.is_some() {
+            return Err(ErrorCode::BadRequest.into());
+        }
+        Ok(BindingRequest {
+            change_ip,
+            change_port,
+            response_port,
+            padding,
+        })
+    }
+}
+
+/// CHANGE-REQUEST's (change IP, change port), both false without one; the
+/// one attribute of RFC 5780 an RFC 3489 client sends too.
+pub(super) fn change_flags(msg: &Message<'_>) -> Result<(bool, bool), Failure> {
+    match msg.get(attr::CHANGE_REQUEST) {
+        None => Ok((false, false)),
+        Some(&[_, _, _, flags]) => Ok((flags & CHANGE_IP != 0, flags & CHANGE_PORT != 0)),
+        Some(_) => Err(ErrorCode::BadRequest.into()),
+    }
+}
+
 /// The one XOR-PEER-ADDRESS of a request that needs exactly one.
 fn peer(msg: &Message<'_>) -> Result<PeerAddr, Failure> {
     match msg.xor_address(attr::XOR_PEER_ADDRESS) {
@@ -276,5 +331,63 @@ mod tests {
         assert_eq!(code(allocate(transport(6), Transport::Udp)), 400);
         let sctp = allocate(transport(132), Transport::Tcp);
         assert_eq!(code(sctp), 442);
+    }
+
+    fn binding(build: impl FnOnce(&mut MessageWriter<'_>)) -> Result<BindingRequest, Failure> {
+        let mut buf = Vec::new();
+        let mut w = MessageWriter::new(&mut buf, Class::Request, method::BINDING, [1; 12]);
+        build(&mut w);
+        w.finish(None, true);
+        BindingRequest::parse(&Message::parse(&buf).unwrap())
+    }
+
+    #[test]
+    fn binding_reads_the_rfc_5780_attributes_and_refuses_their_bad_forms() {
+        assert_eq!(binding(|_| {}), Ok(BindingRequest::default()));
+        let flags = |value: u32| {
+            binding(move |w| {
+                w.u32(attr::CHANGE_REQUEST, value);
+            })
+        };
+        let both = flags(0x06).unwrap();
+        assert!(both.change_ip && both.change_port);
+        let ip = flags(0x04).unwrap();
+        assert!(ip.change_ip && !ip.change_port);
+        // Bits other than A and B mean nothing (§7.2).
+        assert_eq!(flags(0xFFFF_FFF9), Ok(BindingRequest::default()));
+        let port = binding(|w| {
+            w.bytes(attr::RESPONSE_PORT, &[0x12, 0x34, 0, 0]);
+        })
+        .unwrap();
+        assert_eq!(port.response_port, Some(0x1234));
+        let padded = binding(|w| {
+            w.bytes(attr::PADDING, &[0; 13]);
+        })
+        .unwrap();
+        assert_eq!(padded.padding, Some(13));
+        let bad = Err(Failure::Code(ErrorCode::BadRequest));
+        assert_eq!(
+            binding(|w| {
+                w.bytes(attr::CHANGE_REQUEST, &[0, 6]);
+            }),
+            bad
+        );
+        assert_eq!(
+            binding(|w| {
+                w.bytes(attr::RESPONSE_PORT, &[0, 0, 0, 0]);
+            }),
+            bad
+        );
+        assert_eq!(
+            binding(|w| {
+                w.bytes(attr::RESPONSE_PORT, &[0x12, 0x34]);
+            }),
+            bad
+        );
+        let both = |w: &mut MessageWriter<'_>| {
+            w.bytes(attr::RESPONSE_PORT, &[0x12, 0x34, 0, 0])
+                .bytes(attr::PADDING, &[0; 8]);
+        };
+        assert_eq!(binding(both), bad);
     }
 }
