@@ -18,10 +18,9 @@
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::private_network::enter_private_network;
+use crate::common::private_network::{enter_private_network, Namespace};
 use crate::common::process::{require_tool, run_with_timeout};
 use crate::common::turn_client::{Source, TurnClient};
 use crate::common::{turnpike_bin, ScratchDir, ServerSetup, TestServer, LONG_TERM_USER_TOML};
@@ -32,44 +31,12 @@ const CLIENT: &str = "10.211.0.2:0";
 const PEER: &str = "10.211.0.3:0";
 const SERVER_DEVICE: &str = "tpx-s";
 
-/// A named network namespace (`ip netns add`), deleted on drop, so on
-/// every way out of a test (the veth pair goes with it).
-struct Namespace(String);
-
-impl Namespace {
-    fn create() -> Namespace {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let name = format!("tp-xdp-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        ip(&["netns", "add", &name]);
-        Namespace(name)
-    }
-
-    /// Moves the calling thread into it.
-    fn enter(&self) {
-        let path = format!("/run/netns/{}", self.0);
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        // SAFETY: setns on an open namespace file changes only the
-        // calling thread's network namespace.
-        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let _ = run_with_timeout(
-            Command::new(require_tool("ip")).args(["netns", "delete", &self.0]),
-            Duration::from_secs(10),
-        );
-    }
-}
-
 /// The test thread in a namespace of its own with `tpx-s`, its veth peer
 /// in a new named namespace with the client's and the peer's addresses.
 fn veth_pair() -> Namespace {
     enter_private_network(&[]);
-    let far = Namespace::create();
-    let n = far.0.as_str();
+    let far = Namespace::create("xdp");
+    let n = far.name();
     ip(&[
         "link",
         "add",
