@@ -238,7 +238,7 @@ fn check(client: ClientAddr, request: &Message<'_>, to: ClientAddr, bytes: &[u8]
             }
             success
         }
-        false => check_classic(client, to, bytes, pair),
+        false => check_classic(client, request, to, bytes, pair),
     };
     let port = match (success, request.has_magic_cookie(), request.get(attr::RESPONSE_PORT)) {
         (true, true, Some(&[hi, lo, _, _])) => u16::from_be_bytes([hi, lo]),
@@ -284,7 +284,13 @@ fn check_success(
 }
 
 /// An RFC 3489 answer; true for a success.
-fn check_classic(client: ClientAddr, to: ClientAddr, bytes: &[u8], pair: Option<AddressPair>) -> bool {
+fn check_classic(
+    client: ClientAddr,
+    request: &Message<'_>,
+    to: ClientAddr,
+    bytes: &[u8],
+    pair: Option<AddressPair>,
+) -> bool {
     assert!(
         bytes.len() >= stun::HEADER_LEN + 8,
         "short classic answer {}",
@@ -292,7 +298,7 @@ fn check_classic(client: ClientAddr, to: ClientAddr, bytes: &[u8], pair: Option<
     );
     let length = usize::from(u16::from_be_bytes([bytes[2], bytes[3]]));
     assert_eq!(bytes.len(), stun::HEADER_LEN + length);
-    assert_eq!(&bytes[4..20], b"classic-request!");
+    assert_eq!(bytes[4..20], request.bytes()[4..20], "the 16-byte id echoed");
     match [bytes[0], bytes[1]] {
         [0x01, 0x01] => {}
         [0x01, 0x11] => return false,
