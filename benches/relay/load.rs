@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::host::{HostDelta, HostMeter, HostSnapshot};
 use crate::procfs::{cpu_seconds, Drops, Sockets};
 use crate::turn::{channel_data, raw_payload, UdpFlow, CD_HEADER};
 
@@ -81,6 +82,8 @@ pub struct Phase {
     pub server_cpu: f64,
     pub generator_cpu: f64,
     pub drops: Drops,
+    /// Host CPU (namespace mode).
+    pub host: Option<HostDelta>,
 }
 
 impl Phase {
@@ -90,19 +93,38 @@ impl Phase {
         }
         100.0 * (self.sent.saturating_sub(self.received)) as f64 / self.sent as f64
     }
+    /// Server CPU µs per relayed packet; in namespace mode host CPU.
     pub fn us_per_packet(&self) -> f64 {
-        1e6 * self.server_cpu / self.received.max(1) as f64
+        let cpu = self.host.map_or(self.server_cpu, |h| h.host());
+        1e6 * cpu / self.received.max(1) as f64
     }
+    /// The server process's share of a core; in namespace mode, with the
+    /// CPUs pinned, the server CPU's (process and NAPI thread together).
     pub fn server_cpu_pct(&self) -> f64 {
-        100.0 * self.server_cpu / self.active_secs.max(1e-9)
+        let cpu = match self.host.and_then(|h| h.cpu_busy) {
+            Some((server, _)) => server,
+            None => self.server_cpu,
+        };
+        100.0 * cpu / self.active_secs.max(1e-9)
     }
+    /// Relayed datagrams per second of the phase.
+    pub fn packets_per_sec(&self) -> f64 {
+        self.received as f64 / self.active_secs.max(1e-9)
+    }
+}
+
+/// What a phase measures the CPU of: the server process, and in
+/// namespace mode the host.
+pub struct Meter {
+    pub pid: u32,
+    pub host: Option<HostMeter>,
 }
 
 /// Runs one phase: `sources` send for `secs` seconds, at full speed
 /// (`rate` None, `batch` datagrams per sendmmsg) or paced at `rate`
 /// datagrams/s in total; a receiver thread counts what reaches `sinks`.
 pub fn run_phase(
-    pid: u32,
+    meter: &Meter,
     sockets: &Sockets,
     sources: &[Source],
     sinks: Vec<Sink>,
@@ -118,7 +140,9 @@ pub fn run_phase(
     // Let the receiver reach its loop before the clock starts.
     std::thread::sleep(Duration::from_millis(50));
 
+    let pid = meter.pid;
     let drops0 = sockets.udp_table().0;
+    let host0 = meter.host.as_ref().map(|_| HostSnapshot::take());
     let cpu0 = cpu_seconds(pid);
     let gen0 = cpu_seconds(std::process::id());
     let start = Instant::now();
@@ -132,6 +156,12 @@ pub fn run_phase(
     stop.store(true, Ordering::Relaxed);
     let (received_dir, bad, last) = receiver.join().unwrap_or(([0, 0], 0, None));
     let active_secs = last.map_or(send_secs, |t| t.duration_since(start).as_secs_f64().max(send_secs));
+    let server_cpu = cpu_seconds(pid) - cpu0;
+    let generator_cpu = cpu_seconds(std::process::id()) - gen0;
+    let host = match (&meter.host, host0) {
+        (Some(m), Some(h0)) => Some(h0.delta(&HostSnapshot::take(), m, pid)),
+        _ => None,
+    };
     Phase {
         sent: sent_dir[0] + sent_dir[1],
         sent_dir,
@@ -140,9 +170,10 @@ pub fn run_phase(
         received: received_dir[0] + received_dir[1],
         bad,
         active_secs,
-        server_cpu: cpu_seconds(pid) - cpu0,
-        generator_cpu: cpu_seconds(std::process::id()) - gen0,
+        server_cpu,
+        generator_cpu,
         drops: sockets.udp_table().0.since(drops0),
+        host,
     }
 }
 

@@ -31,7 +31,9 @@
 
 mod burst;
 mod forwarder;
+mod host;
 mod load;
+mod netns;
 mod procfs;
 mod report;
 mod servers;
@@ -46,9 +48,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use load::{forward, reverse, run_phase, Phase, Sink, Source};
+use host::HostMeter;
+use load::{forward, reverse, run_phase, Meter, Phase, Sink, Source};
+use netns::Topology;
 use procfs::{cpu_seconds, fd_count, status_kb, Sockets};
-use report::{Figure, Goal, Sample};
+use report::{Columns, Figure, Goal, Sample};
 use servers::{Kind, ServerProcess, TlsFiles};
 use turn::{channel_data, client_ip, cred, lo, load_mode, raw_payload, CD_HEADER};
 
@@ -76,6 +80,9 @@ struct Settings {
     only: Option<String>,
     /// CPUs for (server, generator), when pinning.
     pin: Option<(usize, usize)>,
+    /// Namespace mode (`BENCH_NETNS=1`): the server behind a veth pair,
+    /// host CPU per packet, turnpike also with the XDP fast path.
+    netns: bool,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -106,12 +113,16 @@ impl Settings {
             } else {
                 None
             },
+            netns: env_or("BENCH_NETNS", 0u8) == 1,
         }
     }
 
     /// Whether a group of figures (udp, r2r, paced, rtt, tcp, tls, burst,
     /// idle, fwd) is to run.
     fn group(&self, name: &str) -> bool {
+        if self.netns && !NETNS_GROUPS.contains(&name) {
+            return false;
+        }
         self.figures.as_ref().is_none_or(|g| g.iter().any(|x| x == name))
     }
 
@@ -120,7 +131,13 @@ impl Settings {
     }
 }
 
+/// The figure groups of namespace mode.
+const NETNS_GROUPS: [&str; 2] = ["udp", "r2r"];
+
 fn figures(s: &Settings) -> Vec<Figure> {
+    if s.netns {
+        return netns_figures(s);
+    }
     let n = s.flows;
     let c = s.conns;
     let us = "server CPU µs per relayed packet";
@@ -246,6 +263,51 @@ fn figures(s: &Settings) -> Vec<Figure> {
     ]
 }
 
+/// Namespace mode's figures: the UDP and relay ↔ relay rows in host CPU,
+/// with issue 21's goal for turnpike-xdp ÷ coturn, and the relayed
+/// packets per second of the 64-allocation 100 B phases.
+fn netns_figures(s: &Settings) -> Vec<Figure> {
+    let n = s.flows;
+    let us = "host CPU µs per relayed packet";
+    let (udp, r2r) = ("client ↔ relay ↔ UDP peer", "relay ↔ relay");
+    let rows: [(&'static str, &str, usize, usize); 8] = [
+        ("udp-1-100", udp, 1, SMALL),
+        ("udp-n-100", udp, n, SMALL),
+        ("udp-1-1200", udp, 1, LARGE),
+        ("udp-n-1200", udp, n, LARGE),
+        ("r2r-1-100", r2r, 1, SMALL),
+        ("r2r-n-100", r2r, n, SMALL),
+        ("r2r-1-1200", r2r, 1, LARGE),
+        ("r2r-n-1200", r2r, n, LARGE),
+    ];
+    let mut v: Vec<Figure> = rows
+        .into_iter()
+        .map(|(key, what, flows, size)| {
+            let flows = match (what == r2r, flows) {
+                (true, 1) => "1 flow (2 allocations)".to_string(),
+                (true, n) => format!("{n} allocations ({} pairs)", n / 2),
+                (false, 1) => "1 flow".to_string(),
+                (false, n) => format!("{n} allocations"),
+            };
+            Figure {
+                key,
+                label: format!("{what}, {flows}, {size} B"),
+                unit: us,
+                goal: Goal::AtMost(0.2),
+            }
+        })
+        .collect();
+    for (key, what) in [("pps-udp", udp), ("pps-r2r", r2r)] {
+        v.push(Figure {
+            key,
+            label: format!("{what}, {n} allocations, 100 B"),
+            unit: "relayed packets/s, all offered at full speed",
+            goal: Goal::AtLeast(3.0),
+        });
+    }
+    v
+}
+
 /// The bare forwarder's two variants: (server name in the samples, label).
 const FORWARDERS: [(&str, &str); 2] = [("fwd-plain", "recvfrom/sendto"), ("fwd-mmsg", "recvmmsg/sendmmsg ×32")];
 
@@ -271,6 +333,8 @@ struct Context {
     tls_client: rustls::ClientConfig,
     /// Idle allocations actually made (the descriptor limit may cap them).
     idle: usize,
+    /// Namespace mode's network; this thread is in its generator side.
+    netns: Option<Topology>,
 }
 
 fn run() -> Result<(), String> {
@@ -290,8 +354,14 @@ fn measure_all(work: &Path) -> Result<(), String> {
 
     let want = |name: &str| settings.only.as_deref().is_none_or(|o| o == name);
     let mut servers: Vec<(Kind, PathBuf)> = Vec::new();
-    if want("turnpike") {
-        servers.push((Kind::Turnpike, turnpike_binary()?));
+    if want("turnpike") || (settings.netns && want("turnpike-xdp")) {
+        let bin = turnpike_binary()?;
+        if want("turnpike") {
+            servers.push((Kind::Turnpike, bin.clone()));
+        }
+        if settings.netns && want("turnpike-xdp") {
+            servers.push((Kind::TurnpikeXdp, bin));
+        }
     }
     if want("coturn") {
         let bin = std::env::var("TURNSERVER_BIN").unwrap_or_else(|_| "/usr/bin/turnserver".into());
@@ -317,12 +387,37 @@ fn measure_all(work: &Path) -> Result<(), String> {
         ));
         settings.idle = fit;
     }
+    if let Some(f) = settings.figures.as_ref().filter(|_| settings.netns) {
+        let skipped: Vec<&str> = f
+            .iter()
+            .map(String::as_str)
+            .filter(|g| !NETNS_GROUPS.contains(g))
+            .collect();
+        if !skipped.is_empty() {
+            notes.push(format!(
+                "namespace mode measures {} only; not {}",
+                NETNS_GROUPS.join(" and "),
+                skipped.join(", ")
+            ));
+        }
+    }
+    let netns = if settings.netns {
+        // Before the first address is used: every client, peer and server
+        // address moves to the veth's subnet.
+        turn::set_network(netns::PREFIX)?;
+        let mut t = Topology::create(settings.pin)?;
+        t.enter_generator()?;
+        Some(t)
+    } else {
+        None
+    };
     let (tls, ca) = servers::make_pki(work)?;
     let ctx = Context {
         tls_client: turn::tls_client_config(&ca)?,
         tls,
         work: work.to_path_buf(),
         idle: settings.idle,
+        netns,
     };
     if let Some((_, generator_cpu)) = settings.pin {
         // Threads started from now on (the receivers) inherit this.
@@ -350,7 +445,20 @@ fn measure_all(work: &Path) -> Result<(), String> {
         settings.rounds,
         started.elapsed().as_secs_f64()
     );
-    print!("{}", report::table(&figs, &samples));
+    let columns = if settings.netns {
+        Columns {
+            servers: vec!["coturn", "turnpike", "turnpike-xdp"],
+            base: "coturn",
+            goal_for: "turnpike-xdp",
+        }
+    } else {
+        Columns {
+            servers: vec!["turnpike", "coturn"],
+            base: "coturn",
+            goal_for: "turnpike",
+        }
+    };
+    print!("{}", report::table(&figs, &samples, &columns));
     let reference = report::reference(&figs, &samples, &FORWARDERS);
     if !reference.is_empty() {
         println!("\nreference: a bare UDP forwarder (no protocol) doing the same socket work, medians:\n");
@@ -404,19 +512,20 @@ fn server_round(
 ) -> Result<(), String> {
     let cpu = s.server_cpu();
     if s.group("udp") || s.group("r2r") || s.group("paced") || s.group("rtt") {
-        let server = servers::start(kind, bin, &ctx.work, cpu, None, &format!("udp-{round}"))?;
-        data_plane(server, s, round, out)?;
+        let netns = ctx.netns.as_ref();
+        let server = servers::start(kind, bin, &ctx.work, cpu, None, netns, &format!("udp-{round}"))?;
+        data_plane(server, s, ctx, round, out)?;
     }
     if s.group("tcp") || s.group("tls") {
-        let server = servers::start(kind, bin, &ctx.work, cpu, Some(&ctx.tls), &format!("stream-{round}"))?;
+        let server = servers::start(kind, bin, &ctx.work, cpu, Some(&ctx.tls), None, &format!("stream-{round}"))?;
         streams(server, s, ctx, round, out)?;
     }
     if s.group("burst") {
-        let server = servers::start(kind, bin, &ctx.work, cpu, None, &format!("burst-{round}"))?;
+        let server = servers::start(kind, bin, &ctx.work, cpu, None, None, &format!("burst-{round}"))?;
         allocate_burst(server, s, round, out)?;
     }
     if s.group("idle") {
-        let server = servers::start(kind, bin, &ctx.work, cpu, None, &format!("idle-{round}"))?;
+        let server = servers::start(kind, bin, &ctx.work, cpu, None, None, &format!("idle-{round}"))?;
         idle_memory(server, ctx.idle, round, out)?;
     }
     Ok(())
@@ -445,6 +554,30 @@ fn phase_raw(p: &Phase) -> String {
         } else {
             String::new()
         }
+    ) + &p.host.map_or(String::new(), |h| host_raw(&h, p.active_secs))
+}
+
+/// The host CPU behind a namespace-mode phase.
+fn host_raw(h: &host::HostDelta, secs: f64) -> String {
+    let cores = h
+        .cpu_busy
+        .map_or(String::new(), |(s, g)| {
+            format!("; server CPU {:.0} % busy, generator CPU {:.0} %", 100.0 * s / secs.max(1e-9), 100.0 * g / secs.max(1e-9))
+        });
+    format!(
+        "; host CPU {:.2} s = busy {:.2} − generator {:.2} − others {:.2} (of busy: softirq {:.2}, irq {:.2}, steal {:.2}; \
+         server process {:.2}, NAPI server end {:.2}, NAPI generator end {:.2}, ksoftirqd {:.2}){cores}",
+        h.host(),
+        h.busy,
+        h.generator,
+        h.others,
+        h.softirq,
+        h.irq,
+        h.steal,
+        h.server,
+        h.napi_server,
+        h.napi_generator,
+        h.ksoftirqd,
     )
 }
 
@@ -456,6 +589,7 @@ fn record_phase(
     server: &'static str,
     round: usize,
     p: &Phase,
+    extra: &str,
 ) -> Result<(), String> {
     if p.received == 0 {
         return Err(format!(
@@ -470,13 +604,14 @@ fn record_phase(
             );
         }
     }
-    eprintln!("  {figure}: {:.2} µs/pkt ({})", p.us_per_packet(), phase_raw(p));
+    let raw = phase_raw(p) + extra;
+    eprintln!("  {figure}: {:.2} µs/pkt ({raw})", p.us_per_packet());
     out.push(Sample {
         figure,
         server,
         round,
         value: p.us_per_packet(),
-        raw: phase_raw(p),
+        raw,
         share: Some(p.server_cpu_pct()),
     });
     Ok(())
@@ -523,7 +658,13 @@ fn relay_ways(pairs: &[turn::RelayPair], payload: usize) -> (Vec<Source>, Vec<Si
 
 /// UDP relaying, relay ↔ relay, the paced load and the ping-pong, on one
 /// server process.
-fn data_plane(mut server: ServerProcess, s: &Settings, round: usize, out: &mut Vec<Sample>) -> Result<(), String> {
+fn data_plane(
+    mut server: ServerProcess,
+    s: &Settings,
+    ctx: &Context,
+    round: usize,
+    out: &mut Vec<Sample>,
+) -> Result<(), String> {
     let name = server.name;
     let pid = server.pid();
     let cred = cred();
@@ -549,7 +690,42 @@ fn data_plane(mut server: ServerProcess, s: &Settings, round: usize, out: &mut V
         t.elapsed().as_secs_f64()
     );
     let sockets = Sockets::of(pid);
+    let meter = Meter {
+        pid,
+        host: ctx.netns.as_ref().map(|t| HostMeter {
+            cpus: s.pin,
+            napi_server: t.napi_server.clone(),
+            napi_generator: t.napi_generator.clone(),
+        }),
+    };
+    // turnpike's fast-path verdicts (namespace mode), read around each phase.
+    let verdicts = || -> Option<FastPath> {
+        let text = ctx.netns.as_ref()?.http_get(server.http?, "/metrics");
+        Some(text.map_or_else(FastPath::Unreadable, |t| FastPath::Counts(fast_path_verdicts(&t))))
+    };
     let n = s.flows;
+    let mut full_speed = |key: &'static str, sources: &[Source], sinks: Vec<Sink>| -> Result<Phase, String> {
+        let before = verdicts();
+        let p = run_phase(&meter, &sockets, sources, sinks, s.secs, None, s.batch);
+        let extra = before.map_or(String::new(), |b| b.since(verdicts()));
+        record_phase(out, key, name, round, &p, &extra)?;
+        let pps = match key {
+            "udp-n-100" => Some("pps-udp"),
+            "r2r-n-100" => Some("pps-r2r"),
+            _ => None,
+        };
+        if let Some(pps) = pps.filter(|_| s.netns) {
+            out.push(Sample {
+                figure: pps,
+                server: name,
+                round,
+                value: p.packets_per_sec(),
+                raw: format!("{} relayed in {:.2} s; server CPU {:.0} % busy", p.received, p.active_secs, p.server_cpu_pct()),
+                share: None,
+            });
+        }
+        Ok(p)
+    };
     if s.group("udp") {
         for (key, count, payload) in [
             ("udp-1-100", 1, SMALL),
@@ -558,8 +734,7 @@ fn data_plane(mut server: ServerProcess, s: &Settings, round: usize, out: &mut V
             ("udp-n-1200", n, LARGE),
         ] {
             let (sources, sinks) = both_ways(&flows[..count], payload);
-            let p = run_phase(pid, &sockets, &sources, sinks, s.secs, None, s.batch);
-            record_phase(out, key, name, round, &p)?;
+            full_speed(key, &sources, sinks)?;
         }
     }
     if s.group("r2r") {
@@ -570,13 +745,12 @@ fn data_plane(mut server: ServerProcess, s: &Settings, round: usize, out: &mut V
             ("r2r-n-1200", n / 2, LARGE),
         ] {
             let (sources, sinks) = relay_ways(&pairs[..count], payload);
-            let p = run_phase(pid, &sockets, &sources, sinks, s.secs, None, s.batch);
-            record_phase(out, key, name, round, &p)?;
+            full_speed(key, &sources, sinks)?;
         }
     }
     if s.group("paced") {
         let (sources, sinks) = both_ways(&flows[..s.paced_flows], SMALL);
-        let p = run_phase(pid, &sockets, &sources, sinks, s.secs, Some(s.rate), s.batch);
+        let p = run_phase(&meter, &sockets, &sources, sinks, s.secs, Some(s.rate), s.batch);
         if p.received == 0 {
             return Err(format!("{name} relayed nothing in the paced figure: {}", phase_raw(&p)));
         }
@@ -620,6 +794,57 @@ fn data_plane(mut server: ServerProcess, s: &Settings, round: usize, out: &mut V
     Ok(())
 }
 
+/// turnpike's fast-path verdict counters at one instant.
+enum FastPath {
+    Counts(std::collections::BTreeMap<String, u64>),
+    Unreadable(String),
+}
+
+impl FastPath {
+    /// What the phase between `self` and `after` took through the fast
+    /// path, for the raw numbers.
+    fn since(self, after: Option<FastPath>) -> String {
+        let (before, after) = match (self, after) {
+            (FastPath::Counts(b), Some(FastPath::Counts(a))) => (b, a),
+            (FastPath::Unreadable(e), _) | (_, Some(FastPath::Unreadable(e))) => {
+                return format!("; fast path: /metrics unreadable ({e})")
+            }
+            (_, None) => return String::new(),
+        };
+        let mut tx = 0;
+        let mut parts = Vec::new();
+        for (verdict, n) in &after {
+            let d = n.saturating_sub(before.get(verdict).copied().unwrap_or(0));
+            if verdict.starts_with("tx_") {
+                tx += d;
+            }
+            if d > 0 {
+                parts.push(format!("{verdict} {d}"));
+            }
+        }
+        if after.is_empty() {
+            return "; fast path: no verdict counters in /metrics (not attached?)".into();
+        }
+        format!(
+            "; fast path: {tx} datagrams relayed by XDP ({})",
+            if parts.is_empty() { "no frame seen".into() } else { parts.join(", ") }
+        )
+    }
+}
+
+/// `turnpike_fast_path_verdicts_total{verdict="…"} N` lines of /metrics.
+fn fast_path_verdicts(metrics: &str) -> std::collections::BTreeMap<String, u64> {
+    metrics
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("turnpike_fast_path_verdicts_total{verdict=\"")?;
+            let (verdict, rest) = rest.split_once('"')?;
+            let value = rest.rsplit(' ').next()?.parse::<f64>().ok()?;
+            Some((verdict.to_string(), value as u64))
+        })
+        .collect()
+}
+
 /// TURN over TCP and over TLS, one and `conns` connections.
 fn streams(
     mut server: ServerProcess,
@@ -649,7 +874,7 @@ fn streams(
         ] {
             let p = stream::run_stream_phase(pid, &sockets, &mut flows[..count], SMALL, s.secs, s.batch)
                 .map_err(|e| format!("{name} {key}: {e}\n{}", server.log_tail()))?;
-            record_phase(out, key, name, round, &p)?;
+            record_phase(out, key, name, round, &p, "")?;
         }
     }
     server.check_alive()?;
@@ -804,7 +1029,7 @@ fn forwarder_round(
         cmd.arg(format!("{c}={p}"));
     }
     let log = ctx.work.join(format!("{name}-{round}.log"));
-    let child = servers::spawn_pinned(&mut cmd, &log, s.server_cpu())?;
+    let child = servers::spawn_pinned(&mut cmd, &log, s.server_cpu(), None)?;
     let mut server = ServerProcess {
         name,
         child,
@@ -812,6 +1037,7 @@ fn forwarder_round(
         tcp: None,
         tls: None,
         log: log.clone(),
+        http: None,
     };
     let (listen, ports) = forwarder_ports(&mut server, n)?;
     let pid = server.pid();
@@ -848,8 +1074,9 @@ fn forwarder_round(
                 });
             }
         }
-        let p = run_phase(pid, &sockets, &sources, sinks, s.secs, None, s.batch);
-        record_phase(out, key, name, round, &p)?;
+        let meter = Meter { pid, host: None };
+        let p = run_phase(&meter, &sockets, &sources, sinks, s.secs, None, s.batch);
+        record_phase(out, key, name, round, &p, "")?;
     }
     server.check_alive()?;
     Ok(())
