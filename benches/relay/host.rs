@@ -46,6 +46,8 @@ pub struct HostMeter {
 /// Seconds over one phase.
 #[derive(Clone, Copy, Default, Debug)]
 pub struct HostDelta {
+    /// Wall time between the snapshots.
+    pub wall: f64,
     /// Every CPU, non-idle (user, nice, system, irq, softirq, steal).
     pub busy: f64,
     pub softirq: f64,
@@ -67,10 +69,26 @@ impl HostDelta {
     pub fn host(&self) -> f64 {
         (self.busy - self.generator - self.others).max(0.0)
     }
+
+    /// The same, summed from the parts the relaying is known to run in:
+    /// the server process, both ends' NAPI threads and ksoftirqd. On a
+    /// quiet machine it is close to [`HostDelta::host`] (what it misses:
+    /// interrupts and softirq outside those threads, kworkers); on a busy
+    /// one it does not carry the error of subtracting everybody else.
+    pub fn parts(&self) -> f64 {
+        self.server + self.napi_server + self.napi_generator + self.ksoftirqd
+    }
+
+    /// The server's side alone: its process and its end's NAPI thread,
+    /// which for the fast path is where all of the relaying happens.
+    pub fn server_side(&self) -> f64 {
+        self.server + self.napi_server
+    }
 }
 
 /// Counters at one instant.
 pub struct HostSnapshot {
+    at: std::time::Instant,
     /// Per CPU (index = CPU number): [busy, softirq, irq, steal] in ticks.
     cpus: Vec<[u64; 4]>,
     /// Per process: (ticks of utime + stime, with the children's, kernel thread?).
@@ -87,6 +105,7 @@ struct Proc {
 impl HostSnapshot {
     pub fn take() -> HostSnapshot {
         HostSnapshot {
+            at: std::time::Instant::now(),
             cpus: cpu_lines(),
             procs: processes(),
         }
@@ -131,11 +150,10 @@ impl HostSnapshot {
             .procs
             .keys()
             .copied()
-            .filter(|p| {
-                fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.starts_with("ksoftirqd/"))
-            })
+            .filter(|p| fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.starts_with("ksoftirqd/")))
             .collect();
         HostDelta {
+            wall: after.at.duration_since(self.at).as_secs_f64(),
             busy: secs(cpu_sum(0)),
             softirq: secs(cpu_sum(1)),
             irq: secs(cpu_sum(2)),
@@ -188,7 +206,11 @@ fn processes() -> HashMap<u32, Proc> {
             // After the parenthesised name: state (field 3) is index 0, so
             // flags (9) is 6, utime..cstime (14-17) are 11-14.
             let rest = stat.rsplit_once(')')?.1;
-            let f: Vec<u64> = rest.split_whitespace().skip(1).map(|w| w.parse().unwrap_or(0)).collect();
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .skip(1)
+                .map(|w| w.parse().unwrap_or(0))
+                .collect();
             let at = |i: usize| f.get(i - 1).copied().unwrap_or(0);
             Some((
                 pid,

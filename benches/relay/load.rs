@@ -101,11 +101,15 @@ impl Phase {
     /// The server process's share of a core; in namespace mode, with the
     /// CPUs pinned, the server CPU's (process and NAPI thread together).
     pub fn server_cpu_pct(&self) -> f64 {
-        let cpu = match self.host.and_then(|h| h.cpu_busy) {
-            Some((server, _)) => server,
-            None => self.server_cpu,
-        };
-        100.0 * cpu / self.active_secs.max(1e-9)
+        match self.host {
+            Some(
+                h @ HostDelta {
+                    cpu_busy: Some((server, _)),
+                    ..
+                },
+            ) => 100.0 * server / h.wall.max(1e-9),
+            _ => 100.0 * self.server_cpu / self.active_secs.max(1e-9),
+        }
     }
     /// Relayed datagrams per second of the phase.
     pub fn packets_per_sec(&self) -> f64 {

@@ -282,30 +282,62 @@ fn netns_figures(s: &Settings) -> Vec<Figure> {
     ];
     let mut v: Vec<Figure> = rows
         .into_iter()
-        .map(|(key, what, flows, size)| {
-            let flows = match (what == r2r, flows) {
-                (true, 1) => "1 flow (2 allocations)".to_string(),
-                (true, n) => format!("{n} allocations ({} pairs)", n / 2),
-                (false, 1) => "1 flow".to_string(),
-                (false, n) => format!("{n} allocations"),
-            };
-            Figure {
-                key,
-                label: format!("{what}, {flows}, {size} B"),
-                unit: us,
-                goal: Goal::AtMost(0.2),
-            }
+        .map(|(key, what, flows, size)| Figure {
+            key,
+            label: format!("{what}, {}, {size} B", flows_label(what == r2r, flows)),
+            unit: us,
+            goal: Goal::AtMost(0.2),
         })
         .collect();
+    for (key, what, flows, size) in rows {
+        v.push(Figure {
+            key: side_key(key).unwrap_or(key),
+            label: format!("{what}, {}, {size} B", flows_label(what == r2r, flows)),
+            unit: "server-side CPU µs per relayed packet (process + its NAPI thread)",
+            goal: Goal::Report,
+        });
+    }
     for (key, what) in [("pps-udp", udp), ("pps-r2r", r2r)] {
         v.push(Figure {
             key,
             label: format!("{what}, {n} allocations, 100 B"),
-            unit: "relayed packets/s, all offered at full speed",
+            unit: "relayed packets/s at full offered load",
+            goal: Goal::Report,
+        });
+    }
+    for (key, what) in [("cap-udp", udp), ("cap-r2r", r2r)] {
+        v.push(Figure {
+            key,
+            label: format!("{what}, {n} allocations, 100 B"),
+            unit: "relayed packets per CPU-second of the server's side (process + its NAPI thread)",
             goal: Goal::AtLeast(3.0),
         });
     }
     v
+}
+
+fn flows_label(relay_to_relay: bool, flows: usize) -> String {
+    match (relay_to_relay, flows) {
+        (true, 1) => "1 flow (2 allocations)".to_string(),
+        (true, n) => format!("{n} allocations ({} pairs)", n / 2),
+        (false, 1) => "1 flow".to_string(),
+        (false, n) => format!("{n} allocations"),
+    }
+}
+
+/// The server-side row of a namespace-mode host CPU row.
+fn side_key(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "udp-1-100" => "side-udp-1-100",
+        "udp-n-100" => "side-udp-n-100",
+        "udp-1-1200" => "side-udp-1-1200",
+        "udp-n-1200" => "side-udp-n-1200",
+        "r2r-1-100" => "side-r2r-1-100",
+        "r2r-n-100" => "side-r2r-n-100",
+        "r2r-1-1200" => "side-r2r-1-1200",
+        "r2r-n-1200" => "side-r2r-n-1200",
+        _ => return None,
+    })
 }
 
 /// The bare forwarder's two variants: (server name in the samples, label).
@@ -405,7 +437,7 @@ fn measure_all(work: &Path) -> Result<(), String> {
         // Before the first address is used: every client, peer and server
         // address moves to the veth's subnet.
         turn::set_network(netns::PREFIX)?;
-        let mut t = Topology::create(settings.pin)?;
+        let mut t = Topology::create(settings.pin, work)?;
         t.enter_generator()?;
         Some(t)
     } else {
@@ -517,7 +549,15 @@ fn server_round(
         data_plane(server, s, ctx, round, out)?;
     }
     if s.group("tcp") || s.group("tls") {
-        let server = servers::start(kind, bin, &ctx.work, cpu, Some(&ctx.tls), None, &format!("stream-{round}"))?;
+        let server = servers::start(
+            kind,
+            bin,
+            &ctx.work,
+            cpu,
+            Some(&ctx.tls),
+            None,
+            &format!("stream-{round}"),
+        )?;
         streams(server, s, ctx, round, out)?;
     }
     if s.group("burst") {
@@ -554,20 +594,22 @@ fn phase_raw(p: &Phase) -> String {
         } else {
             String::new()
         }
-    ) + &p.host.map_or(String::new(), |h| host_raw(&h, p.active_secs))
+    ) + &p.host.map_or(String::new(), |h| host_raw(&h, p.received))
 }
 
 /// The host CPU behind a namespace-mode phase.
-fn host_raw(h: &host::HostDelta, secs: f64) -> String {
-    let cores = h
-        .cpu_busy
-        .map_or(String::new(), |(s, g)| {
-            format!("; server CPU {:.0} % busy, generator CPU {:.0} %", 100.0 * s / secs.max(1e-9), 100.0 * g / secs.max(1e-9))
-        });
+fn host_raw(h: &host::HostDelta, received: u64) -> String {
+    let pct = |t: f64| 100.0 * t / h.wall.max(1e-9);
+    let per = |t: f64| 1e6 * t / received.max(1) as f64;
+    let cores = h.cpu_busy.map_or(String::new(), |(s, g)| {
+        format!("; server CPU {:.0} % busy, generator CPU {:.0} %", pct(s), pct(g))
+    });
     format!(
-        "; host CPU {:.2} s = busy {:.2} − generator {:.2} − others {:.2} (of busy: softirq {:.2}, irq {:.2}, steal {:.2}; \
-         server process {:.2}, NAPI server end {:.2}, NAPI generator end {:.2}, ksoftirqd {:.2}){cores}",
+        "; host CPU {:.2} s over {:.2} s = busy {:.2} − generator {:.2} − others {:.2} (of busy: softirq {:.2}, \
+         irq {:.2}, steal {:.2}; server process {:.2}, NAPI server end {:.2}, NAPI generator end {:.2}, \
+         ksoftirqd {:.2}; those parts {:.2} µs/pkt, server side {:.2} µs/pkt){cores}",
         h.host(),
+        h.wall,
         h.busy,
         h.generator,
         h.others,
@@ -578,6 +620,8 @@ fn host_raw(h: &host::HostDelta, secs: f64) -> String {
         h.napi_server,
         h.napi_generator,
         h.ksoftirqd,
+        per(h.parts()),
+        per(h.server_side()),
     )
 }
 
@@ -593,7 +637,7 @@ fn record_phase(
 ) -> Result<(), String> {
     if p.received == 0 {
         return Err(format!(
-            "{server} relayed nothing in figure {figure} (round {round}): {}",
+            "{server} relayed nothing in figure {figure} (round {round}): {}{extra}",
             phase_raw(p)
         ));
     }
@@ -698,8 +742,11 @@ fn data_plane(
             napi_generator: t.napi_generator.clone(),
         }),
     };
-    // turnpike's fast-path verdicts (namespace mode), read around each phase.
+    // The fast path's verdicts (namespace mode), read around each phase.
     let verdicts = || -> Option<FastPath> {
+        if name != Kind::TurnpikeXdp.name() {
+            return None;
+        }
         let text = ctx.netns.as_ref()?.http_get(server.http?, "/metrics");
         Some(text.map_or_else(FastPath::Unreadable, |t| FastPath::Counts(fast_path_verdicts(&t))))
     };
@@ -709,20 +756,45 @@ fn data_plane(
         let p = run_phase(&meter, &sockets, sources, sinks, s.secs, None, s.batch);
         let extra = before.map_or(String::new(), |b| b.since(verdicts()));
         record_phase(out, key, name, round, &p, &extra)?;
-        let pps = match key {
-            "udp-n-100" => Some("pps-udp"),
-            "r2r-n-100" => Some("pps-r2r"),
-            _ => None,
-        };
-        if let Some(pps) = pps.filter(|_| s.netns) {
+        if let (Some(side), Some(h)) = (side_key(key), p.host) {
             out.push(Sample {
-                figure: pps,
+                figure: side,
                 server: name,
                 round,
-                value: p.packets_per_sec(),
-                raw: format!("{} relayed in {:.2} s; server CPU {:.0} % busy", p.received, p.active_secs, p.server_cpu_pct()),
+                value: 1e6 * h.server_side() / p.received.max(1) as f64,
+                raw: format!(
+                    "server process {:.2} s + NAPI server end {:.2} s over {} relayed",
+                    h.server, h.napi_server, p.received
+                ),
                 share: None,
             });
+        }
+        let rates = match key {
+            "udp-n-100" => Some(("pps-udp", "cap-udp")),
+            "r2r-n-100" => Some(("pps-r2r", "cap-r2r")),
+            _ => None,
+        };
+        if let (Some((pps, cap)), Some(h)) = (rates, p.host) {
+            let raw = format!(
+                "{} relayed in {:.2} s; server CPU {:.0} % busy; server side {:.2} CPU-s",
+                p.received,
+                p.active_secs,
+                p.server_cpu_pct(),
+                h.server_side()
+            );
+            for (figure, value) in [
+                (pps, p.packets_per_sec()),
+                (cap, p.received as f64 / h.server_side().max(1e-9)),
+            ] {
+                out.push(Sample {
+                    figure,
+                    server: name,
+                    round,
+                    value,
+                    raw: raw.clone(),
+                    share: None,
+                });
+            }
         }
         Ok(p)
     };
@@ -827,7 +899,11 @@ impl FastPath {
         }
         format!(
             "; fast path: {tx} datagrams relayed by XDP ({})",
-            if parts.is_empty() { "no frame seen".into() } else { parts.join(", ") }
+            if parts.is_empty() {
+                "no frame seen".into()
+            } else {
+                parts.join(", ")
+            }
         )
     }
 }
@@ -1133,22 +1209,43 @@ fn print_header(s: &Settings, nofile: usize) {
     // SAFETY: sysconf has no preconditions.
     let cores = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("## turnpike vs coturn relay benchmark\n");
+    println!(
+        "## turnpike vs coturn relay benchmark{}\n",
+        if s.netns { ", namespace mode" } else { "" }
+    );
     println!(
         "{cores} cores ({cpu}), kernel {}, load average {}, RLIMIT_NOFILE {nofile}",
         kernel.trim(),
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
     println!(
-        "{} rounds (turnpike, coturn, bare forwarder, ... with fresh processes each round), {} s per load phase, \
+        "{} rounds ({}, ... with fresh processes each round), {} s per load phase, \
          sendmmsg batch {}, full speed both directions at once unless paced\n",
-        s.rounds, s.secs, s.batch
+        s.rounds,
+        if s.netns {
+            "turnpike, turnpike-xdp, coturn"
+        } else {
+            "turnpike, coturn, bare forwarder"
+        },
+        s.secs,
+        s.batch
     );
     match s.pin {
         Some((server, generator)) => println!(
             "server pinned to CPU {server}, load generator to CPU {generator} (BENCH_PIN=0 to let the scheduler place them)\n"
         ),
         None => println!("no CPU pinning\n"),
+    }
+    if s.netns {
+        println!(
+            "namespace mode: the server in its own network namespace behind a veth pair, the generator in another \
+             (BENCHMARKS.md). turnpike = fast_path \"off\", turnpike-xdp = fast_path \"xdp\" on the server's veth end. \
+             Host CPU = every CPU's non-idle time (/proc/stat) − the generator process's utime + stime − every other \
+             process's (not kernel threads, not the server), over the packets that arrived at the far side. \
+             Ratios ÷ coturn; the goals (issue 21) are for turnpike-xdp: host CPU ≤ 0.2 of coturn's, packets per \
+             server-side CPU-second ≥ 3×; turnpike ÷ coturn should match loopback mode's ratios.\n"
+        );
+        return;
     }
     println!(
         "ratio = turnpike ÷ coturn for every figure. CPU per packet, memory and RTT: lower is better, \

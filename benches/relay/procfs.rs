@@ -89,7 +89,10 @@ impl Sockets {
     /// receive queues.
     pub fn udp_table(&self) -> (Drops, u64) {
         let own = fs::read_to_string("/proc/self/net/udp").unwrap_or_default();
-        let theirs = self.server_table.as_ref().map(|p| fs::read_to_string(p).unwrap_or_default());
+        let theirs = self
+            .server_table
+            .as_ref()
+            .map(|p| fs::read_to_string(p).unwrap_or_default());
         let mut d = Drops::default();
         let mut queued = 0;
         for line in own.lines().skip(1).chain(theirs.iter().flat_map(|t| t.lines().skip(1))) {

@@ -158,7 +158,10 @@ pub fn table(figures: &[Figure], samples: &[Sample], columns: &Columns) -> Strin
             out.push_str(&format!(" {} |", cell(value(s))));
         }
         for s in &others {
-            out.push_str(&format!(" {} |", ratio(s).map_or("—".to_string(), |r| format!("{r:.2}"))));
+            out.push_str(&format!(
+                " {} |",
+                ratio(s).map_or("—".to_string(), |r| format!("{r:.2}"))
+            ));
         }
         out.push_str(&format!(" {goal} | {met} |\n"));
     }

@@ -282,7 +282,10 @@ pub fn netns_config(loopback: &str, kind: Kind, device: &str) -> String {
     loopback
         .replace("udp = [\"127.0.0.1:", &format!("udp = [\"{ip}:"))
         .replace("http = \"off\"", &format!("http = \"127.0.0.1:{NETNS_HTTP_PORT}\""))
-        .replace("ipv4 = \"127.0.0.1\"\n", &format!("ipv4 = \"{ip}\"\nipv6 = \"off\"\n{fast_path}"))
+        .replace(
+            "ipv4 = \"127.0.0.1\"\n",
+            &format!("ipv4 = \"{ip}\"\nipv6 = \"off\"\n{fast_path}"),
+        )
         .replace("allow = [\"127.0.0.0/8\"]", &format!("allow = [\"{a}.{b}.{c}.0/24\"]"))
 }
 
