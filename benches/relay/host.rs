@@ -1,29 +1,32 @@
-//! Host CPU over a load phase (namespace mode): what the whole machine
-//! spent relaying, wherever the kernel did the work.
+//! Host CPU over a load phase (namespace mode): what the machine spent
+//! relaying, wherever the kernel did the work.
 //!
 //! With the XDP fast path the relaying happens in the NAPI poll of the
 //! server's veth end, charged to no server process at all, so the figure
-//! cannot be the server's utime + stime. It is instead
+//! cannot be the server's utime + stime. Two ways to count it, both
+//! differences between snapshots before and after the phase:
 //!
 //! ```text
-//! host = busy − generator − others
-//! busy      = Σ over every CPU of user + nice + system + irq + softirq + steal (/proc/stat)
-//! generator = utime + stime of this process, all its threads (/proc/self/stat)
-//! others    = utime + stime + cutime + cstime of every other process that is
-//!             not a kernel thread and not the server (/proc/<pid>/stat)
+//! whole machine = busy − generator − others
+//!   busy      = Σ over every CPU of user + nice + system + irq + softirq + steal (/proc/stat)
+//!   generator = utime + stime of this process, all its threads (/proc/self/stat)
+//!   others    = utime + stime + cutime + cstime of every other process that is
+//!               not a kernel thread and not the server (/proc/<pid>/stat)
+//! relaying (the headline) = server process + NAPI thread of each veth end + ksoftirqd
 //! ```
 //!
-//! each a difference between the snapshots before and after the phase.
-//! `others` is the CPU of whatever else runs on the machine (other
-//! people's builds, on a shared VM): 0 on a quiet machine, where `host`
-//! is exactly busy − generator. A process that exits during the phase is
-//! counted through its parent's `cutime` and `cstime` once reaped. What
-//! remains is the server process, the kernel threads (the veth ends'
-//! NAPI threads, ksoftirqd, kworkers) and interrupt time, all of it the
-//! relaying's (the generator's end NAPI thread delivers the relayed
-//! datagrams into the generator's sockets: the receiving host's work on a
-//! real network, counted here for every server alike, as loopback mode
-//! counts delivery in the server's system calls).
+//! With threaded NAPI (netns.rs) every part of the relaying runs in one of
+//! the second line's threads: the server's system calls, the receive path
+//! and the XDP program in the server end's NAPI thread, the delivery into
+//! the generator's sockets in the far end's (the receiving host's work on
+//! a real network, counted for every server alike, as loopback mode counts
+//! it in the server's system calls). On a quiet machine the two agree
+//! (what the second misses: interrupts and softirq outside those threads,
+//! kworkers). On a shared one `others`, everybody else's CPU, is most of
+//! `busy`, and a process that starts and ends within the phase and whose
+//! parent does not collect its times escapes it, so the whole-machine
+//! figure swings with other people's builds; the report prints both, and
+//! how far apart they are.
 //!
 //! Times are in clock ticks (`sysconf(_SC_CLK_TCK)`, 10 ms).
 
@@ -65,22 +68,19 @@ pub struct HostDelta {
 }
 
 impl HostDelta {
-    /// The relaying's share of the host: busy − generator − others.
-    pub fn host(&self) -> f64 {
-        (self.busy - self.generator - self.others).max(0.0)
-    }
-
-    /// The same, summed from the parts the relaying is known to run in:
-    /// the server process, both ends' NAPI threads and ksoftirqd. On a
-    /// quiet machine it is close to [`HostDelta::host`] (what it misses:
-    /// interrupts and softirq outside those threads, kworkers); on a busy
-    /// one it does not carry the error of subtracting everybody else.
-    pub fn parts(&self) -> f64 {
+    /// The relaying's CPU: the server process, both veth ends' NAPI
+    /// threads and ksoftirqd (the module doc says why).
+    pub fn relaying(&self) -> f64 {
         self.server + self.napi_server + self.napi_generator + self.ksoftirqd
     }
 
+    /// The whole machine's: busy − generator − others.
+    pub fn whole(&self) -> f64 {
+        (self.busy - self.generator - self.others).max(0.0)
+    }
+
     /// The server's side alone: its process and its end's NAPI thread,
-    /// which for the fast path is where all of the relaying happens.
+    /// where all of the fast path's relaying happens.
     pub fn server_side(&self) -> f64 {
         self.server + self.napi_server
     }

@@ -95,7 +95,7 @@ impl Phase {
     }
     /// Server CPU µs per relayed packet; in namespace mode host CPU.
     pub fn us_per_packet(&self) -> f64 {
-        let cpu = self.host.map_or(self.server_cpu, |h| h.host());
+        let cpu = self.host.map_or(self.server_cpu, |h| h.relaying());
         1e6 * cpu / self.received.max(1) as f64
     }
     /// The server process's share of a core; in namespace mode, with the

@@ -325,6 +325,43 @@ fn flows_label(relay_to_relay: bool, flows: usize) -> String {
     }
 }
 
+/// Samples of namespace mode's accounting check (in no table): the whole
+/// machine's figure over the relaying's, and others' share of busy.
+const CHECK_WHOLE: &str = "check-whole";
+const CHECK_OTHERS: &str = "check-others";
+
+/// The check's note: per server, the medians over every load phase.
+fn accounting_note(samples: &[Sample], servers: &[&str]) -> Option<String> {
+    let med = |figure: &str, server: &str| {
+        report::median(
+            samples
+                .iter()
+                .filter(|s| s.figure == figure && s.server == server)
+                .map(|s| s.value)
+                .collect(),
+        )
+    };
+    let parts: Vec<String> = servers
+        .iter()
+        .filter_map(|server| {
+            Some(format!(
+                "{server} {:.2} (others {:.0} % of busy)",
+                med(CHECK_WHOLE, server)?,
+                100.0 * med(CHECK_OTHERS, server)?
+            ))
+        })
+        .collect();
+    (!parts.is_empty()).then(|| {
+        format!(
+            "host CPU is the relaying's threads (server process, both veth ends' NAPI threads, ksoftirqd). \
+             The whole machine's figure (busy − generator − every other process) over it, medians of the load \
+             phases: {}. On a quiet machine that is about 1; where others' share is large it carries their \
+             noise (BENCHMARKS.md).",
+            parts.join(", ")
+        )
+    })
+}
+
 /// The server-side row of a namespace-mode host CPU row.
 fn side_key(key: &str) -> Option<&'static str> {
     Some(match key {
@@ -499,6 +536,9 @@ fn measure_all(work: &Path) -> Result<(), String> {
     println!("\nraw numbers, every round:\n");
     print!("{}", report::raw(&figs, &samples));
     notes.extend(report::starved(&samples));
+    if settings.netns {
+        notes.extend(accounting_note(&samples, &columns.servers));
+    }
     for n in &notes {
         println!("\nnote: {n}");
     }
@@ -605,23 +645,23 @@ fn host_raw(h: &host::HostDelta, received: u64) -> String {
         format!("; server CPU {:.0} % busy, generator CPU {:.0} %", pct(s), pct(g))
     });
     format!(
-        "; host CPU {:.2} s over {:.2} s = busy {:.2} − generator {:.2} − others {:.2} (of busy: softirq {:.2}, \
-         irq {:.2}, steal {:.2}; server process {:.2}, NAPI server end {:.2}, NAPI generator end {:.2}, \
-         ksoftirqd {:.2}; those parts {:.2} µs/pkt, server side {:.2} µs/pkt){cores}",
-        h.host(),
+        "; host CPU {:.2} s over {:.2} s = server process {:.2} + NAPI server end {:.2} + NAPI generator end {:.2} \
+         + ksoftirqd {:.2}; whole machine {:.2} s ({:.2} µs/pkt) = busy {:.2} − generator {:.2} − others {:.2} \
+         (of busy: softirq {:.2}, irq {:.2}, steal {:.2}){cores}",
+        h.relaying(),
         h.wall,
+        h.server,
+        h.napi_server,
+        h.napi_generator,
+        h.ksoftirqd,
+        h.whole(),
+        per(h.whole()),
         h.busy,
         h.generator,
         h.others,
         h.softirq,
         h.irq,
         h.steal,
-        h.server,
-        h.napi_server,
-        h.napi_generator,
-        h.ksoftirqd,
-        per(h.parts()),
-        per(h.server_side()),
     )
 }
 
@@ -757,6 +797,19 @@ fn data_plane(
         let extra = before.map_or(String::new(), |b| b.since(verdicts()));
         record_phase(out, key, name, round, &p, &extra)?;
         if let (Some(side), Some(h)) = (side_key(key), p.host) {
+            for (figure, value) in [
+                (CHECK_WHOLE, h.whole() / h.relaying().max(1e-9)),
+                (CHECK_OTHERS, h.others / h.busy.max(1e-9)),
+            ] {
+                out.push(Sample {
+                    figure,
+                    server: name,
+                    round,
+                    value,
+                    raw: String::new(),
+                    share: None,
+                });
+            }
             out.push(Sample {
                 figure: side,
                 server: name,
@@ -1240,8 +1293,10 @@ fn print_header(s: &Settings, nofile: usize) {
         println!(
             "namespace mode: the server in its own network namespace behind a veth pair, the generator in another \
              (BENCHMARKS.md). turnpike = fast_path \"off\", turnpike-xdp = fast_path \"xdp\" on the server's veth end. \
-             Host CPU = every CPU's non-idle time (/proc/stat) − the generator process's utime + stime − every other \
-             process's (not kernel threads, not the server), over the packets that arrived at the far side. \
+             Host CPU = utime + stime of the server process, of both veth ends' NAPI threads and of ksoftirqd, over \
+             the packets that arrived at the far side; the raw numbers also give the whole machine's (every CPU's \
+             non-idle time − the generator process − every other process). Server side = the server process and its \
+             end's NAPI thread. \
              Ratios ÷ coturn; the goals (issue 21) are for turnpike-xdp: host CPU ≤ 0.2 of coturn's, packets per \
              server-side CPU-second ≥ 3×; turnpike ÷ coturn should match loopback mode's ratios.\n"
         );
