@@ -49,7 +49,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use host::HostMeter;
-use load::{forward, reverse, run_phase, Meter, Phase, Sink, Source};
+use load::{forward, reverse, run_phase, Meter, Offer, Phase, Sink, Source};
 use netns::Topology;
 use procfs::{cpu_seconds, fd_count, status_kb, Sockets};
 use report::{Columns, Figure, Goal, Sample};
@@ -83,6 +83,8 @@ struct Settings {
     /// Namespace mode (`BENCH_NETNS=1`): the server behind a veth pair,
     /// host CPU per packet, turnpike also with the XDP fast path.
     netns: bool,
+    /// Namespace mode's closed-loop window: datagrams in flight at most.
+    window: u64,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -114,6 +116,7 @@ impl Settings {
                 None
             },
             netns: env_or("BENCH_NETNS", 0u8) == 1,
+            window: env_or("BENCH_WINDOW", 256u64).clamp(256, 1 << 20),
         }
     }
 
@@ -633,6 +636,13 @@ fn phase_raw(p: &Phase) -> String {
             format!(", {} unexpected datagrams, {} failed sends", p.bad, p.send_errors)
         } else {
             String::new()
+        } + &if p.stalls > 0 {
+            format!(
+                ", {} closed-loop stalls (window reopened after 10 ms without an arrival)",
+                p.stalls
+            )
+        } else {
+            String::new()
         }
     ) + &p.host.map_or(String::new(), |h| host_raw(&h, p.received))
 }
@@ -793,7 +803,8 @@ fn data_plane(
     let n = s.flows;
     let mut full_speed = |key: &'static str, sources: &[Source], sinks: Vec<Sink>| -> Result<Phase, String> {
         let before = verdicts();
-        let p = run_phase(&meter, &sockets, sources, sinks, s.secs, None, s.batch);
+        let offer = if s.netns { Offer::Window(s.window) } else { Offer::Full };
+        let p = run_phase(&meter, &sockets, sources, sinks, s.secs, offer, s.batch);
         let extra = before.map_or(String::new(), |b| b.since(verdicts()));
         record_phase(out, key, name, round, &p, &extra)?;
         if let (Some(side), Some(h)) = (side_key(key), p.host) {
@@ -875,7 +886,7 @@ fn data_plane(
     }
     if s.group("paced") {
         let (sources, sinks) = both_ways(&flows[..s.paced_flows], SMALL);
-        let p = run_phase(&meter, &sockets, &sources, sinks, s.secs, Some(s.rate), s.batch);
+        let p = run_phase(&meter, &sockets, &sources, sinks, s.secs, Offer::Paced(s.rate), s.batch);
         if p.received == 0 {
             return Err(format!("{name} relayed nothing in the paced figure: {}", phase_raw(&p)));
         }
@@ -1204,7 +1215,7 @@ fn forwarder_round(
             }
         }
         let meter = Meter { pid, host: None };
-        let p = run_phase(&meter, &sockets, &sources, sinks, s.secs, None, s.batch);
+        let p = run_phase(&meter, &sockets, &sources, sinks, s.secs, Offer::Full, s.batch);
         record_phase(out, key, name, round, &p, "")?;
     }
     server.check_alive()?;

@@ -162,6 +162,7 @@ pub fn run_stream_phase(
         generator_cpu: cpu_seconds(std::process::id()) - gen0,
         drops: sockets.udp_table().0.since(drops0),
         host: None,
+        stalls: 0,
     })
 }
 
