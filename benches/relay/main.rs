@@ -304,7 +304,7 @@ fn netns_figures(s: &Settings) -> Vec<Figure> {
         v.push(Figure {
             key,
             label: format!("{what}, {n} allocations, 100 B"),
-            unit: "relayed packets/s at full offered load",
+            unit: "relayed packets/s, closed loop (the generator waits for arrivals)",
             goal: Goal::Report,
         });
     }
