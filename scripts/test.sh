@@ -4,7 +4,8 @@
 # systemd's verify tools, Redis and haproxy (started by the fleet tests),
 # systemd-nspawn, mmdebstrap and cargo-deb (the Debian package under a real
 # systemd), Pebble (the ACME tests' CA), clang-14 (the XDP program's object,
-# rebuilt byte for byte), Node's playwright-core, Python's aiortc), then runs formatting
+# rebuilt byte for byte), ethtool (the fast path's end-to-end tests), Node's
+# playwright-core, Python's aiortc), then runs formatting
 # and lint checks and every test. CI (.ci/run) calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,8 @@ command -v pebble >/dev/null 2>&1 || need_apt+=(pebble)
 # with the compiler it is pinned to (src/net/xdp/build.sh): Debian
 # bookworm's clang 14.0.6.
 command -v clang-14 >/dev/null 2>&1 || need_apt+=(clang-14)
+# The fast path's end-to-end tests turn checksum offload off on a veth end.
+command -v ethtool >/dev/null 2>&1 || need_apt+=(ethtool)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]} (Debian packages the tests drive)"
   as_root apt-get update -qq

@@ -26,7 +26,9 @@
 //! otherwise; it parses as STUN (or is a well-formed RFC 3489 answer to a
 //! classic request) and echoes method and transaction id; an
 //! authenticated answer ends with FINGERPRINT, an unauthenticated one only
-//! if the request did, and is at most twice the request's size.
+//! if the request did, and is at most twice the request's size (but for
+//! a challenge over a stream carrying RFC 8489's offer: streams cannot be
+//! spoofed).
 //! Authenticated answers verify under the key the harness signed with, and
 //! correct credentials never earn 401 unless the failure limits refused a
 //! request since. Relayed data goes
@@ -261,6 +263,11 @@ impl Harness {
     pub fn new() -> Harness {
         let credentials = Credentials::new(CredentialsConfig {
             users: vec![(USER.to_owned(), auth::long_term_key(USER, REALM, PASSWORD))],
+            // RFC 8489's offer, SHA-256 keys and USERHASH on, so that
+            // their parsing and the size of an offering 401 are fuzzed.
+            users_sha256: vec![(USER.to_owned(), auth::sha256_key(USER, REALM, PASSWORD))],
+            password_algorithms: vec![auth::PasswordAlgorithm::Sha256, auth::PasswordAlgorithm::Md5],
+            userhash: true,
             secrets: vec![SECRET.to_vec()],
             nonce_ttl: NONCE_TTL,
             nonce_key: [0x42; 32],
@@ -483,8 +490,11 @@ impl Harness {
                 "FINGERPRINT not mirrored: {}",
                 hex(bytes)
             );
+            // Over a stream, which cannot be spoofed, a challenge may carry
+            // RFC 8489's offer beyond that (docs/turn.md).
+            let offer_on_a_stream = client.transport.is_stream() && msg.has(attr::PASSWORD_ALGORITHMS);
             assert!(
-                bytes.len() <= 2 * request.bytes().len(),
+                offer_on_a_stream || bytes.len() <= 2 * request.bytes().len(),
                 "unauthenticated answer of {} bytes to {}: {}",
                 bytes.len(),
                 request.bytes().len(),
@@ -509,7 +519,11 @@ impl Harness {
         }
 
         if let Some(nonce) = msg.get(attr::NONCE) {
-            assert_eq!(nonce.len(), auth::NONCE_LEN);
+            // RFC 5389's nonce, or with RFC 8489's cookie announcing the
+            // offer, which comes with PASSWORD-ALGORITHMS.
+            let offered = nonce.len() == auth::COOKIE_LEN + auth::NONCE_LEN;
+            assert!(offered || nonce.len() == auth::NONCE_LEN, "nonce of {} bytes", nonce.len());
+            assert_eq!(offered, msg.has(attr::PASSWORD_ALGORITHMS), "offer without its list, or a list alone");
             self.nonces[c] = Some(nonce.to_vec());
         }
         match code {
@@ -845,7 +859,15 @@ impl Harness {
                     };
                     let len = take(&mut input, 1).first().copied().unwrap_or(0);
                     let value = take(&mut input, usize::from(len));
-                    spoiled |= typ == attr::MESSAGE_INTEGRITY || typ == attr::FINGERPRINT;
+                    // Integrity the harness did not compute, or a password
+                    // algorithm other than the MD5 it signs with.
+                    spoiled |= [
+                        attr::MESSAGE_INTEGRITY,
+                        attr::MESSAGE_INTEGRITY_SHA256,
+                        attr::FINGERPRINT,
+                        attr::PASSWORD_ALGORITHM,
+                    ]
+                    .contains(&typ);
                     w.bytes(typ, &value);
                 }
                 0x60..=0x6F => {

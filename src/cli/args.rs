@@ -85,6 +85,19 @@ pub struct CredentialsArgs {
     /// of auth.secret_algorithms of --config, else sha1).
     #[arg(long, value_parser = parse_algorithm)]
     pub algorithm: Option<auth::SecretAlgorithm>,
+    /// Instead of minting: print the long-term keys of --user with
+    /// --password in --realm, MD5 and SHA-256 (RFC 8489), as the
+    /// `key` and `key_sha256` of an [[auth.users]] table.
+    #[arg(long, requires = "user")]
+    pub keys: bool,
+    /// With --keys: the user's password; prefer TURNPIKE_PASSWORD, which
+    /// other users of the machine cannot see in the process list.
+    #[arg(long, env = "TURNPIKE_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// With --keys: the realm the keys are for (default: server.realm of
+    /// --config, else "turnpike").
+    #[arg(long)]
+    pub realm: Option<String>,
 }
 
 /// `turnpike selftest`: what to check, with which credential, and how.

@@ -3,7 +3,8 @@
 //! environment, a file or `--config`.
 //!
 //! Contract: each prints one line on stdout (an RTCIceServer JSON entry, or
-//! a `/ws?token=` value) and nothing else; the minting itself is the
+//! a `/ws?token=` value) and nothing else, but `credentials --keys`, which
+//! prints an `[[auth.users]]` table; the minting itself is the
 //! library's (`proto::auth`), so what is printed here is exactly what the
 //! running server accepts. A secret given explicitly wins over the config;
 //! without either the command fails naming every way to give one.
@@ -29,11 +30,24 @@ pub fn credentials(args: CredentialsArgs, config_path: Option<&Path>) -> anyhow:
         host,
         port,
         algorithm,
+        keys,
+        password,
+        realm,
     } = args;
     let loaded = match config_path {
         Some(path) => Some((path, Config::load(path)?)),
         None => None,
     };
+    if keys {
+        let realm = realm
+            .or_else(|| loaded.map(|(_, c)| c.server.realm))
+            .unwrap_or_else(|| Config::default().server.realm);
+        let Some(password) = password else {
+            bail!("--keys needs the user's password: TURNPIKE_PASSWORD or --password");
+        };
+        print!("{}", user_keys(user.as_deref().unwrap_or_default(), &realm, &password));
+        return Ok(());
+    }
     let algorithm = algorithm
         .or_else(|| loaded.as_ref().map(|(_, c)| c.auth.minting_algorithm()))
         .unwrap_or_default();
@@ -62,6 +76,21 @@ pub fn credentials(args: CredentialsArgs, config_path: Option<&Path>) -> anyhow:
     });
     println!("{entry}");
     Ok(())
+}
+
+/// The `[[auth.users]]` lines of `name` with `password` in `realm`: both
+/// long-term keys (RFC 8489 §9.2.2), so the password stays out of the
+/// config.
+fn user_keys(name: &str, realm: &str, password: &str) -> String {
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let md5 = auth::long_term_key(name, realm, password);
+    let sha256 = auth::sha256_key(name, realm, password);
+    let name = serde_json::Value::from(name);
+    format!(
+        "# for realm {realm:?}\n[[auth.users]]\nname = {name}\nkey = \"{}\"         # MD5(name:realm:password)\nkey_sha256 = \"{}\"  # SHA-256(name:realm:password), RFC 8489\n",
+        hex(&md5),
+        hex(&sha256)
+    )
 }
 
 /// `turnpike token`: a signaling token for `/ws?token=`, bound to `room`

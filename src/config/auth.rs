@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use super::value::{check_not_placeholder, secret_lines};
 use super::{Config, ConfigError, Secret, SecretAlgorithm};
-use crate::proto::auth;
+use crate::proto::auth::{self, PasswordAlgorithm};
 
 /// USERNAME holds fewer than 509 bytes (RFC 8489 §14.3).
 const MAX_USERNAME_BYTES: usize = 508;
@@ -88,6 +88,20 @@ pub struct AuthSection {
     /// Long-term credential users, one `[[auth.users]]` table each.
     /// Default: none.
     pub users: Vec<User>,
+    /// The password algorithms of long-term credentials (RFC 8489 §9.2.1),
+    /// in the order offered: `["md5"]` is RFC 5389's mechanism, which every
+    /// client speaks, and makes no offer; `["sha256", "md5"]` offers
+    /// SHA-256 keys (and MESSAGE-INTEGRITY-SHA256) to the clients that know
+    /// RFC 8489 and still takes MD5 from the rest; `["sha256"]` requires
+    /// SHA-256 (clients without it cannot authenticate). Over UDP the offer
+    /// is made only where the challenge stays within twice the request
+    /// (docs/turn.md). Non-empty, no repeats. Default: `["md5"]`.
+    pub password_algorithms: Vec<PasswordAlgorithm>,
+    /// Offer username anonymity (RFC 8489 §14.4): a client may send
+    /// USERHASH, SHA-256(name:realm), instead of its username. Only
+    /// configured users can be found that way (a short-lived username is
+    /// unknown until a client names it). Default: `false`.
+    pub userhash: bool,
     /// Every shared secret in order: `secrets`, then those read from
     /// `secrets_file`; the first one mints. Filled by [`Config::validate`]
     /// (empty before it) and not a TOML key.
@@ -106,6 +120,8 @@ impl Default for AuthSection {
             nonce_ttl: Duration::from_secs(600),
             nonce_keys: Vec::new(),
             users: Vec::new(),
+            password_algorithms: vec![PasswordAlgorithm::Md5],
+            userhash: false,
             resolved_secrets: Vec::new(),
         }
     }
@@ -137,8 +153,13 @@ pub struct User {
     /// Precomputed key instead of a password: 32 hex digits of
     /// MD5(name:realm:password), as coturn's `turnadmin -k` prints, so the
     /// password itself stays out of the config. Only valid for the realm it
-    /// was computed with. Exactly one of `password` and `key`.
+    /// was computed with. Either `password`, or `key` and/or `key_sha256`
+    /// (`turnpike credentials --user` prints both).
     pub key: Option<Secret>,
+    /// Precomputed RFC 8489 key instead of a password: 64 hex digits of
+    /// SHA-256(name:realm:password), for `auth.password_algorithms` with
+    /// `"sha256"`.
+    pub key_sha256: Option<Secret>,
 }
 
 pub(super) fn check(auth: &AuthSection) -> Result<(), ConfigError> {
@@ -205,9 +226,34 @@ pub(super) fn check(auth: &AuthSection) -> Result<(), ConfigError> {
             format!("key {i} is shorter than {MIN_NONCE_KEY_CHARS} characters: anyone could forge nonces"),
         ));
     }
+    let taken = &auth.password_algorithms;
+    if taken.is_empty() {
+        return Err(ConfigError::invalid(
+            "auth.password_algorithms",
+            "is empty; name \"md5\" (the default), \"sha256\" or both",
+        ));
+    }
+    if taken.iter().enumerate().any(|(i, a)| taken[..i].contains(a)) {
+        return Err(ConfigError::invalid(
+            "auth.password_algorithms",
+            "names an algorithm twice",
+        ));
+    }
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (i, user) in auth.users.iter().enumerate() {
         check_user(i, user)?;
+        let usable = user.password.is_some()
+            || user.key.is_some() && taken.contains(&PasswordAlgorithm::Md5)
+            || user.key_sha256.is_some() && taken.contains(&PasswordAlgorithm::Sha256);
+        if !usable {
+            return Err(ConfigError::invalid(
+                format!("auth.users[{i}]"),
+                format!(
+                    "user {:?} has no key of any algorithm in auth.password_algorithms: it could never authenticate",
+                    user.name
+                ),
+            ));
+        }
         if let Some(first) = seen.insert(&user.name, i) {
             return Err(ConfigError::invalid(
                 format!("auth.users[{i}].name"),
@@ -246,11 +292,21 @@ impl Config {
     }
 
     /// Like [`user_key`](Self::user_key), but `None` for a user without
-    /// exactly one usable credential.
+    /// exactly one usable MD5 credential.
     pub fn try_user_key(&self, user: &User) -> Option<[u8; 16]> {
         match (&user.password, &user.key) {
             (Some(password), None) => Some(auth::long_term_key(&user.name, &self.server.realm, password.expose())),
-            (None, Some(key)) => decode_key(key.expose()),
+            (None, Some(key)) => decode_hex(key.expose()),
+            _ => None,
+        }
+    }
+
+    /// The SHA-256 long-term key of `user` (RFC 8489 §9.2.2), from its
+    /// password or `key_sha256`; `None` if it has neither.
+    pub fn user_sha256_key(&self, user: &User) -> Option<[u8; 32]> {
+        match (&user.password, &user.key_sha256) {
+            (Some(password), None) => Some(auth::sha256_key(&user.name, &self.server.realm, password.expose())),
+            (None, Some(key)) => decode_hex(key.expose()),
             _ => None,
         }
     }
@@ -273,35 +329,58 @@ fn check_user(i: usize, user: &User) -> Result<(), ConfigError> {
             "contains a control character",
         ));
     }
-    match (&user.password, &user.key) {
-        (Some(_), Some(_)) => Err(ConfigError::invalid(
+    let has_key = user.key.is_some() || user.key_sha256.is_some();
+    match (&user.password, has_key) {
+        (Some(_), true) => Err(ConfigError::invalid(
             format!("auth.users[{i}]"),
             format!("user {name:?} sets both password and key; set exactly one"),
         )),
-        (None, None) => Err(ConfigError::invalid(
+        (None, false) => Err(ConfigError::invalid(
             format!("auth.users[{i}]"),
             format!("user {name:?} has neither password nor key; set exactly one"),
         )),
-        (Some(password), None) if password.expose().is_empty() => Err(ConfigError::invalid(
+        (Some(password), false) if password.expose().is_empty() => Err(ConfigError::invalid(
             format!("auth.users[{i}].password"),
             format!("user {name:?} has an empty password"),
         )),
-        (None, Some(key)) if decode_key(key.expose()).is_none() => Err(ConfigError::invalid(
-            format!("auth.users[{i}].key"),
-            format!(
-                "user {name:?}: the key must be 32 hex digits, MD5(name:realm:password) \
+        _ if user
+            .key
+            .as_ref()
+            .is_some_and(|k| decode_hex::<16>(k.expose()).is_none()) =>
+        {
+            Err(ConfigError::invalid(
+                format!("auth.users[{i}].key"),
+                format!(
+                    "user {name:?}: the key must be 32 hex digits, MD5(name:realm:password) \
                  as `turnadmin -k` prints it"
-            ),
-        )),
+                ),
+            ))
+        }
+        _ if user
+            .key_sha256
+            .as_ref()
+            .is_some_and(|k| decode_hex::<32>(k.expose()).is_none()) =>
+        {
+            Err(ConfigError::invalid(
+                format!("auth.users[{i}].key_sha256"),
+                format!(
+                    "user {name:?}: the key must be 64 hex digits, SHA-256(name:realm:password) \
+                     as `turnpike credentials --user` prints it"
+                ),
+            ))
+        }
         _ => Ok(()),
     }
 }
 
-/// Decodes exactly 32 hex digits (either case) into 16 bytes.
-fn decode_key(hex: &str) -> Option<[u8; 16]> {
-    let digits: &[u8; 32] = hex.as_bytes().try_into().ok()?;
+/// Decodes exactly `2 × N` hex digits (either case) into `N` bytes.
+fn decode_hex<const N: usize>(hex: &str) -> Option<[u8; N]> {
+    let digits = hex.as_bytes();
+    if digits.len() != 2 * N {
+        return None;
+    }
     let nibble = |c: u8| char::from(c).to_digit(16).map(|d| d as u8);
-    let mut key = [0u8; 16];
+    let mut key = [0u8; N];
     for (byte, pair) in key.iter_mut().zip(digits.chunks_exact(2)) {
         *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
     }
@@ -316,7 +395,7 @@ fn unusable_key(realm: &str, user: &User) -> [u8; 16] {
     let mut key = [0u8; 16];
     if ring::rand::SystemRandom::new().fill(&mut key).is_err() {
         let mut material = String::from("\0turnpike: no usable credential\0");
-        for secret in [&user.key, &user.password].into_iter().flatten() {
+        for secret in [&user.key, &user.key_sha256, &user.password].into_iter().flatten() {
             material.push_str(secret.expose());
         }
         key = auth::long_term_key(&user.name, realm, &material);

@@ -237,6 +237,7 @@ impl Config {
             );
         }
         warnings.extend(super::external_ip::warnings(self));
+        warnings.extend(super::relay::fast_path_warnings(self));
         if self.server.realm.len() > REFLECTION_SAFE_REALM {
             warnings.push(format!(
                 "server.realm is {} bytes: above {REFLECTION_SAFE_REALM}, the 401 to the smallest Allocate \

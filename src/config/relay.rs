@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use serde::Deserialize;
 
 use super::value::ipv6_or_off;
-use super::{ConfigError, PortRange};
+use super::{Config, ConfigError, PortRange};
 
 /// `[relay]`
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -129,9 +129,69 @@ fn check_interfaces(relay: &RelaySection) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// With `fast_path = "xdp"`, what keeps the fast path from relaying:
+/// addresses only the kernel's routing resolves, and byte rates (the
+/// program holds no token bucket). The server runs either way; those
+/// datagrams stay in user space.
+pub(super) fn fast_path_warnings(config: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if config.relay.fast_path != FastPath::Xdp {
+        return warnings;
+    }
+    let advice =
+        "the fast path relays only for listeners and relays bound to one address; bind it to the interface's address";
+    for addr in config.listen.udp.iter().filter(|a| a.ip().is_unspecified()) {
+        warnings.push(format!("listen.udp {addr} is a wildcard address: {advice}"));
+    }
+    if config.relay.ipv4.is_unspecified() {
+        warnings.push(format!("relay.ipv4 is {}: {advice}", config.relay.ipv4));
+    }
+    if let Some(v6) = config.relay.ipv6.filter(|ip| ip.is_unspecified()) {
+        warnings.push(format!("relay.ipv6 is {v6}: {advice} (or \"off\")"));
+    }
+    for (key, rate) in [
+        (
+            "limits.allocation_bytes_per_second",
+            config.limits.allocation_bytes_per_second,
+        ),
+        ("limits.user_bytes_per_second", config.limits.user_bytes_per_second),
+    ] {
+        if rate > 0 {
+            warnings.push(format!(
+                "{key} is set: allocations under a byte rate are relayed in user space only (the fast path cannot count tokens)"
+            ));
+        }
+    }
+    warnings
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::{Config, PortRange};
+
+    #[test]
+    fn the_fast_path_warns_about_wildcards_and_byte_rates_only_when_on() {
+        let mut config = Config::default();
+        config.listen.udp = vec!["0.0.0.0:3478".parse().unwrap(), "10.0.0.1:3478".parse().unwrap()];
+        config.limits.user_bytes_per_second = 1000;
+        assert_eq!(super::fast_path_warnings(&config), Vec::<String>::new(), "off");
+        config.relay.fast_path = super::FastPath::Xdp;
+        let warnings = super::fast_path_warnings(&config).join("\n");
+        for expected in [
+            "listen.udp 0.0.0.0:3478",
+            "relay.ipv4 is 0.0.0.0",
+            "relay.ipv6 is ::",
+            "limits.user_bytes_per_second",
+        ] {
+            assert!(warnings.contains(expected), "{expected} in {warnings}");
+        }
+        assert!(!warnings.contains("10.0.0.1"), "{warnings}");
+        config.listen.udp.remove(0);
+        config.relay.ipv4 = "10.0.0.1".parse().unwrap();
+        config.relay.ipv6 = None;
+        config.limits.user_bytes_per_second = 0;
+        assert_eq!(super::fast_path_warnings(&config), Vec::<String>::new());
+    }
 
     #[test]
     fn hand_built_port_range_is_checked_by_validate() {

@@ -248,7 +248,10 @@ pub fn start(config: &Config) -> Result<RunningServer, StartError> {
     // After the listeners are bound (a start that fails there attaches
     // nothing); the program passes everything until routes are installed.
     let fast_path = match config.relay.fast_path {
-        FastPath::Xdp => xdp::FastPath::start(&config.relay.fast_path_interfaces),
+        FastPath::Xdp => xdp::FastPath::start(
+            &config.relay.fast_path_interfaces,
+            xdp::routes_for(config.limits.max_allocations),
+        ),
         FastPath::Off => None,
     };
     let attached = fast_path.as_ref().map_or_else(Vec::new, |f| {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::socket::interface_ips;
 use crate::config::{Config, LimitsSection};
-use crate::proto::auth::{Credentials, CredentialsConfig, SecretAlgorithm};
+use crate::proto::auth::{Credentials, CredentialsConfig, PasswordAlgorithm, SecretAlgorithm};
 use crate::proto::peer_filter::{self, PeerRules};
 use crate::proto::server::{Alternates, RelayHairpin, ServerConfig};
 
@@ -20,6 +20,9 @@ pub(super) struct Plan {
     realm: String,
     nonce_ttl: Duration,
     users: Vec<(String, [u8; 16])>,
+    users_sha256: Vec<(String, [u8; 32])>,
+    password_algorithms: Vec<PasswordAlgorithm>,
+    userhash: bool,
     secrets: Vec<Vec<u8>>,
     secret_algorithms: Vec<SecretAlgorithm>,
     pub(super) rules: PeerRules,
@@ -47,6 +50,9 @@ impl Plan {
         Credentials::new(CredentialsConfig {
             realm: self.realm.clone(),
             users: self.users.clone(),
+            users_sha256: self.users_sha256.clone(),
+            password_algorithms: self.password_algorithms.clone(),
+            userhash: self.userhash,
             secrets: self.secrets.clone(),
             secret_algorithms: self.secret_algorithms.clone(),
             nonce_ttl: self.nonce_ttl,
@@ -143,8 +149,17 @@ impl Plan {
                 .auth
                 .users
                 .iter()
+                .filter(|u| u.password.is_some() || u.key.is_some())
                 .map(|u| (u.name.clone(), config.user_key(u)))
                 .collect(),
+            users_sha256: config
+                .auth
+                .users
+                .iter()
+                .filter_map(|u| Some((u.name.clone(), config.user_sha256_key(u)?)))
+                .collect(),
+            password_algorithms: config.auth.password_algorithms.clone(),
+            userhash: config.auth.userhash,
             secrets: config
                 .auth
                 .resolved_secrets

@@ -31,7 +31,7 @@ pub const CODES: [u16; 17] = [
 
 /// Why authentication failed (label values). A first request without
 /// credentials is the normal challenge and is not counted.
-pub const AUTH_FAILURES: [&str; 7] = [
+pub const AUTH_FAILURES: [&str; 8] = [
     "unknown_user",
     "expired_credential",
     "bad_integrity",
@@ -39,6 +39,7 @@ pub const AUTH_FAILURES: [&str; 7] = [
     "credential_too_long",
     "rate_limited",
     "revoked",
+    "algorithm",
 ];
 
 /// Index into [`AUTH_FAILURES`].
@@ -55,6 +56,8 @@ pub enum AuthFailure {
     RateLimited = 5,
     /// A username the operator revoked (`proto::revocations`).
     Revoked = 6,
+    /// A password algorithm this server does not take (RFC 8489 §9.2.1).
+    Algorithm = 7,
 }
 
 /// Which limit refused a request, or an RFC 6062 peer connecting in
@@ -148,6 +151,9 @@ pub struct Counters {
     /// `[method][code]`, indexed by [`METHODS`] and [`CODES`].
     pub requests: [[u64; CODES.len()]; METHODS.len()],
     pub auth_failures: [u64; AUTH_FAILURES.len()],
+    /// Requests that authenticated, by password algorithm
+    /// ([`crate::proto::auth::PASSWORD_ALGORITHMS`]).
+    pub authentications: [u64; crate::proto::auth::PASSWORD_ALGORITHMS.len()],
     pub refusals: [u64; REFUSALS.len()],
     /// Peers refused by the peer filter (403).
     pub peer_refusals: u64,
@@ -201,6 +207,9 @@ impl Snapshot {
             *x += y;
         }
         for (x, y) in a.auth_failures.iter_mut().zip(&b.auth_failures) {
+            *x += y;
+        }
+        for (x, y) in a.authentications.iter_mut().zip(&b.authentications) {
             *x += y;
         }
         for (x, y) in a.refusals.iter_mut().zip(&b.refusals) {

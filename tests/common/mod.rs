@@ -11,6 +11,7 @@
 //! * [`uclient`]: the summary coturn's `turnutils_uclient` prints;
 //!   [`coturn`]: coturn's `turnserver`, a second TURN server;
 //!   [`selftest_run`]: `turnpike selftest` run and its JSON report read;
+//! * [`aiortc_call`]: the aiortc call script run and its account read;
 //! * [`browser`], [`call_summary`], [`private_network`], [`redis_server`],
 //!   [`pebble`]: headless Chromium, the network namespace it needs, a real
 //!   Redis, a real ACME CA;
@@ -25,6 +26,7 @@
 // bound their waits with the real clock.
 #![allow(clippy::disallowed_methods)]
 
+pub mod aiortc_call;
 pub mod browser;
 pub mod call_summary;
 pub mod coturn;

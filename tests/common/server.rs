@@ -2,7 +2,7 @@
 //! built from the test base and what a test changes ([`ServerSetup`]).
 
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -41,6 +41,16 @@ pub struct ServerSetup<'a> {
     /// `relay.ipv4`; by default 127.0.0.1 (another one, like
     /// `listen_ip`, only in a namespace of the test's own).
     pub relay_ip: Ipv4Addr,
+    /// The IPv6 address of the UDP and TCP listeners
+    /// ([`TestServer::addr_v6`]) and `relay.ipv6`; by default ::1
+    /// (another one, like `listen_ip`, only in a namespace of the test's
+    /// own, where it must be usable before the server binds it: no
+    /// duplicate address detection pending).
+    pub ipv6: Ipv6Addr,
+    /// The address of the HTTP listener (signaling, `/metrics`); by
+    /// default 127.0.0.1 (another one, like `listen_ip`, only in a
+    /// namespace of the test's own, for clients in another namespace).
+    pub http_ip: Ipv4Addr,
     /// Keys added to `[relay]` (`fast_path`, …).
     pub relay_keys: &'a str,
     /// The whole `[tls]` section (e.g. `[tls.acme]`); by default the
@@ -63,6 +73,8 @@ impl Default for ServerSetup<'_> {
             log_filter: "turnpike=trace,debug",
             listen_ip: Ipv4Addr::LOCALHOST,
             relay_ip: Ipv4Addr::LOCALHOST,
+            ipv6: Ipv6Addr::LOCALHOST,
+            http_ip: Ipv4Addr::LOCALHOST,
             relay_keys: "",
             tls_toml: None,
             stream_ports: None,
@@ -77,6 +89,7 @@ impl Default for ServerSetup<'_> {
 pub struct TestServer {
     child: Mutex<Child>,
     addr: SocketAddr,
+    addr_v6: SocketAddr,
     tls_addr: SocketAddr,
     http_addr: SocketAddr,
     pki: TestPki,
@@ -131,6 +144,8 @@ impl TestServer {
             log_filter,
             listen_ip,
             relay_ip,
+            ipv6,
+            http_ip,
             relay_keys,
             tls_toml,
             stream_ports,
@@ -162,10 +177,10 @@ impl TestServer {
                 str::to_owned,
             );
             let config = format!(
-                "[server]\n{workers}{server_keys}\n\n[listen]\nudp = [\"{listen_ip}:{port}\", \"[::1]:{port}\"]\n\
-                 tcp = [\"{listen_ip}:{port}\", \"[::1]:{port}\"]\ntls = [\"127.0.0.1:{tls_port}\"]\nhttp = \"127.0.0.1:{http_port}\"\n{listen_keys}\n\n\
+                "[server]\n{workers}{server_keys}\n\n[listen]\nudp = [\"{listen_ip}:{port}\", \"[{ipv6}]:{port}\"]\n\
+                 tcp = [\"{listen_ip}:{port}\", \"[{ipv6}]:{port}\"]\ntls = [\"127.0.0.1:{tls_port}\"]\nhttp = \"{http_ip}:{http_port}\"\n{listen_keys}\n\n\
                  {tls_toml}\n\
-                 [relay]\nipv4 = \"{relay_ip}\"\nipv6 = \"::1\"\nports = \"{}-{}\"\n{relay_keys}\n\n\
+                 [relay]\nipv4 = \"{relay_ip}\"\nipv6 = \"{ipv6}\"\nports = \"{}-{}\"\n{relay_keys}\n\n\
                  {peers_toml}\n\n{extra_toml}",
                 relay_ports.start(),
                 relay_ports.end()
@@ -174,8 +189,9 @@ impl TestServer {
             let server = TestServer {
                 child: Mutex::new(child),
                 addr: SocketAddr::from((listen_ip, port)),
+                addr_v6: SocketAddr::from((ipv6, port)),
                 tls_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, tls_port)),
-                http_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, http_port)),
+                http_addr: SocketAddr::from((http_ip, http_port)),
                 pki,
                 cert_path,
                 key_path,
@@ -209,9 +225,10 @@ impl TestServer {
         self.addr
     }
 
-    /// The same listener port on IPv6 loopback.
+    /// The IPv6 listener ([`ServerSetup::ipv6`], by default loopback),
+    /// on the same port.
     pub fn addr_v6(&self) -> SocketAddr {
-        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, self.addr.port()))
+        self.addr_v6
     }
 
     /// The address of its HTTP endpoint (signaling, demo page).

@@ -30,3 +30,29 @@ pub fn parse_uclient_summary(output: &str) -> Option<UclientSummary> {
         lost: number_after(lost, "Total lost packets ")?,
     })
 }
+
+/// Runs coturn's `turnutils_uclient` against the listener `server` on
+/// 127.0.0.1 with a long-term credential: two clients, each its own peer
+/// (`-y`), ten messages each, over UDP unless `extra` says otherwise
+/// (`-t`: TCP). Returns its whole output; panics if it fails or prints no
+/// summary.
+pub fn relay_ten_each(
+    server: std::net::SocketAddr,
+    user: &str,
+    password: &str,
+    extra: &[&str],
+) -> (String, UclientSummary) {
+    let tool = crate::common::require_tool("turnutils_uclient");
+    let port = server.port().to_string();
+    let out = crate::common::run_with_timeout(
+        std::process::Command::new(tool)
+            .args(["-u", user, "-w", password, "-y", "-m", "2", "-n", "10", "-p", &port])
+            .args(extra)
+            .arg("127.0.0.1"),
+        std::time::Duration::from_secs(60),
+    );
+    let text = out.combined();
+    assert!(out.success(), "turnutils_uclient failed:\n{text}");
+    let summary = parse_uclient_summary(&text).unwrap_or_else(|| panic!("no summary:\n{text}"));
+    (text, summary)
+}

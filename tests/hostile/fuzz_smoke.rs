@@ -294,7 +294,9 @@ impl Rig {
 
     fn auth(&self, client: usize) -> Auth {
         let remote = self.clients[client].remote;
-        let nonce = self.nonces.make_nonce(remote, self.now().unix_secs);
+        let nonce = self
+            .nonces
+            .make_nonce(remote, self.now().unix_secs, auth::Features::NONE);
         Auth::new(auth::long_term_key(USER, REALM, PASSWORD), &nonce)
     }
 

@@ -25,6 +25,10 @@ use std::time::{Duration, Instant};
 
 /// The signaling endpoint mints TURN credentials under this secret.
 const AUTH_TOML: &str = "[auth]\nsecrets = [\"browser-test-secret\"]\n";
+/// The same, offering RFC 8489's SHA-256 keys, which Chromium does not
+/// know: it must go on with MD5, unchanged.
+const OFFERING_TOML: &str =
+    "[auth]\nsecrets = [\"browser-test-secret\"]\npassword_algorithms = [\"sha256\", \"md5\"]\n";
 /// call.mjs stops itself after 90 s; this is the outer bound.
 const CALL_LIMIT: Duration = Duration::from_secs(120);
 
@@ -36,7 +40,7 @@ fn counter(line: &str, key: &str) -> Option<u64> {
 
 #[test]
 fn two_browsers_call_each_other_through_the_turn_relay() {
-    let server = TestServer::start(AUTH_TOML);
+    let server = TestServer::start(OFFERING_TOML);
     call_and_check("browser", &server, &server);
 }
 

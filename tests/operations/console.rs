@@ -138,8 +138,8 @@ fn the_console_is_served_without_the_key_and_its_history_only_with_it() {
         .flatten()
         .map(|c| c["series"].as_array().map_or(0, Vec::len))
         .sum();
-    assert_eq!(series, 24);
-    assert_eq!(view["bytes"], 24 * 720 * 4 + 720 * 8, "the figure of BENCHMARKS.md");
+    assert_eq!(series, 25);
+    assert_eq!(view["bytes"], 25 * 720 * 4 + 720 * 8, "the figure of BENCHMARKS.md");
     let times = view["times"].as_array().expect("times");
     assert!(!times.is_empty(), "no sample within 10 s: {view}");
     for chart in view["charts"].as_array().into_iter().flatten() {

@@ -9,10 +9,10 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::uclient::parse_uclient_summary;
+use crate::common::uclient::relay_ten_each;
 use crate::common::{
-    http_exchange, require_tool, rest_credential, rest_credential_with, run_with_timeout, turn_client, turnpike_bin,
-    unix_now, TestServer,
+    http_exchange, rest_credential, rest_credential_with, run_with_timeout, turn_client, turnpike_bin, unix_now,
+    TestServer,
 };
 use ring::hmac::{HMAC_SHA1_FOR_LEGACY_USE_ONLY as SHA1, HMAC_SHA256 as SHA256};
 
@@ -70,7 +70,6 @@ async fn during_a_migration_both_forms_verify() {
 
 #[test]
 fn turnutils_uclient_relays_with_a_sha256_password_and_the_cli_mints_one() {
-    let tool = require_tool("turnutils_uclient");
     let server = server("\"sha256\"");
     // `turnpike credentials --config` mints the configured form.
     let out = run_with_timeout(
@@ -91,27 +90,6 @@ fn turnutils_uclient_relays_with_a_sha256_password_and_the_cli_mints_one() {
         (user.clone(), password.clone()),
         rest_credential_with(SHA256, SECRET, "cli", expiry)
     );
-    let out = run_with_timeout(
-        Command::new(tool).args([
-            "-u",
-            &user,
-            "-w",
-            &password,
-            "-y",
-            "-m",
-            "2",
-            "-n",
-            "10",
-            "-p",
-            &server.addr().port().to_string(),
-            "127.0.0.1",
-        ]),
-        Duration::from_secs(60),
-    );
-    let text = out.combined();
-    assert!(out.success(), "{text}");
-    assert!(
-        parse_uclient_summary(&text).is_some_and(|summary| summary.received > 0),
-        "nothing came back through the relays:\n{text}"
-    );
+    let (text, summary) = relay_ten_each(server.addr(), &user, &password, &[]);
+    assert!(summary.received > 0, "nothing came back through the relays:\n{text}");
 }

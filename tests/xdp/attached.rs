@@ -1,109 +1,31 @@
 //! `[relay] fast_path = "xdp"` on a running server: the program attached
 //! at start, visible in `/metrics` and to `ip link`, relaying unchanged
-//! (it installs no route yet, so it passes everything to user space),
+//! (nothing forwards here, so the program's FIB lookups fail and it
+//! passes every routed datagram to user space; `relaying` has it relay),
 //! gone after SIGTERM and after SIGKILL; an interface that does not
 //! exist, which the server warns about and relays without; and what
 //! `check-config` says about the host.
 //!
-//! ```text
-//!  the test thread's namespace            tp-xdp-<pid>-<n> (named, removed on drop)
-//!  turnpike on 10.211.0.1 ── tpx-s ═══ veth ═══ tpx-c ── client 10.211.0.2
-//!  (listening and relaying)                               peer   10.211.0.3
-//! ```
-//!
-//! The client and the peer sit in the other namespace, so every datagram
-//! the server gets arrives on `tpx-s` through the program.
+//! In the [`Topology`] of `topology.rs`, as it comes: the client and the
+//! peer sit in the other namespace, so every datagram the server gets
+//! arrives on `tpx-s` through the program.
 
 #![allow(clippy::disallowed_methods)] // waits in black-box tests use the real clock
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::private_network::enter_private_network;
 use crate::common::process::{require_tool, run_with_timeout};
-use crate::common::turn_client::{Source, TurnClient};
-use crate::common::{turnpike_bin, ScratchDir, ServerSetup, TestServer, LONG_TERM_USER_TOML};
-use crate::fixture::{ip, sysctl};
-
-const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 211, 0, 1);
-const CLIENT: &str = "10.211.0.2:0";
-const PEER: &str = "10.211.0.3:0";
-const SERVER_DEVICE: &str = "tpx-s";
-
-/// A named network namespace (`ip netns add`), deleted on drop, so on
-/// every way out of a test (the veth pair goes with it).
-struct Namespace(String);
-
-impl Namespace {
-    fn create() -> Namespace {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let name = format!("tp-xdp-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        ip(&["netns", "add", &name]);
-        Namespace(name)
-    }
-
-    /// Moves the calling thread into it.
-    fn enter(&self) {
-        let path = format!("/run/netns/{}", self.0);
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        // SAFETY: setns on an open namespace file changes only the
-        // calling thread's network namespace.
-        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let _ = run_with_timeout(
-            Command::new(require_tool("ip")).args(["netns", "delete", &self.0]),
-            Duration::from_secs(10),
-        );
-    }
-}
-
-/// The test thread in a namespace of its own with `tpx-s`, its veth peer
-/// in a new named namespace with the client's and the peer's addresses.
-fn veth_pair() -> Namespace {
-    enter_private_network(&[]);
-    let far = Namespace::create();
-    let n = far.0.as_str();
-    ip(&[
-        "link",
-        "add",
-        SERVER_DEVICE,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "tpx-c",
-        "netns",
-        n,
-    ]);
-    ip(&["addr", "add", "10.211.0.1/24", "dev", SERVER_DEVICE]);
-    ip(&["link", "set", SERVER_DEVICE, "up"]);
-    for step in [
-        &["addr", "add", "10.211.0.2/24", "dev", "tpx-c"][..],
-        &["addr", "add", "10.211.0.3/24", "dev", "tpx-c"],
-        &["link", "set", "tpx-c", "up"],
-        &["link", "set", "lo", "up"],
-    ] {
-        ip(&[&["-n", n][..], step].concat());
-    }
-    far
-}
+use crate::common::turn_client::Source;
+use crate::common::{turnpike_bin, ScratchDir, TestServer};
+use crate::fixture::sysctl;
+use crate::relaying::{start_unchecked, Call, Setup};
+use crate::topology::{Namespace, Topology, SERVER_DEVICE};
 
 fn server(interfaces: &str) -> TestServer {
-    let relay_keys = format!("fast_path = \"xdp\"\nfast_path_interfaces = [{interfaces}]\n");
-    TestServer::start_setup(&ServerSetup {
-        listen_ip: SERVER_IP,
-        relay_ip: SERVER_IP,
-        relay_keys: &relay_keys,
-        peers_toml: "[peers]\nallow = [\"10.211.0.0/24\"]\n",
-        extra_toml: LONG_TERM_USER_TOML,
-        ..ServerSetup::default()
+    start_unchecked(&Setup {
+        interfaces: Some(interfaces),
+        ..Setup::default()
     })
 }
 
@@ -135,37 +57,29 @@ fn detached() -> bool {
 /// A UDP allocation from the far namespace, a channel to the peer there,
 /// and data both ways: what user space relays, with the program in the
 /// way.
-fn relay_from(far: &Namespace, server: SocketAddr) {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            far.enter();
-            let mut client = TurnClient::open_udp_from(CLIENT.parse().unwrap(), server);
-            let peer = UdpSocket::bind(PEER).expect("bind the peer");
-            peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let relayed = client.allocate_udp();
-            assert_eq!(relayed.ip(), SERVER_IP, "relayed address");
-            let (channel, bound) = client.channel_bind(peer.local_addr().unwrap());
-            assert_eq!(bound, Ok(()), "ChannelBind");
-            client.channel_data(channel, b"to the peer");
-            let mut buf = [0; 64];
-            let (n, from) = peer.recv_from(&mut buf).expect("the peer receives the client's data");
-            assert_eq!((&buf[..n], from), (&b"to the peer"[..], relayed));
-            peer.send_to(b"to the client", relayed).unwrap();
-            let arrivals = client.wait_arrivals(1, Duration::from_secs(5));
-            assert_eq!(arrivals.len(), 1, "the client receives the peer's data");
-            assert_eq!(arrivals[0].source, Source::Channel(channel));
-            assert_eq!(arrivals[0].payload, b"to the client");
-            // So that a SIGTERM's drain has nothing to wait for.
-            assert_eq!(client.delete_allocation(), Ok(()), "Refresh 0");
-        })
-        .join()
-        .expect("the client in the far namespace");
-    });
+fn relay_from(far: &Namespace, server: &TestServer) {
+    let mut call = Call::open(server, far);
+    let wait = Duration::from_secs(5);
+    let got = call.send_to_peer(b"to the peer", wait);
+    assert_eq!(
+        got,
+        Some((b"to the peer".to_vec(), call.relayed)),
+        "the peer's datagram"
+    );
+    let got = call.send_to_client(b"to the client", wait);
+    assert_eq!(
+        got,
+        [(Source::Channel(call.channel), b"to the client".to_vec())],
+        "the client's datagram"
+    );
+    // So that a SIGTERM's drain has nothing to wait for.
+    assert_eq!(call.client.delete_allocation(), Ok(()), "Refresh 0");
 }
 
 #[test]
 fn attached_at_start_relays_and_is_gone_after_sigterm_and_sigkill() {
-    let far = veth_pair();
+    let topology = Topology::new();
+    let far = &topology.far;
     let turnpike = server(&format!("\"{SERVER_DEVICE}\""));
     // veth has native XDP, so the first mode tried is the one it gets.
     let attached = format!("turnpike_fast_path_attached{{interface=\"{SERVER_DEVICE}\",mode=\"native\"}}");
@@ -175,7 +89,7 @@ fn attached_at_start_relays_and_is_gone_after_sigterm_and_sigkill() {
         link.contains("prog/xdp") && link.contains("name turnpike_relay"),
         "ip link: {link}"
     );
-    relay_from(&far, turnpike.addr());
+    relay_from(far, &turnpike);
 
     turnpike.signal(libc::SIGTERM);
     let exit = turnpike.wait_exit(Duration::from_secs(15));
@@ -194,7 +108,8 @@ fn attached_at_start_relays_and_is_gone_after_sigterm_and_sigkill() {
 
 #[test]
 fn an_interface_that_does_not_exist_is_a_warning_and_user_space_relays() {
-    let far = veth_pair();
+    let topology = Topology::new();
+    let far = &topology.far;
     let turnpike = server("\"tpx-none\"");
     let log = turnpike.stderr_log();
     assert!(
@@ -206,7 +121,7 @@ fn an_interface_that_does_not_exist_is_a_warning_and_user_space_relays() {
     let metrics = turnpike.metrics();
     assert!(!metrics.contains("turnpike_fast_path_attached"), "{metrics}");
     assert!(!link_details().contains("prog/xdp"), "{}", link_details());
-    relay_from(&far, turnpike.addr());
+    relay_from(far, &turnpike);
 }
 
 /// `turnpike check-config` on a config with the fast path on
@@ -226,7 +141,7 @@ fn check_config(interfaces: &str) -> (String, String) {
 
 #[test]
 fn check_config_says_what_stands_in_the_way() {
-    let _far = veth_pair();
+    let _topology = Topology::new();
     // A fresh namespace forwards nothing.
     let (stdout, stderr) = check_config(&format!("\"{SERVER_DEVICE}\", \"tpx-none\""));
     assert!(
@@ -307,7 +222,7 @@ fn deny_bpf() -> std::io::Result<()> {
 
 #[test]
 fn under_a_seccomp_filter_denying_bpf_check_config_says_so_and_does_not_die() {
-    let _far = veth_pair();
+    let _topology = Topology::new();
     let dir = ScratchDir::new("xdp-seccomp");
     let path = dir.write_config(&format!(
         "[relay]\nfast_path = \"xdp\"\nfast_path_interfaces = [\"{SERVER_DEVICE}\"]\n"

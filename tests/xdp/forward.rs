@@ -28,16 +28,22 @@ fn client_route(f: &Family, channel: u16) -> ChannelRoute {
     }
 }
 
+/// The route of the client's ChannelData on 0x4001 to its peer, installed.
+fn install_to_peer(x: &mut Fixture, f: &Family) -> ChannelRoute {
+    let route = client_route(f, 0x4001);
+    let out = Outgoing::ToPeer {
+        relay: f.relay,
+        peer: f.peer,
+    };
+    x.maps.install_channel(route, out, in_an_hour()).unwrap();
+    route
+}
+
 #[test]
 fn a_clients_channel_data_goes_to_its_peer_from_the_relayed_address() {
     let mut x = Fixture::new();
     for f in both() {
-        let route = client_route(&f, 0x4001);
-        let out = Outgoing::ToPeer {
-            relay: f.relay,
-            peer: f.peer,
-        };
-        x.maps.install_channel(route, out, in_an_hour()).unwrap();
+        let route = install_to_peer(&mut x, &f);
         let mut expected = Counts::default();
         for size in SIZES {
             let frame = udp(f.client, f.server, &channel_data(0x4001, &data(size)));
@@ -69,12 +75,7 @@ fn a_clients_channel_data_goes_to_its_peer_from_the_relayed_address() {
 fn padded_channel_data_goes_to_its_peer_without_the_padding() {
     let mut x = Fixture::new();
     for f in both() {
-        let route = client_route(&f, 0x4001);
-        let out = Outgoing::ToPeer {
-            relay: f.relay,
-            peer: f.peer,
-        };
-        x.maps.install_channel(route, out, in_an_hour()).unwrap();
+        install_to_peer(&mut x, &f);
         for size in [1, 2, 3, 101, 1198, 1199] {
             for fill in [0x00, 0xA5, 0xFF] {
                 let mut message = channel_data(0x4001, &data(size));

@@ -7,14 +7,18 @@
 //!
 //! And attached by a running server (`attached`: `[relay] fast_path =
 //! "xdp"` on one end of a veth pair, the client and the peer in a
-//! namespace on the other).
+//! namespace on the other, `topology`), and relaying there for real
+//! (`relaying`): coturn's uclient, an aiortc call, every way a route
+//! ends, the peer filter, IPv6, each against the program's counters and
+//! the same run with the fast path off.
 //!
 //! Every other test runs in a network namespace of its own thread (a veth
 //! pair with documentation addresses, routes and permanent neighbours, so the
 //! program's FIB lookups resolve), loads its own copy of the program, and
 //! attaches it nowhere: `BPF_PROG_TEST_RUN` returns the verdict and the
-//! frame and sends nothing. Needs root (CI runs as root), `ip` and
-//! `clang-14` (`scripts/test.sh` installs it).
+//! frame and sends nothing. Needs root (CI runs as root), `ip`,
+//! `clang-14`, `ethtool`, coturn's tools and aiortc (`scripts/test.sh`
+//! installs them).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -26,3 +30,5 @@ mod frames;
 mod limits;
 mod object;
 mod pass;
+mod relaying;
+mod topology;

@@ -81,8 +81,8 @@ fn the_catalogue_reads_the_snapshot_as_metrics_does() {
         signaling: None,
         fleet: None,
     });
-    assert_eq!(alone.len(), 21);
-    assert_eq!(readings.len(), 31);
+    assert_eq!(alone.len(), 22);
+    assert_eq!(readings.len(), 32);
 }
 
 #[test]
@@ -170,10 +170,10 @@ fn hours_of_samples_fill_the_rings_and_never_more() {
     );
     assert_eq!(history.times.storage(), times);
     assert_eq!(history.bytes(), bytes);
-    // 31 series of 720 f32 values, and 720 u64 times.
-    assert_eq!(history.series.len(), 31);
-    assert_eq!(bytes, 31 * CAPACITY * 4 + CAPACITY * 8);
-    assert_eq!(bytes, 95_040);
+    // 32 series of 720 f32 values, and 720 u64 times.
+    assert_eq!(history.series.len(), 32);
+    assert_eq!(bytes, 32 * CAPACITY * 4 + CAPACITY * 8);
+    assert_eq!(bytes, 97_920);
     let view = history.view(None);
     let last = (samples - 1) * INTERVAL.as_secs() * 1000;
     assert_eq!(view.times.first(), Some(&(last - (CAPACITY as u64 - 1) * 5000)));

@@ -74,14 +74,16 @@ fn user_key_is_md5_of_name_realm_password() {
         name: "user".to_owned(),
         password: Some(Secret::new("pass")),
         key: None,
+        key_sha256: None,
     };
     // printf 'user:realm:pass' | md5sum
-    let expected = decode_key("8493fbc53ba582fb4c044c456bdc40eb").unwrap();
+    let expected = decode_hex::<16>("8493fbc53ba582fb4c044c456bdc40eb").unwrap();
     assert_eq!(config.user_key(&user), expected);
     let by_key = User {
         name: "user".to_owned(),
         password: None,
         key: Some(Secret::new("8493FBC53BA582FB4C044C456BDC40EB")),
+        key_sha256: None,
     };
     assert_eq!(config.user_key(&by_key), expected);
 }
@@ -93,6 +95,7 @@ fn user_without_usable_credential_gets_an_unguessable_key() {
         name: "user".to_owned(),
         password: None,
         key: None,
+        key_sha256: None,
     };
     assert_eq!(config.try_user_key(&user), None);
     // Not the key of an empty password.
@@ -143,4 +146,54 @@ fn failed_validation_leaves_resolved_secrets_alone() {
     config.auth.secrets_file = Some(PathBuf::from("/nonexistent/turnpike/secrets"));
     assert!(config.validate().is_err());
     assert_eq!(config.auth.resolved_secrets.len(), 1);
+}
+
+#[test]
+fn password_algorithms_are_md5_or_sha256_at_least_one_no_repeats() {
+    assert_eq!(Config::default().auth.password_algorithms, [PasswordAlgorithm::Md5]);
+    let both = parse("[auth]\npassword_algorithms = [\"sha256\", \"md5\"]\nuserhash = true\n").expect("valid");
+    assert_eq!(
+        both.auth.password_algorithms,
+        [PasswordAlgorithm::Sha256, PasswordAlgorithm::Md5]
+    );
+    assert!(both.auth.userhash);
+    for bad in ["[]", "[\"md5\", \"md5\"]"] {
+        assert_eq!(
+            invalid_key(&format!("[auth]\npassword_algorithms = {bad}\n")),
+            "auth.password_algorithms"
+        );
+    }
+    assert!(parse("[auth]\npassword_algorithms = [\"sha1\"]\n").is_err());
+}
+
+#[test]
+fn a_sha256_key_is_64_hex_digits_and_a_user_needs_a_key_of_a_taken_algorithm() {
+    let sha256 = "07e934117abd40836e7c6329b54731b2b2d2a5f9a71f544922d75e0730d8251b";
+    let only_sha256 = format!(
+        "[auth]\npassword_algorithms = [\"sha256\"]\n[[auth.users]]\nname = \"user\"\nkey_sha256 = \"{sha256}\"\n"
+    );
+    let config = parse(&only_sha256).expect("valid");
+    let user = &config.auth.users[0];
+    assert_eq!(config.user_sha256_key(user), decode_hex::<32>(sha256));
+    assert_eq!(config.try_user_key(user), None, "no MD5 key");
+    // A password gives both keys.
+    let config =
+        parse("[server]\nrealm = \"realm\"\n[[auth.users]]\nname = \"user\"\npassword = \"pass\"\n").expect("valid");
+    assert_eq!(config.user_sha256_key(&config.auth.users[0]), decode_hex::<32>(sha256));
+    // Only an MD5 key while SHA-256 is required: it could never pass.
+    let md5_only = "[auth]\npassword_algorithms = [\"sha256\"]\n[[auth.users]]\nname = \"user\"\nkey = \"8493fbc53ba582fb4c044c456bdc40eb\"\n";
+    assert_eq!(invalid_key(md5_only), "auth.users[0]");
+    assert_eq!(
+        invalid_key(&format!(
+            "[[auth.users]]\nname = \"user\"\nkey_sha256 = \"{}\"\n",
+            &sha256[..62]
+        )),
+        "auth.users[0].key_sha256"
+    );
+    assert_eq!(
+        invalid_key(&format!(
+            "[[auth.users]]\nname = \"user\"\npassword = \"p\"\nkey_sha256 = \"{sha256}\"\n"
+        )),
+        "auth.users[0]"
+    );
 }

@@ -28,6 +28,7 @@ use crate::fleet::{FleetStatus, REVOCATION_OUTCOMES};
 use crate::process::http_handover::SharedPortCounts;
 use crate::process::status::{ServerStatus, ADMIN_OUTCOMES};
 use crate::process::tls::TlsCertificates;
+use crate::proto::auth::PASSWORD_ALGORITHMS;
 use crate::proto::stats::{
     Traffic, AUTH_FAILURES, CODES, END_REASONS, FAMILIES, METHODS, RATE_LIMITS, REFUSALS, TRANSPORTS,
 };
@@ -208,6 +209,15 @@ impl Collector for TurnpikeCollector {
             None,
             Counter,
             auth,
+        )?;
+        let authentications = by_label("algorithm", &PASSWORD_ALGORITHMS, c.authentications);
+        family(
+            e,
+            "turnpike_authentications",
+            "Requests that passed the long-term credential check, by password algorithm (RFC 8489 §9.2: md5 or sha256)",
+            None,
+            Counter,
+            authentications,
         )?;
         let refusals = by_label("limit", &REFUSALS, c.refusals);
         family(

@@ -33,10 +33,24 @@ use tracing::{info, warn};
 use super::host::cannot_try;
 use super::{RelayMaps, RelayProgram, XdpError};
 
-/// Routes per map (the next increment sizes them from the allocation
-/// limits). The route maps are not preallocated; the counters take 2 ×
-/// this × 16 bytes per CPU. A route beyond them stays in user space.
-const ROUTES: u32 = 16_384;
+/// Routes per map: room for [`ROUTES_PER_ALLOCATION`] channels of every
+/// allocation `limits.max_allocations` allows, within these bounds. The
+/// route maps are not preallocated; the counters take 2 × routes × 16
+/// bytes per CPU (2 MiB a CPU at the most). A route beyond them stays in
+/// user space.
+const MIN_ROUTES: u32 = 1024;
+const MAX_ROUTES: u32 = 65_536;
+/// A WebRTC allocation binds a channel to each peer candidate it uses:
+/// one or two in the steady state.
+const ROUTES_PER_ALLOCATION: u32 = 4;
+
+/// Routes per map for `max_allocations` allocations.
+pub fn routes_for(max_allocations: usize) -> u32 {
+    let wanted = u32::try_from(max_allocations)
+        .unwrap_or(u32::MAX)
+        .saturating_mul(ROUTES_PER_ALLOCATION);
+    wanted.clamp(MIN_ROUTES, MAX_ROUTES)
+}
 
 /// An interface the program is attached to, and in which mode.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,15 +69,16 @@ pub struct FastPath {
 }
 
 impl FastPath {
-    /// Loads the program and attaches it to every interface it can;
+    /// Loads the program, with room for `routes` routes per map, and
+    /// attaches it to every interface it can;
     /// `None`, after a warning, if it cannot be loaded or attached
     /// anywhere.
-    pub fn start(interfaces: &[String]) -> Option<FastPath> {
+    pub fn start(interfaces: &[String], routes: u32) -> Option<FastPath> {
         if let Some(why) = cannot_try() {
             warn!("fast path off: {why}; relaying in user space");
             return None;
         }
-        let (program, mut maps) = match RelayProgram::load(ROUTES) {
+        let (program, mut maps) = match RelayProgram::load(routes) {
             Ok(loaded) => loaded,
             Err(e) => {
                 warn!(

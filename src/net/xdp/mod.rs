@@ -35,7 +35,7 @@ mod maps;
 mod program;
 mod routes;
 
-pub use attach::{Attachment, FastPath};
+pub use attach::{routes_for, Attachment, FastPath};
 pub use host::host_warnings;
 
 pub use maps::{ChannelRoute, Counts, Outgoing, PeerRoute, RelayMaps, Verdict, VERDICTS};

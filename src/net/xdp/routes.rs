@@ -13,10 +13,11 @@
 //! (`docs/xdp.md`).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::maps::{ChannelRoute, Counts, Outgoing, PeerRoute, RelayMaps};
 use super::XdpError;
@@ -24,6 +25,9 @@ use crate::process::clock;
 use crate::proto::addr::{ClientAddr, RelayAddr};
 use crate::proto::server::{FastPathRoutes, FastRoute};
 use crate::proto::stats::Traffic;
+
+/// Warned once per process that the maps are full.
+static FULL_WARNED: AtomicBool = AtomicBool::new(false);
 
 /// One core's handle on the shared maps.
 pub struct XdpRoutes {
@@ -128,6 +132,12 @@ impl FastPathRoutes for XdpRoutes {
         };
         match installed {
             Ok(()) => true,
+            Err(XdpError::Full) => {
+                if !FULL_WARNED.swap(true, Ordering::Relaxed) {
+                    warn!("fast path: every route slot is taken (limits.max_allocations sizes them); further routes stay in user space");
+                }
+                false
+            }
             Err(e) => {
                 debug!(?route, error = %e, "fast path: route not installed; user space relays it");
                 false

@@ -61,8 +61,8 @@ impl<B: RelayBinder> Server<B> {
             return Err(self.refuse(LimitRefusal::AllocationsPerSource));
         }
         let acquired = match request.reservation {
-            Some(token) => self.quota.try_acquire_claiming(auth.username, token, now),
-            None => self.quota.try_acquire(auth.username, now),
+            Some(token) => self.quota.try_acquire_claiming(&auth.username, token, now),
+            None => self.quota.try_acquire(&auth.username, now),
         };
         let user_rate = match acquired {
             Ok(bucket) => bucket,
@@ -75,14 +75,14 @@ impl<B: RelayBinder> Server<B> {
         // until it is claimed or expires, like an allocation would.
         let new_token = (request.even_port == Some(true)).then(|| self.next_token());
         if let Some(token) = new_token {
-            if let Err(e) = self.quota.try_reserve(token, auth.username, now) {
-                self.quota.release(auth.username);
+            if let Err(e) = self.quota.try_reserve(token, &auth.username, now) {
+                self.quota.release(&auth.username);
                 self.quota.release_source(source);
                 return Err(self.shed(quota_refusal(e), client));
             }
         }
         let Some((relays, additional_error)) = self.bind_relays(&request, family, new_token) else {
-            self.quota.release(auth.username);
+            self.quota.release(&auth.username);
             self.quota.release_source(source);
             if let Some(token) = new_token {
                 self.quota.end_reservation(token);
@@ -109,7 +109,7 @@ impl<B: RelayBinder> Server<B> {
         w.xor_address(attr::XOR_MAPPED_ADDRESS, client.remote);
         self.finish_authenticated(w, &auth.key);
 
-        info!(%client, user = auth.username, %relays, lifetime_s = lifetime.as_secs(), "allocation created");
+        info!(%client, user = &*auth.username, %relays, lifetime_s = lifetime.as_secs(), "allocation created");
         self.counters.allocations_created[client.transport as usize][relays.family_index()] += 1;
         let id = self.next_allocation_id();
         self.insert_allocation(
@@ -119,7 +119,7 @@ impl<B: RelayBinder> Server<B> {
                 relays,
                 protocol: request.protocol,
                 connections: Vec::new(),
-                username: auth.username.into(),
+                username: (&*auth.username).into(),
                 created: now,
                 expires: now + lifetime,
                 created_by: msg.transaction_id(),

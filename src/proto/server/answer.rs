@@ -14,7 +14,10 @@
 
 use std::net::SocketAddr;
 
-use ring::hmac;
+use tracing::trace;
+
+use crate::proto::auth::Features;
+use crate::proto::stun::Integrity;
 
 use super::{RelayBinder, Server};
 use crate::proto::addr::ClientAddr;
@@ -131,7 +134,7 @@ impl<B: RelayBinder> Server<B> {
     }
 
     /// A success answer with no attributes of its own.
-    pub(super) fn empty_success(&self, msg: &Message<'_>, key: &hmac::Key) -> Vec<u8> {
+    pub(super) fn empty_success(&self, msg: &Message<'_>, key: &Integrity) -> Vec<u8> {
         let mut buf = Vec::with_capacity(64);
         let w = MessageWriter::new(&mut buf, Class::Success, msg.method(), msg.transaction_id());
         self.finish_authenticated(w, key);
@@ -140,11 +143,11 @@ impl<B: RelayBinder> Server<B> {
 
     /// SOFTWARE, MESSAGE-INTEGRITY, FINGERPRINT: the tail of every answer
     /// to an authenticated request.
-    pub(super) fn finish_authenticated(&self, mut w: MessageWriter<'_>, key: &hmac::Key) {
+    pub(super) fn finish_authenticated(&self, mut w: MessageWriter<'_>, key: &Integrity) {
         if let Some(software) = &self.config.software {
             w.bytes(attr::SOFTWARE, software.as_bytes());
         }
-        w.finish(Some(key), true);
+        w.finish_signed(key, true);
     }
 
     /// The error answer to `msg` and its code; signed with `key` when the
@@ -154,7 +157,7 @@ impl<B: RelayBinder> Server<B> {
         client: ClientAddr,
         msg: &Message<'_>,
         failure: Failure,
-        key: Option<&hmac::Key>,
+        key: Option<&Integrity>,
         unix_secs: u64,
     ) -> (Vec<u8>, ErrorCode) {
         let code = match failure {
@@ -162,6 +165,36 @@ impl<B: RelayBinder> Server<B> {
             Failure::UnknownAttributes(..) => ErrorCode::UnknownAttribute,
             Failure::TryAlternate(_) => ErrorCode::TryAlternate,
         };
+        let features = self.credentials.features();
+        if let (Failure::Challenge(_), false) = (failure, features.is_empty()) {
+            // RFC 8489's offer makes a challenge longer (the nonce cookie,
+            // PASSWORD-ALGORITHMS): over UDP it is made only while the
+            // answer stays within twice the request (SECURITY.md,
+            // amplification); streams cannot be spoofed.
+            let offer = self.encode_answer(client, msg, failure, code, key, unix_secs, features);
+            if client.transport.is_stream() || offer.len() <= 2 * msg.bytes().len() {
+                trace!(%client, "challenge offering RFC 8489 password algorithms");
+                return (offer, code);
+            }
+            trace!(%client, request = msg.bytes().len(), "challenge without the RFC 8489 offer: twice the request holds less");
+        }
+        let answer = self.encode_answer(client, msg, failure, code, key, unix_secs, Features::NONE);
+        (answer, code)
+    }
+
+    /// An error answer; a challenge's nonce announces `features`, with
+    /// PASSWORD-ALGORITHMS when they include password algorithms.
+    #[allow(clippy::too_many_arguments)]
+    fn encode_answer(
+        &mut self,
+        client: ClientAddr,
+        msg: &Message<'_>,
+        failure: Failure,
+        code: ErrorCode,
+        key: Option<&Integrity>,
+        unix_secs: u64,
+        features: Features,
+    ) -> Vec<u8> {
         let mut buf = Vec::with_capacity(96);
         let mut w = MessageWriter::new(&mut buf, Class::Error, msg.method(), msg.transaction_id());
         let reason = match key {
@@ -171,8 +204,13 @@ impl<B: RelayBinder> Server<B> {
         w.error_code(code.code(), reason);
         match failure {
             Failure::Challenge(_) => {
-                w.bytes(attr::REALM, self.credentials.realm().as_bytes())
-                    .bytes(attr::NONCE, &self.credentials.make_nonce(client.remote, unix_secs));
+                w.bytes(attr::REALM, self.credentials.realm().as_bytes()).bytes(
+                    attr::NONCE,
+                    &self.credentials.make_nonce(client.remote, unix_secs, features),
+                );
+                if features.contains(Features::PASSWORD_ALGORITHMS) {
+                    w.bytes(attr::PASSWORD_ALGORITHMS, self.credentials.password_algorithms_value());
+                }
             }
             Failure::UnknownAttributes(types, n) => {
                 w.unknown_attributes(&types[..n]);
@@ -184,7 +222,7 @@ impl<B: RelayBinder> Server<B> {
             Some(key) => self.finish_authenticated(w, key),
             None => w.finish(None, msg.has_fingerprint()),
         }
-        (buf, code)
+        buf
     }
 }
 

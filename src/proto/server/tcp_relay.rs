@@ -33,7 +33,7 @@
 
 use std::time::{Duration, Instant};
 
-use ring::hmac;
+use crate::proto::stun::Integrity;
 use tracing::{debug, info, trace};
 
 use super::allocation::Allocation;
@@ -110,7 +110,7 @@ pub(super) struct PeerConnection {
 pub(super) enum PeerConnectionState {
     /// Our Connect to the peer is under way; the request waits for the
     /// answer, signed with this key.
-    Connecting { request: TransactionId, key: hmac::Key },
+    Connecting { request: TransactionId, key: Integrity },
     /// Connected, waiting for a ConnectionBind until `expires`.
     Pending { expires: Instant },
     /// Spliced with this data connection.
@@ -330,7 +330,7 @@ impl<B: RelayBinder> Server<B> {
             return Err(ErrorCode::BadRequest.into());
         };
         let owner = self.allocations.get(&connection.allocation).map(|a| &*a.username);
-        if owner != Some(auth.username) {
+        if owner != Some(&*auth.username) {
             return Err(ErrorCode::WrongCredentials.into());
         }
         connection.state = PeerConnectionState::Bound { data: client };

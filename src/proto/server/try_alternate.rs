@@ -36,6 +36,7 @@ use std::net::SocketAddr;
 use super::answer::{Failure, Redirect};
 use super::{RelayBinder, Server};
 use crate::proto::addr::{ClientAddr, Transport};
+use crate::proto::auth::Features;
 use crate::proto::stats::LimitRefusal;
 use crate::proto::stun::{attr, MessageWriter};
 
@@ -141,8 +142,10 @@ impl<B: RelayBinder> Server<B> {
                 w.bytes(attr::ALTERNATE_DOMAIN, domain.as_bytes());
             }
         }
-        w.bytes(attr::REALM, self.credentials.realm().as_bytes())
-            .bytes(attr::NONCE, &self.credentials.make_nonce(client.remote, unix_secs));
+        w.bytes(attr::REALM, self.credentials.realm().as_bytes()).bytes(
+            attr::NONCE,
+            &self.credentials.make_nonce(client.remote, unix_secs, Features::NONE),
+        );
     }
 }
 

@@ -73,6 +73,8 @@ pub mod attr {
     pub const REQUESTED_TRANSPORT: u16 = 0x0019;
     pub const DONT_FRAGMENT: u16 = 0x001A;
     pub const MESSAGE_INTEGRITY_SHA256: u16 = 0x001C;
+    pub const PASSWORD_ALGORITHM: u16 = 0x001D;
+    pub const USERHASH: u16 = 0x001E;
     pub const XOR_MAPPED_ADDRESS: u16 = 0x0020;
     pub const RESERVATION_TOKEN: u16 = 0x0022;
     pub const PRIORITY: u16 = 0x0024;
@@ -80,6 +82,7 @@ pub mod attr {
     pub const CONNECTION_ID: u16 = 0x002A;
     pub const ADDITIONAL_ADDRESS_FAMILY: u16 = 0x8000;
     pub const ADDRESS_ERROR_CODE: u16 = 0x8001;
+    pub const PASSWORD_ALGORITHMS: u16 = 0x8002;
     /// RFC 8489 §14.16: the name to check the alternate's certificate
     /// against; sent, never read.
     pub const ALTERNATE_DOMAIN: u16 = 0x8003;
@@ -91,7 +94,7 @@ pub mod attr {
     pub const ICE_CONTROLLING: u16 = 0x802A;
 
     /// Every type named above, in the order above.
-    pub const ALL: [u16; 28] = [
+    pub const ALL: [u16; 31] = [
         MAPPED_ADDRESS,
         USERNAME,
         MESSAGE_INTEGRITY,
@@ -109,6 +112,8 @@ pub mod attr {
         REQUESTED_TRANSPORT,
         DONT_FRAGMENT,
         MESSAGE_INTEGRITY_SHA256,
+        PASSWORD_ALGORITHM,
+        USERHASH,
         XOR_MAPPED_ADDRESS,
         RESERVATION_TOKEN,
         PRIORITY,
@@ -116,6 +121,7 @@ pub mod attr {
         CONNECTION_ID,
         ADDITIONAL_ADDRESS_FAMILY,
         ADDRESS_ERROR_CODE,
+        PASSWORD_ALGORITHMS,
         SOFTWARE,
         FINGERPRINT,
         ICE_CONTROLLED,
@@ -177,6 +183,10 @@ pub struct Message<'a> {
     method: u16,
     /// Offset of the MESSAGE-INTEGRITY attribute header, if present.
     integrity_at: Option<usize>,
+    /// Offset of the MESSAGE-INTEGRITY-SHA256 attribute header, if present
+    /// where it counts (RFC 8489 §14.6: first, or right after
+    /// MESSAGE-INTEGRITY).
+    integrity_sha256_at: Option<usize>,
     /// End of the attributes that getters see (MESSAGE-INTEGRITY excluded
     /// onwards, RFC 8489 §14.5).
     visible_end: usize,
@@ -212,6 +222,7 @@ impl<'a> Message<'a> {
         }
 
         let mut integrity_at = None;
+        let mut integrity_sha256_at = None;
         let mut visible_end = bytes.len();
         let mut count = 0;
         let mut at = HEADER_LEN;
@@ -236,9 +247,18 @@ impl<'a> Message<'a> {
                     }
                     visible_end = visible_end.min(at);
                 }
-                attr::MESSAGE_INTEGRITY if integrity_at.is_none() => {
+                // Only FINGERPRINT may follow MESSAGE-INTEGRITY-SHA256,
+                // and only it and FINGERPRINT may follow MESSAGE-INTEGRITY
+                // (RFC 8489 §14.5, §14.6): anything else there is ignored.
+                attr::MESSAGE_INTEGRITY if integrity_at.is_none() && integrity_sha256_at.is_none() => {
                     integrity_at = Some(at);
                     visible_end = at;
+                }
+                attr::MESSAGE_INTEGRITY_SHA256
+                    if integrity_sha256_at.is_none() && integrity_at.is_none_or(|mi| mi + 4 + INTEGRITY_LEN == at) =>
+                {
+                    integrity_sha256_at = Some(at);
+                    visible_end = visible_end.min(at);
                 }
                 _ => {}
             }
@@ -249,6 +269,7 @@ impl<'a> Message<'a> {
             class,
             method,
             integrity_at,
+            integrity_sha256_at,
             visible_end,
         })
     }
@@ -302,7 +323,7 @@ impl<'a> Message<'a> {
     }
 
     pub fn has_integrity(&self) -> bool {
-        self.integrity_at.is_some()
+        self.integrity_at.is_some() || self.integrity_sha256_at.is_some()
     }
 
     /// True if the message ends in a FINGERPRINT (which parsing checked).
@@ -356,8 +377,44 @@ impl<'a> Message<'a> {
         let Some(received) = self.bytes.get(at + 4..at + 4 + INTEGRITY_LEN) else {
             return false;
         };
-        let tag = integrity_tag(key, &self.bytes[..at]);
+        let tag = integrity_tag(key, &self.bytes[..at], INTEGRITY_LEN);
         constant_time_eq(tag.as_ref(), received)
+    }
+
+    /// Whether MESSAGE-INTEGRITY-SHA256 is there where it counts, valid
+    /// or not.
+    pub fn has_integrity_sha256(&self) -> bool {
+        self.integrity_sha256_at.is_some()
+    }
+
+    /// The length of MESSAGE-INTEGRITY-SHA256 (16 to 32 bytes, a multiple
+    /// of 4, RFC 8489 §14.6), if the message has a valid one.
+    pub fn integrity_sha256_len(&self) -> Option<usize> {
+        let at = self.integrity_sha256_at?;
+        let (_, value) = attribute_at(self.bytes, at)?;
+        (SHA256_INTEGRITY_LENS.contains(&value.len())).then_some(value.len())
+    }
+
+    /// Verifies MESSAGE-INTEGRITY-SHA256 (RFC 8489 §14.6) with
+    /// HMAC-SHA256 under `key`, whole or truncated as it came, in constant
+    /// time. False if it is absent or of a length the RFC does not allow.
+    pub fn verify_integrity_sha256(&self, key: &hmac::Key) -> bool {
+        let (Some(at), Some(len)) = (self.integrity_sha256_at, self.integrity_sha256_len()) else {
+            return false;
+        };
+        let Some(received) = self.bytes.get(at + 4..at + 4 + len) else {
+            return false;
+        };
+        let tag = integrity_tag(key, &self.bytes[..at], len);
+        constant_time_eq(&tag.as_ref()[..len], received)
+    }
+
+    /// Verifies whichever integrity `integrity` names.
+    pub fn verify(&self, integrity: &Integrity) -> bool {
+        match integrity {
+            Integrity::Sha1(key) => self.verify_integrity(key),
+            Integrity::Sha256 { key, .. } => self.verify_integrity_sha256(key),
+        }
     }
 }
 
@@ -455,10 +512,11 @@ fn cookie_and_id(id: &TransactionId) -> [u8; 16] {
     m
 }
 
-fn integrity_tag(key: &hmac::Key, before_integrity: &[u8]) -> hmac::Tag {
-    // The length field must cover the MESSAGE-INTEGRITY attribute itself
-    // and nothing after it (RFC 8489 §14.5).
-    let length = (before_integrity.len() - HEADER_LEN + 4 + INTEGRITY_LEN) as u16;
+/// The HMAC of a message up to an integrity attribute of `len` bytes,
+/// whose length field must cover that attribute and nothing after it
+/// (RFC 8489 §14.5, §14.6).
+fn integrity_tag(key: &hmac::Key, before_integrity: &[u8], len: usize) -> hmac::Tag {
+    let length = (before_integrity.len() - HEADER_LEN + 4 + len) as u16;
     let mut header = [0u8; HEADER_LEN];
     header.copy_from_slice(&before_integrity[..HEADER_LEN]);
     header[2..4].copy_from_slice(&length.to_be_bytes());
@@ -488,6 +546,34 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// HMAC key for MESSAGE-INTEGRITY from a long-term key (RFC 8489 §9.2.2).
 pub fn integrity_key(long_term_key: &[u8]) -> hmac::Key {
     hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, long_term_key)
+}
+
+/// The lengths MESSAGE-INTEGRITY-SHA256 may have (RFC 8489 §14.6).
+pub const SHA256_INTEGRITY_LENS: [usize; 5] = [16, 20, 24, 28, 32];
+
+/// How a message is signed under a long-term key: MESSAGE-INTEGRITY
+/// (HMAC-SHA1, RFC 8489 §14.5), or MESSAGE-INTEGRITY-SHA256 (HMAC-SHA256,
+/// §14.6) of `len` bytes, truncated below 32 as the peer chose.
+#[derive(Clone, Debug)]
+pub enum Integrity {
+    Sha1(hmac::Key),
+    Sha256 { key: hmac::Key, len: usize },
+}
+
+impl Integrity {
+    pub fn sha1(long_term_key: &[u8]) -> Integrity {
+        Integrity::Sha1(integrity_key(long_term_key))
+    }
+
+    /// `len` must be one of [`SHA256_INTEGRITY_LENS`] (others are taken
+    /// as 32).
+    pub fn sha256(long_term_key: &[u8], len: usize) -> Integrity {
+        let len = if SHA256_INTEGRITY_LENS.contains(&len) { len } else { 32 };
+        Integrity::Sha256 {
+            key: hmac::Key::new(hmac::HMAC_SHA256, long_term_key),
+            len,
+        }
+    }
 }
 
 /// Zero bytes needed after a payload of `len` to reach a 4-byte boundary.

@@ -192,3 +192,102 @@ fn the_named_attributes_are_understood_and_others_below_0x8000_are_not() {
         assert!(!attr::is_understood(unknown), "{unknown:#06x}");
     }
 }
+
+/// RFC 5769 §2.4's request with MESSAGE-INTEGRITY-SHA256 in place of
+/// MESSAGE-INTEGRITY, under the SHA-256 key of RFC 8489 §9.2.2: the tags,
+/// whole and truncated to 16 bytes, were computed with Python's `hmac`
+/// and `hashlib` (which give §2.4's own MESSAGE-INTEGRITY from its MD5
+/// key, `f670…9666`, so the method is sound).
+const LONG_TERM_SHA256_KEY: &str = "dd295a613b9058c3c23d6dc7165bda072304d989c9d0af3a8c7e184b4f9bb4a1";
+const SHA256_TAGS: [(usize, &str); 2] = [
+    (32, "7c4f5d5611cf81555f1a0c4796844b397c56d45cd0f140cfa33504c892179325"),
+    (16, "93ebe831ea6b165e2f7c9c1ed52488db"),
+];
+
+/// §2.4's request up to its MESSAGE-INTEGRITY, then MESSAGE-INTEGRITY-SHA256
+/// with `tag`.
+fn long_term_request_sha256(tag: &[u8]) -> Vec<u8> {
+    let mut bytes = hex(rfc5769::LONG_TERM_REQUEST)[..92].to_vec();
+    bytes[2..4].copy_from_slice(&((92 - 20 + 4 + tag.len()) as u16).to_be_bytes());
+    bytes.extend_from_slice(&attr::MESSAGE_INTEGRITY_SHA256.to_be_bytes());
+    bytes.extend_from_slice(&(tag.len() as u16).to_be_bytes());
+    bytes.extend_from_slice(tag);
+    bytes
+}
+
+#[test]
+fn message_integrity_sha256_vectors_verify_whole_and_truncated_and_the_writer_reproduces_them() {
+    let username = "\u{30DE}\u{30C8}\u{30EA}\u{30C3}\u{30AF}\u{30B9}";
+    let key = crate::proto::auth::sha256_key(username, "example.org", rfc5769::LONG_TERM_PASSWORD);
+    assert_eq!(key.to_vec(), hex(LONG_TERM_SHA256_KEY));
+    for (len, tag) in SHA256_TAGS {
+        let bytes = long_term_request_sha256(&hex(tag));
+        let msg = Message::parse(&bytes).unwrap();
+        assert_eq!(msg.integrity_sha256_len(), Some(len));
+        assert!(msg.has_integrity());
+        assert!(msg.verify(&Integrity::sha256(&key, len)), "{len} bytes");
+        assert!(!msg.verify(&Integrity::sha256(b"wrong", len)));
+        // Tampered with: one bit of the nonce.
+        let mut tampered = bytes.clone();
+        tampered[60] ^= 1;
+        assert!(!Message::parse(&tampered).unwrap().verify(&Integrity::sha256(&key, len)));
+        // The writer gives the same bytes.
+        let source = Message::parse(&bytes).unwrap();
+        let mut out = Vec::new();
+        let mut w = MessageWriter::new(&mut out, Class::Request, method::BINDING, source.transaction_id());
+        for (typ, value) in source.attributes() {
+            w.bytes(typ, value);
+        }
+        w.finish_signed(&Integrity::sha256(&key, len), false);
+        assert_eq!(out, bytes, "{len} bytes");
+    }
+}
+
+#[test]
+fn message_integrity_sha256_counts_first_or_right_after_message_integrity_and_hides_what_follows() {
+    let key = b"key";
+    let mut w_buf = Vec::new();
+    let mut w = MessageWriter::new(&mut w_buf, Class::Request, method::ALLOCATE, [7; 12]);
+    w.bytes(attr::USERNAME, b"u");
+    w.finish(Some(&integrity_key(key)), false);
+    // MESSAGE-INTEGRITY, then MESSAGE-INTEGRITY-SHA256 over both (§14.6).
+    let sha256 = Integrity::sha256(key, 32);
+    let mut both = w_buf.clone();
+    let tag = integrity_tag(sha256_key_of(&sha256), &both, 32);
+    append(&mut both, attr::MESSAGE_INTEGRITY_SHA256, &tag.as_ref()[..32]);
+    let msg = Message::parse(&both).unwrap();
+    assert!(msg.verify_integrity(&integrity_key(key)));
+    assert!(msg.verify(&sha256));
+    // Anything after MESSAGE-INTEGRITY-SHA256 but FINGERPRINT is ignored.
+    let mut trailing = both.clone();
+    append(&mut trailing, attr::SOFTWARE, b"late");
+    let msg = Message::parse(&trailing).unwrap();
+    assert_eq!(msg.get(attr::SOFTWARE), None);
+    assert!(msg.verify(&sha256), "the length field is its own business");
+    // A length the RFC does not allow (under 16, not a multiple of 4).
+    for bad in [12, 18, 36] {
+        let mut odd = Vec::new();
+        MessageWriter::new(&mut odd, Class::Request, method::ALLOCATE, [7; 12]).finish(None, false);
+        append(&mut odd, attr::MESSAGE_INTEGRITY_SHA256, &vec![0; bad]);
+        let msg = Message::parse(&odd).unwrap();
+        assert_eq!(msg.integrity_sha256_len(), None, "{bad}");
+        assert!(!msg.verify(&Integrity::sha256(key, 32)));
+    }
+}
+
+fn sha256_key_of(integrity: &Integrity) -> &hmac::Key {
+    match integrity {
+        Integrity::Sha256 { key, .. } => key,
+        Integrity::Sha1(key) => key,
+    }
+}
+
+/// Appends an attribute and fixes the length field.
+fn append(message: &mut Vec<u8>, typ: u16, value: &[u8]) {
+    message.extend_from_slice(&typ.to_be_bytes());
+    message.extend_from_slice(&(value.len() as u16).to_be_bytes());
+    message.extend_from_slice(value);
+    message.resize(message.len().next_multiple_of(4), 0);
+    let length = (message.len() - HEADER_LEN) as u16;
+    message[2..4].copy_from_slice(&length.to_be_bytes());
+}

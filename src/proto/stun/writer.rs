@@ -9,8 +9,8 @@ use std::net::{IpAddr, SocketAddr};
 use ring::hmac;
 
 use super::{
-    attr, cookie_and_id, encode_address, fingerprint, integrity_tag, padded, Class, Message, TransactionId, FAMILY_V4,
-    FAMILY_V6, HEADER_LEN, INTEGRITY_LEN, MAGIC_COOKIE,
+    attr, cookie_and_id, encode_address, fingerprint, integrity_tag, padded, Class, Integrity, Message, TransactionId,
+    FAMILY_V4, FAMILY_V6, HEADER_LEN, INTEGRITY_LEN, MAGIC_COOKIE,
 };
 
 /// Builds one message into a caller-owned buffer.
@@ -122,12 +122,27 @@ impl<'b> MessageWriter<'b> {
 
     /// Appends MESSAGE-INTEGRITY (if a key is given) and FINGERPRINT (if
     /// asked) and fixes the length field.
-    pub fn finish(mut self, integrity: Option<&hmac::Key>, with_fingerprint: bool) {
-        if let Some(key) = integrity {
-            let tag = integrity_tag(key, self.buf);
-            self.begin(attr::MESSAGE_INTEGRITY, INTEGRITY_LEN);
-            self.buf.extend_from_slice(tag.as_ref());
+    pub fn finish(self, integrity: Option<&hmac::Key>, with_fingerprint: bool) {
+        match integrity {
+            Some(key) => self.finish_signed(&Integrity::Sha1(key.clone()), with_fingerprint),
+            None => self.finish_unsigned(with_fingerprint),
         }
+    }
+
+    /// Appends the integrity attribute `integrity` names, and FINGERPRINT
+    /// if asked, and fixes the length field.
+    pub fn finish_signed(mut self, integrity: &Integrity, with_fingerprint: bool) {
+        let (typ, key, len) = match integrity {
+            Integrity::Sha1(key) => (attr::MESSAGE_INTEGRITY, key, INTEGRITY_LEN),
+            Integrity::Sha256 { key, len } => (attr::MESSAGE_INTEGRITY_SHA256, key, *len),
+        };
+        let tag = integrity_tag(key, self.buf, len);
+        self.begin(typ, len);
+        self.buf.extend_from_slice(&tag.as_ref()[..len]);
+        self.finish_unsigned(with_fingerprint);
+    }
+
+    fn finish_unsigned(mut self, with_fingerprint: bool) {
         if with_fingerprint {
             let at = self.buf.len();
             self.begin(attr::FINGERPRINT, 4);

@@ -14,7 +14,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use crate::proto::auth::{CredentialsConfig, SecretAlgorithm};
+use crate::proto::auth::{CredentialsConfig, PasswordAlgorithm, SecretAlgorithm};
 use crate::proto::server::{Alternates, RelayHairpin, ServerConfig};
 
 /// The IPv4 relay address of [`core_config`].
@@ -45,8 +45,8 @@ pub fn core_config() -> ServerConfig {
 
 /// The test core's credentials in `realm`: no users and no secrets yet
 /// (a test names its own), SHA-1 ephemeral passwords, nonces valid for an
-/// hour under a fixed key (`[3; 32]`), and ephemeral usernames at most a
-/// week ahead.
+/// hour under a fixed key (`[3; 32]`), ephemeral usernames at most a
+/// week ahead, and RFC 5389's MD5 keys only (no RFC 8489 offer).
 pub fn core_credentials(realm: &str) -> CredentialsConfig {
     CredentialsConfig {
         realm: realm.to_owned(),
@@ -57,5 +57,8 @@ pub fn core_credentials(realm: &str) -> CredentialsConfig {
         nonce_key: [3; 32],
         older_nonce_keys: Vec::new(),
         max_credential_lifetime: Duration::from_secs(7 * 24 * 3600),
+        users_sha256: Vec::new(),
+        password_algorithms: vec![PasswordAlgorithm::Md5],
+        userhash: false,
     }
 }

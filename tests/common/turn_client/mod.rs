@@ -295,6 +295,15 @@ impl TurnClient {
         })[0]
     }
 
+    /// A UDP relay of IPv6 alone (REQUESTED-ADDRESS-FAMILY, RFC 8656
+    /// §7.2), whatever the family of the client's own address.
+    pub fn allocate_udp_v6(&mut self) -> SocketAddr {
+        self.allocate(|w| {
+            w.bytes(attr::REQUESTED_TRANSPORT, &REQUESTED_UDP)
+                .bytes(attr::REQUESTED_ADDRESS_FAMILY, &FAMILY_IPV6);
+        })[0]
+    }
+
     /// An RFC 6062 TCP relay of one family.
     pub fn allocate_tcp(&mut self, v6: bool) -> SocketAddr {
         self.allocate(|w| {

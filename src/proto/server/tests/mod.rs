@@ -21,6 +21,7 @@ mod challenge_budget;
 mod data_plane;
 mod fast_path;
 mod hostile_input;
+mod password_algorithms;
 mod permissions;
 mod reconfigure;
 mod tcp_relay;
@@ -256,7 +257,11 @@ impl Response {
         let msg = self.msg();
         assert!(!msg.has_integrity());
         assert_eq!(msg.get(attr::REALM), Some(REALM.as_bytes()));
-        assert_eq!(msg.get(attr::NONCE).map(<[u8]>::len), Some(auth::NONCE_LEN));
+        let nonce = msg.get(attr::NONCE).map_or(0, <[u8]>::len);
+        assert!(
+            [auth::NONCE_LEN, auth::COOKIE_LEN + auth::NONCE_LEN].contains(&nonce),
+            "{nonce}"
+        );
         assert_eq!(msg.get(attr::SOFTWARE), None);
     }
 
@@ -303,6 +308,9 @@ struct Settings {
     shard: ShardId,
     /// The fast path the core installs routes in, if any.
     routes: Option<FakeRoutes>,
+    /// `auth.password_algorithms` and `auth.userhash` (RFC 8489 §9.2).
+    password_algorithms: Vec<auth::PasswordAlgorithm>,
+    userhash: bool,
 }
 
 impl Default for Settings {
@@ -323,6 +331,8 @@ impl Default for Settings {
             alternates: Alternates::default(),
             shard: ShardId::default(),
             routes: None,
+            password_algorithms: vec![auth::PasswordAlgorithm::Md5],
+            userhash: false,
         }
     }
 }
@@ -363,6 +373,10 @@ impl Harness {
             users: users("alice-pw"),
             secrets: SECRETS.iter().map(|s| s.as_bytes().to_vec()).collect(),
             nonce_ttl: Duration::from_secs(NONCE_TTL),
+            // Alice has both keys; carol only her precomputed MD5 key.
+            users_sha256: vec![("alice".to_owned(), auth::sha256_key("alice", REALM, "alice-pw"))],
+            password_algorithms: s.password_algorithms,
+            userhash: s.userhash,
             ..testkit::core_credentials(REALM)
         });
         let quota = Arc::new(AllocationQuota::new(s.max_total, s.max_per_user));

@@ -47,6 +47,13 @@ use ring::hmac;
 
 use super::stun::constant_time_eq;
 
+mod algorithm;
+
+pub use algorithm::{
+    decode_algorithm, encode_algorithms, sha256_key, userhash, Features, PasswordAlgorithm, COOKIE_LEN,
+    PASSWORD_ALGORITHMS,
+};
+
 /// A 16-byte long-term key, `MD5(username:realm:password)`.
 pub type LongTermKey = [u8; 16];
 
@@ -153,6 +160,15 @@ pub struct CredentialsConfig {
     /// a leaked secret or a careless backend cannot mint credentials for
     /// years.
     pub max_credential_lifetime: Duration,
+    /// SHA-256 keys of configured users (RFC 8489 §9.2.2), beside `users`'
+    /// MD5 ones; a user may have either or both.
+    pub users_sha256: Vec<(String, [u8; 32])>,
+    /// The password algorithms taken, in the order offered (RFC 8489
+    /// §9.2.1); never empty in a validated config. `[Md5]` alone is
+    /// RFC 5389's mechanism, with no offer made.
+    pub password_algorithms: Vec<PasswordAlgorithm>,
+    /// Offer username anonymity: USERHASH finds configured users.
+    pub userhash: bool,
 }
 
 /// Why a username has no usable key.
@@ -185,9 +201,31 @@ pub enum NonceCheck {
 }
 
 /// Characters of a nonce: 6 bytes (the expiry's low 16 bits and a 4-byte
-/// MAC) in base64url without padding.
+/// MAC) in base64url without padding, after the RFC 8489 cookie when
+/// features are offered.
 pub const NONCE_LEN: usize = 8;
 const NONCE_MAC_LEN: usize = 4;
+
+/// A nonce as sent: [`NONCE_LEN`] characters, or [`COOKIE_LEN`] more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Nonce {
+    bytes: [u8; COOKIE_LEN + NONCE_LEN],
+    len: usize,
+}
+
+impl AsRef<[u8]> for Nonce {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl std::ops::Deref for Nonce {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.as_ref()
+    }
+}
 
 pub struct Credentials {
     realm: String,
@@ -199,6 +237,13 @@ pub struct Credentials {
     older_nonce_keys: Vec<hmac::Key>,
     nonce_ttl_secs: u64,
     max_lifetime_secs: u64,
+    users_sha256: HashMap<String, [u8; 32]>,
+    /// Configured users by USERHASH, when username anonymity is offered.
+    by_userhash: HashMap<[u8; 32], String>,
+    algorithms: Vec<PasswordAlgorithm>,
+    /// PASSWORD-ALGORITHMS as offered, to compare the client's echo with.
+    algorithms_value: Vec<u8>,
+    features: Features,
 }
 
 impl fmt::Debug for Credentials {
@@ -213,7 +258,32 @@ impl fmt::Debug for Credentials {
 
 impl Credentials {
     pub fn new(config: CredentialsConfig) -> Credentials {
+        let algorithms = match config.password_algorithms.is_empty() {
+            true => vec![PasswordAlgorithm::Md5],
+            false => config.password_algorithms,
+        };
+        let mut features = Features::NONE;
+        if algorithms != [PasswordAlgorithm::Md5] {
+            features = features.with(Features::PASSWORD_ALGORITHMS);
+        }
+        let by_userhash = match config.userhash {
+            true => {
+                features = features.with(Features::USERNAME_ANONYMITY);
+                let names = config
+                    .users
+                    .iter()
+                    .map(|(n, _)| n)
+                    .chain(config.users_sha256.iter().map(|(n, _)| n));
+                names.map(|n| (userhash(n, &config.realm), n.clone())).collect()
+            }
+            false => HashMap::new(),
+        };
         Credentials {
+            users_sha256: config.users_sha256.into_iter().collect(),
+            by_userhash,
+            algorithms_value: encode_algorithms(&algorithms),
+            algorithms,
+            features,
             realm: config.realm,
             users: config.users.into_iter().collect(),
             secrets: config.secrets,
@@ -234,12 +304,48 @@ impl Credentials {
         &self.realm
     }
 
-    /// The candidate keys for `username`: one for a configured user, one
-    /// per shared secret for an ephemeral username. The caller tries each
-    /// against MESSAGE-INTEGRITY.
-    pub fn keys_for(&self, username: &str, now_unix: u64) -> Result<Vec<LongTermKey>, UserError> {
-        if let Some(key) = self.users.get(username) {
-            return Ok(vec![*key]);
+    /// What this server's nonces announce (RFC 8489 §9.2.1).
+    pub fn features(&self) -> Features {
+        self.features
+    }
+
+    /// The algorithms taken, in the order offered.
+    pub fn password_algorithms(&self) -> &[PasswordAlgorithm] {
+        &self.algorithms
+    }
+
+    /// PASSWORD-ALGORITHMS as this server sends it.
+    pub fn password_algorithms_value(&self) -> &[u8] {
+        &self.algorithms_value
+    }
+
+    /// The configured user whose USERHASH is `hash`, if username
+    /// anonymity is offered.
+    pub fn username_for_hash(&self, hash: &[u8]) -> Option<&str> {
+        let hash: &[u8; 32] = hash.try_into().ok()?;
+        self.by_userhash.get(hash).map(String::as_str)
+    }
+
+    /// The candidate `algorithm` keys for `username`: one for a
+    /// configured user, one per shared secret and secret algorithm for an
+    /// ephemeral username. The caller tries each against the message's
+    /// integrity. A configured user without a key of that algorithm is
+    /// unknown to it.
+    pub fn keys_for(
+        &self,
+        username: &str,
+        algorithm: PasswordAlgorithm,
+        now_unix: u64,
+    ) -> Result<Vec<Vec<u8>>, UserError> {
+        let configured = match algorithm {
+            PasswordAlgorithm::Md5 => self.users.get(username).map(|k| k.to_vec()),
+            PasswordAlgorithm::Sha256 => self.users_sha256.get(username).map(|k| k.to_vec()),
+        };
+        if let Some(key) = configured {
+            return Ok(vec![key]);
+        }
+        if self.users.contains_key(username) || self.users_sha256.contains_key(username) {
+            return Err(UserError::Unknown);
         }
         let expiry = self.ephemeral_expiry(username)?;
         if expiry <= now_unix {
@@ -248,15 +354,15 @@ impl Credentials {
         if expiry - now_unix > self.max_lifetime_secs {
             return Err(UserError::TooLong);
         }
-        Ok(self.ephemeral_keys(username))
+        Ok(self.ephemeral_keys(username, algorithm))
     }
 
     /// The keys of an ephemeral username whatever its expiry: for the
     /// allocation it created, which may keep refreshing after it expires
     /// (see SECURITY.md, "a credential that expires during a call").
-    pub fn keys_past_expiry(&self, username: &str) -> Result<Vec<LongTermKey>, UserError> {
+    pub fn keys_past_expiry(&self, username: &str, algorithm: PasswordAlgorithm) -> Result<Vec<Vec<u8>>, UserError> {
         self.ephemeral_expiry(username)?;
-        Ok(self.ephemeral_keys(username))
+        Ok(self.ephemeral_keys(username, algorithm))
     }
 
     /// The expiry of a well-formed ephemeral username, if secrets are set.
@@ -267,19 +373,22 @@ impl Credentials {
         ephemeral_expiry(username).ok_or(UserError::Unknown)
     }
 
-    fn ephemeral_keys(&self, username: &str) -> Vec<LongTermKey> {
+    fn ephemeral_keys(&self, username: &str, algorithm: PasswordAlgorithm) -> Vec<Vec<u8>> {
         self.secret_algorithms
             .iter()
-            .flat_map(|algorithm| {
+            .flat_map(|secret_algorithm| {
                 self.secrets.iter().map(|secret| {
-                    let password = ephemeral_password(*algorithm, secret, username);
-                    long_term_key(username, &self.realm, &password)
+                    let password = ephemeral_password(*secret_algorithm, secret, username);
+                    algorithm.key(username, &self.realm, &password)
                 })
             })
             .collect()
     }
 
-    fn nonce_mac(key: &hmac::Key, expiry: u64, client: SocketAddr) -> hmac::Tag {
+    /// The MAC of a nonce; `features` are signed with it (when there are
+    /// any, so that nonces without a cookie keep their form), so a cookie
+    /// with a bit stripped is a forged nonce.
+    fn nonce_mac(key: &hmac::Key, expiry: u64, client: SocketAddr, features: Features) -> hmac::Tag {
         let mut ctx = hmac::Context::with_key(key);
         ctx.update(&expiry.to_be_bytes());
         match client.ip() {
@@ -287,22 +396,37 @@ impl Credentials {
             IpAddr::V6(ip) => ctx.update(&ip.octets()),
         }
         ctx.update(&client.port().to_be_bytes());
+        if !features.is_empty() {
+            ctx.update(&features.bytes());
+        }
         ctx.sign()
     }
 
-    pub fn make_nonce(&self, client: SocketAddr, now_unix: u64) -> [u8; NONCE_LEN] {
+    /// A nonce for `client`, with the cookie of `features` unless they are
+    /// none (RFC 8489 §9.2.1).
+    pub fn make_nonce(&self, client: SocketAddr, now_unix: u64, features: Features) -> Nonce {
         let expiry = now_unix.saturating_add(self.nonce_ttl_secs);
         let mut raw = [0u8; 2 + NONCE_MAC_LEN];
         raw[..2].copy_from_slice(&(expiry as u16).to_be_bytes());
-        let mac = Self::nonce_mac(&self.nonce_key, expiry, client);
+        let mac = Self::nonce_mac(&self.nonce_key, expiry, client, features);
         raw[2..].copy_from_slice(&mac.as_ref()[..NONCE_MAC_LEN]);
-        let mut out = [0u8; NONCE_LEN];
-        let written = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_slice(raw, &mut out);
+        let mut out = Nonce {
+            bytes: [0; COOKIE_LEN + NONCE_LEN],
+            len: NONCE_LEN,
+        };
+        let mut at = 0;
+        if !features.is_empty() {
+            out.bytes[..COOKIE_LEN].copy_from_slice(&features.cookie());
+            at = COOKIE_LEN;
+            out.len += COOKIE_LEN;
+        }
+        let written = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_slice(raw, &mut out.bytes[at..]);
         debug_assert_eq!(written, Ok(NONCE_LEN));
         out
     }
 
     pub fn check_nonce(&self, nonce: &[u8], client: SocketAddr, now_unix: u64) -> NonceCheck {
+        let (features, nonce) = Features::from_nonce(nonce).unwrap_or((Features::NONE, nonce));
         if nonce.len() != NONCE_LEN {
             return NonceCheck::Stale;
         }
@@ -322,7 +446,7 @@ impl Credentials {
         let made_here = std::iter::once(&self.nonce_key)
             .chain(&self.older_nonce_keys)
             .any(|key| {
-                let expected = Self::nonce_mac(key, expiry, client);
+                let expected = Self::nonce_mac(key, expiry, client, features);
                 constant_time_eq(&expected.as_ref()[..NONCE_MAC_LEN], mac)
             });
         match made_here {
@@ -385,237 +509,4 @@ pub fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn credentials(secrets: &[&str]) -> Credentials {
-        Credentials::new(CredentialsConfig {
-            realm: "turnpike".into(),
-            users: vec![("alice".into(), long_term_key("alice", "turnpike", "s3cret"))],
-            secrets: secrets.iter().map(|s| s.as_bytes().to_vec()).collect(),
-            secret_algorithms: vec![SecretAlgorithm::Sha1],
-            nonce_ttl: Duration::from_secs(600),
-            nonce_key: [7; 32],
-            older_nonce_keys: Vec::new(),
-            max_credential_lifetime: Duration::from_secs(7 * 24 * 3600),
-        })
-    }
-
-    #[test]
-    fn long_term_key_is_md5_of_user_realm_password() {
-        // printf 'user:realm:pass' | md5sum
-        let key = long_term_key("user", "realm", "pass");
-        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, "8493fbc53ba582fb4c044c456bdc40eb");
-    }
-
-    #[test]
-    fn ephemeral_password_matches_coturn_rest_api_format() {
-        // echo -n '1700000000:bob' | openssl dgst -sha1 -hmac secret -binary | base64
-        assert_eq!(
-            ephemeral_password(SecretAlgorithm::Sha1, b"secret", "1700000000:bob"),
-            "YeMuUjjOaxvglmPbYS9o30UEIYg="
-        );
-        // echo -n '1700000000:bob' | openssl dgst -sha256 -hmac secret -binary | base64
-        assert_eq!(
-            ephemeral_password(SecretAlgorithm::Sha256, b"secret", "1700000000:bob"),
-            "qZWbvdrJmVRuW8RVbd4+pVCN3MqtXwlYhRnJEzDRnrw="
-        );
-    }
-
-    #[test]
-    fn every_configured_algorithm_verifies_with_every_secret_and_no_other() {
-        let mut c = credentials(&["new", "old"]);
-        let sha256 = mint(
-            SecretAlgorithm::Sha256,
-            b"old",
-            Some("bob"),
-            1000,
-            Duration::from_secs(60),
-        );
-        let sha256_key = long_term_key(&sha256.username, "turnpike", &sha256.password);
-        assert!(
-            !c.keys_for(&sha256.username, 1000).unwrap().contains(&sha256_key),
-            "SHA-1 only by default"
-        );
-        c.secret_algorithms = vec![SecretAlgorithm::Sha256, SecretAlgorithm::Sha1];
-        let keys = c.keys_for(&sha256.username, 1000).unwrap();
-        assert_eq!(keys.len(), 4, "two algorithms times two secrets");
-        assert!(keys.contains(&sha256_key));
-        let sha1 = mint(
-            SecretAlgorithm::Sha1,
-            b"new",
-            Some("bob"),
-            1000,
-            Duration::from_secs(60),
-        );
-        let sha1_key = long_term_key(&sha1.username, "turnpike", &sha1.password);
-        assert!(
-            c.keys_for(&sha1.username, 1000).unwrap().contains(&sha1_key),
-            "SHA-1 still verifies"
-        );
-    }
-
-    #[test]
-    fn configured_user_has_one_key() {
-        let c = credentials(&[]);
-        assert_eq!(
-            c.keys_for("alice", 0).unwrap(),
-            vec![long_term_key("alice", "turnpike", "s3cret")]
-        );
-        assert_eq!(c.keys_for("mallory", 0), Err(UserError::Unknown));
-    }
-
-    #[test]
-    fn ephemeral_username_is_valid_until_its_expiry_under_every_secret() {
-        let c = credentials(&["new", "old"]);
-        let minted = mint(
-            SecretAlgorithm::Sha1,
-            b"old",
-            Some("bob"),
-            1000,
-            Duration::from_secs(60),
-        );
-        assert_eq!(minted.username, "1060:bob");
-        let keys = c.keys_for(&minted.username, 1059).unwrap();
-        let expected = long_term_key(&minted.username, "turnpike", &minted.password);
-        assert_eq!(keys.len(), 2);
-        assert_eq!(keys[1], expected, "the second (rotated-out) secret still verifies");
-        assert_eq!(c.keys_for(&minted.username, 1060), Err(UserError::Expired));
-    }
-
-    #[test]
-    fn ephemeral_usernames_need_a_secret_and_a_numeric_expiry() {
-        assert_eq!(credentials(&[]).keys_for("99999999999", 0), Err(UserError::Unknown));
-        let c = credentials(&["s"]);
-        assert_eq!(c.keys_for("bob", 0), Err(UserError::Unknown));
-        assert_eq!(c.keys_for("+5000:bob", 0), Err(UserError::Unknown));
-        assert_eq!(c.keys_for("", 0), Err(UserError::Unknown));
-        assert!(c.keys_for("5000", 0).is_ok());
-    }
-
-    fn with_nonce_keys(key: u8, older: &[u8]) -> Credentials {
-        Credentials::new(CredentialsConfig {
-            realm: "turnpike".into(),
-            users: Vec::new(),
-            secrets: Vec::new(),
-            secret_algorithms: vec![SecretAlgorithm::Sha1],
-            nonce_ttl: Duration::from_secs(600),
-            nonce_key: [key; 32],
-            older_nonce_keys: older.iter().map(|k| [*k; 32]).collect(),
-            max_credential_lifetime: Duration::from_secs(7 * 24 * 3600),
-        })
-    }
-
-    #[test]
-    fn instances_sharing_a_nonce_key_take_each_others_nonces_through_a_rotation() {
-        let client: SocketAddr = "192.0.2.1:5000".parse().unwrap();
-        let (a, b, other) = (
-            with_nonce_keys(1, &[]),
-            with_nonce_keys(1, &[]),
-            with_nonce_keys(9, &[]),
-        );
-        let nonce = a.make_nonce(client, 1000);
-        assert_eq!(b.check_nonce(&nonce, client, 1001), NonceCheck::Valid);
-        assert_eq!(other.check_nonce(&nonce, client, 1001), NonceCheck::Stale);
-        // Rotated to key 2 with key 1 kept: old nonces pass, new ones are
-        // made with key 2 and pass where key 2 is known.
-        let rotated = with_nonce_keys(2, &[1]);
-        assert_eq!(rotated.check_nonce(&nonce, client, 1001), NonceCheck::Valid);
-        let fresh = rotated.make_nonce(client, 1001);
-        assert_eq!(
-            with_nonce_keys(2, &[]).check_nonce(&fresh, client, 1002),
-            NonceCheck::Valid
-        );
-        assert_eq!(a.check_nonce(&fresh, client, 1002), NonceCheck::Stale);
-    }
-
-    #[test]
-    fn nonce_is_valid_for_its_client_until_it_expires() {
-        let c = credentials(&[]);
-        let client: SocketAddr = "192.0.2.1:5000".parse().unwrap();
-        let nonce = c.make_nonce(client, 1000);
-        assert_eq!(c.check_nonce(&nonce, client, 1000), NonceCheck::Valid);
-        assert_eq!(c.check_nonce(&nonce, client, 1599), NonceCheck::Valid);
-        assert_eq!(c.check_nonce(&nonce, client, 1600), NonceCheck::Stale);
-        let other: SocketAddr = "192.0.2.1:5001".parse().unwrap();
-        assert_eq!(c.check_nonce(&nonce, other, 1000), NonceCheck::Stale);
-        assert_eq!(nonce.len(), NONCE_LEN);
-    }
-
-    #[test]
-    fn a_nonce_carrying_16_bits_of_its_expiry_does_not_come_back_2_to_the_16_seconds_later() {
-        let c = credentials(&[]);
-        let client: SocketAddr = "192.0.2.1:5000".parse().unwrap();
-        // Across a wrap of the low 16 bits, too.
-        let near_wrap = 65_536 * 3 - 300;
-        let nonce = c.make_nonce(client, near_wrap);
-        assert_eq!(c.check_nonce(&nonce, client, near_wrap + 599), NonceCheck::Valid);
-        for later in [65_536, 2 * 65_536] {
-            assert_eq!(c.check_nonce(&nonce, client, near_wrap + later), NonceCheck::Stale);
-            assert_eq!(c.check_nonce(&nonce, client, near_wrap + later + 10), NonceCheck::Stale);
-        }
-    }
-
-    #[test]
-    fn forged_or_malformed_nonces_are_stale() {
-        let c = credentials(&[]);
-        let client: SocketAddr = "192.0.2.1:5000".parse().unwrap();
-        let mut nonce = c.make_nonce(client, 1000);
-        // Push the expiry far out without the key: the MAC no longer matches.
-        nonce[0] = b'f';
-        assert_eq!(c.check_nonce(&nonce, client, 1000), NonceCheck::Stale);
-        assert_eq!(c.check_nonce(b"short", client, 1000), NonceCheck::Stale);
-        assert_eq!(c.check_nonce(&[b'Z'; NONCE_LEN], client, 1000), NonceCheck::Stale);
-    }
-
-    #[test]
-    fn minted_password_is_redacted_in_debug_output() {
-        let m = mint(SecretAlgorithm::Sha1, b"s", None, 0, Duration::from_secs(1));
-        assert!(!format!("{m:?}").contains(&m.password));
-    }
-
-    #[test]
-    fn signaling_tokens_verify_until_they_expire_and_only_under_their_secret() {
-        let token = signaling_token(b"k", 2000, None);
-        assert!(token.starts_with("2000."));
-        let any_room = Some(SignalingGrant { room: None });
-        assert_eq!(verify_signaling_token(b"k", &token, 1999), any_room);
-        assert_eq!(verify_signaling_token(b"k", &token, 2000), None, "expired");
-        assert_eq!(verify_signaling_token(b"other", &token, 1999), None);
-        let forged = token.replacen("2000", "9000", 1);
-        assert_eq!(verify_signaling_token(b"k", &forged, 1999), None, "expiry is signed");
-        for junk in [
-            "", ".", "2000", "2000.", "x.y", "2000.!!!", "2000..x", "2000.r.", ".r.x",
-        ] {
-            assert_eq!(verify_signaling_token(b"k", junk, 0), None, "{junk:?}");
-        }
-    }
-
-    #[test]
-    fn a_room_token_names_its_room_and_the_room_is_signed() {
-        let token = signaling_token(b"k", 2000, Some("standup"));
-        assert!(token.starts_with("2000.standup."), "{token}");
-        assert_eq!(
-            verify_signaling_token(b"k", &token, 1999),
-            Some(SignalingGrant {
-                room: Some("standup".to_owned())
-            })
-        );
-        let moved = token.replacen("standup", "other", 1);
-        assert_eq!(verify_signaling_token(b"k", &moved, 1999), None, "room is signed");
-        // Dropping the room does not leave a token for any room.
-        let (_, signature) = token.rsplit_once('.').unwrap();
-        assert_eq!(verify_signaling_token(b"k", &format!("2000.{signature}"), 1999), None);
-        let extra = token.replacen("standup", "stand.up", 1);
-        assert_eq!(verify_signaling_token(b"k", &extra, 1999), None);
-    }
-
-    #[test]
-    fn secrets_equal_compares_whole_values() {
-        assert!(secrets_equal(b"abc", b"abc"));
-        assert!(!secrets_equal(b"abc", b"abd"));
-        assert!(!secrets_equal(b"abc", b"abcd"));
-        assert!(!secrets_equal(b"", b"a"));
-    }
-}
+mod tests;
