@@ -23,10 +23,10 @@ case "$rounds" in ''|*[!0-9]*|0) echo "usage: $0 [--netns] [ROUNDS]" >&2; exit 2
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 if [ "$netns" = 1 ]; then
   if [ "$(id -u)" -ne 0 ]; then echo "$0 --netns: run as root (namespaces, setns, XDP)" >&2; exit 2; fi
-  if ! command -v ethtool >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1 || ! command -v clang-14 >/dev/null 2>&1; then
-    echo "==> installing ethtool, iproute2 and clang-14 (the veth pair and its far end's pass program)"
+  if ! command -v ethtool >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; then
+    echo "==> installing ethtool and iproute2 (the namespace mode's veth pair)"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ethtool iproute2 clang-14 >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ethtool iproute2 >/dev/null
   fi
 fi
 if [ -z "${TURNSERVER_BIN:-}" ] && ! command -v turnserver >/dev/null 2>&1; then

@@ -477,7 +477,7 @@ fn measure_all(work: &Path) -> Result<(), String> {
         // Before the first address is used: every client, peer and server
         // address moves to the veth's subnet.
         turn::set_network(netns::PREFIX)?;
-        let mut t = Topology::create(settings.pin, work)?;
+        let mut t = Topology::create(settings.pin)?;
         t.enter_generator()?;
         Some(t)
     } else {

@@ -29,12 +29,12 @@
 //!   costs an exit to the hypervisor (measured: 4.8-5.6 µs without, 7-12
 //!   µs with).
 //!
-//! The generator's end also has a pass-through XDP program (`return
-//! XDP_PASS`, compiled here with clang-14 and attached with `ip link set
-//! … xdpdrv obj`): veth queues a frame its peer sent with `XDP_TX` on the
-//! receiving end's ring, but schedules that end's NAPI poll only if the
-//! end has an XDP program of its own (`veth_xdp_flush` in
-//! drivers/net/veth.c). GRO alone gives the ring but not the wake-up:
+//! The generator's end also has an XDP program that passes everything:
+//! turnpike's own, loaded with no route, as `tests/xdp/topology.rs` does
+//! (every frame is `PassNoRoute` or `PassNotChannel`). veth queues a frame
+//! its peer sent with `XDP_TX` on the receiving end's ring, but schedules
+//! that end's NAPI poll only if the end has an XDP program of its own
+//! (`veth_xdp_flush` in drivers/net/veth.c). GRO alone gives the ring but not the wake-up:
 //! measured, the first 253 relayed frames filled the 256-slot ring and
 //! everything after was dropped. It is attached for every server, so all
 //! of them relay into the same far end. That end's NAPI thread is
@@ -50,13 +50,16 @@
 //! dropped (also on a panic); namespaces left by a bench that was killed
 //! (`tpbench-<pid>-*` whose process is gone) are deleted at the next start.
 
+use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use aya::programs::XdpMode;
+use turnpike::net::xdp::RelayProgram;
 
 use crate::procfs::pin_pid;
 
@@ -82,21 +85,23 @@ pub struct Topology {
     /// NAPI poll threads of each end (kernel threads `napi/<dev>-<id>`).
     pub napi_server: Vec<u32>,
     pub napi_generator: Vec<u32>,
+    /// The generator's end's pass-everything program (attached while held).
+    far_end: Option<RelayProgram>,
 }
 
 impl Topology {
     /// Creates the namespaces and the veth pair and sets both ends up;
     /// with `pin` (server CPU, generator CPU), pins each end's NAPI thread
-    /// to its side's CPU. The pass program is compiled in `work`.
-    pub fn create(pin: Option<(usize, usize)>, work: &Path) -> Result<Topology, String> {
+    /// to its side's CPU.
+    pub fn create(pin: Option<(usize, usize)>) -> Result<Topology, String> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return Err("namespace mode needs root (ip netns, setns, XDP)".into());
         }
-        for tool in ["ip", "ethtool", CLANG] {
+        for tool in ["ip", "ethtool"] {
             if which(tool).is_none() {
                 return Err(format!(
-                    "namespace mode needs `{tool}` (scripts/bench.sh --netns installs it with ethtool, iproute2, clang-14)"
+                    "namespace mode needs `{tool}` (scripts/bench.sh --netns installs ethtool and iproute2)"
                 ));
             }
         }
@@ -112,6 +117,7 @@ impl Topology {
             home: None,
             napi_server: Vec::new(),
             napi_generator: Vec::new(),
+            far_end: None,
         };
         // From here on, dropping `t` removes whatever was made.
         run("ip", &["netns", "add", &t.server_ns])?;
@@ -144,9 +150,7 @@ impl Topology {
             let threaded = format!("echo 1 > /sys/class/net/{dev}/threaded");
             run("ip", &["netns", "exec", ns, "sh", "-c", &threaded])?;
         }
-        let pass = pass_program(work)?;
-        #[rustfmt::skip]
-        run("ip", &["-n", &g, "link", "set", "dev", &gd, "xdpdrv", "obj", &pass, "sec", "xdp"])?;
+        t.far_end = Some(pass_everything(&open_ns(&g)?, &gd)?);
         let forwarding = format!(
             "echo 1 > /proc/sys/net/ipv4/conf/all/forwarding && echo 1 > /proc/sys/net/ipv4/conf/{sd}/forwarding"
         );
@@ -212,6 +216,7 @@ impl Drop for Topology {
         if let Some(home) = self.home.take() {
             let _ = setns(&home);
         }
+        self.far_end = None;
         self.server_file = None;
         for ns in [&self.server_ns, &self.generator_ns] {
             let _ = run("ip", &["netns", "delete", ns]);
@@ -219,24 +224,29 @@ impl Drop for Topology {
     }
 }
 
-/// The compiler of the far end's pass program (Debian's clang-14, which
-/// `src/net/xdp/build.sh` uses too).
-const CLANG: &str = "clang-14";
-
-/// Compiles the pass-through program into `work`; returns the object's path.
-fn pass_program(work: &Path) -> Result<String, String> {
-    let src = work.join("pass.bpf.c");
-    let obj = work.join("pass.bpf.o");
-    fs::write(
-        &src,
-        "/* The far end's pass-through XDP program (benches/relay/netns.rs). */\n\
-         __attribute__((section(\"xdp\"), used)) int pass(void *ctx) { return 2; /* XDP_PASS */ }\n\
-         char _license[] __attribute__((section(\"license\"), used)) = \"GPL\";\n",
-    )
-    .map_err(|e| format!("{}: {e}", src.display()))?;
-    let (src, obj) = (src.display().to_string(), obj.display().to_string());
-    run(CLANG, &["-O2", "-target", "bpf", "-nostdinc", "-c", &src, "-o", &obj])?;
-    Ok(obj)
+/// turnpike's program with no route, attached natively to `device` in
+/// the namespace `ns`, from a thread that enters it.
+fn pass_everything(ns: &File, device: &str) -> Result<RelayProgram, String> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                setns(ns)?;
+                let (mut program, _no_routes) =
+                    RelayProgram::load(16).map_err(|e| format!("load the far end's XDP program: {e}"))?;
+                let name = CString::new(device).map_err(|e| e.to_string())?;
+                // SAFETY: a NUL-terminated name; the call reads nothing else.
+                let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+                if ifindex == 0 {
+                    return Err(format!("{device} has no interface index"));
+                }
+                program
+                    .attach(ifindex, XdpMode::Driver)
+                    .map_err(|e| format!("attach the far end's XDP program to {device}: {e}"))?;
+                Ok(program)
+            })
+            .join()
+            .map_err(|_| "the far end's loader panicked".to_string())?
+    })
 }
 
 fn open_ns(name: &str) -> Result<File, String> {
