@@ -20,11 +20,20 @@
 //! --all-targets`) it prints a note and returns. Started as `relay
 //! --forwarder ...` it is the bare UDP forwarder (see `forwarder.rs`).
 //!
+//! Namespace mode (`BENCH_NETNS=1`, `scripts/bench.sh --netns`) runs the
+//! UDP and relay ↔ relay figures with the server in a network namespace
+//! behind a veth pair (`netns.rs`), turnpike also with the XDP fast path
+//! (`turnpike-xdp`), the load in a closed loop, and the headline in host
+//! CPU per relayed packet (`host.rs`): the fast path's work is in the
+//! kernel, charged to no server process. Its packets never leave the two
+//! namespaces it creates and removes.
+//!
 //! Knobs (environment variables, BENCHMARKS.md lists them all):
 //! `BENCH_ROUNDS`, `BENCH_SECS`, `BENCH_FLOWS`, `BENCH_CLIENTS`,
 //! `BENCH_RATE`, `BENCH_BATCH`, `BENCH_BURST`, `BENCH_IDLE`,
 //! `BENCH_PINGS`, `BENCH_CONNS`, `BENCH_FIGURES`, `BENCH_ONLY`,
-//! `BENCH_PIN`, `TURNPIKE_BIN`, `TURNSERVER_BIN`.
+//! `BENCH_PIN`, `BENCH_NETNS`, `BENCH_WINDOW`, `TURNPIKE_BIN`,
+//! `TURNSERVER_BIN`.
 
 // The benchmark measures wall time: reading the clock is the point here.
 #![allow(clippy::disallowed_methods)]
@@ -33,6 +42,7 @@ mod burst;
 mod forwarder;
 mod host;
 mod load;
+mod namespace;
 mod netns;
 mod procfs;
 mod report;
@@ -123,7 +133,7 @@ impl Settings {
     /// Whether a group of figures (udp, r2r, paced, rtt, tcp, tls, burst,
     /// idle, fwd) is to run.
     fn group(&self, name: &str) -> bool {
-        if self.netns && !NETNS_GROUPS.contains(&name) {
+        if self.netns && !namespace::NETNS_GROUPS.contains(&name) {
             return false;
         }
         self.figures.as_ref().is_none_or(|g| g.iter().any(|x| x == name))
@@ -134,12 +144,9 @@ impl Settings {
     }
 }
 
-/// The figure groups of namespace mode.
-const NETNS_GROUPS: [&str; 2] = ["udp", "r2r"];
-
 fn figures(s: &Settings) -> Vec<Figure> {
     if s.netns {
-        return netns_figures(s);
+        return namespace::figures(s.flows);
     }
     let n = s.flows;
     let c = s.conns;
@@ -266,120 +273,6 @@ fn figures(s: &Settings) -> Vec<Figure> {
     ]
 }
 
-/// Namespace mode's figures: the UDP and relay ↔ relay rows in host CPU,
-/// with issue 21's goal for turnpike-xdp ÷ coturn, and the relayed
-/// packets per second of the 64-allocation 100 B phases.
-fn netns_figures(s: &Settings) -> Vec<Figure> {
-    let n = s.flows;
-    let us = "host CPU µs per relayed packet";
-    let (udp, r2r) = ("client ↔ relay ↔ UDP peer", "relay ↔ relay");
-    let rows: [(&'static str, &str, usize, usize); 8] = [
-        ("udp-1-100", udp, 1, SMALL),
-        ("udp-n-100", udp, n, SMALL),
-        ("udp-1-1200", udp, 1, LARGE),
-        ("udp-n-1200", udp, n, LARGE),
-        ("r2r-1-100", r2r, 1, SMALL),
-        ("r2r-n-100", r2r, n, SMALL),
-        ("r2r-1-1200", r2r, 1, LARGE),
-        ("r2r-n-1200", r2r, n, LARGE),
-    ];
-    let mut v: Vec<Figure> = rows
-        .into_iter()
-        .map(|(key, what, flows, size)| Figure {
-            key,
-            label: format!("{what}, {}, {size} B", flows_label(what == r2r, flows)),
-            unit: us,
-            goal: Goal::AtMost(0.2),
-        })
-        .collect();
-    for (key, what, flows, size) in rows {
-        v.push(Figure {
-            key: side_key(key).unwrap_or(key),
-            label: format!("{what}, {}, {size} B", flows_label(what == r2r, flows)),
-            unit: "server-side CPU µs per relayed packet (process + its NAPI thread)",
-            goal: Goal::Report,
-        });
-    }
-    for (key, what) in [("pps-udp", udp), ("pps-r2r", r2r)] {
-        v.push(Figure {
-            key,
-            label: format!("{what}, {n} allocations, 100 B"),
-            unit: "relayed packets/s, closed loop (the generator waits for arrivals)",
-            goal: Goal::Report,
-        });
-    }
-    for (key, what) in [("cap-udp", udp), ("cap-r2r", r2r)] {
-        v.push(Figure {
-            key,
-            label: format!("{what}, {n} allocations, 100 B"),
-            unit: "relayed packets per CPU-second of the server's side (process + its NAPI thread)",
-            goal: Goal::AtLeast(3.0),
-        });
-    }
-    v
-}
-
-fn flows_label(relay_to_relay: bool, flows: usize) -> String {
-    match (relay_to_relay, flows) {
-        (true, 1) => "1 flow (2 allocations)".to_string(),
-        (true, n) => format!("{n} allocations ({} pairs)", n / 2),
-        (false, 1) => "1 flow".to_string(),
-        (false, n) => format!("{n} allocations"),
-    }
-}
-
-/// Samples of namespace mode's accounting check (in no table): the whole
-/// machine's figure over the relaying's, and others' share of busy.
-const CHECK_WHOLE: &str = "check-whole";
-const CHECK_OTHERS: &str = "check-others";
-
-/// The check's note: per server, the medians over every load phase.
-fn accounting_note(samples: &[Sample], servers: &[&str]) -> Option<String> {
-    let med = |figure: &str, server: &str| {
-        report::median(
-            samples
-                .iter()
-                .filter(|s| s.figure == figure && s.server == server)
-                .map(|s| s.value)
-                .collect(),
-        )
-    };
-    let parts: Vec<String> = servers
-        .iter()
-        .filter_map(|server| {
-            Some(format!(
-                "{server} {:.2} (others {:.0} % of busy)",
-                med(CHECK_WHOLE, server)?,
-                100.0 * med(CHECK_OTHERS, server)?
-            ))
-        })
-        .collect();
-    (!parts.is_empty()).then(|| {
-        format!(
-            "host CPU is the relaying's threads (server process, both veth ends' NAPI threads, ksoftirqd). \
-             The whole machine's figure (busy − generator − every other process) over it, medians of the load \
-             phases: {}. On a quiet machine that is about 1; where others' share is large it carries their \
-             noise (BENCHMARKS.md).",
-            parts.join(", ")
-        )
-    })
-}
-
-/// The server-side row of a namespace-mode host CPU row.
-fn side_key(key: &str) -> Option<&'static str> {
-    Some(match key {
-        "udp-1-100" => "side-udp-1-100",
-        "udp-n-100" => "side-udp-n-100",
-        "udp-1-1200" => "side-udp-1-1200",
-        "udp-n-1200" => "side-udp-n-1200",
-        "r2r-1-100" => "side-r2r-1-100",
-        "r2r-n-100" => "side-r2r-n-100",
-        "r2r-1-1200" => "side-r2r-1-1200",
-        "r2r-n-1200" => "side-r2r-n-1200",
-        _ => return None,
-    })
-}
-
 /// The bare forwarder's two variants: (server name in the samples, label).
 const FORWARDERS: [(&str, &str); 2] = [("fwd-plain", "recvfrom/sendto"), ("fwd-mmsg", "recvmmsg/sendmmsg ×32")];
 
@@ -463,12 +356,12 @@ fn measure_all(work: &Path) -> Result<(), String> {
         let skipped: Vec<&str> = f
             .iter()
             .map(String::as_str)
-            .filter(|g| !NETNS_GROUPS.contains(g))
+            .filter(|g| !namespace::NETNS_GROUPS.contains(g))
             .collect();
         if !skipped.is_empty() {
             notes.push(format!(
                 "namespace mode measures {} only; not {}",
-                NETNS_GROUPS.join(" and "),
+                namespace::NETNS_GROUPS.join(" and "),
                 skipped.join(", ")
             ));
         }
@@ -540,7 +433,7 @@ fn measure_all(work: &Path) -> Result<(), String> {
     print!("{}", report::raw(&figs, &samples));
     notes.extend(report::starved(&samples));
     if settings.netns {
-        notes.extend(accounting_note(&samples, &columns.servers));
+        notes.extend(namespace::accounting_note(&samples, &columns.servers));
     }
     for n in &notes {
         println!("\nnote: {n}");
@@ -644,35 +537,7 @@ fn phase_raw(p: &Phase) -> String {
         } else {
             String::new()
         }
-    ) + &p.host.map_or(String::new(), |h| host_raw(&h, p.received))
-}
-
-/// The host CPU behind a namespace-mode phase.
-fn host_raw(h: &host::HostDelta, received: u64) -> String {
-    let pct = |t: f64| 100.0 * t / h.wall.max(1e-9);
-    let per = |t: f64| 1e6 * t / received.max(1) as f64;
-    let cores = h.cpu_busy.map_or(String::new(), |(s, g)| {
-        format!("; server CPU {:.0} % busy, generator CPU {:.0} %", pct(s), pct(g))
-    });
-    format!(
-        "; host CPU {:.2} s over {:.2} s = server process {:.2} + NAPI server end {:.2} + NAPI generator end {:.2} \
-         + ksoftirqd {:.2}; whole machine {:.2} s ({:.2} µs/pkt) = busy {:.2} − generator {:.2} − others {:.2} \
-         (of busy: softirq {:.2}, irq {:.2}, steal {:.2}){cores}",
-        h.relaying(),
-        h.wall,
-        h.server,
-        h.napi_server,
-        h.napi_generator,
-        h.ksoftirqd,
-        h.whole(),
-        per(h.whole()),
-        h.busy,
-        h.generator,
-        h.others,
-        h.softirq,
-        h.irq,
-        h.steal,
-    )
+    ) + &p.host.map_or(String::new(), |h| namespace::host_raw(&h, p.received))
 }
 
 /// Records a load phase as CPU µs per relayed packet; fails if the
@@ -793,12 +658,14 @@ fn data_plane(
         }),
     };
     // The fast path's verdicts (namespace mode), read around each phase.
-    let verdicts = || -> Option<FastPath> {
+    let verdicts = || -> Option<namespace::FastPath> {
         if name != Kind::TurnpikeXdp.name() {
             return None;
         }
         let text = ctx.netns.as_ref()?.http_get(server.http?, "/metrics");
-        Some(text.map_or_else(FastPath::Unreadable, |t| FastPath::Counts(fast_path_verdicts(&t))))
+        Some(text.map_or_else(namespace::FastPath::Unreadable, |t| {
+            namespace::FastPath::Counts(namespace::verdicts(&t))
+        }))
     };
     let n = s.flows;
     let mut full_speed = |key: &'static str, sources: &[Source], sinks: Vec<Sink>| -> Result<Phase, String> {
@@ -807,59 +674,7 @@ fn data_plane(
         let p = run_phase(&meter, &sockets, sources, sinks, s.secs, offer, s.batch);
         let extra = before.map_or(String::new(), |b| b.since(verdicts()));
         record_phase(out, key, name, round, &p, &extra)?;
-        if let (Some(side), Some(h)) = (side_key(key), p.host) {
-            for (figure, value) in [
-                (CHECK_WHOLE, h.whole() / h.relaying().max(1e-9)),
-                (CHECK_OTHERS, h.others / h.busy.max(1e-9)),
-            ] {
-                out.push(Sample {
-                    figure,
-                    server: name,
-                    round,
-                    value,
-                    raw: String::new(),
-                    share: None,
-                });
-            }
-            out.push(Sample {
-                figure: side,
-                server: name,
-                round,
-                value: 1e6 * h.server_side() / p.received.max(1) as f64,
-                raw: format!(
-                    "server process {:.2} s + NAPI server end {:.2} s over {} relayed",
-                    h.server, h.napi_server, p.received
-                ),
-                share: None,
-            });
-        }
-        let rates = match key {
-            "udp-n-100" => Some(("pps-udp", "cap-udp")),
-            "r2r-n-100" => Some(("pps-r2r", "cap-r2r")),
-            _ => None,
-        };
-        if let (Some((pps, cap)), Some(h)) = (rates, p.host) {
-            let raw = format!(
-                "{} relayed in {:.2} s; server CPU {:.0} % busy; server side {:.2} CPU-s",
-                p.received,
-                p.active_secs,
-                p.server_cpu_pct(),
-                h.server_side()
-            );
-            for (figure, value) in [
-                (pps, p.packets_per_sec()),
-                (cap, p.received as f64 / h.server_side().max(1e-9)),
-            ] {
-                out.push(Sample {
-                    figure,
-                    server: name,
-                    round,
-                    value,
-                    raw: raw.clone(),
-                    share: None,
-                });
-            }
-        }
+        namespace::extra_samples(out, key, name, round, &p);
         Ok(p)
     };
     if s.group("udp") {
@@ -915,74 +730,12 @@ fn data_plane(
         );
         eprintln!("  rtt: p50 {:.1} µs, p99 {:.1} µs ({raw})", r.p50_us, r.p99_us);
         for (figure, value) in [("rtt-p50", r.p50_us), ("rtt-p99", r.p99_us)] {
-            out.push(Sample {
-                figure,
-                server: name,
-                round,
-                value,
-                raw: raw.clone(),
-                share: None,
-            });
+            out.push(Sample::of(figure, name, round, value, raw.clone()));
         }
     }
     server.check_alive()?;
     report_log(&server);
     Ok(())
-}
-
-/// turnpike's fast-path verdict counters at one instant.
-enum FastPath {
-    Counts(std::collections::BTreeMap<String, u64>),
-    Unreadable(String),
-}
-
-impl FastPath {
-    /// What the phase between `self` and `after` took through the fast
-    /// path, for the raw numbers.
-    fn since(self, after: Option<FastPath>) -> String {
-        let (before, after) = match (self, after) {
-            (FastPath::Counts(b), Some(FastPath::Counts(a))) => (b, a),
-            (FastPath::Unreadable(e), _) | (_, Some(FastPath::Unreadable(e))) => {
-                return format!("; fast path: /metrics unreadable ({e})")
-            }
-            (_, None) => return String::new(),
-        };
-        let mut tx = 0;
-        let mut parts = Vec::new();
-        for (verdict, n) in &after {
-            let d = n.saturating_sub(before.get(verdict).copied().unwrap_or(0));
-            if verdict.starts_with("tx_") {
-                tx += d;
-            }
-            if d > 0 {
-                parts.push(format!("{verdict} {d}"));
-            }
-        }
-        if after.is_empty() {
-            return "; fast path: no verdict counters in /metrics (not attached?)".into();
-        }
-        format!(
-            "; fast path: {tx} datagrams relayed by XDP ({})",
-            if parts.is_empty() {
-                "no frame seen".into()
-            } else {
-                parts.join(", ")
-            }
-        )
-    }
-}
-
-/// `turnpike_fast_path_verdicts_total{verdict="…"} N` lines of /metrics.
-fn fast_path_verdicts(metrics: &str) -> std::collections::BTreeMap<String, u64> {
-    metrics
-        .lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix("turnpike_fast_path_verdicts_total{verdict=\"")?;
-            let (verdict, rest) = rest.split_once('"')?;
-            let value = rest.rsplit(' ').next()?.parse::<f64>().ok()?;
-            Some((verdict.to_string(), value as u64))
-        })
-        .collect()
 }
 
 /// TURN over TCP and over TLS, one and `conns` connections.

@@ -33,6 +33,21 @@ pub struct Sample {
     pub share: Option<f64>,
 }
 
+impl Sample {
+    /// A measurement that is not a full-speed load phase's headline (no
+    /// share of a core to flag).
+    pub fn of(figure: &'static str, server: &'static str, round: usize, value: f64, raw: String) -> Sample {
+        Sample {
+            figure,
+            server,
+            round,
+            value,
+            raw,
+            share: None,
+        }
+    }
+}
+
 /// Server CPU share below which a full-speed phase is flagged as starved.
 const STARVED_PCT: f64 = 70.0;
 
