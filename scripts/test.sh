@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README's second command. It installs what
-# the tests need on a fresh Debian machine (coturn's client tools, Chromium,
+# the tests need on a fresh Debian machine (coturn's client tools, Debian's
+# stun client and nftables, Chromium,
 # systemd's verify tools, Redis and haproxy (started by the fleet tests),
 # systemd-nspawn, mmdebstrap and cargo-deb (the Debian package under a real
 # systemd), Pebble (the ACME tests' CA), clang-14 (the XDP program's object,
@@ -31,6 +32,11 @@ command -v pebble >/dev/null 2>&1 || need_apt+=(pebble)
 command -v clang-14 >/dev/null 2>&1 || need_apt+=(clang-14)
 # The fast path's end-to-end tests turn checksum offload off on a veth end.
 command -v ethtool >/dev/null 2>&1 || need_apt+=(ethtool)
+# RFC 5780 NAT behaviour discovery: Debian's `stun` client
+# (tests/interop/stun_client.rs), and nftables for the NATs the tests
+# build in network namespaces (tests/turn/nat_discovery.rs).
+command -v stun >/dev/null 2>&1 || need_apt+=(stun-client)
+command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]} (Debian packages the tests drive)"
   as_root apt-get update -qq

@@ -9,7 +9,7 @@ use turnpike_fuzz::program;
 
 fn main() -> std::io::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
-    let targets: [(&str, Vec<Vec<u8>>); 10] = [
+    let targets: [(&str, Vec<Vec<u8>>); 11] = [
         ("stun_message", program::stun_seeds()),
         ("channel_data", program::channel_data_seeds()),
         ("server_client_packet", program::server_seeds()),
@@ -20,6 +20,7 @@ fn main() -> std::io::Result<()> {
         ("proxy_header", turnpike_fuzz::proxy::seeds()),
         ("fleet_message", turnpike_fuzz::fleet::seeds()),
         ("redis_push", turnpike_fuzz::redis_push::seeds()),
+        ("nat_discovery", turnpike_fuzz::nat::seeds()),
     ];
     for (target, seeds) in targets {
         let dir = root.join(target);

@@ -13,6 +13,8 @@
 //!   that authenticated Allocate, Refresh, CreatePermission and ChannelBind
 //!   get past the long-term credential check.
 //! * [`program`]: builds such programs, for seeds and tests.
+//! * [`nat`]: Binding with RFC 5780 NAT behaviour discovery, on every
+//!   address of a server's address pairs and beside them.
 //! * [`signal`]: signaling protocol v1 client messages.
 //! * [`proxy`]: the PROXY protocol header a load balancer sends first.
 //! * [`fleet`]: the messages and records instances of a fleet read from
@@ -26,6 +28,7 @@ pub mod channel;
 pub mod filter;
 pub mod fleet;
 pub mod message;
+pub mod nat;
 pub mod program;
 pub mod proxy;
 pub mod redis_push;

@@ -22,7 +22,8 @@
 //! # Checks
 //!
 //! After each operation every effect is drained: each Transmit goes to the
-//! client that spoke, and there is exactly one per request and none
+//! client that spoke (a Binding success with RFC 5780's RESPONSE-PORT to
+//! that port of its IP), and there is exactly one per request and none
 //! otherwise; it parses as STUN (or is a well-formed RFC 3489 answer to a
 //! classic request) and echoes method and transaction id; an
 //! authenticated answer ends with FINGERPRINT, an unauthenticated one only
@@ -419,7 +420,17 @@ impl Harness {
         }
         let answers = self.drain();
         for (to, bytes) in &answers {
-            assert_eq!(*to, client, "answer to {} went elsewhere", hex(bytes));
+            let port = match to.remote.port() == client.remote.port() {
+                true => None,
+                // RFC 5780: a Binding success goes to RESPONSE-PORT.
+                false => Some(to.remote.port()),
+            };
+            assert_eq!(port, response_port(packet).filter(|_| port.is_some()));
+            let to = ClientAddr {
+                remote: client.remote,
+                ..*to
+            };
+            assert_eq!(to, client, "answer to {} went elsewhere", hex(bytes));
         }
         let request = Message::parse(packet).ok().filter(|m| m.class() == Class::Request);
         let Some(request) = request else {
@@ -433,11 +444,7 @@ impl Harness {
         assert_eq!(answers.len(), 1, "not exactly one answer to request {}", hex(packet));
         let bytes = &answers[0].1;
         if !request.has_magic_cookie() {
-            check_classic_answer(&request, bytes, client.remote);
-            return Some(Answer {
-                class: Class::Success,
-                code: None,
-            });
+            return Some(check_classic_answer(&request, bytes, client.remote));
         }
         Some(self.check_answer(c, &request, bytes, signer))
     }
@@ -936,14 +943,40 @@ impl Harness {
 
 /// An RFC 3489 answer (no magic cookie), which our parser does not accept
 /// by design: Binding success, the request's 16-byte id, MAPPED-ADDRESS.
-fn check_classic_answer(request: &Message<'_>, bytes: &[u8], remote: SocketAddr) {
+fn check_classic_answer(request: &Message<'_>, bytes: &[u8], remote: SocketAddr) -> Answer {
     assert!(bytes.len() >= stun::HEADER_LEN, "short classic answer");
-    assert_eq!(bytes[..2], [0x01, 0x01], "classic answer is not a Binding success");
     let length = usize::from(u16::from_be_bytes([bytes[2], bytes[3]]));
     assert_eq!(bytes.len(), stun::HEADER_LEN + length);
     assert_eq!(bytes[4..20], request.bytes()[4..20], "classic id not echoed");
+    // Without an alternate address (RFC 5780), only a CHANGE-REQUEST is
+    // refused, in RFC 3489's form (checked by the nat_discovery target).
+    if bytes[..2] == [0x01, 0x11] {
+        assert!(
+            request.has(attr::CHANGE_REQUEST),
+            "classic error to {}",
+            hex(request.bytes())
+        );
+        return Answer {
+            class: Class::Error,
+            code: None,
+        };
+    }
+    assert_eq!(bytes[..2], [0x01, 0x01], "classic answer is not a Binding success");
     assert_eq!(bytes[20..22], attr::MAPPED_ADDRESS.to_be_bytes());
     let len = usize::from(u16::from_be_bytes([bytes[22], bytes[23]]));
     assert_eq!(len + 24, bytes.len());
     assert_eq!(stun::decode_address(&bytes[24..]), Ok(remote));
+    Answer {
+        class: Class::Success,
+        code: None,
+    }
+}
+
+/// RESPONSE-PORT's port, if `packet` is a request carrying one.
+fn response_port(packet: &[u8]) -> Option<u16> {
+    let request = Message::parse(packet).ok()?;
+    match request.get(attr::RESPONSE_PORT)? {
+        &[hi, lo, _, _] => Some(u16::from_be_bytes([hi, lo])),
+        _ => None,
+    }
 }

@@ -6,7 +6,7 @@ use turnpike::proto::stun::method;
 use turnpike_fuzz::program::{self, Attrs, Program};
 use turnpike_fuzz::server::{flag, Harness};
 use turnpike_fuzz::session;
-use turnpike_fuzz::{channel, filter, fleet, message, proxy, redis_push, signal};
+use turnpike_fuzz::{channel, filter, fleet, message, nat, proxy, redis_push, signal};
 
 #[test]
 fn every_seed_passes_its_target() {
@@ -39,6 +39,9 @@ fn every_seed_passes_its_target() {
     }
     for s in redis_push::seeds() {
         redis_push::fuzz_read(&s);
+    }
+    for s in nat::seeds() {
+        nat::fuzz_binding(&s);
     }
 }
 
@@ -231,4 +234,29 @@ fn mutated_redis_streams_raise_no_false_alarm() {
     for _ in 0..20_000 {
         redis_push::fuzz_read(&mutated(&seeds, &mut rng, 8, true));
     }
+}
+
+#[test]
+fn mutated_binding_requests_raise_no_false_alarm() {
+    let seeds = nat::seeds();
+    let mut rng = 0x5851_F42D_4C95_7F2Du64;
+    for _ in 0..5000 {
+        nat::fuzz_binding(&mutated(&seeds, &mut rng, 6, true));
+    }
+}
+
+#[test]
+fn binding_seeds_reach_every_address_and_both_kinds_of_answer() {
+    use turnpike::proto::addr::Transport;
+    let seeds = nat::seeds();
+    let arrivals: std::collections::HashSet<_> = seeds.iter().map(|s| nat::arrival(s[0])).collect();
+    assert!(arrivals.len() >= 8, "{arrivals:?}");
+    assert!(arrivals.iter().any(|a| a.transport == Transport::Tcp));
+    // Every seed but the raw one builds a request that parses.
+    let built: Vec<Vec<u8>> = seeds.iter().map(|s| nat::request(s[0], &s[1..])).collect();
+    let parsed = built
+        .iter()
+        .filter(|b| turnpike::proto::stun::Message::parse(b).is_ok())
+        .count();
+    assert_eq!(parsed, seeds.len() - 1);
 }

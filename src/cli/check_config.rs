@@ -12,6 +12,7 @@
 //! stands between this host and the fast path (capabilities, the
 //! interfaces, forwarding) as warnings: the server starts without it.
 
+use std::net::SocketAddr;
 use std::path::Path;
 
 use turnpike::config::{Config, FastPath};
@@ -50,6 +51,15 @@ pub fn check_config(file: &Path) -> anyhow::Result<()> {
         config.auth.users.len(),
         config.auth.resolved_secrets.len()
     );
+    for (primary, alternate) in config.listen.nat_discovery_pairs() {
+        let (a1, p1, a2, p2) = (primary.ip(), primary.port(), alternate.ip(), alternate.port());
+        println!(
+            "listen.udp_alternate: RFC 5780 NAT behaviour discovery on {primary} and {alternate}, \
+             also listening on {} and {} (open all four to UDP)",
+            SocketAddr::new(a1, p2),
+            SocketAddr::new(a2, p1)
+        );
+    }
     if let Some(acme) = &config.tls.acme {
         let cached = match certificates.as_ref().and_then(|c| c.leaf()) {
             Some(leaf) => format!(

@@ -202,6 +202,7 @@ impl Config {
         let listeners = listen
             .udp
             .iter()
+            .chain(&listen.udp_alternate)
             .chain(&listen.tcp)
             .chain(&listen.tls)
             .chain(&listen.http);

@@ -1,10 +1,13 @@
 //! `[listen]`: the addresses clients reach the server on (UDP, TCP, TLS,
-//! HTTP) and the load balancers allowed to speak PROXY protocol to them.
+//! HTTP), the alternate UDP address of RFC 5780 NAT behaviour discovery,
+//! and the load balancers allowed to speak PROXY protocol to them.
 //!
 //! This file holds the section's struct, its defaults, the doc comment on
 //! each field that is the reference for its key, and [`check`]: something
-//! to serve, no address listed twice, TCP and TLS on different ports. That
-//! `listen.tls` needs `[tls]` is a rule across sections, in `cross.rs`.
+//! to serve, no address listed twice, TCP and TLS on different ports, and
+//! an alternate address that makes the four UDP addresses of RFC 5780 §6
+//! with the listener it pairs with. That `listen.tls` needs `[tls]` is a
+//! rule across sections, in `cross.rs`.
 
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -47,6 +50,17 @@ pub struct ListenSection {
     /// applies a change to the connections accepted after it. Default: `[]`.
     #[serde(deserialize_with = "cidrs")]
     pub proxy_protocol_from: Vec<Cidr>,
+    /// NAT behaviour discovery (RFC 5780): a second UDP address A2:P2 of
+    /// this host, at most one per family, e.g. `["192.0.2.2:3479"]`. It
+    /// pairs with the first `udp` address A1:P1 of its family, which must
+    /// then be a specific address (not `0.0.0.0` or `[::]`) with a fixed
+    /// port; A2 and P2 must differ from A1 and P1. The server also
+    /// listens on A1:P2, A2:P1 and A2:P2 (full STUN/TURN listeners, none
+    /// of them in `udp`), Binding answers over UDP carry OTHER-ADDRESS and
+    /// RESPONSE-ORIGIN, and CHANGE-REQUEST is answered from the address it
+    /// asks for. Without it OTHER-ADDRESS is never sent and CHANGE-REQUEST
+    /// gets 420. Default: `[]`.
+    pub udp_alternate: Vec<SocketAddr>,
 }
 
 impl Default for ListenSection {
@@ -57,7 +71,23 @@ impl Default for ListenSection {
             tls: Vec::new(),
             http: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 8080))),
             proxy_protocol_from: Vec::new(),
+            udp_alternate: Vec::new(),
         }
+    }
+}
+
+impl ListenSection {
+    /// The (primary, alternate) address pairs of RFC 5780: each
+    /// `udp_alternate` with the first `udp` address of its family (one
+    /// exists in a checked config).
+    pub fn nat_discovery_pairs(&self) -> Vec<(SocketAddr, SocketAddr)> {
+        self.udp_alternate
+            .iter()
+            .filter_map(|alternate| {
+                let primary = self.udp.iter().find(|a| a.is_ipv4() == alternate.is_ipv4())?;
+                Some((*primary, *alternate))
+            })
+            .collect()
     }
 }
 
@@ -85,6 +115,54 @@ pub(super) fn check(listen: &ListenSection) -> Result<(), ConfigError> {
             if addr.port() != 0 && addrs.get(..i).is_some_and(|before| before.contains(addr)) {
                 return Err(ConfigError::invalid(key, format!("{addr} is listed twice")));
             }
+        }
+    }
+    check_alternates(listen)
+}
+
+/// `udp_alternate`: one per family, each making with its primary the four
+/// distinct UDP addresses of RFC 5780 §6, none of which `udp` lists
+/// already (a second socket on an address would share its datagrams).
+fn check_alternates(listen: &ListenSection) -> Result<(), ConfigError> {
+    let invalid = |why: String| Err(ConfigError::invalid("listen.udp_alternate", why));
+    for (i, alternate) in listen.udp_alternate.iter().enumerate() {
+        let family = if alternate.is_ipv4() { "IPv4" } else { "IPv6" };
+        if alternate.ip().is_unspecified() || alternate.port() == 0 {
+            return invalid(format!(
+                "{alternate}: needs a specific address and port (answers name the address they leave from)"
+            ));
+        }
+        if listen.udp_alternate[..i]
+            .iter()
+            .any(|a| a.is_ipv4() == alternate.is_ipv4())
+        {
+            return invalid(format!("has two {family} addresses; one per family"));
+        }
+        let Some(primary) = listen.udp.iter().find(|a| a.is_ipv4() == alternate.is_ipv4()) else {
+            return invalid(format!(
+                "{alternate}: listen.udp has no {family} address to pair it with"
+            ));
+        };
+        if primary.ip().is_unspecified() || primary.port() == 0 {
+            return invalid(format!(
+                "{alternate} pairs with {primary}, the first {family} address of listen.udp, which must be a \
+                 specific address with a fixed port (answers name the address they leave from)"
+            ));
+        }
+        if primary.ip() == alternate.ip() || primary.port() == alternate.port() {
+            return invalid(format!(
+                "{alternate} must differ from {primary} in both address and port (RFC 5780 §6)"
+            ));
+        }
+        let crossed = [
+            SocketAddr::new(primary.ip(), alternate.port()),
+            SocketAddr::new(alternate.ip(), primary.port()),
+            *alternate,
+        ];
+        if let Some(taken) = crossed.iter().find(|a| listen.udp.contains(a)) {
+            return invalid(format!(
+                "{taken} is in listen.udp; with {alternate} the server listens on it for RFC 5780 already"
+            ));
         }
     }
     Ok(())
@@ -133,5 +211,39 @@ mod tests {
             "listen.udp"
         );
         assert!(parse("[listen]\nudp = [\"127.0.0.1:0\", \"127.0.0.1:0\"]\n").is_ok());
+    }
+
+    #[test]
+    fn an_alternate_address_pairs_with_the_first_udp_address_of_its_family() {
+        let config = parse(
+            "[listen]\nudp = [\"[2001:db8::1]:3478\", \"192.0.2.1:3478\", \"192.0.2.9:3478\"]\n\
+             udp_alternate = [\"192.0.2.2:3479\", \"[2001:db8::2]:3479\"]\n",
+        )
+        .expect("valid");
+        let pairs = config.listen.nat_discovery_pairs();
+        let addr = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        assert_eq!(
+            pairs,
+            [
+                (addr("192.0.2.1:3478"), addr("192.0.2.2:3479")),
+                (addr("[2001:db8::1]:3478"), addr("[2001:db8::2]:3479"))
+            ]
+        );
+        assert!(crate::config::Config::default().listen.nat_discovery_pairs().is_empty());
+        let refused = [
+            // The default listener is the wildcard.
+            "[listen]\nudp_alternate = [\"192.0.2.2:3479\"]\n",
+            "[listen]\nudp = [\"192.0.2.1:0\"]\nudp_alternate = [\"192.0.2.2:3479\"]\n",
+            "[listen]\nudp = [\"192.0.2.1:3478\"]\nudp_alternate = [\"0.0.0.0:3479\"]\n",
+            "[listen]\nudp = [\"192.0.2.1:3478\"]\nudp_alternate = [\"192.0.2.2:0\"]\n",
+            "[listen]\nudp = [\"192.0.2.1:3478\"]\nudp_alternate = [\"192.0.2.1:3479\"]\n",
+            "[listen]\nudp = [\"192.0.2.1:3478\"]\nudp_alternate = [\"192.0.2.2:3478\"]\n",
+            "[listen]\nudp = [\"192.0.2.1:3478\"]\nudp_alternate = [\"[2001:db8::2]:3479\"]\n",
+            "[listen]\nudp = [\"192.0.2.1:3478\"]\nudp_alternate = [\"192.0.2.2:3479\", \"192.0.2.3:3479\"]\n",
+            "[listen]\nudp = [\"192.0.2.1:3478\", \"192.0.2.1:3479\"]\nudp_alternate = [\"192.0.2.2:3479\"]\n",
+        ];
+        for toml in refused {
+            assert_eq!(invalid_key(toml), "listen.udp_alternate", "{toml}");
+        }
     }
 }

@@ -19,6 +19,7 @@ use super::udp::batch::{self, UdpSock};
 use crate::config::Config;
 use crate::process::http_handover::HttpHandover;
 use crate::process::tls;
+use crate::proto::server::AddressPair;
 
 /// Connections a TCP or TLS listener holds before they are accepted.
 const STREAM_BACKLOG: i32 = 1024;
@@ -57,10 +58,19 @@ impl StdSockets {
 }
 
 /// Binds every UDP listener once per shard (`sockets` has one entry per
-/// shard); returns the bound addresses.
+/// shard); returns the bound addresses. The listeners are those of
+/// `listen.udp`, then for each RFC 5780 address pair the three addresses
+/// beside its primary (A1:P2, A2:P1, A2:P2), which the core may answer
+/// from (`proto::server::nat_discovery`).
 pub(super) fn bind_udp_listeners(config: &Config, sockets: &mut [StdSockets]) -> Result<Vec<SocketAddr>, BindError> {
     let mut udp = Vec::new();
-    for &wanted in &config.listen.udp {
+    let alternates = config
+        .listen
+        .nat_discovery_pairs()
+        .into_iter()
+        .filter_map(|(primary, alternate)| AddressPair::new(primary, alternate))
+        .flat_map(|pair| pair.sockets().into_iter().skip(1));
+    for wanted in config.listen.udp.iter().copied().chain(alternates) {
         let bind = |addr, reuse_port| bind_udp(addr, UdpRole::Listener { reuse_port });
         let (bound, per_shard) = bind_per_shard("UDP", wanted, sockets.len(), bind, std::net::UdpSocket::local_addr)?;
         for (shard, socket) in sockets.iter_mut().zip(per_shard) {

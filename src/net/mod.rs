@@ -380,6 +380,9 @@ fn log_started(
     for addr in udp {
         info!(%addr, workers, "listening for STUN/TURN over UDP");
     }
+    for pair in plan.server.nat_discovery.pairs() {
+        info!(primary = %pair.primary(), alternate = %pair.alternate(), "NAT behaviour discovery (RFC 5780): Binding answers over UDP carry OTHER-ADDRESS, CHANGE-REQUEST is honoured");
+    }
     for addr in tcp {
         info!(%addr, workers, "listening for STUN/TURN over TCP");
     }

@@ -12,7 +12,7 @@ use super::socket::interface_ips;
 use crate::config::{Config, LimitsSection};
 use crate::proto::auth::{Credentials, CredentialsConfig, PasswordAlgorithm, SecretAlgorithm};
 use crate::proto::peer_filter::{self, PeerRules};
-use crate::proto::server::{Alternates, RelayHairpin, ServerConfig};
+use crate::proto::server::{AddressPair, Alternates, NatDiscovery, RelayHairpin, ServerConfig};
 
 /// Everything shards share, derived once from the config.
 pub(super) struct Plan {
@@ -143,6 +143,14 @@ impl Plan {
                 max_peer_connections_per_allocation: config.limits.max_peer_connections_per_allocation,
                 max_peer_connections: config.limits.max_peer_connections,
                 alternates: Alternates::new(config.alternate.servers.clone(), config.alternate.domain.clone()),
+                // The config refuses a pair AddressPair::new would not take.
+                nat_discovery: NatDiscovery::new(
+                    config
+                        .listen
+                        .nat_discovery_pairs()
+                        .into_iter()
+                        .filter_map(|(primary, alternate)| AddressPair::new(primary, alternate)),
+                ),
             },
             shed_above_bytes_per_second: config.alternate.bytes_per_second,
             users: config

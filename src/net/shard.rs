@@ -297,6 +297,10 @@ impl Shard {
         self.core.borrow().has_allocation(&client)
     }
 
+    /// This shard's sibling of the UDP listener bound to `local`: the one
+    /// a Transmit names in `to.local`, which for an RFC 5780 Binding
+    /// answer may be another than the one the request arrived on (every
+    /// shard has a sibling of all four addresses of an address pair).
     fn listener(&self, local: SocketAddr) -> Option<&Rc<UdpSock>> {
         self.listeners.iter().find(|(a, _)| *a == local).map(|(_, s)| s)
     }

@@ -5,6 +5,8 @@
 //! * [`turn_client`]: the TURN client (UDP, TCP, TLS; one-shot STUN
 //!   exchanges; the `turn` crate) and [`ws_client`]: the signaling client;
 //! * [`echo`]: UDP and TCP echo peers;
+//! * [`nat_behaviour`]: a client of RFC 5780's NAT behaviour tests,
+//!   written from the RFC;
 //! * [`metrics`]: one sample of `/metrics`, and bounded waits for them;
 //! * [`credentials`], [`ports`], [`pki`], [`http`], [`scratch`],
 //!   [`process`]: what those are built of;
@@ -13,8 +15,8 @@
 //!   [`selftest_run`]: `turnpike selftest` run and its JSON report read;
 //! * [`aiortc_call`]: the aiortc call script run and its account read;
 //! * [`browser`], [`call_summary`], [`private_network`], [`redis_server`],
-//!   [`pebble`]: headless Chromium, the network namespace it needs, a real
-//!   Redis, a real ACME CA;
+//!   [`pebble`]: headless Chromium, the network namespaces it and the NAT
+//!   tests need, a real Redis, a real ACME CA;
 //! * [`machine`]: which calls run alone, and which beside others.
 //!
 //! Everything stays on 127.0.0.1 (or in a namespace of the test's own),
@@ -35,6 +37,7 @@ pub mod echo;
 pub mod http;
 pub mod machine;
 pub mod metrics;
+pub mod nat_behaviour;
 pub mod pebble;
 pub mod pki;
 pub mod ports;

@@ -1,6 +1,7 @@
 //! Other clients against the server: coturn's tools, aiortc, headless
-//! Chromium (the demo page, the TURN test page); and ours against another
-//! server: `turnpike selftest` against coturn's `turnserver`.
+//! Chromium (the demo page, the TURN test page), NAT type discovery by
+//! Debian's `stun` and coturn's `turnutils_stunclient`; and ours against
+//! another server: `turnpike selftest` against coturn's `turnserver`.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -12,3 +13,4 @@ mod browser_shared_port;
 mod browser_turn_test;
 mod coturn_tools;
 mod selftest_coturn;
+mod stun_client;

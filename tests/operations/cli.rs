@@ -181,6 +181,29 @@ fn check_config_names_relay_ports_for_a_bad_port_range() {
 }
 
 #[test]
+fn check_config_says_where_nat_behaviour_discovery_listens_and_names_a_bad_alternate() {
+    let good = ConfigFile::new("[listen]\nudp = [\"192.0.2.1:3478\"]\nudp_alternate = [\"192.0.2.2:3479\"]\n");
+    let output = turnpike(&["check-config", good.path().to_str().expect("UTF-8 temp path")]);
+    assert!(output.success(), "{output:?}");
+    assert!(
+        output.stdout.contains(
+            "RFC 5780 NAT behaviour discovery on 192.0.2.1:3478 and 192.0.2.2:3479, also listening on \
+             192.0.2.1:3479 and 192.0.2.2:3478"
+        ),
+        "{}",
+        output.stdout
+    );
+    // The default UDP listener is the wildcard, which cannot say which
+    // address an answer leaves from.
+    let bad = ConfigFile::new("[listen]\nudp_alternate = [\"192.0.2.2:3479\"]\n");
+    let stderr = check_config_error(&bad.path());
+    assert!(
+        stderr.contains("listen.udp_alternate") && stderr.contains("0.0.0.0:3478"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn server_refuses_to_start_with_an_invalid_config() {
     let config = ConfigFile::new("[server]\nrelm = \"x\"\n");
     let output = turnpike(&["--config", config.path().to_str().expect("UTF-8 temp path")]);

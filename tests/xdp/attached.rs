@@ -15,12 +15,13 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::common::private_network::Namespace;
 use crate::common::process::{require_tool, run_with_timeout};
 use crate::common::turn_client::Source;
 use crate::common::{turnpike_bin, ScratchDir, TestServer};
 use crate::fixture::sysctl;
 use crate::relaying::{start_unchecked, Call, Setup};
-use crate::topology::{Namespace, Topology, SERVER_DEVICE};
+use crate::topology::{Topology, SERVER_DEVICE};
 
 fn server(interfaces: &str) -> TestServer {
     start_unchecked(&Setup {

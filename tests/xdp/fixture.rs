@@ -17,15 +17,13 @@
 //! at all: the program only runs under `BPF_PROG_TEST_RUN`).
 
 use std::net::SocketAddr;
-use std::process::Command;
-use std::time::Duration;
 
 use turnpike::net::xdp::{
     ChannelRoute, Outgoing, PeerRoute, RelayMaps, RelayProgram, TestRunResult, Verdict, XdpAction, VERDICTS,
 };
 
 use crate::common::private_network::enter_private_network;
-use crate::common::process::{require_tool, run_with_timeout};
+pub use crate::common::private_network::ip;
 
 pub const DEVICE: &str = "xdp0";
 pub const DEVICE_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
@@ -107,12 +105,6 @@ pub struct Fixture {
     pub program: RelayProgram,
     pub maps: RelayMaps,
     pub ifindex: u32,
-}
-
-/// Runs `ip ARGS` in the calling thread's network namespace; panics if it fails.
-pub fn ip(args: &[&str]) {
-    let out = run_with_timeout(Command::new(require_tool("ip")).args(args), Duration::from_secs(10));
-    assert!(out.success(), "ip {}: {}", args.join(" "), out.combined());
 }
 
 /// Writes a sysctl of the calling thread's network namespace.

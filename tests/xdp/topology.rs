@@ -30,15 +30,13 @@
 //! own, loaded here with no route. No packet leaves the two namespaces.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aya::programs::XdpMode;
 use turnpike::net::xdp::RelayProgram;
 
-use crate::common::private_network::enter_private_network;
-use crate::common::process::{require_tool, run_with_timeout};
+use crate::common::private_network::{enter_private_network, Namespace};
+use crate::common::process::run_with_timeout;
 use crate::fixture::{ip, sysctl};
 
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 211, 0, 1);
@@ -69,66 +67,6 @@ const FAR_MAC: &str = "02:00:00:21:00:02";
 /// the built-in filter refuses.
 pub const PEERS_TOML: &str = "[peers]\nallow = [\"10.211.0.0/24\", \"fd21::/64\"]\ndeny = [\"10.211.0.4/32\"]\n";
 
-/// A named network namespace (`ip netns add`), deleted on drop, so on
-/// every way out of a test (the veth pair goes with it).
-pub struct Namespace(String);
-
-impl Namespace {
-    fn create() -> Namespace {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let name = format!("tp-xdp-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        ip(&["netns", "add", &name]);
-        Namespace(name)
-    }
-
-    pub fn name(&self) -> &str {
-        &self.0
-    }
-
-    /// Moves the calling thread into it.
-    pub fn enter(&self) {
-        let path = format!("/run/netns/{}", self.0);
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        // SAFETY: setns on an open namespace file changes only the
-        // calling thread's network namespace.
-        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-    }
-
-    /// Runs `f` on a thread inside it and returns what it made: sockets
-    /// stay in the namespace they were opened in, so the test thread can
-    /// use them afterwards.
-    pub fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                self.enter();
-                f()
-            })
-            .join()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e))
-        })
-    }
-
-    /// `program` to be run inside it (`ip netns exec`, which execs it: a
-    /// kill reaches the program itself), from any thread; a child that
-    /// [`crate::common::die_with_test`] ties to a short-lived thread would
-    /// die with that thread.
-    pub fn command(&self, program: &str) -> Command {
-        let mut command = Command::new(require_tool("ip"));
-        command.args(["netns", "exec", &self.0]).arg(require_tool(program));
-        command
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let _ = run_with_timeout(
-            Command::new(require_tool("ip")).args(["netns", "delete", &self.0]),
-            Duration::from_secs(10),
-        );
-    }
-}
-
 /// The two namespaces and the veth pair between them.
 pub struct Topology {
     pub far: Namespace,
@@ -142,7 +80,7 @@ impl Topology {
     /// peers' addresses. Nothing forwards.
     pub fn new() -> Topology {
         enter_private_network(&[]);
-        let far = Namespace::create();
+        let far = Namespace::create("xdp");
         let n = far.name();
         ip(&[
             "link",

@@ -230,8 +230,15 @@ impl Failure {
     /// 420 if `msg` has comprehension-required attributes this server does
     /// not know (RFC 8489 §7.3.1), naming up to eight of them.
     pub(super) fn check_unknown(msg: &Message<'_>) -> Result<(), Failure> {
+        Failure::check_unknown_beyond(msg, &[])
+    }
+
+    /// [`Failure::check_unknown`] for a handler that also understands the
+    /// types in `also` (Binding, RFC 5780's attributes where it can honour
+    /// them).
+    pub(super) fn check_unknown_beyond(msg: &Message<'_>, also: &[u16]) -> Result<(), Failure> {
         let mut unknown = [0u16; 8];
-        match msg.unknown_required(&mut unknown) {
+        match msg.unknown_required_beyond(also, &mut unknown) {
             0 => Ok(()),
             n => Err(Failure::UnknownAttributes(unknown, n)),
         }

@@ -1,5 +1,5 @@
-//! The STUN/TURN server state machine: STUN Binding (RFC 8489 §6.3) and
-//! TURN allocations, permissions, channels and relaying (RFC 8656), with
+//! The STUN/TURN server state machine: STUN Binding (RFC 8489 §6.3, with
+//! RFC 5780 NAT behaviour discovery) and TURN allocations, permissions, channels and relaying (RFC 8656), with
 //! TCP relays (RFC 6062).
 //!
 //! Contract: the driver calls
@@ -26,7 +26,8 @@
 //!   UDP within a per-source budget and an occasional grace beyond it;
 //! * [`request`] — requests parsed into typed values;
 //! * [`answer`] — error codes and how answers are encoded and counted;
-//! * [`binding`] — Binding;
+//! * [`binding`] — Binding, and [`nat_discovery`] — the addresses its
+//!   answers may leave from (RFC 5780);
 //! * [`allocate`] — Allocate and Refresh (RFC 8656 §7);
 //! * [`allocation`] — the allocation model and its indexes;
 //! * [`admin`] — the operator's list of allocations, and ending them;
@@ -61,6 +62,7 @@ mod data_plane;
 mod failure_limits;
 mod fast_path;
 mod hairpin;
+mod nat_discovery;
 mod permissions;
 mod relay_binder;
 mod request;
@@ -84,6 +86,7 @@ pub use self::answer::ErrorCode;
 pub use self::data_plane::{ToClient, ToPeer, PEER_HEADROOM, PEER_TAILROOM};
 pub use self::fast_path::{FastPathRoutes, FastRoute, FOLD_INTERVAL};
 pub use self::hairpin::RelayHairpin;
+pub use self::nat_discovery::{AddressPair, NatDiscovery};
 pub use self::permissions::{CHANNEL_COOLDOWN, CHANNEL_LIFETIME};
 pub use self::relay_binder::{PortWant, RelayBindError, RelayBinder};
 pub use self::tcp_relay::{
@@ -138,12 +141,20 @@ pub struct ServerConfig {
     pub max_peer_connections: usize,
     /// Siblings that take the Allocates this server sheds.
     pub alternates: Alternates,
+    /// The UDP address pairs of RFC 5780 NAT behaviour discovery; empty:
+    /// none (see [`nat_discovery`]).
+    pub nat_discovery: NatDiscovery,
 }
 
 /// Something the driver must do.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Effect {
-    /// Send `bytes` to the client over the transport it came in on.
+    /// Send `bytes` to `to.remote` over `to.transport`: over UDP from the
+    /// listener bound to `to.local`, over a stream on the connection `to`
+    /// names. `to` is the client's 5-tuple but for RFC 5780 Binding
+    /// answers, which may leave from another of the server's UDP
+    /// addresses (CHANGE-REQUEST) and go to another port of the client's
+    /// IP (RESPONSE-PORT); see [`binding`].
     Transmit { to: ClientAddr, bytes: Vec<u8> },
     /// Open a TCP connection from the TCP relay `relay` to `peer` and
     /// report with [`Server::handle_peer_connect_result`] (RFC 6062 §5.2);
@@ -405,15 +416,17 @@ impl<B: RelayBinder> Server<B> {
     }
 
     /// The answer to a request; `None` when it is queued by the handler
-    /// itself (Connect answers later, ConnectionBind before a Splice).
+    /// itself (Binding from the address it names, Connect later,
+    /// ConnectionBind before a Splice).
     /// Every answer is counted once: errors where they are encoded,
     /// successes here.
     fn request(&mut self, client: ClientAddr, msg: &Message<'_>, now: Now) -> Option<Vec<u8>> {
         let method = Method::from_wire(msg.method());
         let (result, key) = match method {
             None => (Err(ErrorCode::BadRequest.into()), None),
-            // Binding needs no credentials (RFC 8489 §6.3).
-            Some(Method::Binding) => (self.binding(client, msg).map(Some), None),
+            // Binding needs no credentials (RFC 8489 §6.3), and queues its
+            // answer itself (it may leave from another address).
+            Some(Method::Binding) => (self.binding(client, msg).map(|()| None), None),
             Some(method) => match self
                 .challengeable(method, client, msg)
                 .and_then(|()| self.authenticate(client, msg, now))
@@ -466,7 +479,7 @@ impl<B: RelayBinder> Server<B> {
         Failure::check_unknown(msg)?;
         match method {
             // Answered alike with credentials or without.
-            Method::Binding => self.binding(client, msg).map(Some),
+            Method::Binding => self.binding(client, msg).map(|()| None),
             Method::Allocate => self.allocate(client, msg, auth, now).map(Some),
             Method::Refresh => self.refresh(client, msg, auth, now).map(Some),
             Method::CreatePermission => self.create_permission(client, msg, auth, now).map(Some),

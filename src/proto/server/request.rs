@@ -1,4 +1,4 @@
-//! TURN requests parsed once into typed values, so that the handlers read
+//! STUN and TURN requests parsed once into typed values, so that the handlers read
 //! as policy. Each parser checks only what the request's attributes say
 //! on their own (presence, size, values, combinations the RFC forbids) and
 //! answers 400 (or the code the RFC names) for a malformed one; what
@@ -187,6 +187,61 @@ impl ConnectionBindRequest {
     }
 }
 
+/// What a Binding request asks of its answer beyond RFC 8489 (RFC 5780
+/// §6.1, §7): where it leaves from, where it goes, how it is padded.
+/// Which of these attributes a listener understands at all is the
+/// handler's (`super::binding`); this reads their values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct BindingRequest {
+    /// CHANGE-REQUEST's "change IP" (A) and "change port" (B) flags (§7.2).
+    pub change_ip: bool,
+    pub change_port: bool,
+    /// RESPONSE-PORT (§7.5): the port of the request's source IP the
+    /// answer goes to.
+    pub response_port: Option<u16>,
+    /// The length of the request's PADDING (§7.6).
+    pub padding: Option<usize>,
+}
+
+/// CHANGE-REQUEST's flags in the last byte of its 32 bits (RFC 5780 §7.2).
+const CHANGE_IP: u8 = 0x04;
+const CHANGE_PORT: u8 = 0x02;
+
+impl BindingRequest {
+    /// 400 for a CHANGE-REQUEST or RESPONSE-PORT that is not 4 bytes, for
+    /// RESPONSE-PORT 0 (no datagram can go there), and for RESPONSE-PORT
+    /// with PADDING (§6.1: a padded answer redirected elsewhere would be
+    /// an amplifier aimed at the request's source, §10).
+    pub fn parse(msg: &Message<'_>) -> Result<BindingRequest, Failure> {
+        let (change_ip, change_port) = change_flags(msg)?;
+        let response_port = match msg.get(attr::RESPONSE_PORT) {
+            None => None,
+            Some(&[hi, lo, _, _]) if u16::from_be_bytes([hi, lo]) != 0 => Some(u16::from_be_bytes([hi, lo])),
+            Some(_) => return Err(ErrorCode::BadRequest.into()),
+        };
+        let padding = msg.get(attr::PADDING).map(<[u8]>::len);
+        if response_port.is_some() && padding.is_some() {
+            return Err(ErrorCode::BadRequest.into());
+        }
+        Ok(BindingRequest {
+            change_ip,
+            change_port,
+            response_port,
+            padding,
+        })
+    }
+}
+
+/// CHANGE-REQUEST's (change IP, change port), both false without one; the
+/// one attribute of RFC 5780 an RFC 3489 client sends too.
+pub(super) fn change_flags(msg: &Message<'_>) -> Result<(bool, bool), Failure> {
+    match msg.get(attr::CHANGE_REQUEST) {
+        None => Ok((false, false)),
+        Some(&[_, _, _, flags]) => Ok((flags & CHANGE_IP != 0, flags & CHANGE_PORT != 0)),
+        Some(_) => Err(ErrorCode::BadRequest.into()),
+    }
+}
+
 /// The one XOR-PEER-ADDRESS of a request that needs exactly one.
 fn peer(msg: &Message<'_>) -> Result<PeerAddr, Failure> {
     match msg.xor_address(attr::XOR_PEER_ADDRESS) {
@@ -215,66 +270,4 @@ fn address_family(value: &[u8]) -> Result<Option<Family>, Failure> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::proto::stun::{method, Class, MessageWriter};
-
-    fn allocate(build: impl FnOnce(&mut MessageWriter<'_>), over: Transport) -> Result<AllocateRequest, Failure> {
-        let mut buf = Vec::new();
-        let mut w = MessageWriter::new(&mut buf, Class::Request, method::ALLOCATE, [1; 12]);
-        build(&mut w);
-        w.finish(None, false);
-        AllocateRequest::parse(&Message::parse(&buf).unwrap(), over)
-    }
-
-    #[test]
-    fn allocate_attributes_are_read_and_contradictions_refused() {
-        let dual = allocate(
-            |w| {
-                w.bytes(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
-                    .bytes(attr::ADDITIONAL_ADDRESS_FAMILY, &[2, 0, 0, 0])
-                    .u32(attr::LIFETIME, 900);
-            },
-            Transport::Udp,
-        );
-        assert_eq!(
-            dual,
-            Ok(AllocateRequest {
-                protocol: RelayProtocol::Udp,
-                even_port: None,
-                reservation: None,
-                family: None,
-                additional_v6: true,
-                lifetime: Some(900),
-            })
-        );
-        let code = |r: Result<AllocateRequest, Failure>| match r {
-            Err(Failure::Code(code)) => code.code(),
-            other => panic!("{other:?}"),
-        };
-        let unknown_family = allocate(
-            |w| {
-                w.bytes(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
-                    .bytes(attr::REQUESTED_ADDRESS_FAMILY, &[3, 0, 0, 0]);
-            },
-            Transport::Udp,
-        );
-        assert_eq!(code(unknown_family), 440);
-        let additional_v4 = allocate(
-            |w| {
-                w.bytes(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
-                    .bytes(attr::ADDITIONAL_ADDRESS_FAMILY, &[1, 0, 0, 0]);
-            },
-            Transport::Udp,
-        );
-        assert_eq!(code(additional_v4), 400);
-        let transport = |protocol: u8| {
-            move |w: &mut MessageWriter<'_>| {
-                w.bytes(attr::REQUESTED_TRANSPORT, &[protocol, 0, 0, 0]);
-            }
-        };
-        assert_eq!(code(allocate(transport(6), Transport::Udp)), 400);
-        let sctp = allocate(transport(132), Transport::Tcp);
-        assert_eq!(code(sctp), 442);
-    }
-}
+mod tests;

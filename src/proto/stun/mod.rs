@@ -128,6 +128,18 @@ pub mod attr {
         ICE_CONTROLLING,
     ];
 
+    /// NAT behaviour discovery (RFC 5780 §7) and the RFC 3489 names of
+    /// two of its addresses (§11.2.4, §11.2.5), which classic clients
+    /// read. Binding alone understands the request attributes among them
+    /// (see `proto::server::binding`), so they are not in [`ALL`].
+    pub const CHANGE_REQUEST: u16 = 0x0003;
+    pub const SOURCE_ADDRESS: u16 = 0x0004;
+    pub const CHANGED_ADDRESS: u16 = 0x0005;
+    pub const PADDING: u16 = 0x0026;
+    pub const RESPONSE_PORT: u16 = 0x0027;
+    pub const RESPONSE_ORIGIN: u16 = 0x802B;
+    pub const OTHER_ADDRESS: u16 = 0x802C;
+
     /// Comprehension-required attributes (type < 0x8000) this server
     /// understands or deliberately accepts and ignores: the named ones. Any
     /// other one in a request earns 420 Unknown Attribute (RFC 8489 §6.3.1).
@@ -338,9 +350,16 @@ impl<'a> Message<'a> {
     /// The first comprehension-required attribute types this server does
     /// not understand (at most `out.len()` of them); returns how many.
     pub fn unknown_required(&self, out: &mut [u16]) -> usize {
+        self.unknown_required_beyond(&[], out)
+    }
+
+    /// [`Self::unknown_required`], with the types in `also` understood
+    /// too (those a handler reads that the server does not know
+    /// everywhere).
+    pub fn unknown_required_beyond(&self, also: &[u16], out: &mut [u16]) -> usize {
         let mut n = 0;
         for (typ, _) in self.attributes() {
-            if !attr::is_understood(typ) && !out[..n].contains(&typ) {
+            if !attr::is_understood(typ) && !also.contains(&typ) && !out[..n].contains(&typ) {
                 match out.get_mut(n) {
                     Some(slot) => *slot = typ,
                     None => break,

@@ -145,13 +145,23 @@ fn classic_message_must_be_a_binding_request() {
     let msg = Message::parse(&buf).unwrap();
     assert!(!msg.has_magic_cookie());
     let mut out = Vec::new();
-    MessageWriter::classic_binding_success(&mut out, &msg, "1.2.3.4:5".parse().unwrap());
+    let mut w = MessageWriter::classic_binding(&mut out, Class::Success, &msg);
+    w.address(attr::MAPPED_ADDRESS, "1.2.3.4:5".parse().unwrap());
+    w.finish(None, false);
     assert_eq!(&out[4..20], &[9; 16]);
     // Our parser accepts only classic requests, so read the answer by hand.
     assert_eq!(&out[..4], &[0x01, 0x01, 0x00, 0x0C]);
     assert_eq!(&out[20..24], &[0x00, 0x01, 0x00, 0x08]);
     let mapped = decode_address(&out[24..32]).unwrap();
     assert_eq!(mapped, "1.2.3.4:5".parse().unwrap());
+
+    // A classic error (RFC 3489 §11.1): type 0x0111, the same id.
+    let mut w = MessageWriter::classic_binding(&mut out, Class::Error, &msg);
+    w.error_code(420, "").unknown_attributes(&[0x0003, 0x0003]);
+    w.finish(None, false);
+    assert_eq!(&out[..4], &[0x01, 0x11, 0x00, 0x10]);
+    assert_eq!(&out[4..20], &[9; 16]);
+    assert_eq!(&out[20..36], &[0, 9, 0, 4, 0, 0, 4, 20, 0, 0x0A, 0, 4, 0, 3, 0, 3]);
 }
 
 #[test]

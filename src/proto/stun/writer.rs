@@ -31,19 +31,19 @@ impl<'b> MessageWriter<'b> {
         MessageWriter { buf, transaction_id }
     }
 
-    /// An RFC 3489 Binding success: echoes the 16-byte transaction id and
-    /// carries MAPPED-ADDRESS only (the classic client knows nothing newer).
-    pub fn classic_binding_success(buf: &'b mut Vec<u8>, request: &Message<'_>, mapped: SocketAddr) {
+    /// An RFC 3489 Binding answer (`Class::Success` or `Class::Error`):
+    /// echoes the 16-byte transaction id, which takes the place of the
+    /// magic cookie. The classic client knows nothing newer, so the caller
+    /// writes plain addresses only, and finishes without FINGERPRINT.
+    pub fn classic_binding(buf: &'b mut Vec<u8>, class: Class, request: &Message<'_>) -> Self {
         buf.clear();
-        buf.extend_from_slice(&0x0101u16.to_be_bytes());
+        buf.extend_from_slice(&(class.bits() | 0x0001).to_be_bytes());
         buf.extend_from_slice(&[0, 0]);
         buf.extend_from_slice(&request.classic_transaction_id());
-        let mut w = MessageWriter {
+        MessageWriter {
             buf,
             transaction_id: [0; 12],
-        };
-        w.address(attr::MAPPED_ADDRESS, mapped);
-        w.set_length();
+        }
     }
 
     fn begin(&mut self, typ: u16, len: usize) {
@@ -64,6 +64,16 @@ impl<'b> MessageWriter<'b> {
         debug_assert!(value.len() <= usize::from(u16::MAX));
         self.begin(typ, value.len());
         self.buf.extend_from_slice(value);
+        self.pad();
+        self
+    }
+
+    /// An attribute of `len` zero bytes (RFC 5780 PADDING), which must
+    /// fit the 16-bit length like any value.
+    pub fn zeros(&mut self, typ: u16, len: usize) -> &mut Self {
+        debug_assert!(len <= usize::from(u16::MAX));
+        self.begin(typ, len);
+        self.buf.resize(self.buf.len() + len, 0);
         self.pad();
         self
     }

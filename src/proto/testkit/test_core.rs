@@ -15,7 +15,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use crate::proto::auth::{CredentialsConfig, PasswordAlgorithm, SecretAlgorithm};
-use crate::proto::server::{Alternates, RelayHairpin, ServerConfig};
+use crate::proto::server::{Alternates, NatDiscovery, RelayHairpin, ServerConfig};
 
 /// The IPv4 relay address of [`core_config`].
 pub const RELAY_IP_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
@@ -25,7 +25,8 @@ pub const RELAY_IP_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7)
 /// The test core: SOFTWARE `turnpike-test`, both relay families, an hour
 /// of allocation lifetime, four permissions and four channels an
 /// allocation, no rate limits, four peer connections a TCP allocation and
-/// sixteen in all, no hairpin changes and no alternate servers.
+/// sixteen in all, no hairpin changes, no alternate servers and no
+/// alternate address (RFC 5780).
 pub fn core_config() -> ServerConfig {
     ServerConfig {
         software: Some("turnpike-test".to_owned()),
@@ -40,6 +41,7 @@ pub fn core_config() -> ServerConfig {
         max_peer_connections_per_allocation: 4,
         max_peer_connections: 16,
         alternates: Alternates::default(),
+        nat_discovery: NatDiscovery::default(),
     }
 }
 

@@ -34,12 +34,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::aiortc_call::log_field;
+use crate::common::private_network::Namespace;
 use crate::common::turn_client::{Source, TurnClient};
 use crate::common::{
     free_tcp_port, run_with_timeout, sample_value, turnpike_bin, CmdOutput, ServerSetup, TestServer,
     LONG_TERM_USER_TOML, METRICS_SETTLE,
 };
-use crate::topology::{Namespace, CLIENT, PEER, PEERS_TOML, SERVER_DEVICE, SERVER_IP, SERVER_IP6};
+use crate::topology::{CLIENT, PEER, PEERS_TOML, SERVER_DEVICE, SERVER_IP, SERVER_IP6};
 
 /// The metric family of the program's verdicts, one sample per verdict
 /// (the snake_case of `Verdict` in src/net/xdp/maps.rs).

@@ -10,9 +10,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::common::machine;
+use crate::common::private_network::Namespace;
 use crate::common::uclient::{parse_uclient_summary, UclientSummary};
 use crate::common::{die_with_test, run_with_timeout, ChildGuard, PASSWORD, USER};
-use crate::topology::{Namespace, Topology, CLIENT, PEER_IP, SERVER_IP};
+use crate::topology::{Topology, CLIENT, PEER_IP, SERVER_IP};
 
 use super::{relayed, start, Setup, Verdicts};
 

@@ -21,6 +21,7 @@ mod challenge_budget;
 mod data_plane;
 mod fast_path;
 mod hostile_input;
+mod nat_discovery;
 mod password_algorithms;
 mod permissions;
 mod reconfigure;
@@ -33,7 +34,9 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Alternates, Effect, PortWant, RelayHairpin, Server, ServerConfig, PEER_HEADROOM, PEER_TAILROOM};
+use super::{
+    Alternates, Effect, NatDiscovery, PortWant, RelayHairpin, Server, ServerConfig, PEER_HEADROOM, PEER_TAILROOM,
+};
 use crate::proto::addr::{ClientAddr, ConnectionId, Family, PeerAddr, RelayAddr, RelayProtocol, ShardId, Transport};
 use crate::proto::auth::{self, Credentials, CredentialsConfig, LongTermKey};
 use crate::proto::channel_data::ChannelNumber;
@@ -304,6 +307,8 @@ struct Settings {
     max_peer_connections_per_allocation: usize,
     max_peer_connections: usize,
     alternates: Alternates,
+    /// RFC 5780 address pairs.
+    nat_discovery: NatDiscovery,
     /// The shard the core runs on.
     shard: ShardId,
     /// The fast path the core installs routes in, if any.
@@ -329,6 +334,7 @@ impl Default for Settings {
             max_peer_connections_per_allocation: 3,
             max_peer_connections: 5,
             alternates: Alternates::default(),
+            nat_discovery: NatDiscovery::default(),
             shard: ShardId::default(),
             routes: None,
             password_algorithms: vec![auth::PasswordAlgorithm::Md5],
@@ -367,6 +373,7 @@ impl Harness {
             max_peer_connections_per_allocation: s.max_peer_connections_per_allocation,
             max_peer_connections: s.max_peer_connections,
             alternates: s.alternates,
+            nat_discovery: s.nat_discovery,
             ..testkit::core_config()
         };
         let credentials = Credentials::new(CredentialsConfig {
@@ -466,14 +473,22 @@ impl Harness {
     /// Sends a request and returns the one answer, which must go to
     /// `client` and be the only effect.
     fn exchange_raw(&mut self, client: ClientAddr, packet: &[u8]) -> Vec<u8> {
+        let (to, bytes) = self.exchange_anywhere(client, packet);
+        assert_eq!(to, client);
+        bytes
+    }
+
+    /// Sends a request and returns the one answer and where it goes (an
+    /// RFC 5780 Binding answer may leave from another address, to
+    /// another port).
+    fn exchange_anywhere(&mut self, client: ClientAddr, packet: &[u8]) -> (ClientAddr, Vec<u8>) {
         let now = self.now();
         assert_eq!(self.server.handle_client_packet(client, packet, now), None);
         let Some(Effect::Transmit { to, bytes }) = self.server.poll_effect() else {
             panic!("request not answered");
         };
-        assert_eq!(to, client);
         self.assert_quiet();
-        bytes
+        (to, bytes)
     }
 
     fn exchange(&mut self, client: ClientAddr, packet: &[u8]) -> Response {
