@@ -2,10 +2,11 @@
 //! `sendmmsg`, one receiver thread with `recvmmsg`) and the ping-pong.
 
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::host::{HostDelta, HostMeter, HostSnapshot};
 use crate::procfs::{cpu_seconds, Drops, Sockets};
 use crate::turn::{channel_data, raw_payload, UdpFlow, CD_HEADER};
 
@@ -19,6 +20,22 @@ const DRAIN: Duration = Duration::from_millis(200);
 const SETTLE_MAX: Duration = Duration::from_secs(5);
 /// Hard cap on datagrams sent in one phase, whatever the clock says.
 pub const MAX_PACKETS_PER_PHASE: u64 = 200_000_000;
+/// Closed loop: after this long without an arrival, the datagrams in
+/// flight are taken as lost and the window opens again.
+const STALL: Duration = Duration::from_millis(10);
+
+/// How the sources send.
+#[derive(Clone, Copy, Debug)]
+pub enum Offer {
+    /// As fast as they can, `batch` datagrams per sendmmsg.
+    Full,
+    /// This many datagrams/s in total.
+    Paced(f64),
+    /// Closed loop: as fast as they can while at most this many datagrams
+    /// are sent and not yet received, so the offered load follows what
+    /// the relay delivers and nothing queues up to be dropped.
+    Window(u64),
+}
 
 /// A socket the generator sends from, with the one datagram it repeats.
 pub struct Source {
@@ -81,6 +98,10 @@ pub struct Phase {
     pub server_cpu: f64,
     pub generator_cpu: f64,
     pub drops: Drops,
+    /// Host CPU (namespace mode).
+    pub host: Option<HostDelta>,
+    /// Closed loop: times the window was reopened after `STALL`.
+    pub stalls: u64,
 }
 
 impl Phase {
@@ -90,48 +111,85 @@ impl Phase {
         }
         100.0 * (self.sent.saturating_sub(self.received)) as f64 / self.sent as f64
     }
+    /// Server CPU µs per relayed packet; in namespace mode host CPU.
     pub fn us_per_packet(&self) -> f64 {
-        1e6 * self.server_cpu / self.received.max(1) as f64
+        let cpu = self.host.map_or(self.server_cpu, |h| h.relaying());
+        1e6 * cpu / self.received.max(1) as f64
     }
+    /// The server process's share of a core; in namespace mode, with the
+    /// CPUs pinned, the server CPU's (process and NAPI thread together).
     pub fn server_cpu_pct(&self) -> f64 {
-        100.0 * self.server_cpu / self.active_secs.max(1e-9)
+        match self.host {
+            Some(
+                h @ HostDelta {
+                    cpu_busy: Some((server, _)),
+                    ..
+                },
+            ) => 100.0 * server / h.wall.max(1e-9),
+            _ => 100.0 * self.server_cpu / self.active_secs.max(1e-9),
+        }
+    }
+    /// Relayed datagrams per second of the phase.
+    pub fn packets_per_sec(&self) -> f64 {
+        self.received as f64 / self.active_secs.max(1e-9)
     }
 }
 
-/// Runs one phase: `sources` send for `secs` seconds, at full speed
-/// (`rate` None, `batch` datagrams per sendmmsg) or paced at `rate`
-/// datagrams/s in total; a receiver thread counts what reaches `sinks`.
+/// What a phase measures the CPU of: the server process, and in
+/// namespace mode the host.
+pub struct Meter {
+    pub pid: u32,
+    pub host: Option<HostMeter>,
+}
+
+/// Runs one phase: `sources` send for `secs` seconds as `offer` says
+/// (`batch` datagrams per sendmmsg unless paced); a receiver thread
+/// counts what reaches `sinks`.
 pub fn run_phase(
-    pid: u32,
+    meter: &Meter,
     sockets: &Sockets,
     sources: &[Source],
     sinks: Vec<Sink>,
     secs: f64,
-    rate: Option<f64>,
+    offer: Offer,
     batch: usize,
 ) -> Phase {
     let stop = Arc::new(AtomicBool::new(false));
+    let arrived = Arc::new(AtomicU64::new(0));
     let receiver = {
-        let stop = stop.clone();
-        std::thread::spawn(move || receive(&sinks, &stop))
+        let (stop, arrived) = (stop.clone(), arrived.clone());
+        std::thread::spawn(move || receive(&sinks, &stop, &arrived))
     };
     // Let the receiver reach its loop before the clock starts.
     std::thread::sleep(Duration::from_millis(50));
 
+    let pid = meter.pid;
     let drops0 = sockets.udp_table().0;
+    let host0 = meter.host.as_ref().map(|_| HostSnapshot::take());
     let cpu0 = cpu_seconds(pid);
     let gen0 = cpu_seconds(std::process::id());
     let start = Instant::now();
     let duration = Duration::from_secs_f64(secs);
-    let (sent_dir, send_errors) = match rate {
-        None => blast(sources, batch, start + duration),
-        Some(rate) => paced(sources, rate, start, duration),
+    let ((sent_dir, send_errors), stalls) = match offer {
+        Offer::Full => (blast(sources, batch, start + duration, None), 0),
+        Offer::Window(w) => {
+            let mut stalls = 0;
+            let sent = blast(sources, batch, start + duration, Some((&arrived, w, &mut stalls)));
+            (sent, stalls)
+        }
+        Offer::Paced(rate) => (paced(sources, rate, start, duration), 0),
     };
     let send_secs = start.elapsed().as_secs_f64();
     settle(sockets);
     stop.store(true, Ordering::Relaxed);
     let (received_dir, bad, last) = receiver.join().unwrap_or(([0, 0], 0, None));
     let active_secs = last.map_or(send_secs, |t| t.duration_since(start).as_secs_f64().max(send_secs));
+    let server_cpu = cpu_seconds(pid) - cpu0;
+    let generator_cpu = cpu_seconds(std::process::id()) - gen0;
+    let host = match (&meter.host, host0) {
+        (Some(m), Some(h0)) => Some(h0.delta(&HostSnapshot::take(), m, pid)),
+        _ => None,
+    };
     Phase {
         sent: sent_dir[0] + sent_dir[1],
         sent_dir,
@@ -140,9 +198,11 @@ pub fn run_phase(
         received: received_dir[0] + received_dir[1],
         bad,
         active_secs,
-        server_cpu: cpu_seconds(pid) - cpu0,
-        generator_cpu: cpu_seconds(std::process::id()) - gen0,
+        server_cpu,
+        generator_cpu,
         drops: sockets.udp_table().0.since(drops0),
+        host,
+        stalls,
     }
 }
 
@@ -157,8 +217,15 @@ pub fn settle(sockets: &Sockets) {
     std::thread::sleep(DRAIN);
 }
 
-/// Full speed: one sendmmsg of `batch` copies per source, round after round.
-fn blast(sources: &[Source], batch: usize, deadline: Instant) -> ([u64; 2], u64) {
+/// Full speed: one sendmmsg of `batch` copies per source, round after
+/// round; with `window` (datagrams received so far, the window, stalls)
+/// each sendmmsg waits until the window has room for its batch.
+fn blast(
+    sources: &[Source],
+    batch: usize,
+    deadline: Instant,
+    mut window: Option<(&AtomicU64, u64, &mut u64)>,
+) -> ([u64; 2], u64) {
     let mut iovs: Vec<libc::iovec> = sources
         .iter()
         .map(|s| libc::iovec {
@@ -178,8 +245,30 @@ fn blast(sources: &[Source], batch: usize, deadline: Instant) -> ([u64; 2], u64)
         }
     }
     let (mut sent, mut errors) = ([0u64; 2], 0u64);
-    while sent[0] + sent[1] < MAX_PACKETS_PER_PHASE && Instant::now() < deadline {
+    // Datagrams taken as lost after a stall.
+    let mut written_off = 0u64;
+    'rounds: while sent[0] + sent[1] < MAX_PACKETS_PER_PHASE && Instant::now() < deadline {
         for (i, (s, per_source)) in sources.iter().zip(msgs.iter_mut()).enumerate() {
+            if let Some((arrived, w, stalls)) = window.as_mut() {
+                let mut waiting_since = None;
+                loop {
+                    let in_flight = (sent[0] + sent[1]).saturating_sub(arrived.load(Ordering::Relaxed) + written_off);
+                    if in_flight + batch as u64 <= *w {
+                        break;
+                    }
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break 'rounds;
+                    }
+                    if now.duration_since(*waiting_since.get_or_insert(now)) > STALL {
+                        written_off += in_flight;
+                        **stalls += 1;
+                        break;
+                    }
+                    // The receiver shares this CPU.
+                    std::thread::yield_now();
+                }
+            }
             // SAFETY: the headers point at iovecs and packets that outlive
             // the call; the sockets are connected, so no address is needed.
             let n = unsafe { libc::sendmmsg(s.fd, per_source.as_mut_ptr(), batch as libc::c_uint, 0) };
@@ -221,9 +310,9 @@ fn paced(sources: &[Source], rate: f64, start: Instant, duration: Duration) -> (
 }
 
 /// Counts datagrams on `sinks` with recvmmsg until `stop` and then until
-/// the sockets are empty. Returns (good at even and at odd sinks, bad,
-/// time of the last good one).
-fn receive(sinks: &[Sink], stop: &AtomicBool) -> ([u64; 2], u64, Option<Instant>) {
+/// the sockets are empty, adding each batch to `arrived` as it comes.
+/// Returns (good at even and at odd sinks, bad, time of the last good one).
+fn receive(sinks: &[Sink], stop: &AtomicBool, arrived: &AtomicU64) -> ([u64; 2], u64, Option<Instant>) {
     let mut bufs = vec![[0u8; RECV_BUF]; RECV_BATCH];
     let mut iovs: Vec<libc::iovec> = bufs
         .iter_mut()
@@ -268,6 +357,7 @@ fn receive(sinks: &[Sink], stop: &AtomicBool) -> ([u64; 2], u64, Option<Instant>
                 }
                 let n = n as usize;
                 got += n;
+                arrived.fetch_add(n as u64, Ordering::Relaxed);
                 last = Some(Instant::now());
                 for (m, buf) in msgs[..n].iter().zip(bufs.iter()) {
                     let len = m.msg_len as usize;

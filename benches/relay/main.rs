@@ -20,18 +20,30 @@
 //! --all-targets`) it prints a note and returns. Started as `relay
 //! --forwarder ...` it is the bare UDP forwarder (see `forwarder.rs`).
 //!
+//! Namespace mode (`BENCH_NETNS=1`, `scripts/bench.sh --netns`) runs the
+//! UDP and relay ↔ relay figures with the server in a network namespace
+//! behind a veth pair (`netns.rs`), turnpike also with the XDP fast path
+//! (`turnpike-xdp`), the load in a closed loop, and the headline in host
+//! CPU per relayed packet (`host.rs`): the fast path's work is in the
+//! kernel, charged to no server process. Its packets never leave the two
+//! namespaces it creates and removes.
+//!
 //! Knobs (environment variables, BENCHMARKS.md lists them all):
 //! `BENCH_ROUNDS`, `BENCH_SECS`, `BENCH_FLOWS`, `BENCH_CLIENTS`,
 //! `BENCH_RATE`, `BENCH_BATCH`, `BENCH_BURST`, `BENCH_IDLE`,
 //! `BENCH_PINGS`, `BENCH_CONNS`, `BENCH_FIGURES`, `BENCH_ONLY`,
-//! `BENCH_PIN`, `TURNPIKE_BIN`, `TURNSERVER_BIN`.
+//! `BENCH_PIN`, `BENCH_NETNS`, `BENCH_WINDOW`, `TURNPIKE_BIN`,
+//! `TURNSERVER_BIN`.
 
 // The benchmark measures wall time: reading the clock is the point here.
 #![allow(clippy::disallowed_methods)]
 
 mod burst;
 mod forwarder;
+mod host;
 mod load;
+mod namespace;
+mod netns;
 mod procfs;
 mod report;
 mod servers;
@@ -46,9 +58,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use load::{forward, reverse, run_phase, Phase, Sink, Source};
+use host::HostMeter;
+use load::{forward, reverse, run_phase, Meter, Offer, Phase, Sink, Source};
+use netns::Topology;
 use procfs::{cpu_seconds, fd_count, status_kb, Sockets};
-use report::{Figure, Goal, Sample};
+use report::{Columns, Figure, Goal, Sample};
 use servers::{Kind, ServerProcess, TlsFiles};
 use turn::{channel_data, client_ip, cred, lo, load_mode, raw_payload, CD_HEADER};
 
@@ -76,6 +90,11 @@ struct Settings {
     only: Option<String>,
     /// CPUs for (server, generator), when pinning.
     pin: Option<(usize, usize)>,
+    /// Namespace mode (`BENCH_NETNS=1`): the server behind a veth pair,
+    /// host CPU per packet, turnpike also with the XDP fast path.
+    netns: bool,
+    /// Namespace mode's closed-loop window: datagrams in flight at most.
+    window: u64,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -106,12 +125,17 @@ impl Settings {
             } else {
                 None
             },
+            netns: env_or("BENCH_NETNS", 0u8) == 1,
+            window: env_or("BENCH_WINDOW", 256u64).clamp(256, 1 << 20),
         }
     }
 
     /// Whether a group of figures (udp, r2r, paced, rtt, tcp, tls, burst,
     /// idle, fwd) is to run.
     fn group(&self, name: &str) -> bool {
+        if self.netns && !namespace::NETNS_GROUPS.contains(&name) {
+            return false;
+        }
         self.figures.as_ref().is_none_or(|g| g.iter().any(|x| x == name))
     }
 
@@ -121,6 +145,9 @@ impl Settings {
 }
 
 fn figures(s: &Settings) -> Vec<Figure> {
+    if s.netns {
+        return namespace::figures(s.flows);
+    }
     let n = s.flows;
     let c = s.conns;
     let us = "server CPU µs per relayed packet";
@@ -271,6 +298,8 @@ struct Context {
     tls_client: rustls::ClientConfig,
     /// Idle allocations actually made (the descriptor limit may cap them).
     idle: usize,
+    /// Namespace mode's network; this thread is in its generator side.
+    netns: Option<Topology>,
 }
 
 fn run() -> Result<(), String> {
@@ -290,8 +319,14 @@ fn measure_all(work: &Path) -> Result<(), String> {
 
     let want = |name: &str| settings.only.as_deref().is_none_or(|o| o == name);
     let mut servers: Vec<(Kind, PathBuf)> = Vec::new();
-    if want("turnpike") {
-        servers.push((Kind::Turnpike, turnpike_binary()?));
+    if want("turnpike") || (settings.netns && want("turnpike-xdp")) {
+        let bin = turnpike_binary()?;
+        if want("turnpike") {
+            servers.push((Kind::Turnpike, bin.clone()));
+        }
+        if settings.netns && want("turnpike-xdp") {
+            servers.push((Kind::TurnpikeXdp, bin));
+        }
     }
     if want("coturn") {
         let bin = std::env::var("TURNSERVER_BIN").unwrap_or_else(|_| "/usr/bin/turnserver".into());
@@ -317,12 +352,37 @@ fn measure_all(work: &Path) -> Result<(), String> {
         ));
         settings.idle = fit;
     }
+    if let Some(f) = settings.figures.as_ref().filter(|_| settings.netns) {
+        let skipped: Vec<&str> = f
+            .iter()
+            .map(String::as_str)
+            .filter(|g| !namespace::NETNS_GROUPS.contains(g))
+            .collect();
+        if !skipped.is_empty() {
+            notes.push(format!(
+                "namespace mode measures {} only; not {}",
+                namespace::NETNS_GROUPS.join(" and "),
+                skipped.join(", ")
+            ));
+        }
+    }
+    let netns = if settings.netns {
+        // Before the first address is used: every client, peer and server
+        // address moves to the veth's subnet.
+        turn::set_network(netns::PREFIX)?;
+        let mut t = Topology::create(settings.pin)?;
+        t.enter_generator()?;
+        Some(t)
+    } else {
+        None
+    };
     let (tls, ca) = servers::make_pki(work)?;
     let ctx = Context {
         tls_client: turn::tls_client_config(&ca)?,
         tls,
         work: work.to_path_buf(),
         idle: settings.idle,
+        netns,
     };
     if let Some((_, generator_cpu)) = settings.pin {
         // Threads started from now on (the receivers) inherit this.
@@ -350,7 +410,20 @@ fn measure_all(work: &Path) -> Result<(), String> {
         settings.rounds,
         started.elapsed().as_secs_f64()
     );
-    print!("{}", report::table(&figs, &samples));
+    let columns = if settings.netns {
+        Columns {
+            servers: vec!["coturn", "turnpike", "turnpike-xdp"],
+            base: "coturn",
+            goal_for: "turnpike-xdp",
+        }
+    } else {
+        Columns {
+            servers: vec!["turnpike", "coturn"],
+            base: "coturn",
+            goal_for: "turnpike",
+        }
+    };
+    print!("{}", report::table(&figs, &samples, &columns));
     let reference = report::reference(&figs, &samples, &FORWARDERS);
     if !reference.is_empty() {
         println!("\nreference: a bare UDP forwarder (no protocol) doing the same socket work, medians:\n");
@@ -359,6 +432,9 @@ fn measure_all(work: &Path) -> Result<(), String> {
     println!("\nraw numbers, every round:\n");
     print!("{}", report::raw(&figs, &samples));
     notes.extend(report::starved(&samples));
+    if settings.netns {
+        notes.extend(namespace::accounting_note(&samples, &columns.servers));
+    }
     for n in &notes {
         println!("\nnote: {n}");
     }
@@ -404,19 +480,28 @@ fn server_round(
 ) -> Result<(), String> {
     let cpu = s.server_cpu();
     if s.group("udp") || s.group("r2r") || s.group("paced") || s.group("rtt") {
-        let server = servers::start(kind, bin, &ctx.work, cpu, None, &format!("udp-{round}"))?;
-        data_plane(server, s, round, out)?;
+        let netns = ctx.netns.as_ref();
+        let server = servers::start(kind, bin, &ctx.work, cpu, None, netns, &format!("udp-{round}"))?;
+        data_plane(server, s, ctx, round, out)?;
     }
     if s.group("tcp") || s.group("tls") {
-        let server = servers::start(kind, bin, &ctx.work, cpu, Some(&ctx.tls), &format!("stream-{round}"))?;
+        let server = servers::start(
+            kind,
+            bin,
+            &ctx.work,
+            cpu,
+            Some(&ctx.tls),
+            None,
+            &format!("stream-{round}"),
+        )?;
         streams(server, s, ctx, round, out)?;
     }
     if s.group("burst") {
-        let server = servers::start(kind, bin, &ctx.work, cpu, None, &format!("burst-{round}"))?;
+        let server = servers::start(kind, bin, &ctx.work, cpu, None, None, &format!("burst-{round}"))?;
         allocate_burst(server, s, round, out)?;
     }
     if s.group("idle") {
-        let server = servers::start(kind, bin, &ctx.work, cpu, None, &format!("idle-{round}"))?;
+        let server = servers::start(kind, bin, &ctx.work, cpu, None, None, &format!("idle-{round}"))?;
         idle_memory(server, ctx.idle, round, out)?;
     }
     Ok(())
@@ -444,8 +529,15 @@ fn phase_raw(p: &Phase) -> String {
             format!(", {} unexpected datagrams, {} failed sends", p.bad, p.send_errors)
         } else {
             String::new()
+        } + &if p.stalls > 0 {
+            format!(
+                ", {} closed-loop stalls (window reopened after 10 ms without an arrival)",
+                p.stalls
+            )
+        } else {
+            String::new()
         }
-    )
+    ) + &p.host.map_or(String::new(), |h| namespace::host_raw(&h, p.received))
 }
 
 /// Records a load phase as CPU µs per relayed packet; fails if the
@@ -456,10 +548,11 @@ fn record_phase(
     server: &'static str,
     round: usize,
     p: &Phase,
+    extra: &str,
 ) -> Result<(), String> {
     if p.received == 0 {
         return Err(format!(
-            "{server} relayed nothing in figure {figure} (round {round}): {}",
+            "{server} relayed nothing in figure {figure} (round {round}): {}{extra}",
             phase_raw(p)
         ));
     }
@@ -470,13 +563,14 @@ fn record_phase(
             );
         }
     }
-    eprintln!("  {figure}: {:.2} µs/pkt ({})", p.us_per_packet(), phase_raw(p));
+    let raw = phase_raw(p) + extra;
+    eprintln!("  {figure}: {:.2} µs/pkt ({raw})", p.us_per_packet());
     out.push(Sample {
         figure,
         server,
         round,
         value: p.us_per_packet(),
-        raw: phase_raw(p),
+        raw,
         share: Some(p.server_cpu_pct()),
     });
     Ok(())
@@ -523,7 +617,13 @@ fn relay_ways(pairs: &[turn::RelayPair], payload: usize) -> (Vec<Source>, Vec<Si
 
 /// UDP relaying, relay ↔ relay, the paced load and the ping-pong, on one
 /// server process.
-fn data_plane(mut server: ServerProcess, s: &Settings, round: usize, out: &mut Vec<Sample>) -> Result<(), String> {
+fn data_plane(
+    mut server: ServerProcess,
+    s: &Settings,
+    ctx: &Context,
+    round: usize,
+    out: &mut Vec<Sample>,
+) -> Result<(), String> {
     let name = server.name;
     let pid = server.pid();
     let cred = cred();
@@ -549,7 +649,34 @@ fn data_plane(mut server: ServerProcess, s: &Settings, round: usize, out: &mut V
         t.elapsed().as_secs_f64()
     );
     let sockets = Sockets::of(pid);
+    let meter = Meter {
+        pid,
+        host: ctx.netns.as_ref().map(|t| HostMeter {
+            cpus: s.pin,
+            napi_server: t.napi_server.clone(),
+            napi_generator: t.napi_generator.clone(),
+        }),
+    };
+    // The fast path's verdicts (namespace mode), read around each phase.
+    let verdicts = || -> Option<namespace::FastPath> {
+        if name != Kind::TurnpikeXdp.name() {
+            return None;
+        }
+        let text = ctx.netns.as_ref()?.http_get(server.http?, "/metrics");
+        Some(text.map_or_else(namespace::FastPath::Unreadable, |t| {
+            namespace::FastPath::Counts(namespace::verdicts(&t))
+        }))
+    };
     let n = s.flows;
+    let mut full_speed = |key: &'static str, sources: &[Source], sinks: Vec<Sink>| -> Result<Phase, String> {
+        let before = verdicts();
+        let offer = if s.netns { Offer::Window(s.window) } else { Offer::Full };
+        let p = run_phase(&meter, &sockets, sources, sinks, s.secs, offer, s.batch);
+        let extra = before.map_or(String::new(), |b| b.since(verdicts()));
+        record_phase(out, key, name, round, &p, &extra)?;
+        namespace::extra_samples(out, key, name, round, &p);
+        Ok(p)
+    };
     if s.group("udp") {
         for (key, count, payload) in [
             ("udp-1-100", 1, SMALL),
@@ -558,8 +685,7 @@ fn data_plane(mut server: ServerProcess, s: &Settings, round: usize, out: &mut V
             ("udp-n-1200", n, LARGE),
         ] {
             let (sources, sinks) = both_ways(&flows[..count], payload);
-            let p = run_phase(pid, &sockets, &sources, sinks, s.secs, None, s.batch);
-            record_phase(out, key, name, round, &p)?;
+            full_speed(key, &sources, sinks)?;
         }
     }
     if s.group("r2r") {
@@ -570,13 +696,12 @@ fn data_plane(mut server: ServerProcess, s: &Settings, round: usize, out: &mut V
             ("r2r-n-1200", n / 2, LARGE),
         ] {
             let (sources, sinks) = relay_ways(&pairs[..count], payload);
-            let p = run_phase(pid, &sockets, &sources, sinks, s.secs, None, s.batch);
-            record_phase(out, key, name, round, &p)?;
+            full_speed(key, &sources, sinks)?;
         }
     }
     if s.group("paced") {
         let (sources, sinks) = both_ways(&flows[..s.paced_flows], SMALL);
-        let p = run_phase(pid, &sockets, &sources, sinks, s.secs, Some(s.rate), s.batch);
+        let p = run_phase(&meter, &sockets, &sources, sinks, s.secs, Offer::Paced(s.rate), s.batch);
         if p.received == 0 {
             return Err(format!("{name} relayed nothing in the paced figure: {}", phase_raw(&p)));
         }
@@ -605,14 +730,7 @@ fn data_plane(mut server: ServerProcess, s: &Settings, round: usize, out: &mut V
         );
         eprintln!("  rtt: p50 {:.1} µs, p99 {:.1} µs ({raw})", r.p50_us, r.p99_us);
         for (figure, value) in [("rtt-p50", r.p50_us), ("rtt-p99", r.p99_us)] {
-            out.push(Sample {
-                figure,
-                server: name,
-                round,
-                value,
-                raw: raw.clone(),
-                share: None,
-            });
+            out.push(Sample::of(figure, name, round, value, raw.clone()));
         }
     }
     server.check_alive()?;
@@ -649,7 +767,7 @@ fn streams(
         ] {
             let p = stream::run_stream_phase(pid, &sockets, &mut flows[..count], SMALL, s.secs, s.batch)
                 .map_err(|e| format!("{name} {key}: {e}\n{}", server.log_tail()))?;
-            record_phase(out, key, name, round, &p)?;
+            record_phase(out, key, name, round, &p, "")?;
         }
     }
     server.check_alive()?;
@@ -804,7 +922,7 @@ fn forwarder_round(
         cmd.arg(format!("{c}={p}"));
     }
     let log = ctx.work.join(format!("{name}-{round}.log"));
-    let child = servers::spawn_pinned(&mut cmd, &log, s.server_cpu())?;
+    let child = servers::spawn_pinned(&mut cmd, &log, s.server_cpu(), None)?;
     let mut server = ServerProcess {
         name,
         child,
@@ -812,6 +930,7 @@ fn forwarder_round(
         tcp: None,
         tls: None,
         log: log.clone(),
+        http: None,
     };
     let (listen, ports) = forwarder_ports(&mut server, n)?;
     let pid = server.pid();
@@ -848,8 +967,9 @@ fn forwarder_round(
                 });
             }
         }
-        let p = run_phase(pid, &sockets, &sources, sinks, s.secs, None, s.batch);
-        record_phase(out, key, name, round, &p)?;
+        let meter = Meter { pid, host: None };
+        let p = run_phase(&meter, &sockets, &sources, sinks, s.secs, Offer::Full, s.batch);
+        record_phase(out, key, name, round, &p, "")?;
     }
     server.check_alive()?;
     Ok(())
@@ -906,22 +1026,45 @@ fn print_header(s: &Settings, nofile: usize) {
     // SAFETY: sysconf has no preconditions.
     let cores = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("## turnpike vs coturn relay benchmark\n");
+    println!(
+        "## turnpike vs coturn relay benchmark{}\n",
+        if s.netns { ", namespace mode" } else { "" }
+    );
     println!(
         "{cores} cores ({cpu}), kernel {}, load average {}, RLIMIT_NOFILE {nofile}",
         kernel.trim(),
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
     println!(
-        "{} rounds (turnpike, coturn, bare forwarder, ... with fresh processes each round), {} s per load phase, \
+        "{} rounds ({}, ... with fresh processes each round), {} s per load phase, \
          sendmmsg batch {}, full speed both directions at once unless paced\n",
-        s.rounds, s.secs, s.batch
+        s.rounds,
+        if s.netns {
+            "turnpike, turnpike-xdp, coturn"
+        } else {
+            "turnpike, coturn, bare forwarder"
+        },
+        s.secs,
+        s.batch
     );
     match s.pin {
         Some((server, generator)) => println!(
             "server pinned to CPU {server}, load generator to CPU {generator} (BENCH_PIN=0 to let the scheduler place them)\n"
         ),
         None => println!("no CPU pinning\n"),
+    }
+    if s.netns {
+        println!(
+            "namespace mode: the server in its own network namespace behind a veth pair, the generator in another \
+             (BENCHMARKS.md). turnpike = fast_path \"off\", turnpike-xdp = fast_path \"xdp\" on the server's veth end. \
+             Host CPU = utime + stime of the server process, of both veth ends' NAPI threads and of ksoftirqd, over \
+             the packets that arrived at the far side; the raw numbers also give the whole machine's (every CPU's \
+             non-idle time − the generator process − every other process). Server side = the server process and its \
+             end's NAPI thread. \
+             Ratios ÷ coturn; the goals (issue 21) are for turnpike-xdp: host CPU ≤ 0.2 of coturn's, packets per \
+             server-side CPU-second ≥ 3×; turnpike ÷ coturn should match loopback mode's ratios.\n"
+        );
+        return;
     }
     println!(
         "ratio = turnpike ÷ coturn for every figure. CPU per packet, memory and RTT: lower is better, \

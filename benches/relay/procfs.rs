@@ -69,23 +69,33 @@ impl Drops {
 pub struct Sockets {
     pub server: Vec<u64>,
     pub generator: Vec<u64>,
+    /// The server's UDP table, when the server is in another network
+    /// namespace than the generator (namespace mode).
+    server_table: Option<String>,
 }
 
 impl Sockets {
     pub fn of(server_pid: u32) -> Sockets {
+        let ns = |p: &str| fs::read_link(format!("{p}/ns/net")).ok();
+        let own = ns("/proc/self");
         Sockets {
             server: socket_inodes(server_pid),
             generator: socket_inodes(std::process::id()),
+            server_table: (ns(&format!("/proc/{server_pid}")) != own).then(|| format!("/proc/{server_pid}/net/udp")),
         }
     }
 
     /// Drop counters now, and the bytes waiting in the server's UDP
     /// receive queues.
     pub fn udp_table(&self) -> (Drops, u64) {
-        let table = fs::read_to_string("/proc/net/udp").unwrap_or_default();
+        let own = fs::read_to_string("/proc/self/net/udp").unwrap_or_default();
+        let theirs = self
+            .server_table
+            .as_ref()
+            .map(|p| fs::read_to_string(p).unwrap_or_default());
         let mut d = Drops::default();
         let mut queued = 0;
-        for line in table.lines().skip(1) {
+        for line in own.lines().skip(1).chain(theirs.iter().flat_map(|t| t.lines().skip(1))) {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let (Some(inode), Some(drops)) = (fields.get(9), fields.last()) else {
                 continue;
@@ -122,13 +132,18 @@ pub fn two_cpus() -> Option<(usize, usize)> {
 /// Restricts the calling thread (and threads and processes it starts
 /// later) to one CPU.
 pub fn pin_to(cpu: usize) -> io::Result<()> {
+    pin_pid(0, cpu)
+}
+
+/// Restricts thread `pid` (0: the calling thread) to one CPU.
+pub fn pin_pid(pid: u32, cpu: usize) -> io::Result<()> {
     // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write within it and
     // sched_setaffinity reads it.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_ZERO(&mut set);
         libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+        if libc::sched_setaffinity(pid as libc::pid_t, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
             return Err(io::Error::last_os_error());
         }
     }

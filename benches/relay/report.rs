@@ -33,6 +33,21 @@ pub struct Sample {
     pub share: Option<f64>,
 }
 
+impl Sample {
+    /// A measurement that is not a full-speed load phase's headline (no
+    /// share of a core to flag).
+    pub fn of(figure: &'static str, server: &'static str, round: usize, value: f64, raw: String) -> Sample {
+        Sample {
+            figure,
+            server,
+            round,
+            value,
+            raw,
+            share: None,
+        }
+    }
+}
+
 /// Server CPU share below which a full-speed phase is flagged as starved.
 const STARVED_PCT: f64 = 70.0;
 
@@ -112,24 +127,40 @@ fn fmt(v: f64) -> String {
     }
 }
 
-/// The main table.
-pub fn table(figures: &[Figure], samples: &[Sample]) -> String {
+/// The servers of the main table: their order, the one every ratio
+/// divides by, and the one whose ratio the goal is for.
+pub struct Columns {
+    pub servers: Vec<&'static str>,
+    pub base: &'static str,
+    pub goal_for: &'static str,
+}
+
+/// The main table: a column per server, a ratio to the base server for
+/// each of the others, the goal for `goal_for`'s ratio.
+pub fn table(figures: &[Figure], samples: &[Sample], columns: &Columns) -> String {
     let m = medians(samples);
-    let mut out = String::new();
-    out.push_str("| figure | unit | turnpike | coturn | turnpike ÷ coturn | goal | met |\n");
-    out.push_str("|---|---|---:|---:|---:|---|---|\n");
+    let others: Vec<&str> = columns.servers.iter().copied().filter(|s| *s != columns.base).collect();
+    let mut out = String::from("| figure | unit |");
+    for s in &columns.servers {
+        out.push_str(&format!(" {s} |"));
+    }
+    for s in &others {
+        out.push_str(&format!(" {s} ÷ {} |", columns.base));
+    }
+    out.push_str(" goal | met |\n|---|---|");
+    out.push_str(&"---:|".repeat(columns.servers.len() + others.len()));
+    out.push_str("---|---|\n");
     for f in figures {
-        let tp = m.get(&(f.key, "turnpike")).map(|x| x.0);
-        let co = m.get(&(f.key, "coturn")).map(|x| x.0);
-        if tp.is_none() && co.is_none() {
+        let value = |server: &str| m.get(&(f.key, server)).map(|x| x.0);
+        if columns.servers.iter().all(|s| value(s).is_none()) {
             continue;
         }
         let cell = |v: Option<f64>| v.map_or("—".to_string(), fmt);
-        let ratio = match (tp, co) {
+        let ratio = |server: &str| match (value(server), value(columns.base)) {
             (Some(t), Some(c)) if c > 0.0 => Some(t / c),
             _ => None,
         };
-        let (goal, met) = match (f.goal, ratio) {
+        let (goal, met) = match (f.goal, ratio(columns.goal_for)) {
             (Goal::AtMost(g), r) => (format!("≤ {g}"), r.map_or("", |r| if r <= g { "yes" } else { "no" })),
             (Goal::AtLeast(g), r) => (
                 format!("≥ {g} (higher is better)"),
@@ -137,14 +168,17 @@ pub fn table(figures: &[Figure], samples: &[Sample]) -> String {
             ),
             (Goal::Report, _) => ("(report)".to_string(), ""),
         };
-        out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {goal} | {met} |\n",
-            f.label,
-            f.unit,
-            cell(tp),
-            cell(co),
-            ratio.map_or("—".to_string(), |r| format!("{r:.2}")),
-        ));
+        out.push_str(&format!("| {} | {} |", f.label, f.unit));
+        for s in &columns.servers {
+            out.push_str(&format!(" {} |", cell(value(s))));
+        }
+        for s in &others {
+            out.push_str(&format!(
+                " {} |",
+                ratio(s).map_or("—".to_string(), |r| format!("{r:.2}"))
+            ));
+        }
+        out.push_str(&format!(" {goal} | {met} |\n"));
     }
     out
 }

@@ -1,8 +1,11 @@
 //! The servers under test: turnpike and coturn started as child processes
 //! with equivalent settings, pinned to the server CPU, killed when dropped.
+//! In namespace mode they run in the server's network namespace, on its
+//! veth address, and turnpike also with the XDP fast path on.
 
-use std::fs;
+use std::fs::{self, File};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -10,12 +13,16 @@ use std::time::Duration;
 
 use turnpike::proto::stun::{method, Class, Message, MessageWriter};
 
+use crate::netns::Topology;
 use crate::procfs::pin_to;
-use crate::turn::{new_tid, PASS, REALM, RELAY_PORTS, USER};
+use crate::turn::{client_ip, lo, new_tid, PASS, REALM, RELAY_PORTS, USER};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Kind {
     Turnpike,
+    /// turnpike with `fast_path = "xdp"` on the server's veth end
+    /// (namespace mode only).
+    TurnpikeXdp,
     Coturn,
 }
 
@@ -23,10 +30,18 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Turnpike => "turnpike",
+            Kind::TurnpikeXdp => "turnpike-xdp",
             Kind::Coturn => "coturn",
         }
     }
 }
+
+/// The servers' UDP port in namespace mode: the namespace is the bench's
+/// alone, and one server runs at a time.
+const NETNS_PORT: u16 = 3478;
+/// turnpike's HTTP listener (for /metrics) in namespace mode, on the
+/// server namespace's loopback.
+pub const NETNS_HTTP_PORT: u16 = 8080;
 
 /// Where the TLS listener's certificate and key are.
 pub struct TlsFiles {
@@ -42,6 +57,8 @@ pub struct ServerProcess {
     pub tcp: Option<SocketAddr>,
     pub tls: Option<SocketAddr>,
     pub log: PathBuf,
+    /// turnpike's /metrics port, in the server's namespace (namespace mode).
+    pub http: Option<u16>,
 }
 
 impl ServerProcess {
@@ -94,19 +111,27 @@ fn free_tcp_port() -> Result<u16, String> {
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())
 }
 
-/// Starts `cmd` with its output in `log`, the server CPU as its only CPU
-/// and death with the bench.
-pub fn spawn_pinned(cmd: &mut Command, log: &Path, cpu: Option<usize>) -> Result<Child, String> {
+/// Starts `cmd` with its output in `log`, the server CPU as its only CPU,
+/// death with the bench and, with `netns`, in that network namespace.
+pub fn spawn_pinned(cmd: &mut Command, log: &Path, cpu: Option<usize>, netns: Option<&File>) -> Result<Child, String> {
     let out = fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
     let err = out.try_clone().map_err(|e| e.to_string())?;
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-    // SAFETY: prctl and sched_setaffinity are plain system calls, safe
-    // between fork and exec. The first makes the server die with the
+    // Stays open in the parent until spawn returns (close-on-exec).
+    let ns_fd = netns.map(|f| f.as_raw_fd());
+    // SAFETY: prctl, sched_setaffinity and setns are plain system calls,
+    // safe between fork and exec. The first makes the server die with the
     // benchmark even if the benchmark itself is killed; the second puts
-    // all of the server's threads on its own core.
+    // all of the server's threads on its own core; the third moves it
+    // into the server's namespace.
     unsafe {
         cmd.pre_exec(move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if let Some(fd) = ns_fd {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             match cpu {
                 Some(cpu) => pin_to(cpu),
                 None => Ok(()),
@@ -117,17 +142,21 @@ pub fn spawn_pinned(cmd: &mut Command, log: &Path, cpu: Option<usize>) -> Result
         .map_err(|e| format!("cannot start {}: {e}", cmd.get_program().to_string_lossy()))
 }
 
-/// Starts a server; with `tls`, also with TCP and TLS listeners.
+/// Starts a server; with `tls`, also with TCP and TLS listeners; with
+/// `netns`, in the server's namespace (UDP only).
 pub fn start(
     kind: Kind,
     bin: &Path,
     work: &Path,
     cpu: Option<usize>,
     tls: Option<&TlsFiles>,
+    netns: Option<&Topology>,
     tag: &str,
 ) -> Result<ServerProcess, String> {
     let name = kind.name();
-    let port = if tls.is_some() {
+    let port = if netns.is_some() {
+        NETNS_PORT
+    } else if tls.is_some() {
         free_dual_port()?
     } else {
         free_udp_port()?
@@ -138,25 +167,42 @@ pub fn start(
     };
     let log = work.join(format!("{name}-{tag}.log"));
     let mut cmd = Command::new(bin);
+    let mut http = None;
     match kind {
-        Kind::Turnpike => {
-            let path = work.join(format!("turnpike-{tag}.toml"));
-            fs::write(&path, turnpike_config(port, tls_port, tls)).map_err(|e| format!("{}: {e}", path.display()))?;
+        Kind::Turnpike | Kind::TurnpikeXdp => {
+            let path = work.join(format!("{name}-{tag}.toml"));
+            let mut config = turnpike_config(port, tls_port, tls);
+            if let Some(t) = netns {
+                config = netns_config(&config, kind, &t.server_dev);
+                http = Some(NETNS_HTTP_PORT);
+            }
+            fs::write(&path, config).map_err(|e| format!("{}: {e}", path.display()))?;
             cmd.arg("--config").arg(&path);
         }
         Kind::Coturn => {
-            cmd.args(coturn_args(port, tls_port, tls, work));
+            let mut args = coturn_args(port, tls_port, tls, work);
+            if netns.is_some() {
+                let ip = lo(1);
+                for a in &mut args {
+                    if a.starts_with("--listening-ip=") || a.starts_with("--relay-ip=") {
+                        *a = a.replace("127.0.0.1", &ip.to_string());
+                    }
+                }
+            }
+            cmd.args(args);
         }
     }
-    let child = spawn_pinned(&mut cmd, &log, cpu)?;
-    let lo = |p: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, p));
+    let child = spawn_pinned(&mut cmd, &log, cpu, netns.and_then(Topology::server_file))?;
+    // Host 1 of the bench's network: 127.0.0.1, or the server's veth end.
+    let at = |p: u16| SocketAddr::from((lo(1), p));
     let mut server = ServerProcess {
         name,
         child,
-        udp: lo(port),
-        tcp: tls.map(|_| lo(port)),
-        tls: tls_port.map(lo),
+        udp: at(port),
+        tcp: tls.map(|_| at(port)),
+        tls: tls_port.map(at),
         log,
+        http,
     };
     wait_ready(&mut server)?;
     if let Some(addr) = server.tls {
@@ -220,6 +266,29 @@ level = "warn"
     )
 }
 
+/// Namespace mode's changes to the bench's turnpike configuration
+/// (BENCHMARKS.md shows them): the addresses of the server's veth end,
+/// whose subnet the peer filter allows, the fast path for
+/// `TurnpikeXdp`, and the HTTP listener for /metrics on both variants,
+/// so that they differ in `fast_path` alone.
+pub fn netns_config(loopback: &str, kind: Kind, device: &str) -> String {
+    let ip = lo(1);
+    let [a, b, c, _] = ip.octets();
+    let fast_path = if kind == Kind::TurnpikeXdp {
+        format!("fast_path = \"xdp\"\nfast_path_interfaces = [\"{device}\"]\n")
+    } else {
+        "fast_path = \"off\"\n".to_string()
+    };
+    loopback
+        .replace("udp = [\"127.0.0.1:", &format!("udp = [\"{ip}:"))
+        .replace("http = \"off\"", &format!("http = \"127.0.0.1:{NETNS_HTTP_PORT}\""))
+        .replace(
+            "ipv4 = \"127.0.0.1\"\n",
+            &format!("ipv4 = \"{ip}\"\nipv6 = \"off\"\n{fast_path}"),
+        )
+        .replace("allow = [\"127.0.0.0/8\"]", &format!("allow = [\"{a}.{b}.{c}.0/24\"]"))
+}
+
 /// The bench's coturn command line (BENCHMARKS.md shows it).
 pub fn coturn_args(port: u16, tls_port: Option<u16>, tls: Option<&TlsFiles>, work: &Path) -> Vec<String> {
     let (lo, hi) = RELAY_PORTS;
@@ -265,7 +334,7 @@ pub fn coturn_args(port: u16, tls_port: Option<u16>, tls: Option<&TlsFiles>, wor
 
 /// Waits until the server answers a STUN Binding request (at most 10 s).
 fn wait_ready(server: &mut ServerProcess) -> Result<(), String> {
-    let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| e.to_string())?;
+    let sock = UdpSocket::bind((client_ip(0), 0)).map_err(|e| e.to_string())?;
     sock.set_read_timeout(Some(Duration::from_millis(100)))
         .map_err(|e| e.to_string())?;
     let mut buf = Vec::new();

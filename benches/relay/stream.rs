@@ -161,6 +161,8 @@ pub fn run_stream_phase(
         server_cpu: cpu_seconds(pid) - cpu0,
         generator_cpu: cpu_seconds(std::process::id()) - gen0,
         drops: sockets.udp_table().0.since(drops0),
+        host: None,
+        stalls: 0,
     })
 }
 

@@ -3,9 +3,10 @@
 //! dance, ChannelBind, over UDP, TCP or TLS.
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use turnpike::proto::stun::{attr, method, Class, Message, MessageWriter, TransactionId};
@@ -21,14 +22,39 @@ pub const CD_HEADER: usize = 4;
 /// Kernel buffers of the generator's sockets, so that loss is the server's.
 pub const SOCK_BUF: libc::c_int = 4 << 20;
 
-/// 127.0.0.`n`.
-pub fn lo(n: u8) -> Ipv4Addr {
-    Ipv4Addr::new(127, 0, 0, n)
+/// The first three octets of every address of the bench: 127.0.0 on
+/// loopback, the namespaces' subnet in namespace mode (set once, before
+/// the first socket).
+static NETWORK: OnceLock<[u8; 3]> = OnceLock::new();
+
+/// Moves the bench's addresses from 127.0.0.0/24 to `prefix`.0/24; only
+/// before the first address is used.
+pub fn set_network(prefix: [u8; 3]) -> Result<(), String> {
+    NETWORK
+        .set(prefix)
+        .map_err(|_| "the bench's network is already set".to_string())
 }
 
-/// The source address of client `i`: clients are spread over 127.0.0.2
-/// to 127.0.0.17, peers sit on 127.0.0.100, the servers on 127.0.0.1
-/// (so the generator's ephemeral ports never collide with relay ports).
+/// Host `n` of the bench's network: 127.0.0.`n` on loopback.
+pub fn lo(n: u8) -> Ipv4Addr {
+    let [a, b, c] = *NETWORK.get_or_init(|| [127, 0, 0]);
+    Ipv4Addr::new(a, b, c, n)
+}
+
+/// Whether `ip` is in the bench's network (127.0.0.0/8 on loopback): the
+/// only addresses the bench sends to.
+pub fn in_network(ip: IpAddr) -> bool {
+    match (ip, NETWORK.get_or_init(|| [127, 0, 0])) {
+        (IpAddr::V4(v4), [127, 0, 0]) => v4.is_loopback(),
+        (IpAddr::V4(v4), prefix) => v4.octets()[..3] == prefix[..],
+        (IpAddr::V6(_), _) => false,
+    }
+}
+
+/// The source address of client `i`: clients are spread over hosts 2 to
+/// 17 (127.0.0.2-17 on loopback), peers sit on host 100, the servers on
+/// host 1 (so the generator's ephemeral ports never collide with relay
+/// ports).
 pub fn client_ip(i: usize) -> Ipv4Addr {
     lo(2 + (i % 16) as u8)
 }
@@ -216,7 +242,8 @@ pub struct Allocation {
 }
 
 /// Allocate: the first attempt is refused with 401 and the realm and
-/// nonce, the signed retry succeeds. The relayed address must be loopback.
+/// nonce, the signed retry succeeds. The relayed address must be in the
+/// bench's network (loopback, or the namespaces' subnet).
 pub fn allocate(x: &mut impl Exchange, cred: &Cred) -> Result<Allocation, String> {
     let tid = new_tid(1);
     let first = x.exchange(&allocate_request(tid, None), tid)?;
@@ -238,8 +265,10 @@ pub fn allocate(x: &mut impl Exchange, cred: &Cred) -> Result<Allocation, String
         .xor_address(attr::XOR_RELAYED_ADDRESS)
         .ok_or("Allocate success without XOR-RELAYED-ADDRESS")?
         .map_err(|e| e.to_string())?;
-    if !relay.ip().is_loopback() {
-        return Err(format!("relay address {relay} is not loopback; refusing to send there"));
+    if !in_network(relay.ip()) {
+        return Err(format!(
+            "relay address {relay} is not in the bench's network; refusing to send there"
+        ));
     }
     Ok(Allocation { auth, relay })
 }
@@ -297,7 +326,7 @@ pub struct UdpFlow {
     pub channel: u16,
 }
 
-/// A peer socket on 127.0.0.100 on a port outside the relay range (a
+/// A peer socket on host 100 (127.0.0.100 on loopback) on a port outside the relay range (a
 /// loopback peer on a relay-range port would have to be a live relay).
 pub fn peer_socket() -> Result<UdpSocket, String> {
     let (low, high) = RELAY_PORTS;
