@@ -25,9 +25,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ring::hmac;
 
+mod integrity;
 mod writer;
 
+pub use integrity::{integrity_key, Integrity, SHA256_INTEGRITY_LENS};
 pub use writer::{data_indication_header_len, write_data_indication_header, MessageWriter};
+
+use integrity::integrity_tag;
 
 pub const HEADER_LEN: usize = 20;
 pub const MAGIC_COOKIE: u32 = 0x2112_A442;
@@ -531,20 +535,6 @@ fn cookie_and_id(id: &TransactionId) -> [u8; 16] {
     m
 }
 
-/// The HMAC of a message up to an integrity attribute of `len` bytes,
-/// whose length field must cover that attribute and nothing after it
-/// (RFC 8489 §14.5, §14.6).
-fn integrity_tag(key: &hmac::Key, before_integrity: &[u8], len: usize) -> hmac::Tag {
-    let length = (before_integrity.len() - HEADER_LEN + 4 + len) as u16;
-    let mut header = [0u8; HEADER_LEN];
-    header.copy_from_slice(&before_integrity[..HEADER_LEN]);
-    header[2..4].copy_from_slice(&length.to_be_bytes());
-    let mut ctx = hmac::Context::with_key(key);
-    ctx.update(&header);
-    ctx.update(&before_integrity[HEADER_LEN..]);
-    ctx.sign()
-}
-
 /// CRC-32 of the message up to the FINGERPRINT attribute at `at`, with the
 /// length field covering the attribute (RFC 8489 §14.7).
 fn fingerprint(bytes: &[u8], at: usize) -> u32 {
@@ -560,39 +550,6 @@ fn fingerprint(bytes: &[u8], at: usize) -> u32 {
 /// (for MACs and secrets; lengths are public).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// HMAC key for MESSAGE-INTEGRITY from a long-term key (RFC 8489 §9.2.2).
-pub fn integrity_key(long_term_key: &[u8]) -> hmac::Key {
-    hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, long_term_key)
-}
-
-/// The lengths MESSAGE-INTEGRITY-SHA256 may have (RFC 8489 §14.6).
-pub const SHA256_INTEGRITY_LENS: [usize; 5] = [16, 20, 24, 28, 32];
-
-/// How a message is signed under a long-term key: MESSAGE-INTEGRITY
-/// (HMAC-SHA1, RFC 8489 §14.5), or MESSAGE-INTEGRITY-SHA256 (HMAC-SHA256,
-/// §14.6) of `len` bytes, truncated below 32 as the peer chose.
-#[derive(Clone, Debug)]
-pub enum Integrity {
-    Sha1(hmac::Key),
-    Sha256 { key: hmac::Key, len: usize },
-}
-
-impl Integrity {
-    pub fn sha1(long_term_key: &[u8]) -> Integrity {
-        Integrity::Sha1(integrity_key(long_term_key))
-    }
-
-    /// `len` must be one of [`SHA256_INTEGRITY_LENS`] (others are taken
-    /// as 32).
-    pub fn sha256(long_term_key: &[u8], len: usize) -> Integrity {
-        let len = if SHA256_INTEGRITY_LENS.contains(&len) { len } else { 32 };
-        Integrity::Sha256 {
-            key: hmac::Key::new(hmac::HMAC_SHA256, long_term_key),
-            len,
-        }
-    }
 }
 
 /// Zero bytes needed after a payload of `len` to reach a 4-byte boundary.
