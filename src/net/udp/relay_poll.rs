@@ -15,7 +15,10 @@
 //!   wrong relay;
 //! * the runtime's readiness of the epoll descriptor is cleared only by a
 //!   caller that saw every ready socket drained (see `receive::relay_loop`):
-//!   an event that came in since is kept by tokio, so none is lost.
+//!   an event that came in since is kept by tokio, so none is lost;
+//! * a slot also keeps what its reader last saw (whether the socket's last
+//!   wake-up brought a lone datagram, see `receive`), reset when the slot
+//!   gets a new socket.
 
 use std::cell::RefCell;
 use std::io;
@@ -35,7 +38,7 @@ pub(in crate::net) type RelaySocket = Rc<std::net::UdpSocket>;
 pub(in crate::net) struct Token(u64);
 
 impl Token {
-    fn new(index: u32, generation: u32) -> Token {
+    pub(in crate::net) fn new(index: u32, generation: u32) -> Token {
         Token((u64::from(generation) << 32) | u64::from(index))
     }
 
@@ -51,7 +54,18 @@ impl Token {
 #[derive(Default)]
 struct Slot {
     generation: u32,
+    /// The socket's last wake-up brought a single datagram.
+    lone: bool,
     relay: Option<(RelayAddr, RelaySocket)>,
+}
+
+/// A socket [`RelayPoll::ready`] names: its relay, the socket, its token
+/// and whether its last wake-up brought a lone datagram.
+pub(in crate::net) struct Ready {
+    pub relay: RelayAddr,
+    pub socket: RelaySocket,
+    pub token: Token,
+    pub lone: bool,
 }
 
 #[derive(Default)]
@@ -119,6 +133,7 @@ impl RelayPoll {
             return Err(io::Error::last_os_error());
         }
         slot.relay = Some((relay, socket.clone()));
+        slot.lone = false;
         Ok(token)
     }
 
@@ -153,10 +168,32 @@ impl RelayPoll {
         self.epoll.readable().await
     }
 
+    /// The live socket of `token`, if it still has one.
+    pub(in crate::net) fn get(&self, token: Token) -> Option<(RelayAddr, RelaySocket)> {
+        match self.slots.borrow().entries.get(token.index()) {
+            Some(Slot {
+                generation,
+                relay: Some(relay),
+                ..
+            }) if *generation == token.generation() => Some(relay.clone()),
+            _ => None,
+        }
+    }
+
+    /// Records whether the last wake-up of `token`'s socket brought a lone
+    /// datagram (a stale token changes nothing).
+    pub(in crate::net) fn set_lone(&self, token: Token, lone: bool) {
+        if let Some(slot) = self.slots.borrow_mut().entries.get_mut(token.index()) {
+            if slot.generation == token.generation() {
+                slot.lone = lone;
+            }
+        }
+    }
+
     /// Puts the relays whose sockets are readable now into `ready` (at most
     /// [`READY_MAX`]), without blocking; returns how many events the kernel
     /// gave (stale ones included, so `READY_MAX` means there may be more).
-    pub(in crate::net) fn ready(&self, ready: &mut Vec<(RelayAddr, RelaySocket)>) -> io::Result<usize> {
+    pub(in crate::net) fn ready(&self, ready: &mut Vec<Ready>) -> io::Result<usize> {
         ready.clear();
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; READY_MAX];
         // SAFETY: `events` has room for READY_MAX events; timeout 0 never
@@ -177,11 +214,17 @@ impl RelayPoll {
             let token = Token(event.u64);
             if let Some(Slot {
                 generation,
-                relay: Some(relay),
+                lone,
+                relay: Some((relay, socket)),
             }) = slots.entries.get(token.index())
             {
                 if *generation == token.generation() {
-                    ready.push(relay.clone());
+                    ready.push(Ready {
+                        relay: *relay,
+                        socket: socket.clone(),
+                        token,
+                        lone: *lone,
+                    });
                 }
             }
         }
@@ -200,8 +243,14 @@ mod tests {
         (RelayAddr(s.local_addr().unwrap()), Rc::new(s))
     }
 
-    fn ports(ready: &[(RelayAddr, RelaySocket)]) -> Vec<u16> {
-        let mut p: Vec<_> = ready.iter().map(|(r, _)| r.0.port()).collect();
+    fn ports(ready: &[Ready]) -> Vec<u16> {
+        let mut p: Vec<_> = ready.iter().map(|r| r.relay.0.port()).collect();
+        p.sort();
+        p
+    }
+
+    fn port_list(relays: &[RelayAddr]) -> Vec<u16> {
+        let mut p: Vec<_> = relays.iter().map(|r| r.0.port()).collect();
         p.sort();
         p
     }
@@ -230,7 +279,7 @@ mod tests {
                 .unwrap();
             poll.ready(&mut ready).unwrap();
         }
-        assert_eq!(ports(&ready), ports(&[(a, sa.clone()), (c, sc.clone())]));
+        assert_eq!(ports(&ready), port_list(&[a, c]));
         // Level-triggered: still named while unread.
         poll.ready(&mut ready).unwrap();
         assert_eq!(ready.len(), 2);
@@ -248,7 +297,28 @@ mod tests {
         sender.send_to(b"y", d.0).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));
         poll.ready(&mut ready).unwrap();
-        assert_eq!(ports(&ready), ports(&[(d, sd)]));
+        assert_eq!(ports(&ready), port_list(&[d]));
+        // What a slot keeps of its socket's last read: set through its
+        // live token only, and forgotten when the slot gets a new socket.
+        assert!(!ready[0].lone);
+        poll.set_lone(td, true);
+        poll.set_lone(tc, false);
+        poll.ready(&mut ready).unwrap();
+        assert!(ready[0].lone);
+        assert_eq!(ready[0].token, td);
+        assert_eq!(poll.get(td).map(|(relay, _)| relay), Some(d));
+        assert!(poll.get(tc).is_none());
+        poll.remove(td);
+        assert!(poll.get(td).is_none());
+        let (e, se) = socket();
+        let te = poll.add(e, &se).unwrap();
+        assert_eq!(te.index(), td.index());
+        sender.send_to(b"z", e.0).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        poll.ready(&mut ready).unwrap();
+        assert_eq!(ports(&ready), port_list(&[e]));
+        assert!(!ready[0].lone);
+        poll.remove(te);
         poll.remove(ta);
     }
 }
