@@ -457,10 +457,24 @@ fn paired_rtt(
     out: &mut Vec<Sample>,
 ) -> Result<(), String> {
     let cred = cred();
-    let running = servers
+    // `BENCH_PAIRED_ALSO` names another turnpike binary (an earlier build)
+    // to run in the same loop: its numbers go to the progress lines only.
+    let also = std::env::var("BENCH_PAIRED_ALSO").ok().filter(|b| !b.is_empty());
+    let mut running = servers
         .iter()
         .map(|(kind, bin)| servers::start(*kind, bin, &ctx.work, s.server_cpu(), None, &format!("paired-{round}")))
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(bin) = &also {
+        let tag = format!("paired-also-{round}");
+        running.push(servers::start(
+            Kind::Turnpike,
+            Path::new(bin),
+            &ctx.work,
+            s.server_cpu(),
+            None,
+            &tag,
+        )?);
+    }
     let flows = running
         .iter()
         .map(|server| {
@@ -469,7 +483,12 @@ fn paired_rtt(
         .collect::<Result<Vec<_>, _>>()?;
     let pids: Vec<u32> = running.iter().map(|server| server.pid()).collect();
     let rtts = load::ping_pong_paired(&pids, &flows.iter().collect::<Vec<_>>(), s.pings, SMALL, RTT_MAX);
-    for (server, r) in running.iter().zip(rtts) {
+    for (k, (server, r)) in running.iter().zip(rtts).enumerate() {
+        let name = if k < servers.len() {
+            server.name
+        } else {
+            "turnpike (BENCH_PAIRED_ALSO)"
+        };
         if r.received == 0 {
             return Err(format!("{}: no paired ping came back", server.name));
         }
@@ -482,9 +501,12 @@ fn paired_rtt(
             1e6 * r.server_cpu / r.received.max(1) as f64
         );
         eprintln!(
-            "  {} rtt-paired: p50 {:.1} µs, p99 {:.1} µs ({raw})",
-            server.name, r.p50_us, r.p99_us
+            "  {name} rtt-paired: p50 {:.1} µs, p99 {:.1} µs ({raw})",
+            r.p50_us, r.p99_us
         );
+        if k >= servers.len() {
+            continue;
+        }
         for (figure, value) in [("rtt-paired-p50", r.p50_us), ("rtt-paired-p99", r.p99_us)] {
             out.push(Sample {
                 figure,

@@ -7,15 +7,17 @@
 //! ([`Datagrams`]) and flushed before the next, so what a batch relays
 //! leaves in as few syscalls as the kernel allows.
 //!
-//! A socket whose last wake-up brought a single datagram (a sparse flow:
-//! a call's media between two packets, the benchmark's ping-pong) is read
-//! the way that datagram is relayed soonest: one plain `recvfrom`, the
-//! datagram handled and sent at once, and only then the batch read that
-//! finds the socket empty (or whatever came since). Its relay socket is
-//! also read before the relay poll is asked which sockets are ready, when
-//! the last wake-ups of the relay poll named that socket alone (see
-//! [`Hot`]). Neither changes what a busy socket costs: its wake-ups bring
-//! many datagrams, so it is read in batches from the start.
+//! A socket that has been serving one sparse flow (its last wake-ups
+//! each brought one datagram, from one client to a listener, or to one
+//! relay socket alone at the relay poll: one call's media between two
+//! packets, the benchmark's ping-pong) is read the way that flow's next
+//! datagram is relayed soonest: one plain `recvfrom` (a relay socket's
+//! before the relay poll is even asked which sockets are ready), the
+//! datagram handled and sent at once, and only then the batch read (or
+//! the poll) that finds the rest (see [`Streak`]). A socket serving many
+//! flows keeps the batch read alone: its wake-ups bring datagrams of
+//! different flows, and a read that finds the socket empty would cost a
+//! syscall per datagram.
 //!
 //! Invariants:
 //! * a wake-up handles at most [`ROUNDS`] batches (after at most one lone
@@ -78,50 +80,53 @@ struct Seen {
     drained: bool,
     /// Datagrams read.
     datagrams: usize,
+    /// The sender of the first of them.
+    first: Option<SocketAddr>,
 }
 
 impl Seen {
-    /// Whether the socket's next wake-up should start with a lone read:
-    /// this one brought a single datagram (one that brought none says
-    /// nothing new, and keeps `lone`).
-    fn lone_next(self, lone: bool) -> bool {
-        match self.datagrams {
-            0 => lone,
-            n => n == 1,
-        }
+    /// The sender of the wake-up's one datagram, if it brought just one.
+    fn alone(&self) -> Option<SocketAddr> {
+        self.first.filter(|_| self.datagrams == 1)
     }
 }
 
 /// Hands the first `n` datagrams of `batch` to the shard at one time, and
-/// flushes what they relayed.
-fn handle<D: Datagrams>(shard: &Rc<D>, mut batch: std::cell::RefMut<'_, RecvBatch>, n: usize, source: Source) {
+/// flushes what they relayed; returns the first one's sender.
+fn handle<D: Datagrams>(
+    shard: &Rc<D>,
+    mut batch: std::cell::RefMut<'_, RecvBatch>,
+    n: usize,
+    source: Source,
+) -> Option<SocketAddr> {
     let now = clock::now();
+    let mut first = None;
     shard.set_in_batch(true);
     for i in 0..n {
         let (buf, payload, from) = batch.datagram(i);
         if let Some(from) = from {
+            first = first.or(Some(from));
             shard.on_datagram(source, buf, payload, from, now);
         }
     }
     shard.set_in_batch(false);
     drop(batch);
     shard.flush_batch();
+    first
 }
 
 /// Reads one datagram of `socket` with [`RecvBatch::recv_one`], handles it
-/// and sends what it relayed; returns how many it read (0: none there).
-fn read_one<D: Datagrams>(shard: &Rc<D>, socket: &std::net::UdpSocket, source: Source) -> usize {
+/// and sends what it relayed; returns how many it read (0: none there)
+/// and its sender.
+fn read_one<D: Datagrams>(shard: &Rc<D>, socket: &std::net::UdpSocket, source: Source) -> (usize, Option<SocketAddr>) {
     let mut batch = shard.recv_batch().borrow_mut();
     match batch.recv_one(socket) {
-        Ok(n) => {
-            handle(shard, batch, n, source);
-            n
-        }
+        Ok(n) => (n, handle(shard, batch, n, source)),
         Err(e) => {
             if e.kind() != io::ErrorKind::WouldBlock {
                 trace!(error = %e, "recv error");
             }
-            0
+            (0, None)
         }
     }
 }
@@ -134,14 +139,16 @@ fn read_one<D: Datagrams>(shard: &Rc<D>, socket: &std::net::UdpSocket, source: S
 /// about anything newer; the `recvmmsg` that would only say "would block"
 /// is saved.
 fn read_socket<D: Datagrams>(shard: &Rc<D>, socket: &std::net::UdpSocket, source: Source, lone: bool) -> Seen {
-    let mut datagrams = 0;
+    let mut seen = Seen {
+        drained: false,
+        datagrams: 0,
+        first: None,
+    };
     if lone {
-        datagrams = read_one(shard, socket, source);
-        if datagrams == 0 {
-            return Seen {
-                drained: true,
-                datagrams,
-            };
+        (seen.datagrams, seen.first) = read_one(shard, socket, source);
+        if seen.datagrams == 0 {
+            seen.drained = true;
+            return seen;
         }
     }
     for _ in 0..ROUNDS {
@@ -149,10 +156,8 @@ fn read_socket<D: Datagrams>(shard: &Rc<D>, socket: &std::net::UdpSocket, source
         let n = match batch.recv(socket) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return Seen {
-                    drained: true,
-                    datagrams,
-                }
+                seen.drained = true;
+                return seen;
             }
             Err(e) => {
                 // ICMP errors surface here on some systems; the socket stays usable.
@@ -160,25 +165,68 @@ fn read_socket<D: Datagrams>(shard: &Rc<D>, socket: &std::net::UdpSocket, source
                 continue;
             }
         };
-        handle(shard, batch, n, source);
-        datagrams += n;
+        let first = handle(shard, batch, n, source);
+        seen.first = seen.first.or(first);
+        seen.datagrams += n;
         if n < RECV_BATCH {
-            return Seen {
-                drained: true,
-                datagrams,
-            };
+            seen.drained = true;
+            return seen;
         }
     }
-    Seen {
-        drained: false,
-        datagrams,
+    seen
+}
+
+/// Wake-ups in a row that brought one datagram of one flow (from one
+/// sender to a listener, or to one relay socket alone) before that flow's
+/// next datagram is read by itself, ahead of the batch read.
+const HOT_AFTER: u32 = 2;
+
+/// The one sparse flow a socket (or the relay poll) has been serving: the
+/// last [`HOT_AFTER`] or more wake-ups each brought a single datagram, all
+/// of the same `K` (a client's address at a listener, a relay socket's
+/// token at the relay poll). Its next datagram most likely comes alone
+/// again, so the reader takes it with the cheapest read and relays it
+/// before anything else (see the module doc). A wake-up that brings more,
+/// or another flow's datagram, ends the streak: a socket that serves many
+/// flows, whose wake-ups bring a datagram of a different one each time or
+/// several at once, is read in batches only, and pays nothing for reads
+/// that would find the socket empty.
+#[derive(Clone, Copy, Debug)]
+struct Streak<K> {
+    key: Option<K>,
+    count: u32,
+}
+
+impl<K: Copy + PartialEq> Streak<K> {
+    fn new() -> Streak<K> {
+        Streak { key: None, count: 0 }
+    }
+
+    /// The flow to read ahead, if the streak is long enough.
+    fn ahead(&self) -> Option<K> {
+        self.key.filter(|_| self.count >= HOT_AFTER)
+    }
+
+    /// Notes a wake-up that brought datagrams: `alone`, the one flow of its
+    /// single datagram, or `None` (several, or of several flows).
+    fn saw(&mut self, alone: Option<K>) {
+        match alone {
+            Some(key) if self.key == Some(key) => self.count = self.count.saturating_add(1),
+            Some(key) => {
+                *self = Streak {
+                    key: Some(key),
+                    count: 1,
+                }
+            }
+            None => *self = Streak::new(),
+        }
     }
 }
 
 /// Reads the listener `socket`, bound to `local`, for as long as it is open.
 pub(in crate::net) async fn listener_loop<D: Datagrams>(shard: Rc<D>, socket: Rc<UdpSock>, local: SocketAddr) {
     let source = Source::Listener(local);
-    let mut lone = false;
+    let mut flow = Streak::new();
     loop {
         let mut guard = match socket.readable().await {
             Ok(guard) => guard,
@@ -187,8 +235,10 @@ pub(in crate::net) async fn listener_loop<D: Datagrams>(shard: Rc<D>, socket: Rc
                 return;
             }
         };
-        let seen = read_socket(&shard, socket.get_ref(), source, lone);
-        lone = seen.lone_next(lone);
+        let seen = read_socket(&shard, socket.get_ref(), source, flow.ahead().is_some());
+        if seen.datagrams > 0 {
+            flow.saw(seen.alone());
+        }
         if seen.drained {
             guard.clear_ready();
         } else {
@@ -198,51 +248,10 @@ pub(in crate::net) async fn listener_loop<D: Datagrams>(shard: Rc<D>, socket: Rc
     }
 }
 
-/// Wake-ups of the relay poll in a row that named one socket, which
-/// brought one datagram, before that socket is read ahead of the poll.
-const HOT_AFTER: u32 = 2;
-
-/// The relay socket that the relay poll's last wake-ups named alone, each
-/// time with one datagram: a single sparse flow, whose next datagram is
-/// most likely on that socket again. The relay loop reads it before it
-/// asks the poll (one `epoll_wait` less before that datagram is relayed;
-/// the poll is still asked afterwards, for the other sockets and to see
-/// them all drained). A wake-up that finds it empty, or that names any
-/// other socket, ends the streak, so many sparse flows, whose wake-ups
-/// name a different socket each time, never pay for a read ahead that
-/// finds nothing.
-#[derive(Clone, Copy, Debug, Default)]
-struct Hot {
-    token: Option<Token>,
-    streak: u32,
-}
-
-impl Hot {
-    /// The socket to read ahead of the poll, if any.
-    fn ahead(&self) -> Option<Token> {
-        self.token.filter(|_| self.streak >= HOT_AFTER)
-    }
-
-    /// Notes what a wake-up saw: `alone`, the one socket it read with
-    /// the datagrams it brought, or `None` when it read several sockets.
-    fn saw(&mut self, alone: Option<(Token, usize)>) {
-        match alone {
-            Some((token, 1)) if self.token == Some(token) => self.streak = self.streak.saturating_add(1),
-            Some((token, 1)) => {
-                *self = Hot {
-                    token: Some(token),
-                    streak: 1,
-                }
-            }
-            _ => *self = Hot::default(),
-        }
-    }
-}
-
 /// Reads every UDP relay socket of the shard, as `poll` names them.
 pub(in crate::net) async fn relay_loop<D: Datagrams>(shard: Weak<D>, poll: Rc<RelayPoll>) {
     let mut ready = Vec::with_capacity(READY_MAX);
-    let mut hot = Hot::default();
+    let mut hot = Streak::new();
     loop {
         let Ok(mut guard) = poll.readable().await else {
             return;
@@ -250,16 +259,19 @@ pub(in crate::net) async fn relay_loop<D: Datagrams>(shard: Weak<D>, poll: Rc<Re
         let Some(shard) = shard.upgrade() else {
             return;
         };
-        // The sockets this wake-up read, as (token, datagrams) while it is
-        // one; `None` once it is several.
-        let mut alone = None;
+        // The one relay this wake-up read and its datagrams, while it is
+        // one (`several` once it is more).
+        let mut alone: Option<(Token, usize)> = None;
         let mut several = false;
         if let Some(token) = hot.ahead() {
-            let read = poll
-                .get(token)
-                .map_or(0, |(relay, socket)| read_one(&shard, &socket, Source::Relay(relay)));
-            if read > 0 {
-                alone = Some((token, read));
+            // Read before the poll is asked: one `epoll_wait` less in front
+            // of this datagram; the poll is asked right after, for the
+            // others and to see every socket drained.
+            if let Some((relay, socket)) = poll.get(token) {
+                let (read, _) = read_one(&shard, &socket, Source::Relay(relay));
+                if read > 0 {
+                    alone = Some((token, read));
+                }
             }
         }
         let events = match poll.ready(&mut ready) {
@@ -271,8 +283,7 @@ pub(in crate::net) async fn relay_loop<D: Datagrams>(shard: Weak<D>, poll: Rc<Re
         };
         let mut drained = events < READY_MAX;
         for r in ready.drain(..) {
-            let seen = read_socket(&shard, &r.socket, Source::Relay(r.relay), r.lone);
-            poll.set_lone(r.token, seen.lone_next(r.lone));
+            let seen = read_socket(&shard, &r.socket, Source::Relay(r.relay), false);
             drained &= seen.drained;
             match alone {
                 _ if several || seen.datagrams == 0 => {}
@@ -281,7 +292,9 @@ pub(in crate::net) async fn relay_loop<D: Datagrams>(shard: Weak<D>, poll: Rc<Re
                 None => alone = Some((r.token, seen.datagrams)),
             }
         }
-        hot.saw(alone.filter(|_| !several));
+        if several || alone.is_some() {
+            hot.saw(alone.filter(|&(_, n)| n == 1 && !several).map(|(token, _)| token));
+        }
         drop(shard);
         if drained {
             guard.clear_ready();

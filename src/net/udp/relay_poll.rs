@@ -15,10 +15,7 @@
 //!   wrong relay;
 //! * the runtime's readiness of the epoll descriptor is cleared only by a
 //!   caller that saw every ready socket drained (see `receive::relay_loop`):
-//!   an event that came in since is kept by tokio, so none is lost;
-//! * a slot also keeps what its reader last saw (whether the socket's last
-//!   wake-up brought a lone datagram, see `receive`), reset when the slot
-//!   gets a new socket.
+//!   an event that came in since is kept by tokio, so none is lost.
 
 use std::cell::RefCell;
 use std::io;
@@ -54,18 +51,15 @@ impl Token {
 #[derive(Default)]
 struct Slot {
     generation: u32,
-    /// The socket's last wake-up brought a single datagram.
-    lone: bool,
     relay: Option<(RelayAddr, RelaySocket)>,
 }
 
-/// A socket [`RelayPoll::ready`] names: its relay, the socket, its token
-/// and whether its last wake-up brought a lone datagram.
+/// A socket [`RelayPoll::ready`] names: its relay, the socket and its
+/// token.
 pub(in crate::net) struct Ready {
     pub relay: RelayAddr,
     pub socket: RelaySocket,
     pub token: Token,
-    pub lone: bool,
 }
 
 #[derive(Default)]
@@ -133,7 +127,6 @@ impl RelayPoll {
             return Err(io::Error::last_os_error());
         }
         slot.relay = Some((relay, socket.clone()));
-        slot.lone = false;
         Ok(token)
     }
 
@@ -180,16 +173,6 @@ impl RelayPoll {
         }
     }
 
-    /// Records whether the last wake-up of `token`'s socket brought a lone
-    /// datagram (a stale token changes nothing).
-    pub(in crate::net) fn set_lone(&self, token: Token, lone: bool) {
-        if let Some(slot) = self.slots.borrow_mut().entries.get_mut(token.index()) {
-            if slot.generation == token.generation() {
-                slot.lone = lone;
-            }
-        }
-    }
-
     /// Puts the relays whose sockets are readable now into `ready` (at most
     /// [`READY_MAX`]), without blocking; returns how many events the kernel
     /// gave (stale ones included, so `READY_MAX` means there may be more).
@@ -214,7 +197,6 @@ impl RelayPoll {
             let token = Token(event.u64);
             if let Some(Slot {
                 generation,
-                lone,
                 relay: Some((relay, socket)),
             }) = slots.entries.get(token.index())
             {
@@ -223,7 +205,6 @@ impl RelayPoll {
                         relay: *relay,
                         socket: socket.clone(),
                         token,
-                        lone: *lone,
                     });
                 }
             }
@@ -298,13 +279,8 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(50));
         poll.ready(&mut ready).unwrap();
         assert_eq!(ports(&ready), port_list(&[d]));
-        // What a slot keeps of its socket's last read: set through its
-        // live token only, and forgotten when the slot gets a new socket.
-        assert!(!ready[0].lone);
-        poll.set_lone(td, true);
-        poll.set_lone(tc, false);
-        poll.ready(&mut ready).unwrap();
-        assert!(ready[0].lone);
+        // A token names its socket for as long as the slot holds it, and
+        // never the slot's next tenant.
         assert_eq!(ready[0].token, td);
         assert_eq!(poll.get(td).map(|(relay, _)| relay), Some(d));
         assert!(poll.get(tc).is_none());
@@ -313,11 +289,8 @@ mod tests {
         let (e, se) = socket();
         let te = poll.add(e, &se).unwrap();
         assert_eq!(te.index(), td.index());
-        sender.send_to(b"z", e.0).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        poll.ready(&mut ready).unwrap();
-        assert_eq!(ports(&ready), port_list(&[e]));
-        assert!(!ready[0].lone);
+        assert!(poll.get(td).is_none());
+        assert_eq!(poll.get(te).map(|(relay, _)| relay), Some(e));
         poll.remove(te);
         poll.remove(ta);
     }

@@ -61,15 +61,14 @@ fn source(socket: &UdpSocket) -> Source {
 }
 
 /// Reads `socket` until `want` datagrams came (at most 5 s), each call
-/// with `lone` as the last one left it; returns what every call saw.
-fn read_all(shard: &Rc<Recorder>, socket: &UdpSocket, want: usize, mut lone: bool) -> Vec<Seen> {
+/// with `lone`; returns what every call that read something saw.
+fn read_all(shard: &Rc<Recorder>, socket: &UdpSocket, want: usize, lone: bool) -> Vec<Seen> {
     let mut seen = Vec::new();
     for _ in 0..1000 {
         if shard.got.borrow().len() >= want {
             break;
         }
         let s = read_socket(shard, socket, source(socket), lone);
-        lone = s.lone_next(lone);
         if s.datagrams == 0 {
             std::thread::sleep(std::time::Duration::from_millis(5));
         } else {
@@ -86,15 +85,14 @@ fn a_lone_read_relays_its_datagram_before_reading_on_and_loses_none() {
     let from = tx.local_addr().unwrap();
     tx.send_to(b"one", rx.local_addr().unwrap()).unwrap();
     let seen = read_all(&shard, &rx, 1, true);
-    assert_eq!(
-        seen,
-        vec![Seen {
-            drained: true,
-            datagrams: 1
-        }]
-    );
+    let one = Seen {
+        drained: true,
+        datagrams: 1,
+        first: Some(from),
+    };
+    assert_eq!(seen, vec![one]);
     assert_eq!(shard.flushes.get(), 1);
-    assert!(seen[0].lone_next(false), "one datagram: the next read starts lone");
+    assert_eq!(seen[0].alone(), Some(from));
 
     // Three waiting: the lone read takes the first and flushes it on its
     // own, the batch after it the other two, in order.
@@ -103,7 +101,7 @@ fn a_lone_read_relays_its_datagram_before_reading_on_and_loses_none() {
     }
     let seen = read_all(&shard, &rx, 4, true);
     assert_eq!(seen.iter().map(|s| s.datagrams).sum::<usize>(), 3);
-    assert!(seen.iter().all(|s| s.drained));
+    assert!(seen.iter().all(|s| s.drained && s.first == Some(from)));
     let got: Vec<_> = shard.got.borrow().iter().map(|(p, f)| (p.clone(), *f)).collect();
     let want: Vec<_> = [b"one", b"two", b"tri", b"for"]
         .iter()
@@ -113,20 +111,19 @@ fn a_lone_read_relays_its_datagram_before_reading_on_and_loses_none() {
     if seen.len() == 1 {
         // All three were there at once: the lone one was sent by itself.
         assert_eq!(shard.flushes.get(), 1 + 2);
-        assert!(!seen[0].lone_next(true));
+        assert_eq!(seen[0].alone(), None);
     }
 
-    // Nothing waiting: drained, nothing read, and `lone` kept as it was.
-    let empty = read_socket(&shard, &rx, source(&rx), true);
-    assert_eq!(
-        empty,
-        Seen {
+    // Nothing waiting: drained, nothing read, either way.
+    for lone in [true, false] {
+        let empty = read_socket(&shard, &rx, source(&rx), lone);
+        let nothing = Seen {
             drained: true,
-            datagrams: 0
-        }
-    );
-    assert!(empty.lone_next(true));
-    assert!(!empty.lone_next(false));
+            datagrams: 0,
+            first: None,
+        };
+        assert_eq!(empty, nothing);
+    }
 }
 
 #[test]
@@ -137,45 +134,59 @@ fn a_wake_up_reads_at_most_its_budget_and_says_so() {
     for i in 0..total {
         tx.send_to(&(i as u32).to_be_bytes(), rx.local_addr().unwrap()).unwrap();
     }
-    let seen = read_all(&shard, &rx, total, true);
-    for s in &seen {
-        assert!(s.datagrams <= 1 + ROUNDS * RECV_BATCH, "{s:?}");
-        if !s.drained {
-            assert!(s.datagrams >= ROUNDS * RECV_BATCH, "{s:?}");
+    for lone in [false, true] {
+        shard.got.borrow_mut().clear();
+        if lone {
+            for i in 0..total {
+                tx.send_to(&(i as u32).to_be_bytes(), rx.local_addr().unwrap()).unwrap();
+            }
         }
+        let seen = read_all(&shard, &rx, total, lone);
+        for s in &seen {
+            assert!(s.datagrams <= usize::from(lone) + ROUNDS * RECV_BATCH, "{s:?}");
+            if !s.drained {
+                assert!(s.datagrams >= ROUNDS * RECV_BATCH, "{s:?}");
+            }
+        }
+        let got: Vec<u32> = shard
+            .got
+            .borrow()
+            .iter()
+            .map(|(p, _)| u32::from_be_bytes(p[..4].try_into().unwrap()))
+            .collect();
+        assert_eq!(got, (0..total as u32).collect::<Vec<_>>(), "lone {lone}");
     }
-    let got: Vec<u32> = shard
-        .got
-        .borrow()
-        .iter()
-        .map(|(p, _)| u32::from_be_bytes(p[..4].try_into().unwrap()))
-        .collect();
-    assert_eq!(got, (0..total as u32).collect::<Vec<_>>());
 }
 
 #[test]
-fn a_socket_is_read_ahead_only_after_wake_ups_that_named_it_alone_with_one_datagram() {
+fn a_flow_is_read_ahead_only_after_wake_ups_that_brought_it_alone() {
     let a = Token::new(1, 0);
     let b = Token::new(2, 0);
-    let mut hot = Hot::default();
+    let mut hot = Streak::new();
     assert_eq!(hot.ahead(), None);
-    hot.saw(Some((a, 1)));
+    hot.saw(Some(a));
     assert_eq!(hot.ahead(), None, "one wake-up is not a streak");
-    hot.saw(Some((a, 1)));
+    hot.saw(Some(a));
     assert_eq!(hot.ahead(), Some(a));
-    hot.saw(Some((a, 1)));
+    hot.saw(Some(a));
     assert_eq!(hot.ahead(), Some(a));
-    // Another socket alone starts a new streak.
-    hot.saw(Some((b, 1)));
+    // Another flow alone starts a new streak.
+    hot.saw(Some(b));
     assert_eq!(hot.ahead(), None);
-    hot.saw(Some((b, 1)));
+    hot.saw(Some(b));
     assert_eq!(hot.ahead(), Some(b));
-    // A burst, several sockets, or nothing read: no read ahead.
-    for end in [Some((b, 2)), None] {
-        hot.saw(Some((b, 1)));
-        hot.saw(Some((b, 1)));
-        assert_eq!(hot.ahead(), Some(b));
-        hot.saw(end);
-        assert_eq!(hot.ahead(), None, "{end:?}");
+    // A wake-up with several datagrams or flows ends it.
+    hot.saw(None);
+    assert_eq!(hot.ahead(), None);
+
+    // Keyed by sender at a listener: clients taking turns never make one.
+    let clients: Vec<SocketAddr> = (0..4).map(|i| SocketAddr::from(([127, 0, 0, 2 + i], 5000))).collect();
+    let mut flow = Streak::new();
+    for i in 0..32 {
+        flow.saw(Some(clients[i % clients.len()]));
+        assert_eq!(flow.ahead(), None);
     }
+    flow.saw(Some(clients[0]));
+    flow.saw(Some(clients[0]));
+    assert_eq!(flow.ahead(), Some(clients[0]));
 }
