@@ -409,48 +409,36 @@ pub struct Rtt {
     pub wall: f64,
 }
 
-/// One packet in flight: client → relay → peer, the peer echoes it back
-/// through the relay to the client; the round trip is timed at the client.
-/// A ping lost for 1 s counts as lost; the whole loop stops after `max`.
-pub fn ping_pong(pid: u32, f: &UdpFlow, count: usize, payload: usize, max: Duration) -> Rtt {
+/// One round trip on flow `f`: its client sends ping `i`, its peer waits
+/// for it (at most 1 s) and answers at once, its client waits for the
+/// answer; the time from the send to the answer, in µs, or `None` if a
+/// packet was lost or wrong.
+fn one_ping(f: &UdpFlow, i: u32, payload: usize, buf: &mut [u8]) -> Option<f64> {
     let (c, p) = (f.client.as_raw_fd(), f.peer.as_raw_fd());
-    drain_socket(c);
-    drain_socket(p);
-    let mut samples = Vec::with_capacity(count);
-    let mut buf = [0u8; RECV_BUF];
-    let cpu0 = cpu_seconds(pid);
-    let start = Instant::now();
-    let mut sent = 0u64;
-    for i in 0..count {
-        if start.elapsed() > max {
-            break;
-        }
-        let ping = channel_data(f.channel, payload, i as u32);
-        let pong = raw_payload(payload, i as u32);
-        let t0 = Instant::now();
-        // SAFETY: the sockets are connected and the buffers valid.
-        unsafe { libc::send(c, ping.as_ptr().cast(), ping.len(), 0) };
-        sent += 1;
-        let ok = wait_readable(p, 1000)
-            // SAFETY: as above.
-            && unsafe { libc::recv(p, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) } == payload as isize
-            && buf[..4] == ping[4..8];
-        if !ok {
-            continue;
-        }
+    let ping = channel_data(f.channel, payload, i);
+    let pong = raw_payload(payload, i);
+    let t0 = Instant::now();
+    // SAFETY: the sockets are connected and the buffers valid.
+    unsafe { libc::send(c, ping.as_ptr().cast(), ping.len(), 0) };
+    let ok = wait_readable(p, 1000)
         // SAFETY: as above.
-        unsafe { libc::send(p, pong.as_ptr().cast(), pong.len(), 0) };
-        let ok = wait_readable(c, 1000)
-            // SAFETY: as above.
-            && unsafe { libc::recv(c, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) }
-                == (CD_HEADER + payload) as isize
-            && buf[4..8] == ping[4..8];
-        if ok {
-            samples.push(t0.elapsed().as_secs_f64() * 1e6);
-        }
+        && unsafe { libc::recv(p, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) } == payload as isize
+        && buf[..4] == ping[4..8];
+    if !ok {
+        return None;
     }
-    let wall = start.elapsed().as_secs_f64();
-    let server_cpu = cpu_seconds(pid) - cpu0;
+    // SAFETY: as above.
+    unsafe { libc::send(p, pong.as_ptr().cast(), pong.len(), 0) };
+    let ok = wait_readable(c, 1000)
+        // SAFETY: as above.
+        && unsafe { libc::recv(c, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) }
+            == (CD_HEADER + payload) as isize
+        && buf[4..8] == ping[4..8];
+    ok.then(|| t0.elapsed().as_secs_f64() * 1e6)
+}
+
+/// Sorts `samples` and makes the figure of them.
+fn rtt_of(mut samples: Vec<f64>, sent: u64, server_cpu: f64, wall: f64) -> Rtt {
     samples.sort_by(|a, b| a.total_cmp(b));
     let pct = |q: f64| {
         if samples.is_empty() {
@@ -467,4 +455,58 @@ pub fn ping_pong(pid: u32, f: &UdpFlow, count: usize, payload: usize, max: Durat
         server_cpu,
         wall,
     }
+}
+
+/// One packet in flight: client → relay → peer, the peer echoes it back
+/// through the relay to the client; the round trip is timed at the client.
+/// A ping lost for 1 s counts as lost; the whole loop stops after `max`.
+pub fn ping_pong(pid: u32, f: &UdpFlow, count: usize, payload: usize, max: Duration) -> Rtt {
+    drain_socket(f.client.as_raw_fd());
+    drain_socket(f.peer.as_raw_fd());
+    let mut samples = Vec::with_capacity(count);
+    let mut buf = [0u8; RECV_BUF];
+    let cpu0 = cpu_seconds(pid);
+    let start = Instant::now();
+    let mut sent = 0u64;
+    for i in 0..count {
+        if start.elapsed() > max {
+            break;
+        }
+        sent += 1;
+        samples.extend(one_ping(f, i as u32, payload, &mut buf));
+    }
+    let wall = start.elapsed().as_secs_f64();
+    rtt_of(samples, sent, cpu_seconds(pid) - cpu0, wall)
+}
+
+/// The ping-pong through several servers at once, one ping each in turn
+/// (`flows[k]` goes through the server of pid `pids[k]`), so that whatever
+/// the machine does meanwhile (another process on a core, the hypervisor
+/// waking an idle vCPU slower or faster) falls on all of them alike; one
+/// figure per server.
+pub fn ping_pong_paired(pids: &[u32], flows: &[&UdpFlow], count: usize, payload: usize, max: Duration) -> Vec<Rtt> {
+    for f in flows {
+        drain_socket(f.client.as_raw_fd());
+        drain_socket(f.peer.as_raw_fd());
+    }
+    let mut samples: Vec<Vec<f64>> = flows.iter().map(|_| Vec::with_capacity(count)).collect();
+    let mut buf = [0u8; RECV_BUF];
+    let cpu0: Vec<f64> = pids.iter().map(|&p| cpu_seconds(p)).collect();
+    let start = Instant::now();
+    let mut sent = 0u64;
+    for i in 0..count {
+        if start.elapsed() > max {
+            break;
+        }
+        sent += 1;
+        for (k, f) in flows.iter().enumerate() {
+            samples[k].extend(one_ping(f, i as u32, payload, &mut buf));
+        }
+    }
+    let wall = start.elapsed().as_secs_f64();
+    samples
+        .into_iter()
+        .zip(pids.iter().zip(cpu0))
+        .map(|(s, (&pid, c0))| rtt_of(s, sent, cpu_seconds(pid) - c0, wall))
+        .collect()
 }

@@ -130,8 +130,8 @@ impl Settings {
         }
     }
 
-    /// Whether a group of figures (udp, r2r, paced, rtt, tcp, tls, burst,
-    /// idle, fwd) is to run.
+    /// Whether a group of figures (udp, r2r, paced, rtt, rtt-paired, tcp,
+    /// tls, burst, idle, fwd) is to run.
     fn group(&self, name: &str) -> bool {
         if self.netns && !namespace::NETNS_GROUPS.contains(&name) {
             return false;
@@ -241,6 +241,24 @@ fn figures(s: &Settings) -> Vec<Figure> {
             "rtt-p99",
             format!(
                 "ping-pong client → relay → peer → relay → client, {} pings, 100 B",
+                s.pings
+            ),
+            "RTT p99 µs",
+            Goal::Report,
+        ),
+        f(
+            "rtt-paired-p50",
+            format!(
+                "same, both servers running, one ping through each in turn, {} pings each",
+                s.pings
+            ),
+            "RTT p50 µs",
+            Goal::AtMost(1.0),
+        ),
+        f(
+            "rtt-paired-p99",
+            format!(
+                "same, both servers running, one ping through each in turn, {} pings each",
                 s.pings
             ),
             "RTT p99 µs",
@@ -398,6 +416,10 @@ fn measure_all(work: &Path) -> Result<(), String> {
             eprintln!("== round {round} of {}: {}", settings.rounds, kind.name());
             server_round(*kind, bin, &settings, &ctx, round, &mut samples)?;
         }
+        if settings.group("rtt-paired") && !servers.is_empty() {
+            eprintln!("== round {round} of {}: paired ping-pong", settings.rounds);
+            paired_rtt(&servers, &settings, &ctx, round, &mut samples)?;
+        }
         if settings.group("fwd") {
             for (name, _) in FORWARDERS {
                 eprintln!("== round {round} of {}: {name}", settings.rounds);
@@ -503,6 +525,97 @@ fn server_round(
     if s.group("idle") {
         let server = servers::start(kind, bin, &ctx.work, cpu, None, None, &format!("idle-{round}"))?;
         idle_memory(server, ctx.idle, round, out)?;
+    }
+    Ok(())
+}
+
+/// The ping-pong with every server running at once (fresh processes, all
+/// pinned to the server CPU, one allocation each), one ping through each
+/// in turn: the machine's state, which moves a round's RTT by ±10 % and
+/// more, is then the same for both, and their ratio is far steadier than
+/// that of the `rtt` figure, whose servers run one after the other.
+fn paired_rtt(
+    servers: &[(Kind, PathBuf)],
+    s: &Settings,
+    ctx: &Context,
+    round: usize,
+    out: &mut Vec<Sample>,
+) -> Result<(), String> {
+    let cred = cred();
+    // `BENCH_PAIRED_ALSO` names another turnpike binary (an earlier build)
+    // to run in the same loop: its numbers go to the progress lines only.
+    let also = std::env::var("BENCH_PAIRED_ALSO").ok().filter(|b| !b.is_empty());
+    let mut running = servers
+        .iter()
+        .map(|(kind, bin)| {
+            servers::start(
+                *kind,
+                bin,
+                &ctx.work,
+                s.server_cpu(),
+                None,
+                None,
+                &format!("paired-{round}"),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(bin) = &also {
+        let tag = format!("paired-also-{round}");
+        running.push(servers::start(
+            Kind::Turnpike,
+            Path::new(bin),
+            &ctx.work,
+            s.server_cpu(),
+            None,
+            None,
+            &tag,
+        )?);
+    }
+    let flows = running
+        .iter()
+        .map(|server| {
+            turn::udp_flow(server.udp, 0, &cred).map_err(|e| format!("{}: {e}\n{}", server.name, server.log_tail()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let pids: Vec<u32> = running.iter().map(|server| server.pid()).collect();
+    let rtts = load::ping_pong_paired(&pids, &flows.iter().collect::<Vec<_>>(), s.pings, SMALL, RTT_MAX);
+    for (k, (server, r)) in running.iter().zip(rtts).enumerate() {
+        let name = if k < servers.len() {
+            server.name
+        } else {
+            "turnpike (BENCH_PAIRED_ALSO)"
+        };
+        if r.received == 0 {
+            return Err(format!("{}: no paired ping came back", server.name));
+        }
+        let raw = format!(
+            "{} pings, {} answered, {:.2} s for all servers, server CPU {:.3} s ({:.1} µs per round trip)",
+            r.sent,
+            r.received,
+            r.wall,
+            r.server_cpu,
+            1e6 * r.server_cpu / r.received.max(1) as f64
+        );
+        eprintln!(
+            "  {name} rtt-paired: p50 {:.1} µs, p99 {:.1} µs ({raw})",
+            r.p50_us, r.p99_us
+        );
+        if k >= servers.len() {
+            continue;
+        }
+        for (figure, value) in [("rtt-paired-p50", r.p50_us), ("rtt-paired-p99", r.p99_us)] {
+            out.push(Sample {
+                figure,
+                server: server.name,
+                round,
+                value,
+                raw: raw.clone(),
+                share: None,
+            });
+        }
+    }
+    for mut server in running {
+        server.check_alive()?;
     }
     Ok(())
 }

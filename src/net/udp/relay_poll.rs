@@ -35,7 +35,7 @@ pub(in crate::net) type RelaySocket = Rc<std::net::UdpSocket>;
 pub(in crate::net) struct Token(u64);
 
 impl Token {
-    fn new(index: u32, generation: u32) -> Token {
+    pub(in crate::net) fn new(index: u32, generation: u32) -> Token {
         Token((u64::from(generation) << 32) | u64::from(index))
     }
 
@@ -52,6 +52,14 @@ impl Token {
 struct Slot {
     generation: u32,
     relay: Option<(RelayAddr, RelaySocket)>,
+}
+
+/// A socket [`RelayPoll::ready`] names: its relay, the socket and its
+/// token.
+pub(in crate::net) struct Ready {
+    pub relay: RelayAddr,
+    pub socket: RelaySocket,
+    pub token: Token,
 }
 
 #[derive(Default)]
@@ -153,10 +161,22 @@ impl RelayPoll {
         self.epoll.readable().await
     }
 
+    /// The live socket of `token`, if it still has one.
+    pub(in crate::net) fn get(&self, token: Token) -> Option<(RelayAddr, RelaySocket)> {
+        match self.slots.borrow().entries.get(token.index()) {
+            Some(Slot {
+                generation,
+                relay: Some(relay),
+                ..
+            }) if *generation == token.generation() => Some(relay.clone()),
+            _ => None,
+        }
+    }
+
     /// Puts the relays whose sockets are readable now into `ready` (at most
     /// [`READY_MAX`]), without blocking; returns how many events the kernel
     /// gave (stale ones included, so `READY_MAX` means there may be more).
-    pub(in crate::net) fn ready(&self, ready: &mut Vec<(RelayAddr, RelaySocket)>) -> io::Result<usize> {
+    pub(in crate::net) fn ready(&self, ready: &mut Vec<Ready>) -> io::Result<usize> {
         ready.clear();
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; READY_MAX];
         // SAFETY: `events` has room for READY_MAX events; timeout 0 never
@@ -177,11 +197,15 @@ impl RelayPoll {
             let token = Token(event.u64);
             if let Some(Slot {
                 generation,
-                relay: Some(relay),
+                relay: Some((relay, socket)),
             }) = slots.entries.get(token.index())
             {
                 if *generation == token.generation() {
-                    ready.push(relay.clone());
+                    ready.push(Ready {
+                        relay: *relay,
+                        socket: socket.clone(),
+                        token,
+                    });
                 }
             }
         }
@@ -200,8 +224,14 @@ mod tests {
         (RelayAddr(s.local_addr().unwrap()), Rc::new(s))
     }
 
-    fn ports(ready: &[(RelayAddr, RelaySocket)]) -> Vec<u16> {
-        let mut p: Vec<_> = ready.iter().map(|(r, _)| r.0.port()).collect();
+    fn ports(ready: &[Ready]) -> Vec<u16> {
+        let mut p: Vec<_> = ready.iter().map(|r| r.relay.0.port()).collect();
+        p.sort();
+        p
+    }
+
+    fn port_list(relays: &[RelayAddr]) -> Vec<u16> {
+        let mut p: Vec<_> = relays.iter().map(|r| r.0.port()).collect();
         p.sort();
         p
     }
@@ -230,7 +260,7 @@ mod tests {
                 .unwrap();
             poll.ready(&mut ready).unwrap();
         }
-        assert_eq!(ports(&ready), ports(&[(a, sa.clone()), (c, sc.clone())]));
+        assert_eq!(ports(&ready), port_list(&[a, c]));
         // Level-triggered: still named while unread.
         poll.ready(&mut ready).unwrap();
         assert_eq!(ready.len(), 2);
@@ -248,7 +278,20 @@ mod tests {
         sender.send_to(b"y", d.0).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));
         poll.ready(&mut ready).unwrap();
-        assert_eq!(ports(&ready), ports(&[(d, sd)]));
+        assert_eq!(ports(&ready), port_list(&[d]));
+        // A token names its socket for as long as the slot holds it, and
+        // never the slot's next tenant.
+        assert_eq!(ready[0].token, td);
+        assert_eq!(poll.get(td).map(|(relay, _)| relay), Some(d));
+        assert!(poll.get(tc).is_none());
+        poll.remove(td);
+        assert!(poll.get(td).is_none());
+        let (e, se) = socket();
+        let te = poll.add(e, &se).unwrap();
+        assert_eq!(te.index(), td.index());
+        assert!(poll.get(td).is_none());
+        assert_eq!(poll.get(te).map(|(relay, _)| relay), Some(e));
+        poll.remove(te);
         poll.remove(ta);
     }
 }
