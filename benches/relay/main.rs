@@ -24,7 +24,7 @@
 //! `BENCH_ROUNDS`, `BENCH_SECS`, `BENCH_FLOWS`, `BENCH_CLIENTS`,
 //! `BENCH_RATE`, `BENCH_BATCH`, `BENCH_BURST`, `BENCH_IDLE`,
 //! `BENCH_PINGS`, `BENCH_CONNS`, `BENCH_FIGURES`, `BENCH_ONLY`,
-//! `BENCH_PIN`, `TURNPIKE_BIN`, `TURNSERVER_BIN`.
+//! `BENCH_PIN`, `BENCH_PAIRED_ALSO`, `TURNPIKE_BIN`, `TURNSERVER_BIN`.
 
 // The benchmark measures wall time: reading the clock is the point here.
 #![allow(clippy::disallowed_methods)]
