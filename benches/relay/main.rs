@@ -32,8 +32,8 @@
 //! `BENCH_ROUNDS`, `BENCH_SECS`, `BENCH_FLOWS`, `BENCH_CLIENTS`,
 //! `BENCH_RATE`, `BENCH_BATCH`, `BENCH_BURST`, `BENCH_IDLE`,
 //! `BENCH_PINGS`, `BENCH_CONNS`, `BENCH_FIGURES`, `BENCH_ONLY`,
-//! `BENCH_PIN`, `BENCH_NETNS`, `BENCH_WINDOW`, `TURNPIKE_BIN`,
-//! `TURNSERVER_BIN`.
+//! `BENCH_PIN`, `BENCH_PAIRED_ALSO`, `BENCH_NETNS`, `BENCH_WINDOW`,
+//! `TURNPIKE_BIN`, `TURNSERVER_BIN`.
 
 // The benchmark measures wall time: reading the clock is the point here.
 #![allow(clippy::disallowed_methods)]
