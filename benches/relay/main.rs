@@ -21,7 +21,7 @@
 //! --forwarder ...` it is the bare UDP forwarder (see `forwarder.rs`).
 //!
 //! Namespace mode (`BENCH_NETNS=1`, `scripts/bench.sh --netns`) runs the
-//! UDP and relay ↔ relay figures with the server in a network namespace
+//! UDP, relay ↔ relay and ping-pong RTT figures with the server in a network namespace
 //! behind a veth pair (`netns.rs`), turnpike also with the XDP fast path
 //! (`turnpike-xdp`), the load in a closed loop, and the headline in host
 //! CPU per relayed packet (`host.rs`): the fast path's work is in the
@@ -146,7 +146,7 @@ impl Settings {
 
 fn figures(s: &Settings) -> Vec<Figure> {
     if s.netns {
-        return namespace::figures(s.flows);
+        return namespace::figures(s.flows, s.pings);
     }
     let n = s.flows;
     let c = s.conns;
@@ -379,7 +379,7 @@ fn measure_all(work: &Path) -> Result<(), String> {
         if !skipped.is_empty() {
             notes.push(format!(
                 "namespace mode measures {} only; not {}",
-                namespace::NETNS_GROUPS.join(" and "),
+                namespace::NETNS_GROUPS.join(", "),
                 skipped.join(", ")
             ));
         }
@@ -829,12 +829,17 @@ fn data_plane(
         });
     }
     if s.group("rtt") {
+        // The pings are ChannelData on a bound channel, so with
+        // fast_path = "xdp" the program relays both ways; its verdicts
+        // around the phase show that it did.
+        let before = verdicts();
         let r = load::ping_pong(pid, &flows[0], s.pings, SMALL, RTT_MAX);
+        let fast_path = before.map_or(String::new(), |b| b.since(verdicts()));
         if r.received == 0 {
             return Err(format!("{name}: no ping came back"));
         }
         let raw = format!(
-            "{} pings, {} answered, {:.2} s, server CPU {:.3} s ({:.1} µs per round trip)",
+            "{} pings, {} answered, {:.2} s, server CPU {:.3} s ({:.1} µs per round trip){fast_path}",
             r.sent,
             r.received,
             r.wall,
@@ -1175,7 +1180,8 @@ fn print_header(s: &Settings, nofile: usize) {
              non-idle time − the generator process − every other process). Server side = the server process and its \
              end's NAPI thread. \
              Ratios ÷ coturn; the goals (issue 21) are for turnpike-xdp: host CPU ≤ 0.2 of coturn's, packets per \
-             server-side CPU-second ≥ 3×; turnpike ÷ coturn should match loopback mode's ratios.\n"
+             server-side CPU-second ≥ 3×; turnpike ÷ coturn should match loopback mode's ratios. The RTT figure is \
+             loopback mode's ping-pong over the veth pair (one ChannelData ping in flight).\n"
         );
         return;
     }

@@ -12,14 +12,15 @@ use crate::report::{self, Figure, Goal, Sample};
 use crate::{LARGE, SMALL};
 
 /// The figure groups of namespace mode.
-pub const NETNS_GROUPS: [&str; 2] = ["udp", "r2r"];
+pub const NETNS_GROUPS: [&str; 3] = ["udp", "r2r", "rtt"];
 
 /// Namespace mode's figures (`n` allocations in the many-flow rows): the
 /// UDP and relay ↔ relay rows in host CPU, with issue 21's goal for
 /// turnpike-xdp ÷ coturn, the same rows on the server's side alone, and
 /// for the 64-allocation 100 B phases the relayed packets per second and
-/// per server-side CPU-second.
-pub fn figures(n: usize) -> Vec<Figure> {
+/// per server-side CPU-second; then the ping-pong RTT (`pings` round
+/// trips) through the veth pair, the fast path's latency.
+pub fn figures(n: usize, pings: usize) -> Vec<Figure> {
     let us = "host CPU µs per relayed packet";
     let (udp, r2r) = ("client ↔ relay ↔ UDP peer", "relay ↔ relay");
     let rows: [(&'static str, &str, usize, usize); 8] = [
@@ -60,6 +61,18 @@ pub fn figures(n: usize) -> Vec<Figure> {
         v.push(Figure {
             key,
             label: format!("{what}, {n} allocations, 100 B"),
+            unit,
+            goal,
+        });
+    }
+    let ping = format!("ping-pong client → relay → peer → relay → client over the veth pair, {pings} pings, 100 B");
+    for (key, unit, goal) in [
+        ("rtt-p50", "RTT p50 µs", Goal::AtMost(1.0)),
+        ("rtt-p99", "RTT p99 µs", Goal::Report),
+    ] {
+        v.push(Figure {
+            key,
+            label: ping.clone(),
             unit,
             goal,
         });
