@@ -461,22 +461,8 @@ fn rtt_of(mut samples: Vec<f64>, sent: u64, server_cpu: f64, wall: f64) -> Rtt {
 /// through the relay to the client; the round trip is timed at the client.
 /// A ping lost for 1 s counts as lost; the whole loop stops after `max`.
 pub fn ping_pong(pid: u32, f: &UdpFlow, count: usize, payload: usize, max: Duration) -> Rtt {
-    drain_socket(f.client.as_raw_fd());
-    drain_socket(f.peer.as_raw_fd());
-    let mut samples = Vec::with_capacity(count);
-    let mut buf = [0u8; RECV_BUF];
-    let cpu0 = cpu_seconds(pid);
-    let start = Instant::now();
-    let mut sent = 0u64;
-    for i in 0..count {
-        if start.elapsed() > max {
-            break;
-        }
-        sent += 1;
-        samples.extend(one_ping(f, i as u32, payload, &mut buf));
-    }
-    let wall = start.elapsed().as_secs_f64();
-    rtt_of(samples, sent, cpu_seconds(pid) - cpu0, wall)
+    let mut one = ping_pong_paired(&[pid], &[f], count, payload, max);
+    one.remove(0)
 }
 
 /// The ping-pong through several servers at once, one ping each in turn
